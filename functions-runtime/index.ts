@@ -1,0 +1,9 @@
+/** The functions runtime's public entry: other folders import only this file. */
+export { bundleFunction, versionOf, type Bundle } from './bundler/bundle.ts';
+export { FunctionRegistry, type DeployedFunction, type RegistryLimits } from './registry/registry.ts';
+export { Router, type RouterOptions } from './router/router.ts';
+export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';
+export { Scheduler, type SchedulerOptions, type WorkerInfo, type BatchOutcome } from './scheduler/scheduler.ts';
+export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';
+export { FunctionSandbox, type SandboxResult } from './sandbox/sandbox.ts';
+export { invokeOnce, type InvokeRequest, type InvokeResponse } from './invoke.ts';

@@ -1,0 +1,54 @@
+/**
+ * Manual invocation (`voltline invoke`, `POST /api/functions/:name/invoke`): runs one
+ * event through the same scheduler and sandbox as live traffic and returns the verdict.
+ * It is a dry run: the points are returned, not stored.
+ */
+import type { DeployedFunction } from './registry/registry.ts';
+import type { SandboxMetering } from './sandbox/sandbox.ts';
+import type { Scheduler } from './scheduler/scheduler.ts';
+import type { GuestLogLine } from './sandbox/guest-protocol.ts';
+import { validatePoint, type Point } from './sdk/point.ts';
+
+export interface InvokeRequest {
+  /** The payload as text (usually JSON). */
+  readonly payload: string;
+  readonly topic?: string;
+  readonly deviceId?: string;
+}
+
+export interface InvokeResponse {
+  readonly invocationId: string;
+  readonly outcome: 'ok' | 'invalid' | 'error' | 'timeout' | 'memory';
+  readonly points: Point[];
+  readonly logs: GuestLogLine[];
+  readonly metering: SandboxMetering;
+  readonly error?: { readonly code: string; readonly field?: string; readonly message: string };
+}
+
+let counter = 0;
+
+export async function invokeOnce(scheduler: Scheduler, fn: DeployedFunction, request: InvokeRequest): Promise<InvokeResponse> {
+  const invocationId = `${fn.name}:manual-${Date.now()}-${++counter}`;
+  const topic = request.topic ?? fn.triggers[0]?.mqtt.replaceAll('+', request.deviceId ?? 'manual').replace(/#$/, 'manual') ?? 'manual';
+  const outcome = await scheduler.run(
+    { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
+    [{ payload: request.payload, topic, deviceId: request.deviceId ?? 'manual', receivedAt: Date.now(), source: 'manual', invocationId }],
+  );
+  const result = outcome.results[0];
+  if (result === undefined) throw new Error('the worker returned no result');
+  const base = { invocationId, logs: result.logs, metering: outcome.metering };
+  switch (result.outcome) {
+    case 'ok':
+      try {
+        return { ...base, outcome: 'ok', points: result.points.map((p) => validatePoint(p)) };
+      } catch (err) {
+        return { ...base, outcome: 'error', points: [], error: { code: 'bad_points', message: err instanceof Error ? err.message : String(err) } };
+      }
+    case 'invalid':
+      return { ...base, outcome: 'invalid', points: [], error: { code: result.code, ...(result.field === '' ? {} : { field: result.field }), message: result.message } };
+    case 'error':
+      return { ...base, outcome: 'error', points: [], error: { code: result.code, message: result.message } };
+    default:
+      return { ...base, outcome: result.outcome, points: [], error: { code: result.outcome, message: result.message } };
+  }
+}

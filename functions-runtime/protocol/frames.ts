@@ -1,0 +1,57 @@
+/**
+ * The framed protocol between the scheduler and a worker, over any byte stream (a child
+ * process's pipes today, a microVM's vsock or serial port later): each frame is a 4-byte
+ * big-endian length followed by that many bytes of UTF-8 JSON.
+ */
+import type { Readable, Writable } from 'node:stream';
+import { VoltlineError } from '../../lib/errors.ts';
+
+/** Frames larger than this are refused on both sides. */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+
+export function encodeFrame(message: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(message), 'utf8');
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot send a frame of ${body.length} bytes as the limit is ${MAX_FRAME_BYTES}`, { context: { bytes: body.length } });
+  }
+  const header = Buffer.allocUnsafe(4);
+  header.writeUInt32BE(body.length, 0);
+  return Buffer.concat([header, body]);
+}
+
+/** Splits a byte stream back into messages. */
+export class FrameDecoder {
+  #buffer: Buffer = Buffer.alloc(0);
+
+  /** Adds bytes; returns every complete message they finish. */
+  push(chunk: Buffer): unknown[] {
+    this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
+    const messages: unknown[] = [];
+    while (this.#buffer.length >= 4) {
+      const length = this.#buffer.readUInt32BE(0);
+      if (length > MAX_FRAME_BYTES) {
+        throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot read a frame of ${length} bytes as the limit is ${MAX_FRAME_BYTES}`, { context: { bytes: length } });
+      }
+      if (this.#buffer.length < 4 + length) break;
+      messages.push(JSON.parse(this.#buffer.toString('utf8', 4, 4 + length)));
+      this.#buffer = this.#buffer.subarray(4 + length);
+    }
+    return messages;
+  }
+}
+
+/** Calls `onMessage` for every frame read from `input`; `onError` on a broken stream. */
+export function readFrames(input: Readable, onMessage: (message: unknown) => void, onError: (err: unknown) => void): void {
+  const decoder = new FrameDecoder();
+  input.on('data', (chunk: Buffer) => {
+    try {
+      for (const message of decoder.push(chunk)) onMessage(message);
+    } catch (err) {
+      onError(err);
+    }
+  });
+}
+
+export function writeFrame(output: Writable, message: unknown): boolean {
+  return output.write(encodeFrame(message));
+}

@@ -1,0 +1,30 @@
+/** The messages of the scheduler ⇄ worker protocol (see frames.ts for the framing). */
+import type { SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import type { GuestEvent } from '../sandbox/guest-protocol.ts';
+
+/** A function as a worker loads it. */
+export interface LoadFunction {
+  readonly name: string;
+  readonly version: string;
+  readonly code: string;
+  readonly timeoutMs: number;
+  readonly memoryMb: number;
+}
+
+export type ToWorker =
+  | { readonly t: 'load'; readonly fn: LoadFunction }
+  | { readonly t: 'unload'; readonly name: string; readonly version: string }
+  | {
+      readonly t: 'invoke';
+      readonly id: number;
+      readonly name: string;
+      readonly version: string;
+      readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline'>>;
+    }
+  | { readonly t: 'shutdown' };
+
+export type FromWorker =
+  | { readonly t: 'ready'; readonly pid: number }
+  | { readonly t: 'heartbeat'; readonly rssBytes: number; readonly inFlight: number }
+  | { readonly t: 'result'; readonly id: number; readonly results: SandboxResult[]; readonly metering: SandboxMetering; readonly coldStart: boolean }
+  | { readonly t: 'failed'; readonly id: number; readonly message: string };

@@ -1,0 +1,167 @@
+/**
+ * The function registry: which functions are deployed, at which version, with which
+ * triggers and limits. Deployed bundles are kept in `<dataDir>/functions/<name>.json`
+ * so they survive restarts.
+ */
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import ivm from 'isolated-vm';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { VoltlineError } from '../../lib/errors.ts';
+import { versionOf } from '../bundler/bundle.ts';
+import { topicFilterProblem } from '../router/topic-filter.ts';
+import { DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS } from '../sdk/define.ts';
+import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
+
+export interface DeployedFunction {
+  readonly name: string;
+  /** Content hash of the bundle. */
+  readonly version: string;
+  readonly triggers: ReadonlyArray<{ readonly mqtt: string }>;
+  readonly timeoutMs: number;
+  readonly memoryMb: number;
+  readonly code: string;
+  /** Epoch ms. */
+  readonly deployedAt: number;
+}
+
+export interface RegistryLimits {
+  /** The longest time limit a function may ask for, ms. */
+  readonly maxTimeoutMs: number;
+  /** The most memory a function may ask for, MiB. */
+  readonly maxMemoryMb: number;
+}
+
+const Stored = z.object({
+  name: z.string(),
+  version: z.string(),
+  triggers: z.array(z.object({ mqtt: z.string() })),
+  timeoutMs: z.number().int().positive(),
+  memoryMb: z.number().int().positive(),
+  code: z.string(),
+  deployedAt: z.number(),
+});
+
+const Description = z.object({
+  name: z.string(),
+  triggers: z.array(z.object({ mqtt: z.string() })),
+  timeoutMs: z.number().int().positive().optional(),
+  memoryMb: z.number().int().positive().optional(),
+});
+
+/** Loads a bundle in a throwaway isolate and reads its definition back. */
+async function describeBundle(code: string): Promise<FunctionDescription> {
+  const isolate = new ivm.Isolate({ memoryLimit: 128 });
+  try {
+    const context = await isolate.createContext();
+    await isolate.compileScriptSync(code).run(context, { timeout: 5_000 });
+    const describe = await context.global.get('__voltline_describe', { reference: true });
+    if (!(describe instanceof ivm.Reference) || describe.typeof !== 'function') {
+      throw new Error('it is not a Voltline function bundle (no __voltline_describe); bundle it with `voltline deploy`');
+    }
+    const json = (await describe.apply(undefined, [], { timeout: 1_000 })) as string;
+    const parsed = JSON.parse(json) as { error?: string };
+    if (parsed.error !== undefined) throw new Error(parsed.error);
+    return Description.parse(parsed) as FunctionDescription;
+  } finally {
+    if (!isolate.isDisposed) isolate.dispose();
+  }
+}
+
+export class FunctionRegistry {
+  readonly #dir: string;
+  readonly #limits: RegistryLimits;
+  readonly #log: Logger;
+  readonly #functions = new Map<string, DeployedFunction>();
+  readonly #listeners: Array<() => void> = [];
+
+  private constructor(dir: string, limits: RegistryLimits, log: Logger) {
+    this.#dir = dir;
+    this.#limits = limits;
+    this.#log = log;
+  }
+
+  /** Opens the registry in `<dataDir>/functions`, loading what was deployed before. */
+  static async open(dataDir: string, limits: RegistryLimits, logger: Logger): Promise<FunctionRegistry> {
+    const dir = path.join(dataDir, 'functions');
+    await mkdir(dir, { recursive: true });
+    const registry = new FunctionRegistry(dir, limits, logger.child({ stage: 'registry' }));
+    for (const file of await readdir(dir)) {
+      if (!file.endsWith('.json')) continue;
+      try {
+        const fn = Stored.parse(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+        registry.#functions.set(fn.name, fn);
+      } catch (err) {
+        registry.#log.error({ err, file }, 'skipping an unreadable deployed function');
+      }
+    }
+    return registry;
+  }
+
+  /**
+   * Validates and stores a bundle (from `bundleFunction`). Deploying the same code again
+   * is a no-op; new code replaces the function's previous version.
+   * @throws VoltlineError `VL_DEPLOY_INVALID` naming the field that is wrong.
+   */
+  async deploy(code: string, source = 'bundle'): Promise<DeployedFunction> {
+    let description: FunctionDescription;
+    try {
+      description = await describeBundle(code);
+    } catch (err) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source}: ${err instanceof Error ? err.message : String(err)}`, { context: { source }, cause: err });
+    }
+    const name = description.name;
+    for (const trigger of description.triggers) {
+      const problem = topicFilterProblem(trigger.mqtt);
+      if (problem !== undefined) {
+        throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as trigger mqtt '${trigger.mqtt}' is invalid: ${problem}`, { context: { source, field: 'triggers' } });
+      }
+    }
+    const timeoutMs = description.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (timeoutMs > this.#limits.maxTimeoutMs) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as timeoutMs must be at most ${this.#limits.maxTimeoutMs}: current value is ${timeoutMs}`, { context: { source, field: 'timeoutMs' } });
+    }
+    const memoryMb = description.memoryMb ?? DEFAULT_MEMORY_MB;
+    if (memoryMb > this.#limits.maxMemoryMb || memoryMb < 8) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as memoryMb must be between 8 and ${this.#limits.maxMemoryMb}: current value is ${memoryMb}`, { context: { source, field: 'memoryMb' } });
+    }
+    const version = versionOf(code);
+    const existing = this.#functions.get(name);
+    if (existing?.version === version) return existing;
+    const fn: DeployedFunction = { name, version, triggers: description.triggers, timeoutMs, memoryMb, code, deployedAt: Date.now() };
+    const file = path.join(this.#dir, `${name}.json`);
+    await writeFile(`${file}.tmp`, JSON.stringify(fn));
+    await rename(`${file}.tmp`, file);
+    this.#functions.set(name, fn);
+    this.#log.info({ function: name, version, triggers: fn.triggers }, 'function deployed');
+    this.#emit();
+    return fn;
+  }
+
+  /** Removes a function; returns false when there was none of that name. */
+  async remove(name: string): Promise<boolean> {
+    if (!this.#functions.delete(name)) return false;
+    await rm(path.join(this.#dir, `${name}.json`), { force: true });
+    this.#log.info({ function: name }, 'function removed');
+    this.#emit();
+    return true;
+  }
+
+  get(name: string): DeployedFunction | undefined {
+    return this.#functions.get(name);
+  }
+
+  list(): DeployedFunction[] {
+    return [...this.#functions.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Calls `listener` after every deploy and removal. */
+  onChange(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  #emit(): void {
+    for (const listener of this.#listeners) listener();
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * The router: reads the trigger log from its committed position, matches each event's
+ * topic against the deployed functions' filters, runs batches through the scheduler,
+ * writes points and dead letters to the store, and only then commits the log position.
+ *
+ * Per-device order: a function's events are split into lanes by device id; a lane runs
+ * one batch at a time, in log order, and a failed batch is retried before the lane moves.
+ * Bounded: at most `maxInFlightEvents` events are read but unfinished; past that the
+ * router stops reading and the log (then the broker) pushes back.
+ */
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { errorMessage, VoltlineError } from '../../lib/errors.ts';
+import type { DeadLetter, LoggedEvent, Point, StoreWriter, TriggerLog } from '../../ingest/index.ts';
+import type { DeployedFunction, FunctionRegistry } from '../registry/registry.ts';
+import type { SandboxResult } from '../sandbox/sandbox.ts';
+import type { Scheduler } from '../scheduler/scheduler.ts';
+import { validatePoint } from '../sdk/point.ts';
+import { CommitTracker } from './commit-tracker.ts';
+import { topicMatches } from './topic-filter.ts';
+
+export interface RouterOptions {
+  readonly log: TriggerLog;
+  readonly registry: FunctionRegistry;
+  readonly scheduler: Scheduler;
+  readonly store: StoreWriter;
+  readonly logger: Logger;
+  readonly metrics: Registry;
+  /** Events per batch at most. */
+  readonly maxBatchEvents: number;
+  /** Lanes per function: batches of one function that may run at once. */
+  readonly lanesPerFunction: number;
+  /** Events read but not finished, at most. */
+  readonly maxInFlightEvents: number;
+  /** How often the log position is committed, ms. */
+  readonly commitIntervalMs: number;
+  /** Backoff bounds for retrying a batch or a store write, ms. */
+  readonly retryMinMs: number;
+  readonly retryMaxMs: number;
+}
+
+interface Lane {
+  readonly fnName: string;
+  readonly queue: LoggedEvent[];
+  busy: boolean;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function laneIndex(deviceId: string, lanes: number): number {
+  // FNV-1a: cheap, stable, spreads short ids well.
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < deviceId.length; i++) {
+    hash ^= deviceId.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % lanes;
+}
+
+export class Router {
+  readonly #o: RouterOptions;
+  readonly #log: Logger;
+  readonly #lanes = new Map<string, Lane>();
+  readonly #abort = new AbortController();
+  readonly #tracker: CommitTracker;
+  #readPos: bigint;
+  #committed: bigint;
+  #routes: DeployedFunction[] = [];
+  #loop: Promise<void> | undefined;
+  #commitTimer: NodeJS.Timeout | undefined;
+  #slotWaiter: (() => void) | undefined;
+  #idleWaiters: Array<() => void> = [];
+  readonly #invocations: Counter<'function' | 'outcome'>;
+  readonly #deadLetters: Counter<'reason'>;
+  readonly #pointsWritten: Counter;
+  readonly #unrouted: Counter;
+  readonly #retries: Counter<'stage'>;
+  readonly #latency: Histogram;
+
+  constructor(options: RouterOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ stage: 'router' });
+    this.#readPos = options.log.committedOffset();
+    this.#committed = this.#readPos;
+    this.#tracker = new CommitTracker(this.#readPos);
+    const registers = [options.metrics];
+    this.#invocations = new Counter({ name: 'voltline_invocations_total', help: 'Function invocations (one per event), by outcome', labelNames: ['function', 'outcome'], registers });
+    this.#deadLetters = new Counter({ name: 'voltline_dead_letters_total', help: 'Events written to the dead-letter store, by reason', labelNames: ['reason'], registers });
+    this.#pointsWritten = new Counter({ name: 'voltline_points_written_total', help: 'Points written to the time-series store', registers });
+    this.#unrouted = new Counter({ name: 'voltline_messages_unrouted_total', help: 'Logged messages that matched no deployed function', registers });
+    this.#retries = new Counter({ name: 'voltline_retries_total', help: 'Batches run again or store writes tried again, by stage', labelNames: ['stage'], registers });
+    this.#latency = new Histogram({
+      name: 'voltline_ingest_latency_seconds',
+      help: 'From receipt by the platform to results stored',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    const tracker = () => this.#tracker;
+    new Gauge({
+      name: 'voltline_events_in_flight',
+      help: 'Events read from the trigger log and not yet finished',
+      registers,
+      collect() {
+        this.set(tracker().inFlight);
+      },
+    });
+    this.#refreshRoutes();
+    options.registry.onChange(() => this.#refreshRoutes());
+  }
+
+  #refreshRoutes(): void {
+    this.#routes = this.#o.registry.list().filter((fn) => fn.triggers.length > 0);
+  }
+
+  /** Starts reading from the committed position (replaying anything not committed). */
+  start(): void {
+    this.#log.info({ from: String(this.#readPos) }, 'router reading the trigger log');
+    this.#loop = this.#readLoop().catch((err: unknown) => {
+      if (!this.#abort.signal.aborted) this.#log.fatal({ err }, 'router read loop failed');
+    });
+    this.#commitTimer = setInterval(() => void this.#commit(), this.#o.commitIntervalMs);
+    this.#commitTimer.unref();
+  }
+
+  async #readLoop(): Promise<void> {
+    const signal = this.#abort.signal;
+    while (!signal.aborted) {
+      const room = this.#o.maxInFlightEvents - this.#tracker.inFlight;
+      if (room <= 0) {
+        await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
+        continue;
+      }
+      const events = await this.#o.log.read(this.#readPos, Math.min(room, 1_000));
+      if (events.length === 0) {
+        await this.#o.log.waitFor(this.#readPos, signal).catch(() => undefined);
+        continue;
+      }
+      for (const event of events) this.#route(event);
+    }
+  }
+
+  #route(event: LoggedEvent): void {
+    this.#readPos = event.offset + 1n;
+    const matched = this.#routes.filter((fn) => fn.triggers.some((trigger) => topicMatches(trigger.mqtt, event.topic)));
+    this.#tracker.add(event.offset, matched.length);
+    if (matched.length === 0) {
+      this.#unrouted.inc();
+      return;
+    }
+    for (const fn of matched) {
+      const key = `${fn.name}#${laneIndex(event.deviceId, this.#o.lanesPerFunction)}`;
+      let lane = this.#lanes.get(key);
+      if (lane === undefined) {
+        lane = { fnName: fn.name, queue: [], busy: false };
+        this.#lanes.set(key, lane);
+      }
+      lane.queue.push(event);
+      this.#pump(lane);
+    }
+  }
+
+  #pump(lane: Lane): void {
+    if (lane.busy || lane.queue.length === 0) return;
+    lane.busy = true;
+    const batch = lane.queue.splice(0, this.#o.maxBatchEvents);
+    void this.#runBatch(lane.fnName, batch).finally(() => {
+      lane.busy = false;
+      for (const event of batch) this.#tracker.done(event.offset);
+      this.#slotWaiter?.();
+      this.#slotWaiter = undefined;
+      this.#pump(lane);
+      if (this.#tracker.inFlight === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
+    });
+  }
+
+  async #runBatch(fnName: string, batch: LoggedEvent[]): Promise<void> {
+    const points: Point[] = [];
+    const letters: DeadLetter[] = [];
+    const runnable: LoggedEvent[] = [];
+    const texts: string[] = [];
+    for (const event of batch) {
+      try {
+        texts.push(utf8.decode(event.payload));
+        runnable.push(event);
+      } catch {
+        letters.push(this.#letter(fnName, event, 'payload_not_json', '', 'payload is not valid UTF-8 text, so it cannot be JSON'));
+      }
+    }
+    let attempt = 0;
+    while (runnable.length > 0) {
+      const fn = this.#o.registry.get(fnName);
+      if (fn === undefined) break; // removed while its events waited: nothing runs them now
+      try {
+        const outcome = await this.#o.scheduler.run(
+          { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
+          runnable.map((event, i) => ({
+            payload: texts[i] ?? '',
+            topic: event.topic,
+            deviceId: event.deviceId,
+            receivedAt: event.receivedAtMs,
+            source: event.source,
+            invocationId: `${fn.name}:${String(event.offset)}`,
+          })),
+        );
+        outcome.results.forEach((result, i) => {
+          const event = runnable[i];
+          if (event !== undefined) this.#collect(fn.name, event, result, points, letters);
+        });
+        break;
+      } catch (err) {
+        if (this.#abort.signal.aborted) throw err;
+        const retriable = err instanceof VoltlineError && err.retriable;
+        this.#retries.inc({ stage: 'invoke' });
+        this.#log.warn({ function: fnName, err: errorMessage(err), attempt, retriable }, 'batch failed; running it again');
+        await this.#backoff(attempt++);
+      }
+    }
+    await this.#write(points, letters);
+    const now = Date.now();
+    for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
+  }
+
+  #collect(fnName: string, event: LoggedEvent, result: SandboxResult, points: Point[], letters: DeadLetter[]): void {
+    if (result.outcome === 'ok') {
+      try {
+        // Points come from untrusted code: validate again on this side of the boundary.
+        const checked = result.points.map((p) => validatePoint(p));
+        points.push(...checked);
+        this.#invocations.inc({ function: fnName, outcome: 'ok' });
+      } catch (err) {
+        this.#invocations.inc({ function: fnName, outcome: 'error' });
+        letters.push(this.#letter(fnName, event, 'bad_points', '', errorMessage(err)));
+      }
+      return;
+    }
+    this.#invocations.inc({ function: fnName, outcome: result.outcome });
+    if (result.outcome === 'invalid') letters.push(this.#letter(fnName, event, result.code, result.field, result.message));
+    else if (result.outcome === 'error') letters.push(this.#letter(fnName, event, result.code, '', result.message));
+    else letters.push(this.#letter(fnName, event, result.outcome, '', result.message));
+  }
+
+  #letter(fnName: string, event: LoggedEvent, code: DeadLetter['code'], field: string, message: string): DeadLetter {
+    this.#deadLetters.inc({ reason: code });
+    return {
+      offset: event.offset,
+      function: fnName,
+      topic: event.topic,
+      deviceId: event.deviceId,
+      payload: event.payload,
+      receivedAtMs: event.receivedAtMs,
+      code,
+      ...(field === '' ? {} : { field }),
+      message,
+    };
+  }
+
+  /** Writes until it succeeds: a store that is down holds the log position, loses nothing. */
+  async #write(points: Point[], letters: DeadLetter[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await Promise.all([
+          points.length > 0 ? this.#o.store.writePoints(points) : undefined,
+          letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined,
+        ]);
+        this.#pointsWritten.inc(points.length);
+        return;
+      } catch (err) {
+        if (this.#abort.signal.aborted && attempt > 2) throw err;
+        this.#retries.inc({ stage: 'store' });
+        this.#log.error({ err: errorMessage(err), points: points.length, deadLetters: letters.length, attempt }, 'store write failed; trying again');
+        await this.#backoff(attempt);
+      }
+    }
+  }
+
+  #backoff(attempt: number): Promise<void> {
+    const ceiling = Math.min(this.#o.retryMaxMs, this.#o.retryMinMs * 2 ** attempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    return new Promise((resolve) => setTimeout(resolve, delay));
+  }
+
+  async #commit(): Promise<void> {
+    const position = this.#tracker.committable;
+    if (position <= this.#committed) return;
+    try {
+      await this.#o.log.commit(position);
+      this.#committed = position;
+    } catch (err) {
+      this.#log.error({ err }, 'could not commit the trigger log position; will try again');
+    }
+  }
+
+  /** Resolves when every event read so far is finished (for tests and shutdown). */
+  idle(): Promise<void> {
+    if (this.#tracker.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** The next offset the router will read. */
+  get position(): bigint {
+    return this.#readPos;
+  }
+
+  /** Stops reading, lets batches in flight finish for up to `graceMs`, and commits. */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.#abort.abort();
+    this.#slotWaiter?.();
+    if (this.#commitTimer !== undefined) clearInterval(this.#commitTimer);
+    await this.#loop;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+    await this.#commit();
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The guest runtime: bundled together with each function and run inside its V8 isolate.
+ * It parses the payload, validates it with the function's schema, calls the handler and
+ * validates the points, so that only strings cross the isolate boundary.
+ * No Node imports: nothing here exists inside the sandbox.
+ */
+import type { DefinedFunction, FunctionLogger, HandlerResult, StandardResult } from '../sdk/define.ts';
+import { InvalidEventError } from '../sdk/define.ts';
+import { PointBuilder, validatePoint, type Point } from '../sdk/point.ts';
+import type { GuestEvent, GuestLogLine, GuestResult, FunctionDescription } from './guest-protocol.ts';
+
+const MAX_LOG_LINES = 100;
+const MAX_LOG_LINE_CHARS = 2_000;
+
+function describe(definition: DefinedFunction): FunctionDescription {
+  return {
+    name: definition.name,
+    triggers: definition.triggers.map((trigger) => ({ mqtt: trigger.mqtt })),
+    ...(definition.timeoutMs === undefined ? {} : { timeoutMs: definition.timeoutMs }),
+    ...(definition.memoryMb === undefined ? {} : { memoryMb: definition.memoryMb }),
+  };
+}
+
+/** Renders a Standard Schema issue path as `docks[0].battery`. */
+function formatPath(path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined): string {
+  let out = '';
+  for (const segment of path ?? []) {
+    const key = typeof segment === 'object' ? segment.key : segment;
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out.length === 0 ? String(key) : `.${String(key)}`;
+  }
+  return out;
+}
+
+function collectPoints(output: HandlerResult): Point[] {
+  if (output === undefined || output === null) return [];
+  const items: readonly unknown[] = Array.isArray(output) ? output : [output];
+  return items.map((item) => validatePoint(item instanceof PointBuilder ? item.build() : item));
+}
+
+function makeLogger(lines: GuestLogLine[]): FunctionLogger {
+  const write = (level: GuestLogLine['level']) => (message: string, data?: Record<string, unknown>) => {
+    if (lines.length >= MAX_LOG_LINES) return;
+    const line: GuestLogLine = { level, message: String(message).slice(0, MAX_LOG_LINE_CHARS), time: Date.now() };
+    if (data !== undefined) line.data = JSON.parse(JSON.stringify(data)) as Record<string, unknown>;
+    lines.push(line);
+  };
+  return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };
+}
+
+function failure(err: unknown, logs: GuestLogLine[]): GuestResult {
+  if (err instanceof InvalidEventError) return { outcome: 'invalid', code: 'rejected', field: err.field, message: err.message, logs };
+  if (err instanceof Error && err.name === 'PointError') return { outcome: 'error', code: 'bad_points', message: err.message, logs };
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : `thrown: ${String(err)}`;
+  return { outcome: 'error', code: 'error', message, logs };
+}
+
+/** The slow path, for a schema whose validation is asynchronous. */
+async function invokeAsync(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], pending: Promise<StandardResult<unknown>>): Promise<string> {
+  try {
+    const result = await pending;
+    if (result.issues !== undefined) return JSON.stringify(schemaFailure(result.issues, logs));
+    const value = result.value;
+    const output = await definition.handler(eventFor(event, value), contextFor(definition, event, logs));
+    return JSON.stringify({ outcome: 'ok', points: collectPoints(output), logs } satisfies GuestResult);
+  } catch (err) {
+    return JSON.stringify(failure(err, logs));
+  }
+}
+
+function schemaFailure(issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }>, logs: GuestLogLine[]): GuestResult {
+  const first = issues[0];
+  const field = formatPath(first?.path);
+  const message = first === undefined ? 'payload failed validation' : `${field === '' ? 'payload' : field}: ${first.message}`;
+  return { outcome: 'invalid', code: 'schema', field, message, logs };
+}
+
+function eventFor(event: GuestEvent, payload: unknown) {
+  return { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source };
+}
+
+function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[]) {
+  return { log: makeLogger(logs), deadline: event.deadline, invocationId: event.invocationId, functionName: definition.name };
+}
+
+/**
+ * Runs one event. Returns the JSON of a GuestResult, or a promise of it when the schema
+ * or the handler is asynchronous (the host awaits it under a wall-clock deadline).
+ */
+function invoke(definition: DefinedFunction, eventJson: string): string | Promise<string> {
+  const logs: GuestLogLine[] = [];
+  const event = JSON.parse(eventJson) as GuestEvent;
+  let payload: unknown;
+  try {
+    payload = JSON.parse(event.payload);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    return JSON.stringify({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs } satisfies GuestResult);
+  }
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+    const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : typeof payload;
+    return JSON.stringify({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs } satisfies GuestResult);
+  }
+  try {
+    let value: unknown = payload;
+    if (definition.schema !== undefined) {
+      const result = definition.schema['~standard'].validate(payload);
+      if (result instanceof Promise) return invokeAsync(definition, event, logs, result);
+      if (result.issues !== undefined) return JSON.stringify(schemaFailure(result.issues, logs));
+      value = result.value;
+    }
+    const output = definition.handler(eventFor(event, value), contextFor(definition, event, logs));
+    if (output instanceof Promise) {
+      return output.then(
+        (resolved: HandlerResult) => JSON.stringify({ outcome: 'ok', points: collectPoints(resolved), logs } satisfies GuestResult),
+      ).catch((err: unknown) => JSON.stringify(failure(err, logs)));
+    }
+    return JSON.stringify({ outcome: 'ok', points: collectPoints(output), logs } satisfies GuestResult);
+  } catch (err) {
+    return JSON.stringify(failure(err, logs));
+  }
+}
+
+/** Installs the entry points the host calls: `__voltline_describe` and `__voltline_invoke`. */
+export function installGuest(definition: unknown): void {
+  const host = globalThis as Record<string, unknown>;
+  const fn = definition as DefinedFunction | undefined;
+  if (fn === undefined || fn === null || (fn as { __voltline?: unknown }).__voltline !== 1) {
+    host['__voltline_describe'] = () => JSON.stringify({ error: "the module's default export must be defineFunction({...}) from 'voltline'" });
+    return;
+  }
+  host['__voltline_describe'] = () => JSON.stringify(describe(fn));
+  host['__voltline_invoke'] = (eventJson: string) => invoke(fn, eventJson);
+}

@@ -1,0 +1,72 @@
+/**
+ * A worker driver starts and stops one kind of worker VM. Every driver gives the
+ * scheduler the same thing: a byte-stream channel carrying the framed protocol, and an
+ * exit notice. The process driver is the default; sandboxed-process and microVM drivers
+ * implement the same interface.
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+export interface WorkerExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** A started worker, as the scheduler sees it. */
+export interface WorkerHandle {
+  /** Unique within the platform run, e.g. 'w-3'. */
+  readonly id: string;
+  readonly driver: string;
+  /** The OS process id, where there is one. */
+  readonly pid: number | undefined;
+  /** Frames from the worker. */
+  readonly input: Readable;
+  /** Frames to the worker. */
+  readonly output: Writable;
+  /** Resolves when the worker has exited, however it ended. */
+  readonly exited: Promise<WorkerExit>;
+  /** Ends the worker at once (SIGKILL for processes). */
+  kill(): void;
+}
+
+export interface WorkerDriver {
+  readonly name: string;
+  start(id: string): WorkerHandle;
+}
+
+const AGENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../worker/agent.ts');
+
+/**
+ * Runs each worker as a child process of the platform: `node --no-node-snapshot agent.ts`,
+ * frames over its stdin/stdout, its stderr passed through.
+ */
+export function processDriver(options: { heartbeatMs?: number } = {}): WorkerDriver {
+  return {
+    name: 'process',
+    start(id) {
+      const child = spawn(process.execPath, ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', AGENT], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+        env: { ...process.env, VOLTLINE_WORKER_ID: id, VOLTLINE_WORKER_HEARTBEAT_MS: String(options.heartbeatMs ?? 1_000) },
+      });
+      const exited = new Promise<WorkerExit>((resolve) => {
+        child.once('exit', (code, signal) => resolve({ code, signal }));
+        child.once('error', () => resolve({ code: null, signal: null }));
+      });
+      // A worker that dies mid-write must not crash the platform with EPIPE.
+      child.stdin.on('error', () => undefined);
+      return {
+        id,
+        driver: 'process',
+        pid: child.pid,
+        input: child.stdout,
+        output: child.stdin,
+        exited,
+        kill: () => {
+          child.kill('SIGKILL');
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * `defineFunction`: how an author declares a telemetry handler. No Node imports: this
+ * module is bundled into every function and runs inside the sandbox.
+ */
+import type { Point } from './point.ts';
+import type { PointBuilder } from './point.ts';
+
+/**
+ * A schema the platform validates payloads with: anything implementing Standard Schema
+ * v1 (zod 4 does), so the SDK itself depends on no validation library.
+ */
+export interface PayloadSchema<T> {
+  readonly '~standard': {
+    readonly version: 1;
+    readonly vendor: string;
+    validate(value: unknown):
+      | StandardResult<T>
+      | Promise<StandardResult<T>>;
+  };
+}
+
+export type StandardResult<T> =
+  | { readonly value: T; readonly issues?: undefined }
+  | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }> };
+
+/** What fires a function. Manual invocation (`voltline invoke`) always works. */
+export type Trigger = { readonly mqtt: string };
+
+export interface EventMeta {
+  /** MQTT topic the message arrived on. */
+  readonly topic: string;
+  /** The sending device (its MQTT client id). */
+  readonly deviceId: string;
+  /** When the platform received it, epoch ms. */
+  readonly receivedAt: number;
+  readonly source: string;
+}
+
+/** What a handler receives: the validated payload and where it came from. */
+export interface FunctionEvent<T> extends EventMeta {
+  readonly payload: T;
+}
+
+export interface FunctionLogger {
+  debug(message: string, data?: Record<string, unknown>): void;
+  info(message: string, data?: Record<string, unknown>): void;
+  warn(message: string, data?: Record<string, unknown>): void;
+  error(message: string, data?: Record<string, unknown>): void;
+}
+
+export interface FunctionContext {
+  /** Structured log lines, captured per invocation. */
+  readonly log: FunctionLogger;
+  /** Epoch ms after which the invocation is stopped. */
+  readonly deadline: number;
+  readonly invocationId: string;
+  readonly functionName: string;
+}
+
+export type HandlerOutput = Point | PointBuilder;
+export type HandlerResult = HandlerOutput | readonly HandlerOutput[] | undefined | void;
+
+export interface FunctionDefinition<T = unknown> {
+  /** Unique name: lower-case letters, digits and '-', 1 to 63 characters. */
+  readonly name: string;
+  readonly triggers: readonly Trigger[];
+  /** Validates each payload before the handler sees it; failures are dead-lettered. */
+  readonly schema?: PayloadSchema<T>;
+  /** Time limit per invocation, ms. Default 1000. */
+  readonly timeoutMs?: number;
+  /** Memory limit of the function's isolate, MiB. Default 64. */
+  readonly memoryMb?: number;
+  handler(event: FunctionEvent<T>, ctx: FunctionContext): HandlerResult | Promise<HandlerResult>;
+}
+
+/** A definition as the platform reads it back from a bundle. */
+export interface DefinedFunction<T = unknown> extends FunctionDefinition<T> {
+  readonly __voltline: 1;
+}
+
+export const FUNCTION_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
+export const DEFAULT_TIMEOUT_MS = 1_000;
+export const DEFAULT_MEMORY_MB = 64;
+
+/** Thrown by `defineFunction` for a definition the platform cannot run. */
+export class DefinitionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DefinitionError';
+  }
+}
+
+/**
+ * Declares a function. The module must `export default defineFunction({...})`.
+ * @example
+ * export default defineFunction({
+ *   name: 'station-telemetry',
+ *   triggers: [{ mqtt: 'stations/+/telemetry' }],
+ *   schema: Telemetry,            // a zod schema
+ *   timeoutMs: 500,
+ *   handler: (event) => point('station').tag('station', event.payload.stationId).field('v', 1),
+ * });
+ */
+export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFunction<T> {
+  const d = definition as Partial<FunctionDefinition<T>>;
+  if (typeof d.name !== 'string' || !FUNCTION_NAME_PATTERN.test(d.name)) {
+    throw new DefinitionError(`Cannot define function as 'name' must be lower-case letters, digits and '-' (1 to 63, starting with a letter): current value is ${JSON.stringify(d.name)}`);
+  }
+  if (!Array.isArray(d.triggers)) {
+    throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers' must be an array such as [{ mqtt: 'stations/+/telemetry' }]`);
+  }
+  for (const trigger of d.triggers as unknown[]) {
+    const mqtt = (trigger as { mqtt?: unknown } | null)?.mqtt;
+    if (typeof mqtt !== 'string') {
+      throw new DefinitionError(`Cannot define function '${d.name}' as each trigger must be { mqtt: '<topic filter>' }: current value is ${JSON.stringify(trigger)}`);
+    }
+  }
+  if (d.schema !== undefined && typeof (d.schema as Partial<PayloadSchema<T>>)['~standard']?.validate !== 'function') {
+    throw new DefinitionError(`Cannot define function '${d.name}' as 'schema' must be a zod schema (or another Standard Schema)`);
+  }
+  for (const key of ['timeoutMs', 'memoryMb'] as const) {
+    const value = d[key];
+    if (value !== undefined && (!Number.isInteger(value) || value <= 0)) {
+      throw new DefinitionError(`Cannot define function '${d.name}' as '${key}' must be a positive whole number: current value is ${JSON.stringify(value)}`);
+    }
+  }
+  if (typeof d.handler !== 'function') {
+    throw new DefinitionError(`Cannot define function '${d.name}' as 'handler' must be a function`);
+  }
+  return Object.freeze({ ...definition, __voltline: 1 as const });
+}
+
+/** Thrown by a handler (through `invalid`) to dead-letter an event it cannot accept. */
+export class InvalidEventError extends Error {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(message);
+    this.name = 'InvalidEventError';
+    this.field = field;
+  }
+}
+
+/**
+ * Rejects the current event: it goes to the dead-letter store with `field` and `message`.
+ * @example if (p.stationId !== station) invalid('topic', `stationId ${p.stationId} does not match the topic`)
+ */
+export function invalid(field: string, message: string): never {
+  throw new InvalidEventError(field, message);
+}

@@ -1,0 +1,93 @@
+/**
+ * The worker agent: the program that runs inside a worker VM (today a child process).
+ * It reads frames from stdin, keeps one sandbox per loaded function, runs batches, and
+ * writes results and heartbeats to stdout. It never writes anything else to stdout.
+ *
+ * Started as `node --no-node-snapshot agent.ts` (isolated-vm requires the flag).
+ */
+import { readFrames, writeFrame } from '../protocol/frames.ts';
+import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
+import { FunctionSandbox } from '../sandbox/sandbox.ts';
+
+const HEARTBEAT_MS = Number(process.env['VOLTLINE_WORKER_HEARTBEAT_MS'] ?? 1_000);
+
+interface Loaded {
+  readonly fn: LoadFunction;
+  readonly sandbox: FunctionSandbox;
+  /** Batches of one function run one after another: one isolate runs one thing at a time. */
+  tail: Promise<void>;
+  used: boolean;
+}
+
+const loaded = new Map<string, Loaded>();
+let inFlight = 0;
+
+function send(message: FromWorker): void {
+  writeFrame(process.stdout, message);
+}
+
+function key(name: string, version: string): string {
+  return `${name}@${version}`;
+}
+
+function handle(message: ToWorker): void {
+  switch (message.t) {
+    case 'load': {
+      const k = key(message.fn.name, message.fn.version);
+      if (!loaded.has(k)) {
+        loaded.set(k, { fn: message.fn, sandbox: new FunctionSandbox(message.fn), tail: Promise.resolve(), used: false });
+      }
+      return;
+    }
+    case 'unload': {
+      const k = key(message.name, message.version);
+      const entry = loaded.get(k);
+      if (entry === undefined) return;
+      loaded.delete(k);
+      void entry.tail.then(() => entry.sandbox.dispose());
+      return;
+    }
+    case 'invoke': {
+      const entry = loaded.get(key(message.name, message.version));
+      if (entry === undefined) {
+        send({ t: 'failed', id: message.id, message: `function ${message.name}@${message.version} is not loaded on this worker` });
+        return;
+      }
+      inFlight += 1;
+      const coldStart = !entry.used;
+      entry.used = true;
+      entry.tail = entry.tail.then(async () => {
+        try {
+          const { results, metering } = await entry.sandbox.runBatch(message.events);
+          send({ t: 'result', id: message.id, results, metering, coldStart });
+        } catch (err) {
+          send({ t: 'failed', id: message.id, message: err instanceof Error ? err.message : String(err) });
+        } finally {
+          inFlight -= 1;
+        }
+      });
+      return;
+    }
+    case 'shutdown':
+      void Promise.all([...loaded.values()].map((entry) => entry.tail)).then(() => process.exit(0));
+      return;
+  }
+}
+
+readFrames(
+  process.stdin,
+  (message) => handle(message as ToWorker),
+  (err) => {
+    process.stderr.write(`voltline worker: broken frame stream: ${String(err)}\n`);
+    process.exit(2);
+  },
+);
+// The scheduler closing our stdin means it is gone: stop rather than linger as an orphan.
+process.stdin.on('end', () => process.exit(0));
+
+const heartbeat = setInterval(() => {
+  send({ t: 'heartbeat', rssBytes: process.memoryUsage.rss(), inFlight });
+}, HEARTBEAT_MS);
+heartbeat.unref();
+
+send({ t: 'ready', pid: process.pid });

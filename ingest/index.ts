@@ -1,0 +1,14 @@
+/** The ingest stage's public entry: other folders import only this file. */
+export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './trigger/types.ts';
+export type {
+  Aggregate,
+  DeadLetter,
+  DeadLetterCode,
+  DeadLetterQuery,
+  FieldValue,
+  Point,
+  QuerySpec,
+  Series,
+  StoreReader,
+  StoreWriter,
+} from './store/types.ts';

@@ -1,0 +1,93 @@
+/**
+ * The store stage's data model: points (line-protocol shaped), dead letters, and the
+ * interfaces the embedded store and, later, the InfluxDB/VictoriaMetrics writers implement.
+ */
+
+/** A field value. Integers are written as floats in the embedded store. */
+export type FieldValue = number | boolean | string;
+
+/** One time-series point, as a function emits it. */
+export interface Point {
+  /** Measurement name, e.g. 'station'. */
+  readonly measurement: string;
+  /** Indexed string tags, e.g. { station: 'st-00042' }. */
+  readonly tags: Readonly<Record<string, string>>;
+  /** At least one field. */
+  readonly fields: Readonly<Record<string, FieldValue>>;
+  /** Epoch milliseconds (integer). */
+  readonly time: number;
+}
+
+/** Why an event could not be turned into points. */
+export type DeadLetterCode =
+  | 'payload_not_json'
+  | 'payload_not_object'
+  | 'schema'
+  | 'rejected'
+  | 'error'
+  | 'timeout'
+  | 'memory'
+  | 'bad_points';
+
+/** An event that ended in the dead-letter store instead of the time-series store. */
+export interface DeadLetter {
+  /** Trigger log offset of the event (idempotency key together with `function`). */
+  readonly offset: bigint;
+  readonly function: string;
+  readonly topic: string;
+  readonly deviceId: string;
+  readonly payload: Uint8Array;
+  readonly receivedAtMs: number;
+  readonly code: DeadLetterCode;
+  /** The payload field that failed, as a path ('voltage', 'docks[0].battery'), when known. */
+  readonly field?: string;
+  /** One sentence a user can act on. */
+  readonly message: string;
+}
+
+/** Writes points and dead letters durably. Writes are idempotent. */
+export interface StoreWriter {
+  /**
+   * Resolves once every point is durable. A point is keyed by (measurement, tags,
+   * time): writing the same key again replaces its fields (at-least-once replays).
+   */
+  writePoints(points: readonly Point[]): Promise<void>;
+  /** Resolves once every dead letter is durable; keyed by (offset, function). */
+  writeDeadLetters(letters: readonly DeadLetter[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type Aggregate = 'mean' | 'min' | 'max' | 'last' | 'count';
+
+/** A validated query (see `parseQuery`). Times in epoch ms. */
+export interface QuerySpec {
+  readonly measurement: string;
+  readonly field: string;
+  /** Tag filters, e.g. { station: 'st-00042' }. */
+  readonly tags: Readonly<Record<string, string>>;
+  readonly fromMs: number;
+  readonly toMs: number;
+  /** Bucket width; absent for raw points. */
+  readonly everyMs?: number;
+  readonly agg: Aggregate;
+  /** At most this many points per series. */
+  readonly limit: number;
+}
+
+export interface Series {
+  readonly tags: Readonly<Record<string, string>>;
+  /** [epoch ms, value] pairs in time order. For buckets, the time is the bucket start. */
+  readonly points: Array<[number, FieldValue | null]>;
+}
+
+export interface DeadLetterQuery {
+  readonly function?: string;
+  readonly deviceId?: string;
+  readonly limit: number;
+}
+
+/** Reads what the store holds. */
+export interface StoreReader {
+  query(spec: QuerySpec): Promise<{ series: Series[] }>;
+  deadLetters(query: DeadLetterQuery): Promise<DeadLetter[]>;
+}

@@ -1,0 +1,57 @@
+/**
+ * The trigger stage's data model: what a device message becomes once it is accepted,
+ * and the durable log it is accepted into.
+ */
+
+/** Where a trigger event came from. Later issues add 'kafka', 'http', 'timer', 'manual'. */
+export type TriggerSource = 'mqtt' | 'http' | 'timer' | 'manual' | 'kafka';
+
+/** One accepted message, as appended to the trigger log. */
+export interface TriggerEvent {
+  readonly source: TriggerSource;
+  /** MQTT topic (or the equivalent route for other sources). */
+  readonly topic: string;
+  /** The device that sent it (the MQTT client id for MQTT). */
+  readonly deviceId: string;
+  /** Raw payload bytes, exactly as received. */
+  readonly payload: Uint8Array;
+  /** When the platform received it, epoch milliseconds. */
+  readonly receivedAtMs: number;
+}
+
+/** A trigger event with its position in the log. */
+export interface LoggedEvent extends TriggerEvent {
+  /** Position in the log: 0, 1, 2, … in append order, never reused. */
+  readonly offset: bigint;
+}
+
+/**
+ * The durable, ordered log every accepted message goes through.
+ *
+ * Contract (every implementation runs `trigger-log.contract.ts`):
+ * - `append` resolves only once the event is durable (fsync'd locally, or acknowledged
+ *   by Kafka with acks=all); only then may the device be acknowledged.
+ * - `read` returns durable events in append order from a position, at most `max`.
+ * - `commit(offset)` records that every event below `offset` has its results stored;
+ *   after a restart, reading resumes at the committed position. Commit is monotonic.
+ * - Appends push back: when more than the configured bytes are waiting for the disk,
+ *   `append` still accepts (nothing offered is dropped) but `overloaded` is true until
+ *   the backlog drains, and callers should stop reading from their sources.
+ */
+export interface TriggerLog {
+  append(event: TriggerEvent): Promise<bigint>;
+  /** Durable events at or after `fromOffset`, at most `max`; empty when none yet. */
+  read(fromOffset: bigint, max: number): Promise<LoggedEvent[]>;
+  /** Resolves when an event at or after `fromOffset` is readable, or `signal` aborts. */
+  waitFor(fromOffset: bigint, signal: AbortSignal): Promise<void>;
+  commit(offset: bigint): Promise<void>;
+  /** The position reading resumes from after a restart. */
+  committedOffset(): bigint;
+  /** One past the last durable event. */
+  endOffset(): bigint;
+  /** True while the append backlog is above its high-water mark. */
+  readonly overloaded: boolean;
+  /** Calls `listener` once the backlog is back under the low-water mark. */
+  onDrain(listener: () => void): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,21 @@
+const UNIT_MS: Readonly<Record<string, number>> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/**
+ * Parses a duration such as '250ms', '10s', '5m', '1h', '2d' into milliseconds.
+ * Returns undefined when the text is not a duration.
+ * @example parseDurationMs('5m') // 300000
+ */
+export function parseDurationMs(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!match) return undefined;
+  const [, amount, unit] = match;
+  const factor = unit === undefined ? undefined : UNIT_MS[unit];
+  if (amount === undefined || factor === undefined) return undefined;
+  return Math.round(Number(amount) * factor);
+}

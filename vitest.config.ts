@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['**/*.test.ts'],
+    exclude: ['node_modules/**', 'data/**'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // Tests start real brokers, worker processes and stores; on a 2-core machine
+    // two files at a time keeps them from starving each other.
+    maxWorkers: 2,
+  },
+});
