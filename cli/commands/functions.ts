@@ -1,0 +1,121 @@
+/** `voltline deploy`, `voltline invoke` and `voltline functions`: functions on a running platform. */
+import { readFile, stat, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { bundleFunction } from '../../functions-runtime/index.ts';
+import { apiBase, callApi, CliError, type CommandIo } from '../io.ts';
+
+export const DEPLOY_USAGE = `Usage: voltline deploy <file.ts|dir> [--api URL]
+
+Bundles each function (a module that default-exports defineFunction({...})) and deploys
+it to the running platform. A directory deploys every .ts file in it except tests.
+
+Flags:
+  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help    show this help`;
+
+export const INVOKE_USAGE = `Usage: voltline invoke <name> --data '<json>' | --data @file.json [flags]
+
+Runs one invocation of a deployed function and prints its outcome, points and logs.
+It is a dry run: points are returned, not stored. Exit code 0 only for outcome 'ok'.
+
+Flags:
+  --data JSON|@FILE   the payload (JSON text, or @ and a file holding it)
+  --topic TOPIC       the topic the event pretends to arrive on
+  --device ID         the device the event pretends to come from
+  --json              print the whole result as JSON
+  --api URL           the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help          show this help`;
+
+export const FUNCTIONS_USAGE = `Usage: voltline functions [--json] [--api URL]
+
+Lists the deployed functions with their version, triggers and limits.`;
+
+async function filesToDeploy(target: string): Promise<string[]> {
+  let info;
+  try {
+    info = await stat(target);
+  } catch {
+    throw new CliError(`Cannot deploy '${target}' as it does not exist`, 2);
+  }
+  if (!info.isDirectory()) return [target];
+  const names = (await readdir(target)).filter((name) => name.endsWith('.ts') && !name.endsWith('.test.ts') && !name.endsWith('.d.ts'));
+  if (names.length === 0) throw new CliError(`Cannot deploy '${target}' as it holds no .ts function files`, 2);
+  return names.sort().map((name) => path.join(target, name));
+}
+
+export async function deployCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help === true) {
+    io.stdout.write(`${DEPLOY_USAGE}\n`);
+    return 0;
+  }
+  const target = positionals[0];
+  if (target === undefined) throw new CliError(`Cannot deploy without a file or directory.\n${DEPLOY_USAGE}`, 2);
+  const base = apiBase(values.api, io.env);
+  for (const file of await filesToDeploy(target)) {
+    const bundle = await bundleFunction(file);
+    const fn = (await callApi(base, 'POST', '/api/functions', { code: bundle.code, source: file })) as { name: string; version: string; triggers: Array<{ mqtt: string }> };
+    io.stdout.write(`deployed ${fn.name}@${fn.version} from ${file} (triggers: ${fn.triggers.map((t) => t.mqtt).join(', ') || 'manual only'})\n`);
+  }
+  return 0;
+}
+
+export async function invokeCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      data: { type: 'string' },
+      topic: { type: 'string' },
+      device: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      api: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help === true) {
+    io.stdout.write(`${INVOKE_USAGE}\n`);
+    return 0;
+  }
+  const name = positionals[0];
+  if (name === undefined) throw new CliError(`Cannot invoke without a function name.\n${INVOKE_USAGE}`, 2);
+  const dataText = values.data === undefined ? '{}' : values.data.startsWith('@') ? await readFile(values.data.slice(1), 'utf8') : values.data;
+  const body = { payload: dataText, raw: true, ...(values.topic === undefined ? {} : { topic: values.topic }), ...(values.device === undefined ? {} : { deviceId: values.device }) };
+  const result = (await callApi(apiBase(values.api, io.env), 'POST', `/api/functions/${encodeURIComponent(name)}/invoke`, body)) as {
+    outcome: string;
+    points: unknown[];
+    logs: Array<{ level: string; message: string }>;
+    metering: { wallMs: number; cpuMs: number };
+    error?: { code: string; field?: string; message: string };
+  };
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify(result)}\n`);
+  } else {
+    io.stdout.write(`outcome: ${result.outcome} (${result.metering.wallMs.toFixed(1)} ms wall, ${result.metering.cpuMs.toFixed(1)} ms cpu)\n`);
+    if (result.error !== undefined) io.stdout.write(`error: ${result.error.code}${result.error.field === undefined ? '' : ` (${result.error.field})`}: ${result.error.message}\n`);
+    for (const p of result.points) io.stdout.write(`point: ${JSON.stringify(p)}\n`);
+    for (const line of result.logs) io.stdout.write(`log ${line.level}: ${line.message}\n`);
+  }
+  return result.outcome === 'ok' ? 0 : 1;
+}
+
+export async function functionsCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help === true) {
+    io.stdout.write(`${FUNCTIONS_USAGE}\n`);
+    return 0;
+  }
+  const { functions } = (await callApi(apiBase(values.api, io.env), 'GET', '/api/functions')) as {
+    functions: Array<{ name: string; version: string; triggers: Array<{ mqtt: string }>; timeoutMs: number; memoryMb: number }>;
+  };
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify(functions)}\n`);
+    return 0;
+  }
+  if (functions.length === 0) io.stdout.write('no functions deployed\n');
+  for (const fn of functions) {
+    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${fn.triggers.map((t) => t.mqtt).join(', ') || 'manual only'}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,119 @@
+/** `voltline up`: runs the platform on this machine, optionally with a demo fleet. */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { parseDurationMs } from '../../lib/duration.ts';
+import { createLogger } from '../../lib/logger.ts';
+import { bundleFunction } from '../../functions-runtime/index.ts';
+import { runSimulation } from '../../devices-sim/index.ts';
+import { resolveConfig, type PlatformConfigInput } from '../config.ts';
+import { startPlatform } from '../platform.ts';
+import { CliError, type CommandIo } from '../io.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const DEMO_FUNCTION = path.join(ROOT, 'functions', 'station-telemetry.ts');
+
+export const UP_USAGE = `Usage: voltline up [flags]
+
+Runs Voltline on this machine: the MQTT broker, the trigger log, the worker fleet, the
+embedded time-series store and the HTTP API. Ctrl-C stops it cleanly.
+
+Flags:
+  --demo                 deploy functions/station-telemetry.ts and run a demo fleet
+  --demo-stations N      stations in the demo fleet (default 50)
+  --demo-interval D      how often each demo station publishes (default 1s)
+  --data-dir DIR         where data lives (default ./data)
+  --mqtt-port N          MQTT port (default 1883; 0 picks a free one)
+  --mqtt-host HOST       MQTT interface (default 127.0.0.1)
+  --http-port N          HTTP API port (default 8080; 0 picks a free one)
+  --http-host HOST       HTTP interface (default 127.0.0.1)
+  --workers N            worker processes (default 2)
+  --log-level LEVEL      fatal|error|warn|info|debug|trace|silent (default info)
+  -h, --help             show this help`;
+
+function intFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new CliError(`Cannot start as --${name} must be a whole number: current value is '${value}'`, 2);
+  return n;
+}
+
+export async function upCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      demo: { type: 'boolean', default: false },
+      'demo-stations': { type: 'string' },
+      'demo-interval': { type: 'string' },
+      'data-dir': { type: 'string' },
+      'mqtt-port': { type: 'string' },
+      'mqtt-host': { type: 'string' },
+      'http-port': { type: 'string' },
+      'http-host': { type: 'string' },
+      workers: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(`${UP_USAGE}\n`);
+    return 0;
+  }
+  const input: Record<string, unknown> = {
+    dataDir: values['data-dir'],
+    mqttPort: intFlag('mqtt-port', values['mqtt-port']),
+    mqttHost: values['mqtt-host'],
+    httpPort: intFlag('http-port', values['http-port']),
+    httpHost: values['http-host'],
+    workers: intFlag('workers', values.workers),
+    logLevel: values['log-level'],
+  };
+  for (const key of Object.keys(input)) if (input[key] === undefined) delete input[key];
+  const config = resolveConfig(input as PlatformConfigInput);
+  const demoStations = intFlag('demo-stations', values['demo-stations']) ?? 50;
+  const demoIntervalMs = parseInterval(values['demo-interval'] ?? '1s');
+
+  const logger = createLogger({ level: config.logLevel });
+  const platform = await startPlatform(config, logger);
+  io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
+  io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
+  io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try ${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m)\n`);
+
+  let demo: Promise<unknown> | undefined;
+  const demoAbort = new AbortController();
+  if (values.demo) {
+    const bundle = await bundleFunction(DEMO_FUNCTION);
+    const fn = await platform.registry.deploy(bundle.code, DEMO_FUNCTION);
+    io.stdout.write(`  function     ${fn.name}@${fn.version} on ${fn.triggers.map((t) => t.mqtt).join(', ')}\n`);
+    io.stdout.write(`  demo fleet   ${demoStations} stations, one message each every ${demoIntervalMs} ms\n`);
+    demo = runSimulation(
+      {
+        url: platform.mqttUrl,
+        stations: demoStations,
+        ratePerSec: (demoStations * 1000) / demoIntervalMs,
+        durationMs: 365 * 24 * 3_600_000,
+        seed: Date.now() % 0xffff_ffff,
+      },
+      { signal: demoAbort.signal },
+    ).catch((err: unknown) => logger.error({ err }, 'demo fleet stopped with an error'));
+  }
+  io.stdout.write('Press Ctrl-C to stop.\n');
+
+  await new Promise<void>((resolve) => {
+    if (io.signal.aborted) resolve();
+    io.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  io.stdout.write('Stopping: finishing accepted messages and flushing the store…\n');
+  demoAbort.abort();
+  await demo;
+  await platform.stop();
+  io.stdout.write('Stopped.\n');
+  return 0;
+}
+
+function parseInterval(text: string): number {
+  const value = parseDurationMs(text);
+  if (value === undefined || value <= 0) throw new CliError(`Cannot start as --demo-interval must be a duration above zero like 500ms or 2s: current value is '${text}'`, 2);
+  return value;
+}

@@ -1,0 +1,114 @@
+/**
+ * The composition root: starts every stage of the flow in order and stops them in the
+ * reverse order, so that nothing acknowledged is lost on a clean stop.
+ *
+ *   broker → trigger log → router → scheduler/workers → store;  API reads them all.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, type RunningBroker } from '../ingest/index.ts';
+import { FunctionRegistry, processDriver, Router, Scheduler } from '../functions-runtime/index.ts';
+import { startApi, type RunningApi } from '../dashboards/index.ts';
+import type { PlatformConfig } from './config.ts';
+
+export interface RunningPlatform {
+  readonly config: PlatformConfig;
+  readonly mqttUrl: string;
+  readonly apiUrl: string;
+  readonly registry: FunctionRegistry;
+  readonly scheduler: Scheduler;
+  readonly router: Router;
+  readonly broker: RunningBroker;
+  readonly api: RunningApi;
+  /** Stops accepting, finishes what was accepted (bounded), flushes and closes. */
+  stop(): Promise<void>;
+}
+
+export async function startPlatform(config: PlatformConfig, logger: Logger): Promise<RunningPlatform> {
+  const dataDir = path.resolve(config.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics, prefix: 'voltline_process_' });
+  let status: 'starting' | 'ok' | 'stopping' = 'starting';
+  const cleanups: Array<() => Promise<void>> = [];
+  const cleanup = async () => {
+    for (const step of cleanups.splice(0).reverse()) {
+      try {
+        await step();
+      } catch (err) {
+        logger.error({ err }, 'error while stopping');
+      }
+    }
+  };
+
+  try {
+    const store = await openEmbeddedStore({ dir: path.join(dataDir, 'store'), logger });
+    cleanups.push(() => store.close());
+    const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
+    cleanups.push(() => log.close());
+    const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb }, logger);
+    const scheduler = new Scheduler({
+      driver: processDriver(),
+      workers: config.workers,
+      workerCapacity: config.workerCapacity,
+      maxQueuedBatches: config.workers * config.workerCapacity * 4,
+      heartbeatTimeoutMs: config.workerHeartbeatTimeoutMs,
+      logger,
+      registry: metrics,
+    });
+    cleanups.push(() => scheduler.stop());
+    await scheduler.start();
+    const router = new Router({
+      log,
+      registry,
+      scheduler,
+      store,
+      logger,
+      metrics,
+      maxBatchEvents: config.maxBatchEvents,
+      lanesPerFunction: config.lanesPerFunction,
+      maxInFlightEvents: config.maxInFlightEvents,
+      commitIntervalMs: config.commitIntervalMs,
+      retryMinMs: 50,
+      retryMaxMs: 5_000,
+    });
+    router.start();
+    cleanups.push(() => router.stop());
+    const api = await startApi({
+      host: config.httpHost,
+      port: config.httpPort,
+      logger,
+      metrics,
+      store,
+      registry,
+      scheduler,
+      parseQuery,
+      status: () => status,
+    });
+    cleanups.push(() => api.close());
+    // The broker starts last: devices are accepted only once everything behind it runs.
+    const broker = await startBroker({ log, logger, metrics, host: config.mqttHost, port: config.mqttPort, maxPayloadBytes: config.maxPayloadBytes });
+    cleanups.push(() => broker.close());
+    status = 'ok';
+    const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
+    return {
+      config,
+      mqttUrl: `mqtt://${mqttHost}:${broker.port}`,
+      apiUrl: api.url,
+      registry,
+      scheduler,
+      router,
+      broker,
+      api,
+      async stop() {
+        status = 'stopping';
+        await cleanup();
+      },
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

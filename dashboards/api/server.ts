@@ -1,0 +1,151 @@
+/**
+ * The HTTP API the dashboard and the `voltline` command read: health, Prometheus
+ * metrics, time-series queries, dead letters, functions and workers. It reads what the
+ * other stages expose; it computes no metric itself. Listens on loopback by default.
+ */
+import Fastify, { type FastifyReply } from 'fastify';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { z } from 'zod';
+import { VoltlineError } from '../../lib/errors.ts';
+import type { StoreReader, QuerySpec, DeadLetter } from '../../ingest/index.ts';
+import { invokeOnce, type FunctionRegistry, type Scheduler } from '../../functions-runtime/index.ts';
+
+export interface ApiOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly logger: Logger;
+  readonly metrics: Registry;
+  readonly store: StoreReader;
+  readonly registry: FunctionRegistry;
+  readonly scheduler: Scheduler;
+  /** Turns query-string parameters into a validated query (ingest/store's parseQuery). */
+  readonly parseQuery: (params: Record<string, string | undefined>, nowMs: number) => QuerySpec;
+  /** 'ok' once every stage is up; anything else is reported with 503. */
+  readonly status: () => 'starting' | 'ok' | 'stopping';
+}
+
+export interface RunningApi {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const InvokeBody = z.object({
+  /** The payload: a JSON value (sent as its JSON text) or a raw string with `raw: true`. */
+  payload: z.unknown(),
+  raw: z.boolean().optional(),
+  topic: z.string().min(1).optional(),
+  deviceId: z.string().min(1).optional(),
+});
+
+const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional() });
+
+const DeadLetterParams = z.object({
+  function: z.string().optional(),
+  deviceId: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(1_000).default(100),
+});
+
+function sendError(reply: FastifyReply, status: number, code: string, message: string, extra: Record<string, unknown> = {}): FastifyReply {
+  return reply.code(status).send({ error: { code, message, ...extra } });
+}
+
+function deadLetterJson(letter: DeadLetter) {
+  return {
+    offset: String(letter.offset),
+    function: letter.function,
+    topic: letter.topic,
+    deviceId: letter.deviceId,
+    receivedAt: letter.receivedAtMs,
+    code: letter.code,
+    field: letter.field ?? null,
+    message: letter.message,
+    payload: Buffer.from(letter.payload).toString('utf8'),
+  };
+}
+
+export async function startApi(options: ApiOptions): Promise<RunningApi> {
+  const app = Fastify({
+    loggerInstance: options.logger.child({ stage: 'api' }),
+    disableRequestLogging: true,
+    bodyLimit: 16 * 1024 * 1024,
+  });
+
+  app.setErrorHandler((err, _request, reply) => {
+    if (err instanceof VoltlineError) {
+      const status = err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' ? 400 : err.retriable ? 503 : 500;
+      return sendError(reply, status, err.code, err.message, err.context);
+    }
+    if (err instanceof z.ZodError) {
+      const issue = err.issues[0];
+      return sendError(reply, 400, 'VL_BAD_REQUEST', `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`);
+    }
+    const status = typeof (err as { statusCode?: unknown }).statusCode === 'number' ? (err as { statusCode: number }).statusCode : 500;
+    if (status >= 500) options.logger.error({ err }, 'API request failed');
+    return sendError(reply, status, status >= 500 ? 'VL_INTERNAL' : 'VL_BAD_REQUEST', err instanceof Error ? err.message : String(err));
+  });
+
+  app.get('/healthz', async (_request, reply) => {
+    const status = options.status();
+    return reply.code(status === 'ok' ? 200 : 503).send({ status });
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    return reply.header('content-type', options.metrics.contentType).send(await options.metrics.metrics());
+  });
+
+  app.get('/api/query', async (request) => {
+    const spec = options.parseQuery(request.query as Record<string, string | undefined>, Date.now());
+    return options.store.query(spec);
+  });
+
+  app.get('/api/dead-letters', async (request) => {
+    const params = DeadLetterParams.parse(request.query);
+    const letters = await options.store.deadLetters({
+      limit: params.limit,
+      ...(params.function === undefined ? {} : { function: params.function }),
+      ...(params.deviceId === undefined ? {} : { deviceId: params.deviceId }),
+    });
+    return { deadLetters: letters.map(deadLetterJson) };
+  });
+
+  app.get('/api/functions', async () => ({
+    functions: options.registry.list().map(({ code: _code, ...fn }) => fn),
+  }));
+
+  app.post('/api/functions', async (request, reply) => {
+    const body = DeployBody.parse(request.body);
+    const fn = await options.registry.deploy(body.code, body.source);
+    const { code: _code, ...rest } = fn;
+    return reply.code(201).send(rest);
+  });
+
+  app.delete<{ Params: { name: string } }>('/api/functions/:name', async (request, reply) => {
+    const removed = await options.registry.remove(request.params.name);
+    if (!removed) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed`);
+    options.scheduler.forget(request.params.name);
+    return reply.code(204).send();
+  });
+
+  app.post<{ Params: { name: string } }>('/api/functions/:name/invoke', async (request, reply) => {
+    const fn = options.registry.get(request.params.name);
+    if (fn === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed`);
+    const body = InvokeBody.parse(request.body ?? {});
+    const payload = body.raw === true ? String(body.payload ?? '') : JSON.stringify(body.payload ?? null);
+    return invokeOnce(options.scheduler, fn, {
+      payload,
+      ...(body.topic === undefined ? {} : { topic: body.topic }),
+      ...(body.deviceId === undefined ? {} : { deviceId: body.deviceId }),
+    });
+  });
+
+  app.get('/api/workers', async () => ({ workers: options.scheduler.workers() }));
+
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  return { url: `http://${host}:${port}`, port, close: () => app.close() };
+}

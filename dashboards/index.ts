@@ -1,0 +1,2 @@
+/** The dashboards stage's public entry. */
+export { startApi, type ApiOptions, type RunningApi } from './api/server.ts';

@@ -1,0 +1,149 @@
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseSimArgs, simCommand } from './cli.ts';
+import type { SimReport } from './report.ts';
+import { closedPort, startTestBroker, type TestBroker } from './testing.ts';
+
+function sink(isTTY = false): { stream: Writable; text: () => string } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer | string, _encoding, callback) {
+      chunks.push(String(chunk));
+      callback();
+    },
+  });
+  Object.assign(stream, { isTTY });
+  return { stream, text: () => chunks.join('') };
+}
+
+function lastLine(text: string): string {
+  return text.trimEnd().split('\n').at(-1) ?? '';
+}
+
+let broker: TestBroker | undefined;
+afterEach(async () => {
+  await broker?.close();
+  broker = undefined;
+});
+
+describe('parseSimArgs', () => {
+  it('fills in defaults, with the rate following the station count', () => {
+    expect(parseSimArgs([])).toEqual({ url: 'mqtt://127.0.0.1:1883', stations: 50, ratePerSec: 50, durationMs: 30_000 });
+    expect(parseSimArgs(['--stations', '20'])).toMatchObject({ stations: 20, ratePerSec: 20 });
+  });
+
+  it('reads every flag, as --flag value and --flag=value', () => {
+    expect(
+      parseSimArgs([
+        '--url=mqtts://broker.example:8883',
+        '--stations', '20',
+        '--rate=200.5',
+        '--duration', '2s',
+        '--seed', '42',
+        '--qos', '0',
+        '--username', 'sim',
+        '--password=s3cret',
+        '--first', '101',
+        '--prefix', 'lab-',
+        '--max-inflight', '4',
+        '--connect-timeout', '3s',
+        '--drain-timeout', '500ms',
+      ]),
+    ).toEqual({
+      url: 'mqtts://broker.example:8883',
+      stations: 20,
+      ratePerSec: 200.5,
+      durationMs: 2_000,
+      seed: 42,
+      qos: 0,
+      username: 'sim',
+      password: 's3cret',
+      first: 101,
+      prefix: 'lab-',
+      maxInflight: 4,
+      connectTimeoutMs: 3_000,
+      drainTimeoutMs: 500,
+    });
+  });
+
+  it.each([
+    [['--stations', 'abc'], /'--stations' as it must be a whole number: current value is 'abc'/],
+    [['--duration', '30'], /'--duration' as it must be a duration such as 500ms, 30s or 5m: current value is '30'/],
+    [['--rate', '-5'], /'--rate' as it must be a number: current value is '-5'/],
+    [['--qos', '2'], /'--qos' as it must be 0 or 1: current value is '2'/],
+    [['--stations', '0'], /'--stations' .*: current value is '0'/],
+    [['--url', 'http://x'], /'--url' .*broker URL.*: current value is 'http:\/\/x'/],
+    [['--prefix', 'a/b'], /'--prefix' .*: current value is 'a\/b'/],
+    [['--first', '99990', '--stations', '20'], /'--stations' .*at most 99999.*: current value is '20'/],
+    [['--rate', '0'], /'--rate' .*: current value is '0'/],
+    [['--url'], /Flag '--url' needs a value/],
+    [['--url', '--stations', '2'], /Flag '--url' needs a value/],
+    [['--bogus', '1'], /Unknown flag '--bogus'/],
+    [['extra'], /Unexpected argument 'extra'/],
+  ])('rejects %j naming the flag and the value', (argv, message) => {
+    expect(() => parseSimArgs(argv)).toThrow(message);
+  });
+});
+
+describe('simCommand', () => {
+  it('prints a summary and the JSON report last, exit code 0 when all is acknowledged', async () => {
+    broker = await startTestBroker();
+    const out = sink();
+    const err = sink();
+    const code = await simCommand(['--url', broker.url, '--stations', '5', '--rate', '50', '--duration', '400ms'], {
+      stdout: out.stream,
+      stderr: err.stream,
+      signal: new AbortController().signal,
+    });
+    expect(code).toBe(0);
+    const report = JSON.parse(lastLine(out.text())) as SimReport;
+    expect(report).toMatchObject({ sent: 20, acked: 20, errors: 0, connected: 5 });
+    expect(out.text()).toContain('5/5 stations connected to mqtt://127.0.0.1:');
+    expect(err.text()).toBe(''); // not a terminal: no progress
+  });
+
+  it('fails with exit code 1 and still a JSON last line when the broker is unreachable', async () => {
+    const port = await closedPort();
+    const out = sink();
+    const err = sink();
+    const code = await simCommand(
+      ['--url', `mqtt://user:hunter2@127.0.0.1:${port}`, '--stations', '3', '--duration', '200ms'],
+      { stdout: out.stream, stderr: err.stream, signal: new AbortController().signal },
+    );
+    expect(code).toBe(1);
+    const report = JSON.parse(lastLine(out.text())) as SimReport;
+    expect(report).toMatchObject({ errors: 3, connected: 0, errorsByKind: { connect: 3 } });
+    expect(out.text()).toContain('errors: connect 3');
+    expect(out.text()).not.toContain('hunter2');
+  });
+
+  it('shows live progress on a terminal and stops early on abort', async () => {
+    broker = await startTestBroker();
+    const out = sink();
+    const err = sink(true);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 1_300);
+    const code = await simCommand(['--url', broker.url, '--stations', '2', '--rate', '20', '--duration', '1m'], {
+      stdout: out.stream,
+      stderr: err.stream,
+      signal: controller.signal,
+    });
+    expect(code).toBe(0);
+    expect(err.text()).toMatch(/publishing \ds .*rate \d+\/s {2}sent \d+ {2}acked \d+ {2}errors 0 {2}p99 /);
+    const report = JSON.parse(lastLine(out.text())) as SimReport;
+    expect(report.aborted).toBe(true);
+    expect(report.durationMs).toBeLessThan(5_000);
+  });
+
+  it('prints usage for --help and rejects bad flags with exit code 2', async () => {
+    const io = () => ({ stdout: sink(), stderr: sink() });
+    const help = io();
+    const signal = new AbortController().signal;
+    expect(await simCommand(['--help'], { stdout: help.stdout.stream, stderr: help.stderr.stream, signal })).toBe(0);
+    expect(help.stdout.text()).toMatch(/^Usage: voltline sim/);
+    const bad = io();
+    expect(await simCommand(['--stations', 'many'], { stdout: bad.stdout.stream, stderr: bad.stderr.stream, signal })).toBe(2);
+    expect(bad.stderr.text()).toContain("'--stations' as it must be a whole number: current value is 'many'");
+    expect(bad.stdout.text()).toBe('');
+  });
+});

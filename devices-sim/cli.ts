@@ -1,0 +1,204 @@
+import { parseDurationMs } from '../lib/duration.ts';
+import { VoltlineError, errorMessage } from '../lib/errors.ts';
+import { checkSimOptions, redactUrl, type SimOptions } from './options.ts';
+import type { SimProgress, SimReport } from './report.ts';
+import { runSimulation } from './run.ts';
+
+export const SIM_USAGE = `Usage: voltline sim [flags]
+
+Simulates a fleet of scooter stations publishing telemetry over MQTT, then prints a
+delivery report (the last line is the report as JSON). Exit code 0 when every message
+was acknowledged and every station connected, 1 otherwise, 2 for bad flags.
+
+Flags:
+  --url <url>              broker URL (default mqtt://127.0.0.1:1883)
+  --stations <n>           number of stations, one connection each (default 50)
+  --rate <msgs/s>          total messages per second across the fleet (default: one per station)
+  --duration <d>           how long to publish, e.g. 500ms, 30s, 5m (default 30s)
+  --seed <n>               seed; the same seed gives the same messages (default 1)
+  --qos <0|1>              publish QoS (default 1)
+  --username <name>        MQTT username
+  --password <secret>      MQTT password
+  --first <n>              number of the first station (default 1)
+  --prefix <text>          station id prefix (default st-): ids are prefix + 5 digits
+  --max-inflight <n>       unacknowledged messages per station before it skips (default 10)
+  --connect-timeout <d>    per-station connect timeout (default 10s)
+  --drain-timeout <d>      how long to wait for outstanding acks at the end (default 5s)
+  -h, --help               show this help
+`;
+
+type Kind = 'string' | 'int' | 'number' | 'duration' | 'qos';
+
+/** Flag → option key and how its value is read. */
+const FLAGS: Readonly<Record<string, { key: keyof SimOptions; kind: Kind }>> = {
+  '--url': { key: 'url', kind: 'string' },
+  '--stations': { key: 'stations', kind: 'int' },
+  '--rate': { key: 'ratePerSec', kind: 'number' },
+  '--duration': { key: 'durationMs', kind: 'duration' },
+  '--seed': { key: 'seed', kind: 'int' },
+  '--qos': { key: 'qos', kind: 'qos' },
+  '--username': { key: 'username', kind: 'string' },
+  '--password': { key: 'password', kind: 'string' },
+  '--first': { key: 'first', kind: 'int' },
+  '--prefix': { key: 'prefix', kind: 'string' },
+  '--max-inflight': { key: 'maxInflight', kind: 'int' },
+  '--connect-timeout': { key: 'connectTimeoutMs', kind: 'duration' },
+  '--drain-timeout': { key: 'drainTimeoutMs', kind: 'duration' },
+};
+
+const KIND_TEXT: Readonly<Record<Kind, string>> = {
+  string: 'text',
+  int: 'a whole number',
+  number: 'a number',
+  duration: 'a duration such as 500ms, 30s or 5m',
+  qos: '0 or 1',
+};
+
+/**
+ * Parses the arguments after `voltline sim` into options (defaults filled in, ranges
+ * checked). Throws VoltlineError 'VL_SIM_BAD_FLAG' naming the flag and the value.
+ *
+ * @example parseSimArgs(['--stations', '20', '--rate=200', '--duration', '2s'])
+ */
+export function parseSimArgs(argv: string[]): SimOptions {
+  const values: Partial<Record<keyof SimOptions, string | number>> = {};
+  const given = new Map<keyof SimOptions, { flag: string; raw: string }>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const eq = arg.indexOf('=');
+    const flag = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const spec = FLAGS[flag];
+    if (spec === undefined) {
+      const what = arg.startsWith('-') ? `Unknown flag '${flag}'` : `Unexpected argument '${arg}'`;
+      throw badFlag(`${what} (see voltline sim --help)`, flag, arg);
+    }
+    let raw: string | undefined;
+    if (flag !== arg) raw = arg.slice(eq + 1);
+    else {
+      const nextArg = argv[i + 1];
+      if (nextArg === undefined || (nextArg.startsWith('--') && nextArg in FLAGS)) {
+        throw badFlag(`Flag '${flag}' needs a value`, flag, undefined);
+      }
+      raw = nextArg;
+      i++;
+    }
+    const value = readValue(spec.kind, raw);
+    if (value === undefined) {
+      throw badFlag(`Cannot use '${flag}' as it must be ${KIND_TEXT[spec.kind]}: current value is '${raw}'`, flag, raw);
+    }
+    values[spec.key] = value;
+    given.set(spec.key, { flag, raw });
+  }
+
+  const stations = values.stations ?? 50;
+  const options = {
+    ...values,
+    url: values.url ?? 'mqtt://127.0.0.1:1883',
+    stations,
+    ratePerSec: values.ratePerSec ?? stations,
+    durationMs: values.durationMs ?? 30_000,
+  } as SimOptions; // each value was read with the kind its key needs; the schema below checks it all
+
+  const checked = checkSimOptions(options);
+  if (!checked.ok) {
+    const issue = checked.issues[0];
+    const key = (issue?.path.split('.')[0] ?? '') as keyof SimOptions;
+    const source = given.get(key);
+    const flag = source?.flag ?? flagOf(key);
+    const shown = key === 'password' ? '(hidden)' : (source?.raw ?? issue?.value ?? '');
+    const why = source === undefined ? ' (default)' : '';
+    throw badFlag(`Cannot use '${flag}' as it ${issue?.message ?? 'is invalid'}: current value is '${shown}'${why}`, flag, shown);
+  }
+  return options;
+}
+
+/**
+ * `voltline sim`: runs the simulation, prints a short summary and, as the last line, the
+ * JSON report on stdout; a live progress line on stderr when it is a terminal. Returns
+ * the exit code: 0 when the report has no errors, 1 otherwise, 2 for bad flags.
+ */
+export async function simCommand(
+  argv: string[],
+  io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream; signal: AbortSignal },
+): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(SIM_USAGE);
+    return 0;
+  }
+  let options: SimOptions;
+  try {
+    options = parseSimArgs(argv);
+  } catch (err) {
+    io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
+    return 2;
+  }
+  const tty = (io.stderr as { isTTY?: boolean }).isTTY === true;
+  const onProgress = (p: SimProgress): void => {
+    if (p.phase !== 'done') io.stderr.write(`\r\x1b[2K${formatProgress(p)}`);
+  };
+  let report: SimReport;
+  try {
+    report = await runSimulation(options, tty ? { signal: io.signal, onProgress } : { signal: io.signal });
+  } catch (err) {
+    io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
+    return 1;
+  } finally {
+    if (tty) io.stderr.write('\r\x1b[2K');
+  }
+  io.stdout.write(formatSummary(report, options.url));
+  io.stdout.write(`${JSON.stringify(report)}\n`);
+  return report.errors === 0 ? 0 : 1;
+}
+
+/** The progress line, e.g. "publishing 12s  rate 998/s  sent 11980  acked 11975  errors 0  p99 3.2 ms". */
+export function formatProgress(p: SimProgress): string {
+  const p99 = p.latencyP99Ms === null ? '-' : `${p.latencyP99Ms} ms`;
+  return (
+    `${p.phase} ${Math.floor(p.elapsedMs / 1000)}s  connected ${p.connected}  rate ${Math.round(p.ratePerSec)}/s  ` +
+    `sent ${p.sent}  acked ${p.acked}  errors ${p.errors}  p99 ${p99}`
+  );
+}
+
+/** The human summary printed before the JSON line. */
+export function formatSummary(report: SimReport, url: string): string {
+  const ms = (v: number | null): string => (v === null ? '-' : `${v} ms`);
+  const lines = [
+    `voltline sim: ${report.connected}/${report.stations} stations connected to ${redactUrl(url)} ` +
+      `(qos ${report.qos}, seed ${report.seed})${report.aborted ? ', stopped early' : ''}`,
+    `sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured}`,
+    `rate: target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s over ${(report.durationMs / 1000).toFixed(2)} s`,
+    `latency: p50 ${ms(report.latencyMs.p50)}, p90 ${ms(report.latencyMs.p90)}, p99 ${ms(report.latencyMs.p99)}, max ${ms(report.latencyMs.max)}`,
+  ];
+  if (report.errors > 0) {
+    const kinds = Object.entries(report.errorsByKind)
+      .filter(([, n]) => n > 0)
+      .map(([kind, n]) => `${kind} ${n}`)
+      .join(', ');
+    lines.push(`errors: ${kinds}`);
+    for (const sample of report.errorSamples) lines.push(`  ${sample}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function readValue(kind: Kind, raw: string): string | number | undefined {
+  switch (kind) {
+    case 'string':
+      return raw;
+    case 'int':
+      return /^\d+$/.test(raw) ? Number(raw) : undefined;
+    case 'number':
+      return /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : undefined;
+    case 'duration':
+      return parseDurationMs(raw);
+    case 'qos':
+      return raw === '0' || raw === '1' ? Number(raw) : undefined;
+  }
+}
+
+function flagOf(key: keyof SimOptions): string {
+  return Object.entries(FLAGS).find(([, spec]) => spec.key === key)?.[0] ?? String(key);
+}
+
+function badFlag(message: string, flag: string, value: string | undefined): VoltlineError {
+  return new VoltlineError('VL_SIM_BAD_FLAG', message, { context: { flag, value } });
+}

@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import { VoltlineError } from '../lib/errors.ts';
+
+/** Station numbers are zero-padded to 5 digits, so the largest is 99999. */
+export const MAX_STATION_NUMBER = 99_999;
+
+const schema = z
+  .object({
+    /** Broker URL: mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://. */
+    url: z.string().refine(isBrokerUrl, { message: 'must be a broker URL such as mqtt://127.0.0.1:1883' }),
+    /** Number of stations, one MQTT connection each. */
+    stations: z.int().min(1).max(MAX_STATION_NUMBER),
+    /** Target messages per second across the whole fleet. */
+    ratePerSec: z.number().positive().max(1_000_000),
+    /** How long to publish, in ms (connecting and draining come on top). */
+    durationMs: z.int().positive(),
+    /** Run seed: the same seed gives every station the same message sequence. */
+    seed: z.int().min(0).max(0xffff_ffff).default(1),
+    qos: z.union([z.literal(0), z.literal(1)]).default(1),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    /** Time allowed for one station's TCP connect + CONNACK. */
+    connectTimeoutMs: z.int().positive().default(10_000),
+    /** Number of the first station (ids are `prefix` + 5-digit number). */
+    first: z.int().min(0).max(MAX_STATION_NUMBER).default(1),
+    /** Station id prefix; it replaces the default 'st-'. Topic-safe characters only. */
+    prefix: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{0,32}$/, { message: "must be up to 32 letters, digits, '_', '.' or '-'" })
+      .default('st-'),
+    /** Unacknowledged messages allowed per connection; a station at the limit skips its turn. */
+    maxInflight: z.int().min(1).max(65_535).default(10),
+    /** Connection attempts at a time. */
+    connectConcurrency: z.int().min(1).max(10_000).default(100),
+    /** After publishing stops, how long to wait for outstanding acks. */
+    drainTimeoutMs: z.int().min(0).default(5_000),
+    /** Scheduler tick: every tick sends the messages due by then. */
+    tickMs: z.int().min(1).max(1_000).default(10),
+    /** How often `onProgress` is called. */
+    progressIntervalMs: z.int().min(10).default(1_000),
+  })
+  .strict()
+  .refine((o) => o.first + o.stations - 1 <= MAX_STATION_NUMBER, {
+    message: `first + stations - 1 must be at most ${MAX_STATION_NUMBER} (station numbers have 5 digits)`,
+    path: ['stations'],
+  });
+
+/**
+ * Options of one simulation run. Only `url`, `stations`, `ratePerSec` and `durationMs`
+ * are required; the rest have defaults (see {@link SimConfig}).
+ *
+ * @example
+ * { url: 'mqtt://127.0.0.1:1883', stations: 50, ratePerSec: 50, durationMs: 30_000 }
+ */
+export type SimOptions = z.input<typeof schema>;
+
+/** Validated, defaulted, frozen options. */
+export type SimConfig = Readonly<z.output<typeof schema>>;
+
+/** One problem found in options: the option's path, what is wrong, and the value shown safely. */
+export interface SimOptionsIssue {
+  path: string;
+  message: string;
+  /** JSON of the offending value; '(hidden)' for the password. */
+  value: string;
+}
+
+/** Validates options and applies defaults, without throwing. */
+export function checkSimOptions(
+  options: SimOptions,
+): { ok: true; config: SimConfig } | { ok: false; issues: SimOptionsIssue[] } {
+  const result = schema.safeParse(options);
+  if (result.success) return { ok: true, config: Object.freeze(result.data) };
+  const issues = result.error.issues.map((issue) => {
+    const path = issue.path.map(String).join('.');
+    const value = valueAt(options, issue.path);
+    // Never echo a password back.
+    const shown = path === 'password' ? '(hidden)' : (JSON.stringify(value) ?? 'undefined');
+    return { path, message: issue.message, value: shown };
+  });
+  return { ok: false, issues };
+}
+
+/** Validates options and applies defaults; throws VoltlineError 'VL_SIM_BAD_OPTIONS'. */
+export function resolveSimOptions(options: SimOptions): SimConfig {
+  const checked = checkSimOptions(options);
+  if (checked.ok) return checked.config;
+  const first = checked.issues[0];
+  const text = first === undefined ? 'invalid options' : `'${first.path}' ${first.message}: current value is ${first.value}`;
+  throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start the simulation as ${text}`, {
+    context: { issues: checked.issues },
+  });
+}
+
+/** Station id for station number `n`, e.g. stationId('st-', 42) === 'st-00042'. */
+export function stationId(prefix: string, n: number): string {
+  return prefix + String(n).padStart(5, '0');
+}
+
+/** The URL without its password, for messages and summaries. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
+function isBrokerUrl(text: string): boolean {
+  try {
+    const parsed = new URL(text);
+    return ['mqtt:', 'mqtts:', 'tcp:', 'ssl:', 'ws:', 'wss:'].includes(parsed.protocol) && parsed.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let value = root;
+  for (const key of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value;
+}

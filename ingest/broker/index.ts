@@ -1,0 +1,1 @@
+export { startBroker, type BrokerOptions, type RunningBroker } from './broker.ts';

@@ -1,0 +1,96 @@
+/**
+ * Runs `voltline up` as a real child process for tests that must kill it (kill -9) or
+ * start it the way a user does. Ports are picked by the platform (0) and read back from
+ * what it prints.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface PlatformProcess {
+  readonly child: ChildProcess;
+  readonly mqttUrl: string;
+  readonly apiUrl: string;
+  /** Everything printed so far (stdout and stderr). */
+  output(): string;
+  /** SIGINT, then wait for the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL, as a crash or a power cut would end it. */
+  kill(): Promise<void>;
+}
+
+export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), `voltline-${prefix}-`));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export async function startPlatformProcess(dataDir: string, extraArgs: string[] = [], timeoutMs = 20_000): Promise<PlatformProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(ROOT, 'cli', 'voltline.ts'), 'up', '--mqtt-port', '0', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let text = '';
+  child.stdout?.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const started = Date.now();
+  for (;;) {
+    const mqtt = /MQTT broker\s+(mqtt:\/\/\S+)/.exec(text)?.[1];
+    const api = /HTTP API\s+(http:\/\/\S+)/.exec(text)?.[1];
+    if (mqtt !== undefined && api !== undefined && /Press Ctrl-C/.test(text)) {
+      return {
+        child,
+        mqttUrl: mqtt,
+        apiUrl: api,
+        output: () => text,
+        stop: async () => {
+          child.kill('SIGINT');
+          return exited;
+        },
+        kill: async () => {
+          child.kill('SIGKILL');
+          await exited;
+        },
+      };
+    }
+    if (child.exitCode !== null) throw new Error(`voltline up exited with ${child.exitCode} before it was ready:\n${text}`);
+    if (Date.now() - started > timeoutMs) {
+      child.kill('SIGKILL');
+      throw new Error(`voltline up was not ready within ${timeoutMs} ms:\n${text}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const started = Date.now();
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() - started > timeoutMs) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export async function getJson<T>(url: string): Promise<T> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status} ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+export async function postJson<T>(url: string, body: unknown): Promise<T> {
+  const response = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+  if (!response.ok) throw new Error(`POST ${url}: ${response.status} ${await response.text()}`);
+  return (await response.json()) as T;
+}
