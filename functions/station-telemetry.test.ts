@@ -81,3 +81,18 @@ describe('station-telemetry v1 vectors', () => {
     });
   }
 });
+
+describe('station-telemetry in its 64 MiB isolate', () => {
+  it('runs batch after batch without hitting the memory limit (each batch context is freed)', async () => {
+    const payload = cases[0]?.payload ?? '';
+    const event = { payload, topic: 'stations/st-00042/telemetry', deviceId: 'st-00042', receivedAt: 1, source: 'mqtt', invocationId: 'leak' };
+    const outcomes = new Set<string>();
+    for (let batch = 0; batch < 150; batch++) {
+      const { results } = await sandbox.runBatch([event, event]);
+      for (const result of results) outcomes.add(result.outcome);
+    }
+    expect([...outcomes]).toEqual(['ok']);
+    expect(sandbox.builds).toBe(1);
+  }, 60_000);
+});
+

@@ -68,8 +68,8 @@ function deadLetterJson(letter: DeadLetter) {
 
 export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const app = Fastify({
-    loggerInstance: options.logger.child({ stage: 'api' }),
-    disableRequestLogging: true,
+    // Request lines are noise at info level; the API logs warnings and errors.
+    loggerInstance: options.logger.child({ stage: 'api' }, { level: 'warn' }),
     bodyLimit: 16 * 1024 * 1024,
   });
 

@@ -60,39 +60,51 @@ export class FunctionSandbox {
     if (isolate !== undefined && !isolate.isDisposed) isolate.dispose();
   }
 
-  /** Runs each event in order in one fresh context; returns a result per event. */
+  /**
+   * Runs each event in order in one fresh context; returns a result per event. When an
+   * event makes the isolate hit a limit, only that event gets the verdict: the isolate is
+   * rebuilt and the rest of the batch runs in a new context.
+   */
   async runBatch(events: readonly Omit<GuestEvent, 'deadline'>[]): Promise<{ results: SandboxResult[]; metering: SandboxMetering }> {
     const started = performance.now();
-    const { isolate, script } = this.#ensureIsolate();
-    const cpuBefore = isolate.cpuTime;
     const results: SandboxResult[] = [];
-    let context: ivm.Context | undefined;
-    try {
-      context = await isolate.createContext();
-      await script.run(context, { timeout: this.#options.timeoutMs * 10 });
-      const invoke = await context.global.get('__voltline_invoke', { reference: true });
-      if (!(invoke instanceof ivm.Reference) || invoke.typeof !== 'function') {
-        throw new Error("the bundle did not install __voltline_invoke: its default export must be defineFunction({...})");
-      }
-      for (const event of events) {
-        if (isolate.isDisposed) {
-          results.push(limitResult(isolate, 'isolate was disposed by an earlier event of this batch'));
-          continue;
+    let cpuNs = 0n;
+    let memoryBytes = 0;
+    while (results.length < events.length) {
+      const { isolate, script } = this.#ensureIsolate();
+      const cpuBefore = isolate.cpuTime;
+      let context: ivm.Context | undefined;
+      let invoke: ivm.Reference | undefined;
+      try {
+        context = await isolate.createContext();
+        await script.run(context, { timeout: this.#options.timeoutMs * 10 });
+        const entry: unknown = await context.global.get('__voltline_invoke', { reference: true });
+        if (!(entry instanceof ivm.Reference) || entry.typeof !== 'function') {
+          throw new Error('the bundle did not install __voltline_invoke: its default export must be defineFunction({...})');
         }
-        results.push(await this.#runOne(isolate, invoke, event));
+        invoke = entry;
+        while (results.length < events.length && !isolate.isDisposed) {
+          const event = events[results.length];
+          if (event === undefined) break;
+          results.push(await this.#runOne(isolate, invoke, event));
+        }
+      } catch (err) {
+        // The context could not be set up (the bundle threw, or ran out of memory while
+        // loading): the same would happen to every remaining event.
+        const verdict: SandboxResult = isolate.isDisposed ? limitResult(errorText(err)) : { outcome: 'error', code: 'error', message: errorText(err), logs: [] };
+        while (results.length < events.length) results.push(verdict);
+      } finally {
+        // Releasing both handles lets V8 collect the context (and the bundle's objects in it).
+        invoke?.release();
+        if (!isolate.isDisposed) {
+          context?.release();
+          cpuNs += isolate.cpuTime - cpuBefore;
+          memoryBytes = isolate.getHeapStatisticsSync().used_heap_size;
+        }
       }
-    } catch (err) {
-      // The context itself could not be set up (bundle threw, out of memory at load):
-      // every remaining event gets the same verdict.
-      const verdict = isolate.isDisposed ? limitResult(isolate, errorText(err)) : { outcome: 'error' as const, code: 'error' as const, message: errorText(err), logs: [] };
-      while (results.length < events.length) results.push(verdict);
-    } finally {
-      if (context !== undefined && !isolate.isDisposed) context.release();
+      if (isolate.isDisposed) this.#discard();
     }
-    const memoryBytes = isolate.isDisposed ? 0 : isolate.getHeapStatisticsSync().used_heap_size;
-    const cpuMs = isolate.isDisposed ? 0 : Number(isolate.cpuTime - cpuBefore) / 1e6;
-    if (isolate.isDisposed) this.#discard();
-    return { results, metering: { wallMs: performance.now() - started, cpuMs, memoryBytes } };
+    return { results, metering: { wallMs: performance.now() - started, cpuMs: Number(cpuNs) / 1e6, memoryBytes } };
   }
 
   async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: Omit<GuestEvent, 'deadline'>): Promise<SandboxResult> {
@@ -118,7 +130,7 @@ export class FunctionSandbox {
       if (/timed out/i.test(text)) {
         return { outcome: 'timeout', message: `handler did not finish within its time limit of ${timeoutMs} ms`, logs: [] };
       }
-      if (isolate.isDisposed) return limitResult(isolate, text);
+      if (isolate.isDisposed) return limitResult(text);
       return { outcome: 'error', code: 'error', message: text, logs: [] };
     } finally {
       if (timer !== undefined) clearTimeout(timer);
@@ -131,7 +143,7 @@ export class FunctionSandbox {
   }
 }
 
-function limitResult(_isolate: ivm.Isolate, text: string): SandboxResult {
+function limitResult(text: string): SandboxResult {
   if (/memory/i.test(text)) return { outcome: 'memory', message: `handler exceeded its memory limit: ${text}`, logs: [] };
   return { outcome: 'timeout', message: text, logs: [] };
 }
