@@ -1,0 +1,87 @@
+/**
+ * Options of the local trigger log: typed input → defaults → zod validation → frozen config.
+ */
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { VoltlineError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/logger.ts';
+
+const MIB = 1024 * 1024;
+
+export interface LocalTriggerLogOptions {
+  /** Data folder of the log (created when missing). One process per folder. */
+  readonly dir: string;
+  readonly logger: Logger;
+  /**
+   * A new segment file is started before a group when the current one holds at least
+   * this many bytes (a segment can overshoot by one group). Default 64 MiB.
+   */
+  readonly segmentBytes?: number;
+  /**
+   * High-water mark of bytes appended but not yet synced: above it `overloaded` is true
+   * until the backlog is under half of it. Default 8 MiB.
+   */
+  readonly maxPendingBytes?: number;
+  /**
+   * How long the writer waits after a group's fdatasync before taking the next group, to
+   * let more appends join it. Default 0: the next group starts as soon as the previous
+   * one is durable (appends that arrived during the fsync form it).
+   * @example { dir: 'data/trigger', logger, maxGroupDelayMs: 2 }
+   */
+  readonly maxGroupDelayMs?: number;
+}
+
+/** Validated, frozen options with defaults applied. */
+export interface LocalTriggerLogConfig {
+  /** Absolute. */
+  readonly dir: string;
+  readonly logger: Logger;
+  readonly segmentBytes: number;
+  readonly maxPendingBytes: number;
+  /** Half of maxPendingBytes. */
+  readonly lowWaterBytes: number;
+  readonly maxGroupDelayMs: number;
+}
+
+const optionsSchema = z
+  .object({
+    dir: z.string().min(1),
+    logger: z.custom<Logger>(
+      (value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function',
+      { message: 'expected a pino Logger' },
+    ),
+    segmentBytes: z.number().int().min(1024).max(1024 * MIB).default(64 * MIB),
+    maxPendingBytes: z.number().int().min(2).default(8 * MIB),
+    maxGroupDelayMs: z.number().min(0).max(1000).default(0),
+  })
+  .strict();
+
+/** Applies defaults and validates; throws VoltlineError `VL_TRIGGER_LOG_OPTIONS`. */
+export function resolveLocalTriggerLogOptions(options: LocalTriggerLogOptions): LocalTriggerLogConfig {
+  const parsed = optionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const path = issue?.path.join('.') ?? '';
+    const reason = issue?.message ?? 'invalid';
+    if (path === '') {
+      throw new VoltlineError('VL_TRIGGER_LOG_OPTIONS', `Cannot open the trigger log as its options are invalid: ${reason}`, {
+        context: { issues: parsed.error.issues },
+      });
+    }
+    const value: unknown = (options as unknown as Readonly<Record<string, unknown>>)[path];
+    throw new VoltlineError(
+      'VL_TRIGGER_LOG_OPTIONS',
+      `Cannot open the trigger log as option '${path}' is invalid (${reason}): current value is ${String(value)}`,
+      { context: { option: path, value, issues: parsed.error.issues } },
+    );
+  }
+  const config = parsed.data;
+  return Object.freeze({
+    dir: resolve(config.dir),
+    logger: config.logger,
+    segmentBytes: config.segmentBytes,
+    maxPendingBytes: config.maxPendingBytes,
+    lowWaterBytes: Math.floor(config.maxPendingBytes / 2),
+    maxGroupDelayMs: config.maxGroupDelayMs,
+  });
+}

@@ -1,0 +1,237 @@
+import { spawn } from 'node:child_process';
+import { appendFile, mkdtemp, open, readdir, readFile, rm, stat, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger, type Logger } from '../../lib/logger.ts';
+import { numberedEvent, numberOf } from './fixtures/crash-events.ts';
+import { openLocalTriggerLog, type LocalTriggerLog, type LocalTriggerLogOptions } from './index.ts';
+import { segmentFileName } from './segments.ts';
+import { contractEvent, expectSameEvent, readAll, triggerLogContract } from './trigger-log.contract.ts';
+
+triggerLogContract('local', (dir) => openLocalTriggerLog({ dir, logger: silentLogger() }));
+
+/** A logger whose records the test can assert on. */
+function capturingLogger(): { logger: Logger; records: Record<string, unknown>[] } {
+  const records: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => records.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, records };
+}
+
+describe('local trigger log', () => {
+  let dir = '';
+  const opened: LocalTriggerLog[] = [];
+  const openLog = async (options: Partial<LocalTriggerLogOptions> = {}): Promise<LocalTriggerLog> => {
+    const log = await openLocalTriggerLog({ dir, logger: silentLogger(), ...options });
+    opened.push(log);
+    return log;
+  };
+  const segmentFiles = async (): Promise<string[]> => (await readdir(dir)).filter((name) => name.endsWith('.seg')).sort();
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'voltline-trigger-local-'));
+  });
+
+  afterEach(async () => {
+    await Promise.allSettled(opened.splice(0).map((log) => log.close()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('names segments by base offset and keeps the committed offset in its own file', async () => {
+    const log = await openLog();
+    await log.append(contractEvent(0));
+    expect(await readdir(dir)).toEqual(expect.arrayContaining(['00000000000000000000.seg', 'committed']));
+  });
+
+  it('cuts garbage after the last record on reopen, and logs how many bytes', async () => {
+    const first = await openLog();
+    for (let i = 0; i < 20; i += 1) await first.append(contractEvent(i));
+    await first.close();
+    const path = join(dir, segmentFileName(0n));
+    const goodBytes = (await stat(path)).size;
+    const garbage = Buffer.from('this is not a record, it is a torn tail');
+    await appendFile(path, garbage);
+
+    const { logger, records } = capturingLogger();
+    const log = await openLog({ logger });
+    expect(log.endOffset()).toBe(20n);
+    expect((await stat(path)).size).toBe(goodBytes);
+    expect(records).toContainEqual(expect.objectContaining({ level: 40, truncatedBytes: garbage.length, keptBytes: goodBytes }));
+    expect(await log.append(contractEvent(20))).toBe(20n);
+    const read = await readAll(log, 0n);
+    read.forEach((event, i) => expectSameEvent(event, contractEvent(i), BigInt(i)));
+  });
+
+  it('drops a half-written last record and a last record whose CRC fails', async () => {
+    const first = await openLog();
+    for (let i = 0; i < 5; i += 1) await first.append(contractEvent(i));
+    await first.close();
+    const path = join(dir, segmentFileName(0n));
+    await truncate(path, (await stat(path)).size - 3);
+
+    const second = await openLog();
+    expect(second.endOffset()).toBe(4n);
+    await second.close();
+    // Flip one payload byte of record 3 (now the last one): its CRC no longer matches.
+    const bytes = await readFile(path);
+    const handle = await open(path, 'r+');
+    await handle.write(Buffer.from([(bytes[bytes.length - 20] ?? 0) ^ 0xff]), 0, 1, bytes.length - 20);
+    await handle.close();
+
+    const log = await openLog();
+    expect(log.endOffset()).toBe(3n);
+    const read = await readAll(log, 0n);
+    expect(read).toHaveLength(3);
+    read.forEach((event, i) => expectSameEvent(event, contractEvent(i), BigInt(i)));
+  });
+
+  it('rolls to new segments and deletes the ones wholly below the committed offset', async () => {
+    const first = await openLog({ segmentBytes: 4096 });
+    for (let i = 0; i < 200; i += 1) await first.append(contractEvent(i));
+    const files = await segmentFiles();
+    expect(files.length).toBeGreaterThanOrEqual(4);
+    expect(files[0]).toBe('00000000000000000000.seg');
+    const bases = files.map((name) => BigInt(name.slice(0, 20)));
+    const read = await readAll(first, 0n, 7);
+    expect(read).toHaveLength(200);
+    read.forEach((event, i) => expectSameEvent(event, contractEvent(i), BigInt(i)));
+
+    await first.commit(150n);
+    const kept = await segmentFiles();
+    const expectedKept = files.filter((_, i) => (bases[i + 1] ?? 1_000_000n) > 150n);
+    expect(kept).toEqual(expectedKept);
+    expect(kept.length).toBeLessThan(files.length);
+    const firstKept = BigInt(kept[0]?.slice(0, 20) ?? '0');
+    expect(firstKept).toBeLessThanOrEqual(150n);
+    expect((await first.read(0n, 1))[0]?.offset).toBe(firstKept); // below retention: starts at what is kept
+
+    await first.commit(200n);
+    expect(await segmentFiles()).toEqual([kept[kept.length - 1]]); // never the active segment
+    await first.close();
+    const log = await openLog({ segmentBytes: 4096 });
+    expect(log.committedOffset()).toBe(200n);
+    expect(log.endOffset()).toBe(200n);
+    expect(await log.append(contractEvent(200))).toBe(200n);
+    expectSameEvent((await log.read(200n, 10))[0], contractEvent(200), 200n);
+  });
+
+  it('resumes mid-segment after a reopen, reading across segments', async () => {
+    const first = await openLog({ segmentBytes: 64 * 1024 });
+    const big = (n: number) => contractEvent(n, { payload: new Uint8Array(3000).fill(n & 0xff) });
+    for (let i = 0; i < 100; i += 1) await first.append(big(i));
+    await first.close();
+    const log = await openLog({ segmentBytes: 64 * 1024 });
+    for (const from of [77n, 3n, 50n, 99n]) {
+      const page = await log.read(from, 30);
+      expect(page[0]?.offset).toBe(from);
+      page.forEach((event) => expectSameEvent(event, big(Number(event.offset)), event.offset));
+    }
+  });
+
+  it('writes concurrent appends in fewer groups than appends', async () => {
+    const log = await openLog();
+    const count = 2000;
+    await Promise.all(Array.from({ length: count }, (_, i) => log.append(contractEvent(i))));
+    const stats = log.stats();
+    expect(stats.appends).toBe(count);
+    expect(stats.groups).toBeGreaterThanOrEqual(1);
+    expect(stats.groups).toBeLessThan(count / 10);
+    expect(stats.syncedBytes).toBe((await stat(join(dir, segmentFileName(0n)))).size);
+    expect(stats.pendingBytes).toBe(0);
+  });
+
+  it('is overloaded above maxPendingBytes and calls onDrain once under half of it', async () => {
+    const log = await openLog({ maxPendingBytes: 1024 });
+    expect(log.overloaded).toBe(false);
+    let immediate = 0;
+    log.onDrain(() => (immediate += 1)); // not overloaded: called soon, once
+    await Promise.resolve();
+    expect(immediate).toBe(1);
+
+    const appends = Array.from({ length: 50 }, (_, i) => log.append(contractEvent(i, { payload: new Uint8Array(100) })));
+    expect(log.overloaded).toBe(true);
+    let drained = 0;
+    log.onDrain(() => (drained += 1));
+    expect(drained).toBe(0);
+    await Promise.all(appends);
+    expect(log.overloaded).toBe(false);
+    expect(drained).toBe(1);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => log.append(contractEvent(50 + i))));
+    expect(drained).toBe(1);
+    expect(immediate).toBe(1);
+  });
+
+  it('refuses an event over 16 MiB and keeps working', async () => {
+    const log = await openLog();
+    await expect(log.append(contractEvent(0, { payload: new Uint8Array(16 * 1024 * 1024) }))).rejects.toMatchObject({
+      code: 'VL_TRIGGER_LOG_RECORD_TOO_LARGE',
+      retriable: false,
+    });
+    const badSource = 'carrier-pigeon' as 'mqtt'; // deliberately not a TriggerSource
+    await expect(log.append(contractEvent(0, { source: badSource }))).rejects.toMatchObject({ code: 'VL_TRIGGER_LOG_BAD_EVENT' });
+    expect(await log.append(contractEvent(1))).toBe(0n);
+  });
+
+  it('refuses a commit past the end, and bad options with the option named', async () => {
+    const log = await openLog();
+    await log.append(contractEvent(0));
+    await expect(log.commit(2n)).rejects.toMatchObject({ code: 'VL_TRIGGER_LOG_BAD_COMMIT' });
+    await expect(log.read(-1n, 1)).rejects.toMatchObject({ code: 'VL_TRIGGER_LOG_BAD_READ' });
+    await expect(openLocalTriggerLog({ dir, logger: silentLogger(), segmentBytes: 10 })).rejects.toMatchObject({
+      code: 'VL_TRIGGER_LOG_OPTIONS',
+      message: expect.stringContaining("'segmentBytes'") as unknown,
+    });
+  });
+
+  it('falls back to the previous commit when the newest slot of the committed file is torn', async () => {
+    const first = await openLog();
+    for (let i = 0; i < 10; i += 1) await first.append(contractEvent(i));
+    await first.commit(3n); // slot 1 (slot 0 holds the initial 0)
+    await first.commit(7n); // slot 0
+    await first.close();
+    const handle = await open(join(dir, 'committed'), 'r+');
+    await handle.write(Buffer.from([0xde, 0xad]), 0, 2, 9); // inside slot 0's offset bytes
+    await handle.close();
+    const log = await openLog();
+    expect(log.committedOffset()).toBe(3n);
+  });
+
+  it('rejects a group whose write fails, cuts the file back, and carries on (EFBIG under ulimit -f)', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/write-fault.ts', import.meta.url));
+    const { code, stdout, stderr } = await run('/bin/sh', ['-c', 'ulimit -f 64 && exec "$0" "$@"', process.execPath, fixture, dir]);
+    expect(code, stderr).toBe(0);
+    const result = JSON.parse(stdout) as Record<string, unknown>;
+    expect(result).toMatchObject({
+      before: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
+      rejections: [
+        { code: 'VL_TRIGGER_LOG_WRITE', retriable: true, cause: 'EFBIG' },
+        { code: 'VL_TRIGGER_LOG_WRITE', retriable: true, cause: 'EFBIG' },
+      ],
+      endAfterFailure: '10',
+      after: ['10', '11', '12', '13', '14'],
+      failedGroups: 1,
+    });
+    expect(result['bytesAfterFailure']).toBe(result['goodBytes']);
+    const expectedTopics = [...[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], ...[12, 13, 14, 15, 16]].map((i) => numberedEvent(i, 200).topic);
+    expect(result['readTopics']).toEqual(expectedTopics);
+
+    const log = await openLog();
+    const events = await readAll(log, 0n);
+    expect(events.map((event) => numberOf(event))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16]);
+    events.forEach((event) => expectSameEvent(event, numberedEvent(numberOf(event) ?? -1, 200), event.offset));
+  });
+});
+
+function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
