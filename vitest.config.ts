@@ -9,5 +9,8 @@ export default defineConfig({
     // Tests start real brokers, worker processes and stores; on a 2-core machine
     // two files at a time keeps them from starving each other.
     maxWorkers: 2,
+    // CI asks for a JSON report beside the console output (.ci/run prints its summary).
+    reporters: process.env['VOLTLINE_TEST_REPORT'] ? ['default', 'json'] : ['default'],
+    ...(process.env['VOLTLINE_TEST_REPORT'] ? { outputFile: { json: process.env['VOLTLINE_TEST_REPORT'] } } : {}),
   },
 });

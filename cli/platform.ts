@@ -12,6 +12,7 @@ import { openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, type R
 import { FunctionRegistry, processDriver, Router, Scheduler } from '../functions-runtime/index.ts';
 import { startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
+import { lockDataDir } from './data-lock.ts';
 
 export interface RunningPlatform {
   readonly config: PlatformConfig;
@@ -29,6 +30,7 @@ export interface RunningPlatform {
 export async function startPlatform(config: PlatformConfig, logger: Logger): Promise<RunningPlatform> {
   const dataDir = path.resolve(config.dataDir);
   await mkdir(dataDir, { recursive: true });
+  const unlock = await lockDataDir(dataDir);
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'voltline_process_' });
   let status: 'starting' | 'ok' | 'stopping' = 'starting';
@@ -43,6 +45,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     }
   };
 
+  cleanups.push(unlock);
   try {
     const store = await openEmbeddedStore({ dir: path.join(dataDir, 'store'), logger });
     cleanups.push(() => store.close());

@@ -1,0 +1,207 @@
+/**
+ * Validation of incoming points and dead letters, and the shaping of one transaction's
+ * worth of them into staging rows (series + values), deduplicated by key.
+ */
+import { VoltlineError } from '../../lib/errors.ts';
+import type { DeadLetter, DeadLetterCode, FieldValue, Point } from './types.ts';
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** Every DeadLetterCode; `satisfies` fails the build when the union grows. */
+const DEAD_LETTER_CODES = {
+  payload_not_json: true,
+  payload_not_object: true,
+  schema: true,
+  rejected: true,
+  error: true,
+  timeout: true,
+  memory: true,
+  bad_points: true,
+} as const satisfies Record<DeadLetterCode, true>;
+
+export function isDeadLetterCode(value: string): value is DeadLetterCode {
+  return Object.hasOwn(DEAD_LETTER_CODES, value);
+}
+
+/** One distinct series of a batch. */
+export interface BatchSeries {
+  /** Unambiguous (measurement, tags) identity: JSON of the measurement + seriesKey. */
+  readonly identity: string;
+  readonly measurement: string;
+  /** Canonical JSON of the sorted [key, value] tag pairs. */
+  readonly seriesKey: string;
+  readonly tags: ReadonlyArray<readonly [string, string]>;
+}
+
+/** One transaction's points as columns, one row per (series, field, time), keys unique. */
+export interface BatchValues {
+  readonly seriesIdx: number[];
+  readonly field: string[];
+  readonly timeMs: bigint[];
+  readonly valueDouble: Array<number | null>;
+  readonly valueString: Array<string | null>;
+  readonly valueBool: Array<boolean | null>;
+}
+
+export interface PointBatch {
+  readonly series: BatchSeries[];
+  /** One row per distinct point key (series, time). */
+  readonly points: { readonly seriesIdx: number[]; readonly timeMs: bigint[] };
+  readonly values: BatchValues;
+  /** Distinct point keys: points after same-key points replaced each other. */
+  readonly pointCount: number;
+  /** Time span of the batch, epoch ms (0 when empty). */
+  readonly minTimeMs: number;
+  readonly maxTimeMs: number;
+}
+
+function invalid(message: string, context: Record<string, unknown>): VoltlineError {
+  return new VoltlineError('VL_STORE_WRITE', message, { retriable: false, context });
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `'${value}'`;
+  if (typeof value === 'bigint') return `${value}n`;
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * Throws a non-retriable VL_STORE_WRITE naming the first bad point, so that one bad
+ * caller is refused alone instead of failing the transaction it would share.
+ */
+export function validatePoints(points: readonly Point[]): void {
+  for (const [index, point] of points.entries()) {
+    const at = { index, measurement: point.measurement };
+    if (typeof point.measurement !== 'string' || point.measurement === '') {
+      throw invalid(`Cannot write point ${index} as 'measurement' must be a non-empty string: current value is ${describe(point.measurement)}`, at);
+    }
+    if (!Number.isSafeInteger(point.time)) {
+      throw invalid(`Cannot write point ${index} as 'time' must be an integer of epoch milliseconds: current value is ${describe(point.time)}`, at);
+    }
+    for (const [key, value] of Object.entries(point.tags)) {
+      if (key === '' || typeof value !== 'string') {
+        throw invalid(`Cannot write point ${index} as tag ${describe(key)} must have a non-empty name and a string value: current value is ${describe(value)}`, at);
+      }
+    }
+    const fields = Object.entries(point.fields);
+    if (fields.length === 0) {
+      throw invalid(`Cannot write point ${index} as 'fields' must hold at least one field: current value is {}`, at);
+    }
+    for (const [key, value] of fields) {
+      const ok =
+        key !== '' &&
+        (typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value)));
+      if (!ok) {
+        throw invalid(`Cannot write point ${index} as field ${describe(key)} must be a finite number, a string or a boolean: current value is ${describe(value)}`, at);
+      }
+    }
+  }
+}
+
+/** Throws a non-retriable VL_STORE_WRITE naming the first bad dead letter. */
+export function validateDeadLetters(letters: readonly DeadLetter[]): void {
+  for (const [index, letter] of letters.entries()) {
+    const at = { index, function: letter.function };
+    if (typeof letter.offset !== 'bigint' || letter.offset < INT64_MIN || letter.offset > INT64_MAX) {
+      throw invalid(`Cannot write dead letter ${index} as 'offset' must be a 64-bit bigint: current value is ${describe(letter.offset)}`, at);
+    }
+    if (!Number.isSafeInteger(letter.receivedAtMs)) {
+      throw invalid(`Cannot write dead letter ${index} as 'receivedAtMs' must be an integer of epoch milliseconds: current value is ${describe(letter.receivedAtMs)}`, at);
+    }
+    if (typeof letter.code !== 'string' || !isDeadLetterCode(letter.code)) {
+      throw invalid(`Cannot write dead letter ${index} as 'code' must be one of ${Object.keys(DEAD_LETTER_CODES).join(', ')}: current value is ${describe(letter.code)}`, at);
+    }
+    for (const key of ['function', 'topic', 'deviceId', 'message'] as const) {
+      if (typeof letter[key] !== 'string') {
+        throw invalid(`Cannot write dead letter ${index} as '${key}' must be a string: current value is ${describe(letter[key])}`, at);
+      }
+    }
+    if (letter.field !== undefined && typeof letter.field !== 'string') {
+      throw invalid(`Cannot write dead letter ${index} as 'field' must be a string when given: current value is ${describe(letter.field)}`, at);
+    }
+    if (!(letter.payload instanceof Uint8Array)) {
+      throw invalid(`Cannot write dead letter ${index} as 'payload' must be a Uint8Array: current value is ${describe(letter.payload)}`, at);
+    }
+  }
+}
+
+/** The canonical identity of a tag set: [key, value] pairs sorted by key, as JSON. */
+export function seriesKeyOf(tags: Readonly<Record<string, string>>): { key: string; entries: Array<[string, string]> } {
+  const entries = Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return { key: JSON.stringify(entries), entries };
+}
+
+/** JSON of the measurement ends at its closing quote: the pair is unambiguous. */
+export function seriesIdentity(measurement: string, seriesKey: string): string {
+  return JSON.stringify(measurement) + seriesKey;
+}
+
+interface KeyedPoint {
+  readonly seriesIdx: number;
+  readonly time: number;
+  fields: Readonly<Record<string, FieldValue>>;
+}
+
+/**
+ * Shapes the points of one transaction (in call order) into staging columns. Of points
+ * with the same (measurement, tags, time) the later one replaces the earlier one, as a
+ * later transaction's would: each key appears once.
+ */
+export function buildPointBatch(calls: ReadonlyArray<readonly Point[]>): PointBatch {
+  const series: BatchSeries[] = [];
+  const seriesIndex = new Map<string, number>();
+  const keyed: KeyedPoint[] = [];
+  const pointIndex = new Map<string, number>();
+
+  for (const points of calls) {
+    for (const point of points) {
+      const { key, entries } = seriesKeyOf(point.tags);
+      const identity = seriesIdentity(point.measurement, key);
+      let seriesIdx = seriesIndex.get(identity);
+      if (seriesIdx === undefined) {
+        seriesIdx = series.length;
+        series.push({ identity, measurement: point.measurement, seriesKey: key, tags: entries });
+        seriesIndex.set(identity, seriesIdx);
+      }
+      const pointKey = `${seriesIdx}:${point.time}`;
+      const existing = pointIndex.get(pointKey);
+      const previous = existing === undefined ? undefined : keyed[existing];
+      if (previous === undefined) {
+        pointIndex.set(pointKey, keyed.length);
+        keyed.push({ seriesIdx, time: point.time, fields: point.fields });
+      } else {
+        previous.fields = point.fields;
+      }
+    }
+  }
+
+  const points = { seriesIdx: [] as number[], timeMs: [] as bigint[] };
+  const values: BatchValues = { seriesIdx: [], field: [], timeMs: [], valueDouble: [], valueString: [], valueBool: [] };
+  let minTimeMs = Number.POSITIVE_INFINITY;
+  let maxTimeMs = Number.NEGATIVE_INFINITY;
+  for (const point of keyed) {
+    const time = BigInt(point.time);
+    points.seriesIdx.push(point.seriesIdx);
+    points.timeMs.push(time);
+    minTimeMs = Math.min(minTimeMs, point.time);
+    maxTimeMs = Math.max(maxTimeMs, point.time);
+    for (const [field, value] of Object.entries(point.fields)) {
+      values.seriesIdx.push(point.seriesIdx);
+      values.field.push(field);
+      values.timeMs.push(time);
+      values.valueDouble.push(typeof value === 'number' ? value : null);
+      values.valueString.push(typeof value === 'string' ? value : null);
+      values.valueBool.push(typeof value === 'boolean' ? value : null);
+    }
+  }
+  if (keyed.length === 0) {
+    minTimeMs = 0;
+    maxTimeMs = 0;
+  }
+  return { series, points, values, pointCount: keyed.length, minTimeMs, maxTimeMs };
+}

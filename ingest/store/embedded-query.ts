@@ -1,0 +1,214 @@
+/**
+ * Reads of the embedded store: points (raw or bucketed) and dead letters. Every user
+ * string is a bound parameter; only fixed SQL fragments are concatenated.
+ */
+import { BIGINT, DuckDBBlobValue, DuckDBMapValue, VARCHAR } from '@duckdb/node-api';
+import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
+import { isDeadLetterCode } from './batch.ts';
+import type { Aggregate, DeadLetter, DeadLetterCode, DeadLetterQuery, FieldValue, QuerySpec, Series } from './types.ts';
+
+type Params = Record<string, DuckDBValue>;
+type ParamTypes = Record<string, DuckDBType>;
+
+/** One aggregate over a bucket's rows as a {d, s, b} struct (double, string, boolean). */
+const AGGREGATE_SQL: Readonly<Record<Aggregate, string>> = {
+  // Ordered so that the sum runs in time order whatever the parallelism: the same data
+  // always gives the same last bit.
+  mean: `{'d': avg(v.value_double ORDER BY v.time_ms), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
+  min: `{'d': min(v.value_double), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
+  max: `{'d': max(v.value_double), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
+  count: `{'d': count(*)::DOUBLE, 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
+  // (series, field, time) is unique, so the row at the max time is one row.
+  last: `arg_max({'d': v.value_double, 's': v.value_string, 'b': v.value_bool}, v.time_ms)`,
+};
+
+function toNumber(value: DuckDBValue): number {
+  if (typeof value === 'number') return value;
+  if (typeof value === 'bigint') return Number(value);
+  throw new TypeError(`expected a number from DuckDB, got ${typeof value}`);
+}
+
+function toText(value: DuckDBValue): string {
+  if (typeof value === 'string') return value;
+  throw new TypeError(`expected a string from DuckDB, got ${typeof value}`);
+}
+
+function toFieldValue(double: DuckDBValue, text: DuckDBValue, bool: DuckDBValue): FieldValue | null {
+  if (typeof double === 'number') return double;
+  if (typeof text === 'string') return text;
+  if (typeof bool === 'boolean') return bool;
+  return null;
+}
+
+function toTags(value: DuckDBValue): Record<string, string> {
+  if (!(value instanceof DuckDBMapValue)) throw new TypeError('expected a MAP of tags from DuckDB');
+  const tags: Record<string, string> = {};
+  for (const { key, value: tagValue } of value.entries) tags[toText(key)] = toText(tagValue);
+  return tags;
+}
+
+/** Orders series by their tags, compared as sorted (key, value) lists. */
+export function compareTags(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): number {
+  const left = Object.entries(a).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).flat();
+  const right = Object.entries(b).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).flat();
+  for (let i = 0; i < Math.min(left.length, right.length); i++) {
+    const x = left[i] ?? '';
+    const y = right[i] ?? '';
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return left.length - right.length;
+}
+
+/** `s.measurement = $measurement AND s.tags[$tag_key_0] = $tag_value_0 AND …` */
+function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes): string {
+  params['measurement'] = spec.measurement;
+  types['measurement'] = VARCHAR;
+  const conditions = ['s.measurement = $measurement'];
+  Object.entries(spec.tags).forEach(([key, value], i) => {
+    params[`tag_key_${i}`] = key;
+    params[`tag_value_${i}`] = value;
+    types[`tag_key_${i}`] = VARCHAR;
+    types[`tag_value_${i}`] = VARCHAR;
+    // A missing key yields NULL, which matches nothing.
+    conditions.push(`s.tags[$tag_key_${i}] = $tag_value_${i}`);
+  });
+  return conditions.join(' AND ');
+}
+
+function valuesSql(spec: QuerySpec, filter: string): string {
+  const where = `v.series_id IN (SELECT s.series_id FROM series s WHERE ${filter})
+      AND v.field = $field AND v.time_ms BETWEEN $from_ms AND $to_ms`;
+  if (spec.everyMs === undefined) {
+    return `SELECT v.series_id, v.time_ms AS t, v.value_double AS d, v.value_string AS s, v.value_bool AS b
+      FROM point_values v
+      WHERE ${where}
+      QUALIFY row_number() OVER (PARTITION BY v.series_id ORDER BY v.time_ms DESC) <= $limit
+      ORDER BY v.series_id, v.time_ms`;
+  }
+  // Buckets start at epoch multiples of every; the modulo form floors negative times too.
+  return `WITH buckets AS (
+      SELECT v.series_id, v.time_ms - (((v.time_ms % $every_ms) + $every_ms) % $every_ms) AS bucket,
+        ${AGGREGATE_SQL[spec.agg]} AS agg
+      FROM point_values v
+      WHERE ${where}
+      GROUP BY v.series_id, bucket
+      QUALIFY row_number() OVER (PARTITION BY v.series_id ORDER BY bucket DESC) <= $limit)
+    SELECT series_id, bucket AS t, agg.d AS d, agg.s AS s, agg.b AS b
+    FROM buckets
+    ORDER BY series_id, bucket`;
+}
+
+/**
+ * Runs a query on `conn` (a connection of its own: it opens a read snapshot).
+ * Raw: the last `limit` points per series in [fromMs, toMs], ascending. Bucketed: the
+ * last `limit` non-empty buckets per series, ascending, each at its start time.
+ * Series without a value in the range are left out; series are ordered by their tags.
+ */
+export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec): Promise<{ series: Series[] }> {
+  const params: Params = {};
+  const types: ParamTypes = {};
+  const filter = seriesFilter(spec, params, types);
+
+  // One snapshot for both statements: a series created in between cannot slip in.
+  await conn.run('BEGIN TRANSACTION');
+  try {
+    const result = await readSeries(conn, spec, filter, params, types);
+    await conn.run('COMMIT');
+    return result;
+  } catch (err) {
+    // The connection is dropped after the query anyway; the original error matters.
+    await conn.run('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+async function readSeries(
+  conn: DuckDBConnection,
+  spec: QuerySpec,
+  filter: string,
+  params: Params,
+  types: ParamTypes,
+): Promise<{ series: Series[] }> {
+  const seriesRows = (
+    await conn.runAndReadAll(`SELECT s.series_id, s.tags FROM series s WHERE ${filter}`, params, types)
+  ).getRows();
+  if (seriesRows.length === 0) return { series: [] };
+
+  const valueParams: Params = {
+    ...params,
+    field: spec.field,
+    from_ms: BigInt(Math.floor(spec.fromMs)),
+    to_ms: BigInt(Math.floor(spec.toMs)),
+    limit: BigInt(Math.max(0, Math.floor(spec.limit))),
+  };
+  const valueTypes: ParamTypes = { ...types, field: VARCHAR, from_ms: BIGINT, to_ms: BIGINT, limit: BIGINT };
+  if (spec.everyMs !== undefined) {
+    valueParams['every_ms'] = BigInt(Math.max(1, Math.floor(spec.everyMs)));
+    valueTypes['every_ms'] = BIGINT;
+  }
+  const rows = (await conn.runAndReadAll(valuesSql(spec, filter), valueParams, valueTypes)).getRows();
+
+  const tagsById = new Map<number, Record<string, string>>();
+  for (const [id, tags] of seriesRows) tagsById.set(toNumber(id ?? null), toTags(tags ?? null));
+  const byId = new Map<number, Series>();
+  for (const [id, time, double, text, bool] of rows) {
+    const seriesId = toNumber(id ?? null);
+    let series = byId.get(seriesId);
+    if (series === undefined) {
+      series = { tags: tagsById.get(seriesId) ?? {}, points: [] };
+      byId.set(seriesId, series);
+    }
+    series.points.push([toNumber(time ?? null), toFieldValue(double ?? null, text ?? null, bool ?? null)]);
+  }
+  return { series: [...byId.values()].sort((a, b) => compareTags(a.tags, b.tags)) };
+}
+
+function toDeadLetterCode(value: DuckDBValue): DeadLetterCode {
+  const code = toText(value);
+  if (!isDeadLetterCode(code)) throw new TypeError(`unknown dead-letter code '${code}' in the store`);
+  return code;
+}
+
+/** Dead letters, newest first (by receivedAtMs, then offset), filtered by function/device. */
+export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetterQuery): Promise<DeadLetter[]> {
+  const params: Params = { limit: BigInt(Math.max(0, Math.floor(query.limit))) };
+  const types: ParamTypes = { limit: BIGINT };
+  const conditions = ['TRUE'];
+  if (query.function !== undefined) {
+    params['function_name'] = query.function;
+    types['function_name'] = VARCHAR;
+    conditions.push('function_name = $function_name');
+  }
+  if (query.deviceId !== undefined) {
+    params['device_id'] = query.deviceId;
+    types['device_id'] = VARCHAR;
+    conditions.push('device_id = $device_id');
+  }
+  const rows = (
+    await conn.runAndReadAll(
+      `SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message
+       FROM dead_letters WHERE ${conditions.join(' AND ')}
+       ORDER BY received_at_ms DESC, trigger_offset DESC
+       LIMIT $limit`,
+      params,
+      types,
+    )
+  ).getRows();
+  return rows.map(([offset, fn, topic, deviceId, payload, receivedAt, code, field, message]) => {
+    if (typeof offset !== 'bigint') throw new TypeError('expected a BIGINT offset from DuckDB');
+    if (!(payload instanceof DuckDBBlobValue)) throw new TypeError('expected a BLOB payload from DuckDB');
+    const letter: DeadLetter = {
+      offset,
+      function: toText(fn ?? null),
+      topic: toText(topic ?? null),
+      deviceId: toText(deviceId ?? null),
+      // A plain Uint8Array (the binding hands out a Buffer), as the type promises.
+      payload: new Uint8Array(payload.bytes),
+      receivedAtMs: toNumber(receivedAt ?? null),
+      code: toDeadLetterCode(code ?? null),
+      message: toText(message ?? null),
+      ...(typeof field === 'string' ? { field } : {}),
+    };
+    return letter;
+  });
+}

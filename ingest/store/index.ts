@@ -1,0 +1,19 @@
+/**
+ * The store stage: the time-series writers and readers (embedded DuckDB store now;
+ * InfluxDB/VictoriaMetrics writers later) and the parsing of HTTP queries.
+ */
+export type {
+  Aggregate,
+  DeadLetter,
+  DeadLetterCode,
+  DeadLetterQuery,
+  FieldValue,
+  Point,
+  QuerySpec,
+  Series,
+  StoreReader,
+  StoreWriter,
+} from './types.ts';
+export { openEmbeddedStore, EmbeddedStore, DATABASE_FILE } from './embedded.ts';
+export type { EmbeddedStoreOptions, EmbeddedStoreStats } from './embedded.ts';
+export { parseQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_BUCKETS } from './query.ts';

@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { VoltlineError } from '../../lib/errors.ts';
+import { parseQuery } from './query.ts';
+
+const NOW = 1_700_000_000_000;
+
+function errorOf(params: Record<string, string | undefined>): VoltlineError {
+  try {
+    parseQuery(params, NOW);
+  } catch (err) {
+    if (err instanceof VoltlineError) return err;
+    throw err;
+  }
+  throw new Error('parseQuery did not throw');
+}
+
+describe('parseQuery', () => {
+  it('applies the defaults: the last hour, raw, last, 10 000', () => {
+    expect(parseQuery({ measurement: 'station', field: 'avg_battery' }, NOW)).toEqual({
+      measurement: 'station',
+      field: 'avg_battery',
+      tags: {},
+      fromMs: NOW - 3_600_000,
+      toMs: NOW,
+      agg: 'last',
+      limit: 10_000,
+    });
+  });
+
+  it('reads the API example: tags, relative from, now, every, agg, limit', () => {
+    const spec = parseQuery(
+      {
+        measurement: 'station',
+        field: 'avg_battery',
+        station: 'st-00042',
+        region: 'north',
+        from: '-5m',
+        to: 'now',
+        every: '10s',
+        agg: 'max',
+        limit: '500',
+        ignored: undefined,
+      },
+      NOW,
+    );
+    expect(spec).toEqual({
+      measurement: 'station',
+      field: 'avg_battery',
+      tags: { station: 'st-00042', region: 'north' },
+      fromMs: NOW - 300_000,
+      toMs: NOW,
+      everyMs: 10_000,
+      agg: 'max',
+      limit: 500,
+    });
+  });
+
+  it('takes epoch milliseconds, and mean as the default aggregate with every', () => {
+    const spec = parseQuery({ measurement: 'm', field: 'f', from: '1000', to: '61000', every: '1m' }, NOW);
+    expect(spec).toMatchObject({ fromMs: 1_000, toMs: 61_000, everyMs: 60_000, agg: 'mean' });
+    expect(parseQuery({ measurement: 'm', field: 'f', from: '-1h', to: '-5m', limit: '100000' }, NOW)).toMatchObject({
+      fromMs: NOW - 3_600_000,
+      toMs: NOW - 300_000,
+      limit: 100_000,
+    });
+  });
+
+  it.each([
+    [{ field: 'f' }, 'measurement', "Cannot query as 'measurement' must be a non-empty measurement name: current value is missing"],
+    [{ measurement: 'm', field: '' }, 'field', "Cannot query as 'field' must be a non-empty field name: current value is ''"],
+    [{ measurement: 'm', field: 'f', from: 'yesterday' }, 'from', "current value is 'yesterday'"],
+    [{ measurement: 'm', field: 'f', to: '5m' }, 'to', "current value is '5m'"],
+    [{ measurement: 'm', field: 'f', from: '-1m', to: '-5m' }, 'from', "'from' must be at or before 'to'"],
+    [{ measurement: 'm', field: 'f', every: 'ten' }, 'every', "Cannot query as 'every' must be a duration like 10s or 1m: current value is 'ten'"],
+    [{ measurement: 'm', field: 'f', every: '0s' }, 'every', "current value is '0s'"],
+    [{ measurement: 'm', field: 'f', from: '-2d', every: '1ms' }, 'every', 'at most 100000 buckets'],
+    [{ measurement: 'm', field: 'f', agg: 'median' }, 'agg', "'agg' must be one of mean, min, max, last, count: current value is 'median'"],
+    [{ measurement: 'm', field: 'f', limit: 'lots' }, 'limit', "current value is 'lots'"],
+    [{ measurement: 'm', field: 'f', limit: '0' }, 'limit', "'limit' must be an integer from 1 to 100000: current value is '0'"],
+    [{ measurement: 'm', field: 'f', limit: '100001' }, 'limit', "current value is '100001'"],
+  ])('refuses %j naming %s', (params, param, message) => {
+    const err = errorOf(params);
+    expect(err.code).toBe('VL_QUERY_BAD_PARAM');
+    expect(err.retriable).toBe(false);
+    expect(err.context['param']).toBe(param);
+    expect(err.message).toContain(`'${param}'`);
+    expect(err.message).toContain(message);
+  });
+
+  it('accepts exactly 100 000 buckets', () => {
+    expect(parseQuery({ measurement: 'm', field: 'f', from: '0', to: '99999', every: '1ms' }, NOW).everyMs).toBe(1);
+    expect(errorOf({ measurement: 'm', field: 'f', from: '0', to: '100000', every: '1ms' }).context['param']).toBe('every');
+  });
+});

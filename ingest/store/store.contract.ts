@@ -1,0 +1,274 @@
+/**
+ * The contract every store implementation runs (embedded now; InfluxDB and
+ * VictoriaMetrics writers later), after hono's shared router suite:
+ *
+ *   storeContract('embedded', (dir) => openEmbeddedStore({ dir, logger }));
+ *
+ * `open(dir)` must give a store whose data lives at `dir` (or is keyed by it): opening
+ * the same `dir` again after `close()` must show what was written before. Each test
+ * gets a fresh temporary `dir`, removed afterwards.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { DeadLetter, FieldValue, Point, QuerySpec, StoreReader, StoreWriter } from './types.ts';
+
+export type ContractStore = StoreWriter & StoreReader;
+
+/** An epoch multiple of 10 s and of 1 min, so buckets start exactly at T0. */
+const T0 = 1_700_000_040_000;
+
+function spec(overrides: Partial<QuerySpec> & Pick<QuerySpec, 'measurement' | 'field'>): QuerySpec {
+  return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, agg: 'last', limit: 10_000, ...overrides };
+}
+
+function letter(overrides: Partial<DeadLetter> & Pick<DeadLetter, 'offset'>): DeadLetter {
+  return {
+    function: 'station-telemetry',
+    topic: 'stations/st-1/telemetry',
+    deviceId: 'st-1',
+    payload: new Uint8Array([0x7b, 0x00, 0xff, 0x7d]),
+    receivedAtMs: T0,
+    code: 'schema',
+    field: 'voltage',
+    message: "'voltage' must be a number from 0 to 400: current value is 'high'",
+    ...overrides,
+  };
+}
+
+/** A dead letter with its payload as a number array: Buffer and Uint8Array compare equal. */
+function plain(letter: DeadLetter): Omit<DeadLetter, 'payload'> & { payload: number[] } {
+  return { ...letter, payload: Array.from(letter.payload) };
+}
+
+function byOffsetDesc(a: { offset: bigint }, b: { offset: bigint }): number {
+  return a.offset > b.offset ? -1 : a.offset < b.offset ? 1 : 0;
+}
+
+export function storeContract(name: string, open: (dir: string) => Promise<ContractStore>): void {
+  describe(`store contract: ${name}`, () => {
+    let dir: string;
+    let store: ContractStore;
+
+    beforeEach(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'voltline-store-'));
+      store = await open(dir);
+    });
+
+    afterEach(async () => {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('round-trips fields of every type with exact values', async () => {
+      const fields: Record<string, FieldValue> = {
+        int: 42,
+        negative: -7,
+        avg: 0.45999999999999996,
+        sum: 0.1 + 0.2,
+        tiny: 5e-324,
+        huge: 1.7976931348623157e308,
+        safe: Number.MAX_SAFE_INTEGER,
+        text: 'héllo "wörld" 🦆\n\ttab',
+        empty: '',
+        yes: true,
+        no: false,
+      };
+      await store.writePoints([{ measurement: 'station', tags: { station: 'st-1' }, fields, time: T0 }]);
+      for (const [field, value] of Object.entries(fields)) {
+        const { series } = await store.query(spec({ measurement: 'station', field }));
+        expect(series, field).toEqual([{ tags: { station: 'st-1' }, points: [[T0, value]] }]);
+        // toEqual already uses Object.is on numbers; say it once more for the reader.
+        expect(Object.is(series[0]?.points[0]?.[1], value), field).toBe(true);
+      }
+    });
+
+    it('keeps arbitrary measurement, field and tag strings apart (bound, never interpolated)', async () => {
+      const measurement = `m'; DROP TABLE series; --`;
+      const tags = { "we.ird'key": 'a "b"', '$1': 'x' };
+      await store.writePoints([{ measurement, tags, fields: { "f'ield": 1, 'f.ield': 2 }, time: T0 }]);
+      const one = await store.query(spec({ measurement, field: "f'ield", tags: { "we.ird'key": 'a "b"' } }));
+      expect(one.series).toEqual([{ tags, points: [[T0, 1]] }]);
+      const two = await store.query(spec({ measurement, field: 'f.ield', tags: { $1: 'x' } }));
+      expect(two.series).toEqual([{ tags, points: [[T0, 2]] }]);
+    });
+
+    it('writes the same key twice as one point holding the later values', async () => {
+      const key = { measurement: 'station', tags: { station: 'st-1' }, time: T0 };
+      await store.writePoints([{ ...key, fields: { voltage: 230, state: 'ok' } }]);
+      await store.writePoints([{ ...key, fields: { voltage: 231, state: 'fault' } }]);
+      // The same key twice in one call too: the later one wins.
+      await store.writePoints([
+        { ...key, time: T0 + 1_000, fields: { voltage: 1 } },
+        { ...key, time: T0 + 1_000, fields: { voltage: 2 } },
+      ]);
+      const voltage = await store.query(spec({ measurement: 'station', field: 'voltage' }));
+      expect(voltage.series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 231], [T0 + 1_000, 2]] }]);
+      const state = await store.query(spec({ measurement: 'station', field: 'state' }));
+      expect(state.series[0]?.points).toEqual([[T0, 'fault']]);
+      const count = await store.query(spec({ measurement: 'station', field: 'voltage', everyMs: 3_600_000, agg: 'count' }));
+      expect(count.series[0]?.points).toEqual([[T0 - (T0 % 3_600_000), 2]]);
+    });
+
+    it('aggregates buckets aligned to epoch multiples of every', async () => {
+      // Bucket T0: 1, 3, 2 (last by time is 2). Bucket T0+10s: 20, 10 (last is 10).
+      const values: Array<[number, number]> = [
+        [T0, 1],
+        [T0 + 5_000, 3],
+        [T0 + 9_999, 2],
+        [T0 + 10_000, 20],
+        [T0 + 19_000, 10],
+      ];
+      await store.writePoints(
+        values.map(([time, v]) => ({ measurement: 'station', tags: { station: 'st-1' }, fields: { v }, time })),
+      );
+      const expected: Record<QuerySpec['agg'], [number, number]> = {
+        mean: [2, 15],
+        min: [1, 10],
+        max: [3, 20],
+        last: [2, 10],
+        count: [3, 2],
+      };
+      for (const [agg, [first, second]] of Object.entries(expected)) {
+        const { series } = await store.query(
+          spec({ measurement: 'station', field: 'v', everyMs: 10_000, agg: agg as QuerySpec['agg'] }),
+        );
+        expect(series, agg).toEqual([{ tags: { station: 'st-1' }, points: [[T0, first], [T0 + 10_000, second]] }]);
+      }
+      // A bucket's mean of one value is that value, bit for bit.
+      await store.writePoints([{ measurement: 'one', tags: {}, fields: { v: 0.45999999999999996 }, time: T0 + 1 }]);
+      const mean = await store.query(spec({ measurement: 'one', field: 'v', everyMs: 60_000, agg: 'mean' }));
+      expect(mean.series[0]?.points).toEqual([[T0, 0.45999999999999996]]);
+    });
+
+    it('counts and takes the last of string and boolean fields', async () => {
+      await store.writePoints([
+        { measurement: 'door', tags: {}, fields: { state: 'open', locked: false }, time: T0 },
+        { measurement: 'door', tags: {}, fields: { state: 'closed', locked: true }, time: T0 + 1_000 },
+      ]);
+      const last = await store.query(spec({ measurement: 'door', field: 'state', everyMs: 60_000, agg: 'last' }));
+      expect(last.series[0]?.points).toEqual([[T0, 'closed']]);
+      const locked = await store.query(spec({ measurement: 'door', field: 'locked', everyMs: 60_000, agg: 'last' }));
+      expect(locked.series[0]?.points).toEqual([[T0, true]]);
+      const count = await store.query(spec({ measurement: 'door', field: 'state', everyMs: 60_000, agg: 'count' }));
+      expect(count.series[0]?.points).toEqual([[T0, 2]]);
+    });
+
+    it('filters by tags and returns one series per tag set, ordered by tags', async () => {
+      const points: Point[] = [];
+      for (const station of ['st-3', 'st-1', 'st-2']) {
+        for (let i = 0; i < 3; i++) {
+          points.push({
+            measurement: 'station',
+            tags: { station, region: station === 'st-3' ? 'north' : 'south' },
+            fields: { docked: i },
+            time: T0 + i * 1_000,
+          });
+        }
+      }
+      points.push({ measurement: 'other', tags: { station: 'st-1', region: 'south' }, fields: { docked: 99 }, time: T0 });
+      await store.writePoints(points);
+
+      const all = await store.query(spec({ measurement: 'station', field: 'docked' }));
+      // Ordered like series keys: tag pairs sorted by key, so region decides first.
+      expect(all.series.map((s) => s.tags['station'])).toEqual(['st-3', 'st-1', 'st-2']);
+      expect(all.series.every((s) => s.points.length === 3)).toBe(true);
+
+      const one = await store.query(spec({ measurement: 'station', field: 'docked', tags: { station: 'st-2' } }));
+      expect(one.series).toEqual([
+        { tags: { station: 'st-2', region: 'south' }, points: [[T0, 0], [T0 + 1_000, 1], [T0 + 2_000, 2]] },
+      ]);
+      const south = await store.query(spec({ measurement: 'station', field: 'docked', tags: { region: 'south' } }));
+      expect(south.series.map((s) => s.tags['station'])).toEqual(['st-1', 'st-2']);
+      const none = await store.query(spec({ measurement: 'station', field: 'docked', tags: { station: 'st-9' } }));
+      expect(none.series).toEqual([]);
+      const noKey = await store.query(spec({ measurement: 'station', field: 'docked', tags: { colour: 'red' } }));
+      expect(noKey.series).toEqual([]);
+      const noField = await store.query(spec({ measurement: 'station', field: 'nope' }));
+      expect(noField.series).toEqual([]);
+    });
+
+    it('keeps to [fromMs, toMs] inclusive', async () => {
+      await store.writePoints(
+        [0, 1, 2, 3, 4].map((i) => ({ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i * 1_000 })),
+      );
+      const { series } = await store.query(spec({ measurement: 'm', field: 'v', fromMs: T0 + 1_000, toMs: T0 + 3_000 }));
+      expect(series[0]?.points).toEqual([[T0 + 1_000, 1], [T0 + 2_000, 2], [T0 + 3_000, 3]]);
+    });
+
+    it('returns the last `limit` points (or buckets) per series, in ascending time', async () => {
+      const points: Point[] = [];
+      for (const station of ['st-1', 'st-2']) {
+        for (let i = 0; i < 10; i++) {
+          points.push({ measurement: 'm', tags: { station }, fields: { v: i }, time: T0 + i * 10_000 });
+        }
+      }
+      await store.writePoints(points);
+      const raw = await store.query(spec({ measurement: 'm', field: 'v', limit: 3 }));
+      expect(raw.series.map((s) => s.points)).toEqual([
+        [[T0 + 70_000, 7], [T0 + 80_000, 8], [T0 + 90_000, 9]],
+        [[T0 + 70_000, 7], [T0 + 80_000, 8], [T0 + 90_000, 9]],
+      ]);
+      const buckets = await store.query(spec({ measurement: 'm', field: 'v', everyMs: 10_000, agg: 'max', limit: 2 }));
+      expect(buckets.series[0]?.points).toEqual([[T0 + 80_000, 8], [T0 + 90_000, 9]]);
+    });
+
+    it('round-trips dead letters, newest first, filtered by function and device', async () => {
+      const letters = [
+        letter({ offset: 1n, receivedAtMs: T0 }),
+        letter({ offset: 2n, receivedAtMs: T0 + 1, deviceId: 'st-2', topic: 'stations/st-2/telemetry' }),
+        letter({ offset: 3n, receivedAtMs: T0 + 2, function: 'other', code: 'timeout', message: 'ran past 500 ms' }),
+      ];
+      const { field, ...withoutField } = letter({ offset: 4n, receivedAtMs: T0 + 3, code: 'payload_not_json' });
+      expect(field).toBe('voltage');
+      await store.writeDeadLetters([...letters, withoutField]);
+
+      const all = await store.deadLetters({ limit: 10 });
+      expect(all.map((l) => l.offset)).toEqual([4n, 3n, 2n, 1n]);
+      expect(all.map(plain)).toEqual([...letters, withoutField].map(plain).sort(byOffsetDesc));
+      expect(all[0] !== undefined && 'field' in all[0]).toBe(false);
+      expect(all[3]?.payload).toBeInstanceOf(Uint8Array);
+      expect(Array.from(all[3]?.payload ?? [])).toEqual([0x7b, 0x00, 0xff, 0x7d]);
+
+      expect((await store.deadLetters({ function: 'other', limit: 10 })).map((l) => l.offset)).toEqual([3n]);
+      expect((await store.deadLetters({ deviceId: 'st-2', limit: 10 })).map((l) => l.offset)).toEqual([2n]);
+      const both = await store.deadLetters({ function: 'station-telemetry', deviceId: 'st-1', limit: 10 });
+      expect(both.map((l) => l.offset)).toEqual([4n, 1n]);
+      expect((await store.deadLetters({ limit: 2 })).map((l) => l.offset)).toEqual([4n, 3n]);
+    });
+
+    it('writes the same dead letter key twice as one letter holding the later values', async () => {
+      await store.writeDeadLetters([letter({ offset: 7n, message: 'first' })]);
+      await store.writeDeadLetters([letter({ offset: 7n, message: 'second' }), letter({ offset: 7n, function: 'other' })]);
+      const all = await store.deadLetters({ limit: 10 });
+      expect(all.map((l) => [l.offset, l.function, l.message]).sort()).toEqual(
+        [
+          [7n, 'other', letter({ offset: 7n }).message],
+          [7n, 'station-telemetry', 'second'],
+        ].sort(),
+      );
+    });
+
+    it('keeps what it resolved across close and reopen', async () => {
+      await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 0.1 + 0.2, s: 'x' }, time: T0 }]);
+      await store.writeDeadLetters([letter({ offset: 1n })]);
+      await store.close();
+      store = await open(dir);
+      const { series } = await store.query(spec({ measurement: 'm', field: 'v' }));
+      expect(series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 0.1 + 0.2]] }]);
+      expect((await store.deadLetters({ limit: 10 })).map(plain)).toEqual([plain(letter({ offset: 1n }))]);
+      // And it still writes after reopening.
+      await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: T0 + 1 }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series[0]?.points).toHaveLength(2);
+    });
+
+    it('rejects writes after close with VL_STORE_CLOSED, and closes idempotently', async () => {
+      await store.close();
+      await store.close();
+      const point: Point = { measurement: 'm', tags: {}, fields: { v: 1 }, time: T0 };
+      await expect(store.writePoints([point])).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
+      await expect(store.writeDeadLetters([letter({ offset: 1n })])).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
+    });
+  });
+}

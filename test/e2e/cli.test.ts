@@ -1,0 +1,111 @@
+/**
+ * The `voltline` command as a user runs it (through bin/voltline.js) against a running
+ * platform: deploy, functions, invoke, and sim with its JSON report checked against
+ * what the platform stored.
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, getJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function voltline(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+let platform: PlatformProcess;
+let data: { dir: string; remove: () => Promise<void> };
+
+beforeAll(async () => {
+  data = await tempDir('cli');
+  platform = await startPlatformProcess(data.dir);
+}, 30_000);
+
+afterAll(async () => {
+  await platform?.stop();
+  await data?.remove();
+});
+
+describe('voltline deploy / functions / invoke', () => {
+  it('deploys the station function and lists it', async () => {
+    const deployed = await voltline(['deploy', 'functions/station-telemetry.ts', '--api', platform.apiUrl]);
+    expect(deployed.stderr).toBe('');
+    expect(deployed.code).toBe(0);
+    expect(deployed.stdout).toMatch(/deployed station-telemetry@[0-9a-f]{16} .*stations\/\+\/telemetry/);
+    const listed = await voltline(['functions', '--json'], { VOLTLINE_API: platform.apiUrl });
+    expect(listed.code).toBe(0);
+    const functions = JSON.parse(listed.stdout) as Array<{ name: string; timeoutMs: number; memoryMb: number }>;
+    expect(functions).toEqual([expect.objectContaining({ name: 'station-telemetry', timeoutMs: 500, memoryMb: 64 })]);
+  });
+
+  it('invokes it: exit 0 and the point for a valid payload, exit 1 and the reason for an invalid one', async () => {
+    const payload = '{"stationId":"st-00042","ts":1763800000123,"seq":1,"voltage":230,"cabinetTempC":20,"docks":[]}';
+    const ok = await voltline(['invoke', 'station-telemetry', '--topic', 'stations/st-00042/telemetry', '--data', payload, '--json', '--api', platform.apiUrl]);
+    expect(ok.code).toBe(0);
+    const result = JSON.parse(ok.stdout) as { outcome: string; points: unknown[]; metering: { wallMs: number } };
+    expect(result.outcome).toBe('ok');
+    expect(result.points).toEqual([{ measurement: 'station', tags: { station: 'st-00042' }, fields: { docked: 0, charging: 0, low_battery: 0, power_w: 0, voltage: 230, cabinet_temp_c: 20, seq: 1 }, time: 1763800000123 }]);
+
+    const bad = await voltline(['invoke', 'station-telemetry', '--topic', 'stations/st-00042/telemetry', '--data', payload.replace('"voltage":230', '"voltage":999'), '--api', platform.apiUrl]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/outcome: invalid/);
+    expect(bad.stdout).toMatch(/schema \(voltage\)/);
+  });
+
+  it('refuses to deploy a function that imports fs, naming the module', async () => {
+    const refused = await voltline(['deploy', 'test/fixtures/imports-fs.ts', '--api', platform.apiUrl]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/node:fs/);
+    expect(refused.stderr).toMatch(/imports-fs\.ts/);
+  });
+
+  it('says what to do when the platform is not reachable', async () => {
+    const run = await voltline(['functions', '--api', 'http://127.0.0.1:9']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/Cannot reach the Voltline API at http:\/\/127\.0\.0\.1:9/);
+  });
+
+  it('prints --help for every command', async () => {
+    for (const command of ['up', 'sim', 'deploy', 'invoke', 'functions']) {
+      const run = await voltline([command, '--help']);
+      expect(run.code, command).toBe(0);
+      expect(run.stdout, command).toMatch(new RegExp(`Usage: voltline ${command}`));
+    }
+  });
+});
+
+describe('voltline sim against the platform', () => {
+  it('reports every message acknowledged, and the platform stores exactly those', async () => {
+    const run = await voltline(['sim', '--url', platform.mqttUrl, '--stations', '20', '--rate', '200', '--duration', '3s', '--prefix', 'sim-', '--seed', '7']);
+    expect(run.code, run.stderr).toBe(0);
+    const lastLine = run.stdout.trim().split('\n').at(-1) ?? '';
+    const report = JSON.parse(lastLine) as { sent: number; acked: number; errors: number };
+    expect(report.errors).toBe(0);
+    expect(report.acked).toBe(report.sent);
+    expect(report.sent).toBeGreaterThanOrEqual(500);
+    const stored = await eventually(async () => {
+      const result = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }> }>(
+        `${platform.apiUrl}/api/query?measurement=station&field=seq&from=-10m&every=1h&agg=count`,
+      );
+      const count = result.series.filter((s) => s.tags['station']?.startsWith('sim-')).reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
+      return count >= report.acked ? count : undefined;
+    }, 20_000, `${report.acked} stored points`);
+    expect(stored).toBe(report.acked);
+  }, 60_000);
+});
