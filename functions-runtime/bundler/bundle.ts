@@ -15,6 +15,12 @@ const SDK_ENTRY = path.resolve(here, '../sdk/index.ts');
 const GUEST_ENTRY = path.resolve(here, '../sandbox/guest.ts');
 /** The platform's own node_modules, so functions outside the project find zod. */
 const PLATFORM_NODE_MODULES = path.resolve(here, '../../node_modules');
+/**
+ * esbuild writes each module's path into the bundle relative to its working directory;
+ * pinning it to the project root keeps the version of the same file the same whatever
+ * directory `voltline deploy` runs from.
+ */
+const PROJECT_ROOT = path.resolve(here, '../..');
 
 export interface Bundle {
   /** The script, an IIFE that installs `__voltline_describe` and `__voltline_invoke`. */
@@ -39,7 +45,9 @@ const noBuiltins: Plugin = {
 };
 
 function formatMessage(message: Message): string {
-  const where = message.location === null ? '' : `${message.location.file}:${message.location.line}:${message.location.column}: `;
+  const location = message.location;
+  // esbuild names files relative to PROJECT_ROOT; show them relative to where the user is.
+  const where = location === null ? '' : `${path.relative(process.cwd(), path.resolve(PROJECT_ROOT, location.file)) || location.file}:${location.line}:${location.column}: `;
   return `${where}${message.text}`;
 }
 
@@ -62,6 +70,7 @@ export async function bundleFunction(file: string): Promise<Bundle> {
   try {
     const result = await build({
       stdin: { contents: entry, resolveDir: path.dirname(absolute), sourcefile: 'voltline-entry.ts', loader: 'ts' },
+      absWorkingDir: PROJECT_ROOT,
       bundle: true,
       write: false,
       format: 'iife',

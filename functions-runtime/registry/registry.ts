@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
-import { DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS } from '../sdk/define.ts';
+import { DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN } from '../sdk/define.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
 
 export interface DeployedFunction {
@@ -44,7 +44,9 @@ const Stored = z.object({
 });
 
 const Description = z.object({
-  name: z.string(),
+  // The name becomes a file name: a bundle that skips defineFunction (raw code posted to
+  // the API) must not choose '../../somewhere'.
+  name: z.string().regex(FUNCTION_NAME_PATTERN, { error: "'name' must be lower-case letters, digits and '-' (1 to 63, starting with a letter)" }),
   triggers: z.array(z.object({ mqtt: z.string() })),
   timeoutMs: z.number().int().positive().optional(),
   memoryMb: z.number().int().positive().optional(),
@@ -63,7 +65,9 @@ async function describeBundle(code: string): Promise<FunctionDescription> {
     const json = (await describe.apply(undefined, [], { timeout: 1_000 })) as string;
     const parsed = JSON.parse(json) as { error?: string };
     if (parsed.error !== undefined) throw new Error(parsed.error);
-    return Description.parse(parsed) as FunctionDescription;
+    const checked = Description.safeParse(parsed);
+    if (!checked.success) throw new Error(`its definition is not valid: ${z.prettifyError(checked.error)}`);
+    return checked.data as FunctionDescription;
   } finally {
     if (!isolate.isDisposed) isolate.dispose();
   }

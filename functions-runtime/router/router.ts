@@ -62,6 +62,12 @@ export class Router {
   readonly #log: Logger;
   readonly #lanes = new Map<string, Lane>();
   readonly #abort = new AbortController();
+  /**
+   * Set when `stop()`'s grace period is over: batches stop retrying and give up without
+   * being marked finished, so the commit stays below them and they run again after a
+   * restart. Until then a stopping router keeps retrying (the scheduler is still up).
+   */
+  #halted = false;
   readonly #tracker: CommitTracker;
   #readPos: bigint;
   #committed: bigint;
@@ -160,17 +166,25 @@ export class Router {
   }
 
   #pump(lane: Lane): void {
-    if (lane.busy || lane.queue.length === 0) return;
+    if (lane.busy || lane.queue.length === 0 || this.#halted) return;
     lane.busy = true;
     const batch = lane.queue.splice(0, this.#o.maxBatchEvents);
-    void this.#runBatch(lane.fnName, batch).finally(() => {
-      lane.busy = false;
-      for (const event of batch) this.#tracker.done(event.offset);
-      this.#slotWaiter?.();
-      this.#slotWaiter = undefined;
-      this.#pump(lane);
-      if (this.#tracker.inFlight === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
-    });
+    this.#runBatch(lane.fnName, batch).then(
+      () => {
+        lane.busy = false;
+        for (const event of batch) this.#tracker.done(event.offset);
+        this.#slotWaiter?.();
+        this.#slotWaiter = undefined;
+        this.#pump(lane);
+        if (this.#tracker.inFlight === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
+      },
+      (err: unknown) => {
+        // Only a halted router gives a batch up. Its events are not finished: the commit
+        // stays below them, and the lane stops so that no later event of its devices
+        // overtakes them. They run again from the log after a restart.
+        this.#log.warn({ function: lane.fnName, events: batch.length, from: String(batch[0]?.offset), err: errorMessage(err) }, 'router stopped before this batch could finish; it will run again after a restart');
+      },
+    );
   }
 
   async #runBatch(fnName: string, batch: LoggedEvent[]): Promise<void> {
@@ -186,14 +200,29 @@ export class Router {
         letters.push(this.#letter(fnName, event, 'payload_not_json', '', 'payload is not valid UTF-8 text, so it cannot be JSON'));
       }
     }
-    let attempt = 0;
-    while (runnable.length > 0) {
+    await this.#invoke(fnName, runnable, texts, points, letters);
+    // After stop() returned, the store may be closing: this router writes nothing more.
+    if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
+    await this.#write(points, letters);
+    const now = Date.now();
+    for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
+  }
+
+  /**
+   * Runs events through the scheduler, collecting their points and dead letters. What
+   * failed retriably (a lost worker) runs again. A batch the scheduler refuses outright
+   * (too large for one worker frame) would be refused again: it runs in halves, in order,
+   * and a single event still refused is dead-lettered rather than blocking its lane.
+   */
+  async #invoke(fnName: string, events: LoggedEvent[], texts: string[], points: Point[], letters: DeadLetter[]): Promise<void> {
+    for (let attempt = 0; events.length > 0; ) {
+      if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot run a batch of '${fnName}' as the router has stopped`, { retriable: true });
       const fn = this.#o.registry.get(fnName);
-      if (fn === undefined) break; // removed while its events waited: nothing runs them now
+      if (fn === undefined) return; // removed while its events waited: nothing runs them now
       try {
         const outcome = await this.#o.scheduler.run(
           { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
-          runnable.map((event, i) => ({
+          events.map((event, i) => ({
             payload: texts[i] ?? '',
             topic: event.topic,
             deviceId: event.deviceId,
@@ -203,21 +232,30 @@ export class Router {
           })),
         );
         outcome.results.forEach((result, i) => {
-          const event = runnable[i];
+          const event = events[i];
           if (event !== undefined) this.#collect(fn.name, event, result, points, letters);
         });
-        break;
+        return;
       } catch (err) {
-        if (this.#abort.signal.aborted) throw err;
-        const retriable = err instanceof VoltlineError && err.retriable;
+        if (this.#halted) throw err;
+        if (!(err instanceof VoltlineError && err.retriable)) {
+          const first = events[0];
+          if (events.length === 1 && first !== undefined) {
+            this.#invocations.inc({ function: fnName, outcome: 'error' });
+            letters.push(this.#letter(fnName, first, 'error', '', `the platform could not run this event: ${errorMessage(err)}`));
+            return;
+          }
+          const half = Math.ceil(events.length / 2);
+          this.#log.warn({ function: fnName, events: events.length, err: errorMessage(err) }, 'batch refused; running it in halves');
+          await this.#invoke(fnName, events.slice(0, half), texts.slice(0, half), points, letters);
+          await this.#invoke(fnName, events.slice(half), texts.slice(half), points, letters);
+          return;
+        }
         this.#retries.inc({ stage: 'invoke' });
-        this.#log.warn({ function: fnName, err: errorMessage(err), attempt, retriable }, 'batch failed; running it again');
+        this.#log.warn({ function: fnName, err: errorMessage(err), attempt }, 'batch failed; running it again');
         await this.#backoff(attempt++);
       }
     }
-    await this.#write(points, letters);
-    const now = Date.now();
-    for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
   }
 
   #collect(fnName: string, event: LoggedEvent, result: SandboxResult, points: Point[], letters: DeadLetter[]): void {
@@ -265,7 +303,7 @@ export class Router {
         this.#pointsWritten.inc(points.length);
         return;
       } catch (err) {
-        if (this.#abort.signal.aborted && attempt > 2) throw err;
+        if (this.#halted) throw err;
         this.#retries.inc({ stage: 'store' });
         this.#log.error({ err: errorMessage(err), points: points.length, deadLetters: letters.length, attempt }, 'store write failed; trying again');
         await this.#backoff(attempt);
@@ -301,7 +339,11 @@ export class Router {
     return this.#readPos;
   }
 
-  /** Stops reading, lets batches in flight finish for up to `graceMs`, and commits. */
+  /**
+   * Stops reading, lets the events read so far finish for up to `graceMs` (batches whose
+   * worker is lost meanwhile run again), and commits what finished. A batch still
+   * unfinished after `graceMs` is given up uncommitted: it runs again after a restart.
+   */
   async stop(graceMs = 10_000): Promise<void> {
     this.#abort.abort();
     this.#slotWaiter?.();
@@ -310,6 +352,7 @@ export class Router {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
+    this.#halted = true;
     await this.#commit();
   }
 }

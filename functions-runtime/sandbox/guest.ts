@@ -11,6 +11,7 @@ import type { GuestEvent, GuestLogLine, GuestResult, FunctionDescription } from 
 
 const MAX_LOG_LINES = 100;
 const MAX_LOG_LINE_CHARS = 2_000;
+const MAX_LOG_DATA_CHARS = 8_000;
 
 function describe(definition: DefinedFunction): FunctionDescription {
   return {
@@ -38,11 +39,27 @@ function collectPoints(output: HandlerResult): Point[] {
   return items.map((item) => validatePoint(item instanceof PointBuilder ? item.build() : item));
 }
 
+/**
+ * A log line's data as plain JSON, bounded. Logging must never fail the invocation: data
+ * that cannot be JSON (a cycle, a BigInt) or is too large is replaced by a note saying so.
+ */
+function logData(data: Record<string, unknown>): Record<string, unknown> {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(data);
+  } catch (err) {
+    return { unserializable: err instanceof Error ? err.message : String(err) };
+  }
+  if (json === undefined) return {};
+  if (json.length > MAX_LOG_DATA_CHARS) return { truncated: `data of ${json.length} characters is over the ${MAX_LOG_DATA_CHARS} limit` };
+  return JSON.parse(json) as Record<string, unknown>;
+}
+
 function makeLogger(lines: GuestLogLine[]): FunctionLogger {
   const write = (level: GuestLogLine['level']) => (message: string, data?: Record<string, unknown>) => {
     if (lines.length >= MAX_LOG_LINES) return;
     const line: GuestLogLine = { level, message: String(message).slice(0, MAX_LOG_LINE_CHARS), time: Date.now() };
-    if (data !== undefined) line.data = JSON.parse(JSON.stringify(data)) as Record<string, unknown>;
+    if (data !== undefined) line.data = logData(data);
     lines.push(line);
   };
   return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };

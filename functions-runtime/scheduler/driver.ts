@@ -51,7 +51,9 @@ export function processDriver(options: { heartbeatMs?: number } = {}): WorkerDri
         env: { ...process.env, VOLTLINE_WORKER_ID: id, VOLTLINE_WORKER_HEARTBEAT_MS: String(options.heartbeatMs ?? 1_000) },
       });
       const exited = new Promise<WorkerExit>((resolve) => {
-        child.once('exit', (code, signal) => resolve({ code, signal }));
+        // 'close', not 'exit': 'exit' can come before the last frames on stdout are read,
+        // and a batch whose result was sent would then be reported lost.
+        child.once('close', (code, signal) => resolve({ code, signal }));
         child.once('error', () => resolve({ code: null, signal: null }));
       });
       // A worker that dies mid-write must not crash the platform with EPIPE.

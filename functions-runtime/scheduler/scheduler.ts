@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
-import { readFrames, writeFrame } from '../protocol/frames.ts';
+import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import type { GuestEvent } from '../sandbox/guest-protocol.ts';
 import type { SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
@@ -28,8 +28,44 @@ export interface SchedulerOptions {
   readonly maxQueuedBatches: number;
   /** A worker silent for this long is killed and replaced. */
   readonly heartbeatTimeoutMs: number;
+  /**
+   * A worker that ends within this long of being started counts as crashing on start.
+   * Default 1000 ms.
+   */
+  readonly crashLoopWindowMs?: number;
+  /**
+   * Restart delay after the second crash on start in a row, ms; it doubles with each
+   * further one (with jitter: between half and all of it). Default 100 ms.
+   * @example { restartBackoffMinMs: 100, restartBackoffMaxMs: 10_000 } // 0, 100, 200, 400, … 10 s
+   */
+  readonly restartBackoffMinMs?: number;
+  /** The longest restart delay, ms. Default 10 000 ms. */
+  readonly restartBackoffMaxMs?: number;
   readonly logger: Logger;
   readonly registry: Registry;
+}
+
+interface RestartPolicy {
+  readonly crashLoopWindowMs: number;
+  readonly restartBackoffMinMs: number;
+  readonly restartBackoffMaxMs: number;
+}
+
+function restartPolicy(options: SchedulerOptions): RestartPolicy {
+  const policy = Object.freeze({
+    crashLoopWindowMs: options.crashLoopWindowMs ?? 1_000,
+    restartBackoffMinMs: options.restartBackoffMinMs ?? 100,
+    restartBackoffMaxMs: options.restartBackoffMaxMs ?? 10_000,
+  });
+  for (const [key, value] of Object.entries(policy)) {
+    if (!Number.isFinite(value) || value < 0) {
+      throw new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as '${key}' must be a non-negative number of ms: current value is ${value}`, { context: { [key]: value } });
+    }
+  }
+  if (policy.restartBackoffMinMs > policy.restartBackoffMaxMs) {
+    throw new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as 'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' (${policy.restartBackoffMaxMs}): current value is ${policy.restartBackoffMinMs}`, { context: { ...policy } });
+  }
+  return policy;
 }
 
 export interface BatchOutcome {
@@ -83,6 +119,12 @@ export class Scheduler {
   #nextJob = 1;
   #stopping = false;
   #watchdog: NodeJS.Timeout | undefined;
+  readonly #policy: RestartPolicy;
+  /** Workers in a row that ended within `crashLoopWindowMs` of starting. */
+  #crashStreak = 0;
+  #lastCrashAt = Number.NEGATIVE_INFINITY;
+  readonly #restartTimers = new Set<NodeJS.Timeout>();
+  readonly #restarts: Counter<'backoff'>;
   readonly #coldStarts: Counter<'kind'>;
   readonly #workerStartSeconds: Histogram;
   readonly #workerLosses: Counter<'reason'>;
@@ -90,8 +132,10 @@ export class Scheduler {
 
   constructor(options: SchedulerOptions) {
     this.#options = options;
+    this.#policy = restartPolicy(options);
     this.#log = options.logger.child({ stage: 'scheduler' });
     const registers = [options.registry];
+    this.#restarts = new Counter({ name: 'voltline_worker_restarts_total', help: 'Replacement workers started, by whether a crash loop delayed them', labelNames: ['backoff'], registers });
     this.#coldStarts = new Counter({ name: 'voltline_cold_starts_total', help: 'Worker starts and function loads, by kind', labelNames: ['kind'], registers });
     this.#workerStartSeconds = new Histogram({ name: 'voltline_worker_start_seconds', help: 'Time from starting a worker to its ready frame', buckets: [0.05, 0.1, 0.2, 0.5, 1, 2, 5], registers });
     this.#workerLosses = new Counter({ name: 'voltline_worker_losses_total', help: 'Workers that exited or were killed unexpectedly', labelNames: ['reason'], registers });
@@ -156,9 +200,48 @@ export class Scheduler {
         const lost = new VoltlineError('VL_WORKER_LOST', `Worker ${id} ended (code ${String(exit.code)}, signal ${String(exit.signal)}) while running a batch`, { retriable: true, context: { workerId: id } });
         for (const pending of worker.inFlight.values()) pending.reject(lost);
         worker.inFlight.clear();
-        if (!this.#stopping) void this.#startWorker();
+        if (!this.#stopping) this.#restart(id, performance.now() - worker.startedAt);
       });
     });
+  }
+
+  /**
+   * Starts a replacement for a worker that ended. A worker that dies right after it
+   * starts (a bad build, a broken host) would otherwise be restarted in a hot loop: from
+   * the second such death in a row, the restart waits, twice as long each time, capped.
+   */
+  #restart(previousId: string, uptimeMs: number): void {
+    const now = performance.now();
+    if (uptimeMs >= this.#policy.crashLoopWindowMs) {
+      this.#crashStreak = 0;
+    } else {
+      // Deaths further apart than the longest delay allows are not one crash loop.
+      const loopGapMs = this.#policy.restartBackoffMaxMs + this.#policy.crashLoopWindowMs;
+      this.#crashStreak = now - this.#lastCrashAt > loopGapMs ? 1 : this.#crashStreak + 1;
+      this.#lastCrashAt = now;
+    }
+    const delayMs = this.#restartDelayMs(this.#crashStreak);
+    this.#restarts.inc({ backoff: delayMs > 0 ? 'delayed' : 'none' });
+    if (delayMs === 0) {
+      void this.#startWorker();
+      return;
+    }
+    this.#log.warn(
+      { workerId: previousId, uptimeMs: Math.round(uptimeMs), crashStreak: this.#crashStreak, delayMs: Math.round(delayMs) },
+      'worker keeps ending right after it starts; delaying its replacement',
+    );
+    const timer = setTimeout(() => {
+      this.#restartTimers.delete(timer);
+      if (!this.#stopping) void this.#startWorker();
+    }, delayMs);
+    this.#restartTimers.add(timer);
+  }
+
+  #restartDelayMs(streak: number): number {
+    if (streak <= 1) return 0;
+    const { restartBackoffMinMs: min, restartBackoffMaxMs: max } = this.#policy;
+    const ceiling = Math.min(max, min * 2 ** Math.min(streak - 2, 30));
+    return ceiling / 2 + Math.random() * (ceiling / 2);
   }
 
   #checkHeartbeats(): void {
@@ -175,7 +258,8 @@ export class Scheduler {
 
   /**
    * Runs a batch of events of one function on some worker. Waits while the queue is full.
-   * @throws VoltlineError `VL_WORKER_LOST` (retriable) when the worker died with the batch.
+   * @throws VoltlineError `VL_WORKER_LOST` (retriable) when the worker died with the batch;
+   *   `VL_BATCH_TOO_LARGE` (not retriable) when the batch does not fit in one frame.
    */
   async run(fn: LoadFunction, events: ReadonlyArray<Omit<GuestEvent, 'deadline'>>): Promise<BatchOutcome> {
     while (this.#queue.length >= this.#options.maxQueuedBatches) {
@@ -214,7 +298,23 @@ export class Scheduler {
   #dispatch(worker: Worker, job: Job): void {
     const fnKey = keyOf(job.fn);
     const send = (message: ToWorker) => writeFrame(worker.handle.output, message);
-    if (!worker.loaded.has(fnKey)) {
+    const id = this.#nextJob++;
+    let invoke: Buffer;
+    let load: Buffer | undefined;
+    try {
+      // Encoded before anything is sent or counted: a batch too large for one frame must
+      // fail only its caller, not leak a slot on the worker or throw out of #drainQueue
+      // (called from a worker's frame handler, which would take it for a broken worker).
+      invoke = encodeFrame({ t: 'invoke', id, name: job.fn.name, version: job.fn.version, events: job.events } satisfies ToWorker);
+      if (!worker.loaded.has(fnKey)) load = encodeFrame({ t: 'load', fn: job.fn } satisfies ToWorker);
+    } catch (err) {
+      job.pending.reject(new VoltlineError('VL_BATCH_TOO_LARGE', `Cannot run a batch of ${job.events.length} events of '${job.fn.name}' on a worker: ${err instanceof Error ? err.message : String(err)}; smaller batches would fit`, {
+        context: { function: job.fn.name, events: job.events.length },
+        cause: err,
+      }));
+      return;
+    }
+    if (load !== undefined) {
       // Drop older versions of the same function from this worker.
       for (const loadedKey of worker.loaded) {
         if (loadedKey.startsWith(`${job.fn.name}@`)) {
@@ -222,13 +322,12 @@ export class Scheduler {
           send({ t: 'unload', name: job.fn.name, version: loadedKey.slice(job.fn.name.length + 1) });
         }
       }
-      send({ t: 'load', fn: job.fn });
+      worker.handle.output.write(load);
       worker.loaded.add(fnKey);
       this.#coldStarts.inc({ kind: 'function' });
     }
-    const id = this.#nextJob++;
     worker.inFlight.set(id, job.pending);
-    send({ t: 'invoke', id, name: job.fn.name, version: job.fn.version, events: job.events });
+    worker.handle.output.write(invoke);
   }
 
   /** Drops every worker's copy of a function (after it was removed or replaced). */
@@ -266,6 +365,8 @@ export class Scheduler {
   async stop(graceMs = 5_000): Promise<void> {
     this.#stopping = true;
     if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    for (const timer of this.#restartTimers) clearTimeout(timer);
+    this.#restartTimers.clear();
     const stopped = new VoltlineError('VL_SCHEDULER_STOPPED', 'Cannot run a batch as the scheduler is stopping', { retriable: true });
     for (const job of this.#queue.splice(0)) job.pending.reject(stopped);
     for (const waiter of this.#roomWaiters.splice(0)) waiter();

@@ -102,20 +102,21 @@ export class DefinitionError extends Error {
  * });
  */
 export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFunction<T> {
-  const d = definition as Partial<FunctionDefinition<T>>;
+  const d = (definition ?? {}) as Partial<FunctionDefinition<T>>;
   if (typeof d.name !== 'string' || !FUNCTION_NAME_PATTERN.test(d.name)) {
     throw new DefinitionError(`Cannot define function as 'name' must be lower-case letters, digits and '-' (1 to 63, starting with a letter): current value is ${JSON.stringify(d.name)}`);
   }
   if (!Array.isArray(d.triggers)) {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers' must be an array such as [{ mqtt: 'stations/+/telemetry' }]`);
   }
-  for (const trigger of d.triggers as unknown[]) {
-    const mqtt = (trigger as { mqtt?: unknown } | null)?.mqtt;
+  for (const [i, trigger] of (d.triggers as unknown[]).entries()) {
+    const mqtt = (trigger as { mqtt?: unknown } | null | undefined)?.mqtt;
     if (typeof mqtt !== 'string') {
-      throw new DefinitionError(`Cannot define function '${d.name}' as each trigger must be { mqtt: '<topic filter>' }: current value is ${JSON.stringify(trigger)}`);
+      throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }: current value is ${JSON.stringify(trigger)}`);
     }
   }
-  if (d.schema !== undefined && typeof (d.schema as Partial<PayloadSchema<T>>)['~standard']?.validate !== 'function') {
+  // `?.` on the schema too: `schema: null` must be this sentence, not a TypeError.
+  if (d.schema !== undefined && typeof (d.schema as Partial<PayloadSchema<T>> | null)?.['~standard']?.validate !== 'function') {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'schema' must be a zod schema (or another Standard Schema)`);
   }
   for (const key of ['timeoutMs', 'memoryMb'] as const) {

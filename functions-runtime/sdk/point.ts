@@ -61,7 +61,8 @@ export function validatePoint(value: unknown): Point {
   if (typeof fieldsIn !== 'object' || fieldsIn === null) throw new PointError(`Cannot write point '${measurement}' as 'fields' must be an object`);
   const fields: Record<string, FieldValue> = {};
   for (const [key, field] of Object.entries(fieldsIn)) {
-    if (key in tags) throw new PointError(`Cannot write point '${measurement}' as '${key}' is both a tag and a field`);
+    // Object.hasOwn, not `in`: a field named 'constructor' or 'toString' is no tag.
+    if (Object.hasOwn(tags, key)) throw new PointError(`Cannot write point '${measurement}' as '${key}' is both a tag and a field`);
     checkField(key, field);
     fields[key] = field;
   }

@@ -5,9 +5,10 @@
  *
  * Started as `node --no-node-snapshot agent.ts` (isolated-vm requires the flag).
  */
-import { readFrames, writeFrame } from '../protocol/frames.ts';
+import { MAX_FRAME_BYTES, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import { FunctionSandbox } from '../sandbox/sandbox.ts';
+import { fitResults } from './fit-results.ts';
 
 const HEARTBEAT_MS = Number(process.env['VOLTLINE_WORKER_HEARTBEAT_MS'] ?? 1_000);
 
@@ -24,6 +25,19 @@ let inFlight = 0;
 
 function send(message: FromWorker): void {
   writeFrame(process.stdout, message);
+}
+
+/**
+ * Sends a batch's results. A frame over the limit is cut down (see fit-results.ts) rather
+ * than failed: a failed batch is retried, and the same results would fail again forever.
+ */
+function sendResult(message: Extract<FromWorker, { t: 'result' }>): void {
+  try {
+    send(message);
+  } catch {
+    // Too large to encode (VL_FRAME_TOO_LARGE, or past V8's longest string): nothing was written.
+    send({ ...message, results: fitResults(message.results, MAX_FRAME_BYTES) });
+  }
 }
 
 function key(name: string, version: string): string {
@@ -59,7 +73,7 @@ function handle(message: ToWorker): void {
       entry.tail = entry.tail.then(async () => {
         try {
           const { results, metering } = await entry.sandbox.runBatch(message.events);
-          send({ t: 'result', id: message.id, results, metering, coldStart });
+          sendResult({ t: 'result', id: message.id, results, metering, coldStart });
         } catch (err) {
           send({ t: 'failed', id: message.id, message: err instanceof Error ? err.message : String(err) });
         } finally {
@@ -69,9 +83,26 @@ function handle(message: ToWorker): void {
       return;
     }
     case 'shutdown':
-      void Promise.all([...loaded.values()].map((entry) => entry.tail)).then(() => process.exit(0));
+      shutdown();
       return;
   }
+}
+
+let shuttingDown = false;
+
+/**
+ * Lets the batches already received finish, flushes their results, then exits. The
+ * scheduler's `stop()` promises running batches their time; exiting at once would turn
+ * them into lost workers.
+ */
+function shutdown(): void {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  void Promise.all([...loaded.values()].map((entry) => entry.tail)).then(() => {
+    // An empty write's callback runs once every earlier write has been handed to the
+    // pipe: exiting before that could cut the last result frame short.
+    process.stdout.write(Buffer.alloc(0), () => process.exit(0));
+  });
 }
 
 readFrames(
@@ -82,8 +113,9 @@ readFrames(
     process.exit(2);
   },
 );
-// The scheduler closing our stdin means it is gone: stop rather than linger as an orphan.
-process.stdin.on('end', () => process.exit(0));
+// The scheduler closing our stdin means it is stopping or gone: finish what was received
+// (each batch is bounded by its time limits) and stop rather than linger as an orphan.
+process.stdin.on('end', shutdown);
 
 const heartbeat = setInterval(() => {
   send({ t: 'heartbeat', rssBytes: process.memoryUsage.rss(), inFlight });

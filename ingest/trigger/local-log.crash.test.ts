@@ -48,7 +48,10 @@ function appendUntilKilled(dir: string, killer: 'parent' | 'self'): Promise<Cras
     child.on('error', reject);
     child.on('close', (_code, signal) => {
       clearTimeout(timer);
-      if (signal !== 'SIGKILL' || acked.size < ACKS_BEFORE_KILL) {
+      // A self-killed child may die with lines still queued for a full pipe (a slow
+      // parent under load): it printed ACKS_BEFORE_KILL, the parent saw at least some.
+      const enough = killer === 'parent' ? acked.size >= ACKS_BEFORE_KILL : acked.size > 0;
+      if (signal !== 'SIGKILL' || !enough) {
         reject(new Error(`appender ended with ${signal ?? 'exit'} after ${acked.size} acks: ${stderr}`));
       } else {
         resolve({ acked, committed });

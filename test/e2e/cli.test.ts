@@ -91,6 +91,12 @@ describe('voltline deploy / functions / invoke', () => {
 });
 
 describe('voltline sim against the platform', () => {
+  beforeAll(async () => {
+    // Deploying again is a no-op when the deploy test above already did it.
+    const deployed = await voltline(['deploy', 'functions/station-telemetry.ts', '--api', platform.apiUrl]);
+    expect(deployed.code, deployed.stderr).toBe(0);
+  }, 30_000);
+
   it('reports every message acknowledged, and the platform stores exactly those', async () => {
     const run = await voltline(['sim', '--url', platform.mqttUrl, '--stations', '20', '--rate', '200', '--duration', '3s', '--prefix', 'sim-', '--seed', '7']);
     expect(run.code, run.stderr).toBe(0);
@@ -99,13 +105,17 @@ describe('voltline sim against the platform', () => {
     expect(report.errors).toBe(0);
     expect(report.acked).toBe(report.sent);
     expect(report.sent).toBeGreaterThanOrEqual(500);
+    let lastSeen = '';
     const stored = await eventually(async () => {
       const result = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }> }>(
         `${platform.apiUrl}/api/query?measurement=station&field=seq&from=-10m&every=1h&agg=count`,
       );
       const count = result.series.filter((s) => s.tags['station']?.startsWith('sim-')).reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
+      lastSeen = `${count} counted in ${JSON.stringify(result).slice(0, 300)}`;
       return count >= report.acked ? count : undefined;
-    }, 20_000, `${report.acked} stored points`);
+    }, 20_000, `${report.acked} stored points`).catch((err: unknown) => {
+      throw new Error(`${String(err)}; last seen: ${lastSeen}`);
+    });
     expect(stored).toBe(report.acked);
   }, 60_000);
 });

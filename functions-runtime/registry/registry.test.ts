@@ -1,0 +1,172 @@
+/** FunctionRegistry on a real data folder with real bundles read back in real isolates. */
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VoltlineError } from '../../lib/errors.ts';
+import { silentLogger } from '../../lib/logger.ts';
+import { bundleFixture, captureLogger, tempDir } from '../testing/helpers.ts';
+import { FunctionRegistry, type RegistryLimits } from './registry.ts';
+
+const limits: RegistryLimits = { maxTimeoutMs: 30_000, maxMemoryMb: 256 };
+let data: { dir: string; remove: () => Promise<void> };
+
+beforeEach(async () => {
+  data = await tempDir('registry');
+});
+
+afterEach(async () => {
+  await data.remove();
+});
+
+function open(dir = data.dir): Promise<FunctionRegistry> {
+  return FunctionRegistry.open(dir, limits, silentLogger());
+}
+
+async function deployError(registry: FunctionRegistry, code: string, source?: string): Promise<VoltlineError> {
+  const err = await registry.deploy(code, source).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(VoltlineError);
+  expect((err as VoltlineError).code).toBe('VL_DEPLOY_INVALID');
+  return err as VoltlineError;
+}
+
+describe('deploy', () => {
+  it('reads the definition back from the bundle and stores it', async () => {
+    const registry = await open();
+    const bundle = await bundleFixture('hello');
+    const fn = await registry.deploy(bundle.code, 'hello.ts');
+    expect(fn).toMatchObject({ name: 'hello', version: bundle.version, triggers: [{ mqtt: 'hello/+' }], timeoutMs: 500, memoryMb: 16, code: bundle.code });
+    expect(registry.get('hello')).toEqual(fn);
+    expect(registry.list().map((f) => f.name)).toEqual(['hello']);
+    expect(await readdir(path.join(data.dir, 'functions'))).toEqual(['hello.json']);
+  });
+
+  it('applies the default limits when the function sets none', async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('bad-filter')).code.replace('stations/#/events', 'stations/+/events'));
+    expect(fn).toMatchObject({ name: 'bad-filter', timeoutMs: 1_000, memoryMb: 64 });
+  });
+
+  it("refuses a module whose default export is not defineFunction's", async () => {
+    const registry = await open();
+    const err = await deployError(registry, (await bundleFixture('not-defined')).code, 'not-defined.ts');
+    expect(err.message).toContain('Cannot deploy not-defined.ts');
+    expect(err.message).toContain("default export must be defineFunction({...}) from 'voltline'");
+    expect(registry.list()).toEqual([]);
+  });
+
+  it('refuses code that is not a function bundle at all', async () => {
+    const registry = await open();
+    expect((await deployError(registry, 'var x = 1;')).message).toMatch(/no __voltline_describe/);
+    expect((await deployError(registry, 'this is not javascript')).message).toMatch(/Cannot deploy bundle/);
+    expect((await deployError(registry, 'throw new Error("top-level failure")')).message).toMatch(/top-level failure/);
+  });
+
+  it('refuses an invalid MQTT filter, naming it', async () => {
+    const registry = await open();
+    const err = await deployError(registry, (await bundleFixture('bad-filter')).code);
+    expect(err.message).toContain("trigger mqtt 'stations/#/events' is invalid");
+    expect(err.message).toContain("'#' must be a whole level and the last one");
+    expect(err.context).toMatchObject({ field: 'triggers' });
+  });
+
+  it('refuses a timeoutMs above maxTimeoutMs, naming it', async () => {
+    const registry = await open();
+    const err = await deployError(registry, (await bundleFixture('slow-limit')).code);
+    expect(err.message).toContain('timeoutMs must be at most 30000: current value is 60000');
+    expect(err.context).toMatchObject({ field: 'timeoutMs' });
+  });
+
+  it('refuses a memoryMb above maxMemoryMb, naming it', async () => {
+    const registry = await FunctionRegistry.open(data.dir, { ...limits, maxMemoryMb: 8 }, silentLogger());
+    const err = await deployError(registry, (await bundleFixture('hello')).code);
+    expect(err.message).toContain('memoryMb must be between 8 and 8: current value is 16');
+  });
+
+  it('refuses a raw bundle whose name would escape the functions folder', async () => {
+    const registry = await open();
+    const code = `globalThis.__voltline_describe = () => JSON.stringify({ name: '../../escaped', triggers: [] });`;
+    const err = await deployError(registry, code, 'posted');
+    expect(err.message).toContain("'name' must be lower-case letters");
+    expect(await readdir(data.dir)).toEqual(['functions']);
+    expect(await readdir(path.join(data.dir, 'functions'))).toEqual([]);
+  });
+
+  it('does not change anything when the same code is deployed again', async () => {
+    const registry = await open();
+    const changes: number[] = [];
+    registry.onChange(() => changes.push(changes.length));
+    const code = (await bundleFixture('hello')).code;
+    const first = await registry.deploy(code);
+    const again = await registry.deploy(code);
+    expect(again).toBe(first);
+    expect(changes).toHaveLength(1);
+  });
+
+  it('replaces the function with a new version when the code changes', async () => {
+    const registry = await open();
+    let changes = 0;
+    registry.onChange(() => (changes += 1));
+    const v1 = await registry.deploy((await bundleFixture('hello')).code);
+    const v2 = await registry.deploy((await bundleFixture('hello-v2')).code);
+    expect(v2.version).not.toBe(v1.version);
+    expect(v2.triggers).toEqual([{ mqtt: 'hello/+' }, { mqtt: 'greetings/#' }]);
+    expect(registry.get('hello')?.version).toBe(v2.version);
+    expect(registry.list()).toHaveLength(1);
+    expect(changes).toBe(2);
+  });
+
+  it('logs each deploy', async () => {
+    const { logger, records } = captureLogger();
+    const registry = await FunctionRegistry.open(data.dir, limits, logger);
+    const fn = await registry.deploy((await bundleFixture('hello')).code);
+    expect(records).toContainEqual(expect.objectContaining({ msg: 'function deployed', stage: 'registry', function: 'hello', version: fn.version }));
+  });
+});
+
+describe('remove', () => {
+  it('removes a function and its file, and says whether there was one', async () => {
+    const registry = await open();
+    let changes = 0;
+    registry.onChange(() => (changes += 1));
+    await registry.deploy((await bundleFixture('hello')).code);
+    expect(await registry.remove('hello')).toBe(true);
+    expect(registry.get('hello')).toBeUndefined();
+    expect(await readdir(path.join(data.dir, 'functions'))).toEqual([]);
+    expect(await registry.remove('hello')).toBe(false);
+    expect(changes).toBe(2);
+  });
+});
+
+describe('persistence', () => {
+  it('finds deployed functions again after reopening the data folder', async () => {
+    const registry = await open();
+    const hello = await registry.deploy((await bundleFixture('hello-v2')).code);
+    const other = await registry.deploy((await bundleFixture('bad-filter')).code.replace('stations/#/events', 'stations/+/events'));
+    await registry.deploy((await bundleFixture('slow-limit')).code).catch(() => undefined);
+    const reopened = await open();
+    expect(reopened.list()).toEqual([other, hello]);
+    // Redeploying what is stored is still a no-op after the restart.
+    expect(await reopened.deploy(hello.code)).toEqual(hello);
+  });
+
+  it('does not see a removed function after reopening', async () => {
+    const registry = await open();
+    await registry.deploy((await bundleFixture('hello')).code);
+    await registry.remove('hello');
+    expect((await open()).list()).toEqual([]);
+  });
+
+  it('skips an unreadable stored function, logging it, and opens with the rest', async () => {
+    const registry = await open();
+    const hello = await registry.deploy((await bundleFixture('hello')).code);
+    await writeFile(path.join(data.dir, 'functions', 'torn.json'), '{"name": "torn", ');
+    const { logger, records } = captureLogger();
+    const reopened = await FunctionRegistry.open(data.dir, limits, logger);
+    expect(reopened.list()).toEqual([hello]);
+    expect(records).toContainEqual(expect.objectContaining({ msg: 'skipping an unreadable deployed function', file: 'torn.json' }));
+    expect(JSON.parse(await readFile(path.join(data.dir, 'functions', 'hello.json'), 'utf8'))).toEqual(hello);
+  });
+});

@@ -1,0 +1,280 @@
+/**
+ * The router with real parts: the local trigger log, the embedded store, the registry, and
+ * a scheduler running real worker processes. The store is wrapped only to observe the
+ * order in which a batch's points became durable.
+ */
+import { Registry } from 'prom-client';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openEmbeddedStore, openLocalTriggerLog, type DeadLetter, type Point, type StoreReader, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import { silentLogger } from '../../lib/logger.ts';
+import { FunctionRegistry } from '../registry/registry.ts';
+import { processDriver } from '../scheduler/driver.ts';
+import { Scheduler } from '../scheduler/scheduler.ts';
+import { bundleFixture, eventually, tempDir } from '../testing/helpers.ts';
+import { Router, type RouterOptions } from './router.ts';
+
+const logger = silentLogger();
+const BASE_TS = 1_763_800_000_000;
+
+interface Rig {
+  readonly dir: string;
+  log: TriggerLog;
+  readonly store: StoreWriter & StoreReader;
+  /** Points in the order their writes resolved (each write is one batch's points). */
+  readonly written: Point[];
+  /** While set, point writes wait for it (the store is slow). */
+  gate: Promise<void> | undefined;
+  /** Point writes that found the gate closed. */
+  held: number;
+  readonly registry: FunctionRegistry;
+  readonly scheduler: Scheduler;
+  readonly metrics: Registry;
+  router: Router | undefined;
+  routersStarted: number;
+  readonly cleanup: Array<() => Promise<void>>;
+}
+
+let rig: Rig;
+
+async function openRig(workers: number): Promise<Rig> {
+  const temp = await tempDir('router');
+  const cleanup: Array<() => Promise<void>> = [() => temp.remove()];
+  const log = await openLocalTriggerLog({ dir: `${temp.dir}/trigger-log`, logger });
+  const embedded = await openEmbeddedStore({ dir: `${temp.dir}/store`, logger });
+  cleanup.unshift(() => embedded.close());
+  const registry = await FunctionRegistry.open(temp.dir, { maxTimeoutMs: 30_000, maxMemoryMb: 256 }, logger);
+  await registry.deploy((await bundleFixture('busy')).code);
+  const metrics = new Registry();
+  const scheduler = new Scheduler({ driver: processDriver(), workers, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  cleanup.unshift(() => scheduler.stop(1_000));
+  await scheduler.start();
+  const written: Point[] = [];
+  const r: Rig = {
+    dir: temp.dir,
+    log,
+    written,
+    gate: undefined,
+    held: 0,
+    registry,
+    scheduler,
+    metrics,
+    router: undefined,
+    routersStarted: 0,
+    cleanup,
+    store: {
+      async writePoints(points: readonly Point[]) {
+        if (r.gate !== undefined) r.held += 1;
+        while (r.gate !== undefined) await r.gate;
+        await embedded.writePoints(points);
+        written.push(...points);
+      },
+      writeDeadLetters: (letters: readonly DeadLetter[]) => embedded.writeDeadLetters(letters),
+      close: () => embedded.close(),
+      query: (spec) => embedded.query(spec),
+      deadLetters: (query) => embedded.deadLetters(query),
+    },
+  };
+  cleanup.unshift(() => r.log.close());
+  return r;
+}
+
+function startRouter(options: Partial<RouterOptions> = {}): Router {
+  const router = new Router({
+    log: rig.log,
+    registry: rig.registry,
+    scheduler: rig.scheduler,
+    store: rig.store,
+    logger,
+    // A router registers its metrics: a second one in a test gets a registry of its own.
+    metrics: rig.routersStarted++ === 0 ? rig.metrics : new Registry(),
+    maxBatchEvents: 5,
+    lanesPerFunction: 3,
+    maxInFlightEvents: 200,
+    commitIntervalMs: 20,
+    retryMinMs: 10,
+    retryMaxMs: 100,
+    ...options,
+  });
+  rig.router = router;
+  router.start();
+  return router;
+}
+
+beforeEach(async () => {
+  rig = await openRig(2);
+});
+
+afterEach(async () => {
+  await rig.router?.stop(2_000);
+  for (const step of rig.cleanup) await step();
+});
+
+/** Appends `perDevice` events for each of `devices` devices, interleaved, seq 0, 1, 2, … per device. */
+async function appendEvents(devices: number, perDevice: number, busyMs: (seq: number, device: number) => number = () => 0): Promise<number> {
+  const encoder = new TextEncoder();
+  const appends: Array<Promise<bigint>> = [];
+  for (let seq = 0; seq < perDevice; seq++) {
+    for (let d = 0; d < devices; d++) {
+      const deviceId = `dev-${d}`;
+      const payload = { seq, ts: BASE_TS + seq, busyMs: busyMs(seq, d) };
+      appends.push(rig.log.append({ source: 'mqtt', topic: `busy/${deviceId}/in`, deviceId, payload: encoder.encode(JSON.stringify(payload)), receivedAtMs: Date.now() }));
+    }
+  }
+  await Promise.all(appends);
+  return devices * perDevice;
+}
+
+/** Each device's seq values in the order the store accepted them. */
+function seqOrderByDevice(points: readonly Point[]): Map<string, number[]> {
+  const byDevice = new Map<string, number[]>();
+  for (const p of points) {
+    const device = p.tags['device'] ?? '?';
+    byDevice.set(device, [...(byDevice.get(device) ?? []), p.fields['seq'] as number]);
+  }
+  return byDevice;
+}
+
+/** What the store holds: each device's seq values in time order (one per key). */
+async function storedSeqs(): Promise<Map<string, number[]>> {
+  const { series } = await rig.store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: BASE_TS - 1, toMs: BASE_TS + 10_000, agg: 'last', limit: 10_000 });
+  return new Map(series.map((s) => [s.tags['device'] ?? '?', s.points.map(([, v]) => v as number)]));
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+async function waitForStored(total: number, timeoutMs = 10_000): Promise<void> {
+  await eventually(() => (new Set(rig.written.map((p) => `${p.tags['device']}@${p.time}`)).size >= total ? true : undefined), timeoutMs, `${total} points stored`);
+}
+
+describe('per-device order', () => {
+  it("processes each device's events in log order, across batches and lanes", async () => {
+    const total = await appendEvents(6, 20, (seq, d) => (seq + d) % 3);
+    startRouter();
+    await waitForStored(total);
+    await rig.router?.idle();
+    const order = seqOrderByDevice(rig.written);
+    expect([...order.keys()].sort()).toEqual(range(6).map((d) => `dev-${d}`));
+    for (const [device, seqs] of order) expect(seqs, device).toEqual(range(20));
+    const stored = await storedSeqs();
+    for (const d of range(6)) expect(stored.get(`dev-${d}`)).toEqual(range(20));
+  });
+});
+
+describe('commits', () => {
+  it('commits a position only once the results below it are in the store', async () => {
+    let open: () => void = () => undefined;
+    rig.gate = new Promise<void>((resolve) => (open = resolve));
+    const total = await appendEvents(2, 5);
+    startRouter();
+    // The batches ran and wait for the store; many commit intervals pass.
+    await eventually(() => (rig.held > 0 ? true : undefined), 5_000, 'a batch to wait for the store');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(rig.written).toEqual([]);
+    expect(rig.log.committedOffset()).toBe(0n);
+
+    rig.gate = undefined;
+    open();
+    await eventually(() => (rig.log.committedOffset() === BigInt(total) ? true : undefined), 5_000, 'the commit to reach the end');
+    expect(rig.written).toHaveLength(total);
+    await rig.router?.stop();
+    rig.router = undefined;
+
+    await rig.log.close();
+    rig.log = await openLocalTriggerLog({ dir: `${rig.dir}/trigger-log`, logger });
+    expect(rig.log.committedOffset()).toBe(BigInt(total));
+    // A router on the reopened log resumes past what was committed: nothing runs again.
+    const again = startRouter();
+    expect(again.position).toBe(BigInt(total));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(rig.written).toHaveLength(total);
+  });
+
+  it('on stop, commits exactly what was processed', async () => {
+    const total = await appendEvents(3, 10);
+    const router = startRouter();
+    await waitForStored(total);
+    await router.stop();
+    rig.router = undefined;
+    await rig.log.close();
+    rig.log = await openLocalTriggerLog({ dir: `${rig.dir}/trigger-log`, logger });
+    expect(rig.log.committedOffset()).toBe(BigInt(total));
+  });
+});
+
+describe('batches the scheduler refuses', () => {
+  it('runs a batch too large for one worker frame in halves: every event ends stored or dead-lettered', async () => {
+    // 60 payloads of control characters (escaped to 6 bytes each in JSON): 72 MB in one batch.
+    const encoder = new TextEncoder();
+    const junk = encoder.encode('\u0001'.repeat(200_000));
+    for (let i = 0; i < 60; i++) await rig.log.append({ source: 'mqtt', topic: 'busy/dev-0/in', deviceId: 'dev-0', payload: junk, receivedAtMs: Date.now() });
+    await rig.log.append({ source: 'mqtt', topic: 'busy/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq: 7, ts: BASE_TS })), receivedAtMs: Date.now() });
+    const router = startRouter({ maxBatchEvents: 100, lanesPerFunction: 1 });
+    await waitForStored(1, 15_000);
+    await router.idle();
+    expect(rig.written.map((p) => p.fields['seq'])).toEqual([7]);
+    const letters = await rig.store.deadLetters({ function: 'busy', limit: 100 });
+    expect(letters).toHaveLength(60);
+    expect(new Set(letters.map((l) => l.code))).toEqual(new Set(['payload_not_json']));
+    await router.stop();
+    expect(rig.log.committedOffset()).toBe(61n);
+  }, 20_000);
+});
+
+describe('lost workers', () => {
+  it('loses nothing when workers are killed mid-load: every event stored once by key, in order', async () => {
+    const total = await appendEvents(8, 25, () => 4);
+    startRouter();
+    const killed: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      const victim = await eventually(() => rig.scheduler.workers().find((w) => w.inFlight > 0 && !killed.includes(w.id)), 5_000, 'a busy worker');
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      rig.scheduler.killWorker(victim.id);
+      killed.push(victim.id);
+    }
+    await waitForStored(total, 15_000);
+    await rig.router?.idle();
+    // The kills hit batches in flight: they ran again.
+    expect(await rig.metrics.getSingleMetricAsString('voltline_retries_total')).toMatch(/stage="invoke"\} [1-9]/);
+    const stored = await storedSeqs();
+    expect([...stored.keys()].sort()).toEqual(range(8).map((d) => `dev-${d}`));
+    for (const d of range(8)) expect(stored.get(`dev-${d}`), `dev-${d}`).toEqual(range(25));
+    for (const [device, seqs] of seqOrderByDevice(rig.written)) expect(seqs, device).toEqual(range(25));
+    expect(await rig.store.deadLetters({ limit: 100 })).toEqual([]);
+    await rig.router?.stop();
+    expect(rig.log.committedOffset()).toBe(BigInt(total));
+  });
+
+  it('does not commit past a batch whose worker died while the router was stopping', async () => {
+    const total = await appendEvents(1, 3, (seq) => (seq === 0 ? 600 : 0));
+    const router = startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
+    const victim = await eventually(() => rig.scheduler.workers().find((w) => w.inFlight > 0), 5_000, 'a busy worker');
+    const stopping = router.stop(5_000);
+    rig.scheduler.killWorker(victim.id);
+    await stopping;
+    rig.router = undefined;
+    const stored = rig.written.length;
+    // Whatever was committed is in the store; the rest is read again after a restart.
+    expect(Number(rig.log.committedOffset())).toBeLessThanOrEqual(stored);
+    // Stopping let the batch run again on the replacement worker rather than give it up.
+    expect(stored).toBe(total);
+    expect(rig.log.committedOffset()).toBe(BigInt(total));
+  });
+
+  it('gives a batch up uncommitted when the grace period ends first, and it runs after a restart', async () => {
+    const total = await appendEvents(1, 3, (seq) => (seq === 0 ? 800 : 0));
+    const router = startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
+    const victim = await eventually(() => rig.scheduler.workers().find((w) => w.inFlight > 0), 5_000, 'a busy worker');
+    const stopping = router.stop(100);
+    rig.scheduler.killWorker(victim.id);
+    await stopping;
+    rig.router = undefined;
+    expect(rig.written).toEqual([]);
+    expect(rig.log.committedOffset()).toBe(0n);
+
+    // After a restart the log hands the same events to a new router, and they all land.
+    const again = startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
+    expect(again.position).toBe(0n);
+    await waitForStored(total);
+    expect(seqOrderByDevice(rig.written).get('dev-0')).toEqual(range(total));
+  });
+});

@@ -1,0 +1,192 @@
+/**
+ * FunctionSandbox in this process, with real esbuild bundles in real isolated-vm
+ * isolates: limits stop misbehaving handlers, the sandbox recovers, and nothing of one
+ * batch survives into the next.
+ */
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { bundleFixture, eventOf } from '../testing/helpers.ts';
+import { FunctionSandbox, type SandboxResult } from './sandbox.ts';
+
+let misbehave: string;
+let asyncSchema: string;
+const sandboxes: FunctionSandbox[] = [];
+
+beforeAll(async () => {
+  misbehave = (await bundleFixture('misbehave')).code;
+  asyncSchema = (await bundleFixture('async-schema')).code;
+});
+
+afterEach(() => {
+  for (const sandbox of sandboxes.splice(0)) sandbox.dispose();
+});
+
+function sandboxFor(code: string, options: { memoryMb?: number; timeoutMs?: number } = {}): FunctionSandbox {
+  const sandbox = new FunctionSandbox({ code, memoryMb: options.memoryMb ?? 32, timeoutMs: options.timeoutMs ?? 200 });
+  sandboxes.push(sandbox);
+  return sandbox;
+}
+
+async function run(sandbox: FunctionSandbox, ...payloads: unknown[]): Promise<SandboxResult[]> {
+  const { results } = await sandbox.runBatch(payloads.map((payload, i) => eventOf(payload, { invocationId: `inv-${i}` })));
+  expect(results).toHaveLength(payloads.length);
+  return results;
+}
+
+/** The fields of the single point an 'ok' result carries. */
+function fieldsOf(result: SandboxResult | undefined): Record<string, unknown> {
+  expect(result?.outcome, JSON.stringify(result)).toBe('ok');
+  if (result?.outcome !== 'ok') return {};
+  expect(result.points).toHaveLength(1);
+  return (result.points[0] as { fields: Record<string, unknown> }).fields;
+}
+
+describe('time limit', () => {
+  it('stops a sync infinite loop as a timeout; the next event of the batch and the next batch run', async () => {
+    const sandbox = sandboxFor(misbehave, { timeoutMs: 200 });
+    const started = performance.now();
+    const [looped, after] = await run(sandbox, { do: 'loop' }, { do: 'ok' });
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(looped).toMatchObject({ outcome: 'timeout' });
+    expect(looped?.outcome === 'timeout' && looped.message).toMatch(/time limit of 200 ms/);
+    expect(fieldsOf(after)).toEqual({ n: 1 });
+    const [next] = await run(sandbox, { do: 'ok' });
+    expect(fieldsOf(next)).toEqual({ n: 1 });
+  });
+
+  it('stops an async handler that never settles, rebuilds the isolate, and runs later batches', async () => {
+    const sandbox = sandboxFor(misbehave, { timeoutMs: 150 });
+    await run(sandbox, { do: 'ok' });
+    expect(sandbox.builds).toBe(1);
+    const [hung, after] = await run(sandbox, { do: 'hang' }, { do: 'ok' });
+    expect(hung).toMatchObject({ outcome: 'timeout' });
+    // The never-settling promise cost the isolate; its neighbour ran in a rebuilt one.
+    expect(fieldsOf(after)).toEqual({ n: 1 });
+    expect(sandbox.builds).toBe(2);
+    const [next] = await run(sandbox, { do: 'asyncOk' });
+    expect(fieldsOf(next)).toEqual({ n: 2 });
+  });
+
+  it('stops a handler that loops after its first await', async () => {
+    const sandbox = sandboxFor(misbehave, { timeoutMs: 150 });
+    const [looped, after] = await run(sandbox, { do: 'loopAfterAwait' }, { do: 'ok' });
+    expect(looped).toMatchObject({ outcome: 'timeout' });
+    expect(fieldsOf(after)).toEqual({ n: 1 });
+  });
+});
+
+describe('memory limit', () => {
+  it('stops an allocation bomb as memory, and recovers within the batch and after it', async () => {
+    const sandbox = sandboxFor(misbehave, { memoryMb: 16, timeoutMs: 5_000 });
+    const [bomb, after] = await run(sandbox, { do: 'bomb' }, { do: 'ok' });
+    expect(bomb).toMatchObject({ outcome: 'memory' });
+    expect(bomb?.outcome === 'memory' && bomb.message).toMatch(/memory limit/);
+    expect(fieldsOf(after)).toEqual({ n: 1 });
+    expect(sandbox.builds).toBe(2);
+    const [next] = await run(sandbox, { do: 'ok' });
+    expect(fieldsOf(next)).toEqual({ n: 1 });
+  });
+});
+
+describe('verdicts', () => {
+  it('reports a thrown error with its message', async () => {
+    const [thrown, after] = await run(sandboxFor(misbehave), { do: 'throw', message: 'dock 7 is on fire' }, { do: 'ok' });
+    expect(thrown).toMatchObject({ outcome: 'error', code: 'error', message: 'Error: boom: dock 7 is on fire' });
+    expect(fieldsOf(after)).toEqual({ n: 1 });
+  });
+
+  it("reports invalid('topic', …) as rejected, naming the field", async () => {
+    const [rejected] = await run(sandboxFor(misbehave), { do: 'reject' });
+    expect(rejected).toMatchObject({ outcome: 'invalid', code: 'rejected', field: 'topic', message: 'device dev-1 may not publish here' });
+  });
+
+  it('reports points that break the rules as bad_points', async () => {
+    const [noFields, notPoint] = await run(
+      sandboxFor(misbehave),
+      { do: 'points', points: { measurement: 'm', tags: {}, fields: {}, time: 1 } },
+      { do: 'points', points: 42 },
+    );
+    expect(noFields).toMatchObject({ outcome: 'error', code: 'bad_points' });
+    expect(noFields?.outcome === 'error' && noFields.message).toMatch(/no fields/);
+    expect(notPoint).toMatchObject({ outcome: 'error', code: 'bad_points' });
+  });
+
+  it('refuses payloads that are not JSON objects before the handler runs', async () => {
+    const sandbox = sandboxFor(misbehave);
+    const { results } = await sandbox.runBatch([eventOf('{"do": '), eventOf('[1, 2]')]);
+    expect(results[0]).toMatchObject({ outcome: 'invalid', code: 'payload_not_json', field: '' });
+    expect(results[1]).toMatchObject({ outcome: 'invalid', code: 'payload_not_object', message: 'payload must be a JSON object: it is an array' });
+  });
+});
+
+describe('statelessness', () => {
+  it('does not carry globals from one batch into the next', async () => {
+    const sandbox = sandboxFor(misbehave);
+    const [set, sameBatch] = await run(sandbox, { do: 'setGlobal', value: 'secret-of-batch-1' }, { do: 'getGlobal' });
+    expect(fieldsOf(set)).toEqual({ seen: 'secret-of-batch-1' });
+    // Documented: events of one batch share its context.
+    expect(fieldsOf(sameBatch)).toEqual({ seen: 'secret-of-batch-1' });
+    const [nextBatch] = await run(sandbox, { do: 'getGlobal' });
+    expect(fieldsOf(nextBatch)).toEqual({ seen: 'none' });
+    expect(sandbox.builds).toBe(1);
+  });
+});
+
+describe('what a handler can reach', () => {
+  it('has no require, process, network, timers or module loader', async () => {
+    const dangerous = ['require', 'process', 'fetch', 'setTimeout', 'setInterval', 'setImmediate', 'Buffer', 'module', 'XMLHttpRequest', 'WebSocket', 'Deno', 'Bun'];
+    const [probed] = await run(sandboxFor(misbehave), { do: 'probe', names: [...dangerous, 'JSON'] });
+    const fields = fieldsOf(probed);
+    for (const name of dangerous) {
+      expect(fields[name], name).toBe('undefined');
+      expect(fields[`fn_${name}`], `Function('return typeof ${name}')`).toBe('undefined');
+    }
+    // The probe itself works: the language is all there.
+    expect(fields['JSON']).toBe('object');
+    expect(fields['dynamicImport']).toBe('refused');
+  });
+});
+
+describe('async paths', () => {
+  it('validates with an async schema and runs an async handler', async () => {
+    const sandbox = sandboxFor(asyncSchema, { memoryMb: 64, timeoutMs: 1_000 });
+    const [ok, unlucky, wrongType] = await run(sandbox, { n: 7 }, { n: 13 }, { n: 'seven' });
+    expect(fieldsOf(ok)).toEqual({ n: 7 });
+    expect(unlucky).toMatchObject({ outcome: 'invalid', code: 'schema', field: 'n', message: 'n: unlucky number' });
+    expect(wrongType).toMatchObject({ outcome: 'invalid', code: 'schema', field: 'n' });
+  });
+
+  it('runs an async handler without a schema', async () => {
+    const [ok] = await run(sandboxFor(misbehave), { do: 'asyncOk' });
+    expect(fieldsOf(ok)).toEqual({ n: 2 });
+  });
+});
+
+describe('logs', () => {
+  it('captures ctx.log lines with level and data, bounded to 100 lines', async () => {
+    const [result] = await run(sandboxFor(misbehave, { timeoutMs: 1_000 }), { do: 'log', lines: 3 });
+    expect(result?.outcome).toBe('ok');
+    const logs = result?.logs ?? [];
+    expect(logs.slice(0, 3).map((line) => [line.level, line.message, line.data])).toEqual([
+      ['info', 'line 0', { i: 0 }],
+      ['info', 'line 1', { i: 1 }],
+      ['info', 'line 2', { i: 2 }],
+    ]);
+    // A long message is cut; data that is not JSON or too big never fails the handler.
+    const [warn, big] = logs.slice(3);
+    expect(warn?.level).toBe('warn');
+    expect(warn?.message).toHaveLength(2_000);
+    expect(warn?.data).toMatchObject({ unserializable: expect.stringMatching(/circular/i) });
+    expect(big?.data).toMatchObject({ truncated: expect.stringMatching(/over the 8000 limit/) });
+
+    const [flood] = await run(sandboxFor(misbehave, { timeoutMs: 1_000 }), { do: 'log', lines: 150 });
+    expect(flood?.outcome).toBe('ok');
+    expect(flood?.logs).toHaveLength(100);
+    expect(flood?.logs.at(-1)?.message).toBe('line 99');
+  });
+
+  it('keeps logs per event', async () => {
+    const [first, second] = await run(sandboxFor(misbehave), { do: 'log', lines: 1 }, { do: 'ok' });
+    expect(first?.logs.length).toBe(3);
+    expect(second?.logs).toEqual([]);
+  });
+});

@@ -1,0 +1,94 @@
+/**
+ * Shared helpers for the functions runtime's tests: temp folders, fixture bundles, log
+ * capture and process checks. Everything here is real (no mocks): bundles are built by
+ * esbuild, loggers are pino writing into an array.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { pino, type Logger } from 'pino';
+import { bundleFunction, type Bundle } from '../bundler/bundle.ts';
+import type { GuestEvent } from '../sandbox/guest-protocol.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** The path of a fixture function in `testing/fixtures/`. */
+export function fixture(name: string): string {
+  return path.join(here, 'fixtures', `${name}.ts`);
+}
+
+const bundles = new Map<string, Promise<Bundle>>();
+
+/** Bundles a fixture once per test file. */
+export function bundleFixture(name: string): Promise<Bundle> {
+  let bundle = bundles.get(name);
+  if (bundle === undefined) {
+    bundle = bundleFunction(fixture(name));
+    bundles.set(name, bundle);
+  }
+  return bundle;
+}
+
+export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), `voltline-fr-${prefix}-`));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export type EventInput = Omit<GuestEvent, 'deadline'>;
+
+/** One event for a sandbox or a scheduler, its payload given as a value (sent as JSON). */
+export function eventOf(payload: unknown, overrides: Partial<EventInput> = {}): EventInput {
+  return {
+    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    topic: 'tests/dev-1/in',
+    deviceId: 'dev-1',
+    receivedAt: 1_700_000_000_000,
+    source: 'mqtt',
+    invocationId: 'test',
+    ...overrides,
+  };
+}
+
+export interface LogRecord {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+/** A real pino logger whose records (parsed JSON lines) land in `records`. */
+export function captureLogger(): { logger: Logger; records: LogRecord[] } {
+  const records: LogRecord[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line.trim() !== '') records.push(JSON.parse(line) as LogRecord);
+      }
+      callback();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, sink), records };
+}
+
+/** Whether a process with this pid exists (signal 0 probes without signalling). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** Polls `probe` until it returns a value (not undefined), or fails naming `what`. */
+export async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
