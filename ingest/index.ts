@@ -1,17 +1,6 @@
 /** The ingest stage's public entry: other folders import only this file. */
 export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './trigger/types.ts';
 export { openLocalTriggerLog } from './trigger/index.ts';
-export type {
-  Aggregate,
-  DeadLetter,
-  DeadLetterCode,
-  DeadLetterQuery,
-  FieldValue,
-  Point,
-  QuerySpec,
-  Series,
-  StoreReader,
-  StoreWriter,
-} from './store/types.ts';
+export type * from './store/types.ts';
 export { openEmbeddedStore, parseQuery } from './store/index.ts';
 export { startBroker, type RunningBroker } from './broker/index.ts';
