@@ -222,7 +222,9 @@ describe('batches the scheduler refuses', () => {
 
 describe('lost workers', () => {
   it('loses nothing when workers are killed mid-load: every event stored once by key, in order', async () => {
-    const total = await appendEvents(8, 25, () => 4);
+    // 200 events × 12 ms spread over both workers: over a second of work, so both kill
+    // rounds find a batch in flight even when the replacement worker starts quickly.
+    const total = await appendEvents(8, 25, () => 12);
     startRouter();
     const killed: string[] = [];
     for (let round = 0; round < 2; round++) {

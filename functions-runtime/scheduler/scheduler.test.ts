@@ -63,6 +63,20 @@ function inFlightOn(scheduler: Scheduler, count: number) {
 }
 
 describe('running batches', () => {
+  it("spreads one function's concurrent batches over workers instead of queueing them on one isolate", async () => {
+    const scheduler = schedulerWith({ workers: 2, workerCapacity: 4 });
+    await scheduler.start();
+    // Warm the function on one worker first: the next two batches could both go there.
+    const warmup = await scheduler.run(busy, [busyEvent(0)]);
+    const [a, b] = await Promise.all([scheduler.run(busy, [busyEvent(300, 2)]), scheduler.run(busy, [busyEvent(300, 3)])]);
+    expect(a.workerId).toBe(warmup.workerId);
+    expect(b.workerId).not.toBe(a.workerId);
+    // Both are warm now: a third pair again runs side by side, without a cold start.
+    const [c, d] = await Promise.all([scheduler.run(busy, [busyEvent(100, 4)]), scheduler.run(busy, [busyEvent(100, 5)])]);
+    expect(new Set([c.workerId, d.workerId]).size).toBe(2);
+    expect(c.coldStart || d.coldStart).toBe(false);
+  });
+
   it('runs a batch on a worker and returns a result per event, cold then warm', async () => {
     const scheduler = schedulerWith();
     await scheduler.start();

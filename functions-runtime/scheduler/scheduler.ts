@@ -89,6 +89,8 @@ export interface WorkerInfo {
 interface Pending {
   resolve(outcome: BatchOutcome): void;
   reject(err: unknown): void;
+  /** `name@version` of the batch's function, set when dispatched. */
+  fnKey?: string;
 }
 
 interface Worker {
@@ -96,6 +98,8 @@ interface Worker {
   state: WorkerInfo['state'];
   readonly loaded: Set<string>;
   readonly inFlight: Map<number, Pending>;
+  /** Batches in flight per `name@version`: a function's isolate runs one at a time. */
+  readonly busy: Map<string, number>;
   lastSeenMs: number;
   rssBytes: number;
   readonly startedAt: number;
@@ -161,7 +165,7 @@ export class Scheduler {
   #startWorker(): Promise<void> {
     const id = `w-${this.#nextWorker++}`;
     const handle = this.#options.driver.start(id);
-    const worker: Worker = { handle, state: 'starting', loaded: new Set(), inFlight: new Map(), lastSeenMs: Date.now(), rssBytes: 0, startedAt: performance.now() };
+    const worker: Worker = { handle, state: 'starting', loaded: new Set(), inFlight: new Map(), busy: new Map(), lastSeenMs: Date.now(), rssBytes: 0, startedAt: performance.now() };
     this.#workers.set(id, worker);
     this.#coldStarts.inc({ kind: 'worker' });
     const log = this.#log.child({ workerId: id, pid: handle.pid });
@@ -181,6 +185,7 @@ export class Scheduler {
           const pending = worker.inFlight.get(m.id);
           if (pending === undefined) return;
           worker.inFlight.delete(m.id);
+          this.#release(worker, pending);
           if (m.t === 'result') pending.resolve({ results: m.results, metering: m.metering, workerId: id, coldStart: m.coldStart });
           else pending.reject(new VoltlineError('VL_WORKER_BATCH_FAILED', `Worker ${id} could not run the batch: ${m.message}`, { retriable: true, context: { workerId: id } }));
           this.#drainQueue();
@@ -272,15 +277,37 @@ export class Scheduler {
     });
   }
 
+  #release(worker: Worker, pending: Pending): void {
+    if (pending.fnKey === undefined) return;
+    const left = (worker.busy.get(pending.fnKey) ?? 1) - 1;
+    if (left > 0) worker.busy.set(pending.fnKey, left);
+    else worker.busy.delete(pending.fnKey);
+  }
+
+  /**
+   * A worker for a batch of `fnKey`, among those with spare capacity, in this order:
+   * 1. warm, with the function's isolate idle (warm start, no wait);
+   * 2. not yet holding the function (a cold start, but it runs now, and the function is
+   *    warm in one more worker afterwards);
+   * 3. warm, with the fewest of this function's batches queued on its isolate.
+   * Least-loaded wins within each class.
+   */
   #pick(fnKey: string): Worker | undefined {
-    let warm: Worker | undefined;
-    let any: Worker | undefined;
+    let idleWarm: Worker | undefined;
+    let cold: Worker | undefined;
+    let busyWarm: Worker | undefined;
+    const lighter = (a: Worker | undefined, b: Worker) => a === undefined || b.inFlight.size < a.inFlight.size;
     for (const worker of this.#workers.values()) {
       if (worker.state !== 'ready' || worker.inFlight.size >= this.#options.workerCapacity) continue;
-      if (worker.loaded.has(fnKey) && (warm === undefined || worker.inFlight.size < warm.inFlight.size)) warm = worker;
-      if (any === undefined || worker.inFlight.size < any.inFlight.size) any = worker;
+      if (!worker.loaded.has(fnKey)) {
+        if (lighter(cold, worker)) cold = worker;
+      } else if ((worker.busy.get(fnKey) ?? 0) === 0) {
+        if (lighter(idleWarm, worker)) idleWarm = worker;
+      } else if (busyWarm === undefined || (worker.busy.get(fnKey) ?? 0) < (busyWarm.busy.get(fnKey) ?? 0)) {
+        busyWarm = worker;
+      }
     }
-    return warm ?? any;
+    return idleWarm ?? cold ?? busyWarm;
   }
 
   #drainQueue(): void {
@@ -326,7 +353,9 @@ export class Scheduler {
       worker.loaded.add(fnKey);
       this.#coldStarts.inc({ kind: 'function' });
     }
+    job.pending.fnKey = fnKey;
     worker.inFlight.set(id, job.pending);
+    worker.busy.set(fnKey, (worker.busy.get(fnKey) ?? 0) + 1);
     worker.handle.output.write(invoke);
   }
 
