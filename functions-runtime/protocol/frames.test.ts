@@ -40,12 +40,12 @@ describe('frames', () => {
     expect(() => new FrameDecoder().push(header)).toThrow(/Cannot read a frame of 67108865 bytes/);
   });
 
-  it('decodes a large frame read in pipe-sized chunks in linear time', () => {
+  it('decodes a large frame read in pipe-sized chunks', () => {
+    // The decoder keeps chunks until a frame is complete and joins them once (joining on
+    // every chunk copied 32 MB 512 times). Speed is a benchmark's job, not a test's: this
+    // checks the result only.
     const big = { data: 'a'.repeat(32 * 1024 * 1024) };
-    const started = performance.now();
     const [decoded] = decodeInChunks(encodeFrame(big), 64 * 1024);
-    // Linear is ~0.1 s; joining on every chunk took seconds (32 MB copied 512 times).
-    expect(performance.now() - started).toBeLessThan(2_000);
     expect((decoded as { data: string }).data.length).toBe(big.data.length);
   });
 
