@@ -70,6 +70,12 @@ describe('Station', () => {
     expect(correlation(temps, lagged)).toBeGreaterThan(0.5);
   });
 
+  it('gives every message of a station a later ts than the one before, even within one millisecond', () => {
+    const station = new Station({ id: 'st-00001', seed: 3 });
+    const stamps = [1_000, 1_000, 1_000, 999, 1_005].map((now) => station.next(now).ts);
+    expect(stamps).toEqual([1_000, 1_001, 1_002, 1_003, 1_005]);
+  });
+
   it('honours a fixed dock count and rejects bad input', () => {
     expect(new Station({ id: 'st-00001', seed: 1, docks: 64 }).next(T0).docks).toHaveLength(64);
     expect(() => new Station({ id: 'st-00001', seed: 1, docks: 65 })).toThrow(/'docks' must be an integer in 1..64: current value is 65/);

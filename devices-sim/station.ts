@@ -121,8 +121,8 @@ export class Station {
   }
 
   /**
-   * Advances the station to `nowMs` (epoch ms; time never runs backwards: an earlier
-   * value advances nothing) and returns its next telemetry message.
+   * Advances the station to `nowMs` (epoch ms) and returns its next telemetry message.
+   * Its `ts` is `nowMs`, or 1 ms after the previous message's when that is not later.
    */
   next(nowMs: number): Telemetry {
     if (!Number.isFinite(nowMs) || nowMs <= 0) {
@@ -132,9 +132,12 @@ export class Station {
         { context: { stationId: this.id, nowMs } },
       );
     }
-    const ts = Math.round(nowMs);
-    const dtMs = this.#lastMs === undefined ? 0 : Math.max(0, ts - this.#lastMs);
-    this.#lastMs = Math.max(ts, this.#lastMs ?? ts);
+    // A station's timestamps strictly increase: a point is keyed by (station, time), so
+    // two messages in one millisecond (a scheduler catching up in a burst) would
+    // otherwise overwrite each other in the store.
+    const ts = this.#lastMs === undefined ? Math.round(nowMs) : Math.max(Math.round(nowMs), this.#lastMs + 1);
+    const dtMs = this.#lastMs === undefined ? 0 : ts - this.#lastMs;
+    this.#lastMs = ts;
     const rng = this.#rng;
 
     let totalW = 0;
