@@ -29,11 +29,18 @@ export const PlatformConfigSchema = z
     lanesPerFunction: z.number().int().min(1).max(256).default(4),
     maxInFlightEvents: z.number().int().min(1).default(10_000),
     commitIntervalMs: z.number().int().min(1).default(200),
+    /** Backoff before a failed event runs again (a function's `retries`): first delay and cap, ms. */
+    functionRetryMinMs: z.number().int().min(1).default(100),
+    functionRetryMaxMs: z.number().int().min(1).default(5_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .refine((c) => c.maxInFlightEvents >= c.maxBatchEvents, {
     message: 'maxInFlightEvents must be at least maxBatchEvents, or no batch could ever fill',
     path: ['maxInFlightEvents'],
+  })
+  .refine((c) => c.functionRetryMaxMs >= c.functionRetryMinMs, {
+    message: 'functionRetryMaxMs must be at least functionRetryMinMs',
+    path: ['functionRetryMaxMs'],
   });
 
 export type PlatformConfig = Readonly<z.output<typeof PlatformConfigSchema>>;

@@ -4,7 +4,7 @@
  */
 import { simCommand } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
-import { deployCommand, functionsCommand, invokeCommand } from './commands/functions.ts';
+import { deployCommand, functionsCommand, invokeCommand, rmCommand } from './commands/functions.ts';
 import { upCommand } from './commands/up.ts';
 import { CliError, type CommandIo } from './io.ts';
 
@@ -15,7 +15,8 @@ Commands:
   sim         simulate a fleet of stations against a broker
   deploy      bundle and deploy functions to a running platform
   invoke      run one invocation of a deployed function
-  functions   list deployed functions
+  functions   list deployed functions with live stats
+  rm          remove a deployed function
 
 Run 'voltline <command> --help' for a command's flags.`;
 
@@ -25,6 +26,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   deploy: deployCommand,
   invoke: invokeCommand,
   functions: functionsCommand,
+  rm: rmCommand,
 };
 
 export async function main(argv: string[], io: CommandIo): Promise<number> {

@@ -76,6 +76,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       commitIntervalMs: config.commitIntervalMs,
       retryMinMs: 50,
       retryMaxMs: 5_000,
+      functionRetryMinMs: config.functionRetryMinMs,
+      functionRetryMaxMs: config.functionRetryMaxMs,
     });
     router.start();
     cleanups.push(() => router.stop());
@@ -87,6 +89,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       store,
       registry,
       scheduler,
+      functionStats: (name) => router.stats(name),
       parseQuery,
       status: () => status,
     });

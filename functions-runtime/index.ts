@@ -2,6 +2,7 @@
 export { bundleFunction, versionOf, type Bundle } from './bundler/bundle.ts';
 export { FunctionRegistry, type DeployedFunction, type RegistryLimits } from './registry/registry.ts';
 export { Router, type RouterOptions } from './router/router.ts';
+export { type FunctionStats, type InvocationOutcome } from './router/function-stats.ts';
 export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';
 export { Scheduler, type SchedulerOptions, type WorkerInfo, type BatchOutcome } from './scheduler/scheduler.ts';
 export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';

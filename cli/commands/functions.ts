@@ -1,4 +1,4 @@
-/** `voltline deploy`, `voltline invoke` and `voltline functions`: functions on a running platform. */
+/** `voltline deploy`, `invoke`, `functions` and `rm`: functions on a running platform. */
 import { readFile, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,7 +29,47 @@ Flags:
 
 export const FUNCTIONS_USAGE = `Usage: voltline functions [--json] [--api URL]
 
-Lists the deployed functions with their version, triggers and limits.`;
+Lists the deployed functions with their version, triggers, limits and live stats since
+the platform started: events by final outcome (after retries), retries, dead letters,
+and the p50/p99 wall time of their batches.
+
+Flags:
+  --json        print the list as JSON (with a 'stats' object per function)
+  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help    show this help`;
+
+export const RM_USAGE = `Usage: voltline rm <name> [--api URL]
+
+Removes a deployed function: its triggers stop matching and its isolates are unloaded.
+Events already logged for it are not run. Exit code 1 when no function has that name.
+
+Flags:
+  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help    show this help`;
+
+interface ListedFunction {
+  name: string;
+  version: string;
+  triggers: Array<{ mqtt: string }>;
+  timeoutMs: number;
+  memoryMb: number;
+  retries: number;
+  stats: {
+    invocations: Record<'ok' | 'invalid' | 'error' | 'timeout' | 'memory', number>;
+    deadLetters: number;
+    retries: number;
+    wallMs: { p50: number; p99: number } | null;
+  };
+}
+
+/** One line of live stats: "events ok 12 invalid 1 …  retries 2  dead letters 1  wall p50 1.2 ms p99 3.4 ms". */
+function statsLine(stats: ListedFunction['stats']): string {
+  const outcomes = Object.entries(stats.invocations)
+    .map(([outcome, count]) => `${outcome} ${count}`)
+    .join(', ');
+  const wall = stats.wallMs === null ? 'no batches yet' : `p50 ${stats.wallMs.p50.toFixed(1)} ms, p99 ${stats.wallMs.p99.toFixed(1)} ms`;
+  return `events: ${outcomes}  retries: ${stats.retries}  dead letters: ${stats.deadLetters}  batch wall time: ${wall}`;
+}
 
 async function filesToDeploy(target: string): Promise<string[]> {
   let info;
@@ -106,16 +146,30 @@ export async function functionsCommand(argv: string[], io: CommandIo): Promise<n
     io.stdout.write(`${FUNCTIONS_USAGE}\n`);
     return 0;
   }
-  const { functions } = (await callApi(apiBase(values.api, io.env), 'GET', '/api/functions')) as {
-    functions: Array<{ name: string; version: string; triggers: Array<{ mqtt: string }>; timeoutMs: number; memoryMb: number }>;
-  };
+  const { functions } = (await callApi(apiBase(values.api, io.env), 'GET', '/api/functions')) as { functions: ListedFunction[] };
   if (values.json) {
     io.stdout.write(`${JSON.stringify(functions)}\n`);
     return 0;
   }
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
-    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${fn.triggers.map((t) => t.mqtt).join(', ') || 'manual only'}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB\n`);
+    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${fn.triggers.map((t) => t.mqtt).join(', ') || 'manual only'}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries\n`);
+    io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }
+  return 0;
+}
+
+export async function rmCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help === true) {
+    io.stdout.write(`${RM_USAGE}\n`);
+    return 0;
+  }
+  const name = positionals[0];
+  if (name === undefined) throw new CliError(`Cannot remove a function without its name.\n${RM_USAGE}`, 2);
+  const base = apiBase(values.api, io.env);
+  // The API answers 404 with "No function named '<name>' is deployed": callApi makes it exit 1.
+  await callApi(base, 'DELETE', `/api/functions/${encodeURIComponent(name)}`);
+  io.stdout.write(`removed ${name}\n`);
   return 0;
 }

@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { StoreReader, QuerySpec, DeadLetter } from '../../ingest/index.ts';
-import { invokeOnce, type FunctionRegistry, type Scheduler } from '../../functions-runtime/index.ts';
+import { invokeOnce, type FunctionRegistry, type FunctionStats, type Scheduler } from '../../functions-runtime/index.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -20,6 +20,8 @@ export interface ApiOptions {
   readonly store: StoreReader;
   readonly registry: FunctionRegistry;
   readonly scheduler: Scheduler;
+  /** Live stats of a function, as the runtime keeps them (the router's `stats`). */
+  readonly functionStats: (name: string) => FunctionStats;
   /** Turns query-string parameters into a validated query (ingest/store's parseQuery). */
   readonly parseQuery: (params: Record<string, string | undefined>, nowMs: number) => QuerySpec;
   /** 'ok' once every stage is up; anything else is reported with 503. */
@@ -62,6 +64,7 @@ function deadLetterJson(letter: DeadLetter) {
     code: letter.code,
     field: letter.field ?? null,
     message: letter.message,
+    attempts: letter.attempts ?? null,
     payload: Buffer.from(letter.payload).toString('utf8'),
   };
 }
@@ -112,7 +115,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
 
   app.get('/api/functions', async () => ({
-    functions: options.registry.list().map(({ code: _code, ...fn }) => fn),
+    functions: options.registry.list().map(({ code: _code, ...fn }) => ({ ...fn, stats: options.functionStats(fn.name) })),
   }));
 
   app.post('/api/functions', async (request, reply) => {
@@ -124,7 +127,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.delete<{ Params: { name: string } }>('/api/functions/:name', async (request, reply) => {
     const removed = await options.registry.remove(request.params.name);
-    if (!removed) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed`);
+    if (!removed) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
     options.scheduler.forget(request.params.name);
     return reply.code(204).send();
   });

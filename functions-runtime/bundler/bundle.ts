@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build, type Message, type Plugin } from 'esbuild';
+import { build, type BuildOptions, type Message, type Plugin } from 'esbuild';
 import { VoltlineError } from '../../lib/errors.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -56,36 +56,88 @@ export function versionOf(code: string): string {
   return createHash('sha256').update(code).digest('hex').slice(0, 16);
 }
 
+/** The free name through which the function's module reaches the shared libraries. */
+const SHARED = '__voltline_shared';
+/** The free name of the function module's factory, defined around the runtime's IIFE. */
+const APP = '__voltline_app';
+
 /**
- * Bundles the function module at `file`.
+ * Every bare import of the function's module (a package, or 'voltline') becomes a module
+ * that asks the guest for the library, which the runtime part of the bundle loads once.
+ * Resolving it first keeps "cannot be found" errors at the importing file and line.
+ */
+function sharedLibraries(specifiers: Set<string>): Plugin {
+  return {
+    name: 'voltline-shared-libraries',
+    setup(b) {
+      b.onResolve({ filter: /^[^./]/ }, async (args) => {
+        if (args.namespace === SHARED || args.pluginData === SHARED || path.isAbsolute(args.path)) return undefined;
+        if (args.path !== 'voltline') {
+          const resolved = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: SHARED });
+          if (resolved.errors.length > 0) return { errors: resolved.errors };
+        }
+        specifiers.add(args.path);
+        return { path: args.path, namespace: SHARED };
+      });
+      b.onLoad({ filter: /.*/, namespace: SHARED }, (args) => ({ contents: `module.exports = ${SHARED}(${JSON.stringify(args.path)});`, loader: 'js' }));
+    },
+  };
+}
+
+const common = {
+  absWorkingDir: PROJECT_ROOT,
+  bundle: true,
+  write: false as const,
+  format: 'iife' as const,
+  platform: 'neutral' as const,
+  target: 'es2023',
+  mainFields: ['module', 'main'],
+  conditions: ['import', 'default'],
+  alias: { voltline: SDK_ENTRY },
+  nodePaths: [PLATFORM_NODE_MODULES],
+  logLevel: 'silent',
+  legalComments: 'none',
+  charset: 'utf8',
+} satisfies BuildOptions;
+
+/**
+ * Bundles the function module at `file` into one script of two parts: the function's own
+ * files, wrapped in a factory the guest runs afresh for every invocation (so module-level
+ * state never outlives one), and the libraries it imports plus the guest runtime, run once
+ * and then frozen (sandbox/realm.ts).
  * @throws VoltlineError `VL_BUNDLE_FAILED` naming the file and each problem.
  */
 export async function bundleFunction(file: string): Promise<Bundle> {
   const absolute = path.resolve(file);
-  const entry = [
-    `import definition from ${JSON.stringify(absolute)};`,
-    `import { installGuest } from ${JSON.stringify(GUEST_ENTRY)};`,
-    'installGuest(definition);',
-  ].join('\n');
   try {
-    const result = await build({
-      stdin: { contents: entry, resolveDir: path.dirname(absolute), sourcefile: 'voltline-entry.ts', loader: 'ts' },
-      absWorkingDir: PROJECT_ROOT,
-      bundle: true,
-      write: false,
-      format: 'iife',
-      platform: 'neutral',
-      target: 'es2023',
-      mainFields: ['module', 'main'],
-      conditions: ['import', 'default'],
-      alias: { voltline: SDK_ENTRY },
-      nodePaths: [PLATFORM_NODE_MODULES],
-      plugins: [noBuiltins],
-      logLevel: 'silent',
-      legalComments: 'none',
-      charset: 'utf8',
+    const specifiers = new Set<string>();
+    const app = await build({
+      ...common,
+      entryPoints: [absolute],
+      globalName: '__voltline_module',
+      plugins: [noBuiltins, sharedLibraries(specifiers)],
     });
-    const code = result.outputFiles[0]?.text ?? '';
+    const sorted = [...specifiers].sort();
+    const entry = [
+      `import { installGuest } from ${JSON.stringify(GUEST_ENTRY)};`,
+      ...sorted.map((specifier, i) => `import * as m${i} from ${JSON.stringify(specifier)};`),
+      `installGuest({ ${sorted.map((specifier, i) => `${JSON.stringify(specifier)}: m${i}`).join(', ')} }, ${APP});`,
+    ].join('\n');
+    const runtime = await build({
+      ...common,
+      stdin: { contents: entry, resolveDir: path.dirname(absolute), sourcefile: 'voltline-entry.ts', loader: 'ts' },
+      plugins: [noBuiltins],
+    });
+    const code = [
+      '(function () {',
+      `function ${APP}(${SHARED}) {`,
+      app.outputFiles?.[0]?.text ?? '',
+      'return __voltline_module;',
+      '}',
+      runtime.outputFiles?.[0]?.text ?? '',
+      '})();',
+      '',
+    ].join('\n');
     return { code, version: versionOf(code) };
   } catch (err) {
     const errors = (err as { errors?: Message[] }).errors;

@@ -46,7 +46,21 @@ describe('deploy', () => {
   it('applies the default limits when the function sets none', async () => {
     const registry = await open();
     const fn = await registry.deploy((await bundleFixture('bad-filter')).code.replace('stations/#/events', 'stations/+/events'));
-    expect(fn).toMatchObject({ name: 'bad-filter', timeoutMs: 1_000, memoryMb: 64 });
+    expect(fn).toMatchObject({ name: 'bad-filter', timeoutMs: 1_000, memoryMb: 64, retries: 0 });
+  });
+
+  it('stores the retries a function declares', async () => {
+    const registry = await open();
+    expect(await registry.deploy((await bundleFixture('flaky')).code)).toMatchObject({ name: 'flaky', retries: 3 });
+    expect((await open()).get('flaky')?.retries).toBe(3);
+  });
+
+  it('refuses a raw bundle with retries above 10, naming the field', async () => {
+    const registry = await open();
+    const code = `globalThis.__voltline_describe = () => JSON.stringify({ name: 'greedy', triggers: [], retries: 1000 });`;
+    const err = await deployError(registry, code, 'posted');
+    expect(err.message).toBe("Cannot deploy function 'greedy' (posted) as retries must be a whole number from 0 to 10: current value is 1000");
+    expect(err.context).toMatchObject({ field: 'retries' });
   });
 
   it("refuses a module whose default export is not defineFunction's", async () => {

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
-import { DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN } from '../sdk/define.ts';
+import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_RETRIES } from '../sdk/define.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
 
 export interface DeployedFunction {
@@ -21,6 +21,8 @@ export interface DeployedFunction {
   readonly triggers: ReadonlyArray<{ readonly mqtt: string }>;
   readonly timeoutMs: number;
   readonly memoryMb: number;
+  /** Times a failed event runs again before it is dead-lettered (0 to 10). */
+  readonly retries: number;
   readonly code: string;
   /** Epoch ms. */
   readonly deployedAt: number;
@@ -39,6 +41,8 @@ const Stored = z.object({
   triggers: z.array(z.object({ mqtt: z.string() })),
   timeoutMs: z.number().int().positive(),
   memoryMb: z.number().int().positive(),
+  // Functions deployed before retries existed have none.
+  retries: z.number().int().min(0).max(MAX_RETRIES).default(DEFAULT_RETRIES),
   code: z.string(),
   deployedAt: z.number(),
 });
@@ -50,6 +54,7 @@ const Description = z.object({
   triggers: z.array(z.object({ mqtt: z.string() })),
   timeoutMs: z.number().int().positive().optional(),
   memoryMb: z.number().int().positive().optional(),
+  retries: z.number().optional(),
 });
 
 /** Loads a bundle in a throwaway isolate and reads its definition back. */
@@ -130,10 +135,15 @@ export class FunctionRegistry {
     if (memoryMb > this.#limits.maxMemoryMb || memoryMb < 8) {
       throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as memoryMb must be between 8 and ${this.#limits.maxMemoryMb}: current value is ${memoryMb}`, { context: { source, field: 'memoryMb' } });
     }
+    // Checked here too: a bundle that skips defineFunction must not bring 1,000 retries.
+    const retries = description.retries ?? DEFAULT_RETRIES;
+    if (!Number.isInteger(retries) || retries < 0 || retries > MAX_RETRIES) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as retries must be a whole number from 0 to ${MAX_RETRIES}: current value is ${retries}`, { context: { source, field: 'retries' } });
+    }
     const version = versionOf(code);
     const existing = this.#functions.get(name);
     if (existing?.version === version) return existing;
-    const fn: DeployedFunction = { name, version, triggers: description.triggers, timeoutMs, memoryMb, code, deployedAt: Date.now() };
+    const fn: DeployedFunction = { name, version, triggers: description.triggers, timeoutMs, memoryMb, retries, code, deployedAt: Date.now() };
     const file = path.join(this.#dir, `${name}.json`);
     await writeFile(`${file}.tmp`, JSON.stringify(fn));
     await rename(`${file}.tmp`, file);

@@ -93,6 +93,8 @@ function startRouter(options: Partial<RouterOptions> = {}): Router {
     commitIntervalMs: 20,
     retryMinMs: 10,
     retryMaxMs: 100,
+    functionRetryMinMs: 5,
+    functionRetryMaxMs: 20,
     ...options,
   });
   rig.router = router;
@@ -279,5 +281,117 @@ describe('lost workers', () => {
     expect(again.position).toBe(0n);
     await waitForStored(total);
     expect(seqOrderByDevice(rig.written).get('dev-0')).toEqual(range(total));
+  });
+});
+
+describe('function retries', () => {
+  beforeEach(async () => {
+    await rig.registry.deploy((await bundleFixture('flaky')).code);
+  });
+
+  /** Appends one flaky event per entry, in order, on its device (dev-0 unless given). */
+  async function appendFlaky(events: Array<{ seq: number; failTimes?: number; bad?: boolean; device?: string }>): Promise<void> {
+    const encoder = new TextEncoder();
+    for (const { device = 'dev-0', ...payload } of events) {
+      const body = { ...payload, ts: BASE_TS + payload.seq };
+      await rig.log.append({ source: 'mqtt', topic: `flaky/${device}/in`, deviceId: device, payload: encoder.encode(JSON.stringify(body)), receivedAtMs: Date.now() });
+    }
+  }
+
+  async function metric(name: string): Promise<string> {
+    return rig.metrics.getSingleMetricAsString(name);
+  }
+
+  it('runs a failed event again alone until it succeeds, writing the batch in log order', async () => {
+    // The lane takes seq 0 alone (nothing else was queued yet), then seq 1 to 3 as one batch.
+    await appendFlaky([{ seq: 0 }, { seq: 1, failTimes: 2 }, { seq: 2 }, { seq: 3, failTimes: 1 }]);
+    const router = startRouter({ lanesPerFunction: 1 });
+    await waitForStored(4);
+    await router.idle();
+    // Each batch in one write, in log order, each point saying which attempt made it.
+    expect(rig.written.map((p) => [p.fields['seq'], p.fields['attempt']])).toEqual([
+      [0, 1],
+      [1, 3],
+      [2, 1],
+      [3, 2],
+    ]);
+    expect(await rig.store.deadLetters({ limit: 10 })).toEqual([]);
+    // Two batches, then each failed event alone (2 + 1 runs); seq 2 never ran again.
+    const stats = router.stats('flaky');
+    expect(stats).toMatchObject({ batches: 5, retries: 3, deadLetters: 0, invocations: { ok: 4, error: 0, invalid: 0, timeout: 0, memory: 0 } });
+    expect(await metric('voltline_retries_total')).toMatch(/stage="function"\} 3\b/);
+    // Final outcomes only: the failed attempts are retries, not error outcomes.
+    expect(await metric('voltline_invocations_total')).toContain('function="flaky",outcome="ok"} 4');
+    expect(await metric('voltline_invocations_total')).not.toContain('function="flaky",outcome="error"');
+    await router.stop();
+    expect(rig.log.committedOffset()).toBe(4n);
+  });
+
+  it('dead-letters an event that fails every attempt, with the error, the payload and attempts = retries + 1', async () => {
+    await appendFlaky([{ seq: 0, failTimes: 99 }, { seq: 1 }]);
+    const router = startRouter({ lanesPerFunction: 1 });
+    const [letter] = await eventually(async () => {
+      const letters = await rig.store.deadLetters({ function: 'flaky', limit: 10 });
+      return letters.length > 0 ? letters : undefined;
+    }, 10_000, 'a dead letter');
+    await router.idle();
+    expect(letter).toMatchObject({ offset: 0n, code: 'error', attempts: 4, deviceId: 'dev-0' });
+    expect(letter?.message).toBe('Error: failing attempt 4 of seq 0');
+    expect(JSON.parse(new TextDecoder().decode(letter?.payload))).toEqual({ seq: 0, failTimes: 99, ts: BASE_TS });
+    expect(rig.written.map((p) => p.fields['seq'])).toEqual([1]);
+    expect(router.stats('flaky')).toMatchObject({ retries: 3, deadLetters: 1, invocations: { ok: 1, error: 1 } });
+    expect(await metric('voltline_invocations_total')).toContain('function="flaky",outcome="error"} 1');
+    expect(await metric('voltline_dead_letters_total')).toContain('reason="error"} 1');
+  });
+
+  it("keeps per-device order across retries: a device's later events wait for the retry", async () => {
+    await appendFlaky([
+      { seq: 0, failTimes: 2 },
+      { seq: 0, device: 'dev-1' },
+      { seq: 1 },
+      { seq: 1, device: 'dev-1', failTimes: 1 },
+      { seq: 2 },
+      { seq: 2, device: 'dev-1' },
+    ]);
+    // One event per batch: without the lane waiting, seq 1 and 2 would overtake seq 0.
+    const router = startRouter({ maxBatchEvents: 1, lanesPerFunction: 2 });
+    await waitForStored(6);
+    await router.idle();
+    const order = seqOrderByDevice(rig.written);
+    expect(order.get('dev-0')).toEqual([0, 1, 2]);
+    expect(order.get('dev-1')).toEqual([0, 1, 2]);
+    expect(router.stats('flaky').retries).toBe(3);
+  });
+
+  it('never retries invalid input', async () => {
+    await appendFlaky([{ seq: 0, bad: true }, { seq: 1, bad: true, failTimes: 5 }]);
+    const router = startRouter({ lanesPerFunction: 1 });
+    const letters = await eventually(async () => {
+      const found = await rig.store.deadLetters({ function: 'flaky', limit: 10 });
+      return found.length === 2 ? found : undefined;
+    }, 10_000, 'two dead letters');
+    await router.idle();
+    for (const letter of letters) expect(letter).toMatchObject({ code: 'rejected', field: 'bad', attempts: 1 });
+    expect(router.stats('flaky')).toMatchObject({ retries: 0, batches: 2, invocations: { invalid: 2 } });
+    expect(await metric('voltline_retries_total')).not.toContain('stage="function"');
+  });
+
+  it('meters each function in /metrics: wall and cpu histograms per batch, the last heap size', async () => {
+    await appendFlaky([{ seq: 0, device: 'dev-9' }, { seq: 1, device: 'dev-9' }]);
+    await appendEvents(1, 2);
+    const router = startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
+    await waitForStored(4);
+    await router.idle();
+    const wall = await metric('voltline_function_wall_seconds');
+    expect(wall).toContain('voltline_function_wall_seconds_count{function="flaky"} 2');
+    expect(wall).toContain('voltline_function_wall_seconds_count{function="busy"} 2');
+    expect(await metric('voltline_function_cpu_seconds')).toContain('voltline_function_cpu_seconds_count{function="flaky"} 2');
+    const memory = /voltline_function_memory_bytes\{function="flaky"\} (\d+)/.exec(await metric('voltline_function_memory_bytes'));
+    expect(Number(memory?.[1])).toBeGreaterThan(0);
+    const stats = router.stats('flaky');
+    expect(stats.wallMs?.p50).toBeGreaterThan(0);
+    expect(stats.wallMs?.p99).toBeGreaterThanOrEqual(stats.wallMs?.p50 ?? Infinity);
+    expect(stats.memoryBytes).toBeGreaterThan(0);
+    expect(router.stats('never-deployed')).toMatchObject({ batches: 0, wallMs: null, memoryBytes: null });
   });
 });

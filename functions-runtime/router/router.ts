@@ -5,6 +5,10 @@
  *
  * Per-device order: a function's events are split into lanes by device id; a lane runs
  * one batch at a time, in log order, and a failed batch is retried before the lane moves.
+ * An event whose invocation failed (error, timeout, memory: not invalid input) runs again
+ * alone, up to the function's `retries`, with exponential backoff and jitter; its lane
+ * waits for it, so per-device order holds across retries. Then it is dead-lettered with
+ * its `attempts`.
  * Bounded: at most `maxInFlightEvents` events are read but unfinished; past that the
  * router stops reading and the log (then the broker) pushes back.
  */
@@ -17,6 +21,7 @@ import type { SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
 import { validatePoint } from '../sdk/point.ts';
 import { CommitTracker } from './commit-tracker.ts';
+import { FunctionMeter, type FunctionStats } from './function-stats.ts';
 import { topicMatches } from './topic-filter.ts';
 
 export interface RouterOptions {
@@ -37,7 +42,18 @@ export interface RouterOptions {
   /** Backoff bounds for retrying a batch or a store write, ms. */
   readonly retryMinMs: number;
   readonly retryMaxMs: number;
+  /** Backoff bounds for running a failed event again (a function's `retries`), ms. */
+  readonly functionRetryMinMs: number;
+  readonly functionRetryMaxMs: number;
 }
+
+/** An event whose attempt failed in a way another attempt might not (not invalid input). */
+interface Failed {
+  readonly event: LoggedEvent;
+  readonly text: string;
+}
+
+const RETRIABLE_OUTCOMES: ReadonlySet<SandboxResult['outcome']> = new Set(['error', 'timeout', 'memory']);
 
 interface Lane {
   readonly fnName: string;
@@ -76,7 +92,7 @@ export class Router {
   #commitTimer: NodeJS.Timeout | undefined;
   #slotWaiter: (() => void) | undefined;
   #idleWaiters: Array<() => void> = [];
-  readonly #invocations: Counter<'function' | 'outcome'>;
+  readonly #meter: FunctionMeter;
   readonly #deadLetters: Counter<'reason'>;
   readonly #pointsWritten: Counter;
   readonly #unrouted: Counter;
@@ -90,11 +106,11 @@ export class Router {
     this.#committed = this.#readPos;
     this.#tracker = new CommitTracker(this.#readPos);
     const registers = [options.metrics];
-    this.#invocations = new Counter({ name: 'voltline_invocations_total', help: 'Function invocations (one per event), by outcome', labelNames: ['function', 'outcome'], registers });
+    this.#meter = new FunctionMeter(options.metrics);
     this.#deadLetters = new Counter({ name: 'voltline_dead_letters_total', help: 'Events written to the dead-letter store, by reason', labelNames: ['reason'], registers });
     this.#pointsWritten = new Counter({ name: 'voltline_points_written_total', help: 'Points written to the time-series store', registers });
     this.#unrouted = new Counter({ name: 'voltline_messages_unrouted_total', help: 'Logged messages that matched no deployed function', registers });
-    this.#retries = new Counter({ name: 'voltline_retries_total', help: 'Batches run again or store writes tried again, by stage', labelNames: ['stage'], registers });
+    this.#retries = new Counter({ name: 'voltline_retries_total', help: 'Batches run again (invoke), failed events run again (function) or store writes tried again (store), by stage', labelNames: ['stage'], registers });
     this.#latency = new Histogram({
       name: 'voltline_ingest_latency_seconds',
       help: 'From receipt by the platform to results stored',
@@ -188,7 +204,9 @@ export class Router {
   }
 
   async #runBatch(fnName: string, batch: LoggedEvent[]): Promise<void> {
-    const points: Point[] = [];
+    // Points per event, so that the batch's points are written in log order even when
+    // some events succeeded only on a retry.
+    const points = new Map<LoggedEvent, Point[]>();
     const letters: DeadLetter[] = [];
     const runnable: LoggedEvent[] = [];
     const texts: string[] = [];
@@ -200,10 +218,12 @@ export class Router {
         letters.push(this.#letter(fnName, event, 'payload_not_json', '', 'payload is not valid UTF-8 text, so it cannot be JSON'));
       }
     }
-    await this.#invoke(fnName, runnable, texts, points, letters);
+    const failed: Failed[] = [];
+    await this.#invoke(fnName, runnable, texts, points, letters, failed, 1);
+    for (const { event, text } of failed) await this.#retry(fnName, event, text, points, letters);
     // After stop() returned, the store may be closing: this router writes nothing more.
     if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
-    await this.#write(points, letters);
+    await this.#write(batch.flatMap((event) => points.get(event) ?? []), letters);
     const now = Date.now();
     for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
   }
@@ -214,8 +234,9 @@ export class Router {
    * (too large for one worker frame) would be refused again: it runs in halves, in order,
    * and a single event still refused is dead-lettered rather than blocking its lane.
    */
-  async #invoke(fnName: string, events: LoggedEvent[], texts: string[], points: Point[], letters: DeadLetter[]): Promise<void> {
-    for (let attempt = 0; events.length > 0; ) {
+  async #invoke(fnName: string, events: LoggedEvent[], texts: string[], points: Map<LoggedEvent, Point[]>, letters: DeadLetter[], failed: Failed[], attempt: number): Promise<void> {
+    // `tries` counts runs of this batch lost to the platform; `attempt` is the event's attempt.
+    for (let tries = 0; events.length > 0; ) {
       if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot run a batch of '${fnName}' as the router has stopped`, { retriable: true });
       const fn = this.#o.registry.get(fnName);
       if (fn === undefined) return; // removed while its events waited: nothing runs them now
@@ -229,11 +250,15 @@ export class Router {
             receivedAt: event.receivedAtMs,
             source: event.source,
             invocationId: `${fn.name}:${String(event.offset)}`,
+            attempt,
           })),
         );
+        this.#meter.metered(fn.name, outcome.metering);
         outcome.results.forEach((result, i) => {
           const event = events[i];
-          if (event !== undefined) this.#collect(fn.name, event, result, points, letters);
+          if (event === undefined) return;
+          if (RETRIABLE_OUTCOMES.has(result.outcome) && attempt <= fn.retries) failed.push({ event, text: texts[i] ?? '' });
+          else this.#collect(fn.name, event, result, points, letters, attempt);
         });
         return;
       } catch (err) {
@@ -241,44 +266,62 @@ export class Router {
         if (!(err instanceof VoltlineError && err.retriable)) {
           const first = events[0];
           if (events.length === 1 && first !== undefined) {
-            this.#invocations.inc({ function: fnName, outcome: 'error' });
-            letters.push(this.#letter(fnName, first, 'error', '', `the platform could not run this event: ${errorMessage(err)}`));
+            this.#meter.outcome(fnName, 'error');
+            letters.push(this.#letter(fnName, first, 'error', '', `the platform could not run this event: ${errorMessage(err)}`, attempt));
             return;
           }
           const half = Math.ceil(events.length / 2);
           this.#log.warn({ function: fnName, events: events.length, err: errorMessage(err) }, 'batch refused; running it in halves');
-          await this.#invoke(fnName, events.slice(0, half), texts.slice(0, half), points, letters);
-          await this.#invoke(fnName, events.slice(half), texts.slice(half), points, letters);
+          await this.#invoke(fnName, events.slice(0, half), texts.slice(0, half), points, letters, failed, attempt);
+          await this.#invoke(fnName, events.slice(half), texts.slice(half), points, letters, failed, attempt);
           return;
         }
         this.#retries.inc({ stage: 'invoke' });
-        this.#log.warn({ function: fnName, err: errorMessage(err), attempt }, 'batch failed; running it again');
-        await this.#backoff(attempt++);
+        this.#log.warn({ function: fnName, err: errorMessage(err), tries }, 'batch failed; running it again');
+        await this.#backoff(tries++);
       }
     }
   }
 
-  #collect(fnName: string, event: LoggedEvent, result: SandboxResult, points: Point[], letters: DeadLetter[]): void {
+  /**
+   * Runs one failed event again, alone, until it succeeds, fails for good (invalid input)
+   * or has used its attempts; the last attempt's verdict is collected. The lane waits.
+   */
+  async #retry(fnName: string, event: LoggedEvent, text: string, points: Map<LoggedEvent, Point[]>, letters: DeadLetter[]): Promise<void> {
+    for (let attempt = 2; ; attempt++) {
+      this.#retries.inc({ stage: 'function' });
+      this.#meter.retried(fnName);
+      this.#log.debug({ function: fnName, offset: String(event.offset), deviceId: event.deviceId, attempt }, 'running a failed event again');
+      await this.#backoff(attempt - 2, this.#o.functionRetryMinMs, this.#o.functionRetryMaxMs);
+      const failed: Failed[] = [];
+      await this.#invoke(fnName, [event], [text], points, letters, failed, attempt);
+      if (failed.length === 0) return;
+    }
+  }
+
+  #collect(fnName: string, event: LoggedEvent, result: SandboxResult, points: Map<LoggedEvent, Point[]>, letters: DeadLetter[], attempt: number): void {
     if (result.outcome === 'ok') {
       try {
         // Points come from untrusted code: validate again on this side of the boundary.
         const checked = result.points.map((p) => validatePoint(p));
-        points.push(...checked);
-        this.#invocations.inc({ function: fnName, outcome: 'ok' });
+        points.set(event, checked);
+        this.#meter.outcome(fnName, 'ok');
       } catch (err) {
-        this.#invocations.inc({ function: fnName, outcome: 'error' });
-        letters.push(this.#letter(fnName, event, 'bad_points', '', errorMessage(err)));
+        this.#meter.outcome(fnName, 'error');
+        letters.push(this.#letter(fnName, event, 'bad_points', '', errorMessage(err), attempt));
       }
       return;
     }
-    this.#invocations.inc({ function: fnName, outcome: result.outcome });
-    if (result.outcome === 'invalid') letters.push(this.#letter(fnName, event, result.code, result.field, result.message));
-    else if (result.outcome === 'error') letters.push(this.#letter(fnName, event, result.code, '', result.message));
-    else letters.push(this.#letter(fnName, event, result.outcome, '', result.message));
+    this.#meter.outcome(fnName, result.outcome);
+    if (result.outcome === 'invalid') letters.push(this.#letter(fnName, event, result.code, result.field, result.message, attempt));
+    else if (result.outcome === 'error') letters.push(this.#letter(fnName, event, result.code, '', result.message, attempt));
+    else letters.push(this.#letter(fnName, event, result.outcome, '', result.message, attempt));
   }
 
-  #letter(fnName: string, event: LoggedEvent, code: DeadLetter['code'], field: string, message: string): DeadLetter {
+  /** `attempts`: how many times the event ran; absent when it never reached a function. */
+  #letter(fnName: string, event: LoggedEvent, code: DeadLetter['code'], field: string, message: string, attempts?: number): DeadLetter {
     this.#deadLetters.inc({ reason: code });
+    this.#meter.deadLettered(fnName);
     return {
       offset: event.offset,
       function: fnName,
@@ -289,6 +332,7 @@ export class Router {
       code,
       ...(field === '' ? {} : { field }),
       message,
+      ...(attempts === undefined ? {} : { attempts }),
     };
   }
 
@@ -311,8 +355,9 @@ export class Router {
     }
   }
 
-  #backoff(attempt: number): Promise<void> {
-    const ceiling = Math.min(this.#o.retryMaxMs, this.#o.retryMinMs * 2 ** attempt);
+  /** Waits a jittered delay in [ceiling/2, ceiling), the ceiling doubling per attempt up to `maxMs`. */
+  #backoff(attempt: number, minMs = this.#o.retryMinMs, maxMs = this.#o.retryMaxMs): Promise<void> {
+    const ceiling = Math.min(maxMs, minMs * 2 ** attempt);
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     return new Promise((resolve) => setTimeout(resolve, delay));
   }
@@ -326,6 +371,14 @@ export class Router {
     } catch (err) {
       this.#log.error({ err }, 'could not commit the trigger log position; will try again');
     }
+  }
+
+  /**
+   * Live stats of one function since this router started: events by final outcome, dead
+   * letters, retries, and batch wall-time percentiles (see function-stats.ts).
+   */
+  stats(fnName: string): FunctionStats {
+    return this.#meter.stats(fnName);
   }
 
   /** Resolves when every event read so far is finished (for tests and shutdown). */

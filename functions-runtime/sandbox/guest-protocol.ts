@@ -9,6 +9,8 @@ export interface GuestEvent {
   readonly receivedAt: number;
   readonly source: string;
   readonly invocationId: string;
+  /** Which attempt this is, 1-based (the router retries failed events); 1 when absent. */
+  readonly attempt?: number;
   /** Epoch ms. */
   readonly deadline: number;
 }
@@ -38,4 +40,5 @@ export interface FunctionDescription {
   readonly triggers: ReadonlyArray<{ readonly mqtt: string }>;
   readonly timeoutMs?: number;
   readonly memoryMb?: number;
+  readonly retries?: number;
 }

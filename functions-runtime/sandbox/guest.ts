@@ -8,6 +8,7 @@ import type { DefinedFunction, FunctionLogger, HandlerResult, StandardResult } f
 import { InvalidEventError } from '../sdk/define.ts';
 import { PointBuilder, validatePoint, type Point } from '../sdk/point.ts';
 import type { GuestEvent, GuestLogLine, GuestResult, FunctionDescription } from './guest-protocol.ts';
+import { lockdown, REALM_TAINTED, type Realm } from './realm.ts';
 
 const MAX_LOG_LINES = 100;
 const MAX_LOG_LINE_CHARS = 2_000;
@@ -19,6 +20,7 @@ function describe(definition: DefinedFunction): FunctionDescription {
     triggers: definition.triggers.map((trigger) => ({ mqtt: trigger.mqtt })),
     ...(definition.timeoutMs === undefined ? {} : { timeoutMs: definition.timeoutMs }),
     ...(definition.memoryMb === undefined ? {} : { memoryMb: definition.memoryMb }),
+    ...(definition.retries === undefined ? {} : { retries: definition.retries }),
   };
 }
 
@@ -93,7 +95,7 @@ function schemaFailure(issues: ReadonlyArray<{ readonly message: string; readonl
 }
 
 function eventFor(event: GuestEvent, payload: unknown) {
-  return { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source };
+  return { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source, attempt: event.attempt ?? 1 };
 }
 
 function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[]) {
@@ -138,14 +140,59 @@ function invoke(definition: DefinedFunction, eventJson: string): string | Promis
   }
 }
 
-/** Installs the entry points the host calls: `__voltline_describe` and `__voltline_invoke`. */
-export function installGuest(definition: unknown): void {
+/**
+ * Evaluates the function's own module (the bundle wraps it in this function): `shared`
+ * returns a library module by its import specifier; the result is the module's exports.
+ */
+export type ModuleFactory = (shared: (specifier: string) => unknown) => unknown;
+
+const NOT_DEFINED = "the module's default export must be defineFunction({...}) from 'voltline'";
+
+function isDefined(value: unknown): value is DefinedFunction {
+  return typeof value === 'object' && value !== null && (value as { __voltline?: unknown }).__voltline === 1;
+}
+
+/**
+ * Installs the entry points the host calls: `__voltline_describe` and `__voltline_invoke`,
+ * then freezes the realm (realm.ts). `shared` are the library modules, loaded once;
+ * `factory` evaluates the function's own module afresh for every invocation, so neither
+ * its module-level variables nor anything it writes to globals outlive the invocation.
+ * `__voltline_invoke` throws REALM_TAINTED when the realm cannot be put back.
+ */
+export function installGuest(shared: Readonly<Record<string, unknown>>, factory: ModuleFactory): void {
+  const modules = new Map<string, object>();
+  for (const [specifier, namespace] of Object.entries(shared)) modules.set(specifier, { __esModule: true, ...(namespace as object) });
+  const require = (specifier: string): unknown => {
+    if (!modules.has(specifier)) throw new Error(`module '${specifier}' is not in this bundle`);
+    return modules.get(specifier);
+  };
+  const load = (): unknown => (factory(require) as { default?: unknown } | null | undefined)?.default;
+  /** The first definition evaluated after lockdown: its schema validates every payload. */
+  let template: DefinedFunction | undefined;
+  /** Set once the realm is locked down, after the entry points are installed (they are part of it). */
+  const locked: { realm?: Realm } = {};
   const host = globalThis as Record<string, unknown>;
-  const fn = definition as DefinedFunction | undefined;
-  if (fn === undefined || fn === null || (fn as { __voltline?: unknown }).__voltline !== 1) {
-    host['__voltline_describe'] = () => JSON.stringify({ error: "the module's default export must be defineFunction({...}) from 'voltline'" });
-    return;
-  }
-  host['__voltline_describe'] = () => JSON.stringify(describe(fn));
-  host['__voltline_invoke'] = (eventJson: string) => invoke(fn, eventJson);
+  host['__voltline_describe'] = () => {
+    locked.realm?.reset();
+    const fn = load();
+    return JSON.stringify(isDefined(fn) ? describe(fn) : { error: NOT_DEFINED });
+  };
+  host['__voltline_invoke'] = (eventJson: string) => {
+    if (locked.realm?.reset() !== true) throw new Error(REALM_TAINTED);
+    let fn: unknown;
+    try {
+      fn = load();
+    } catch (err) {
+      return JSON.stringify(failure(err, []));
+    }
+    if (!isDefined(fn)) return JSON.stringify({ outcome: 'error', code: 'error', message: NOT_DEFINED, logs: [] } satisfies GuestResult);
+    // Validate with the schema of one template evaluation: a schema built afresh every
+    // invocation would be compiled afresh on its first parse (zod), which cost ~1.5 ms per
+    // event. The guest alone uses it; the handler still comes from this invocation's own
+    // evaluation, so module-level state stays per invocation.
+    if (template === undefined) template = fn;
+    const { schema: _fresh, ...rest } = fn;
+    return invoke(template.schema === undefined ? rest : { ...rest, schema: template.schema }, eventJson);
+  };
+  locked.realm = lockdown([...modules.values()]);
 }

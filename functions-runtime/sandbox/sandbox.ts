@@ -1,11 +1,14 @@
 /**
  * One function's V8 isolate (isolated-vm), with its memory limit and a time limit per
- * event. Each batch runs in a fresh context, so globals written while handling one batch
- * are gone for the next. An isolate that ran out of memory or overran its deadline is
- * disposed and rebuilt on the next batch; the worker and other functions keep running.
+ * event. Every invocation is stateless although they share one context: the bundle
+ * freezes the realm once and evaluates the function's module afresh per invocation
+ * (realm.ts, guest.ts). Should the guest find the realm beyond repair, the context is
+ * replaced. An isolate that ran out of memory or overran its deadline is disposed and
+ * rebuilt; the worker and other functions keep running.
  */
 import ivm from 'isolated-vm';
 import type { GuestEvent, GuestResult } from './guest-protocol.ts';
+import { REALM_TAINTED } from './realm.ts';
 
 export interface SandboxOptions {
   readonly code: string;
@@ -36,8 +39,12 @@ export class FunctionSandbox {
   readonly #options: SandboxOptions;
   #isolate: ivm.Isolate | undefined;
   #script: ivm.Script | undefined;
+  /** The loaded context and its entry point, kept across batches. */
+  #loaded: { context: ivm.Context; invoke: ivm.Reference } | undefined;
   /** Isolates built, including rebuilds after a limit was hit. */
   builds = 0;
+  /** Contexts loaded, including replacements of a tainted realm. */
+  contexts = 0;
 
   constructor(options: SandboxOptions) {
     this.#options = options;
@@ -53,7 +60,36 @@ export class FunctionSandbox {
     return { isolate: this.#isolate, script: this.#script };
   }
 
+  /** Loads the bundle into a new context, unless one is loaded. */
+  async #ensureLoaded(isolate: ivm.Isolate, script: ivm.Script): Promise<ivm.Reference> {
+    if (this.#loaded !== undefined) return this.#loaded.invoke;
+    const context = await isolate.createContext();
+    try {
+      await script.run(context, { timeout: this.#options.timeoutMs * 10 });
+      const entry: unknown = await context.global.get('__voltline_invoke', { reference: true });
+      if (!(entry instanceof ivm.Reference) || entry.typeof !== 'function') {
+        throw new Error('the bundle did not install __voltline_invoke: its default export must be defineFunction({...})');
+      }
+      this.#loaded = { context, invoke: entry };
+      this.contexts += 1;
+      return entry;
+    } catch (err) {
+      if (!isolate.isDisposed) context.release();
+      throw err;
+    }
+  }
+
+  /** Releases the loaded context; releasing both handles lets V8 collect it. */
+  #unload(): void {
+    const loaded = this.#loaded;
+    this.#loaded = undefined;
+    if (loaded === undefined || this.#isolate === undefined || this.#isolate.isDisposed) return;
+    loaded.invoke.release();
+    loaded.context.release();
+  }
+
   #discard(): void {
+    this.#loaded = undefined;
     const isolate = this.#isolate;
     this.#isolate = undefined;
     this.#script = undefined;
@@ -61,9 +97,9 @@ export class FunctionSandbox {
   }
 
   /**
-   * Runs each event in order in one fresh context; returns a result per event. When an
-   * event makes the isolate hit a limit, only that event gets the verdict: the isolate is
-   * rebuilt and the rest of the batch runs in a new context.
+   * Runs each event in order; returns a result per event. When an event makes the isolate
+   * hit a limit, only that event gets the verdict: the isolate is rebuilt and the rest of
+   * the batch runs in it.
    */
   async runBatch(events: readonly Omit<GuestEvent, 'deadline'>[]): Promise<{ results: SandboxResult[]; metering: SandboxMetering }> {
     const started = performance.now();
@@ -73,20 +109,21 @@ export class FunctionSandbox {
     while (results.length < events.length) {
       const { isolate, script } = this.#ensureIsolate();
       const cpuBefore = isolate.cpuTime;
-      let context: ivm.Context | undefined;
-      let invoke: ivm.Reference | undefined;
       try {
-        context = await isolate.createContext();
-        await script.run(context, { timeout: this.#options.timeoutMs * 10 });
-        const entry: unknown = await context.global.get('__voltline_invoke', { reference: true });
-        if (!(entry instanceof ivm.Reference) || entry.typeof !== 'function') {
-          throw new Error('the bundle did not install __voltline_invoke: its default export must be defineFunction({...})');
-        }
-        invoke = entry;
+        let invoke = await this.#ensureLoaded(isolate, script);
         while (results.length < events.length && !isolate.isDisposed) {
           const event = events[results.length];
           if (event === undefined) break;
-          results.push(await this.#runOne(isolate, invoke, event));
+          let result = await this.#runOne(isolate, invoke, event);
+          if (result === 'tainted') {
+            // An earlier invocation left the realm beyond repair (it cannot have been this
+            // event's doing: the guest checks before running it). Run it in a new context.
+            this.#unload();
+            invoke = await this.#ensureLoaded(isolate, script);
+            result = await this.#runOne(isolate, invoke, event);
+            if (result === 'tainted') throw new Error('a freshly loaded context reports a tainted realm');
+          }
+          results.push(result);
         }
       } catch (err) {
         // The context could not be set up (the bundle threw, or ran out of memory while
@@ -94,10 +131,7 @@ export class FunctionSandbox {
         const verdict: SandboxResult = isolate.isDisposed ? limitResult(errorText(err)) : { outcome: 'error', code: 'error', message: errorText(err), logs: [] };
         while (results.length < events.length) results.push(verdict);
       } finally {
-        // Releasing both handles lets V8 collect the context (and the bundle's objects in it).
-        invoke?.release();
         if (!isolate.isDisposed) {
-          context?.release();
           cpuNs += isolate.cpuTime - cpuBefore;
           memoryBytes = isolate.getHeapStatisticsSync().used_heap_size;
         }
@@ -107,13 +141,13 @@ export class FunctionSandbox {
     return { results, metering: { wallMs: performance.now() - started, cpuMs: Number(cpuNs) / 1e6, memoryBytes } };
   }
 
-  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: Omit<GuestEvent, 'deadline'>): Promise<SandboxResult> {
+  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: Omit<GuestEvent, 'deadline'>): Promise<SandboxResult | 'tainted'> {
     const timeoutMs = this.#options.timeoutMs;
     const guestEvent: GuestEvent = { ...event, deadline: Date.now() + timeoutMs };
     let timer: NodeJS.Timeout | undefined;
     try {
       // `timeout` stops synchronous code; a promise that never settles is caught by the
-      // wall-clock race below, which disposes the isolate (it is rebuilt next batch).
+      // wall-clock race below, which disposes the isolate (it is rebuilt for the next event).
       const call = invoke.apply(undefined, [JSON.stringify(guestEvent)], { timeout: timeoutMs, result: { promise: true, copy: true } }) as Promise<string>;
       const deadline = new Promise<'deadline'>((resolve) => {
         timer = setTimeout(() => resolve('deadline'), timeoutMs + ASYNC_GRACE_MS);
@@ -127,6 +161,7 @@ export class FunctionSandbox {
       return JSON.parse(raced) as GuestResult;
     } catch (err) {
       const text = errorText(err);
+      if (text.includes(REALM_TAINTED)) return 'tainted';
       if (/timed out/i.test(text)) {
         return { outcome: 'timeout', message: `handler did not finish within its time limit of ${timeoutMs} ms`, logs: [] };
       }

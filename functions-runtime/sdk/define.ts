@@ -34,6 +34,11 @@ export interface EventMeta {
   /** When the platform received it, epoch ms. */
   readonly receivedAt: number;
   readonly source: string;
+  /**
+   * Which attempt this is, 1-based: 1 the first time, 2 on the first retry (see
+   * `retries`). Handlers are stateless, so this is how one can tell a retry apart.
+   */
+  readonly attempt: number;
 }
 
 /** What a handler receives: the validated payload and where it came from. */
@@ -70,6 +75,12 @@ export interface FunctionDefinition<T = unknown> {
   readonly timeoutMs?: number;
   /** Memory limit of the function's isolate, MiB. Default 64. */
   readonly memoryMb?: number;
+  /**
+   * How many times an event whose invocation failed (it threw, or hit the time or memory
+   * limit) runs again before it is dead-lettered, with exponential backoff and jitter.
+   * Invalid input (schema, `invalid(...)`) is never retried. Integer 0 to 10, default 0.
+   */
+  readonly retries?: number;
   handler(event: FunctionEvent<T>, ctx: FunctionContext): HandlerResult | Promise<HandlerResult>;
 }
 
@@ -81,6 +92,8 @@ export interface DefinedFunction<T = unknown> extends FunctionDefinition<T> {
 export const FUNCTION_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
 export const DEFAULT_TIMEOUT_MS = 1_000;
 export const DEFAULT_MEMORY_MB = 64;
+export const DEFAULT_RETRIES = 0;
+export const MAX_RETRIES = 10;
 
 /** Thrown by `defineFunction` for a definition the platform cannot run. */
 export class DefinitionError extends Error {
@@ -98,6 +111,7 @@ export class DefinitionError extends Error {
  *   triggers: [{ mqtt: 'stations/+/telemetry' }],
  *   schema: Telemetry,            // a zod schema
  *   timeoutMs: 500,
+ *   retries: 2,                   // a failed invocation runs up to twice more
  *   handler: (event) => point('station').tag('station', event.payload.stationId).field('v', 1),
  * });
  */
@@ -124,6 +138,9 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
     if (value !== undefined && (!Number.isInteger(value) || value <= 0)) {
       throw new DefinitionError(`Cannot define function '${d.name}' as '${key}' must be a positive whole number: current value is ${JSON.stringify(value)}`);
     }
+  }
+  if (d.retries !== undefined && (!Number.isInteger(d.retries) || d.retries < 0 || d.retries > MAX_RETRIES)) {
+    throw new DefinitionError(`Cannot define function '${d.name}' as 'retries' must be a whole number from 0 to ${MAX_RETRIES}: current value is ${JSON.stringify(d.retries)}`);
   }
   if (typeof d.handler !== 'function') {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'handler' must be a function`);

@@ -129,6 +129,10 @@ describe('defineFunction', () => {
     ['a zero timeoutMs', { ...base, timeoutMs: 0 }, 'timeoutMs', /current value is 0/],
     ['a string timeoutMs', { ...base, timeoutMs: '500' }, 'timeoutMs', /current value is "500"/],
     ['a negative memoryMb', { ...base, memoryMb: -1 }, 'memoryMb', /current value is -1/],
+    ['retries above 10', { ...base, retries: 11 }, 'retries', /from 0 to 10: current value is 11/],
+    ['negative retries', { ...base, retries: -1 }, 'retries', /current value is -1/],
+    ['fractional retries', { ...base, retries: 1.5 }, 'retries', /current value is 1.5/],
+    ['string retries', { ...base, retries: '2' }, 'retries', /current value is "2"/],
     ['a missing handler', { ...base, handler: undefined }, 'handler', /must be a function/],
     ['a handler that is not a function', { ...base, handler: 'run' }, 'handler', /must be a function/],
   ];
@@ -140,6 +144,12 @@ describe('defineFunction', () => {
       expect(attempt).toThrow(detail);
     });
   }
+
+  it('accepts retries from 0 to 10 and keeps them', () => {
+    expect(defineFunction({ ...base, retries: 0 }).retries).toBe(0);
+    expect(defineFunction({ ...base, retries: 10 }).retries).toBe(10);
+    expect(defineFunction(base).retries).toBeUndefined();
+  });
 
   it('refuses a missing definition with a DefinitionError', () => {
     expect(() => defineFunction(undefined as unknown as Parameters<typeof defineFunction>[0])).toThrow(DefinitionError);

@@ -124,6 +124,9 @@ export function validateDeadLetters(letters: readonly DeadLetter[]): void {
     if (letter.field !== undefined && typeof letter.field !== 'string') {
       throw invalid(`Cannot write dead letter ${index} as 'field' must be a string when given: current value is ${describe(letter.field)}`, at);
     }
+    if (letter.attempts !== undefined && (!Number.isInteger(letter.attempts) || letter.attempts < 1 || letter.attempts > 2 ** 31 - 1)) {
+      throw invalid(`Cannot write dead letter ${index} as 'attempts' must be a positive whole number when given: current value is ${describe(letter.attempts)}`, at);
+    }
     if (!(letter.payload instanceof Uint8Array)) {
       throw invalid(`Cannot write dead letter ${index} as 'payload' must be a Uint8Array: current value is ${describe(letter.payload)}`, at);
     }

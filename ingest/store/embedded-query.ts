@@ -186,7 +186,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
   }
   const rows = (
     await conn.runAndReadAll(
-      `SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message
+      `SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts
        FROM dead_letters WHERE ${conditions.join(' AND ')}
        ORDER BY received_at_ms DESC, trigger_offset DESC
        LIMIT $limit`,
@@ -194,7 +194,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
       types,
     )
   ).getRows();
-  return rows.map(([offset, fn, topic, deviceId, payload, receivedAt, code, field, message]) => {
+  return rows.map(([offset, fn, topic, deviceId, payload, receivedAt, code, field, message, attempts]) => {
     if (typeof offset !== 'bigint') throw new TypeError('expected a BIGINT offset from DuckDB');
     if (!(payload instanceof DuckDBBlobValue)) throw new TypeError('expected a BLOB payload from DuckDB');
     const letter: DeadLetter = {
@@ -208,6 +208,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
       code: toDeadLetterCode(code ?? null),
       message: toText(message ?? null),
       ...(typeof field === 'string' ? { field } : {}),
+      ...(typeof attempts === 'number' ? { attempts } : {}),
     };
     return letter;
   });

@@ -182,6 +182,8 @@ export class EmbeddedWriter {
     if (letter.field === undefined) statement.bindNull(8);
     else statement.bindVarchar(8, letter.field);
     statement.bindVarchar(9, letter.message);
+    if (letter.attempts === undefined) statement.bindNull(10);
+    else statement.bindInteger(10, letter.attempts);
     await statement.run();
   }
 }

@@ -151,6 +151,20 @@ describe('embedded store', () => {
     await expect(openEmbeddedStore({ dir, logger: silentLogger() })).rejects.toMatchObject({ code: 'VL_STORE_OPEN' });
   });
 
+  it('opens a store written before dead letters had attempts, and stores them from then on', async () => {
+    await store.close();
+    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
+    const conn = await instance.connect();
+    await conn.run(`INSERT INTO dead_letters VALUES (1, 'f', 't', 'd', 'x'::BLOB, ${T0}, 'error', NULL, 'old', NULL)`);
+    await conn.run('ALTER TABLE dead_letters DROP COLUMN attempts');
+    conn.closeSync();
+    instance.closeSync();
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    await store.writeDeadLetters([{ offset: 2n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0 + 1, code: 'timeout', message: 'new', attempts: 4 }]);
+    const letters = await store.deadLetters({ limit: 10 });
+    expect(letters.map((l) => [l.message, l.attempts])).toEqual([['new', 4], ['old', undefined]]);
+  });
+
   it('refuses a database written with another schema version', async () => {
     await store.close();
     const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));

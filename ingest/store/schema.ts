@@ -55,7 +55,11 @@ export const CREATE_TABLES: readonly string[] = [
      code VARCHAR NOT NULL,
      field VARCHAR,
      message VARCHAR NOT NULL,
+     attempts INTEGER,
      PRIMARY KEY (trigger_offset, function_name))`,
+  // Stores created before dead letters had attempts (issue 4) gain the column: additive,
+  // so the schema version stays (an older Voltline names its columns and ignores it).
+  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS attempts INTEGER`,
 ];
 
 /**
@@ -112,8 +116,8 @@ export const INSERT_VALUES = `
 
 export const UPSERT_DEAD_LETTER = `
   INSERT OR REPLACE INTO dead_letters
-    (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`;
+    (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
 
 /** One statement: each run is a round trip through the thread pool. */
 export const CLEAR_STAGING = 'DELETE FROM staging_values; DELETE FROM staging_points; DELETE FROM staging_series';

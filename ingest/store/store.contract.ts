@@ -218,7 +218,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       const letters = [
         letter({ offset: 1n, receivedAtMs: T0 }),
         letter({ offset: 2n, receivedAtMs: T0 + 1, deviceId: 'st-2', topic: 'stations/st-2/telemetry' }),
-        letter({ offset: 3n, receivedAtMs: T0 + 2, function: 'other', code: 'timeout', message: 'ran past 500 ms' }),
+        letter({ offset: 3n, receivedAtMs: T0 + 2, function: 'other', code: 'timeout', message: 'ran past 500 ms', attempts: 3 }),
       ];
       const { field, ...withoutField } = letter({ offset: 4n, receivedAtMs: T0 + 3, code: 'payload_not_json' });
       expect(field).toBe('voltage');
@@ -228,6 +228,9 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(all.map((l) => l.offset)).toEqual([4n, 3n, 2n, 1n]);
       expect(all.map(plain)).toEqual([...letters, withoutField].map(plain).sort(byOffsetDesc));
       expect(all[0] !== undefined && 'field' in all[0]).toBe(false);
+      // attempts round-trips when given (a retried event) and stays absent otherwise.
+      expect(all[1]?.attempts).toBe(3);
+      expect(all[0] !== undefined && 'attempts' in all[0]).toBe(false);
       expect(all[3]?.payload).toBeInstanceOf(Uint8Array);
       expect(Array.from(all[3]?.payload ?? [])).toEqual([0x7b, 0x00, 0xff, 0x7d]);
 

@@ -43,6 +43,8 @@ export interface DeadLetter {
   readonly field?: string;
   /** One sentence a user can act on. */
   readonly message: string;
+  /** How many times the event ran before it was given up (1 + retries), when it ran at all. */
+  readonly attempts?: number;
 }
 
 /** Writes points and dead letters durably. Writes are idempotent. */

@@ -1,7 +1,7 @@
 /**
  * The `voltline` command as a user runs it (through bin/voltline.js) against a running
  * platform: deploy, functions, invoke, and sim with its JSON report checked against
- * what the platform stored.
+ * what the platform stored, then `functions` with the live stats of that traffic and `rm`.
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -30,6 +30,8 @@ function voltline(args: string[], env: Record<string, string> = {}): Promise<Run
 }
 
 let platform: PlatformProcess;
+/** Messages the sim test had acknowledged (and the platform stored). */
+let acked = 0;
 let data: { dir: string; remove: () => Promise<void> };
 
 beforeAll(async () => {
@@ -82,7 +84,7 @@ describe('voltline deploy / functions / invoke', () => {
   });
 
   it('prints --help for every command', async () => {
-    for (const command of ['up', 'sim', 'deploy', 'invoke', 'functions']) {
+    for (const command of ['up', 'sim', 'deploy', 'invoke', 'functions', 'rm']) {
       const run = await voltline([command, '--help']);
       expect(run.code, command).toBe(0);
       expect(run.stdout, command).toMatch(new RegExp(`Usage: voltline ${command}`));
@@ -117,5 +119,46 @@ describe('voltline sim against the platform', () => {
       throw new Error(`${String(err)}; last seen: ${lastSeen}`);
     });
     expect(stored).toBe(report.acked);
+    acked = report.acked;
   }, 60_000);
+});
+
+// After the sim: the traffic it sent shows in the stats.
+describe('voltline functions (live stats) and voltline rm', () => {
+  it("shows each function's stats from the runtime", async () => {
+    const listed = await voltline(['functions', '--json', '--api', platform.apiUrl]);
+    expect(listed.code, listed.stderr).toBe(0);
+    const [fn] = JSON.parse(listed.stdout) as Array<{ name: string; retries: number; stats: { invocations: Record<string, number>; deadLetters: number; retries: number; wallMs: { p50: number; p99: number } | null } }>;
+    expect(fn).toMatchObject({ name: 'station-telemetry', retries: 0, stats: { deadLetters: 0, retries: 0, invocations: { ok: acked, invalid: 0, error: 0, timeout: 0, memory: 0 } } });
+    expect(fn?.stats.wallMs?.p50).toBeGreaterThan(0);
+    expect(fn?.stats.wallMs?.p99).toBeGreaterThanOrEqual(fn?.stats.wallMs?.p50 ?? Infinity);
+
+    const text = await voltline(['functions', '--api', platform.apiUrl]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^station-telemetry@[0-9a-f]{16} .*500 ms, 64 MiB, 0 retries$/m);
+    expect(text.stdout).toMatch(new RegExp(`^  events: ok ${acked}, invalid 0, error 0, timeout 0, memory 0  retries: 0  dead letters: 0  batch wall time: p50 [0-9.]+ ms, p99 [0-9.]+ ms$`, 'm'));
+
+    const metrics = await fetch(`${platform.apiUrl}/metrics`).then((r) => r.text());
+    expect(metrics).toMatch(/^voltline_function_wall_seconds_count\{function="station-telemetry"\} [1-9]/m);
+    expect(metrics).toMatch(/^voltline_function_cpu_seconds_count\{function="station-telemetry"\} [1-9]/m);
+    expect(metrics).toMatch(/^voltline_function_memory_bytes\{function="station-telemetry"\} [1-9]/m);
+  });
+
+  it('removes a function, and exits 1 naming it when there is no such function', async () => {
+    const removed = await voltline(['rm', 'station-telemetry', '--api', platform.apiUrl]);
+    expect(removed.stderr).toBe('');
+    expect(removed.code).toBe(0);
+    expect(removed.stdout).toBe('removed station-telemetry\n');
+    const listed = await voltline(['functions', '--api', platform.apiUrl]);
+    expect(listed.stdout).toBe('no functions deployed\n');
+
+    const again = await voltline(['rm', 'station-telemetry', '--api', platform.apiUrl]);
+    expect(again.code).toBe(1);
+    expect(again.stdout).toBe('');
+    expect(again.stderr).toBe("voltline rm: No function named 'station-telemetry' is deployed ('voltline functions' lists those that are)\n");
+
+    const missing = await voltline(['rm', '--api', platform.apiUrl]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/Cannot remove a function without its name/);
+  });
 });

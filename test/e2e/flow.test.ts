@@ -18,6 +18,8 @@ interface DeadLetterJson {
   field: string | null;
   message: string;
   payload: string;
+  /** How many times the event ran (1 + retries used); null when it never reached a function. */
+  attempts: number | null;
 }
 
 let platform: PlatformProcess;
@@ -78,7 +80,8 @@ describe('a station message, end to end', () => {
       const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=station-telemetry`);
       return r.deadLetters.find((l) => l.payload === payload);
     }, 10_000, 'the dead letter');
-    expect(letter).toMatchObject({ function: 'station-telemetry', deviceId: 'st-00042', code: 'schema', field: 'voltage' });
+    // Invalid input is never retried: one attempt.
+    expect(letter).toMatchObject({ function: 'station-telemetry', deviceId: 'st-00042', code: 'schema', field: 'voltage', attempts: 1 });
     expect(letter.message).toMatch(/voltage/);
     const metrics = await (await fetch(`${platform.apiUrl}/metrics`)).text();
     expect(metrics).toMatch(/voltline_dead_letters_total\{reason="schema"\} [1-9]/);

@@ -1,0 +1,180 @@
+/**
+ * Benchmark of the function sandbox (issue 4): what statelessness costs. It measures the
+ * candidates for a fresh realm per invocation side by side, then the chosen design
+ * (FunctionSandbox: frozen intrinsics, global object cleaned and the function's module
+ * evaluated afresh per invocation, one context kept):
+ *   - fresh context per event, bundle run in it (a context pool pays this same CPU);
+ *   - fresh context per event from an isolated-vm startup snapshot of the bundle;
+ *   - FunctionSandbox: per-invocation overhead for a trivial handler, single and in
+ *     batches of 100; the station function's per-event cost in batches of 100; cold start
+ *     (new sandbox → first result); memory of an idle instance (isolate heap).
+ *
+ * Usage: npx node --no-node-snapshot test/bench/sandbox.bench.ts [--events 2000]
+ *        [--contexts 100] [--seconds 20] [--no-snapshot] [--json]
+ * Each measurement stops at its count or when the time budget share runs out.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+import ivm from 'isolated-vm';
+import { bundleFunction } from '../../functions-runtime/bundler/bundle.ts';
+import { FunctionSandbox } from '../../functions-runtime/sandbox/sandbox.ts';
+import type { GuestEvent } from '../../functions-runtime/sandbox/guest-protocol.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '2000' },
+    contexts: { type: 'string', default: '100' },
+    seconds: { type: 'string', default: '20' },
+    'no-snapshot': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
+});
+const maxEvents = Number(values.events);
+const maxContexts = Number(values.contexts);
+/** Each of the 8 measurements gets an equal share of the time budget. */
+const shareMs = (Number(values.seconds) * 1000) / 8;
+
+const trivial = await bundleFunction(path.resolve(here, '../../functions-runtime/testing/fixtures/hello.ts'));
+const station = await bundleFunction(path.resolve(here, '../../functions/station-telemetry.ts'));
+
+function event(payload: unknown, topic: string): Omit<GuestEvent, 'deadline'> {
+  return { payload: JSON.stringify(payload), topic, deviceId: 'st-00042', receivedAt: 1_700_000_000_000, source: 'mqtt', invocationId: 'bench' };
+}
+/**
+ * zod alone, as one script: what the snapshot candidate snapshots. A snapshot of a
+ * function bundle cannot be measured: the bundle freezes the intrinsics, and V8 then dies
+ * with a fatal CHECK (uncatchable, the whole process) creating an isolate from it.
+ */
+const zodOnly = (
+  await build({ stdin: { contents: "import * as z from 'zod'; globalThis.z = z;", resolveDir: here }, bundle: true, write: false, format: 'iife', platform: 'neutral', mainFields: ['module', 'main'], logLevel: 'silent' })
+).outputFiles[0]?.text ?? '';
+
+const trivialEvent = event({ n: 1 }, 'hello/dev-1');
+const stationEvent = event(
+  {
+    stationId: 'st-00042',
+    ts: 1_700_000_000_000,
+    seq: 7,
+    voltage: 230.1,
+    cabinetTempC: 21.5,
+    docks: Array.from({ length: 8 }, (_, slot) => ({ slot, scooterId: slot % 3 === 0 ? null : `sc-${slot}`, charging: slot % 2 === 0, powerW: 40, battery: slot % 3 === 0 ? null : 0.1 * slot })),
+  },
+  'stations/st-00042/telemetry',
+);
+
+/** µs per event of FunctionSandbox.runBatch, in batches of `batchSize`. */
+async function perEventUs(code: string, ev: Omit<GuestEvent, 'deadline'>, batchSize: number): Promise<{ us: number; events: number; outcome: string }> {
+  const sandbox = new FunctionSandbox({ code, memoryMb: 64, timeoutMs: 1_000 });
+  try {
+    const batch = Array.from({ length: batchSize }, () => ev);
+    const first = await sandbox.runBatch(batch); // warm: load and JIT
+    let done = 0;
+    const started = performance.now();
+    while (done < maxEvents && performance.now() - started < shareMs) {
+      await sandbox.runBatch(batch);
+      done += batchSize;
+    }
+    return { us: ((performance.now() - started) / done) * 1000, events: done, outcome: first.results[0]?.outcome ?? 'none' };
+  } finally {
+    sandbox.dispose();
+  }
+}
+
+/** ms per fresh context with the bundle evaluated in it (what a context per event, or a pool, costs in CPU). */
+async function freshContextMs(code: string): Promise<number> {
+  const isolate = new ivm.Isolate({ memoryLimit: 128 });
+  try {
+    const script = await isolate.compileScript(code);
+    let done = 0;
+    const started = performance.now();
+    while (done < maxContexts && performance.now() - started < shareMs) {
+      const context = await isolate.createContext();
+      await script.run(context);
+      context.release();
+      done += 1;
+    }
+    return (performance.now() - started) / done;
+  } finally {
+    isolate.dispose();
+  }
+}
+
+/** ms per fresh context of a startup-snapshot isolate (the bundle comes pre-evaluated), and the snapshot's cost. */
+async function snapshotContextMs(code: string): Promise<{ createMs: number; contextMs: number; bytes: number }> {
+  let started = performance.now();
+  const snapshot = ivm.Isolate.createSnapshot([{ code }]);
+  const createMs = performance.now() - started;
+  const isolate = new ivm.Isolate({ memoryLimit: 128, snapshot });
+  try {
+    let done = 0;
+    started = performance.now();
+    while (done < maxContexts && performance.now() - started < shareMs) {
+      const context = await isolate.createContext();
+      context.release();
+      done += 1;
+    }
+    return { createMs, contextMs: (performance.now() - started) / done, bytes: snapshot.copy().byteLength };
+  } finally {
+    isolate.dispose();
+  }
+}
+
+/** new sandbox → first result, ms (median of a few), and the idle heap after it, MB. */
+async function coldStart(code: string, ev: Omit<GuestEvent, 'deadline'>): Promise<{ ms: number; idleHeapMb: number }> {
+  const times: number[] = [];
+  let idleHeapMb = 0;
+  for (let i = 0; i < 5; i++) {
+    const started = performance.now();
+    const sandbox = new FunctionSandbox({ code, memoryMb: 64, timeoutMs: 1_000 });
+    const { metering } = await sandbox.runBatch([ev]);
+    times.push(performance.now() - started);
+    idleHeapMb = metering.memoryBytes / 2 ** 20;
+    sandbox.dispose();
+  }
+  times.sort((a, b) => a - b);
+  return { ms: times[2] ?? Number.NaN, idleHeapMb };
+}
+
+const candidates = {
+  freshContextPerEventMs: { trivial: await freshContextMs(trivial.code), station: await freshContextMs(station.code), zodOnly: await freshContextMs(zodOnly) },
+  snapshotContextPerEvent: values['no-snapshot'] ? null : await snapshotContextMs(zodOnly),
+};
+const trivialSingle = await perEventUs(trivial.code, trivialEvent, 1);
+const trivialBatched = await perEventUs(trivial.code, trivialEvent, 100);
+const stationBatched = await perEventUs(station.code, stationEvent, 100);
+const trivialCold = await coldStart(trivial.code, trivialEvent);
+const stationCold = await coldStart(station.code, stationEvent);
+
+const report = {
+  bundleChars: { trivial: trivial.code.length, station: station.code.length, zodOnly: zodOnly.length },
+  candidates,
+  chosen: {
+    trivialSingleUs: trivialSingle.us,
+    trivialBatch100UsPerEvent: trivialBatched.us,
+    stationBatch100UsPerEvent: stationBatched.us,
+    outcomes: [trivialSingle.outcome, trivialBatched.outcome, stationBatched.outcome],
+    coldStartMs: { trivial: trivialCold.ms, station: stationCold.ms },
+    idleHeapMb: { trivial: trivialCold.idleHeapMb, station: stationCold.idleHeapMb },
+  },
+};
+
+if (values.json) {
+  process.stdout.write(`${JSON.stringify(report)}\n`);
+} else {
+  const f = (n: number, digits = 1) => n.toFixed(digits);
+  const snap = candidates.snapshotContextPerEvent;
+  process.stdout.write(
+    [
+      `bundle size: trivial ${report.bundleChars.trivial} chars, station ${report.bundleChars.station} chars`,
+      `candidate: fresh context per event (or a pool of them): trivial ${f(candidates.freshContextPerEventMs.trivial, 2)} ms, station ${f(candidates.freshContextPerEventMs.station, 2)} ms, zod alone ${f(candidates.freshContextPerEventMs.zodOnly, 2)} ms per context`,
+      snap === null ? 'candidate: startup snapshot: skipped' : `candidate: startup snapshot of zod alone: ${f(snap.contextMs, 2)} ms per context, snapshot ${f(snap.createMs)} ms to make, ${f(snap.bytes / 2 ** 20)} MiB`,
+      `chosen (frozen realm, module per invocation): trivial ${f(trivialSingle.us)} µs single, ${f(trivialBatched.us)} µs/event in batches of 100; station ${f(stationBatched.us)} µs/event in batches of 100 (outcomes ${report.chosen.outcomes.join('/')})`,
+      `cold start (new sandbox → first result): trivial ${f(trivialCold.ms)} ms, station ${f(stationCold.ms)} ms`,
+      `idle instance heap: trivial ${f(trivialCold.idleHeapMb)} MiB, station ${f(stationCold.idleHeapMb)} MiB`,
+      '',
+    ].join('\n'),
+  );
+}
