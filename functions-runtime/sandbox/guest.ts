@@ -67,10 +67,26 @@ function makeLogger(lines: GuestLogLine[]): FunctionLogger {
   return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };
 }
 
+/**
+ * What a thrown value that is not an Error says, as far as it can: its kind and its JSON
+ * (bounded), so `throw {code: 'E_DOCK'}` does not become '[object Object]'.
+ */
+function describeThrown(value: unknown): string {
+  if (value === undefined || value === null) return `the handler threw (or its promise rejected with) ${String(value)}, not an Error: throw an Error to say what went wrong`;
+  let text: string;
+  try {
+    text = typeof value === 'object' ? (JSON.stringify(value) ?? String(value)) : typeof value === 'string' ? JSON.stringify(value) : String(value);
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  const kind = Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+  return `the handler threw ${kind}, not an Error: ${text.length > MAX_LOG_LINE_CHARS ? `${text.slice(0, MAX_LOG_LINE_CHARS)}…` : text}`;
+}
+
 function failure(err: unknown, logs: GuestLogLine[]): GuestResult {
   if (err instanceof InvalidEventError) return { outcome: 'invalid', code: 'rejected', field: err.field, message: err.message, logs };
   if (err instanceof Error && err.name === 'PointError') return { outcome: 'error', code: 'bad_points', message: err.message, logs };
-  const message = err instanceof Error ? `${err.name}: ${err.message}` : `thrown: ${String(err)}`;
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : describeThrown(err);
   return { outcome: 'error', code: 'error', message, logs };
 }
 

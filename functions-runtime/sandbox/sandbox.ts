@@ -35,10 +35,45 @@ export interface SandboxMetering {
 /** Extra wall-clock allowance past `timeoutMs` for an async handler before its isolate is disposed. */
 const ASYNC_GRACE_MS = 50;
 
+/**
+ * Run in every new context before the bundle, so that no library or function code ever
+ * sees what it removes. isolated-vm's memory limit counts the V8 heap and the ArrayBuffers
+ * made through its allocator, but V8 reserves and commits three kinds of memory itself:
+ * WebAssembly memories, resizable ArrayBuffers and growable SharedArrayBuffers
+ * (`maxByteLength`). A function with a 32 MB limit held 1 GiB of each (fixtures in
+ * testing/fixtures/hostile/, tests in worker/containment.test.ts). So WebAssembly is removed, and the two constructors refuse
+ * `maxByteLength`; the originals stay unreachable (`constructor` on their prototypes is
+ * replaced too), so fixed-length buffers, all made through the allocator, are all there is.
+ */
+const PREAMBLE = `(() => {
+  'use strict';
+  delete globalThis.WebAssembly;
+  for (const name of ['ArrayBuffer', 'SharedArrayBuffer']) {
+    const Original = globalThis[name];
+    if (typeof Original !== 'function') continue;
+    const Tamed = function (length, options) {
+      if (new.target === undefined) throw new TypeError("Constructor " + name + " requires 'new'");
+      if (typeof options === 'object' && options !== null && options.maxByteLength !== undefined) {
+        throw new RangeError(name + "s with maxByteLength (resizable or growable) are not available in Voltline functions, as their memory would escape the function's memory limit: create a fixed-length " + name + " instead");
+      }
+      return Reflect.construct(Original, [length], new.target);
+    };
+    for (const [key, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(Original))) {
+      if (key !== 'prototype') Object.defineProperty(Tamed, key, descriptor);
+    }
+    for (const key of Object.getOwnPropertySymbols(Original)) Object.defineProperty(Tamed, key, Object.getOwnPropertyDescriptor(Original, key));
+    Object.defineProperty(Tamed, 'prototype', { value: Original.prototype, writable: false });
+    Object.defineProperty(Original.prototype, 'constructor', { value: Tamed, writable: true, enumerable: false, configurable: true });
+    Object.defineProperty(globalThis, name, { value: Tamed, writable: true, enumerable: false, configurable: true });
+  }
+})();`;
+
 export class FunctionSandbox {
   readonly #options: SandboxOptions;
   #isolate: ivm.Isolate | undefined;
   #script: ivm.Script | undefined;
+  /** PREAMBLE, compiled in the current isolate. */
+  #preamble: ivm.Script | undefined;
   /** The loaded context and its entry point, kept across batches. */
   #loaded: { context: ivm.Context; invoke: ivm.Reference } | undefined;
   /** Isolates built, including rebuilds after a limit was hit. */
@@ -51,8 +86,9 @@ export class FunctionSandbox {
   }
 
   #ensureIsolate(): { isolate: ivm.Isolate; script: ivm.Script } {
-    if (this.#isolate === undefined || this.#isolate.isDisposed || this.#script === undefined) {
+    if (this.#isolate === undefined || this.#isolate.isDisposed || this.#script === undefined || this.#preamble === undefined) {
       const isolate = new ivm.Isolate({ memoryLimit: Math.max(8, this.#options.memoryMb) });
+      this.#preamble = isolate.compileScriptSync(PREAMBLE);
       this.#script = isolate.compileScriptSync(this.#options.code);
       this.#isolate = isolate;
       this.builds += 1;
@@ -65,6 +101,8 @@ export class FunctionSandbox {
     if (this.#loaded !== undefined) return this.#loaded.invoke;
     const context = await isolate.createContext();
     try {
+      if (this.#preamble === undefined) throw new Error('the isolate has no preamble compiled');
+      await this.#preamble.run(context, { timeout: this.#options.timeoutMs * 10 });
       await script.run(context, { timeout: this.#options.timeoutMs * 10 });
       const entry: unknown = await context.global.get('__voltline_invoke', { reference: true });
       if (!(entry instanceof ivm.Reference) || entry.typeof !== 'function') {
@@ -93,6 +131,7 @@ export class FunctionSandbox {
     const isolate = this.#isolate;
     this.#isolate = undefined;
     this.#script = undefined;
+    this.#preamble = undefined;
     if (isolate !== undefined && !isolate.isDisposed) isolate.dispose();
   }
 
@@ -158,7 +197,13 @@ export class FunctionSandbox {
         call.catch(() => undefined);
         return { outcome: 'timeout', message: `handler did not finish within its time limit of ${timeoutMs} ms`, logs: [] };
       }
-      return JSON.parse(raced) as GuestResult;
+      const result = JSON.parse(raced) as GuestResult;
+      // isolated-vm refuses an ArrayBuffer past the memory limit with a RangeError (the
+      // buffers live outside the V8 heap), which the guest reports as an error: it is the limit.
+      if (result.outcome === 'error' && result.code === 'error' && result.message === 'RangeError: Array buffer allocation failed') {
+        return { outcome: 'memory', message: `handler exceeded its memory limit of ${this.#options.memoryMb} MB: an ArrayBuffer allocation was refused`, logs: [] };
+      }
+      return result;
     } catch (err) {
       const text = errorText(err);
       if (text.includes(REALM_TAINTED)) return 'tainted';
