@@ -3,13 +3,14 @@
  * reverse order, so that nothing acknowledged is lost on a clean stop.
  *
  *   broker → trigger log → router → scheduler/workers → store;  API reads them all.
+ *   timer (cron triggers) → trigger log, like the broker.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, type RunningBroker } from '../ingest/index.ts';
-import { FunctionRegistry, processDriver, Router, Scheduler } from '../functions-runtime/index.ts';
+import { openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, type RunningBroker } from '../ingest/index.ts';
+import { cronSchedules, FunctionRegistry, processDriver, Router, Scheduler } from '../functions-runtime/index.ts';
 import { startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
@@ -21,6 +22,7 @@ export interface RunningPlatform {
   readonly registry: FunctionRegistry;
   readonly scheduler: Scheduler;
   readonly router: Router;
+  readonly timers: TimerSource;
   readonly broker: RunningBroker;
   readonly api: RunningApi;
   /** Stops accepting, finishes what was accepted (bounded), flushes and closes. */
@@ -81,6 +83,12 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     });
     router.start();
     cleanups.push(() => router.stop());
+    // Cron triggers append to the log like devices do; deploys and removals re-arm them.
+    const timers = await TimerSource.open({ log, dir: path.join(dataDir, 'timers'), logger, metrics });
+    await timers.setSchedules(cronSchedules(registry.list()));
+    registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
+    timers.start();
+    cleanups.push(() => timers.stop());
     const api = await startApi({
       host: config.httpHost,
       port: config.httpPort,
@@ -106,6 +114,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       registry,
       scheduler,
       router,
+      timers,
       broker,
       api,
       async stop() {

@@ -29,7 +29,8 @@ let counter = 0;
 
 export async function invokeOnce(scheduler: Scheduler, fn: DeployedFunction, request: InvokeRequest): Promise<InvokeResponse> {
   const invocationId = `${fn.name}:manual-${Date.now()}-${++counter}`;
-  const topic = request.topic ?? fn.triggers[0]?.mqtt.replaceAll('+', request.deviceId ?? 'manual').replace(/#$/, 'manual') ?? 'manual';
+  const filter = fn.triggers.find((t) => 'mqtt' in t);
+  const topic = request.topic ?? (filter === undefined ? undefined : filter.mqtt.replaceAll('+', request.deviceId ?? 'manual').replace(/#$/, 'manual')) ?? 'manual';
   const outcome = await scheduler.run(
     { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
     [{ payload: request.payload, topic, deviceId: request.deviceId ?? 'manual', receivedAt: Date.now(), source: 'manual', invocationId }],

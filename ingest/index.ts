@@ -4,3 +4,4 @@ export { openLocalTriggerLog } from './trigger/index.ts';
 export type * from './store/types.ts';
 export { openEmbeddedStore, parseQuery } from './store/index.ts';
 export { startBroker, type RunningBroker } from './broker/index.ts';
+export { TimerSource, cronProblem, timerTopic, timerFunctionOf, TIMER_TOPIC_PREFIX, type TimerPayload, type TimerSchedule } from './timer/index.ts';

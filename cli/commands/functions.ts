@@ -2,7 +2,7 @@
 import { readFile, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { bundleFunction } from '../../functions-runtime/index.ts';
+import { bundleFunction, triggersText, type DeployedTrigger } from '../../functions-runtime/index.ts';
 import { apiBase, callApi, CliError, type CommandIo } from '../io.ts';
 
 export const DEPLOY_USAGE = `Usage: voltline deploy <file.ts|dir> [--api URL]
@@ -50,7 +50,7 @@ Flags:
 interface ListedFunction {
   name: string;
   version: string;
-  triggers: Array<{ mqtt: string }>;
+  triggers: DeployedTrigger[];
   timeoutMs: number;
   memoryMb: number;
   retries: number;
@@ -95,8 +95,8 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const base = apiBase(values.api, io.env);
   for (const file of await filesToDeploy(target)) {
     const bundle = await bundleFunction(file);
-    const fn = (await callApi(base, 'POST', '/api/functions', { code: bundle.code, source: file })) as { name: string; version: string; triggers: Array<{ mqtt: string }> };
-    io.stdout.write(`deployed ${fn.name}@${fn.version} from ${file} (triggers: ${fn.triggers.map((t) => t.mqtt).join(', ') || 'manual only'})\n`);
+    const fn = (await callApi(base, 'POST', '/api/functions', { code: bundle.code, source: file })) as { name: string; version: string; triggers: DeployedTrigger[] };
+    io.stdout.write(`deployed ${fn.name}@${fn.version} from ${file} (triggers: ${triggersText(fn.triggers)})\n`);
   }
   return 0;
 }
@@ -153,7 +153,7 @@ export async function functionsCommand(argv: string[], io: CommandIo): Promise<n
   }
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
-    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${fn.triggers.map((t) => t.mqtt).join(', ') || 'manual only'}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries\n`);
+    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries\n`);
     io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }
   return 0;

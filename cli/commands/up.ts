@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseDurationMs } from '../../lib/duration.ts';
 import { createLogger } from '../../lib/logger.ts';
-import { bundleFunction } from '../../functions-runtime/index.ts';
+import { bundleFunction, triggersText } from '../../functions-runtime/index.ts';
 import { runSimulation } from '../../devices-sim/index.ts';
 import { resolveConfig, type PlatformConfigInput } from '../config.ts';
 import { startPlatform } from '../platform.ts';
@@ -85,7 +85,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   if (values.demo) {
     const bundle = await bundleFunction(DEMO_FUNCTION);
     const fn = await platform.registry.deploy(bundle.code, DEMO_FUNCTION);
-    io.stdout.write(`  function     ${fn.name}@${fn.version} on ${fn.triggers.map((t) => t.mqtt).join(', ')}\n`);
+    io.stdout.write(`  function     ${fn.name}@${fn.version} on ${triggersText(fn.triggers)}\n`);
     io.stdout.write(`  demo fleet   ${demoStations} stations, one message each every ${demoIntervalMs} ms\n`);
     demo = runSimulation(
       {

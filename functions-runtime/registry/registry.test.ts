@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { bundleFixture, captureLogger, tempDir } from '../testing/helpers.ts';
-import { FunctionRegistry, type RegistryLimits } from './registry.ts';
+import { cronSchedules, FunctionRegistry, type RegistryLimits } from './registry.ts';
 
 const limits: RegistryLimits = { maxTimeoutMs: 30_000, maxMemoryMb: 256 };
 let data: { dir: string; remove: () => Promise<void> };
@@ -84,6 +84,41 @@ describe('deploy', () => {
     expect(err.message).toContain("trigger mqtt 'stations/#/events' is invalid");
     expect(err.message).toContain("'#' must be a whole level and the last one");
     expect(err.context).toMatchObject({ field: 'triggers' });
+  });
+
+  it('stores cron triggers with their time zone, and reads them back', async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('cron-tick')).code);
+    expect(fn.triggers).toEqual([{ cron: '*/1 * * * *', timezone: 'Europe/Paris' }]);
+    expect(cronSchedules([fn])).toEqual([{ function: 'cron-tick', cron: '*/1 * * * *', timezone: 'Europe/Paris' }]);
+    expect((await open()).get('cron-tick')?.triggers).toEqual(fn.triggers);
+  });
+
+  const badCron: Array<[string, string, string, string]> = [
+    ['an out-of-range minute', 'cron: "61 * * * *"', "triggers[0].cron '61 * * * *' is invalid", 'Invalid value for minute: 61'],
+    ['too few fields', 'cron: "* * *"', "triggers[0].cron '* * *' is invalid", 'exactly five, six, or seven'],
+    ['a year field', 'cron: "0 0 1 1 * 2030 1"', "triggers[0].cron '0 0 1 1 * 2030 1' is invalid", 'requires exactly 5 or 6 parts'],
+    ['a date that never comes', 'cron: "0 0 30 2 *"', "triggers[0].cron '0 0 30 2 *' is invalid", 'it never fires'],
+    ['an empty expression', 'cron: ""', "triggers[0].cron '' is invalid", 'such as'],
+  ];
+  // esbuild prints string literals with double quotes.
+  for (const [what, replacement, where, why] of badCron) {
+    it(`refuses a cron trigger with ${what}, naming the field and the value`, async () => {
+      const registry = await open();
+      const code = (await bundleFixture('cron-tick')).code.replace('cron: "*/1 * * * *"', replacement);
+      const err = await deployError(registry, code, 'cron-tick.ts');
+      expect(err.message).toContain(`Cannot deploy function 'cron-tick' (cron-tick.ts) as ${where}`);
+      expect(err.message).toContain(why);
+      expect(err.context).toMatchObject({ field: 'triggers[0].cron' });
+    });
+  }
+
+  it('refuses a cron trigger whose time zone is unknown, naming it', async () => {
+    const registry = await open();
+    const code = (await bundleFixture('cron-tick')).code.replace('"Europe/Paris"', '"Europe/Atlantis"');
+    const err = await deployError(registry, code);
+    expect(err.message).toContain("as triggers[0].timezone 'Europe/Atlantis' is invalid: it is not an IANA time zone");
+    expect(err.context).toMatchObject({ field: 'triggers[0].timezone' });
   });
 
   it('refuses a timeoutMs above maxTimeoutMs, naming it', async () => {

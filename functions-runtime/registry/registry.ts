@@ -9,6 +9,7 @@ import ivm from 'isolated-vm';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
+import { cronProblem, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
 import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_RETRIES } from '../sdk/define.ts';
@@ -18,7 +19,7 @@ export interface DeployedFunction {
   readonly name: string;
   /** Content hash of the bundle. */
   readonly version: string;
-  readonly triggers: ReadonlyArray<{ readonly mqtt: string }>;
+  readonly triggers: readonly DeployedTrigger[];
   readonly timeoutMs: number;
   readonly memoryMb: number;
   /** Times a failed event runs again before it is dead-lettered (0 to 10). */
@@ -35,10 +36,12 @@ export interface RegistryLimits {
   readonly maxMemoryMb: number;
 }
 
+const TriggerShape = z.union([z.strictObject({ mqtt: z.string() }), z.strictObject({ cron: z.string(), timezone: z.string().optional() })]);
+
 const Stored = z.object({
   name: z.string(),
   version: z.string(),
-  triggers: z.array(z.object({ mqtt: z.string() })),
+  triggers: z.array(TriggerShape),
   timeoutMs: z.number().int().positive(),
   memoryMb: z.number().int().positive(),
   // Functions deployed before retries existed have none.
@@ -51,7 +54,7 @@ const Description = z.object({
   // The name becomes a file name: a bundle that skips defineFunction (raw code posted to
   // the API) must not choose '../../somewhere'.
   name: z.string().regex(FUNCTION_NAME_PATTERN, { error: "'name' must be lower-case letters, digits and '-' (1 to 63, starting with a letter)" }),
-  triggers: z.array(z.object({ mqtt: z.string() })),
+  triggers: z.array(TriggerShape),
   timeoutMs: z.number().int().positive().optional(),
   memoryMb: z.number().int().positive().optional(),
   retries: z.number().optional(),
@@ -99,7 +102,8 @@ export class FunctionRegistry {
     for (const file of await readdir(dir)) {
       if (!file.endsWith('.json')) continue;
       try {
-        const fn = Stored.parse(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+        // JSON has no undefined, so an optional zone is absent, never undefined.
+        const fn = Stored.parse(JSON.parse(await readFile(path.join(dir, file), 'utf8'))) as DeployedFunction;
         registry.#functions.set(fn.name, fn);
       } catch (err) {
         registry.#log.error({ err, file }, 'skipping an unreadable deployed function');
@@ -121,7 +125,15 @@ export class FunctionRegistry {
       throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source}: ${err instanceof Error ? err.message : String(err)}`, { context: { source }, cause: err });
     }
     const name = description.name;
-    for (const trigger of description.triggers) {
+    for (const [i, trigger] of description.triggers.entries()) {
+      if ('cron' in trigger) {
+        const problem = cronProblem(trigger.cron, trigger.timezone);
+        if (problem !== undefined) {
+          const value = problem.field === 'cron' ? trigger.cron : trigger.timezone;
+          throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as triggers[${i}].${problem.field} '${value}' is invalid: ${problem.message}`, { context: { source, field: `triggers[${i}].${problem.field}` } });
+        }
+        continue;
+      }
       const problem = topicFilterProblem(trigger.mqtt);
       if (problem !== undefined) {
         throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as trigger mqtt '${trigger.mqtt}' is invalid: ${problem}`, { context: { source, field: 'triggers' } });
@@ -178,4 +190,17 @@ export class FunctionRegistry {
   #emit(): void {
     for (const listener of this.#listeners) listener();
   }
+}
+
+/** The cron triggers of these functions, as the timer source takes them. */
+export function cronSchedules(functions: readonly DeployedFunction[]): TimerSchedule[] {
+  return functions.flatMap((fn) =>
+    fn.triggers.flatMap((t) => ('cron' in t ? [{ function: fn.name, cron: t.cron, ...(t.timezone === undefined ? {} : { timezone: t.timezone }) }] : [])),
+  );
+}
+
+/** Triggers as one line for people: `stations/+/telemetry, cron '0 6 * * *' Europe/Paris`; 'manual only' when none. */
+export function triggersText(triggers: readonly DeployedTrigger[]): string {
+  const parts = triggers.map((t) => ('cron' in t ? `cron '${t.cron}'${t.timezone === undefined ? '' : ` ${t.timezone}`}` : t.mqtt));
+  return parts.join(', ') || 'manual only';
 }

@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
-import type { DeadLetter, LoggedEvent, Point, StoreWriter, TriggerLog } from '../../ingest/index.ts';
+import { timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import type { DeployedFunction, FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
@@ -163,7 +163,7 @@ export class Router {
 
   #route(event: LoggedEvent): void {
     this.#readPos = event.offset + 1n;
-    const matched = this.#routes.filter((fn) => fn.triggers.some((trigger) => topicMatches(trigger.mqtt, event.topic)));
+    const matched = event.source === 'timer' ? this.#timerTarget(event) : this.#routes.filter((fn) => fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
     this.#tracker.add(event.offset, matched.length);
     if (matched.length === 0) {
       this.#unrouted.inc();
@@ -179,6 +179,15 @@ export class Router {
       lane.queue.push(event);
       this.#pump(lane);
     }
+  }
+
+  /**
+   * A cron firing goes to the one function its topic names, if that function still has a
+   * cron trigger: never by MQTT filter, and an MQTT message on a '$timer/' topic fires nothing.
+   */
+  #timerTarget(event: LoggedEvent): DeployedFunction[] {
+    const name = timerFunctionOf(event.topic);
+    return this.#routes.filter((fn) => fn.name === name && fn.triggers.some((trigger) => 'cron' in trigger));
   }
 
   #pump(lane: Lane): void {

@@ -37,7 +37,7 @@ export type GuestResult =
 /** What `__voltline_describe` returns: the definition's static parts. */
 export interface FunctionDescription {
   readonly name: string;
-  readonly triggers: ReadonlyArray<{ readonly mqtt: string }>;
+  readonly triggers: ReadonlyArray<{ readonly mqtt: string } | { readonly cron: string; readonly timezone?: string }>;
   readonly timeoutMs?: number;
   readonly memoryMb?: number;
   readonly retries?: number;

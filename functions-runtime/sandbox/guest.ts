@@ -17,7 +17,12 @@ const MAX_LOG_DATA_CHARS = 8_000;
 function describe(definition: DefinedFunction): FunctionDescription {
   return {
     name: definition.name,
-    triggers: definition.triggers.map((trigger) => ({ mqtt: trigger.mqtt })),
+    // Only the known keys cross; the registry validates what they hold.
+    triggers: definition.triggers.map((trigger) =>
+      'cron' in trigger
+        ? { cron: trigger.cron, ...(trigger.timezone === undefined ? {} : { timezone: trigger.timezone }) }
+        : { mqtt: trigger.mqtt },
+    ),
     ...(definition.timeoutMs === undefined ? {} : { timeoutMs: definition.timeoutMs }),
     ...(definition.memoryMb === undefined ? {} : { memoryMb: definition.memoryMb }),
     ...(definition.retries === undefined ? {} : { retries: definition.retries }),

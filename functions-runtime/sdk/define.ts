@@ -23,8 +23,37 @@ export type StandardResult<T> =
   | { readonly value: T; readonly issues?: undefined }
   | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }> };
 
+/** Fires the function for each device message whose topic matches the filter ('+', '#'). */
+export interface MqttTrigger {
+  readonly mqtt: string;
+}
+
+/**
+ * Fires the function on a cron schedule: 5 fields (`'*\/5 * * * *'`, minute precision) or
+ * 6 with a leading seconds field, in `timezone` (an IANA zone, default UTC, DST honoured).
+ * The event has `source: 'timer'`, `topic: '$timer/<name>'`, `deviceId: '$timer'`,
+ * `receivedAt` = the scheduled instant, and the payload
+ * `{ scheduledAt, cron, timezone, missed }` (see README, "Triggers").
+ * @example { cron: '0 6 * * *', timezone: 'Europe/Paris' } // 06:00 in Paris, summer and winter
+ */
+export interface CronTrigger {
+  readonly cron: string;
+  readonly timezone?: string;
+}
+
+/** The payload of a cron firing, the event of a `CronTrigger` (`event.source === 'timer'`). */
+export interface TimerEventPayload {
+  /** The instant this firing was scheduled for, epoch ms (also `event.receivedAt`). */
+  readonly scheduledAt: number;
+  readonly cron: string;
+  /** The trigger's time zone; null when it has none (UTC). */
+  readonly timezone: string | null;
+  /** Earlier instants skipped while the platform was down (it fires once for the latest). */
+  readonly missed: number;
+}
+
 /** What fires a function. Manual invocation (`voltline invoke`) always works. */
-export type Trigger = { readonly mqtt: string };
+export type Trigger = MqttTrigger | CronTrigger;
 
 export interface EventMeta {
   /** MQTT topic the message arrived on. */
@@ -124,9 +153,12 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
     throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers' must be an array such as [{ mqtt: 'stations/+/telemetry' }]`);
   }
   for (const [i, trigger] of (d.triggers as unknown[]).entries()) {
-    const mqtt = (trigger as { mqtt?: unknown } | null | undefined)?.mqtt;
-    if (typeof mqtt !== 'string') {
-      throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }: current value is ${JSON.stringify(trigger)}`);
+    // The expression and zone are checked at deploy (the SDK carries no cron library).
+    const t = (trigger ?? {}) as { mqtt?: unknown; cron?: unknown; timezone?: unknown };
+    const isMqtt = typeof t.mqtt === 'string' && t.cron === undefined;
+    const isCron = typeof t.cron === 'string' && t.mqtt === undefined && (t.timezone === undefined || typeof t.timezone === 'string');
+    if (!isMqtt && !isCron) {
+      throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' } or { cron: '<expression>', timezone?: '<IANA zone>' }: current value is ${JSON.stringify(trigger)}`);
     }
   }
   // `?.` on the schema too: `schema: null` must be this sentence, not a TypeError.

@@ -20,5 +20,8 @@ export {
   type PayloadSchema,
   type StandardResult,
   type Trigger,
+  type MqttTrigger,
+  type CronTrigger,
+  type TimerEventPayload,
 } from './define.ts';
 export { point, PointBuilder, PointError, validatePoint, type FieldValue, type Point } from './point.ts';

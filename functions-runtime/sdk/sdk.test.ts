@@ -123,6 +123,9 @@ describe('defineFunction', () => {
     ['triggers that are not an array', { ...base, triggers: { mqtt: 'a' } }, 'triggers', /must be an array/],
     ['a trigger without mqtt', { ...base, triggers: [{ mqtt: 'a/b' }, { kafka: 'x' }] }, 'triggers[1]', /current value is \{"kafka":"x"\}/],
     ['a null trigger', { ...base, triggers: [null] }, 'triggers[0]', /current value is null/],
+    ['a cron that is not a string', { ...base, triggers: [{ cron: 5 }] }, 'triggers[0]', /\{ cron: '<expression>', timezone\?: '<IANA zone>' \}: current value is \{"cron":5\}/],
+    ['a cron with a numeric timezone', { ...base, triggers: [{ cron: '* * * * *', timezone: 1 }] }, 'triggers[0]', /current value is \{"cron":"\* \* \* \* \*","timezone":1\}/],
+    ['a trigger with both mqtt and cron', { ...base, triggers: [{ mqtt: 'a/b', cron: '* * * * *' }] }, 'triggers[0]', /current value is/],
     ['a schema that is not a schema', { ...base, schema: { parse: () => 1 } }, 'schema', /zod schema/],
     ['a null schema', { ...base, schema: null }, 'schema', /zod schema/],
     ['a fractional timeoutMs', { ...base, timeoutMs: 1.5 }, 'timeoutMs', /positive whole number: current value is 1.5/],
@@ -144,6 +147,11 @@ describe('defineFunction', () => {
       expect(attempt).toThrow(detail);
     });
   }
+
+  it('accepts cron triggers, with and without a time zone, next to MQTT ones', () => {
+    const triggers = [{ mqtt: 'a/+' }, { cron: '0 6 * * *', timezone: 'Europe/Paris' }, { cron: '*/5 * * * * *' }];
+    expect(defineFunction({ ...base, triggers }).triggers).toEqual(triggers);
+  });
 
   it('accepts retries from 0 to 10 and keeps them', () => {
     expect(defineFunction({ ...base, retries: 0 }).retries).toBe(0);
