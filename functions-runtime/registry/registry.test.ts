@@ -33,6 +33,17 @@ async function deployError(registry: FunctionRegistry, code: string, source?: st
 }
 
 describe('deploy', () => {
+  it("runs a bundle's top-level code without WebAssembly, so it cannot allocate past the limit in the platform process", async () => {
+    const registry = await open();
+    const code = (await bundleFixture('hostile/deploy-wasm-bomb')).code;
+    const peakKbBefore = process.resourceUsage().maxRSS;
+    const fn = await registry.deploy(code, 'deploy-wasm-bomb.ts');
+    expect(fn.name).toBe('deploy-wasm-bomb');
+    // With WebAssembly present, its top level would commit 1 GiB in this process for as
+    // long as the deploy runs (freed with the isolate after, so the peak is what shows it).
+    expect(process.resourceUsage().maxRSS - peakKbBefore).toBeLessThan(256 * 1024);
+  });
+
   it('reads the definition back from the bundle and stores it', async () => {
     const registry = await open();
     const bundle = await bundleFixture('hello');

@@ -13,7 +13,11 @@ import { cronProblem, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
 import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_RETRIES } from '../sdk/define.ts';
+import { CONTEXT_PREAMBLE } from '../sandbox/sandbox.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
+
+/** A deployed trigger: an MQTT topic filter, or a cron schedule (validated at deploy). */
+export type DeployedTrigger = { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string };
 
 export interface DeployedFunction {
   readonly name: string;
@@ -65,6 +69,9 @@ async function describeBundle(code: string): Promise<FunctionDescription> {
   const isolate = new ivm.Isolate({ memoryLimit: 128 });
   try {
     const context = await isolate.createContext();
+    // The bundle's top-level code runs here, in the platform's own process: the same
+    // preamble as in workers keeps wasm and resizable buffers from escaping the limit.
+    await isolate.compileScriptSync(CONTEXT_PREAMBLE).run(context, { timeout: 1_000 });
     await isolate.compileScriptSync(code).run(context, { timeout: 5_000 });
     const describe = await context.global.get('__voltline_describe', { reference: true });
     if (!(describe instanceof ivm.Reference) || describe.typeof !== 'function') {

@@ -45,7 +45,7 @@ const ASYNC_GRACE_MS = 50;
  * `maxByteLength`; the originals stay unreachable (`constructor` on their prototypes is
  * replaced too), so fixed-length buffers, all made through the allocator, are all there is.
  */
-const PREAMBLE = `(() => {
+export const CONTEXT_PREAMBLE = `(() => {
   'use strict';
   delete globalThis.WebAssembly;
   for (const name of ['ArrayBuffer', 'SharedArrayBuffer']) {
@@ -72,7 +72,7 @@ export class FunctionSandbox {
   readonly #options: SandboxOptions;
   #isolate: ivm.Isolate | undefined;
   #script: ivm.Script | undefined;
-  /** PREAMBLE, compiled in the current isolate. */
+  /** CONTEXT_PREAMBLE, compiled in the current isolate. */
   #preamble: ivm.Script | undefined;
   /** The loaded context and its entry point, kept across batches. */
   #loaded: { context: ivm.Context; invoke: ivm.Reference } | undefined;
@@ -88,7 +88,7 @@ export class FunctionSandbox {
   #ensureIsolate(): { isolate: ivm.Isolate; script: ivm.Script } {
     if (this.#isolate === undefined || this.#isolate.isDisposed || this.#script === undefined || this.#preamble === undefined) {
       const isolate = new ivm.Isolate({ memoryLimit: Math.max(8, this.#options.memoryMb) });
-      this.#preamble = isolate.compileScriptSync(PREAMBLE);
+      this.#preamble = isolate.compileScriptSync(CONTEXT_PREAMBLE);
       this.#script = isolate.compileScriptSync(this.#options.code);
       this.#isolate = isolate;
       this.builds += 1;
