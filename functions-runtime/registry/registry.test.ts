@@ -178,6 +178,20 @@ describe('deploy', () => {
     expect(changes).toBe(2);
   });
 
+  it('applies overlapping deploys of one function whole and in call order, in memory and on disk', async () => {
+    const registry = await open();
+    const base = (await bundleFixture('hello')).code;
+    // Distinct versions of one function, deployed at once (two `voltline deploy`s, a
+    // `--watch` save during a deploy): each must be stored whole, none may fail.
+    const codes = Array.from({ length: 6 }, (_, i) => `${base}\n// revision ${i}\n`);
+    const deployed = await Promise.all(codes.map((code, i) => registry.deploy(code, `hello-${i}.ts`)));
+    const last = deployed.at(-1);
+    expect(registry.get('hello')?.version).toBe(last?.version);
+    const reopened = await open();
+    expect(reopened.get('hello')?.version).toBe(last?.version);
+    expect(await readdir(path.join(data.dir, 'functions'))).toEqual(['hello.json']);
+  });
+
   it('logs each deploy', async () => {
     const { logger, records } = captureLogger();
     const registry = await FunctionRegistry.open(data.dir, limits, logger);

@@ -94,6 +94,13 @@ export class FunctionRegistry {
   readonly #log: Logger;
   readonly #functions = new Map<string, DeployedFunction>();
   readonly #listeners: Array<() => void> = [];
+  /**
+   * The tail of the deploys and removals in progress: they run one at a time, in call
+   * order. Overlapping ones (two deploys, a `--watch` save during one) would otherwise
+   * share `<name>.json.tmp`, so one failed on the rename and memory and disk could end
+   * up on different versions.
+   */
+  #changes: Promise<unknown> = Promise.resolve();
 
   private constructor(dir: string, limits: RegistryLimits, log: Logger) {
     this.#dir = dir;
@@ -124,7 +131,11 @@ export class FunctionRegistry {
    * is a no-op; new code replaces the function's previous version.
    * @throws VoltlineError `VL_DEPLOY_INVALID` naming the field that is wrong.
    */
-  async deploy(code: string, source = 'bundle'): Promise<DeployedFunction> {
+  deploy(code: string, source = 'bundle'): Promise<DeployedFunction> {
+    return this.#serialized(() => this.#deploy(code, source));
+  }
+
+  async #deploy(code: string, source: string): Promise<DeployedFunction> {
     let description: FunctionDescription;
     try {
       description = await describeBundle(code);
@@ -173,7 +184,11 @@ export class FunctionRegistry {
   }
 
   /** Removes a function; returns false when there was none of that name. */
-  async remove(name: string): Promise<boolean> {
+  remove(name: string): Promise<boolean> {
+    return this.#serialized(() => this.#remove(name));
+  }
+
+  async #remove(name: string): Promise<boolean> {
     if (!this.#functions.delete(name)) return false;
     await rm(path.join(this.#dir, `${name}.json`), { force: true });
     this.#log.info({ function: name }, 'function removed');
@@ -192,6 +207,13 @@ export class FunctionRegistry {
   /** Calls `listener` after every deploy and removal. */
   onChange(listener: () => void): void {
     this.#listeners.push(listener);
+  }
+
+  /** Runs `change` after every deploy and removal called before it has settled. */
+  #serialized<T>(change: () => Promise<T>): Promise<T> {
+    const result = this.#changes.then(change, change);
+    this.#changes = result.catch(() => undefined);
+    return result;
   }
 
   #emit(): void {

@@ -363,6 +363,28 @@ describe('function retries', () => {
     expect(router.stats('flaky').retries).toBe(3);
   });
 
+  it('runs a retry on the version its batch ran on, so a device never goes back to an older version', async () => {
+    // The lane takes seq 0 alone, then seq 1 and 2 as one batch: seq 1 fails once, seq 2
+    // (same device, later) succeeds on the first run.
+    await appendFlaky([{ seq: 0 }, { seq: 1, failTimes: 1 }, { seq: 2 }]);
+    const router = startRouter({ lanesPerFunction: 1, functionRetryMinMs: 400, functionRetryMaxMs: 400 });
+    // A new version (its points say attempt + 100) is deployed while seq 1 waits for its retry.
+    await eventually(async () => (router.stats('flaky').retries > 0 ? true : undefined), 10_000, 'the retry of seq 1 to be scheduled');
+    const v2 = (await bundleFixture('flaky')).code.replace('.field("attempt", event.attempt)', '.field("attempt", event.attempt + 100)');
+    expect(v2).toContain('event.attempt + 100');
+    await rig.registry.deploy(v2);
+    await appendFlaky([{ seq: 3 }]);
+    await waitForStored(4);
+    await router.idle();
+    // seq 2 ran on the first version, so seq 1 (earlier) stays on it too; seq 3 runs on the new one.
+    expect(rig.written.map((p) => [p.fields['seq'], p.fields['attempt']])).toEqual([
+      [0, 1],
+      [1, 2],
+      [2, 1],
+      [3, 101],
+    ]);
+  });
+
   it('never retries invalid input', async () => {
     await appendFlaky([{ seq: 0, bad: true }, { seq: 1, bad: true, failTimes: 5 }]);
     const router = startRouter({ lanesPerFunction: 1 });

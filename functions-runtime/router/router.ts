@@ -227,9 +227,16 @@ export class Router {
         letters.push(this.#letter(fnName, event, 'payload_not_json', '', 'payload is not valid UTF-8 text, so it cannot be JSON'));
       }
     }
-    const failed: Failed[] = [];
-    await this.#invoke(fnName, runnable, texts, points, letters, failed, 1);
-    for (const { event, text } of failed) await this.#retry(fnName, event, text, points, letters);
+    // The version is read once per batch: the whole batch, its re-runs and its events'
+    // retries run on it. A retry on a version deployed meanwhile would run an earlier
+    // event of a device on a newer version than a later one of the same batch.
+    const fn = this.#o.registry.get(fnName);
+    // Removed while its events waited: nothing runs them now.
+    if (fn !== undefined) {
+      const failed: Failed[] = [];
+      await this.#invoke(fn, runnable, texts, points, letters, failed, 1);
+      for (const { event, text } of failed) await this.#retry(fn, event, text, points, letters);
+    }
     // After stop() returned, the store may be closing: this router writes nothing more.
     if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
     await this.#write(batch.flatMap((event) => points.get(event) ?? []), letters);
@@ -243,12 +250,12 @@ export class Router {
    * (too large for one worker frame) would be refused again: it runs in halves, in order,
    * and a single event still refused is dead-lettered rather than blocking its lane.
    */
-  async #invoke(fnName: string, events: LoggedEvent[], texts: string[], points: Map<LoggedEvent, Point[]>, letters: DeadLetter[], failed: Failed[], attempt: number): Promise<void> {
+  async #invoke(fn: DeployedFunction, events: LoggedEvent[], texts: string[], points: Map<LoggedEvent, Point[]>, letters: DeadLetter[], failed: Failed[], attempt: number): Promise<void> {
+    const fnName = fn.name;
     // `tries` counts runs of this batch lost to the platform; `attempt` is the event's attempt.
     for (let tries = 0; events.length > 0; ) {
       if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot run a batch of '${fnName}' as the router has stopped`, { retriable: true });
-      const fn = this.#o.registry.get(fnName);
-      if (fn === undefined) return; // removed while its events waited: nothing runs them now
+      if (this.#o.registry.get(fnName) === undefined) return; // removed while its events waited: nothing runs them now
       try {
         const outcome = await this.#o.scheduler.run(
           { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
@@ -281,8 +288,8 @@ export class Router {
           }
           const half = Math.ceil(events.length / 2);
           this.#log.warn({ function: fnName, events: events.length, err: errorMessage(err) }, 'batch refused; running it in halves');
-          await this.#invoke(fnName, events.slice(0, half), texts.slice(0, half), points, letters, failed, attempt);
-          await this.#invoke(fnName, events.slice(half), texts.slice(half), points, letters, failed, attempt);
+          await this.#invoke(fn, events.slice(0, half), texts.slice(0, half), points, letters, failed, attempt);
+          await this.#invoke(fn, events.slice(half), texts.slice(half), points, letters, failed, attempt);
           return;
         }
         this.#retries.inc({ stage: 'invoke' });
@@ -296,14 +303,15 @@ export class Router {
    * Runs one failed event again, alone, until it succeeds, fails for good (invalid input)
    * or has used its attempts; the last attempt's verdict is collected. The lane waits.
    */
-  async #retry(fnName: string, event: LoggedEvent, text: string, points: Map<LoggedEvent, Point[]>, letters: DeadLetter[]): Promise<void> {
+  async #retry(fn: DeployedFunction, event: LoggedEvent, text: string, points: Map<LoggedEvent, Point[]>, letters: DeadLetter[]): Promise<void> {
+    const fnName = fn.name;
     for (let attempt = 2; ; attempt++) {
       this.#retries.inc({ stage: 'function' });
       this.#meter.retried(fnName);
       this.#log.debug({ function: fnName, offset: String(event.offset), deviceId: event.deviceId, attempt }, 'running a failed event again');
       await this.#backoff(attempt - 2, this.#o.functionRetryMinMs, this.#o.functionRetryMaxMs);
       const failed: Failed[] = [];
-      await this.#invoke(fnName, [event], [text], points, letters, failed, attempt);
+      await this.#invoke(fn, [event], [text], points, letters, failed, attempt);
       if (failed.length === 0) return;
     }
   }

@@ -214,6 +214,38 @@ describe('a lost worker', () => {
   });
 });
 
+describe('a new version of a function', () => {
+  /** The busy fixture again under another version, as a redeploy makes it. */
+  const nextVersionOf = (fn: LoadFunction): LoadFunction => ({ ...fn, version: `${fn.version}-next`, code: `${fn.code}\n// next\n` });
+
+  it('is loaded beside a batch of the old version still running there, which finishes on the old version, whole', async () => {
+    const scheduler = schedulerWith();
+    await scheduler.start();
+    await scheduler.run(busy, [busyEvent(0)]);
+    const old = scheduler.run(busy, [busyEvent(300, 2), busyEvent(0, 3)]);
+    await inFlightOn(scheduler, 1);
+    // Dispatched to the same worker while the old batch runs: the old version is unloaded there.
+    const next = await scheduler.run(nextVersionOf(busy), [busyEvent(0, 4)]);
+    expect(next.results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 4 } }] });
+    const outcome = await old;
+    expect(outcome.workerId).toBe(next.workerId);
+    expect(outcome.results).toMatchObject([{ outcome: 'ok', points: [{ fields: { seq: 2 } }] }, { outcome: 'ok', points: [{ fields: { seq: 3 } }] }]);
+    expect(scheduler.workers()[0]?.functions).toEqual([`busy@${busy.version}-next`]);
+  });
+
+  it('does not cut short the batch of the old version when the worker is stopped meanwhile', async () => {
+    const scheduler = schedulerWith();
+    await scheduler.start();
+    await scheduler.run(busy, [busyEvent(0)]);
+    const old = scheduler.run(busy, [busyEvent(400, 2)]);
+    await inFlightOn(scheduler, 1);
+    await scheduler.run(nextVersionOf(busy), [busyEvent(0, 3)]);
+    // The old version is unloaded and still running its batch: shutdown must wait for it too.
+    await scheduler.stop();
+    expect((await old).results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 2 } }] });
+  });
+});
+
 describe('stop()', () => {
   it('leaves no worker processes behind', async () => {
     const scheduler = schedulerWith({ workers: 3 });

@@ -21,6 +21,12 @@ interface Loaded {
 }
 
 const loaded = new Map<string, Loaded>();
+/**
+ * Versions unloaded (a newer one was loaded) whose batches are still running: disposed
+ * when they finish, and waited for by `shutdown` like loaded ones, since exiting while an
+ * isolate runs kills the worker (SIGSEGV) and loses the batch.
+ */
+const unloading = new Set<Promise<void>>();
 let inFlight = 0;
 
 function send(message: FromWorker): void {
@@ -58,7 +64,10 @@ function handle(message: ToWorker): void {
       const entry = loaded.get(k);
       if (entry === undefined) return;
       loaded.delete(k);
-      void entry.tail.then(() => entry.sandbox.dispose());
+      // Its batches already received run to the end on this version: dispose after them.
+      const disposed = entry.tail.then(() => entry.sandbox.dispose());
+      unloading.add(disposed);
+      void disposed.then(() => unloading.delete(disposed));
       return;
     }
     case 'invoke': {
@@ -98,7 +107,7 @@ let shuttingDown = false;
 function shutdown(): void {
   if (shuttingDown) return;
   shuttingDown = true;
-  void Promise.all([...loaded.values()].map((entry) => entry.tail)).then(() => {
+  void Promise.all([...[...loaded.values()].map((entry) => entry.tail), ...unloading]).then(() => {
     // An empty write's callback runs once every earlier write has been handed to the
     // pipe: exiting before that could cut the last result frame short.
     process.stdout.write(Buffer.alloc(0), () => process.exit(0));
