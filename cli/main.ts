@@ -4,7 +4,7 @@
  */
 import { simCommand } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
-import { deployCommand, functionsCommand, invokeCommand, rmCommand } from './commands/functions.ts';
+import { configCommand, deployCommand, functionsCommand, invokeCommand, rmCommand } from './commands/functions.ts';
 import { upCommand } from './commands/up.ts';
 import { CliError, type CommandIo } from './io.ts';
 
@@ -16,6 +16,7 @@ Commands:
   deploy      bundle and deploy functions to a running platform
   invoke      run one invocation of a deployed function
   functions   list deployed functions with live stats
+  config      show or change a function's settings (ctx.config) without redeploying
   rm          remove a deployed function
 
 Run 'voltline <command> --help' for a command's flags.`;
@@ -26,6 +27,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   deploy: deployCommand,
   invoke: invokeCommand,
   functions: functionsCommand,
+  config: configCommand,
   rm: rmCommand,
 };
 

@@ -1,6 +1,6 @@
 /** The functions runtime's public entry: other folders import only this file. */
 export { bundleFunction, versionOf, type Bundle } from './bundler/bundle.ts';
-export { FunctionRegistry, cronSchedules, triggersText, type DeployedFunction, type DeployedTrigger, type RegistryLimits } from './registry/registry.ts';
+export { FunctionRegistry, cronSchedules, triggersText, loadFunctionOf, publicFunction, type DeployedFunction, type DeployedTrigger, type RegistryLimits, type SettingsChange } from './registry/registry.ts';
 export { Router, type RouterOptions } from './router/router.ts';
 export { type FunctionStats, type InvocationOutcome } from './router/function-stats.ts';
 export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';

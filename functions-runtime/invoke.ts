@@ -3,7 +3,7 @@
  * event through the same scheduler and sandbox as live traffic and returns the verdict.
  * It is a dry run: the points are returned, not stored.
  */
-import type { DeployedFunction } from './registry/registry.ts';
+import { loadFunctionOf, type DeployedFunction } from './registry/registry.ts';
 import type { SandboxMetering } from './sandbox/sandbox.ts';
 import type { Scheduler } from './scheduler/scheduler.ts';
 import type { GuestLogLine } from './sandbox/guest-protocol.ts';
@@ -32,7 +32,7 @@ export async function invokeOnce(scheduler: Scheduler, fn: DeployedFunction, req
   const filter = fn.triggers.find((t) => 'mqtt' in t);
   const topic = request.topic ?? (filter === undefined ? undefined : filter.mqtt.replaceAll('+', request.deviceId ?? 'manual').replace(/#$/, 'manual')) ?? 'manual';
   const outcome = await scheduler.run(
-    { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
+    loadFunctionOf(fn),
     [{ payload: request.payload, topic, deviceId: request.deviceId ?? 'manual', receivedAt: Date.now(), source: 'manual', invocationId }],
   );
   const result = outcome.results[0];

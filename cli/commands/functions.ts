@@ -1,16 +1,20 @@
-/** `voltline deploy`, `invoke`, `functions` and `rm`: functions on a running platform. */
+/** `voltline deploy`, `invoke`, `functions`, `config` and `rm`: functions on a running platform. */
 import { readFile, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { bundleFunction, triggersText, type DeployedTrigger } from '../../functions-runtime/index.ts';
 import { apiBase, callApi, CliError, type CommandIo } from '../io.ts';
 
-export const DEPLOY_USAGE = `Usage: voltline deploy <file.ts|dir> [--api URL]
+export const DEPLOY_USAGE = `Usage: voltline deploy <file.ts|dir> [--config KEY=VALUE …] [--secret KEY=VALUE …] [--api URL]
 
 Bundles each function (a module that default-exports defineFunction({...})) and deploys
 it to the running platform. A directory deploys every .ts file in it except tests.
+Settings given are set on each function deployed (others it had are kept); the handler
+reads them as ctx.config.KEY. Secrets are never shown back ('voltline config').
 
 Flags:
+  --config KEY=VALUE  a setting (repeatable)
+  --secret KEY=VALUE  a setting whose value is never shown (repeatable)
   --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
   -h, --help    show this help`;
 
@@ -38,6 +42,19 @@ Flags:
   --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
   -h, --help    show this help`;
 
+export const CONFIG_USAGE = `Usage: voltline config <name> [KEY=VALUE …] [--secret KEY=VALUE …] [--unset KEY …] [--api URL]
+
+Shows or changes a deployed function's settings (ctx.config) without redeploying its
+code: the next invocation sees them. Secrets show as KEY=***. Keys are upper-case
+letters, digits and '_' (at most 64 characters), values at most 4 KiB, 64 keys a function.
+
+Flags:
+  --secret KEY=VALUE  set a setting whose value is never shown (repeatable)
+  --unset KEY         remove a setting (repeatable)
+  --json              print the function's settings as JSON
+  --api URL           the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help          show this help`;
+
 export const RM_USAGE = `Usage: voltline rm <name> [--api URL]
 
 Removes a deployed function: its triggers stop matching and its isolates are unloaded.
@@ -54,6 +71,9 @@ interface ListedFunction {
   timeoutMs: number;
   memoryMb: number;
   retries: number;
+  config: Record<string, string>;
+  /** Names only: the API never returns secret values. */
+  secrets: string[];
   stats: {
     invocations: Record<'ok' | 'invalid' | 'error' | 'timeout' | 'memory', number>;
     deadLetters: number;
@@ -71,6 +91,24 @@ function statsLine(stats: ListedFunction['stats']): string {
   return `events: ${outcomes}  retries: ${stats.retries}  dead letters: ${stats.deadLetters}  batch wall time: ${wall}`;
 }
 
+/** `KEY=VALUE` arguments as a record; a missing '=' is a usage error naming the argument. */
+function parseSettings(args: readonly string[] | undefined, flag: string): Record<string, string> | undefined {
+  if (args === undefined || args.length === 0) return undefined;
+  const out: Record<string, string> = {};
+  for (const arg of args) {
+    const at = arg.indexOf('=');
+    if (at <= 0) throw new CliError(`Cannot read ${flag} '${arg}' as it is not KEY=VALUE`, 2);
+    out[arg.slice(0, at)] = arg.slice(at + 1);
+  }
+  return out;
+}
+
+/** Settings as people see them: `REGION=eu-west API_KEY=***`; 'none' when there are none. */
+function settingsText(fn: { config?: Record<string, string>; secrets?: string[] }): string {
+  const parts = [...Object.entries(fn.config ?? {}).map(([k, v]) => `${k}=${v}`), ...(fn.secrets ?? []).map((k) => `${k}=***`)];
+  return parts.join(' ') || 'none';
+}
+
 async function filesToDeploy(target: string): Promise<string[]> {
   let info;
   try {
@@ -85,7 +123,11 @@ async function filesToDeploy(target: string): Promise<string[]> {
 }
 
 export async function deployCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { config: { type: 'string', multiple: true }, secret: { type: 'string', multiple: true }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help === true) {
     io.stdout.write(`${DEPLOY_USAGE}\n`);
     return 0;
@@ -93,9 +135,12 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const target = positionals[0];
   if (target === undefined) throw new CliError(`Cannot deploy without a file or directory.\n${DEPLOY_USAGE}`, 2);
   const base = apiBase(values.api, io.env);
+  const config = parseSettings(values.config, '--config');
+  const secrets = parseSettings(values.secret, '--secret');
   for (const file of await filesToDeploy(target)) {
     const bundle = await bundleFunction(file);
-    const fn = (await callApi(base, 'POST', '/api/functions', { code: bundle.code, source: file })) as { name: string; version: string; triggers: DeployedTrigger[] };
+    const body = { code: bundle.code, source: file, ...(config === undefined ? {} : { config }), ...(secrets === undefined ? {} : { secrets }) };
+    const fn = (await callApi(base, 'POST', '/api/functions', body)) as { name: string; version: string; triggers: DeployedTrigger[] };
     io.stdout.write(`deployed ${fn.name}@${fn.version} from ${file} (triggers: ${triggersText(fn.triggers)})\n`);
   }
   return 0;
@@ -154,6 +199,7 @@ export async function functionsCommand(argv: string[], io: CommandIo): Promise<n
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
     io.stdout.write(`${fn.name}@${fn.version}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries\n`);
+    if (Object.keys(fn.config ?? {}).length + (fn.secrets ?? []).length > 0) io.stdout.write(`  config: ${settingsText(fn)}\n`);
     io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }
   return 0;
@@ -171,5 +217,44 @@ export async function rmCommand(argv: string[], io: CommandIo): Promise<number> 
   // The API answers 404 with "No function named '<name>' is deployed": callApi makes it exit 1.
   await callApi(base, 'DELETE', `/api/functions/${encodeURIComponent(name)}`);
   io.stdout.write(`removed ${name}\n`);
+  return 0;
+}
+
+export async function configCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      secret: { type: 'string', multiple: true },
+      unset: { type: 'string', multiple: true },
+      json: { type: 'boolean', default: false },
+      api: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help === true) {
+    io.stdout.write(`${CONFIG_USAGE}\n`);
+    return 0;
+  }
+  const [name, ...pairs] = positionals;
+  if (name === undefined) throw new CliError(`Cannot show or change settings without a function name.\n${CONFIG_USAGE}`, 2);
+  const base = apiBase(values.api, io.env);
+  const config = parseSettings(pairs, 'setting');
+  const secrets = parseSettings(values.secret, '--secret');
+  const unset = values.unset ?? [];
+  let fn: { name: string; version: string; config: Record<string, string>; secrets: string[] } | undefined;
+  if (config === undefined && secrets === undefined && unset.length === 0) {
+    const { functions } = (await callApi(base, 'GET', '/api/functions')) as { functions: ListedFunction[] };
+    fn = functions.find((f) => f.name === name);
+    if (fn === undefined) throw new CliError(`No function named '${name}' is deployed ('voltline functions' lists those that are)`);
+  } else {
+    const body = { ...(config === undefined ? {} : { config }), ...(secrets === undefined ? {} : { secrets }), ...(unset.length === 0 ? {} : { unset }) };
+    fn = (await callApi(base, 'PUT', `/api/functions/${encodeURIComponent(name)}/config`, body)) as NonNullable<typeof fn>;
+  }
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify({ name: fn.name, config: fn.config, secrets: fn.secrets })}\n`);
+    return 0;
+  }
+  io.stdout.write(`${fn.name}  config: ${settingsText(fn)}\n`);
   return 0;
 }

@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { StoreReader, QuerySpec, DeadLetter } from '../../ingest/index.ts';
-import { invokeOnce, type FunctionRegistry, type FunctionStats, type Scheduler } from '../../functions-runtime/index.ts';
+import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type Scheduler } from '../../functions-runtime/index.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -42,7 +42,21 @@ const InvokeBody = z.object({
   deviceId: z.string().min(1).optional(),
 });
 
-const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional() });
+/** Settings as strings by key; the registry checks the keys and sizes, naming the key. */
+const Settings = z.record(z.string(), z.string());
+
+const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional(), config: Settings.optional(), secrets: Settings.optional() });
+
+const ConfigBody = z.object({ config: Settings.optional(), secrets: Settings.optional(), unset: z.array(z.string()).optional() });
+
+/** Only the fields given: the registry's change type has no `undefined` members. */
+function settingsChange(body: { config?: Record<string, string> | undefined; secrets?: Record<string, string> | undefined; unset?: string[] | undefined }) {
+  return {
+    ...(body.config === undefined ? {} : { config: body.config }),
+    ...(body.secrets === undefined ? {} : { secrets: body.secrets }),
+    ...(body.unset === undefined ? {} : { unset: body.unset }),
+  };
+}
 
 const DeadLetterParams = z.object({
   function: z.string().optional(),
@@ -78,7 +92,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.setErrorHandler((err, _request, reply) => {
     if (err instanceof VoltlineError) {
-      const status = err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' ? 400 : err.retriable ? 503 : 500;
+      const status = err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' || err.code === 'VL_CONFIG_INVALID' ? 400 : err.retriable ? 503 : 500;
       return sendError(reply, status, err.code, err.message, err.context);
     }
     if (err instanceof z.ZodError) {
@@ -115,14 +129,20 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
 
   app.get('/api/functions', async () => ({
-    functions: options.registry.list().map(({ code: _code, ...fn }) => ({ ...fn, stats: options.functionStats(fn.name) })),
+    functions: options.registry.list().map((fn) => ({ ...publicFunction(fn), stats: options.functionStats(fn.name) })),
   }));
 
   app.post('/api/functions', async (request, reply) => {
     const body = DeployBody.parse(request.body);
-    const fn = await options.registry.deploy(body.code, body.source);
-    const { code: _code, ...rest } = fn;
-    return reply.code(201).send(rest);
+    const fn = await options.registry.deploy(body.code, body.source, settingsChange(body));
+    return reply.code(201).send(publicFunction(fn));
+  });
+
+  app.put<{ Params: { name: string } }>('/api/functions/:name/config', async (request, reply) => {
+    const body = ConfigBody.parse(request.body ?? {});
+    const fn = await options.registry.configure(request.params.name, settingsChange(body));
+    if (fn === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+    return publicFunction(fn);
   });
 
   app.delete<{ Params: { name: string } }>('/api/functions/:name', async (request, reply) => {

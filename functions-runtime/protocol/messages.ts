@@ -9,6 +9,11 @@ export interface LoadFunction {
   readonly code: string;
   readonly timeoutMs: number;
   readonly memoryMb: number;
+  /**
+   * The function's settings, config and secrets merged (ctx.config). `version` covers them
+   * too (registry's loadFunctionOf), so a settings change loads afresh on every worker.
+   */
+  readonly config?: Readonly<Record<string, string>>;
 }
 
 export type ToWorker =
@@ -19,7 +24,7 @@ export type ToWorker =
       readonly id: number;
       readonly name: string;
       readonly version: string;
-      readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline'>>;
+      readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>;
     }
   | { readonly t: 'shutdown' };
 

@@ -1,11 +1,11 @@
 /** FunctionRegistry on a real data folder with real bundles read back in real isolates. */
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { bundleFixture, captureLogger, tempDir } from '../testing/helpers.ts';
-import { cronSchedules, FunctionRegistry, type RegistryLimits } from './registry.ts';
+import { cronSchedules, FunctionRegistry, loadFunctionOf, publicFunction, type RegistryLimits, type SettingsChange } from './registry.ts';
 
 const limits: RegistryLimits = { maxTimeoutMs: 30_000, maxMemoryMb: 256 };
 let data: { dir: string; remove: () => Promise<void> };
@@ -242,5 +242,72 @@ describe('persistence', () => {
     expect(reopened.list()).toEqual([hello]);
     expect(records).toContainEqual(expect.objectContaining({ msg: 'skipping an unreadable deployed function', file: 'torn.json' }));
     expect(JSON.parse(await readFile(path.join(data.dir, 'functions', 'hello.json'), 'utf8'))).toEqual(hello);
+  });
+});
+
+describe('settings (config and secrets)', () => {
+  it('stores settings apart from the code: a change keeps the code version, changes the load version, and survives a reopen', async () => {
+    const registry = await open();
+    const bundle = await bundleFixture('configured');
+    const fn = await registry.deploy(bundle.code, 'configured.ts', { config: { REGION: 'eu-west' }, secrets: { API_KEY: 's3cret' } });
+    expect(fn).toMatchObject({ version: bundle.version, config: { REGION: 'eu-west' }, secrets: { API_KEY: 's3cret' } });
+    const before = loadFunctionOf(fn);
+    expect(before.config).toEqual({ REGION: 'eu-west', API_KEY: 's3cret' });
+    expect(before.version.startsWith(`${bundle.version}+`)).toBe(true);
+
+    const changed = await registry.configure('configured', { config: { REGION: 'us-east' }, unset: ['API_KEY'] });
+    expect(changed).toMatchObject({ version: bundle.version, code: bundle.code, config: { REGION: 'us-east' }, secrets: {} });
+    expect(loadFunctionOf(changed!).version).not.toBe(before.version);
+    // The same code deployed again keeps the settings.
+    expect(await registry.deploy(bundle.code)).toBe(registry.get('configured'));
+    expect(registry.get('configured')?.config).toEqual({ REGION: 'us-east' });
+
+    const file = path.join(data.dir, 'functions', 'configured.json');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect((await open()).get('configured')).toEqual(registry.get('configured'));
+    expect(await registry.configure('nobody', { config: { A: '1' } })).toBeUndefined();
+  });
+
+  it('loads a function without settings under its code version, with no config', async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('hello')).code);
+    expect(fn).toMatchObject({ config: {}, secrets: {} });
+    expect(loadFunctionOf(fn)).toEqual({ name: 'hello', version: fn.version, code: fn.code, timeoutMs: 500, memoryMb: 16 });
+  });
+
+  it('moves a key between config and secrets rather than keeping both', async () => {
+    const registry = await open();
+    await registry.deploy((await bundleFixture('configured')).code, 'configured.ts', { config: { TOKEN: 'shown' } });
+    expect(await registry.configure('configured', { secrets: { TOKEN: 'hidden' } })).toMatchObject({ config: {}, secrets: { TOKEN: 'hidden' } });
+    expect(publicFunction(registry.get('configured')!)).toMatchObject({ config: {}, secrets: ['TOKEN'] });
+    expect(JSON.stringify(publicFunction(registry.get('configured')!))).not.toContain('hidden');
+  });
+
+  it('refuses invalid keys, long values and too many keys, naming the key, and changes nothing', async () => {
+    const registry = await open();
+    const code = (await bundleFixture('configured')).code;
+    await registry.deploy(code, 'configured.ts', { config: { REGION: 'eu-west' } });
+    const refusal = async (change: SettingsChange): Promise<VoltlineError> => {
+      const err = await registry.configure('configured', change).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(VoltlineError);
+      expect((err as VoltlineError).code).toBe('VL_CONFIG_INVALID');
+      return err as VoltlineError;
+    };
+    expect((await refusal({ config: { 'api-key': 'x' } })).message).toMatch(/key "api-key" is not a valid key/);
+    expect((await refusal({ secrets: { '1ST': 'x' } })).context).toMatchObject({ key: '1ST' });
+    expect((await refusal({ config: { ['A'.repeat(65)]: 'x' } })).message).toContain('A'.repeat(65));
+    expect((await refusal({ config: { BIG: 'x'.repeat(4_097) } })).message).toMatch(/value of BIG is 4097 bytes, over the limit of 4096/);
+    expect((await refusal({ config: { SAME: 'a' }, secrets: { SAME: 'b' } })).message).toMatch(/SAME is given both/);
+    const many = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`K${i}`, 'v']));
+    expect((await refusal({ config: many })).message).toMatch(/65 keys .*over the limit of 64/);
+    // At deploy too, and the function is not deployed.
+    const fresh = await open(path.join(data.dir, 'other'));
+    const err = await fresh.deploy(code, 'configured.ts', { config: { lower: 'x' } }).catch((e: unknown) => e);
+    expect((err as VoltlineError).message).toContain('"lower"');
+    expect(fresh.get('configured')).toBeUndefined();
+    expect(registry.get('configured')?.config).toEqual({ REGION: 'eu-west' });
   });
 });

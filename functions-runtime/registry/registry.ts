@@ -1,9 +1,11 @@
 /**
  * The function registry: which functions are deployed, at which version, with which
- * triggers and limits. Deployed bundles are kept in `<dataDir>/functions/<name>.json`
- * so they survive restarts.
+ * triggers and limits, and with which settings (config and secrets, changed apart from the
+ * code). Deployed bundles are kept in `<dataDir>/functions/<name>.json` (mode 0600, secrets
+ * unencrypted) so they survive restarts.
  */
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ivm from 'isolated-vm';
 import type { Logger } from 'pino';
@@ -15,6 +17,7 @@ import { topicFilterProblem } from '../router/topic-filter.ts';
 import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_RETRIES } from '../sdk/define.ts';
 import { CONTEXT_PREAMBLE } from '../sandbox/sandbox.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
+import type { LoadFunction } from '../protocol/messages.ts';
 
 /** A deployed trigger: an MQTT topic filter, or a cron schedule (validated at deploy). */
 export type DeployedTrigger = { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string };
@@ -31,7 +34,22 @@ export interface DeployedFunction {
   readonly code: string;
   /** Epoch ms. */
   readonly deployedAt: number;
+  /** Settings shown to people (`voltline functions`); the handler reads them as ctx.config. */
+  readonly config: Readonly<Record<string, string>>;
+  /** Settings whose values are never shown: the API lists their names only. */
+  readonly secrets: Readonly<Record<string, string>>;
 }
+
+/** A change to a function's settings: keys to set (as config or as secrets) and keys to remove. */
+export interface SettingsChange {
+  readonly config?: Readonly<Record<string, string>>;
+  readonly secrets?: Readonly<Record<string, string>>;
+  readonly unset?: readonly string[];
+}
+
+export const SETTING_KEY_PATTERN = /^[A-Z_][A-Z0-9_]{0,63}$/;
+export const MAX_SETTING_BYTES = 4_096;
+export const MAX_SETTINGS = 64;
 
 export interface RegistryLimits {
   /** The longest time limit a function may ask for, ms. */
@@ -52,6 +70,9 @@ const Stored = z.object({
   retries: z.number().int().min(0).max(MAX_RETRIES).default(DEFAULT_RETRIES),
   code: z.string(),
   deployedAt: z.number(),
+  // Functions deployed before settings existed have none.
+  config: z.record(z.string(), z.string()).default({}),
+  secrets: z.record(z.string(), z.string()).default({}),
 });
 
 const Description = z.object({
@@ -131,11 +152,11 @@ export class FunctionRegistry {
    * is a no-op; new code replaces the function's previous version.
    * @throws VoltlineError `VL_DEPLOY_INVALID` naming the field that is wrong.
    */
-  deploy(code: string, source = 'bundle'): Promise<DeployedFunction> {
-    return this.#serialized(() => this.#deploy(code, source));
+  deploy(code: string, source = 'bundle', settings: SettingsChange = {}): Promise<DeployedFunction> {
+    return this.#serialized(() => this.#deploy(code, source, settings));
   }
 
-  async #deploy(code: string, source: string): Promise<DeployedFunction> {
+  async #deploy(code: string, source: string, change: SettingsChange): Promise<DeployedFunction> {
     let description: FunctionDescription;
     try {
       description = await describeBundle(code);
@@ -172,15 +193,42 @@ export class FunctionRegistry {
     }
     const version = versionOf(code);
     const existing = this.#functions.get(name);
-    if (existing?.version === version) return existing;
-    const fn: DeployedFunction = { name, version, triggers: description.triggers, timeoutMs, memoryMb, retries, code, deployedAt: Date.now() };
-    const file = path.join(this.#dir, `${name}.json`);
-    await writeFile(`${file}.tmp`, JSON.stringify(fn));
-    await rename(`${file}.tmp`, file);
-    this.#functions.set(name, fn);
+    // New code keeps the settings it had; those given with the deploy are set on top.
+    const settings = applySettings(name, existing ?? { config: {}, secrets: {} }, change);
+    if (existing?.version === version && settings === undefined) return existing;
+    const fn: DeployedFunction = { name, version, triggers: description.triggers, timeoutMs, memoryMb, retries, code, deployedAt: Date.now(), ...(settings ?? { config: existing?.config ?? {}, secrets: existing?.secrets ?? {} }) };
+    await this.#store(fn);
     this.#log.info({ function: name, version, triggers: fn.triggers }, 'function deployed');
     this.#emit();
     return fn;
+  }
+
+  /**
+   * Changes a function's settings without touching its code; the next batch runs with them
+   * (its load version changes, see loadFunctionOf). Returns undefined when there is no such function.
+   * @throws VoltlineError `VL_CONFIG_INVALID` naming the key that is wrong.
+   */
+  configure(name: string, change: SettingsChange): Promise<DeployedFunction | undefined> {
+    return this.#serialized(async () => {
+      const existing = this.#functions.get(name);
+      if (existing === undefined) return undefined;
+      const settings = applySettings(name, existing, change);
+      if (settings === undefined) return existing;
+      const fn: DeployedFunction = { ...existing, ...settings };
+      await this.#store(fn);
+      this.#log.info({ function: name, config: Object.keys(fn.config), secrets: Object.keys(fn.secrets) }, 'function settings changed');
+      this.#emit();
+      return fn;
+    });
+  }
+
+  async #store(fn: DeployedFunction): Promise<void> {
+    const file = path.join(this.#dir, `${fn.name}.json`);
+    // Secrets are in it: readable by the platform's user only.
+    await writeFile(`${file}.tmp`, JSON.stringify(fn), { mode: 0o600 });
+    await chmod(`${file}.tmp`, 0o600);
+    await rename(`${file}.tmp`, file);
+    this.#functions.set(fn.name, fn);
   }
 
   /** Removes a function; returns false when there was none of that name. */
@@ -232,4 +280,71 @@ export function cronSchedules(functions: readonly DeployedFunction[]): TimerSche
 export function triggersText(triggers: readonly DeployedTrigger[]): string {
   const parts = triggers.map((t) => ('cron' in t ? `cron '${t.cron}'${t.timezone === undefined ? '' : ` ${t.timezone}`}` : t.mqtt));
   return parts.join(', ') || 'manual only';
+}
+
+function settingsError(name: string, key: string, message: string): VoltlineError {
+  return new VoltlineError('VL_CONFIG_INVALID', `Cannot set the settings of function '${name}' as ${message}`, { context: { function: name, key } });
+}
+
+/**
+ * The settings after `change`, validated; undefined when it changes nothing. A key is
+ * either config or a secret: setting it as one removes it from the other.
+ * @throws VoltlineError `VL_CONFIG_INVALID` naming the key.
+ */
+export function applySettings(
+  name: string,
+  current: Pick<DeployedFunction, 'config' | 'secrets'>,
+  change: SettingsChange,
+): Pick<DeployedFunction, 'config' | 'secrets'> | undefined {
+  const config: Record<string, string> = { ...current.config };
+  const secrets: Record<string, string> = { ...current.secrets };
+  const given = [...Object.entries(change.config ?? {}).map(([k, v]) => [k, v, 'config'] as const), ...Object.entries(change.secrets ?? {}).map(([k, v]) => [k, v, 'secret'] as const)];
+  for (const key of change.unset ?? []) {
+    if (!SETTING_KEY_PATTERN.test(key)) throw settingsError(name, key, `key ${JSON.stringify(key)} is not a valid key (upper-case letters, digits and '_', not starting with a digit, at most 64)`);
+    delete config[key];
+    delete secrets[key];
+  }
+  const seen = new Set<string>();
+  for (const [key, value, kind] of given) {
+    if (!SETTING_KEY_PATTERN.test(key)) throw settingsError(name, key, `key ${JSON.stringify(key)} is not a valid key (upper-case letters, digits and '_', not starting with a digit, at most 64)`);
+    if (seen.has(key)) throw settingsError(name, key, `key ${key} is given both as config and as a secret`);
+    seen.add(key);
+    if (typeof value !== 'string') throw settingsError(name, key, `the value of ${key} must be a string`);
+    if (Buffer.byteLength(value, 'utf8') > MAX_SETTING_BYTES) throw settingsError(name, key, `the value of ${key} is ${Buffer.byteLength(value, 'utf8')} bytes, over the limit of ${MAX_SETTING_BYTES}`);
+    if (kind === 'config') {
+      config[key] = value;
+      delete secrets[key];
+    } else {
+      secrets[key] = value;
+      delete config[key];
+    }
+  }
+  const keys = [...Object.keys(config), ...Object.keys(secrets)];
+  if (keys.length > MAX_SETTINGS) {
+    const extra = keys.find((k) => !(k in current.config) && !(k in current.secrets)) ?? keys[keys.length - 1] ?? '';
+    throw settingsError(name, extra, `it would have ${keys.length} keys (adding ${extra}), over the limit of ${MAX_SETTINGS}`);
+  }
+  const sorted = (record: Record<string, string>) => Object.fromEntries(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const next = { config: sorted(config), secrets: sorted(secrets) };
+  const same = JSON.stringify(next) === JSON.stringify({ config: sorted({ ...current.config }), secrets: sorted({ ...current.secrets }) });
+  return same ? undefined : next;
+}
+
+/**
+ * A function as workers load it: its settings merged, and a version that is the code's
+ * content hash, plus a hash of the settings when it has any, so a settings change is a
+ * new load on every worker (older loads of the function are unloaded) without new code.
+ */
+export function loadFunctionOf(fn: DeployedFunction): LoadFunction {
+  const base = { name: fn.name, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb };
+  const config = { ...fn.config, ...fn.secrets };
+  if (Object.keys(config).length === 0) return { ...base, version: fn.version };
+  const hash = createHash('sha256').update(JSON.stringify(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))).digest('hex').slice(0, 12);
+  return { ...base, version: `${fn.version}+${hash}`, config };
+}
+
+/** A function as the API shows it: no code, and secrets by name only. */
+export function publicFunction(fn: DeployedFunction): Omit<DeployedFunction, 'code' | 'secrets'> & { readonly secrets: string[] } {
+  const { code: _code, secrets, ...rest } = fn;
+  return { ...rest, secrets: Object.keys(secrets) };
 }

@@ -417,3 +417,19 @@ describe('function retries', () => {
     expect(router.stats('never-deployed')).toMatchObject({ batches: 0, wallMs: null, memoryBytes: null });
   });
 });
+
+describe('settings (ctx.config)', () => {
+  it("runs triggered events with the function's settings, and with the new ones after a change, on the same workers", async () => {
+    await rig.registry.deploy((await bundleFixture('configured')).code, 'configured.ts', { config: { REGION: 'eu-west' } });
+    startRouter();
+    const encoder = new TextEncoder();
+    const send = (n: number) => rig.log.append({ source: 'mqtt', topic: 'configured/dev-0/in', deviceId: 'dev-0', payload: encoder.encode('{}'), receivedAtMs: BASE_TS + n });
+    const regions = () => rig.written.filter((p) => p.measurement === 'configured').map((p) => p.tags['region']);
+    await send(1);
+    await eventually(() => (regions().length === 1 ? true : undefined), 10_000, 'the first point');
+    await rig.registry.configure('configured', { config: { REGION: 'us-east' } });
+    await send(2);
+    await eventually(() => (regions().length === 2 ? true : undefined), 10_000, 'the second point');
+    expect(regions()).toEqual(['eu-west', 'us-east']);
+  });
+});

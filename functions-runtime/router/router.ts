@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import { timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
-import type { DeployedFunction, FunctionRegistry } from '../registry/registry.ts';
+import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
 import { validatePoint } from '../sdk/point.ts';
@@ -258,7 +258,7 @@ export class Router {
       if (this.#o.registry.get(fnName) === undefined) return; // removed while its events waited: nothing runs them now
       try {
         const outcome = await this.#o.scheduler.run(
-          { name: fn.name, version: fn.version, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb },
+          loadFunctionOf(fn),
           events.map((event, i) => ({
             payload: texts[i] ?? '',
             topic: event.topic,

@@ -13,6 +13,11 @@ export interface GuestEvent {
   readonly attempt?: number;
   /** Epoch ms. */
   readonly deadline: number;
+  /**
+   * The function's settings (config and secrets merged). Added by the sandbox from what the
+   * function was loaded with: they cross the worker protocol once per load, not per event.
+   */
+  readonly config?: Readonly<Record<string, string>>;
 }
 
 export interface GuestLogLine {

@@ -120,7 +120,8 @@ function eventFor(event: GuestEvent, payload: unknown) {
 }
 
 function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[]) {
-  return { log: makeLogger(logs), deadline: event.deadline, invocationId: event.invocationId, functionName: definition.name };
+  // `event` is parsed afresh for every invocation: this frozen copy is this invocation's own.
+  return { log: makeLogger(logs), deadline: event.deadline, invocationId: event.invocationId, functionName: definition.name, config: Object.freeze({ ...event.config }) };
 }
 
 /**

@@ -238,3 +238,26 @@ describe('logs', () => {
     expect(second?.logs).toEqual([]);
   });
 });
+
+describe('config (ctx.config)', () => {
+  it('hands the settings it was loaded with to the handler, frozen, and none when it has none', async () => {
+    const code = (await bundleFixture('configured')).code;
+    const configured = new FunctionSandbox({ code, memoryMb: 16, timeoutMs: 500, config: { REGION: 'eu-west', API_KEY: 's3cret' } });
+    const bare = new FunctionSandbox({ code, memoryMb: 16, timeoutMs: 500 });
+    sandboxes.push(configured, bare);
+    const [withConfig] = await run(configured, {});
+    expect(withConfig).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { keys: 'API_KEY,REGION', api_key: 's3cret', frozen: true } }] });
+    const [without] = await run(bare, {});
+    expect(without).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'unset' }, fields: { keys: '', api_key: 'unset', frozen: true } }] });
+  });
+
+  it('refuses a handler changing its config, and the next invocation sees it unchanged', async () => {
+    const code = (await bundleFixture('configured')).code;
+    const sandbox = new FunctionSandbox({ code, memoryMb: 16, timeoutMs: 500, config: { REGION: 'eu-west' } });
+    sandboxes.push(sandbox);
+    const [mutating, next] = await run(sandbox, { mutate: true }, {});
+    // Strict code (an ES module): each write to the frozen object throws a TypeError.
+    expect(mutating).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { mutations: 'refused,refused,refused', keys: 'REGION' } }] });
+    expect(next).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { keys: 'REGION' } }] });
+  });
+});

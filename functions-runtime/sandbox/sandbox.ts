@@ -16,7 +16,12 @@ export interface SandboxOptions {
   readonly memoryMb: number;
   /** Time limit per event, ms. */
   readonly timeoutMs: number;
+  /** The function's settings (ctx.config): config and secrets merged. */
+  readonly config?: Readonly<Record<string, string>>;
 }
+
+/** An event as the host hands it to a sandbox: the sandbox adds the deadline and the config. */
+export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config'>;
 
 /** What the host makes of one event: the guest's verdict, or a limit it hit. */
 export type SandboxResult =
@@ -70,6 +75,8 @@ export const CONTEXT_PREAMBLE = `(() => {
 
 export class FunctionSandbox {
   readonly #options: SandboxOptions;
+  /** The config as JSON, encoded once and spliced into each event's JSON (none when empty). */
+  readonly #configJson: string | undefined;
   #isolate: ivm.Isolate | undefined;
   #script: ivm.Script | undefined;
   /** CONTEXT_PREAMBLE, compiled in the current isolate. */
@@ -83,6 +90,8 @@ export class FunctionSandbox {
 
   constructor(options: SandboxOptions) {
     this.#options = options;
+    const config = options.config ?? {};
+    this.#configJson = Object.keys(config).length === 0 ? undefined : JSON.stringify(config);
   }
 
   #ensureIsolate(): { isolate: ivm.Isolate; script: ivm.Script } {
@@ -140,7 +149,7 @@ export class FunctionSandbox {
    * hit a limit, only that event gets the verdict: the isolate is rebuilt and the rest of
    * the batch runs in it.
    */
-  async runBatch(events: readonly Omit<GuestEvent, 'deadline'>[]): Promise<{ results: SandboxResult[]; metering: SandboxMetering }> {
+  async runBatch(events: readonly SandboxEvent[]): Promise<{ results: SandboxResult[]; metering: SandboxMetering }> {
     const started = performance.now();
     const results: SandboxResult[] = [];
     let cpuNs = 0n;
@@ -180,14 +189,16 @@ export class FunctionSandbox {
     return { results, metering: { wallMs: performance.now() - started, cpuMs: Number(cpuNs) / 1e6, memoryBytes } };
   }
 
-  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: Omit<GuestEvent, 'deadline'>): Promise<SandboxResult | 'tainted'> {
+  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: SandboxEvent): Promise<SandboxResult | 'tainted'> {
     const timeoutMs = this.#options.timeoutMs;
     const guestEvent: GuestEvent = { ...event, deadline: Date.now() + timeoutMs };
+    const eventJson = JSON.stringify(guestEvent);
+    const text = this.#configJson === undefined ? eventJson : `${eventJson.slice(0, -1)},"config":${this.#configJson}}`;
     let timer: NodeJS.Timeout | undefined;
     try {
       // `timeout` stops synchronous code; a promise that never settles is caught by the
       // wall-clock race below, which disposes the isolate (it is rebuilt for the next event).
-      const call = invoke.apply(undefined, [JSON.stringify(guestEvent)], { timeout: timeoutMs, result: { promise: true, copy: true } }) as Promise<string>;
+      const call = invoke.apply(undefined, [text], { timeout: timeoutMs, result: { promise: true, copy: true } }) as Promise<string>;
       const deadline = new Promise<'deadline'>((resolve) => {
         timer = setTimeout(() => resolve('deadline'), timeoutMs + ASYNC_GRACE_MS);
       });

@@ -107,7 +107,7 @@ interface Worker {
 
 interface Job {
   readonly fn: LoadFunction;
-  readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline'>>;
+  readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>;
   readonly pending: Pending;
 }
 
@@ -266,7 +266,7 @@ export class Scheduler {
    * @throws VoltlineError `VL_WORKER_LOST` (retriable) when the worker died with the batch;
    *   `VL_BATCH_TOO_LARGE` (not retriable) when the batch does not fit in one frame.
    */
-  async run(fn: LoadFunction, events: ReadonlyArray<Omit<GuestEvent, 'deadline'>>): Promise<BatchOutcome> {
+  async run(fn: LoadFunction, events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>): Promise<BatchOutcome> {
     while (this.#queue.length >= this.#options.maxQueuedBatches) {
       await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
     }

@@ -89,6 +89,12 @@ export interface FunctionContext {
   readonly deadline: number;
   readonly invocationId: string;
   readonly functionName: string;
+  /**
+   * The function's settings: what `voltline deploy --config/--secret` and `voltline config`
+   * set, config and secrets merged, as strings. Frozen and fresh for every invocation.
+   * @example const url = ctx.config.ALERT_URL ?? 'https://example.invalid'
+   */
+  readonly config: Readonly<Record<string, string | undefined>>;
 }
 
 export type HandlerOutput = Point | PointBuilder;
