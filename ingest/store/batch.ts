@@ -3,7 +3,7 @@
  * worth of them into staging rows (series + values), deduplicated by key.
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import type { DeadLetter, DeadLetterCode, FieldValue, Point } from './types.ts';
+import { DEFAULT_TENANT, type DeadLetter, type DeadLetterCode, type FieldValue, type Point } from './types.ts';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -29,10 +29,14 @@ export interface BatchSeries {
   /** Unambiguous (measurement, tags) identity: JSON of the measurement + seriesKey. */
   readonly identity: string;
   readonly measurement: string;
-  /** Canonical JSON of the sorted [key, value] tag pairs. */
+  /** Canonical JSON of the sorted [key, value] tag pairs (with the tenant, see seriesKeyOf). */
   readonly seriesKey: string;
   readonly tags: ReadonlyArray<readonly [string, string]>;
+  readonly tenant: string;
 }
+
+/** A tenant name: what the registry accepts, checked again where data is written. */
+export const TENANT_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** One transaction's points as columns, one row per (series, field, time), keys unique. */
 export interface BatchValues {
@@ -79,6 +83,9 @@ export function validatePoints(points: readonly Point[]): void {
     const at = { index, measurement: point.measurement };
     if (typeof point.measurement !== 'string' || point.measurement === '') {
       throw invalid(`Cannot write point ${index} as 'measurement' must be a non-empty string: current value is ${describe(point.measurement)}`, at);
+    }
+    if (point.tenant !== undefined && (typeof point.tenant !== 'string' || !TENANT_PATTERN.test(point.tenant))) {
+      throw invalid(`Cannot write point ${index} as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(point.tenant)}`, at);
     }
     if (!Number.isSafeInteger(point.time)) {
       throw invalid(`Cannot write point ${index} as 'time' must be an integer of epoch milliseconds: current value is ${describe(point.time)}`, at);
@@ -127,16 +134,24 @@ export function validateDeadLetters(letters: readonly DeadLetter[]): void {
     if (letter.attempts !== undefined && (!Number.isInteger(letter.attempts) || letter.attempts < 1 || letter.attempts > 2 ** 31 - 1)) {
       throw invalid(`Cannot write dead letter ${index} as 'attempts' must be a positive whole number when given: current value is ${describe(letter.attempts)}`, at);
     }
+    if (letter.tenant !== undefined && (typeof letter.tenant !== 'string' || !TENANT_PATTERN.test(letter.tenant))) {
+      throw invalid(`Cannot write dead letter ${index} as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(letter.tenant)}`, at);
+    }
     if (!(letter.payload instanceof Uint8Array)) {
       throw invalid(`Cannot write dead letter ${index} as 'payload' must be a Uint8Array: current value is ${describe(letter.payload)}`, at);
     }
   }
 }
 
-/** The canonical identity of a tag set: [key, value] pairs sorted by key, as JSON. */
-export function seriesKeyOf(tags: Readonly<Record<string, string>>): { key: string; entries: Array<[string, string]> } {
+/**
+ * The canonical identity of a tag set: [key, value] pairs sorted by key, as JSON. For a
+ * tenant other than `default`, JSON of `{"tenant":…,"tags":[…]}`: an object where the
+ * default's is an array, so two tenants' series never share a key (and stores written
+ * before tenancy keep their keys).
+ */
+export function seriesKeyOf(tags: Readonly<Record<string, string>>, tenant: string = DEFAULT_TENANT): { key: string; entries: Array<[string, string]> } {
   const entries = Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return { key: JSON.stringify(entries), entries };
+  return { key: tenant === DEFAULT_TENANT ? JSON.stringify(entries) : JSON.stringify({ tenant, tags: entries }), entries };
 }
 
 /** JSON of the measurement ends at its closing quote: the pair is unambiguous. */
@@ -163,12 +178,13 @@ export function buildPointBatch(calls: ReadonlyArray<readonly Point[]>): PointBa
 
   for (const points of calls) {
     for (const point of points) {
-      const { key, entries } = seriesKeyOf(point.tags);
+      const tenant = point.tenant ?? DEFAULT_TENANT;
+      const { key, entries } = seriesKeyOf(point.tags, tenant);
       const identity = seriesIdentity(point.measurement, key);
       let seriesIdx = seriesIndex.get(identity);
       if (seriesIdx === undefined) {
         seriesIdx = series.length;
-        series.push({ identity, measurement: point.measurement, seriesKey: key, tags: entries });
+        series.push({ identity, measurement: point.measurement, seriesKey: key, tags: entries, tenant });
         seriesIndex.set(identity, seriesIdx);
       }
       const pointKey = `${seriesIdx}:${point.time}`;

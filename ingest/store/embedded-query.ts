@@ -5,7 +5,7 @@
 import { BIGINT, DuckDBBlobValue, DuckDBMapValue, VARCHAR } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
 import { isDeadLetterCode } from './batch.ts';
-import type { Aggregate, DeadLetter, DeadLetterCode, DeadLetterQuery, FieldValue, QuerySpec, Series } from './types.ts';
+import { DEFAULT_TENANT, type Aggregate, type DeadLetter, type DeadLetterCode, type DeadLetterQuery, type FieldValue, type QuerySpec, type Series } from './types.ts';
 
 type Params = Record<string, DuckDBValue>;
 type ParamTypes = Record<string, DuckDBType>;
@@ -63,7 +63,9 @@ export function compareTags(a: Readonly<Record<string, string>>, b: Readonly<Rec
 function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes): string {
   params['measurement'] = spec.measurement;
   types['measurement'] = VARCHAR;
-  const conditions = ['s.measurement = $measurement'];
+  params['tenant'] = spec.tenant ?? DEFAULT_TENANT;
+  types['tenant'] = VARCHAR;
+  const conditions = ['s.measurement = $measurement', 's.tenant = $tenant'];
   Object.entries(spec.tags).forEach(([key, value], i) => {
     params[`tag_key_${i}`] = key;
     params[`tag_value_${i}`] = value;
@@ -174,6 +176,11 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
   const params: Params = { limit: BigInt(Math.max(0, Math.floor(query.limit))) };
   const types: ParamTypes = { limit: BIGINT };
   const conditions = ['TRUE'];
+  if (query.tenant !== undefined) {
+    params['tenant'] = query.tenant;
+    types['tenant'] = VARCHAR;
+    conditions.push('tenant = $tenant');
+  }
   if (query.function !== undefined) {
     params['function_name'] = query.function;
     types['function_name'] = VARCHAR;
@@ -186,7 +193,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
   }
   const rows = (
     await conn.runAndReadAll(
-      `SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts
+      `SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant
        FROM dead_letters WHERE ${conditions.join(' AND ')}
        ORDER BY received_at_ms DESC, trigger_offset DESC
        LIMIT $limit`,
@@ -194,7 +201,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
       types,
     )
   ).getRows();
-  return rows.map(([offset, fn, topic, deviceId, payload, receivedAt, code, field, message, attempts]) => {
+  return rows.map(([offset, fn, topic, deviceId, payload, receivedAt, code, field, message, attempts, tenant]) => {
     if (typeof offset !== 'bigint') throw new TypeError('expected a BIGINT offset from DuckDB');
     if (!(payload instanceof DuckDBBlobValue)) throw new TypeError('expected a BLOB payload from DuckDB');
     const letter: DeadLetter = {
@@ -209,6 +216,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
       message: toText(message ?? null),
       ...(typeof field === 'string' ? { field } : {}),
       ...(typeof attempts === 'number' ? { attempts } : {}),
+      tenant: typeof tenant === 'string' ? tenant : DEFAULT_TENANT,
     };
     return letter;
   });

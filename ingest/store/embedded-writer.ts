@@ -18,6 +18,7 @@ import type {
   DuckDBValue,
 } from '@duckdb/node-api';
 import { seriesIdentity } from './batch.ts';
+import { DEFAULT_TENANT } from './types.ts';
 import type { PointBatch } from './batch.ts';
 import {
   CLEAR_STAGING,
@@ -154,6 +155,7 @@ export class EmbeddedWriter {
         appender.appendVarchar(series.measurement);
         appender.appendVarchar(series.seriesKey);
         appender.appendMap(mapValue(series.tags.map(([key, value]) => ({ key, value }))), TAGS_TYPE);
+        appender.appendVarchar(series.tenant);
         appender.endRow();
       }
     } finally {
@@ -184,6 +186,7 @@ export class EmbeddedWriter {
     statement.bindVarchar(9, letter.message);
     if (letter.attempts === undefined) statement.bindNull(10);
     else statement.bindInteger(10, letter.attempts);
+    statement.bindVarchar(11, letter.tenant ?? DEFAULT_TENANT);
     await statement.run();
   }
 }

@@ -155,14 +155,36 @@ describe('embedded store', () => {
     await store.close();
     const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
     const conn = await instance.connect();
-    await conn.run(`INSERT INTO dead_letters VALUES (1, 'f', 't', 'd', 'x'::BLOB, ${T0}, 'error', NULL, 'old', NULL)`);
+    await conn.run(`INSERT INTO dead_letters (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message) VALUES (1, 'f', 't', 'd', 'x'::BLOB, ${T0}, 'error', NULL, 'old')`);
     await conn.run('ALTER TABLE dead_letters DROP COLUMN attempts');
+    await conn.run('ALTER TABLE dead_letters DROP COLUMN tenant');
     conn.closeSync();
     instance.closeSync();
     store = await openEmbeddedStore({ dir, logger: silentLogger() });
     await store.writeDeadLetters([{ offset: 2n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0 + 1, code: 'timeout', message: 'new', attempts: 4 }]);
     const letters = await store.deadLetters({ limit: 10 });
     expect(letters.map((l) => [l.message, l.attempts])).toEqual([['new', 4], ['old', undefined]]);
+  });
+
+  it("opens a store written before tenancy: its series and dead letters are the default tenant's", async () => {
+    await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: T0 }]);
+    await store.writeDeadLetters([{ offset: 1n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0, code: 'error', message: 'old' }]);
+    await store.close();
+    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
+    const conn = await instance.connect();
+    await conn.run('ALTER TABLE series DROP COLUMN tenant');
+    await conn.run('ALTER TABLE dead_letters DROP COLUMN tenant');
+    conn.closeSync();
+    instance.closeSync();
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    const query = { measurement: 'm', field: 'v', tags: {}, fromMs: T0 - 1, toMs: T0 + 1, agg: 'last' as const, limit: 10 };
+    expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 1]] }]);
+    expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([]);
+    // The old series keeps its key: a replay of its point overwrites it, a tenant's is another.
+    await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 2 }, time: T0 }, { measurement: 'm', tags: { station: 'st-1' }, fields: { v: 3 }, time: T0, tenant: 'acme' }]);
+    expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 2]] }]);
+    expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 3]] }]);
+    expect((await store.deadLetters({ tenant: 'default', limit: 10 })).map((l) => l.message)).toEqual(['old']);
   });
 
   it('refuses a database written with another schema version', async () => {

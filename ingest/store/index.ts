@@ -14,6 +14,8 @@ export type {
   StoreReader,
   StoreWriter,
 } from './types.ts';
+export { DEFAULT_TENANT } from './types.ts';
+export { TENANT_PATTERN } from './batch.ts';
 export { openEmbeddedStore, EmbeddedStore, DATABASE_FILE } from './embedded.ts';
 export type { EmbeddedStoreOptions, EmbeddedStoreStats } from './embedded.ts';
 export { parseQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_BUCKETS } from './query.ts';

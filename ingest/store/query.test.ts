@@ -17,6 +17,7 @@ function errorOf(params: Record<string, string | undefined>): VoltlineError {
 describe('parseQuery', () => {
   it('applies the defaults: the last hour, raw, last, 10 000', () => {
     expect(parseQuery({ measurement: 'station', field: 'avg_battery' }, NOW)).toEqual({
+      tenant: 'default',
       measurement: 'station',
       field: 'avg_battery',
       tags: {},
@@ -44,6 +45,7 @@ describe('parseQuery', () => {
       NOW,
     );
     expect(spec).toEqual({
+      tenant: 'default',
       measurement: 'station',
       field: 'avg_battery',
       tags: { station: 'st-00042', region: 'north' },
@@ -53,6 +55,13 @@ describe('parseQuery', () => {
       agg: 'max',
       limit: 500,
     });
+  });
+
+  it("reads 'tenant' as whose data, not as a tag, and refuses a bad tenant name", () => {
+    expect(parseQuery({ measurement: 'm', field: 'f', tenant: 'acme-2' }, NOW)).toMatchObject({ tenant: 'acme-2', tags: {} });
+    expect(() => parseQuery({ measurement: 'm', field: 'f', tenant: 'Acme Inc' }, NOW)).toThrow(
+      "Cannot query as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is 'Acme Inc'",
+    );
   });
 
   it('takes epoch milliseconds, and mean as the default aggregate with every', () => {

@@ -5,7 +5,8 @@
 import { z } from 'zod';
 import { parseDurationMs } from '../../lib/duration.ts';
 import { VoltlineError } from '../../lib/errors.ts';
-import type { Aggregate, QuerySpec } from './types.ts';
+import { TENANT_PATTERN } from './batch.ts';
+import { DEFAULT_TENANT, type Aggregate, type QuerySpec } from './types.ts';
 
 /** Window when `from` is absent: the last hour. */
 export const DEFAULT_FROM = '-1h';
@@ -17,7 +18,7 @@ export const MAX_LIMIT = 100_000;
 export const MAX_BUCKETS = 100_000;
 
 /** Parameters with a meaning of their own; every other one is a tag filter. */
-const RESERVED = new Set(['measurement', 'field', 'from', 'to', 'every', 'agg', 'limit']);
+const RESERVED = new Set(['tenant', 'measurement', 'field', 'from', 'to', 'every', 'agg', 'limit']);
 
 const AGGREGATES = ['mean', 'min', 'max', 'last', 'count'] as const satisfies readonly Aggregate[];
 
@@ -41,6 +42,7 @@ function timeSchema(nowMs: number, must: string) {
 
 function buildSchema(nowMs: number) {
   return z.object({
+    tenant: z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" }).optional(),
     measurement: z.string({ error: 'a non-empty measurement name' }).min(1, { error: 'a non-empty measurement name' }),
     field: z.string({ error: 'a non-empty field name' }).min(1, { error: 'a non-empty field name' }),
     from: timeSchema(nowMs, "epoch milliseconds, 'now' or a relative duration like -5m").prefault(DEFAULT_FROM),
@@ -83,6 +85,7 @@ function badParam(param: string, must: string, value: string | undefined): Voltl
  * `measurement` and `field` are required; `from` defaults to -1h and `to` to now
  * (both: epoch ms, 'now', or `-<duration>` relative to `nowMs`); `agg` defaults to
  * mean with `every` and last without; `limit` defaults to 10 000 (max 100 000).
+ * `tenant` (default `default`) chooses whose data is read.
  * Every other parameter is a tag filter. Throws VL_QUERY_BAD_PARAM with
  * `context.param`.
  * @example parseQuery({ measurement: 'station', field: 'voltage', station: 'st-1', from: '-5m', every: '10s' }, Date.now())
@@ -102,7 +105,7 @@ export function parseQuery(params: Record<string, string | undefined>, nowMs: nu
     const param = String(issue?.path[0] ?? 'query');
     throw badParam(param, issue?.message ?? 'valid', known[param]);
   }
-  const { measurement, field, from, to, every, agg, limit } = parsed.data;
+  const { tenant, measurement, field, from, to, every, agg, limit } = parsed.data;
 
   if (from > to) {
     throw badParam('from', `at or before 'to' (${to})`, known['from'] ?? DEFAULT_FROM);
@@ -114,6 +117,7 @@ export function parseQuery(params: Record<string, string | undefined>, nowMs: nu
     }
   }
   return {
+    tenant: tenant ?? DEFAULT_TENANT,
     measurement,
     field,
     tags,

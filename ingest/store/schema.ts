@@ -28,8 +28,10 @@ export const CREATE_TABLES: readonly string[] = [
      series_id BIGINT PRIMARY KEY DEFAULT nextval('series_id_seq'),
      measurement VARCHAR NOT NULL,
      -- canonical JSON of the tags' [key, value] pairs sorted by key: the identity
+     -- (for a tenant other than 'default', JSON of {tenant, tags}: see seriesKeyOf)
      series_key VARCHAR NOT NULL,
      tags MAP(VARCHAR, VARCHAR) NOT NULL,
+     tenant VARCHAR DEFAULT 'default',
      UNIQUE (measurement, series_key))`,
   `CREATE TABLE IF NOT EXISTS point_keys (
      series_id BIGINT NOT NULL,
@@ -56,10 +58,14 @@ export const CREATE_TABLES: readonly string[] = [
      field VARCHAR,
      message VARCHAR NOT NULL,
      attempts INTEGER,
+     tenant VARCHAR DEFAULT 'default',
      PRIMARY KEY (trigger_offset, function_name))`,
   // Stores created before dead letters had attempts (issue 4) gain the column: additive,
   // so the schema version stays (an older Voltline names its columns and ignores it).
   `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS attempts INTEGER`,
+  // Tenancy (issue 4), additive in the same way: rows written before it are 'default''s.
+  `ALTER TABLE series ADD COLUMN IF NOT EXISTS tenant VARCHAR DEFAULT 'default'`,
+  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS tenant VARCHAR DEFAULT 'default'`,
 ];
 
 /**
@@ -72,7 +78,8 @@ export const CREATE_STAGING: readonly string[] = [
   `CREATE TEMP TABLE staging_series (
      measurement VARCHAR NOT NULL,
      series_key VARCHAR NOT NULL,
-     tags MAP(VARCHAR, VARCHAR) NOT NULL)`,
+     tags MAP(VARCHAR, VARCHAR) NOT NULL,
+     tenant VARCHAR NOT NULL)`,
   `CREATE TEMP TABLE staging_points (
      series_id BIGINT NOT NULL,
      time_ms BIGINT NOT NULL)`,
@@ -90,8 +97,8 @@ export const SELECT_SERIES_IDS = `SELECT series_id, measurement, series_key FROM
 
 /** New series of the batch, with their ids for the writer's known-series map. */
 export const INSERT_NEW_SERIES = `
-  INSERT INTO series (measurement, series_key, tags)
-  SELECT measurement, series_key, tags FROM staging_series
+  INSERT INTO series (measurement, series_key, tags, tenant)
+  SELECT measurement, series_key, tags, tenant FROM staging_series
   RETURNING series_id, measurement, series_key`;
 
 /** Returns the count of keys that were new; the others are replays. */
@@ -116,8 +123,8 @@ export const INSERT_VALUES = `
 
 export const UPSERT_DEAD_LETTER = `
   INSERT OR REPLACE INTO dead_letters
-    (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+    (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`;
 
 /** One statement: each run is a round trip through the thread pool. */
 export const CLEAR_STAGING = 'DELETE FROM staging_values; DELETE FROM staging_points; DELETE FROM staging_series';

@@ -38,8 +38,9 @@ function letter(overrides: Partial<DeadLetter> & Pick<DeadLetter, 'offset'>): De
 }
 
 /** A dead letter with its payload as a number array: Buffer and Uint8Array compare equal. */
+/** A letter as it reads back: payload as numbers, and the `default` tenant when written without one. */
 function plain(letter: DeadLetter): Omit<DeadLetter, 'payload'> & { payload: number[] } {
-  return { ...letter, payload: Array.from(letter.payload) };
+  return { ...letter, tenant: letter.tenant ?? 'default', payload: Array.from(letter.payload) };
 }
 
 function byOffsetDesc(a: { offset: bigint }, b: { offset: bigint }): number {
@@ -251,6 +252,30 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
           [7n, 'station-telemetry', 'second'],
         ].sort(),
       );
+    });
+
+    it("keeps tenants apart: same measurement, tags and time are two points, each read only by its tenant's query", async () => {
+      const tags = { station: 'st-1' };
+      await store.writePoints([
+        { measurement: 'm', tags, fields: { v: 1 }, time: T0 },
+        { measurement: 'm', tags, fields: { v: 2 }, time: T0, tenant: 'acme' },
+        { measurement: 'm', tags, fields: { v: 3 }, time: T0, tenant: 'globex' },
+      ]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'default' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, points: [[T0, 2]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'globex' }))).series).toEqual([{ tags, points: [[T0, 3]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'initech' }))).series).toEqual([]);
+      // A replay overwrites within its tenant only.
+      await store.writePoints([{ measurement: 'm', tags, fields: { v: 20 }, time: T0, tenant: 'acme' }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, points: [[T0, 20]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
+
+      await store.writeDeadLetters([letter({ offset: 1n }), letter({ offset: 2n, function: 'acme-fn', tenant: 'acme' })]);
+      expect((await store.deadLetters({ tenant: 'acme', limit: 10 })).map((l) => [l.offset, l.tenant])).toEqual([[2n, 'acme']]);
+      expect((await store.deadLetters({ tenant: 'default', limit: 10 })).map((l) => [l.offset, l.tenant])).toEqual([[1n, 'default']]);
+      expect(await store.deadLetters({ limit: 10 })).toHaveLength(2);
+      await expect(store.writePoints([{ measurement: 'm', tags, fields: { v: 1 }, time: T0, tenant: 'Not A Tenant' }])).rejects.toMatchObject({ code: 'VL_STORE_WRITE' });
     });
 
     it('keeps what it resolved across close and reopen', async () => {

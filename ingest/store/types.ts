@@ -16,7 +16,15 @@ export interface Point {
   readonly fields: Readonly<Record<string, FieldValue>>;
   /** Epoch milliseconds (integer). */
   readonly time: number;
+  /**
+   * The tenant whose data this is (the tenant of the function that emitted it); absent
+   * means `default`. Part of the point's key: tenants never overwrite or see each other's.
+   */
+  readonly tenant?: string;
 }
+
+/** The tenant of everything written without one. */
+export const DEFAULT_TENANT = 'default';
 
 /** Why an event could not be turned into points. */
 export type DeadLetterCode =
@@ -45,6 +53,8 @@ export interface DeadLetter {
   readonly message: string;
   /** How many times the event ran before it was given up (1 + retries), when it ran at all. */
   readonly attempts?: number;
+  /** The function's tenant; absent means `default`. */
+  readonly tenant?: string;
 }
 
 /** Writes points and dead letters durably. Writes are idempotent. */
@@ -63,6 +73,8 @@ export type Aggregate = 'mean' | 'min' | 'max' | 'last' | 'count';
 
 /** A validated query (see `parseQuery`). Times in epoch ms. */
 export interface QuerySpec {
+  /** Whose data: only this tenant's series are read. Absent means `default`. */
+  readonly tenant?: string;
   readonly measurement: string;
   readonly field: string;
   /** Tag filters, e.g. { station: 'st-00042' }. */
@@ -83,6 +95,8 @@ export interface Series {
 }
 
 export interface DeadLetterQuery {
+  /** Only this tenant's dead letters; absent means every tenant's. */
+  readonly tenant?: string;
   readonly function?: string;
   readonly deviceId?: string;
   readonly limit: number;
