@@ -4,19 +4,20 @@
  */
 import { simCommand } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
-import { configCommand, deployCommand, functionsCommand, invokeCommand, rmCommand } from './commands/functions.ts';
+import { configCommand, deployCommand, functionsCommand, invokeCommand, keysCommand, rmCommand } from './commands/functions.ts';
 import { upCommand } from './commands/up.ts';
 import { CliError, type CommandIo } from './io.ts';
 
 const USAGE = `Usage: voltline <command> [flags]
 
 Commands:
-  up          run the platform (add --demo for a demo fleet)
+  up          run the platform (--demo for a demo fleet, --watch DIR to redeploy on save)
   sim         simulate a fleet of stations against a broker
   deploy      bundle and deploy functions to a running platform
   invoke      run one invocation of a deployed function
   functions   list deployed functions with live stats
   config      show or change a function's settings (ctx.config) without redeploying
+  keys        show or rotate the key of a function's HTTP trigger
   rm          remove a deployed function
 
 Run 'voltline <command> --help' for a command's flags.`;
@@ -28,6 +29,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   invoke: invokeCommand,
   functions: functionsCommand,
   config: configCommand,
+  keys: keysCommand,
   rm: rmCommand,
 };
 

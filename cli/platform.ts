@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, type RunningBroker } from '../ingest/index.ts';
-import { cronSchedules, FunctionRegistry, processDriver, Router, Scheduler } from '../functions-runtime/index.ts';
+import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
 import { startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
@@ -25,6 +25,8 @@ export interface RunningPlatform {
   readonly timers: TimerSource;
   readonly broker: RunningBroker;
   readonly api: RunningApi;
+  /** The Prometheus registry `/metrics` serves, shared by every stage. */
+  readonly metrics: Registry;
   /** Stops accepting, finishes what was accepted (bounded), flushes and closes. */
   stop(): Promise<void>;
 }
@@ -48,12 +50,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
   };
 
   cleanups.push(unlock);
+  let brokerReady: (broker: RunningBroker | undefined) => void = () => undefined;
+  const brokerStarted = new Promise<RunningBroker | undefined>((resolve) => (brokerReady = resolve));
   try {
     const store = await openEmbeddedStore({ dir: path.join(dataDir, 'store'), logger });
     cleanups.push(() => store.close());
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
     cleanups.push(() => log.close());
-    const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb }, logger);
+    const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents }, logger);
     const scheduler = new Scheduler({
       driver: processDriver(),
       workers: config.workers,
@@ -65,6 +69,17 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     });
     cleanups.push(() => scheduler.stop());
     await scheduler.start();
+    // ctx.publish goes out through the broker. The broker starts last (devices come in once
+    // everything behind it runs), but events replayed at start may publish before: their
+    // downlinks wait for it. Once it is closed (first, when stopping), publishes fail and
+    // the router counts them as failed after its retries.
+    const downlink: Downlink = {
+      async publish(topic, payload) {
+        const broker = await brokerStarted;
+        if (broker === undefined) throw new Error('the MQTT broker did not start');
+        await broker.publish(topic, payload);
+      },
+    };
     const router = new Router({
       log,
       registry,
@@ -80,6 +95,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       retryMaxMs: 5_000,
       functionRetryMinMs: config.functionRetryMinMs,
       functionRetryMaxMs: config.functionRetryMaxMs,
+      downlink,
     });
     router.start();
     cleanups.push(() => router.stop());
@@ -89,6 +105,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
     timers.start();
     cleanups.push(() => timers.stop());
+    // HTTP triggers run beside the router on the same scheduler and store, and count in its stats.
+    const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
     const api = await startApi({
       host: config.httpHost,
       port: config.httpPort,
@@ -97,6 +115,9 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       store,
       registry,
       scheduler,
+      httpTriggers,
+      // The same limit as an MQTT payload.
+      maxFnBodyBytes: config.maxPayloadBytes,
       functionStats: (name) => router.stats(name),
       parseQuery,
       status: () => status,
@@ -104,6 +125,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     cleanups.push(() => api.close());
     // The broker starts last: devices are accepted only once everything behind it runs.
     const broker = await startBroker({ log, logger, metrics, host: config.mqttHost, port: config.mqttPort, maxPayloadBytes: config.maxPayloadBytes });
+    brokerReady(broker);
     cleanups.push(() => broker.close());
     status = 'ok';
     const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
@@ -117,12 +139,15 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       timers,
       broker,
       api,
+      metrics,
       async stop() {
         status = 'stopping';
         await cleanup();
       },
     };
   } catch (err) {
+    // Downlinks waiting for a broker that will not come fail now, not after a timeout.
+    brokerReady(undefined);
     await cleanup();
     throw err;
   }

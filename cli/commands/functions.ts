@@ -20,8 +20,10 @@ Flags:
 
 export const INVOKE_USAGE = `Usage: voltline invoke <name> --data '<json>' | --data @file.json [flags]
 
-Runs one invocation of a deployed function and prints its outcome, points and logs.
-It is a dry run: points are returned, not stored. Exit code 0 only for outcome 'ok'.
+Runs one invocation of a deployed function and prints its outcome, its own metering
+(wall, CPU, memory), points, the messages it published (ctx.publish) and logs. It is a
+dry run: points are returned, not stored, and published messages are shown, not sent.
+Exit code 0 only for outcome 'ok'.
 
 Flags:
   --data JSON|@FILE   the payload (JSON text, or @ and a file holding it)
@@ -35,7 +37,11 @@ export const FUNCTIONS_USAGE = `Usage: voltline functions [--json] [--api URL]
 
 Lists the deployed functions with their version, triggers, limits and live stats since
 the platform started: events by final outcome (after retries), retries, dead letters,
-and the p50/p99 wall time of their batches.
+per invocation the p50/p99 wall time and the mean CPU time, the p50/p99 wall time of
+their batches, and the isolate's memory (after the last invocation, and the peak).
+Batching shows as 'batch: 100 events, linger 20 ms' ('max' for the platform's largest).
+An HTTP trigger shows as
+'http POST /fn/hooks/x (key)', or '(public)' when callers need no key ('voltline keys').
 
 Flags:
   --json        print the list as JSON (with a 'stats' object per function)
@@ -55,6 +61,19 @@ Flags:
   --api URL           the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
   -h, --help          show this help`;
 
+export const KEYS_USAGE = `Usage: voltline keys <name> [--rotate] [--json] [--api URL]
+
+Shows the function key of a function with an HTTP trigger: callers of its route under
+/fn/ present it in the x-functions-key header or as ?code= (public triggers need none).
+The key is made at the first deploy and kept across redeploys. --rotate replaces it
+with a new random key: the old one stops working at once.
+
+Flags:
+  --rotate      make a new key and print it
+  --json        print {"name":…,"key":…} (key null when the function has none)
+  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help    show this help`;
+
 export const RM_USAGE = `Usage: voltline rm <name> [--api URL]
 
 Removes a deployed function: its triggers stop matching and its isolates are unloaded.
@@ -71,6 +90,8 @@ interface ListedFunction {
   timeoutMs: number;
   memoryMb: number;
   retries: number;
+  /** Absent from a platform older than batch options. */
+  batch?: { maxEvents?: number; lingerMs: number };
   config: Record<string, string>;
   /** Names only: the API never returns secret values. */
   secrets: string[];
@@ -79,6 +100,10 @@ interface ListedFunction {
     deadLetters: number;
     retries: number;
     wallMs: { p50: number; p99: number } | null;
+    invocationWallMs?: { p50: number; p99: number } | null;
+    invocationCpuMs?: { mean: number } | null;
+    memoryBytes?: number | null;
+    memoryPeakBytes?: number | null;
   };
 }
 
@@ -88,7 +113,27 @@ function statsLine(stats: ListedFunction['stats']): string {
     .map(([outcome, count]) => `${outcome} ${count}`)
     .join(', ');
   const wall = stats.wallMs === null ? 'no batches yet' : `p50 ${stats.wallMs.p50.toFixed(1)} ms, p99 ${stats.wallMs.p99.toFixed(1)} ms`;
-  return `events: ${outcomes}  retries: ${stats.retries}  dead letters: ${stats.deadLetters}  batch wall time: ${wall}`;
+  const lines = [`events: ${outcomes}  retries: ${stats.retries}  dead letters: ${stats.deadLetters}`];
+  const invocation = stats.invocationWallMs ?? null;
+  const cpu = stats.invocationCpuMs ?? null;
+  lines.push(
+    invocation === null
+      ? 'per invocation: none yet'
+      : `per invocation: wall p50 ${invocation.p50.toFixed(2)} ms, p99 ${invocation.p99.toFixed(2)} ms; cpu mean ${(cpu?.mean ?? 0).toFixed(2)} ms`,
+  );
+  const memory = stats.memoryBytes === null || stats.memoryBytes === undefined ? '' : `  memory: ${mib(stats.memoryBytes)} MiB (peak ${mib(stats.memoryPeakBytes ?? stats.memoryBytes)} MiB)`;
+  lines.push(`batch wall time: ${wall}${memory}`);
+  return lines.join('\n  ');
+}
+
+function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
+}
+
+/** 'batch: 100 events, linger 20 ms'; 'max' when the function takes the platform's largest. */
+function batchText(batch: ListedFunction['batch']): string {
+  if (batch === undefined) return '';
+  return `, batch: ${batch.maxEvents ?? 'max'} events, linger ${batch.lingerMs} ms`;
 }
 
 /** `KEY=VALUE` arguments as a record; a missing '=' is a usage error naming the argument. */
@@ -109,6 +154,11 @@ function settingsText(fn: { config?: Record<string, string>; secrets?: string[] 
   return parts.join(' ') || 'none';
 }
 
+/** Which files of a directory are functions: every .ts file except tests and declarations. */
+export function isFunctionFileName(name: string): boolean {
+  return name.endsWith('.ts') && !name.endsWith('.test.ts') && !name.endsWith('.d.ts');
+}
+
 async function filesToDeploy(target: string): Promise<string[]> {
   let info;
   try {
@@ -117,7 +167,7 @@ async function filesToDeploy(target: string): Promise<string[]> {
     throw new CliError(`Cannot deploy '${target}' as it does not exist`, 2);
   }
   if (!info.isDirectory()) return [target];
-  const names = (await readdir(target)).filter((name) => name.endsWith('.ts') && !name.endsWith('.test.ts') && !name.endsWith('.d.ts'));
+  const names = (await readdir(target)).filter(isFunctionFileName);
   if (names.length === 0) throw new CliError(`Cannot deploy '${target}' as it holds no .ts function files`, 2);
   return names.sort().map((name) => path.join(target, name));
 }
@@ -171,15 +221,20 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
     outcome: string;
     points: unknown[];
     logs: Array<{ level: string; message: string }>;
-    metering: { wallMs: number; cpuMs: number };
+    metering: { wallMs: number; cpuMs: number; memoryBytes: number };
     error?: { code: string; field?: string; message: string };
+    response?: { status: number; body?: unknown };
+    /** Absent from a platform older than ctx.publish. */
+    publishes?: Array<{ topic: string; payload: string }>;
   };
   if (values.json) {
     io.stdout.write(`${JSON.stringify(result)}\n`);
   } else {
-    io.stdout.write(`outcome: ${result.outcome} (${result.metering.wallMs.toFixed(1)} ms wall, ${result.metering.cpuMs.toFixed(1)} ms cpu)\n`);
+    io.stdout.write(`outcome: ${result.outcome} (${result.metering.wallMs.toFixed(2)} ms wall, ${result.metering.cpuMs.toFixed(2)} ms cpu, ${mib(result.metering.memoryBytes)} MiB memory)\n`);
     if (result.error !== undefined) io.stdout.write(`error: ${result.error.code}${result.error.field === undefined ? '' : ` (${result.error.field})`}: ${result.error.message}\n`);
     for (const p of result.points) io.stdout.write(`point: ${JSON.stringify(p)}\n`);
+    for (const message of result.publishes ?? []) io.stdout.write(`publish (ctx.publish, not sent): ${message.topic} ${message.payload}\n`);
+    if (result.response !== undefined) io.stdout.write(`response (ctx.respond, not sent): ${result.response.status}${result.response.body === undefined ? '' : ` ${JSON.stringify(result.response.body)}`}\n`);
     for (const line of result.logs) io.stdout.write(`log ${line.level}: ${line.message}\n`);
   }
   return result.outcome === 'ok' ? 0 : 1;
@@ -198,10 +253,37 @@ export async function functionsCommand(argv: string[], io: CommandIo): Promise<n
   }
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
-    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries\n`);
+    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${batchText(fn.batch)}\n`);
     if (Object.keys(fn.config ?? {}).length + (fn.secrets ?? []).length > 0) io.stdout.write(`  config: ${settingsText(fn)}\n`);
     io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }
+  return 0;
+}
+
+export async function keysCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { rotate: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help === true) {
+    io.stdout.write(`${KEYS_USAGE}\n`);
+    return 0;
+  }
+  const name = positionals[0];
+  if (name === undefined) throw new CliError(`Cannot show a function key without the function's name.\n${KEYS_USAGE}`, 2);
+  const base = apiBase(values.api, io.env);
+  const route = `/api/functions/${encodeURIComponent(name)}/keys`;
+  const result = (values.rotate ? await callApi(base, 'POST', `${route}/rotate`, {}) : await callApi(base, 'GET', route)) as { name: string; key: string | null };
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify(result)}\n`);
+    return 0;
+  }
+  if (result.key === null) {
+    io.stdout.write(`${result.name} has no function key (it has no HTTP trigger that needs one); 'voltline keys ${result.name} --rotate' makes one\n`);
+    return 0;
+  }
+  io.stdout.write(`${values.rotate ? 'new key' : 'key'} of ${result.name}: ${result.key}\n`);
   return 0;
 }
 

@@ -8,6 +8,7 @@ import { bundleFunction, triggersText } from '../../functions-runtime/index.ts';
 import { runSimulation } from '../../devices-sim/index.ts';
 import { resolveConfig, type PlatformConfigInput } from '../config.ts';
 import { startPlatform } from '../platform.ts';
+import { FunctionWatcher } from '../watch.ts';
 import { CliError, type CommandIo } from '../io.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -22,6 +23,10 @@ Flags:
   --demo                 deploy functions/station-telemetry.ts and run a demo fleet
   --demo-stations N      stations in the demo fleet (default 50)
   --demo-interval D      how often each demo station publishes (default 1s)
+  --watch PATH           deploy the functions in PATH (a .ts file, or a directory: its
+                         .ts files except tests), then redeploy each one when it or a
+                         file it imports is saved; repeatable. A bad save prints its
+                         error and the previous version keeps serving
   --data-dir DIR         where data lives (default ./data)
   --mqtt-port N          MQTT port (default 1883; 0 picks a free one)
   --mqtt-host HOST       MQTT interface (default 127.0.0.1)
@@ -46,6 +51,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       demo: { type: 'boolean', default: false },
       'demo-stations': { type: 'string' },
       'demo-interval': { type: 'string' },
+      watch: { type: 'string', multiple: true },
       'data-dir': { type: 'string' },
       'mqtt-port': { type: 'string' },
       'mqtt-host': { type: 'string' },
@@ -73,6 +79,11 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   const config = resolveConfig(input as PlatformConfigInput);
   const demoStations = intFlag('demo-stations', values['demo-stations']) ?? 50;
   const demoIntervalMs = parseInterval(values['demo-interval'] ?? '1s');
+  const watchPaths = values.watch ?? [];
+  // A path that does not exist is a usage error before anything starts.
+  await FunctionWatcher.check(watchPaths).catch((err: unknown) => {
+    throw new CliError(err instanceof Error ? err.message : String(err), 2);
+  });
 
   const logger = createLogger({ level: config.logLevel });
   const platform = await startPlatform(config, logger);
@@ -98,6 +109,19 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       { signal: demoAbort.signal },
     ).catch((err: unknown) => logger.error({ err }, 'demo fleet stopped with an error'));
   }
+  let watcher: FunctionWatcher | undefined;
+  if (watchPaths.length > 0) {
+    watcher = await FunctionWatcher.start({
+      paths: watchPaths,
+      deploy: (code, source) => platform.registry.deploy(code, source),
+      current: (name) => platform.registry.get(name),
+      print: (line) => io.stdout.write(`${line}\n`),
+      logger,
+      metrics: platform.metrics,
+      ignore: [config.dataDir],
+    });
+    io.stdout.write(`  watching     ${watchPaths.join(', ')}: saves redeploy\n`);
+  }
   io.stdout.write('Press Ctrl-C to stop.\n');
 
   await new Promise<void>((resolve) => {
@@ -105,6 +129,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     io.signal.addEventListener('abort', () => resolve(), { once: true });
   });
   io.stdout.write('Stopping: finishing accepted messages and flushing the store…\n');
+  await watcher?.close();
   demoAbort.abort();
   await demo;
   await platform.stop();

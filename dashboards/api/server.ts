@@ -9,7 +9,8 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { StoreReader, QuerySpec, DeadLetter } from '../../ingest/index.ts';
-import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type Scheduler } from '../../functions-runtime/index.ts';
+import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
+import { fnRoutes } from './fn-routes.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -24,6 +25,10 @@ export interface ApiOptions {
   readonly functionStats: (name: string) => FunctionStats;
   /** Turns query-string parameters into a validated query (ingest/store's parseQuery). */
   readonly parseQuery: (params: Record<string, string | undefined>, nowMs: number) => QuerySpec;
+  /** Serves HTTP-triggered functions under `/fn/` (fn-routes.ts). */
+  readonly httpTriggers: HttpTriggers;
+  /** Largest body of a request under `/fn/`, bytes. */
+  readonly maxFnBodyBytes: number;
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
 }
@@ -164,7 +169,23 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     });
   });
 
+  // Function keys of HTTP triggers. Anyone who can reach the API can read them until
+  // operator authentication arrives (issue 6); GET /api/functions never shows them.
+  app.get<{ Params: { name: string } }>('/api/functions/:name/keys', async (request, reply) => {
+    const key = options.registry.key(request.params.name);
+    if (key === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+    return { name: request.params.name, key };
+  });
+
+  app.post<{ Params: { name: string } }>('/api/functions/:name/keys/rotate', async (request, reply) => {
+    const key = await options.registry.rotateKey(request.params.name);
+    if (key === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+    return { name: request.params.name, key };
+  });
+
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers() }));
+
+  await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));
 
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();

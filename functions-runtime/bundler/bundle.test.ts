@@ -1,6 +1,6 @@
 /** bundleFunction with real esbuild: Node built-ins refused, errors located, versions stable. */
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -121,6 +121,22 @@ describe('a good bundle', () => {
     const script = `import { bundleFunction } from ${JSON.stringify(BUNDLER)}; process.stdout.write((await bundleFunction(process.argv[1])).version);`;
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script, path.relative(scratch.dir, file)], { cwd: scratch.dir });
     expect(stdout).toBe(here.version);
+  });
+
+  it("lists the function's own files it read as inputs: the entry and its local imports, not the SDK or packages", async () => {
+    const dir = path.join(scratch.dir, 'with-helper');
+    await mkdir(path.join(dir, 'lib'), { recursive: true });
+    await writeFile(path.join(dir, 'lib', 'factor.ts'), 'export const FACTOR = 3;\n');
+    const entry = path.join(dir, 'uses-helper.ts');
+    await writeFile(entry, [
+      "import { z } from 'zod';",
+      "import { defineFunction, point } from 'voltline';",
+      "import { FACTOR } from './lib/factor.ts';",
+      "export default defineFunction({ name: 'uses-helper', triggers: [], schema: z.object({}), handler: () => point('m').field('f', FACTOR) });",
+    ].join('\n'));
+    const bundle = await bundleFunction(path.relative(process.cwd(), entry));
+    expect(bundle.inputs).toEqual([path.join(dir, 'lib', 'factor.ts'), entry].sort());
+    expect((await bundleFunction(fixture('hello'))).inputs).toEqual([fixture('hello')]);
   });
 
   it('has a new version for new code', async () => {

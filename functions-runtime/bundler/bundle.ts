@@ -27,6 +27,12 @@ export interface Bundle {
   readonly code: string;
   /** sha256 of the code, first 16 hex digits: the function's version. */
   readonly version: string;
+  /**
+   * Absolute paths of the function's own source files the bundle was built from: the
+   * entry and its local imports (esbuild's metafile), sorted; not node_modules, not the
+   * SDK. `voltline up --watch` watches them to redeploy when a helper module changes.
+   */
+  readonly inputs: readonly string[];
 }
 
 const builtins = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]));
@@ -84,6 +90,18 @@ function sharedLibraries(specifiers: Set<string>): Plugin {
   };
 }
 
+/**
+ * The metafile's input keys as absolute paths of local files: keys are relative to the
+ * working directory, those of other namespaces (the shared libraries) are `namespace:path`.
+ */
+function localInputs(keys: readonly string[]): string[] {
+  return keys
+    .filter((key) => !key.startsWith(`${SHARED}:`))
+    .map((key) => path.resolve(PROJECT_ROOT, key))
+    .filter((file) => !file.split(path.sep).includes('node_modules'))
+    .sort();
+}
+
 const common = {
   absWorkingDir: PROJECT_ROOT,
   bundle: true,
@@ -116,6 +134,8 @@ export async function bundleFunction(file: string): Promise<Bundle> {
       entryPoints: [absolute],
       globalName: '__voltline_module',
       plugins: [noBuiltins, sharedLibraries(specifiers)],
+      // Lists the files read; it does not change the output, so not the version either.
+      metafile: true,
     });
     const sorted = [...specifiers].sort();
     const entry = [
@@ -138,7 +158,7 @@ export async function bundleFunction(file: string): Promise<Bundle> {
       '})();',
       '',
     ].join('\n');
-    return { code, version: versionOf(code) };
+    return { code, version: versionOf(code), inputs: localInputs(Object.keys(app.metafile.inputs)) };
   } catch (err) {
     const errors = (err as { errors?: Message[] }).errors;
     const detail = errors && errors.length > 0 ? errors.map(formatMessage).join('; ') : String(err);

@@ -1,5 +1,5 @@
 /** The messages of the scheduler ⇄ worker protocol (see frames.ts for the framing). */
-import type { SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import type { InvocationMetering, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
 import type { GuestEvent } from '../sandbox/guest-protocol.ts';
 
 /** A function as a worker loads it. */
@@ -14,6 +14,12 @@ export interface LoadFunction {
    * too (registry's loadFunctionOf), so a settings change loads afresh on every worker.
    */
   readonly config?: Readonly<Record<string, string>>;
+  /**
+   * The most batches of this function (by name, any version) in flight across the fleet at
+   * once; absent: no limit. A scheduler concern (workers ignore it): a function at its limit
+   * waits in its queue while other functions' batches are placed.
+   */
+  readonly maxConcurrency?: number;
 }
 
 export type ToWorker =
@@ -31,5 +37,14 @@ export type ToWorker =
 export type FromWorker =
   | { readonly t: 'ready'; readonly pid: number }
   | { readonly t: 'heartbeat'; readonly rssBytes: number; readonly inFlight: number }
-  | { readonly t: 'result'; readonly id: number; readonly results: SandboxResult[]; readonly metering: SandboxMetering; readonly coldStart: boolean }
+  | {
+      readonly t: 'result';
+      readonly id: number;
+      readonly results: SandboxResult[];
+      /** The batch's metering. */
+      readonly metering: SandboxMetering;
+      /** Each event's own metering, in the order of `results`. */
+      readonly perEvent: InvocationMetering[];
+      readonly coldStart: boolean;
+    }
   | { readonly t: 'failed'; readonly id: number; readonly message: string };

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { bundleFixture, captureLogger, tempDir } from '../testing/helpers.ts';
-import { cronSchedules, FunctionRegistry, loadFunctionOf, publicFunction, type RegistryLimits, type SettingsChange } from './registry.ts';
+import { cronSchedules, FunctionRegistry, loadFunctionOf, publicFunction, triggersText, type RegistryLimits, type SettingsChange } from './registry.ts';
 
 const limits: RegistryLimits = { maxTimeoutMs: 30_000, maxMemoryMb: 256 };
 let data: { dir: string; remove: () => Promise<void> };
@@ -73,6 +73,32 @@ describe('deploy', () => {
     expect(err.message).toBe("Cannot deploy function 'greedy' (posted) as retries must be a whole number from 0 to 10: current value is 1000");
     expect(err.context).toMatchObject({ field: 'retries' });
   });
+
+  it('stores the batch options a function declares, and the defaults for one that declares none', async () => {
+    const registry = await open();
+    expect(await registry.deploy((await bundleFixture('lingering')).code)).toMatchObject({ name: 'lingering', batch: { maxEvents: 4, lingerMs: 500 } });
+    expect((await registry.deploy((await bundleFixture('hello')).code)).batch).toEqual({ lingerMs: 0 });
+    expect((await open()).get('lingering')?.batch).toEqual({ maxEvents: 4, lingerMs: 500 });
+  });
+
+  const badBatches: Array<[string, string, string]> = [
+    ['{ maxEvents: 101 }', 'batch.maxEvents', "batch.maxEvents must be a whole number from 1 to 100 (this platform's largest batch): current value is 101"],
+    ['{ maxEvents: 0 }', 'batch.maxEvents', "batch.maxEvents must be a whole number from 1 to 100 (this platform's largest batch): current value is 0"],
+    ['{ maxEvents: 2.5 }', 'batch.maxEvents', "batch.maxEvents must be a whole number from 1 to 100 (this platform's largest batch): current value is 2.5"],
+    ["{ maxEvents: '5' }", 'batch.maxEvents', 'batch.maxEvents must be a whole number from 1 to 100 (this platform\'s largest batch): current value is "5"'],
+    ['{ lingerMs: 1001 }', 'batch.lingerMs', 'batch.lingerMs must be a whole number of ms from 0 to 1000: current value is 1001'],
+    ['{ lingerMs: -1 }', 'batch.lingerMs', 'batch.lingerMs must be a whole number of ms from 0 to 1000: current value is -1'],
+  ];
+  for (const [batch, field, why] of badBatches) {
+    it(`refuses a raw bundle with batch ${batch}, naming ${field}`, async () => {
+      const registry = await FunctionRegistry.open(data.dir, { ...limits, maxBatchEvents: 100 }, silentLogger());
+      const code = `globalThis.__voltline_describe = () => JSON.stringify({ name: 'batchy', triggers: [], batch: ${batch} });`;
+      const err = await deployError(registry, code, 'posted');
+      expect(err.message).toBe(`Cannot deploy function 'batchy' (posted) as ${why}`);
+      expect(err.context).toMatchObject({ field });
+      expect(registry.get('batchy')).toBeUndefined();
+    });
+  }
 
   it("refuses a module whose default export is not defineFunction's", async () => {
     const registry = await open();
@@ -215,6 +241,15 @@ describe('remove', () => {
 });
 
 describe('persistence', () => {
+  it('gives a function stored before batch options existed the defaults', async () => {
+    const registry = await open();
+    const hello = await registry.deploy((await bundleFixture('hello')).code);
+    const file = path.join(data.dir, 'functions', 'hello.json');
+    const { batch: _batch, ...older } = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(file, JSON.stringify(older));
+    expect((await open()).get('hello')).toEqual({ ...hello, batch: { lingerMs: 0 } });
+  });
+
   it('finds deployed functions again after reopening the data folder', async () => {
     const registry = await open();
     const hello = await registry.deploy((await bundleFixture('hello-v2')).code);
@@ -309,5 +344,108 @@ describe('settings (config and secrets)', () => {
     expect((err as VoltlineError).message).toContain('"lower"');
     expect(fresh.get('configured')).toBeUndefined();
     expect(registry.get('configured')?.config).toEqual({ REGION: 'eu-west' });
+  });
+});
+
+describe('HTTP triggers and function keys', () => {
+  /** A raw bundle that describes itself with these triggers (deploy reads only the description). */
+  const raw = (name: string, triggers: unknown[]) => `globalThis.__voltline_describe = () => JSON.stringify(${JSON.stringify({ name, triggers })});`;
+
+  it('stores an HTTP trigger, makes a key for it once, and keeps the key across redeploys and a reopen', async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('http-hook')).code, 'http-hook.ts');
+    expect(fn.triggers).toEqual([{ http: 'POST /hooks/station-alarm' }]);
+    expect(fn.key).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const stored = JSON.parse(await readFile(path.join(data.dir, 'functions', 'http-hook.json'), 'utf8')) as { key: string };
+    expect(stored.key).toBe(fn.key);
+    expect((await stat(path.join(data.dir, 'functions', 'http-hook.json'))).mode & 0o777).toBe(0o600);
+    const redeployed = await registry.deploy((await bundleFixture('http-hook')).code.replace('alarm handler failed', 'alarm handler broke'));
+    expect(redeployed.version).not.toBe(fn.version);
+    expect(redeployed.key).toBe(fn.key);
+    expect((await open()).key('http-hook')).toBe(fn.key);
+  });
+
+  it('makes no key for a function whose HTTP triggers are all public, nor for one without HTTP triggers', async () => {
+    const registry = await open();
+    expect((await registry.deploy((await bundleFixture('http-public')).code)).key).toBeUndefined();
+    expect(registry.key('http-public')).toBeNull();
+    expect((await registry.deploy((await bundleFixture('hello')).code)).key).toBeUndefined();
+    expect(registry.key('nobody')).toBeUndefined();
+  });
+
+  it('rotates a key: a new random one, stored, the old one gone', async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('http-hook')).code);
+    const rotated = await registry.rotateKey('http-hook');
+    expect(rotated).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(rotated).not.toBe(fn.key);
+    expect(registry.key('http-hook')).toBe(rotated);
+    expect((await open()).key('http-hook')).toBe(rotated);
+    expect(await registry.rotateKey('nobody')).toBeUndefined();
+  });
+
+  it('never shows the key in publicFunction, nor logs it', async () => {
+    const { logger, records } = captureLogger();
+    const registry = await FunctionRegistry.open(data.dir, limits, logger);
+    const fn = await registry.deploy((await bundleFixture('http-hook')).code);
+    const rotated = await registry.rotateKey('http-hook');
+    expect(publicFunction(fn)).not.toHaveProperty('key');
+    expect(JSON.stringify(publicFunction(fn))).not.toContain(fn.key);
+    expect(records.some((r) => r.msg === 'function key rotated')).toBe(true);
+    const logged = JSON.stringify(records);
+    expect(logged).not.toContain(fn.key);
+    expect(logged).not.toContain(rotated);
+  });
+
+  const badRoutes: Array<[string, string, string]> = [
+    ['no method', '/hooks/x', "it must be '<METHOD> <path>'"],
+    ['an unknown method', 'FETCH /hooks/x', "the method 'FETCH' must be one of GET, POST, PUT, PATCH, DELETE (upper-case)"],
+    ['a lower-case method', 'post /hooks/x', "the method 'post' must be one of"],
+    ['a relative path', 'POST hooks/x', "the path 'hooks/x' must start with '/'"],
+    ['a query string', 'GET /hooks/x?y=1', 'may hold only letters, digits'],
+    ['a space in the path', 'GET /hooks/a b', 'may hold only letters, digits'],
+    ['a percent-encoding', 'GET /hooks/%2e%2e', 'may hold only letters, digits'],
+    ['a .. segment', 'GET /hooks/../admin', "must not have '.' or '..' segments"],
+    ['an empty segment', 'GET /hooks//x', "must not have empty segments ('//')"],
+    ['a path over 200 characters', `GET /${'a'.repeat(200)}`, 'the path is 201 characters, over the limit of 200'],
+  ];
+  for (const [what, route, why] of badRoutes) {
+    it(`refuses an HTTP trigger with ${what}, naming triggers[i].http and the value`, async () => {
+      const registry = await open();
+      const err = await deployError(registry, raw('hooked', [{ mqtt: 'a/b' }, { http: route }]), 'hooked.ts');
+      expect(err.message).toBe(`Cannot deploy function 'hooked' (hooked.ts) as triggers[1].http '${route}' is invalid: ${err.message.split(' is invalid: ')[1] ?? ''}`);
+      expect(err.message).toContain(why);
+      expect(err.context).toMatchObject({ field: 'triggers[1].http' });
+      expect(registry.get('hooked')).toBeUndefined();
+    });
+  }
+
+  it('refuses a function claiming a route another function serves, naming that function; the same path with another method is fine', async () => {
+    const registry = await open();
+    await registry.deploy((await bundleFixture('http-hook')).code);
+    const err = await deployError(registry, raw('copycat', [{ http: 'POST /hooks/station-alarm', public: true }]), 'copycat.ts');
+    expect(err.message).toBe("Cannot deploy function 'copycat' (copycat.ts) as triggers[0].http 'POST /hooks/station-alarm' is already the route of function 'http-hook': remove it there first, or choose another path");
+    expect(err.context).toMatchObject({ field: 'triggers[0].http', function: 'http-hook' });
+    expect(registry.get('copycat')).toBeUndefined();
+    expect((await registry.deploy(raw('reader', [{ http: 'GET /hooks/station-alarm' }]))).triggers).toEqual([{ http: 'GET /hooks/station-alarm' }]);
+    // Once removed there, the route is free.
+    await registry.remove('http-hook');
+    expect((await registry.deploy(raw('copycat', [{ http: 'POST /hooks/station-alarm', public: true }]))).key).toBeUndefined();
+  });
+
+  it('refuses one function declaring the same route twice', async () => {
+    const registry = await open();
+    const err = await deployError(registry, raw('twice', [{ http: 'PUT /x' }, { http: 'PUT /x', public: true }]));
+    expect(err.message).toContain("as triggers[1].http 'PUT /x' repeats triggers[0].http");
+  });
+
+  it('refuses an HTTP trigger whose public flag is not a boolean, at deploy', async () => {
+    const registry = await open();
+    const err = await deployError(registry, raw('loose', [{ http: 'GET /x', public: 'yes' }]), 'loose.ts');
+    expect(err.message).toContain('Cannot deploy loose.ts');
+  });
+
+  it('shows HTTP triggers in triggersText with their /fn path and whether they need the key', () => {
+    expect(triggersText([{ http: 'POST /hooks/station-alarm' }, { http: 'GET /status', public: true }, { mqtt: 'a/+' }])).toBe('http POST /fn/hooks/station-alarm (key), http GET /fn/status (public), a/+');
   });
 });

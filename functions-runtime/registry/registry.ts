@@ -2,7 +2,7 @@
  * The function registry: which functions are deployed, at which version, with which
  * triggers and limits, and with which settings (config and secrets, changed apart from the
  * code). Deployed bundles are kept in `<dataDir>/functions/<name>.json` (mode 0600, secrets
- * unencrypted) so they survive restarts.
+ * and the function key unencrypted) so they survive restarts.
  */
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -14,13 +14,14 @@ import { VoltlineError } from '../../lib/errors.ts';
 import { cronProblem, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
-import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_RETRIES } from '../sdk/define.ts';
+import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_BATCH_EVENTS, MAX_LINGER_MS, MAX_RETRIES } from '../sdk/define.ts';
 import { CONTEXT_PREAMBLE } from '../sandbox/sandbox.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
+import { httpRouteProblem, newFunctionKey, parseHttpRoute } from './http-route.ts';
 
-/** A deployed trigger: an MQTT topic filter, or a cron schedule (validated at deploy). */
-export type DeployedTrigger = { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string };
+/** A deployed trigger: an MQTT topic filter, a cron schedule or an HTTP route (validated at deploy). */
+export type DeployedTrigger = { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean };
 
 export interface DeployedFunction {
   readonly name: string;
@@ -31,6 +32,11 @@ export interface DeployedFunction {
   readonly memoryMb: number;
   /** Times a failed event runs again before it is dead-lettered (0 to 10). */
   readonly retries: number;
+  /**
+   * Batching: `maxEvents` per batch at most (absent: the router's maximum), and how long a
+   * lane with fewer waits for more, `lingerMs` (0: it does not wait).
+   */
+  readonly batch: DeployedBatch;
   readonly code: string;
   /** Epoch ms. */
   readonly deployedAt: number;
@@ -38,6 +44,19 @@ export interface DeployedFunction {
   readonly config: Readonly<Record<string, string>>;
   /** Settings whose values are never shown: the API lists their names only. */
   readonly secrets: Readonly<Record<string, string>>;
+  /**
+   * The function key HTTP callers present (`x-functions-key` or `?code=`): made at the first
+   * deploy with a non-public HTTP trigger, kept across redeploys until rotated or removed.
+   * Stored as is (the file is mode 0600, so the operator can read it back); never logged,
+   * never in `publicFunction`.
+   */
+  readonly key?: string;
+}
+
+/** A function's batching as deployed (`defineFunction({ batch })`, defaults filled in). */
+export interface DeployedBatch {
+  readonly maxEvents?: number;
+  readonly lingerMs: number;
 }
 
 /** A change to a function's settings: keys to set (as config or as secrets) and keys to remove. */
@@ -56,9 +75,18 @@ export interface RegistryLimits {
   readonly maxTimeoutMs: number;
   /** The most memory a function may ask for, MiB. */
   readonly maxMemoryMb: number;
+  /**
+   * The largest `batch.maxEvents` a function may ask for: the router's `maxBatchEvents`.
+   * Default MAX_BATCH_EVENTS (10 000).
+   */
+  readonly maxBatchEvents?: number;
 }
 
-const TriggerShape = z.union([z.strictObject({ mqtt: z.string() }), z.strictObject({ cron: z.string(), timezone: z.string().optional() })]);
+const TriggerShape = z.union([
+  z.strictObject({ mqtt: z.string() }),
+  z.strictObject({ cron: z.string(), timezone: z.string().optional() }),
+  z.strictObject({ http: z.string(), public: z.boolean().optional() }),
+]);
 
 const Stored = z.object({
   name: z.string(),
@@ -68,11 +96,14 @@ const Stored = z.object({
   memoryMb: z.number().int().positive(),
   // Functions deployed before retries existed have none.
   retries: z.number().int().min(0).max(MAX_RETRIES).default(DEFAULT_RETRIES),
+  // Functions deployed before batch options existed have the defaults.
+  batch: z.object({ maxEvents: z.number().int().positive().optional(), lingerMs: z.number().int().min(0).max(MAX_LINGER_MS).default(0) }).default({ lingerMs: 0 }),
   code: z.string(),
   deployedAt: z.number(),
   // Functions deployed before settings existed have none.
   config: z.record(z.string(), z.string()).default({}),
   secrets: z.record(z.string(), z.string()).default({}),
+  key: z.string().optional(),
 });
 
 const Description = z.object({
@@ -83,6 +114,8 @@ const Description = z.object({
   timeoutMs: z.number().int().positive().optional(),
   memoryMb: z.number().int().positive().optional(),
   retries: z.number().optional(),
+  // Checked in #deploy, with sentences naming the field.
+  batch: z.object({ maxEvents: z.unknown().optional(), lingerMs: z.unknown().optional() }).optional(),
 });
 
 /** Loads a bundle in a throwaway isolate and reads its definition back. */
@@ -164,7 +197,12 @@ export class FunctionRegistry {
       throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source}: ${err instanceof Error ? err.message : String(err)}`, { context: { source }, cause: err });
     }
     const name = description.name;
+    const routes = new Map<string, number>();
     for (const [i, trigger] of description.triggers.entries()) {
+      if ('http' in trigger) {
+        this.#checkHttpTrigger(name, source, i, trigger.http, routes);
+        continue;
+      }
       if ('cron' in trigger) {
         const problem = cronProblem(trigger.cron, trigger.timezone);
         if (problem !== undefined) {
@@ -191,16 +229,98 @@ export class FunctionRegistry {
     if (!Number.isInteger(retries) || retries < 0 || retries > MAX_RETRIES) {
       throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as retries must be a whole number from 0 to ${MAX_RETRIES}: current value is ${retries}`, { context: { source, field: 'retries' } });
     }
+    const batch = this.#checkBatch(name, source, description.batch);
     const version = versionOf(code);
     const existing = this.#functions.get(name);
     // New code keeps the settings it had; those given with the deploy are set on top.
     const settings = applySettings(name, existing ?? { config: {}, secrets: {} }, change);
     if (existing?.version === version && settings === undefined) return existing;
-    const fn: DeployedFunction = { name, version, triggers: description.triggers, timeoutMs, memoryMb, retries, code, deployedAt: Date.now(), ...(settings ?? { config: existing?.config ?? {}, secrets: existing?.secrets ?? {} }) };
+    // The key survives redeploys; the first version with a non-public HTTP trigger gets one.
+    const needsKey = description.triggers.some((t) => 'http' in t && t.public !== true);
+    const key = existing?.key ?? (needsKey ? newFunctionKey() : undefined);
+    const fn: DeployedFunction = {
+      name,
+      version,
+      triggers: description.triggers,
+      timeoutMs,
+      memoryMb,
+      retries,
+      batch,
+      code,
+      deployedAt: Date.now(),
+      ...(settings ?? { config: existing?.config ?? {}, secrets: existing?.secrets ?? {} }),
+      ...(key === undefined ? {} : { key }),
+    };
     await this.#store(fn);
     this.#log.info({ function: name, version, triggers: fn.triggers }, 'function deployed');
     this.#emit();
     return fn;
+  }
+
+  /**
+   * The batch options, checked here too (a bundle that skips defineFunction must not bring
+   * batches of a million), with the defaults filled in.
+   */
+  #checkBatch(name: string, source: string, batch: FunctionDescription['batch']): DeployedBatch {
+    const maxBatch = this.#limits.maxBatchEvents ?? MAX_BATCH_EVENTS;
+    const { maxEvents, lingerMs = 0 } = (batch ?? {}) as { maxEvents?: unknown; lingerMs?: unknown };
+    if (maxEvents !== undefined && (typeof maxEvents !== 'number' || !Number.isInteger(maxEvents) || maxEvents < 1 || maxEvents > maxBatch)) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as batch.maxEvents must be a whole number from 1 to ${maxBatch} (this platform's largest batch): current value is ${JSON.stringify(maxEvents)}`, { context: { source, field: 'batch.maxEvents' } });
+    }
+    if (typeof lingerMs !== 'number' || !Number.isInteger(lingerMs) || lingerMs < 0 || lingerMs > MAX_LINGER_MS) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as batch.lingerMs must be a whole number of ms from 0 to ${MAX_LINGER_MS}: current value is ${JSON.stringify(lingerMs)}`, { context: { source, field: 'batch.lingerMs' } });
+    }
+    return maxEvents === undefined ? { lingerMs } : { maxEvents, lingerMs };
+  }
+
+  /**
+   * Refuses an HTTP trigger whose route is malformed, repeats one of the same function, or
+   * is another function's (one method and path serves one function).
+   */
+  #checkHttpTrigger(name: string, source: string, i: number, text: string, seen: Map<string, number>): void {
+    const field = `triggers[${i}].http`;
+    const problem = httpRouteProblem(text);
+    if (problem !== undefined) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' is invalid: ${problem}`, { context: { source, field } });
+    }
+    const route = parseHttpRoute(text);
+    const id = `${route.method} ${route.path}`;
+    const earlier = seen.get(id);
+    if (earlier !== undefined) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' repeats triggers[${earlier}].http`, { context: { source, field } });
+    }
+    seen.set(id, i);
+    for (const other of this.#functions.values()) {
+      if (other.name === name) continue;
+      const taken = other.triggers.some((t) => 'http' in t && httpRouteProblem(t.http) === undefined && `${parseHttpRoute(t.http).method} ${parseHttpRoute(t.http).path}` === id);
+      if (taken) {
+        throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' is already the route of function '${other.name}': remove it there first, or choose another path`, { context: { source, field, function: other.name } });
+      }
+    }
+  }
+
+  /** The function key of `name`; undefined when there is no such function, null when it has no key. */
+  key(name: string): string | null | undefined {
+    const fn = this.#functions.get(name);
+    return fn === undefined ? undefined : (fn.key ?? null);
+  }
+
+  /**
+   * Replaces a function's key with a new random one (the old one stops working at once)
+   * and returns it; undefined when there is no such function. Works for a function with
+   * no key yet too: it gets one.
+   */
+  rotateKey(name: string): Promise<string | undefined> {
+    return this.#serialized(async () => {
+      const existing = this.#functions.get(name);
+      if (existing === undefined) return undefined;
+      const key = newFunctionKey();
+      await this.#store({ ...existing, key });
+      // The key itself is never logged.
+      this.#log.info({ function: name }, 'function key rotated');
+      this.#emit();
+      return key;
+    });
   }
 
   /**
@@ -276,9 +396,19 @@ export function cronSchedules(functions: readonly DeployedFunction[]): TimerSche
   );
 }
 
-/** Triggers as one line for people: `stations/+/telemetry, cron '0 6 * * *' Europe/Paris`; 'manual only' when none. */
+/**
+ * Triggers as one line for people: `stations/+/telemetry, cron '0 6 * * *' Europe/Paris,
+ * http POST /fn/hooks/alarm (key)`; 'manual only' when none.
+ */
 export function triggersText(triggers: readonly DeployedTrigger[]): string {
-  const parts = triggers.map((t) => ('cron' in t ? `cron '${t.cron}'${t.timezone === undefined ? '' : ` ${t.timezone}`}` : t.mqtt));
+  const parts = triggers.map((t) => {
+    if ('cron' in t) return `cron '${t.cron}'${t.timezone === undefined ? '' : ` ${t.timezone}`}`;
+    if ('http' in t) {
+      const space = t.http.indexOf(' ');
+      return `http ${t.http.slice(0, space)} /fn${t.http.slice(space + 1)} (${t.public === true ? 'public' : 'key'})`;
+    }
+    return t.mqtt;
+  });
   return parts.join(', ') || 'manual only';
 }
 
@@ -343,8 +473,8 @@ export function loadFunctionOf(fn: DeployedFunction): LoadFunction {
   return { ...base, version: `${fn.version}+${hash}`, config };
 }
 
-/** A function as the API shows it: no code, and secrets by name only. */
-export function publicFunction(fn: DeployedFunction): Omit<DeployedFunction, 'code' | 'secrets'> & { readonly secrets: string[] } {
-  const { code: _code, secrets, ...rest } = fn;
+/** A function as the API shows it: no code, no key, and secrets by name only. */
+export function publicFunction(fn: DeployedFunction): Omit<DeployedFunction, 'code' | 'secrets' | 'key'> & { readonly secrets: string[] } {
+  const { code: _code, secrets, key: _key, ...rest } = fn;
   return { ...rest, secrets: Object.keys(secrets) };
 }

@@ -1,14 +1,19 @@
 /**
  * Per-function metering and live stats, kept by the router as traffic passes (issue 4):
- * the `/metrics` histograms and gauge, and the figures `voltline functions` shows.
+ * the `/metrics` histograms and gauges, and the figures `voltline functions` shows.
  *
- * Metering is per batch: the worker measures one batch's wall time, the CPU time its
- * isolate used and the heap in use after it (isolated-vm has no per-event CPU time).
- * So `voltline_function_{wall,cpu}_seconds` observe one value per batch run, and the
- * p50/p99 in `stats()` are of batch wall times (for batches of one event, per event).
+ * Per invocation: the sandbox meters each event's own call (wall time, the isolate's CPU
+ * time before and after it), so `voltline_invocation_{wall,cpu}_seconds`
+ * observe one value per run of an event (retries included), and `stats()` gives p50/p99
+ * of recent invocation wall times and the mean CPU time per invocation.
+ * Per batch: `voltline_function_{wall,cpu}_seconds` observe one value per batch run
+ * (loading the function included), and `voltline_batch_events` the events in each batch a
+ * lane starts, so the cost of crossing into the isolate and the batching are visible too.
+ * Memory is per batch (the isolate's heap + external memory after it; reading it enters the
+ * isolate, too costly per event): the last value and the peak since start.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { SandboxMetering } from '../sandbox/sandbox.ts';
+import type { InvocationMetering, SandboxMetering } from '../sandbox/sandbox.ts';
 
 /** Final outcomes of events, as `voltline_invocations_total` counts them. */
 export type InvocationOutcome = 'ok' | 'invalid' | 'error' | 'timeout' | 'memory';
@@ -25,12 +30,40 @@ export interface FunctionStats {
   readonly batches: number;
   /** Percentiles of the wall time of the last `WALL_WINDOW` batches, ms; null before any. */
   readonly wallMs: { readonly p50: number; readonly p99: number } | null;
-  /** Heap in use after the last batch, bytes; null before any. */
+  /** Runs of events (retries included), each metered. */
+  readonly invocationsRun: number;
+  /** Percentiles of the wall time of the last `WALL_WINDOW` invocations, ms; null before any. */
+  readonly invocationWallMs: { readonly p50: number; readonly p99: number } | null;
+  /** Mean isolate CPU time per invocation since start, ms; null before any. */
+  readonly invocationCpuMs: { readonly mean: number } | null;
+  /** Memory in the isolate (heap + external) after the last batch, bytes; null before any. */
   readonly memoryBytes: number | null;
+  /** The most memory seen after a batch since start, bytes; null before any. */
+  readonly memoryPeakBytes: number | null;
 }
 
-/** Batch wall times kept per function for the percentiles: bounded, recent. */
+/** Batch and invocation wall times kept per function for the percentiles: bounded, recent. */
 export const WALL_WINDOW = 1_000;
+
+const BATCH_EVENTS_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
+
+/** A ring of the last WALL_WINDOW values. */
+class Window {
+  readonly values: number[] = [];
+  #next = 0;
+
+  push(value: number): void {
+    if (this.values.length < WALL_WINDOW) this.values.push(value);
+    else this.values[this.#next] = value;
+    this.#next = (this.#next + 1) % WALL_WINDOW;
+  }
+
+  percentiles(): { p50: number; p99: number } | null {
+    if (this.values.length === 0) return null;
+    const sorted = [...this.values].sort((a, b) => a - b);
+    return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+  }
+}
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -39,14 +72,29 @@ interface Tally {
   deadLetters: number;
   retries: number;
   batches: number;
-  /** Ring of recent batch wall times, ms. */
-  readonly walls: number[];
-  next: number;
+  /** Recent batch wall times, ms. */
+  readonly walls: Window;
+  runs: number;
+  /** Recent invocation wall times, ms. */
+  readonly invocationWalls: Window;
+  cpuMsTotal: number;
   memoryBytes: number | null;
+  memoryPeakBytes: number | null;
 }
 
 function emptyTally(): Tally {
-  return { invocations: { ok: 0, invalid: 0, error: 0, timeout: 0, memory: 0 }, deadLetters: 0, retries: 0, batches: 0, walls: [], next: 0, memoryBytes: null };
+  return {
+    invocations: { ok: 0, invalid: 0, error: 0, timeout: 0, memory: 0 },
+    deadLetters: 0,
+    retries: 0,
+    batches: 0,
+    walls: new Window(),
+    runs: 0,
+    invocationWalls: new Window(),
+    cpuMsTotal: 0,
+    memoryBytes: null,
+    memoryPeakBytes: null,
+  };
 }
 
 /** Nearest-rank percentile of an unsorted sample. */
@@ -60,6 +108,10 @@ export class FunctionMeter {
   readonly #wall: Histogram<'function'>;
   readonly #cpu: Histogram<'function'>;
   readonly #memory: Gauge<'function'>;
+  readonly #memoryPeak: Gauge<'function'>;
+  readonly #invocationWall: Histogram<'function'>;
+  readonly #invocationCpu: Histogram<'function'>;
+  readonly #batchEvents: Histogram<'function'>;
   readonly #invocations: Counter<'function' | 'outcome'>;
 
   constructor(metrics: Registry) {
@@ -67,7 +119,11 @@ export class FunctionMeter {
     this.#invocations = new Counter({ name: 'voltline_invocations_total', help: 'Events by final outcome (after retries), per function', labelNames: ['function', 'outcome'], registers });
     this.#wall = new Histogram({ name: 'voltline_function_wall_seconds', help: 'Wall time of one batch of a function in its worker', labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
     this.#cpu = new Histogram({ name: 'voltline_function_cpu_seconds', help: "CPU time of one batch of a function in its isolate", labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
-    this.#memory = new Gauge({ name: 'voltline_function_memory_bytes', help: "Heap in use in a function's isolate after its last batch", labelNames: ['function'], registers });
+    this.#memory = new Gauge({ name: 'voltline_function_memory_bytes', help: "Memory in use in a function's isolate (heap + external) after its last batch", labelNames: ['function'], registers });
+    this.#memoryPeak = new Gauge({ name: 'voltline_function_memory_peak_bytes', help: "The most memory in use in a function's isolate after a batch, since start", labelNames: ['function'], registers });
+    this.#invocationWall = new Histogram({ name: 'voltline_invocation_wall_seconds', help: 'Wall time of one invocation (one run of one event) in its isolate', labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
+    this.#invocationCpu = new Histogram({ name: 'voltline_invocation_cpu_seconds', help: 'CPU time of one invocation (one run of one event) in its isolate', labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
+    this.#batchEvents = new Histogram({ name: 'voltline_batch_events', help: 'Events in each batch a lane starts (before retries or halving)', labelNames: ['function'], buckets: BATCH_EVENTS_BUCKETS, registers });
   }
 
   #tally(fn: string): Tally {
@@ -79,17 +135,32 @@ export class FunctionMeter {
     return tally;
   }
 
-  /** One batch ran on a worker. */
-  metered(fn: string, metering: SandboxMetering): void {
+  /**
+   * One batch ran on a worker: its own metering and each event's. Without `perEvent` (a run
+   * of one event metered as a whole) the batch counts as one invocation.
+   */
+  metered(fn: string, metering: SandboxMetering, perEvent: readonly InvocationMetering[] = [metering]): void {
     this.#wall.observe({ function: fn }, metering.wallMs / 1000);
     this.#cpu.observe({ function: fn }, metering.cpuMs / 1000);
-    this.#memory.set({ function: fn }, metering.memoryBytes);
     const tally = this.#tally(fn);
     tally.batches += 1;
+    tally.walls.push(metering.wallMs);
+    for (const event of perEvent) {
+      this.#invocationWall.observe({ function: fn }, event.wallMs / 1000);
+      this.#invocationCpu.observe({ function: fn }, event.cpuMs / 1000);
+      tally.runs += 1;
+      tally.invocationWalls.push(event.wallMs);
+      tally.cpuMsTotal += event.cpuMs;
+    }
     tally.memoryBytes = metering.memoryBytes;
-    if (tally.walls.length < WALL_WINDOW) tally.walls.push(metering.wallMs);
-    else tally.walls[tally.next] = metering.wallMs;
-    tally.next = (tally.next + 1) % WALL_WINDOW;
+    tally.memoryPeakBytes = Math.max(tally.memoryPeakBytes ?? 0, metering.memoryBytes);
+    this.#memory.set({ function: fn }, tally.memoryBytes);
+    this.#memoryPeak.set({ function: fn }, tally.memoryPeakBytes);
+  }
+
+  /** A lane started a batch of `events` events. */
+  batched(fn: string, events: number): void {
+    this.#batchEvents.observe({ function: fn }, events);
   }
 
   /** An event reached its final outcome. */
@@ -110,14 +181,17 @@ export class FunctionMeter {
   stats(fn: string): FunctionStats {
     // Asking does not add an entry: only traffic does.
     const tally = this.#tallies.get(fn) ?? emptyTally();
-    const sorted = [...tally.walls].sort((a, b) => a - b);
     return {
       invocations: { ...tally.invocations },
       deadLetters: tally.deadLetters,
       retries: tally.retries,
       batches: tally.batches,
-      wallMs: sorted.length === 0 ? null : { p50: percentile(sorted, 50), p99: percentile(sorted, 99) },
+      wallMs: tally.walls.percentiles(),
+      invocationsRun: tally.runs,
+      invocationWallMs: tally.invocationWalls.percentiles(),
+      invocationCpuMs: tally.runs === 0 ? null : { mean: tally.cpuMsTotal / tally.runs },
       memoryBytes: tally.memoryBytes,
+      memoryPeakBytes: tally.memoryPeakBytes,
     };
   }
 }

@@ -1,17 +1,21 @@
 /**
  * The router with real parts: the local trigger log, the embedded store, the registry, and
  * a scheduler running real worker processes. The store is wrapped only to observe the
- * order in which a batch's points became durable.
+ * order in which a batch's points became durable. The downlink (where ctx.publish goes) is
+ * an in-memory implementation of the Downlink seam that records what it is given, and
+ * what the store and the log held at that moment.
  */
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openEmbeddedStore, openLocalTriggerLog, type DeadLetter, type Point, type StoreReader, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import { silentLogger } from '../../lib/logger.ts';
+import { ManualClock } from '../../lib/clock.ts';
 import { FunctionRegistry } from '../registry/registry.ts';
 import { processDriver } from '../scheduler/driver.ts';
 import { Scheduler } from '../scheduler/scheduler.ts';
 import { bundleFixture, eventually, tempDir } from '../testing/helpers.ts';
 import { Router, type RouterOptions } from './router.ts';
+import type { Downlink } from './downlink.ts';
 
 const logger = silentLogger();
 const BASE_TS = 1_763_800_000_000;
@@ -22,6 +26,14 @@ interface Rig {
   readonly store: StoreWriter & StoreReader;
   /** Points in the order their writes resolved (each write is one batch's points). */
   readonly written: Point[];
+  /** Points per write, in order: one write per batch. */
+  readonly writes: number[];
+  /** What the downlink was given, with how many points were stored and the committed offset then. */
+  readonly sent: Array<{ topic: string; payload: string; storedBefore: number; committed: bigint }>;
+  /** Publish attempts the downlink refused while `downlinkDown`. */
+  refused: number;
+  downlinkDown: boolean;
+  readonly downlink: Downlink;
   /** While set, point writes wait for it (the store is slow). */
   gate: Promise<void> | undefined;
   /** Point writes that found the gate closed. */
@@ -49,10 +61,25 @@ async function openRig(workers: number): Promise<Rig> {
   cleanup.unshift(() => scheduler.stop(1_000));
   await scheduler.start();
   const written: Point[] = [];
+  const writes: number[] = [];
+  const decoder = new TextDecoder();
   const r: Rig = {
     dir: temp.dir,
     log,
     written,
+    writes,
+    sent: [],
+    refused: 0,
+    downlinkDown: false,
+    downlink: {
+      async publish(topic: string, payload: Uint8Array) {
+        if (r.downlinkDown) {
+          r.refused += 1;
+          throw new Error('the broker is closed');
+        }
+        r.sent.push({ topic, payload: decoder.decode(payload), storedBefore: r.written.length, committed: r.log.committedOffset() });
+      },
+    },
     gate: undefined,
     held: 0,
     registry,
@@ -67,6 +94,7 @@ async function openRig(workers: number): Promise<Rig> {
         while (r.gate !== undefined) await r.gate;
         await embedded.writePoints(points);
         written.push(...points);
+        writes.push(points.length);
       },
       writeDeadLetters: (letters: readonly DeadLetter[]) => embedded.writeDeadLetters(letters),
       close: () => embedded.close(),
@@ -95,6 +123,7 @@ function startRouter(options: Partial<RouterOptions> = {}): Router {
     retryMaxMs: 100,
     functionRetryMinMs: 5,
     functionRetryMaxMs: 20,
+    downlink: rig.downlink,
     ...options,
   });
   rig.router = router;
@@ -431,5 +460,180 @@ describe('settings (ctx.config)', () => {
     await send(2);
     await eventually(() => (regions().length === 2 ? true : undefined), 10_000, 'the second point');
     expect(regions()).toEqual(['eu-west', 'us-east']);
+  });
+});
+
+describe('downlinks (ctx.publish)', () => {
+  beforeEach(async () => {
+    await rig.registry.deploy((await bundleFixture('publisher')).code);
+  });
+
+  /** Appends publisher events in order; returns each one's offset by `device:seq`. */
+  interface PublisherEvent {
+    device: string;
+    seq: number;
+    publish?: Array<[string, unknown]>;
+    failTimes?: number;
+  }
+
+  async function appendPublisher(events: PublisherEvent[]): Promise<Map<string, bigint>> {
+    const encoder = new TextEncoder();
+    const offsets = new Map<string, bigint>();
+    for (const { device, ...payload } of events) {
+      const body = { ...payload, ts: BASE_TS + payload.seq };
+      offsets.set(`${device}:${payload.seq}`, await rig.log.append({ source: 'mqtt', topic: `publisher/${device}/in`, deviceId: device, payload: encoder.encode(JSON.stringify(body)), receivedAtMs: Date.now() }));
+    }
+    return offsets;
+  }
+
+  const acks = (device: string, seq: number): Array<[string, string]> => [
+    [`stations/${device}/commands/ack`, `${device}:${seq}:a`],
+    [`stations/${device}/commands/ack`, `${device}:${seq}:b`],
+  ];
+
+  it("sends an ok event's publishes once its points are stored and before its position is committed, in each device's order; failed attempts publish nothing", async () => {
+    const events: PublisherEvent[] = [];
+    for (let seq = 0; seq < 5; seq++) {
+      for (const device of ['dev-0', 'dev-1']) events.push({ device, seq, publish: acks(device, seq) });
+    }
+    // Fails every attempt (2 retries): dead-lettered, publishes nothing.
+    events.push({ device: 'dev-2', seq: 0, publish: acks('dev-2', 0), failTimes: 99 });
+    // Fails once, then succeeds: only the successful attempt's publishes go out.
+    events.push({ device: 'dev-3', seq: 0, publish: acks('dev-3', 0), failTimes: 1 });
+    // A bad topic the handler does not catch: an error, and its good publish before it is not sent.
+    events.push({ device: 'dev-4', seq: 0, publish: [['stations/dev-4/commands/ok', 'dev-4:0:a'], ['stations/+/commands/x', 'nope']] });
+    const offsets = await appendPublisher(events);
+    const router = startRouter({ maxBatchEvents: 3, lanesPerFunction: 2 });
+    await eventually(() => (rig.log.committedOffset() === BigInt(events.length) ? true : undefined), 15_000, 'the commit to reach the end');
+    await router.idle();
+
+    const byDevice = new Map<string, string[]>();
+    for (const message of rig.sent) {
+      const [device = '?', seq = '?'] = message.payload.split(':');
+      byDevice.set(device, [...(byDevice.get(device) ?? []), message.payload]);
+      expect(message.topic).toBe(`stations/${device}/commands/ack`);
+      // The event's point was already stored, and the commit had not passed the event.
+      const stored = rig.written.slice(0, message.storedBefore).some((p) => p.tags['device'] === device && p.fields['seq'] === Number(seq));
+      expect(stored, `${message.payload} stored before it was sent`).toBe(true);
+      expect(message.committed).toBeLessThanOrEqual(offsets.get(`${device}:${seq}`) ?? -1n);
+    }
+    for (const device of ['dev-0', 'dev-1']) expect(byDevice.get(device)).toEqual(range(5).flatMap((seq) => [`${device}:${seq}:a`, `${device}:${seq}:b`]));
+    expect(byDevice.get('dev-2')).toBeUndefined();
+    expect(byDevice.get('dev-3')).toEqual(['dev-3:0:a', 'dev-3:0:b']);
+    expect(byDevice.get('dev-4')).toBeUndefined();
+    expect(rig.sent).toHaveLength(22);
+    const metric = await rig.metrics.getSingleMetricAsString('voltline_downlinks_total');
+    expect(metric).toContain('voltline_downlinks_total{function="publisher",outcome="sent"} 22');
+    expect(metric).not.toContain('outcome="failed"');
+    const letters = await rig.store.deadLetters({ function: 'publisher', limit: 10 });
+    expect(letters.map((l) => [l.deviceId, l.code, l.attempts])).toEqual(expect.arrayContaining([['dev-2', 'error', 3], ['dev-4', 'error', 3]]));
+  });
+
+  it('counts a message the downlink keeps refusing as failed after its attempts, and still commits the event', async () => {
+    rig.downlinkDown = true;
+    await appendPublisher([
+      { device: 'dev-0', seq: 0, publish: acks('dev-0', 0).slice(0, 1) },
+      { device: 'dev-0', seq: 1, publish: acks('dev-0', 1).slice(0, 1) },
+    ]);
+    const router = startRouter({ lanesPerFunction: 1, downlinkAttempts: 2 });
+    await eventually(() => (rig.log.committedOffset() === 2n ? true : undefined), 10_000, 'the commit to pass both events');
+    await router.idle();
+    expect(rig.sent).toEqual([]);
+    // The first message is tried twice; once one was given up, the next gets one try.
+    expect(rig.refused).toBe(3);
+    expect(rig.written.map((p) => p.fields['seq'])).toEqual([0, 1]);
+    expect(await rig.metrics.getSingleMetricAsString('voltline_downlinks_total')).toContain('voltline_downlinks_total{function="publisher",outcome="failed"} 2');
+  });
+});
+
+describe('batch options (defineFunction({ batch }))', () => {
+  beforeEach(async () => {
+    await rig.registry.deploy((await bundleFixture('lingering')).code);
+  });
+
+  async function appendLingering(from: number, count: number): Promise<void> {
+    const encoder = new TextEncoder();
+    for (let seq = from; seq < from + count; seq++) {
+      await rig.log.append({ source: 'mqtt', topic: 'lingering/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq, ts: BASE_TS + seq })), receivedAtMs: Date.now() });
+    }
+  }
+
+  /** How many batches the router started for 'lingering' (voltline_batch_events). */
+  async function batchesStarted(): Promise<number> {
+    const text = await rig.metrics.getSingleMetricAsString('voltline_batch_events');
+    return Number(/voltline_batch_events_count\{function="lingering"\} (\d+)/.exec(text)?.[1] ?? 0);
+  }
+
+  it('waits up to lingerMs from the oldest queued event for a fuller batch, and takes at most maxEvents', async () => {
+    const clock = new ManualClock(Date.now());
+    await appendLingering(0, 3);
+    const router = startRouter({ lanesPerFunction: 1, maxBatchEvents: 100, clock });
+    await eventually(() => (router.position === 3n ? true : undefined), 5_000, 'the router to read 3 events');
+    // Time does not move: the lane holds its 3 events (fewer than maxEvents 4).
+    expect(await batchesStarted()).toBe(0);
+    await clock.advance(499);
+    expect(await batchesStarted()).toBe(0);
+    await clock.advance(1);
+    expect(await batchesStarted()).toBe(1);
+    await eventually(() => (rig.writes.length === 1 ? true : undefined), 10_000, 'the first batch stored');
+
+    // 9 more: two full batches of 4 start without waiting; the 9th waits for its linger.
+    await appendLingering(3, 9);
+    await eventually(() => (rig.writes.length === 3 ? true : undefined), 10_000, 'two full batches stored');
+    expect(await batchesStarted()).toBe(3);
+    expect(router.position).toBe(12n);
+    await clock.advance(499);
+    expect(await batchesStarted()).toBe(3);
+    await clock.advance(1);
+    await eventually(() => (rig.writes.length === 4 ? true : undefined), 10_000, 'the last batch stored');
+    expect(rig.writes).toEqual([3, 4, 4, 1]);
+    expect(rig.written.map((p) => p.fields['seq'])).toEqual(range(12));
+  });
+
+  it('does not wait out a linger when stopping: the lingering batch runs and is committed', async () => {
+    const clock = new ManualClock(Date.now());
+    await appendLingering(0, 2);
+    const router = startRouter({ lanesPerFunction: 1, clock });
+    await eventually(() => (router.position === 2n ? true : undefined), 5_000, 'the router to read 2 events');
+    expect(await batchesStarted()).toBe(0);
+    await router.stop();
+    rig.router = undefined;
+    expect(rig.writes).toEqual([2]);
+    expect(rig.log.committedOffset()).toBe(2n);
+    expect(clock.pending).toBe(0);
+  });
+
+  it("takes the router's maxBatchEvents when it is below the function's maxEvents", async () => {
+    await appendLingering(0, 4);
+    const router = startRouter({ lanesPerFunction: 1, maxBatchEvents: 2, clock: new ManualClock(Date.now()) });
+    await eventually(() => (rig.writes.length === 2 ? true : undefined), 10_000, 'two batches stored');
+    await router.idle();
+    expect(rig.writes).toEqual([2, 2]);
+  });
+});
+
+describe('metering per invocation', () => {
+  it('observes each run of an event in voltline_invocation_{wall,cpu}_seconds and the stats, retries included', async () => {
+    await rig.registry.deploy((await bundleFixture('flaky')).code);
+    const encoder = new TextEncoder();
+    for (const [seq, failTimes] of [[0, 0], [1, 1], [2, 0]] as const) {
+      await rig.log.append({ source: 'mqtt', topic: 'flaky/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq, failTimes, ts: BASE_TS + seq })), receivedAtMs: Date.now() });
+    }
+    const router = startRouter({ lanesPerFunction: 1 });
+    await waitForStored(3);
+    await router.idle();
+    // 3 events, one of them run twice: 4 invocations, in however many batches.
+    const wall = await rig.metrics.getSingleMetricAsString('voltline_invocation_wall_seconds');
+    expect(wall).toContain('voltline_invocation_wall_seconds_count{function="flaky"} 4');
+    expect(await rig.metrics.getSingleMetricAsString('voltline_invocation_cpu_seconds')).toContain('voltline_invocation_cpu_seconds_count{function="flaky"} 4');
+    const stats = router.stats('flaky');
+    expect(stats.invocationsRun).toBe(4);
+    expect(stats.invocationWallMs?.p50).toBeGreaterThan(0);
+    expect(stats.invocationWallMs?.p99).toBeGreaterThanOrEqual(stats.invocationWallMs?.p50 ?? Infinity);
+    expect(stats.invocationCpuMs?.mean).toBeGreaterThanOrEqual(0);
+    expect(stats.memoryPeakBytes).toBeGreaterThanOrEqual(stats.memoryBytes ?? Infinity);
+    const peak = /voltline_function_memory_peak_bytes\{function="flaky"\} (\d+)/.exec(await rig.metrics.getSingleMetricAsString('voltline_function_memory_peak_bytes'));
+    expect(Number(peak?.[1])).toBe(stats.memoryPeakBytes);
+    expect(router.stats('never-deployed')).toMatchObject({ invocationsRun: 0, invocationWallMs: null, invocationCpuMs: null, memoryPeakBytes: null });
   });
 });

@@ -11,18 +11,30 @@
  * its `attempts`.
  * Bounded: at most `maxInFlightEvents` events are read but unfinished; past that the
  * router stops reading and the log (then the broker) pushes back.
+ *
+ * Batching per function (`defineFunction({ batch })`): a batch holds at most the function's
+ * `batch.maxEvents` (itself at most `maxBatchEvents`); with `batch.lingerMs`, a lane with
+ * fewer waiting holds them up to that long from the oldest, for a fuller batch, except
+ * when the router is at its in-flight bound or stopping.
+ *
+ * Downlinks (`ctx.publish`): an event's publishes are sent through `downlink` once its
+ * points are stored and before its position can be committed (downlink.ts).
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
+import { systemClock, type Clock } from '../../lib/clock.ts';
 import { timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
 import { validatePoint } from '../sdk/point.ts';
+import { checkedPublishes, type Publish } from '../sdk/downlink.ts';
+import { DownlinkSender, type Downlink } from './downlink.ts';
 import { CommitTracker } from './commit-tracker.ts';
 import { FunctionMeter, type FunctionStats } from './function-stats.ts';
 import { topicMatches } from './topic-filter.ts';
+import type { InvocationRecorder, RecordedInvocation } from '../http.ts';
 
 export interface RouterOptions {
   readonly log: TriggerLog;
@@ -45,6 +57,15 @@ export interface RouterOptions {
   /** Backoff bounds for running a failed event again (a function's `retries`), ms. */
   readonly functionRetryMinMs: number;
   readonly functionRetryMaxMs: number;
+  /**
+   * Where messages functions publish (`ctx.publish`) go once their event is stored. Without
+   * one they are dropped and counted (`voltline_downlinks_total{outcome="dropped"}`).
+   */
+  readonly downlink?: Downlink;
+  /** Tries per downlink message before it counts as failed. Default 3. */
+  readonly downlinkAttempts?: number;
+  /** Time for lanes' linger (`batch.lingerMs`); the system clock unless a test simulates it. */
+  readonly clock?: Clock;
 }
 
 /** An event whose attempt failed in a way another attempt might not (not invalid input). */
@@ -53,12 +74,23 @@ interface Failed {
   readonly text: string;
 }
 
+/** What a batch's runs collect, per event: points and publishes of ok events, and dead letters. */
+interface Collected {
+  readonly points: Map<LoggedEvent, Point[]>;
+  readonly publishes: Map<LoggedEvent, Publish[]>;
+  readonly letters: DeadLetter[];
+}
+
 const RETRIABLE_OUTCOMES: ReadonlySet<SandboxResult['outcome']> = new Set(['error', 'timeout', 'memory']);
 
 interface Lane {
   readonly fnName: string;
   readonly queue: LoggedEvent[];
+  /** When each queued event was queued (clock ms), in step with `queue`. */
+  readonly queuedAt: number[];
   busy: boolean;
+  /** Cancels the lane's linger timer, while one is set. */
+  linger: (() => void) | undefined;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -73,7 +105,7 @@ function laneIndex(deviceId: string, lanes: number): number {
   return (hash >>> 0) % lanes;
 }
 
-export class Router {
+export class Router implements InvocationRecorder {
   readonly #o: RouterOptions;
   readonly #log: Logger;
   readonly #lanes = new Map<string, Lane>();
@@ -98,15 +130,28 @@ export class Router {
   readonly #unrouted: Counter;
   readonly #retries: Counter<'stage'>;
   readonly #latency: Histogram;
+  readonly #downlinks: DownlinkSender;
+  readonly #clock: Clock;
 
   constructor(options: RouterOptions) {
     this.#o = options;
     this.#log = options.logger.child({ stage: 'router' });
+    this.#clock = options.clock ?? systemClock;
     this.#readPos = options.log.committedOffset();
     this.#committed = this.#readPos;
     this.#tracker = new CommitTracker(this.#readPos);
     const registers = [options.metrics];
     this.#meter = new FunctionMeter(options.metrics);
+    this.#downlinks = new DownlinkSender({
+      downlink: options.downlink,
+      logger: this.#log,
+      metrics: options.metrics,
+      attempts: options.downlinkAttempts ?? 3,
+      attemptTimeoutMs: 2_000,
+      retryMinMs: options.retryMinMs,
+      retryMaxMs: options.retryMaxMs,
+      stopping: () => this.#abort.signal.aborted,
+    });
     this.#deadLetters = new Counter({ name: 'voltline_dead_letters_total', help: 'Events written to the dead-letter store, by reason', labelNames: ['reason'], registers });
     this.#pointsWritten = new Counter({ name: 'voltline_points_written_total', help: 'Points written to the time-series store', registers });
     this.#unrouted = new Counter({ name: 'voltline_messages_unrouted_total', help: 'Logged messages that matched no deployed function', registers });
@@ -149,6 +194,8 @@ export class Router {
     while (!signal.aborted) {
       const room = this.#o.maxInFlightEvents - this.#tracker.inFlight;
       if (room <= 0) {
+        // No more events will come until some finish: lingering lanes start now.
+        for (const lane of this.#lanes.values()) if (lane.linger !== undefined) this.#pump(lane);
         await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
         continue;
       }
@@ -173,10 +220,11 @@ export class Router {
       const key = `${fn.name}#${laneIndex(event.deviceId, this.#o.lanesPerFunction)}`;
       let lane = this.#lanes.get(key);
       if (lane === undefined) {
-        lane = { fnName: fn.name, queue: [], busy: false };
+        lane = { fnName: fn.name, queue: [], queuedAt: [], busy: false, linger: undefined };
         this.#lanes.set(key, lane);
       }
       lane.queue.push(event);
+      lane.queuedAt.push(this.#clock.now());
       this.#pump(lane);
     }
   }
@@ -192,8 +240,27 @@ export class Router {
 
   #pump(lane: Lane): void {
     if (lane.busy || lane.queue.length === 0 || this.#halted) return;
+    const fn = this.#o.registry.get(lane.fnName);
+    const maxEvents = Math.min(this.#o.maxBatchEvents, fn?.batch.maxEvents ?? this.#o.maxBatchEvents);
+    const lingerMs = fn?.batch.lingerMs ?? 0;
+    // Linger for a fuller batch, but never while stopping, nor at the in-flight bound
+    // (the reader is waiting for room: no more events would come to fill it).
+    if (lingerMs > 0 && lane.queue.length < maxEvents && !this.#abort.signal.aborted && this.#tracker.inFlight < this.#o.maxInFlightEvents) {
+      const waitMs = (lane.queuedAt[0] ?? this.#clock.now()) + lingerMs - this.#clock.now();
+      if (waitMs > 0) {
+        lane.linger ??= this.#clock.setTimeout(() => {
+          lane.linger = undefined;
+          this.#pump(lane);
+        }, waitMs);
+        return;
+      }
+    }
+    lane.linger?.();
+    lane.linger = undefined;
     lane.busy = true;
-    const batch = lane.queue.splice(0, this.#o.maxBatchEvents);
+    const batch = lane.queue.splice(0, maxEvents);
+    lane.queuedAt.splice(0, batch.length);
+    this.#meter.batched(lane.fnName, batch.length);
     this.#runBatch(lane.fnName, batch).then(
       () => {
         lane.busy = false;
@@ -216,6 +283,8 @@ export class Router {
     // Points per event, so that the batch's points are written in log order even when
     // some events succeeded only on a retry.
     const points = new Map<LoggedEvent, Point[]>();
+    // Publishes per event: only events whose final outcome is ok have any.
+    const publishes = new Map<LoggedEvent, Publish[]>();
     const letters: DeadLetter[] = [];
     const runnable: LoggedEvent[] = [];
     const texts: string[] = [];
@@ -234,12 +303,18 @@ export class Router {
     // Removed while its events waited: nothing runs them now.
     if (fn !== undefined) {
       const failed: Failed[] = [];
-      await this.#invoke(fn, runnable, texts, points, letters, failed, 1);
-      for (const { event, text } of failed) await this.#retry(fn, event, text, points, letters);
+      await this.#invoke(fn, runnable, texts, { points, publishes, letters }, failed, 1);
+      for (const { event, text } of failed) await this.#retry(fn, event, text, { points, publishes, letters });
     }
     // After stop() returned, the store may be closing: this router writes nothing more.
     if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
     await this.#write(batch.flatMap((event) => points.get(event) ?? []), letters);
+    // Stored: now the downlinks, in log order, before the batch is marked finished (so an
+    // event replayed after a crash publishes again: at least once).
+    for (const event of batch) {
+      const sent = publishes.get(event);
+      if (sent !== undefined) await this.#downlinks.send(fnName, sent);
+    }
     const now = Date.now();
     for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
   }
@@ -250,7 +325,7 @@ export class Router {
    * (too large for one worker frame) would be refused again: it runs in halves, in order,
    * and a single event still refused is dead-lettered rather than blocking its lane.
    */
-  async #invoke(fn: DeployedFunction, events: LoggedEvent[], texts: string[], points: Map<LoggedEvent, Point[]>, letters: DeadLetter[], failed: Failed[], attempt: number): Promise<void> {
+  async #invoke(fn: DeployedFunction, events: LoggedEvent[], texts: string[], out: Collected, failed: Failed[], attempt: number): Promise<void> {
     const fnName = fn.name;
     // `tries` counts runs of this batch lost to the platform; `attempt` is the event's attempt.
     for (let tries = 0; events.length > 0; ) {
@@ -269,12 +344,12 @@ export class Router {
             attempt,
           })),
         );
-        this.#meter.metered(fn.name, outcome.metering);
+        this.#meter.metered(fn.name, outcome.metering, outcome.perEvent);
         outcome.results.forEach((result, i) => {
           const event = events[i];
           if (event === undefined) return;
           if (RETRIABLE_OUTCOMES.has(result.outcome) && attempt <= fn.retries) failed.push({ event, text: texts[i] ?? '' });
-          else this.#collect(fn.name, event, result, points, letters, attempt);
+          else this.#collect(fn.name, event, result, out, attempt);
         });
         return;
       } catch (err) {
@@ -283,13 +358,13 @@ export class Router {
           const first = events[0];
           if (events.length === 1 && first !== undefined) {
             this.#meter.outcome(fnName, 'error');
-            letters.push(this.#letter(fnName, first, 'error', '', `the platform could not run this event: ${errorMessage(err)}`, attempt));
+            out.letters.push(this.#letter(fnName, first, 'error', '', `the platform could not run this event: ${errorMessage(err)}`, attempt));
             return;
           }
           const half = Math.ceil(events.length / 2);
           this.#log.warn({ function: fnName, events: events.length, err: errorMessage(err) }, 'batch refused; running it in halves');
-          await this.#invoke(fn, events.slice(0, half), texts.slice(0, half), points, letters, failed, attempt);
-          await this.#invoke(fn, events.slice(half), texts.slice(half), points, letters, failed, attempt);
+          await this.#invoke(fn, events.slice(0, half), texts.slice(0, half), out, failed, attempt);
+          await this.#invoke(fn, events.slice(half), texts.slice(half), out, failed, attempt);
           return;
         }
         this.#retries.inc({ stage: 'invoke' });
@@ -303,7 +378,7 @@ export class Router {
    * Runs one failed event again, alone, until it succeeds, fails for good (invalid input)
    * or has used its attempts; the last attempt's verdict is collected. The lane waits.
    */
-  async #retry(fn: DeployedFunction, event: LoggedEvent, text: string, points: Map<LoggedEvent, Point[]>, letters: DeadLetter[]): Promise<void> {
+  async #retry(fn: DeployedFunction, event: LoggedEvent, text: string, out: Collected): Promise<void> {
     const fnName = fn.name;
     for (let attempt = 2; ; attempt++) {
       this.#retries.inc({ stage: 'function' });
@@ -311,22 +386,35 @@ export class Router {
       this.#log.debug({ function: fnName, offset: String(event.offset), deviceId: event.deviceId, attempt }, 'running a failed event again');
       await this.#backoff(attempt - 2, this.#o.functionRetryMinMs, this.#o.functionRetryMaxMs);
       const failed: Failed[] = [];
-      await this.#invoke(fn, [event], [text], points, letters, failed, attempt);
+      await this.#invoke(fn, [event], [text], out, failed, attempt);
       if (failed.length === 0) return;
     }
   }
 
-  #collect(fnName: string, event: LoggedEvent, result: SandboxResult, points: Map<LoggedEvent, Point[]>, letters: DeadLetter[], attempt: number): void {
+  #collect(fnName: string, event: LoggedEvent, result: SandboxResult, out: Collected, attempt: number): void {
+    const { letters } = out;
     if (result.outcome === 'ok') {
+      let checked: Point[];
       try {
         // Points come from untrusted code: validate again on this side of the boundary.
-        const checked = result.points.map((p) => validatePoint(p));
-        points.set(event, checked);
-        this.#meter.outcome(fnName, 'ok');
+        checked = result.points.map((p) => validatePoint(p));
       } catch (err) {
         this.#meter.outcome(fnName, 'error');
         letters.push(this.#letter(fnName, event, 'bad_points', '', errorMessage(err), attempt));
+        return;
       }
+      let sent: Publish[];
+      try {
+        // So do the publishes (the guest enforces the same rules on ctx.publish).
+        sent = checkedPublishes(result.publishes);
+      } catch (err) {
+        this.#meter.outcome(fnName, 'error');
+        letters.push(this.#letter(fnName, event, 'error', '', errorMessage(err), attempt));
+        return;
+      }
+      out.points.set(event, checked);
+      if (sent.length > 0) out.publishes.set(event, sent);
+      this.#meter.outcome(fnName, 'ok');
       return;
     }
     this.#meter.outcome(fnName, result.outcome);
@@ -391,6 +479,27 @@ export class Router {
   }
 
   /**
+   * Counts an invocation that did not come through the trigger log (an HTTP trigger's, see
+   * functions-runtime/http.ts) in the same metrics and live stats as routed ones: its
+   * metering, final outcome, points written and dead letter. (Manual invocations are not
+   * counted: they are dry runs.)
+   */
+  recordInvocation(fnName: string, run: RecordedInvocation): void {
+    if (run.metering !== undefined) this.#meter.metered(fnName, run.metering.batch, run.metering.perEvent);
+    this.#meter.outcome(fnName, run.outcome);
+    this.#pointsWritten.inc(run.points);
+    if (run.deadLetter !== undefined) {
+      this.#deadLetters.inc({ reason: run.deadLetter });
+      this.#meter.deadLettered(fnName);
+    }
+  }
+
+  /** Sends an HTTP invocation's publishes through this router's downlink (counted the same way). */
+  sendPublishes(fnName: string, publishes: readonly Publish[]): Promise<void> {
+    return this.#downlinks.send(fnName, publishes);
+  }
+
+  /**
    * Live stats of one function since this router started: events by final outcome, dead
    * letters, retries, and batch wall-time percentiles (see function-stats.ts).
    */
@@ -417,12 +526,18 @@ export class Router {
   async stop(graceMs = 10_000): Promise<void> {
     this.#abort.abort();
     this.#slotWaiter?.();
+    // Lingering lanes start their batches now: stopping never waits out a linger.
+    for (const lane of this.#lanes.values()) this.#pump(lane);
     if (this.#commitTimer !== undefined) clearInterval(this.#commitTimer);
     await this.#loop;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
     this.#halted = true;
+    for (const lane of this.#lanes.values()) {
+      lane.linger?.();
+      lane.linger = undefined;
+    }
     await this.#commit();
   }
 }

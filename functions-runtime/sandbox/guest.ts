@@ -5,9 +5,10 @@
  * No Node imports: nothing here exists inside the sandbox.
  */
 import type { DefinedFunction, FunctionLogger, HandlerResult, StandardResult } from '../sdk/define.ts';
-import { InvalidEventError } from '../sdk/define.ts';
+import { InvalidEventError, MAX_RESPONSE_BYTES } from '../sdk/define.ts';
 import { PointBuilder, validatePoint, type Point } from '../sdk/point.ts';
-import type { GuestEvent, GuestLogLine, GuestResult, FunctionDescription } from './guest-protocol.ts';
+import { addPublish, utf8Length, type Publish } from '../sdk/downlink.ts';
+import type { GuestEvent, GuestLogLine, GuestResponse, GuestResult, FunctionDescription } from './guest-protocol.ts';
 import { lockdown, REALM_TAINTED, type Realm } from './realm.ts';
 
 const MAX_LOG_LINES = 100;
@@ -21,11 +22,23 @@ function describe(definition: DefinedFunction): FunctionDescription {
     triggers: definition.triggers.map((trigger) =>
       'cron' in trigger
         ? { cron: trigger.cron, ...(trigger.timezone === undefined ? {} : { timezone: trigger.timezone }) }
-        : { mqtt: trigger.mqtt },
+        : 'http' in trigger
+          ? { http: trigger.http, ...(trigger.public === undefined ? {} : { public: trigger.public }) }
+          : { mqtt: trigger.mqtt },
     ),
     ...(definition.timeoutMs === undefined ? {} : { timeoutMs: definition.timeoutMs }),
     ...(definition.memoryMb === undefined ? {} : { memoryMb: definition.memoryMb }),
     ...(definition.retries === undefined ? {} : { retries: definition.retries }),
+    // Only the known keys cross, as numbers or not at all; the registry validates them.
+    ...(definition.batch === undefined ? {} : { batch: batchOf(definition.batch) }),
+  };
+}
+
+function batchOf(batch: unknown): NonNullable<FunctionDescription['batch']> {
+  const b = (typeof batch === 'object' && batch !== null ? batch : {}) as { maxEvents?: unknown; lingerMs?: unknown };
+  return {
+    ...(b.maxEvents === undefined ? {} : { maxEvents: b.maxEvents as number }),
+    ...(b.lingerMs === undefined ? {} : { lingerMs: b.lingerMs as number }),
   };
 }
 
@@ -88,23 +101,68 @@ function describeThrown(value: unknown): string {
   return `the handler threw ${kind}, not an Error: ${text.length > MAX_LOG_LINE_CHARS ? `${text.slice(0, MAX_LOG_LINE_CHARS)}…` : text}`;
 }
 
-function failure(err: unknown, logs: GuestLogLine[]): GuestResult {
-  if (err instanceof InvalidEventError) return { outcome: 'invalid', code: 'rejected', field: err.field, message: err.message, logs };
+/** What one invocation's `ctx.respond` set, if anything (the last call wins). */
+interface Reply {
+  response?: GuestResponse;
+  /** What `ctx.publish` accepted, in call order (downlinks): sent by the router only for an `ok` result. */
+  publishes?: Publish[];
+}
+
+/** A result of an invocation whose handler returned, with the response it set. */
+function ok(points: Point[], logs: GuestLogLine[], reply: Reply): GuestResult {
+  const result: GuestResult = reply.response === undefined ? { outcome: 'ok', points, logs } : { outcome: 'ok', points, logs, response: reply.response };
+  return reply.publishes === undefined || reply.publishes.length === 0 ? result : { ...result, publishes: reply.publishes };
+}
+
+/**
+ * `ctx.respond(status, body)`: checks what it is given and keeps a copy (so later changes to
+ * the body do not show); a later call replaces it. Throws for what cannot be sent.
+ */
+function makeRespond(reply: Reply): (status: number, body?: unknown) => void {
+  return (status: unknown, body?: unknown): void => {
+    if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
+      throw new TypeError(`ctx.respond status must be a whole number from 200 to 599: current value is ${typeof status === 'number' ? String(status) : typeof status}`);
+    }
+    if (body === undefined) {
+      reply.response = { status };
+      return;
+    }
+    let text: string | undefined;
+    if (typeof body === 'string') text = body;
+    else {
+      try {
+        text = JSON.stringify(body);
+      } catch (err) {
+        throw new TypeError(`ctx.respond body must be a JSON value or a string: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      if (text === undefined) throw new TypeError(`ctx.respond body must be a JSON value or a string: it is a ${typeof body}`);
+    }
+    const bytes = utf8Length(text);
+    if (bytes > MAX_RESPONSE_BYTES) throw new RangeError(`ctx.respond body is ${bytes} bytes, over the limit of ${MAX_RESPONSE_BYTES} (1 MiB): respond with less`);
+    reply.response = { status, body: typeof body === 'string' ? body : (JSON.parse(text) as unknown) };
+  };
+}
+
+function failure(err: unknown, logs: GuestLogLine[], reply: Reply = {}): GuestResult {
+  if (err instanceof InvalidEventError) {
+    const rejected = { outcome: 'invalid', code: 'rejected', field: err.field, message: err.message, logs } as const;
+    return reply.response === undefined ? rejected : { ...rejected, response: reply.response };
+  }
   if (err instanceof Error && err.name === 'PointError') return { outcome: 'error', code: 'bad_points', message: err.message, logs };
   const message = err instanceof Error ? `${err.name}: ${err.message}` : describeThrown(err);
   return { outcome: 'error', code: 'error', message, logs };
 }
 
 /** The slow path, for a schema whose validation is asynchronous. */
-async function invokeAsync(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], pending: Promise<StandardResult<unknown>>): Promise<string> {
+async function invokeAsync(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply, pending: Promise<StandardResult<unknown>>): Promise<string> {
   try {
     const result = await pending;
     if (result.issues !== undefined) return JSON.stringify(schemaFailure(result.issues, logs));
     const value = result.value;
-    const output = await definition.handler(eventFor(event, value), contextFor(definition, event, logs));
-    return JSON.stringify({ outcome: 'ok', points: collectPoints(output), logs } satisfies GuestResult);
+    const output = await definition.handler(eventFor(event, value), contextFor(definition, event, logs, reply));
+    return JSON.stringify(ok(collectPoints(output), logs, reply));
   } catch (err) {
-    return JSON.stringify(failure(err, logs));
+    return JSON.stringify(failure(err, logs, reply));
   }
 }
 
@@ -116,12 +174,21 @@ function schemaFailure(issues: ReadonlyArray<{ readonly message: string; readonl
 }
 
 function eventFor(event: GuestEvent, payload: unknown) {
-  return { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source, attempt: event.attempt ?? 1 };
+  const meta = { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source, attempt: event.attempt ?? 1 };
+  return event.http === undefined ? meta : { ...meta, http: event.http };
 }
 
-function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[]) {
+function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply) {
   // `event` is parsed afresh for every invocation: this frozen copy is this invocation's own.
-  return { log: makeLogger(logs), deadline: event.deadline, invocationId: event.invocationId, functionName: definition.name, config: Object.freeze({ ...event.config }) };
+  return {
+    log: makeLogger(logs),
+    deadline: event.deadline,
+    invocationId: event.invocationId,
+    functionName: definition.name,
+    config: Object.freeze({ ...event.config }),
+    respond: makeRespond(reply),
+    publish: (topic: string, payload: string | object): void => addPublish((reply.publishes ??= []), topic, payload),
+  };
 }
 
 /**
@@ -130,6 +197,7 @@ function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestL
  */
 function invoke(definition: DefinedFunction, eventJson: string): string | Promise<string> {
   const logs: GuestLogLine[] = [];
+  const reply: Reply = {};
   const event = JSON.parse(eventJson) as GuestEvent;
   let payload: unknown;
   try {
@@ -146,19 +214,19 @@ function invoke(definition: DefinedFunction, eventJson: string): string | Promis
     let value: unknown = payload;
     if (definition.schema !== undefined) {
       const result = definition.schema['~standard'].validate(payload);
-      if (result instanceof Promise) return invokeAsync(definition, event, logs, result);
+      if (result instanceof Promise) return invokeAsync(definition, event, logs, reply, result);
       if (result.issues !== undefined) return JSON.stringify(schemaFailure(result.issues, logs));
       value = result.value;
     }
-    const output = definition.handler(eventFor(event, value), contextFor(definition, event, logs));
+    const output = definition.handler(eventFor(event, value), contextFor(definition, event, logs, reply));
     if (output instanceof Promise) {
       return output.then(
-        (resolved: HandlerResult) => JSON.stringify({ outcome: 'ok', points: collectPoints(resolved), logs } satisfies GuestResult),
-      ).catch((err: unknown) => JSON.stringify(failure(err, logs)));
+        (resolved: HandlerResult) => JSON.stringify(ok(collectPoints(resolved), logs, reply)),
+      ).catch((err: unknown) => JSON.stringify(failure(err, logs, reply)));
     }
-    return JSON.stringify({ outcome: 'ok', points: collectPoints(output), logs } satisfies GuestResult);
+    return JSON.stringify(ok(collectPoints(output), logs, reply));
   } catch (err) {
-    return JSON.stringify(failure(err, logs));
+    return JSON.stringify(failure(err, logs, reply));
   }
 }
 

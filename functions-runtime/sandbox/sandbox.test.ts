@@ -261,3 +261,186 @@ describe('config (ctx.config)', () => {
     expect(next).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { keys: 'REGION' } }] });
   });
 });
+
+describe('HTTP invocations (ctx.respond, event.http)', () => {
+  const http = { method: 'POST', path: '/hooks/station-alarm', query: { source: 'test' }, headers: { 'content-type': 'application/json' } };
+
+  async function runHook(...payloads: unknown[]): Promise<SandboxResult[]> {
+    const code = (await bundleFixture('http-hook')).code;
+    const sandbox = sandboxFor(code, { timeoutMs: 1_000 });
+    const { results } = await sandbox.runBatch(payloads.map((payload, i) => eventOf(payload, { invocationId: `http-${i}`, source: 'http', topic: '$http/POST/hooks/station-alarm', deviceId: 'http', http })));
+    expect(results).toHaveLength(payloads.length);
+    return results;
+  }
+
+  it('carries what the handler set with ctx.respond in an ok result, beside its points', async () => {
+    const [result] = await runHook({ station: 'st-1', level: 3, respond: { status: 202, body: { accepted: 1, list: [1, 'two', null] } } });
+    expect(result).toMatchObject({ outcome: 'ok', response: { status: 202, body: { accepted: 1, list: [1, 'two', null] } }, points: [{ tags: { station: 'st-1' }, fields: { level: 3 } }] });
+  });
+
+  it('hands the handler event.http and the HTTP topic and source', async () => {
+    const [result] = await runHook({ station: 'st-1', level: 1 });
+    expect(result).toMatchObject({ outcome: 'ok', points: [{ fields: { source: 'http', topic: '$http/POST/hooks/station-alarm', device: 'http', http: JSON.stringify(http) } }] });
+    expect(result?.outcome === 'ok' && result.response).toBeUndefined();
+  });
+
+  it('keeps the last response when ctx.respond is called twice, and a string body as a string', async () => {
+    const [result] = await runHook({ station: 'st-1', level: 1, respond: { status: 201, body: 'created' }, respondTwice: true });
+    expect(result).toMatchObject({ outcome: 'ok', response: { status: 201, body: 'created' } });
+  });
+
+  it('refuses a status outside 200..599 or not whole, as an error naming ctx.respond', async () => {
+    const results = await runHook({ station: 'a', level: 1, respond: { status: 99 } }, { station: 'b', level: 1, respond: { status: 600 } }, { station: 'c', level: 1, respond: { status: 200.5 } }, { station: 'd', level: 1, respond: { status: 204 } });
+    for (const result of results.slice(0, 3)) {
+      expect(result).toMatchObject({ outcome: 'error', code: 'error' });
+      expect(result.outcome === 'error' && result.message).toMatch(/^TypeError: ctx\.respond status must be a whole number from 200 to 599: current value is /);
+    }
+    expect(results[3]).toMatchObject({ outcome: 'ok', response: { status: 204 } });
+  });
+
+  it('refuses a body over 1 MiB as an error saying so; the next event runs', async () => {
+    const [huge, next] = await runHook({ station: 'a', level: 1, fail: 'huge-response' }, { station: 'b', level: 2 });
+    expect(huge).toMatchObject({ outcome: 'error', code: 'error' });
+    expect(huge?.outcome === 'error' && huge.message).toBe('RangeError: ctx.respond body is 1048577 bytes, over the limit of 1048576 (1 MiB): respond with less');
+    expect(next).toMatchObject({ outcome: 'ok', points: [{ tags: { station: 'b' } }] });
+  });
+
+  it('keeps the response of a handler that rejects the event with invalid(), and drops it when the handler throws', async () => {
+    const [rejected, thrown] = await runHook({ station: 'x', level: 1, respond: { status: 422, body: { why: 'not ours' } }, fail: 'reject' }, { station: 'y', level: 1, fail: 'throw' });
+    expect(rejected).toMatchObject({ outcome: 'invalid', code: 'rejected', field: 'station', response: { status: 422, body: { why: 'not ours' } } });
+    expect(thrown).toMatchObject({ outcome: 'error', code: 'error', message: 'Error: alarm handler failed on purpose for y' });
+    expect(thrown).not.toHaveProperty('response');
+  });
+});
+
+describe('ctx.publish (downlinks)', () => {
+  let publisher: string;
+  beforeAll(async () => {
+    publisher = (await bundleFixture('publisher')).code;
+  });
+
+  /** The `refused` field of the single point of an ok result. */
+  const refusedOf = (result: SandboxResult | undefined) => fieldsOf(result)['refused'];
+
+  it('collects publishes in the result, in call order: a string as is, an object as JSON', async () => {
+    const [result] = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), {
+      publish: [
+        ['stations/st-1/commands/ack', 'plain text'],
+        ['stations/st-1/commands/limits/set', { maxW: 900, note: 'é' }],
+      ],
+    });
+    expect(result).toMatchObject({
+      outcome: 'ok',
+      publishes: [
+        { topic: 'stations/st-1/commands/ack', payload: 'plain text' },
+        { topic: 'stations/st-1/commands/limits/set', payload: '{"maxW":900,"note":"é"}' },
+      ],
+    });
+  });
+
+  it('carries no publishes for an event that publishes nothing, nor for one that fails after publishing', async () => {
+    const [none, failed] = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), {}, { publish: [['stations/st-1/commands/ack', 'x']], failTimes: 1 });
+    expect(none?.outcome).toBe('ok');
+    expect(none).not.toHaveProperty('publishes');
+    expect(failed).toMatchObject({ outcome: 'error', message: 'Error: failing attempt 1 after publishing' });
+    expect(failed).not.toHaveProperty('publishes');
+  });
+
+  const must = 'downlink topics must be under stations/<deviceId>/commands/ (for example stations/st-1/commands/ack)';
+  const badTopics: Array<[string, string]> = [
+    ['stations/+/commands/x', "a topic name cannot hold the wildcards '+' or '#'"],
+    ['stations/st-1/commands/#', "a topic name cannot hold the wildcards '+' or '#'"],
+    ['$SYS/broker/commands/x', "topics starting with '$' are reserved"],
+    ['', 'the topic is empty'],
+    [`stations/st-1/commands/${'x'.repeat(250)}`, 'the topic is 273 bytes, over the limit of 256'],
+    ['devices/st-1/commands/x', must],
+    ['stations/st-1/telemetry', must],
+    ['stations//commands/x', must],
+    ['stations/st-1/commands/', must],
+    ['stations/st-1/commands', must],
+  ];
+
+  it('refuses a topic that is not a downlink topic with a TypeError of one sentence, which the handler can catch', async () => {
+    const results = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), ...badTopics.map(([topic]) => ({ publish: [[topic, 'x']], catchErrors: true })));
+    results.forEach((result, i) => {
+      const [topic, why] = badTopics[i] ?? ['', ''];
+      expect(refusedOf(result), topic).toBe(`TypeError: Cannot publish to '${topic}' as ${why}`);
+      expect(result).not.toHaveProperty('publishes');
+    });
+  });
+
+  it('fails the invocation with that error when the handler does not catch it', async () => {
+    const [result] = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), { publish: [['stations/st-1/commands/ok', 'first'], ['stations/+/commands/x', 'x']] });
+    expect(result).toMatchObject({ outcome: 'error', code: 'error', message: "TypeError: Cannot publish to 'stations/+/commands/x' as a topic name cannot hold the wildcards '+' or '#'" });
+    expect(result).not.toHaveProperty('publishes');
+  });
+
+  it('refuses a 17th publish, a payload over 16 KiB and a payload that is not a string or an object, keeping what was accepted', async () => {
+    const sixteen = Array.from({ length: 17 }, (_, i): [string, string] => [`stations/st-1/commands/n${i}`, `${i}`]);
+    const [tooMany, sizes] = await run(
+      sandboxFor(publisher, { timeoutMs: 1_000 }),
+      { publish: sixteen, catchErrors: true },
+      {
+        publish: [
+          ['stations/st-1/commands/full', 'x'.repeat(16 * 1024)],
+          ['stations/st-1/commands/over', 'x'.repeat(16 * 1024 + 1)],
+          // 2 bytes each in UTF-8: 16 386 bytes for 8 193 characters.
+          ['stations/st-1/commands/wide', 'é'.repeat(8_193)],
+          ['stations/st-1/commands/json', { text: 'x'.repeat(16 * 1024) }],
+          ['stations/st-1/commands/number', 42],
+          ['stations/st-1/commands/null', null],
+        ],
+        catchErrors: true,
+      },
+    );
+    expect(refusedOf(tooMany)).toBe("RangeError: Cannot publish to 'stations/st-1/commands/n16' as an invocation may publish at most 16 messages");
+    expect(tooMany?.outcome === 'ok' && tooMany.publishes?.map((p) => p.payload)).toEqual(sixteen.slice(0, 16).map(([, payload]) => payload));
+    expect(String(refusedOf(sizes)).split(' | ')).toEqual([
+      "RangeError: Cannot publish to 'stations/st-1/commands/over' as the payload is 16385 bytes, over the limit of 16384",
+      "RangeError: Cannot publish to 'stations/st-1/commands/wide' as the payload is 16386 bytes, over the limit of 16384",
+      "RangeError: Cannot publish to 'stations/st-1/commands/json' as the payload is 16395 bytes, over the limit of 16384",
+      "TypeError: Cannot publish to 'stations/st-1/commands/number' as the payload must be a string or an object (sent as JSON): it is number",
+      "TypeError: Cannot publish to 'stations/st-1/commands/null' as the payload must be a string or an object (sent as JSON): it is null",
+    ]);
+    expect(sizes?.outcome === 'ok' && sizes.publishes?.map((p) => p.topic)).toEqual(['stations/st-1/commands/full']);
+  });
+});
+
+describe('metering per invocation', () => {
+  it('meters each event of a batch on its own, within the batch', async () => {
+    const busy = (await bundleFixture('busy')).code;
+    const sandbox = sandboxFor(busy, { timeoutMs: 2_000 });
+    const { results, metering, perEvent } = await sandbox.runBatch([eventOf({ busyMs: 0 }), eventOf({ busyMs: 20 }), eventOf({ busyMs: 0 })]);
+    expect(results.map((r) => r.outcome)).toEqual(['ok', 'ok', 'ok']);
+    expect(perEvent).toHaveLength(3);
+    for (const event of perEvent) {
+      expect(event.wallMs).toBeGreaterThan(0);
+      expect(event.cpuMs).toBeGreaterThanOrEqual(0);
+    }
+    // A 20 ms spin registers CPU time of its own.
+    expect(perEvent[1]?.cpuMs).toBeGreaterThan(0);
+    // Each event's figures are parts of the batch's: its calls are disjoint slices of it.
+    const sum = (key: 'wallMs' | 'cpuMs') => perEvent.reduce((total, event) => total + event[key], 0);
+    expect(sum('wallMs')).toBeLessThanOrEqual(metering.wallMs);
+    expect(sum('cpuMs')).toBeLessThanOrEqual(metering.cpuMs + 1e-9);
+    expect(metering.memoryBytes).toBeGreaterThan(0);
+  });
+
+  it('meters an event that hit a limit: its wall time for the CPU its disposed isolate took along, the limit as memory', async () => {
+    const sandbox = sandboxFor(misbehave, { memoryMb: 16, timeoutMs: 5_000 });
+    const { results, perEvent } = await sandbox.runBatch([eventOf({ do: 'bomb' }), eventOf({ do: 'ok' })]);
+    expect(results.map((r) => r.outcome)).toEqual(['memory', 'ok']);
+    expect(perEvent[0]?.cpuMs).toBe(perEvent[0]?.wallMs);
+    // Alone in its batch, the bomb leaves the limit it hit as the batch's memory.
+    const alone = await sandbox.runBatch([eventOf({ do: 'bomb' })]);
+    expect(alone.results[0]?.outcome).toBe('memory');
+    expect(alone.metering.memoryBytes).toBe(16 * 2 ** 20);
+
+    const hung = sandboxFor(misbehave, { timeoutMs: 100 });
+    const run2 = await hung.runBatch([eventOf({ do: 'hang' })]);
+    expect(run2.results[0]?.outcome).toBe('timeout');
+    // Read just before the host disposed the isolate: never more than the wall time.
+    expect(run2.perEvent[0]?.cpuMs).toBeGreaterThanOrEqual(0);
+    expect(run2.perEvent[0]?.cpuMs).toBeLessThanOrEqual(run2.perEvent[0]?.wallMs ?? 0);
+  });
+});

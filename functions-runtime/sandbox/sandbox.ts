@@ -28,13 +28,46 @@ export type SandboxResult =
   | GuestResult
   | { readonly outcome: 'timeout' | 'memory'; readonly message: string; readonly logs: [] };
 
-export interface SandboxMetering {
-  /** Wall time of the batch, ms. */
+/**
+ * What one event's own call into the isolate cost (`perEvent`). Memory is metered per
+ * batch only: reading the heap statistics enters the isolate, and doing it after every
+ * event cost ~10-20 µs per event (ARCHITECTURE.md, "metering").
+ */
+export interface InvocationMetering {
+  /** Wall time, ms. */
   readonly wallMs: number;
-  /** CPU time the isolate used during the batch, ms. */
+  /**
+   * CPU time the isolate used, ms (isolated-vm's `cpuTime`, read before and after). When the
+   * isolate was disposed by its memory limit its count is lost: the event's wall time then
+   * stands for it (an upper bound).
+   */
   readonly cpuMs: number;
-  /** Heap in use after the batch, bytes. */
+}
+
+/** What running a batch cost, from its start to its end, loading the function included. */
+export interface SandboxMetering extends InvocationMetering {
+  /**
+   * Memory in use in the isolate after the batch, bytes: V8 heap plus external memory
+   * (ArrayBuffers, the bundle's source), what counts against the memory limit.
+   */
   readonly memoryBytes: number;
+}
+
+/** What a batch run returns: a verdict and a metering per event, in order, and the batch's metering. */
+export interface BatchRun {
+  readonly results: SandboxResult[];
+  readonly metering: SandboxMetering;
+  readonly perEvent: InvocationMetering[];
+}
+
+function memoryOf(isolate: ivm.Isolate): number {
+  const heap = isolate.getHeapStatisticsSync();
+  return heap.used_heap_size + heap.externally_allocated_size;
+}
+
+/** The isolate's CPU count read just before the host disposes it (its count dies with it). */
+interface CpuProbe {
+  atDispose: bigint | undefined;
 }
 
 /** Extra wall-clock allowance past `timeoutMs` for an async handler before its isolate is disposed. */
@@ -149,47 +182,69 @@ export class FunctionSandbox {
    * hit a limit, only that event gets the verdict: the isolate is rebuilt and the rest of
    * the batch runs in it.
    */
-  async runBatch(events: readonly SandboxEvent[]): Promise<{ results: SandboxResult[]; metering: SandboxMetering }> {
+  async runBatch(events: readonly SandboxEvent[]): Promise<BatchRun> {
     const started = performance.now();
     const results: SandboxResult[] = [];
+    const perEvent: InvocationMetering[] = [];
     let cpuNs = 0n;
     let memoryBytes = 0;
     while (results.length < events.length) {
       const { isolate, script } = this.#ensureIsolate();
+      const segmentStarted = performance.now();
       const cpuBefore = isolate.cpuTime;
       try {
         let invoke = await this.#ensureLoaded(isolate, script);
         while (results.length < events.length && !isolate.isDisposed) {
           const event = events[results.length];
           if (event === undefined) break;
-          let result = await this.#runOne(isolate, invoke, event);
+          // Per-event metering: reading cpuTime is a mutex and an add, no call into the isolate.
+          const eventStarted = performance.now();
+          const probe: CpuProbe = { atDispose: undefined };
+          const eventCpu = isolate.cpuTime;
+          let result = await this.#runOne(isolate, invoke, event, probe);
           if (result === 'tainted') {
             // An earlier invocation left the realm beyond repair (it cannot have been this
             // event's doing: the guest checks before running it). Run it in a new context.
             this.#unload();
             invoke = await this.#ensureLoaded(isolate, script);
-            result = await this.#runOne(isolate, invoke, event);
+            result = await this.#runOne(isolate, invoke, event, probe);
             if (result === 'tainted') throw new Error('a freshly loaded context reports a tainted realm');
           }
           results.push(result);
+          const wallMs = performance.now() - eventStarted;
+          if (!isolate.isDisposed) {
+            perEvent.push({ wallMs, cpuMs: Number(isolate.cpuTime - eventCpu) / 1e6 });
+          } else {
+            // The isolate is gone: its CPU count too, unless it was read just before disposal.
+            if (probe.atDispose !== undefined) cpuNs += probe.atDispose - cpuBefore;
+            // What it held when it hit the memory limit (the next segment measures afresh).
+            if (result.outcome === 'memory') memoryBytes = this.#options.memoryMb * 2 ** 20;
+            perEvent.push({ wallMs, cpuMs: probe.atDispose === undefined ? wallMs : Number(probe.atDispose - eventCpu) / 1e6 });
+          }
         }
       } catch (err) {
         // The context could not be set up (the bundle threw, or ran out of memory while
-        // loading): the same would happen to every remaining event.
+        // loading): the same would happen to every remaining event. The first of them
+        // carries the failed setup's time.
         const verdict: SandboxResult = isolate.isDisposed ? limitResult(errorText(err)) : { outcome: 'error', code: 'error', message: errorText(err), logs: [] };
-        while (results.length < events.length) results.push(verdict);
+        let wallMs = performance.now() - segmentStarted;
+        while (results.length < events.length) {
+          results.push(verdict);
+          perEvent.push({ wallMs, cpuMs: 0 });
+          wallMs = 0;
+        }
       } finally {
         if (!isolate.isDisposed) {
           cpuNs += isolate.cpuTime - cpuBefore;
-          memoryBytes = isolate.getHeapStatisticsSync().used_heap_size;
+          memoryBytes = memoryOf(isolate);
         }
       }
       if (isolate.isDisposed) this.#discard();
     }
-    return { results, metering: { wallMs: performance.now() - started, cpuMs: Number(cpuNs) / 1e6, memoryBytes } };
+    return { results, metering: { wallMs: performance.now() - started, cpuMs: Number(cpuNs) / 1e6, memoryBytes }, perEvent };
   }
 
-  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: SandboxEvent): Promise<SandboxResult | 'tainted'> {
+  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: SandboxEvent, probe: CpuProbe): Promise<SandboxResult | 'tainted'> {
     const timeoutMs = this.#options.timeoutMs;
     const guestEvent: GuestEvent = { ...event, deadline: Date.now() + timeoutMs };
     const eventJson = JSON.stringify(guestEvent);
@@ -204,6 +259,7 @@ export class FunctionSandbox {
       });
       const raced = await Promise.race([call, deadline]);
       if (raced === 'deadline') {
+        probe.atDispose = isolate.cpuTime;
         isolate.dispose();
         call.catch(() => undefined);
         return { outcome: 'timeout', message: `handler did not finish within its time limit of ${timeoutMs} ms`, logs: [] };

@@ -15,7 +15,7 @@ import { VoltlineError } from '../../lib/errors.ts';
 import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import type { GuestEvent } from '../sandbox/guest-protocol.ts';
-import type { SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import type { InvocationMetering, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
 
 export interface SchedulerOptions {
@@ -71,6 +71,8 @@ function restartPolicy(options: SchedulerOptions): RestartPolicy {
 export interface BatchOutcome {
   readonly results: SandboxResult[];
   readonly metering: SandboxMetering;
+  /** Each event's own wall and CPU time, in the order of `results`. */
+  readonly perEvent: InvocationMetering[];
   readonly workerId: string;
   readonly coldStart: boolean;
 }
@@ -186,7 +188,7 @@ export class Scheduler {
           if (pending === undefined) return;
           worker.inFlight.delete(m.id);
           this.#release(worker, pending);
-          if (m.t === 'result') pending.resolve({ results: m.results, metering: m.metering, workerId: id, coldStart: m.coldStart });
+          if (m.t === 'result') pending.resolve({ results: m.results, metering: m.metering, perEvent: m.perEvent, workerId: id, coldStart: m.coldStart });
           else pending.reject(new VoltlineError('VL_WORKER_BATCH_FAILED', `Worker ${id} could not run the batch: ${m.message}`, { retriable: true, context: { workerId: id } }));
           this.#drainQueue();
         }

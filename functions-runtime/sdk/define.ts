@@ -52,8 +52,49 @@ export interface TimerEventPayload {
   readonly missed: number;
 }
 
+/**
+ * Serves the function over HTTP on the API port, under `/fn`: `'POST /hooks/station-alarm'`
+ * answers `POST http://127.0.0.1:8080/fn/hooks/station-alarm`. `http` is a method (GET, POST,
+ * PUT, PATCH or DELETE), one space, and a path: it starts with '/', holds letters, digits
+ * and `/ . _ ~ -` (no '..', no '//'), at most 200 characters, and matches exactly (no
+ * parameters, no trailing-slash folding). One method and path belongs to one function.
+ *
+ * A caller presents the function's key (`voltline keys <name>`) in the `x-functions-key`
+ * header or as `?code=`, unless the trigger is `public`. The event has `source: 'http'`,
+ * `topic: '$http/<METHOD><path>'` (`'$http/POST/hooks/station-alarm'`), `deviceId` from the
+ * `x-device-id` header (else `'http'`), the parsed JSON body as payload (an empty body is
+ * `{}`), and `event.http` with the method, path, query and a few headers. The caller gets
+ * `{ invocationId, outcome }` once the points are stored, unless the handler answers
+ * with `ctx.respond(status, body)` (see README, "HTTP triggers").
+ * @example { http: 'POST /hooks/station-alarm' }              // needs the function's key
+ * @example { http: 'GET /status/fleet', public: true }          // anyone on the network may call it
+ */
+export interface HttpTrigger {
+  readonly http: string;
+  /** Callable without the function's key. Default false. */
+  readonly public?: boolean;
+}
+
 /** What fires a function. Manual invocation (`voltline invoke`) always works. */
-export type Trigger = MqttTrigger | CronTrigger;
+export type Trigger = MqttTrigger | CronTrigger | HttpTrigger;
+
+/** The HTTP request behind an event of an `HttpTrigger` (`event.source === 'http'`). */
+export interface HttpRequestInfo {
+  /** 'GET', 'POST', 'PUT', 'PATCH' or 'DELETE'. */
+  readonly method: string;
+  /** The trigger's path, without the `/fn` prefix: `'/hooks/station-alarm'`. */
+  readonly path: string;
+  /** Query parameters but `code` (the key), first value of each, at most 32. */
+  readonly query: Readonly<Record<string, string>>;
+  /**
+   * Only these request headers, when sent (names lower-case): `content-type`,
+   * `user-agent`, `x-device-id`, `x-request-id`. Never `authorization`, cookies or the key.
+   */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** Largest `ctx.respond` body: its JSON (or the string itself), in UTF-8 bytes. */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
 export interface EventMeta {
   /** MQTT topic the message arrived on. */
@@ -68,6 +109,8 @@ export interface EventMeta {
    * `retries`). Handlers are stateless, so this is how one can tell a retry apart.
    */
   readonly attempt: number;
+  /** The HTTP request, for an event of an `HttpTrigger`; absent for other sources. */
+  readonly http?: HttpRequestInfo;
 }
 
 /** What a handler receives: the validated payload and where it came from. */
@@ -95,6 +138,31 @@ export interface FunctionContext {
    * @example const url = ctx.config.ALERT_URL ?? 'https://example.invalid'
    */
   readonly config: Readonly<Record<string, string | undefined>>;
+  /**
+   * Sets the HTTP response of an invocation by an `HttpTrigger`, instead of the platform's
+   * `{ invocationId, outcome }`. `status` is a whole number from 200 to 599 (1xx are not
+   * final responses); `body` any JSON value (sent as application/json) or a string (sent
+   * as text/plain), at most 1 MiB (`MAX_RESPONSE_BYTES`); none for an empty body. Calling
+   * it again replaces the earlier response: the last call wins. It is honoured when the
+   * handler returns (after its points are stored) or rejects the event with `invalid()`;
+   * when the handler throws or hits a limit, the platform answers with the failure. Other
+   * sources ignore it (`voltline invoke` shows it). Throws a TypeError or RangeError for
+   * a status or body it cannot send.
+   * @example ctx.respond(202, { accepted: event.payload.alarms.length })
+   */
+  respond(status: number, body?: unknown): void;
+  /**
+   * Sends a message back to a device (downlink), over MQTT at QoS 1, once this event's
+   * points are stored: never for an event that fails, and never from `voltline invoke`
+   * (a dry run shows it instead). `topic` must be under `stations/<deviceId>/commands/`
+   * (no wildcards, at most 256 bytes); `payload` a string, or an object sent as JSON, at
+   * most 16 KiB; at most 16 publishes per invocation. Throws a TypeError (topic, payload)
+   * or a RangeError (limits) with one sentence; the handler may catch it.
+   * Delivery is at least once: an event run again after a crash may publish again, so
+   * make commands idempotent (carry the event's `receivedAt` or a sequence number).
+   * @example ctx.publish(`stations/${event.deviceId}/commands/ack`, { seq: event.payload.seq })
+   */
+  publish(topic: string, payload: string | object): void;
 }
 
 export type HandlerOutput = Point | PointBuilder;
@@ -116,6 +184,15 @@ export interface FunctionDefinition<T = unknown> {
    * Invalid input (schema, `invalid(...)`) is never retried. Integer 0 to 10, default 0.
    */
   readonly retries?: number;
+  /**
+   * How the platform batches this function's events (events of one device always keep
+   * their order). `maxEvents`: at most this many events per batch, from 1 to the
+   * platform's maximum (its default, 100 with `voltline up`). `lingerMs`: when fewer than
+   * `maxEvents` are waiting, wait up to this long (0 to 1000 ms, default 0) from the
+   * oldest one for more, trading latency for fewer, fuller batches.
+   * @example batch: { maxEvents: 50, lingerMs: 20 }
+   */
+  readonly batch?: BatchOptions;
   handler(event: FunctionEvent<T>, ctx: FunctionContext): HandlerResult | Promise<HandlerResult>;
 }
 
@@ -129,6 +206,18 @@ export const DEFAULT_TIMEOUT_MS = 1_000;
 export const DEFAULT_MEMORY_MB = 64;
 export const DEFAULT_RETRIES = 0;
 export const MAX_RETRIES = 10;
+/** Largest `batch.lingerMs`. */
+export const MAX_LINGER_MS = 1_000;
+/** Largest `batch.maxEvents` any platform accepts (`voltline up` may allow fewer). */
+export const MAX_BATCH_EVENTS = 10_000;
+
+/** A function's batching (`defineFunction({ batch })`). */
+export interface BatchOptions {
+  /** Events per batch at most: 1 to the platform's maximum; default that maximum. */
+  readonly maxEvents?: number;
+  /** How long a lane with fewer than `maxEvents` waiting waits for more, ms (0 to 1000, default 0). */
+  readonly lingerMs?: number;
+}
 
 /** Thrown by `defineFunction` for a definition the platform cannot run. */
 export class DefinitionError extends Error {
@@ -160,11 +249,13 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
   }
   for (const [i, trigger] of (d.triggers as unknown[]).entries()) {
     // The expression and zone are checked at deploy (the SDK carries no cron library).
-    const t = (trigger ?? {}) as { mqtt?: unknown; cron?: unknown; timezone?: unknown };
-    const isMqtt = typeof t.mqtt === 'string' && t.cron === undefined;
-    const isCron = typeof t.cron === 'string' && t.mqtt === undefined && (t.timezone === undefined || typeof t.timezone === 'string');
-    if (!isMqtt && !isCron) {
-      throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' } or { cron: '<expression>', timezone?: '<IANA zone>' }: current value is ${JSON.stringify(trigger)}`);
+    // So is an HTTP route.
+    const t = (trigger ?? {}) as { mqtt?: unknown; cron?: unknown; timezone?: unknown; http?: unknown; public?: unknown };
+    const isMqtt = typeof t.mqtt === 'string' && t.cron === undefined && t.http === undefined;
+    const isCron = typeof t.cron === 'string' && t.mqtt === undefined && t.http === undefined && (t.timezone === undefined || typeof t.timezone === 'string');
+    const isHttp = typeof t.http === 'string' && t.mqtt === undefined && t.cron === undefined && (t.public === undefined || typeof t.public === 'boolean');
+    if (!isMqtt && !isCron && !isHttp) {
+      throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }, { cron: '<expression>', timezone?: '<IANA zone>' } or { http: '<METHOD> <path>', public?: boolean }: current value is ${JSON.stringify(trigger)}`);
     }
   }
   // `?.` on the schema too: `schema: null` must be this sentence, not a TypeError.
@@ -179,6 +270,18 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
   }
   if (d.retries !== undefined && (!Number.isInteger(d.retries) || d.retries < 0 || d.retries > MAX_RETRIES)) {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'retries' must be a whole number from 0 to ${MAX_RETRIES}: current value is ${JSON.stringify(d.retries)}`);
+  }
+  if (d.batch !== undefined) {
+    const batch = (d.batch ?? {}) as { maxEvents?: unknown; lingerMs?: unknown };
+    if (typeof d.batch !== 'object' || d.batch === null) {
+      throw new DefinitionError(`Cannot define function '${d.name}' as 'batch' must be an object such as { maxEvents: 50, lingerMs: 20 }: current value is ${JSON.stringify(d.batch)}`);
+    }
+    if (batch.maxEvents !== undefined && (!Number.isInteger(batch.maxEvents) || (batch.maxEvents as number) < 1 || (batch.maxEvents as number) > MAX_BATCH_EVENTS)) {
+      throw new DefinitionError(`Cannot define function '${d.name}' as 'batch.maxEvents' must be a whole number from 1 to ${MAX_BATCH_EVENTS}: current value is ${JSON.stringify(batch.maxEvents)}`);
+    }
+    if (batch.lingerMs !== undefined && (!Number.isInteger(batch.lingerMs) || (batch.lingerMs as number) < 0 || (batch.lingerMs as number) > MAX_LINGER_MS)) {
+      throw new DefinitionError(`Cannot define function '${d.name}' as 'batch.lingerMs' must be a whole number from 0 to ${MAX_LINGER_MS}: current value is ${JSON.stringify(batch.lingerMs)}`);
+    }
   }
   if (typeof d.handler !== 'function') {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'handler' must be a function`);

@@ -22,6 +22,12 @@ export {
   type Trigger,
   type MqttTrigger,
   type CronTrigger,
+  type HttpTrigger,
+  type HttpRequestInfo,
+  MAX_RESPONSE_BYTES,
   type TimerEventPayload,
+  type BatchOptions,
+  MAX_LINGER_MS,
 } from './define.ts';
+export { MAX_PUBLISHES, MAX_PUBLISH_PAYLOAD_BYTES, MAX_DOWNLINK_TOPIC_BYTES } from './downlink.ts';
 export { point, PointBuilder, PointError, validatePoint, type FieldValue, type Point } from './point.ts';

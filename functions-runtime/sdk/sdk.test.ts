@@ -123,7 +123,7 @@ describe('defineFunction', () => {
     ['triggers that are not an array', { ...base, triggers: { mqtt: 'a' } }, 'triggers', /must be an array/],
     ['a trigger without mqtt', { ...base, triggers: [{ mqtt: 'a/b' }, { kafka: 'x' }] }, 'triggers[1]', /current value is \{"kafka":"x"\}/],
     ['a null trigger', { ...base, triggers: [null] }, 'triggers[0]', /current value is null/],
-    ['a cron that is not a string', { ...base, triggers: [{ cron: 5 }] }, 'triggers[0]', /\{ cron: '<expression>', timezone\?: '<IANA zone>' \}: current value is \{"cron":5\}/],
+    ['a cron that is not a string', { ...base, triggers: [{ cron: 5 }] }, 'triggers[0]', /\{ cron: '<expression>', timezone\?: '<IANA zone>' \} or \{ http: '<METHOD> <path>', public\?: boolean \}: current value is \{"cron":5\}/],
     ['a cron with a numeric timezone', { ...base, triggers: [{ cron: '* * * * *', timezone: 1 }] }, 'triggers[0]', /current value is \{"cron":"\* \* \* \* \*","timezone":1\}/],
     ['a trigger with both mqtt and cron', { ...base, triggers: [{ mqtt: 'a/b', cron: '* * * * *' }] }, 'triggers[0]', /current value is/],
     ['a schema that is not a schema', { ...base, schema: { parse: () => 1 } }, 'schema', /zod schema/],
@@ -136,6 +136,11 @@ describe('defineFunction', () => {
     ['negative retries', { ...base, retries: -1 }, 'retries', /current value is -1/],
     ['fractional retries', { ...base, retries: 1.5 }, 'retries', /current value is 1.5/],
     ['string retries', { ...base, retries: '2' }, 'retries', /current value is "2"/],
+    ['a batch that is not an object', { ...base, batch: 5 }, 'batch', /must be an object such as \{ maxEvents: 50, lingerMs: 20 \}: current value is 5/],
+    ['a zero batch.maxEvents', { ...base, batch: { maxEvents: 0 } }, 'batch.maxEvents', /from 1 to 10000: current value is 0/],
+    ['a fractional batch.maxEvents', { ...base, batch: { maxEvents: 1.5 } }, 'batch.maxEvents', /current value is 1.5/],
+    ['a batch.lingerMs above 1000', { ...base, batch: { lingerMs: 1001 } }, 'batch.lingerMs', /from 0 to 1000: current value is 1001/],
+    ['a string batch.lingerMs', { ...base, batch: { lingerMs: '20' } }, 'batch.lingerMs', /current value is "20"/],
     ['a missing handler', { ...base, handler: undefined }, 'handler', /must be a function/],
     ['a handler that is not a function', { ...base, handler: 'run' }, 'handler', /must be a function/],
   ];
@@ -157,6 +162,12 @@ describe('defineFunction', () => {
     expect(defineFunction({ ...base, retries: 0 }).retries).toBe(0);
     expect(defineFunction({ ...base, retries: 10 }).retries).toBe(10);
     expect(defineFunction(base).retries).toBeUndefined();
+  });
+
+  it('accepts batch options in range and keeps them', () => {
+    expect(defineFunction({ ...base, batch: { maxEvents: 1, lingerMs: 0 } }).batch).toEqual({ maxEvents: 1, lingerMs: 0 });
+    expect(defineFunction({ ...base, batch: { lingerMs: 1_000 } }).batch).toEqual({ lingerMs: 1_000 });
+    expect(defineFunction(base).batch).toBeUndefined();
   });
 
   it('refuses a missing definition with a DefinitionError', () => {

@@ -41,8 +41,10 @@ function sendResult(message: Extract<FromWorker, { t: 'result' }>): void {
   try {
     send(message);
   } catch {
-    // Too large to encode (VL_FRAME_TOO_LARGE, or past V8's longest string): nothing was written.
-    send({ ...message, results: fitResults(message.results, MAX_FRAME_BYTES) });
+    // Too large to encode (VL_FRAME_TOO_LARGE, or past V8's longest string): nothing was
+    // written. The results share what the per-event metering leaves of the frame.
+    const meteringBytes = Buffer.byteLength(JSON.stringify(message.perEvent), 'utf8');
+    send({ ...message, results: fitResults(message.results, MAX_FRAME_BYTES - meteringBytes) });
   }
 }
 
@@ -81,8 +83,8 @@ function handle(message: ToWorker): void {
       entry.used = true;
       entry.tail = entry.tail.then(async () => {
         try {
-          const { results, metering } = await entry.sandbox.runBatch(message.events);
-          sendResult({ t: 'result', id: message.id, results, metering, coldStart });
+          const { results, metering, perEvent } = await entry.sandbox.runBatch(message.events);
+          sendResult({ t: 'result', id: message.id, results, metering, perEvent, coldStart });
         } catch (err) {
           send({ t: 'failed', id: message.id, message: err instanceof Error ? err.message : String(err) });
         } finally {

@@ -32,8 +32,13 @@ export interface RunningBroker {
   readonly port: number;
   readonly host: string;
   readonly aedes: Aedes;
-  /** Publishes a message from the platform itself (e.g. a downlink), QoS 1. */
-  publish(topic: string, payload: Buffer): Promise<void>;
+  /**
+   * Publishes a message from the platform itself (a downlink: what functions send with
+   * `ctx.publish`), QoS 1, not retained. Resolves once aedes has handed it to the matching
+   * subscriptions (and queued it for offline persistent sessions); rejects once the broker
+   * is closed. It is the functions runtime's `Downlink`.
+   */
+  publish(topic: string, payload: Uint8Array): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -92,7 +97,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     aedes,
     publish: (topic, payload) =>
       new Promise<void>((resolve, reject) => {
-        aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
+        const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+        aedes.publish({ cmd: 'publish', topic, payload: bytes, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
       }),
     async close() {
       // Stop accepting, then close every client so in-flight publishes finish or fail.

@@ -135,13 +135,19 @@ describe('voltline functions (live stats) and voltline rm', () => {
 
     const text = await voltline(['functions', '--api', platform.apiUrl]);
     expect(text.code).toBe(0);
-    expect(text.stdout).toMatch(/^station-telemetry@[0-9a-f]{16} .*500 ms, 64 MiB, 0 retries$/m);
-    expect(text.stdout).toMatch(new RegExp(`^  events: ok ${acked}, invalid 0, error 0, timeout 0, memory 0  retries: 0  dead letters: 0  batch wall time: p50 [0-9.]+ ms, p99 [0-9.]+ ms$`, 'm'));
+    expect(text.stdout).toMatch(/^station-telemetry@[0-9a-f]{16} .*500 ms, 64 MiB, 0 retries, batch: max events, linger 0 ms$/m);
+    expect(text.stdout).toMatch(new RegExp(`^  events: ok ${acked}, invalid 0, error 0, timeout 0, memory 0  retries: 0  dead letters: 0$`, 'm'));
+    expect(text.stdout).toMatch(/^  per invocation: wall p50 [0-9.]+ ms, p99 [0-9.]+ ms; cpu mean [0-9.]+ ms$/m);
+    expect(text.stdout).toMatch(/^  batch wall time: p50 [0-9.]+ ms, p99 [0-9.]+ ms {2}memory: [0-9.]+ MiB \(peak [0-9.]+ MiB\)$/m);
 
     const metrics = await fetch(`${platform.apiUrl}/metrics`).then((r) => r.text());
     expect(metrics).toMatch(/^voltline_function_wall_seconds_count\{function="station-telemetry"\} [1-9]/m);
     expect(metrics).toMatch(/^voltline_function_cpu_seconds_count\{function="station-telemetry"\} [1-9]/m);
     expect(metrics).toMatch(/^voltline_function_memory_bytes\{function="station-telemetry"\} [1-9]/m);
+    // One observation per event run: at least one per acknowledged message.
+    const runs = Number(/^voltline_invocation_wall_seconds_count\{function="station-telemetry"\} (\d+)/m.exec(metrics)?.[1]);
+    expect(runs).toBeGreaterThanOrEqual(acked);
+    expect(metrics).toMatch(/^voltline_invocation_cpu_seconds_count\{function="station-telemetry"\} [1-9]/m);
   });
 
   it('removes a function, and exits 1 naming it when there is no such function', async () => {
