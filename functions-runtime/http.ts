@@ -269,7 +269,7 @@ export class HttpTriggers {
       text = raw.byteLength === 0 ? '{}' : utf8.decode(raw);
     } catch {
       const message = 'payload is not valid UTF-8 text, so it cannot be JSON';
-      return this.#finish(fn.name, invocationId, headers, { outcome: 'invalid', points: [], letter: letterOf('payload_not_json', '', message), error: { code: 'payload_not_json', message } });
+      return this.#finish(fn, invocationId, headers, { outcome: 'invalid', points: [], letter: letterOf('payload_not_json', '', message), error: { code: 'payload_not_json', message } });
     }
 
     const http: HttpRequestInfo = { method: request.method, path: request.path, query: boundedQuery(request.query), headers: forwardedHeaders(request.headers) };
@@ -289,9 +289,9 @@ export class HttpTriggers {
         return { status: 503, body: { invocationId, error: { code: err.code, message: `Cannot invoke '${fn.name}' now: ${err.message}; try again` } }, headers: { ...headers, 'retry-after': '1' } };
       }
       const message = `the platform could not run this event: ${errorMessage(err)}`;
-      return this.#finish(fn.name, invocationId, headers, { outcome: 'error', points: [], letter: letterOf('error', '', message, 1), error: { code: 'error', message } });
+      return this.#finish(fn, invocationId, headers, { outcome: 'error', points: [], letter: letterOf('error', '', message, 1), error: { code: 'error', message } });
     }
-    return this.#finish(fn.name, invocationId, headers, this.#verdict(result, letterOf), metering);
+    return this.#finish(fn, invocationId, headers, this.#verdict(result, letterOf), metering);
   }
 
   /** What one result means: points to store, or a dead letter, and the handler's response if honoured. */
@@ -335,10 +335,13 @@ export class HttpTriggers {
   }
 
   /** Stores the verdict (points or dead letter), counts it, and makes the answer. */
-  async #finish(fnName: string, invocationId: string, headers: Record<string, string>, verdict: Verdict, metering?: RecordedInvocation['metering']): Promise<HttpTriggerAnswer> {
+  async #finish(fn: Pick<DeployedFunction, 'name' | 'tenant'>, invocationId: string, headers: Record<string, string>, verdict: Verdict, metering?: RecordedInvocation['metering']): Promise<HttpTriggerAnswer> {
+    const fnName = fn.name;
+    // The function's tenant owns what it wrote.
+    const tenant = fn.tenant;
     try {
-      if (verdict.points.length > 0) await this.#o.store.writePoints(verdict.points);
-      if (verdict.letter !== undefined) await this.#o.store.writeDeadLetters([verdict.letter]);
+      if (verdict.points.length > 0) await this.#o.store.writePoints(verdict.points.map((point) => ({ ...point, tenant })));
+      if (verdict.letter !== undefined) await this.#o.store.writeDeadLetters([{ ...verdict.letter, tenant }]);
     } catch (err) {
       // Not retried here: the caller is waiting. Nothing was promised yet, so it may retry.
       this.#log.error({ function: fnName, invocationId, err: errorMessage(err) }, 'could not store the outcome of an HTTP invocation');

@@ -13,6 +13,9 @@ Settings given are set on each function deployed (others it had are kept); the h
 reads them as ctx.config.KEY. Secrets are never shown back ('voltline config').
 
 Flags:
+  --tenant NAME       the tenant the functions belong to (default: 'default', or the
+                      tenant a function already has); its points and dead letters are
+                      that tenant's
   --config KEY=VALUE  a setting (repeatable)
   --secret KEY=VALUE  a setting whose value is never shown (repeatable)
   --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
@@ -45,6 +48,7 @@ An HTTP trigger shows as
 
 Flags:
   --json        print the list as JSON (with a 'stats' object per function)
+  --tenant NAME only that tenant's functions
   --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
   -h, --help    show this help`;
 
@@ -85,6 +89,8 @@ Flags:
 
 interface ListedFunction {
   name: string;
+  /** Absent from a platform older than tenancy. */
+  tenant?: string;
   version: string;
   triggers: DeployedTrigger[];
   timeoutMs: number;
@@ -176,7 +182,7 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', multiple: true }, secret: { type: 'string', multiple: true }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { tenant: { type: 'string' }, config: { type: 'string', multiple: true }, secret: { type: 'string', multiple: true }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help === true) {
     io.stdout.write(`${DEPLOY_USAGE}\n`);
@@ -189,9 +195,10 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const secrets = parseSettings(values.secret, '--secret');
   for (const file of await filesToDeploy(target)) {
     const bundle = await bundleFunction(file);
-    const body = { code: bundle.code, source: file, ...(config === undefined ? {} : { config }), ...(secrets === undefined ? {} : { secrets }) };
-    const fn = (await callApi(base, 'POST', '/api/functions', body)) as { name: string; version: string; triggers: DeployedTrigger[] };
-    io.stdout.write(`deployed ${fn.name}@${fn.version} from ${file} (triggers: ${triggersText(fn.triggers)})\n`);
+    const body = { code: bundle.code, source: file, ...(values.tenant === undefined ? {} : { tenant: values.tenant }), ...(config === undefined ? {} : { config }), ...(secrets === undefined ? {} : { secrets }) };
+    const fn = (await callApi(base, 'POST', '/api/functions', body)) as { name: string; tenant?: string; version: string; triggers: DeployedTrigger[] };
+    const owner = fn.tenant === undefined || fn.tenant === 'default' ? '' : ` for tenant ${fn.tenant}`;
+    io.stdout.write(`deployed ${fn.name}@${fn.version}${owner} from ${file} (triggers: ${triggersText(fn.triggers)})\n`);
   }
   return 0;
 }
@@ -241,19 +248,21 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
 }
 
 export async function functionsCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, tenant: { type: 'string' }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help === true) {
     io.stdout.write(`${FUNCTIONS_USAGE}\n`);
     return 0;
   }
-  const { functions } = (await callApi(apiBase(values.api, io.env), 'GET', '/api/functions')) as { functions: ListedFunction[] };
+  const query = values.tenant === undefined ? '' : `?tenant=${encodeURIComponent(values.tenant)}`;
+  const { functions } = (await callApi(apiBase(values.api, io.env), 'GET', `/api/functions${query}`)) as { functions: ListedFunction[] };
   if (values.json) {
     io.stdout.write(`${JSON.stringify(functions)}\n`);
     return 0;
   }
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
-    io.stdout.write(`${fn.name}@${fn.version}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${batchText(fn.batch)}\n`);
+    const owner = fn.tenant === undefined || fn.tenant === 'default' ? '' : `  tenant: ${fn.tenant}`;
+    io.stdout.write(`${fn.name}@${fn.version}${owner}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${batchText(fn.batch)}\n`);
     if (Object.keys(fn.config ?? {}).length + (fn.secrets ?? []).length > 0) io.stdout.write(`  config: ${settingsText(fn)}\n`);
     io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import type { StoreReader, QuerySpec, DeadLetter } from '../../ingest/index.ts';
+import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter } from '../../ingest/index.ts';
 import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
 
@@ -50,7 +50,12 @@ const InvokeBody = z.object({
 /** Settings as strings by key; the registry checks the keys and sizes, naming the key. */
 const Settings = z.record(z.string(), z.string());
 
-const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional(), config: Settings.optional(), secrets: Settings.optional() });
+/** A tenant name; the registry and the store check it again. */
+const Tenant = z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" });
+
+const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional(), config: Settings.optional(), secrets: Settings.optional(), tenant: Tenant.optional() });
+
+const TenantParams = z.object({ tenant: Tenant.optional() });
 
 const ConfigBody = z.object({ config: Settings.optional(), secrets: Settings.optional(), unset: z.array(z.string()).optional() });
 
@@ -64,6 +69,7 @@ function settingsChange(body: { config?: Record<string, string> | undefined; sec
 }
 
 const DeadLetterParams = z.object({
+  tenant: Tenant.optional(),
   function: z.string().optional(),
   deviceId: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
@@ -76,6 +82,7 @@ function sendError(reply: FastifyReply, status: number, code: string, message: s
 function deadLetterJson(letter: DeadLetter) {
   return {
     offset: String(letter.offset),
+    tenant: letter.tenant ?? 'default',
     function: letter.function,
     topic: letter.topic,
     deviceId: letter.deviceId,
@@ -127,19 +134,26 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     const params = DeadLetterParams.parse(request.query);
     const letters = await options.store.deadLetters({
       limit: params.limit,
+      ...(params.tenant === undefined ? {} : { tenant: params.tenant }),
       ...(params.function === undefined ? {} : { function: params.function }),
       ...(params.deviceId === undefined ? {} : { deviceId: params.deviceId }),
     });
     return { deadLetters: letters.map(deadLetterJson) };
   });
 
-  app.get('/api/functions', async () => ({
-    functions: options.registry.list().map((fn) => ({ ...publicFunction(fn), stats: options.functionStats(fn.name) })),
-  }));
+  app.get('/api/functions', async (request) => {
+    const { tenant } = TenantParams.parse(request.query);
+    return {
+      functions: options.registry
+        .list()
+        .filter((fn) => tenant === undefined || fn.tenant === tenant)
+        .map((fn) => ({ ...publicFunction(fn), stats: options.functionStats(fn.name) })),
+    };
+  });
 
   app.post('/api/functions', async (request, reply) => {
     const body = DeployBody.parse(request.body);
-    const fn = await options.registry.deploy(body.code, body.source, settingsChange(body));
+    const fn = await options.registry.deploy(body.code, body.source, settingsChange(body), body.tenant);
     return reply.code(201).send(publicFunction(fn));
   });
 

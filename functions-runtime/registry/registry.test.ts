@@ -226,6 +226,56 @@ describe('deploy', () => {
   });
 });
 
+describe('tenants', () => {
+  it("deploys a function for the default tenant unless told, and keeps the tenant across redeploys and restarts", async () => {
+    const registry = await open();
+    const hello = await bundleFixture('hello');
+    expect(await registry.deploy(hello.code, 'hello.ts')).toMatchObject({ name: 'hello', tenant: 'default' });
+    const peer = await bundleFixture('peer');
+    expect(await registry.deploy(peer.code, 'peer.ts', {}, 'acme')).toMatchObject({ name: 'peer', tenant: 'acme' });
+    // A redeploy without a tenant keeps the one the function has.
+    const changed = await registry.deploy(peer.code.replace('tests/+/peer', 'tests/+/peer2'), 'peer.ts');
+    expect(changed).toMatchObject({ tenant: 'acme', triggers: [{ mqtt: 'tests/+/peer2' }] });
+    expect(publicFunction(changed)).toMatchObject({ tenant: 'acme' });
+    const reopened = await open();
+    expect(reopened.get('peer')?.tenant).toBe('acme');
+    expect(reopened.get('hello')?.tenant).toBe('default');
+  });
+
+  it("refuses another tenant's deploy of a name that is taken, and leaves the function as it was", async () => {
+    const registry = await open();
+    const peer = await bundleFixture('peer');
+    const first = await registry.deploy(peer.code, 'peer.ts', { secrets: { TOKEN: 'acme-only' } }, 'acme');
+    const err = await registry.deploy(peer.code.replace('tests/+/peer', 'tests/#'), 'evil.ts', {}, 'globex').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(VoltlineError);
+    expect((err as VoltlineError).code).toBe('VL_DEPLOY_INVALID');
+    expect((err as VoltlineError).message).toBe("Cannot deploy function 'peer' (evil.ts) for tenant 'globex' as that name belongs to another tenant; choose another name");
+    expect(registry.get('peer')).toEqual(first);
+  });
+
+  it('refuses a tenant that is not a tenant name, naming it', async () => {
+    const registry = await open();
+    const err = await registry.deploy((await bundleFixture('hello')).code, 'hello.ts', {}, 'Acme Inc').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as VoltlineError).message).toMatch(/^Cannot deploy hello.ts as tenant "Acme Inc" is not a tenant name/);
+    expect(registry.list()).toEqual([]);
+  });
+
+  it("reads a function stored before tenancy as the default tenant's", async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('hello')).code, 'hello.ts');
+    const file = path.join(data.dir, 'functions', 'hello.json');
+    const { tenant: _tenant, ...old } = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(file, JSON.stringify(old));
+    expect((await open()).get('hello')).toEqual(fn);
+  });
+});
+
 describe('remove', () => {
   it('removes a function and its file, and says whether there was one', async () => {
     const registry = await open();

@@ -11,7 +11,7 @@ import ivm from 'isolated-vm';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import { cronProblem, type TimerSchedule } from '../../ingest/index.ts';
+import { cronProblem, DEFAULT_TENANT, TENANT_PATTERN, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
 import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_BATCH_EVENTS, MAX_LINGER_MS, MAX_RETRIES } from '../sdk/define.ts';
@@ -25,6 +25,12 @@ export type DeployedTrigger = { readonly mqtt: string } | { readonly cron: strin
 
 export interface DeployedFunction {
   readonly name: string;
+  /**
+   * Whose function it is (`default` unless deployed with a tenant). Its points and dead
+   * letters are that tenant's; device messages reach it only from that tenant's devices.
+   * Names are unique across tenants: a name belongs to the tenant that deployed it first.
+   */
+  readonly tenant: string;
   /** Content hash of the bundle. */
   readonly version: string;
   readonly triggers: readonly DeployedTrigger[];
@@ -90,6 +96,8 @@ const TriggerShape = z.union([
 
 const Stored = z.object({
   name: z.string(),
+  // Functions deployed before tenancy are the default tenant's.
+  tenant: z.string().regex(TENANT_PATTERN).default(DEFAULT_TENANT),
   version: z.string(),
   triggers: z.array(TriggerShape),
   timeoutMs: z.number().int().positive(),
@@ -185,11 +193,14 @@ export class FunctionRegistry {
    * is a no-op; new code replaces the function's previous version.
    * @throws VoltlineError `VL_DEPLOY_INVALID` naming the field that is wrong.
    */
-  deploy(code: string, source = 'bundle', settings: SettingsChange = {}): Promise<DeployedFunction> {
-    return this.#serialized(() => this.#deploy(code, source, settings));
+  deploy(code: string, source = 'bundle', settings: SettingsChange = {}, tenant?: string): Promise<DeployedFunction> {
+    return this.#serialized(() => this.#deploy(code, source, settings, tenant));
   }
 
-  async #deploy(code: string, source: string, change: SettingsChange): Promise<DeployedFunction> {
+  async #deploy(code: string, source: string, change: SettingsChange, askedTenant: string | undefined): Promise<DeployedFunction> {
+    if (askedTenant !== undefined && !TENANT_PATTERN.test(askedTenant)) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source} as tenant ${JSON.stringify(askedTenant)} is not a tenant name (lower-case letters, digits and '-', 1 to 63, starting with a letter or digit)`, { context: { source, field: 'tenant' } });
+    }
     let description: FunctionDescription;
     try {
       description = await describeBundle(code);
@@ -232,6 +243,11 @@ export class FunctionRegistry {
     const batch = this.#checkBatch(name, source, description.batch);
     const version = versionOf(code);
     const existing = this.#functions.get(name);
+    // A name belongs to its tenant: another tenant cannot replace it (nor read its settings).
+    const tenant = askedTenant ?? existing?.tenant ?? DEFAULT_TENANT;
+    if (existing !== undefined && existing.tenant !== tenant) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) for tenant '${tenant}' as that name belongs to another tenant; choose another name`, { context: { source, field: 'name' } });
+    }
     // New code keeps the settings it had; those given with the deploy are set on top.
     const settings = applySettings(name, existing ?? { config: {}, secrets: {} }, change);
     if (existing?.version === version && settings === undefined) return existing;
@@ -240,6 +256,7 @@ export class FunctionRegistry {
     const key = existing?.key ?? (needsKey ? newFunctionKey() : undefined);
     const fn: DeployedFunction = {
       name,
+      tenant,
       version,
       triggers: description.triggers,
       timeoutMs,
@@ -252,7 +269,7 @@ export class FunctionRegistry {
       ...(key === undefined ? {} : { key }),
     };
     await this.#store(fn);
-    this.#log.info({ function: name, version, triggers: fn.triggers }, 'function deployed');
+    this.#log.info({ function: name, tenant, version, triggers: fn.triggers }, 'function deployed');
     this.#emit();
     return fn;
   }

@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
-import { timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import { DEFAULT_TENANT, timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
@@ -210,7 +210,7 @@ export class Router implements InvocationRecorder {
 
   #route(event: LoggedEvent): void {
     this.#readPos = event.offset + 1n;
-    const matched = event.source === 'timer' ? this.#timerTarget(event) : this.#routes.filter((fn) => fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
+    const matched = event.source === 'timer' ? this.#timerTarget(event) : this.#deviceTargets(event);
     this.#tracker.add(event.offset, matched.length);
     if (matched.length === 0) {
       this.#unrouted.inc();
@@ -230,11 +230,23 @@ export class Router implements InvocationRecorder {
   }
 
   /**
+   * The functions a device message fires: those of the device's tenant whose MQTT filter
+   * matches its topic. Every device is the default tenant's until devices have identities
+   * (issue 6), so another tenant's MQTT triggers fire for its own devices only, never for
+   * these.
+   */
+  #deviceTargets(event: LoggedEvent): DeployedFunction[] {
+    const tenant = DEFAULT_TENANT;
+    return this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
+  }
+
+  /**
    * A cron firing goes to the one function its topic names, if that function still has a
    * cron trigger: never by MQTT filter, and an MQTT message on a '$timer/' topic fires nothing.
    */
   #timerTarget(event: LoggedEvent): DeployedFunction[] {
     const name = timerFunctionOf(event.topic);
+    // A firing names its function, whatever its tenant.
     return this.#routes.filter((fn) => fn.name === name && fn.triggers.some((trigger) => 'cron' in trigger));
   }
 
@@ -308,7 +320,12 @@ export class Router implements InvocationRecorder {
     }
     // After stop() returned, the store may be closing: this router writes nothing more.
     if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
-    await this.#write(batch.flatMap((event) => points.get(event) ?? []), letters);
+    // The function's tenant owns what it wrote (a function removed meanwhile: the default's).
+    const tenant = fn?.tenant ?? DEFAULT_TENANT;
+    await this.#write(
+      batch.flatMap((event) => points.get(event) ?? []).map((point) => ({ ...point, tenant })),
+      letters.map((letter) => ({ ...letter, tenant })),
+    );
     // Stored: now the downlinks, in log order, before the batch is marked finished (so an
     // event replayed after a crash publishes again: at least once).
     for (const event of batch) {
