@@ -2,6 +2,7 @@
  * Platform configuration: typed input → defaults → zod validation → frozen config.
  * Units are in the names. Every value can be set by a `voltline up` flag.
  */
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 
 export const PlatformConfigSchema = z
@@ -13,10 +14,23 @@ export const PlatformConfigSchema = z
     mqttPort: z.number().int().min(0).max(65_535).default(1883),
     httpHost: z.string().min(1).default('127.0.0.1'),
     httpPort: z.number().int().min(0).max(65_535).default(8080),
-    /** Worker processes kept running. */
-    workers: z.number().int().min(1).max(64).default(2),
+    /** Fewest worker processes; 0 lets an idle fleet stop its last worker after `idleTimeoutMs`. */
+    workersMin: z.number().int().min(0).max(64).default(1),
+    /** Most worker processes (4 = 2 per core on a 2-core machine). */
+    workersMax: z.number().int().min(1).max(64).default(4),
+    /** With `workersMin` 0: time without any batch before the last worker stops. */
+    idleTimeoutMs: z.number().int().min(0).max(86_400_000).default(30_000),
+    /**
+     * The autoscaler's stable window: the load it averages over, and how long a size the load
+     * needed is held before the fleet shrinks (at least 3 s, the panic window).
+     */
+    autoscalerStableWindowMs: z.number().int().min(3_000).max(600_000).default(30_000),
+    /** Workers kept started beyond demand (a warm pool), within `workersMax`. */
+    prewarm: z.number().int().min(0).max(64).default(0),
     /** Batches one worker runs at once. */
     workerCapacity: z.number().int().min(1).max(64).default(4),
+    /** A worker whose resident memory exceeds this is replaced (its batches run again elsewhere). */
+    workerMemoryBudgetMb: z.number().int().min(16).default(1_024),
     /** A worker silent this long is replaced. */
     workerHeartbeatTimeoutMs: z.number().int().min(500).default(10_000),
     /** Larger MQTT payloads are refused. */
@@ -38,16 +52,42 @@ export const PlatformConfigSchema = z
     message: 'maxInFlightEvents must be at least maxBatchEvents, or no batch could ever fill',
     path: ['maxInFlightEvents'],
   })
+  .refine((c) => c.workersMin <= c.workersMax, {
+    message: 'workersMin must be at most workersMax',
+    path: ['workersMin'],
+  })
+  .refine((c) => c.prewarm <= c.workersMax, {
+    message: 'prewarm must be at most workersMax',
+    path: ['prewarm'],
+  })
   .refine((c) => c.functionRetryMaxMs >= c.functionRetryMinMs, {
     message: 'functionRetryMaxMs must be at least functionRetryMinMs',
     path: ['functionRetryMaxMs'],
   });
 
 export type PlatformConfig = Readonly<z.output<typeof PlatformConfigSchema>>;
-export type PlatformConfigInput = z.input<typeof PlatformConfigSchema>;
+/**
+ * What a configuration may say: the schema's input, plus `workers`, shorthand for a fixed
+ * fleet (`workersMin` = `workersMax` = `workers`).
+ */
+export type PlatformConfigInput = z.input<typeof PlatformConfigSchema> & { workers?: number };
 
 /** Validates and freezes a configuration; the error names the setting and the value. */
 export function resolveConfig(input: PlatformConfigInput): PlatformConfig {
+  const { workers, ...rest } = input;
+  if (workers !== undefined) {
+    if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+      throw new Error(`Cannot start Voltline as 'workers' is invalid: it must be a whole number from 1 to 64 (current value: ${JSON.stringify(workers)})`);
+    }
+    for (const key of ['workersMin', 'workersMax'] as const) {
+      if (rest[key] !== undefined && rest[key] !== workers) {
+        throw new Error(`Cannot start Voltline as '${key}' is invalid: 'workers' (${workers}) already sets it (current value: ${JSON.stringify(rest[key])})`);
+      }
+    }
+    rest.workersMin = workers;
+    rest.workersMax = workers;
+  }
+  input = rest;
   const parsed = PlatformConfigSchema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -56,4 +96,35 @@ export function resolveConfig(input: PlatformConfigInput): PlatformConfig {
     throw new Error(`Cannot start Voltline as '${key}' is invalid: ${issue?.message ?? 'invalid'} (current value: ${JSON.stringify(value)})`);
   }
   return Object.freeze(parsed.data);
+}
+
+/**
+ * Reads a configuration file for `voltline up --config`: a JSON object with the same names
+ * as the configuration (units in the names, e.g. `{"workersMax": 4, "idleTimeoutMs": 30000}`),
+ * plus `workers`. An unknown name is refused, naming it (a typo must not be ignored); the
+ * values are checked with the flags' by `resolveConfig`.
+ */
+export async function readConfigFile(file: string): Promise<PlatformConfigInput> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new Error(`Cannot read the configuration file '${file}': ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`Cannot read the configuration file '${file}' as it is not JSON: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new Error(`Cannot read the configuration file '${file}' as it must hold a JSON object of settings`);
+  }
+  const known = new Set([...Object.keys(PlatformConfigSchema.shape), 'workers']);
+  for (const key of Object.keys(parsed)) {
+    if (!known.has(key)) {
+      throw new Error(`Cannot read the configuration file '${file}' as '${key}' is not a setting (settings: ${[...known].sort().join(', ')})`);
+    }
+  }
+  return parsed as PlatformConfigInput;
 }

@@ -6,6 +6,7 @@ import { simCommand } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
 import { configCommand, deployCommand, functionsCommand, invokeCommand, keysCommand, rmCommand } from './commands/functions.ts';
 import { upCommand } from './commands/up.ts';
+import { workersCommand } from './commands/workers.ts';
 import { CliError, type CommandIo } from './io.ts';
 
 const USAGE = `Usage: voltline <command> [flags]
@@ -18,6 +19,7 @@ Commands:
   functions   list deployed functions with live stats
   config      show or change a function's settings (ctx.config) without redeploying
   keys        show or rotate the key of a function's HTTP trigger
+  workers     list the worker processes and the fleet's last scaling decision
   rm          remove a deployed function
 
 Run 'voltline <command> --help' for a command's flags.`;
@@ -30,6 +32,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   functions: functionsCommand,
   config: configCommand,
   keys: keysCommand,
+  workers: workersCommand,
   rm: rmCommand,
 };
 

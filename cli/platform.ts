@@ -60,9 +60,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents }, logger);
     const scheduler = new Scheduler({
       driver: processDriver(),
-      workers: config.workers,
+      workersMin: config.workersMin,
+      workersMax: config.workersMax,
+      idleTimeoutMs: config.idleTimeoutMs,
+      prewarm: config.prewarm,
+      autoscaler: { stableWindowMs: config.autoscalerStableWindowMs },
+      workerMemoryBudgetMb: config.workerMemoryBudgetMb,
       workerCapacity: config.workerCapacity,
-      maxQueuedBatches: config.workers * config.workerCapacity * 4,
+      maxQueuedBatches: config.workersMax * config.workerCapacity * 4,
       heartbeatTimeoutMs: config.workerHeartbeatTimeoutMs,
       logger,
       registry: metrics,

@@ -5,7 +5,7 @@ export { Router, type RouterOptions } from './router/router.ts';
 export { type Downlink } from './router/downlink.ts';
 export { type FunctionStats, type InvocationOutcome } from './router/function-stats.ts';
 export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';
-export { Scheduler, type SchedulerOptions, type WorkerInfo, type BatchOutcome } from './scheduler/scheduler.ts';
+export { Scheduler, type SchedulerOptions, type WorkerInfo, type FleetInfo, type FleetReason, type AutoscalerTuning, type BatchOutcome } from './scheduler/scheduler.ts';
 export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';
 export { FunctionSandbox, type SandboxResult } from './sandbox/sandbox.ts';
 export { invokeOnce, type InvokeRequest, type InvokeResponse } from './invoke.ts';

@@ -96,6 +96,8 @@ interface ListedFunction {
   timeoutMs: number;
   memoryMb: number;
   retries: number;
+  /** At most this many batches at once across the fleet; absent: no limit of its own. */
+  concurrency?: number;
   /** Absent from a platform older than batch options. */
   batch?: { maxEvents?: number; lingerMs: number };
   config: Record<string, string>;
@@ -262,7 +264,7 @@ export async function functionsCommand(argv: string[], io: CommandIo): Promise<n
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
     const owner = fn.tenant === undefined || fn.tenant === 'default' ? '' : `  tenant: ${fn.tenant}`;
-    io.stdout.write(`${fn.name}@${fn.version}${owner}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${batchText(fn.batch)}\n`);
+    io.stdout.write(`${fn.name}@${fn.version}${owner}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${fn.concurrency === undefined ? '' : `, concurrency ${fn.concurrency}`}${batchText(fn.batch)}\n`);
     if (Object.keys(fn.config ?? {}).length + (fn.secrets ?? []).length > 0) io.stdout.write(`  config: ${settingsText(fn)}\n`);
     io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }

@@ -6,7 +6,7 @@ import { parseDurationMs } from '../../lib/duration.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { bundleFunction, triggersText } from '../../functions-runtime/index.ts';
 import { runSimulation } from '../../devices-sim/index.ts';
-import { resolveConfig, type PlatformConfigInput } from '../config.ts';
+import { readConfigFile, resolveConfig, type PlatformConfigInput } from '../config.ts';
 import { startPlatform } from '../platform.ts';
 import { FunctionWatcher } from '../watch.ts';
 import { CliError, type CommandIo } from '../io.ts';
@@ -27,12 +27,29 @@ Flags:
                          .ts files except tests), then redeploy each one when it or a
                          file it imports is saved; repeatable. A bad save prints its
                          error and the previous version keeps serving
+  --config FILE          settings from a JSON file, with the names of the configuration
+                         (units in the names: {"workersMax": 4, "idleTimeoutMs": 30000});
+                         flags given as well win
   --data-dir DIR         where data lives (default ./data)
   --mqtt-port N          MQTT port (default 1883; 0 picks a free one)
   --mqtt-host HOST       MQTT interface (default 127.0.0.1)
   --http-port N          HTTP API port (default 8080; 0 picks a free one)
   --http-host HOST       HTTP interface (default 127.0.0.1)
-  --workers N            worker processes (default 2)
+  --workers-min N        fewest worker processes (default 1); 0 stops the last one
+                         after --idle-timeout without work (the next message starts one)
+  --workers-max N        most worker processes (default 4); the fleet grows and shrinks
+                         between the two with the load
+  --idle-timeout D       with --workers-min 0: time without work before the last worker
+                         stops (default 30s)
+  --prewarm N            workers kept started beyond demand, a warm pool (default 0)
+  --stable-window D      the autoscaler's stable window: load averaged over it, and a
+                         size the load needed is held this long before the fleet shrinks
+                         (default 30s, at least 3s)
+  --worker-capacity N    batches one worker runs at once (default 4)
+  --worker-memory-budget-mb N
+                         a worker whose resident memory exceeds this is replaced
+                         (default 1024)
+  --workers N            a fixed fleet: shorthand for --workers-min N --workers-max N
   --log-level LEVEL      fatal|error|warn|info|debug|trace|silent (default info)
   -h, --help             show this help`;
 
@@ -41,6 +58,13 @@ function intFlag(name: string, value: string | undefined): number | undefined {
   const n = Number(value);
   if (!Number.isInteger(n)) throw new CliError(`Cannot start as --${name} must be a whole number: current value is '${value}'`, 2);
   return n;
+}
+
+function durationFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDurationMs(value);
+  if (ms === undefined) throw new CliError(`Cannot start as --${name} must be a duration like 500ms, 30s or 5m: current value is '${value}'`, 2);
+  return ms;
 }
 
 export async function upCommand(argv: string[], io: CommandIo): Promise<number> {
@@ -58,6 +82,14 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       'http-port': { type: 'string' },
       'http-host': { type: 'string' },
       workers: { type: 'string' },
+      'workers-min': { type: 'string' },
+      'workers-max': { type: 'string' },
+      'idle-timeout': { type: 'string' },
+      prewarm: { type: 'string' },
+      'stable-window': { type: 'string' },
+      config: { type: 'string' },
+      'worker-capacity': { type: 'string' },
+      'worker-memory-budget-mb': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -73,10 +105,21 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     httpPort: intFlag('http-port', values['http-port']),
     httpHost: values['http-host'],
     workers: intFlag('workers', values.workers),
+    workersMin: intFlag('workers-min', values['workers-min']),
+    workersMax: intFlag('workers-max', values['workers-max']),
+    idleTimeoutMs: durationFlag('idle-timeout', values['idle-timeout']),
+    prewarm: intFlag('prewarm', values.prewarm),
+    autoscalerStableWindowMs: durationFlag('stable-window', values['stable-window']),
+    workerCapacity: intFlag('worker-capacity', values['worker-capacity']),
+    workerMemoryBudgetMb: intFlag('worker-memory-budget-mb', values['worker-memory-budget-mb']),
     logLevel: values['log-level'],
   };
   for (const key of Object.keys(input)) if (input[key] === undefined) delete input[key];
-  const config = resolveConfig(input as PlatformConfigInput);
+  // Flags win over the file.
+  const fromFile = values.config === undefined ? {} : await readConfigFile(values.config).catch((err: unknown) => {
+    throw new CliError(err instanceof Error ? err.message : String(err), 2);
+  });
+  const config = resolveConfig({ ...fromFile, ...input } as PlatformConfigInput);
   const demoStations = intFlag('demo-stations', values['demo-stations']) ?? 50;
   const demoIntervalMs = parseInterval(values['demo-interval'] ?? '1s');
   const watchPaths = values.watch ?? [];

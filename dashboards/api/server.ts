@@ -197,7 +197,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     return { name: request.params.name, key };
   });
 
-  app.get('/api/workers', async () => ({ workers: options.scheduler.workers() }));
+  app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
   await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));
 

@@ -74,6 +74,25 @@ describe('deploy', () => {
     expect(err.context).toMatchObject({ field: 'retries' });
   });
 
+  it('stores the concurrency a function declares and hands it to the scheduler, none when it declares none', async () => {
+    const registry = await open();
+    const limited = await registry.deploy((await bundleFixture('limited')).code);
+    expect(limited).toMatchObject({ name: 'limited', concurrency: 2 });
+    expect(loadFunctionOf(limited).maxConcurrency).toBe(2);
+    expect((await open()).get('limited')?.concurrency).toBe(2);
+    const hello = await registry.deploy((await bundleFixture('hello')).code);
+    expect('concurrency' in hello).toBe(false);
+    expect('maxConcurrency' in loadFunctionOf(hello)).toBe(false);
+  });
+
+  it('refuses a raw bundle with a concurrency of 0, naming the field', async () => {
+    const registry = await open();
+    const code = `globalThis.__voltline_describe = () => JSON.stringify({ name: 'stuck', triggers: [], concurrency: 0 });`;
+    const err = await deployError(registry, code, 'posted');
+    expect(err.message).toBe("Cannot deploy function 'stuck' (posted) as concurrency must be a whole number from 1 to 64: current value is 0");
+    expect(err.context).toMatchObject({ field: 'concurrency' });
+  });
+
   it('stores the batch options a function declares, and the defaults for one that declares none', async () => {
     const registry = await open();
     expect(await registry.deploy((await bundleFixture('lingering')).code)).toMatchObject({ name: 'lingering', batch: { maxEvents: 4, lingerMs: 500 } });

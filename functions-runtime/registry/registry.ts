@@ -14,7 +14,7 @@ import { VoltlineError } from '../../lib/errors.ts';
 import { cronProblem, DEFAULT_TENANT, TENANT_PATTERN, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
-import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_BATCH_EVENTS, MAX_LINGER_MS, MAX_RETRIES } from '../sdk/define.ts';
+import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_BATCH_EVENTS, MAX_CONCURRENCY, MAX_LINGER_MS, MAX_RETRIES } from '../sdk/define.ts';
 import { CONTEXT_PREAMBLE } from '../sandbox/sandbox.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
@@ -43,6 +43,8 @@ export interface DeployedFunction {
    * lane with fewer waits for more, `lingerMs` (0: it does not wait).
    */
   readonly batch: DeployedBatch;
+  /** At most this many batches in flight across the fleet; absent: no limit of its own. */
+  readonly concurrency?: number;
   readonly code: string;
   /** Epoch ms. */
   readonly deployedAt: number;
@@ -104,6 +106,7 @@ const Stored = z.object({
   memoryMb: z.number().int().positive(),
   // Functions deployed before retries existed have none.
   retries: z.number().int().min(0).max(MAX_RETRIES).default(DEFAULT_RETRIES),
+  concurrency: z.number().int().min(1).max(MAX_CONCURRENCY).optional(),
   // Functions deployed before batch options existed have the defaults.
   batch: z.object({ maxEvents: z.number().int().positive().optional(), lingerMs: z.number().int().min(0).max(MAX_LINGER_MS).default(0) }).default({ lingerMs: 0 }),
   code: z.string(),
@@ -122,6 +125,7 @@ const Description = z.object({
   timeoutMs: z.number().int().positive().optional(),
   memoryMb: z.number().int().positive().optional(),
   retries: z.number().optional(),
+  concurrency: z.number().optional(),
   // Checked in #deploy, with sentences naming the field.
   batch: z.object({ maxEvents: z.unknown().optional(), lingerMs: z.unknown().optional() }).optional(),
 });
@@ -240,6 +244,10 @@ export class FunctionRegistry {
     if (!Number.isInteger(retries) || retries < 0 || retries > MAX_RETRIES) {
       throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as retries must be a whole number from 0 to ${MAX_RETRIES}: current value is ${retries}`, { context: { source, field: 'retries' } });
     }
+    const concurrency = description.concurrency;
+    if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY)) {
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as concurrency must be a whole number from 1 to ${MAX_CONCURRENCY}: current value is ${concurrency}`, { context: { source, field: 'concurrency' } });
+    }
     const batch = this.#checkBatch(name, source, description.batch);
     const version = versionOf(code);
     const existing = this.#functions.get(name);
@@ -263,6 +271,7 @@ export class FunctionRegistry {
       memoryMb,
       retries,
       batch,
+      ...(concurrency === undefined ? {} : { concurrency }),
       code,
       deployedAt: Date.now(),
       ...(settings ?? { config: existing?.config ?? {}, secrets: existing?.secrets ?? {} }),
@@ -483,7 +492,7 @@ export function applySettings(
  * new load on every worker (older loads of the function are unloaded) without new code.
  */
 export function loadFunctionOf(fn: DeployedFunction): LoadFunction {
-  const base = { name: fn.name, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb };
+  const base = { name: fn.name, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb, ...(fn.concurrency === undefined ? {} : { maxConcurrency: fn.concurrency }) };
   const config = { ...fn.config, ...fn.secrets };
   if (Object.keys(config).length === 0) return { ...base, version: fn.version };
   const hash = createHash('sha256').update(JSON.stringify(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))).digest('hex').slice(0, 12);

@@ -37,7 +37,7 @@ beforeEach(async () => {
   await registry.deploy((await bundleFixture('cron-tick')).code);
   await registry.deploy((await bundleFixture('busy')).code);
   metrics = new Registry();
-  const scheduler = new Scheduler({ driver: processDriver(), workers: 1, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  const scheduler = new Scheduler({ driver: processDriver(), workersMin: 1, workersMax: 1, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
   cleanup.unshift(() => scheduler.stop(1_000));
   await scheduler.start();
   cleanup.unshift(() => log.close());

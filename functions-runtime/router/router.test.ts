@@ -57,7 +57,7 @@ async function openRig(workers: number): Promise<Rig> {
   const registry = await FunctionRegistry.open(temp.dir, { maxTimeoutMs: 30_000, maxMemoryMb: 256 }, logger);
   await registry.deploy((await bundleFixture('busy')).code);
   const metrics = new Registry();
-  const scheduler = new Scheduler({ driver: processDriver(), workers, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  const scheduler = new Scheduler({ driver: processDriver(), workersMin: workers, workersMax: workers, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
   cleanup.unshift(() => scheduler.stop(1_000));
   await scheduler.start();
   const written: Point[] = [];

@@ -68,5 +68,6 @@ export interface FunctionDescription {
   readonly timeoutMs?: number;
   readonly memoryMb?: number;
   readonly retries?: number;
+  readonly concurrency?: number;
   readonly batch?: { readonly maxEvents?: number; readonly lingerMs?: number };
 }

@@ -29,6 +29,7 @@ function describe(definition: DefinedFunction): FunctionDescription {
     ...(definition.timeoutMs === undefined ? {} : { timeoutMs: definition.timeoutMs }),
     ...(definition.memoryMb === undefined ? {} : { memoryMb: definition.memoryMb }),
     ...(definition.retries === undefined ? {} : { retries: definition.retries }),
+    ...(definition.concurrency === undefined ? {} : { concurrency: definition.concurrency }),
     // Only the known keys cross, as numbers or not at all; the registry validates them.
     ...(definition.batch === undefined ? {} : { batch: batchOf(definition.batch) }),
   };

@@ -1,11 +1,13 @@
 /**
  * The scheduler with real worker processes (`processDriver()`): placement, capacity and
- * queueing, lost workers, heartbeats, stopping, and restart backoff for workers that die
- * as soon as they start.
+ * queueing, lost workers, heartbeats, stopping, restart backoff for workers that die as
+ * soon as they start, and the fleet sized by the autoscaler (its decision loop on a
+ * `ManualClock`, the workers real), memory budget, fairness and per-function limits.
  */
 import { spawn } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../lib/clock.ts';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
@@ -16,6 +18,7 @@ import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 let busy: LoadFunction;
 let hello: LoadFunction;
 let misbehave: LoadFunction;
+let hog: LoadFunction;
 const running: Scheduler[] = [];
 
 beforeAll(async () => {
@@ -25,6 +28,8 @@ beforeAll(async () => {
   hello = { name: 'hello', version: h.version, code: h.code, timeoutMs: 500, memoryMb: 16 };
   const m = await bundleFixture('misbehave');
   misbehave = { name: 'misbehave', version: m.version, code: m.code, timeoutMs: 2_000, memoryMb: 64 };
+  const g = await bundleFixture('hog');
+  hog = { name: 'hog', version: g.version, code: g.code, timeoutMs: 10_000, memoryMb: 1_024 };
 });
 
 afterEach(async () => {
@@ -34,7 +39,8 @@ afterEach(async () => {
 function schedulerWith(options: Partial<SchedulerOptions> = {}): Scheduler {
   const scheduler = new Scheduler({
     driver: processDriver(),
-    workers: 1,
+    workersMin: 1,
+    workersMax: 1,
     workerCapacity: 2,
     maxQueuedBatches: 8,
     heartbeatTimeoutMs: 10_000,
@@ -64,7 +70,7 @@ function inFlightOn(scheduler: Scheduler, count: number) {
 
 describe('running batches', () => {
   it("spreads one function's concurrent batches over workers instead of queueing them on one isolate", async () => {
-    const scheduler = schedulerWith({ workers: 2, workerCapacity: 4 });
+    const scheduler = schedulerWith({ workersMin: 2, workersMax: 2, workerCapacity: 4 });
     await scheduler.start();
     // Warm the function on one worker first: the next two batches could both go there.
     const warmup = await scheduler.run(busy, [busyEvent(0)]);
@@ -97,7 +103,7 @@ describe('running batches', () => {
   });
 
   it('runs every batch when there are more than the fleet holds at once, within capacity', async () => {
-    const scheduler = schedulerWith({ workers: 2, workerCapacity: 1, maxQueuedBatches: 2 });
+    const scheduler = schedulerWith({ workersMin: 2, workersMax: 2, workerCapacity: 1, maxQueuedBatches: 2 });
     await scheduler.start();
     let maxInFlight = 0;
     const sampler = setInterval(() => {
@@ -158,7 +164,7 @@ describe('a batch too large for one frame', () => {
 describe('a lost worker', () => {
   it('fails the batch it held with a retriable VL_WORKER_LOST, is replaced, and later batches run', async () => {
     const registry = new Registry();
-    const scheduler = schedulerWith({ workers: 2, registry });
+    const scheduler = schedulerWith({ workersMin: 2, workersMax: 2, registry });
     await scheduler.start();
     const before = scheduler.workers();
     const batch = scheduler.run(busy, [busyEvent(1_000)]);
@@ -248,7 +254,7 @@ describe('a new version of a function', () => {
 
 describe('stop()', () => {
   it('leaves no worker processes behind', async () => {
-    const scheduler = schedulerWith({ workers: 3 });
+    const scheduler = schedulerWith({ workersMin: 3, workersMax: 3 });
     await scheduler.start();
     await scheduler.run(hello, [eventOf({})]);
     const pids = scheduler.workers().map((w) => w.pid ?? -1);
@@ -341,4 +347,254 @@ describe('restart backoff', () => {
     expect(() => schedulerWith({ restartBackoffMinMs: 500, restartBackoffMaxMs: 100 })).toThrow(/'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' \(100\): current value is 500/);
     running.pop();
   });
+});
+
+// ---- the fleet sized by the autoscaler --------------------------------------------------
+
+/** Lets the work a decision started (worker spawns, frames) run before time moves on. */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Advances the decision loop's clock one decision (1 s) at a time. */
+async function decisions(clock: ManualClock, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) await clock.advance(1_000, settle);
+}
+
+function counter(text: string, labels: string): number {
+  const line = text.split('\n').find((l) => l.includes(`{${labels}}`));
+  return line === undefined ? 0 : Number(line.split(' ').at(-1));
+}
+
+describe('autoscaling', () => {
+  it('grows the fleet under a burst of slow batches, then shrinks it back to min once idle, logging and counting each change', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-23T12:00:00Z'));
+    const registry = new Registry();
+    const { logger, records } = captureLogger();
+    const scheduler = schedulerWith({ clock, registry, logger, workersMin: 1, workersMax: 3, workerCapacity: 1, maxQueuedBatches: 64 });
+    await scheduler.start();
+    expect(scheduler.workers()).toHaveLength(1);
+    // Quiet seconds first: the stable average starts low, so the surge is a panic.
+    await decisions(clock, 5);
+    expect(scheduler.fleet()).toMatchObject({ desired: 1, lastScale: undefined, lastDecision: { direction: 'none' } });
+    const burst = Array.from({ length: 16 }, (_, i) => scheduler.run(busy, [busyEvent(100, i)]));
+    await eventually(() => (scheduler.fleet().queuedBatches > 0 ? true : undefined), 5_000, 'batches queued');
+    // One decision: 16 batches on 1 slot asks for far more than 2× the ready worker: panic, up to max.
+    await decisions(clock, 1);
+    expect(scheduler.fleet()).toMatchObject({ desired: 3, lastScale: { direction: 'up', reason: 'panic', from: 1, to: 3 } });
+    expect(scheduler.workers().length).toBe(3);
+    const outcomes = await Promise.all(burst);
+    expect(outcomes.map((o) => o.results[0]?.outcome)).toEqual(Array(16).fill('ok'));
+    expect(new Set(outcomes.map((o) => o.workerId)).size).toBeGreaterThan(1);
+    const metrics = await registry.metrics();
+    expect(counter(metrics, 'direction="up",reason="panic"')).toBe(1);
+    expect(counter(metrics, 'kind="worker"')).toBe(3);
+    expect(metrics).toMatch(/voltline_workers_desired 3/);
+    expect(metrics).toMatch(/voltline_cold_start_seconds_count\{kind="worker"\} 3/);
+    expect(metrics).toMatch(/voltline_cold_start_seconds_count\{kind="function"\} [1-3]/);
+
+    // Idle: nothing before a stable window (30 s) after the surge, then down to min.
+    await decisions(clock, 25);
+    expect(scheduler.fleet().desired).toBe(3);
+    await decisions(clock, 40);
+    expect(scheduler.fleet()).toMatchObject({ desired: 1, lastScale: { direction: 'down', reason: 'stable', to: 1 } });
+    const left = await eventually(() => (scheduler.workers().length === 1 ? scheduler.workers() : undefined), 10_000, 'two workers stopped');
+    expect(left[0]?.state).toBe('ready');
+    const after = await registry.metrics();
+    expect(counter(after, 'direction="down",reason="stable"')).toBeGreaterThanOrEqual(1);
+    // A scale-down is no loss and is not replaced.
+    expect(after).not.toMatch(/voltline_worker_losses_total\{/);
+    expect(counter(after, 'kind="worker"')).toBe(3);
+    const scaled = records.filter((r) => typeof r.msg === 'string' && r.msg.startsWith('fleet scaled'));
+    expect(scaled.map((r) => [r['direction'], r['reason']])).toEqual(expect.arrayContaining([['up', 'panic'], ['down', 'stable']]));
+    expect(scaled[0]).toMatchObject({ from: 1, to: 3, metrics: { readyWorkers: 1, workerCapacity: 1 } });
+    // Still serving.
+    expect((await scheduler.run(hello, [eventOf({})])).results[0]?.outcome).toBe('ok');
+  }, 30_000);
+
+  it('scales to zero with min 0, and the first batch after zero starts a worker at once and runs (a cold start)', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-23T12:00:00Z'));
+    const registry = new Registry();
+    const scheduler = schedulerWith({ clock, registry, workersMin: 0, workersMax: 2, idleTimeoutMs: 5_000 });
+    await scheduler.start();
+    expect(scheduler.workers()).toEqual([]);
+    // No decision tick needed: the batch itself starts a worker (reason demand).
+    const first = await scheduler.run(hello, [eventOf({})]);
+    expect(first).toMatchObject({ coldStart: true, results: [{ outcome: 'ok' }] });
+    expect(scheduler.fleet().lastScale).toMatchObject({ direction: 'up', reason: 'demand', from: 0, to: 1 });
+    // Idle for a stable window (30 s) and idleTimeoutMs (5 s): the last worker goes.
+    await decisions(clock, 40);
+    expect(scheduler.fleet()).toMatchObject({ desired: 0, lastScale: { direction: 'down', reason: 'idle', from: 1, to: 0 } });
+    await eventually(() => (scheduler.workers().length === 0 ? true : undefined), 10_000, 'the last worker stopped');
+    const again = await scheduler.run(hello, [eventOf({})]);
+    expect(again).toMatchObject({ coldStart: true, results: [{ outcome: 'ok' }], workerId: 'w-2' });
+    const metrics = await registry.metrics();
+    expect(counter(metrics, 'direction="up",reason="demand"')).toBe(2);
+    expect(counter(metrics, 'direction="down",reason="idle"')).toBe(1);
+  }, 30_000);
+
+  it('starts max(min, prewarm) workers and refuses bad fleet options naming them', async () => {
+    const scheduler = schedulerWith({ workersMin: 0, workersMax: 3, prewarm: 2, clock: new ManualClock(0) });
+    await scheduler.start();
+    expect(scheduler.workers().map((w) => w.state)).toEqual(['ready', 'ready']);
+    expect(() => schedulerWith({ workersMin: 3, workersMax: 2 })).toThrow(/Cannot start the scheduler as option 'workersMin' is invalid \(must be at most max\): current value is 3/);
+    running.pop();
+    expect(() => schedulerWith({ workerMemoryBudgetMb: 0 })).toThrow(/'workerMemoryBudgetMb' must be a number of MB ≥ 16: current value is 0/);
+    running.pop();
+    expect(() => schedulerWith({ autoscaler: { targetUtilization: 2 } })).toThrow(/option 'autoscaler.targetUtilization' is invalid/);
+    running.pop();
+  });
+});
+
+describe('a worker killed in the middle of a load', () => {
+  it('fails only retriably, every batch ends ok once run again (as the router does), and the worker is replaced', async () => {
+    const registry = new Registry();
+    const scheduler = schedulerWith({ workersMin: 2, workersMax: 2, workerCapacity: 2, maxQueuedBatches: 64, registry });
+    await scheduler.start();
+    const before = scheduler.workers().map((w) => w.id);
+    /** The router's way: a retriable failure runs the batch again. */
+    const runUntilDone = async (seq: number): Promise<{ retried: number; seq: number }> => {
+      for (let retried = 0; ; retried++) {
+        try {
+          const outcome = await scheduler.run(busy, [busyEvent(30, seq)]);
+          const result = outcome.results[0];
+          return { retried, seq: result?.outcome === 'ok' ? (result.points[0] as { fields: { seq: number } }).fields.seq : -1 };
+        } catch (err) {
+          if (!(err instanceof VoltlineError && err.retriable)) throw err;
+        }
+      }
+    };
+    const all = Promise.all(Array.from({ length: 60 }, (_, i) => runUntilDone(i)));
+    const victim = await eventually(() => scheduler.workers().find((w) => w.inFlight > 0 && w.state === 'ready'), 5_000, 'a busy worker');
+    const victimPid = victim.pid ?? -1;
+    expect(scheduler.killWorker(victim.id)).toBe(true);
+    const done = await all;
+    expect(done.map((d) => d.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    expect(done.some((d) => d.retried > 0)).toBe(true);
+    const after = await eventually(() => {
+      const workers = scheduler.workers();
+      return workers.length === 2 && workers.every((w) => w.state === 'ready') ? workers : undefined;
+    }, 5_000, 'a replacement worker');
+    expect(after.map((w) => w.id)).not.toContain(victim.id);
+    expect(after.map((w) => w.id).filter((id) => !before.includes(id))).toHaveLength(1);
+    expect(isAlive(victimPid)).toBe(false);
+    expect(counter(await registry.metrics(), 'reason="signal"')).toBe(1);
+  }, 30_000);
+
+  it('is not replaced when the fleet is still at its desired size (a scale-down waiting for busy workers)', async () => {
+    const clock = new ManualClock(0);
+    const { logger, records } = captureLogger();
+    const scheduler = schedulerWith({ clock, logger, workersMin: 1, workersMax: 2, workerCapacity: 2, maxQueuedBatches: 64, autoscaler: { targetUtilization: 1 } });
+    await scheduler.start();
+    await decisions(clock, 5);
+    // A burst grows the fleet to 2.
+    const burst = Array.from({ length: 12 }, (_, i) => scheduler.run(busy, [busyEvent(50, i)]));
+    await decisions(clock, 1);
+    expect(scheduler.fleet().desired).toBe(2);
+    await Promise.all(burst);
+    await eventually(() => (scheduler.workers().filter((w) => w.state === 'ready').length === 2 ? true : undefined), 5_000, 'two ready workers');
+    // Two long batches, one on each worker: 2 in flight asks for 1 worker (2 slots at 100%),
+    // but neither worker is idle, so the scale-down waits.
+    const long = [scheduler.run(busy, [busyEvent(4_000, 100)]), scheduler.run(busy, [busyEvent(4_000, 101)])];
+    await eventually(() => (scheduler.workers().every((w) => w.inFlight === 1) ? true : undefined), 5_000, 'a long batch on each worker');
+    await decisions(clock, 40);
+    expect(scheduler.fleet()).toMatchObject({ desired: 1, ready: 2 });
+    const [victim] = scheduler.workers();
+    scheduler.killWorker(victim?.id ?? '');
+    const settled = await Promise.allSettled(long);
+    const lost = settled.filter((r) => r.status === 'rejected');
+    expect(lost).toHaveLength(1);
+    expect((lost[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'VL_WORKER_LOST', retriable: true });
+    expect(records.some((r) => r.msg === 'worker ended; not replaced, the fleet is at its desired size')).toBe(true);
+    expect(scheduler.workers().map((w) => w.id)).not.toContain(victim?.id);
+    expect(scheduler.workers()).toHaveLength(1);
+  }, 30_000);
+});
+
+describe('worker memory budget', () => {
+  it('kills a worker whose RSS exceeds the budget: its batch fails retriably, it is counted and replaced', async () => {
+    // The budget: an idle worker's RSS plus 150 MiB, measured on this machine.
+    const probe = schedulerWith({ driver: processDriver({ heartbeatMs: 50 }) });
+    await probe.start();
+    await probe.run(hog, [eventOf({ mb: 0 })]);
+    const idleRss = await eventually(() => {
+      const rss = probe.workers()[0]?.rssBytes ?? 0;
+      return rss > 0 ? rss : undefined;
+    }, 5_000, 'a heartbeat');
+    await probe.stop();
+    const budgetMb = Math.ceil(idleRss / 2 ** 20) + 150;
+
+    const registry = new Registry();
+    const scheduler = schedulerWith({ driver: processDriver({ heartbeatMs: 50 }), workerMemoryBudgetMb: budgetMb, registry });
+    await scheduler.start();
+    const [worker] = scheduler.workers();
+    // 400 MiB held for up to 8 s: far over the budget while the batch runs.
+    const err = await rejection(scheduler.run(hog, [eventOf({ mb: 400, holdMs: 8_000 })]));
+    expect(err.code).toBe('VL_WORKER_LOST');
+    expect(err.retriable).toBe(true);
+    expect(isAlive(worker?.pid ?? -1)).toBe(false);
+    expect(counter(await registry.metrics(), 'reason="memory"')).toBe(1);
+    const replacement = await eventually(() => scheduler.workers().find((w) => w.state === 'ready' && w.id !== worker?.id), 5_000, 'a replacement');
+    expect(replacement.rssBytes).toBeLessThan(budgetMb * 2 ** 20);
+    // A batch within the budget runs on the replacement.
+    expect((await scheduler.run(hog, [eventOf({ mb: 10 })])).results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { chunks: 10 } }] });
+  }, 30_000);
+});
+
+describe('fairness and per-function limits', () => {
+  it("places another function's batch before a flood of one function drains, even past the queue bound (pushback)", async () => {
+    const scheduler = schedulerWith({ workersMin: 1, workersMax: 1, workerCapacity: 1, maxQueuedBatches: 2 });
+    await scheduler.start();
+    let aDone = 0;
+    let aDoneWhenB = -1;
+    const flood = Array.from({ length: 20 }, (_, i) => scheduler.run(busy, [busyEvent(40, i)]).then((o) => {
+      aDone += 1;
+      return o;
+    }));
+    // 1 running, 2 queued, 17 callers of A pushed back; then B's caller comes.
+    await eventually(() => (scheduler.fleet().queuedBatches >= 19 ? true : undefined), 5_000, 'the flood queued');
+    const b = scheduler.run(hello, [eventOf({})]).then((o) => {
+      aDoneWhenB = aDone;
+      return o;
+    });
+    expect((await b).results[0]?.outcome).toBe('ok');
+    await Promise.all(flood);
+    // FIFO would have run all 20 of A first. Round-robin admits and places B within a few of A's.
+    expect(aDoneWhenB).toBeGreaterThanOrEqual(0);
+    expect(aDoneWhenB).toBeLessThanOrEqual(4);
+  }, 20_000);
+
+  it('never runs more than maxConcurrency batches of a function at once, while other functions use the free slots', async () => {
+    const scheduler = schedulerWith({ workersMin: 2, workersMax: 2, workerCapacity: 4, maxQueuedBatches: 64 });
+    await scheduler.start();
+    const limited: LoadFunction = { ...busy, maxConcurrency: 2 };
+    const other: LoadFunction = { ...busy, name: 'busy2' };
+    let maxLimited = 0;
+    let maxOther = 0;
+    let limitedWaitingWhileOtherRan = false;
+    const sample = () => {
+      const fns = scheduler.fleet().functions;
+      const a = fns.find((f) => f.name === 'busy');
+      const b = fns.find((f) => f.name === 'busy2');
+      maxLimited = Math.max(maxLimited, a?.inFlight ?? 0);
+      maxOther = Math.max(maxOther, b?.inFlight ?? 0);
+      if ((a?.queued ?? 0) > 0 && (b?.inFlight ?? 0) > 0) limitedWaitingWhileOtherRan = true;
+      expect(a?.maxConcurrency ?? 2).toBe(2);
+    };
+    const sampler = setInterval(sample, 2);
+    try {
+      const runs = [
+        ...Array.from({ length: 10 }, (_, i) => scheduler.run(limited, [busyEvent(60, i)]).finally(sample)),
+        ...Array.from({ length: 6 }, (_, i) => scheduler.run(other, [busyEvent(60, 100 + i)]).finally(sample)),
+      ];
+      sample();
+      const outcomes = await Promise.all(runs);
+      expect(outcomes.every((o) => o.results[0]?.outcome === 'ok')).toBe(true);
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(maxLimited).toBe(2);
+    // The limit is what held it: the unlimited function ran more side by side, while the limited one waited.
+    expect(maxOther).toBeGreaterThan(2);
+    expect(limitedWaitingWhileOtherRan).toBe(true);
+    await expect(scheduler.run({ ...busy, maxConcurrency: 0 }, [busyEvent(0)])).rejects.toThrow(/Cannot run a batch of 'busy' as its 'maxConcurrency' must be a whole number ≥ 1: current value is 0/);
+  }, 20_000);
 });

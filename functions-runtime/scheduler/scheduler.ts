@@ -1,30 +1,61 @@
 /**
- * The scheduler places batches on workers and keeps the fleet alive.
+ * The scheduler places batches on workers and keeps the fleet alive and sized.
  *
  * Placement: a worker that already has the function loaded (warm) with spare capacity;
  * else the least-loaded worker with spare capacity (the function loads there: a cold
- * start); else the batch waits in a bounded queue and callers past the bound wait for
- * room (pushback). A worker that exits or misses heartbeats is replaced, and the batches
- * it held fail with a retriable error so the router runs them again (at least once).
+ * start); else the batch waits in its function's queue. Queues are per function and
+ * served round-robin, so one function's flood cannot starve another's batches, and a
+ * function at its `maxConcurrency` waits there while others are placed. The queues are
+ * bounded together (`maxQueuedBatches`); callers past the bound wait for room (pushback),
+ * admitted round-robin by function too.
  *
- * This issue keeps a fixed fleet of `workers`; the autoscaler issue grows and shrinks it.
+ * Fleet size: an `Autoscaler` (autoscaler.ts, a pure decision) is asked once per
+ * `decisionIntervalMs` on the injected clock, with the load seen here; the scheduler
+ * starts workers to reach its `desired` size, or stops idle ones (never one with batches
+ * in flight). A batch arriving with no worker ready or starting starts one at once (scale
+ * from zero, reason `demand`). A worker that exits, misses heartbeats or exceeds its
+ * memory budget is killed; the batches it held fail with a retriable `VL_WORKER_LOST` so
+ * the router runs them again (at least once), and it is replaced if the fleet is then
+ * below the desired size (with a backoff when workers keep dying right after they start).
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { systemClock, type Clock } from '../../lib/clock.ts';
 import { VoltlineError } from '../../lib/errors.ts';
 import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import type { GuestEvent } from '../sandbox/guest-protocol.ts';
 import type { InvocationMetering, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import { Autoscaler, type AutoscalerMetrics, type AutoscalerOptions, type ScaleDecision, type ScaleDirection, type ScaleReason } from './autoscaler.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
+
+/** The autoscaler's own tuning, passed through (the bounds are the scheduler's options). */
+export type AutoscalerTuning = Omit<AutoscalerOptions, 'min' | 'max' | 'idleTimeoutMs' | 'prewarm'>;
 
 export interface SchedulerOptions {
   readonly driver: WorkerDriver;
-  /** Number of workers kept running. */
-  readonly workers: number;
+  /**
+   * Fewest workers. 0 allows scale-to-zero after `idleTimeoutMs` without work. Default 1.
+   * A fixed fleet of N: `workersMin: N, workersMax: N`.
+   */
+  readonly workersMin?: number;
+  /** Most workers. Default 4 (2 per core on a 2-core machine). */
+  readonly workersMax?: number;
+  /** With `workersMin` 0: how long without any batch before the last worker stops, ms. Default 30 000. */
+  readonly idleTimeoutMs?: number;
+  /** Workers kept started beyond demand (a warm pool), within `workersMax`. Default 0. */
+  readonly prewarm?: number;
+  /** The autoscaler's windows, thresholds and target utilisation (autoscaler.ts defaults). */
+  readonly autoscaler?: AutoscalerTuning;
+  /** One fleet-size decision per this many ms of `clock` time. Default 1 000. */
+  readonly decisionIntervalMs?: number;
+  /** Time for the decision loop and waiting ages. Default the system clock. */
+  readonly clock?: Clock;
+  /** A worker whose reported RSS exceeds this is killed and replaced, MB. Default 1 024. */
+  readonly workerMemoryBudgetMb?: number;
   /** Batches one worker runs at once (across its functions). */
   readonly workerCapacity: number;
-  /** Batches waiting for a worker before callers are made to wait. */
+  /** Batches waiting for a worker (all functions together) before callers are made to wait. */
   readonly maxQueuedBatches: number;
   /** A worker silent for this long is killed and replaced. */
   readonly heartbeatTimeoutMs: number;
@@ -41,6 +72,8 @@ export interface SchedulerOptions {
   readonly restartBackoffMinMs?: number;
   /** The longest restart delay, ms. Default 10 000 ms. */
   readonly restartBackoffMaxMs?: number;
+  /** How long a worker stopped by a scale-down may take to exit before it is killed, ms. Default 10 000. */
+  readonly stopGraceMs?: number;
   readonly logger: Logger;
   readonly registry: Registry;
 }
@@ -51,6 +84,10 @@ interface RestartPolicy {
   readonly restartBackoffMaxMs: number;
 }
 
+function optionsError(key: string, value: unknown, must: string): VoltlineError {
+  return new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as '${key}' must be ${must}: current value is ${String(value)}`, { context: { [key]: value } });
+}
+
 function restartPolicy(options: SchedulerOptions): RestartPolicy {
   const policy = Object.freeze({
     crashLoopWindowMs: options.crashLoopWindowMs ?? 1_000,
@@ -58,9 +95,7 @@ function restartPolicy(options: SchedulerOptions): RestartPolicy {
     restartBackoffMaxMs: options.restartBackoffMaxMs ?? 10_000,
   });
   for (const [key, value] of Object.entries(policy)) {
-    if (!Number.isFinite(value) || value < 0) {
-      throw new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as '${key}' must be a non-negative number of ms: current value is ${value}`, { context: { [key]: value } });
-    }
+    if (!Number.isFinite(value) || value < 0) throw optionsError(key, value, 'a non-negative number of ms');
   }
   if (policy.restartBackoffMinMs > policy.restartBackoffMaxMs) {
     throw new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as 'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' (${policy.restartBackoffMaxMs}): current value is ${policy.restartBackoffMinMs}`, { context: { ...policy } });
@@ -68,10 +103,26 @@ function restartPolicy(options: SchedulerOptions): RestartPolicy {
   return policy;
 }
 
+/** The scheduler's names for the autoscaler's bounds, for error messages. */
+const OPTION_NAMES: Readonly<Record<string, string>> = { min: 'workersMin', max: 'workersMax', idleTimeoutMs: 'idleTimeoutMs', prewarm: 'prewarm' };
+
+function autoscalerOf(options: SchedulerOptions): Autoscaler {
+  const bounds = { min: options.workersMin ?? 1, max: options.workersMax ?? 4, idleTimeoutMs: options.idleTimeoutMs ?? 30_000, prewarm: options.prewarm ?? 0 };
+  try {
+    return new Autoscaler({ ...options.autoscaler, ...bounds });
+  } catch (err) {
+    if (!(err instanceof VoltlineError)) throw err;
+    const option = String(err.context['option'] ?? '');
+    const name = OPTION_NAMES[option] ?? `autoscaler.${option}`;
+    throw new VoltlineError('VL_SCHEDULER_OPTIONS', err.message.replace(`'${option}'`, `'${name}'`).replace('Cannot start the autoscaler', 'Cannot start the scheduler'), { context: { ...err.context, option: name }, cause: err });
+  }
+}
+
 export interface BatchOutcome {
   readonly results: SandboxResult[];
+  /** The batch's metering (the function's load included). */
   readonly metering: SandboxMetering;
-  /** Each event's own wall and CPU time, in the order of `results`. */
+  /** Each event's own metering, in the order of `results`. */
   readonly perEvent: InvocationMetering[];
   readonly workerId: string;
   readonly coldStart: boolean;
@@ -83,48 +134,118 @@ export interface WorkerInfo {
   readonly driver: string;
   readonly pid: number | undefined;
   readonly state: 'starting' | 'ready' | 'stopping';
+  /** Warm functions: `name@version` loaded on this worker. */
   readonly functions: string[];
+  /** Batches in flight on it. */
   readonly inFlight: number;
+  /** Resident memory its last heartbeat reported (0 before the first). */
   readonly rssBytes: number;
+  /** When it was started (ISO 8601). */
+  readonly startedAt: string;
+  readonly uptimeMs: number;
+}
+
+/** Why the fleet size changed: the autoscaler's reasons, or a batch arriving at an empty fleet. */
+export type FleetReason = ScaleReason | 'demand';
+
+/** The fleet as a whole, for the API and the dashboard. */
+export interface FleetInfo {
+  readonly min: number;
+  readonly max: number;
+  readonly prewarm: number;
+  readonly workerCapacity: number;
+  /** The size the fleet is driven to (ready + starting). */
+  readonly desired: number;
+  readonly ready: number;
+  readonly starting: number;
+  readonly stopping: number;
+  readonly inFlightBatches: number;
+  readonly queuedBatches: number;
+  /** Per function with batches in flight or queued: counts, and its `maxConcurrency` if any. */
+  readonly functions: ReadonlyArray<{ readonly name: string; readonly inFlight: number; readonly queued: number; readonly maxConcurrency: number | undefined }>;
+  /** The last decision that changed the size, if any. */
+  readonly lastScale: { readonly at: string; readonly direction: ScaleDirection; readonly reason: FleetReason; readonly from: number; readonly to: number } | undefined;
+  /** The last decision of the loop, whether or not it changed anything. */
+  readonly lastDecision: { readonly at: string; readonly direction: ScaleDirection; readonly reason: ScaleReason; readonly desired: number; readonly panic: boolean } | undefined;
 }
 
 interface Pending {
   resolve(outcome: BatchOutcome): void;
   reject(err: unknown): void;
-  /** `name@version` of the batch's function, set when dispatched. */
-  fnKey?: string;
+  /** The function's name. */
+  readonly fnName: string;
+  /** `name@version` of the batch's function, set when dispatched, cleared when released. */
+  fnKey: string | undefined;
 }
+
+/** Why the scheduler ended a worker itself. */
+type Retirement = 'scale-down' | 'heartbeat' | 'memory';
 
 interface Worker {
   readonly handle: WorkerHandle;
   state: WorkerInfo['state'];
+  retired: Retirement | undefined;
   readonly loaded: Set<string>;
   readonly inFlight: Map<number, Pending>;
   /** Batches in flight per `name@version`: a function's isolate runs one at a time. */
   readonly busy: Map<string, number>;
   lastSeenMs: number;
   rssBytes: number;
-  readonly startedAt: number;
+  /** performance.now() at start, for start time and uptime. */
+  readonly startedPerf: number;
+  /** Date.now() at start, for the API. */
+  readonly startedAtMs: number;
 }
 
 interface Job {
   readonly fn: LoadFunction;
   readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>;
   readonly pending: Pending;
+  /** `clock.now()` when `run` was called (before any wait for room). */
+  readonly arrivedAtMs: number;
+}
+
+interface RoomWaiter {
+  readonly arrivedAtMs: number;
+  readonly wake: () => void;
 }
 
 const keyOf = (fn: { name: string; version: string }) => `${fn.name}@${fn.version}`;
 
+/** Moves `key` to the back of a Map's iteration order (round-robin), or drops it when its list is empty. */
+function rotate<T>(map: Map<string, T[]>, key: string, list: T[]): void {
+  map.delete(key);
+  if (list.length > 0) map.set(key, list);
+}
+
 export class Scheduler {
   readonly #options: SchedulerOptions;
   readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #autoscaler: Autoscaler;
+  readonly #decisionIntervalMs: number;
+  readonly #memoryBudgetBytes: number;
+  readonly #stopGraceMs: number;
   readonly #workers = new Map<string, Worker>();
-  readonly #queue: Job[] = [];
-  readonly #roomWaiters: Array<() => void> = [];
+  /** Per function name, FIFO; the Map's order is the round-robin order (served ones go to the back). */
+  readonly #queues = new Map<string, Job[]>();
+  #queued = 0;
+  /** Callers waiting for room in the queues, per function name, admitted round-robin. */
+  readonly #roomWaiters = new Map<string, RoomWaiter[]>();
+  /** Batches in flight per function name, across the fleet (for `maxConcurrency`). */
+  readonly #fnInFlight = new Map<string, number>();
+  /** The `maxConcurrency` each function in flight was dispatched with (for `fleet()`). */
+  readonly #limits = new Map<string, number | undefined>();
   #nextWorker = 1;
   #nextJob = 1;
+  #started = false;
   #stopping = false;
   #watchdog: NodeJS.Timeout | undefined;
+  #cancelTick: (() => void) | undefined;
+  #lastTickMs = Number.NEGATIVE_INFINITY;
+  #desired = 0;
+  #lastScale: FleetInfo['lastScale'];
+  #lastDecision: FleetInfo['lastDecision'];
   readonly #policy: RestartPolicy;
   /** Workers in a row that ended within `crashLoopWindowMs` of starting. */
   #crashStreak = 0;
@@ -132,19 +253,43 @@ export class Scheduler {
   readonly #restartTimers = new Set<NodeJS.Timeout>();
   readonly #restarts: Counter<'backoff'>;
   readonly #coldStarts: Counter<'kind'>;
+  readonly #coldStartSeconds: Histogram<'kind'>;
   readonly #workerStartSeconds: Histogram;
   readonly #workerLosses: Counter<'reason'>;
+  readonly #scaleEvents: Counter<'direction' | 'reason'>;
   readonly #workersGauge: Gauge<'state'>;
 
   constructor(options: SchedulerOptions) {
     this.#options = options;
     this.#policy = restartPolicy(options);
+    this.#autoscaler = autoscalerOf(options);
+    this.#clock = options.clock ?? systemClock;
+    this.#decisionIntervalMs = options.decisionIntervalMs ?? 1_000;
+    if (!Number.isInteger(this.#decisionIntervalMs) || this.#decisionIntervalMs < 10 || this.#decisionIntervalMs > 600_000) {
+      throw optionsError('decisionIntervalMs', this.#decisionIntervalMs, 'a whole number of ms from 10 to 600000');
+    }
+    const budgetMb = options.workerMemoryBudgetMb ?? 1_024;
+    if (!Number.isFinite(budgetMb) || budgetMb < 16) throw optionsError('workerMemoryBudgetMb', budgetMb, 'a number of MB ≥ 16');
+    this.#memoryBudgetBytes = budgetMb * 2 ** 20;
+    this.#stopGraceMs = options.stopGraceMs ?? 10_000;
+    if (!Number.isFinite(this.#stopGraceMs) || this.#stopGraceMs < 0) throw optionsError('stopGraceMs', this.#stopGraceMs, 'a non-negative number of ms');
+    for (const key of ['workerCapacity', 'maxQueuedBatches'] as const) {
+      if (!Number.isSafeInteger(options[key]) || options[key] < 1) throw optionsError(key, options[key], 'a whole number ≥ 1');
+    }
     this.#log = options.logger.child({ stage: 'scheduler' });
     const registers = [options.registry];
     this.#restarts = new Counter({ name: 'voltline_worker_restarts_total', help: 'Replacement workers started, by whether a crash loop delayed them', labelNames: ['backoff'], registers });
     this.#coldStarts = new Counter({ name: 'voltline_cold_starts_total', help: 'Worker starts and function loads, by kind', labelNames: ['kind'], registers });
-    this.#workerStartSeconds = new Histogram({ name: 'voltline_worker_start_seconds', help: 'Time from starting a worker to its ready frame', buckets: [0.05, 0.1, 0.2, 0.5, 1, 2, 5], registers });
-    this.#workerLosses = new Counter({ name: 'voltline_worker_losses_total', help: 'Workers that exited or were killed unexpectedly', labelNames: ['reason'], registers });
+    this.#coldStartSeconds = new Histogram({
+      name: 'voltline_cold_start_seconds',
+      help: 'Cold start time by kind: worker = start to ready frame; function = loading its isolate (a cold batch\'s time minus its events\' own)',
+      labelNames: ['kind'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+      registers,
+    });
+    this.#workerStartSeconds = new Histogram({ name: 'voltline_worker_start_seconds', help: 'Time from starting a worker to its ready frame (also voltline_cold_start_seconds{kind="worker"})', buckets: [0.05, 0.1, 0.2, 0.5, 1, 2, 5], registers });
+    this.#workerLosses = new Counter({ name: 'voltline_worker_losses_total', help: 'Workers that exited or were killed unexpectedly, by reason (exit, signal, heartbeat, memory)', labelNames: ['reason'], registers });
+    this.#scaleEvents = new Counter({ name: 'voltline_scale_events_total', help: 'Fleet size changes, by direction and reason', labelNames: ['direction', 'reason'], registers });
     this.#workersGauge = new Gauge({
       name: 'voltline_workers',
       help: 'Workers by state',
@@ -152,22 +297,48 @@ export class Scheduler {
       registers,
       collect: () => {
         this.#workersGauge.reset();
+        for (const state of ['starting', 'ready', 'stopping'] as const) this.#workersGauge.set({ state }, 0);
         for (const worker of this.#workers.values()) this.#workersGauge.inc({ state: worker.state });
       },
     });
+    const desiredGauge: Gauge = new Gauge({
+      name: 'voltline_workers_desired',
+      help: 'The fleet size the autoscaler drives to (ready + starting)',
+      registers,
+      collect: () => desiredGauge.set(this.#desired),
+    });
   }
 
-  /** Starts the fleet and resolves once every worker is ready. */
+  /**
+   * Starts `max(workersMin, prewarm)` workers and resolves once they are ready; then the
+   * decision loop runs every `decisionIntervalMs`.
+   */
   async start(): Promise<void> {
-    await Promise.all(Array.from({ length: this.#options.workers }, () => this.#startWorker()));
+    const initial = Math.max(this.#autoscaler.config.min, this.#autoscaler.config.prewarm);
+    this.#desired = initial;
+    this.#started = true;
+    await Promise.all(Array.from({ length: initial }, () => this.#startWorker()));
     this.#watchdog = setInterval(() => this.#checkHeartbeats(), Math.max(100, this.#options.heartbeatTimeoutMs / 4));
     this.#watchdog.unref();
+    if (!this.#stopping) this.#scheduleTick();
+    this.#wakeFromZero();
   }
 
   #startWorker(): Promise<void> {
     const id = `w-${this.#nextWorker++}`;
     const handle = this.#options.driver.start(id);
-    const worker: Worker = { handle, state: 'starting', loaded: new Set(), inFlight: new Map(), busy: new Map(), lastSeenMs: Date.now(), rssBytes: 0, startedAt: performance.now() };
+    const worker: Worker = {
+      handle,
+      state: 'starting',
+      retired: undefined,
+      loaded: new Set(),
+      inFlight: new Map(),
+      busy: new Map(),
+      lastSeenMs: Date.now(),
+      rssBytes: 0,
+      startedPerf: performance.now(),
+      startedAtMs: Date.now(),
+    };
     this.#workers.set(id, worker);
     this.#coldStarts.inc({ kind: 'worker' });
     const log = this.#log.child({ workerId: id, pid: handle.pid });
@@ -176,20 +347,28 @@ export class Scheduler {
         worker.lastSeenMs = Date.now();
         const m = message as FromWorker;
         if (m.t === 'ready') {
-          worker.state = 'ready';
-          this.#workerStartSeconds.observe((performance.now() - worker.startedAt) / 1000);
-          log.info({ startMs: Math.round(performance.now() - worker.startedAt) }, 'worker ready');
+          const seconds = (performance.now() - worker.startedPerf) / 1000;
+          this.#workerStartSeconds.observe(seconds);
+          this.#coldStartSeconds.observe({ kind: 'worker' }, seconds);
+          // A worker stopped while it was starting stays stopping.
+          if (worker.state === 'starting') worker.state = 'ready';
+          log.info({ startMs: Math.round(seconds * 1000) }, 'worker ready');
           resolve();
           this.#drainQueue();
         } else if (m.t === 'heartbeat') {
           worker.rssBytes = m.rssBytes;
+          this.#checkMemory(worker, log);
         } else if (m.t === 'result' || m.t === 'failed') {
           const pending = worker.inFlight.get(m.id);
           if (pending === undefined) return;
           worker.inFlight.delete(m.id);
           this.#release(worker, pending);
-          if (m.t === 'result') pending.resolve({ results: m.results, metering: m.metering, perEvent: m.perEvent, workerId: id, coldStart: m.coldStart });
-          else pending.reject(new VoltlineError('VL_WORKER_BATCH_FAILED', `Worker ${id} could not run the batch: ${m.message}`, { retriable: true, context: { workerId: id } }));
+          if (m.t === 'result') {
+            if (m.coldStart) this.#observeFunctionLoad(m.metering, m.perEvent);
+            pending.resolve({ results: m.results, metering: m.metering, perEvent: m.perEvent, workerId: id, coldStart: m.coldStart });
+          } else {
+            pending.reject(new VoltlineError('VL_WORKER_BATCH_FAILED', `Worker ${id} could not run the batch: ${m.message}`, { retriable: true, context: { workerId: id } }));
+          }
           this.#drainQueue();
         }
       }, (err) => {
@@ -199,25 +378,58 @@ export class Scheduler {
       void handle.exited.then((exit) => {
         this.#workers.delete(id);
         if (worker.state === 'starting') resolve();
-        const expected = this.#stopping || worker.state === 'stopping';
-        if (!expected) {
+        const retired = worker.retired;
+        const expected = this.#stopping || retired === 'scale-down';
+        if (!expected && retired === undefined) {
           this.#workerLosses.inc({ reason: exit.signal === null ? 'exit' : 'signal' });
           log.warn({ code: exit.code, signal: exit.signal, batches: worker.inFlight.size }, 'worker lost; its batches will run again elsewhere');
         }
         const lost = new VoltlineError('VL_WORKER_LOST', `Worker ${id} ended (code ${String(exit.code)}, signal ${String(exit.signal)}) while running a batch`, { retriable: true, context: { workerId: id } });
-        for (const pending of worker.inFlight.values()) pending.reject(lost);
+        for (const pending of worker.inFlight.values()) {
+          this.#release(worker, pending);
+          pending.reject(lost);
+        }
         worker.inFlight.clear();
-        if (!this.#stopping) this.#restart(id, performance.now() - worker.startedAt);
+        if (!expected) this.#replace(id, performance.now() - worker.startedPerf);
+        if (!this.#stopping) {
+          this.#wakeFromZero();
+          this.#drainQueue();
+        }
       });
     });
   }
 
   /**
-   * Starts a replacement for a worker that ended. A worker that dies right after it
-   * starts (a bad build, a broken host) would otherwise be restarted in a hot loop: from
-   * the second such death in a row, the restart waits, twice as long each time, capped.
+   * The function's load time on a cold batch: the batch's wall time minus its events' own
+   * (the agent creates the isolate and loads the bundle lazily, inside the first batch).
    */
-  #restart(previousId: string, uptimeMs: number): void {
+  #observeFunctionLoad(metering: SandboxMetering, perEvent: readonly InvocationMetering[]): void {
+    const eventsMs = perEvent.reduce((sum, e) => sum + e.wallMs, 0);
+    this.#coldStartSeconds.observe({ kind: 'function' }, Math.max(0, metering.wallMs - eventsMs) / 1000);
+  }
+
+  /** Workers counted in the fleet's size: ready or starting, not being stopped. */
+  #fleetCounts(): { ready: number; starting: number; stopping: number } {
+    let ready = 0;
+    let starting = 0;
+    let stopping = 0;
+    for (const worker of this.#workers.values()) {
+      if (worker.state === 'ready') ready += 1;
+      else if (worker.state === 'starting') starting += 1;
+      else stopping += 1;
+    }
+    // A delayed replacement is on its way: counted as starting, so the loop does not start
+    // another at once (which would defeat the crash-loop backoff).
+    return { ready, starting: starting + this.#restartTimers.size, stopping };
+  }
+
+  /**
+   * After a worker ended unexpectedly: replaced only if the fleet is now below the desired
+   * size. A worker that dies right after it starts (a bad build, a broken host) would
+   * otherwise be restarted in a hot loop: from the second such death in a row, the restart
+   * waits, twice as long each time, capped.
+   */
+  #replace(previousId: string, uptimeMs: number): void {
     const now = performance.now();
     if (uptimeMs >= this.#policy.crashLoopWindowMs) {
       this.#crashStreak = 0;
@@ -226,6 +438,11 @@ export class Scheduler {
       const loopGapMs = this.#policy.restartBackoffMaxMs + this.#policy.crashLoopWindowMs;
       this.#crashStreak = now - this.#lastCrashAt > loopGapMs ? 1 : this.#crashStreak + 1;
       this.#lastCrashAt = now;
+    }
+    const { ready, starting } = this.#fleetCounts();
+    if (ready + starting >= this.#desired) {
+      this.#log.info({ workerId: previousId, ready, starting, desired: this.#desired }, 'worker ended; not replaced, the fleet is at its desired size');
+      return;
     }
     const delayMs = this.#restartDelayMs(this.#crashStreak);
     this.#restarts.inc({ backoff: delayMs > 0 ? 'delayed' : 'none' });
@@ -239,7 +456,9 @@ export class Scheduler {
     );
     const timer = setTimeout(() => {
       this.#restartTimers.delete(timer);
-      if (!this.#stopping) void this.#startWorker();
+      if (this.#stopping) return;
+      const counts = this.#fleetCounts();
+      if (counts.ready + counts.starting < this.#desired) void this.#startWorker();
     }, delayMs);
     this.#restartTimers.add(timer);
   }
@@ -258,25 +477,188 @@ export class Scheduler {
         this.#log.warn({ workerId: worker.handle.id, silentMs: now - worker.lastSeenMs }, 'worker missed its heartbeats; killing it');
         this.#workerLosses.inc({ reason: 'heartbeat' });
         worker.state = 'stopping';
+        worker.retired = 'heartbeat';
         worker.handle.kill();
       }
     }
   }
 
+  /** A worker over its memory budget is killed (its batches run again elsewhere) and replaced. */
+  #checkMemory(worker: Worker, log: Logger): void {
+    if (worker.retired !== undefined || this.#stopping || worker.rssBytes <= this.#memoryBudgetBytes) return;
+    log.warn({ rssBytes: worker.rssBytes, budgetBytes: this.#memoryBudgetBytes, batches: worker.inFlight.size }, 'worker is over its memory budget; killing it');
+    this.#workerLosses.inc({ reason: 'memory' });
+    worker.state = 'stopping';
+    worker.retired = 'memory';
+    worker.handle.kill();
+  }
+
+  // ---- the decision loop ------------------------------------------------------------------
+
+  #scheduleTick(): void {
+    this.#cancelTick = this.#clock.setTimeout(() => {
+      this.#cancelTick = undefined;
+      if (this.#stopping) return;
+      try {
+        this.#tick();
+      } catch (err) {
+        this.#log.error({ err }, 'fleet-size decision failed; keeping the fleet as it is');
+      }
+      this.#scheduleTick();
+    }, this.#decisionIntervalMs);
+  }
+
+  /** What the autoscaler is shown now. */
+  #metrics(nowMs: number): AutoscalerMetrics {
+    let inFlightBatches = 0;
+    for (const worker of this.#workers.values()) inFlightBatches += worker.inFlight.size;
+    let oldest = Number.POSITIVE_INFINITY;
+    let waiting = 0;
+    for (const queue of this.#queues.values()) oldest = Math.min(oldest, queue[0]?.arrivedAtMs ?? oldest);
+    for (const waiters of this.#roomWaiters.values()) {
+      waiting += waiters.length;
+      oldest = Math.min(oldest, waiters[0]?.arrivedAtMs ?? oldest);
+    }
+    const { ready, starting } = this.#fleetCounts();
+    return {
+      inFlightBatches,
+      // Callers pushed back (waiting for room) are demand too.
+      queuedBatches: this.#queued + waiting,
+      oldestEventAgeMs: Number.isFinite(oldest) ? Math.max(0, nowMs - oldest) : 0,
+      readyWorkers: ready,
+      startingWorkers: starting,
+      workerCapacity: this.#options.workerCapacity,
+    };
+  }
+
+  #tick(): void {
+    // The autoscaler refuses time going back; a wall clock stepped back holds still instead.
+    const nowMs = Math.max(this.#clock.now(), this.#lastTickMs);
+    this.#lastTickMs = nowMs;
+    const metrics = this.#metrics(nowMs);
+    const decision = this.#autoscaler.observe(metrics, nowMs);
+    this.#desired = decision.desired;
+    this.#lastDecision = { at: new Date(nowMs).toISOString(), direction: decision.direction, reason: decision.reason, desired: decision.desired, panic: decision.panic };
+    if (decision.direction === 'up') this.#scaleUp(decision.desired - decision.current, decision.reason, decision, metrics);
+    else if (decision.direction === 'down') this.#scaleDown(decision.current - decision.desired, decision, metrics);
+  }
+
+  #recordScale(direction: ScaleDirection, reason: FleetReason, from: number, to: number, details: Record<string, unknown>): void {
+    this.#scaleEvents.inc({ direction, reason });
+    this.#lastScale = { at: new Date(this.#clock.now()).toISOString(), direction, reason, from, to };
+    this.#log.info({ direction, reason, from, to, ...details }, `fleet scaled ${direction} from ${from} to ${to} workers (${reason})`);
+  }
+
+  #scaleUp(count: number, reason: FleetReason, decision: ScaleDecision | undefined, metrics: AutoscalerMetrics): void {
+    const { ready, starting } = this.#fleetCounts();
+    const from = ready + starting;
+    for (let i = 0; i < count; i++) void this.#startWorker();
+    this.#recordScale('up', reason, from, from + count, { metrics, ...(decision === undefined ? {} : { panic: decision.panic, stableConcurrency: decision.stableConcurrency, panicConcurrency: decision.panicConcurrency }) });
+  }
+
   /**
-   * Runs a batch of events of one function on some worker. Waits while the queue is full.
+   * Stops up to `count` workers that have no batch in flight: delayed replacements first,
+   * then workers still starting (nothing warm there), then ready ones with the fewest warm
+   * functions (fewer function cold starts later), the most recently started first (the
+   * older ones have proved healthy). A busy worker is never stopped: the next decision
+   * tries again.
+   */
+  #scaleDown(count: number, decision: ScaleDecision, metrics: AutoscalerMetrics): void {
+    const { ready, starting } = this.#fleetCounts();
+    const from = ready + starting;
+    let stopped = 0;
+    for (const timer of this.#restartTimers) {
+      if (stopped >= count) break;
+      clearTimeout(timer);
+      this.#restartTimers.delete(timer);
+      stopped += 1;
+    }
+    const idle = [...this.#workers.values()]
+      .filter((w) => w.retired === undefined && w.state !== 'stopping' && w.inFlight.size === 0)
+      .sort((a, b) => (a.state === b.state ? 0 : a.state === 'starting' ? -1 : 1) || a.loaded.size - b.loaded.size || b.startedPerf - a.startedPerf);
+    for (const worker of idle) {
+      if (stopped >= count) break;
+      this.#retire(worker);
+      stopped += 1;
+    }
+    if (stopped === 0) {
+      this.#log.debug({ wanted: decision.desired, from, metrics }, 'fleet should shrink but every worker is busy');
+      return;
+    }
+    this.#recordScale('down', decision.reason, from, from - stopped, { metrics, desired: decision.desired, panic: decision.panic, stableConcurrency: decision.stableConcurrency, panicConcurrency: decision.panicConcurrency });
+  }
+
+  /** Marks an idle worker stopping (no batch is placed on it again) and asks it to shut down. */
+  #retire(worker: Worker): void {
+    worker.state = 'stopping';
+    worker.retired = 'scale-down';
+    writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
+    worker.handle.output.end();
+    const timer = setTimeout(() => worker.handle.kill(), this.#stopGraceMs);
+    timer.unref();
+    void worker.handle.exited.then(() => clearTimeout(timer));
+  }
+
+  /** A batch waits and no worker is ready or starting (scale-from-zero): start one now. */
+  #wakeFromZero(): void {
+    if (!this.#started || this.#stopping || this.#queued + this.#waitingForRoom() === 0) return;
+    const { ready, starting } = this.#fleetCounts();
+    if (ready + starting > 0) return;
+    this.#desired = Math.max(this.#desired, 1);
+    this.#scaleUp(1, 'demand', undefined, this.#metrics(this.#clock.now()));
+  }
+
+  #waitingForRoom(): number {
+    let n = 0;
+    for (const waiters of this.#roomWaiters.values()) n += waiters.length;
+    return n;
+  }
+
+  // ---- batches ----------------------------------------------------------------------------
+
+  /**
+   * Runs a batch of events of one function on some worker. Waits while the queues are full.
    * @throws VoltlineError `VL_WORKER_LOST` (retriable) when the worker died with the batch;
-   *   `VL_BATCH_TOO_LARGE` (not retriable) when the batch does not fit in one frame.
+   *   `VL_BATCH_TOO_LARGE` (not retriable) when the batch does not fit in one frame;
+   *   `VL_FUNCTION_CONCURRENCY` when `fn.maxConcurrency` is not a whole number ≥ 1.
    */
   async run(fn: LoadFunction, events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>): Promise<BatchOutcome> {
-    while (this.#queue.length >= this.#options.maxQueuedBatches) {
-      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+    const limit = fn.maxConcurrency;
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
+      throw new VoltlineError('VL_FUNCTION_CONCURRENCY', `Cannot run a batch of '${fn.name}' as its 'maxConcurrency' must be a whole number ≥ 1: current value is ${String(limit)}`, {
+        context: { function: fn.name, maxConcurrency: limit },
+      });
+    }
+    const arrivedAtMs = this.#clock.now();
+    while (!this.#stopping && this.#queued >= this.#options.maxQueuedBatches) {
+      await new Promise<void>((wake) => {
+        const waiters = this.#roomWaiters.get(fn.name) ?? [];
+        waiters.push({ arrivedAtMs, wake });
+        this.#roomWaiters.set(fn.name, waiters);
+        this.#wakeFromZero();
+      });
     }
     if (this.#stopping) throw new VoltlineError('VL_SCHEDULER_STOPPED', 'Cannot run a batch as the scheduler is stopping', { retriable: true });
     return new Promise<BatchOutcome>((resolve, reject) => {
-      this.#queue.push({ fn, events, pending: { resolve, reject } });
+      const queue = this.#queues.get(fn.name) ?? [];
+      queue.push({ fn, events, pending: { resolve, reject, fnName: fn.name, fnKey: undefined }, arrivedAtMs });
+      if (!this.#queues.has(fn.name)) this.#queues.set(fn.name, queue);
+      this.#queued += 1;
+      this.#wakeFromZero();
       this.#drainQueue();
     });
+  }
+
+  /** One caller waiting for room gets it: the next function in round-robin order. */
+  #admitOne(): void {
+    for (const [name, waiters] of this.#roomWaiters) {
+      const waiter = waiters.shift();
+      rotate(this.#roomWaiters, name, waiters);
+      if (waiter !== undefined) {
+        waiter.wake();
+        return;
+      }
+    }
   }
 
   #release(worker: Worker, pending: Pending): void {
@@ -284,6 +666,13 @@ export class Scheduler {
     const left = (worker.busy.get(pending.fnKey) ?? 1) - 1;
     if (left > 0) worker.busy.set(pending.fnKey, left);
     else worker.busy.delete(pending.fnKey);
+    const fnLeft = (this.#fnInFlight.get(pending.fnName) ?? 1) - 1;
+    if (fnLeft > 0) this.#fnInFlight.set(pending.fnName, fnLeft);
+    else {
+      this.#fnInFlight.delete(pending.fnName);
+      this.#limits.delete(pending.fnName);
+    }
+    pending.fnKey = undefined;
   }
 
   /**
@@ -312,15 +701,40 @@ export class Scheduler {
     return idleWarm ?? cold ?? busyWarm;
   }
 
+  #hasRoom(): boolean {
+    for (const worker of this.#workers.values()) {
+      if (worker.state === 'ready' && worker.inFlight.size < this.#options.workerCapacity) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Places queued batches while a worker has room: one batch per function in turn
+   * (round-robin), skipping a function at its `maxConcurrency`, so no function's queue
+   * blocks another's.
+   */
   #drainQueue(): void {
-    while (this.#queue.length > 0) {
-      const job = this.#queue[0];
-      if (job === undefined) break;
-      const worker = this.#pick(keyOf(job.fn));
-      if (worker === undefined) break;
-      this.#queue.shift();
-      this.#dispatch(worker, job);
-      this.#roomWaiters.shift()?.();
+    let placed = true;
+    while (placed && this.#queued > 0 && this.#hasRoom()) {
+      placed = false;
+      for (const [name, queue] of this.#queues) {
+        const job = queue[0];
+        if (job === undefined) {
+          this.#queues.delete(name);
+          continue;
+        }
+        const limit = job.fn.maxConcurrency;
+        if (limit !== undefined && (this.#fnInFlight.get(name) ?? 0) >= limit) continue;
+        const worker = this.#pick(keyOf(job.fn));
+        if (worker === undefined) continue;
+        queue.shift();
+        this.#queued -= 1;
+        rotate(this.#queues, name, queue);
+        this.#dispatch(worker, job);
+        this.#admitOne();
+        placed = true;
+        break;
+      }
     }
   }
 
@@ -358,6 +772,8 @@ export class Scheduler {
     job.pending.fnKey = fnKey;
     worker.inFlight.set(id, job.pending);
     worker.busy.set(fnKey, (worker.busy.get(fnKey) ?? 0) + 1);
+    this.#fnInFlight.set(job.fn.name, (this.#fnInFlight.get(job.fn.name) ?? 0) + 1);
+    this.#limits.set(job.fn.name, job.fn.maxConcurrency);
     worker.handle.output.write(invoke);
   }
 
@@ -373,6 +789,7 @@ export class Scheduler {
   }
 
   workers(): WorkerInfo[] {
+    const now = Date.now();
     return [...this.#workers.values()].map((worker) => ({
       id: worker.handle.id,
       driver: worker.handle.driver,
@@ -381,7 +798,35 @@ export class Scheduler {
       functions: [...worker.loaded],
       inFlight: worker.inFlight.size,
       rssBytes: worker.rssBytes,
+      startedAt: new Date(worker.startedAtMs).toISOString(),
+      uptimeMs: Math.max(0, now - worker.startedAtMs),
     }));
+  }
+
+  /** The fleet as a whole: bounds, desired and current sizes, load, and the last decisions. */
+  fleet(): FleetInfo {
+    const { ready, starting, stopping } = this.#fleetCounts();
+    let inFlightBatches = 0;
+    for (const worker of this.#workers.values()) inFlightBatches += worker.inFlight.size;
+    const c = this.#autoscaler.config;
+    return {
+      min: c.min,
+      max: c.max,
+      prewarm: c.prewarm,
+      workerCapacity: this.#options.workerCapacity,
+      desired: this.#desired,
+      ready,
+      starting,
+      stopping,
+      inFlightBatches,
+      queuedBatches: this.#queued + this.#waitingForRoom(),
+      functions: [...new Set([...this.#fnInFlight.keys(), ...this.#queues.keys()])].sort().map((name) => {
+        const queue = this.#queues.get(name) ?? [];
+        return { name, inFlight: this.#fnInFlight.get(name) ?? 0, queued: queue.length, maxConcurrency: queue[0]?.fn.maxConcurrency ?? this.#limits.get(name) };
+      }),
+      lastScale: this.#lastScale,
+      lastDecision: this.#lastDecision,
+    };
   }
 
   /** Kills a worker as a crash would (for tests and chaos drills). */
@@ -396,16 +841,23 @@ export class Scheduler {
   async stop(graceMs = 5_000): Promise<void> {
     this.#stopping = true;
     if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    this.#cancelTick?.();
+    this.#cancelTick = undefined;
     for (const timer of this.#restartTimers) clearTimeout(timer);
     this.#restartTimers.clear();
     const stopped = new VoltlineError('VL_SCHEDULER_STOPPED', 'Cannot run a batch as the scheduler is stopping', { retriable: true });
-    for (const job of this.#queue.splice(0)) job.pending.reject(stopped);
-    for (const waiter of this.#roomWaiters.splice(0)) waiter();
+    for (const queue of this.#queues.values()) for (const job of queue.splice(0)) job.pending.reject(stopped);
+    this.#queues.clear();
+    this.#queued = 0;
+    for (const waiters of this.#roomWaiters.values()) for (const waiter of waiters.splice(0)) waiter.wake();
+    this.#roomWaiters.clear();
     const workers = [...this.#workers.values()];
     await Promise.all(workers.map(async (worker) => {
       worker.state = 'stopping';
-      writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
-      worker.handle.output.end();
+      if (worker.retired === undefined) {
+        writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
+        worker.handle.output.end();
+      }
       const timer = setTimeout(() => worker.handle.kill(), graceMs);
       await worker.handle.exited;
       clearTimeout(timer);

@@ -193,6 +193,13 @@ export interface FunctionDefinition<T = unknown> {
    * @example batch: { maxEvents: 50, lingerMs: 20 }
    */
   readonly batch?: BatchOptions;
+  /**
+   * At most this many of this function's batches run at once across the whole worker fleet
+   * (1 to 64; default: no limit but the fleet's), to protect what the handler's results
+   * reach downstream. Batches past it wait, without holding up other functions'.
+   * @example concurrency: 2
+   */
+  readonly concurrency?: number;
   handler(event: FunctionEvent<T>, ctx: FunctionContext): HandlerResult | Promise<HandlerResult>;
 }
 
@@ -206,6 +213,8 @@ export const DEFAULT_TIMEOUT_MS = 1_000;
 export const DEFAULT_MEMORY_MB = 64;
 export const DEFAULT_RETRIES = 0;
 export const MAX_RETRIES = 10;
+/** Largest `concurrency`. */
+export const MAX_CONCURRENCY = 64;
 /** Largest `batch.lingerMs`. */
 export const MAX_LINGER_MS = 1_000;
 /** Largest `batch.maxEvents` any platform accepts (`voltline up` may allow fewer). */
@@ -270,6 +279,9 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
   }
   if (d.retries !== undefined && (!Number.isInteger(d.retries) || d.retries < 0 || d.retries > MAX_RETRIES)) {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'retries' must be a whole number from 0 to ${MAX_RETRIES}: current value is ${JSON.stringify(d.retries)}`);
+  }
+  if (d.concurrency !== undefined && (!Number.isInteger(d.concurrency) || d.concurrency < 1 || d.concurrency > MAX_CONCURRENCY)) {
+    throw new DefinitionError(`Cannot define function '${d.name}' as 'concurrency' must be a whole number from 1 to ${MAX_CONCURRENCY}: current value is ${JSON.stringify(d.concurrency)}`);
   }
   if (d.batch !== undefined) {
     const batch = (d.batch ?? {}) as { maxEvents?: unknown; lingerMs?: unknown };

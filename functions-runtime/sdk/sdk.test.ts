@@ -133,6 +133,8 @@ describe('defineFunction', () => {
     ['a string timeoutMs', { ...base, timeoutMs: '500' }, 'timeoutMs', /current value is "500"/],
     ['a negative memoryMb', { ...base, memoryMb: -1 }, 'memoryMb', /current value is -1/],
     ['retries above 10', { ...base, retries: 11 }, 'retries', /from 0 to 10: current value is 11/],
+    ['a concurrency of 0', { ...base, concurrency: 0 }, 'concurrency', /from 1 to 64: current value is 0/],
+    ['a fractional concurrency', { ...base, concurrency: 1.5 }, 'concurrency', /current value is 1.5/],
     ['negative retries', { ...base, retries: -1 }, 'retries', /current value is -1/],
     ['fractional retries', { ...base, retries: 1.5 }, 'retries', /current value is 1.5/],
     ['string retries', { ...base, retries: '2' }, 'retries', /current value is "2"/],

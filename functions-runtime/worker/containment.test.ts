@@ -37,7 +37,8 @@ async function helloOnEveryWorker(): Promise<BatchOutcome[]> {
 beforeAll(async () => {
   scheduler = new Scheduler({
     driver: processDriver(),
-    workers: 2,
+    workersMin: 2,
+    workersMax: 2,
     workerCapacity: 2,
     maxQueuedBatches: 8,
     heartbeatTimeoutMs: 10_000,

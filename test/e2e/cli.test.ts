@@ -84,7 +84,7 @@ describe('voltline deploy / functions / invoke', () => {
   });
 
   it('prints --help for every command', async () => {
-    for (const command of ['up', 'sim', 'deploy', 'invoke', 'functions', 'rm']) {
+    for (const command of ['up', 'sim', 'deploy', 'invoke', 'functions', 'config', 'keys', 'workers', 'rm']) {
       const run = await voltline([command, '--help']);
       expect(run.code, command).toBe(0);
       expect(run.stdout, command).toMatch(new RegExp(`Usage: voltline ${command}`));
@@ -148,6 +148,20 @@ describe('voltline functions (live stats) and voltline rm', () => {
     const runs = Number(/^voltline_invocation_wall_seconds_count\{function="station-telemetry"\} (\d+)/m.exec(metrics)?.[1]);
     expect(runs).toBeGreaterThanOrEqual(acked);
     expect(metrics).toMatch(/^voltline_invocation_cpu_seconds_count\{function="station-telemetry"\} [1-9]/m);
+  });
+
+  it('lists the workers with their pid, state and warm functions, and the fleet', async () => {
+    const run = await voltline(['workers', '--api', platform.apiUrl]);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const { workers } = await getJson<{ workers: Array<{ id: string; pid: number }> }>(`${platform.apiUrl}/api/workers`);
+    expect(workers.length).toBeGreaterThan(0);
+    expect(run.stdout).toMatch(/^ID\s+DRIVER\s+PID\s+STATE\s+UPTIME\s+IN FLIGHT\s+MEMORY\s+WARM FUNCTIONS$/m);
+    for (const w of workers) expect(run.stdout).toMatch(new RegExp(`^${w.id}\\s+process\\s+${w.pid}\\s+ready\\s`, 'm'));
+    expect(run.stdout).toMatch(/station-telemetry@/);
+    expect(run.stdout).toMatch(/^fleet: \d+ workers, desired \d+ \(min 1, max 4, prewarm 0\)/m);
+    const json = JSON.parse((await voltline(['workers', '--json', '--api', platform.apiUrl])).stdout) as { workers: unknown[]; fleet: { min: number } };
+    expect(json.fleet.min).toBe(1);
   });
 
   it('removes a function, and exits 1 naming it when there is no such function', async () => {

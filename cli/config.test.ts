@@ -1,0 +1,55 @@
+/** Platform configuration: flags and the configuration file, validated with the setting named. */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readConfigFile, resolveConfig } from './config.ts';
+
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'voltline-config-'));
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function file(text: string): Promise<string> {
+  const name = path.join(dir, 'voltline.json');
+  await writeFile(name, text);
+  return name;
+}
+
+describe('resolveConfig', () => {
+  it('fills in the defaults for a 2-core machine: 1 to 4 workers, 30 s windows', () => {
+    expect(resolveConfig({})).toMatchObject({ workersMin: 1, workersMax: 4, idleTimeoutMs: 30_000, autoscalerStableWindowMs: 30_000, prewarm: 0, workerCapacity: 4 });
+  });
+
+  it('takes workers as a fixed fleet, and refuses it beside a different bound', () => {
+    expect(resolveConfig({ workers: 3 })).toMatchObject({ workersMin: 3, workersMax: 3 });
+    expect(() => resolveConfig({ workers: 3, workersMax: 4 })).toThrow("'workersMax' is invalid: 'workers' (3) already sets it (current value: 4)");
+  });
+
+  it('names the setting that is wrong', () => {
+    expect(() => resolveConfig({ workersMin: 5, workersMax: 2 })).toThrow("Cannot start Voltline as 'workersMin' is invalid: workersMin must be at most workersMax (current value: 5)");
+    expect(() => resolveConfig({ autoscalerStableWindowMs: 1_000 })).toThrow("'autoscalerStableWindowMs' is invalid");
+  });
+});
+
+describe('readConfigFile', () => {
+  it('reads settings by their names, units in the names', async () => {
+    const config = await readConfigFile(await file('{"workersMax": 6, "idleTimeoutMs": 5000, "workers": 2}'));
+    expect(config).toEqual({ workersMax: 6, idleTimeoutMs: 5_000, workers: 2 });
+  });
+
+  it('refuses an unknown name, naming it, so a typo is not ignored', async () => {
+    await expect(readConfigFile(await file('{"workerMax": 6}'))).rejects.toThrow(/as 'workerMax' is not a setting \(settings: .*workersMax/);
+  });
+
+  it('refuses a file that is not a JSON object, or is missing, saying which', async () => {
+    await expect(readConfigFile(await file('workersMax: 6'))).rejects.toThrow(/as it is not JSON/);
+    await expect(readConfigFile(await file('[1]'))).rejects.toThrow('as it must hold a JSON object of settings');
+    await expect(readConfigFile(path.join(dir, 'none.json'))).rejects.toThrow(/Cannot read the configuration file '.*none.json': ENOENT/);
+  });
+});
