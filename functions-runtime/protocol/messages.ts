@@ -20,6 +20,11 @@ export interface LoadFunction {
    * waits in its queue while other functions' batches are placed.
    */
   readonly maxConcurrency?: number;
+  /**
+   * Whose function it is (absent: `default`). A scheduler concern: tenants take turns for
+   * worker slots, so a tenant with many functions gets no more turns than one with one.
+   */
+  readonly tenant?: string;
 }
 
 export type ToWorker =

@@ -492,7 +492,7 @@ export function applySettings(
  * new load on every worker (older loads of the function are unloaded) without new code.
  */
 export function loadFunctionOf(fn: DeployedFunction): LoadFunction {
-  const base = { name: fn.name, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb, ...(fn.concurrency === undefined ? {} : { maxConcurrency: fn.concurrency }) };
+  const base = { name: fn.name, tenant: fn.tenant, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb, ...(fn.concurrency === undefined ? {} : { maxConcurrency: fn.concurrency }) };
   const config = { ...fn.config, ...fn.secrets };
   if (Object.keys(config).length === 0) return { ...base, version: fn.version };
   const hash = createHash('sha256').update(JSON.stringify(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))).digest('hex').slice(0, 12);

@@ -562,6 +562,27 @@ describe('fairness and per-function limits', () => {
     expect(aDoneWhenB).toBeLessThanOrEqual(4);
   }, 20_000);
 
+  it('gives tenants turns before functions: a tenant with three flooding functions does not get three turns to one', async () => {
+    const scheduler = schedulerWith({ workersMin: 1, workersMax: 1, workerCapacity: 1, maxQueuedBatches: 64 });
+    await scheduler.start();
+    const functions: LoadFunction[] = [
+      { ...busy, name: 'a-1', tenant: 'acme' },
+      { ...busy, name: 'a-2', tenant: 'acme' },
+      { ...busy, name: 'a-3', tenant: 'acme' },
+      { ...busy, name: 'b-1', tenant: 'globex' },
+    ];
+    const done: string[] = [];
+    const runs = functions.flatMap((fn) => Array.from({ length: 6 }, (_, i) => scheduler.run(fn, [busyEvent(15, i)]).then((o) => (done.push(fn.tenant ?? ''), o))));
+    const outcomes = await Promise.all(runs);
+    expect(outcomes.every((o) => o.results[0]?.outcome === 'ok')).toBe(true);
+    // Turns by tenant: globex's 6 batches run within the first 13 (alternating, plus the
+    // first batch placed on arrival). By function alone, globex would get one turn in four
+    // and finish last, at 24.
+    expect(done.lastIndexOf('globex')).toBeLessThanOrEqual(12);
+    // And acme's three functions share acme's turns: each of them ran before globex finished.
+    expect(done.slice(0, 13).filter((t) => t === 'acme').length).toBeGreaterThanOrEqual(6);
+  }, 20_000);
+
   it('never runs more than maxConcurrency batches of a function at once, while other functions use the free slots', async () => {
     const scheduler = schedulerWith({ workersMin: 2, workersMax: 2, workerCapacity: 4, maxQueuedBatches: 64 });
     await scheduler.start();

@@ -229,6 +229,10 @@ export class Scheduler {
   readonly #workers = new Map<string, Worker>();
   /** Per function name, FIFO; the Map's order is the round-robin order (served ones go to the back). */
   readonly #queues = new Map<string, Job[]>();
+  /** Each function's tenant (by name), from the batches it ran: bounded by the functions deployed. */
+  readonly #tenantOf = new Map<string, string>();
+  /** Tenants in turn order: the one served last goes to the back. */
+  readonly #tenantTurns = new Map<string, true>();
   #queued = 0;
   /** Callers waiting for room in the queues, per function name, admitted round-robin. */
   readonly #roomWaiters = new Map<string, RoomWaiter[]>();
@@ -630,6 +634,9 @@ export class Scheduler {
       });
     }
     const arrivedAtMs = this.#clock.now();
+    const tenant = fn.tenant ?? 'default';
+    this.#tenantOf.set(fn.name, tenant);
+    if (!this.#tenantTurns.has(tenant)) this.#tenantTurns.set(tenant, true);
     while (!this.#stopping && this.#queued >= this.#options.maxQueuedBatches) {
       await new Promise<void>((wake) => {
         const waiters = this.#roomWaiters.get(fn.name) ?? [];
@@ -649,16 +656,26 @@ export class Scheduler {
     });
   }
 
-  /** One caller waiting for room gets it: the next function in round-robin order. */
+  /** One caller waiting for room gets it: the next tenant in turn, then its next function. */
   #admitOne(): void {
-    for (const [name, waiters] of this.#roomWaiters) {
-      const waiter = waiters.shift();
-      rotate(this.#roomWaiters, name, waiters);
-      if (waiter !== undefined) {
-        waiter.wake();
-        return;
+    for (const tenant of this.#tenantTurns.keys()) {
+      for (const [name, waiters] of this.#roomWaiters) {
+        if ((this.#tenantOf.get(name) ?? 'default') !== tenant) continue;
+        const waiter = waiters.shift();
+        rotate(this.#roomWaiters, name, waiters);
+        if (waiter !== undefined) {
+          this.#tenantServed(tenant);
+          waiter.wake();
+          return;
+        }
       }
     }
+  }
+
+  /** Sends a tenant that was just served to the back of the turn order. */
+  #tenantServed(tenant: string): void {
+    this.#tenantTurns.delete(tenant);
+    this.#tenantTurns.set(tenant, true);
   }
 
   #release(worker: Worker, pending: Pending): void {
@@ -709,33 +726,46 @@ export class Scheduler {
   }
 
   /**
-   * Places queued batches while a worker has room: one batch per function in turn
-   * (round-robin), skipping a function at its `maxConcurrency`, so no function's queue
-   * blocks another's.
+   * Places queued batches while a worker has room: tenants take turns, and within a tenant
+   * its functions take turns (two-level round-robin), skipping a function at its
+   * `maxConcurrency`; so no function's queue blocks another's, and a tenant with many
+   * functions gets no more turns than a tenant with one.
    */
   #drainQueue(): void {
     let placed = true;
     while (placed && this.#queued > 0 && this.#hasRoom()) {
       placed = false;
-      for (const [name, queue] of this.#queues) {
-        const job = queue[0];
-        if (job === undefined) {
-          this.#queues.delete(name);
-          continue;
+      for (const tenant of [...this.#tenantTurns.keys()]) {
+        if (this.#placeOneOf(tenant)) {
+          this.#tenantServed(tenant);
+          placed = true;
+          break;
         }
-        const limit = job.fn.maxConcurrency;
-        if (limit !== undefined && (this.#fnInFlight.get(name) ?? 0) >= limit) continue;
-        const worker = this.#pick(keyOf(job.fn));
-        if (worker === undefined) continue;
-        queue.shift();
-        this.#queued -= 1;
-        rotate(this.#queues, name, queue);
-        this.#dispatch(worker, job);
-        this.#admitOne();
-        placed = true;
-        break;
       }
     }
+  }
+
+  /** Places the next batch of `tenant` that can run now, its functions in turn; false if none can. */
+  #placeOneOf(tenant: string): boolean {
+    for (const [name, queue] of this.#queues) {
+      if ((this.#tenantOf.get(name) ?? 'default') !== tenant) continue;
+      const job = queue[0];
+      if (job === undefined) {
+        this.#queues.delete(name);
+        continue;
+      }
+      const limit = job.fn.maxConcurrency;
+      if (limit !== undefined && (this.#fnInFlight.get(name) ?? 0) >= limit) continue;
+      const worker = this.#pick(keyOf(job.fn));
+      if (worker === undefined) continue;
+      queue.shift();
+      this.#queued -= 1;
+      rotate(this.#queues, name, queue);
+      this.#dispatch(worker, job);
+      this.#admitOne();
+      return true;
+    }
+    return false;
   }
 
   #dispatch(worker: Worker, job: Job): void {
