@@ -109,6 +109,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     await timers.setSchedules(cronSchedules(registry.list()));
     registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
     timers.start();
+    // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
+    scheduler.setBacklogProbe(() => router.oldestWaitingSince());
     cleanups.push(() => timers.stop());
     // HTTP triggers run beside the router on the same scheduler and store, and count in its stats.
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });

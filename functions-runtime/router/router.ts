@@ -520,6 +520,20 @@ export class Router implements InvocationRecorder {
    * Live stats of one function since this router started: events by final outcome, dead
    * letters, retries, and batch wall-time percentiles (see function-stats.ts).
    */
+  /**
+   * When the oldest event waiting in a lane was queued there (this router's clock, ms), or
+   * undefined when no lane has one waiting. The scheduler's autoscaler reads it as backlog:
+   * a function's batches wait here, in its lanes, not in the scheduler's queue.
+   */
+  oldestWaitingSince(): number | undefined {
+    let oldest: number | undefined;
+    for (const lane of this.#lanes.values()) {
+      const queuedAt = lane.queuedAt[0];
+      if (queuedAt !== undefined && (oldest === undefined || queuedAt < oldest)) oldest = queuedAt;
+    }
+    return oldest;
+  }
+
   stats(fnName: string): FunctionStats {
     return this.#meter.stats(fnName);
   }

@@ -410,6 +410,40 @@ describe('autoscaling', () => {
     expect((await scheduler.run(hello, [eventOf({})])).results[0]?.outcome).toBe('ok');
   }, 30_000);
 
+  it('counts a worker as one slot per busy function: four batches of one hot function on a 4-slot worker are a panic, not a quarter of a worker', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-23T12:00:00Z'));
+    const scheduler = schedulerWith({ clock, workersMin: 1, workersMax: 4, workerCapacity: 4, maxQueuedBatches: 64 });
+    await scheduler.start();
+    await decisions(clock, 5);
+    // As the router does: at most 4 batches of the function at once (its lanes).
+    const runs = Array.from({ length: 4 }, (_, i) => scheduler.run(busy, [busyEvent(700, i)]));
+    await eventually(() => (scheduler.fleet().inFlightBatches === 4 ? true : undefined), 5_000, 'four batches in flight on the one worker');
+    // Three decisions fill the panic window's average (3 s) with the surge.
+    await decisions(clock, 3);
+    // 4 batches / 1 batch per worker at a time: panic, straight to the most workers.
+    expect(scheduler.fleet()).toMatchObject({ desired: 4, lastScale: { direction: 'up', reason: 'panic', from: 1, to: 4 } });
+    expect(scheduler.fleet().inFlightBatches).toBe(4);
+    await Promise.all(runs);
+  }, 20_000);
+
+  it('reads a backlog waiting upstream (the router) as waiting events: an old one on busy workers adds a worker', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-23T12:00:00Z'));
+    const scheduler = schedulerWith({ clock, workersMin: 1, workersMax: 3, workerCapacity: 4, maxQueuedBatches: 64 });
+    let upstreamSince: number | undefined;
+    scheduler.setBacklogProbe(() => upstreamSince);
+    await scheduler.start();
+    await decisions(clock, 5);
+    // One batch running (no panic: one busy function on one worker is what one worker does),
+    // and events queued upstream for 5 s: past the 2 s freshness bound.
+    const run = scheduler.run(busy, [busyEvent(600)]);
+    await eventually(() => (scheduler.fleet().inFlightBatches === 1 ? true : undefined), 5_000, 'the batch in flight');
+    upstreamSince = clock.now() - 5_000;
+    await decisions(clock, 1);
+    expect(scheduler.fleet()).toMatchObject({ lastScale: { direction: 'up', reason: 'freshness' } });
+    upstreamSince = undefined;
+    await run;
+  }, 20_000);
+
   it('scales to zero with min 0, and the first batch after zero starts a worker at once and runs (a cold start)', async () => {
     const clock = new ManualClock(Date.parse('2026-11-23T12:00:00Z'));
     const registry = new Registry();
@@ -491,9 +525,9 @@ describe('a worker killed in the middle of a load', () => {
     expect(scheduler.fleet().desired).toBe(2);
     await Promise.all(burst);
     await eventually(() => (scheduler.workers().filter((w) => w.state === 'ready').length === 2 ? true : undefined), 5_000, 'two ready workers');
-    // Two long batches, one on each worker: 2 in flight asks for 1 worker (2 slots at 100%),
-    // but neither worker is idle, so the scale-down waits.
-    const long = [scheduler.run(busy, [busyEvent(4_000, 100)]), scheduler.run(busy, [busyEvent(4_000, 101)])];
+    // Two long batches of two functions, one on each worker: 2 in flight asks for 1 worker
+    // (2 slots at 100%, one per function), but neither worker is idle, so the scale-down waits.
+    const long = [scheduler.run(busy, [busyEvent(4_000, 100)]), scheduler.run({ ...busy, name: 'busy-2' }, [busyEvent(4_000, 101)])];
     await eventually(() => (scheduler.workers().every((w) => w.inFlight === 1) ? true : undefined), 5_000, 'a long batch on each worker');
     await decisions(clock, 40);
     expect(scheduler.fleet()).toMatchObject({ desired: 1, ready: 2 });

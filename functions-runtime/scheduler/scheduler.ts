@@ -229,6 +229,8 @@ export class Scheduler {
   readonly #workers = new Map<string, Worker>();
   /** Per function name, FIFO; the Map's order is the round-robin order (served ones go to the back). */
   readonly #queues = new Map<string, Job[]>();
+  /** When the oldest event waiting upstream (the router's lanes) was queued, clock ms. */
+  #upstreamBacklog: () => number | undefined = () => undefined;
   /** Each function's tenant (by name), from the batches it ran: bounded by the functions deployed. */
   readonly #tenantOf = new Map<string, string>();
   /** Tenants in turn order: the one served last goes to the back. */
@@ -513,13 +515,32 @@ export class Scheduler {
   }
 
   /** What the autoscaler is shown now. */
+  /**
+   * Tells the scheduler where events wait before they reach it: `probe` returns when the
+   * oldest of them was queued (this scheduler's clock, ms), or undefined when none waits.
+   * The router holds a function's backlog in its lanes and hands the scheduler at most
+   * `lanesPerFunction` batches of it, so without this a backlog of one busy function never
+   * looks old to the autoscaler.
+   */
+  setBacklogProbe(probe: () => number | undefined): void {
+    this.#upstreamBacklog = probe;
+  }
+
   #metrics(nowMs: number): AutoscalerMetrics {
     let inFlightBatches = 0;
-    for (const worker of this.#workers.values()) inFlightBatches += worker.inFlight.size;
-    let oldest = Number.POSITIVE_INFINITY;
+    const active = new Set<string>();
+    for (const worker of this.#workers.values()) {
+      inFlightBatches += worker.inFlight.size;
+      for (const pending of worker.inFlight.values()) active.add(pending.fnName);
+    }
+    let oldest = this.#upstreamBacklog() ?? Number.POSITIVE_INFINITY;
     let waiting = 0;
-    for (const queue of this.#queues.values()) oldest = Math.min(oldest, queue[0]?.arrivedAtMs ?? oldest);
-    for (const waiters of this.#roomWaiters.values()) {
+    for (const [name, queue] of this.#queues) {
+      if (queue.length > 0) active.add(name);
+      oldest = Math.min(oldest, queue[0]?.arrivedAtMs ?? oldest);
+    }
+    for (const [name, waiters] of this.#roomWaiters) {
+      if (waiters.length > 0) active.add(name);
       waiting += waiters.length;
       oldest = Math.min(oldest, waiters[0]?.arrivedAtMs ?? oldest);
     }
@@ -531,7 +552,10 @@ export class Scheduler {
       oldestEventAgeMs: Number.isFinite(oldest) ? Math.max(0, nowMs - oldest) : 0,
       readyWorkers: ready,
       startingWorkers: starting,
-      workerCapacity: this.#options.workerCapacity,
+      // A worker runs one batch of a function at a time (one isolate each), so with fewer
+      // busy functions than slots it runs only as many batches at once as there are: one
+      // hot function needs a worker per batch, not a quarter of one.
+      workerCapacity: Math.max(1, Math.min(this.#options.workerCapacity, active.size === 0 ? this.#options.workerCapacity : active.size)),
     };
   }
 
