@@ -37,6 +37,18 @@ describe('resolveConfig', () => {
   });
 });
 
+describe('resolveConfig: MQTT access', () => {
+  it('authenticates devices under the default topic templates unless told otherwise', () => {
+    expect(resolveConfig({})).toMatchObject({ allowAnonymous: false, topicPolicy: 'device', publishTemplate: 'stations/{deviceId}/#', subscribeTemplate: 'stations/{deviceId}/commands/#' });
+    expect(resolveConfig({ allowAnonymous: true, topicPolicy: 'open' })).toMatchObject({ allowAnonymous: true, topicPolicy: 'open' });
+  });
+
+  it('refuses a topic template before anything starts, naming it', () => {
+    expect(() => resolveConfig({ publishTemplate: 'stations/+/#' })).toThrow("Cannot start Voltline as 'publishTemplate' must contain {deviceId} as a whole topic level: current value is 'stations/+/#'");
+    expect(() => resolveConfig({ topicPolicy: 'none' as 'open' })).toThrow(/'topicPolicy' is invalid/);
+  });
+});
+
 describe('readConfigFile', () => {
   it('reads settings by their names, units in the names', async () => {
     const config = await readConfigFile(await file('{"workersMax": 6, "idleTimeoutMs": 5000, "workers": 2}'));

@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy } from '../ingest/index.ts';
 
 export const PlatformConfigSchema = z
   .object({
@@ -33,6 +34,17 @@ export const PlatformConfigSchema = z
     workerMemoryBudgetMb: z.number().int().min(16).default(1_024),
     /** A worker silent this long is replaced. */
     workerHeartbeatTimeoutMs: z.number().int().min(500).default(10_000),
+    /**
+     * Accept MQTT clients without credentials, as the device their client id names (local
+     * experiments only; registered devices still need their token).
+     */
+    allowAnonymous: z.boolean().default(false),
+    /** `device`: the topic templates bound every MQTT client; `open`: any topic (local experiments). */
+    topicPolicy: z.enum(['device', 'open']).default('device'),
+    /** Where a device may publish; `{deviceId}` is its id. */
+    publishTemplate: z.string().min(1).default(DEFAULT_PUBLISH_TEMPLATE),
+    /** What a device may subscribe to (or within). */
+    subscribeTemplate: z.string().min(1).default(DEFAULT_SUBSCRIBE_TEMPLATE),
     /** Larger MQTT payloads are refused. */
     maxPayloadBytes: z.number().int().min(1).max(16 * 1024 * 1024).default(256 * 1024),
     /** The longest time limit a function may declare. */
@@ -94,6 +106,12 @@ export function resolveConfig(input: PlatformConfigInput): PlatformConfig {
     const key = issue?.path.join('.') ?? '';
     const value = key === '' ? undefined : (input as Record<string, unknown>)[key];
     throw new Error(`Cannot start Voltline as '${key}' is invalid: ${issue?.message ?? 'invalid'} (current value: ${JSON.stringify(value)})`);
+  }
+  // The topic templates are checked here, before anything starts, with the broker's own rules.
+  try {
+    new TopicPolicy({ mode: parsed.data.topicPolicy, publishTemplate: parsed.data.publishTemplate, subscribeTemplate: parsed.data.subscribeTemplate });
+  } catch (err) {
+    throw new Error(err instanceof Error ? err.message.replace('Cannot start the broker as', 'Cannot start Voltline as') : String(err), { cause: err });
   }
   return Object.freeze(parsed.data);
 }

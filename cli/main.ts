@@ -5,6 +5,7 @@
 import { simCommand } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
 import { configCommand, deployCommand, functionsCommand, invokeCommand, keysCommand, rmCommand } from './commands/functions.ts';
+import { devicesCommand } from './commands/devices.ts';
 import { upCommand } from './commands/up.ts';
 import { workersCommand } from './commands/workers.ts';
 import { CliError, type CommandIo } from './io.ts';
@@ -20,6 +21,7 @@ Commands:
   config      show or change a function's settings (ctx.config) without redeploying
   keys        show or rotate the key of a function's HTTP trigger
   workers     list the worker processes and the fleet's last scaling decision
+  devices     add, import, list, rotate, disable, enable or remove devices
   rm          remove a deployed function
 
 Run 'voltline <command> --help' for a command's flags.`;
@@ -33,6 +35,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   config: configCommand,
   keys: keysCommand,
   workers: workersCommand,
+  devices: devicesCommand,
   rm: rmCommand,
 };
 

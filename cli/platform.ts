@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, type RunningBroker } from '../ingest/index.ts';
+import { BrokerPersistence, DeviceRegistry, openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, type RunningBroker } from '../ingest/index.ts';
 import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
 import { startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
@@ -23,6 +23,8 @@ export interface RunningPlatform {
   readonly scheduler: Scheduler;
   readonly router: Router;
   readonly timers: TimerSource;
+  /** The device registry (`<data>/devices/`): the broker's DeviceDirectory, served at /api/devices. */
+  readonly devices: DeviceRegistry;
   readonly broker: RunningBroker;
   readonly api: RunningApi;
   /** The Prometheus registry `/metrics` serves, shared by every stage. */
@@ -58,6 +60,9 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
     cleanups.push(() => log.close());
     const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents }, logger);
+    // Device identities: the API manages them, the broker authenticates against them.
+    const devices = await DeviceRegistry.open(dataDir, { metrics }, logger);
+    cleanups.push(() => devices.close());
     const scheduler = new Scheduler({
       driver: processDriver(),
       workersMin: config.workersMin,
@@ -104,13 +109,13 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     });
     router.start();
     cleanups.push(() => router.stop());
+    // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
+    scheduler.setBacklogProbe(() => router.oldestWaitingSince());
     // Cron triggers append to the log like devices do; deploys and removals re-arm them.
     const timers = await TimerSource.open({ log, dir: path.join(dataDir, 'timers'), logger, metrics });
     await timers.setSchedules(cronSchedules(registry.list()));
     registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
     timers.start();
-    // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
-    scheduler.setBacklogProbe(() => router.oldestWaitingSince());
     cleanups.push(() => timers.stop());
     // HTTP triggers run beside the router on the same scheduler and store, and count in its stats.
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
@@ -125,15 +130,38 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       httpTriggers,
       // The same limit as an MQTT payload.
       maxFnBodyBytes: config.maxPayloadBytes,
+      devices,
       functionStats: (name) => router.stats(name),
       parseQuery,
       status: () => status,
     });
     cleanups.push(() => api.close());
+    // Persistent MQTT sessions (subscriptions, queued downlinks), retained messages and
+    // wills, in <data>/broker/; closed after the broker (cleanups run in reverse).
+    const brokerState = await BrokerPersistence.open(dataDir, { logger, metrics });
+    cleanups.push(() => brokerState.close());
     // The broker starts last: devices are accepted only once everything behind it runs.
-    const broker = await startBroker({ log, logger, metrics, host: config.mqttHost, port: config.mqttPort, maxPayloadBytes: config.maxPayloadBytes });
+    const broker = await startBroker({
+      persistence: brokerState,
+      log,
+      logger,
+      metrics,
+      host: config.mqttHost,
+      port: config.mqttPort,
+      maxPayloadBytes: config.maxPayloadBytes,
+      devices,
+      allowAnonymous: config.allowAnonymous,
+      topicPolicy: config.topicPolicy,
+      publishTemplate: config.publishTemplate,
+      subscribeTemplate: config.subscribeTemplate,
+    });
     brokerReady(broker);
     cleanups.push(() => broker.close());
+    // A device disabled, removed or re-keyed loses its session now, not at its next connect.
+    const unwatchDevices = devices.onChange((change) => {
+      if (change.kind === 'disabled' || change.kind === 'removed' || change.kind === 'rotated') broker.disconnect(change.id);
+    });
+    cleanups.push(async () => unwatchDevices());
     status = 'ok';
     const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
     return {
@@ -144,6 +172,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       scheduler,
       router,
       timers,
+      devices,
       broker,
       api,
       metrics,

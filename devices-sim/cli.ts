@@ -1,6 +1,7 @@
 import { parseDurationMs } from '../lib/duration.ts';
 import { VoltlineError, errorMessage } from '../lib/errors.ts';
-import { checkSimOptions, redactUrl, type SimOptions } from './options.ts';
+import { checkFleetTokens, provisionFleet, readTokenFile, type FleetTokens } from './access.ts';
+import { checkSimOptions, redactUrl, resolveSimOptions, stationId, type SimOptions } from './options.ts';
 import type { SimProgress, SimReport } from './report.ts';
 import { runSimulation } from './run.ts';
 
@@ -17,8 +18,17 @@ Flags:
   --duration <d>           how long to publish, e.g. 500ms, 30s, 5m (default 30s)
   --seed <n>               seed; the same seed gives the same messages (default 1)
   --qos <0|1>              publish QoS (default 1)
-  --username <name>        MQTT username
-  --password <secret>      MQTT password
+  --token-file <file>      each station connects as itself (username = its id) with its token
+                           from <file>: JSON {"<id>": "<token>"}, the file 'voltline devices
+                           import --out' writes, or its CSV (id,tenant,token)
+  --provision              register the fleet's ids on the platform at --api (POST
+                           /api/devices/import; ids already registered get a new token with
+                           /api/devices/<id>/rotate) and connect with the tokens it returns
+  --api <url>              the platform's HTTP API for --provision (default http://127.0.0.1:8080)
+  --anonymous              connect without credentials (the default without the flags above;
+                           a platform accepts it only with 'voltline up --allow-anonymous')
+  --username <name>        one MQTT username for every station
+  --password <secret>      one MQTT password for every station
   --first <n>              number of the first station (default 1)
   --prefix <text>          station id prefix (default st-): ids are prefix + 5 digits
   --max-inflight <n>       unacknowledged messages per station before it skips (default 10)
@@ -28,9 +38,11 @@ Flags:
 `;
 
 type Kind = 'string' | 'int' | 'number' | 'duration' | 'qos';
+/** Options a flag sets directly (per-station credentials come from --token-file or --provision). */
+type FlagKey = Exclude<keyof SimOptions, 'credentials'>;
 
 /** Flag → option key and how its value is read. */
-const FLAGS: Readonly<Record<string, { key: keyof SimOptions; kind: Kind }>> = {
+const FLAGS: Readonly<Record<string, { key: FlagKey; kind: Kind }>> = {
   '--url': { key: 'url', kind: 'string' },
   '--stations': { key: 'stations', kind: 'int' },
   '--rate': { key: 'ratePerSec', kind: 'number' },
@@ -54,6 +66,16 @@ const KIND_TEXT: Readonly<Record<Kind, string>> = {
   qos: '0 or 1',
 };
 
+/** How the fleet's stations prove who they are. */
+export type SimAccess =
+  | { readonly kind: 'anonymous' }
+  | { readonly kind: 'shared' }
+  | { readonly kind: 'token-file'; readonly file: string }
+  | { readonly kind: 'provision'; readonly api: string };
+
+/** Flags that choose the access, not simulation options: name → takes a value. */
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--anonymous': false };
+
 /**
  * Parses the arguments after `voltline sim` into options (defaults filled in, ranges
  * checked). Throws VoltlineError 'VL_SIM_BAD_FLAG' naming the flag and the value.
@@ -61,12 +83,32 @@ const KIND_TEXT: Readonly<Record<Kind, string>> = {
  * @example parseSimArgs(['--stations', '20', '--rate=200', '--duration', '2s'])
  */
 export function parseSimArgs(argv: string[]): SimOptions {
-  const values: Partial<Record<keyof SimOptions, string | number>> = {};
-  const given = new Map<keyof SimOptions, { flag: string; raw: string }>();
+  return parseSimCommandArgs(argv).options;
+}
+
+/** Like parseSimArgs, and also reads the access flags (--token-file, --provision, --api, --anonymous). */
+export function parseSimCommandArgs(argv: string[]): { options: SimOptions; access: SimAccess } {
+  const values: Partial<Record<FlagKey, string | number>> = {};
+  const given = new Map<FlagKey, { flag: string; raw: string }>();
+  const accessGiven = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const eq = arg.indexOf('=');
     const flag = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const takesValue = ACCESS_FLAGS[flag];
+    if (takesValue !== undefined) {
+      if (!takesValue) {
+        if (flag !== arg) throw badFlag(`Flag '${flag}' takes no value`, flag, arg.slice(eq + 1));
+        accessGiven.set(flag, '');
+        continue;
+      }
+      const raw = flag !== arg ? arg.slice(eq + 1) : argv[i + 1];
+      if (flag === arg) i++;
+      if (raw === undefined || raw === '' || (flag === arg && raw.startsWith('--'))) throw badFlag(`Flag '${flag}' needs a value`, flag, undefined);
+      if (flag === '--api' && !isHttpUrl(raw)) throw badFlag(`Cannot use '--api' as it must be an http:// or https:// URL: current value is '${raw}'`, flag, raw);
+      accessGiven.set(flag, raw);
+      continue;
+    }
     const spec = FLAGS[flag];
     if (spec === undefined) {
       const what = arg.startsWith('-') ? `Unknown flag '${flag}'` : `Unexpected argument '${arg}'`;
@@ -76,7 +118,7 @@ export function parseSimArgs(argv: string[]): SimOptions {
     if (flag !== arg) raw = arg.slice(eq + 1);
     else {
       const nextArg = argv[i + 1];
-      if (nextArg === undefined || (nextArg.startsWith('--') && nextArg in FLAGS)) {
+      if (nextArg === undefined || (nextArg.startsWith('--') && (nextArg in FLAGS || nextArg in ACCESS_FLAGS))) {
         throw badFlag(`Flag '${flag}' needs a value`, flag, undefined);
       }
       raw = nextArg;
@@ -102,14 +144,46 @@ export function parseSimArgs(argv: string[]): SimOptions {
   const checked = checkSimOptions(options);
   if (!checked.ok) {
     const issue = checked.issues[0];
-    const key = (issue?.path.split('.')[0] ?? '') as keyof SimOptions;
+    const key = (issue?.path.split('.')[0] ?? '') as FlagKey;
     const source = given.get(key);
     const flag = source?.flag ?? flagOf(key);
     const shown = key === 'password' ? '(hidden)' : (source?.raw ?? issue?.value ?? '');
     const why = source === undefined ? ' (default)' : '';
     throw badFlag(`Cannot use '${flag}' as it ${issue?.message ?? 'is invalid'}: current value is '${shown}'${why}`, flag, shown);
   }
-  return options;
+  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')) };
+}
+
+function accessOf(flags: ReadonlyMap<string, string>, shared: boolean): SimAccess {
+  const modes = ['--token-file', '--provision', '--anonymous'].filter((flag) => flags.has(flag));
+  if (shared) modes.push('--username/--password');
+  if (modes.length > 1) throw badFlag(`Cannot use ${modes.join(' and ')} together: choose one way for the stations to connect`, modes[1] as string, undefined);
+  const api = flags.get('--api');
+  if (api !== undefined && !flags.has('--provision')) throw badFlag("Cannot use '--api' without '--provision' (it is the API the fleet is provisioned on)", '--api', api);
+  const file = flags.get('--token-file');
+  if (file !== undefined) return { kind: 'token-file', file };
+  if (flags.has('--provision')) return { kind: 'provision', api: api ?? 'http://127.0.0.1:8080' };
+  return shared ? { kind: 'shared' } : { kind: 'anonymous' };
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+/** The fleet's tokens for the chosen access, or undefined when stations need none of their own. */
+export async function fleetTokens(options: SimOptions, access: SimAccess): Promise<FleetTokens | undefined> {
+  if (access.kind === 'anonymous' || access.kind === 'shared') return undefined;
+  const config = resolveSimOptions(options);
+  const ids = Array.from({ length: config.stations }, (_, i) => stationId(config.prefix, config.first + i));
+  if (access.kind === 'provision') return provisionFleet(access.api, ids);
+  const tokens = await readTokenFile(access.file);
+  checkFleetTokens(tokens, ids, `the token file '${access.file}'`);
+  return tokens;
 }
 
 /**
@@ -126,11 +200,19 @@ export async function simCommand(
     return 0;
   }
   let options: SimOptions;
+  let access: SimAccess;
   try {
-    options = parseSimArgs(argv);
+    ({ options, access } = parseSimCommandArgs(argv));
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 2;
+  }
+  try {
+    const credentials = await fleetTokens(options, access);
+    if (credentials !== undefined) options = { ...options, credentials };
+  } catch (err) {
+    io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
+    return err instanceof VoltlineError && err.code === 'VL_SIM_TOKEN_FILE' ? 2 : 1;
   }
   const tty = (io.stderr as { isTTY?: boolean }).isTTY === true;
   const onProgress = (p: SimProgress): void => {
@@ -146,6 +228,9 @@ export async function simCommand(
     if (tty) io.stderr.write('\r\x1b[2K');
   }
   io.stdout.write(formatSummary(report, options.url));
+  if (access.kind === 'anonymous' && report.connected === 0 && report.errorsByKind.connect > 0) {
+    io.stderr.write("voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n");
+  }
   io.stdout.write(`${JSON.stringify(report)}\n`);
   return report.errors === 0 ? 0 : 1;
 }
@@ -195,7 +280,7 @@ function readValue(kind: Kind, raw: string): string | number | undefined {
   }
 }
 
-function flagOf(key: keyof SimOptions): string {
+function flagOf(key: FlagKey): string {
   return Object.entries(FLAGS).find(([, spec]) => spec.key === key)?.[0] ?? String(key);
 }
 

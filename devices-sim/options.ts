@@ -17,8 +17,15 @@ const schema = z
     /** Run seed: the same seed gives every station the same message sequence. */
     seed: z.int().min(0).max(0xffff_ffff).default(1),
     qos: z.union([z.literal(0), z.literal(1)]).default(1),
+    /** One username and password for every station (a broker with shared credentials). */
     username: z.string().optional(),
     password: z.string().optional(),
+    /**
+     * Per-station tokens, station id → token: a station listed here connects with
+     * username = its id and password = its token (a Voltline platform's device registry).
+     * Stations not listed use `username`/`password`, or none.
+     */
+    credentials: z.record(z.string(), z.string()).optional(),
     /** Time allowed for one station's TCP connect + CONNACK. */
     connectTimeoutMs: z.int().positive().default(10_000),
     /** Number of the first station (ids are `prefix` + 5-digit number). */
@@ -61,7 +68,7 @@ export type SimConfig = Readonly<z.output<typeof schema>>;
 export interface SimOptionsIssue {
   path: string;
   message: string;
-  /** JSON of the offending value; '(hidden)' for the password. */
+  /** JSON of the offending value; '(hidden)' for the password and tokens. */
   value: string;
 }
 
@@ -74,8 +81,8 @@ export function checkSimOptions(
   const issues = result.error.issues.map((issue) => {
     const path = issue.path.map(String).join('.');
     const value = valueAt(options, issue.path);
-    // Never echo a password back.
-    const shown = path === 'password' ? '(hidden)' : (JSON.stringify(value) ?? 'undefined');
+    // Never echo a password or a token back.
+    const shown = path === 'password' || path.startsWith('credentials') ? '(hidden)' : (JSON.stringify(value) ?? 'undefined');
     return { path, message: issue.message, value: shown };
   });
   return { ok: false, issues };

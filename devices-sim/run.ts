@@ -2,7 +2,7 @@ import type { MqttClient } from 'mqtt';
 import { errorMessage } from '../lib/errors.ts';
 import { connectStation, forEachBounded } from './connect.ts';
 import { LatencyHistogram } from './histogram.ts';
-import { resolveSimOptions, stationId, type SimOptions } from './options.ts';
+import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from './options.ts';
 import type { SimErrorsByKind, SimProgress, SimReport } from './report.ts';
 import { Station } from './station.ts';
 
@@ -136,8 +136,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
         const client = await connectStation({
           url: config.url,
           clientId: id,
-          username: config.username,
-          password: config.password,
+          ...credentialsOf(config, id),
           connectTimeoutMs: config.connectTimeoutMs,
         });
         const conn: Conn = {
@@ -268,4 +267,11 @@ async function disconnect(conn: Conn): Promise<void> {
   const outcome = await Promise.race([conn.client.endAsync(false).then(() => 'ok' as const, () => 'failed' as const), timedOut]);
   clearTimeout(timer);
   if (outcome !== 'ok') conn.client.end(true);
+}
+
+/** A station's MQTT username and password: its own token when it has one, else the shared ones. */
+function credentialsOf(config: SimConfig, id: string): { username: string | undefined; password: string | undefined } {
+  const token = config.credentials?.[id];
+  if (token !== undefined) return { username: id, password: token };
+  return { username: config.username, password: config.password };
 }

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { parseDurationMs } from '../../lib/duration.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { bundleFunction, triggersText } from '../../functions-runtime/index.ts';
-import { runSimulation } from '../../devices-sim/index.ts';
+import { runSimulation, stationId } from '../../devices-sim/index.ts';
+import type { DeviceRegistry } from '../../ingest/index.ts';
 import { readConfigFile, resolveConfig, type PlatformConfigInput } from '../config.ts';
 import { startPlatform } from '../platform.ts';
 import { FunctionWatcher } from '../watch.ts';
@@ -20,7 +21,9 @@ Runs Voltline on this machine: the MQTT broker, the trigger log, the worker flee
 embedded time-series store and the HTTP API. Ctrl-C stops it cleanly.
 
 Flags:
-  --demo                 deploy functions/station-telemetry.ts and run a demo fleet
+  --demo                 deploy functions/station-telemetry.ts and run a demo fleet; its
+                         stations st-00001… are registered devices (added, or given new
+                         tokens if already there) and connect with their tokens
   --demo-stations N      stations in the demo fleet (default 50)
   --demo-interval D      how often each demo station publishes (default 1s)
   --watch PATH           deploy the functions in PATH (a .ts file, or a directory: its
@@ -30,6 +33,13 @@ Flags:
   --config FILE          settings from a JSON file, with the names of the configuration
                          (units in the names: {"workersMax": 4, "idleTimeoutMs": 30000});
                          flags given as well win
+  --allow-anonymous      accept MQTT clients without credentials, as the device their
+                         client id names (local experiments only: any client can then
+                         publish as any unregistered device id; registered devices still
+                         need their token). Off by default
+  --topic-policy P       device (default): a device publishes only under
+                         stations/<its id>/# and subscribes only to
+                         stations/<its id>/commands/#; open: any topic (experiments)
   --data-dir DIR         where data lives (default ./data)
   --mqtt-port N          MQTT port (default 1883; 0 picks a free one)
   --mqtt-host HOST       MQTT interface (default 127.0.0.1)
@@ -73,6 +83,8 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     strict: true,
     options: {
       demo: { type: 'boolean', default: false },
+      'allow-anonymous': { type: 'boolean' },
+      'topic-policy': { type: 'string' },
       'demo-stations': { type: 'string' },
       'demo-interval': { type: 'string' },
       watch: { type: 'string', multiple: true },
@@ -113,6 +125,8 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     workerCapacity: intFlag('worker-capacity', values['worker-capacity']),
     workerMemoryBudgetMb: intFlag('worker-memory-budget-mb', values['worker-memory-budget-mb']),
     logLevel: values['log-level'],
+    allowAnonymous: values['allow-anonymous'],
+    topicPolicy: topicPolicyFlag(values['topic-policy']),
   };
   for (const key of Object.keys(input)) if (input[key] === undefined) delete input[key];
   // Flags win over the file.
@@ -133,6 +147,8 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
   io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
   io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try ${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m)\n`);
+  if (config.allowAnonymous) io.stderr.write('warning: anonymous MQTT access is on: any client can publish as any device id that is not registered (registered devices still need their token). Do not use --allow-anonymous on a network you do not control.\n');
+  if (config.topicPolicy === 'open') io.stderr.write('warning: the MQTT topic policy is open: any connected client can publish and subscribe to any topic, other devices\' included.\n');
 
   let demo: Promise<unknown> | undefined;
   const demoAbort = new AbortController();
@@ -140,10 +156,12 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     const bundle = await bundleFunction(DEMO_FUNCTION);
     const fn = await platform.registry.deploy(bundle.code, DEMO_FUNCTION);
     io.stdout.write(`  function     ${fn.name}@${fn.version} on ${triggersText(fn.triggers)}\n`);
-    io.stdout.write(`  demo fleet   ${demoStations} stations, one message each every ${demoIntervalMs} ms\n`);
+    const credentials = await provisionDemoFleet(platform.devices, demoStations);
+    io.stdout.write(`  demo fleet   ${demoStations} stations (registered devices st-00001…), one message each every ${demoIntervalMs} ms\n`);
     demo = runSimulation(
       {
         url: platform.mqttUrl,
+        credentials,
         stations: demoStations,
         ratePerSec: (demoStations * 1000) / demoIntervalMs,
         durationMs: 365 * 24 * 3_600_000,
@@ -184,4 +202,23 @@ function parseInterval(text: string): number {
   const value = parseDurationMs(text);
   if (value === undefined || value <= 0) throw new CliError(`Cannot start as --demo-interval must be a duration above zero like 500ms or 2s: current value is '${text}'`, 2);
   return value;
+}
+
+function topicPolicyFlag(value: string | undefined): 'device' | 'open' | undefined {
+  if (value === undefined || value === 'device' || value === 'open') return value;
+  throw new CliError(`Cannot start as --topic-policy must be device or open: current value is '${value}'`, 2);
+}
+
+/**
+ * Registers the demo fleet (st-00001…) in the device registry like any user's devices and
+ * returns their tokens, kept in memory only: ids not registered are imported, those
+ * registered already (an earlier demo) are given new tokens.
+ */
+async function provisionDemoFleet(devices: DeviceRegistry, stations: number): Promise<Record<string, string>> {
+  const ids = Array.from({ length: stations }, (_, i) => stationId('st-', i + 1));
+  const tokens: Record<string, string> = {};
+  const fresh = ids.filter((id) => devices.get(id) === undefined);
+  if (fresh.length > 0) for (const issued of await devices.import(fresh.map((id) => ({ id })))) tokens[issued.device.id] = issued.token;
+  for (const id of ids) if (tokens[id] === undefined) tokens[id] = (await devices.rotate(id)).token;
+  return tokens;
 }

@@ -8,9 +8,10 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter } from '../../ingest/index.ts';
+import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type DeviceRegistry } from '../../ingest/index.ts';
 import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
+import { devicesRoutes } from './devices-routes.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -29,6 +30,8 @@ export interface ApiOptions {
   readonly httpTriggers: HttpTriggers;
   /** Largest body of a request under `/fn/`, bytes. */
   readonly maxFnBodyBytes: number;
+  /** Serves `/api/devices` (devices-routes.ts) when given. */
+  readonly devices?: DeviceRegistry;
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
 }
@@ -198,6 +201,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
 
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
+
+  if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger }));
 
   await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));
 

@@ -376,7 +376,7 @@ describe('settings (config and secrets)', () => {
     const registry = await open();
     const fn = await registry.deploy((await bundleFixture('hello')).code);
     expect(fn).toMatchObject({ config: {}, secrets: {} });
-    expect(loadFunctionOf(fn)).toEqual({ name: 'hello', version: fn.version, code: fn.code, timeoutMs: 500, memoryMb: 16 });
+    expect(loadFunctionOf(fn)).toEqual({ name: 'hello', tenant: 'default', version: fn.version, code: fn.code, timeoutMs: 500, memoryMb: 16 });
   });
 
   it('moves a key between config and secrets rather than keeping both', async () => {

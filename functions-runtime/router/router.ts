@@ -231,12 +231,12 @@ export class Router implements InvocationRecorder {
 
   /**
    * The functions a device message fires: those of the device's tenant whose MQTT filter
-   * matches its topic. Every device is the default tenant's until devices have identities
-   * (issue 6), so another tenant's MQTT triggers fire for its own devices only, never for
-   * these.
+   * matches its topic. The broker writes the tenant of the authenticated device into the
+   * event; an event without one (anonymous devices, records written before tenants) is the
+   * default tenant's.
    */
   #deviceTargets(event: LoggedEvent): DeployedFunction[] {
-    const tenant = DEFAULT_TENANT;
+    const tenant = event.tenant ?? DEFAULT_TENANT;
     return this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
   }
 

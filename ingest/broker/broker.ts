@@ -7,14 +7,48 @@
  * device is acknowledged only for messages that cannot be lost. aedes reads a client's
  * next chunk only when the previous chunk's packets are handled, so a slow disk slows
  * each device down instead of filling memory: the pushback is per connection.
+ *
+ * Access: a device connects with username = its id and password = its token, and with
+ * its id as MQTT client id; the device directory (the registry) checks the token. The
+ * topic policy (topic-policy.ts) then bounds what it may publish and subscribe to.
+ * Refusals are counted (`voltline_auth_failures_total{reason}`) and logged once per
+ * window per (reason, address or device), never with the password.
  */
 import net from 'node:net';
 import { once } from 'node:events';
-import { Aedes, type Client, type PublishPacket } from 'aedes';
+import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { TriggerLog } from '../trigger/types.ts';
+import type { AuthFailure, DeviceDirectory } from '../devices/types.ts';
+import { DEFAULT_TENANT } from '../store/index.ts';
+import { inputMetrics } from '../input-metrics.ts';
+import { LogOnce } from './log-once.ts';
+import type { BrokerPersistence } from './persistence.ts';
+import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, TopicPolicy, type TopicPolicyMode } from './topic-policy.ts';
+
+/** Why a client was refused (the `reason` label of voltline_auth_failures_total). */
+export type AccessFailure = AuthFailure | 'client_id_mismatch' | 'bad_client_id' | 'will_denied' | 'publish_denied' | 'subscribe_denied' | 'forward_denied';
+
+/** CONNACK return codes (MQTT 3.1.1 §3.2.2.3) the broker answers a refused CONNECT with. */
+const IDENTIFIER_REJECTED = 2;
+const BAD_USERNAME_OR_PASSWORD = 4;
+const NOT_AUTHORIZED = 5;
+const RETURN_CODES: Readonly<Record<ConnectFailure, 2 | 4 | 5>> = {
+  // Unknown device and wrong token answer the same: a client learns nothing of which ids exist.
+  unknown_device: BAD_USERNAME_OR_PASSWORD,
+  bad_token: BAD_USERNAME_OR_PASSWORD,
+  no_credentials: BAD_USERNAME_OR_PASSWORD,
+  disabled: NOT_AUTHORIZED,
+  client_id_mismatch: IDENTIFIER_REJECTED,
+  bad_client_id: IDENTIFIER_REJECTED,
+  // A last will on a topic the device may not publish to: it would be published for it later.
+  will_denied: NOT_AUTHORIZED,
+};
+
+/** Refusals of the same (reason, address or device) are logged once per this window. */
+const REFUSAL_LOG_WINDOW_MS = 60_000;
 
 export interface BrokerOptions {
   readonly log: TriggerLog;
@@ -26,7 +60,46 @@ export interface BrokerOptions {
   readonly port: number;
   /** Larger publishes are refused (the client is disconnected, nothing acknowledged). */
   readonly maxPayloadBytes: number;
+  /**
+   * Checks device credentials. Without it, only anonymous clients can connect (and only
+   * with `allowAnonymous`).
+   */
+  readonly devices?: DeviceDirectory | undefined;
+  /**
+   * Accept clients that give no credentials, as the device their client id names (of the
+   * default tenant), unless that id is a registered device: those still need their token.
+   * Credentials that are given are always checked.
+   */
+  readonly allowAnonymous: boolean;
+  /** `device` (default): the templates below bound every client; `open`: any topic. */
+  readonly topicPolicy?: TopicPolicyMode | undefined;
+  /** Where a device may publish; `{deviceId}` is its id. Default `stations/{deviceId}/#`. */
+  readonly publishTemplate?: string | undefined;
+  /** What a device may subscribe to (or within). Default `stations/{deviceId}/commands/#`. */
+  readonly subscribeTemplate?: string | undefined;
+  /** Epoch ms, for the refusal log's window; injected by tests. */
+  readonly now?: () => number;
+  /**
+   * Where aedes keeps sessions (subscriptions and queued QoS 1 messages of clean-session-false
+   * clients), retained messages and wills: a `BrokerPersistence` on the data folder so they
+   * survive a restart. The caller opens it and closes it after `close()`. Without it, aedes'
+   * in-memory default (lost at a restart).
+   */
+  readonly persistence?: BrokerPersistence | undefined;
 }
+
+/** Who a connected client is. */
+interface Identity {
+  readonly deviceId: string;
+  readonly tenant: string;
+  /** Connected without credentials (`allowAnonymous`). */
+  readonly anonymous: boolean;
+}
+
+/** Why a CONNECT was refused. */
+type ConnectFailure = AuthFailure | 'client_id_mismatch' | 'bad_client_id' | 'will_denied';
+
+type Verdict = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: ConnectFailure };
 
 export interface RunningBroker {
   readonly port: number;
@@ -39,21 +112,121 @@ export interface RunningBroker {
    * is closed. It is the functions runtime's `Downlink`.
    */
   publish(topic: string, payload: Uint8Array): Promise<void>;
+  /**
+   * Closes the connection of the client with this id, if one is connected (a device
+   * disabled, removed or re-keyed in the registry must not keep its session). True if one was.
+   */
+  disconnect(deviceId: string): boolean;
   close(): Promise<void>;
 }
 
 export async function startBroker(options: BrokerOptions): Promise<RunningBroker> {
   const log = options.logger.child({ stage: 'broker' });
   const registers = [options.metrics];
-  const received = new Counter({ name: 'voltline_messages_received_total', help: 'Device messages durably accepted into the trigger log', labelNames: ['source'], registers });
-  const refused = new Counter({ name: 'voltline_messages_refused_total', help: 'Device messages refused before acknowledgement, by reason', labelNames: ['reason'], registers });
-  const receivedBytes = new Counter({ name: 'voltline_received_bytes_total', help: 'Payload bytes durably accepted', registers });
+  // Shared with HTTP ingest (the API may have registered them first).
+  const { received, refused, receivedBytes, authFailures } = inputMetrics(options.metrics);
   const connections = new Gauge({ name: 'voltline_mqtt_connections', help: 'Connected MQTT clients', registers });
+  const takeovers = new Counter({ name: 'voltline_session_takeovers_total', help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)', registers });
+  const policy = new TopicPolicy({
+    mode: options.topicPolicy ?? 'device',
+    publishTemplate: options.publishTemplate ?? DEFAULT_PUBLISH_TEMPLATE,
+    subscribeTemplate: options.subscribeTemplate ?? DEFAULT_SUBSCRIBE_TEMPLATE,
+  });
+  const refusalLog = new LogOnce({ windowMs: REFUSAL_LOG_WINDOW_MS, maxKeys: 10_000, maxLinesPerWindow: 1_000, ...(options.now ? { now: options.now } : {}) });
+  /** Who each connected client is, set once it is authenticated. */
+  const identities = new WeakMap<Client, Identity>();
+  /** Clients that, when authenticated, found a connected session of their id. */
+  const takingOver = new WeakSet<Client>();
+  /** The last will's topic of each connecting client (from its CONNECT), checked at authentication. */
+  const willTopics = new WeakMap<Client, string>();
+  /** The connected client of each client id (aedes keeps one too, but not in its types). */
+  const connected = new Map<string, Client>();
+
+  /** Counts a refusal and logs it once per window per (reason, key). Never given a secret. */
+  const refuse = (reason: AccessFailure, key: string, fields: Record<string, unknown>, message: string): void => {
+    authFailures.inc({ reason });
+    const permit = refusalLog.take(`${reason}|${key}`);
+    if (permit === undefined) return;
+    log.warn({ reason, ...fields, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}), ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}) }, message);
+  };
+
+  const verify = async (client: Client, username: string | undefined, password: Buffer | undefined): Promise<Verdict> => {
+    const id = client.id;
+    if (policy.mode === 'device' && deviceIdTopicProblem(id) !== undefined) return { ok: false, reason: 'bad_client_id' };
+    if (username === undefined && password === undefined) {
+      if (!options.allowAnonymous) return { ok: false, reason: 'no_credentials' };
+      // A registered device is itself only with its token, even when anonymous access is on.
+      if (options.devices?.get(id) !== undefined) return { ok: false, reason: 'no_credentials' };
+      return { ok: true, identity: { deviceId: id, tenant: DEFAULT_TENANT, anonymous: true } };
+    }
+    // The cheap check first: no scrypt for a client that is not even the device it names.
+    if (username !== id) return { ok: false, reason: 'client_id_mismatch' };
+    if (options.devices === undefined) return { ok: false, reason: 'unknown_device' };
+    const verdict = await options.devices.authenticate(username, password === undefined ? '' : password.toString('utf8'));
+    if (!verdict.ok) return { ok: false, reason: verdict.reason };
+    return { ok: true, identity: { deviceId: verdict.device.id, tenant: verdict.device.tenant, anonymous: false } };
+  };
+  /**
+   * The will must obey the topic policy at CONNECT: aedes publishes it when the connection
+   * is lost, and a will kept across a restart is published with no client to check
+   * against (authorizePublish gets `client` null), so it must not be stored at all.
+   */
+  const verifyWithWill = async (client: Client, username: string | undefined, password: Buffer | undefined): Promise<Verdict> => {
+    const verdict = await verify(client, username, password);
+    const willTopic = willTopics.get(client);
+    willTopics.delete(client);
+    if (verdict.ok && willTopic !== undefined && !policy.mayPublish(verdict.identity.deviceId, willTopic)) return { ok: false, reason: 'will_denied' };
+    return verdict;
+  };
+
+  // aedes stores a persistent session's whole SUBSCRIBE filter list, the filters the policy
+  // refused included (lib/handlers/subscribe.js storeSubscriptions): stored, they would
+  // queue other devices' messages for it while it is offline. Only allowed filters are kept.
+  const persistence = options.persistence === undefined ? undefined : policyFilteredPersistence(options.persistence, (client, filter) => {
+    const identity = identities.get(client as Client);
+    return identity !== undefined && policy.maySubscribe(identity.deviceId, filter);
+  });
 
   const aedes = await Aedes.createBroker({
+    ...(persistence === undefined ? {} : { persistence }),
+    preConnect(client, packet, callback) {
+      if (packet.will !== undefined && packet.will !== null) willTopics.set(client, packet.will.topic);
+      callback(null, true);
+    },
+    authenticate(client, username, password, done) {
+      verifyWithWill(client, username, password).then(
+        (verdict) => {
+          if (verdict.ok) {
+            identities.set(client, verdict.identity);
+            const current = connected.get(client.id);
+            if (current !== undefined && current !== client && !current.closed) takingOver.add(client);
+            return done(null, true);
+          }
+          const returnCode = RETURN_CODES[verdict.reason];
+          const address = remoteAddress(client);
+          refuse(verdict.reason, address ?? client.id, { clientId: client.id, username, address, returnCode }, 'MQTT connection refused');
+          done(connectRefusal(verdict.reason, returnCode, `MQTT connection refused (${verdict.reason})`), false);
+        },
+        (err: unknown) => {
+          // The directory failed (not the device's fault): "server unavailable", the device retries.
+          log.error({ clientId: client.id, err: errorMessage(err) }, 'MQTT connection refused: the device directory failed');
+          done(connectRefusal('unavailable', 3, 'MQTT connection refused: the device directory failed'), false);
+        },
+      );
+    },
     authorizePublish(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void) {
-      // Publishes from the platform itself (client null) are not device input.
+      // Publishes from the platform itself (client null) are not device input; nor are the
+      // wills aedes publishes for clients gone before a restart (client null too), whose
+      // topics were checked against the policy at their CONNECT.
       if (client === null) return callback(null);
+      const identity = identities.get(client);
+      if (identity === undefined || !policy.mayPublish(identity.deviceId, packet.topic)) {
+        const deviceId = identity?.deviceId ?? client.id;
+        refuse('publish_denied', deviceId, { deviceId, topic: packet.topic, allowed: policy.mode === 'open' ? 'no $ topics' : policy.publishFilter(deviceId) }, 'publish refused by the topic policy: the connection is closed');
+        // MQTT 3.1.1 has no negative PUBACK: an error makes aedes close the connection
+        // without acknowledging (MQTT-3.3.5-2), QoS 0 or 1 alike.
+        return callback(accessError('publish_denied', `publish to '${packet.topic}' refused by the topic policy`));
+      }
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
       if (payload.length > options.maxPayloadBytes) {
         refused.inc({ reason: 'payload_too_large' });
@@ -63,7 +236,14 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       // The append is queued synchronously, so a device's messages enter the log in the
       // order it sent them.
       options.log
-        .append({ source: 'mqtt', topic: packet.topic, deviceId: client.id, payload, receivedAtMs: Date.now() })
+        .append({
+          source: 'mqtt',
+          topic: packet.topic,
+          deviceId: identity.deviceId,
+          ...(identity.tenant === DEFAULT_TENANT ? {} : { tenant: identity.tenant }),
+          payload,
+          receivedAtMs: Date.now(),
+        })
         .then(
           () => {
             received.inc({ source: 'mqtt' });
@@ -78,11 +258,45 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
           },
         );
     },
+    authorizeSubscribe(client: Client, subscription: Subscription, callback: (error: Error | null, subscription?: Subscription | null) => void) {
+      const identity = identities.get(client);
+      if (identity !== undefined && policy.maySubscribe(identity.deviceId, subscription.topic)) return callback(null, subscription);
+      const deviceId = identity?.deviceId ?? client.id;
+      refuse('subscribe_denied', deviceId, { deviceId, filter: subscription.topic, allowed: policy.subscribeFilter(deviceId) }, 'subscription refused by the topic policy');
+      // A null subscription: SUBACK 0x80 for this filter, the connection stays open.
+      callback(null, null);
+    },
+    // aedes stores a persistent session's whole SUBSCRIBE filter list, refused filters too
+    // (lib/handlers/subscribe.js storeSubscriptions), and queues what matches them while the
+    // device is offline; those are sent at reconnect with no check but this one. So every
+    // message to a device passes the subscribe policy again here.
+    authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+      const identity = identities.get(client);
+      if (identity !== undefined && policy.mayReceive(identity.deviceId, packet.topic)) return packet;
+      const deviceId = identity?.deviceId ?? client.id;
+      refuse('forward_denied', deviceId, { deviceId, topic: packet.topic, allowed: policy.subscribeFilter(deviceId) }, 'message not forwarded: its topic is outside what the device may subscribe to');
+      return null;
+    },
   });
 
-  aedes.on('client', () => connections.inc());
-  aedes.on('clientDisconnect', () => connections.dec());
-  aedes.on('clientError', (client: Client, err: Error) => log.debug({ deviceId: client.id, err: err.message }, 'client error'));
+  aedes.on('client', (client: Client) => {
+    connections.inc();
+    connected.set(client.id, client);
+    if (takingOver.delete(client)) {
+      takeovers.inc();
+      const permit = refusalLog.take(`takeover|${client.id}`);
+      if (permit !== undefined) log.info({ deviceId: client.id, address: remoteAddress(client), ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'session taken over: a new connection of the same client id closed the older one');
+    }
+  });
+  aedes.on('clientDisconnect', (client: Client) => {
+    connections.dec();
+    if (connected.get(client.id) === client) connected.delete(client.id);
+  });
+  aedes.on('clientError', (client: Client, err: Error) => {
+    // Refusals were counted and logged (once) where they were made.
+    if (err instanceof VoltlineError && err.code === ACCESS_ERROR) return;
+    log.debug({ deviceId: client.id, err: err.message }, 'client error');
+  });
 
   const server = net.createServer(aedes.handle);
   server.listen(options.port, options.host);
@@ -100,6 +314,13 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
         const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
         aedes.publish({ cmd: 'publish', topic, payload: bytes, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
       }),
+    disconnect(deviceId) {
+      const client = connected.get(deviceId);
+      if (client === undefined) return false;
+      log.info({ deviceId }, 'closing the session of a device the registry changed');
+      client.close();
+      return true;
+    },
     async close() {
       // Stop accepting, then close every client so in-flight publishes finish or fail.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -107,4 +328,41 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       await closed;
     },
   };
+}
+
+const ACCESS_ERROR = 'VL_MQTT_ACCESS_DENIED';
+
+/** The error that makes aedes close a connection (a refused publish). */
+function accessError(reason: AccessFailure, message: string): VoltlineError {
+  return new VoltlineError(ACCESS_ERROR, message, { context: { reason } });
+}
+
+/** The error aedes answers a CONNECT with: a CONNACK with `returnCode`, then the connection closes. */
+function connectRefusal(reason: AccessFailure | 'unavailable', returnCode: 2 | 3 | 4 | 5, message: string): AuthenticateError {
+  const error = new VoltlineError(ACCESS_ERROR, message, { context: { reason } });
+  // AuthErrorCode is a const enum in aedes' types: its values are these numbers.
+  return Object.assign(error, { returnCode: returnCode as AuthenticateError['returnCode'] });
+}
+
+function remoteAddress(client: Client): string | undefined {
+  const conn: unknown = client.conn;
+  return conn instanceof net.Socket ? conn.remoteAddress : undefined;
+}
+
+/**
+ * The persistence as aedes sees it: the same object, except that `addSubscriptions` keeps
+ * only the filters `allowed` lets the client have.
+ */
+function policyFilteredPersistence(inner: BrokerPersistence, allowed: (client: unknown, filter: string) => boolean): BrokerPersistence {
+  return new Proxy(inner, {
+    get(target, property, receiver) {
+      if (property === 'addSubscriptions') {
+        type Args = Parameters<BrokerPersistence['addSubscriptions']>;
+        return (client: Args[0], subs: Args[1]) => target.addSubscriptions(client, subs.filter((sub) => allowed(client, sub.topic)));
+      }
+      const value: unknown = Reflect.get(target, property, receiver);
+      // Methods run on the real object (it keeps private state).
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { appendFile, mkdtemp, open, readdir, readFile, rm, stat, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -221,6 +222,47 @@ describe('local trigger log', () => {
     const events = await readAll(log, 0n);
     expect(events.map((event) => numberOf(event))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16]);
     events.forEach((event) => expectSameEvent(event, numberedEvent(numberOf(event) ?? -1, 200), event.offset));
+  });
+
+  it('reads a segment written before tenants (record version 1, built byte by byte), then appends tenant records after it', async () => {
+    // The layout of version 1, as the code before tenants wrote it: u32 frameBytes, u32 CRC,
+    // u8 version 1, u8 source (0 = mqtt), f64 receivedAtMs, u16 + topic, u16 + deviceId,
+    // payload, u64 offset.
+    const oldRecord = (offset: bigint, topic: string, deviceId: string, payload: string): Buffer => {
+      const t = Buffer.from(topic);
+      const d = Buffer.from(deviceId);
+      const p = Buffer.from(payload);
+      const frame = Buffer.alloc(1 + 1 + 8 + 2 + t.length + 2 + d.length + p.length + 8);
+      let at = frame.writeUInt8(1, 0);
+      at = frame.writeUInt8(0, at);
+      at = frame.writeDoubleLE(1_700_000_000_000 + Number(offset), at);
+      at = frame.writeUInt16LE(t.length, at);
+      at += t.copy(frame, at);
+      at = frame.writeUInt16LE(d.length, at);
+      at += d.copy(frame, at);
+      at += p.copy(frame, at);
+      frame.writeBigUInt64LE(offset, at);
+      const header = Buffer.alloc(8);
+      header.writeUInt32LE(frame.length, 0);
+      header.writeUInt32LE(crc32(frame), 4);
+      return Buffer.concat([header, frame]);
+    };
+    await appendFile(join(dir, segmentFileName(0n)), Buffer.concat([oldRecord(0n, 'stations/st-1/telemetry', 'st-1', '{"a":1}'), oldRecord(1n, 'stations/st-2/telemetry', 'st-2', '{"b":2}')]));
+    const log = await openLog();
+    expect(log.endOffset()).toBe(2n);
+    await log.append({ source: 'mqtt', topic: 'stations/st-3/telemetry', deviceId: 'st-3', tenant: 'acme', payload: Buffer.from('{"c":3}'), receivedAtMs: 1_700_000_000_002 });
+    const read = await log.read(0n, 10);
+    expect(read.map((e) => ({ offset: e.offset, topic: e.topic, deviceId: e.deviceId, tenant: e.tenant, receivedAtMs: e.receivedAtMs, payload: Buffer.from(e.payload).toString() }))).toEqual([
+      { offset: 0n, topic: 'stations/st-1/telemetry', deviceId: 'st-1', tenant: undefined, receivedAtMs: 1_700_000_000_000, payload: '{"a":1}' },
+      { offset: 1n, topic: 'stations/st-2/telemetry', deviceId: 'st-2', tenant: undefined, receivedAtMs: 1_700_000_000_001, payload: '{"b":2}' },
+      { offset: 2n, topic: 'stations/st-3/telemetry', deviceId: 'st-3', tenant: 'acme', receivedAtMs: 1_700_000_000_002, payload: '{"c":3}' },
+    ]);
+    // An event without a tenant is still written as version 1, byte for byte the old layout.
+    await log.append({ source: 'mqtt', topic: 'stations/st-1/telemetry', deviceId: 'st-1', payload: Buffer.from('{"a":1}'), receivedAtMs: 1_700_000_000_003 });
+    await log.close();
+    const bytes = await readFile(join(dir, segmentFileName(0n)));
+    const fourth = oldRecord(3n, 'stations/st-1/telemetry', 'st-1', '{"a":1}');
+    expect(Buffer.compare(bytes.subarray(bytes.length - fourth.length), fourth)).toBe(0);
   });
 });
 

@@ -8,11 +8,12 @@
  * u32 frameBytes   bytes that follow the CRC: body + 8-byte offset trailer
  * u32 crc32        CRC-32 (node:zlib) of those frameBytes bytes
  * body:
- *   u8  version    RECORD_VERSION
+ *   u8  version    1 (no tenant) or 2 (with tenant)
  *   u8  source     index into SOURCES
  *   f64 receivedAtMs
  *   u16 topic byte length,    topic (UTF-8)
  *   u16 deviceId byte length, deviceId (UTF-8)
+ *   version 2 only: u16 tenant byte length, tenant (UTF-8)
  *   ... payload (the rest of the body)
  * u64 offset       the record's log offset (trailer)
  * ```
@@ -20,12 +21,20 @@
  * The offset is a trailer so that the CRC of the body can be computed by the caller of
  * `append` and only continued over 8 bytes by the single writer, which assigns offsets
  * (`crc32(trailer, crc32(body))` is the CRC of `body ‖ trailer`).
+ *
+ * Versions: an event without `tenant` (the default tenant's devices, timer firings) is
+ * still written as version 1, byte for byte as before tenants, so a log written by this
+ * code without tenants is read by the previous one too; an event with a tenant is
+ * version 2. Both are read.
  */
 import { crc32 } from 'node:zlib';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { LoggedEvent, TriggerEvent, TriggerSource } from './types.ts';
 
+/** The version of records without a tenant (the only one before tenants). */
 export const RECORD_VERSION = 1;
+/** The version of records that carry the device's tenant. */
+export const RECORD_VERSION_TENANT = 2;
 /** u32 frameBytes + u32 crc32. */
 export const RECORD_HEADER_BYTES = 8;
 const OFFSET_TRAILER_BYTES = 8;
@@ -37,7 +46,7 @@ export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
 const MAX_STRING_BYTES = 0xffff;
 
 /** Source codes on disk: append only, never reorder. */
-const SOURCES: readonly TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka'];
+const SOURCES: readonly TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka', 'http-ingest'];
 const SOURCE_CODES: ReadonlyMap<string, number> = new Map(SOURCES.map((source, code) => [source, code]));
 
 /** An encoded record waiting for its offset. */
@@ -69,7 +78,12 @@ export function encodeRecord(event: TriggerEvent): EncodedRecord {
   if (deviceIdBytes > MAX_STRING_BYTES) {
     throw badEvent(`'deviceId' must be at most ${MAX_STRING_BYTES} bytes`, deviceIdBytes);
   }
-  const bodyBytes = BODY_FIXED_BYTES + topicBytes + deviceIdBytes + event.payload.byteLength;
+  const tenant = event.tenant;
+  if (tenant !== undefined && (typeof tenant !== 'string' || tenant.length === 0)) throw badEvent("'tenant' must be a non-empty string when given", tenant);
+  const tenantBytes = tenant === undefined ? 0 : Buffer.byteLength(tenant, 'utf8');
+  if (tenantBytes > MAX_STRING_BYTES) throw badEvent(`'tenant' must be at most ${MAX_STRING_BYTES} bytes`, tenantBytes);
+  const tenantFieldBytes = tenant === undefined ? 0 : 2 + tenantBytes;
+  const bodyBytes = BODY_FIXED_BYTES + topicBytes + deviceIdBytes + tenantFieldBytes + event.payload.byteLength;
   const recordBytes = RECORD_HEADER_BYTES + bodyBytes + OFFSET_TRAILER_BYTES;
   if (recordBytes > MAX_RECORD_BYTES) {
     throw new VoltlineError(
@@ -81,13 +95,17 @@ export function encodeRecord(event: TriggerEvent): EncodedRecord {
   const bytes = Buffer.allocUnsafe(recordBytes);
   bytes.writeUInt32LE(bodyBytes + OFFSET_TRAILER_BYTES, 0);
   let at = RECORD_HEADER_BYTES;
-  at = bytes.writeUInt8(RECORD_VERSION, at);
+  at = bytes.writeUInt8(tenant === undefined ? RECORD_VERSION : RECORD_VERSION_TENANT, at);
   at = bytes.writeUInt8(sourceCode, at);
   at = bytes.writeDoubleLE(event.receivedAtMs, at);
   at = bytes.writeUInt16LE(topicBytes, at);
   at += bytes.write(event.topic, at, 'utf8');
   at = bytes.writeUInt16LE(deviceIdBytes, at);
   at += bytes.write(event.deviceId, at, 'utf8');
+  if (tenant !== undefined) {
+    at = bytes.writeUInt16LE(tenantBytes, at);
+    at += bytes.write(tenant, at, 'utf8');
+  }
   bytes.set(event.payload, at);
   const bodyCrc = crc32(bytes.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + bodyBytes));
   return { bytes, bodyCrc };
@@ -136,7 +154,7 @@ export function decodeRecord(buffer: Buffer, at: number, recordBytes: number, of
   const end = at + recordBytes - OFFSET_TRAILER_BYTES;
   let pos = at + RECORD_HEADER_BYTES;
   const version = buffer.readUInt8(pos);
-  if (version !== RECORD_VERSION) return `unknown record version ${version}`;
+  if (version !== RECORD_VERSION && version !== RECORD_VERSION_TENANT) return `unknown record version ${version}`;
   const source = SOURCES[buffer.readUInt8(pos + 1)];
   if (source === undefined) return `unknown source code ${buffer.readUInt8(pos + 1)}`;
   const receivedAtMs = buffer.readDoubleLE(pos + 2);
@@ -151,9 +169,18 @@ export function decodeRecord(buffer: Buffer, at: number, recordBytes: number, of
   if (pos + deviceIdBytes > end) return 'deviceId length beyond the record';
   const deviceId = buffer.toString('utf8', pos, pos + deviceIdBytes);
   pos += deviceIdBytes;
+  let tenant: string | undefined;
+  if (version === RECORD_VERSION_TENANT) {
+    if (pos + 2 > end) return 'tenant length beyond the record';
+    const tenantBytes = buffer.readUInt16LE(pos);
+    pos += 2;
+    if (pos + tenantBytes > end) return 'tenant length beyond the record';
+    tenant = buffer.toString('utf8', pos, pos + tenantBytes);
+    pos += tenantBytes;
+  }
   const payload = new Uint8Array(end - pos);
   payload.set(buffer.subarray(pos, end));
-  return { offset, source, topic, deviceId, receivedAtMs, payload };
+  return tenant === undefined ? { offset, source, topic, deviceId, receivedAtMs, payload } : { offset, source, topic, deviceId, tenant, receivedAtMs, payload };
 }
 
 function badEvent(rule: string, value: unknown): VoltlineError {

@@ -21,11 +21,12 @@ export function contractEvent(n: number, overrides: Partial<TriggerEvent> = {}):
 export function expectSameEvent(actual: LoggedEvent | undefined, expected: TriggerEvent, offset: bigint): void {
   expect(actual).toBeDefined();
   if (actual === undefined) return;
-  expect({ offset: actual.offset, source: actual.source, topic: actual.topic, deviceId: actual.deviceId, receivedAtMs: actual.receivedAtMs }).toEqual({
+  expect({ offset: actual.offset, source: actual.source, topic: actual.topic, deviceId: actual.deviceId, tenant: actual.tenant, receivedAtMs: actual.receivedAtMs }).toEqual({
     offset,
     source: expected.source,
     topic: expected.topic,
     deviceId: expected.deviceId,
+    tenant: expected.tenant,
     receivedAtMs: expected.receivedAtMs,
   });
   expect(actual.payload.byteLength).toBe(expected.payload.byteLength);
@@ -77,7 +78,7 @@ export function triggerLogContract(name: string, open: (dir: string) => Promise<
       for (let i = 0; i < bytes.length; i += 1) bytes[i] = i;
       const large = new Uint8Array(128 * 1024);
       for (let i = 0; i < large.length; i += 1) large[i] = (i * 131) % 251;
-      const sources: TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka'];
+      const sources: TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka', 'http-ingest'];
       const events: TriggerEvent[] = [
         contractEvent(1, { payload: new Uint8Array(0) }),
         contractEvent(2, { payload: bytes, topic: 'stations/α-β/ünïcode/✓', deviceId: 'gerät-7' }),
@@ -92,6 +93,16 @@ export function triggerLogContract(name: string, open: (dir: string) => Promise<
       const read = await log.read(0n, 100);
       expect(read).toHaveLength(events.length);
       events.forEach((event, i) => expectSameEvent(read[i], event, BigInt(i)));
+    });
+
+    it("keeps a device's tenant, and gives none to an event appended without one", async () => {
+      const log = await openLog();
+      const events: TriggerEvent[] = [{ ...contractEvent(0), tenant: 'acme' }, contractEvent(1), { ...contractEvent(2), tenant: 'globex-2' }];
+      for (const event of events) await log.append(event);
+      const read = await readAll(log, 0n, 10);
+      events.forEach((event, i) => expectSameEvent(read[i], event, BigInt(i)));
+      expect(read.map((event) => event.tenant)).toEqual(['acme', undefined, 'globex-2']);
+      expect('tenant' in (read[1] as object)).toBe(false);
     });
 
     it('gives concurrent appends contiguous offsets in call order', async () => {

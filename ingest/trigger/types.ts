@@ -3,8 +3,12 @@
  * and the durable log it is accepted into.
  */
 
-/** Where a trigger event came from. Later issues add 'kafka', 'http', 'timer', 'manual'. */
-export type TriggerSource = 'mqtt' | 'http' | 'timer' | 'manual' | 'kafka';
+/**
+ * Where a trigger event came from. `http-ingest` is a device message posted to
+ * `POST /api/ingest/:deviceId` (routed like an MQTT one); `http` is reserved for HTTP
+ * triggers (`/fn/`), whose events never go through the log.
+ */
+export type TriggerSource = 'mqtt' | 'http' | 'timer' | 'manual' | 'kafka' | 'http-ingest';
 
 /** One accepted message, as appended to the trigger log. */
 export interface TriggerEvent {
@@ -13,6 +17,12 @@ export interface TriggerEvent {
   readonly topic: string;
   /** The device that sent it (the MQTT client id for MQTT). */
   readonly deviceId: string;
+  /**
+   * The tenant of the device that sent it, when it is not the default one (the device
+   * registry's `tenant`); absent for the default tenant, timer firings and records written
+   * before tenants (record version 1).
+   */
+  readonly tenant?: string;
   /** Raw payload bytes, exactly as received. */
   readonly payload: Uint8Array;
   /** When the platform received it, epoch milliseconds. */

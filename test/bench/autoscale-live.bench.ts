@@ -145,7 +145,8 @@ interface FleetResponse {
 
 // --- platform ------------------------------------------------------------------------------------
 const data = await tempDir('bench-autoscale');
-const platform = await startPlatformProcess(data.dir, ['--workers-min', String(WORKERS_MIN), '--workers-max', String(WORKERS_MAX)]);
+// The bench devices connect anonymously (bench-NNNN on stations/<id>/busy): load, not identity.
+const platform = await startPlatformProcess(data.dir, ['--allow-anonymous', '--workers-min', String(WORKERS_MIN), '--workers-max', String(WORKERS_MAX)]);
 const clients: MqttClient[] = [];
 try {
   // The busy fixture, its trigger moved under `stations/<device>/`: where a device may publish

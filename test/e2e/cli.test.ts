@@ -100,7 +100,8 @@ describe('voltline sim against the platform', () => {
   }, 30_000);
 
   it('reports every message acknowledged, and the platform stores exactly those', async () => {
-    const run = await voltline(['sim', '--url', platform.mqttUrl, '--stations', '20', '--rate', '200', '--duration', '3s', '--prefix', 'sim-', '--seed', '7']);
+    // The platform authenticates devices: the sim registers its fleet through the API.
+    const run = await voltline(['sim', '--url', platform.mqttUrl, '--provision', '--api', platform.apiUrl, '--stations', '20', '--rate', '200', '--duration', '3s', '--prefix', 'sim-', '--seed', '7']);
     expect(run.code, run.stderr).toBe(0);
     const lastLine = run.stdout.trim().split('\n').at(-1) ?? '';
     const report = JSON.parse(lastLine) as { sent: number; acked: number; errors: number };

@@ -41,11 +41,12 @@ const received: Array<{ topic: string; payload: string; qos: number }> = [];
 
 beforeAll(async () => {
   data = await tempDir('downlink');
-  platform = await startPlatformProcess(data.dir);
+  // st-1 connects anonymously; it subscribes and publishes on one connection, its own topics.
+  platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
 }, 30_000);
 
 afterAll(async () => {
-  await station?.endAsync();
+  if (station !== commands) await station?.endAsync();
   await commands?.endAsync();
   await platform?.stop();
   await data?.remove();
@@ -58,7 +59,7 @@ describe('ctx.publish', () => {
     expect(deployed.code).toBe(0);
 
     // The command side of the station: the platform's messages to it, at QoS 1.
-    commands = await mqtt.connectAsync(platform.mqttUrl, { clientId: 'st-1-commands', reconnectPeriod: 0 });
+    commands = await mqtt.connectAsync(platform.mqttUrl, { clientId: 'st-1', reconnectPeriod: 0 });
     commands.on('message', (topic, payload, packet) => received.push({ topic, payload: payload.toString('utf8'), qos: packet.qos }));
     const granted = await commands.subscribeAsync('stations/st-1/commands/#', { qos: 1 });
     expect(granted.map((g) => g.qos)).toEqual([1]);
@@ -72,7 +73,9 @@ describe('ctx.publish', () => {
   }, 30_000);
 
   it("delivers each telemetry message's command to the station at QoS 1, in order, and counts it", async () => {
-    station = await mqtt.connectAsync(platform.mqttUrl, { clientId: 'st-1', reconnectPeriod: 0 });
+    // The same connection: a second one of the id st-1 would take the session over.
+    if (commands === undefined) throw new Error('the first test did not connect st-1');
+    station = commands;
     for (let seq = 1; seq <= 3; seq++) await station.publishAsync('stations/st-1/telemetry', telemetry('st-1', TS + seq, seq), { qos: 1 });
     await eventually(async () => (received.length >= 3 ? true : undefined), 15_000, 'three commands');
     // The dry runs above sent nothing: the first command the station got is seq 1's.

@@ -89,7 +89,8 @@ let key: string;
 
 beforeAll(async () => {
   data = await tempDir('http');
-  platform = await startPlatformProcess(data.dir);
+  // st-7 connects anonymously (on its own commands topic).
+  platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
   for (const fixture of ['http-hook', 'http-public']) {
     const deployed = await voltline(['deploy', `functions-runtime/testing/fixtures/${fixture}.ts`]);
     expect(deployed.stderr).toBe('');

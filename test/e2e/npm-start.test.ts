@@ -54,6 +54,11 @@ describe('npm start', () => {
     }
     expect(firstDataMs, `no data within 30 s; output:\n${output}`).toBeDefined();
     expect(firstDataMs).toBeLessThanOrEqual(10_000);
+    // The demo fleet is registered like any user's devices, and connected with its tokens.
+    const api = /HTTP API\s+(http:\/\/\S+)/.exec(output)?.[1] ?? '';
+    const registered = await getJson<{ devices: Array<{ id: string }> }>(`${api}/api/devices?limit=1000`);
+    expect(registered.devices.map((d) => d.id)).toEqual(Array.from({ length: 50 }, (_, i) => `st-${String(i + 1).padStart(5, '0')}`));
+    expect(output).not.toContain('MQTT connection refused');
 
     process.kill(-pgid, 'SIGINT');
     const code = await exited;

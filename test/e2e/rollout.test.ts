@@ -67,7 +67,8 @@ beforeAll(async () => {
     await writeFile(file, source(version, gen));
     bundles.push((await bundleFunction(file)).code);
   }
-  platform = await startPlatformProcess(data.dir, ['--workers', '2']);
+  // Anonymous devices on rollout/<id>/data: not what this test is about.
+  platform = await startPlatformProcess(data.dir, ['--allow-anonymous', '--topic-policy', 'open', '--workers', '2']);
 }, 60_000);
 
 afterAll(async () => {

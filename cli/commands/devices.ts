@@ -1,0 +1,195 @@
+/** `voltline devices …`: the device registry of a running platform (/api/devices). */
+import { open, readFile, rm } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { deviceListOf, parseDeviceCsv, type NewDevice } from '../../ingest/index.ts';
+import { apiBase, callApi, CliError, type CommandIo } from '../io.ts';
+
+export const DEVICES_USAGE = `Usage: voltline devices <command> [flags]
+
+Manages the devices allowed to connect: each has an id (its MQTT username and client id)
+and a secret token. The token is shown once, when the device is added or its token is
+rotated: the platform keeps only a salted scrypt hash of it, so it cannot be shown again.
+
+Commands:
+  add <id> [--tenant T] [--json]   register a device and print its token
+  import <file.csv|file.json> [--out FILE]
+                                   register many devices at once (all or none): CSV
+                                   with a header 'id,tenant', or a JSON array of
+                                   {"id":…,"tenant":…}; the tokens go to --out (written
+                                   with mode 0600, never overwritten) or to stdout as CSV
+  list [--tenant T] [--limit N] [--json]
+                                   list the devices (id order)
+  show <id> [--json]               show one device
+  rotate <id> [--json]             give a device a new token; the old one stops working
+  disable <id>                     refuse the device at connect (kept, with its token)
+  enable <id>                      accept it again
+  rm <id>                          remove the device
+
+Device ids are 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit.
+
+Flags:
+  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+  -h, --help    show this help`;
+
+interface ApiDevice {
+  id: string;
+  tenant: string;
+  enabled: boolean;
+  createdAt: number;
+  tokenSetAt: number;
+}
+
+const ONCE_WARNING = 'Keep this token now: it cannot be shown again (the platform stores only its hash).';
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function deviceLine(device: ApiDevice): string {
+  return `${device.id}  tenant: ${device.tenant}  ${device.enabled ? 'enabled' : 'disabled'}  added ${iso(device.createdAt)}  token set ${iso(device.tokenSetAt)}`;
+}
+
+function idArgument(positionals: string[], what: string): string {
+  const id = positionals[0];
+  if (id === undefined) throw new CliError(`Cannot ${what} without a device id.\n${DEVICES_USAGE}`, 2);
+  return id;
+}
+
+/** Reads a device list file: .csv as `id,tenant` CSV, anything else as JSON. */
+async function readDeviceFile(file: string): Promise<NewDevice[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`Cannot read '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
+  }
+  if (file.toLowerCase().endsWith('.csv')) return parseDeviceCsv(text);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`Cannot read '${file}' as JSON (${err instanceof Error ? err.message : String(err)}); a .csv file is read as CSV`, 2);
+  }
+  return deviceListOf(value);
+}
+
+export async function devicesCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      tenant: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      limit: { type: 'string' },
+      api: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [sub, ...rest] = positionals;
+  if (values.help === true || sub === undefined) {
+    io.stdout.write(`${DEVICES_USAGE}\n`);
+    return sub === undefined && values.help !== true ? 2 : 0;
+  }
+  const base = apiBase(values.api, io.env);
+  const route = (id: string) => `/api/devices/${encodeURIComponent(id)}`;
+
+  switch (sub) {
+    case 'add': {
+      const id = idArgument(rest, 'add a device');
+      const added = (await callApi(base, 'POST', '/api/devices', { id, ...(values.tenant === undefined ? {} : { tenant: values.tenant }) })) as ApiDevice & { token: string };
+      if (values.json) {
+        io.stdout.write(`${JSON.stringify({ id: added.id, tenant: added.tenant, token: added.token })}\n`);
+      } else {
+        io.stdout.write(`added device ${added.id} (tenant ${added.tenant})\ntoken: ${added.token}\n${ONCE_WARNING}\n`);
+      }
+      return 0;
+    }
+    case 'import': {
+      const file = rest[0];
+      if (file === undefined) throw new CliError(`Cannot import without a file (.csv with a header 'id,tenant', or .json).\n${DEVICES_USAGE}`, 2);
+      const list = await readDeviceFile(file);
+      // Open the output first: tokens must not be issued and then lost to an unwritable file.
+      const out = values.out === undefined ? undefined : await openTokensFile(values.out);
+      try {
+        const { devices } = (await callApi(base, 'POST', '/api/devices/import', { devices: list })) as { devices: Array<{ id: string; tenant: string; token: string }> };
+        if (out === undefined) {
+          io.stdout.write(`id,tenant,token\n${devices.map((d) => `${d.id},${d.tenant},${d.token}`).join('\n')}\n`);
+          io.stderr.write(`imported ${devices.length} devices. Keep these tokens now: they cannot be shown again.\n`);
+        } else {
+          await out.handle.writeFile(`${JSON.stringify(devices, null, 1)}\n`);
+          await out.handle.sync();
+          io.stdout.write(`imported ${devices.length} devices; their tokens are in ${values.out} (mode 0600). Keep that file safe: the tokens cannot be shown again.\n`);
+        }
+      } catch (err) {
+        if (out !== undefined) await out.discard();
+        throw err;
+      } finally {
+        await out?.handle.close();
+      }
+      return 0;
+    }
+    case 'list': {
+      const want = values.limit === undefined ? Infinity : Number(values.limit);
+      if (!(want >= 1) || (want !== Infinity && !Number.isInteger(want))) throw new CliError(`Cannot use --limit '${values.limit}': it must be a whole number ≥ 1`, 2);
+      const listed: ApiDevice[] = [];
+      let after: string | undefined;
+      do {
+        const params = new URLSearchParams({ limit: String(Math.min(1_000, want - listed.length)) });
+        if (values.tenant !== undefined) params.set('tenant', values.tenant);
+        if (after !== undefined) params.set('after', after);
+        const page = (await callApi(base, 'GET', `/api/devices?${params.toString()}`)) as { devices: ApiDevice[]; next?: string };
+        listed.push(...page.devices);
+        after = page.next;
+      } while (after !== undefined && listed.length < want);
+      if (values.json) {
+        io.stdout.write(`${JSON.stringify(listed)}\n`);
+      } else if (listed.length === 0) {
+        io.stdout.write(`no devices registered${values.tenant === undefined ? '' : ` for tenant ${values.tenant}`} ('voltline devices add <id>' registers one)\n`);
+      } else {
+        for (const device of listed) io.stdout.write(`${deviceLine(device)}\n`);
+      }
+      return 0;
+    }
+    case 'show': {
+      const device = (await callApi(base, 'GET', route(idArgument(rest, 'show a device')))) as ApiDevice;
+      io.stdout.write(values.json ? `${JSON.stringify(device)}\n` : `${deviceLine(device)}\n`);
+      return 0;
+    }
+    case 'rotate': {
+      const rotated = (await callApi(base, 'POST', `${route(idArgument(rest, 'rotate a token'))}/rotate`, {})) as { id: string; tenant: string; token: string };
+      if (values.json) io.stdout.write(`${JSON.stringify({ id: rotated.id, tenant: rotated.tenant, token: rotated.token })}\n`);
+      else io.stdout.write(`new token of ${rotated.id}: ${rotated.token}\nThe old token no longer works. ${ONCE_WARNING}\n`);
+      return 0;
+    }
+    case 'disable':
+    case 'enable': {
+      const device = (await callApi(base, 'POST', `${route(idArgument(rest, `${sub} a device`))}/${sub}`, {})) as ApiDevice;
+      io.stdout.write(`${sub}d ${device.id}\n`);
+      return 0;
+    }
+    case 'rm': {
+      const id = idArgument(rest, 'remove a device');
+      await callApi(base, 'DELETE', route(id));
+      io.stdout.write(`removed device ${id}\n`);
+      return 0;
+    }
+    default:
+      throw new CliError(`Unknown devices command '${sub}'.\n${DEVICES_USAGE}`, 2);
+  }
+}
+
+/** Creates the tokens file (mode 0600); refuses an existing one, whose tokens would be lost. */
+async function openTokensFile(file: string) {
+  try {
+    const handle = await open(file, 'wx', 0o600);
+    await handle.chmod(0o600);
+    return {
+      handle,
+      discard: () => rm(file, { force: true }),
+    };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CliError(`Cannot write the tokens to '${file}' as it already exists (it may hold tokens that cannot be shown again); give another --out`, 2);
+    throw new CliError(`Cannot create '${file}' for the tokens (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
+  }
+}

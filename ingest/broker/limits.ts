@@ -1,0 +1,294 @@
+/**
+ * Limits that protect the broker from devices that misbehave (issue 6): a per-device
+ * publish rate that slows a device instead of dropping its messages, per-source-address
+ * limits on new connections and on failed logins, and the figures `broker.ts` enforces
+ * with them (in-flight publishes per connection, CONNECT timeout, global connections).
+ * Everything here is bounded in memory: buckets and address records live in LRU maps.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { VoltlineError } from '../../lib/errors.ts';
+
+export interface BrokerLimits {
+  /** Publishes per second a device may sustain (token bucket refill rate). */
+  readonly publishRatePerSecond: number;
+  /** Publishes a device may send at once above its rate (token bucket size). */
+  readonly publishBurst: number;
+  /**
+   * Over its rate a device's publish waits for a token (its PUBACK, and aedes' reading of
+   * its next packets, wait with it); when the wait would exceed this, the publish is refused
+   * and the connection closed.
+   */
+  readonly maxPublishWaitMs: number;
+  /** QoS 0/1 publishes of one connection received but not yet answered; one more closes it. */
+  readonly maxInflightPerConnection: number;
+  /** A TCP connection that has not sent its CONNECT within this is closed. */
+  readonly connectTimeoutMs: number;
+  /** New TCP connections per second per source address (token bucket refill rate). */
+  readonly connectionRatePerSecond: number;
+  /** New TCP connections one address may open at once above its rate. */
+  readonly connectionBurst: number;
+  /** Failed logins of one address, within `loginFailureWindowMs`, before its CONNECTs are answered late. */
+  readonly loginFailuresBeforeBackoff: number;
+  /** The first delay once `loginFailuresBeforeBackoff` is reached; doubles with each further failure. */
+  readonly loginBackoffBaseMs: number;
+  /** The longest delay of a CONNECT answer. */
+  readonly loginBackoffMaxMs: number;
+  /** An address's failed logins are forgotten this long after its last one. */
+  readonly loginFailureWindowMs: number;
+  /** Open TCP connections (before and after CONNECT) of the whole broker. */
+  readonly maxConnections: number;
+  /** Source addresses remembered (connection rate, failed logins); the least recently seen is forgotten first. */
+  readonly maxTrackedAddresses: number;
+}
+
+export const DEFAULT_BROKER_LIMITS: BrokerLimits = Object.freeze({
+  publishRatePerSecond: 100,
+  publishBurst: 200,
+  maxPublishWaitMs: 5_000,
+  maxInflightPerConnection: 1_000,
+  connectTimeoutMs: 10_000,
+  connectionRatePerSecond: 20,
+  connectionBurst: 50,
+  loginFailuresBeforeBackoff: 10,
+  loginBackoffBaseMs: 250,
+  loginBackoffMaxMs: 8_000,
+  loginFailureWindowMs: 300_000,
+  maxConnections: 10_000,
+  maxTrackedAddresses: 10_000,
+});
+
+/** What `voltline_limits_hit_total{limit}` counts. */
+export type LimitHit =
+  | 'publish_rate_delayed'
+  | 'publish_rate_refused'
+  | 'inflight'
+  | 'connect_timeout'
+  | 'connection_rate'
+  | 'connections'
+  | 'login_backoff';
+
+/** The defaults with `given` over them, checked: each must be a positive number (a whole one for counts). */
+export function resolveLimits(given: Partial<BrokerLimits> = {}): BrokerLimits {
+  const limits: BrokerLimits = { ...DEFAULT_BROKER_LIMITS, ...withoutUndefined(given) };
+  for (const [key, value] of Object.entries(limits)) {
+    const whole = !key.endsWith('PerSecond');
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (whole && !Number.isInteger(value))) {
+      throw new VoltlineError('VL_BROKER_LIMIT', `Cannot start the broker as limit '${key}' must be a positive ${whole ? 'whole ' : ''}number: current value is ${JSON.stringify(value)}`);
+    }
+  }
+  if (limits.loginBackoffMaxMs < limits.loginBackoffBaseMs) {
+    throw new VoltlineError('VL_BROKER_LIMIT', `Cannot start the broker as limit 'loginBackoffMaxMs' must be at least loginBackoffBaseMs (${limits.loginBackoffBaseMs}): current value is ${limits.loginBackoffMaxMs}`);
+  }
+  return Object.freeze(limits);
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** A token bucket: `burst` tokens, refilled at `ratePerSecond`. Tokens may be reserved ahead (the count goes negative). */
+export class TokenBucket {
+  readonly #rate: number;
+  readonly #burst: number;
+  #tokens: number;
+  #at: number;
+
+  constructor(ratePerSecond: number, burst: number, now: number) {
+    this.#rate = ratePerSecond;
+    this.#burst = burst;
+    this.#tokens = burst;
+    this.#at = now;
+  }
+
+  /**
+   * Reserves one token: the ms until it is available (0: now), or undefined (nothing
+   * reserved) when that would be more than `maxWaitMs`.
+   */
+  reserve(now: number, maxWaitMs = 0): number | undefined {
+    this.#refill(now);
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return 0;
+    }
+    const wait = ((1 - this.#tokens) / this.#rate) * 1_000;
+    if (wait > maxWaitMs) return undefined;
+    this.#tokens -= 1;
+    return wait;
+  }
+
+  /** Full again: forgetting it loses nothing (a new bucket starts full). */
+  isFull(now: number): boolean {
+    this.#refill(now);
+    return this.#tokens >= this.#burst;
+  }
+
+  #refill(now: number): void {
+    if (now > this.#at) this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.#rate) / 1_000);
+    this.#at = Math.max(this.#at, now);
+  }
+}
+
+/** A Map of at most `max` entries; `get` refreshes an entry, `set` forgets the least recently used. */
+export class LruMap<K, V> {
+  readonly #max: number;
+  readonly #map = new Map<K, V>();
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  get(key: K): V | undefined {
+    const value = this.#map.get(key);
+    if (value !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, value);
+    }
+    return value;
+  }
+
+  peek(key: K): V | undefined {
+    return this.#map.get(key);
+  }
+
+  set(key: K, value: V): void {
+    this.#map.delete(key);
+    while (this.#map.size >= this.#max) {
+      const oldest = this.#map.keys().next();
+      if (oldest.done === true) break;
+      this.#map.delete(oldest.value);
+    }
+    this.#map.set(key, value);
+  }
+
+  delete(key: K): void {
+    this.#map.delete(key);
+  }
+}
+
+interface DeviceBucket {
+  readonly bucket: TokenBucket;
+  /** Publishes of this device waiting for their token. */
+  waiting: number;
+  /** Resolves when the last waiting publish may go on: the next one waits behind it (order). */
+  tail: Promise<void>;
+}
+
+/** What a device's publish must do: go on now, wait (then go on), or be refused. */
+export type PublishAdmission = { readonly kind: 'now' } | { readonly kind: 'wait'; readonly ready: Promise<void>; readonly waitMs: number } | { readonly kind: 'refused'; readonly waitMs: number };
+
+/**
+ * The per-device publish rate. A publish over the rate waits for its token rather than
+ * being dropped; publishes of one device go on in the order they came, whatever the
+ * timers do. One bucket per device that published recently, at most `maxBuckets`; a
+ * bucket is forgotten when its device disconnects with it full (idle), or, least recently
+ * used first, when there are too many.
+ */
+export class PublishRateLimiter {
+  readonly #limits: BrokerLimits;
+  readonly #now: () => number;
+  readonly #buckets: LruMap<string, DeviceBucket>;
+
+  constructor(limits: BrokerLimits, maxBuckets: number, now: () => number = () => performance.now()) {
+    this.#limits = limits;
+    this.#now = now;
+    this.#buckets = new LruMap(maxBuckets);
+  }
+
+  get buckets(): number {
+    return this.#buckets.size;
+  }
+
+  admit(deviceId: string): PublishAdmission {
+    const now = this.#now();
+    let entry = this.#buckets.get(deviceId);
+    if (entry === undefined) {
+      entry = { bucket: new TokenBucket(this.#limits.publishRatePerSecond, this.#limits.publishBurst, now), waiting: 0, tail: Promise.resolve() };
+      this.#buckets.set(deviceId, entry);
+    }
+    const waitMs = entry.bucket.reserve(now, this.#limits.maxPublishWaitMs);
+    if (waitMs === undefined) return { kind: 'refused', waitMs: this.#limits.maxPublishWaitMs };
+    // A token now, and nobody of this device waiting ahead: go on.
+    if (waitMs === 0 && entry.waiting === 0) return { kind: 'now' };
+    const due = now + waitMs;
+    const device = entry;
+    device.waiting++;
+    const ready = device.tail.then(() => sleep(Math.max(0, due - this.#now()))).finally(() => {
+      device.waiting--;
+    });
+    device.tail = ready;
+    return { kind: 'wait', ready, waitMs };
+  }
+
+  /** Its device disconnected: forget the bucket if it is idle (full, nothing waiting). */
+  release(deviceId: string): void {
+    const entry = this.#buckets.peek(deviceId);
+    if (entry !== undefined && entry.waiting === 0 && entry.bucket.isFull(this.#now())) this.#buckets.delete(deviceId);
+  }
+}
+
+interface AddressRecord {
+  readonly connections: TokenBucket;
+  failures: number;
+  lastFailureAt: number;
+}
+
+/**
+ * Per-source-address limits: new connections per second (refused at accept), and failed
+ * logins, after `loginFailuresBeforeBackoff` of which the address's CONNECTs are answered
+ * late (exponentially, up to a cap) until it stays clean for `loginFailureWindowMs`.
+ * Successful logins do not clear the count: a valid token must not buy more guesses.
+ */
+export class AddressGuard {
+  readonly #limits: BrokerLimits;
+  readonly #now: () => number;
+  readonly #addresses: LruMap<string, AddressRecord>;
+
+  constructor(limits: BrokerLimits, now: () => number = () => performance.now()) {
+    this.#limits = limits;
+    this.#now = now;
+    this.#addresses = new LruMap(limits.maxTrackedAddresses);
+  }
+
+  get addresses(): number {
+    return this.#addresses.size;
+  }
+
+  /** May this address open one more connection now? */
+  admitConnection(address: string): boolean {
+    return this.#record(address).connections.reserve(this.#now()) !== undefined;
+  }
+
+  /** How long to hold the answer to this address's next CONNECT (0: none). */
+  loginDelayMs(address: string): number {
+    const record = this.#addresses.peek(address);
+    if (record === undefined) return 0;
+    this.#expire(record);
+    const over = record.failures - this.#limits.loginFailuresBeforeBackoff;
+    if (over < 0) return 0;
+    return Math.min(this.#limits.loginBackoffMaxMs, this.#limits.loginBackoffBaseMs * 2 ** Math.min(over, 30));
+  }
+
+  loginFailed(address: string): void {
+    const record = this.#record(address);
+    this.#expire(record);
+    record.failures++;
+    record.lastFailureAt = this.#now();
+  }
+
+  #expire(record: AddressRecord): void {
+    if (record.failures > 0 && this.#now() - record.lastFailureAt > this.#limits.loginFailureWindowMs) record.failures = 0;
+  }
+
+  #record(address: string): AddressRecord {
+    let record = this.#addresses.get(address);
+    if (record === undefined) {
+      record = { connections: new TokenBucket(this.#limits.connectionRatePerSecond, this.#limits.connectionBurst, this.#now()), failures: 0, lastFailureAt: 0 };
+      this.#addresses.set(address, record);
+    }
+    return record;
+  }
+}
