@@ -65,3 +65,24 @@ describe('readConfigFile', () => {
     await expect(readConfigFile(path.join(dir, 'none.json'))).rejects.toThrow(/Cannot read the configuration file '.*none.json': ENOENT/);
   });
 });
+
+describe('resolveConfig: broker limits', () => {
+  it('protects the broker by default: 128 KiB payloads, 100 msg/s per device (burst 200), 10 000 connections, CONNECT within 10 s', () => {
+    expect(resolveConfig({})).toMatchObject({
+      maxPayloadBytes: 128 * 1024,
+      devicePublishRatePerSecond: 100,
+      devicePublishBurst: 200,
+      mqttMaxInflightPerConnection: 1_000,
+      mqttConnectTimeoutMs: 10_000,
+      mqttConnectionRatePerAddress: 20,
+      mqttConnectionBurstPerAddress: 50,
+      mqttMaxConnections: 10_000,
+    });
+    expect(resolveConfig({ devicePublishRatePerSecond: 0.5, mqttMaxConnections: 50 })).toMatchObject({ devicePublishRatePerSecond: 0.5, mqttMaxConnections: 50 });
+  });
+
+  it('refuses a limit that cannot work, naming it', () => {
+    expect(() => resolveConfig({ devicePublishRatePerSecond: 0 })).toThrow(/'devicePublishRatePerSecond' is invalid.*current value: 0/);
+    expect(() => resolveConfig({ devicePublishBurst: 1.5 })).toThrow(/'devicePublishBurst' is invalid/);
+  });
+});

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy } from '../ingest/index.ts';
+import { DEFAULT_BROKER_LIMITS, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy } from '../ingest/index.ts';
 
 export const PlatformConfigSchema = z
   .object({
@@ -45,8 +45,21 @@ export const PlatformConfigSchema = z
     publishTemplate: z.string().min(1).default(DEFAULT_PUBLISH_TEMPLATE),
     /** What a device may subscribe to (or within). */
     subscribeTemplate: z.string().min(1).default(DEFAULT_SUBSCRIBE_TEMPLATE),
-    /** Larger MQTT payloads are refused. */
-    maxPayloadBytes: z.number().int().min(1).max(16 * 1024 * 1024).default(256 * 1024),
+    /** Larger MQTT payloads (and HTTP trigger bodies) are refused; 128 KiB, as AWS IoT Core. */
+    maxPayloadBytes: z.number().int().min(1).max(16 * 1024 * 1024).default(128 * 1024),
+    /** Publishes per second one device may sustain; above it its PUBACKs are slowed. */
+    devicePublishRatePerSecond: z.number().positive().max(1_000_000).default(DEFAULT_BROKER_LIMITS.publishRatePerSecond),
+    /** Publishes one device may send at once above its rate. */
+    devicePublishBurst: z.number().int().min(1).max(1_000_000).default(DEFAULT_BROKER_LIMITS.publishBurst),
+    /** Unacknowledged publishes one MQTT connection may have; one more closes it. */
+    mqttMaxInflightPerConnection: z.number().int().min(1).max(65_535).default(DEFAULT_BROKER_LIMITS.maxInflightPerConnection),
+    /** A TCP connection without a CONNECT after this is closed. */
+    mqttConnectTimeoutMs: z.number().int().min(100).max(600_000).default(DEFAULT_BROKER_LIMITS.connectTimeoutMs),
+    /** New MQTT connections per second per source address (burst: `mqttConnectionBurstPerAddress`). */
+    mqttConnectionRatePerAddress: z.number().positive().max(1_000_000).default(DEFAULT_BROKER_LIMITS.connectionRatePerSecond),
+    mqttConnectionBurstPerAddress: z.number().int().min(1).max(1_000_000).default(DEFAULT_BROKER_LIMITS.connectionBurst),
+    /** Open MQTT connections in all. */
+    mqttMaxConnections: z.number().int().min(1).max(1_000_000).default(DEFAULT_BROKER_LIMITS.maxConnections),
     /** The longest time limit a function may declare. */
     maxFunctionTimeoutMs: z.number().int().min(1).default(30_000),
     /** The most memory a function may declare. */

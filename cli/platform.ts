@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BrokerPersistence, DeviceRegistry, openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, type RunningBroker } from '../ingest/index.ts';
+import { BrokerPersistence, DeviceRegistry, HttpIngest, openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type RunningBroker } from '../ingest/index.ts';
 import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
 import { startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
@@ -119,6 +119,17 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     cleanups.push(() => timers.stop());
     // HTTP triggers run beside the router on the same scheduler and store, and count in its stats.
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
+    // Devices without MQTT post to /api/ingest/:deviceId: the broker's checks (registry, topic
+    // policy, payload limit) and the same log, so the same functions fire.
+    const ingest = new HttpIngest({
+      log,
+      devices,
+      policy: new TopicPolicy({ mode: config.topicPolicy, publishTemplate: config.publishTemplate, subscribeTemplate: config.subscribeTemplate }),
+      maxPayloadBytes: config.maxPayloadBytes,
+      allowAnonymous: config.allowAnonymous,
+      metrics,
+      logger,
+    });
     const api = await startApi({
       host: config.httpHost,
       port: config.httpPort,
@@ -131,6 +142,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       // The same limit as an MQTT payload.
       maxFnBodyBytes: config.maxPayloadBytes,
       devices,
+      ingest,
       functionStats: (name) => router.stats(name),
       parseQuery,
       status: () => status,
@@ -154,6 +166,15 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       topicPolicy: config.topicPolicy,
       publishTemplate: config.publishTemplate,
       subscribeTemplate: config.subscribeTemplate,
+      limits: {
+        publishRatePerSecond: config.devicePublishRatePerSecond,
+        publishBurst: config.devicePublishBurst,
+        maxInflightPerConnection: config.mqttMaxInflightPerConnection,
+        connectTimeoutMs: config.mqttConnectTimeoutMs,
+        connectionRatePerSecond: config.mqttConnectionRatePerAddress,
+        connectionBurst: config.mqttConnectionBurstPerAddress,
+        maxConnections: config.mqttMaxConnections,
+      },
     });
     brokerReady(broker);
     cleanups.push(() => broker.close());

@@ -40,6 +40,12 @@ Flags:
   --topic-policy P       device (default): a device publishes only under
                          stations/<its id>/# and subscribes only to
                          stations/<its id>/commands/#; open: any topic (experiments)
+  --device-rate N        publishes per second one device may sustain (default 100);
+                         above it its acknowledgements are slowed, not its messages dropped
+  --device-burst N       publishes one device may send at once above its rate (default 200)
+  --max-connections N    open MQTT connections in all (default 10000)
+  --connection-rate N    new MQTT connections per second per source address (default 20,
+                         burst 50); more are refused at accept
   --data-dir DIR         where data lives (default ./data)
   --mqtt-port N          MQTT port (default 1883; 0 picks a free one)
   --mqtt-host HOST       MQTT interface (default 127.0.0.1)
@@ -70,6 +76,13 @@ function intFlag(name: string, value: string | undefined): number | undefined {
   return n;
 }
 
+function numberFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new CliError(`Cannot start as --${name} must be a number: current value is '${value}'`, 2);
+  return n;
+}
+
 function durationFlag(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDurationMs(value);
@@ -85,6 +98,10 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       demo: { type: 'boolean', default: false },
       'allow-anonymous': { type: 'boolean' },
       'topic-policy': { type: 'string' },
+      'device-rate': { type: 'string' },
+      'device-burst': { type: 'string' },
+      'max-connections': { type: 'string' },
+      'connection-rate': { type: 'string' },
       'demo-stations': { type: 'string' },
       'demo-interval': { type: 'string' },
       watch: { type: 'string', multiple: true },
@@ -127,6 +144,10 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     logLevel: values['log-level'],
     allowAnonymous: values['allow-anonymous'],
     topicPolicy: topicPolicyFlag(values['topic-policy']),
+    devicePublishRatePerSecond: numberFlag('device-rate', values['device-rate']),
+    devicePublishBurst: intFlag('device-burst', values['device-burst']),
+    mqttMaxConnections: intFlag('max-connections', values['max-connections']),
+    mqttConnectionRatePerAddress: numberFlag('connection-rate', values['connection-rate']),
   };
   for (const key of Object.keys(input)) if (input[key] === undefined) delete input[key];
   // Flags win over the file.

@@ -8,10 +8,11 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type DeviceRegistry } from '../../ingest/index.ts';
+import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
 import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes } from './devices-routes.ts';
+import { ingestRoutes } from './ingest-routes.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -32,6 +33,8 @@ export interface ApiOptions {
   readonly maxFnBodyBytes: number;
   /** Serves `/api/devices` (devices-routes.ts) when given. */
   readonly devices?: DeviceRegistry;
+  /** Serves `POST /api/ingest/:deviceId` (ingest-routes.ts) when given. */
+  readonly ingest?: HttpIngest;
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
 }
@@ -203,6 +206,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
   if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger }));
+  if (options.ingest !== undefined) await app.register(ingestRoutes({ ingest: options.ingest }));
 
   await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));
 

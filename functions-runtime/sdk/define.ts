@@ -103,6 +103,10 @@ export interface EventMeta {
   readonly deviceId: string;
   /** When the platform received it, epoch ms. */
   readonly receivedAt: number;
+  /**
+   * Where the event came from: `mqtt`, `http-ingest` (a device message posted to
+   * `/api/ingest/:deviceId`), `timer` (a cron firing), `http` (an HTTP trigger), `manual`.
+   */
   readonly source: string;
   /**
    * Which attempt this is, 1-based: 1 the first time, 2 on the first retry (see

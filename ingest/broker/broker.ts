@@ -13,9 +13,15 @@
  * topic policy (topic-policy.ts) then bounds what it may publish and subscribe to.
  * Refusals are counted (`voltline_auth_failures_total{reason}`) and logged once per
  * window per (reason, address or device), never with the password.
+ *
+ * Limits (limits.ts): connections in all and per source address are refused at accept, a
+ * CONNECT must come within a timeout, an address with many failed logins is answered late,
+ * an oversized packet closes the connection once its length is read, and a device over its
+ * publish rate has its publishes (hence its PUBACKs and further reads) delayed, not dropped.
  */
 import net from 'node:net';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -24,6 +30,7 @@ import type { TriggerLog } from '../trigger/types.ts';
 import type { AuthFailure, DeviceDirectory } from '../devices/types.ts';
 import { DEFAULT_TENANT } from '../store/index.ts';
 import { inputMetrics } from '../input-metrics.ts';
+import { AddressGuard, capPacketSize, maxPacketBytes, PublishRateLimiter, resolveLimits, type BrokerLimits, type LimitHit } from './limits.ts';
 import { LogOnce } from './log-once.ts';
 import type { BrokerPersistence } from './persistence.ts';
 import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, TopicPolicy, type TopicPolicyMode } from './topic-policy.ts';
@@ -86,6 +93,14 @@ export interface BrokerOptions {
    * in-memory default (lost at a restart).
    */
   readonly persistence?: BrokerPersistence | undefined;
+  /** Limits that protect the broker (limits.ts); each missing one is its default (`DEFAULT_BROKER_LIMITS`). */
+  readonly limits?: Partial<BrokerLimits> | undefined;
+  /**
+   * Apply the per-address limits (connection rate, failed-login backoff) to loopback
+   * clients too. Off by default: local tools (the simulator, benchmarks) open connections
+   * from this machine by the thousand; every other address is always limited.
+   */
+  readonly limitLoopback?: boolean | undefined;
 }
 
 /** Who a connected client is. */
@@ -126,6 +141,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   // Shared with HTTP ingest (the API may have registered them first).
   const { received, refused, receivedBytes, authFailures } = inputMetrics(options.metrics);
   const connections = new Gauge({ name: 'voltline_mqtt_connections', help: 'Connected MQTT clients', registers });
+  const limitsHit = new Counter({ name: 'voltline_limits_hit_total', help: 'Times a broker limit was hit (a publish slowed or refused, a connection refused or closed, a CONNECT answered late), by limit', labelNames: ['limit'], registers });
   const takeovers = new Counter({ name: 'voltline_session_takeovers_total', help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)', registers });
   const policy = new TopicPolicy({
     mode: options.topicPolicy ?? 'device',
@@ -141,6 +157,22 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const willTopics = new WeakMap<Client, string>();
   /** The connected client of each client id (aedes keeps one too, but not in its types). */
   const connected = new Map<string, Client>();
+
+  const limits = resolveLimits(options.limits);
+  const publishRate = new PublishRateLimiter(limits, limits.maxConnections);
+  const addresses = new AddressGuard(limits);
+  const limitedAddress = (address: string): boolean => options.limitLoopback === true || !isLoopback(address);
+  /** Publishes of each connection received and not yet answered (authorizePublish not called back). */
+  const inflight = new WeakMap<Client, number>();
+  /** The CONNECT timer of each accepted socket, cleared when its CONNECT arrives. */
+  const connectTimers = new WeakMap<object, NodeJS.Timeout>();
+  /** Counts a limit hit and logs it once per window per (limit, key). */
+  const hit = (limit: LimitHit, key: string, fields: Record<string, unknown>, message: string): void => {
+    limitsHit.inc({ limit });
+    const permit = refusalLog.take(`limit:${limit}|${key}`);
+    if (permit === undefined) return;
+    log.warn({ limit, ...fields, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}), ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}) }, message);
+  };
 
   /** Counts a refusal and logs it once per window per (reason, key). Never given a secret. */
   const refuse = (reason: AccessFailure, key: string, fields: Record<string, unknown>, message: string): void => {
@@ -189,12 +221,21 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
 
   const aedes = await Aedes.createBroker({
     ...(persistence === undefined ? {} : { persistence }),
+    // The broker's own timer (set at accept, below) closes and counts first; aedes' is a backstop.
+    connectTimeout: limits.connectTimeoutMs,
     preConnect(client, packet, callback) {
+      // The CONNECT arrived in time.
+      const timer = connectTimers.get(client.conn);
+      if (timer !== undefined) clearTimeout(timer);
       if (packet.will !== undefined && packet.will !== null) willTopics.set(client, packet.will.topic);
       callback(null, true);
     },
     authenticate(client, username, password, done) {
-      verifyWithWill(client, username, password).then(
+      const from = remoteAddress(client);
+      // An address with many failed logins is answered late (no scrypt before): guessing slows down.
+      const delayMs = from === undefined || !limitedAddress(from) ? 0 : addresses.loginDelayMs(from);
+      if (delayMs > 0) hit('login_backoff', from ?? '', { address: from, clientId: client.id, delayMs }, 'CONNECT answered late: too many failed logins from this address');
+      (delayMs > 0 ? sleep(delayMs).then(() => verifyWithWill(client, username, password)) : verifyWithWill(client, username, password)).then(
         (verdict) => {
           if (verdict.ok) {
             identities.set(client, verdict.identity);
@@ -204,6 +245,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
           }
           const returnCode = RETURN_CODES[verdict.reason];
           const address = remoteAddress(client);
+          if (address !== undefined && limitedAddress(address)) addresses.loginFailed(address);
           refuse(verdict.reason, address ?? client.id, { clientId: client.id, username, address, returnCode }, 'MQTT connection refused');
           done(connectRefusal(verdict.reason, returnCode, `MQTT connection refused (${verdict.reason})`), false);
         },
@@ -233,30 +275,60 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
         log.warn({ deviceId: client.id, topic: packet.topic, bytes: payload.length, limit: options.maxPayloadBytes }, 'publish refused: payload too large');
         return callback(new VoltlineError('VL_PAYLOAD_TOO_LARGE', `Cannot accept a payload of ${payload.length} bytes as the limit is ${options.maxPayloadBytes}`));
       }
-      // The append is queued synchronously, so a device's messages enter the log in the
-      // order it sent them.
-      options.log
-        .append({
-          source: 'mqtt',
-          topic: packet.topic,
-          deviceId: identity.deviceId,
-          ...(identity.tenant === DEFAULT_TENANT ? {} : { tenant: identity.tenant }),
-          payload,
-          receivedAtMs: Date.now(),
-        })
-        .then(
-          () => {
-            received.inc({ source: 'mqtt' });
-            receivedBytes.inc(payload.length);
-            callback(null);
-          },
-          (err: unknown) => {
-            // No PUBACK: aedes closes the connection and the device sends it again.
-            refused.inc({ reason: 'log_unavailable' });
-            log.error({ deviceId: client.id, err: errorMessage(err) }, 'publish not accepted: the trigger log could not store it');
-            callback(err instanceof Error ? err : new Error(String(err)));
-          },
-        );
+      const deviceId = identity.deviceId;
+      const append = (answer: (error?: Error | null) => void): void => {
+        // The append is queued synchronously, so a device's messages enter the log in the
+        // order they go on (the rate limiter keeps the order they came in).
+        options.log
+          .append({
+            source: 'mqtt',
+            topic: packet.topic,
+            deviceId,
+            ...(identity.tenant === DEFAULT_TENANT ? {} : { tenant: identity.tenant }),
+            payload,
+            receivedAtMs: Date.now(),
+          })
+          .then(
+            () => {
+              received.inc({ source: 'mqtt' });
+              receivedBytes.inc(payload.length);
+              answer(null);
+            },
+            (err: unknown) => {
+              // No PUBACK: aedes closes the connection and the device sends it again.
+              refused.inc({ reason: 'log_unavailable' });
+              log.error({ deviceId, err: errorMessage(err) }, 'publish not accepted: the trigger log could not store it');
+              answer(err instanceof Error ? err : new Error(String(err)));
+            },
+          );
+      };
+      // A will, published by aedes as the connection closes (the client is closed already):
+      // one per connection, whose topic was checked at CONNECT; not rate-limited.
+      if (client.closed) return append(callback);
+      const pending = inflight.get(client) ?? 0;
+      if (pending >= limits.maxInflightPerConnection) {
+        hit('inflight', deviceId, { deviceId, limit: limits.maxInflightPerConnection }, 'publish refused: too many unacknowledged publishes on one connection; the connection is closed');
+        return callback(limitError('inflight', `Cannot accept a publish from '${deviceId}' as ${pending} of its publishes are not yet acknowledged (limit maxInflightPerConnection ${limits.maxInflightPerConnection})`));
+      }
+      inflight.set(client, pending + 1);
+      const answer = (error?: Error | null): void => {
+        inflight.set(client, (inflight.get(client) ?? 1) - 1);
+        callback(error ?? null);
+      };
+      const admission = publishRate.admit(deviceId);
+      if (admission.kind === 'now') return append(answer);
+      if (admission.kind === 'refused') {
+        hit('publish_rate_refused', deviceId, { deviceId, ratePerSecond: limits.publishRatePerSecond, maxWaitMs: limits.maxPublishWaitMs }, 'publish refused: the device is so far over its publish rate that it would wait too long; the connection is closed');
+        return answer(limitError('publish_rate_refused', `Cannot accept a publish from '${deviceId}' as it is more than ${limits.maxPublishWaitMs} ms ahead of its rate of ${limits.publishRatePerSecond} messages/s`));
+      }
+      // Over its rate: the publish (its PUBACK, and aedes' reading of the connection's next
+      // packets) waits for its token. Slowed, not dropped.
+      hit('publish_rate_delayed', deviceId, { deviceId, ratePerSecond: limits.publishRatePerSecond, burst: limits.publishBurst }, 'publishes slowed: the device is over its publish rate');
+      void admission.ready.then(() => {
+        // Gone while waiting: nothing was acknowledged, the device sends it again.
+        if (client.closed) return answer(limitError('publish_rate_delayed', `The connection of '${deviceId}' closed while its publish waited for its rate`));
+        append(answer);
+      });
     },
     authorizeSubscribe(client: Client, subscription: Subscription, callback: (error: Error | null, subscription?: Subscription | null) => void) {
       const identity = identities.get(client);
@@ -290,15 +362,56 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   });
   aedes.on('clientDisconnect', (client: Client) => {
     connections.dec();
+    const identity = identities.get(client);
+    if (identity !== undefined) publishRate.release(identity.deviceId);
     if (connected.get(client.id) === client) connected.delete(client.id);
   });
   aedes.on('clientError', (client: Client, err: Error) => {
     // Refusals were counted and logged (once) where they were made.
-    if (err instanceof VoltlineError && err.code === ACCESS_ERROR) return;
+    if (err instanceof VoltlineError && (err.code === ACCESS_ERROR || err.code === LIMIT_ERROR)) return;
     log.debug({ deviceId: client.id, err: err.message }, 'client error');
   });
 
-  const server = net.createServer(aedes.handle);
+  /** Open TCP connections, with or without a CONNECT yet (at most maxConnections). */
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    // A reset before it is handled must not be an uncaught 'error'; aedes adds its own listener.
+    socket.on('error', () => {});
+    const address = socket.remoteAddress;
+    // Refused at accept, before any MQTT work: over the broker's connection limit, or the
+    // address opens connections faster than its rate.
+    if (sockets.size >= limits.maxConnections) {
+      hit('connections', 'global', { address, limit: limits.maxConnections }, 'connection refused: the broker is at its connection limit');
+      socket.destroy();
+      return;
+    }
+    if (address === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (limitedAddress(address) && !addresses.admitConnection(address)) {
+      hit('connection_rate', address, { address, ratePerSecond: limits.connectionRatePerSecond, burst: limits.connectionBurst }, 'connection refused: the address opens connections faster than its rate');
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    const timer = setTimeout(() => {
+      hit('connect_timeout', address, { address, timeoutMs: limits.connectTimeoutMs }, 'connection closed: no CONNECT within the timeout');
+      socket.destroy();
+    }, limits.connectTimeoutMs);
+    connectTimers.set(socket, timer);
+    socket.once('close', () => {
+      sockets.delete(socket);
+      clearTimeout(timer);
+    });
+    // A packet longer than any acceptable one closes the connection once its length is read,
+    // before aedes buffers its body (mqtt-packet would take up to 256 MiB).
+    const packetLimit = maxPacketBytes(options.maxPayloadBytes);
+    capPacketSize(aedes.handle(socket), packetLimit, (length, cmd) => {
+      hit('packet_size', address, { address, cmd, bytes: length, limit: packetLimit }, 'connection closed: an MQTT packet longer than any acceptable one');
+      return limitError('packet_size', `Cannot accept an MQTT ${cmd ?? ''} packet of ${length} bytes as the limit is ${packetLimit}`);
+    });
+  });
   server.listen(options.port, options.host);
   await once(server, 'listening');
   const address = server.address();
@@ -325,12 +438,20 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       // Stop accepting, then close every client so in-flight publishes finish or fail.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      // aedes closes its clients; connections that never sent a CONNECT are not among them.
+      for (const socket of sockets) socket.destroy();
       await closed;
     },
   };
 }
 
 const ACCESS_ERROR = 'VL_MQTT_ACCESS_DENIED';
+const LIMIT_ERROR = 'VL_MQTT_LIMIT';
+
+/** The error that makes aedes close a connection over a limit (counted and logged where it is hit). */
+function limitError(limit: LimitHit, message: string): VoltlineError {
+  return new VoltlineError(LIMIT_ERROR, message, { context: { limit } });
+}
 
 /** The error that makes aedes close a connection (a refused publish). */
 function accessError(reason: AccessFailure, message: string): VoltlineError {
@@ -342,6 +463,10 @@ function connectRefusal(reason: AccessFailure | 'unavailable', returnCode: 2 | 3
   const error = new VoltlineError(ACCESS_ERROR, message, { context: { reason } });
   // AuthErrorCode is a const enum in aedes' types: its values are these numbers.
   return Object.assign(error, { returnCode: returnCode as AuthenticateError['returnCode'] });
+}
+
+function isLoopback(address: string): boolean {
+  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
 }
 
 function remoteAddress(client: Client): string | undefined {

@@ -65,7 +65,8 @@ export type LimitHit =
   | 'connect_timeout'
   | 'connection_rate'
   | 'connections'
-  | 'login_backoff';
+  | 'login_backoff'
+  | 'packet_size';
 
 /** The defaults with `given` over them, checked: each must be a positive number (a whole one for counts). */
 export function resolveLimits(given: Partial<BrokerLimits> = {}): BrokerLimits {
@@ -291,4 +292,40 @@ export class AddressGuard {
     }
     return record;
   }
+}
+
+/** mqtt-packet's parser as aedes keeps it on each client (`client._parser`; not in aedes' types). */
+interface PacketParser {
+  readonly packet: { readonly length: number; readonly cmd?: string };
+  _parseLength(): boolean;
+  _emitError(err: Error): void;
+}
+
+/**
+ * Bounds what aedes buffers for one packet. mqtt-packet accumulates a packet until all of
+ * its remaining length (up to 256 MiB) has arrived, and the payload limit is checked only
+ * then; so the parser of each connection is made to fail as soon as a packet's length is
+ * read and is over `maxBytes`, before its body is buffered. `onOversize` counts it; the
+ * error closes the connection. Throws if aedes no longer keeps the parser where expected
+ * (an upgrade must not silently drop the limit).
+ */
+export function capPacketSize(client: object, maxBytes: number, error: (length: number, cmd: string | undefined) => Error): void {
+  const parser = (client as { _parser?: PacketParser })._parser;
+  if (parser === undefined || typeof parser._parseLength !== 'function' || typeof parser._emitError !== 'function') {
+    throw new VoltlineError('VL_BROKER_INTERNALS', "Cannot apply the MQTT packet size limit as aedes no longer keeps mqtt-packet's parser as client._parser");
+  }
+  const parseLength = parser._parseLength.bind(parser);
+  parser._parseLength = () => {
+    const done = parseLength();
+    if (done && parser.packet.length > maxBytes) {
+      parser._emitError(error(parser.packet.length, parser.packet.cmd));
+      return false;
+    }
+    return done;
+  };
+}
+
+/** The largest MQTT packet accepted for a payload limit: the payload, a topic of any length, and headers. */
+export function maxPacketBytes(maxPayloadBytes: number): number {
+  return maxPayloadBytes + 65_535 + 2 + 64;
 }
