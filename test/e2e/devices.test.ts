@@ -4,28 +4,12 @@
  * rotate, disable, enable, rm), refusals with their status and sentence, and a restart
  * that keeps every device while no token reaches the data folder or the output.
  */
-import { spawn } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { getJson, startPlatformProcess, tempDir, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function voltline(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), ...args, '--api', platform.apiUrl], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
 async function api(method: string, route: string, body?: string, contentType = 'application/json'): Promise<{ status: number; json: unknown }> {
   const response = await fetch(`${platform.apiUrl}${route}`, { method, ...(body === undefined ? {} : { body, headers: { 'content-type': contentType } }) });

@@ -5,32 +5,15 @@
  * command topics at QoS 1, which receives the commands. `voltline invoke` shows a
  * publish without sending it.
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { eventually, startPlatformProcess, tempDir, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
 import { telemetry } from '../support/station.ts';
 
 const FIXTURE = 'test/fixtures/ack-commands.ts';
 const TS = 1_763_800_000_000;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function voltline(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), ...args, '--api', platform.apiUrl], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
 let platform: PlatformProcess;
 let data: { dir: string; remove: () => Promise<void> };

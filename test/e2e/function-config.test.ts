@@ -3,29 +3,12 @@
  * real `voltline up`, invocations on real workers, a change through the API reaching the
  * next invocation without new code, secrets hidden from the API and `voltline functions`.
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, postJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { getJson, postJson, startPlatformProcess, tempDir, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
 
 const FIXTURE = 'functions-runtime/testing/fixtures/configured.ts';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function voltline(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), ...args, '--api', platform.apiUrl], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
 interface Invoked {
   outcome: string;

@@ -5,28 +5,11 @@
  * no waiting); failures answer with their outcome and are dead-lettered; keys rotate and
  * survive a restart of the platform.
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { getJson, startPlatformProcess, tempDir, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function voltline(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), ...args, '--api', platform.apiUrl], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
 interface Answer {
   status: number;

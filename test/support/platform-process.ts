@@ -94,3 +94,26 @@ export async function postJson<T>(url: string, body: unknown): Promise<T> {
   if (!response.ok) throw new Error(`POST ${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
 }
+
+/** What a `voltline` command printed, and its exit code. */
+export interface CommandRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs the `voltline` command as a user does (`bin/voltline.js`, which re-executes on Node
+ * 24), with `--api apiUrl` appended when given, and extra environment variables.
+ */
+export function runVoltline(args: readonly string[], options: { apiUrl?: string; env?: Record<string, string> } = {}): Promise<CommandRun> {
+  return new Promise((resolve) => {
+    const argv = [path.join(ROOT, 'bin/voltline.js'), ...args, ...(options.apiUrl === undefined ? [] : ['--api', options.apiUrl])];
+    const child = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
