@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BrokerPersistence, DeviceRegistry, HttpIngest, openEmbeddedStore, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type RunningBroker } from '../ingest/index.ts';
+import { BrokerPersistence, DeviceRegistry, HttpIngest, MQTT_WEBSOCKET_PATH, MqttWebSocketGateway, openEmbeddedStore, PresenceTracker, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type RunningBroker } from '../ingest/index.ts';
 import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
 import { startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
@@ -18,6 +18,8 @@ import { lockDataDir } from './data-lock.ts';
 export interface RunningPlatform {
   readonly config: PlatformConfig;
   readonly mqttUrl: string;
+  /** MQTT over WebSocket on the API's HTTP port (`ws://host:port/mqtt`). */
+  readonly mqttWebSocketUrl: string;
   readonly apiUrl: string;
   readonly registry: FunctionRegistry;
   readonly scheduler: Scheduler;
@@ -130,6 +132,12 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       metrics,
       logger,
     });
+    // MQTT over WebSocket at /mqtt on the API's port: upgrades are answered 503 until the
+    // broker (started last) is attached, and again once it is detached while stopping.
+    const mqttWebSocket = new MqttWebSocketGateway({ maxPayloadBytes: config.maxPayloadBytes, metrics, logger });
+    // Device presence: the broker updates it and logs connects/disconnects as trigger events
+    // (source 'presence'); the API shows it. In memory only (presence.ts says why).
+    const presence = new PresenceTracker({ log, logger, metrics });
     const api = await startApi({
       host: config.httpHost,
       port: config.httpPort,
@@ -143,8 +151,10 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       maxFnBodyBytes: config.maxPayloadBytes,
       devices,
       ingest,
+      presence,
       functionStats: (name) => router.stats(name),
       parseQuery,
+      upgrade: mqttWebSocket.handleUpgrade,
       status: () => status,
     });
     cleanups.push(() => api.close());
@@ -155,6 +165,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // The broker starts last: devices are accepted only once everything behind it runs.
     const broker = await startBroker({
       persistence: brokerState,
+      presence,
       log,
       logger,
       metrics,
@@ -178,6 +189,9 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     });
     brokerReady(broker);
     cleanups.push(() => broker.close());
+    mqttWebSocket.setBroker(broker);
+    // Runs before the broker closes (reverse order): new WebSocket upgrades get 503 from then on.
+    cleanups.push(async () => mqttWebSocket.setBroker(undefined));
     // A device disabled, removed or re-keyed loses its session now, not at its next connect.
     const unwatchDevices = devices.onChange((change) => {
       if (change.kind === 'disabled' || change.kind === 'removed' || change.kind === 'rotated') broker.disconnect(change.id);
@@ -188,6 +202,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     return {
       config,
       mqttUrl: `mqtt://${mqttHost}:${broker.port}`,
+      mqttWebSocketUrl: `${api.url.replace(/^http:/, 'ws:')}${MQTT_WEBSOCKET_PATH}`,
       apiUrl: api.url,
       registry,
       scheduler,

@@ -3,7 +3,7 @@ export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './tri
 export { openLocalTriggerLog } from './trigger/index.ts';
 export type * from './store/types.ts';
 export { openEmbeddedStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN } from './store/index.ts';
-export { startBroker, BrokerPersistence, DEFAULT_BROKER_LIMITS, type BrokerLimits, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TOPIC_POLICY_MODES, TopicPolicy, type RunningBroker, type TopicPolicyMode } from './broker/index.ts';
+export { startBroker, BrokerPersistence, DEFAULT_BROKER_LIMITS, type BrokerLimits, PresenceTracker, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, type DevicePresence, type DisconnectReason, type PresencePayload, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TOPIC_POLICY_MODES, TopicPolicy, type RunningBroker, type TopicPolicyMode, MqttWebSocketGateway, MQTT_WEBSOCKET_PATH } from './broker/index.ts';
 export { HttpIngest, HTTP_INGEST_SOURCE, DEFAULT_INGEST_TOPIC, type HttpIngestOptions, type IngestAnswer, type IngestGrant, type IngestRequest } from './http/index.ts';
 export { TimerSource, cronProblem, timerTopic, timerFunctionOf, TIMER_TOPIC_PREFIX, type TimerPayload, type TimerSchedule } from './timer/index.ts';
 export {

@@ -19,7 +19,7 @@ Commands:
                                    with mode 0600, never overwritten) or to stdout as CSV
   list [--tenant T] [--limit N] [--json]
                                    list the devices (id order)
-  show <id> [--json]               show one device
+  show <id> [--json]               show one device, and whether it is online
   rotate <id> [--json]             give a device a new token; the old one stops working
   disable <id>                     refuse the device at connect (kept, with its token)
   enable <id>                      accept it again
@@ -37,12 +37,23 @@ interface ApiDevice {
   enabled: boolean;
   createdAt: number;
   tokenSetAt: number;
+  /** `show` only: presence since the platform started (absent from older platforms). */
+  presence?: { online: boolean; connectedAt?: number; lastSeenAt?: number; lastDisconnectReason?: string; messages?: number; totalMessages?: number };
 }
 
 const ONCE_WARNING = 'Keep this token now: it cannot be shown again (the platform stores only its hash).';
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
+}
+
+/** The presence part of `devices show`. */
+function presenceLine(device: ApiDevice): string {
+  const presence = device.presence;
+  if (presence === undefined) return '';
+  if (presence.online) return `  online since ${iso(presence.connectedAt ?? 0)} (${presence.messages ?? 0} messages)`;
+  if (presence.lastSeenAt === undefined) return '  offline (not seen since the platform started)';
+  return `  offline, last seen ${iso(presence.lastSeenAt)} (${presence.lastDisconnectReason ?? 'unknown'})`;
 }
 
 function deviceLine(device: ApiDevice): string {
@@ -153,7 +164,7 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     }
     case 'show': {
       const device = (await callApi(base, 'GET', route(idArgument(rest, 'show a device')))) as ApiDevice;
-      io.stdout.write(values.json ? `${JSON.stringify(device)}\n` : `${deviceLine(device)}\n`);
+      io.stdout.write(values.json ? `${JSON.stringify(device)}\n` : `${deviceLine(device)}${presenceLine(device)}\n`);
       return 0;
     }
     case 'rotate': {

@@ -167,6 +167,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   const platform = await startPlatform(config, logger);
   io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
   io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
+  io.stdout.write(`  MQTT ws      ${platform.mqttWebSocketUrl}   (MQTT over WebSocket, subprotocol mqtt)\n`);
   io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try ${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m)\n`);
   if (config.allowAnonymous) io.stderr.write('warning: anonymous MQTT access is on: any client can publish as any device id that is not registered (registered devices still need their token). Do not use --allow-anonymous on a network you do not control.\n');
   if (config.topicPolicy === 'open') io.stderr.write('warning: the MQTT topic policy is open: any connected client can publish and subscribe to any topic, other devices\' included.\n');

@@ -8,13 +8,15 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import { deviceListOf, parseDeviceCsv, type Device, type DeviceRegistry, type NewDevice } from '../../ingest/index.ts';
+import { deviceListOf, parseDeviceCsv, type Device, type DevicePresence, type DeviceRegistry, type NewDevice } from '../../ingest/index.ts';
 
 export interface DevicesRoutesOptions {
   readonly devices: DeviceRegistry;
   readonly logger: Logger;
   /** Largest import body, bytes (a fleet of 10 000 in JSON is ~0.5 MiB). Default 16 MiB. */
   readonly importBodyLimit?: number;
+  /** The broker's presence tracker: `GET /api/devices/:id` then answers with `presence`. */
+  readonly presence?: { get(deviceId: string): DevicePresence | undefined } | undefined;
 }
 
 /** Largest body of the other device routes: one id and a tenant. */
@@ -78,7 +80,9 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
     app.get<{ Params: { id: string } }>('/api/devices/:id', async (request, reply) => {
       const device = devices.get(request.params.id);
       if (device === undefined) return sendError(reply, 404, 'VL_DEVICE_NOT_FOUND', `No device '${request.params.id}' is registered ('voltline devices list' shows those that are)`, { field: 'id' });
-      return deviceJson(device);
+      if (options.presence === undefined) return deviceJson(device);
+      // Presence is kept in memory since the platform started: a device not seen since is offline.
+      return { ...deviceJson(device), presence: options.presence.get(device.id) ?? { online: false } };
     });
 
     app.post('/api/devices', { bodyLimit: SMALL_BODY }, async (request, reply) => {

@@ -3,12 +3,14 @@
  * metrics, time-series queries, dead letters, functions and workers. It reads what the
  * other stages expose; it computes no metric itself. Listens on loopback by default.
  */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
+import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type DevicePresence, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
 import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes } from './devices-routes.ts';
@@ -33,8 +35,15 @@ export interface ApiOptions {
   readonly maxFnBodyBytes: number;
   /** Serves `/api/devices` (devices-routes.ts) when given. */
   readonly devices?: DeviceRegistry;
+  /** Device presence (the broker's PresenceTracker), shown by `GET /api/devices/:id` when given. */
+  readonly presence?: { get(deviceId: string): DevicePresence | undefined };
   /** Serves `POST /api/ingest/:deviceId` (ingest-routes.ts) when given. */
   readonly ingest?: HttpIngest;
+  /**
+   * Takes every HTTP upgrade request on the API port (ingest's MqttWebSocketGateway: MQTT
+   * over WebSocket at /mqtt, other paths refused). Without it, upgrades are refused with 404.
+   */
+  readonly upgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
 }
@@ -205,11 +214,18 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
-  if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger }));
+  if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger, presence: options.presence }));
   if (options.ingest !== undefined) await app.register(ingestRoutes({ ingest: options.ingest }));
 
   await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));
 
+  // fastify does not take upgrades; an upgraded socket leaves the HTTP server (the broker closes it).
+  app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (options.upgrade !== undefined) return options.upgrade(request, socket, head);
+    socket.on('error', () => {});
+    socket.once('finish', () => socket.destroy());
+    socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;

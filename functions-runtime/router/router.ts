@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
-import { DEFAULT_TENANT, timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import { DEFAULT_TENANT, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
@@ -230,12 +230,16 @@ export class Router implements InvocationRecorder {
   }
 
   /**
-   * The functions a device message fires: those of the device's tenant whose MQTT filter
-   * matches its topic. The broker writes the tenant of the authenticated device into the
+   * The functions a device message (or a device's presence event) fires: those of the
+   * device's tenant whose MQTT filter matches its topic. The broker writes the tenant of the authenticated device into the
    * event; an event without one (anonymous devices, records written before tenants) is the
    * default tenant's.
    */
   #deviceTargets(event: LoggedEvent): DeployedFunction[] {
+    // '$devices/…' topics are the broker's presence events; the broker and HTTP ingest
+    // refuse every '$' topic from devices, and this holds even if one got through: a
+    // device cannot fake another's (or its own) connection or disconnection.
+    if (event.topic.startsWith(PRESENCE_TOPIC_PREFIX) && event.source !== PRESENCE_SOURCE) return [];
     const tenant = event.tenant ?? DEFAULT_TENANT;
     return this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
   }

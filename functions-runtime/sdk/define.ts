@@ -105,7 +105,10 @@ export interface EventMeta {
   readonly receivedAt: number;
   /**
    * Where the event came from: `mqtt`, `http-ingest` (a device message posted to
-   * `/api/ingest/:deviceId`), `timer` (a cron firing), `http` (an HTTP trigger), `manual`.
+   * `/api/ingest/:deviceId`), `presence` (a device connected or disconnected: topic
+   * `$devices/{deviceId}/connected` or `/disconnected`, payload
+   * `{event: 'device.connected' | 'device.disconnected', deviceId, at, reason?, connectedForMs?, messages?, bytes?}`),
+   * `timer` (a cron firing), `http` (an HTTP trigger), `manual`.
    */
   readonly source: string;
   /**

@@ -18,8 +18,12 @@
  * CONNECT must come within a timeout, an address with many failed logins is answered late,
  * an oversized packet closes the connection once its length is read, and a device over its
  * publish rate has its publishes (hence its PUBACKs and further reads) delayed, not dropped.
+ *
+ * Listeners: the TCP server here, and any byte stream handed to `handleStream` (MQTT over
+ * WebSocket, websocket.ts, on the API's HTTP port), under the same accept-time limits.
  */
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
@@ -33,6 +37,7 @@ import { inputMetrics } from '../input-metrics.ts';
 import { AddressGuard, capPacketSize, maxPacketBytes, PublishRateLimiter, resolveLimits, type BrokerLimits, type LimitHit } from './limits.ts';
 import { LogOnce } from './log-once.ts';
 import type { BrokerPersistence } from './persistence.ts';
+import type { DisconnectReason, PresenceTracker } from './presence.ts';
 import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, TopicPolicy, type TopicPolicyMode } from './topic-policy.ts';
 
 /** Why a client was refused (the `reason` label of voltline_auth_failures_total). */
@@ -101,6 +106,12 @@ export interface BrokerOptions {
    * from this machine by the thousand; every other address is always limited.
    */
   readonly limitLoopback?: boolean | undefined;
+  /**
+   * Tracks which devices are connected and appends each connect and disconnect to the
+   * trigger log (presence.ts). The caller creates it (the API reads it too); without it,
+   * presence is neither tracked nor logged.
+   */
+  readonly presence?: PresenceTracker | undefined;
 }
 
 /** Who a connected client is. */
@@ -132,6 +143,14 @@ export interface RunningBroker {
    * disabled, removed or re-keyed in the registry must not keep its session). True if one was.
    */
   disconnect(deviceId: string): boolean;
+  /**
+   * Serves an MQTT connection that arrived another way than the TCP listener (a WebSocket
+   * wrapped as a byte stream), under the same accept-time limits: the connection limit, the
+   * per-address connection rate, the CONNECT timeout and the packet size cap. `remoteAddress`
+   * is the client's address (rate limits, backoff, logs). A stream refused by a limit, or
+   * handed over once the broker is closed, is destroyed.
+   */
+  handleStream(stream: Duplex, remoteAddress: string | undefined): void;
   close(): Promise<void>;
 }
 
@@ -157,6 +176,16 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const willTopics = new WeakMap<Client, string>();
   /** The connected client of each client id (aedes keeps one too, but not in its types). */
   const connected = new Map<string, Client>();
+  /**
+   * Why a client's connection is ending, when the broker knows before aedes reports the
+   * disconnect (a takeover, keep-alive expiry, an error, a revocation, the broker closing).
+   * The first reason noted wins: a keep-alive expiry is also reported as an error.
+   */
+  const endReasons = new WeakMap<Client, DisconnectReason>();
+  const noteEnd = (client: Client, reason: DisconnectReason): void => {
+    if (!endReasons.has(client)) endReasons.set(client, reason);
+  };
+  const presence = options.presence;
 
   const limits = resolveLimits(options.limits);
   const publishRate = new PublishRateLimiter(limits, limits.maxConnections);
@@ -240,7 +269,11 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
           if (verdict.ok) {
             identities.set(client, verdict.identity);
             const current = connected.get(client.id);
-            if (current !== undefined && current !== client && !current.closed) takingOver.add(client);
+            if (current !== undefined && current !== client && !current.closed) {
+              takingOver.add(client);
+              // aedes closes the older client before registering this one (aedes.js registerClient).
+              noteEnd(current, 'takeover');
+            }
             return done(null, true);
           }
           const returnCode = RETURN_CODES[verdict.reason];
@@ -292,6 +325,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
             () => {
               received.inc({ source: 'mqtt' });
               receivedBytes.inc(payload.length);
+              presence?.published(deviceId, client, payload.length);
               answer(null);
             },
             (err: unknown) => {
@@ -354,6 +388,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   aedes.on('client', (client: Client) => {
     connections.inc();
     connected.set(client.id, client);
+    const identity = identities.get(client);
+    if (identity !== undefined) presence?.connected(identity.deviceId, identity.tenant, client);
     if (takingOver.delete(client)) {
       takeovers.inc();
       const permit = refusalLog.take(`takeover|${client.id}`);
@@ -365,53 +401,67 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     const identity = identities.get(client);
     if (identity !== undefined) publishRate.release(identity.deviceId);
     if (connected.get(client.id) === client) connected.delete(client.id);
+    if (identity !== undefined) presence?.disconnected(identity.deviceId, client, endReasons.get(client) ?? (sentDisconnect(client) ? 'clean' : 'closed'));
   });
+  // aedes emits this, then a 'clientError' ('keep alive timeout'), then closes the client.
+  aedes.on('keepaliveTimeout', (client: Client) => noteEnd(client, 'keepalive'));
   aedes.on('clientError', (client: Client, err: Error) => {
+    noteEnd(client, 'error');
     // Refusals were counted and logged (once) where they were made.
     if (err instanceof VoltlineError && (err.code === ACCESS_ERROR || err.code === LIMIT_ERROR)) return;
     log.debug({ deviceId: client.id, err: err.message }, 'client error');
   });
 
-  /** Open TCP connections, with or without a CONNECT yet (at most maxConnections). */
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
+  /** Open connections (TCP sockets and handed-over streams), with or without a CONNECT yet (at most maxConnections). */
+  const sockets = new Set<Duplex>();
+  const packetLimit = maxPacketBytes(options.maxPayloadBytes);
+  let closing = false;
+  /** Accepts a connection, TCP or another stream, under the accept-time limits, and hands it to aedes. */
+  const accept = (conn: Duplex, address: string | undefined): void => {
     // A reset before it is handled must not be an uncaught 'error'; aedes adds its own listener.
-    socket.on('error', () => {});
-    const address = socket.remoteAddress;
+    conn.on('error', (err: Error & { code?: unknown }) => {
+      // ws fails a WebSocket whose message is over its maxPayload (websocket.ts sets the packet cap).
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') hit('packet_size', address ?? '', { address, limit: packetLimit }, 'connection closed: a WebSocket message longer than any acceptable MQTT packet');
+    });
+    if (closing) {
+      conn.destroy();
+      return;
+    }
     // Refused at accept, before any MQTT work: over the broker's connection limit, or the
     // address opens connections faster than its rate.
     if (sockets.size >= limits.maxConnections) {
       hit('connections', 'global', { address, limit: limits.maxConnections }, 'connection refused: the broker is at its connection limit');
-      socket.destroy();
+      conn.destroy();
       return;
     }
     if (address === undefined) {
-      socket.destroy();
+      conn.destroy();
       return;
     }
     if (limitedAddress(address) && !addresses.admitConnection(address)) {
       hit('connection_rate', address, { address, ratePerSecond: limits.connectionRatePerSecond, burst: limits.connectionBurst }, 'connection refused: the address opens connections faster than its rate');
-      socket.destroy();
+      conn.destroy();
       return;
     }
-    sockets.add(socket);
+    sockets.add(conn);
+    addressOf.set(conn, address);
     const timer = setTimeout(() => {
       hit('connect_timeout', address, { address, timeoutMs: limits.connectTimeoutMs }, 'connection closed: no CONNECT within the timeout');
-      socket.destroy();
+      conn.destroy();
     }, limits.connectTimeoutMs);
-    connectTimers.set(socket, timer);
-    socket.once('close', () => {
-      sockets.delete(socket);
+    connectTimers.set(conn, timer);
+    conn.once('close', () => {
+      sockets.delete(conn);
       clearTimeout(timer);
     });
     // A packet longer than any acceptable one closes the connection once its length is read,
     // before aedes buffers its body (mqtt-packet would take up to 256 MiB).
-    const packetLimit = maxPacketBytes(options.maxPayloadBytes);
-    capPacketSize(aedes.handle(socket), packetLimit, (length, cmd) => {
+    capPacketSize(aedes.handle(conn), packetLimit, (length, cmd) => {
       hit('packet_size', address, { address, cmd, bytes: length, limit: packetLimit }, 'connection closed: an MQTT packet longer than any acceptable one');
       return limitError('packet_size', `Cannot accept an MQTT ${cmd ?? ''} packet of ${length} bytes as the limit is ${packetLimit}`);
     });
-  });
+  };
+  const server = net.createServer((socket) => accept(socket, socket.remoteAddress));
   server.listen(options.port, options.host);
   await once(server, 'listening');
   const address = server.address();
@@ -431,13 +481,20 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const client = connected.get(deviceId);
       if (client === undefined) return false;
       log.info({ deviceId }, 'closing the session of a device the registry changed');
+      noteEnd(client, 'revoked');
       client.close();
       return true;
     },
+    handleStream: accept,
     async close() {
       // Stop accepting, then close every client so in-flight publishes finish or fail.
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const client of connected.values()) noteEnd(client, 'shutdown');
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      // The 'disconnected' presence events of the clients just closed are in the log (or
+      // dropped) before the caller closes the log.
+      await presence?.settled();
       // aedes closes its clients; connections that never sent a CONNECT are not among them.
       for (const socket of sockets) socket.destroy();
       await closed;
@@ -465,12 +522,27 @@ function connectRefusal(reason: AccessFailure | 'unavailable', returnCode: 2 | 3
   return Object.assign(error, { returnCode: returnCode as AuthenticateError['returnCode'] });
 }
 
+/**
+ * Whether the client ended its connection with a DISCONNECT packet: aedes sets
+ * `_disconnected` then (lib/handlers/index.js); it is not in its types.
+ */
+function sentDisconnect(client: Client): boolean {
+  return (client as Client & { _disconnected?: unknown })._disconnected === true;
+}
+
 function isLoopback(address: string): boolean {
   return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
 }
 
+/** The client address of each accepted connection (a WebSocket stream has no `remoteAddress` of its own). */
+const addressOf = new WeakMap<object, string>();
+
 function remoteAddress(client: Client): string | undefined {
   const conn: unknown = client.conn;
+  if (typeof conn === 'object' && conn !== null) {
+    const address = addressOf.get(conn);
+    if (address !== undefined) return address;
+  }
   return conn instanceof net.Socket ? conn.remoteAddress : undefined;
 }
 

@@ -46,7 +46,7 @@ export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
 const MAX_STRING_BYTES = 0xffff;
 
 /** Source codes on disk: append only, never reorder. */
-const SOURCES: readonly TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka', 'http-ingest'];
+const SOURCES: readonly TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka', 'http-ingest', 'presence'];
 const SOURCE_CODES: ReadonlyMap<string, number> = new Map(SOURCES.map((source, code) => [source, code]));
 
 /** An encoded record waiting for its offset. */

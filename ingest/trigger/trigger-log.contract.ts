@@ -78,7 +78,7 @@ export function triggerLogContract(name: string, open: (dir: string) => Promise<
       for (let i = 0; i < bytes.length; i += 1) bytes[i] = i;
       const large = new Uint8Array(128 * 1024);
       for (let i = 0; i < large.length; i += 1) large[i] = (i * 131) % 251;
-      const sources: TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka', 'http-ingest'];
+      const sources: TriggerSource[] = ['mqtt', 'http', 'timer', 'manual', 'kafka', 'http-ingest', 'presence'];
       const events: TriggerEvent[] = [
         contractEvent(1, { payload: new Uint8Array(0) }),
         contractEvent(2, { payload: bytes, topic: 'stations/α-β/ünïcode/✓', deviceId: 'gerät-7' }),

@@ -6,9 +6,11 @@
 /**
  * Where a trigger event came from. `http-ingest` is a device message posted to
  * `POST /api/ingest/:deviceId` (routed like an MQTT one); `http` is reserved for HTTP
- * triggers (`/fn/`), whose events never go through the log.
+ * triggers (`/fn/`), whose events never go through the log; `presence` is a device's
+ * connection or disconnection, written by the broker (topic `$devices/{deviceId}/connected`
+ * or `/disconnected`, routed by MQTT filter to the device's tenant's functions).
  */
-export type TriggerSource = 'mqtt' | 'http' | 'timer' | 'manual' | 'kafka' | 'http-ingest';
+export type TriggerSource = 'mqtt' | 'http' | 'timer' | 'manual' | 'kafka' | 'http-ingest' | 'presence';
 
 /** One accepted message, as appended to the trigger log. */
 export interface TriggerEvent {
