@@ -39,6 +39,12 @@ export const PlatformConfigSchema = z
      * experiments only; registered devices still need their token).
      */
     allowAnonymous: z.boolean().default(false),
+    /**
+     * The HTTP API requires an operator token (bearer) on every route but /healthz, /fn/ and
+     * /api/ingest/. `false` (`--no-api-auth`) opens it to anyone who can reach it: local
+     * experiments only.
+     */
+    apiAuth: z.boolean().default(true),
     /** `device`: the topic templates bound every MQTT client; `open`: any topic (local experiments). */
     topicPolicy: z.enum(['device', 'open']).default('device'),
     /** Where a device may publish; `{deviceId}` is its id. */

@@ -8,6 +8,7 @@ import { configCommand, deployCommand, functionsCommand, invokeCommand, keysComm
 import { devicesCommand } from './commands/devices.ts';
 import { upCommand } from './commands/up.ts';
 import { workersCommand } from './commands/workers.ts';
+import { tokensCommand } from './commands/tokens.ts';
 import { CliError, type CommandIo } from './io.ts';
 
 const USAGE = `Usage: voltline <command> [flags]
@@ -22,6 +23,7 @@ Commands:
   keys        show or rotate the key of a function's HTTP trigger
   workers     list the worker processes and the fleet's last scaling decision
   devices     add, import, list, rotate, disable, enable or remove devices
+  tokens      create, list or revoke operator tokens of the HTTP API
   rm          remove a deployed function
 
 Run 'voltline <command> --help' for a command's flags.`;
@@ -36,6 +38,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   keys: keysCommand,
   workers: workersCommand,
   devices: devicesCommand,
+  tokens: tokensCommand,
   rm: rmCommand,
 };
 

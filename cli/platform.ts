@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { BrokerPersistence, DeviceRegistry, HttpIngest, MQTT_WEBSOCKET_PATH, MqttWebSocketGateway, openEmbeddedStore, PresenceTracker, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type RunningBroker } from '../ingest/index.ts';
 import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
-import { startApi, type RunningApi } from '../dashboards/index.ts';
+import { OperatorTokens, startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
 
@@ -29,6 +29,8 @@ export interface RunningPlatform {
   readonly devices: DeviceRegistry;
   readonly broker: RunningBroker;
   readonly api: RunningApi;
+  /** `<data>/admin.token`: the platform admin token in plain (0600), and whether this start issued it. */
+  readonly adminToken: { readonly file: string; readonly created: boolean };
   /** The Prometheus registry `/metrics` serves, shared by every stage. */
   readonly metrics: Registry;
   /** Stops accepting, finishes what was accepted (bounded), flushes and closes. */
@@ -138,7 +140,11 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Device presence: the broker updates it and logs connects/disconnects as trigger events
     // (source 'presence'); the API shows it. In memory only (presence.ts says why).
     const presence = new PresenceTracker({ log, logger, metrics });
+    // Operator tokens (<data>/operators.json); the first start issues <data>/admin.token.
+    const operators = await OperatorTokens.open(dataDir);
+    const adminToken = await operators.bootstrap();
     const api = await startApi({
+      operators: config.apiAuth ? operators : 'disabled',
       host: config.httpHost,
       port: config.httpPort,
       logger,
@@ -211,6 +217,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       devices,
       broker,
       api,
+      adminToken,
       metrics,
       async stop() {
         status = 'stopping';

@@ -1,2 +1,3 @@
 /** The dashboards stage's public entry. */
 export { startApi, type ApiOptions, type RunningApi } from './api/server.ts';
+export { ADMIN_TOKEN_FILE, OperatorTokens, type Operator, type OperatorScope, type OperatorTokenInfo } from './api/operators.ts';

@@ -88,12 +88,16 @@ interface ApiError {
   error?: { code?: string; message?: string };
 }
 
-async function call(api: string, method: string, route: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+async function call(api: string, method: string, route: string, body?: unknown, token?: string): Promise<{ status: number; json: unknown }> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
   let response: Response;
   try {
     response = await fetch(`${api}${route}`, {
       method,
-      ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
   } catch (err) {
     const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : errorMessage(err);
@@ -122,13 +126,13 @@ function apiFailure(api: string, what: string, status: number, json: unknown): V
  * `POST /api/devices/:id/rotate` (a new token; the old one stops working) for those that
  * are, e.g. from an earlier run.
  */
-export async function provisionFleet(apiUrl: string, ids: readonly string[]): Promise<FleetTokens> {
+export async function provisionFleet(apiUrl: string, ids: readonly string[], operatorToken?: string): Promise<FleetTokens> {
   const api = apiUrl.replace(/\/+$/, '');
   const tokens: FleetTokens = {};
   const take = (json: unknown): void => {
     for (const d of (json as { devices?: Array<{ id: string; token: string }> }).devices ?? []) tokens[d.id] = d.token;
   };
-  const first = await call(api, 'POST', '/api/devices/import', { devices: ids.map((id) => ({ id })) });
+  const first = await call(api, 'POST', '/api/devices/import', { devices: ids.map((id) => ({ id })) }, operatorToken);
   if (first.status === 200) {
     take(first.json);
     return tokens;
@@ -140,7 +144,7 @@ export async function provisionFleet(apiUrl: string, ids: readonly string[]): Pr
   const existing = new Set<string>();
   let after: string | undefined;
   for (;;) {
-    const page = await call(api, 'GET', `/api/devices?limit=1000${after === undefined ? '' : `&after=${encodeURIComponent(after)}`}`);
+    const page = await call(api, 'GET', `/api/devices?limit=1000${after === undefined ? '' : `&after=${encodeURIComponent(after)}`}`, undefined, operatorToken);
     if (page.status !== 200) throw apiFailure(api, 'GET /api/devices', page.status, page.json);
     const { devices, next } = page.json as { devices: Array<{ id: string }>; next?: string };
     for (const d of devices) if (wanted.has(d.id)) existing.add(d.id);
@@ -149,7 +153,7 @@ export async function provisionFleet(apiUrl: string, ids: readonly string[]): Pr
   }
   const fresh = ids.filter((id) => !existing.has(id));
   if (fresh.length > 0) {
-    const imported = await call(api, 'POST', '/api/devices/import', { devices: fresh.map((id) => ({ id })) });
+    const imported = await call(api, 'POST', '/api/devices/import', { devices: fresh.map((id) => ({ id })) }, operatorToken);
     if (imported.status !== 200) throw apiFailure(api, 'POST /api/devices/import', imported.status, imported.json);
     take(imported.json);
   }
@@ -158,7 +162,7 @@ export async function provisionFleet(apiUrl: string, ids: readonly string[]): Pr
   const rotateLoop = async (): Promise<void> => {
     for (let i = next++; i < toRotate.length; i = next++) {
       const id = toRotate[i] as string;
-      const rotated = await call(api, 'POST', `/api/devices/${encodeURIComponent(id)}/rotate`);
+      const rotated = await call(api, 'POST', `/api/devices/${encodeURIComponent(id)}/rotate`, undefined, operatorToken);
       if (rotated.status !== 200) throw apiFailure(api, `POST /api/devices/${id}/rotate`, rotated.status, rotated.json);
       tokens[id] = (rotated.json as { token: string }).token;
     }

@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { parseDurationMs } from '../lib/duration.ts';
 import { VoltlineError, errorMessage } from '../lib/errors.ts';
 import { checkFleetTokens, provisionFleet, readTokenFile, type FleetTokens } from './access.ts';
@@ -25,6 +27,9 @@ Flags:
                            /api/devices/import; ids already registered get a new token with
                            /api/devices/<id>/rotate) and connect with the tokens it returns
   --api <url>              the platform's HTTP API for --provision (default http://127.0.0.1:8080)
+  --token <t>              the operator token for --provision (default $VOLTLINE_TOKEN, else
+                           <--data-dir>/admin.token, else ./data/admin.token)
+  --data-dir <dir>         the platform's data folder, to find its admin.token
   --anonymous              connect without credentials (the default without the flags above;
                            a platform accepts it only with 'voltline up --allow-anonymous')
   --username <name>        one MQTT username for every station
@@ -71,10 +76,10 @@ export type SimAccess =
   | { readonly kind: 'anonymous' }
   | { readonly kind: 'shared' }
   | { readonly kind: 'token-file'; readonly file: string }
-  | { readonly kind: 'provision'; readonly api: string };
+  | { readonly kind: 'provision'; readonly api: string; readonly token?: string; readonly dataDir?: string };
 
 /** Flags that choose the access, not simulation options: name → takes a value. */
-const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--anonymous': false };
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false };
 
 /**
  * Parses the arguments after `voltline sim` into options (defaults filled in, ranges
@@ -160,9 +165,14 @@ function accessOf(flags: ReadonlyMap<string, string>, shared: boolean): SimAcces
   if (modes.length > 1) throw badFlag(`Cannot use ${modes.join(' and ')} together: choose one way for the stations to connect`, modes[1] as string, undefined);
   const api = flags.get('--api');
   if (api !== undefined && !flags.has('--provision')) throw badFlag("Cannot use '--api' without '--provision' (it is the API the fleet is provisioned on)", '--api', api);
+  for (const flag of ['--token', '--data-dir']) {
+    if (flags.has(flag) && !flags.has('--provision')) throw badFlag(`Cannot use '${flag}' without '--provision' (it is the operator token for the API the fleet is provisioned on)`, flag, flag === '--token' ? '(hidden)' : flags.get(flag));
+  }
   const file = flags.get('--token-file');
   if (file !== undefined) return { kind: 'token-file', file };
-  if (flags.has('--provision')) return { kind: 'provision', api: api ?? 'http://127.0.0.1:8080' };
+  const token = flags.get('--token');
+  const dataDir = flags.get('--data-dir');
+  if (flags.has('--provision')) return { kind: 'provision', api: api ?? 'http://127.0.0.1:8080', ...(token === undefined ? {} : { token }), ...(dataDir === undefined ? {} : { dataDir }) };
   return shared ? { kind: 'shared' } : { kind: 'anonymous' };
 }
 
@@ -175,12 +185,29 @@ function isHttpUrl(text: string): boolean {
   }
 }
 
+/**
+ * The operator token for --provision: --token, else VOLTLINE_TOKEN, else
+ * `<--data-dir>/admin.token`, else `./data/admin.token` when there is one (as the other
+ * `voltline` commands; none: the API may run with --no-api-auth).
+ */
+async function operatorToken(access: { token?: string; dataDir?: string }, env: Readonly<Record<string, string | undefined>>): Promise<string | undefined> {
+  const given = access.token ?? env['VOLTLINE_TOKEN'];
+  if (given !== undefined && given.trim() !== '') return given.trim();
+  const file = path.join(access.dataDir ?? 'data', 'admin.token');
+  try {
+    return (await readFile(file, 'utf8')).trim() || undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && access.dataDir === undefined) return undefined;
+    throw new VoltlineError('VL_SIM_PROVISION', `Cannot read the admin token in '${file}': ${errorMessage(err)}`);
+  }
+}
+
 /** The fleet's tokens for the chosen access, or undefined when stations need none of their own. */
-export async function fleetTokens(options: SimOptions, access: SimAccess): Promise<FleetTokens | undefined> {
+export async function fleetTokens(options: SimOptions, access: SimAccess, env: Readonly<Record<string, string | undefined>> = {}): Promise<FleetTokens | undefined> {
   if (access.kind === 'anonymous' || access.kind === 'shared') return undefined;
   const config = resolveSimOptions(options);
   const ids = Array.from({ length: config.stations }, (_, i) => stationId(config.prefix, config.first + i));
-  if (access.kind === 'provision') return provisionFleet(access.api, ids);
+  if (access.kind === 'provision') return provisionFleet(access.api, ids, await operatorToken(access, env));
   const tokens = await readTokenFile(access.file);
   checkFleetTokens(tokens, ids, `the token file '${access.file}'`);
   return tokens;
@@ -193,7 +220,7 @@ export async function fleetTokens(options: SimOptions, access: SimAccess): Promi
  */
 export async function simCommand(
   argv: string[],
-  io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream; signal: AbortSignal },
+  io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream; signal: AbortSignal; env?: Readonly<Record<string, string | undefined>> },
 ): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     io.stdout.write(SIM_USAGE);
@@ -208,7 +235,7 @@ export async function simCommand(
     return 2;
   }
   try {
-    const credentials = await fleetTokens(options, access);
+    const credentials = await fleetTokens(options, access, io.env ?? {});
     if (credentials !== undefined) options = { ...options, credentials };
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);

@@ -2,7 +2,7 @@
 import { open, readFile, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { deviceListOf, parseDeviceCsv, type NewDevice } from '../../ingest/index.ts';
-import { apiBase, callApi, CliError, type CommandIo } from '../io.ts';
+import { API_FLAGS, API_FLAGS_USAGE, apiTarget, callApi, CliError, type CommandIo } from '../io.ts';
 
 export const DEVICES_USAGE = `Usage: voltline devices <command> [flags]
 
@@ -28,7 +28,7 @@ Commands:
 Device ids are 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit.
 
 Flags:
-  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
 interface ApiDevice {
@@ -93,7 +93,7 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
       limit: { type: 'string' },
-      api: { type: 'string' },
+      ...API_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -102,7 +102,7 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     io.stdout.write(`${DEVICES_USAGE}\n`);
     return sub === undefined && values.help !== true ? 2 : 0;
   }
-  const base = apiBase(values.api, io.env);
+  const base = await apiTarget(values, io.env);
   const route = (id: string) => `/api/devices/${encodeURIComponent(id)}`;
 
   switch (sub) {

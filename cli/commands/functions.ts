@@ -3,9 +3,9 @@ import { readFile, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { bundleFunction, triggersText, type DeployedTrigger } from '../../functions-runtime/index.ts';
-import { apiBase, callApi, CliError, type CommandIo } from '../io.ts';
+import { API_FLAGS, API_FLAGS_USAGE, apiTarget, callApi, CliError, type CommandIo } from '../io.ts';
 
-export const DEPLOY_USAGE = `Usage: voltline deploy <file.ts|dir> [--config KEY=VALUE …] [--secret KEY=VALUE …] [--api URL]
+export const DEPLOY_USAGE = `Usage: voltline deploy <file.ts|dir> [--config KEY=VALUE …] [--secret KEY=VALUE …] [--api URL] [--token T]
 
 Bundles each function (a module that default-exports defineFunction({...})) and deploys
 it to the running platform. A directory deploys every .ts file in it except tests.
@@ -18,7 +18,7 @@ Flags:
                       that tenant's
   --config KEY=VALUE  a setting (repeatable)
   --secret KEY=VALUE  a setting whose value is never shown (repeatable)
-  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
 export const INVOKE_USAGE = `Usage: voltline invoke <name> --data '<json>' | --data @file.json [flags]
@@ -33,10 +33,10 @@ Flags:
   --topic TOPIC       the topic the event pretends to arrive on
   --device ID         the device the event pretends to come from
   --json              print the whole result as JSON
-  --api URL           the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help          show this help`;
 
-export const FUNCTIONS_USAGE = `Usage: voltline functions [--json] [--api URL]
+export const FUNCTIONS_USAGE = `Usage: voltline functions [--json] [--api URL] [--token T]
 
 Lists the deployed functions with their version, triggers, limits and live stats since
 the platform started: events by final outcome (after retries), retries, dead letters,
@@ -49,10 +49,10 @@ An HTTP trigger shows as
 Flags:
   --json        print the list as JSON (with a 'stats' object per function)
   --tenant NAME only that tenant's functions
-  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
-export const CONFIG_USAGE = `Usage: voltline config <name> [KEY=VALUE …] [--secret KEY=VALUE …] [--unset KEY …] [--api URL]
+export const CONFIG_USAGE = `Usage: voltline config <name> [KEY=VALUE …] [--secret KEY=VALUE …] [--unset KEY …] [--api URL] [--token T]
 
 Shows or changes a deployed function's settings (ctx.config) without redeploying its
 code: the next invocation sees them. Secrets show as KEY=***. Keys are upper-case
@@ -62,10 +62,10 @@ Flags:
   --secret KEY=VALUE  set a setting whose value is never shown (repeatable)
   --unset KEY         remove a setting (repeatable)
   --json              print the function's settings as JSON
-  --api URL           the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help          show this help`;
 
-export const KEYS_USAGE = `Usage: voltline keys <name> [--rotate] [--json] [--api URL]
+export const KEYS_USAGE = `Usage: voltline keys <name> [--rotate] [--json] [--api URL] [--token T]
 
 Shows the function key of a function with an HTTP trigger: callers of its route under
 /fn/ present it in the x-functions-key header or as ?code= (public triggers need none).
@@ -75,16 +75,16 @@ with a new random key: the old one stops working at once.
 Flags:
   --rotate      make a new key and print it
   --json        print {"name":…,"key":…} (key null when the function has none)
-  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
-export const RM_USAGE = `Usage: voltline rm <name> [--api URL]
+export const RM_USAGE = `Usage: voltline rm <name> [--api URL] [--token T]
 
 Removes a deployed function: its triggers stop matching and its isolates are unloaded.
 Events already logged for it are not run. Exit code 1 when no function has that name.
 
 Flags:
-  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
 interface ListedFunction {
@@ -184,7 +184,7 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { tenant: { type: 'string' }, config: { type: 'string', multiple: true }, secret: { type: 'string', multiple: true }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { tenant: { type: 'string' }, config: { type: 'string', multiple: true }, secret: { type: 'string', multiple: true }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help === true) {
     io.stdout.write(`${DEPLOY_USAGE}\n`);
@@ -192,7 +192,7 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   }
   const target = positionals[0];
   if (target === undefined) throw new CliError(`Cannot deploy without a file or directory.\n${DEPLOY_USAGE}`, 2);
-  const base = apiBase(values.api, io.env);
+  const base = await apiTarget(values, io.env);
   const config = parseSettings(values.config, '--config');
   const secrets = parseSettings(values.secret, '--secret');
   for (const file of await filesToDeploy(target)) {
@@ -214,7 +214,7 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
       topic: { type: 'string' },
       device: { type: 'string' },
       json: { type: 'boolean', default: false },
-      api: { type: 'string' },
+      ...API_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -226,7 +226,7 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
   if (name === undefined) throw new CliError(`Cannot invoke without a function name.\n${INVOKE_USAGE}`, 2);
   const dataText = values.data === undefined ? '{}' : values.data.startsWith('@') ? await readFile(values.data.slice(1), 'utf8') : values.data;
   const body = { payload: dataText, raw: true, ...(values.topic === undefined ? {} : { topic: values.topic }), ...(values.device === undefined ? {} : { deviceId: values.device }) };
-  const result = (await callApi(apiBase(values.api, io.env), 'POST', `/api/functions/${encodeURIComponent(name)}/invoke`, body)) as {
+  const result = (await callApi(await apiTarget(values, io.env), 'POST', `/api/functions/${encodeURIComponent(name)}/invoke`, body)) as {
     outcome: string;
     points: unknown[];
     logs: Array<{ level: string; message: string }>;
@@ -250,13 +250,13 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
 }
 
 export async function functionsCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, tenant: { type: 'string' }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, tenant: { type: 'string' }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } } });
   if (values.help === true) {
     io.stdout.write(`${FUNCTIONS_USAGE}\n`);
     return 0;
   }
   const query = values.tenant === undefined ? '' : `?tenant=${encodeURIComponent(values.tenant)}`;
-  const { functions } = (await callApi(apiBase(values.api, io.env), 'GET', `/api/functions${query}`)) as { functions: ListedFunction[] };
+  const { functions } = (await callApi(await apiTarget(values, io.env), 'GET', `/api/functions${query}`)) as { functions: ListedFunction[] };
   if (values.json) {
     io.stdout.write(`${JSON.stringify(functions)}\n`);
     return 0;
@@ -275,7 +275,7 @@ export async function keysCommand(argv: string[], io: CommandIo): Promise<number
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { rotate: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { rotate: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help === true) {
     io.stdout.write(`${KEYS_USAGE}\n`);
@@ -283,7 +283,7 @@ export async function keysCommand(argv: string[], io: CommandIo): Promise<number
   }
   const name = positionals[0];
   if (name === undefined) throw new CliError(`Cannot show a function key without the function's name.\n${KEYS_USAGE}`, 2);
-  const base = apiBase(values.api, io.env);
+  const base = await apiTarget(values, io.env);
   const route = `/api/functions/${encodeURIComponent(name)}/keys`;
   const result = (values.rotate ? await callApi(base, 'POST', `${route}/rotate`, {}) : await callApi(base, 'GET', route)) as { name: string; key: string | null };
   if (values.json) {
@@ -299,14 +299,14 @@ export async function keysCommand(argv: string[], io: CommandIo): Promise<number
 }
 
 export async function rmCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { ...API_FLAGS, help: { type: 'boolean', short: 'h' } } });
   if (values.help === true) {
     io.stdout.write(`${RM_USAGE}\n`);
     return 0;
   }
   const name = positionals[0];
   if (name === undefined) throw new CliError(`Cannot remove a function without its name.\n${RM_USAGE}`, 2);
-  const base = apiBase(values.api, io.env);
+  const base = await apiTarget(values, io.env);
   // The API answers 404 with "No function named '<name>' is deployed": callApi makes it exit 1.
   await callApi(base, 'DELETE', `/api/functions/${encodeURIComponent(name)}`);
   io.stdout.write(`removed ${name}\n`);
@@ -321,7 +321,7 @@ export async function configCommand(argv: string[], io: CommandIo): Promise<numb
       secret: { type: 'string', multiple: true },
       unset: { type: 'string', multiple: true },
       json: { type: 'boolean', default: false },
-      api: { type: 'string' },
+      ...API_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -331,7 +331,7 @@ export async function configCommand(argv: string[], io: CommandIo): Promise<numb
   }
   const [name, ...pairs] = positionals;
   if (name === undefined) throw new CliError(`Cannot show or change settings without a function name.\n${CONFIG_USAGE}`, 2);
-  const base = apiBase(values.api, io.env);
+  const base = await apiTarget(values, io.env);
   const config = parseSettings(pairs, 'setting');
   const secrets = parseSettings(values.secret, '--secret');
   const unset = values.unset ?? [];

@@ -37,6 +37,10 @@ Flags:
                          client id names (local experiments only: any client can then
                          publish as any unregistered device id; registered devices still
                          need their token). Off by default
+  --no-api-auth          open the HTTP API to anyone who can reach it (local experiments
+                         only). By default every route but /healthz, /fn/ and
+                         /api/ingest/ needs an operator token; the first start writes
+                         the admin token to <data-dir>/admin.token (0600)
   --topic-policy P       device (default): a device publishes only under
                          stations/<its id>/# and subscribes only to
                          stations/<its id>/commands/#; open: any topic (experiments)
@@ -97,6 +101,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     options: {
       demo: { type: 'boolean', default: false },
       'allow-anonymous': { type: 'boolean' },
+      'no-api-auth': { type: 'boolean' },
       'topic-policy': { type: 'string' },
       'device-rate': { type: 'string' },
       'device-burst': { type: 'string' },
@@ -143,6 +148,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     workerMemoryBudgetMb: intFlag('worker-memory-budget-mb', values['worker-memory-budget-mb']),
     logLevel: values['log-level'],
     allowAnonymous: values['allow-anonymous'],
+    apiAuth: values['no-api-auth'] === true ? false : undefined,
     topicPolicy: topicPolicyFlag(values['topic-policy']),
     devicePublishRatePerSecond: numberFlag('device-rate', values['device-rate']),
     devicePublishBurst: intFlag('device-burst', values['device-burst']),
@@ -168,7 +174,10 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
   io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
   io.stdout.write(`  MQTT ws      ${platform.mqttWebSocketUrl}   (MQTT over WebSocket, subprotocol mqtt)\n`);
-  io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try ${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m)\n`);
+  io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try curl -H "Authorization: Bearer $(cat ${platform.adminToken.file})" '${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m')\n`);
+  // The path, never the token: the file is the key (mode 0600).
+  io.stdout.write(`  admin token  ${platform.adminToken.file}${platform.adminToken.created ? '   (new; keep it secret: it opens the API)' : ''}\n`);
+  if (!config.apiAuth) io.stderr.write('warning: HTTP API authentication is off (--no-api-auth): anyone who can reach the API can deploy code, manage devices and read all data. Do not use --no-api-auth on a network you do not control.\n');
   if (config.allowAnonymous) io.stderr.write('warning: anonymous MQTT access is on: any client can publish as any device id that is not registered (registered devices still need their token). Do not use --allow-anonymous on a network you do not control.\n');
   if (config.topicPolicy === 'open') io.stderr.write('warning: the MQTT topic policy is open: any connected client can publish and subscribe to any topic, other devices\' included.\n');
 

@@ -1,8 +1,8 @@
 /** `voltline workers`: the worker fleet of a running platform, and why it has that size. */
 import { parseArgs } from 'node:util';
-import { apiBase, callApi, type CommandIo } from '../io.ts';
+import { API_FLAGS, API_FLAGS_USAGE, apiTarget, callApi, type CommandIo } from '../io.ts';
 
-export const WORKERS_USAGE = `Usage: voltline workers [--json] [--api URL]
+export const WORKERS_USAGE = `Usage: voltline workers [--json] [--api URL] [--token T]
 
 Lists the worker processes of the running platform: id, driver, pid, state, uptime,
 in-flight batches, resident memory and the functions warm in it; then the fleet: its
@@ -10,7 +10,7 @@ bounds, the size the autoscaler drives it to, and its last scaling decision with
 
 Flags:
   --json        print GET /api/workers as is ({workers, fleet})
-  --api URL     the platform's API (default $VOLTLINE_API or http://127.0.0.1:8080)
+${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
 interface WorkersResponse {
@@ -32,12 +32,12 @@ function seconds(ms: number | undefined): string {
 }
 
 export async function workersCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, api: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } } });
   if (values.help === true) {
     io.stdout.write(`${WORKERS_USAGE}\n`);
     return 0;
   }
-  const response = (await callApi(apiBase(values.api, io.env), 'GET', '/api/workers')) as WorkersResponse;
+  const response = (await callApi(await apiTarget(values, io.env), 'GET', '/api/workers')) as WorkersResponse;
   if (values.json) {
     io.stdout.write(`${JSON.stringify(response)}\n`);
     return 0;

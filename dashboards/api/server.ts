@@ -15,6 +15,8 @@ import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, 
 import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
+import { operatorAuthHook } from './operator-auth.ts';
+import type { OperatorTokens } from './operators.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -44,6 +46,11 @@ export interface ApiOptions {
    * over WebSocket at /mqtt, other paths refused). Without it, upgrades are refused with 404.
    */
   readonly upgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /**
+   * Operator tokens the API requires (operator-auth.ts), or 'disabled' (`voltline up
+   * --no-api-auth`, local experiments): every route open, `/api/tokens` not served.
+   */
+  readonly operators: OperatorTokens | 'disabled';
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
 }
@@ -69,6 +76,8 @@ const Settings = z.record(z.string(), z.string());
 const Tenant = z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" });
 
 const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional(), config: Settings.optional(), secrets: Settings.optional(), tenant: Tenant.optional() });
+
+const TokenBody = z.object({ scope: z.enum(['admin', 'read']), tenant: Tenant.optional() }).strict();
 
 const TenantParams = z.object({ tenant: Tenant.optional() });
 
@@ -119,7 +128,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.setErrorHandler((err, _request, reply) => {
     if (err instanceof VoltlineError) {
-      const status = err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' || err.code === 'VL_CONFIG_INVALID' ? 400 : err.retriable ? 503 : 500;
+      const status = err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' || err.code === 'VL_CONFIG_INVALID' || err.code === 'VL_OPERATOR_INVALID' ? 400 : err.code === 'VL_OPERATOR_LIMIT' ? 409 : err.retriable ? 503 : 500;
       return sendError(reply, status, err.code, err.message, err.context);
     }
     if (err instanceof z.ZodError) {
@@ -130,6 +139,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     if (status >= 500) options.logger.error({ err }, 'API request failed');
     return sendError(reply, status, status >= 500 ? 'VL_INTERNAL' : 'VL_BAD_REQUEST', err instanceof Error ? err.message : String(err));
   });
+
+  if (options.operators !== 'disabled') app.addHook('onRequest', operatorAuthHook(options.operators, options.metrics));
 
   app.get('/healthz', async (_request, reply) => {
     const status = options.status();
@@ -198,8 +209,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     });
   });
 
-  // Function keys of HTTP triggers. Anyone who can reach the API can read them until
-  // operator authentication arrives (issue 6); GET /api/functions never shows them.
+  // Function keys of HTTP triggers: admin tokens only (operator-auth.ts); GET /api/functions never shows them.
   app.get<{ Params: { name: string } }>('/api/functions/:name/keys', async (request, reply) => {
     const key = options.registry.key(request.params.name);
     if (key === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
@@ -211,6 +221,21 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     if (key === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
     return { name: request.params.name, key };
   });
+
+  const operators = options.operators;
+  if (operators !== 'disabled') {
+    // Platform admin tokens only (operator-auth.ts). A new token is shown once.
+    app.get('/api/tokens', async () => ({ tokens: operators.list() }));
+    app.post('/api/tokens', async (request, reply) => {
+      const body = TokenBody.parse(request.body ?? {});
+      const { token, info } = await operators.create(body.scope, body.tenant);
+      return reply.code(201).send({ ...info, token });
+    });
+    app.delete<{ Params: { id: string } }>('/api/tokens/:id', async (request, reply) => {
+      if (!(await operators.revoke(request.params.id))) return sendError(reply, 404, 'VL_TOKEN_NOT_FOUND', `No operator token has the id '${request.params.id}' ('voltline tokens list' shows them)`);
+      return reply.code(204).send();
+    });
+  }
 
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 

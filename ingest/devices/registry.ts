@@ -9,7 +9,8 @@
  * (`$scrypt$ln=10,r=1,p=1$<salt>$<hash>`), so its parameters can change later without
  * invalidating stored hashes. See SCRYPT_DEFAULTS for why the cost is low.
  */
-import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { formatSecretHash, parseSecretHash, SCRYPT_DEFAULTS, scryptHash, SECRET_HASH_BYTES, SECRET_SALT_BYTES, type ScryptParams } from '../../lib/secret-hash.ts';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
@@ -37,16 +38,7 @@ export { DEVICE_ID_PATTERN, DEVICES_FILE, DEVICES_FOLDER, JOURNAL_FILE } from '.
  * lowest usual floor, so the hash is still memory-hard enough to be no cheaper to attack
  * than a plain salted SHA-256 would be.
  */
-export const SCRYPT_DEFAULTS: Readonly<ScryptParams> = Object.freeze({ N: 1024, r: 1, p: 1 });
-
-export interface ScryptParams {
-  /** CPU/memory cost, a power of two. */
-  readonly N: number;
-  /** Block size. */
-  readonly r: number;
-  /** Parallelization. */
-  readonly p: number;
-}
+export { SCRYPT_DEFAULTS, type ScryptParams };
 
 export interface DeviceRegistryOptions {
   /** At most this many devices (default 1 000 000); past it `add`/`import` refuse with VL_DEVICE_LIMIT. */
@@ -99,8 +91,8 @@ const MAX_LIST_LIMIT = 1_000;
 const DEFAULT_LIST_LIMIT = 100;
 /** A token is 43 characters; anything far longer is not one, and is not hashed as given. */
 const MAX_TOKEN_LENGTH = 256;
-const HASH_BYTES = 32;
-const SALT_BYTES = 16;
+const HASH_BYTES = SECRET_HASH_BYTES;
+const SALT_BYTES = SECRET_SALT_BYTES;
 
 /** Why an id is not a device id, or undefined when it is one. */
 export function deviceIdProblem(id: unknown): string | undefined {
@@ -125,29 +117,6 @@ function checkTenant(tenant: unknown, id: string): string {
 
 function publicDevice(stored: StoredDevice): Device {
   return { id: stored.id, tenant: stored.tenant, enabled: stored.enabled, createdAt: stored.createdAt, tokenSetAt: stored.tokenSetAt };
-}
-
-function scryptAsync(secret: Buffer, salt: Buffer, params: ScryptParams): Promise<Buffer> {
-  // maxmem: Node refuses N·r above 32 MiB by default; give each hash what it needs.
-  const options: ScryptOptions = { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r * params.p + 1024 * 1024 };
-  return new Promise((resolve, reject) => scryptCallback(secret, salt, HASH_BYTES, options, (err, key) => (err === null ? resolve(key) : reject(err))));
-}
-
-interface ParsedSecret {
-  readonly params: ScryptParams;
-  readonly salt: Buffer;
-  readonly hash: Buffer;
-}
-
-function formatSecret(params: ScryptParams, salt: Buffer, hash: Buffer): string {
-  return `$scrypt$ln=${Math.log2(params.N)},r=${params.r},p=${params.p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
-}
-
-function parseSecret(secret: string): ParsedSecret | undefined {
-  const match = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,3}),p=(\d{1,3})\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(secret);
-  if (match === null) return undefined;
-  const [, ln, r, p, salt, hash] = match as unknown as [string, string, string, string, string, string];
-  return { params: { N: 2 ** Number(ln), r: Number(r), p: Number(p) }, salt: Buffer.from(salt, 'base64url'), hash: Buffer.from(hash, 'base64url') };
 }
 
 /** A counting semaphore with a bounded queue of waiters. */
@@ -339,13 +308,13 @@ export class DeviceRegistry implements DeviceDirectory {
       // Twice at most: a rotate that lands while hashing is checked against the new hash.
       for (let attempt = 0; ; attempt += 1) {
         const stored = this.#devices.get(id);
-        const parsed = stored === undefined ? undefined : parseSecret(stored.secret);
+        const parsed = stored === undefined ? undefined : parseSecretHash(stored.secret);
         const salt = parsed?.salt ?? this.#dummy.salt;
         const expected = parsed?.hash ?? this.#dummy.hash;
         const params = parsed?.params ?? this.#params;
         // An over-long "token" is not hashed as given (its length would cost time); it cannot match.
         const input = token.length <= MAX_TOKEN_LENGTH ? Buffer.from(token, 'utf8') : Buffer.alloc(43);
-        const actual = await this.#hashSlots.run(() => scryptAsync(input, salt, params));
+        const actual = await this.#hashSlots.run(() => scryptHash(input, salt, params));
         const same = actual.length === expected.length && timingSafeEqual(actual, expected) && token.length <= MAX_TOKEN_LENGTH;
         const now = this.#devices.get(id);
         if (now !== stored && attempt === 0) continue;
@@ -444,8 +413,8 @@ export class DeviceRegistry implements DeviceDirectory {
 
   async #hashNew(token: string): Promise<string> {
     const salt = randomBytes(SALT_BYTES);
-    const hash = await scryptAsync(Buffer.from(token, 'utf8'), salt, this.#params);
-    return formatSecret(this.#params, salt, hash);
+    const hash = await scryptHash(Buffer.from(token, 'utf8'), salt, this.#params);
+    return formatSecretHash(this.#params, salt, hash);
   }
 
   /** Makes writes durable; a compaction, when due, snapshots the registry as it is after them. */

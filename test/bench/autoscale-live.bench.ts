@@ -146,7 +146,7 @@ interface FleetResponse {
 // --- platform ------------------------------------------------------------------------------------
 const data = await tempDir('bench-autoscale');
 // The bench devices connect anonymously (bench-NNNN on stations/<id>/busy): load, not identity.
-const platform = await startPlatformProcess(data.dir, ['--allow-anonymous', '--workers-min', String(WORKERS_MIN), '--workers-max', String(WORKERS_MAX)]);
+const platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous', '--workers-min', String(WORKERS_MIN), '--workers-max', String(WORKERS_MAX)]);
 const clients: MqttClient[] = [];
 try {
   // The busy fixture, its trigger moved under `stations/<device>/`: where a device may publish

@@ -26,7 +26,7 @@ const loadStations = Number(values['load-stations']);
 const loadRate = Number(values['load-rate']);
 
 const data = await tempDir('bench-latency');
-const platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
+const platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
 const stationFn = path.join(ROOT, 'functions/station-telemetry.ts');
 await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(stationFn)).code, source: stationFn });
 

@@ -93,7 +93,7 @@ describe('autoscaling, live', () => {
     const configFile = path.join(data.dir, 'voltline.json');
     await writeFile(configFile, JSON.stringify({ workersMin: 1, workersMax: 3, idleTimeoutMs: 2_000, workerCapacity: 1 }));
     // Anonymous devices on their own topics (busy/<id>/in): not what this test is about.
-    platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--allow-anonymous', '--topic-policy', 'open', '--config', configFile, '--stable-window', '5s']);
+    platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--config', configFile, '--stable-window', '5s']);
     const api = platform.apiUrl;
     const file = path.join(ROOT, 'functions-runtime/testing/fixtures/busy.ts');
     await postJson(`${api}/api/functions`, { code: (await bundleFunction(file)).code, source: file });

@@ -29,7 +29,7 @@ describe('kill -9 after PUBACK', () => {
   it('stores every acknowledged message after a restart on the same data dir', async () => {
     data = await tempDir('crash');
     // Anonymous stations (st-0000N on their own topics): device identity is not what this test is about.
-    platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
+    platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
     const file = path.join(ROOT, 'functions/station-telemetry.ts');
     await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
 
@@ -53,7 +53,7 @@ describe('kill -9 after PUBACK', () => {
     for (const client of clients) client.end(true);
     expect(acked.size).toBe(STATIONS * PER_STATION);
 
-    platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
+    platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
     const stored = await eventually(async () => {
       const result = await getJson<CountResult>(`${platform!.apiUrl}/api/query?measurement=station&field=seq&from=${BASE_TS}&to=${BASE_TS + PER_STATION}&limit=100000`);
       const keys = new Set(result.series.flatMap((s) => s.points.map(([t]) => `${s.tags['station']}@${t}`)));

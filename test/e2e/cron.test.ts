@@ -31,7 +31,7 @@ async function points(apiUrl: string): Promise<Array<[number, number]>> {
 
 describe('a cron function under voltline up', () => {
   it('fires every second, and catches up once after a restart', async () => {
-    platform = await startPlatformProcess(data.dir);
+    platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
     const file = path.join(ROOT, 'test/fixtures/every-second.ts');
     await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
     const first = platform;
@@ -46,7 +46,7 @@ describe('a cron function under voltline up', () => {
     const stoppedAt = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 3_000));
 
-    platform = await startPlatformProcess(data.dir);
+    platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
     const second = platform;
     // The first firing after the restart stands for the seconds missed while down.
     const catchUp = await eventually(async () => (await points(second.apiUrl)).find(([time, missed]) => time > stoppedAt && missed > 0), 15_000, 'a catch-up firing');

@@ -15,7 +15,7 @@ afterEach(async () => {
 describe('the data folder lock', () => {
   it('refuses a second platform on the same folder, naming the folder and the process', async () => {
     data = await tempDir('lock');
-    running = await startPlatformProcess(data.dir);
+    running = await startPlatformProcess(data.dir, ['--no-api-auth']);
     const second = spawnSync(process.execPath, ['--no-node-snapshot', path.join(ROOT, 'cli/voltline.ts'), 'up', '--mqtt-port', '0', '--http-port', '0', '--data-dir', data.dir], { encoding: 'utf8', timeout: 20_000 });
     expect(second.status).not.toBe(0);
     expect(second.stderr).toContain(`in use by process ${running.child.pid}`);
@@ -23,9 +23,9 @@ describe('the data folder lock', () => {
 
   it('takes over the lock of a platform that was killed', async () => {
     data = await tempDir('lock');
-    running = await startPlatformProcess(data.dir);
+    running = await startPlatformProcess(data.dir, ['--no-api-auth']);
     await running.kill();
-    running = await startPlatformProcess(data.dir);
+    running = await startPlatformProcess(data.dir, ['--no-api-auth']);
     expect(running.output()).toMatch(/Voltline is up/);
   });
 });

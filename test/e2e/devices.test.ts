@@ -32,7 +32,7 @@ const tokens: string[] = [];
 beforeAll(async () => {
   data = await tempDir('devices');
   work = await tempDir('devices-files');
-  platform = await startPlatformProcess(data.dir);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
 }, 30_000);
 
 afterAll(async () => {
@@ -171,7 +171,7 @@ describe('after a restart', () => {
   it('keeps every device and its state; its files (0600) and the output hold no token', async () => {
     const before = platform.output();
     expect(await platform.stop()).toBe(0);
-    platform = await startPlatformProcess(data.dir);
+    platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
     const listed = JSON.parse((await voltline(['devices', 'list', '--json'])).stdout) as ApiDevice[];
     expect(listed).toHaveLength(1205);
     expect(listed.find((d) => d.id === 'st-00002')).toMatchObject({ tenant: 'default', enabled: true });

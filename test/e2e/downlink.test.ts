@@ -25,7 +25,7 @@ const received: Array<{ topic: string; payload: string; qos: number }> = [];
 beforeAll(async () => {
   data = await tempDir('downlink');
   // st-1 connects anonymously; it subscribes and publishes on one connection, its own topics.
-  platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
 }, 30_000);
 
 afterAll(async () => {

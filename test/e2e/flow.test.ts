@@ -30,7 +30,7 @@ beforeAll(async () => {
   data = await tempDir('flow');
   // Anonymous devices, and looper-1 publishes outside stations/ (loops/looper-1/in): the
   // device access rules have their own test (mqtt-auth.test.ts).
-  platform = await startPlatformProcess(data.dir, ['--allow-anonymous', '--topic-policy', 'open']);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open']);
   for (const file of [path.join(ROOT, 'functions/station-telemetry.ts'), path.join(ROOT, 'test/fixtures/loop-when-asked.ts')]) {
     const bundle = await bundleFunction(file);
     await postJson(`${platform.apiUrl}/api/functions`, { code: bundle.code, source: file });

@@ -27,7 +27,7 @@ let data: { dir: string; remove: () => Promise<void> };
 
 beforeAll(async () => {
   data = await tempDir('config');
-  platform = await startPlatformProcess(data.dir);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
 }, 30_000);
 
 afterAll(async () => {

@@ -62,7 +62,7 @@ beforeAll(async () => {
   data = await tempDir('http-ingest');
   const config = path.join(data.dir, 'config.json');
   await writeFile(config, JSON.stringify({ maxPayloadBytes: LIMIT }));
-  platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--log-level', 'info', '--config', config]);
+  platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--log-level', 'info', '--config', config]);
   for (const [id, tenant] of [['st-1', undefined], ['st-2', undefined], ['st-3', undefined], ['st-off', undefined], ['acme-1', 'acme']] as const) {
     const added = await postJson<{ id: string; token: string }>(`${platform.apiUrl}/api/devices`, { id, ...(tenant === undefined ? {} : { tenant }) });
     tokens.set(id, added.token);

@@ -73,7 +73,7 @@ let key: string;
 beforeAll(async () => {
   data = await tempDir('http');
   // st-7 connects anonymously (on its own commands topic).
-  platform = await startPlatformProcess(data.dir, ['--allow-anonymous']);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
   for (const fixture of ['http-hook', 'http-public']) {
     const deployed = await voltline(['deploy', `functions-runtime/testing/fixtures/${fixture}.ts`]);
     expect(deployed.stderr).toBe('');
@@ -245,7 +245,7 @@ describe('HTTP triggers', () => {
 
   it('keep the key across a restart of the platform', async () => {
     expect(await platform.stop()).toBe(0);
-    platform = await startPlatformProcess(data.dir);
+    platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
     const { body, time } = alarm();
     const ok = await call('POST', HOOK, body, { 'x-functions-key': key });
     expect(ok.status).toBe(200);

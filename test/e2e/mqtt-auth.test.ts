@@ -97,7 +97,7 @@ async function deploy(file: string, tenant?: string): Promise<void> {
 
 beforeAll(async () => {
   data = await tempDir('mqtt-auth');
-  platform = await startPlatformProcess(data.dir, ['--log-level', 'info']);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--log-level', 'info']);
   for (const [id, tenant] of [['st-1', undefined], ['st-2', undefined], ['st-off', undefined], ['acme-1', 'acme']] as const) {
     const added = await postJson<{ id: string; token: string }>(`${platform.apiUrl}/api/devices`, { id, ...(tenant === undefined ? {} : { tenant }) });
     tokens.set(id, added.token);
@@ -239,7 +239,7 @@ describe('voltline sim against a platform that authenticates devices', () => {
 describe('anonymous access', () => {
   it('is accepted with --allow-anonymous (with a warning), for unregistered ids, under the topic policy', async () => {
     const anon = await tempDir('mqtt-anon');
-    const open = await startPlatformProcess(anon.dir, ['--allow-anonymous']);
+    const open = await startPlatformProcess(anon.dir, ['--no-api-auth', '--allow-anonymous']);
     try {
       expect(open.output()).toContain('warning: anonymous MQTT access is on: any client can publish as any device id');
       const client = await connect('free-1', {}, open.mqttUrl);

@@ -71,7 +71,7 @@ beforeAll(async () => {
   const config = path.join(data.dir, 'config.json');
   // A short CONNECT timeout, so the silent WebSocket below is closed soon.
   await writeFile(config, JSON.stringify({ maxPayloadBytes: LIMIT, mqttConnectTimeoutMs: 1_000 }));
-  platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--config', config]);
+  platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--config', config]);
   wsUrl = `${platform.apiUrl.replace(/^http:/, 'ws:')}/mqtt`;
   for (const id of ['ws-1', 'ws-2', 'tcp-1']) {
     const added = await postJson<{ id: string; token: string }>(`${platform.apiUrl}/api/devices`, { id });

@@ -3,6 +3,8 @@
  * 10 s, and Ctrl-C stops everything cleanly, leaving no process behind.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { getJson, ROOT, tempDir } from '../support/platform-process.ts';
 
@@ -47,7 +49,9 @@ describe('npm start', () => {
     while (Date.now() - started < 30_000 && firstDataMs === undefined) {
       const api = /HTTP API\s+(http:\/\/\S+)/.exec(output)?.[1];
       if (api !== undefined) {
-        const result = await getJson<{ series: unknown[] }>(`${api}/api/query?measurement=station&field=avg_battery&from=-5m`).catch(() => undefined);
+        // The API needs the admin token that the first start wrote beside the data (operator auth).
+        const token = await readFile(path.join(data.dir, 'admin.token'), 'utf8').then((t) => t.trim());
+        const result = await getJson<{ series: unknown[] }>(`${api}/api/query?measurement=station&field=avg_battery&from=-5m`, token).catch(() => undefined);
         if (result !== undefined && result.series.length > 0) firstDataMs = Date.now() - started;
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -56,7 +60,9 @@ describe('npm start', () => {
     expect(firstDataMs).toBeLessThanOrEqual(10_000);
     // The demo fleet is registered like any user's devices, and connected with its tokens.
     const api = /HTTP API\s+(http:\/\/\S+)/.exec(output)?.[1] ?? '';
-    const registered = await getJson<{ devices: Array<{ id: string }> }>(`${api}/api/devices?limit=1000`);
+    const token = (await readFile(path.join(data.dir, 'admin.token'), 'utf8')).trim();
+    expect(output).not.toContain(token);
+    const registered = await getJson<{ devices: Array<{ id: string }> }>(`${api}/api/devices?limit=1000`, token);
     expect(registered.devices.map((d) => d.id)).toEqual(Array.from({ length: 50 }, (_, i) => `st-${String(i + 1).padStart(5, '0')}`));
     expect(output).not.toContain('MQTT connection refused');
 

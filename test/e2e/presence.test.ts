@@ -32,7 +32,7 @@ async function gauge(name: string): Promise<number | undefined> {
 
 beforeAll(async () => {
   data = await tempDir('presence');
-  platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--log-level', 'info']);
+  platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--log-level', 'info']);
   token = (await postJson<{ token: string }>(`${platform.apiUrl}/api/devices`, { id: 'st-1' })).token;
   const bundle = await bundleFunction(path.join(ROOT, 'test', 'fixtures', 'presence-points.ts'));
   await postJson(`${platform.apiUrl}/api/functions`, { code: bundle.code, source: 'presence-points.ts' });

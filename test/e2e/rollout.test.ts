@@ -68,7 +68,7 @@ beforeAll(async () => {
     bundles.push((await bundleFunction(file)).code);
   }
   // Anonymous devices on rollout/<id>/data: not what this test is about.
-  platform = await startPlatformProcess(data.dir, ['--allow-anonymous', '--topic-policy', 'open', '--workers', '2']);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--workers', '2']);
 }, 60_000);
 
 afterAll(async () => {

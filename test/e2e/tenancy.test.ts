@@ -47,7 +47,7 @@ const value = async (field: string, tenant: string | undefined, time = TIME) => 
 beforeAll(async () => {
   data = await tempDir('tenancy');
   // st-1 is an anonymous device (the default tenant's) publishing to shared/st-1/reading.
-  platform = await startPlatformProcess(data.dir, ['--allow-anonymous', '--topic-policy', 'open', '--workers', '1']);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--workers', '1']);
   expect(await deploy('acme-snoop.ts', { tenant: 'acme', config: { ACME_REGION: 'eu' } })).toMatchObject({ status: 201, json: { name: 'acme-snoop', tenant: 'acme' } });
   expect(await deploy('globex-peer.ts', { tenant: 'globex', secrets: { GLOBEX_TOKEN: 'g-secret' } })).toMatchObject({ status: 201, json: { name: 'globex-peer', tenant: 'globex' } });
   expect(await deploy('home.ts', {})).toMatchObject({ status: 201, json: { name: 'home', tenant: 'default' } });

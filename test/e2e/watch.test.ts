@@ -61,7 +61,7 @@ beforeAll(async () => {
   await mkdir(path.join(src.dir, 'lib'));
   await copyFile(path.join(ROOT, 'functions-runtime/testing/fixtures/hello.ts'), path.join(src.dir, 'hello.ts'));
   await writeFile(path.join(src.dir, 'hello.test.ts'), 'this is a test file, never deployed: {{{\n');
-  platform = await startPlatformProcess(data.dir, ['--watch', src.dir]);
+  platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--watch', src.dir]);
 }, 30_000);
 
 afterAll(async () => {

@@ -4,7 +4,7 @@
  * what it prints.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,11 @@ export interface PlatformProcess {
   readonly child: ChildProcess;
   readonly mqttUrl: string;
   readonly apiUrl: string;
+  /**
+   * The admin operator token the platform wrote to `<dataDir>/admin.token`. Tests that do not
+   * test operator auth start the platform with '--no-api-auth' (explicit in their arguments).
+   */
+  readonly token: string;
   /** Everything printed so far (stdout and stderr). */
   output(): string;
   /** SIGINT, then wait for the exit code. */
@@ -43,10 +48,12 @@ export async function startPlatformProcess(dataDir: string, extraArgs: string[] 
     const mqtt = /MQTT broker\s+(mqtt:\/\/\S+)/.exec(text)?.[1];
     const api = /HTTP API\s+(http:\/\/\S+)/.exec(text)?.[1];
     if (mqtt !== undefined && api !== undefined && /Press Ctrl-C/.test(text)) {
+      const token = (await readFile(path.join(dataDir, 'admin.token'), 'utf8')).trim();
       return {
         child,
         mqttUrl: mqtt,
         apiUrl: api,
+        token,
         output: () => text,
         stop: async () => {
           child.kill('SIGINT');
@@ -83,14 +90,19 @@ export async function eventually<T>(probe: () => Promise<T | undefined>, timeout
   }
 }
 
-export async function getJson<T>(url: string): Promise<T> {
-  const response = await fetch(url);
+/** The Authorization header of an operator token, if any. */
+export function bearer(token: string | undefined): Record<string, string> {
+  return token === undefined ? {} : { authorization: `Bearer ${token}` };
+}
+
+export async function getJson<T>(url: string, token?: string): Promise<T> {
+  const response = await fetch(url, { headers: bearer(token) });
   if (!response.ok) throw new Error(`GET ${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
 }
 
-export async function postJson<T>(url: string, body: unknown): Promise<T> {
-  const response = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+export async function postJson<T>(url: string, body: unknown, token?: string): Promise<T> {
+  const response = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...bearer(token) } });
   if (!response.ok) throw new Error(`POST ${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
 }

@@ -1,0 +1,197 @@
+/**
+ * Operator tokens: who may use the HTTP API and the dashboard (issue 6, "Operators").
+ *
+ * A token is `vlo_<id>_<secret>`: the id finds the entry, the secret (32 random bytes) is
+ * checked against a salted scrypt hash in PHC form, compared in constant time, as device
+ * tokens are (ingest/devices/registry.ts). Unknown ids are hashed against a dummy so that
+ * they take the same time. Only hashes are stored, in `<dataDir>/operators.json` (0600);
+ * a token is shown once, when created.
+ *
+ * Bootstrap: at start, when `<dataDir>/admin.token` is missing or no longer holds a valid
+ * platform admin token, a new platform admin token (id `admin`) replaces the old one and is
+ * written in plain to `<dataDir>/admin.token` (0600), so that the local `voltline` command
+ * finds it. That file is the key to the platform; deleting it and restarting issues a new
+ * one (the old one stops working).
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { formatSecretHash, parseSecretHash, SCRYPT_DEFAULTS, scryptHash, SECRET_HASH_BYTES, SECRET_SALT_BYTES } from '../../lib/secret-hash.ts';
+import { chmod, open, readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { VoltlineError } from '../../lib/errors.ts';
+import { TENANT_PATTERN } from '../../ingest/index.ts';
+
+export const OPERATORS_FILE = 'operators.json';
+export const ADMIN_TOKEN_FILE = 'admin.token';
+/** The bootstrap admin token's id. */
+export const BOOTSTRAP_ID = 'admin';
+/** Tokens kept at most (every one is a file entry and a hash to keep). */
+export const MAX_OPERATOR_TOKENS = 1_000;
+
+export type OperatorScope = 'admin' | 'read';
+
+/** Who a valid token is: `tenant` undefined is the whole platform. */
+export interface Operator {
+  readonly id: string;
+  readonly scope: OperatorScope;
+  readonly tenant?: string;
+}
+
+export interface OperatorTokenInfo extends Operator {
+  readonly createdAt: string;
+}
+
+const SALT_BYTES = SECRET_SALT_BYTES;
+const HASH_BYTES = SECRET_HASH_BYTES;
+/** A longer bearer value is refused without hashing it. */
+const MAX_TOKEN_LENGTH = 128;
+const TOKEN_PATTERN = /^vlo_([a-z0-9]{1,32})_([A-Za-z0-9_-]{16,96})$/;
+
+const Entry = z.object({
+  id: z.string().regex(/^[a-z0-9]{1,32}$/),
+  scope: z.enum(['admin', 'read']),
+  tenant: z.string().regex(TENANT_PATTERN).optional(),
+  hash: z.string(),
+  createdAt: z.string(),
+});
+type Entry = z.infer<typeof Entry>;
+const FileSchema = z.object({ version: z.literal(1), tokens: z.array(Entry).max(MAX_OPERATOR_TOKENS) });
+
+/** A stored hash of these parameters only (tokens are all made with SCRYPT_DEFAULTS). */
+function parseHash(text: string): { salt: Buffer; hash: Buffer } | undefined {
+  const parsed = parseSecretHash(text);
+  const p = parsed?.params;
+  return p !== undefined && p.N === SCRYPT_DEFAULTS.N && p.r === SCRYPT_DEFAULTS.r && p.p === SCRYPT_DEFAULTS.p ? parsed : undefined;
+}
+
+/** Writes a file readable by its owner only, atomically (temp file + rename). */
+async function writePrivate(file: string, text: string): Promise<void> {
+  const temp = `${file}.${process.pid}.tmp`;
+  const handle = await open(temp, 'w', 0o600);
+  try {
+    await handle.chmod(0o600);
+    await handle.writeFile(text, 'utf8');
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(temp, file);
+  await chmod(file, 0o600);
+}
+
+export class OperatorTokens {
+  readonly #file: string;
+  readonly #adminFile: string;
+  readonly #entries = new Map<string, Entry>();
+  readonly #dummy = { salt: randomBytes(SALT_BYTES), hash: randomBytes(HASH_BYTES) };
+  /** Changes to the file, one at a time. */
+  #writing: Promise<void> = Promise.resolve();
+
+  private constructor(dataDir: string) {
+    this.#file = path.join(dataDir, OPERATORS_FILE);
+    this.#adminFile = path.join(dataDir, ADMIN_TOKEN_FILE);
+  }
+
+  /** Where the bootstrap admin token is kept in plain. */
+  get adminTokenFile(): string {
+    return this.#adminFile;
+  }
+
+  static async open(dataDir: string): Promise<OperatorTokens> {
+    const tokens = new OperatorTokens(dataDir);
+    let text: string | undefined;
+    try {
+      text = await readFile(tokens.#file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (text !== undefined) {
+      let parsed: z.infer<typeof FileSchema>;
+      try {
+        parsed = FileSchema.parse(JSON.parse(text));
+      } catch (err) {
+        throw new VoltlineError('VL_OPERATORS_INVALID', `Cannot read the operator tokens in '${tokens.#file}': ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`, { cause: err, context: { field: OPERATORS_FILE } });
+      }
+      for (const entry of parsed.tokens) tokens.#entries.set(entry.id, entry);
+    }
+    return tokens;
+  }
+
+  /**
+   * Makes sure `admin.token` holds a valid platform admin token; issues a new one (id
+   * `admin`, replacing the previous) when it does not. Returns whether it did.
+   */
+  async bootstrap(): Promise<{ file: string; created: boolean }> {
+    let current: string | undefined;
+    try {
+      current = (await readFile(this.#adminFile, 'utf8')).trim();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (current !== undefined) {
+      const who = await this.authenticate(current);
+      if (who !== undefined && who.scope === 'admin' && who.tenant === undefined) {
+        await chmod(this.#adminFile, 0o600);
+        return { file: this.#adminFile, created: false };
+      }
+    }
+    const { token } = await this.#issue(BOOTSTRAP_ID, 'admin', undefined);
+    await writePrivate(this.#adminFile, `${token}\n`);
+    return { file: this.#adminFile, created: true };
+  }
+
+  /** A new token; the value is returned once and never stored. */
+  async create(scope: OperatorScope, tenant?: string): Promise<{ token: string; info: OperatorTokenInfo }> {
+    if (tenant !== undefined && !TENANT_PATTERN.test(tenant)) {
+      throw new VoltlineError('VL_OPERATOR_INVALID', `Cannot create an operator token as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(tenant)}`, { context: { field: 'tenant' } });
+    }
+    return this.#issue(randomBytes(6).toString('hex'), scope, tenant);
+  }
+
+  list(): OperatorTokenInfo[] {
+    return [...this.#entries.values()].map(({ id, scope, tenant, createdAt }) => ({ id, scope, ...(tenant === undefined ? {} : { tenant }), createdAt }));
+  }
+
+  async revoke(id: string): Promise<boolean> {
+    if (!this.#entries.has(id)) return false;
+    this.#entries.delete(id);
+    await this.#save();
+    return true;
+  }
+
+  /** The operator a bearer value names, or undefined; constant time whether the id exists or not. */
+  async authenticate(token: string): Promise<Operator | undefined> {
+    const match = token.length <= MAX_TOKEN_LENGTH ? TOKEN_PATTERN.exec(token) : null;
+    const entry = match === null ? undefined : this.#entries.get(match[1] ?? '');
+    const stored = entry === undefined ? undefined : parseHash(entry.hash);
+    const salt = stored?.salt ?? this.#dummy.salt;
+    const expected = stored?.hash ?? this.#dummy.hash;
+    const actual = await scryptHash(Buffer.from(match?.[2] ?? 'x'.repeat(43), 'utf8'), salt);
+    const same = actual.length === expected.length && timingSafeEqual(actual, expected);
+    if (!same || entry === undefined || stored === undefined) return undefined;
+    // A revoke that landed while hashing wins.
+    if (this.#entries.get(entry.id) !== entry) return undefined;
+    return { id: entry.id, scope: entry.scope, ...(entry.tenant === undefined ? {} : { tenant: entry.tenant }) };
+  }
+
+  async #issue(id: string, scope: OperatorScope, tenant: string | undefined): Promise<{ token: string; info: OperatorTokenInfo }> {
+    if (!this.#entries.has(id) && this.#entries.size >= MAX_OPERATOR_TOKENS) {
+      throw new VoltlineError('VL_OPERATOR_LIMIT', `Cannot create an operator token: there are already ${MAX_OPERATOR_TOKENS} (revoke some with 'voltline tokens revoke <id>')`, { context: { field: 'tokens' } });
+    }
+    const secret = randomBytes(32).toString('base64url');
+    const salt = randomBytes(SALT_BYTES);
+    const hash = await scryptHash(Buffer.from(secret, 'utf8'), salt);
+    const entry: Entry = { id, scope, ...(tenant === undefined ? {} : { tenant }), hash: formatSecretHash(SCRYPT_DEFAULTS, salt, hash), createdAt: new Date().toISOString() };
+    this.#entries.set(id, entry);
+    await this.#save();
+    const info = this.list().find((t) => t.id === id) as OperatorTokenInfo;
+    return { token: `vlo_${id}_${secret}`, info };
+  }
+
+  #save(): Promise<void> {
+    const text = `${JSON.stringify({ version: 1, tokens: [...this.#entries.values()] }, null, 2)}\n`;
+    const next = this.#writing.then(() => writePrivate(this.#file, text));
+    this.#writing = next.catch(() => undefined);
+    return next;
+  }
+}
