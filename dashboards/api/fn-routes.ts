@@ -7,6 +7,7 @@
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { HTTP_METHODS, type HttpMethod, type HttpTriggers } from '../../functions-runtime/index.ts';
+import { single } from './headers.ts';
 
 export interface FnRoutesOptions {
   readonly triggers: HttpTriggers;
@@ -26,10 +27,6 @@ interface Matched {
 
 function send(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   return reply.code(status).send({ error: { code, message } });
-}
-
-function single(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
 }
 
 /**

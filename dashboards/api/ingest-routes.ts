@@ -13,16 +13,13 @@
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpIngest, IngestAnswer, IngestGrant } from '../../ingest/index.ts';
+import { single } from './headers.ts';
 
 export interface IngestRoutesOptions {
   readonly ingest: HttpIngest;
 }
 
 export const INGEST_PATH = '/api/ingest/:deviceId';
-
-function single(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
 
 /** The device token: `Authorization: Bearer <token>`, else `x-device-token`; undefined when neither. */
 export function deviceToken(headers: FastifyRequest['headers']): string | undefined {

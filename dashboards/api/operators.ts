@@ -13,8 +13,8 @@
  * finds it. That file is the key to the platform; deleting it and restarting issues a new
  * one (the old one stops working).
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { formatSecretHash, parseSecretHash, SCRYPT_DEFAULTS, scryptHash, SECRET_HASH_BYTES, SECRET_SALT_BYTES } from '../../lib/secret-hash.ts';
+import { randomBytes } from 'node:crypto';
+import { dummySecretHash, hashSecret, parseSecretHash, SCRYPT_DEFAULTS, verifySecret, type ParsedSecretHash } from '../../lib/secret-hash.ts';
 import { chmod, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
@@ -41,8 +41,6 @@ export interface OperatorTokenInfo extends Operator {
   readonly createdAt: string;
 }
 
-const SALT_BYTES = SECRET_SALT_BYTES;
-const HASH_BYTES = SECRET_HASH_BYTES;
 /** A longer bearer value is refused without hashing it. */
 const MAX_TOKEN_LENGTH = 128;
 const TOKEN_PATTERN = /^vlo_([a-z0-9]{1,32})_([A-Za-z0-9_-]{16,96})$/;
@@ -58,7 +56,7 @@ type Entry = z.infer<typeof Entry>;
 const FileSchema = z.object({ version: z.literal(1), tokens: z.array(Entry).max(MAX_OPERATOR_TOKENS) });
 
 /** A stored hash of these parameters only (tokens are all made with SCRYPT_DEFAULTS). */
-function parseHash(text: string): { salt: Buffer; hash: Buffer } | undefined {
+function parseHash(text: string): ParsedSecretHash | undefined {
   const parsed = parseSecretHash(text);
   const p = parsed?.params;
   return p !== undefined && p.N === SCRYPT_DEFAULTS.N && p.r === SCRYPT_DEFAULTS.r && p.p === SCRYPT_DEFAULTS.p ? parsed : undefined;
@@ -83,7 +81,7 @@ export class OperatorTokens {
   readonly #file: string;
   readonly #adminFile: string;
   readonly #entries = new Map<string, Entry>();
-  readonly #dummy = { salt: randomBytes(SALT_BYTES), hash: randomBytes(HASH_BYTES) };
+  readonly #dummy = dummySecretHash();
   /** Changes to the file, one at a time. */
   #writing: Promise<void> = Promise.resolve();
 
@@ -164,11 +162,8 @@ export class OperatorTokens {
     const match = token.length <= MAX_TOKEN_LENGTH ? TOKEN_PATTERN.exec(token) : null;
     const entry = match === null ? undefined : this.#entries.get(match[1] ?? '');
     const stored = entry === undefined ? undefined : parseHash(entry.hash);
-    const salt = stored?.salt ?? this.#dummy.salt;
-    const expected = stored?.hash ?? this.#dummy.hash;
-    const actual = await scryptHash(Buffer.from(match?.[2] ?? 'x'.repeat(43), 'utf8'), salt);
-    const same = actual.length === expected.length && timingSafeEqual(actual, expected);
-    if (!same || entry === undefined || stored === undefined) return undefined;
+    const same = await verifySecret(Buffer.from(match?.[2] ?? 'x'.repeat(43), 'utf8'), stored, this.#dummy);
+    if (!same || entry === undefined) return undefined;
     // A revoke that landed while hashing wins.
     if (this.#entries.get(entry.id) !== entry) return undefined;
     return { id: entry.id, scope: entry.scope, ...(entry.tenant === undefined ? {} : { tenant: entry.tenant }) };
@@ -179,9 +174,7 @@ export class OperatorTokens {
       throw new VoltlineError('VL_OPERATOR_LIMIT', `Cannot create an operator token: there are already ${MAX_OPERATOR_TOKENS} (revoke some with 'voltline tokens revoke <id>')`, { context: { field: 'tokens' } });
     }
     const secret = randomBytes(32).toString('base64url');
-    const salt = randomBytes(SALT_BYTES);
-    const hash = await scryptHash(Buffer.from(secret, 'utf8'), salt);
-    const entry: Entry = { id, scope, ...(tenant === undefined ? {} : { tenant }), hash: formatSecretHash(SCRYPT_DEFAULTS, salt, hash), createdAt: new Date().toISOString() };
+    const entry: Entry = { id, scope, ...(tenant === undefined ? {} : { tenant }), hash: await hashSecret(secret), createdAt: new Date().toISOString() };
     this.#entries.set(id, entry);
     await this.#save();
     const info = this.list().find((t) => t.id === id) as OperatorTokenInfo;

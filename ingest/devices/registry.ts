@@ -9,8 +9,8 @@
  * (`$scrypt$ln=10,r=1,p=1$<salt>$<hash>`), so its parameters can change later without
  * invalidating stored hashes. See SCRYPT_DEFAULTS for why the cost is low.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { formatSecretHash, parseSecretHash, SCRYPT_DEFAULTS, scryptHash, SECRET_HASH_BYTES, SECRET_SALT_BYTES, type ScryptParams } from '../../lib/secret-hash.ts';
+import { randomBytes } from 'node:crypto';
+import { dummySecretHash, hashSecret, parseSecretHash, SCRYPT_DEFAULTS, verifySecret, type ParsedSecretHash, type ScryptParams } from '../../lib/secret-hash.ts';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
@@ -91,8 +91,6 @@ const MAX_LIST_LIMIT = 1_000;
 const DEFAULT_LIST_LIMIT = 100;
 /** A token is 43 characters; anything far longer is not one, and is not hashed as given. */
 const MAX_TOKEN_LENGTH = 256;
-const HASH_BYTES = SECRET_HASH_BYTES;
-const SALT_BYTES = SECRET_SALT_BYTES;
 
 /** Why an id is not a device id, or undefined when it is one. */
 export function deviceIdProblem(id: unknown): string | undefined {
@@ -164,7 +162,7 @@ export class DeviceRegistry implements DeviceDirectory {
   /** Ids sorted, for `list`; rebuilt after an add or remove. */
   #sorted: string[] | undefined;
   /** A salt and hash that no token matches, for unknown ids (same work, same timing). */
-  readonly #dummy: { readonly salt: Buffer; readonly hash: Buffer };
+  readonly #dummy: ParsedSecretHash;
   readonly #refused: Counter<'code'> | undefined;
   readonly #authSeconds: Histogram | undefined;
 
@@ -178,7 +176,7 @@ export class DeviceRegistry implements DeviceDirectory {
     this.#hashSlots = new Slots(this.#hashConcurrency, options.maxPendingHashes ?? 20_000, 'device token hashes');
     // One writer: a change holds the only slot while it writes the file.
     this.#changeSlots = new Slots(1, options.maxQueuedChanges ?? 1_000, 'device registry changes');
-    this.#dummy = { salt: randomBytes(SALT_BYTES), hash: randomBytes(HASH_BYTES) };
+    this.#dummy = dummySecretHash(this.#params);
     const registers = options.metrics === undefined ? undefined : [options.metrics];
     if (registers !== undefined) {
       this.#refused = new Counter({ name: 'voltline_device_registry_refusals_total', help: 'Device registry operations refused, by error code', labelNames: ['code'], registers });
@@ -309,13 +307,9 @@ export class DeviceRegistry implements DeviceDirectory {
       for (let attempt = 0; ; attempt += 1) {
         const stored = this.#devices.get(id);
         const parsed = stored === undefined ? undefined : parseSecretHash(stored.secret);
-        const salt = parsed?.salt ?? this.#dummy.salt;
-        const expected = parsed?.hash ?? this.#dummy.hash;
-        const params = parsed?.params ?? this.#params;
         // An over-long "token" is not hashed as given (its length would cost time); it cannot match.
         const input = token.length <= MAX_TOKEN_LENGTH ? Buffer.from(token, 'utf8') : Buffer.alloc(43);
-        const actual = await this.#hashSlots.run(() => scryptHash(input, salt, params));
-        const same = actual.length === expected.length && timingSafeEqual(actual, expected) && token.length <= MAX_TOKEN_LENGTH;
+        const same = (await this.#hashSlots.run(() => verifySecret(input, parsed, this.#dummy))) && token.length <= MAX_TOKEN_LENGTH;
         const now = this.#devices.get(id);
         if (now !== stored && attempt === 0) continue;
         if (stored === undefined || now === undefined) return { ok: false, reason: 'unknown_device' };
@@ -411,10 +405,8 @@ export class DeviceRegistry implements DeviceDirectory {
     });
   }
 
-  async #hashNew(token: string): Promise<string> {
-    const salt = randomBytes(SALT_BYTES);
-    const hash = await scryptHash(Buffer.from(token, 'utf8'), salt, this.#params);
-    return formatSecretHash(this.#params, salt, hash);
+  #hashNew(token: string): Promise<string> {
+    return hashSecret(token, this.#params);
   }
 
   /** Makes writes durable; a compaction, when due, snapshots the registry as it is after them. */
