@@ -49,6 +49,23 @@ describe('resolveConfig: MQTT access', () => {
   });
 });
 
+describe('resolveConfig: per-tenant templates and the PROXY protocol', () => {
+  it('takes per-tenant templates from a configuration file and checks them before anything starts, naming them', async () => {
+    const input = await readConfigFile(await file('{"tenantTopicPolicies": {"acme": {"publishTemplate": "acme/{deviceId}/#", "subscribeTemplate": "acme/{deviceId}/down/#"}}}'));
+    expect(resolveConfig(input).tenantTopicPolicies).toEqual({ acme: { publishTemplate: 'acme/{deviceId}/#', subscribeTemplate: 'acme/{deviceId}/down/#' } });
+    expect(resolveConfig({}).tenantTopicPolicies).toEqual({});
+    expect(() => resolveConfig({ tenantTopicPolicies: { acme: { publishTemplate: 'acme/+/#' } } })).toThrow("Cannot start Voltline as 'tenantTopicPolicies.acme.publishTemplate' must contain {deviceId} as a whole topic level: current value is 'acme/+/#'");
+    expect(() => resolveConfig({ tenantTopicPolicies: { acme: { publishTemplat: 'acme/{deviceId}/#' } as { publishTemplate?: string } } })).toThrow(/'tenantTopicPolicies.acme' is invalid: .*publishTemplat/);
+  });
+
+  it('takes the balancers of the PROXY protocol as addresses or CIDR blocks, and only with proxyProtocol on', () => {
+    expect(resolveConfig({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'] })).toMatchObject({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'] });
+    expect(resolveConfig({})).toMatchObject({ proxyProtocol: false, proxyProtocolFrom: [] });
+    expect(() => resolveConfig({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/40'] })).toThrow("Cannot start Voltline as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '10.0.0.0/40' is neither");
+    expect(() => resolveConfig({ proxyProtocolFrom: ['10.0.0.0/8'] })).toThrow("Cannot start Voltline as 'proxyProtocolFrom' is invalid: proxyProtocolFrom lists the balancers of proxyProtocol, which is off");
+  });
+});
+
 describe('readConfigFile', () => {
   it('reads settings by their names, units in the names', async () => {
     const config = await readConfigFile(await file('{"workersMax": 6, "idleTimeoutMs": 5000, "workers": 2}'));
@@ -84,5 +101,16 @@ describe('resolveConfig: broker limits', () => {
   it('refuses a limit that cannot work, naming it', () => {
     expect(() => resolveConfig({ devicePublishRatePerSecond: 0 })).toThrow(/'devicePublishRatePerSecond' is invalid.*current value: 0/);
     expect(() => resolveConfig({ devicePublishBurst: 1.5 })).toThrow(/'devicePublishBurst' is invalid/);
+  });
+});
+
+describe('resolveConfig: MQTT over TLS', () => {
+  it('serves MQTT over TLS on 8883 by default with a certificate of the platform CA; the operator gives both files or neither', () => {
+    expect(resolveConfig({})).toMatchObject({ mqttTls: true, mqttTlsPort: 8883 });
+    expect(resolveConfig({}).tlsCertFile).toBeUndefined();
+    expect(resolveConfig({ mqttTls: false, mqttTlsPort: 0 })).toMatchObject({ mqttTls: false, mqttTlsPort: 0 });
+    expect(resolveConfig({ tlsCertFile: 'server.crt', tlsKeyFile: 'server.key' })).toMatchObject({ tlsCertFile: 'server.crt', tlsKeyFile: 'server.key' });
+    expect(() => resolveConfig({ tlsCertFile: 'server.crt' })).toThrow("Cannot start Voltline as 'tlsKeyFile' is invalid: tlsCertFile and tlsKeyFile go together");
+    expect(() => resolveConfig({ mqttTlsPort: 70_000 })).toThrow(/'mqttTlsPort' is invalid/);
   });
 });

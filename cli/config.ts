@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { DEFAULT_BROKER_LIMITS, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy } from '../ingest/index.ts';
+import { DEFAULT_BROKER_LIMITS, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy, trustedProxies } from '../ingest/index.ts';
 
 export const PlatformConfigSchema = z
   .object({
@@ -13,6 +13,20 @@ export const PlatformConfigSchema = z
     mqttHost: z.string().min(1).default('127.0.0.1'),
     /** 0 picks a free port. */
     mqttPort: z.number().int().min(0).max(65_535).default(1883),
+    /**
+     * MQTT over TLS (server certificate from the platform CA or `tlsCertFile`; client
+     * certificates of the platform CA log devices in without a token). `false`
+     * (`--no-mqtt-tls`) runs without the listener.
+     */
+    mqttTls: z.boolean().default(true),
+    /** The MQTT over TLS port, on `mqttHost`; 0 picks a free one. */
+    mqttTlsPort: z.number().int().min(0).max(65_535).default(8883),
+    /**
+     * The TLS listener's certificate (PEM, with its chain) and private key (PEM), both or
+     * neither; neither: a certificate issued by the platform CA at each start.
+     */
+    tlsCertFile: z.string().min(1).optional(),
+    tlsKeyFile: z.string().min(1).optional(),
     httpHost: z.string().min(1).default('127.0.0.1'),
     httpPort: z.number().int().min(0).max(65_535).default(8080),
     /** Fewest worker processes; 0 lets an idle fleet stop its last worker after `idleTimeoutMs`. */
@@ -51,6 +65,21 @@ export const PlatformConfigSchema = z
     publishTemplate: z.string().min(1).default(DEFAULT_PUBLISH_TEMPLATE),
     /** What a device may subscribe to (or within). */
     subscribeTemplate: z.string().min(1).default(DEFAULT_SUBSCRIBE_TEMPLATE),
+    /**
+     * Templates of some tenants instead of the two above, by tenant:
+     * `{"acme": {"publishTemplate": "acme/{deviceId}/#"}}`; a template not given is the default.
+     * Checked with the same rules, and `{deviceId}` at the same level in every template.
+     */
+    tenantTopicPolicies: z
+      .record(z.string(), z.object({ publishTemplate: z.string().min(1).optional(), subscribeTemplate: z.string().min(1).optional() }).strict())
+      .default({}),
+    /**
+     * The MQTT TCP listener is behind a load balancer sending a PROXY protocol v1/v2 header:
+     * the device's address comes from it; a connection without one is refused.
+     */
+    proxyProtocol: z.boolean().default(false),
+    /** With `proxyProtocol`: the balancers (addresses or CIDR blocks) whose headers are believed; empty: any peer. */
+    proxyProtocolFrom: z.array(z.string().min(1)).default([]),
     /** Larger MQTT payloads (and HTTP trigger bodies) are refused; 128 KiB, as AWS IoT Core. */
     maxPayloadBytes: z.number().int().min(1).max(16 * 1024 * 1024).default(128 * 1024),
     /** Publishes per second one device may sustain; above it its PUBACKs are slowed. */
@@ -66,6 +95,22 @@ export const PlatformConfigSchema = z
     mqttConnectionBurstPerAddress: z.number().int().min(1).max(1_000_000).default(DEFAULT_BROKER_LIMITS.connectionBurst),
     /** Open MQTT connections in all. */
     mqttMaxConnections: z.number().int().min(1).max(1_000_000).default(DEFAULT_BROKER_LIMITS.maxConnections),
+    /**
+     * Read device traffic from this external broker (`mqtt://host:1883`, Mosquitto 2 or EMQX)
+     * with an MQTT 5 shared subscription, instead of running the embedded broker (no MQTT
+     * listener of Voltline's own then). Unset: the embedded broker.
+     */
+    broker: z.string().url().optional(),
+    /** A file holding Voltline's password at the external broker (username: `brokerUsername`). */
+    brokerPasswordFile: z.string().min(1).optional(),
+    /** Voltline's username at the external broker (default: from the URL, else none). */
+    brokerUsername: z.string().min(1).optional(),
+    /** Voltline's MQTT client id at the external broker: its persistent session is kept under it. */
+    brokerClientId: z.string().min(1).max(256).default('voltline'),
+    /** The shared-subscription group (`$share/<group>/…`): instances in one group share the traffic. */
+    brokerShareGroup: z.string().regex(/^[^/+#$]+$/, { error: "a group name without '/', '+', '#' or '$'" }).default('voltline'),
+    /** Topic filters read from the external broker; the device id's level must be '+'. */
+    brokerTopics: z.array(z.string().min(1)).min(1).max(64).default(['stations/+/telemetry', 'stations/+/events']),
     /** The longest time limit a function may declare. */
     maxFunctionTimeoutMs: z.number().int().min(1).default(30_000),
     /** The most memory a function may declare. */
@@ -82,6 +127,14 @@ export const PlatformConfigSchema = z
   .refine((c) => c.maxInFlightEvents >= c.maxBatchEvents, {
     message: 'maxInFlightEvents must be at least maxBatchEvents, or no batch could ever fill',
     path: ['maxInFlightEvents'],
+  })
+  .refine((c) => c.proxyProtocol || c.proxyProtocolFrom.length === 0, {
+    message: 'proxyProtocolFrom lists the balancers of proxyProtocol, which is off',
+    path: ['proxyProtocolFrom'],
+  })
+  .refine((c) => (c.tlsCertFile === undefined) === (c.tlsKeyFile === undefined), {
+    message: 'tlsCertFile and tlsKeyFile go together: give both, or neither to have the platform CA issue the certificate',
+    path: ['tlsKeyFile'],
   })
   .refine((c) => c.workersMin <= c.workersMax, {
     message: 'workersMin must be at most workersMax',
@@ -128,7 +181,8 @@ export function resolveConfig(input: PlatformConfigInput): PlatformConfig {
   }
   // The topic templates are checked here, before anything starts, with the broker's own rules.
   try {
-    new TopicPolicy({ mode: parsed.data.topicPolicy, publishTemplate: parsed.data.publishTemplate, subscribeTemplate: parsed.data.subscribeTemplate });
+    new TopicPolicy({ mode: parsed.data.topicPolicy, publishTemplate: parsed.data.publishTemplate, subscribeTemplate: parsed.data.subscribeTemplate, tenants: parsed.data.tenantTopicPolicies });
+    trustedProxies(parsed.data.proxyProtocolFrom);
   } catch (err) {
     throw new Error(err instanceof Error ? err.message.replace('Cannot start the broker as', 'Cannot start Voltline as') : String(err), { cause: err });
   }

@@ -5,19 +5,27 @@
  *   broker → trigger log → router → scheduler/workers → store;  API reads them all.
  *   timer (cron triggers) → trigger log, like the broker.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BrokerPersistence, DeviceRegistry, HttpIngest, MQTT_WEBSOCKET_PATH, MqttWebSocketGateway, openEmbeddedStore, PresenceTracker, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type RunningBroker } from '../ingest/index.ts';
+import { BrokerPersistence, connectExternalBroker, DeviceRegistry, PlatformCa, type BrokerTlsOptions, HttpIngest, MQTT_WEBSOCKET_PATH, MqttWebSocketGateway, openEmbeddedStore, PresenceTracker, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type ExternalBroker, type RunningBroker } from '../ingest/index.ts';
 import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
 import { OperatorTokens, startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
+import { VoltlineError } from '../lib/errors.ts';
 
 export interface RunningPlatform {
   readonly config: PlatformConfig;
   readonly mqttUrl: string;
+  /** MQTT over TLS (`mqtts://host:port`); undefined with `mqttTls` false or an external broker. */
+  readonly mqttTlsUrl: string | undefined;
+  /** `<data>/ca/ca.crt`: the platform CA's certificate, which devices and MQTT clients trust. */
+  readonly caFile: string;
+  /** The platform CA: issues device certificates and the TLS listener's. */
+  readonly ca: PlatformCa;
   /** MQTT over WebSocket on the API's HTTP port (`ws://host:port/mqtt`). */
   readonly mqttWebSocketUrl: string;
   readonly apiUrl: string;
@@ -27,7 +35,10 @@ export interface RunningPlatform {
   readonly timers: TimerSource;
   /** The device registry (`<data>/devices/`): the broker's DeviceDirectory, served at /api/devices. */
   readonly devices: DeviceRegistry;
-  readonly broker: RunningBroker;
+  /** The embedded broker; undefined in external-broker mode (`config.broker`). */
+  readonly broker: RunningBroker | undefined;
+  /** The connection to the external broker (`config.broker`); undefined with the embedded one. */
+  readonly externalBroker: ExternalBroker | undefined;
   readonly api: RunningApi;
   /** `<data>/admin.token`: the platform admin token in plain (0600), and whether this start issued it. */
   readonly adminToken: { readonly file: string; readonly created: boolean };
@@ -56,16 +67,21 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
   };
 
   cleanups.push(unlock);
-  let brokerReady: (broker: RunningBroker | undefined) => void = () => undefined;
-  const brokerStarted = new Promise<RunningBroker | undefined>((resolve) => (brokerReady = resolve));
+  let brokerReady: (broker: Pick<RunningBroker, 'publish'> | undefined) => void = () => undefined;
+  const brokerStarted = new Promise<Pick<RunningBroker, 'publish'> | undefined>((resolve) => (brokerReady = resolve));
   try {
     const store = await openEmbeddedStore({ dir: path.join(dataDir, 'store'), logger });
     cleanups.push(() => store.close());
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
     cleanups.push(() => log.close());
     const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents }, logger);
+    // The platform CA (<data>/ca/, made on first start): device certificates and the TLS
+    // listener's. The operator's certificate files, if given, are read now: a bad one stops
+    // the start before anything runs.
+    const ca = await PlatformCa.open(dataDir, {}, logger);
+    const brokerTls = config.mqttTls && config.broker === undefined ? await brokerTlsOptions(config, ca) : undefined;
     // Device identities: the API manages them, the broker authenticates against them.
-    const devices = await DeviceRegistry.open(dataDir, { metrics }, logger);
+    const devices = await DeviceRegistry.open(dataDir, { metrics, ca }, logger);
     cleanups.push(() => devices.close());
     const scheduler = new Scheduler({
       driver: processDriver(),
@@ -125,10 +141,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
     // Devices without MQTT post to /api/ingest/:deviceId: the broker's checks (registry, topic
     // policy, payload limit) and the same log, so the same functions fire.
+    const topicPolicy = new TopicPolicy({ mode: config.topicPolicy, publishTemplate: config.publishTemplate, subscribeTemplate: config.subscribeTemplate, tenants: config.tenantTopicPolicies });
     const ingest = new HttpIngest({
       log,
       devices,
-      policy: new TopicPolicy({ mode: config.topicPolicy, publishTemplate: config.publishTemplate, subscribeTemplate: config.subscribeTemplate }),
+      policy: topicPolicy,
+      // The MQTT per-device rate (a bucket of its own: a device posting and publishing gets it on each).
+      publishRatePerSecond: config.devicePublishRatePerSecond,
+      publishBurst: config.devicePublishBurst,
       maxPayloadBytes: config.maxPayloadBytes,
       allowAnonymous: config.allowAnonymous,
       metrics,
@@ -143,6 +163,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Operator tokens (<data>/operators.json); the first start issues <data>/admin.token.
     const operators = await OperatorTokens.open(dataDir);
     const adminToken = await operators.bootstrap();
+    let sendCommand: ((deviceId: string, topic: string, payload: Uint8Array) => Promise<'delivered' | 'queued' | 'forwarded' | 'no_subscriber'>) | undefined;
     const api = await startApi({
       operators: config.apiAuth ? operators : 'disabled',
       host: config.httpHost,
@@ -158,56 +179,111 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       devices,
       ingest,
       presence,
+      // POST /api/devices/:id/commands, through whichever broker runs (set below, once it runs).
+      deviceCommands: (device, topic, payload) => {
+        if (sendCommand === undefined) throw new VoltlineError('VL_DEVICES_BUSY', 'Cannot send a command yet as the MQTT broker is still starting', { retriable: true });
+        return sendCommand(device.id, topic, payload);
+      },
+      // Shown with each device, and what `voltline devices export --mosquitto` writes as the ACL.
+      deviceAccess: (device) => {
+        const policy = topicPolicy.forTenant(device.tenant);
+        return { publish: policy.publishFilter(device.id), subscribe: policy.subscribeFilter(device.id) };
+      },
       functionStats: (name) => router.stats(name),
       parseQuery,
       upgrade: mqttWebSocket.handleUpgrade,
       status: () => status,
     });
     cleanups.push(() => api.close());
-    // Persistent MQTT sessions (subscriptions, queued downlinks), retained messages and
-    // wills, in <data>/broker/; closed after the broker (cleanups run in reverse).
-    const brokerState = await BrokerPersistence.open(dataDir, { logger, metrics });
-    cleanups.push(() => brokerState.close());
-    // The broker starts last: devices are accepted only once everything behind it runs.
-    const broker = await startBroker({
-      persistence: brokerState,
-      presence,
-      log,
-      logger,
-      metrics,
-      host: config.mqttHost,
-      port: config.mqttPort,
-      maxPayloadBytes: config.maxPayloadBytes,
-      devices,
-      allowAnonymous: config.allowAnonymous,
-      topicPolicy: config.topicPolicy,
-      publishTemplate: config.publishTemplate,
-      subscribeTemplate: config.subscribeTemplate,
-      limits: {
-        publishRatePerSecond: config.devicePublishRatePerSecond,
-        publishBurst: config.devicePublishBurst,
-        maxInflightPerConnection: config.mqttMaxInflightPerConnection,
-        connectTimeoutMs: config.mqttConnectTimeoutMs,
-        connectionRatePerSecond: config.mqttConnectionRatePerAddress,
-        connectionBurst: config.mqttConnectionBurstPerAddress,
-        maxConnections: config.mqttMaxConnections,
-      },
-    });
-    brokerReady(broker);
-    cleanups.push(() => broker.close());
-    mqttWebSocket.setBroker(broker);
-    // Runs before the broker closes (reverse order): new WebSocket upgrades get 503 from then on.
-    cleanups.push(async () => mqttWebSocket.setBroker(undefined));
-    // A device disabled, removed or re-keyed loses its session now, not at its next connect.
-    const unwatchDevices = devices.onChange((change) => {
-      if (change.kind === 'disabled' || change.kind === 'removed' || change.kind === 'rotated') broker.disconnect(change.id);
-    });
-    cleanups.push(async () => unwatchDevices());
+    // Device traffic comes in last (everything behind it runs): from the embedded broker, or
+    // from an external one (`--broker`) read with a shared subscription.
+    let broker: RunningBroker | undefined;
+    let externalBroker: ExternalBroker | undefined;
+    let mqttUrl: string;
+    let mqttTlsUrl: string | undefined;
+    if (config.broker !== undefined) {
+      const password = config.brokerPasswordFile === undefined ? undefined : await readSecretFile(config.brokerPasswordFile);
+      const external = await connectExternalBroker({
+        url: config.broker,
+        username: config.brokerUsername,
+        password,
+        clientId: config.brokerClientId,
+        shareGroup: config.brokerShareGroup,
+        topics: config.brokerTopics,
+        publishTemplate: config.publishTemplate,
+        log,
+        devices,
+        allowAnonymous: config.allowAnonymous,
+        maxPayloadBytes: config.maxPayloadBytes,
+        logger,
+        metrics,
+      });
+      externalBroker = external;
+      // Whether the device gets it is the external broker's business: it accepted it.
+      sendCommand = async (_deviceId, topic, payload) => {
+        await external.publish(topic, payload);
+        return 'forwarded';
+      };
+      brokerReady(external);
+      cleanups.push(() => external.close());
+      mqttUrl = external.url;
+    } else {
+      // Persistent MQTT sessions (subscriptions, queued downlinks), retained messages and
+      // wills, in <data>/broker/; closed after the broker (cleanups run in reverse).
+      const brokerState = await BrokerPersistence.open(dataDir, { logger, metrics });
+      cleanups.push(() => brokerState.close());
+      // The broker starts last: devices are accepted only once everything behind it runs.
+      const embedded = await startBroker({
+        persistence: brokerState,
+        presence,
+        log,
+        logger,
+        metrics,
+        host: config.mqttHost,
+        port: config.mqttPort,
+        maxPayloadBytes: config.maxPayloadBytes,
+        devices,
+        allowAnonymous: config.allowAnonymous,
+        topicPolicy: config.topicPolicy,
+        publishTemplate: config.publishTemplate,
+        subscribeTemplate: config.subscribeTemplate,
+        tenantTopicPolicies: config.tenantTopicPolicies,
+        proxyProtocol: config.proxyProtocol,
+        proxyProtocolFrom: config.proxyProtocolFrom,
+        tls: brokerTls,
+        limits: {
+          publishRatePerSecond: config.devicePublishRatePerSecond,
+          publishBurst: config.devicePublishBurst,
+          maxInflightPerConnection: config.mqttMaxInflightPerConnection,
+          connectTimeoutMs: config.mqttConnectTimeoutMs,
+          connectionRatePerSecond: config.mqttConnectionRatePerAddress,
+          connectionBurst: config.mqttConnectionBurstPerAddress,
+          maxConnections: config.mqttMaxConnections,
+        },
+      });
+      broker = embedded;
+      sendCommand = (deviceId, topic, payload) => embedded.sendCommand(deviceId, topic, payload);
+      brokerReady(embedded);
+      cleanups.push(() => embedded.close());
+      mqttWebSocket.setBroker(embedded);
+      // Runs before the broker closes (reverse order): new WebSocket upgrades get 503 from then on.
+      cleanups.push(async () => mqttWebSocket.setBroker(undefined));
+      // A device disabled, removed or re-keyed loses its session now, not at its next connect.
+      const unwatchDevices = devices.onChange((change) => {
+        if (change.kind === 'disabled' || change.kind === 'removed' || change.kind === 'rotated') embedded.disconnect(change.id);
+      });
+      cleanups.push(async () => unwatchDevices());
+      const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
+      mqttUrl = `mqtt://${mqttHost}:${embedded.port}`;
+      if (embedded.tlsPort !== undefined) mqttTlsUrl = `mqtts://${mqttHost}:${embedded.tlsPort}`;
+    }
     status = 'ok';
-    const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
     return {
       config,
-      mqttUrl: `mqtt://${mqttHost}:${broker.port}`,
+      mqttUrl,
+      mqttTlsUrl,
+      caFile: ca.certFile,
+      ca,
       mqttWebSocketUrl: `${api.url.replace(/^http:/, 'ws:')}${MQTT_WEBSOCKET_PATH}`,
       apiUrl: api.url,
       registry,
@@ -216,6 +292,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       timers,
       devices,
       broker,
+      externalBroker,
       api,
       adminToken,
       metrics,
@@ -230,4 +307,45 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     await cleanup();
     throw err;
   }
+}
+
+/** A secret kept in a file (a password): its first line, without the line end. */
+async function readSecretFile(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new Error(`Cannot read the broker password file '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
+  }
+  const secret = text.split(/\r?\n/, 1)[0] ?? '';
+  if (secret === '') throw new Error(`Cannot use the broker password file '${file}' as its first line is empty`);
+  return secret;
+}
+
+/**
+ * The MQTT TLS listener's certificate: the operator's files (`tlsCertFile`, `tlsKeyFile`),
+ * checked to be a PEM certificate and its key, or one the platform CA issues now for
+ * localhost, 127.0.0.1, ::1 and `mqttHost`. Client certificates are checked against the
+ * platform CA either way.
+ */
+async function brokerTlsOptions(config: PlatformConfig, ca: PlatformCa): Promise<BrokerTlsOptions> {
+  if (config.tlsCertFile === undefined || config.tlsKeyFile === undefined) {
+    const issued = await ca.issueServerCertificate([config.mqttHost]);
+    return { port: config.mqttTlsPort, cert: issued.certificate, key: issued.privateKey, clientCa: ca.certificatePem };
+  }
+  const read = async (file: string, field: string): Promise<string> => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      throw new VoltlineError('VL_TLS_FILE', `Cannot read the TLS ${field} file '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err, context: { field } });
+    }
+  };
+  const cert = await read(config.tlsCertFile, 'certificate');
+  const key = await read(config.tlsKeyFile, 'key');
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new VoltlineError('VL_TLS_FILE', `Cannot use '${config.tlsCertFile}' and '${config.tlsKeyFile}' as the MQTT TLS certificate and key: ${err instanceof Error ? err.message : String(err)}`, { cause: err, context: { field: 'tlsCertFile' } });
+  }
+  return { port: config.mqttTlsPort, cert, key, clientCa: ca.certificatePem };
 }

@@ -9,3 +9,4 @@ export { Station, type StationOptions, type Telemetry, type DockTelemetry } from
 export { resolveSimOptions, stationId, type SimOptions, type SimConfig } from './options.ts';
 export type { SimReport, SimProgress, SimErrorsByKind } from './report.ts';
 export type { LatencySummary } from './histogram.ts';
+export { readTokenFile, type FleetTokens } from './access.ts';

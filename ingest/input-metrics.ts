@@ -20,6 +20,8 @@ export interface InputMetrics {
   readonly receivedBytes: Counter;
   /** Connections, publishes and subscriptions refused by authentication or the topic policy, by `reason`. */
   readonly authFailures: Counter<'reason'>;
+  /** Times a limit that protects the platform was hit (a publish slowed or refused, a connection refused or closed, …), by `limit`. */
+  readonly limitsHit: Counter<'limit'>;
 }
 
 function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
@@ -43,6 +45,12 @@ export function inputMetrics(registry: Registry): InputMetrics {
       'voltline_auth_failures_total',
       'Device connections, publishes and subscriptions (MQTT and HTTP ingest) refused by authentication or the topic policy, by reason',
       ['reason'],
+    ),
+    limitsHit: counter(
+      registry,
+      'voltline_limits_hit_total',
+      'Times a broker or HTTP ingest limit was hit (a publish slowed or refused, a connection refused or closed, a CONNECT answered late), by limit',
+      ['limit'],
     ),
   };
 }

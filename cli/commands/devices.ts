@@ -1,7 +1,9 @@
 /** `voltline devices …`: the device registry of a running platform (/api/devices). */
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { deviceListOf, parseDeviceCsv, type NewDevice } from '../../ingest/index.ts';
+import { DEFAULT_EXTERNAL_TOPICS, deviceListOf, parseDeviceCsv, type NewDevice } from '../../ingest/index.ts';
+import { exportMosquitto } from './devices-export.ts';
 import { API_FLAGS, API_FLAGS_USAGE, apiTarget, callApi, CliError, type CommandIo } from '../io.ts';
 
 export const DEVICES_USAGE = `Usage: voltline devices <command> [flags]
@@ -12,6 +14,11 @@ rotated: the platform keeps only a salted scrypt hash of it, so it cannot be sho
 
 Commands:
   add <id> [--tenant T] [--json]   register a device and print its token
+      [--cert [--out DIR]]         also have the platform CA issue it a client
+                                   certificate (subject CN=<id>) for MQTT over TLS
+                                   without a token: writes DIR/<id>.crt, DIR/<id>.key
+                                   (0600) and DIR/ca.crt (default DIR: the current
+                                   folder; with --json they are printed instead)
   import <file.csv|file.json> [--out FILE]
                                    register many devices at once (all or none): CSV
                                    with a header 'id,tenant', or a JSON array of
@@ -21,9 +28,26 @@ Commands:
                                    list the devices (id order)
   show <id> [--json]               show one device, and whether it is online
   rotate <id> [--json]             give a device a new token; the old one stops working
+      [--cert [--out DIR]]         also a new certificate (written as with add); the old
+                                   certificate stops working. Without --cert a
+                                   certificate the device has is kept
   disable <id>                     refuse the device at connect (kept, with its token)
   enable <id>                      accept it again
   rm <id>                          remove the device
+  command <id> <command> [--payload JSON]
+                                   send a command (QoS 1) to stations/<id>/commands/<command>
+                                   and say whether it was delivered to the connected device
+                                   or queued for its persistent session (refused when it
+                                   has neither: nothing is sent)
+  export --mosquitto DIR (--tokens FILE | --rotate) [--platform-user U]
+         [--broker-topic F ...] [--port N]
+                                   write the registry as Mosquitto 2 files in DIR
+                                   (passwd, acl, mosquitto.conf, voltline.password) for
+                                   'voltline up --broker': the same identities and topic
+                                   policy there. Tokens are stored only as hashes, so they
+                                   come from FILE (what 'import --out' wrote) or --rotate
+                                   issues new ones (to DIR/tokens.json); disabled devices
+                                   are left out
 
 Device ids are 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit.
 
@@ -37,11 +61,86 @@ interface ApiDevice {
   enabled: boolean;
   createdAt: number;
   tokenSetAt: number;
+  /** Its client certificate, if the platform CA issued it one. */
+  cert?: { fingerprint: string; serial: string; issuedAt: number; notAfter: number };
   /** `show` only: presence since the platform started (absent from older platforms). */
   presence?: { online: boolean; connectedAt?: number; lastSeenAt?: number; lastDisconnectReason?: string; messages?: number; totalMessages?: number };
 }
 
 const ONCE_WARNING = 'Keep this token now: it cannot be shown again (the platform stores only its hash).';
+
+/** What add and rotate with `cert: true` answer besides the token: PEMs, shown once. */
+interface IssuedPems {
+  certificate?: string;
+  privateKey?: string;
+  ca?: string;
+}
+
+/** The certificate part of `devices show`. */
+function certLine(device: ApiDevice): string {
+  const cert = device.cert;
+  if (cert === undefined) return '\n  certificate: none (token only)';
+  return `\n  certificate: sha256 ${cert.fingerprint}, serial ${cert.serial}, issued ${iso(cert.issuedAt)}, expires ${iso(cert.notAfter)}${cert.notAfter < Date.now() ? ' (EXPIRED)' : ''}`;
+}
+
+/**
+ * Opens `<dir>/<id>.crt` and `<dir>/<id>.key` (0600) before the certificate is issued, so
+ * that a certificate is never issued and then lost to an unwritable folder; existing files
+ * are not overwritten.
+ */
+async function openCertFiles(dir: string, id: string) {
+  const files = { cert: path.join(dir, `${id}.crt`), key: path.join(dir, `${id}.key`), ca: path.join(dir, 'ca.crt') };
+  const opened: Array<{ file: string; handle: FileHandle }> = [];
+  try {
+    for (const [file, mode] of [[files.cert, 0o644], [files.key, 0o600]] as const) {
+      const handle = await open(file, 'wx', mode);
+      opened.push({ file, handle });
+      await handle.chmod(mode);
+    }
+  } catch (err) {
+    for (const { file, handle } of opened) {
+      await handle.close();
+      await rm(file, { force: true });
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new CliError(`Cannot write the certificate of '${id}' into '${dir}' as ${id}.crt or ${id}.key is already there; give another --out`, 2);
+    throw new CliError(`Cannot write the certificate of '${id}' into '${dir}' (${code ?? String(err)}); give another --out`, 2);
+  }
+  const [cert, key] = opened as [{ file: string; handle: FileHandle }, { file: string; handle: FileHandle }];
+  return {
+    files,
+    async write(pems: IssuedPems): Promise<void> {
+      await cert.handle.writeFile(pems.certificate ?? '');
+      await key.handle.writeFile(pems.privateKey ?? '');
+      for (const { handle } of opened) await handle.sync();
+      // The CA certificate is public and the same for every device: replaced if there.
+      await writeFile(files.ca, pems.ca ?? '', { mode: 0o644 });
+    },
+    async close(): Promise<void> {
+      for (const { handle } of opened) await handle.close();
+    },
+    async discard(): Promise<void> {
+      for (const { file } of opened) await rm(file, { force: true });
+    },
+  };
+}
+
+/** Calls add or rotate with `cert: true` and writes the PEMs to --out (or leaves them to --json). */
+async function withCertFiles<T extends IssuedPems>(id: string, dir: string | undefined, json: boolean, call: () => Promise<T>): Promise<{ answer: T; written?: { cert: string; key: string; ca: string } }> {
+  if (json) return { answer: await call() };
+  const out = await openCertFiles(dir ?? '.', id);
+  try {
+    const answer = await call();
+    await out.write(answer);
+    return { answer, written: out.files };
+  } catch (err) {
+    await out.close();
+    await out.discard();
+    throw err;
+  } finally {
+    await out.close().catch(() => undefined);
+  }
+}
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
@@ -93,6 +192,14 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
       limit: { type: 'string' },
+      cert: { type: 'boolean', default: false },
+      payload: { type: 'string' },
+      mosquitto: { type: 'string' },
+      tokens: { type: 'string' },
+      rotate: { type: 'boolean', default: false },
+      'platform-user': { type: 'string', default: 'voltline' },
+      'broker-topic': { type: 'string', multiple: true },
+      port: { type: 'string', default: '1883' },
       ...API_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
@@ -108,11 +215,13 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
   switch (sub) {
     case 'add': {
       const id = idArgument(rest, 'add a device');
-      const added = (await callApi(base, 'POST', '/api/devices', { id, ...(values.tenant === undefined ? {} : { tenant: values.tenant }) })) as ApiDevice & { token: string };
+      const request = () => callApi(base, 'POST', '/api/devices', { id, ...(values.tenant === undefined ? {} : { tenant: values.tenant }), ...(values.cert ? { cert: true } : {}) }) as Promise<ApiDevice & IssuedPems & { token: string }>;
+      const { answer: added, written } = values.cert ? await withCertFiles(id, values.out, values.json, request) : { answer: await request(), written: undefined };
       if (values.json) {
-        io.stdout.write(`${JSON.stringify({ id: added.id, tenant: added.tenant, token: added.token })}\n`);
+        io.stdout.write(`${JSON.stringify({ id: added.id, tenant: added.tenant, token: added.token, ...(values.cert ? { certificate: added.certificate, privateKey: added.privateKey, ca: added.ca } : {}) })}\n`);
       } else {
         io.stdout.write(`added device ${added.id} (tenant ${added.tenant})\ntoken: ${added.token}\n${ONCE_WARNING}\n`);
+        if (written !== undefined) io.stdout.write(`certificate: ${written.cert}\nprivate key: ${written.key} (mode 0600; keep it on the device only: it cannot be issued again, only replaced with 'devices rotate ${added.id} --cert')\nCA:          ${written.ca} (the platform CA, which the device trusts for the broker)\n`);
       }
       return 0;
     }
@@ -164,13 +273,19 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     }
     case 'show': {
       const device = (await callApi(base, 'GET', route(idArgument(rest, 'show a device')))) as ApiDevice;
-      io.stdout.write(values.json ? `${JSON.stringify(device)}\n` : `${deviceLine(device)}${presenceLine(device)}\n`);
+      io.stdout.write(values.json ? `${JSON.stringify(device)}\n` : `${deviceLine(device)}${presenceLine(device)}${certLine(device)}\n`);
       return 0;
     }
     case 'rotate': {
-      const rotated = (await callApi(base, 'POST', `${route(idArgument(rest, 'rotate a token'))}/rotate`, {})) as { id: string; tenant: string; token: string };
-      if (values.json) io.stdout.write(`${JSON.stringify({ id: rotated.id, tenant: rotated.tenant, token: rotated.token })}\n`);
-      else io.stdout.write(`new token of ${rotated.id}: ${rotated.token}\nThe old token no longer works. ${ONCE_WARNING}\n`);
+      const id = idArgument(rest, 'rotate a token');
+      const request = () => callApi(base, 'POST', `${route(id)}/rotate`, values.cert ? { cert: true } : {}) as Promise<IssuedPems & { id: string; tenant: string; token: string }>;
+      const { answer: rotated, written } = values.cert ? await withCertFiles(id, values.out, values.json, request) : { answer: await request(), written: undefined };
+      if (values.json) {
+        io.stdout.write(`${JSON.stringify({ id: rotated.id, tenant: rotated.tenant, token: rotated.token, ...(values.cert ? { certificate: rotated.certificate, privateKey: rotated.privateKey, ca: rotated.ca } : {}) })}\n`);
+      } else {
+        io.stdout.write(`new token of ${rotated.id}: ${rotated.token}\nThe old token no longer works. ${ONCE_WARNING}\n`);
+        if (written !== undefined) io.stdout.write(`new certificate: ${written.cert}\nprivate key:     ${written.key} (mode 0600)\nCA:              ${written.ca}\nThe old certificate no longer works.\n`);
+      }
       return 0;
     }
     case 'disable':
@@ -184,6 +299,46 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
       await callApi(base, 'DELETE', route(id));
       io.stdout.write(`removed device ${id}\n`);
       return 0;
+    }
+    case 'command': {
+      const id = idArgument(rest, 'send a command');
+      const command = rest[1];
+      if (command === undefined) throw new CliError(`Cannot send a command without its name (e.g. 'unlock').\n${DEVICES_USAGE}`, 2);
+      let payload: unknown;
+      if (values.payload !== undefined) {
+        try {
+          payload = JSON.parse(values.payload);
+        } catch {
+          // Not JSON: sent as the text given.
+          payload = values.payload;
+        }
+      }
+      const sent = (await callApi(base, 'POST', `${route(id)}/commands`, { command, ...(payload === undefined ? {} : { payload }) })) as { topic: string; status: string };
+      const what: Record<string, string> = {
+        delivered: 'delivered to its connected session',
+        queued: 'queued for its persistent session (sent when it reconnects)',
+        forwarded: 'accepted by the external broker',
+      };
+      io.stdout.write(values.json ? `${JSON.stringify(sent)}\n` : `${sent.topic}: ${what[sent.status] ?? sent.status}\n`);
+      return 0;
+    }
+    case 'export': {
+      if (values.mosquitto === undefined) throw new CliError(`Cannot export without a format: give --mosquitto DIR.\n${DEVICES_USAGE}`, 2);
+      const port = Number(values.port);
+      if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new CliError(`Cannot export as --port must be a port number: current value is '${values.port}'`, 2);
+      return exportMosquitto(
+        base,
+        {
+          dir: values.mosquitto,
+          tokensFile: values.tokens,
+          rotate: values.rotate,
+          platformUser: values['platform-user'],
+          brokerTopics: values['broker-topic'] ?? DEFAULT_EXTERNAL_TOPICS,
+          port,
+          maxPayloadBytes: 128 * 1024,
+        },
+        io,
+      );
     }
     default:
       throw new CliError(`Unknown devices command '${sub}'.\n${DEVICES_USAGE}`, 2);

@@ -14,8 +14,8 @@ reads them as ctx.config.KEY. Secrets are never shown back ('voltline config').
 
 Flags:
   --tenant NAME       the tenant the functions belong to (default: 'default', or the
-                      tenant a function already has); its points and dead letters are
-                      that tenant's
+                      tenant a function already has; with a tenant token: its tenant);
+                      its points and dead letters are that tenant's
   --config KEY=VALUE  a setting (repeatable)
   --secret KEY=VALUE  a setting whose value is never shown (repeatable)
 ${API_FLAGS_USAGE}

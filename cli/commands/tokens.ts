@@ -10,7 +10,9 @@ Commands:
   revoke <id>                              the token stops working now
 
 A read token may GET (not function keys); an admin token may do everything. A tenant
-token may only list and query its tenant's functions, devices, data and dead letters.
+token (--tenant T) may do the same, but only with tenant T's functions, devices, data and
+dead letters: what it deploys or adds is T's, another tenant's function or device is not
+found for it (404), and platform-wide things (metrics, workers, tokens) are refused (403).
 
 Flags:
   --json          print the API's answer as is

@@ -43,16 +43,49 @@ Flags:
                          the admin token to <data-dir>/admin.token (0600)
   --topic-policy P       device (default): a device publishes only under
                          stations/<its id>/# and subscribes only to
-                         stations/<its id>/commands/#; open: any topic (experiments)
+                         stations/<its id>/commands/#; open: any topic (experiments).
+                         Other templates, per tenant too: publishTemplate,
+                         subscribeTemplate and tenantTopicPolicies in --config
   --device-rate N        publishes per second one device may sustain (default 100);
                          above it its acknowledgements are slowed, not its messages dropped
+                         (HTTP ingest: 429 with Retry-After)
   --device-burst N       publishes one device may send at once above its rate (default 200)
   --max-connections N    open MQTT connections in all (default 10000)
   --connection-rate N    new MQTT connections per second per source address (default 20,
                          burst 50); more are refused at accept
+  --proxy-protocol       the MQTT TCP listener is behind a load balancer that sends a
+                         PROXY protocol v1 or v2 header (HAProxy send-proxy, AWS NLB,
+                         …): the device's address is taken from it for the limits and
+                         logs; a connection without a valid header is refused
+  --proxy-protocol-from CIDRS
+                         with --proxy-protocol: the balancers' addresses or CIDR blocks,
+                         comma-separated (10.0.0.0/8,192.0.2.7); connections from
+                         anywhere else are refused. Without it every peer's header is
+                         believed, so only the balancer must be able to reach the port
+  --broker URL           read device traffic from an external MQTT broker (Mosquitto 2,
+                         EMQX) instead of running the embedded one: mqtt://host:1883 or
+                         mqtts://…; an MQTT 5 shared subscription at QoS 1, acknowledged
+                         to the broker only once durably logged
+  --broker-username U    Voltline's user at that broker (or in the URL: mqtt://u:p@host)
+  --broker-password-file FILE
+                         a file whose first line is that user's password
+  --broker-topic F       a topic filter to read (repeatable; default stations/+/telemetry
+                         and stations/+/events); the device id's level must be '+'
+  --broker-group G       the shared-subscription group (default voltline): instances in
+                         one group share the traffic
+  --broker-client-id ID  Voltline's client id there (default voltline): its persistent
+                         session, so give each instance its own
   --data-dir DIR         where data lives (default ./data)
   --mqtt-port N          MQTT port (default 1883; 0 picks a free one)
   --mqtt-host HOST       MQTT interface (default 127.0.0.1)
+  --mqtt-tls-port N      MQTT over TLS port (default 8883; 0 picks a free one), on the
+                         MQTT interface. Devices trust <data-dir>/ca/ca.crt, the platform
+                         CA made on first start; one with a certificate of that CA
+                         ('voltline devices add <id> --cert') connects without a token
+  --no-mqtt-tls          run without the MQTT over TLS listener
+  --tls-cert FILE        the TLS listener's certificate (PEM, with its chain) instead of
+                         one issued by the platform CA at each start; with --tls-key
+  --tls-key FILE         its private key (PEM)
   --http-port N          HTTP API port (default 8080; 0 picks a free one)
   --http-host HOST       HTTP interface (default 127.0.0.1)
   --workers-min N        fewest worker processes (default 1); 0 stops the last one
@@ -107,12 +140,24 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       'device-burst': { type: 'string' },
       'max-connections': { type: 'string' },
       'connection-rate': { type: 'string' },
+      'proxy-protocol': { type: 'boolean' },
+      'proxy-protocol-from': { type: 'string' },
       'demo-stations': { type: 'string' },
       'demo-interval': { type: 'string' },
       watch: { type: 'string', multiple: true },
       'data-dir': { type: 'string' },
+      broker: { type: 'string' },
+      'broker-username': { type: 'string' },
+      'broker-password-file': { type: 'string' },
+      'broker-topic': { type: 'string', multiple: true },
+      'broker-group': { type: 'string' },
+      'broker-client-id': { type: 'string' },
       'mqtt-port': { type: 'string' },
       'mqtt-host': { type: 'string' },
+      'mqtt-tls-port': { type: 'string' },
+      'no-mqtt-tls': { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       'http-port': { type: 'string' },
       'http-host': { type: 'string' },
       workers: { type: 'string' },
@@ -134,8 +179,18 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   }
   const input: Record<string, unknown> = {
     dataDir: values['data-dir'],
+    broker: values.broker,
+    brokerUsername: values['broker-username'],
+    brokerPasswordFile: values['broker-password-file'],
+    brokerTopics: values['broker-topic'],
+    brokerShareGroup: values['broker-group'],
+    brokerClientId: values['broker-client-id'],
     mqttPort: intFlag('mqtt-port', values['mqtt-port']),
     mqttHost: values['mqtt-host'],
+    mqttTlsPort: intFlag('mqtt-tls-port', values['mqtt-tls-port']),
+    mqttTls: values['no-mqtt-tls'] === true ? false : undefined,
+    tlsCertFile: values['tls-cert'],
+    tlsKeyFile: values['tls-key'],
     httpPort: intFlag('http-port', values['http-port']),
     httpHost: values['http-host'],
     workers: intFlag('workers', values.workers),
@@ -154,6 +209,8 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     devicePublishBurst: intFlag('device-burst', values['device-burst']),
     mqttMaxConnections: intFlag('max-connections', values['max-connections']),
     mqttConnectionRatePerAddress: numberFlag('connection-rate', values['connection-rate']),
+    proxyProtocol: values['proxy-protocol'],
+    proxyProtocolFrom: values['proxy-protocol-from']?.split(',').map((entry) => entry.trim()).filter((entry) => entry !== ''),
   };
   for (const key of Object.keys(input)) if (input[key] === undefined) delete input[key];
   // Flags win over the file.
@@ -161,6 +218,9 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     throw new CliError(err instanceof Error ? err.message : String(err), 2);
   });
   const config = resolveConfig({ ...fromFile, ...input } as PlatformConfigInput);
+  if (values.demo && config.broker !== undefined) {
+    throw new CliError('Cannot run the demo fleet with --broker: its stations connect to the embedded broker. Run one against the external broker with voltline sim --url <broker> --token-file <tokens>', 2);
+  }
   const demoStations = intFlag('demo-stations', values['demo-stations']) ?? 50;
   const demoIntervalMs = parseInterval(values['demo-interval'] ?? '1s');
   const watchPaths = values.watch ?? [];
@@ -172,13 +232,19 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   const logger = createLogger({ level: config.logLevel });
   const platform = await startPlatform(config, logger);
   io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
-  io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
-  io.stdout.write(`  MQTT ws      ${platform.mqttWebSocketUrl}   (MQTT over WebSocket, subprotocol mqtt)\n`);
+  if (platform.externalBroker !== undefined) {
+    io.stdout.write(`  MQTT broker  ${platform.mqttUrl}   (external: reading ${config.brokerTopics.map((f) => `$share/${config.brokerShareGroup}/${f}`).join(', ')})\n`);
+  } else {
+    io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
+    io.stdout.write(`  MQTT ws      ${platform.mqttWebSocketUrl}   (MQTT over WebSocket, subprotocol mqtt)\n`);
+    if (platform.mqttTlsUrl !== undefined) io.stdout.write(`  MQTT TLS     ${platform.mqttTlsUrl}   (MQTT over TLS; trust ${platform.caFile}; device certificates accepted)\n`);
+  }
   io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try curl -H "Authorization: Bearer $(cat ${platform.adminToken.file})" '${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m')\n`);
   // The path, never the token: the file is the key (mode 0600).
   io.stdout.write(`  admin token  ${platform.adminToken.file}${platform.adminToken.created ? '   (new; keep it secret: it opens the API)' : ''}\n`);
   if (!config.apiAuth) io.stderr.write('warning: HTTP API authentication is off (--no-api-auth): anyone who can reach the API can deploy code, manage devices and read all data. Do not use --no-api-auth on a network you do not control.\n');
   if (config.allowAnonymous) io.stderr.write('warning: anonymous MQTT access is on: any client can publish as any device id that is not registered (registered devices still need their token). Do not use --allow-anonymous on a network you do not control.\n');
+  if (config.proxyProtocol && config.proxyProtocolFrom.length === 0) io.stderr.write('warning: --proxy-protocol without --proxy-protocol-from believes the PROXY header of any peer: a client that reaches the MQTT port directly can claim any address. Let only the load balancer reach it, or list the balancers.\n');
   if (config.topicPolicy === 'open') io.stderr.write('warning: the MQTT topic policy is open: any connected client can publish and subscribe to any topic, other devices\' included.\n');
 
   let demo: Promise<unknown> | undefined;

@@ -8,6 +8,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { HTTP_METHODS, type HttpMethod, type HttpTriggers } from '../../functions-runtime/index.ts';
 import { single } from './headers.ts';
+import { OPEN_ROUTE } from './operator-auth.ts';
 
 export interface FnRoutesOptions {
   readonly triggers: HttpTriggers;
@@ -93,7 +94,8 @@ export function fnRoutes(options: FnRoutesOptions): FastifyPluginAsync {
     };
     // HEAD and OPTIONS too, so that they get 405 (or 404) from onRequest like any other method.
     const methods = [...HTTP_METHODS, 'HEAD', 'OPTIONS'];
-    scope.route({ method: methods, url: `${FN_PREFIX}/*`, bodyLimit: options.bodyLimit, handler });
-    scope.route({ method: methods, url: FN_PREFIX, bodyLimit: options.bodyLimit, handler });
+    // No operator token: a function key, checked above (operator-auth.ts reads OPEN_ROUTE).
+    scope.route({ ...OPEN_ROUTE, method: methods, url: `${FN_PREFIX}/*`, bodyLimit: options.bodyLimit, handler });
+    scope.route({ ...OPEN_ROUTE, method: methods, url: FN_PREFIX, bodyLimit: options.bodyLimit, handler });
   };
 }

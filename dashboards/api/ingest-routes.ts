@@ -14,6 +14,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpIngest, IngestAnswer, IngestGrant } from '../../ingest/index.ts';
 import { single } from './headers.ts';
+import { OPEN_ROUTE } from './operator-auth.ts';
 
 export interface IngestRoutesOptions {
   readonly ingest: HttpIngest;
@@ -78,7 +79,8 @@ export function ingestRoutes(options: IngestRoutesOptions): FastifyPluginAsync {
       return reply.code(status).send({ error: { code: status >= 500 ? 'VL_INTERNAL' : 'VL_BAD_REQUEST', message: err instanceof Error ? err.message : String(err) } });
     });
 
-    scope.post(INGEST_PATH, { bodyLimit: ingest.maxPayloadBytes }, async (request, reply) => {
+    // No operator token: the device's own token, checked in onRequest (operator-auth.ts reads OPEN_ROUTE).
+    scope.post(INGEST_PATH, { ...OPEN_ROUTE, bodyLimit: ingest.maxPayloadBytes }, async (request, reply) => {
       const grant = grants.get(request);
       if (grant === undefined) return reply.code(500).send({ error: { code: 'VL_INTERNAL', message: 'the request was not authorized' } });
       const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);

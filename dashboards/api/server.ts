@@ -5,17 +5,17 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import Fastify, { type FastifyReply } from 'fastify';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
-import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type DevicePresence, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
-import { invokeOnce, publicFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
+import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type Device, type DevicePresence, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
+import { invokeOnce, publicFunction, type DeployedFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
-import { devicesRoutes } from './devices-routes.ts';
+import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
-import { operatorAuthHook } from './operator-auth.ts';
+import { mayAccess, OPEN_ROUTE, operatorAuthHook, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
 import type { OperatorTokens } from './operators.ts';
 
 export interface ApiOptions {
@@ -39,6 +39,10 @@ export interface ApiOptions {
   readonly devices?: DeviceRegistry;
   /** Device presence (the broker's PresenceTracker), shown by `GET /api/devices/:id` when given. */
   readonly presence?: { get(deviceId: string): DevicePresence | undefined };
+  /** What each device may do under the topic policy, shown with it (`access`). */
+  readonly deviceAccess?: (device: Device) => DeviceAccess;
+  /** Sends a command to a device (`POST /api/devices/:id/commands`); see devices-routes.ts. */
+  readonly deviceCommands?: DevicesRoutesOptions['commands'];
   /** Serves `POST /api/ingest/:deviceId` (ingest-routes.ts) when given. */
   readonly ingest?: HttpIngest;
   /**
@@ -128,7 +132,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.setErrorHandler((err, _request, reply) => {
     if (err instanceof VoltlineError) {
-      const status = err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' || err.code === 'VL_CONFIG_INVALID' || err.code === 'VL_OPERATOR_INVALID' ? 400 : err.code === 'VL_OPERATOR_LIMIT' ? 409 : err.retriable ? 503 : 500;
+      const status = err.code === 'VL_FORBIDDEN' ? 403 : err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' || err.code === 'VL_CONFIG_INVALID' || err.code === 'VL_OPERATOR_INVALID' ? 400 : err.code === 'VL_OPERATOR_LIMIT' ? 409 : err.retriable ? 503 : 500;
       return sendError(reply, status, err.code, err.message, err.context);
     }
     if (err instanceof z.ZodError) {
@@ -142,7 +146,9 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   if (options.operators !== 'disabled') app.addHook('onRequest', operatorAuthHook(options.operators, options.metrics));
 
-  app.get('/healthz', async (_request, reply) => {
+  // Who may call each route is said in its options (operator-auth.ts): OPEN_ROUTE, TENANT_ROUTE
+  // (tenant tokens too, kept to their tenant by the handler), or nothing: platform tokens only.
+  app.get('/healthz', OPEN_ROUTE, async (_request, reply) => {
     const status = options.status();
     return reply.code(status === 'ok' ? 200 : 503).send({ status });
   });
@@ -151,24 +157,34 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     return reply.header('content-type', options.metrics.contentType).send(await options.metrics.metrics());
   });
 
-  app.get('/api/query', async (request) => {
-    const spec = options.parseQuery(request.query as Record<string, string | undefined>, Date.now());
+  /** A deployed function this request may see; undefined (a 404) for one of another tenant, counted. */
+  const visibleFunction = (request: FastifyRequest, name: string): DeployedFunction | undefined => {
+    const fn = options.registry.get(name);
+    return fn !== undefined && mayAccess(request, fn.tenant) ? fn : undefined;
+  };
+  const notDeployed = (reply: FastifyReply, name: string) => sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${name}' is deployed ('voltline functions' lists those that are)`);
+
+  app.get('/api/query', TENANT_ROUTE, async (request) => {
+    const params = request.query as Record<string, string | undefined>;
+    const tenant = tenantFilter(request, params['tenant']);
+    const spec = options.parseQuery({ ...params, ...(tenant === undefined ? {} : { tenant }) }, Date.now());
     return options.store.query(spec);
   });
 
-  app.get('/api/dead-letters', async (request) => {
+  app.get('/api/dead-letters', TENANT_ROUTE, async (request) => {
     const params = DeadLetterParams.parse(request.query);
+    const tenant = tenantFilter(request, params.tenant);
     const letters = await options.store.deadLetters({
       limit: params.limit,
-      ...(params.tenant === undefined ? {} : { tenant: params.tenant }),
+      ...(tenant === undefined ? {} : { tenant }),
       ...(params.function === undefined ? {} : { function: params.function }),
       ...(params.deviceId === undefined ? {} : { deviceId: params.deviceId }),
     });
     return { deadLetters: letters.map(deadLetterJson) };
   });
 
-  app.get('/api/functions', async (request) => {
-    const { tenant } = TenantParams.parse(request.query);
+  app.get('/api/functions', TENANT_ROUTE, async (request) => {
+    const tenant = tenantFilter(request, TenantParams.parse(request.query).tenant);
     return {
       functions: options.registry
         .list()
@@ -177,28 +193,32 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     };
   });
 
-  app.post('/api/functions', async (request, reply) => {
+  // A tenant token deploys into its tenant; a name another tenant holds is refused by the registry.
+  app.post('/api/functions', TENANT_ROUTE, async (request, reply) => {
     const body = DeployBody.parse(request.body);
-    const fn = await options.registry.deploy(body.code, body.source, settingsChange(body), body.tenant);
+    const fn = await options.registry.deploy(body.code, body.source, settingsChange(body), tenantFilter(request, body.tenant));
     return reply.code(201).send(publicFunction(fn));
   });
 
-  app.put<{ Params: { name: string } }>('/api/functions/:name/config', async (request, reply) => {
+  // Changes pass the token's tenant to the registry too, which checks it again under its lock.
+  app.put<{ Params: { name: string } }>('/api/functions/:name/config', TENANT_ROUTE, async (request, reply) => {
     const body = ConfigBody.parse(request.body ?? {});
-    const fn = await options.registry.configure(request.params.name, settingsChange(body));
-    if (fn === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+    if (visibleFunction(request, request.params.name) === undefined) return notDeployed(reply, request.params.name);
+    const fn = await options.registry.configure(request.params.name, settingsChange(body), tenantOf(request));
+    if (fn === undefined) return notDeployed(reply, request.params.name);
     return publicFunction(fn);
   });
 
-  app.delete<{ Params: { name: string } }>('/api/functions/:name', async (request, reply) => {
-    const removed = await options.registry.remove(request.params.name);
-    if (!removed) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+  app.delete<{ Params: { name: string } }>('/api/functions/:name', TENANT_ROUTE, async (request, reply) => {
+    if (visibleFunction(request, request.params.name) === undefined) return notDeployed(reply, request.params.name);
+    const removed = await options.registry.remove(request.params.name, tenantOf(request));
+    if (!removed) return notDeployed(reply, request.params.name);
     options.scheduler.forget(request.params.name);
     return reply.code(204).send();
   });
 
-  app.post<{ Params: { name: string } }>('/api/functions/:name/invoke', async (request, reply) => {
-    const fn = options.registry.get(request.params.name);
+  app.post<{ Params: { name: string } }>('/api/functions/:name/invoke', TENANT_ROUTE, async (request, reply) => {
+    const fn = visibleFunction(request, request.params.name);
     if (fn === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed`);
     const body = InvokeBody.parse(request.body ?? {});
     const payload = body.raw === true ? String(body.payload ?? '') : JSON.stringify(body.payload ?? null);
@@ -209,23 +229,23 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     });
   });
 
-  // Function keys of HTTP triggers: admin tokens only (operator-auth.ts); GET /api/functions never shows them.
-  app.get<{ Params: { name: string } }>('/api/functions/:name/keys', async (request, reply) => {
-    const key = options.registry.key(request.params.name);
-    if (key === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+  // Function keys of HTTP triggers: admin tokens only, even to read; GET /api/functions never shows them.
+  app.get<{ Params: { name: string } }>('/api/functions/:name/keys', { config: { operator: { scope: 'admin', tenancy: 'tenant' } } }, async (request, reply) => {
+    const key = visibleFunction(request, request.params.name) === undefined ? undefined : options.registry.key(request.params.name);
+    if (key === undefined) return notDeployed(reply, request.params.name);
     return { name: request.params.name, key };
   });
 
-  app.post<{ Params: { name: string } }>('/api/functions/:name/keys/rotate', async (request, reply) => {
-    const key = await options.registry.rotateKey(request.params.name);
-    if (key === undefined) return sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${request.params.name}' is deployed ('voltline functions' lists those that are)`);
+  app.post<{ Params: { name: string } }>('/api/functions/:name/keys/rotate', TENANT_ROUTE, async (request, reply) => {
+    const key = visibleFunction(request, request.params.name) === undefined ? undefined : await options.registry.rotateKey(request.params.name, tenantOf(request));
+    if (key === undefined) return notDeployed(reply, request.params.name);
     return { name: request.params.name, key };
   });
 
   const operators = options.operators;
   if (operators !== 'disabled') {
-    // Platform admin tokens only (operator-auth.ts). A new token is shown once.
-    app.get('/api/tokens', async () => ({ tokens: operators.list() }));
+    // Platform admin tokens only (operator-auth.ts: platform routes; admin even to read). A new token is shown once.
+    app.get('/api/tokens', { config: { operator: { scope: 'admin' } } }, async () => ({ tokens: operators.list() }));
     app.post('/api/tokens', async (request, reply) => {
       const body = TokenBody.parse(request.body ?? {});
       const { token, info } = await operators.create(body.scope, body.tenant);
@@ -239,7 +259,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
-  if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger, presence: options.presence }));
+  if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger, presence: options.presence, access: options.deviceAccess, commands: options.deviceCommands, maxCommandBytes: options.maxFnBodyBytes }));
   if (options.ingest !== undefined) await app.register(ingestRoutes({ ingest: options.ingest }));
 
   await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));

@@ -518,3 +518,21 @@ describe('HTTP triggers and function keys', () => {
     expect(triggersText([{ http: 'POST /hooks/station-alarm' }, { http: 'GET /status', public: true }, { mqtt: 'a/+' }])).toBe('http POST /fn/hooks/station-alarm (key), http GET /fn/status (public), a/+');
   });
 });
+
+describe('changes kept to one tenant (the API passes a tenant token\'s tenant)', () => {
+  it('configures, rotates the key of and removes a function only when it is that tenant\'s; any tenant\'s without one', async () => {
+    const registry = await open();
+    await registry.deploy((await bundleFixture('http-hook')).code, 'http-hook.ts', {}, 'b');
+    const key = registry.key('http-hook');
+    expect(await registry.configure('http-hook', { config: { X: '1' } }, 'a')).toBeUndefined();
+    expect(await registry.rotateKey('http-hook', 'a')).toBeUndefined();
+    expect(await registry.remove('http-hook', 'a')).toBe(false);
+    expect(registry.get('http-hook')).toMatchObject({ tenant: 'b', config: {} });
+    expect(registry.key('http-hook')).toBe(key);
+    expect(await registry.configure('http-hook', { config: { X: '1' } }, 'b')).toMatchObject({ config: { X: '1' } });
+    expect(await registry.rotateKey('http-hook', 'b')).not.toBe(key);
+    expect(await registry.configure('http-hook', { config: { X: '2' } })).toMatchObject({ config: { X: '2' } });
+    expect(await registry.remove('http-hook', 'b')).toBe(true);
+    expect(registry.get('http-hook')).toBeUndefined();
+  });
+});

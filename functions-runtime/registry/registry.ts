@@ -333,12 +333,13 @@ export class FunctionRegistry {
 
   /**
    * Replaces a function's key with a new random one (the old one stops working at once)
-   * and returns it; undefined when there is no such function. Works for a function with
+   * and returns it; undefined when there is no such function (or, given `tenant`, none of
+   * that tenant's: checked under the same lock as the change). Works for a function with
    * no key yet too: it gets one.
    */
-  rotateKey(name: string): Promise<string | undefined> {
+  rotateKey(name: string, tenant?: string): Promise<string | undefined> {
     return this.#serialized(async () => {
-      const existing = this.#functions.get(name);
+      const existing = this.#owned(name, tenant);
       if (existing === undefined) return undefined;
       const key = newFunctionKey();
       await this.#store({ ...existing, key });
@@ -351,12 +352,13 @@ export class FunctionRegistry {
 
   /**
    * Changes a function's settings without touching its code; the next batch runs with them
-   * (its load version changes, see loadFunctionOf). Returns undefined when there is no such function.
+   * (its load version changes, see loadFunctionOf). Returns undefined when there is no such
+   * function (or, given `tenant`, none of that tenant's).
    * @throws VoltlineError `VL_CONFIG_INVALID` naming the key that is wrong.
    */
-  configure(name: string, change: SettingsChange): Promise<DeployedFunction | undefined> {
+  configure(name: string, change: SettingsChange, tenant?: string): Promise<DeployedFunction | undefined> {
     return this.#serialized(async () => {
-      const existing = this.#functions.get(name);
+      const existing = this.#owned(name, tenant);
       if (existing === undefined) return undefined;
       const settings = applySettings(name, existing, change);
       if (settings === undefined) return existing;
@@ -377,13 +379,19 @@ export class FunctionRegistry {
     this.#functions.set(fn.name, fn);
   }
 
-  /** Removes a function; returns false when there was none of that name. */
-  remove(name: string): Promise<boolean> {
-    return this.#serialized(() => this.#remove(name));
+  /** Removes a function; returns false when there was none of that name (or, given `tenant`, none of that tenant's). */
+  remove(name: string, tenant?: string): Promise<boolean> {
+    return this.#serialized(() => this.#remove(name, tenant));
   }
 
-  async #remove(name: string): Promise<boolean> {
-    if (!this.#functions.delete(name)) return false;
+  /** The function `name`, if it is `tenant`'s (any tenant's when undefined). */
+  #owned(name: string, tenant: string | undefined): DeployedFunction | undefined {
+    const fn = this.#functions.get(name);
+    return fn === undefined || (tenant !== undefined && fn.tenant !== tenant) ? undefined : fn;
+  }
+
+  async #remove(name: string, tenant: string | undefined): Promise<boolean> {
+    if (this.#owned(name, tenant) === undefined || !this.#functions.delete(name)) return false;
     await rm(path.join(this.#dir, `${name}.json`), { force: true });
     this.#log.info({ function: name }, 'function removed');
     this.#emit();

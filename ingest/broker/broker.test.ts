@@ -269,6 +269,36 @@ describe('broker topic policy', () => {
     expect((await logged()).map((e) => e.topic)).toEqual(['fleet/st-1/up/telemetry', 'anything/else']);
   });
 
+  it("applies a tenant's own templates to its devices, and the default ones to the other tenants' devices", async () => {
+    await start({ tenantTopicPolicies: { acme: { publishTemplate: 'acme/{deviceId}/#', subscribeTemplate: 'acme/{deviceId}/down/#' } } });
+    const acme = await device('acme-1');
+    await acme.publishAsync('acme/acme-1/telemetry', '{}', { qos: 1 });
+    expect(await granted(acme, ['acme/acme-1/down/#', 'stations/acme-1/commands/#'], 0)).toEqual([0, 128]);
+    const st1 = await device('st-1');
+    await st1.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
+    expect(await granted(st1, ['stations/st-1/commands/#', 'acme/st-1/down/#'], 0)).toEqual([0, 128]);
+    // Each outside its own tenant's template: no PUBACK, the connection closed, nothing logged.
+    for (const [client, topic] of [
+      [acme, 'stations/acme-1/telemetry'],
+      [st1, 'acme/st-1/telemetry'],
+    ] as const) {
+      const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+      client.publish(topic, '{}', { qos: 1 });
+      await closed;
+      client.end(true);
+    }
+    expect((await logged()).map((e) => [e.topic, e.tenant])).toEqual([
+      ['acme/acme-1/telemetry', 'acme'],
+      ['stations/st-1/telemetry', undefined],
+    ]);
+    expect(await failures()).toEqual({ subscribe_denied: 2, publish_denied: 2 });
+    const denied = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['reason'] === 'publish_denied');
+    expect(denied.map((l) => [l['deviceId'], l['allowed']])).toEqual([
+      ['acme-1', 'acme/acme-1/#'],
+      ['st-1', 'stations/st-1/#'],
+    ]);
+  });
+
   it('refuses a template that would let devices share topics', async () => {
     await expect(start({ publishTemplate: 'stations/#' })).rejects.toThrow(/'publishTemplate' must contain \{deviceId\} as a whole topic level: current value is 'stations\/#'/);
     await expect(start({ subscribeTemplate: 'stations/x{deviceId}/#' })).rejects.toThrow(/'subscribeTemplate'/);

@@ -19,10 +19,16 @@
  * an oversized packet closes the connection once its length is read, and a device over its
  * publish rate has its publishes (hence its PUBACKs and further reads) delayed, not dropped.
  *
- * Listeners: the TCP server here, and any byte stream handed to `handleStream` (MQTT over
- * WebSocket, websocket.ts, on the API's HTTP port), under the same accept-time limits.
+ * Listeners: the TCP server here (behind a load balancer, optionally after a PROXY protocol
+ * header naming the device's address: proxy-protocol.ts), MQTT over TLS (`tls`: a second TCP port whose sockets
+ * pass the same accept-time limits, then a TLS handshake that asks for a client
+ * certificate), and any byte stream handed to `handleStream` (MQTT over WebSocket,
+ * websocket.ts, on the API's HTTP port), under the same accept-time limits. A TLS client
+ * that presents a certificate of the platform CA naming a registered device (and recorded
+ * for it) is that device without a token.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,7 +44,8 @@ import { AddressGuard, capPacketSize, maxPacketBytes, PublishRateLimiter, resolv
 import { LogOnce } from './log-once.ts';
 import type { BrokerPersistence } from './persistence.ts';
 import type { DisconnectReason, PresenceTracker } from './presence.ts';
-import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, TopicPolicy, type TopicPolicyMode } from './topic-policy.ts';
+import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, filterCovers, TopicPolicy, type TenantTopicTemplates, type TopicPolicyMode } from './topic-policy.ts';
+import { readProxyHeader, trustedProxies, type ProxyRefusal } from './proxy-protocol.ts';
 
 /** Why a client was refused (the `reason` label of voltline_auth_failures_total). */
 export type AccessFailure = AuthFailure | 'client_id_mismatch' | 'bad_client_id' | 'will_denied' | 'publish_denied' | 'subscribe_denied' | 'forward_denied';
@@ -53,6 +60,8 @@ const RETURN_CODES: Readonly<Record<ConnectFailure, 2 | 4 | 5>> = {
   bad_token: BAD_USERNAME_OR_PASSWORD,
   no_credentials: BAD_USERNAME_OR_PASSWORD,
   disabled: NOT_AUTHORIZED,
+  // A client certificate not of the platform CA, or no longer the device's (rotated, removed).
+  bad_certificate: NOT_AUTHORIZED,
   client_id_mismatch: IDENTIFIER_REJECTED,
   bad_client_id: IDENTIFIER_REJECTED,
   // A last will on a topic the device may not publish to: it would be published for it later.
@@ -89,6 +98,27 @@ export interface BrokerOptions {
   readonly publishTemplate?: string | undefined;
   /** What a device may subscribe to (or within). Default `stations/{deviceId}/commands/#`. */
   readonly subscribeTemplate?: string | undefined;
+  /** Templates of some tenants instead of the two above, by tenant (topic-policy.ts). */
+  readonly tenantTopicPolicies?: Readonly<Record<string, TenantTopicTemplates>> | undefined;
+  /**
+   * The TCP listener sits behind a load balancer that sends a PROXY protocol (v1 or v2)
+   * header first: the device's address is read from it, and the per-address limits and
+   * logs use it. A connection without a valid header is refused and counted
+   * (`voltline_mqtt_proxy_refusals_total{reason}`). Off: a header is just bytes that are not
+   * MQTT. Only the plain TCP listener: not the TLS one, nor WebSocket (the API's port).
+   */
+  readonly proxyProtocol?: boolean | undefined;
+  /**
+   * With `proxyProtocol`: the balancers whose headers are believed (addresses or CIDR
+   * blocks); a connection from any other address is refused (`untrusted`). Empty or absent:
+   * every peer is believed, so the listener must be reachable by the balancer only.
+   */
+  readonly proxyProtocolFrom?: readonly string[] | undefined;
+  /**
+   * MQTT over TLS on a second listener (same host), with client certificates: a device whose
+   * certificate the platform CA issued connects without a token (see `verify`).
+   */
+  readonly tls?: BrokerTlsOptions | undefined;
   /** Epoch ms, for the refusal log's window; injected by tests. */
   readonly now?: () => number;
   /**
@@ -114,6 +144,22 @@ export interface BrokerOptions {
   readonly presence?: PresenceTracker | undefined;
 }
 
+export interface BrokerTlsOptions {
+  /** TLS port; 0 picks a free one. */
+  readonly port: number;
+  /** The server certificate (PEM, the chain if any) and its private key (PEM). */
+  readonly cert: string;
+  readonly key: string;
+  /**
+   * The CA whose client certificates are trusted (PEM): the platform CA. Only it: the
+   * system's CAs are not. A client without a certificate is still served (token login).
+   */
+  readonly clientCa: string;
+}
+
+/** What became of a command sent to a device (`RunningBroker.sendCommand`). */
+export type CommandDelivery = 'delivered' | 'queued' | 'no_subscriber';
+
 /** Who a connected client is. */
 interface Identity {
   readonly deviceId: string;
@@ -125,11 +171,14 @@ interface Identity {
 /** Why a CONNECT was refused. */
 type ConnectFailure = AuthFailure | 'client_id_mismatch' | 'bad_client_id' | 'will_denied';
 
-type Verdict = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: ConnectFailure };
+/** A refusal's `detail` goes to its log line (never a secret). */
+type Verdict = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: ConnectFailure; readonly detail?: Readonly<Record<string, unknown>> };
 
 export interface RunningBroker {
   readonly port: number;
   readonly host: string;
+  /** The MQTT over TLS port, when `tls` was given. */
+  readonly tlsPort: number | undefined;
   readonly aedes: Aedes;
   /**
    * Publishes a message from the platform itself (a downlink: what functions send with
@@ -143,6 +192,14 @@ export interface RunningBroker {
    * disabled, removed or re-keyed in the registry must not keep its session). True if one was.
    */
   disconnect(deviceId: string): boolean;
+  /**
+   * Sends a command (QoS 1, not retained) to one device, and says what became of it:
+   * `delivered` when a connected session of the device subscribes to the topic (the message
+   * is handed to that session), `queued` when its offline persistent session does (kept on
+   * the data folder until it reconnects), `no_subscriber` when neither does: then nothing is
+   * sent (the broker would drop it). Rejects once the broker is closed.
+   */
+  sendCommand(deviceId: string, topic: string, payload: Uint8Array): Promise<CommandDelivery>;
   /**
    * Serves an MQTT connection that arrived another way than the TCP listener (a WebSocket
    * wrapped as a byte stream), under the same accept-time limits: the connection limit, the
@@ -158,14 +215,16 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const log = options.logger.child({ stage: 'broker' });
   const registers = [options.metrics];
   // Shared with HTTP ingest (the API may have registered them first).
-  const { received, refused, receivedBytes, authFailures } = inputMetrics(options.metrics);
+  const { received, refused, receivedBytes, authFailures, limitsHit } = inputMetrics(options.metrics);
   const connections = new Gauge({ name: 'voltline_mqtt_connections', help: 'Connected MQTT clients', registers });
-  const limitsHit = new Counter({ name: 'voltline_limits_hit_total', help: 'Times a broker limit was hit (a publish slowed or refused, a connection refused or closed, a CONNECT answered late), by limit', labelNames: ['limit'], registers });
   const takeovers = new Counter({ name: 'voltline_session_takeovers_total', help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)', registers });
+  const proxyRefusals = new Counter({ name: 'voltline_mqtt_proxy_refusals_total', help: 'TCP connections refused before MQTT with --proxy-protocol, by reason (missing: no PROXY header; invalid: a broken one; timeout: none complete in time; untrusted: not from a listed balancer)', labelNames: ['reason'], registers });
+  const proxyTrusted = options.proxyProtocolFrom === undefined || options.proxyProtocolFrom.length === 0 ? undefined : trustedProxies(options.proxyProtocolFrom);
   const policy = new TopicPolicy({
     mode: options.topicPolicy ?? 'device',
     publishTemplate: options.publishTemplate ?? DEFAULT_PUBLISH_TEMPLATE,
     subscribeTemplate: options.subscribeTemplate ?? DEFAULT_SUBSCRIBE_TEMPLATE,
+    tenants: options.tenantTopicPolicies,
   });
   const refusalLog = new LogOnce({ windowMs: REFUSAL_LOG_WINDOW_MS, maxKeys: 10_000, maxLinesPerWindow: 1_000, ...(options.now ? { now: options.now } : {}) });
   /** Who each connected client is, set once it is authenticated. */
@@ -214,6 +273,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const verify = async (client: Client, username: string | undefined, password: Buffer | undefined): Promise<Verdict> => {
     const id = client.id;
     if (policy.mode === 'device' && deviceIdTopicProblem(id) !== undefined) return { ok: false, reason: 'bad_client_id' };
+    // A client certificate, when one was presented over TLS, decides alone: a token given
+    // too is not looked at, and a bad certificate is refused even with a good token.
+    const peer = peerCertificate(client);
+    if (peer !== undefined) return verifyCertificate(id, username, peer);
     if (username === undefined && password === undefined) {
       if (!options.allowAnonymous) return { ok: false, reason: 'no_credentials' };
       // A registered device is itself only with its token, even when anonymous access is on.
@@ -228,6 +291,21 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     return { ok: true, identity: { deviceId: verdict.device.id, tenant: verdict.device.tenant, anonymous: false } };
   };
   /**
+   * A certificate login: the TLS layer verified the chain against the platform CA
+   * (`authorized`: signature, validity dates); its subject CN must be the client id (and the
+   * username, if one is given), and the registry must have recorded this very certificate
+   * (its fingerprint) for an enabled device.
+   */
+  const verifyCertificate = (id: string, username: string | undefined, peer: PeerCertificate): Verdict => {
+    const detail = { certSubject: peer.subject, certIssuer: peer.issuer, certFingerprint: peer.fingerprint };
+    if (!peer.authorized) return { ok: false, reason: 'bad_certificate', detail: { ...detail, tlsError: peer.authorizationError } };
+    if (peer.commonName !== id || (username !== undefined && username !== id)) return { ok: false, reason: 'client_id_mismatch', detail };
+    if (options.devices === undefined) return { ok: false, reason: 'bad_certificate', detail };
+    const verdict = options.devices.authenticateCertificate(id, peer.fingerprint);
+    if (!verdict.ok) return { ok: false, reason: verdict.reason, detail };
+    return { ok: true, identity: { deviceId: verdict.device.id, tenant: verdict.device.tenant, anonymous: false } };
+  };
+  /**
    * The will must obey the topic policy at CONNECT: aedes publishes it when the connection
    * is lost, and a will kept across a restart is published with no client to check
    * against (authorizePublish gets `client` null), so it must not be stored at all.
@@ -236,7 +314,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     const verdict = await verify(client, username, password);
     const willTopic = willTopics.get(client);
     willTopics.delete(client);
-    if (verdict.ok && willTopic !== undefined && !policy.mayPublish(verdict.identity.deviceId, willTopic)) return { ok: false, reason: 'will_denied' };
+    if (verdict.ok && willTopic !== undefined && !policy.forTenant(verdict.identity.tenant).mayPublish(verdict.identity.deviceId, willTopic)) return { ok: false, reason: 'will_denied' };
     return verdict;
   };
 
@@ -245,7 +323,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   // queue other devices' messages for it while it is offline. Only allowed filters are kept.
   const persistence = options.persistence === undefined ? undefined : policyFilteredPersistence(options.persistence, (client, filter) => {
     const identity = identities.get(client as Client);
-    return identity !== undefined && policy.maySubscribe(identity.deviceId, filter);
+    return identity !== undefined && policy.forTenant(identity.tenant).maySubscribe(identity.deviceId, filter);
   });
 
   const aedes = await Aedes.createBroker({
@@ -279,7 +357,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
           const returnCode = RETURN_CODES[verdict.reason];
           const address = remoteAddress(client);
           if (address !== undefined && limitedAddress(address)) addresses.loginFailed(address);
-          refuse(verdict.reason, address ?? client.id, { clientId: client.id, username, address, returnCode }, 'MQTT connection refused');
+          refuse(verdict.reason, address ?? client.id, { clientId: client.id, username, address, returnCode, ...verdict.detail }, 'MQTT connection refused');
           done(connectRefusal(verdict.reason, returnCode, `MQTT connection refused (${verdict.reason})`), false);
         },
         (err: unknown) => {
@@ -295,9 +373,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       // topics were checked against the policy at their CONNECT.
       if (client === null) return callback(null);
       const identity = identities.get(client);
-      if (identity === undefined || !policy.mayPublish(identity.deviceId, packet.topic)) {
+      const devicePolicy = policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
+      if (identity === undefined || !devicePolicy.mayPublish(identity.deviceId, packet.topic)) {
         const deviceId = identity?.deviceId ?? client.id;
-        refuse('publish_denied', deviceId, { deviceId, topic: packet.topic, allowed: policy.mode === 'open' ? 'no $ topics' : policy.publishFilter(deviceId) }, 'publish refused by the topic policy: the connection is closed');
+        refuse('publish_denied', deviceId, { deviceId, tenant: identity?.tenant, topic: packet.topic, allowed: devicePolicy.mode === 'open' ? 'no $ topics' : devicePolicy.publishFilter(deviceId) }, 'publish refused by the topic policy: the connection is closed');
         // MQTT 3.1.1 has no negative PUBACK: an error makes aedes close the connection
         // without acknowledging (MQTT-3.3.5-2), QoS 0 or 1 alike.
         return callback(accessError('publish_denied', `publish to '${packet.topic}' refused by the topic policy`));
@@ -366,9 +445,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     },
     authorizeSubscribe(client: Client, subscription: Subscription, callback: (error: Error | null, subscription?: Subscription | null) => void) {
       const identity = identities.get(client);
-      if (identity !== undefined && policy.maySubscribe(identity.deviceId, subscription.topic)) return callback(null, subscription);
+      const devicePolicy = policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
+      if (identity !== undefined && devicePolicy.maySubscribe(identity.deviceId, subscription.topic)) return callback(null, subscription);
       const deviceId = identity?.deviceId ?? client.id;
-      refuse('subscribe_denied', deviceId, { deviceId, filter: subscription.topic, allowed: policy.subscribeFilter(deviceId) }, 'subscription refused by the topic policy');
+      refuse('subscribe_denied', deviceId, { deviceId, tenant: identity?.tenant, filter: subscription.topic, allowed: devicePolicy.subscribeFilter(deviceId) }, 'subscription refused by the topic policy');
       // A null subscription: SUBACK 0x80 for this filter, the connection stays open.
       callback(null, null);
     },
@@ -378,9 +458,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     // message to a device passes the subscribe policy again here.
     authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
       const identity = identities.get(client);
-      if (identity !== undefined && policy.mayReceive(identity.deviceId, packet.topic)) return packet;
+      const devicePolicy = policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
+      if (identity !== undefined && devicePolicy.mayReceive(identity.deviceId, packet.topic)) return packet;
       const deviceId = identity?.deviceId ?? client.id;
-      refuse('forward_denied', deviceId, { deviceId, topic: packet.topic, allowed: policy.subscribeFilter(deviceId) }, 'message not forwarded: its topic is outside what the device may subscribe to');
+      refuse('forward_denied', deviceId, { deviceId, topic: packet.topic, allowed: devicePolicy.subscribeFilter(deviceId) }, 'message not forwarded: its topic is outside what the device may subscribe to');
       return null;
     },
   });
@@ -389,12 +470,23 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     connections.inc();
     connected.set(client.id, client);
     const identity = identities.get(client);
-    if (identity !== undefined) presence?.connected(identity.deviceId, identity.tenant, client);
+    if (identity !== undefined) presence?.connected(identity.deviceId, identity.tenant, client, remoteAddress(client));
     if (takingOver.delete(client)) {
       takeovers.inc();
       const permit = refusalLog.take(`takeover|${client.id}`);
       if (permit !== undefined) log.info({ deviceId: client.id, address: remoteAddress(client), ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'session taken over: a new connection of the same client id closed the older one');
     }
+  });
+  // The filters each connected client holds (aedes' own record is not in its types).
+  const subscribed = new WeakMap<Client, Set<string>>();
+  aedes.on('subscribe', (subscriptions: Subscription[], client: Client) => {
+    const filters = subscribed.get(client) ?? new Set<string>();
+    // A refused filter is reported with qos 128 (its SUBACK failure code).
+    for (const sub of subscriptions) if ((sub.qos as number) <= 2) filters.add(sub.topic);
+    subscribed.set(client, filters);
+  });
+  aedes.on('unsubscribe', (filters: string[], client: Client) => {
+    for (const filter of filters) subscribed.get(client)?.delete(filter);
   });
   aedes.on('clientDisconnect', (client: Client) => {
     connections.dec();
@@ -417,7 +509,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const packetLimit = maxPacketBytes(options.maxPayloadBytes);
   let closing = false;
   /** Accepts a connection, TCP or another stream, under the accept-time limits, and hands it to aedes. */
-  const accept = (conn: Duplex, address: string | undefined): void => {
+  const accept = (conn: Duplex, address: string | undefined, tlsServer?: tls.Server): void => {
     // A reset before it is handled must not be an uncaught 'error'; aedes adds its own listener.
     conn.on('error', (err: Error & { code?: unknown }) => {
       // ws fails a WebSocket whose message is over its maxPayload (websocket.ts sets the packet cap).
@@ -445,15 +537,25 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     }
     sockets.add(conn);
     addressOf.set(conn, address);
+    conn.once('close', () => sockets.delete(conn));
+    // MQTT over TLS: the handshake first, bounded by the TLS server's handshakeTimeout (the
+    // CONNECT timeout); the TLS socket is served once secure ('secureConnection' below). The
+    // TCP socket stays the one counted: it closes with the TLS socket.
+    if (tlsServer !== undefined) {
+      tlsServer.emit('connection', conn);
+      return;
+    }
+    serve(conn, address);
+  };
+  /** Hands an admitted connection to aedes, under the CONNECT timer and the packet size cap. */
+  const serve = (conn: Duplex, address: string): void => {
+    addressOf.set(conn, address);
     const timer = setTimeout(() => {
       hit('connect_timeout', address, { address, timeoutMs: limits.connectTimeoutMs }, 'connection closed: no CONNECT within the timeout');
       conn.destroy();
     }, limits.connectTimeoutMs);
     connectTimers.set(conn, timer);
-    conn.once('close', () => {
-      sockets.delete(conn);
-      clearTimeout(timer);
-    });
+    conn.once('close', () => clearTimeout(timer));
     // A packet longer than any acceptable one closes the connection once its length is read,
     // before aedes buffers its body (mqtt-packet would take up to 256 MiB).
     capPacketSize(aedes.handle(conn), packetLimit, (length, cmd) => {
@@ -461,22 +563,109 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       return limitError('packet_size', `Cannot accept an MQTT ${cmd ?? ''} packet of ${length} bytes as the limit is ${packetLimit}`);
     });
   };
-  const server = net.createServer((socket) => accept(socket, socket.remoteAddress));
+  /**
+   * Behind a balancer (`proxyProtocol`): the PROXY header is read before anything else, so
+   * the per-address limits in `accept` see the device's address. While the header is read
+   * the socket counts toward the connection limit and is destroyed by `close()`.
+   */
+  const acceptProxied = (socket: net.Socket): void => {
+    const peer = socket.remoteAddress;
+    socket.on('error', () => undefined);
+    const refuseProxy = (reason: ProxyRefusal, problem: string): void => {
+      proxyRefusals.inc({ reason });
+      const permit = refusalLog.take(`proxy:${reason}|${peer ?? ''}`);
+      if (permit !== undefined) log.warn({ reason, peer, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, `connection refused: ${problem}`);
+      socket.destroy();
+    };
+    if (closing || peer === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (sockets.size >= limits.maxConnections) {
+      hit('connections', 'global', { address: peer, limit: limits.maxConnections }, 'connection refused: the broker is at its connection limit');
+      socket.destroy();
+      return;
+    }
+    if (proxyTrusted !== undefined && !proxyTrusted(peer)) return refuseProxy('untrusted', `${peer} is not a balancer listed in proxyProtocolFrom`);
+    sockets.add(socket);
+    void readProxyHeader(socket, { timeoutMs: limits.connectTimeoutMs }).then((result) => {
+      sockets.delete(socket);
+      if (!result.ok) {
+        // A connection closed before its header is a dropped probe, not a refusal.
+        if (result.reason === 'closed') return socket.destroy();
+        return refuseProxy(result.reason, result.problem);
+      }
+      if (socket.destroyed) return;
+      // The balancer's own connection (a health check) has no client address: its own is used.
+      accept(socket, result.header.kind === 'proxied' ? result.header.address : peer);
+    });
+  };
+  /**
+   * The MQTT over TLS listener: a TCP server whose sockets pass `accept`'s limits before any
+   * TLS work, then are handed to a (not listening) tls.Server for the handshake, which
+   * requests a client certificate but does not require one (`rejectUnauthorized` false: a
+   * token client without a certificate is served too; `verify` decides by `authorized`
+   * and the certificate). Handshakes that fail or time out are counted and logged once.
+   */
+  const listenTls = async (config: BrokerTlsOptions): Promise<{ port: number; listener: net.Server }> => {
+    let tlsServer: tls.Server;
+    try {
+      tlsServer = tls.createServer({ cert: config.cert, key: config.key, ca: config.clientCa, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', handshakeTimeout: limits.connectTimeoutMs });
+    } catch (err) {
+      throw new VoltlineError('VL_BROKER_TLS', `Cannot start the MQTT TLS listener as its certificate, key or client CA is unusable: ${errorMessage(err)}`, { cause: err, context: { field: 'tls' } });
+    }
+    const handshakeFailures = new Counter({ name: 'voltline_mqtt_tls_handshake_failures_total', help: 'MQTT over TLS connections closed before the handshake completed, by reason (timeout: none within the CONNECT timeout; failed: a TLS error, e.g. the client refused the server certificate)', labelNames: ['reason'], registers });
+    tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
+      socket.on('error', () => undefined);
+      const from = socket.remoteAddress;
+      if (closing || from === undefined) return socket.destroy();
+      serve(socket, from);
+    });
+    tlsServer.on('tlsClientError', (err: Error & { code?: unknown }, socket: tls.TLSSocket) => {
+      const from = socket.remoteAddress ?? '';
+      // tls.Server reports a handshake timeout without closing the socket: it is closed here.
+      socket.destroy();
+      if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+        handshakeFailures.inc({ reason: 'timeout' });
+        hit('connect_timeout', from, { address: from, timeoutMs: limits.connectTimeoutMs, tls: true }, 'connection closed: no TLS handshake within the CONNECT timeout');
+        return;
+      }
+      handshakeFailures.inc({ reason: 'failed' });
+      const permit = refusalLog.take(`tls_handshake|${from}`);
+      if (permit !== undefined) log.warn({ address: from, err: err.message, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'MQTT over TLS: handshake failed');
+    });
+    // No Nagle delay: a TLS 1.3 handshake ends with small writes in a row (the session
+    // tickets, then the CONNACK), which Nagle's algorithm would hold for the client's delayed
+    // ACK (~40 ms a CONNECT, measured by test/bench/tls.bench.ts).
+    const listener = net.createServer({ noDelay: true }, (socket) => accept(socket, socket.remoteAddress, tlsServer));
+    listener.listen(config.port, options.host);
+    await once(listener, 'listening');
+    const bound = listener.address();
+    const tlsPort = typeof bound === 'object' && bound !== null ? bound.port : config.port;
+    log.info({ host: options.host, port: tlsPort }, 'MQTT over TLS listening');
+    return { port: tlsPort, listener };
+  };
+  const server = net.createServer((socket) => (options.proxyProtocol === true ? acceptProxied(socket) : accept(socket, socket.remoteAddress)));
   server.listen(options.port, options.host);
   await once(server, 'listening');
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
   log.info({ host: options.host, port }, 'MQTT broker listening');
+  const secure = options.tls === undefined ? undefined : await listenTls(options.tls);
+
+  /** A message from the platform itself (a downlink), QoS 1, not retained. */
+  const publishFromPlatform = (topic: string, payload: Uint8Array): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+      aedes.publish({ cmd: 'publish', topic, payload: bytes, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
+    });
 
   return {
     port,
     host: options.host,
+    tlsPort: secure?.port,
     aedes,
-    publish: (topic, payload) =>
-      new Promise<void>((resolve, reject) => {
-        const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-        aedes.publish({ cmd: 'publish', topic, payload: bytes, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
-      }),
+    publish: publishFromPlatform,
     disconnect(deviceId) {
       const client = connected.get(deviceId);
       if (client === undefined) return false;
@@ -485,11 +674,27 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       client.close();
       return true;
     },
+    async sendCommand(deviceId, topic, payload) {
+      const client = connected.get(deviceId);
+      const live = client !== undefined && !client.closed;
+      const covers = (filter: string) => filterCovers(filter, topic);
+      // A connected client's subscriptions: made on this connection, or restored from its
+      // persistent session (aedes restores those without a 'subscribe' event).
+      let listening = live && [...(subscribed.get(client) ?? [])].some(covers);
+      if (!listening && options.persistence !== undefined) {
+        const stored = await options.persistence.subscriptionsByClient({ id: deviceId });
+        listening = stored.some((sub) => sub.qos > 0 && covers(sub.topic));
+      }
+      if (!listening) return 'no_subscriber';
+      await publishFromPlatform(topic, payload);
+      return live ? 'delivered' : 'queued';
+    },
     handleStream: accept,
     async close() {
       // Stop accepting, then close every client so in-flight publishes finish or fail.
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const tlsClosed = secure === undefined ? undefined : new Promise<void>((resolve) => secure.listener.close(() => resolve()));
       for (const client of connected.values()) noteEnd(client, 'shutdown');
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       // The 'disconnected' presence events of the clients just closed are in the log (or
@@ -498,6 +703,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       // aedes closes its clients; connections that never sent a CONNECT are not among them.
       for (const socket of sockets) socket.destroy();
       await closed;
+      await tlsClosed;
     },
   };
 }
@@ -520,6 +726,37 @@ function connectRefusal(reason: AccessFailure | 'unavailable', returnCode: 2 | 3
   const error = new VoltlineError(ACCESS_ERROR, message, { context: { reason } });
   // AuthErrorCode is a const enum in aedes' types: its values are these numbers.
   return Object.assign(error, { returnCode: returnCode as AuthenticateError['returnCode'] });
+}
+
+/** What the broker reads of a TLS client's certificate. */
+interface PeerCertificate {
+  /** The chain verified against the client CA (the platform CA), dates included. */
+  readonly authorized: boolean;
+  readonly authorizationError: string | undefined;
+  /** The subject's single CN, if it has exactly one. */
+  readonly commonName: string | undefined;
+  /** SHA-256 of the certificate, lower-case hex (as the registry records it). */
+  readonly fingerprint: string;
+  readonly subject: string;
+  readonly issuer: string;
+}
+
+/** The certificate a client presented over TLS; undefined when not TLS or none was presented. */
+function peerCertificate(client: Client): PeerCertificate | undefined {
+  const conn: unknown = client.conn;
+  if (!(conn instanceof tls.TLSSocket)) return undefined;
+  const cert = conn.getPeerX509Certificate();
+  if (cert === undefined) return undefined;
+  const names = cert.subject.split('\n').filter((line) => line.startsWith('CN='));
+  const error: unknown = conn.authorizationError;
+  return {
+    authorized: conn.authorized,
+    authorizationError: error === null || error === undefined ? undefined : error instanceof Error ? error.message : String(error),
+    commonName: names.length === 1 ? (names[0] as string).slice(3) : undefined,
+    fingerprint: cert.fingerprint256.replaceAll(':', '').toLowerCase(),
+    subject: cert.subject.replaceAll('\n', ', '),
+    issuer: cert.issuer.replaceAll('\n', ', '),
+  };
 }
 
 /**

@@ -117,6 +117,12 @@ export class TokenBucket {
     return wait;
   }
 
+  /** How long until one token is available (0: now); reserves nothing. */
+  msUntilToken(now: number): number {
+    this.#refill(now);
+    return this.#tokens >= 1 ? 0 : ((1 - this.#tokens) / this.#rate) * 1_000;
+  }
+
   /** Full again: forgetting it loses nothing (a new bucket starts full). */
   isFull(now: number): boolean {
     this.#refill(now);

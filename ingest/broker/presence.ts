@@ -60,6 +60,8 @@ export interface DevicePresence {
   readonly totalBytes: number;
   /** Connections accepted since the platform started. */
   readonly connections: number;
+  /** The address the current (or last) connection came from (behind a balancer: the one its PROXY header named). */
+  readonly address?: string;
 }
 
 /** The payload of a presence trigger event (JSON). */
@@ -68,6 +70,8 @@ export interface PresencePayload {
   readonly deviceId: string;
   /** Epoch ms. */
   readonly at: number;
+  /** Connected only: the device's address (behind a balancer: the one its PROXY header named). */
+  readonly address?: string;
   /** Disconnected only. */
   readonly reason?: DisconnectReason;
   readonly connectedForMs?: number;
@@ -101,6 +105,7 @@ interface Entry {
   totalMessages: number;
   totalBytes: number;
   connections: number;
+  address: string | undefined;
 }
 
 export class PresenceTracker {
@@ -154,21 +159,23 @@ export class PresenceTracker {
       totalMessages: entry.totalMessages,
       totalBytes: entry.totalBytes,
       connections: entry.connections,
+      ...(entry.address === undefined ? {} : { address: entry.address }),
     };
   }
 
   /**
    * A connection of `deviceId` was accepted. `session` identifies it (the broker's client):
    * a later `disconnected` of an older session of the same device is ignored. If another
-   * session of the device is still online, it ends first with reason `takeover`.
+   * session of the device is still online, it ends first with reason `takeover`. `address`
+   * is where the connection came from.
    */
-  connected(deviceId: string, tenant: string, session: object): void {
+  connected(deviceId: string, tenant: string, session: object, address?: string): void {
     const now = this.#now();
     let entry = this.#online.get(deviceId);
     if (entry?.session !== undefined && entry.session !== session) this.disconnected(deviceId, entry.session, 'takeover');
     entry = this.#offline.get(deviceId);
     this.#offline.delete(deviceId);
-    entry ??= { tenant, session: undefined, connectedAt: now, lastSeenAt: now, disconnectedAt: undefined, lastDisconnectReason: undefined, messages: 0, bytes: 0, totalMessages: 0, totalBytes: 0, connections: 0 };
+    entry ??= { tenant, session: undefined, connectedAt: now, lastSeenAt: now, disconnectedAt: undefined, lastDisconnectReason: undefined, messages: 0, bytes: 0, totalMessages: 0, totalBytes: 0, connections: 0, address: undefined };
     entry.tenant = tenant;
     entry.session = session;
     entry.connectedAt = now;
@@ -176,9 +183,10 @@ export class PresenceTracker {
     entry.messages = 0;
     entry.bytes = 0;
     entry.connections += 1;
+    entry.address = address;
     this.#online.set(deviceId, entry);
     this.#onlineGauge.set(this.#online.size);
-    this.#append(deviceId, tenant, 'connected', { event: 'device.connected', deviceId, at: now });
+    this.#append(deviceId, tenant, 'connected', { event: 'device.connected', deviceId, at: now, ...(address === undefined ? {} : { address }) });
   }
 
   /** A message of `payloadBytes` from the device's session was accepted (durably logged). */

@@ -5,9 +5,11 @@
  *
  * By default a device publishes only under `stations/{deviceId}/#` and subscribes only to
  * `stations/{deviceId}/commands/#` or a filter inside it. `open` turns the policy off for
- * local experiments (anything but publishing to `$` topics).
+ * local experiments (anything but publishing to `$` topics). A tenant may have templates
+ * of its own (`forTenant`); every template puts `{deviceId}` at the same level.
  */
 import { VoltlineError } from '../../lib/errors.ts';
+import { TENANT_PATTERN } from '../store/index.ts';
 
 export const DEFAULT_PUBLISH_TEMPLATE = 'stations/{deviceId}/#';
 export const DEFAULT_SUBSCRIBE_TEMPLATE = 'stations/{deviceId}/commands/#';
@@ -20,6 +22,17 @@ export interface TopicPolicyOptions {
   readonly mode: TopicPolicyMode;
   readonly publishTemplate: string;
   readonly subscribeTemplate: string;
+  /**
+   * Templates of some tenants instead of the two above (each one given replaces that one for
+   * the tenant's devices; the other stays the default). Keys are tenant names.
+   */
+  readonly tenants?: Readonly<Record<string, TenantTopicTemplates>> | undefined;
+}
+
+/** A tenant's own templates; a missing one is the policy's default. */
+export interface TenantTopicTemplates {
+  readonly publishTemplate?: string | undefined;
+  readonly subscribeTemplate?: string | undefined;
 }
 
 const PLACEHOLDER = '{deviceId}';
@@ -64,17 +77,58 @@ export class TopicPolicy {
   readonly mode: TopicPolicyMode;
   readonly publishTemplate: string;
   readonly subscribeTemplate: string;
+  /** The policy of each tenant with templates of its own. */
+  readonly #tenants = new Map<string, TopicPolicy>();
 
-  /** Throws VoltlineError 'VL_BROKER_BAD_TOPIC_TEMPLATE' naming the template. */
+  /**
+   * Throws VoltlineError 'VL_BROKER_BAD_TOPIC_TEMPLATE' naming the template (a tenant's as
+   * `tenantTopicPolicies.<tenant>.publishTemplate`).
+   */
   constructor(options: TopicPolicyOptions) {
     if (!TOPIC_POLICY_MODES.includes(options.mode)) {
       throw new VoltlineError('VL_BROKER_BAD_TOPIC_POLICY', `Cannot start the broker as 'topicPolicy' must be one of ${TOPIC_POLICY_MODES.join(', ')}: current value is '${String(options.mode)}'`);
     }
-    checkTemplate('publishTemplate', options.publishTemplate);
-    checkTemplate('subscribeTemplate', options.subscribeTemplate);
+    const named: Array<[string, string]> = [
+      ['publishTemplate', options.publishTemplate],
+      ['subscribeTemplate', options.subscribeTemplate],
+    ];
+    for (const [tenant, templates] of Object.entries(options.tenants ?? {})) {
+      if (!TENANT_PATTERN.test(tenant)) {
+        throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as 'tenantTopicPolicies' must be keyed by tenant names (lowercase letters, digits and '-', up to 63): current key is '${tenant}'`, { context: { tenant } });
+      }
+      if (typeof templates !== 'object' || templates === null) {
+        throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as 'tenantTopicPolicies.${tenant}' must be an object with publishTemplate and/or subscribeTemplate: current value is ${JSON.stringify(templates)}`, { context: { tenant } });
+      }
+      if (templates.publishTemplate !== undefined) named.push([`tenantTopicPolicies.${tenant}.publishTemplate`, templates.publishTemplate]);
+      if (templates.subscribeTemplate !== undefined) named.push([`tenantTopicPolicies.${tenant}.subscribeTemplate`, templates.subscribeTemplate]);
+    }
+    for (const [name, template] of named) checkTemplate(name, template);
+    // {deviceId} at one level in every template: a topic's device is then that level, which
+    // no other device can fill. At different levels, a device whose id is another
+    // template's literal level (`stations` under `{deviceId}/#`) could publish into another
+    // device's commands (`stations/{deviceId}/commands/#`).
+    const level = options.publishTemplate.split('/').indexOf(PLACEHOLDER);
+    for (const [name, template] of named) {
+      if (template.split('/').indexOf(PLACEHOLDER) !== level) {
+        throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as '${name}' must have ${PLACEHOLDER} at the same level as 'publishTemplate' (level ${level + 1}), so that no device can reach another's topics: current value is '${template}'`, { context: { name, template } });
+      }
+    }
     this.mode = options.mode;
     this.publishTemplate = options.publishTemplate;
     this.subscribeTemplate = options.subscribeTemplate;
+    for (const [tenant, templates] of Object.entries(options.tenants ?? {})) {
+      this.#tenants.set(tenant, new TopicPolicy({ mode: options.mode, publishTemplate: templates.publishTemplate ?? options.publishTemplate, subscribeTemplate: templates.subscribeTemplate ?? options.subscribeTemplate }));
+    }
+  }
+
+  /** The policy for the devices of `tenant`: its own templates, or this (the default) when it has none. */
+  forTenant(tenant: string): TopicPolicy {
+    return this.#tenants.get(tenant) ?? this;
+  }
+
+  /** Tenants with templates of their own. */
+  get tenants(): readonly string[] {
+    return [...this.#tenants.keys()];
   }
 
   /** The filter a device's publishes must fall under. */

@@ -17,6 +17,11 @@
  * idempotent (a put carries the whole device, a delete of a missing id is nothing), so a
  * crash between the new snapshot and the journal's truncation loses nothing; a torn last
  * line (a crash during an append: never synced, never acknowledged) is cut off at open.
+ *
+ * A device with a client certificate carries `"cert":{"fingerprint","serial","issuedAt",
+ * "notAfter"}` (issue 6). The version stays 1: files written before certificates read as
+ * they are, and code before certificates reads these files too (it ignores `cert`, so such
+ * a device can then connect only with its token).
  */
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -47,6 +52,8 @@ const StoredDeviceSchema = z.object({
   createdAt: z.number(),
   tokenSetAt: z.number(),
   secret: z.string().startsWith('$scrypt$'),
+  // Absent in files written before device certificates (and for devices without one).
+  cert: z.object({ fingerprint: z.string().regex(/^[0-9a-f]{64}$/), serial: z.string().regex(/^[0-9A-F]+$/), issuedAt: z.number(), notAfter: z.number() }).optional(),
 });
 const SnapshotSchema = z.object({ version: z.literal(1), devices: z.array(StoredDeviceSchema) });
 const JournalLineSchema = z.array(z.union([z.object({ put: StoredDeviceSchema }).strict(), z.object({ del: z.string() }).strict()]));
@@ -57,7 +64,8 @@ const WRITE_CHUNK = 5_000;
 export const MIN_COMPACT_BYTES = 4 * 1024 * 1024;
 
 function deviceLine(d: StoredDevice): string {
-  return JSON.stringify({ id: d.id, tenant: d.tenant, enabled: d.enabled, createdAt: d.createdAt, tokenSetAt: d.tokenSetAt, secret: d.secret });
+  const cert = d.cert === undefined ? {} : { cert: { fingerprint: d.cert.fingerprint, serial: d.cert.serial, issuedAt: d.cert.issuedAt, notAfter: d.cert.notAfter } };
+  return JSON.stringify({ id: d.id, tenant: d.tenant, enabled: d.enabled, createdAt: d.createdAt, tokenSetAt: d.tokenSetAt, secret: d.secret, ...cert });
 }
 
 /** One commit as one journal line, in pieces (so a large import is not one string). */

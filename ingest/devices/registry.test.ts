@@ -3,13 +3,15 @@
  * rotate, remove, reopening, bulk import, refusals, and that no token reaches the file
  * or the logs.
  */
-import { appendFile, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
+import { PlatformCa } from './ca.ts';
 import { deviceListOf, parseDeviceCsv } from './device-list.ts';
 import { DEVICES_FILE, DEVICES_FOLDER, DeviceRegistry, JOURNAL_FILE, type DeviceRegistryOptions } from './registry.ts';
 
@@ -104,6 +106,21 @@ describe('DeviceRegistry', () => {
       expect(err.code).toBe('VL_DEVICE_NOT_FOUND');
       expect(err.message).toContain("'st-1'");
     }
+  });
+
+  it("limits a change to one tenant when asked (the API's tenant tokens): another tenant's device is not found, and unchanged", async () => {
+    const registry = await open();
+    const { token } = await registry.add('st-b', { tenant: 'b' });
+    for (const op of [() => registry.rotate('st-b', { tenant: 'a' }), () => registry.disable('st-b', { tenant: 'a' }), () => registry.enable('st-b', { tenant: 'a' }), () => registry.remove('st-b', { tenant: 'a' })]) {
+      const err = await refusal(op());
+      expect(err.code).toBe('VL_DEVICE_NOT_FOUND');
+      expect(err.message).toBe("No device 'st-b' is registered ('voltline devices list' shows those that are)");
+    }
+    expect(registry.get('st-b')).toMatchObject({ tenant: 'b', enabled: true });
+    expect(await registry.authenticate('st-b', token)).toMatchObject({ ok: true });
+    expect(await registry.disable('st-b', { tenant: 'b' })).toMatchObject({ enabled: false });
+    expect(await registry.remove('st-b', { tenant: 'b' })).toMatchObject({ id: 'st-b' });
+    expect(registry.get('st-b')).toBeUndefined();
   });
 
   it('survives a reopen: devices, states and tokens', async () => {
@@ -307,6 +324,73 @@ describe('DeviceRegistry', () => {
     expect((await open()).size).toBe(2);
     await truncate(journal(), 0);
     expect((await open()).size).toBe(0);
+  });
+});
+
+describe('DeviceRegistry certificates', () => {
+  let dir = '';
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'voltline-devices-cert-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('records the certificate of add --cert, checks it by fingerprint, replaces it on rotate --cert, and keeps it across reopen', async () => {
+    const { logger, lines } = capturingLogger();
+    const ca = await PlatformCa.open(dir);
+    const registry = await DeviceRegistry.open(dir, { ca }, logger);
+    const added = await registry.add('st-1', { cert: true });
+    const issued = added.certificate;
+    if (issued === undefined) throw new Error('no certificate');
+    expect(new X509Certificate(issued.certificate).subject).toBe('CN=st-1');
+    expect(added.device.cert).toEqual({ fingerprint: issued.fingerprint, serial: issued.serial, issuedAt: added.device.createdAt, notAfter: issued.notAfter });
+    expect(registry.authenticateCertificate('st-1', issued.fingerprint)).toEqual({ ok: true, device: added.device });
+    expect(registry.authenticateCertificate('st-1', issued.fingerprint.toUpperCase())).toMatchObject({ ok: true });
+    expect(registry.authenticateCertificate('st-1', '0'.repeat(64))).toEqual({ ok: false, reason: 'bad_certificate' });
+    expect(registry.authenticateCertificate('nobody', issued.fingerprint)).toEqual({ ok: false, reason: 'bad_certificate' });
+    // A device without a certificate has none to match.
+    await registry.add('st-2');
+    expect(registry.get('st-2')?.cert).toBeUndefined();
+    expect(registry.authenticateCertificate('st-2', issued.fingerprint)).toEqual({ ok: false, reason: 'bad_certificate' });
+    await registry.disable('st-1');
+    expect(registry.authenticateCertificate('st-1', issued.fingerprint)).toEqual({ ok: false, reason: 'disabled' });
+    await registry.enable('st-1');
+    // A token rotate keeps the certificate; a certificate rotate replaces it.
+    await registry.rotate('st-1');
+    expect(registry.authenticateCertificate('st-1', issued.fingerprint)).toMatchObject({ ok: true });
+    const rotated = await registry.rotate('st-1', { cert: true });
+    expect(registry.authenticateCertificate('st-1', issued.fingerprint)).toEqual({ ok: false, reason: 'bad_certificate' });
+    expect(registry.authenticateCertificate('st-1', rotated.certificate?.fingerprint ?? '')).toMatchObject({ ok: true });
+    await registry.close();
+    // The record survives a reopen (journal replay, then a snapshot); the key is never stored or logged.
+    const files = `${await readFile(path.join(dir, DEVICES_FOLDER, JOURNAL_FILE), 'utf8')}`;
+    expect(files).toContain(rotated.certificate?.fingerprint);
+    for (const secret of [issued.privateKey, rotated.certificate?.privateKey ?? '']) {
+      const body = secret.split('\n')[1] ?? '';
+      expect(files).not.toContain(body);
+      expect(lines.join('')).not.toContain(body);
+    }
+    const again = await DeviceRegistry.open(dir, { ca, compactAtBytes: 1 }, logger);
+    expect(again.get('st-1')?.cert?.fingerprint).toBe(rotated.certificate?.fingerprint);
+    await again.add('st-3');
+    await again.close();
+    const compacted = await DeviceRegistry.open(dir, {}, logger);
+    expect(compacted.authenticateCertificate('st-1', rotated.certificate?.fingerprint ?? '')).toMatchObject({ ok: true });
+    await compacted.close();
+  });
+
+  it('refuses a certificate without a CA (VL_DEVICE_CERT_UNAVAILABLE) and reads a registry written before certificates', async () => {
+    const folder = path.join(dir, DEVICES_FOLDER);
+    await mkdir(folder, { recursive: true });
+    // A snapshot as written before certificates existed.
+    await writeFile(path.join(folder, DEVICES_FILE), '{"version":1,"devices":[\n{"id":"old-1","tenant":"default","enabled":true,"createdAt":1,"tokenSetAt":1,"secret":"$scrypt$ln=10,r=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}\n]}\n');
+    const registry = await DeviceRegistry.open(dir, {}, capturingLogger().logger);
+    expect(registry.get('old-1')).toEqual({ id: 'old-1', tenant: 'default', enabled: true, createdAt: 1, tokenSetAt: 1 });
+    await expect(registry.add('st-1', { cert: true })).rejects.toMatchObject({ code: 'VL_DEVICE_CERT_UNAVAILABLE' });
+    await expect(registry.rotate('old-1', { cert: true })).rejects.toMatchObject({ code: 'VL_DEVICE_CERT_UNAVAILABLE' });
+    expect(registry.get('st-1')).toBeUndefined();
+    await registry.close();
   });
 });
 

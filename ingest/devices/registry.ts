@@ -16,7 +16,8 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
 import { DEFAULT_TENANT, TENANT_PATTERN } from '../store/index.ts';
 import { DEVICE_ID_PATTERN, DeviceFiles, type DeviceWrite, type StoredDevice } from './device-file.ts';
-import type { AuthVerdict, Device, DeviceDirectory } from './types.ts';
+import type { DeviceCertificateIssuer, IssuedCertificate } from './ca.ts';
+import type { AuthVerdict, Device, DeviceCertificate, DeviceDirectory } from './types.ts';
 
 /**
  * A device id (DEVICE_ID_PATTERN): it is the MQTT username and client id and appears in
@@ -58,6 +59,11 @@ export interface DeviceRegistryOptions {
   readonly compactAtBytes?: number;
   /** Where the registry's counters go (prom-client); none when absent. */
   readonly metrics?: Registry;
+  /**
+   * Issues device client certificates (the platform CA, ca.ts) for `add` and `rotate` with
+   * `cert: true`; without it those refuse with VL_DEVICE_CERT_UNAVAILABLE.
+   */
+  readonly ca?: DeviceCertificateIssuer | undefined;
 }
 
 export interface NewDevice {
@@ -65,10 +71,12 @@ export interface NewDevice {
   readonly tenant?: string | undefined;
 }
 
-/** A device just added or re-keyed, with the token that is shown this once. */
+/** A device just added or re-keyed, with the token (and certificate) that are shown this once. */
 export interface IssuedToken {
   readonly device: Device;
   readonly token: string;
+  /** With `cert: true`: its new client certificate and private key (never stored). */
+  readonly certificate?: IssuedCertificate;
 }
 
 export interface ListOptions {
@@ -77,6 +85,11 @@ export interface ListOptions {
   readonly limit?: number | undefined;
   /** Only ids after this one (ids sort by code unit); for paging. */
   readonly after?: string | undefined;
+}
+
+/** Limits a change to one tenant's devices: another tenant's is as absent (VL_DEVICE_NOT_FOUND). */
+export interface DeviceScope {
+  readonly tenant?: string | undefined;
 }
 
 export interface DevicePage {
@@ -114,7 +127,12 @@ function checkTenant(tenant: unknown, id: string): string {
 }
 
 function publicDevice(stored: StoredDevice): Device {
-  return { id: stored.id, tenant: stored.tenant, enabled: stored.enabled, createdAt: stored.createdAt, tokenSetAt: stored.tokenSetAt };
+  const device = { id: stored.id, tenant: stored.tenant, enabled: stored.enabled, createdAt: stored.createdAt, tokenSetAt: stored.tokenSetAt };
+  return stored.cert === undefined ? device : { ...device, cert: stored.cert };
+}
+
+function certRecord(issued: IssuedCertificate, issuedAt: number): DeviceCertificate {
+  return { fingerprint: issued.fingerprint, serial: issued.serial, issuedAt, notAfter: issued.notAfter };
 }
 
 /** A counting semaphore with a bounded queue of waiters. */
@@ -165,6 +183,7 @@ export class DeviceRegistry implements DeviceDirectory {
   readonly #dummy: ParsedSecretHash;
   readonly #refused: Counter<'code'> | undefined;
   readonly #authSeconds: Histogram | undefined;
+  readonly #ca: DeviceCertificateIssuer | undefined;
 
   private constructor(files: DeviceFiles, devices: Map<string, StoredDevice>, options: DeviceRegistryOptions, logger: Logger) {
     this.#files = files;
@@ -177,6 +196,7 @@ export class DeviceRegistry implements DeviceDirectory {
     // One writer: a change holds the only slot while it writes the file.
     this.#changeSlots = new Slots(1, options.maxQueuedChanges ?? 1_000, 'device registry changes');
     this.#dummy = dummySecretHash(this.#params);
+    this.#ca = options.ca;
     const registers = options.metrics === undefined ? undefined : [options.metrics];
     if (registers !== undefined) {
       this.#refused = new Counter({ name: 'voltline_device_registry_refusals_total', help: 'Device registry operations refused, by error code', labelNames: ['code'], registers });
@@ -261,9 +281,15 @@ export class DeviceRegistry implements DeviceDirectory {
     return more && last !== undefined ? { devices, next: last.id } : { devices };
   }
 
-  /** Registers a device and returns its token (shown once). @throws VL_DEVICE_ID_INVALID, VL_DEVICE_TENANT_INVALID, VL_DEVICE_EXISTS, VL_DEVICE_LIMIT */
-  async add(id: string, options: { tenant?: string | undefined } = {}): Promise<IssuedToken> {
-    const [issued] = await this.#addMany([{ id, tenant: options.tenant }], 'add');
+  /**
+   * Registers a device and returns its token (shown once); with `cert`, also a client
+   * certificate issued by the platform CA (`CN=<id>`) and its private key, of which only
+   * the fingerprint, serial and expiry are recorded.
+   * @throws VL_DEVICE_ID_INVALID, VL_DEVICE_TENANT_INVALID, VL_DEVICE_EXISTS, VL_DEVICE_LIMIT, VL_DEVICE_CERT_UNAVAILABLE
+   */
+  async add(id: string, options: { tenant?: string | undefined; cert?: boolean | undefined } = {}): Promise<IssuedToken> {
+    const certificate = options.cert === true ? await this.#issueCertificate(id) : undefined;
+    const [issued] = await this.#addMany([{ id, tenant: options.tenant }], 'add', certificate);
     return issued as IssuedToken;
   }
 
@@ -275,28 +301,44 @@ export class DeviceRegistry implements DeviceDirectory {
     return this.#addMany(list, 'import');
   }
 
-  /** Replaces a device's token: the old one stops working at once. @throws VL_DEVICE_NOT_FOUND */
-  async rotate(id: string): Promise<IssuedToken> {
+  /**
+   * Replaces a device's token: the old one stops working at once. With `only.tenant`, a
+   * device of another tenant is as absent (checked under the writer, with the change).
+   * With `cert`, also its client certificate (a new key pair): the old certificate stops
+   * working at once too; without, a certificate it has is kept.
+   * @throws VL_DEVICE_NOT_FOUND, VL_DEVICE_CERT_UNAVAILABLE
+   */
+  async rotate(id: string, only: DeviceScope & { readonly cert?: boolean | undefined } = {}): Promise<IssuedToken> {
+    const certificate = only.cert === true ? await this.#issueCertificate(id) : undefined;
     const token = newToken();
     const secret = await this.#hashSlots.run(() => this.#hashNew(token));
-    const device = await this.#change(id, 'rotated', (old) => ({ ...old, secret, tokenSetAt: Date.now() }));
-    this.#logger.info({ deviceId: id }, 'device token rotated');
-    return { device, token };
+    const device = await this.#change(
+      id,
+      'rotated',
+      (old) => {
+        const now = Date.now();
+        return { ...old, secret, tokenSetAt: now, ...(certificate === undefined ? {} : { cert: certRecord(certificate, now) }) };
+      },
+      only,
+    );
+    if (certificate === undefined) this.#logger.info({ deviceId: id }, 'device token rotated');
+    else this.#logger.info({ deviceId: id, certFingerprint: certificate.fingerprint }, 'device token and certificate rotated');
+    return certificate === undefined ? { device, token } : { device, token, certificate };
   }
 
   /** A disabled device is refused at connect. Idempotent. @throws VL_DEVICE_NOT_FOUND */
-  async disable(id: string): Promise<Device> {
-    return this.#change(id, 'disabled', (old) => (old.enabled ? { ...old, enabled: false } : old));
+  async disable(id: string, only: DeviceScope = {}): Promise<Device> {
+    return this.#change(id, 'disabled', (old) => (old.enabled ? { ...old, enabled: false } : old), only);
   }
 
   /** @throws VL_DEVICE_NOT_FOUND */
-  async enable(id: string): Promise<Device> {
-    return this.#change(id, 'enabled', (old) => (old.enabled ? old : { ...old, enabled: true }));
+  async enable(id: string, only: DeviceScope = {}): Promise<Device> {
+    return this.#change(id, 'enabled', (old) => (old.enabled ? old : { ...old, enabled: true }), only);
   }
 
   /** @throws VL_DEVICE_NOT_FOUND */
-  async remove(id: string): Promise<Device> {
-    return this.#change(id, 'removed', () => undefined);
+  async remove(id: string, only: DeviceScope = {}): Promise<Device> {
+    return this.#change(id, 'removed', () => undefined, only);
   }
 
   async authenticate(id: string, token: string): Promise<AuthVerdict> {
@@ -322,12 +364,32 @@ export class DeviceRegistry implements DeviceDirectory {
     }
   }
 
+  authenticateCertificate(id: string, fingerprint: string): AuthVerdict {
+    const stored = typeof id === 'string' ? this.#devices.get(id) : undefined;
+    // A certificate of the platform CA naming a removed device, or one replaced by a rotate:
+    // the CA vouches for who it was issued to, the registry for whether it still counts.
+    if (stored?.cert === undefined || typeof fingerprint !== 'string' || stored.cert.fingerprint !== fingerprint.toLowerCase()) return { ok: false, reason: 'bad_certificate' };
+    if (!stored.enabled) return { ok: false, reason: 'disabled' };
+    return { ok: true, device: publicDevice(stored) };
+  }
+
   /** Waits for changes in progress and closes the journal; later changes fail. */
   async close(): Promise<void> {
     await this.#changeSlots.run(() => this.#files.close());
   }
 
-  async #addMany(list: readonly NewDevice[], what: 'add' | 'import'): Promise<IssuedToken[]> {
+  async #issueCertificate(id: string): Promise<IssuedCertificate> {
+    // The id is checked before anything is issued for it.
+    try {
+      checkId(id);
+    } catch (err) {
+      throw err instanceof VoltlineError ? this.#refuse(err) : err;
+    }
+    if (this.#ca === undefined) throw this.#refuse(new VoltlineError('VL_DEVICE_CERT_UNAVAILABLE', `Cannot issue a certificate for device '${id}' as this registry has no certificate authority`, { context: { field: 'cert', id } }));
+    return this.#ca.issueDeviceCertificate(id);
+  }
+
+  async #addMany(list: readonly NewDevice[], what: 'add' | 'import', certificate?: IssuedCertificate): Promise<IssuedToken[]> {
     const entries = this.#checkNew(list);
     // Hash outside the writer, so an import's hashing does not hold up other changes.
     const started = performance.now();
@@ -345,14 +407,16 @@ export class DeviceRegistry implements DeviceDirectory {
       // Checked again: another add may have taken an id or the room while we hashed.
       this.#checkNew(list);
       const now = Date.now();
-      const added = entries.map((e, i): StoredDevice => ({ id: e.id, tenant: e.tenant, enabled: true, createdAt: now, tokenSetAt: now, secret: secrets[i] as string }));
+      // A certificate is issued only with `add` (one device).
+      const cert = certificate === undefined ? {} : { cert: certRecord(certificate, now) };
+      const added = entries.map((e, i): StoredDevice => ({ id: e.id, tenant: e.tenant, enabled: true, createdAt: now, tokenSetAt: now, secret: secrets[i] as string, ...cert }));
       await this.#commit(added.map((d) => ({ put: d })));
       for (const d of added) this.#devices.set(d.id, d);
       this.#sorted = undefined;
-      if (what === 'add') this.#logger.info({ deviceId: added[0]?.id, tenant: added[0]?.tenant }, 'device added');
+      if (what === 'add') this.#logger.info({ deviceId: added[0]?.id, tenant: added[0]?.tenant, ...(certificate === undefined ? {} : { certFingerprint: certificate.fingerprint }) }, 'device added');
       else this.#logger.info({ devices: added.length, hashMs: Math.round(hashedMs), totalMs: Math.round(performance.now() - started) }, 'devices imported');
       for (const d of added) this.#emit({ kind: 'added', id: d.id });
-      return added.map((d, i) => ({ device: publicDevice(d), token: tokens[i] as string }));
+      return added.map((d, i) => ({ device: publicDevice(d), token: tokens[i] as string, ...(certificate === undefined ? {} : { certificate }) }));
     });
   }
 
@@ -386,9 +450,11 @@ export class DeviceRegistry implements DeviceDirectory {
   }
 
   /** Applies one change to one device, durably, under the writer. */
-  async #change(id: string, kind: DeviceChange['kind'], update: (old: StoredDevice) => StoredDevice | undefined): Promise<Device> {
+  async #change(id: string, kind: DeviceChange['kind'], update: (old: StoredDevice) => StoredDevice | undefined, only: DeviceScope): Promise<Device> {
     return this.#changeSlots.run(async () => {
-      const old = this.#devices.get(id);
+      const found = this.#devices.get(id);
+      // Another tenant's device is as absent: the same refusal, so its existence is not told.
+      const old = found === undefined || (only.tenant !== undefined && found.tenant !== only.tenant) ? undefined : found;
       if (old === undefined) throw this.#refuse(new VoltlineError('VL_DEVICE_NOT_FOUND', `No device '${id}' is registered ('voltline devices list' shows those that are)`, { context: { field: 'id', id } }));
       const updated = update(old);
       if (updated === old) return publicDevice(old);

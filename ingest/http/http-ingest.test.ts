@@ -125,6 +125,48 @@ describe('HttpIngest', () => {
     expect(await open.authorize({ deviceId: 'anon-1', token: undefined, topic: 'stations/st-1/telemetry', address: undefined })).toMatchObject({ ok: false, answer: { status: 403 } });
   });
 
+  it("limits each device to its publish rate: over it, 429 with Retry-After before the body is read, counted; nothing logged; the device's tokens come back with time", async () => {
+    const { token } = await devices.add('st-1');
+    const { token: other } = await devices.add('st-2');
+    let now = 1_000_000;
+    const ingest = make({ publishRatePerSecond: 0.5, publishBurst: 2, now: () => now });
+    const post = async (deviceId: string, secret: string) => {
+      const verdict = await ingest.authorize({ deviceId, token: secret, topic: undefined, address: '192.0.2.1' });
+      return verdict.ok ? (await ingest.accept(verdict.grant, Buffer.from('{}'))).status : verdict.answer;
+    };
+    expect([await post('st-1', token), await post('st-1', token)]).toEqual([200, 200]);
+    // One token every 2 s: the answer says when to come back.
+    expect(await post('st-1', token)).toEqual({
+      status: 429,
+      headers: { 'retry-after': '2' },
+      body: { error: { code: 'VL_INGEST_RATE_LIMITED', reason: 'publish_rate', message: "Cannot accept the message now as device 'st-1' is over its rate of 0.5 messages/s (burst 2); retry after 2 s" } },
+    });
+    // A wrong token spends nobody's tokens (the rate is checked after authentication), and
+    // another device has its own bucket.
+    expect(await post('st-2', 'wrong')).toMatchObject({ status: 401 });
+    expect([await post('st-2', other), await post('st-2', other)]).toEqual([200, 200]);
+    now += 1_500;
+    expect(await post('st-1', token)).toMatchObject({ status: 429, headers: { 'retry-after': '1' } });
+    now += 500;
+    expect(await post('st-1', token)).toBe(200);
+    expect(await value('voltline_limits_hit_total', { limit: 'http_publish_rate' })).toBe(2);
+    expect((await log.read(0n, 10)).map((e) => e.deviceId)).toEqual(['st-1', 'st-1', 'st-2', 'st-2', 'st-1']);
+  });
+
+  it("checks the topic against the device's tenant's templates", async () => {
+    const { token } = await devices.add('acme-1', { tenant: 'acme' });
+    const { token: st } = await devices.add('st-1');
+    const ingest = make({ policy: new TopicPolicy({ mode: 'device', publishTemplate: DEFAULT_PUBLISH_TEMPLATE, subscribeTemplate: DEFAULT_SUBSCRIBE_TEMPLATE, tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' } } }) });
+    const topic = async (deviceId: string, secret: string, t: string | undefined) => {
+      const verdict = await ingest.authorize({ deviceId, token: secret, topic: t, address: undefined });
+      return verdict.ok ? verdict.grant.topic : verdict.answer.status;
+    };
+    expect(await topic('acme-1', token, 'acme/acme-1/telemetry')).toBe('acme/acme-1/telemetry');
+    expect(await topic('acme-1', token, 'stations/acme-1/telemetry')).toBe(403);
+    expect(await topic('st-1', st, 'acme/st-1/telemetry')).toBe(403);
+    expect(await topic('st-1', st, undefined)).toBe('stations/st-1/telemetry');
+  });
+
   it('shares the counters with the broker, whichever registers them first', async () => {
     // The broker takes its counters with inputMetrics; the API (HttpIngest) may be built before or after it.
     const brokerFirst = new Registry();

@@ -19,6 +19,7 @@ import type { AuthFailure, DeviceDirectory } from '../devices/types.ts';
 import { DEFAULT_TENANT } from '../store/index.ts';
 import { LogOnce } from '../broker/log-once.ts';
 import { deviceIdTopicProblem, type TopicPolicy } from '../broker/topic-policy.ts';
+import { DEFAULT_BROKER_LIMITS, LruMap, TokenBucket } from '../broker/limits.ts';
 import { inputMetrics, type InputMetrics } from '../input-metrics.ts';
 
 /** The trigger source of an HTTP-ingested message (`event.source` in handlers). */
@@ -33,6 +34,9 @@ export const DEFAULT_MAX_IN_FLIGHT = 1_000;
 /** MQTT's own bound on a topic name (a u16 length). */
 const MAX_TOPIC_BYTES = 65_535;
 
+/** Devices whose publish rate is tracked at once; the least recently posting is forgotten first. */
+export const DEFAULT_MAX_RATE_BUCKETS = 100_000;
+
 /** Refusals of the same (reason, address or device) are logged once per this window. */
 const REFUSAL_LOG_WINDOW_MS = 60_000;
 
@@ -40,8 +44,16 @@ export interface HttpIngestOptions {
   readonly log: TriggerLog;
   /** Checks device tokens (the registry). Without it, only anonymous devices (with `allowAnonymous`). */
   readonly devices?: DeviceDirectory | undefined;
-  /** The broker's topic policy: a device posts only where it may publish over MQTT. */
+  /** The broker's topic policy: a device posts only where it may publish over MQTT (its tenant's templates). */
   readonly policy: TopicPolicy;
+  /**
+   * Posts per second one device may sustain, as the broker's `publishRatePerSecond`
+   * (default 100); over it (past `publishBurst`, default 200), 429 with Retry-After.
+   */
+  readonly publishRatePerSecond?: number | undefined;
+  readonly publishBurst?: number | undefined;
+  /** Devices whose rate is tracked at once (an LRU); default 100,000. */
+  readonly maxRateBuckets?: number | undefined;
   /** The MQTT payload limit: larger bodies are refused with 413. */
   readonly maxPayloadBytes: number;
   readonly metrics: Registry;
@@ -53,7 +65,7 @@ export interface HttpIngestOptions {
   readonly allowAnonymous?: boolean | undefined;
   /** Requests admitted at once; default 1,000. */
   readonly maxInFlight?: number | undefined;
-  /** Epoch ms, for `receivedAtMs` and the refusal log's window; injected by tests. */
+  /** Epoch ms, for `receivedAtMs`, the refusal log's window and the rate buckets; injected by tests. */
   readonly now?: (() => number) | undefined;
 }
 
@@ -102,6 +114,9 @@ export class HttpIngest {
   readonly #requests: Counter<'status'>;
   readonly #inFlightGauge: Gauge;
   readonly #refusalLog: LogOnce;
+  readonly #rate: { readonly perSecond: number; readonly burst: number };
+  /** A token bucket per device that posted recently. */
+  readonly #buckets: LruMap<string, TokenBucket>;
   #inFlight = 0;
 
   constructor(options: HttpIngestOptions) {
@@ -112,6 +127,17 @@ export class HttpIngest {
     if (!Number.isInteger(options.maxPayloadBytes) || options.maxPayloadBytes < 1) {
       throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as 'maxPayloadBytes' must be a whole number of at least 1: current value is ${String(options.maxPayloadBytes)}`);
     }
+    const perSecond = options.publishRatePerSecond ?? DEFAULT_BROKER_LIMITS.publishRatePerSecond;
+    const burst = options.publishBurst ?? DEFAULT_BROKER_LIMITS.publishBurst;
+    const maxRateBuckets = options.maxRateBuckets ?? DEFAULT_MAX_RATE_BUCKETS;
+    if (!Number.isFinite(perSecond) || perSecond <= 0) {
+      throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as 'publishRatePerSecond' must be a positive number: current value is ${String(perSecond)}`);
+    }
+    for (const [name, n] of [['publishBurst', burst], ['maxRateBuckets', maxRateBuckets]] as const) {
+      if (!Number.isInteger(n) || n < 1) throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as '${name}' must be a whole number of at least 1: current value is ${String(n)}`);
+    }
+    this.#rate = { perSecond, burst };
+    this.#buckets = new LruMap(maxRateBuckets);
     this.#o = options;
     this.maxPayloadBytes = options.maxPayloadBytes;
     this.#maxInFlight = maxInFlight;
@@ -191,11 +217,25 @@ export class HttpIngest {
       tenant = verdict.device.tenant;
     }
 
-    if (!this.#o.policy.mayPublish(deviceId, topic)) {
+    const policy = this.#o.policy.forTenant(tenant);
+    if (!policy.mayPublish(deviceId, topic)) {
       this.#shared.authFailures.inc({ reason: 'publish_denied' });
-      const allowed = this.#o.policy.mode === 'open' ? 'no $ topics' : this.#o.policy.publishFilter(deviceId);
-      this.#logRefusal('publish_denied', deviceId, { deviceId, topic, allowed, address }, 'HTTP ingest refused by the topic policy');
+      const allowed = policy.mode === 'open' ? 'no $ topics' : policy.publishFilter(deviceId);
+      this.#logRefusal('publish_denied', deviceId, { deviceId, tenant, topic, allowed, address }, 'HTTP ingest refused by the topic policy');
       return { ok: false, answer: refusal(403, 'VL_TOPIC_DENIED', `Cannot accept the message as device '${deviceId}' may not publish to '${topic}' (allowed: ${allowed})`, 'publish_denied') };
+    }
+    // The device's publish rate, after authentication (nobody else can spend its tokens) and
+    // before the body is read. Refused, not delayed: an HTTP client retries after Retry-After,
+    // and nothing was acknowledged.
+    const waitMs = this.#takeToken(deviceId);
+    if (waitMs > 0) {
+      this.#shared.limitsHit.inc({ limit: 'http_publish_rate' });
+      this.#logRefusal('http_publish_rate', deviceId, { deviceId, address, ratePerSecond: this.#rate.perSecond, burst: this.#rate.burst }, 'HTTP ingest refused: the device is over its publish rate');
+      const retryAfter = String(Math.max(1, Math.ceil(waitMs / 1_000)));
+      return {
+        ok: false,
+        answer: refusal(429, 'VL_INGEST_RATE_LIMITED', `Cannot accept the message now as device '${deviceId}' is over its rate of ${this.#rate.perSecond} messages/s (burst ${this.#rate.burst}); retry after ${retryAfter} s`, 'publish_rate', { 'retry-after': retryAfter }),
+      };
     }
     return { ok: true, grant: { deviceId, tenant, topic } };
   }
@@ -233,6 +273,18 @@ export class HttpIngest {
     this.#shared.received.inc({ source: HTTP_INGEST_SOURCE });
     this.#shared.receivedBytes.inc(body.byteLength);
     return { status: 200, body: { accepted: true, offset: String(offset) }, headers: {} };
+  }
+
+  /** Takes one of the device's tokens: 0 if taken, else the ms until one is available (none taken). */
+  #takeToken(deviceId: string): number {
+    const now = this.#now();
+    let bucket = this.#buckets.get(deviceId);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(this.#rate.perSecond, this.#rate.burst, now);
+      this.#buckets.set(deviceId, bucket);
+    }
+    if (bucket.reserve(now) === 0) return 0;
+    return Math.max(1, bucket.msUntilToken(now));
   }
 
   /** Counts an answer sent under `/api/ingest`. */

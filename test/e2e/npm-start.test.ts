@@ -30,7 +30,7 @@ describe('npm start', () => {
   it('shows demo data in /api/query within 10 s, and Ctrl-C leaves no process behind', async () => {
     const data = await tempDir('npm-start');
     const started = Date.now();
-    const child = spawn('npm', ['start', '--', '--mqtt-port', '0', '--http-port', '0', '--data-dir', data.dir], {
+    const child = spawn('npm', ['start', '--', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', data.dir], {
       cwd: ROOT,
       detached: true, // its own process group, like a terminal's foreground job
       stdio: ['ignore', 'pipe', 'pipe'],

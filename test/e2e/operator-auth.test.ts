@@ -3,13 +3,15 @@
  * the first start writes the admin token to <data>/admin.token (0600) and prints its path,
  * never the token; every API route but /healthz, /fn/ and /api/ingest/ needs a bearer
  * operator token (401 without or with a wrong one, counted); a read token can GET but not
- * deploy or read function keys; a tenant token sees only its tenant; the `voltline` command
- * finds the admin token with --data-dir and says where a token comes from on a 401.
+ * deploy or read function keys; the `voltline` command finds the admin token with --data-dir
+ * and says where a token comes from on a 401; tenant tokens (admin and read) see and change
+ * only their tenant's functions, devices, data and dead letters (another tenant's object is
+ * a 404, another tenant named a 403), and `voltline deploy` with one deploys into its tenant.
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { bearer, eventually, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess;
 let data: { dir: string; remove: () => Promise<void> };
@@ -100,20 +102,6 @@ describe('operator tokens', () => {
     expect((await call('GET', '/api/functions', read)).status).toBe(401);
   });
 
-  it('keeps a tenant token to its tenant', async () => {
-    expect((await call('POST', '/api/devices', platform.token, { id: 'st-acme', tenant: 'acme' })).status).toBe(201);
-    expect((await call('POST', '/api/devices', platform.token, { id: 'st-globex', tenant: 'globex' })).status).toBe(201);
-    const acme = String((await call('POST', '/api/tokens', platform.token, { scope: 'admin', tenant: 'acme' })).json?.['token']);
-    const devices = (await call('GET', '/api/devices', acme)).json as { devices: Array<{ id: string }> };
-    expect(devices.devices.map((d) => d.id)).toEqual(['st-acme']);
-    expect((await call('GET', '/api/devices?tenant=globex', acme)).status).toBe(403);
-    expect((await call('GET', '/api/dead-letters?tenant=globex', acme)).status).toBe(403);
-    expect((await call('GET', '/api/dead-letters', acme)).status).toBe(200);
-    expect((await call('GET', '/api/devices/st-globex', acme)).status).toBe(403);
-    expect((await call('POST', '/api/devices/st-globex/disable', acme, {})).status).toBe(403);
-    expect((await call('GET', '/api/tokens', acme)).status).toBe(403);
-  });
-
   it('lets `voltline` find the admin token with --data-dir, and explains a 401', async () => {
     const found = await runVoltline(['functions', '--data-dir', data.dir, '--json'], { apiUrl: platform.apiUrl, env: { VOLTLINE_TOKEN: '' } });
     expect(found.stderr).toBe('');
@@ -147,6 +135,79 @@ describe('operator tokens', () => {
     // An operator token is not a device token.
     const asOperator = await fetch(`${platform.apiUrl}/api/ingest/st-http`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${platform.token}` } });
     expect(asOperator.status).toBe(401);
+  });
+
+  it("keeps each tenant's functions, devices, data and dead letters to its tokens; the platform admin sees all", async () => {
+    const tokenOf = async (id: string, tenant: string) => String((await call('POST', '/api/devices', platform.token, { id, tenant })).json?.['token']);
+    const deviceToken = { acme: await tokenOf('st-acme', 'acme'), globex: await tokenOf('st-globex', 'globex') };
+    // A tenant admin token made with the CLI, a tenant read token with the API.
+    const made = await runVoltline(['tokens', 'create', '--scope', 'admin', '--tenant', 'acme', '--data-dir', data.dir], { apiUrl: platform.apiUrl, env: { VOLTLINE_TOKEN: '' } });
+    expect(made.code).toBe(0);
+    const acme = made.stdout.trim();
+    const acmeRead = String((await call('POST', '/api/tokens', platform.token, { scope: 'read', tenant: 'acme' })).json?.['token']);
+
+    // acme's admin deploys without --tenant: into acme. globex's function by the platform admin.
+    const deployed = await runVoltline(['deploy', 'test/fixtures/tenant-telemetry.ts', '--token', acme], { apiUrl: platform.apiUrl });
+    expect(deployed.stderr).toBe('');
+    expect(deployed.stdout).toContain('deployed acme-telemetry@');
+    expect(deployed.stdout).toContain('for tenant acme');
+    expect((await runVoltline(['deploy', 'test/fixtures/ack-commands.ts', '--tenant', 'globex', '--token', platform.token], { apiUrl: platform.apiUrl })).code).toBe(0);
+    expect((await call('POST', '/api/functions', acmeRead, { code: 'x' })).status).toBe(403);
+
+    // Each station sends one good and one unreadable message: a point and a dead letter per tenant.
+    for (const [id, token] of [['st-acme', deviceToken.acme], ['st-globex', deviceToken.globex]] as const) {
+      for (const body of ['{"seq":1}', 'not json']) {
+        const sent = await fetch(`${platform.apiUrl}/api/ingest/${id}`, { method: 'POST', body, headers: { authorization: `Bearer ${token}` } });
+        expect(sent.status).toBe(200);
+      }
+    }
+    const letters = async (token: string, query = '') => ((await call('GET', `/api/dead-letters${query}`, token)).json?.['deadLetters'] ?? []) as Array<{ tenant: string; deviceId: string }>;
+    await eventually(async () => ((await letters(platform.token)).length === 2 ? true : undefined), 30_000, 'both tenants\' dead letters');
+    const series = async (token: string, measurement: string, tenant = '') => {
+      const answer = await call('GET', `/api/query?measurement=${measurement}&field=${measurement === 'acked' ? 'seq' : 'n'}&from=-1h${tenant}`, token);
+      return answer.status === 200 ? ((answer.json?.['series'] ?? []) as unknown[]).length : answer.status;
+    };
+    await eventually(async () => ((await series(platform.token, 'acked', '&tenant=globex')) === 1 ? true : undefined), 30_000, "globex's point");
+    await eventually(async () => ((await series(platform.token, 'acme_seen', '&tenant=acme')) === 1 ? true : undefined), 30_000, "acme's point");
+
+    const before = await failures(platform.token);
+    for (const token of [acme, acmeRead]) {
+      const fns = (await call('GET', '/api/functions', token)).json as { functions: Array<{ name: string; tenant: string }> };
+      expect(fns.functions.map((f) => [f.name, f.tenant])).toEqual([['acme-telemetry', 'acme']]);
+      expect((await call('GET', '/api/functions?tenant=globex', token)).status).toBe(403);
+      const devices = (await call('GET', '/api/devices', token)).json as { devices: Array<{ id: string }> };
+      expect(devices.devices.map((d) => d.id)).toEqual(['st-acme']);
+      expect((await call('GET', '/api/devices?tenant=globex', token)).status).toBe(403);
+      expect((await call('GET', '/api/devices/st-globex', token)).json).toMatchObject({ error: { code: 'VL_DEVICE_NOT_FOUND' } });
+      expect((await call('GET', '/api/devices/st-acme', token)).status).toBe(200);
+      expect((await letters(token)).map((l) => [l.tenant, l.deviceId])).toEqual([['acme', 'st-acme']]);
+      expect((await call('GET', '/api/dead-letters?tenant=globex', token)).status).toBe(403);
+      expect(await series(token, 'acme_seen')).toBe(1);
+      expect(await series(token, 'acked')).toBe(0);
+      expect(await series(token, 'acked', '&tenant=globex')).toBe(403);
+      expect((await call('GET', '/metrics', token)).status).toBe(403);
+      expect((await call('GET', '/api/workers', token)).status).toBe(403);
+      expect((await call('GET', '/api/tokens', token)).status).toBe(403);
+    }
+    // acme's admin cannot touch globex's function or device: they do not exist for it.
+    expect((await call('DELETE', '/api/functions/ack-commands', acme)).status).toBe(404);
+    expect((await call('PUT', '/api/functions/ack-commands/config', acme, { config: { X: '1' } })).status).toBe(404);
+    expect((await call('POST', '/api/devices/st-globex/disable', acme, {})).status).toBe(404);
+    expect((await call('POST', '/api/devices/st-globex/rotate', acme, {})).status).toBe(404);
+    expect((await call('POST', '/api/devices', acme, { id: 'st-x', tenant: 'globex' })).status).toBe(403);
+    const removed = await runVoltline(['rm', 'ack-commands', '--token', acme], { apiUrl: platform.apiUrl });
+    expect(removed.code).toBe(1);
+    expect(removed.stderr).toContain("No function named 'ack-commands' is deployed");
+    const after = await failures(platform.token);
+    // 8 refusals per token in the loop (the read token's GET /api/tokens is a scope refusal first), 6 for acme's admin after.
+    expect(after['tenant']).toBe((before['tenant'] ?? 0) + 2 * 8 - 1 + 6);
+    // Untouched, and globex's too for the platform admin.
+    const all = (await call('GET', '/api/functions', platform.token)).json as { functions: Array<{ name: string }> };
+    expect(all.functions.map((f) => f.name)).toContain('ack-commands');
+    expect((await call('GET', '/api/devices/st-globex', platform.token)).json).toMatchObject({ tenant: 'globex', enabled: true });
+    // acme's own: its admin can change them.
+    expect((await call('POST', '/api/devices/st-acme/disable', acme, {})).json).toMatchObject({ enabled: false });
+    expect((await runVoltline(['rm', 'acme-telemetry', '--token', acme], { apiUrl: platform.apiUrl })).code).toBe(0);
   });
 
   it('never prints a token', () => {

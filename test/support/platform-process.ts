@@ -14,6 +14,8 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export interface PlatformProcess {
   readonly child: ChildProcess;
   readonly mqttUrl: string;
+  /** MQTT over TLS (`mqtts://…`, a free port), unless started with --no-mqtt-tls or --broker. */
+  readonly mqttTlsUrl: string | undefined;
   readonly apiUrl: string;
   /**
    * The admin operator token the platform wrote to `<dataDir>/admin.token`. Tests that do not
@@ -36,7 +38,7 @@ export async function tempDir(prefix: string): Promise<{ dir: string; remove: ()
 export async function startPlatformProcess(dataDir: string, extraArgs: string[] = [], timeoutMs = 20_000): Promise<PlatformProcess> {
   const child = spawn(
     process.execPath,
-    ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(ROOT, 'cli', 'voltline.ts'), 'up', '--mqtt-port', '0', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs],
+    ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(ROOT, 'cli', 'voltline.ts'), 'up', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let text = '';
@@ -52,6 +54,7 @@ export async function startPlatformProcess(dataDir: string, extraArgs: string[] 
       return {
         child,
         mqttUrl: mqtt,
+        mqttTlsUrl: /MQTT TLS\s+(mqtts:\/\/\S+)/.exec(text)?.[1],
         apiUrl: api,
         token,
         output: () => text,
