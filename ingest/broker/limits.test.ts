@@ -3,125 +3,24 @@
  * trigger log in a temp folder, real MQTT clients and raw TCP sockets. Assertions are on
  * counts and counters, never on how long something took.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connect as mqttConnect, type IClientOptions, type MqttClient } from 'mqtt';
-import mqttPacket from 'mqtt-packet';
-import { Registry } from 'prom-client';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../lib/logger.ts';
-import { DeviceRegistry } from '../devices/index.ts';
-import { openLocalTriggerLog, type LocalTriggerLog } from '../trigger/index.ts';
-import type { LoggedEvent, TriggerLog } from '../trigger/types.ts';
-import { startBroker, type BrokerOptions, type RunningBroker } from './broker.ts';
+import type { MqttClient } from 'mqtt';
+import type mqttPacket from 'mqtt-packet';
+import { describe, expect, it } from 'vitest';
+import type { TriggerLog } from '../trigger/types.ts';
+import type { BrokerOptions, RunningBroker } from './broker.ts';
 import { AddressGuard, PublishRateLimiter, resolveLimits, TokenBucket } from './limits.ts';
+import { brokerTestBed, until } from './test-bed.ts';
 
-let dir = '';
-let log: LocalTriggerLog;
-let devices: DeviceRegistry;
-let broker: RunningBroker | undefined;
-let metrics: Registry;
-const clients: MqttClient[] = [];
-const sockets: net.Socket[] = [];
-const tokens = new Map<string, string>();
+const bed = brokerTestBed({ name: 'limits', devices: ['st-1', 'st-2'] });
 
-async function start(options: Partial<BrokerOptions> = {}): Promise<RunningBroker> {
-  metrics = new Registry();
+function start(options: Partial<BrokerOptions> = {}): Promise<RunningBroker> {
   // The clients are on loopback: limit it like any address.
-  broker = await startBroker({ log, logger: silentLogger(), metrics, host: '127.0.0.1', port: 0, maxPayloadBytes: 1024, devices, allowAnonymous: false, limitLoopback: true, ...options });
-  return broker;
+  return bed.start({ limitLoopback: true, ...options });
 }
 
-/** Connects as the device with its own token; rejects with the CONNACK code, or when the broker closes the connection first. */
-function device(id: string, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqttConnect(`mqtt://127.0.0.1:${broker?.port ?? 0}`, { clientId: id, username: id, password: tokens.get(id) ?? '', reconnectPeriod: 0, connectTimeout: 5_000, ...options });
-  clients.push(client);
-  return new Promise<MqttClient>((resolve, reject) => {
-    client.once('connect', () => resolve(client));
-    client.once('error', reject);
-    client.once('close', () => reject(new Error(`the connection of '${id}' closed before its CONNACK`)));
-  });
+function refusedMessages(): Promise<Record<string, number>> {
+  return bed.counts('voltline_messages_refused_total', 'reason');
 }
-
-async function limitsHit(): Promise<Record<string, number>> {
-  const values = (await metrics.getSingleMetric('voltline_limits_hit_total')?.get())?.values ?? [];
-  return Object.fromEntries(values.map((v) => [String(v.labels['limit']), v.value]));
-}
-
-async function refusedMessages(): Promise<Record<string, number>> {
-  const values = (await metrics.getSingleMetric('voltline_messages_refused_total')?.get())?.values ?? [];
-  return Object.fromEntries(values.map((v) => [String(v.labels['reason']), v.value]));
-}
-
-async function logged(): Promise<LoggedEvent[]> {
-  return log.read(0n, 10_000);
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** A raw TCP connection to the broker, with what it received and whether the broker closed it. */
-interface Raw {
-  readonly socket: net.Socket;
-  readonly packets: mqttPacket.Packet[];
-  readonly closed: Promise<void>;
-  isClosed(): boolean;
-}
-
-async function raw(): Promise<Raw> {
-  const socket = net.connect(broker?.port ?? 0, '127.0.0.1');
-  sockets.push(socket);
-  const packets: mqttPacket.Packet[] = [];
-  const parser = mqttPacket.parser();
-  parser.on('packet', (p: mqttPacket.Packet) => packets.push(p));
-  socket.on('data', (chunk: Buffer) => parser.parse(chunk));
-  socket.on('error', () => {});
-  let isClosed = false;
-  const closed = new Promise<void>((resolve) =>
-    socket.once('close', () => {
-      isClosed = true;
-      resolve();
-    }),
-  );
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', () => resolve());
-    socket.once('close', () => reject(new Error('closed before connecting')));
-  });
-  return { socket, packets, closed, isClosed: () => isClosed };
-}
-
-function connectPacket(id: string): Buffer {
-  return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60, clientId: id, username: id, password: Buffer.from(tokens.get(id) ?? '') });
-}
-
-function publishPacket(topic: string, payload: string, messageId: number): Buffer {
-  return mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, messageId, retain: false, dup: false });
-}
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'voltline-limits-'));
-  log = await openLocalTriggerLog({ dir: join(dir, 'log'), logger: silentLogger() });
-  devices = await DeviceRegistry.open(dir, {}, silentLogger());
-  tokens.clear();
-  for (const id of ['st-1', 'st-2']) tokens.set(id, (await devices.add(id, {})).token);
-});
-
-afterEach(async () => {
-  for (const socket of sockets.splice(0)) socket.destroy();
-  await Promise.allSettled(clients.splice(0).map((c) => c.endAsync(true)));
-  await broker?.close();
-  broker = undefined;
-  await log.close();
-  await devices.close();
-  await rm(dir, { recursive: true, force: true });
-});
 
 describe('limit arithmetic', () => {
   it('a token bucket gives its burst, then one token per 1/rate, reserved ahead up to the longest wait', () => {
@@ -173,7 +72,7 @@ describe('limit arithmetic', () => {
 describe('payload limit', () => {
   it('accepts a payload of exactly the limit and refuses one byte more: no PUBACK, the connection closed, counted', async () => {
     await start();
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     await st1.publishAsync('stations/st-1/telemetry', Buffer.alloc(1024, 1), { qos: 1 });
     const closed = new Promise<void>((resolve) => st1.once('close', () => resolve()));
     const outcome = st1.publishAsync('stations/st-1/telemetry', Buffer.alloc(1025, 1), { qos: 1 }).then(
@@ -183,7 +82,7 @@ describe('payload limit', () => {
     await closed;
     st1.end(true);
     expect(await outcome).toBe('failed');
-    expect((await logged()).map((e) => e.payload.byteLength)).toEqual([1024]);
+    expect((await bed.logged()).map((e) => e.payload.byteLength)).toEqual([1024]);
     expect(await refusedMessages()).toEqual({ payload_too_large: 1 });
   });
 });
@@ -191,8 +90,8 @@ describe('payload limit', () => {
 describe('packet size', () => {
   it('closes a connection once a packet announces more than any acceptable one, without waiting for (or buffering) its body, counted', async () => {
     await start();
-    const conn = await raw();
-    conn.socket.write(connectPacket('st-1'));
+    const conn = await bed.raw();
+    conn.socket.write(bed.connectPacket('st-1'));
     await until(() => conn.packets.some((p) => p.cmd === 'connack'), 'the CONNACK');
     // A QoS 1 PUBLISH whose remaining length says 10 MB; only its first 64 KiB are sent.
     const remaining = 10_000_000;
@@ -205,13 +104,13 @@ describe('packet size', () => {
     }
     conn.socket.write(Buffer.concat([Buffer.from([0x32, ...length]), Buffer.alloc(64 * 1024, 0x61)]));
     await conn.closed;
-    expect(await limitsHit()).toEqual({ packet_size: 1 });
+    expect(await bed.limitsHit()).toEqual({ packet_size: 1 });
     // Before any CONNECT too.
-    const early = await raw();
+    const early = await bed.raw();
     early.socket.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]));
     await early.closed;
-    expect(await limitsHit()).toEqual({ packet_size: 2 });
-    expect(await logged()).toEqual([]);
+    expect(await bed.limitsHit()).toEqual({ packet_size: 2 });
+    expect(await bed.logged()).toEqual([]);
   });
 });
 
@@ -220,12 +119,12 @@ describe('per-device publish rate', () => {
     const rate = 20;
     const burst = 10;
     await start({ limits: { publishRatePerSecond: rate, publishBurst: burst } });
-    const flooder = await device('st-1');
-    const calm = await device('st-2');
+    const flooder = await bed.device('st-1');
+    const calm = await bed.device('st-2');
     // 60 messages at once: 5× what the device may send in the 2.5 s that follow.
     let floodAcked = 0;
     const flood = Array.from({ length: 60 }, (_, i) => flooder.publishAsync('stations/st-1/telemetry', JSON.stringify({ i }), { qos: 1 }).then(() => floodAcked++));
-    await until(async () => ((await limitsHit())['publish_rate_delayed'] ?? 0) > 0, 'the flood to be slowed');
+    await until(async () => ((await bed.limitsHit())['publish_rate_delayed'] ?? 0) > 0, 'the flood to be slowed');
     // The other device is acknowledged while the flooder still waits.
     const floodAckedWhenCalmAcked: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -234,7 +133,7 @@ describe('per-device publish rate', () => {
     }
     expect(floodAckedWhenCalmAcked.every((n) => n < 60)).toBe(true);
     await Promise.all(flood);
-    const events = await logged();
+    const events = await bed.logged();
     const fromFlooder = events.filter((e) => e.deviceId === 'st-1');
     // Nothing dropped, in the order sent.
     expect(fromFlooder.map((e) => (JSON.parse(Buffer.from(e.payload).toString()) as { i: number }).i)).toEqual(Array.from({ length: 60 }, (_, i) => i));
@@ -243,7 +142,7 @@ describe('per-device publish rate', () => {
     const times = fromFlooder.map((e) => e.receivedAtMs);
     const mostInOneSecond = Math.max(...times.map((t) => times.filter((u) => u >= t && u < t + 1_000).length));
     expect(mostInOneSecond).toBeLessThanOrEqual(burst + rate + 1);
-    const hits = await limitsHit();
+    const hits = await bed.limitsHit();
     // All but the burst (and what refilled while the flood was being read) waited.
     expect(hits['publish_rate_delayed']).toBeGreaterThanOrEqual(30);
     expect(hits['publish_rate_refused']).toBeUndefined();
@@ -251,74 +150,74 @@ describe('per-device publish rate', () => {
 
   it('closes a device that pipelines further ahead of its rate than the longest wait; everything acknowledged is in the log', async () => {
     await start({ limits: { publishRatePerSecond: 10, publishBurst: 2, maxPublishWaitMs: 300 } });
-    const conn = await raw();
-    conn.socket.write(connectPacket('st-1'));
+    const conn = await bed.raw();
+    conn.socket.write(bed.connectPacket('st-1'));
     await until(() => conn.packets.some((p) => p.cmd === 'connack'), 'the CONNACK');
     // 20 publishes in one write: aedes handles them at once; the 2 of the burst go on, the
     // next 3 wait 100, 200 and 300 ms, the 6th would wait more than 300 ms.
-    conn.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => publishPacket('stations/st-1/telemetry', JSON.stringify({ i }), i + 1))));
+    conn.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => bed.publishPacket('stations/st-1/telemetry', JSON.stringify({ i }), i + 1))));
     await conn.closed;
-    expect((await limitsHit())['publish_rate_refused']).toBeGreaterThanOrEqual(1);
+    expect((await bed.limitsHit())['publish_rate_refused']).toBeGreaterThanOrEqual(1);
     const acked = conn.packets.filter((p): p is mqttPacket.IPubackPacket => p.cmd === 'puback').map((p) => p.messageId ?? -1);
     expect(acked.length).toBeLessThan(20);
-    const inLog = new Set((await logged()).map((e) => (JSON.parse(Buffer.from(e.payload).toString()) as { i: number }).i + 1));
+    const inLog = new Set((await bed.logged()).map((e) => (JSON.parse(Buffer.from(e.payload).toString()) as { i: number }).i + 1));
     for (const id of acked) expect(inLog.has(id)).toBe(true);
     // Other devices are served meanwhile, and the device may reconnect (its bucket is still
     // behind: its next publishes wait, or are refused while it is still too far ahead).
-    const st2 = await device('st-2');
+    const st2 = await bed.device('st-2');
     await st2.publishAsync('stations/st-2/telemetry', '{}', { qos: 1 });
-    expect((await device('st-1')).connected).toBe(true);
+    expect((await bed.device('st-1')).connected).toBe(true);
   });
 
   it('a device sending one publish at a time is slowed, never refused: aedes reads its next packet only after the last is answered', async () => {
     await start({ limits: { publishRatePerSecond: 20, publishBurst: 2, maxPublishWaitMs: 100 } });
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     for (let i = 0; i < 8; i++) await st1.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
-    const hits = await limitsHit();
+    const hits = await bed.limitsHit();
     expect(hits['publish_rate_delayed']).toBeGreaterThanOrEqual(1);
     expect(hits['publish_rate_refused']).toBeUndefined();
-    expect(await logged()).toHaveLength(8);
+    expect(await bed.logged()).toHaveLength(8);
   });
 });
 
 describe('in-flight publishes per connection', () => {
   it('aedes handles a whole read chunk at once, so the limit is needed: one more than the limit in one write closes the connection, counted, nothing acknowledged lost', async () => {
     await start({ limits: { maxInflightPerConnection: 5 } });
-    const conn = await raw();
-    conn.socket.write(connectPacket('st-1'));
+    const conn = await bed.raw();
+    conn.socket.write(bed.connectPacket('st-1'));
     await until(() => conn.packets.some((p) => p.cmd === 'connack'), 'the CONNACK');
     // 20 publishes in one write: one chunk for the broker, all 20 handled concurrently.
-    conn.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => publishPacket('stations/st-1/telemetry', JSON.stringify({ i }), i + 1))));
+    conn.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => bed.publishPacket('stations/st-1/telemetry', JSON.stringify({ i }), i + 1))));
     await conn.closed;
-    expect((await limitsHit())['inflight']).toBe(1);
+    expect((await bed.limitsHit())['inflight']).toBe(1);
     const acked = conn.packets.filter((p): p is mqttPacket.IPubackPacket => p.cmd === 'puback').map((p) => p.messageId);
     expect(acked.length).toBeLessThanOrEqual(5);
-    const inLog = new Set((await logged()).map((e) => (JSON.parse(Buffer.from(e.payload).toString()) as { i: number }).i + 1));
+    const inLog = new Set((await bed.logged()).map((e) => (JSON.parse(Buffer.from(e.payload).toString()) as { i: number }).i + 1));
     for (const id of acked) expect(inLog.has(id ?? -1)).toBe(true);
   });
 
   it('counts publishes as in flight until answered: within the limit, a pipelined burst is all acknowledged', async () => {
     await start({ limits: { maxInflightPerConnection: 20 } });
-    const conn = await raw();
-    conn.socket.write(connectPacket('st-1'));
+    const conn = await bed.raw();
+    conn.socket.write(bed.connectPacket('st-1'));
     await until(() => conn.packets.some((p) => p.cmd === 'connack'), 'the CONNACK');
     for (let round = 0; round < 3; round++) {
-      conn.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => publishPacket('stations/st-1/telemetry', '{}', round * 20 + i + 1))));
+      conn.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => bed.publishPacket('stations/st-1/telemetry', '{}', round * 20 + i + 1))));
       await until(() => conn.packets.filter((p) => p.cmd === 'puback').length === (round + 1) * 20, `round ${round}'s PUBACKs`);
     }
     expect(conn.isClosed()).toBe(false);
-    expect(await limitsHit()).toEqual({});
+    expect(await bed.limitsHit()).toEqual({});
   });
 });
 
 describe('slow CONNECT', () => {
   it('closes a connection that sends nothing within the timeout, counted; a device that connected in time stays', async () => {
     await start({ limits: { connectTimeoutMs: 300 } });
-    const st1 = await device('st-1');
-    const silent = await raw();
+    const st1 = await bed.device('st-1');
+    const silent = await bed.raw();
     await silent.closed;
     expect(silent.packets).toEqual([]);
-    expect(await limitsHit()).toEqual({ connect_timeout: 1 });
+    expect(await bed.limitsHit()).toEqual({ connect_timeout: 1 });
     expect(st1.connected).toBe(true);
     await st1.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
   });
@@ -327,54 +226,54 @@ describe('slow CONNECT', () => {
 describe('connections per address and in all', () => {
   it('refuses a connection storm from one address at accept, counted; a well-behaved client connects once it calms down', async () => {
     await start({ limits: { connectionRatePerSecond: 5, connectionBurst: 10 } });
-    const storm = await Promise.allSettled(Array.from({ length: 40 }, () => raw()));
+    const storm = await Promise.allSettled(Array.from({ length: 40 }, () => bed.raw()));
     const opened = storm.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     // Refused ones are closed by the broker without a byte sent either way.
-    await until(async () => ((await limitsHit())['connection_rate'] ?? 0) >= 20, 'the storm to be refused');
+    await until(async () => ((await bed.limitsHit())['connection_rate'] ?? 0) >= 20, 'the storm to be refused');
     for (const conn of opened) conn.socket.destroy();
     let st1: MqttClient | undefined;
     await until(async () => {
-      st1 = await device('st-1').catch(() => undefined);
+      st1 = await bed.device('st-1').catch(() => undefined);
       return st1 !== undefined;
     }, 'the device to connect after the storm');
     await st1?.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
-    expect((await limitsHit())['connection_rate']).toBeGreaterThanOrEqual(20);
+    expect((await bed.limitsHit())['connection_rate']).toBeGreaterThanOrEqual(20);
   });
 
   it('refuses connections over the global limit at accept, counted, and accepts again once one closes', async () => {
     await start({ limits: { maxConnections: 3 } });
-    const held = [await raw(), await raw(), await raw()];
-    const fourth = await raw();
+    const held = [await bed.raw(), await bed.raw(), await bed.raw()];
+    const fourth = await bed.raw();
     await fourth.closed;
-    expect(await limitsHit()).toEqual({ connections: 1 });
+    expect(await bed.limitsHit()).toEqual({ connections: 1 });
     expect(held.some((c) => c.isClosed())).toBe(false);
     held[0]?.socket.destroy();
     await held[0]?.closed;
-    await until(async () => (await device('st-1').catch(() => undefined)) !== undefined, 'a device to connect');
+    await until(async () => (await bed.device('st-1').catch(() => undefined)) !== undefined, 'a device to connect');
   });
 
   it('leaves loopback clients out of the per-address limits unless told (local tools connect by the thousand)', async () => {
     await start({ limitLoopback: false, limits: { connectionRatePerSecond: 1, connectionBurst: 1, loginFailuresBeforeBackoff: 1 } });
-    const conns = await Promise.all(Array.from({ length: 5 }, () => raw()));
-    for (let i = 0; i < 3; i++) await device('st-1', { password: 'wrong' }).catch(() => undefined);
-    await device('st-1');
+    const conns = await Promise.all(Array.from({ length: 5 }, () => bed.raw()));
+    for (let i = 0; i < 3; i++) await bed.device('st-1', { password: 'wrong' }).catch(() => undefined);
+    await bed.device('st-1');
     expect(conns.some((c) => c.isClosed())).toBe(false);
-    expect(await limitsHit()).toEqual({});
+    expect(await bed.limitsHit()).toEqual({});
   });
 
   it('answers CONNECTs from an address with many failed logins late, counted, and still accepts its right token', async () => {
     await start({ limits: { loginFailuresBeforeBackoff: 2, loginBackoffBaseMs: 20, loginBackoffMaxMs: 50 } });
     for (let i = 0; i < 4; i++) {
-      const code = await device('st-1', { password: 'wrong' }).then(
+      const code = await bed.device('st-1', { password: 'wrong' }).then(
         () => 0,
         (err: unknown) => (err as { code?: number }).code ?? -1,
       );
       expect(code).toBe(4);
     }
-    expect(await limitsHit()).toEqual({ login_backoff: 2 });
-    const st1 = await device('st-1');
+    expect(await bed.limitsHit()).toEqual({ login_backoff: 2 });
+    const st1 = await bed.device('st-1');
     await st1.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
-    expect(await limitsHit()).toEqual({ login_backoff: 3 });
+    expect(await bed.limitsHit()).toEqual({ login_backoff: 3 });
   });
 });
 
@@ -384,22 +283,22 @@ describe('pushback from the trigger log', () => {
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
     let held = 0;
-    const slow: TriggerLog = Object.create(log) as TriggerLog;
+    const slow: TriggerLog = Object.create(bed.log) as TriggerLog;
     slow.append = async (event) => {
       held++;
       await gate;
-      return log.append(event);
+      return bed.log.append(event);
     };
     await start({ log: slow, limits: { publishRatePerSecond: 1_000, publishBurst: 3, maxInflightPerConnection: 10 } });
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     let acked = 0;
     const sent = Array.from({ length: 8 }, (_, i) => st1.publishAsync('stations/st-1/telemetry', JSON.stringify({ i }), { qos: 1 }).then(() => acked++));
     await until(() => held === 8, 'all appends to be waiting on the log');
     expect(acked).toBe(0);
     release();
     await Promise.all(sent);
-    expect(await logged()).toHaveLength(8);
+    expect(await bed.logged()).toHaveLength(8);
     expect(await refusedMessages()).toEqual({});
-    expect((await limitsHit())['inflight']).toBeUndefined();
+    expect((await bed.limitsHit())['inflight']).toBeUndefined();
   });
 });

@@ -4,91 +4,40 @@
  * the keep-alive expiry). Each connect and disconnect is a `presence` event in the log,
  * with the device's tenant and the reason the connection ended.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import mqttPacket from 'mqtt-packet';
 import { Registry } from 'prom-client';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lib/logger.ts';
-import { DeviceRegistry } from '../devices/index.ts';
-import { openLocalTriggerLog, type LocalTriggerLog } from '../trigger/index.ts';
 import type { LoggedEvent, TriggerEvent, TriggerLog } from '../trigger/types.ts';
-import { startBroker, type RunningBroker } from './broker.ts';
+import type { RunningBroker } from './broker.ts';
 import { PresenceTracker, type PresencePayload } from './presence.ts';
+import { brokerTestBed, until } from './test-bed.ts';
 
-let dir = '';
-let log: LocalTriggerLog;
-let devices: DeviceRegistry;
-let broker: RunningBroker | undefined;
+const bed = brokerTestBed({ name: 'presence', devices: ['st-1', ['acme-1', 'acme']] });
 let presence: PresenceTracker;
-let metrics: Registry;
-const clients: MqttClient[] = [];
-const sockets: net.Socket[] = [];
-const tokens = new Map<string, string>();
 
-async function start(appendTo: TriggerLog = log): Promise<RunningBroker> {
-  metrics = new Registry();
+/** Starts the broker with a presence tracker that appends to `appendTo` (the bed's log unless given). */
+function start(appendTo: TriggerLog = bed.log): Promise<RunningBroker> {
+  const metrics = new Registry();
   presence = new PresenceTracker({ log: appendTo, logger: silentLogger(), metrics });
-  broker = await startBroker({ log, logger: silentLogger(), metrics, host: '127.0.0.1', port: 0, maxPayloadBytes: 1024, devices, allowAnonymous: false, presence });
-  return broker;
-}
-
-async function device(id: string, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = await connectAsync(`mqtt://127.0.0.1:${broker?.port ?? 0}`, { clientId: id, username: id, password: tokens.get(id) ?? '', reconnectPeriod: 0, connectTimeout: 5_000, ...options });
-  clients.push(client);
-  return client;
+  return bed.start({ metrics, presence });
 }
 
 /** The presence events in the log, in order, with their payloads parsed. */
 async function presenceEvents(): Promise<{ event: LoggedEvent; payload: PresencePayload }[]> {
-  const events = await log.read(0n, 1_000);
+  const events = await bed.log.read(0n, 1_000);
   return events.filter((e) => e.source === 'presence').map((event) => ({ event, payload: JSON.parse(Buffer.from(event.payload).toString('utf8')) as PresencePayload }));
 }
-
-async function value(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const values = (await metrics.getSingleMetric(name)?.get())?.values ?? [];
-  return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'voltline-presence-'));
-  log = await openLocalTriggerLog({ dir: join(dir, 'log'), logger: silentLogger() });
-  devices = await DeviceRegistry.open(dir, {}, silentLogger());
-  tokens.clear();
-  for (const [id, tenant] of [['st-1', undefined], ['acme-1', 'acme']] as const) tokens.set(id, (await devices.add(id, { tenant })).token);
-});
-
-afterEach(async () => {
-  await Promise.allSettled(clients.splice(0).map((c) => c.endAsync(true)));
-  for (const socket of sockets.splice(0)) socket.destroy();
-  await broker?.close();
-  broker = undefined;
-  await log.close();
-  await devices.close();
-  await rm(dir, { recursive: true, force: true });
-});
 
 describe('device presence', () => {
   it("logs a connect as a 'presence' event with the device's tenant, and a clean DISCONNECT with reason clean, its messages and bytes", async () => {
     await start();
-    const acme = await device('acme-1');
+    const acme = await bed.device('acme-1');
     await until(async () => (await presenceEvents()).length === 1, 'the connected event');
     const [connected] = await presenceEvents();
     expect(connected?.event).toMatchObject({ source: 'presence', topic: '$devices/acme-1/connected', deviceId: 'acme-1', tenant: 'acme' });
     expect(connected?.payload).toMatchObject({ event: 'device.connected', deviceId: 'acme-1' });
     expect(presence.get('acme-1')).toMatchObject({ online: true, messages: 0, connections: 1 });
-    expect(await value('voltline_devices_online')).toBe(1);
+    expect(await bed.value('voltline_devices_online')).toBe(1);
 
     await acme.publishAsync('stations/acme-1/telemetry', '{"n":1}', { qos: 1 });
     await acme.publishAsync('stations/acme-1/telemetry', '{"n":22}', { qos: 1 });
@@ -100,15 +49,15 @@ describe('device presence', () => {
     expect(events[1]?.payload).toMatchObject({ event: 'device.disconnected', deviceId: 'acme-1', reason: 'clean', messages: 2, bytes: 15 });
     expect(events[1]?.payload.connectedForMs).toBeGreaterThanOrEqual(0);
     // The device's own messages sit between its two presence events, in log order.
-    expect((await log.read(0n, 100)).map((e) => e.topic)).toEqual(['$devices/acme-1/connected', 'stations/acme-1/telemetry', 'stations/acme-1/telemetry', '$devices/acme-1/disconnected']);
+    expect((await bed.log.read(0n, 100)).map((e) => e.topic)).toEqual(['$devices/acme-1/connected', 'stations/acme-1/telemetry', 'stations/acme-1/telemetry', '$devices/acme-1/disconnected']);
     expect(presence.get('acme-1')).toMatchObject({ online: false, lastDisconnectReason: 'clean', messages: 2 });
-    expect(await value('voltline_devices_online')).toBe(0);
-    expect(await value('voltline_presence_events_total', { event: 'disconnected' })).toBe(1);
+    expect(await bed.value('voltline_devices_online')).toBe(0);
+    expect(await bed.value('voltline_presence_events_total', { event: 'disconnected' })).toBe(1);
   });
 
   it('a default-tenant device has no tenant on its events; a dropped connection is reason closed', async () => {
     await start();
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     st1.stream.destroy();
     await until(async () => (await presenceEvents()).length === 2, 'both presence events');
     const events = await presenceEvents();
@@ -118,25 +67,20 @@ describe('device presence', () => {
 
   it('a silent connection past 1.5 × its keep-alive ends with reason keepalive', async () => {
     await start();
-    const socket = net.connect(broker?.port ?? 0, '127.0.0.1');
-    sockets.push(socket);
-    socket.on('error', () => {});
-    // Read (and ignore) the CONNACK: an unread socket never reports the broker's close.
-    socket.resume();
-    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    // A raw socket reads (and ignores) the CONNACK: an unread socket never reports the broker's close.
+    const conn = await bed.raw();
     // keep-alive 1 s, then nothing at all: no PINGREQ ever comes.
-    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 1, clientId: 'st-1', username: 'st-1', password: Buffer.from(tokens.get('st-1') ?? '') }));
-    await closed;
+    conn.socket.write(bed.connectPacket('st-1', { keepalive: 1 }));
+    await conn.closed;
     await until(async () => (await presenceEvents()).length === 2, 'the disconnected event');
     expect((await presenceEvents())[1]?.payload).toMatchObject({ event: 'device.disconnected', deviceId: 'st-1', reason: 'keepalive' });
   });
 
   it('a second connection of the same id ends the first with reason takeover; the device stays online', async () => {
     await start();
-    const first = await device('st-1');
+    const first = await bed.device('st-1');
     await first.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
-    await device('st-1');
+    await bed.device('st-1');
     await until(async () => (await presenceEvents()).length === 3, 'three presence events');
     const events = await presenceEvents();
     expect(events.map((e) => [e.event.topic, e.payload.reason])).toEqual([
@@ -146,17 +90,16 @@ describe('device presence', () => {
     ]);
     expect(events[1]?.payload.messages).toBe(1);
     expect(presence.get('st-1')).toMatchObject({ online: true, connections: 2, messages: 0, totalMessages: 1, lastDisconnectReason: 'takeover' });
-    expect(await value('voltline_devices_online')).toBe(1);
+    expect(await bed.value('voltline_devices_online')).toBe(1);
   });
 
   it('a session the registry revokes ends with reason revoked; closing the broker ends the others with reason shutdown, logged before close returns', async () => {
     await start();
-    await device('st-1');
-    await device('acme-1');
-    expect(broker?.disconnect('st-1')).toBe(true);
+    await bed.device('st-1');
+    await bed.device('acme-1');
+    expect(bed.broker.disconnect('st-1')).toBe(true);
     await until(() => presence.get('st-1')?.online === false, 'st-1 offline');
-    await broker?.close();
-    broker = undefined;
+    await bed.closeBroker();
     const reasons = (await presenceEvents()).filter((e) => e.payload.event === 'device.disconnected').map((e) => [e.event.deviceId, e.payload.reason]);
     expect(reasons).toEqual([
       ['st-1', 'revoked'],
@@ -166,7 +109,7 @@ describe('device presence', () => {
 
   it('a device cannot publish a presence topic itself', async () => {
     await start();
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     const closed = new Promise<void>((resolve) => st1.once('close', () => resolve()));
     st1.publish('$devices/st-1/disconnected', '{"event":"device.disconnected"}', { qos: 1 });
     await closed;
@@ -180,18 +123,18 @@ describe('device presence', () => {
   });
 
   it('a presence event the log refuses is dropped and counted; the device is served all the same', async () => {
-    const refusing: TriggerLog = Object.assign(Object.create(log) as TriggerLog, {
+    const refusing: TriggerLog = Object.assign(Object.create(bed.log) as TriggerLog, {
       append: (_event: TriggerEvent) => Promise.reject(new Error('disk full')),
     });
     await start(refusing);
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     await st1.publishAsync('stations/st-1/telemetry', '{}', { qos: 1 });
     await st1.endAsync();
     await until(() => presence.get('st-1')?.online === false, 'st-1 offline');
     await presence.settled();
-    expect(await value('voltline_presence_events_dropped_total', { reason: 'log_refused' })).toBe(2);
-    expect(await value('voltline_presence_events_total', { event: 'connected' })).toBe(0);
-    expect((await log.read(0n, 10)).map((e) => e.topic)).toEqual(['stations/st-1/telemetry']);
+    expect(await bed.value('voltline_presence_events_dropped_total', { reason: 'log_refused' })).toBe(2);
+    expect(await bed.value('voltline_presence_events_total', { event: 'connected' })).toBe(0);
+    expect((await bed.log.read(0n, 10)).map((e) => e.topic)).toEqual(['stations/st-1/telemetry']);
   });
 });
 

@@ -5,20 +5,14 @@
  * writes, with TLVs). The device's address from the header is what presence, the logs and
  * the per-address limits see. Assertions are on counts, counters and log lines.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import mqttPacket from 'mqtt-packet';
-import pino from 'pino';
+import type mqttPacket from 'mqtt-packet';
 import { Registry } from 'prom-client';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lib/logger.ts';
-import { DeviceRegistry } from '../devices/index.ts';
-import { openLocalTriggerLog, type LocalTriggerLog } from '../trigger/index.ts';
-import { startBroker, type BrokerOptions, type RunningBroker } from './broker.ts';
+import type { BrokerOptions, RunningBroker } from './broker.ts';
 import { PresenceTracker } from './presence.ts';
 import { MAX_V1_HEADER_BYTES, parseProxyHeader, trustedProxies } from './proxy-protocol.ts';
+import { brokerTestBed, until, type RawConnection } from './test-bed.ts';
 
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 
@@ -93,109 +87,40 @@ describe('trustedProxies', () => {
 });
 
 describe('broker behind a balancer (proxyProtocol)', () => {
-  let dir = '';
-  let log: LocalTriggerLog;
-  let devices: DeviceRegistry;
-  let broker: RunningBroker | undefined;
-  let metrics: Registry;
+  // limitLoopback stays off: the balancer (this test) is on loopback, the devices are not.
+  const bed = brokerTestBed({ name: 'proxy', devices: ['st-1', 'st-2', 'st-3'], logLevel: 'info' });
   let presence: PresenceTracker;
-  let lines: string[] = [];
-  const sockets: net.Socket[] = [];
-  const tokens = new Map<string, string>();
 
   async function start(options: Partial<BrokerOptions> = {}): Promise<RunningBroker> {
-    metrics = new Registry();
-    lines = [];
-    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
-    presence = new PresenceTracker({ log, logger: silentLogger(), metrics });
-    // limitLoopback stays off: the balancer (this test) is on loopback, the devices are not.
-    broker = await startBroker({ log, logger, metrics, presence, host: '127.0.0.1', port: 0, maxPayloadBytes: 1024, devices, allowAnonymous: false, proxyProtocol: true, ...options });
-    return broker;
+    const metrics = new Registry();
+    presence = new PresenceTracker({ log: bed.log, logger: silentLogger(), metrics });
+    return bed.start({ metrics, presence, proxyProtocol: true, ...options });
   }
 
-  interface Raw {
-    readonly socket: net.Socket;
-    readonly packets: mqttPacket.Packet[];
-    readonly closed: Promise<void>;
-  }
-
-  /** A connection from the "balancer" (this test, on loopback). */
-  async function raw(): Promise<Raw> {
-    const socket = net.connect(broker?.port ?? 0, '127.0.0.1');
-    sockets.push(socket);
-    const packets: mqttPacket.Packet[] = [];
-    const parser = mqttPacket.parser();
-    parser.on('packet', (p: mqttPacket.Packet) => packets.push(p));
-    socket.on('data', (chunk: Buffer) => parser.parse(chunk));
-    socket.on('error', () => {});
-    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('close', () => reject(new Error('closed before connecting')));
-    });
-    return { socket, packets, closed };
-  }
-
-  function connectPacket(id: string, token = tokens.get(id) ?? ''): Buffer {
-    return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60, clientId: id, username: id, password: Buffer.from(token) });
-  }
-
-  async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-    const deadline = Date.now() + 10_000;
-    while (!(await condition())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-
-  async function counter(name: string, label: string): Promise<Record<string, number>> {
-    const values = (await metrics.getSingleMetric(name)?.get())?.values ?? [];
-    return Object.fromEntries(values.map((v) => [String(v.labels[label]), v.value]));
-  }
-
-  /** Sends `bytes` as a balancer would (in pieces when asked) and waits for the CONNACK or the close. */
-  async function connectThrough(bytes: Buffer[]): Promise<Raw & { readonly returnCode: number | undefined }> {
-    const conn = await raw();
+  /** From the "balancer" (this test, on loopback), sends `bytes` as it would (in pieces when asked) and waits for the CONNACK or the close. */
+  async function connectThrough(bytes: Buffer[]): Promise<RawConnection & { readonly returnCode: number | undefined }> {
+    const conn = await bed.raw();
     for (const piece of bytes) {
       conn.socket.write(piece);
       // Separate TCP segments: the broker must assemble a header split across reads.
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    let closed = false;
-    void conn.closed.then(() => (closed = true));
-    await until(() => closed || conn.packets.some((p) => p.cmd === 'connack'), 'a CONNACK or the close');
+    await until(() => conn.isClosed() || conn.packets.some((p) => p.cmd === 'connack'), 'a CONNACK or the close');
     const connack = conn.packets.find((p): p is mqttPacket.IConnackPacket => p.cmd === 'connack');
     return { ...conn, returnCode: connack?.returnCode };
   }
 
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'voltline-proxy-'));
-    log = await openLocalTriggerLog({ dir: join(dir, 'log'), logger: silentLogger() });
-    devices = await DeviceRegistry.open(dir, {}, silentLogger());
-    tokens.clear();
-    for (const id of ['st-1', 'st-2', 'st-3']) tokens.set(id, (await devices.add(id, {})).token);
-  });
-
-  afterEach(async () => {
-    for (const socket of sockets.splice(0)) socket.destroy();
-    await broker?.close();
-    broker = undefined;
-    await log.close();
-    await devices.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-
   it('takes the device’s address from a v1 header (split across reads) and from a v2 header with TLVs: presence shows it, a publish is acknowledged and logged', async () => {
     await start();
     const first = v1('203.0.113.7');
-    const a = await connectThrough([first.subarray(0, 9), Buffer.concat([first.subarray(9), connectPacket('st-1')])]);
+    const a = await connectThrough([first.subarray(0, 9), Buffer.concat([first.subarray(9), bed.connectPacket('st-1')])]);
     expect(a.returnCode).toBe(0);
-    const b = await connectThrough([Buffer.concat([v2([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], { tlvs: TLV }), connectPacket('st-2')])]);
+    const b = await connectThrough([Buffer.concat([v2([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], { tlvs: TLV }), bed.connectPacket('st-2')])]);
     expect(b.returnCode).toBe(0);
     // What follows the header is MQTT, nothing lost: a QoS 1 publish is acknowledged and in the log.
-    a.socket.write(mqttPacket.generate({ cmd: 'publish', topic: 'stations/st-1/telemetry', payload: Buffer.from('{"v":1}'), qos: 1, messageId: 7, retain: false, dup: false }));
+    a.socket.write(bed.publishPacket('stations/st-1/telemetry', '{"v":1}', 7));
     await until(() => a.packets.some((p) => p.cmd === 'puback'), 'the PUBACK');
-    const events = await log.read(0n, 100);
+    const events = await bed.log.read(0n, 100);
     expect(events.filter((e) => e.source === 'mqtt').map((e) => e.topic)).toEqual(['stations/st-1/telemetry']);
     expect(presence.get('st-1')).toMatchObject({ online: true, address: '203.0.113.7' });
     expect(presence.get('st-2')).toMatchObject({ online: true, address: '2001:db8::7' });
@@ -207,14 +132,14 @@ describe('broker behind a balancer (proxyProtocol)', () => {
     // A rate that does not refill during the test: each address gets its burst of 2.
     await start({ limits: { connectionRatePerSecond: 0.001, connectionBurst: 2, loginFailuresBeforeBackoff: 1 } });
     const storm = [];
-    for (let i = 0; i < 4; i++) storm.push(await connectThrough([Buffer.concat([v1('198.51.100.9'), connectPacket('st-1', 'wrong')])]));
+    for (let i = 0; i < 4; i++) storm.push(await connectThrough([Buffer.concat([v1('198.51.100.9'), bed.connectPacket('st-1', { token: 'wrong' })])]));
     // Two were let in (and refused by their wrong token, CONNACK 4), the others closed at accept.
     expect(storm.map((c) => c.returnCode)).toEqual([4, 4, undefined, undefined]);
-    expect(await counter('voltline_limits_hit_total', 'limit')).toMatchObject({ connection_rate: 2 });
+    expect(await bed.limitsHit()).toMatchObject({ connection_rate: 2 });
     // The balancer's own address (loopback, every connection's peer) would not be limited at all.
-    const other = await connectThrough([Buffer.concat([v2([198, 51, 100, 10]), connectPacket('st-3')])]);
+    const other = await connectThrough([Buffer.concat([v2([198, 51, 100, 10]), bed.connectPacket('st-3')])]);
     expect(other.returnCode).toBe(0);
-    const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const logged = bed.entries();
     expect(logged.filter((l) => l['msg'] === 'MQTT connection refused').map((l) => l['address'])).toEqual(['198.51.100.9']);
     expect(logged.filter((l) => l['limit'] === 'connection_rate').map((l) => l['address'])).toEqual(['198.51.100.9']);
     expect(logged.filter((l) => l['limit'] === 'login_backoff').map((l) => l['address'])).toEqual(['198.51.100.9']);
@@ -222,8 +147,8 @@ describe('broker behind a balancer (proxyProtocol)', () => {
 
   it('refuses and counts a connection without a header, with a garbled one, and with one that never completes; well-behaved devices are still served', async () => {
     await start({ limits: { connectTimeoutMs: 300 } });
-    const missing = await connectThrough([connectPacket('st-1')]);
-    const garbled = await connectThrough([Buffer.from('PROXY TCP4 not-an-address 10.0.0.1 1 2\r\n'), connectPacket('st-1')]);
+    const missing = await connectThrough([bed.connectPacket('st-1')]);
+    const garbled = await connectThrough([Buffer.from('PROXY TCP4 not-an-address 10.0.0.1 1 2\r\n'), bed.connectPacket('st-1')]);
     const v2Garbled = v2([198, 51, 100, 9]);
     v2Garbled[12] = 0x2f;
     const garbled2 = await connectThrough([v2Garbled]);
@@ -232,39 +157,39 @@ describe('broker behind a balancer (proxyProtocol)', () => {
       expect(c.returnCode).toBeUndefined();
       expect(c.packets).toEqual([]);
     }
-    expect(await counter('voltline_mqtt_proxy_refusals_total', 'reason')).toEqual({ missing: 1, invalid: 2, timeout: 1 });
-    const reasons = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('connection refused:'));
+    expect(await bed.counts('voltline_mqtt_proxy_refusals_total', 'reason')).toEqual({ missing: 1, invalid: 2, timeout: 1 });
+    const reasons = bed.entries().filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('connection refused:'));
     // Logged once per window per (reason, peer): the second invalid header is counted, not logged again.
     expect(reasons.map((l) => l['reason'])).toEqual(['missing', 'invalid', 'timeout']);
     expect(reasons[0]?.['msg']).toBe('connection refused: the connection did not start with a PROXY protocol v1 or v2 header');
-    expect((await log.read(0n, 100)).filter((e) => e.source === 'mqtt')).toEqual([]);
-    const good = await connectThrough([Buffer.concat([v1('203.0.113.8'), connectPacket('st-2')])]);
+    expect((await bed.log.read(0n, 100)).filter((e) => e.source === 'mqtt')).toEqual([]);
+    const good = await connectThrough([Buffer.concat([v1('203.0.113.8'), bed.connectPacket('st-2')])]);
     expect(good.returnCode).toBe(0);
   });
 
   it('uses the balancer’s own address for a LOCAL header (its health check)', async () => {
     await start();
-    const local = await connectThrough([Buffer.concat([v2([198, 51, 100, 9], { local: true }), connectPacket('st-1')])]);
+    const local = await connectThrough([Buffer.concat([v2([198, 51, 100, 9], { local: true }), bed.connectPacket('st-1')])]);
     expect(local.returnCode).toBe(0);
     expect(presence.get('st-1')).toMatchObject({ online: true, address: '127.0.0.1' });
   });
 
   it('with proxyProtocolFrom, believes only the listed balancers: another peer is refused as untrusted', async () => {
     await start({ proxyProtocolFrom: ['10.0.0.0/8'] });
-    const refused = await connectThrough([Buffer.concat([v1('203.0.113.7'), connectPacket('st-1')])]);
+    const refused = await connectThrough([Buffer.concat([v1('203.0.113.7'), bed.connectPacket('st-1')])]);
     expect(refused.returnCode).toBeUndefined();
-    expect(await counter('voltline_mqtt_proxy_refusals_total', 'reason')).toEqual({ untrusted: 1 });
-    await broker?.close();
+    expect(await bed.counts('voltline_mqtt_proxy_refusals_total', 'reason')).toEqual({ untrusted: 1 });
+    await bed.closeBroker();
     await start({ proxyProtocolFrom: ['127.0.0.0/8'] });
-    const accepted = await connectThrough([Buffer.concat([v1('203.0.113.7'), connectPacket('st-1')])]);
+    const accepted = await connectThrough([Buffer.concat([v1('203.0.113.7'), bed.connectPacket('st-1')])]);
     expect(accepted.returnCode).toBe(0);
   });
 
   it('without proxyProtocol a PROXY header is just bytes that are not MQTT: the connection is closed, nothing acknowledged', async () => {
     await start({ proxyProtocol: false, limits: { connectTimeoutMs: 1_000 } });
-    const conn = await connectThrough([Buffer.concat([v1('203.0.113.7'), connectPacket('st-1')])]);
+    const conn = await connectThrough([Buffer.concat([v1('203.0.113.7'), bed.connectPacket('st-1')])]);
     expect(conn.returnCode).toBeUndefined();
     expect(presence.get('st-1')).toBeUndefined();
-    expect(await counter('voltline_mqtt_proxy_refusals_total', 'reason')).toEqual({});
+    expect(await bed.counts('voltline_mqtt_proxy_refusals_total', 'reason')).toEqual({});
   });
 });

@@ -6,50 +6,29 @@
  * (the connection limit shared with TCP, the per-address rate, the failed-login backoff by
  * the WebSocket client's address). Assertions are on counts and counters, never durations.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { once } from 'node:events';
-import { connect as mqttConnect, type IClientOptions, type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { silentLogger } from '../../lib/logger.ts';
-import { DeviceRegistry } from '../devices/index.ts';
-import { openLocalTriggerLog, type LocalTriggerLog } from '../trigger/index.ts';
-import { startBroker, type BrokerOptions, type RunningBroker } from './broker.ts';
+import type { BrokerOptions, RunningBroker } from './broker.ts';
+import { brokerTestBed } from './test-bed.ts';
 import { MqttWebSocketGateway } from './websocket.ts';
 
-let dir = '';
-let log: LocalTriggerLog;
-let devices: DeviceRegistry;
-let broker: RunningBroker | undefined;
 let metrics: Registry;
 let gateway: MqttWebSocketGateway;
 let server: http.Server;
 let url = '';
-const clients: MqttClient[] = [];
-const sockets: Array<WebSocket | net.Socket> = [];
-const tokens = new Map<string, string>();
+const sockets: WebSocket[] = [];
+// Clients of the bed connect over WebSocket, through the gateway.
+const bed = brokerTestBed({ name: 'mqtt-ws', devices: ['st-1', 'st-2'], endpoint: () => ({ url }) });
 
 async function start(options: Partial<BrokerOptions> = {}): Promise<RunningBroker> {
   // The clients are on loopback: limit it like any address.
-  broker = await startBroker({ log, logger: silentLogger(), metrics, host: '127.0.0.1', port: 0, maxPayloadBytes: 1024, devices, allowAnonymous: false, limitLoopback: true, ...options });
+  const broker = await bed.start({ metrics, limitLoopback: true, ...options });
   gateway.setBroker(broker);
   return broker;
-}
-
-/** Connects over WebSocket as the device with its own token; rejects with the CONNACK code, or when the connection closes first. */
-function device(id: string, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqttConnect(url, { clientId: id, username: id, password: tokens.get(id) ?? '', reconnectPeriod: 0, connectTimeout: 5_000, ...options });
-  clients.push(client);
-  return new Promise<MqttClient>((resolve, reject) => {
-    client.once('connect', () => resolve(client));
-    client.once('error', reject);
-    client.once('close', () => reject(new Error(`the connection of '${id}' closed before its CONNACK`)));
-  });
 }
 
 /** A raw WebSocket to /mqtt: open, or refused with its HTTP status. */
@@ -74,17 +53,7 @@ async function opened(): Promise<{ ws: WebSocket; closed: Promise<void> }> {
   return result;
 }
 
-async function counter(name: string, label: string): Promise<Record<string, number>> {
-  const values = (await metrics.getSingleMetric(name)?.get())?.values ?? [];
-  return Object.fromEntries(values.map((v) => [String(v.labels[label]), v.value]));
-}
-
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'voltline-mqtt-ws-'));
-  log = await openLocalTriggerLog({ dir: join(dir, 'log'), logger: silentLogger() });
-  devices = await DeviceRegistry.open(dir, {}, silentLogger());
-  tokens.clear();
-  for (const id of ['st-1', 'st-2']) tokens.set(id, (await devices.add(id, {})).token);
   metrics = new Registry();
   gateway = new MqttWebSocketGateway({ maxPayloadBytes: 1024, metrics, logger: silentLogger() });
   server = http.createServer((_request, response) => response.writeHead(404).end());
@@ -96,46 +65,38 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const socket of sockets.splice(0)) {
-    if (socket instanceof WebSocket) socket.terminate();
-    else socket.destroy();
-  }
-  await Promise.allSettled(clients.splice(0).map((c) => c.endAsync(true)));
+  for (const socket of sockets.splice(0)) socket.terminate();
+  // The bed's clients and broker first: the server closes once its upgraded sockets have.
+  await bed.stop();
   gateway.setBroker(undefined);
-  await broker?.close();
-  broker = undefined;
   server.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  await log.close();
-  await devices.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 describe('MQTT over WebSocket', () => {
   it('answers 503 until the broker is attached, serves a device once it is, and 503 again once detached', async () => {
     expect(await raw()).toEqual({ status: 503 });
     await start();
-    const st1 = await device('st-1');
+    const st1 = await bed.device('st-1');
     await st1.publishAsync('stations/st-1/telemetry', '{"n":1}', { qos: 1 });
-    const events = await log.read(0n, 10);
+    const events = await bed.log.read(0n, 10);
     expect(events.map((e) => [e.source, e.deviceId, e.topic, Buffer.from(e.payload).toString()])).toEqual([['mqtt', 'st-1', 'stations/st-1/telemetry', '{"n":1}']]);
     gateway.setBroker(undefined);
     expect(await raw()).toEqual({ status: 503 });
     // A connection made before stays served.
     await st1.publishAsync('stations/st-1/telemetry', '{"n":2}', { qos: 1 });
-    expect(await counter('voltline_mqtt_websocket_refusals_total', 'reason')).toEqual({ unavailable: 2 });
+    expect(await bed.counts('voltline_mqtt_websocket_refusals_total', 'reason')).toEqual({ unavailable: 2 });
   });
 
   it('shares the global connection limit with TCP: a WebSocket over it is closed, counted', async () => {
-    const running = await start({ limits: { maxConnections: 2 } });
-    const tcp = net.connect(running.port, '127.0.0.1');
-    sockets.push(tcp);
-    await once(tcp, 'connect');
+    await start({ limits: { maxConnections: 2 } });
+    // A TCP connection takes one of the two.
+    await bed.raw();
     const first = await opened();
     const second = await opened();
     // The handshake completes, then the broker destroys the stream: the WebSocket closes.
     await second.closed;
-    expect(await counter('voltline_limits_hit_total', 'limit')).toEqual({ connections: 1 });
+    expect(await bed.limitsHit()).toEqual({ connections: 1 });
     expect(first.ws.readyState).toBe(WebSocket.OPEN);
   });
 
@@ -143,18 +104,18 @@ describe('MQTT over WebSocket', () => {
     await start({ limits: { connectionRatePerSecond: 0.01, connectionBurst: 3, loginFailuresBeforeBackoff: 1, loginBackoffBaseMs: 10, loginBackoffMaxMs: 20 } });
     // Two failed logins from 127.0.0.1 over WebSocket: the second is answered late.
     for (let i = 0; i < 2; i++) {
-      const code = await device('st-2', { password: 'wrong' }).then(
+      const code = await bed.device('st-2', { password: 'wrong' }).then(
         () => 0,
         (err: unknown) => (err as { code?: number }).code ?? -1,
       );
       expect(code).toBe(4);
     }
-    expect(await counter('voltline_limits_hit_total', 'limit')).toEqual({ login_backoff: 1 });
+    expect(await bed.limitsHit()).toEqual({ login_backoff: 1 });
     // The burst had 3: one left, then refused at accept.
     const third = await opened();
     const fourth = await opened();
     await fourth.closed;
-    expect(await counter('voltline_limits_hit_total', 'limit')).toEqual({ login_backoff: 1, connection_rate: 1 });
+    expect(await bed.limitsHit()).toEqual({ login_backoff: 1, connection_rate: 1 });
     expect(third.ws.readyState).toBe(WebSocket.OPEN);
   });
 });

@@ -6,15 +6,16 @@
  */
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlatformCa } from '../../ingest/index.ts';
+import { MqttClients, refusedWith } from '../support/mqtt-clients.ts';
 import { startPlatformProcess, tempDir, runVoltline, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess;
 let data: { dir: string; remove: () => Promise<void> };
 let work: { dir: string; remove: () => Promise<void> };
-const clients: MqttClient[] = [];
+const clients = new MqttClients();
 
 const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl, env: { VOLTLINE_TOKEN: platform.token } });
 
@@ -25,19 +26,7 @@ function tlsUrl(): string {
 
 async function connectTls(clientId: string, options: IClientOptions): Promise<MqttClient> {
   const ca = await readFile(path.join(work.dir, 'ca.crt'), 'utf8');
-  const client = await connectAsync(tlsUrl(), { clientId, reconnectPeriod: 0, connectTimeout: 5_000, ca, rejectUnauthorized: true, ...options });
-  clients.push(client);
-  return client;
-}
-
-async function refusedWith(clientId: string, options: IClientOptions): Promise<number> {
-  try {
-    const client = await connectTls(clientId, options);
-    client.end(true);
-  } catch (err) {
-    return (err as { code?: number }).code ?? -1;
-  }
-  throw new Error(`client '${clientId}' was accepted`);
+  return clients.connect(tlsUrl(), { clientId, ca, rejectUnauthorized: true, ...options });
 }
 
 async function metric(name: string, label: string): Promise<number> {
@@ -57,7 +46,7 @@ beforeAll(async () => {
 }, 30_000);
 
 afterAll(async () => {
-  await Promise.allSettled(clients.splice(0).map((c) => c.endAsync(true)));
+  await clients.endAll();
   await platform?.stop();
   await data?.remove();
   await work?.remove();
@@ -124,16 +113,16 @@ describe('MQTT over TLS with device certificates', () => {
     expect(done.code).toBe(0);
     expect(done.stdout).toContain('The old certificate no longer works.');
     const badBefore = await metric('voltline_auth_failures_total', 'reason="bad_certificate"');
-    expect(await refusedWith('st-tls-1', old)).toBe(5);
+    expect(await refusedWith(connectTls('st-tls-1', old))).toBe(5);
     await connectTls('st-tls-1', await files('st-tls-1', outDir));
     const foreign = await (await PlatformCa.open(path.join(work.dir, 'foreign'))).issueDeviceCertificate('st-tls-2');
-    expect(await refusedWith('st-tls-2', { cert: foreign.certificate, key: foreign.privateKey })).toBe(5);
+    expect(await refusedWith(connectTls('st-tls-2', { cert: foreign.certificate, key: foreign.privateKey }))).toBe(5);
     expect(await metric('voltline_auth_failures_total', 'reason="bad_certificate"')).toBe(badBefore + 2);
   });
 
   it('keeps the CA across a restart: certificates issued before still connect', async () => {
     const ca = await readFile(path.join(data.dir, 'ca', 'ca.crt'), 'utf8');
-    await Promise.allSettled(clients.splice(0).map((c) => c.endAsync(true)));
+    await clients.endAll();
     expect(await platform.stop()).toBe(0);
     platform = await startPlatformProcess(data.dir);
     expect(await readFile(path.join(data.dir, 'ca', 'ca.crt'), 'utf8')).toBe(ca);
@@ -151,7 +140,7 @@ describe('MQTT over TLS with device certificates', () => {
     await writeFile(certFile, server.certificate);
     await writeFile(keyFile, server.privateKey, { mode: 0o600 });
     await writeFile(wrongKey, other.privateKey, { mode: 0o600 });
-    await Promise.allSettled(clients.splice(0).map((c) => c.endAsync(true)));
+    await clients.endAll();
     expect(await platform.stop()).toBe(0);
 
     await expect(startPlatformProcess(data.dir, ['--tls-cert', certFile, '--tls-key', wrongKey])).rejects.toThrow(`Cannot use '${certFile}' and '${wrongKey}' as the MQTT TLS certificate and key`);
