@@ -66,6 +66,12 @@ describe('parseSimArgs', () => {
     });
   });
 
+  it('reads the simulated-time and offline flags', () => {
+    expect(
+      parseSimArgs(['--speed', '60', '--start=2026-03-02T06:00:00Z', '--reconnect-delay', '2s', '--offline-buffer', '500']),
+    ).toMatchObject({ speed: 60, startMs: Date.parse('2026-03-02T06:00:00Z'), reconnectDelayMs: 2_000, offlineBuffer: 500 });
+  });
+
   it.each([
     [['--stations', 'abc'], /'--stations' as it must be a whole number: current value is 'abc'/],
     [['--duration', '30'], /'--duration' as it must be a duration such as 500ms, 30s or 5m: current value is '30'/],
@@ -76,6 +82,11 @@ describe('parseSimArgs', () => {
     [['--prefix', 'a/b'], /'--prefix' .*: current value is 'a\/b'/],
     [['--first', '99990', '--stations', '20'], /'--stations' .*at most 99999.*: current value is '20'/],
     [['--rate', '0'], /'--rate' .*: current value is '0'/],
+    [['--speed', '0'], /'--speed' as it must be a number in 1..3600: current value is '0'/],
+    [['--speed', '3601'], /'--speed' as it must be a number in 1..3600: current value is '3601'/],
+    [['--speed', 'fast'], /'--speed' as it must be a number: current value is 'fast'/],
+    [['--start', 'yesterday'], /'--start' as it must be an ISO 8601 time such as 2026-03-02T06:00:00Z: current value is 'yesterday'/],
+    [['--offline-buffer', '0'], /'--offline-buffer' .*: current value is '0'/],
     [['--url'], /Flag '--url' needs a value/],
     [['--url', '--stations', '2'], /Flag '--url' needs a value/],
     [['--bogus', '1'], /Unknown flag '--bogus'/],
@@ -97,8 +108,9 @@ describe('simCommand', () => {
     });
     expect(code).toBe(0);
     const report = JSON.parse(lastLine(out.text())) as SimReport;
-    expect(report).toMatchObject({ sent: 20, acked: 20, errors: 0, connected: 5 });
+    expect(report).toMatchObject({ sent: 20, acked: 20, errors: 0, connected: 5, simulated: { speed: 1 } });
     expect(out.text()).toContain('5/5 stations connected to mqtt://127.0.0.1:');
+    expect(out.text()).toMatch(/simulated: .* \(speed 1\); events sent \d+, acked \d+; commands 0/);
     expect(err.text()).toBe(''); // not a terminal: no progress
   });
 

@@ -9,8 +9,10 @@ import { runSimulation } from './run.ts';
 
 export const SIM_USAGE = `Usage: voltline sim [flags]
 
-Simulates a fleet of scooter stations publishing telemetry over MQTT, then prints a
-delivery report (the last line is the report as JSON). Exit code 0 when every message
+Simulates a fleet of scooter stations over MQTT: telemetry (stations/<id>/telemetry),
+events when something changes (stations/<id>/events), answers to commands
+(stations/<id>/commands/#), on simulated time. Then prints a delivery report (the last
+line is the report as JSON). Exit code 0 when every message
 was acknowledged and every station connected, 1 otherwise, 2 for bad flags.
 
 Flags:
@@ -39,10 +41,18 @@ Flags:
   --max-inflight <n>       unacknowledged messages per station before it skips (default 10)
   --connect-timeout <d>    per-station connect timeout (default 10s)
   --drain-timeout <d>      how long to wait for outstanding acks at the end (default 5s)
+  --speed <n>              simulated time runs n times faster than wall time, 1..3600
+                           (default 1; 60 plays an hour per minute)
+  --start <time>           the simulated time to start at, ISO 8601 such as
+                           2026-03-02T06:00:00Z (default: now); with --seed, a replayable day
+  --reconnect-delay <d>    a station whose connection is lost keeps its messages and
+                           reconnects after <d> (default: it does not, and is lost)
+  --offline-buffer <n>     messages a station keeps while disconnected; the oldest are
+                           dropped beyond (default 1000)
   -h, --help               show this help
 `;
 
-type Kind = 'string' | 'int' | 'number' | 'duration' | 'qos';
+type Kind = 'string' | 'int' | 'number' | 'duration' | 'qos' | 'time';
 /** Options a flag sets directly (per-station credentials come from --token-file or --provision). */
 type FlagKey = Exclude<keyof SimOptions, 'credentials'>;
 
@@ -61,6 +71,10 @@ const FLAGS: Readonly<Record<string, { key: FlagKey; kind: Kind }>> = {
   '--max-inflight': { key: 'maxInflight', kind: 'int' },
   '--connect-timeout': { key: 'connectTimeoutMs', kind: 'duration' },
   '--drain-timeout': { key: 'drainTimeoutMs', kind: 'duration' },
+  '--speed': { key: 'speed', kind: 'number' },
+  '--start': { key: 'startMs', kind: 'time' },
+  '--reconnect-delay': { key: 'reconnectDelayMs', kind: 'duration' },
+  '--offline-buffer': { key: 'offlineBuffer', kind: 'int' },
 };
 
 const KIND_TEXT: Readonly<Record<Kind, string>> = {
@@ -69,6 +83,7 @@ const KIND_TEXT: Readonly<Record<Kind, string>> = {
   number: 'a number',
   duration: 'a duration such as 500ms, 30s or 5m',
   qos: '0 or 1',
+  time: 'an ISO 8601 time such as 2026-03-02T06:00:00Z',
 };
 
 /** How the fleet's stations prove who they are. */
@@ -280,7 +295,15 @@ export function formatSummary(report: SimReport, url: string): string {
     `sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured}`,
     `rate: target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s over ${(report.durationMs / 1000).toFixed(2)} s`,
     `latency: p50 ${ms(report.latencyMs.p50)}, p90 ${ms(report.latencyMs.p90)}, p99 ${ms(report.latencyMs.p99)}, max ${ms(report.latencyMs.max)}`,
+    `simulated: ${new Date(report.simulated.startMs).toISOString()} → ${new Date(report.simulated.endMs).toISOString()} (speed ${report.simulated.speed}); ` +
+      `events sent ${report.events.sent}, acked ${report.events.acked}; commands ${report.commands.received}`,
   ];
+  if (report.reconnects.ok + report.reconnects.failed + report.offline.dropped + report.offline.unsent > 0) {
+    lines.push(
+      `offline: reconnects ${report.reconnects.ok} (failed attempts ${report.reconnects.failed}), flushed ${report.offline.flushed}, ` +
+        `dropped ${report.offline.dropped}, unsent ${report.offline.unsent}`,
+    );
+  }
   if (report.errors > 0) {
     const kinds = Object.entries(report.errorsByKind)
       .filter(([, n]) => n > 0)
@@ -304,6 +327,10 @@ function readValue(kind: Kind, raw: string): string | number | undefined {
       return parseDurationMs(raw);
     case 'qos':
       return raw === '0' || raw === '1' ? Number(raw) : undefined;
+    case 'time': {
+      const ms = /^\d{4}-\d{2}-\d{2}T/.test(raw) ? Date.parse(raw) : Number.NaN;
+      return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+    }
   }
 }
 

@@ -5,8 +5,21 @@
  */
 export { runSimulation, type SimHooks } from './run.ts';
 export { parseSimArgs, simCommand, SIM_USAGE } from './cli.ts';
-export { Station, type StationOptions, type Telemetry, type DockTelemetry } from './station.ts';
-export { resolveSimOptions, stationId, type SimOptions, type SimConfig } from './options.ts';
+export {
+  Station,
+  rentalRatePerHour,
+  chargePowerW,
+  chargedBattery,
+  STEP_MS,
+  type StationOptions,
+  type Telemetry,
+  type DockTelemetry,
+  type StationEvent,
+  type StationEventType,
+  type StationFault,
+} from './station.ts';
+export { Outbox, type OutboxMessage } from './outbox.ts';
+export { resolveSimOptions, stationId, MAX_SPEED, type SimOptions, type SimConfig } from './options.ts';
 export type { SimReport, SimProgress, SimErrorsByKind } from './report.ts';
 export type { LatencySummary } from './histogram.ts';
 export { readTokenFile, type FleetTokens } from './access.ts';

@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { VoltlineError } from '../lib/errors.ts';
 
+/** Highest `speed`: an hour of simulated time per wall second. */
+export const MAX_SPEED = 3_600;
+
 /** Station numbers are zero-padded to 5 digits, so the largest is 99999. */
 export const MAX_STATION_NUMBER = 99_999;
 
@@ -45,6 +48,14 @@ const schema = z
     tickMs: z.int().min(1).max(1_000).default(10),
     /** How often `onProgress` is called. */
     progressIntervalMs: z.int().min(10).default(1_000),
+    /** Simulated time runs this many times faster than wall time (60: an hour per minute). */
+    speed: z.number().min(1, { message: `must be a number in 1..${MAX_SPEED}` }).max(MAX_SPEED, { message: `must be a number in 1..${MAX_SPEED}` }).default(1),
+    /** The simulated time the run starts at (epoch ms); default: the wall clock at the start. */
+    startMs: z.int().positive().optional(),
+    /** After a lost connection, try again this long after (wall time); 0: never (the station is lost). */
+    reconnectDelayMs: z.int().min(0).max(3_600_000).default(0),
+    /** Messages a station keeps while disconnected; beyond, the oldest are dropped (counted). */
+    offlineBuffer: z.int().min(1).max(1_000_000).default(1_000),
   })
   .strict()
   .refine((o) => o.first + o.stations - 1 <= MAX_STATION_NUMBER, {

@@ -42,6 +42,22 @@ export interface SimReport {
   aborted: boolean;
   /** Up to 5 distinct error messages, e.g. "connect: st-00001: … ECONNREFUSED …". */
   errorSamples: string[];
+  /** Simulated time: speed, and the simulated instants the publishing phase began and ended. */
+  simulated: { speed: number; startMs: number; endMs: number };
+  /**
+   * Station events (`stations/<id>/events`): handed to the client, acknowledged, and
+   * dropped by a station that had more than 1 000 waiting.
+   */
+  events: { sent: number; acked: number; dropped: number };
+  /** Commands received on `stations/<id>/commands/#`, and stations whose subscription was refused. */
+  commands: { received: number; subscribeRefused: number };
+  /**
+   * The offline buffers: messages held while disconnected and sent after a reconnect
+   * (`flushed`), dropped because a buffer was full (`dropped`), still held at the end.
+   */
+  offline: { flushed: number; dropped: number; unsent: number };
+  /** Successful reconnects, and failed attempts (retried; not counted as errors). */
+  reconnects: { ok: number; failed: number };
 }
 
 /** Live figures, passed to `onProgress` every `progressIntervalMs`. */

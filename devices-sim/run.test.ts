@@ -1,7 +1,7 @@
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runSimulation } from './run.ts';
-import type { Telemetry } from './station.ts';
+import type { StationEvent, Telemetry } from './station.ts';
 import { closedPort, startTestBroker, telemetryProblems, type TestBroker } from './testing.ts';
 
 let broker: TestBroker | undefined;
@@ -71,6 +71,8 @@ describe('runSimulation', () => {
       durationMs: 500,
       maxInflight: 3,
       drainTimeoutMs: 200,
+      // Inside one model step (10 s grid): no station event can take a slot.
+      startMs: Date.parse('2026-03-03T03:00:01Z'),
     });
     expect(report.sent).toBe(6);
     expect(report.acked).toBe(0);
@@ -86,7 +88,12 @@ describe('runSimulation', () => {
     // Dropped once 25 messages are in (not at a wall-clock instant: under load, connecting
     // alone can take that long).
     let published = 0;
+    const connects = new Map<string, number[]>();
     broker = await startTestBroker({
+      preConnect: (_client, packet, done) => {
+        connects.set(packet.clientId, [...(connects.get(packet.clientId) ?? []), Date.now()]);
+        done(null, true);
+      },
       authorizePublish: (client, _packet, done) => {
         if (client !== null && ++published === 25) setImmediate(() => broker?.dropClients());
         done(null);
@@ -135,5 +142,118 @@ describe('runSimulation', () => {
     await expect(
       runSimulation({ url: 'mqtt://x', stations: 10, first: 99_995, ratePerSec: 1, durationMs: 1 }),
     ).rejects.toMatchObject({ code: 'VL_SIM_BAD_OPTIONS' });
+  });
+
+  it('publishes station events and answers a command over MQTT: unlock → a rental and a command_ack', async () => {
+    broker = await startTestBroker();
+    subscriber = await connectAsync(broker.url, { clientId: 'observer', reconnectPeriod: 0 });
+    await subscriber.subscribeAsync(['stations/+/events', 'stations/+/telemetry'], { qos: 1 });
+    const events: StationEvent[] = [];
+    let unlocked: { slot: number; scooterId: string } | undefined;
+    const observer = subscriber;
+    observer.on('message', (topic, payload) => {
+      const [, id, kind] = topic.split('/');
+      if (kind === 'events') {
+        const event = JSON.parse(payload.toString()) as StationEvent;
+        expect(event.stationId).toBe(id);
+        events.push(event);
+        return;
+      }
+      // Once st-00001 shows a docked scooter, a user unlocks it from the app: the
+      // emptiest one, which no rider takes first (riders take the fullest).
+      const msg = JSON.parse(payload.toString()) as Telemetry;
+      const dock = msg.docks.filter((d) => d.scooterId !== null).sort((a, b) => (a.battery ?? 0) - (b.battery ?? 0))[0];
+      if (id === 'st-00001' && unlocked === undefined && dock?.scooterId != null) {
+        unlocked = { slot: dock.slot, scooterId: dock.scooterId };
+        void observer.publishAsync('stations/st-00001/commands/unlock', JSON.stringify({ dock: dock.slot, requestId: 'app-1' }), { qos: 1 });
+      }
+    });
+
+    // A weekday morning peak at an hour per wall second.
+    const report = await runSimulation({
+      url: broker.url,
+      stations: 3,
+      ratePerSec: 30,
+      durationMs: 3_000,
+      seed: 7,
+      speed: 3_600,
+      startMs: Date.parse('2026-03-03T07:00:00Z'),
+    });
+    expect(report).toMatchObject({ errors: 0, connected: 3, commands: { received: 1, subscribeRefused: 0 }, simulated: { speed: 3_600 } });
+    // About three simulated hours went by.
+    expect(report.simulated.endMs - report.simulated.startMs).toBeGreaterThan(2 * 3_600_000);
+    await until(() => events.length >= report.events.acked, 3_000);
+    expect(events).toHaveLength(report.events.acked);
+    expect(report.events.acked).toBe(report.events.sent);
+
+    // The morning: riders rent and return; every station's events in seq order.
+    expect(events.filter((e) => e.type === 'rental' && e.detail?.['by'] === 'rider').length).toBeGreaterThan(3);
+    expect(events.filter((e) => e.type === 'return').length).toBeGreaterThan(3);
+    for (const id of ['st-00001', 'st-00002', 'st-00003']) {
+      const seqs = events.filter((e) => e.stationId === id).map((e) => e.seq);
+      expect(seqs).toEqual(seqs.map((_, i) => i));
+    }
+
+    // The command round trip.
+    if (unlocked === undefined) throw new Error('st-00001 never showed a docked scooter');
+    const rental = events.find((e) => e.type === 'rental' && e.detail?.['by'] === 'command');
+    const ack = events.find((e) => e.type === 'command_ack');
+    expect(rental).toMatchObject({ stationId: 'st-00001', dock: unlocked.slot, detail: { scooterId: unlocked.scooterId } });
+    expect(ack).toMatchObject({ stationId: 'st-00001', dock: unlocked.slot, detail: { command: 'unlock', result: 'ok', requestId: 'app-1' } });
+    expect(ack?.seq).toBe((rental?.seq ?? -2) + 1);
+  });
+
+  it('buffers while disconnected and flushes on reconnect, in order, with the original timestamps', async () => {
+    const arrived = new Map<string, { seq: number; ts: number; at: number }[]>();
+    let published = 0;
+    const connects = new Map<string, number[]>();
+    broker = await startTestBroker({
+      preConnect: (_client, packet, done) => {
+        connects.set(packet.clientId, [...(connects.get(packet.clientId) ?? []), Date.now()]);
+        done(null, true);
+      },
+      authorizePublish: (client, packet, done) => {
+        if (client !== null && packet.topic.endsWith('/telemetry')) {
+          const msg = JSON.parse(packet.payload.toString()) as Telemetry;
+          arrived.set(client.id, [...(arrived.get(client.id) ?? []), { seq: msg.seq, ts: msg.ts, at: Date.now() }]);
+          // Drop every connection once 30 messages are in.
+          if (++published === 30) setImmediate(() => broker?.dropClients());
+        }
+        done(null);
+      },
+    });
+    const report = await runSimulation({
+      url: broker.url,
+      stations: 3,
+      ratePerSec: 60,
+      durationMs: 2_000,
+      reconnectDelayMs: 400,
+      offlineBuffer: 5,
+    });
+    expect(report.errorsByKind.connectionLost).toBe(3);
+    expect(report.reconnects.ok).toBe(3);
+    // At 20 messages a second per station, 400 ms offline makes more than 5: the oldest went.
+    expect(report.offline.dropped).toBeGreaterThan(0);
+    expect(report.offline.flushed).toBeGreaterThanOrEqual(3);
+    expect(report.offline.flushed).toBeLessThanOrEqual(15); // 5 per station at most
+    const seen = [...arrived.values()].flat();
+    expect(report.acked + report.errorsByKind.publish + report.errorsByKind.timeout).toBe(report.sent);
+    expect(seen.length).toBeGreaterThanOrEqual(report.acked);
+    for (const list of arrived.values()) {
+      // Seq and ts only go up; a gap where the buffer dropped the oldest.
+      for (let i = 1; i < list.length; i++) {
+        expect((list[i] as { seq: number }).seq).toBeGreaterThan((list[i - 1] as { seq: number }).seq);
+        expect((list[i] as { ts: number }).ts).toBeGreaterThan((list[i - 1] as { ts: number }).ts);
+      }
+    }
+    // Flushed messages carry the time they were made (simulated time is wall time here,
+    // speed 1), not the time they were sent: made before the station was back.
+    for (const [id, list] of arrived) {
+      const back = connects.get(id)?.[1];
+      if (back === undefined) throw new Error(`${id} did not reconnect`);
+      const flushed = list.filter((m) => m.at >= back && m.ts < back);
+      expect(flushed.length).toBeGreaterThanOrEqual(1);
+      expect(flushed.length).toBeLessThanOrEqual(5);
+    }
   });
 });
