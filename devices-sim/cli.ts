@@ -6,6 +6,7 @@ import { checkFleetTokens, provisionFleet, readTokenFile, type FleetTokens } fro
 import { checkSimOptions, redactUrl, resolveSimOptions, stationId, type SimOptions } from './options.ts';
 import type { SimProgress, SimReport } from './report.ts';
 import { runSimulation } from './run.ts';
+import { AckLedger, verifyDelivery, type VerifyReport } from './verify.ts';
 
 export const SIM_USAGE = `Usage: voltline sim [flags]
 
@@ -49,6 +50,12 @@ Flags:
                            reconnects after <d> (default: it does not, and is lost)
   --offline-buffer <n>     messages a station keeps while disconnected; the oldest are
                            dropped beyond (default 1000)
+  --verify                 afterwards, ask the platform's query API (--api, default
+                           http://127.0.0.1:8080; --token/--data-dir as for --provision) what
+                           the station telemetry function stored, and report acknowledged-but-
+                           missing, duplicates and publish→queryable latency; exit 1 when
+                           anything acknowledged is missing ("verify" in the JSON)
+  --verify-timeout <d>     how long to wait for the platform to store everything (default 30s)
   -h, --help               show this help
 `;
 
@@ -94,7 +101,15 @@ export type SimAccess =
   | { readonly kind: 'provision'; readonly api: string; readonly token?: string; readonly dataDir?: string };
 
 /** Flags that choose the access, not simulation options: name → takes a value. */
-const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false };
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true };
+
+/** `--verify`: ask the platform's query API afterwards what was stored. */
+export interface SimVerify {
+  readonly api: string;
+  readonly token?: string;
+  readonly dataDir?: string;
+  readonly timeoutMs: number;
+}
 
 /**
  * Parses the arguments after `voltline sim` into options (defaults filled in, ranges
@@ -107,7 +122,7 @@ export function parseSimArgs(argv: string[]): SimOptions {
 }
 
 /** Like parseSimArgs, and also reads the access flags (--token-file, --provision, --api, --anonymous). */
-export function parseSimCommandArgs(argv: string[]): { options: SimOptions; access: SimAccess } {
+export function parseSimCommandArgs(argv: string[]): { options: SimOptions; access: SimAccess; verify?: SimVerify } {
   const values: Partial<Record<FlagKey, string | number>> = {};
   const given = new Map<FlagKey, { flag: string; raw: string }>();
   const accessGiven = new Map<string, string>();
@@ -171,7 +186,23 @@ export function parseSimCommandArgs(argv: string[]): { options: SimOptions; acce
     const why = source === undefined ? ' (default)' : '';
     throw badFlag(`Cannot use '${flag}' as it ${issue?.message ?? 'is invalid'}: current value is '${shown}'${why}`, flag, shown);
   }
-  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')) };
+  const verify = verifyOf(accessGiven);
+  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), ...(verify === undefined ? {} : { verify }) };
+}
+
+function verifyOf(flags: ReadonlyMap<string, string>): SimVerify | undefined {
+  const timeout = flags.get('--verify-timeout');
+  if (!flags.has('--verify')) {
+    if (timeout !== undefined) throw badFlag("Cannot use '--verify-timeout' without '--verify'", '--verify-timeout', timeout);
+    return undefined;
+  }
+  const timeoutMs = timeout === undefined ? 30_000 : parseDurationMs(timeout);
+  if (timeoutMs === undefined || timeoutMs <= 0 || timeoutMs > 3_600_000) {
+    throw badFlag(`Cannot use '--verify-timeout' as it must be a duration from 1ms to 1h such as 30s: current value is '${timeout ?? ''}'`, '--verify-timeout', timeout);
+  }
+  const token = flags.get('--token');
+  const dataDir = flags.get('--data-dir');
+  return { api: flags.get('--api') ?? 'http://127.0.0.1:8080', timeoutMs, ...(token === undefined ? {} : { token }), ...(dataDir === undefined ? {} : { dataDir }) };
 }
 
 function accessOf(flags: ReadonlyMap<string, string>, shared: boolean): SimAccess {
@@ -179,9 +210,10 @@ function accessOf(flags: ReadonlyMap<string, string>, shared: boolean): SimAcces
   if (shared) modes.push('--username/--password');
   if (modes.length > 1) throw badFlag(`Cannot use ${modes.join(' and ')} together: choose one way for the stations to connect`, modes[1] as string, undefined);
   const api = flags.get('--api');
-  if (api !== undefined && !flags.has('--provision')) throw badFlag("Cannot use '--api' without '--provision' (it is the API the fleet is provisioned on)", '--api', api);
+  const usesApi = flags.has('--provision') || flags.has('--verify');
+  if (api !== undefined && !usesApi) throw badFlag("Cannot use '--api' without '--provision' or '--verify' (it is the platform's API they use)", '--api', api);
   for (const flag of ['--token', '--data-dir']) {
-    if (flags.has(flag) && !flags.has('--provision')) throw badFlag(`Cannot use '${flag}' without '--provision' (it is the operator token for the API the fleet is provisioned on)`, flag, flag === '--token' ? '(hidden)' : flags.get(flag));
+    if (flags.has(flag) && !usesApi) throw badFlag(`Cannot use '${flag}' without '--provision' or '--verify' (it is the operator token for the platform's API)`, flag, flag === '--token' ? '(hidden)' : flags.get(flag));
   }
   const file = flags.get('--token-file');
   if (file !== undefined) return { kind: 'token-file', file };
@@ -243,8 +275,9 @@ export async function simCommand(
   }
   let options: SimOptions;
   let access: SimAccess;
+  let verify: SimVerify | undefined;
   try {
-    ({ options, access } = parseSimCommandArgs(argv));
+    ({ options, access, verify } = parseSimCommandArgs(argv));
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 2;
@@ -261,8 +294,11 @@ export async function simCommand(
     if (p.phase !== 'done') io.stderr.write(`\r\x1b[2K${formatProgress(p)}`);
   };
   let report: SimReport;
+  // With --verify, every acknowledged message is kept (bounded) to look for in the store.
+  const ledger = verify === undefined ? undefined : new AckLedger();
+  const onAcked = ledger === undefined ? undefined : (station: string, seq: number, ts: number, at: number) => ledger.record(station, seq, ts, at);
   try {
-    report = await runSimulation(options, tty ? { signal: io.signal, onProgress } : { signal: io.signal });
+    report = await runSimulation(options, { signal: io.signal, ...(tty ? { onProgress } : {}), ...(onAcked === undefined ? {} : { onAcked }) });
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 1;
@@ -273,8 +309,36 @@ export async function simCommand(
   if (access.kind === 'anonymous' && report.connected === 0 && report.errorsByKind.connect > 0) {
     io.stderr.write("voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n");
   }
-  io.stdout.write(`${JSON.stringify(report)}\n`);
+  if (verify === undefined || ledger === undefined) {
+    io.stdout.write(`${JSON.stringify(report)}\n`);
+    return report.errors === 0 ? 0 : 1;
+  }
+  let verdict: VerifyReport;
+  try {
+    const token = await operatorToken(verify, io.env ?? {});
+    verdict = await verifyDelivery(ledger, { apiUrl: verify.api, token, timeoutMs: verify.timeoutMs }, io.signal);
+  } catch (err) {
+    io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
+    io.stdout.write(`${JSON.stringify(report)}\n`);
+    return 1;
+  }
+  io.stdout.write(formatVerdict(verdict, ledger.overflowed));
+  io.stdout.write(`${JSON.stringify({ ...report, verify: verdict })}\n`);
+  // Acknowledged and not stored is the failure --verify exists for.
+  if (verdict.missing > 0 || ledger.overflowed) return 1;
   return report.errors === 0 ? 0 : 1;
+}
+
+/** The --verify part of the summary. */
+export function formatVerdict(verdict: VerifyReport, overflowed: boolean): string {
+  const ms = (v: number | null): string => (v === null ? '-' : `${v} ms`);
+  const lines = [
+    `verify: ${verdict.stored} of ${verdict.acked} acknowledged messages stored, missing ${verdict.missing}, duplicates ${verdict.duplicates} (waited ${(verdict.waitedMs / 1000).toFixed(1)} s)`,
+    `publish → queryable: p50 ${ms(verdict.queryableLatencyMs.p50)}, p99 ${ms(verdict.queryableLatencyMs.p99)}, max ${ms(verdict.queryableLatencyMs.max)}`,
+  ];
+  if (verdict.missing > 0) lines.push(`MISSING (acknowledged, not stored): ${verdict.missingSamples.join(', ')}${verdict.missing > verdict.missingSamples.length ? ', …' : ''}`);
+  if (overflowed) lines.push('verify incomplete: more messages were acknowledged than --verify keeps (5 000 000)');
+  return `${lines.join('\n')}\n`;
 }
 
 /** The progress line, e.g. "publishing 12s  rate 998/s  sent 11980  acked 11975  errors 0  p99 3.2 ms". */

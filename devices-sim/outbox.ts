@@ -6,6 +6,8 @@ export interface OutboxMessage {
   payload: string;
   /** The message's own timestamp (epoch ms, simulated), for reports and ordering. */
   ts: number;
+  /** A telemetry message's per-station `seq` (what `--verify` looks for in the store). */
+  seq?: number;
 }
 
 /** Default bound of a station's offline buffer, in messages. */

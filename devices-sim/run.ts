@@ -14,6 +14,12 @@ export interface SimHooks {
   /** Called every `progressIntervalMs` and once at the end. */
   onProgress?: (progress: SimProgress) => void;
   /**
+   * Called for each acknowledged telemetry message (QoS 1: its PUBACK came): the station,
+   * the message's `seq` and `ts`, and the wall time it was published (epoch ms). `--verify`
+   * keeps them to ask the platform what was stored.
+   */
+  onAcked?: (stationId: string, seq: number, ts: number, publishedAtMs: number) => void;
+  /**
    * The wall clock simulated time is derived from: simulated now = `startMs` +
    * (clock.now() − its value at the start) × `speed`. Default: the system clock.
    */
@@ -119,7 +125,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   };
   const progressTimer = hooks.onProgress === undefined ? undefined : setInterval(progress, config.progressIntervalMs);
 
-  const onSettled = (conn: Conn, telemetry: boolean, startedAt: number, err: Error | undefined): void => {
+  const onSettled = (conn: Conn, msg: OutboxMessage, telemetry: boolean, startedAt: number, err: Error | undefined): void => {
     if (conn.abandoned) return;
     conn.inflight--;
     inflight--;
@@ -129,6 +135,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     } else if (telemetry) {
       acked++;
       if (config.qos === 1) histogram.record(performance.now() - startedAt);
+      if (msg.seq !== undefined) hooks.onAcked?.(conn.station.id, msg.seq, msg.ts, Date.now() - (performance.now() - startedAt));
     } else {
       events.acked++;
     }
@@ -151,7 +158,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     if (telemetry) sent++;
     else events.sent++;
     const startedAt = performance.now();
-    client.publish(msg.topic, msg.payload, { qos: config.qos }, (err) => onSettled(conn, telemetry, startedAt, err));
+    client.publish(msg.topic, msg.payload, { qos: config.qos }, (err) => onSettled(conn, msg, telemetry, startedAt, err));
   };
 
   /** Moves the station's waiting events into its outbox. */
@@ -165,7 +172,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     const telemetry = conn.station.next(simNow());
     // The events that led to this state go first: they happened before it.
     collectEvents(conn);
-    conn.outbox.push({ topic: conn.telemetryTopic, payload: JSON.stringify(telemetry), ts: telemetry.ts });
+    conn.outbox.push({ topic: conn.telemetryTopic, payload: JSON.stringify(telemetry), ts: telemetry.ts, seq: telemetry.seq });
     pump(conn);
   };
 
