@@ -15,6 +15,8 @@ import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, S
 import { OperatorTokens, startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
+import { fleetTokens } from './fleet-tokens.ts';
+import { SimController } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
 
 export interface RunningPlatform {
@@ -163,6 +165,11 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Operator tokens (<data>/operators.json); the first start issues <data>/admin.token.
     const operators = await OperatorTokens.open(dataDir);
     const adminToken = await operators.bootstrap();
+    let simController: SimController | undefined;
+    const simControl = (): SimController => {
+      if (simController !== undefined) return simController;
+      throw new VoltlineError('VL_SIM_UNAVAILABLE', config.broker === undefined ? 'Cannot run a simulation yet as the MQTT broker is still starting' : 'Cannot run a simulation with an external broker (--broker): run voltline sim --url <broker> against it', { retriable: config.broker === undefined });
+    };
     let sendCommand: ((deviceId: string, topic: string, payload: Uint8Array) => Promise<'delivered' | 'queued' | 'forwarded' | 'no_subscriber'>) | undefined;
     const api = await startApi({
       operators: config.apiAuth ? operators : 'disabled',
@@ -179,6 +186,12 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       devices,
       ingest,
       presence,
+      // /api/sim: a fleet of registered stations against the embedded broker (set below).
+      sim: {
+        start: (request) => simControl().start(request),
+        stop: () => simControl().stop(),
+        status: () => simController?.status() ?? { state: 'idle' },
+      },
       // POST /api/devices/:id/commands, through whichever broker runs (set below, once it runs).
       deviceCommands: (device, topic, payload) => {
         if (sendCommand === undefined) throw new VoltlineError('VL_DEVICES_BUSY', 'Cannot send a command yet as the MQTT broker is still starting', { retriable: true });
@@ -263,8 +276,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       });
       broker = embedded;
       sendCommand = (deviceId, topic, payload) => embedded.sendCommand(deviceId, topic, payload);
+      const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
+      mqttUrl = `mqtt://${mqttHost}:${embedded.port}`;
       brokerReady(embedded);
       cleanups.push(() => embedded.close());
+      simController = new SimController({ url: mqttUrl, credentials: (ids) => fleetTokens(devices, ids) });
+      // A running simulation ends before the broker closes (cleanups run in reverse).
+      const sim = simController;
+      cleanups.push(async () => void (await sim.stop()));
       mqttWebSocket.setBroker(embedded);
       // Runs before the broker closes (reverse order): new WebSocket upgrades get 503 from then on.
       cleanups.push(async () => mqttWebSocket.setBroker(undefined));
@@ -273,8 +292,6 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         if (change.kind === 'disabled' || change.kind === 'removed' || change.kind === 'rotated') embedded.disconnect(change.id);
       });
       cleanups.push(async () => unwatchDevices());
-      const mqttHost = config.mqttHost.includes(':') ? `[${config.mqttHost}]` : config.mqttHost;
-      mqttUrl = `mqtt://${mqttHost}:${embedded.port}`;
       if (embedded.tlsPort !== undefined) mqttTlsUrl = `mqtts://${mqttHost}:${embedded.tlsPort}`;
     }
     status = 'ok';

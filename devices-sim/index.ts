@@ -23,3 +23,5 @@ export { resolveSimOptions, stationId, MAX_SPEED, type SimOptions, type SimConfi
 export type { SimReport, SimProgress, SimErrorsByKind } from './report.ts';
 export type { LatencySummary } from './histogram.ts';
 export { readTokenFile, type FleetTokens } from './access.ts';
+export { SimController, type SimControllerOptions, type SimRequest, type SimStatus } from './controller.ts';
+export { AckLedger, verifyDelivery, type VerifyReport, type VerifyTarget } from './verify.ts';

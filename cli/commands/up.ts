@@ -6,9 +6,9 @@ import { parseDurationMs } from '../../lib/duration.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { bundleFunction, triggersText } from '../../functions-runtime/index.ts';
 import { runSimulation, stationId } from '../../devices-sim/index.ts';
-import type { DeviceRegistry } from '../../ingest/index.ts';
 import { readConfigFile, resolveConfig, type PlatformConfigInput } from '../config.ts';
 import { startPlatform } from '../platform.ts';
+import { fleetTokens } from '../fleet-tokens.ts';
 import { FunctionWatcher } from '../watch.ts';
 import { CliError, type CommandIo } from '../io.ts';
 
@@ -253,7 +253,7 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     const bundle = await bundleFunction(DEMO_FUNCTION);
     const fn = await platform.registry.deploy(bundle.code, DEMO_FUNCTION);
     io.stdout.write(`  function     ${fn.name}@${fn.version} on ${triggersText(fn.triggers)}\n`);
-    const credentials = await provisionDemoFleet(platform.devices, demoStations);
+    const credentials = await fleetTokens(platform.devices, Array.from({ length: demoStations }, (_, i) => stationId('st-', i + 1)));
     io.stdout.write(`  demo fleet   ${demoStations} stations (registered devices st-00001…), one message each every ${demoIntervalMs} ms\n`);
     demo = runSimulation(
       {
@@ -306,16 +306,3 @@ function topicPolicyFlag(value: string | undefined): 'device' | 'open' | undefin
   throw new CliError(`Cannot start as --topic-policy must be device or open: current value is '${value}'`, 2);
 }
 
-/**
- * Registers the demo fleet (st-00001…) in the device registry like any user's devices and
- * returns their tokens, kept in memory only: ids not registered are imported, those
- * registered already (an earlier demo) are given new tokens.
- */
-async function provisionDemoFleet(devices: DeviceRegistry, stations: number): Promise<Record<string, string>> {
-  const ids = Array.from({ length: stations }, (_, i) => stationId('st-', i + 1));
-  const tokens: Record<string, string> = {};
-  const fresh = ids.filter((id) => devices.get(id) === undefined);
-  if (fresh.length > 0) for (const issued of await devices.import(fresh.map((id) => ({ id })))) tokens[issued.device.id] = issued.token;
-  for (const id of ids) if (tokens[id] === undefined) tokens[id] = (await devices.rotate(id)).token;
-  return tokens;
-}

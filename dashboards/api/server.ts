@@ -15,6 +15,7 @@ import { invokeOnce, publicFunction, type DeployedFunction, type FunctionRegistr
 import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
+import { simRoutes, type SimControl } from './sim-routes.ts';
 import { mayAccess, OPEN_ROUTE, operatorAuthHook, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
 import type { OperatorTokens } from './operators.ts';
 
@@ -41,6 +42,8 @@ export interface ApiOptions {
   readonly presence?: { get(deviceId: string): DevicePresence | undefined };
   /** What each device may do under the topic policy, shown with it (`access`). */
   readonly deviceAccess?: (device: Device) => DeviceAccess;
+  /** The fleet simulator the dashboard starts and stops (`/api/sim`); without it those routes are absent. */
+  readonly sim?: SimControl;
   /** Sends a command to a device (`POST /api/devices/:id/commands`); see devices-routes.ts. */
   readonly deviceCommands?: DevicesRoutesOptions['commands'];
   /** Serves `POST /api/ingest/:deviceId` (ingest-routes.ts) when given. */
@@ -257,6 +260,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     });
   }
 
+  if (options.sim !== undefined) await app.register(simRoutes(options.sim));
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
   if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger, presence: options.presence, access: options.deviceAccess, commands: options.deviceCommands, maxCommandBytes: options.maxFnBodyBytes }));
