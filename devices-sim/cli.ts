@@ -6,15 +6,22 @@ import { checkFleetTokens, provisionFleet, readTokenFile, type FleetTokens } fro
 import { checkSimOptions, redactUrl, resolveSimOptions, stationId, type SimOptions } from './options.ts';
 import type { SimProgress, SimReport } from './report.ts';
 import { runSimulation } from './run.ts';
+import { loadScenario, scenarioOptions, type Scenario } from './scenario.ts';
 import { AckLedger, verifyDelivery, type VerifyReport } from './verify.ts';
 
-export const SIM_USAGE = `Usage: voltline sim [flags]
+export const SIM_USAGE = `Usage: voltline sim [scenario-file] [flags]
 
 Simulates a fleet of scooter stations over MQTT: telemetry (stations/<id>/telemetry),
 events when something changes (stations/<id>/events), answers to commands
 (stations/<id>/commands/#), on simulated time. Then prints a delivery report (the last
 line is the report as JSON). Exit code 0 when every message
 was acknowledged and every station connected, 1 otherwise, 2 for bad flags.
+
+A scenario file (YAML or JSON, e.g. devices-sim/scenarios/outage-and-flush.yaml) sets the
+fleet, the base rate, the seed and a list of phases (steady, ramp, diurnal, burst,
+outage, reconnect-storm, flapping, malformed, late-data, clock-skew); flags given beside
+it override its fleet, rate, seed, etc. (not --duration: the phases set it). The report
+then has "phases": what each one sent, acknowledged, dropped, reconnected and malformed.
 
 Flags:
   --url <url>              broker URL (default mqtt://127.0.0.1:1883)
@@ -61,7 +68,7 @@ Flags:
 
 type Kind = 'string' | 'int' | 'number' | 'duration' | 'qos' | 'time';
 /** Options a flag sets directly (per-station credentials come from --token-file or --provision). */
-type FlagKey = Exclude<keyof SimOptions, 'credentials'>;
+type FlagKey = Exclude<keyof SimOptions, 'credentials' | 'phases'>;
 
 /** Flag → option key and how its value is read. */
 const FLAGS: Readonly<Record<string, { key: FlagKey; kind: Kind }>> = {
@@ -122,10 +129,56 @@ export function parseSimArgs(argv: string[]): SimOptions {
 }
 
 /** Like parseSimArgs, and also reads the access flags (--token-file, --provision, --api, --anonymous). */
-export function parseSimCommandArgs(argv: string[]): { options: SimOptions; access: SimAccess; verify?: SimVerify } {
+export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { options: SimOptions; access: SimAccess; verify?: SimVerify } {
+  const { values, given, accessGiven, positional } = scanSimArgs(argv);
+  if (positional !== undefined && scenario === undefined) {
+    throw badFlag(`Unexpected argument '${positional}' (a scenario file is read by 'voltline sim <file>'; see voltline sim --help)`, positional, positional);
+  }
+  const durationFlag = given.get('durationMs');
+  if (scenario !== undefined && durationFlag !== undefined) {
+    throw badFlag(`Cannot use '${durationFlag.flag}' with a scenario: its phases set the duration`, durationFlag.flag, durationFlag.raw);
+  }
+  const base = scenario === undefined ? undefined : scenarioOptions(scenario);
+
+  const stations = values.stations ?? base?.stations ?? 50;
+  const options = {
+    ...base,
+    ...values,
+    url: values.url ?? 'mqtt://127.0.0.1:1883',
+    stations,
+    ratePerSec: values.ratePerSec ?? base?.ratePerSec ?? stations,
+    durationMs: values.durationMs ?? base?.durationMs ?? 30_000,
+  } as SimOptions; // each value was read with the kind its key needs; the schema below checks it all
+
+  const checked = checkSimOptions(options);
+  if (!checked.ok) {
+    const issue = checked.issues[0];
+    const key = (issue?.path.split('.')[0] ?? '') as FlagKey;
+    const source = given.get(key);
+    const flag = source?.flag ?? (base !== undefined && key in base ? `${scenario?.file ?? 'the scenario'}: ${key}` : flagOf(key));
+    const shown = key === 'password' ? '(hidden)' : (source?.raw ?? issue?.value ?? '');
+    const why = source === undefined && base === undefined ? ' (default)' : '';
+    throw badFlag(`Cannot use '${flag}' as it ${issue?.message ?? 'is invalid'}: current value is '${shown}'${why}`, flag, shown);
+  }
+  const verify = verifyOf(accessGiven);
+  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), ...(verify === undefined ? {} : { verify }) };
+}
+
+/** The scenario file named on the command line (the one argument that is not a flag), if any. */
+export function scenarioFileOf(argv: string[]): string | undefined {
+  return scanSimArgs(argv).positional;
+}
+
+function scanSimArgs(argv: string[]): {
+  values: Partial<Record<FlagKey, string | number>>;
+  given: Map<FlagKey, { flag: string; raw: string }>;
+  accessGiven: Map<string, string>;
+  positional: string | undefined;
+} {
   const values: Partial<Record<FlagKey, string | number>> = {};
   const given = new Map<FlagKey, { flag: string; raw: string }>();
   const accessGiven = new Map<string, string>();
+  let positional: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const eq = arg.indexOf('=');
@@ -145,6 +198,10 @@ export function parseSimCommandArgs(argv: string[]): { options: SimOptions; acce
       continue;
     }
     const spec = FLAGS[flag];
+    if (spec === undefined && !arg.startsWith('-') && positional === undefined) {
+      positional = arg;
+      continue;
+    }
     if (spec === undefined) {
       const what = arg.startsWith('-') ? `Unknown flag '${flag}'` : `Unexpected argument '${arg}'`;
       throw badFlag(`${what} (see voltline sim --help)`, flag, arg);
@@ -166,28 +223,7 @@ export function parseSimCommandArgs(argv: string[]): { options: SimOptions; acce
     values[spec.key] = value;
     given.set(spec.key, { flag, raw });
   }
-
-  const stations = values.stations ?? 50;
-  const options = {
-    ...values,
-    url: values.url ?? 'mqtt://127.0.0.1:1883',
-    stations,
-    ratePerSec: values.ratePerSec ?? stations,
-    durationMs: values.durationMs ?? 30_000,
-  } as SimOptions; // each value was read with the kind its key needs; the schema below checks it all
-
-  const checked = checkSimOptions(options);
-  if (!checked.ok) {
-    const issue = checked.issues[0];
-    const key = (issue?.path.split('.')[0] ?? '') as FlagKey;
-    const source = given.get(key);
-    const flag = source?.flag ?? flagOf(key);
-    const shown = key === 'password' ? '(hidden)' : (source?.raw ?? issue?.value ?? '');
-    const why = source === undefined ? ' (default)' : '';
-    throw badFlag(`Cannot use '${flag}' as it ${issue?.message ?? 'is invalid'}: current value is '${shown}'${why}`, flag, shown);
-  }
-  const verify = verifyOf(accessGiven);
-  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), ...(verify === undefined ? {} : { verify }) };
+  return { values, given, accessGiven, positional };
 }
 
 function verifyOf(flags: ReadonlyMap<string, string>): SimVerify | undefined {
@@ -277,7 +313,9 @@ export async function simCommand(
   let access: SimAccess;
   let verify: SimVerify | undefined;
   try {
-    ({ options, access, verify } = parseSimCommandArgs(argv));
+    const file = scenarioFileOf(argv);
+    const scenario = file === undefined ? undefined : await loadScenario(file);
+    ({ options, access, verify } = parseSimCommandArgs(argv, scenario));
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 2;
@@ -367,6 +405,17 @@ export function formatSummary(report: SimReport, url: string): string {
       `offline: reconnects ${report.reconnects.ok} (failed attempts ${report.reconnects.failed}), flushed ${report.offline.flushed}, ` +
         `dropped ${report.offline.dropped}, unsent ${report.offline.unsent}`,
     );
+  }
+  for (const ph of report.phases ?? []) {
+    const extra: string[] = [];
+    if (ph.disconnects + ph.reconnects > 0) extra.push(`disconnects ${ph.disconnects}, reconnects ${ph.reconnects}, flushed ${ph.flushed}, resent ${ph.resent}`);
+    const bad = Object.entries(ph.malformed).map(([kind, c]) => `${kind} ${c.sent} (acked ${c.acked}, failed ${c.failed})`);
+    if (bad.length > 0) extra.push(`malformed: ${bad.join(', ')}`);
+    const refused = Object.entries(ph.refused).map(([reason, n]) => `${reason} ${n}`);
+    if (refused.length > 0) extra.push(`refused: ${refused.join(', ')}`);
+    if (ph.late > 0) extra.push(`late ${ph.late}`);
+    if (ph.skewedStations > 0) extra.push(`skewed stations ${ph.skewedStations}`);
+    lines.push(`  phase ${ph.name} (${ph.kind}, ${(ph.durationMs / 1000).toFixed(1)} s): sent ${ph.sent}, acked ${ph.acked}, errors ${ph.errors}${extra.length > 0 ? `; ${extra.join('; ')}` : ''}`);
   }
   if (report.errors > 0) {
     const kinds = Object.entries(report.errorsByKind)

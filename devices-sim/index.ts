@@ -21,6 +21,20 @@ export {
 export { Outbox, type OutboxMessage } from './outbox.ts';
 export { resolveSimOptions, stationId, MAX_SPEED, type SimOptions, type SimConfig } from './options.ts';
 export type { SimReport, SimProgress, SimErrorsByKind } from './report.ts';
+export {
+  parseScenario,
+  loadScenario,
+  scenarioOptions,
+  shortScenario,
+  RatePlan,
+  PHASE_KINDS,
+  MALFORMED_KINDS,
+  type Scenario,
+  type Phase,
+  type PhaseKind,
+  type MalformedKind,
+} from './scenario.ts';
+export type { SimPhaseReport } from './phases.ts';
 export type { LatencySummary } from './histogram.ts';
 export { readTokenFile, type FleetTokens } from './access.ts';
 export { SimController, type SimControllerOptions, type SimRequest, type SimStatus } from './controller.ts';

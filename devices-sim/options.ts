@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { VoltlineError } from '../lib/errors.ts';
+import { phaseSchema } from './scenario.ts';
 
 /** Highest `speed`: an hour of simulated time per wall second. */
 export const MAX_SPEED = 3_600;
@@ -56,8 +57,18 @@ const schema = z
     reconnectDelayMs: z.int().min(0).max(3_600_000).default(0),
     /** Messages a station keeps while disconnected; beyond, the oldest are dropped (counted). */
     offlineBuffer: z.int().min(1).max(1_000_000).default(1_000),
+    /**
+     * A scenario's phases (scenario.ts): the target rate becomes a function of time and
+     * some phases act on the stations (outages, malformed messages, …). `ratePerSec` is
+     * then the base rate and `durationMs` must be the phases' total.
+     */
+    phases: z.array(phaseSchema).min(1).optional(),
   })
   .strict()
+  .refine((o) => o.phases === undefined || o.durationMs === o.phases.reduce((sum, p) => sum + p.duration, 0), {
+    message: "must be the phases' total duration when there are phases",
+    path: ['durationMs'],
+  })
   .refine((o) => o.first + o.stations - 1 <= MAX_STATION_NUMBER, {
     message: `first + stations - 1 must be at most ${MAX_STATION_NUMBER} (station numbers have 5 digits)`,
     path: ['stations'],

@@ -1,4 +1,5 @@
 import type { LatencySummary } from './histogram.ts';
+import type { SimPhaseReport } from './phases.ts';
 
 /** Failure counts by cause. Their sum is {@link SimReport.errors}. */
 export interface SimErrorsByKind {
@@ -58,6 +59,8 @@ export interface SimReport {
   offline: { flushed: number; dropped: number; unsent: number };
   /** Successful reconnects, and failed attempts (retried; not counted as errors). */
   reconnects: { ok: number; failed: number };
+  /** With a scenario: what each phase did, in order. */
+  phases?: SimPhaseReport[];
 }
 
 /** Live figures, passed to `onProgress` every `progressIntervalMs`. */

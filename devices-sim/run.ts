@@ -5,8 +5,11 @@ import { connectStation, forEachBounded } from './connect.ts';
 import { LatencyHistogram } from './histogram.ts';
 import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from './options.ts';
 import { Outbox, type OutboxMessage } from './outbox.ts';
+import { malformedMessage, newPhaseReport, pickShare, type SimPhaseReport } from './phases.ts';
+import { createPrng, deriveSeed } from './prng.ts';
 import type { SimErrorsByKind, SimProgress, SimReport } from './report.ts';
-import { Station } from './station.ts';
+import { MALFORMED_KINDS, RatePlan, type MalformedKind, type Phase } from './scenario.ts';
+import { Station, type Telemetry } from './station.ts';
 
 export interface SimHooks {
   /** Aborting ends connecting/publishing early; acks are still drained and the report returned. */
@@ -44,7 +47,23 @@ interface Conn {
   /** Its unacked messages were already counted as timeouts: ignore their callbacks. */
   abandoned: boolean;
   reconnectTimer: NodeJS.Timeout | undefined;
+  /** In-flight messages of a connection a phase closed: sent again first after the reconnect (at most maxInflight). */
+  retry: OutboxMessage[];
+  /** The phase that took its connection down, until it is back. */
+  droppedBy: SimPhaseReport | undefined;
 }
+
+/** What the runner knows of a message in a scenario run. */
+interface MsgInfo {
+  /** Index of the phase it was first sent in (or made in, for a malformed one). */
+  phase: number;
+  malformed?: MalformedKind;
+  /** It was in flight when a phase closed its connection: sent again, not counted again. */
+  resend?: boolean;
+}
+
+/** Bad logins (malformed 'wrong-credentials') in progress at once, at most. */
+const MAX_BAD_LOGINS = 20;
 
 const MAX_ERROR_SAMPLES = 5;
 const DISCONNECT_TIMEOUT_MS = 2_000;
@@ -59,7 +78,10 @@ const DISCONNECT_TIMEOUT_MS = 2_000;
  * cause and a `command_ack`), waits up to `drainTimeoutMs` for outstanding acks,
  * disconnects, and reports. Stations live on simulated time, `speed` × wall time from
  * `startMs`. With `reconnectDelayMs`, a station whose connection is lost keeps its
- * messages in its offline buffer and reconnects, then sends them in order.
+ * messages in its offline buffer and reconnects, then sends them in order. With `phases`
+ * (a scenario, scenario.ts), the target rate is the phases' rate plan over time and the
+ * phases act on stations and messages (outages, malformed, late, skewed), each counted
+ * in the report's `phases`.
  *
  * Throws VoltlineError 'VL_SIM_BAD_OPTIONS' for invalid options; broker failures do not
  * throw, they are counted in the report.
@@ -87,6 +109,27 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const commands = { received: 0, subscribeRefused: 0 };
   const offline = { flushed: 0, dropped: 0, unsent: 0 };
   const reconnects = { ok: 0, failed: 0 };
+
+  // Scenario phases (none: one steady phase at ratePerSec). The target rate is the plan's.
+  const phases: readonly Phase[] | undefined = config.phases;
+  const plan = new RatePlan(phases ?? [{ kind: 'steady', duration: config.durationMs }], config.ratePerSec);
+  const phaseReports = phases?.map((p, i) => newPhaseReport(p, plan.startOf(i)));
+  /** Messages due by the end of each phase. */
+  const phaseEnds = (phases ?? []).map((_, i) => plan.due(plan.startOf(i + 1)));
+  /** Index of the running phase; -1 before publishing. */
+  let current = -1;
+  let publishStart = 0;
+  const rng = createPrng(deriveSeed(config.seed, 'scenario'));
+  const infoOf = new WeakMap<OutboxMessage, MsgInfo>();
+  /** Connections a phase closed: their failed publishes are resent, not errors. */
+  const droppedClients = new WeakSet<MqttClient>();
+  let skewed = new Set<Conn>();
+  const badLogins = new Set<Promise<void>>();
+  const phaseTimers = new Set<NodeJS.Timeout>();
+  const malformedOf = (report: SimPhaseReport | undefined, kind: MalformedKind): { sent: number; acked: number; failed: number } => {
+    if (report === undefined) return { sent: 0, acked: 0, failed: 0 };
+    return (report.malformed[kind] ??= { sent: 0, acked: 0, failed: 0 });
+  };
 
   // Simulated time: speed × wall time from startMs.
   const clock = hooks.clock ?? systemClock;
@@ -125,22 +168,34 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   };
   const progressTimer = hooks.onProgress === undefined ? undefined : setInterval(progress, config.progressIntervalMs);
 
-  const onSettled = (conn: Conn, msg: OutboxMessage, telemetry: boolean, startedAt: number, err: Error | undefined): void => {
+  const onSettled = (conn: Conn, msg: OutboxMessage, telemetry: boolean, startedAt: number, err: Error | undefined, client?: MqttClient): void => {
     if (conn.abandoned) return;
     conn.inflight--;
     inflight--;
-    if (err) {
+    const info = infoOf.get(msg);
+    const during = info === undefined ? undefined : phaseReports?.[info.phase];
+    if (err && client !== undefined && droppedClients.has(client) && !conn.closing) {
+      // A phase closed the connection under it: it goes again after the reconnect.
+      if (info !== undefined) info.resend = true;
+      conn.retry.push(msg);
+    } else if (info?.malformed !== undefined) {
+      const counts = malformedOf(during, info.malformed);
+      if (err) counts.failed++;
+      else counts.acked++;
+    } else if (err) {
       errorsByKind.publish++;
+      if (during !== undefined) during.errors++;
       noteError('publish', conn.station.id, err);
     } else if (telemetry) {
       acked++;
+      if (during !== undefined) during.acked++;
       if (config.qos === 1) histogram.record(performance.now() - startedAt);
       if (msg.seq !== undefined) hooks.onAcked?.(conn.station.id, msg.seq, msg.ts, Date.now() - (performance.now() - startedAt));
     } else {
       events.acked++;
     }
     // Room again: what waits in its outbox goes out (in order).
-    if (conn.outbox.size > 0) pump(conn);
+    if (conn.outbox.size > 0 || conn.retry.length > 0) pump(conn);
     if (inflight === 0) onIdle?.();
   };
 
@@ -148,30 +203,114 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const pump = (conn: Conn): void => {
     const client = conn.client;
     if (client === undefined || conn.closing) return;
-    for (const msg of conn.outbox.take(config.maxInflight - conn.inflight)) publish(conn, client, msg);
+    const room = config.maxInflight - conn.inflight;
+    const again = conn.retry.length > 0 ? conn.retry.splice(0, Math.max(0, room)) : [];
+    for (const msg of again) publish(conn, client, msg);
+    for (const msg of conn.outbox.take(room - again.length)) publish(conn, client, msg);
   };
 
   const publish = (conn: Conn, client: MqttClient, msg: OutboxMessage): void => {
-    const telemetry = msg.topic === conn.telemetryTopic;
+    let info = infoOf.get(msg);
+    if (info === undefined && phaseReports !== undefined) {
+      info = { phase: Math.max(0, current) };
+      infoOf.set(msg, info);
+    }
+    const during = info === undefined ? undefined : phaseReports?.[info.phase];
+    const telemetry = info?.malformed === undefined && msg.topic === conn.telemetryTopic;
     conn.inflight++;
     inflight++;
-    if (telemetry) sent++;
-    else events.sent++;
+    if (info?.resend === true) {
+      if (during !== undefined) during.resent++;
+    } else if (info?.malformed !== undefined) malformedOf(during, info.malformed).sent++;
+    else if (telemetry) {
+      sent++;
+      if (during !== undefined) during.sent++;
+    } else events.sent++;
     const startedAt = performance.now();
-    client.publish(msg.topic, msg.payload, { qos: config.qos }, (err) => onSettled(conn, msg, telemetry, startedAt, err));
+    client.publish(msg.topic, msg.payload, { qos: config.qos }, (err) => onSettled(conn, msg, telemetry, startedAt, err, client));
   };
 
   /** Moves the station's waiting events into its outbox. */
   const collectEvents = (conn: Conn): void => {
+    const skew = skewOf(conn);
     for (const event of conn.station.takeEvents()) {
+      if (skew !== 0) event.ts += skew;
       conn.outbox.push({ topic: conn.eventsTopic, payload: JSON.stringify(event), ts: event.ts });
     }
+  };
+
+  /** How far off the station's clock is now (a clock-skew phase), in ms. */
+  const skewOf = (conn: Conn): number => {
+    const p = phases?.[current];
+    return p?.kind === 'clock-skew' && skewed.has(conn) ? p.skew : 0;
+  };
+
+  /** The topic of another station in the fleet (a 'wrong-topic' message goes there). */
+  const otherTopic = (conn: Conn): string => {
+    const other = live.find((c) => c !== conn);
+    return other === undefined ? `stations/${config.prefix}unknown/telemetry` : other.telemetryTopic;
+  };
+
+  /** A 'wrong-credentials' message: a login as the station with a wrong password (client id `<id>.bad`, so a broker that lets it in does not take over the station's session). */
+  const badLogin = (conn: Conn, report: SimPhaseReport): void => {
+    const counts = malformedOf(report, 'wrong-credentials');
+    counts.sent++;
+    const attempt: Promise<void> = connectStation({
+      url: config.url,
+      clientId: `${conn.station.id}.bad`,
+      username: conn.station.id,
+      password: `wrong-${config.seed}`,
+      connectTimeoutMs: config.connectTimeoutMs,
+    })
+      .then(
+        (client) => {
+          counts.acked++;
+          client.end(true);
+        },
+        (err: unknown) => {
+          counts.failed++;
+          const code = (err as { cause?: { code?: unknown } }).cause?.code;
+          const reason = typeof code === 'number' ? `connack ${code}` : 'closed or timed out';
+          report.refused[reason] = (report.refused[reason] ?? 0) + 1;
+        },
+      )
+      .finally(() => badLogins.delete(attempt));
+    badLogins.add(attempt);
+  };
+
+  /** What the running phase does to this turn's telemetry; true when it replaced it. */
+  const shapeTurn = (conn: Conn, telemetry: Telemetry): boolean => {
+    const p = phases?.[current];
+    const report = phaseReports?.[current];
+    if (p === undefined || report === undefined) return false;
+    if (p.kind === 'clock-skew') telemetry.ts += skewOf(conn);
+    else if (p.kind === 'late-data' && rng.chance(p.percent / 100)) {
+      telemetry.ts -= p.lateBy;
+      report.late++;
+    } else if (p.kind === 'malformed' && rng.chance(p.percent / 100)) {
+      const kinds = p.kinds ?? MALFORMED_KINDS;
+      const kind = kinds[rng.int(0, kinds.length - 1)] as MalformedKind;
+      if (kind === 'wrong-credentials') {
+        // A login beside the station's own connection; its telemetry goes as usual.
+        if (badLogins.size < MAX_BAD_LOGINS) badLogin(conn, report);
+        return false;
+      }
+      const bad = { ...malformedMessage(kind, telemetry, conn.telemetryTopic, otherTopic(conn)), ts: telemetry.ts };
+      infoOf.set(bad, { phase: current, malformed: kind });
+      conn.outbox.push(bad);
+      return true;
+    }
+    return false;
   };
 
   const send = (conn: Conn): void => {
     const telemetry = conn.station.next(simNow());
     // The events that led to this state go first: they happened before it.
     collectEvents(conn);
+    if (phases !== undefined && shapeTurn(conn, telemetry)) {
+      pump(conn);
+      return;
+    }
     conn.outbox.push({ topic: conn.telemetryTopic, payload: JSON.stringify(telemetry), ts: telemetry.ts, seq: telemetry.seq });
     pump(conn);
   };
@@ -215,6 +354,8 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const onLost = (conn: Conn, client: MqttClient): void => {
     if (conn.closing || !conn.live) return;
     errorsByKind.connectionLost++;
+    const during = phaseReports?.[current];
+    if (during !== undefined) during.errors++;
     noteError('connectionLost', conn.station.id, new Error('the broker closed the connection'));
     conn.client = undefined;
     conn.outbox.disconnected();
@@ -232,27 +373,94 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     live = live.filter((c) => c !== conn);
   };
 
-  const reconnect = async (conn: Conn): Promise<void> => {
+  // A station a phase took down also comes back while draining (to flush).
+  const mayReconnect = (conn: Conn): boolean => !conn.closing && (phase === 'publishing' || (phase === 'draining' && conn.droppedBy !== undefined));
+
+  /** `after`: called once it is back (flapping takes it down again). */
+  const reconnect = async (conn: Conn, after?: () => void): Promise<void> => {
     conn.reconnectTimer = undefined;
-    if (conn.closing || phase !== 'publishing') return;
+    if (!mayReconnect(conn)) return;
     try {
       const { client, refused } = await open(conn.station.id);
       if (refused) commands.subscribeRefused++;
-      if (conn.closing || phase !== 'publishing') {
+      if (!mayReconnect(conn)) {
         client.end(true);
         return;
       }
       reconnects.ok++;
+      const report = conn.droppedBy ?? phaseReports?.[current];
+      conn.droppedBy = undefined;
+      if (report !== undefined) {
+        report.reconnects++;
+        report.flushed += conn.outbox.size;
+      }
       attach(conn, client);
       offline.flushed += conn.outbox.size;
       conn.outbox.connected();
       pump(conn);
+      if (phase === 'publishing') after?.();
     } catch (err) {
       reconnects.failed++;
       noteError('connect', conn.station.id, err);
-      if (!conn.closing && phase === 'publishing') {
-        conn.reconnectTimer = setTimeout(() => void reconnect(conn), config.reconnectDelayMs);
+      if (mayReconnect(conn)) {
+        conn.reconnectTimer = setTimeout(() => void reconnect(conn, after), config.reconnectDelayMs || 1_000);
       }
+    }
+  };
+
+  /** A phase closes the station's connection; it reconnects `downMs` later and flushes its offline buffer. */
+  const drop = (conn: Conn, downMs: number, report: SimPhaseReport, after?: () => void): void => {
+    const client = conn.client;
+    if (client === undefined || conn.closing || !conn.live) return;
+    report.disconnects++;
+    droppedClients.add(client);
+    conn.client = undefined;
+    conn.droppedBy = report;
+    conn.outbox.disconnected();
+    // Its in-flight publishes fail now and go to conn.retry (onSettled).
+    client.end(true);
+    if (conn.reconnectTimer !== undefined) clearTimeout(conn.reconnectTimer);
+    conn.reconnectTimer = setTimeout(() => void reconnect(conn, after), downMs);
+  };
+
+  /** Flapping: down for downFor, up for upFor, again, until `endsAt` (performance.now()). */
+  const flap = (conn: Conn, p: Extract<Phase, { kind: 'flapping' }>, report: SimPhaseReport, endsAt: number): void => {
+    if (performance.now() >= endsAt) return;
+    drop(conn, p.downFor, report, () => {
+      const timer = setTimeout(() => {
+        phaseTimers.delete(timer);
+        flap(conn, p, report, endsAt);
+      }, p.upFor);
+      phaseTimers.add(timer);
+    });
+  };
+
+  /** Phase `i` begins: the ones that act on stations do it now. */
+  const startPhase = (i: number): void => {
+    current = i;
+    const p = phases?.[i];
+    const report = phaseReports?.[i];
+    skewed = new Set();
+    if (p === undefined || report === undefined) return;
+    const up = live.filter((c) => c.client !== undefined);
+    switch (p.kind) {
+      case 'outage':
+        for (const conn of pickShare(up, p.percent, rng)) drop(conn, p.downFor ?? p.duration, report);
+        break;
+      case 'reconnect-storm':
+        for (const conn of up) drop(conn, p.downFor ?? 1_000, report);
+        break;
+      case 'flapping': {
+        const endsAt = publishStart + plan.startOf(i + 1);
+        for (const conn of pickShare(up, p.percent, rng)) flap(conn, p, report, endsAt);
+        break;
+      }
+      case 'clock-skew':
+        skewed = new Set(pickShare(live, p.percent, rng));
+        report.skewedStations = skewed.size;
+        break;
+      default:
+        break;
     }
   };
 
@@ -277,6 +485,8 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
           closing: false,
           abandoned: false,
           reconnectTimer: undefined,
+          retry: [],
+          droppedBy: undefined,
         };
         attach(conn, client);
         conns.push(conn);
@@ -298,21 +508,26 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const simStartedMs = simNow();
   const publishMs = await new Promise<number>((resolve) => {
     const start = performance.now();
-    const total = Math.floor((config.ratePerSec * config.durationMs) / 1000);
+    publishStart = start;
+    const total = plan.due(config.durationMs);
     let scheduled = 0;
     let turn = -1;
     let done = false;
     const tick = (): void => {
       if (done) return;
       const elapsed = Math.min(performance.now() - start, config.durationMs);
-      const due = Math.min(total, Math.floor((elapsed * config.ratePerSec) / 1000));
+      const now = phaseReports === undefined ? 0 : plan.phaseAt(elapsed);
+      const due = Math.min(total, plan.due(elapsed));
       while (scheduled < due && live.length > 0) {
+        // A message belongs to the phase it was due in (a tick can span a boundary).
+        while (current < now && scheduled >= (phaseEnds[current] ?? total)) startPhase(current + 1);
         scheduled++;
         turn = turn >= live.length - 1 ? 0 : turn + 1;
         const conn = live[turn] as Conn;
         if (conn.inflight >= config.maxInflight) backpressured++;
         else send(conn);
       }
+      while (current < now) startPhase(current + 1);
       if (elapsed >= config.durationMs || signal?.aborted === true || live.length === 0) {
         done = true;
         clearInterval(timer);
@@ -329,6 +544,15 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   // 3. Drain: send the events that happened since each station's last turn (as far as
   // the in-flight limit allows), then wait for outstanding acks, bounded.
   phase = 'draining';
+  for (const timer of phaseTimers) clearTimeout(timer);
+  phaseTimers.clear();
+  // Stations a phase took down come back now and flush (their outage outlasted publishing).
+  const down = conns.filter((c) => c.droppedBy !== undefined && c.client === undefined && c.live);
+  await forEachBounded(down.length, config.connectConcurrency, async (i) => {
+    const conn = down[i] as Conn;
+    if (conn.reconnectTimer !== undefined) clearTimeout(conn.reconnectTimer);
+    await reconnect(conn);
+  });
   for (const conn of conns) {
     if (conn.reconnectTimer !== undefined) clearTimeout(conn.reconnectTimer);
     conn.reconnectTimer = undefined;
@@ -356,7 +580,16 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       inflight -= conn.inflight;
       conn.abandoned = true;
     }
+    // Sent before a phase closed its connection, and not sent again since.
+    if (conn.retry.length > 0) {
+      errorsByKind.timeout += conn.retry.length;
+      const last = phaseReports?.at(-1);
+      if (last !== undefined) last.errors += conn.retry.length;
+      noteError('timeout', conn.station.id, new Error(`${conn.retry.length} message(s) in flight when a phase closed the connection were not sent again`));
+      conn.retry = [];
+    }
   }
+  await Promise.allSettled([...badLogins]);
 
   // 4. Disconnect everyone.
   await Promise.all(conns.map(disconnect));
@@ -383,7 +616,8 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     connected: conns.length,
     durationMs: Math.round(publishMs),
     ratePerSec: {
-      target: config.ratePerSec,
+      // With phases: the average over them.
+      target: phases === undefined ? config.ratePerSec : Math.round((plan.due(config.durationMs) / (config.durationMs / 1000)) * 10) / 10,
       achieved: publishSec > 0 ? Math.round((sent / publishSec) * 10) / 10 : 0,
     },
     latencyMs: histogram.summary(),
@@ -398,6 +632,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     commands,
     offline,
     reconnects,
+    ...(phaseReports === undefined ? {} : { phases: phaseReports }),
   };
 }
 
