@@ -177,8 +177,10 @@ describe('broker fuzz', () => {
     } finally {
       await st1.endAsync(true);
     }
+    // Its message is in the log, once. (Not necessarily last: a fuzzed connection we closed
+    // may have had a will, which aedes publishes, and the log takes, a moment later.)
     const events = await log.read(0n, 10_000);
-    expect(events).toHaveLength(afterFuzz + 1);
-    expect(Buffer.from(events.at(-1)?.payload ?? new Uint8Array()).toString()).toBe('{"after":"fuzz"}');
+    expect(events.length).toBeGreaterThan(afterFuzz);
+    expect(events.filter((e) => e.deviceId === 'st-1' && Buffer.from(e.payload).toString() === '{"after":"fuzz"}')).toHaveLength(1);
   });
 });
