@@ -16,7 +16,7 @@ import { OperatorTokens, startApi, type RunningApi } from '../dashboards/index.t
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
 import { fleetTokens } from './fleet-tokens.ts';
-import { SimController } from '../devices-sim/index.ts';
+import { scenarioLibrary, SimController } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
 
 export interface RunningPlatform {
@@ -191,6 +191,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         start: (request) => simControl().start(request),
         stop: () => simControl().stop(),
         status: () => simController?.status() ?? { state: 'idle' },
+        scenarios: () => scenarioLibrary(),
       },
       // POST /api/devices/:id/commands, through whichever broker runs (set below, once it runs).
       deviceCommands: (device, topic, payload) => {

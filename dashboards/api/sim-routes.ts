@@ -11,15 +11,19 @@ import { VoltlineError } from '../../lib/errors.ts';
 /** What the routes need of the simulator (devices-sim's SimController fits). */
 export interface SimControl {
   start(request: SimStartRequest): Promise<object>;
+  /** The scenario library (name, description, fleet, duration, phases). */
+  scenarios(): Promise<object[]>;
   stop(): Promise<object>;
   status(): object;
 }
 
 export const SimStartBody = z
   .object({
-    stations: z.number().int().min(1).max(10_000),
+    stations: z.number().int().min(1).max(10_000).optional(),
     ratePerSec: z.number().positive().max(100_000).optional(),
-    durationMs: z.number().int().min(1).max(3_600_000),
+    /** A scenario of the library (GET /api/sim/scenarios); the fields given as well override it. */
+    scenario: z.string().min(1).max(64).optional(),
+    durationMs: z.number().int().min(1).max(3_600_000).optional(),
     seed: z.number().int().min(0).optional(),
     qos: z.union([z.literal(0), z.literal(1)]).optional(),
     prefix: z.string().min(1).max(64).optional(),
@@ -27,8 +31,10 @@ export const SimStartBody = z
     speed: z.number().min(1).max(3_600).optional(),
     startMs: z.number().int().optional(),
   })
-  .strict();
-export type SimStartRequest = z.infer<typeof SimStartBody> & { ratePerSec: number };
+  .strict()
+  .refine((body) => body.scenario !== undefined || body.durationMs !== undefined, { message: 'is required without a scenario', path: ['durationMs'] })
+  .refine((body) => body.scenario === undefined || body.durationMs === undefined, { message: "cannot be given with a scenario (its phases set it)", path: ['durationMs'] });
+export type SimStartRequest = z.infer<typeof SimStartBody>;
 
 const STATUS_BY_CODE: Readonly<Record<string, number>> = { VL_SIM_RUNNING: 409, VL_SIM_BAD_OPTIONS: 400, VL_SIM_UNAVAILABLE: 503 };
 
@@ -44,10 +50,10 @@ export function simRoutes(sim: SimControl): FastifyPluginAsync {
       throw err;
     });
     app.get('/api/sim', async () => sim.status());
+    app.get('/api/sim/scenarios', async () => ({ scenarios: await sim.scenarios() }));
     app.post('/api/sim', { bodyLimit: 16 * 1024 }, async (request, reply) => {
       const body = SimStartBody.parse(request.body ?? {});
-      // One message per station per second unless a rate is given.
-      return reply.code(202).send(await sim.start({ ...body, ratePerSec: body.ratePerSec ?? body.stations }));
+      return reply.code(202).send(await sim.start(body));
     });
     app.delete('/api/sim', async () => sim.stop());
   };

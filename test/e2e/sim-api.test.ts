@@ -54,6 +54,24 @@ describe('/api/sim', () => {
     expect(device.status).toBe(200);
   });
 
+  it('lists the scenario library and runs one of its scenarios, with overrides', async () => {
+    const listed = (await (await fetch(`${platform.apiUrl}/api/sim/scenarios`, { headers: bearer(platform.token) })).json()) as { scenarios: Array<{ name: string; stations: number; phases: Array<{ kind: string }> }> };
+    const smoke = listed.scenarios.find((s) => s.name === 'smoke');
+    expect(smoke).toMatchObject({ stations: 10, phases: [{ kind: 'steady' }, { kind: 'ramp' }] });
+    expect(listed.scenarios.map((s) => s.name)).toContain('outage-and-flush');
+
+    const started = await call('POST', { scenario: 'smoke', stations: 3, prefix: 'smk-' });
+    expect(started.status, JSON.stringify(started.body)).toBe(202);
+    await eventually(async () => ((await call('GET')).body.progress?.acked ?? 0) > 5 || undefined, 20_000, 'the scenario fleet to be acknowledged');
+    const stopped = await call('DELETE');
+    expect(stopped.body.report).toMatchObject({ stations: 3, connected: 3, errors: 0 });
+
+    const unknown = await call('POST', { scenario: 'no-such' });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error?.message).toContain('the library has no such scenario (it has: ');
+    expect((await call('POST', { scenario: 'smoke', durationMs: 1_000 })).status).toBe(400);
+  });
+
   it('refuses bad options, a read token on POST, and no token', async () => {
     const bad = await call('POST', { stations: 0, durationMs: 1_000 });
     expect(bad.status).toBe(400);
