@@ -335,26 +335,44 @@ export async function simCommand(
   // With --verify, every acknowledged message is kept (bounded) to look for in the store.
   const ledger = verify === undefined ? undefined : new AckLedger();
   const onAcked = ledger === undefined ? undefined : (station: string, seq: number, ts: number, at: number) => ledger.record(station, seq, ts, at);
+  // --verify polls the platform while the run goes on (the publish → queryable latency is then real).
+  let verdictPromise: Promise<VerifyReport> | undefined;
+  let runEnded: () => void = () => undefined;
+  const verifyAbort = new AbortController();
+  io.signal.addEventListener('abort', () => verifyAbort.abort(), { once: true });
+  if (verify !== undefined && ledger !== undefined) {
+    try {
+      const token = await operatorToken(verify, io.env ?? {});
+      verdictPromise = verifyDelivery(ledger, { apiUrl: verify.api, token, timeoutMs: verify.timeoutMs }, verifyAbort.signal, new Promise<void>((resolve) => (runEnded = resolve)));
+      // Its failure is reported after the run.
+      verdictPromise.catch(() => undefined);
+    } catch (err) {
+      io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
+      return 1;
+    }
+  }
   try {
     report = await runSimulation(options, { signal: io.signal, ...(tty ? { onProgress } : {}), ...(onAcked === undefined ? {} : { onAcked }) });
   } catch (err) {
+    runEnded();
+    verifyAbort.abort();
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 1;
   } finally {
     if (tty) io.stderr.write('\r\x1b[2K');
   }
+  runEnded();
   io.stdout.write(formatSummary(report, options.url));
   if (access.kind === 'anonymous' && report.connected === 0 && report.errorsByKind.connect > 0) {
     io.stderr.write("voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n");
   }
-  if (verify === undefined || ledger === undefined) {
+  if (verdictPromise === undefined || ledger === undefined) {
     io.stdout.write(`${JSON.stringify(report)}\n`);
     return report.errors === 0 ? 0 : 1;
   }
   let verdict: VerifyReport;
   try {
-    const token = await operatorToken(verify, io.env ?? {});
-    verdict = await verifyDelivery(ledger, { apiUrl: verify.api, token, timeoutMs: verify.timeoutMs }, io.signal);
+    verdict = await verdictPromise;
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     io.stdout.write(`${JSON.stringify(report)}\n`);

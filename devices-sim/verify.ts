@@ -48,19 +48,29 @@ export interface VerifyReport {
   readonly waitedMs: number;
 }
 
+/** One station's acknowledged messages, in acknowledgement order. */
+interface StationAcks {
+  readonly seqs: number[];
+  readonly ts: number[];
+  readonly publishedAt: number[];
+  /** Seqs found in the store. */
+  readonly found: Set<number>;
+  /** Below this index every message is found (where the next query may start). */
+  cursor: number;
+}
+
 /**
- * The acknowledged messages of a run, kept compactly: per station, its acknowledged seqs
- * and the wall time each was published. Bounded: past `maxMessages` it refuses to record
- * (the verdict would be incomplete, so the run says so instead of running out of memory).
+ * The acknowledged messages of a run, kept compactly: per station, its acknowledged seqs,
+ * their message times and the wall time each was published. Bounded: past `maxMessages`
+ * it refuses to record (the verdict would be incomplete, so the run says so instead of
+ * running out of memory).
  */
 export class AckLedger {
-  readonly #stations = new Map<string, { seqs: number[]; publishedAt: number[] }>();
+  readonly #stations = new Map<string, StationAcks>();
+  readonly maxMessages: number;
   #count = 0;
-  #minTs = Number.POSITIVE_INFINITY;
   #maxTs = Number.NEGATIVE_INFINITY;
   #overflow = false;
-
-  readonly maxMessages: number;
 
   constructor(maxMessages = 5_000_000) {
     this.maxMessages = maxMessages;
@@ -74,13 +84,13 @@ export class AckLedger {
     }
     let entry = this.#stations.get(station);
     if (entry === undefined) {
-      entry = { seqs: [], publishedAt: [] };
+      entry = { seqs: [], ts: [], publishedAt: [], found: new Set(), cursor: 0 };
       this.#stations.set(station, entry);
     }
     entry.seqs.push(seq);
+    entry.ts.push(ts);
     entry.publishedAt.push(publishedAtMs);
     this.#count++;
-    if (ts < this.#minTs) this.#minTs = ts;
     if (ts > this.#maxTs) this.#maxTs = ts;
   }
 
@@ -93,12 +103,18 @@ export class AckLedger {
     return this.#overflow;
   }
 
-  /** The range of message times recorded (what to query). */
-  timeRange(): { from: number; to: number } | undefined {
-    return this.#count === 0 ? undefined : { from: this.#minTs, to: this.#maxTs };
+  /** The message times still to look for: from the earliest not yet found to the latest recorded. */
+  openRange(): { from: number; to: number } | undefined {
+    let from = Number.POSITIVE_INFINITY;
+    for (const entry of this.#stations.values()) {
+      while (entry.cursor < entry.seqs.length && entry.found.has(entry.seqs[entry.cursor] ?? -1)) entry.cursor++;
+      // Not in ts order when a station's clock is skewed or its data late: look at all it has open.
+      for (let i = entry.cursor; i < entry.ts.length; i++) if (!entry.found.has(entry.seqs[i] ?? -1)) from = Math.min(from, entry.ts[i] ?? from);
+    }
+    return from === Number.POSITIVE_INFINITY ? undefined : { from, to: this.#maxTs };
   }
 
-  stations(): IterableIterator<[string, { seqs: number[]; publishedAt: number[] }]> {
+  stations(): IterableIterator<[string, StationAcks]> {
     return this.#stations.entries();
   }
 }
@@ -134,73 +150,77 @@ async function query(target: VerifyTarget, from: number, to: number): Promise<Qu
 }
 
 /**
- * Polls the query API until every acknowledged message in `ledger` is stored or the wait
- * is over, and reports. Throws VoltlineError 'VL_SIM_VERIFY' when the API cannot be asked
- * (unreachable, refused) at the last attempt.
+ * Polls the query API while the run goes on (so the publish → queryable latency is real,
+ * not the length of the run) and after it has ended (`runEnded` settled) until every
+ * acknowledged message in `ledger` is stored or `timeoutMs` has passed since the end, and
+ * reports. Each poll asks only from the earliest message not yet found. Throws
+ * VoltlineError 'VL_SIM_VERIFY' when the API cannot be asked at the last attempt.
  */
-export async function verifyDelivery(ledger: AckLedger, target: VerifyTarget, signal?: AbortSignal): Promise<VerifyReport> {
-  const started = Date.now();
+export async function verifyDelivery(ledger: AckLedger, target: VerifyTarget, signal?: AbortSignal, runEnded: Promise<unknown> = Promise.resolve()): Promise<VerifyReport> {
   const timeoutMs = target.timeoutMs ?? 30_000;
   const pollMs = target.pollMs ?? 250;
   const tag = target.tag ?? 'station';
-  const range = ledger.timeRange();
   const histogram = new LatencyHistogram();
-  /** Per station: seq → times it is stored at. */
+  /** Per station: seq → the times it is stored at (for duplicates). */
   const seen = new Map<string, Map<number, Set<number>>>();
-  const found = new Map<string, Set<number>>();
+  let endedAt: number | undefined;
+  void runEnded.then(
+    () => (endedAt = Date.now()),
+    () => (endedAt = Date.now()),
+  );
   let stored = 0;
   let lastError: unknown;
-  while (range !== undefined) {
-    try {
-      const answer = await query(target, range.from, range.to + 1);
-      lastError = undefined;
-      const now = Date.now();
-      for (const series of answer.series) {
-        const station = series.tags[tag];
-        if (station === undefined) continue;
-        let bySeq = seen.get(station);
-        if (bySeq === undefined) {
-          bySeq = new Map();
-          seen.set(station, bySeq);
-        }
-        for (const [time, seq] of series.points) {
-          let times = bySeq.get(seq);
-          if (times === undefined) {
-            times = new Set();
-            bySeq.set(seq, times);
+  for (;;) {
+    // Read before the poll: a run that ended after the last poll gets one more.
+    const ended = endedAt !== undefined;
+    const range = ledger.openRange();
+    if (range !== undefined) {
+      try {
+        const answer = await query(target, range.from, range.to + 1);
+        lastError = undefined;
+        const now = Date.now();
+        for (const series of answer.series) {
+          const station = series.tags[tag];
+          if (station === undefined) continue;
+          let bySeq = seen.get(station);
+          if (bySeq === undefined) {
+            bySeq = new Map();
+            seen.set(station, bySeq);
           }
-          times.add(time);
+          for (const [time, seq] of series.points) {
+            let times = bySeq.get(seq);
+            if (times === undefined) {
+              times = new Set();
+              bySeq.set(seq, times);
+            }
+            times.add(time);
+          }
         }
+        // Newly found acknowledged messages: their publish → queryable latency.
+        for (const [station, entry] of ledger.stations()) {
+          const bySeq = seen.get(station);
+          if (bySeq === undefined) continue;
+          for (let i = entry.cursor; i < entry.seqs.length; i++) {
+            const seq = entry.seqs[i] ?? -1;
+            if (entry.found.has(seq) || !bySeq.has(seq)) continue;
+            entry.found.add(seq);
+            stored++;
+            histogram.record(Math.max(0, now - (entry.publishedAt[i] ?? now)));
+          }
+        }
+      } catch (err) {
+        lastError = err;
       }
-      // Newly found acknowledged messages: their publish → queryable latency.
-      for (const [station, entry] of ledger.stations()) {
-        const bySeq = seen.get(station);
-        if (bySeq === undefined) continue;
-        let done = found.get(station);
-        if (done === undefined) {
-          done = new Set();
-          found.set(station, done);
-        }
-        for (let i = 0; i < entry.seqs.length; i++) {
-          const seq = entry.seqs[i] ?? -1;
-          if (done.has(seq) || !bySeq.has(seq)) continue;
-          done.add(seq);
-          stored++;
-          histogram.record(Math.max(0, now - (entry.publishedAt[i] ?? now)));
-        }
-      }
-    } catch (err) {
-      lastError = err;
     }
-    if (stored >= ledger.size || Date.now() - started >= timeoutMs || signal?.aborted === true) break;
+    if (signal?.aborted === true) break;
+    if (ended && (stored >= ledger.size || Date.now() - (endedAt ?? 0) >= timeoutMs)) break;
     await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
   if (lastError !== undefined) throw lastError;
   const missingSamples: string[] = [];
   for (const [station, entry] of ledger.stations()) {
-    const done = found.get(station);
     for (const seq of entry.seqs) {
-      if (done?.has(seq) === true) continue;
+      if (entry.found.has(seq)) continue;
       if (missingSamples.length < 10) missingSamples.push(`${station}#${seq}`);
     }
   }
@@ -213,6 +233,6 @@ export async function verifyDelivery(ledger: AckLedger, target: VerifyTarget, si
     duplicates,
     missingSamples,
     queryableLatencyMs: histogram.summary(),
-    waitedMs: Date.now() - started,
+    waitedMs: endedAt === undefined ? 0 : Date.now() - endedAt,
   };
 }
