@@ -141,7 +141,13 @@ describe('simCommand', () => {
       signal: controller.signal,
     });
     expect(code).toBe(0);
-    expect(err.text()).toMatch(/publishing \ds .*rate \d+\/s {2}sent \d+ {2}acked \d+ {2}errors 0 {2}p99 /);
+    // The panel: drawn (each redraw first goes back over its 4 lines), erased at the end.
+    const panel = err.text();
+    expect(panel).toMatch(/voltline sim {2}publishing {2}\ds {2}stations 2\/2 connected/);
+    expect(panel).toMatch(/rate +[\d.]+\/s of 20\/s {3}sent \d+ {3}acked \d+ {3}in flight \d+/);
+    expect(panel).toMatch(/latency {2}p50 \S+( ms)? {3}p99 \S+( ms)?/);
+    expect(panel).toMatch(/errors {3}0\n/);
+    expect(panel.endsWith('\x1b[4F\x1b[0J')).toBe(true);
     const report = JSON.parse(lastLine(out.text())) as SimReport;
     expect(report.aborted).toBe(true);
     expect(report.durationMs).toBeLessThan(5_000);

@@ -5,7 +5,8 @@ import { VoltlineError, errorMessage } from '../lib/errors.ts';
 import { checkFleetTokens, provisionFleet, readTokenFile, type FleetTokens } from './access.ts';
 import { checkSimOptions, redactUrl, resolveSimOptions, stationId, type SimOptions } from './options.ts';
 import type { SimProgress, SimReport } from './report.ts';
-import { runSimulation } from './run.ts';
+import { ProgressPanel } from './panel.ts';
+import { MAX_THREADS, resolveThreads, runThreaded } from './threads.ts';
 import { loadScenario, scenarioOptions, type Scenario } from './scenario.ts';
 import { AckLedger, verifyDelivery, type VerifyReport } from './verify.ts';
 
@@ -46,7 +47,8 @@ Flags:
   --password <secret>      one MQTT password for every station
   --first <n>              number of the first station (default 1)
   --prefix <text>          station id prefix (default st-): ids are prefix + 5 digits
-  --max-inflight <n>       unacknowledged messages per station before it skips (default 10)
+  --max-inflight <n>       unacknowledged messages per station; more wait in its buffer, the
+                           rate holds and the wait shows in the latency (default 100)
   --connect-timeout <d>    per-station connect timeout (default 10s)
   --drain-timeout <d>      how long to wait for outstanding acks at the end (default 5s)
   --speed <n>              simulated time runs n times faster than wall time, 1..3600
@@ -63,6 +65,10 @@ Flags:
                            missing, duplicates and publish→queryable latency; exit 1 when
                            anything acknowledged is missing ("verify" in the JSON)
   --verify-timeout <d>     how long to wait for the platform to store everything (default 30s)
+  --threads <n|auto>       run the fleet on n worker threads, 1..64 (auto: one per core;
+                           default 1): each takes a contiguous slice of the stations and its
+                           share of the rate; one report. Use it when one core cannot keep up
+                           (the achieved rate falls short of the target, CPU at 100 %)
   -h, --help               show this help
 `;
 
@@ -108,7 +114,7 @@ export type SimAccess =
   | { readonly kind: 'provision'; readonly api: string; readonly token?: string; readonly dataDir?: string };
 
 /** Flags that choose the access, not simulation options: name → takes a value. */
-const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true };
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true, '--threads': true };
 
 /** `--verify`: ask the platform's query API afterwards what was stored. */
 export interface SimVerify {
@@ -129,7 +135,7 @@ export function parseSimArgs(argv: string[]): SimOptions {
 }
 
 /** Like parseSimArgs, and also reads the access flags (--token-file, --provision, --api, --anonymous). */
-export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { options: SimOptions; access: SimAccess; verify?: SimVerify } {
+export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { options: SimOptions; access: SimAccess; verify?: SimVerify; threads: number } {
   const { values, given, accessGiven, positional } = scanSimArgs(argv);
   if (positional !== undefined && scenario === undefined) {
     throw badFlag(`Unexpected argument '${positional}' (a scenario file is read by 'voltline sim <file>'; see voltline sim --help)`, positional, positional);
@@ -161,7 +167,8 @@ export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { opti
     throw badFlag(`Cannot use '${flag}' as it ${issue?.message ?? 'is invalid'}: current value is '${shown}'${why}`, flag, shown);
   }
   const verify = verifyOf(accessGiven);
-  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), ...(verify === undefined ? {} : { verify }) };
+  const threads = threadsOf(accessGiven.get('--threads'));
+  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), threads, ...(verify === undefined ? {} : { verify }) };
 }
 
 /** The scenario file named on the command line (the one argument that is not a flag), if any. */
@@ -224,6 +231,16 @@ function scanSimArgs(argv: string[]): {
     given.set(spec.key, { flag, raw });
   }
   return { values, given, accessGiven, positional };
+}
+
+/** `--threads`: a whole number in 1..64, or 'auto' (the number of cores); default 1. */
+function threadsOf(raw: string | undefined): number {
+  if (raw === undefined) return 1;
+  const value = raw === 'auto' ? 'auto' : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (value !== 'auto' && !(value >= 1 && value <= MAX_THREADS)) {
+    throw badFlag(`Cannot use '--threads' as it must be a whole number in 1..${MAX_THREADS} or 'auto': current value is '${raw}'`, '--threads', raw);
+  }
+  return resolveThreads(value);
 }
 
 function verifyOf(flags: ReadonlyMap<string, string>): SimVerify | undefined {
@@ -312,10 +329,11 @@ export async function simCommand(
   let options: SimOptions;
   let access: SimAccess;
   let verify: SimVerify | undefined;
+  let threads: number;
   try {
     const file = scenarioFileOf(argv);
     const scenario = file === undefined ? undefined : await loadScenario(file);
-    ({ options, access, verify } = parseSimCommandArgs(argv, scenario));
+    ({ options, access, verify, threads } = parseSimCommandArgs(argv, scenario));
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 2;
@@ -328,8 +346,10 @@ export async function simCommand(
     return err instanceof VoltlineError && err.code === 'VL_SIM_TOKEN_FILE' ? 2 : 1;
   }
   const tty = (io.stderr as { isTTY?: boolean }).isTTY === true;
+  // The live panel, redrawn in place; nothing when stderr is not a terminal.
+  const panel = new ProgressPanel(io.stderr);
   const onProgress = (p: SimProgress): void => {
-    if (p.phase !== 'done') io.stderr.write(`\r\x1b[2K${formatProgress(p)}`);
+    if (p.phase !== 'done') panel.draw(p);
   };
   let report: SimReport;
   // With --verify, every acknowledged message is kept (bounded) to look for in the store.
@@ -352,14 +372,14 @@ export async function simCommand(
     }
   }
   try {
-    report = await runSimulation(options, { signal: io.signal, ...(tty ? { onProgress } : {}), ...(onAcked === undefined ? {} : { onAcked }) });
+    report = await runThreaded(options, threads, { signal: io.signal, ...(tty ? { onProgress } : {}), ...(onAcked === undefined ? {} : { onAcked }) });
   } catch (err) {
     runEnded();
     verifyAbort.abort();
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 1;
   } finally {
-    if (tty) io.stderr.write('\r\x1b[2K');
+    if (tty) panel.clear();
   }
   runEnded();
   io.stdout.write(formatSummary(report, options.url));
@@ -397,24 +417,19 @@ export function formatVerdict(verdict: VerifyReport, overflowed: boolean): strin
   return `${lines.join('\n')}\n`;
 }
 
-/** The progress line, e.g. "publishing 12s  rate 998/s  sent 11980  acked 11975  errors 0  p99 3.2 ms". */
-export function formatProgress(p: SimProgress): string {
-  const p99 = p.latencyP99Ms === null ? '-' : `${p.latencyP99Ms} ms`;
-  return (
-    `${p.phase} ${Math.floor(p.elapsedMs / 1000)}s  connected ${p.connected}  rate ${Math.round(p.ratePerSec)}/s  ` +
-    `sent ${p.sent}  acked ${p.acked}  errors ${p.errors}  p99 ${p99}`
-  );
-}
-
 /** The human summary printed before the JSON line. */
 export function formatSummary(report: SimReport, url: string): string {
   const ms = (v: number | null): string => (v === null ? '-' : `${v} ms`);
   const lines = [
     `voltline sim: ${report.connected}/${report.stations} stations connected to ${redactUrl(url)} ` +
-      `(qos ${report.qos}, seed ${report.seed})${report.aborted ? ', stopped early' : ''}`,
-    `sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured}`,
-    `rate: target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s over ${(report.durationMs / 1000).toFixed(2)} s`,
-    `latency: p50 ${ms(report.latencyMs.p50)}, p90 ${ms(report.latencyMs.p90)}, p99 ${ms(report.latencyMs.p99)}, max ${ms(report.latencyMs.max)}`,
+      `(qos ${report.qos}, seed ${report.seed}${report.threads === undefined ? '' : `, ${report.threads} threads`})${report.aborted ? ', stopped early' : ''}`,
+    `sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured} (waited in the outbox, longest ${report.maxLagMs} ms)`,
+    `rate: target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s over ${(report.durationMs / 1000).toFixed(2)} s` +
+      (report.ratePerSec.steady === null
+        ? ''
+        : `; steady ${report.ratePerSec.steady}/s of ${report.ratePerSec.steadyTarget}/s due (${(report.steadyWindow.fromMs / 1000).toFixed(1)}–${(report.steadyWindow.toMs / 1000).toFixed(1)} s, by intended time; ${report.ratePerSec.steadyAtSend}/s by send time)`),
+    `latency (publish → PUBACK from the intended send time): p50 ${ms(report.latencyMs.p50)}, p90 ${ms(report.latencyMs.p90)}, p99 ${ms(report.latencyMs.p99)}, max ${ms(report.latencyMs.max)}`,
+    `service time (from the actual send): p50 ${ms(report.serviceLatencyMs.p50)}, p90 ${ms(report.serviceLatencyMs.p90)}, p99 ${ms(report.serviceLatencyMs.p99)}, max ${ms(report.serviceLatencyMs.max)}`,
     `simulated: ${new Date(report.simulated.startMs).toISOString()} → ${new Date(report.simulated.endMs).toISOString()} (speed ${report.simulated.speed}); ` +
       `events sent ${report.events.sent}, acked ${report.events.acked}; commands ${report.commands.received}`,
   ];
@@ -423,6 +438,15 @@ export function formatSummary(report: SimReport, url: string): string {
       `offline: reconnects ${report.reconnects.ok} (failed attempts ${report.reconnects.failed}), flushed ${report.offline.flushed}, ` +
         `dropped ${report.offline.dropped}, unsent ${report.offline.unsent}`,
     );
+  }
+  const counts = (c: Record<string, number>): string =>
+    Object.entries(c)
+      .map(([key, n]) => `${key} ${n}`)
+      .join(', ');
+  const refusals = (['connect', 'reconnect', 'badLogins'] as const).filter((k) => Object.keys(report.refused[k]).length > 0);
+  if (refusals.length > 0) lines.push(`refused: ${refusals.map((k) => `${k}: ${counts(report.refused[k])}`).join('; ')}`);
+  if (report.disconnects.lost + report.disconnects.byPhases > 0) {
+    lines.push(`disconnects: lost ${report.disconnects.lost}${report.disconnects.lost > 0 ? ` (${counts(report.disconnects.byCause)})` : ''}, by phases ${report.disconnects.byPhases}`);
   }
   for (const ph of report.phases ?? []) {
     const extra: string[] = [];

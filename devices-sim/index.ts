@@ -4,6 +4,7 @@
  * except lib/.
  */
 export { runSimulation, type SimHooks } from './run.ts';
+export { runThreaded, resolveThreads, MAX_THREADS, type ThreadedHooks } from './threads.ts';
 export { parseSimArgs, simCommand, SIM_USAGE } from './cli.ts';
 export {
   Station,
@@ -20,7 +21,7 @@ export {
 } from './station.ts';
 export { Outbox, type OutboxMessage } from './outbox.ts';
 export { resolveSimOptions, stationId, MAX_SPEED, type SimOptions, type SimConfig } from './options.ts';
-export type { SimReport, SimProgress, SimErrorsByKind } from './report.ts';
+export type { SimReport, SimProgress, SimErrorsByKind, SimRefusals } from './report.ts';
 export {
   parseScenario,
   loadScenario,

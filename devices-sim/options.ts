@@ -39,14 +39,21 @@ const schema = z
       .string()
       .regex(/^[A-Za-z0-9_.-]{0,32}$/, { message: "must be up to 32 letters, digits, '_', '.' or '-'" })
       .default('st-'),
-    /** Unacknowledged messages allowed per connection; a station at the limit skips its turn. */
-    maxInflight: z.int().min(1).max(65_535).default(10),
+    /**
+     * Unacknowledged messages allowed per connection; at the limit a station's due messages
+     * wait in its outbox (bounded by `offlineBuffer`). The default stays well under a
+     * Voltline broker's 1 000 (maxInflightPerConnection), past which it closes the connection.
+     */
+    maxInflight: z.int().min(1).max(65_535).default(100),
     /** Connection attempts at a time. */
     connectConcurrency: z.int().min(1).max(10_000).default(100),
     /** After publishing stops, how long to wait for outstanding acks. */
     drainTimeoutMs: z.int().min(0).default(5_000),
-    /** Scheduler tick: every tick sends the messages due by then. */
-    tickMs: z.int().min(1).max(1_000).default(10),
+    /**
+     * Scheduler tick: every tick sends the messages due by then. A message waits up to a
+     * tick after its intended time, and that wait is in `latencyMs`: keep it small.
+     */
+    tickMs: z.int().min(1).max(1_000).default(1),
     /** How often `onProgress` is called. */
     progressIntervalMs: z.int().min(10).default(1_000),
     /** Simulated time runs this many times faster than wall time (60: an hour per minute). */
@@ -55,7 +62,7 @@ const schema = z
     startMs: z.int().positive().optional(),
     /** After a lost connection, try again this long after (wall time); 0: never (the station is lost). */
     reconnectDelayMs: z.int().min(0).max(3_600_000).default(0),
-    /** Messages a station keeps while disconnected; beyond, the oldest are dropped (counted). */
+    /** Messages a station keeps while disconnected or backed up at maxInflight; beyond, the oldest are dropped (counted). */
     offlineBuffer: z.int().min(1).max(1_000_000).default(1_000),
     /**
      * A scenario's phases (scenario.ts): the target rate becomes a function of time and

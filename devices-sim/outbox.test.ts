@@ -40,6 +40,20 @@ describe('Outbox (a station offline buffer)', () => {
     expect(flushed.at(-1)).toEqual(msg(49_999));
   });
 
+  it('bounds a connected station backed up at its in-flight limit the same way: oldest dropped, counted', () => {
+    // Online, but the connection has no room: due messages queue here instead of being skipped.
+    const outbox = new Outbox(4);
+    for (let n = 0; n < 10; n++) {
+      outbox.push(msg(n));
+      expect(outbox.take(0)).toEqual([]);
+      expect(outbox.size).toBeLessThanOrEqual(4);
+    }
+    expect(outbox.dropped).toBe(6);
+    // Room again: the newest four, in order.
+    expect(outbox.take(2).map((m) => m.ts)).toEqual([1_006, 1_007]);
+    expect(outbox.take().map((m) => m.ts)).toEqual([1_008, 1_009]);
+  });
+
   it('rejects a bad limit', () => {
     expect(() => new Outbox(0)).toThrow(/'limit' must be an integer in 1..1000000: current value is 0/);
   });

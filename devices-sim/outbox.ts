@@ -8,6 +8,13 @@ export interface OutboxMessage {
   ts: number;
   /** A telemetry message's per-station `seq` (what `--verify` looks for in the store). */
   seq?: number;
+  /**
+   * A telemetry message's intended send time (performance.now() ms): when the open-loop
+   * schedule said it was due. Its latency is timed from here (schedule.ts).
+   */
+  dueAt?: number;
+  /** It waited in the buffer while its station was disconnected: its latency is timed from its send. */
+  heldOffline?: boolean;
 }
 
 /** Default bound of a station's offline buffer, in messages. */
@@ -15,7 +22,9 @@ export const DEFAULT_OFFLINE_BUFFER = 1_000;
 
 /**
  * A station's outgoing messages, in order, bounded: while the station is connected
- * they wait here only until the connection has room (its in-flight limit); while it is
+ * they wait here only until the connection has room (its in-flight limit; an open-loop
+ * run queues a due message here rather than skip it, so the offered rate holds and the
+ * wait shows in its latency); while it is
  * disconnected they are kept, at most `limit` of them, beyond which the oldest is
  * dropped and counted. Once connected again {@link take} hands them back oldest first,
  * unchanged (their payloads, and so their timestamps and seqs, are the ones they were

@@ -11,6 +11,11 @@ export interface SimErrorsByKind {
   timeout: number;
   /** Connected stations whose connection was closed by anything other than the simulator. */
   connectionLost: number;
+  /**
+   * Worker threads (`--threads`) that crashed or did not stop: their stations' figures
+   * are missing from the report (only with threads).
+   */
+  worker?: number;
 }
 
 /** The delivery report of one run; printed by `voltline sim` as its last line. */
@@ -22,7 +27,11 @@ export interface SimReport {
   /** Sum of errorsByKind. */
   errors: number;
   errorsByKind: SimErrorsByKind;
-  /** Scheduled sends skipped because the station had maxInflight messages unacknowledged. */
+  /**
+   * Telemetry turns that found their station with maxInflight messages unacknowledged:
+   * the message waited in the station's outbox (not skipped: the offered rate holds) and
+   * its wait is in `latencyMs` and `maxLagMs`.
+   */
   backpressured: number;
   /** Stations configured. */
   stations: number;
@@ -30,9 +39,39 @@ export interface SimReport {
   connected: number;
   /** Length of the publishing phase, in ms (shorter than asked when aborted). */
   durationMs: number;
-  ratePerSec: { target: number; achieved: number };
-  /** publish → PUBACK; all null with QoS 0 or when nothing was acknowledged. */
+  /**
+   * `target`: asked (with phases, their average); `achieved`: `sent` over the publishing
+   * time. Over the steady window (`steadyWindow`: the publishing time without its first
+   * and last second): `steady` counts each telemetry message sent at its intended time
+   * (when the schedule said it was due, so a send that waited still counts in its second;
+   * one never sent does not), `steadyTarget` is what was due there, `steadyAtSend` counts
+   * by the actual send time. Null when the window is empty.
+   */
+  ratePerSec: { target: number; achieved: number; steady: number | null; steadyTarget: number | null; steadyAtSend: number | null };
+  /** The steady window, in ms from the start of publishing, and its counts (mergeable: sum them). */
+  steadyWindow: { fromMs: number; toMs: number; due: number; sent: number; sentAtSend: number };
+  /**
+   * Telemetry latency from the message's intended send time (the open-loop schedule) to its
+   * PUBACK: a stalled simulator or a slow platform shows here (no coordinated omission). A
+   * message held in an offline buffer is timed from its send. All null with QoS 0 or when
+   * nothing was acknowledged.
+   */
   latencyMs: LatencySummary;
+  /** The service time: actual send → PUBACK (what a closed-loop tool would report). */
+  serviceLatencyMs: LatencySummary;
+  /** `latencyMs` as [bucket upper bound in ms, count] (log scale, 5 % apart; non-empty buckets only). */
+  latencyHistogram: Array<[number, number]>;
+  /** `serviceLatencyMs` likewise. */
+  serviceLatencyHistogram: Array<[number, number]>;
+  /** The longest a telemetry message waited between its intended and its actual send, in ms. */
+  maxLagMs: number;
+  refused: SimRefusals;
+  /**
+   * Connections lost (`lost`, as `errorsByKind.connectionLost`) by cause (the client's
+   * last error, e.g. 'ECONNRESET', else 'closed by the broker'), and connections the
+   * scenario's phases closed on purpose (`byPhases`).
+   */
+  disconnects: { lost: number; byCause: Record<string, number>; byPhases: number };
   seed: number;
   qos: 0 | 1;
   /** Time spent connecting the fleet, in ms. */
@@ -59,24 +98,79 @@ export interface SimReport {
   offline: { flushed: number; dropped: number; unsent: number };
   /** Successful reconnects, and failed attempts (retried; not counted as errors). */
   reconnects: { ok: number; failed: number };
+  /** Worker threads the fleet ran on (`--threads` above 1; absent: this thread). */
+  threads?: number;
   /** With a scenario: what each phase did, in order. */
   phases?: SimPhaseReport[];
+}
+
+/**
+ * Refused logins by reason ('connack 5 (not authorized)', 'ECONNREFUSED', 'timeout',
+ * 'closed'): at the start (`connect`, also in `errorsByKind.connect`), on reconnects
+ * (`reconnect`, retried) and a malformed phase's deliberate bad logins (`badLogins`).
+ */
+export interface SimRefusals {
+  connect: Record<string, number>;
+  reconnect: Record<string, number>;
+  badLogins: Record<string, number>;
+}
+
+/** MQTT 3.1.1 CONNACK return codes. */
+const CONNACK_REASONS: Readonly<Record<number, string>> = {
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad username or password',
+  5: 'not authorized',
+};
+
+/** Why a connect failed, as a short key: the CONNACK code, the socket error code, 'timeout' or 'closed'. */
+export function connectRefusal(err: unknown): string {
+  const cause = (err as { cause?: unknown }).cause ?? err;
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'number') return `connack ${code}${CONNACK_REASONS[code] === undefined ? '' : ` (${CONNACK_REASONS[code]})`}`;
+  if (typeof code === 'string' && code !== '') return code;
+  const message = err instanceof Error ? err.message : String(err);
+  if (/no CONNACK within/.test(message)) return 'timeout';
+  return 'closed';
+}
+
+/** Why a connection was lost: the code of the client's last error, else 'closed by the broker'. */
+export function disconnectCause(err: unknown): string {
+  if (err === undefined) return 'closed by the broker';
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'number') return `reason ${code}`;
+  if (typeof code === 'string' && code !== '') return code;
+  return err instanceof Error ? err.message.slice(0, 80) : 'error';
+}
+
+/** Adds `n` to `counts[key]`. */
+export function addCount(counts: Record<string, number>, key: string, n = 1): void {
+  counts[key] = (counts[key] ?? 0) + n;
 }
 
 /** Live figures, passed to `onProgress` every `progressIntervalMs`. */
 export interface SimProgress {
   phase: 'connecting' | 'publishing' | 'draining' | 'done';
+  /** With a scenario, the name of the running phase while publishing. */
+  scenarioPhase?: string;
   /** Since the run started, in ms. */
   elapsedMs: number;
   connected: number;
+  /** Stations configured. */
+  stations: number;
   sent: number;
   acked: number;
   errors: number;
+  errorsByKind: SimErrorsByKind;
   backpressured: number;
   /** Messages sent and not yet acknowledged. */
   inflight: number;
   /** Messages sent per second over the last interval. */
   ratePerSec: number;
-  /** p99 publish → PUBACK latency so far; null before the first ack. */
+  /** The target rate now (the scenario's plan), while publishing; else null. */
+  targetRatePerSec: number | null;
+  /** p50 and p99 latency so far (from the intended send time, as `latencyMs`); null before the first ack. */
+  latencyP50Ms: number | null;
   latencyP99Ms: number | null;
 }

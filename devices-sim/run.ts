@@ -6,8 +6,9 @@ import { LatencyHistogram } from './histogram.ts';
 import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from './options.ts';
 import { Outbox, type OutboxMessage } from './outbox.ts';
 import { malformedMessage, newPhaseReport, pickShare, type SimPhaseReport } from './phases.ts';
+import { OpenLoopSchedule, PublishTiming, steadyWindow } from './schedule.ts';
 import { createPrng, deriveSeed } from './prng.ts';
-import type { SimErrorsByKind, SimProgress, SimReport } from './report.ts';
+import { addCount, connectRefusal, disconnectCause, type SimErrorsByKind, type SimProgress, type SimRefusals, type SimReport } from './report.ts';
 import { MALFORMED_KINDS, RatePlan, type MalformedKind, type Phase } from './scenario.ts';
 import { Station, type Telemetry } from './station.ts';
 
@@ -27,6 +28,18 @@ export interface SimHooks {
    * (clock.now() − its value at the start) × `speed`. Default: the system clock.
    */
   clock?: Clock;
+  /**
+   * Records publish → PUBACK latencies into this histogram instead of a fresh one (a
+   * worker thread sends it to be merged with the others': threads.ts).
+   */
+  histogram?: LatencyHistogram;
+  /** Like `histogram`, for the service time (actual send → PUBACK). */
+  serviceHistogram?: LatencyHistogram;
+  /**
+   * Called once the fleet is connected; publishing starts when it resolves (threads.ts
+   * starts every slice's publishing together). It must resolve on abort too.
+   */
+  beforePublish?: () => Promise<void>;
 }
 
 /** One station that connected (at least once). */
@@ -51,6 +64,8 @@ interface Conn {
   retry: OutboxMessage[];
   /** The phase that took its connection down, until it is back. */
   droppedBy: SimPhaseReport | undefined;
+  /** The last error its client reported: the cause of a lost connection, when known. */
+  lastError: unknown;
 }
 
 /** What the runner knows of a message in a scenario run. */
@@ -72,8 +87,10 @@ const DISCONNECT_TIMEOUT_MS = 2_000;
  * Runs a simulated station fleet against a broker: connects every station (one MQTT
  * connection each, `connectConcurrency` at a time) and subscribes it to
  * `stations/<id>/commands/#`, publishes telemetry open-loop at `ratePerSec` across the
- * fleet for `durationMs` (round-robin; a station with `maxInflight` unacked messages
- * skips its turn and counts as backpressured), with the events that happened since its
+ * fleet for `durationMs` (round-robin; each message has an intended send time, and a
+ * station with `maxInflight` unacked messages does not skip its turn: the message waits
+ * in its bounded outbox and counts as backpressured; latency is timed from the intended
+ * time, schedule.ts), with the events that happened since its
  * last turn on `stations/<id>/events`, answers commands as they come (the events they
  * cause and a `command_ack`), waits up to `drainTimeoutMs` for outstanding acks,
  * disconnects, and reports. Stations live on simulated time, `speed` × wall time from
@@ -94,7 +111,11 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const config = resolveSimOptions(options);
   const signal = hooks.signal;
   const runStart = performance.now();
-  const histogram = new LatencyHistogram();
+  const histogram = hooks.histogram ?? new LatencyHistogram();
+  // Latency from the intended send time (histogram) and from the actual send (service).
+  const timing = new PublishTiming(histogram, hooks.serviceHistogram);
+  const refused: SimRefusals = { connect: {}, reconnect: {}, badLogins: {} };
+  const disconnectsByCause: Record<string, number> = {};
   const errorsByKind: SimErrorsByKind = { connect: 0, publish: 0, timeout: 0, connectionLost: 0 };
   const samples = new Map<string, string>();
   const conns: Conn[] = [];
@@ -116,6 +137,16 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const phaseReports = phases?.map((p, i) => newPhaseReport(p, plan.startOf(i)));
   /** Messages due by the end of each phase. */
   const phaseEnds = (phases ?? []).map((_, i) => plan.due(plan.startOf(i + 1)));
+  const schedule = new OpenLoopSchedule(plan, config.durationMs);
+  // The steady window (ms from the start of publishing), and as performance.now() once it starts.
+  const steadyAt = steadyWindow(config.durationMs);
+  const steady = { from: Number.POSITIVE_INFINITY, to: Number.NEGATIVE_INFINITY };
+  /** Messages due in the steady window (by their place in the schedule: due(from) ≤ n < due(to)). */
+  const inSteadyWindow = new WeakSet<OutboxMessage>();
+  const steadyFirst = plan.due(steadyAt.fromMs);
+  const steadyEnd = plan.due(steadyAt.toMs);
+  let steadySent = 0;
+  let steadySentAtSend = 0;
   /** Index of the running phase; -1 before publishing. */
   let current = -1;
   let publishStart = 0;
@@ -153,17 +184,24 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     const rate = now > lastAt ? ((sent - lastSent) * 1000) / (now - lastAt) : 0;
     lastSent = sent;
     lastAt = now;
+    const latency = histogram.summary();
+    const scenarioPhase = phase === 'publishing' ? phaseReports?.[current]?.name : undefined;
     hooks.onProgress?.({
       phase,
       elapsedMs: Math.round(now - runStart),
       connected: live.filter((c) => c.client !== undefined).length,
+      stations: config.stations,
       sent,
       acked,
       errors: totalErrors(),
+      errorsByKind: { ...errorsByKind },
       backpressured,
       inflight,
       ratePerSec: Math.round(rate * 10) / 10,
-      latencyP99Ms: histogram.summary().p99,
+      targetRatePerSec: phase === 'publishing' ? Math.round(plan.rateAt(Math.min(now - publishStart, config.durationMs)) * 10) / 10 : null,
+      latencyP50Ms: latency.p50,
+      latencyP99Ms: latency.p99,
+      ...(scenarioPhase === undefined ? {} : { scenarioPhase }),
     });
   };
   const progressTimer = hooks.onProgress === undefined ? undefined : setInterval(progress, config.progressIntervalMs);
@@ -177,6 +215,8 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     if (err && client !== undefined && droppedClients.has(client) && !conn.closing) {
       // A phase closed the connection under it: it goes again after the reconnect.
       if (info !== undefined) info.resend = true;
+      // It waited out the outage: timed from its resend.
+      msg.heldOffline = true;
       conn.retry.push(msg);
     } else if (info?.malformed !== undefined) {
       const counts = malformedOf(during, info.malformed);
@@ -189,7 +229,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     } else if (telemetry) {
       acked++;
       if (during !== undefined) during.acked++;
-      if (config.qos === 1) histogram.record(performance.now() - startedAt);
+      if (config.qos === 1) timing.acked(msg.heldOffline === true ? undefined : msg.dueAt, startedAt, performance.now());
       if (msg.seq !== undefined) hooks.onAcked?.(conn.station.id, msg.seq, msg.ts, Date.now() - (performance.now() - startedAt));
     } else {
       events.acked++;
@@ -219,14 +259,18 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     const telemetry = info?.malformed === undefined && msg.topic === conn.telemetryTopic;
     conn.inflight++;
     inflight++;
+    const startedAt = performance.now();
     if (info?.resend === true) {
       if (during !== undefined) during.resent++;
     } else if (info?.malformed !== undefined) malformedOf(during, info.malformed).sent++;
     else if (telemetry) {
       sent++;
       if (during !== undefined) during.sent++;
+      timing.sent(msg.heldOffline === true ? undefined : msg.dueAt, startedAt);
+      // The steady window, counted by intended time and by actual send time.
+      if (inSteadyWindow.has(msg)) steadySent++;
+      if (startedAt >= steady.from && startedAt < steady.to) steadySentAtSend++;
     } else events.sent++;
-    const startedAt = performance.now();
     client.publish(msg.topic, msg.payload, { qos: config.qos }, (err) => onSettled(conn, msg, telemetry, startedAt, err, client));
   };
 
@@ -303,7 +347,8 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     return false;
   };
 
-  const send = (conn: Conn): void => {
+  /** The station's turn: its telemetry, due at `dueAt` (performance.now() ms). */
+  const send = (conn: Conn, dueAt: number, steadyTurn: boolean): void => {
     const telemetry = conn.station.next(simNow());
     // The events that led to this state go first: they happened before it.
     collectEvents(conn);
@@ -311,7 +356,16 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       pump(conn);
       return;
     }
-    conn.outbox.push({ topic: conn.telemetryTopic, payload: JSON.stringify(telemetry), ts: telemetry.ts, seq: telemetry.seq });
+    const msg: OutboxMessage = {
+      topic: conn.telemetryTopic,
+      payload: JSON.stringify(telemetry),
+      ts: telemetry.ts,
+      seq: telemetry.seq,
+      dueAt,
+      ...(conn.outbox.online ? {} : { heldOffline: true }),
+    };
+    if (steadyTurn) inSteadyWindow.add(msg);
+    conn.outbox.push(msg);
     pump(conn);
   };
 
@@ -342,7 +396,10 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
 
   const attach = (conn: Conn, client: MqttClient): void => {
     conn.client = client;
-    client.on('error', (err) => noteError('connectionLost', conn.station.id, err));
+    client.on('error', (err) => {
+      conn.lastError = err;
+      noteError('connectionLost', conn.station.id, err);
+    });
     client.on('close', () => {
       if (conn.client === client) onLost(conn, client);
     });
@@ -354,6 +411,8 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const onLost = (conn: Conn, client: MqttClient): void => {
     if (conn.closing || !conn.live) return;
     errorsByKind.connectionLost++;
+    addCount(disconnectsByCause, disconnectCause(conn.lastError));
+    conn.lastError = undefined;
     const during = phaseReports?.[current];
     if (during !== undefined) during.errors++;
     noteError('connectionLost', conn.station.id, new Error('the broker closed the connection'));
@@ -401,6 +460,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       if (phase === 'publishing') after?.();
     } catch (err) {
       reconnects.failed++;
+      addCount(refused.reconnect, connectRefusal(err));
       noteError('connect', conn.station.id, err);
       if (mayReconnect(conn)) {
         conn.reconnectTimer = setTimeout(() => void reconnect(conn, after), config.reconnectDelayMs || 1_000);
@@ -487,12 +547,14 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
           reconnectTimer: undefined,
           retry: [],
           droppedBy: undefined,
+          lastError: undefined,
         };
         attach(conn, client);
         conns.push(conn);
         live.push(conn);
       } catch (err) {
         errorsByKind.connect++;
+        addCount(refused.connect, connectRefusal(err));
         noteError('connect', id, err);
       }
     },
@@ -503,29 +565,35 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   live = live.filter((c) => c.live).sort(byId);
   const connectMs = performance.now() - runStart;
 
+  await hooks.beforePublish?.();
+
   // 2. Publish open-loop: the number due is a function of time only, not of acks.
   phase = 'publishing';
   const simStartedMs = simNow();
   const publishMs = await new Promise<number>((resolve) => {
     const start = performance.now();
     publishStart = start;
-    const total = plan.due(config.durationMs);
-    let scheduled = 0;
+    steady.from = start + steadyAt.fromMs;
+    steady.to = start + steadyAt.toMs;
     let turn = -1;
     let done = false;
     const tick = (): void => {
       if (done) return;
       const elapsed = Math.min(performance.now() - start, config.durationMs);
       const now = phaseReports === undefined ? 0 : plan.phaseAt(elapsed);
-      const due = Math.min(total, plan.due(elapsed));
-      while (scheduled < due && live.length > 0) {
+      const due = schedule.dueBy(elapsed);
+      while (schedule.taken < due && live.length > 0) {
         // A message belongs to the phase it was due in (a tick can span a boundary).
-        while (current < now && scheduled >= (phaseEnds[current] ?? total)) startPhase(current + 1);
-        scheduled++;
+        while (current < now && schedule.taken >= (phaseEnds[current] ?? schedule.total)) startPhase(current + 1);
+        const n = schedule.taken;
+        const dueAt = start + schedule.take();
         turn = turn >= live.length - 1 ? 0 : turn + 1;
         const conn = live[turn] as Conn;
+        // Open loop: a station with maxInflight unacknowledged messages does not skip its
+        // turn (that would lower the offered rate as the platform slows: closed loop); the
+        // message waits in its bounded outbox and its wait shows in its latency.
         if (conn.inflight >= config.maxInflight) backpressured++;
-        else send(conn);
+        send(conn, dueAt, n >= steadyFirst && n < steadyEnd);
       }
       while (current < now) startPhase(current + 1);
       if (elapsed >= config.durationMs || signal?.aborted === true || live.length === 0) {
@@ -606,6 +674,11 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     progress();
   }
   const publishSec = publishMs / 1000;
+  for (const report of phaseReports ?? []) for (const [reason, n] of Object.entries(report.refused)) addCount(refused.badLogins, reason, n);
+  // The steady window as it ran (shorter when aborted or when the last station was lost).
+  const steadyTo = Math.min(steadyAt.toMs, publishMs);
+  const steadySec = Math.max(0, steadyTo - steadyAt.fromMs) / 1000;
+  const perSec = (n: number): number | null => (steadySec > 0 ? Math.round((n / steadySec) * 10) / 10 : null);
   return {
     sent,
     acked,
@@ -619,8 +692,22 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       // With phases: the average over them.
       target: phases === undefined ? config.ratePerSec : Math.round((plan.due(config.durationMs) / (config.durationMs / 1000)) * 10) / 10,
       achieved: publishSec > 0 ? Math.round((sent / publishSec) * 10) / 10 : 0,
+      steady: perSec(steadySent),
+      steadyTarget: perSec(plan.due(steadyTo) - plan.due(steadyAt.fromMs)),
+      steadyAtSend: perSec(steadySentAtSend),
     },
+    steadyWindow: { fromMs: steadyAt.fromMs, toMs: Math.round(steadyTo), due: plan.due(steadyTo) - plan.due(steadyAt.fromMs), sent: steadySent, sentAtSend: steadySentAtSend },
     latencyMs: histogram.summary(),
+    serviceLatencyMs: timing.service.summary(),
+    latencyHistogram: histogram.bucketsMs(),
+    serviceLatencyHistogram: timing.service.bucketsMs(),
+    maxLagMs: Math.round(timing.maxLagMs * 100) / 100,
+    refused,
+    disconnects: {
+      lost: errorsByKind.connectionLost,
+      byCause: disconnectsByCause,
+      byPhases: (phaseReports ?? []).reduce((sum, r) => sum + r.disconnects, 0),
+    },
     seed: config.seed,
     qos: config.qos,
     connectMs: Math.round(connectMs),

@@ -30,9 +30,10 @@ if (json) {
     [
       `sim bench (${broker === undefined ? 'external broker' : 'aedes in-process'})`,
       `  stations        ${report.connected}/${report.stations} connected in ${report.connectMs} ms`,
-      `  rate            target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s`,
+      `  rate            target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s, steady ${report.ratePerSec.steady}/s (at send ${report.ratePerSec.steadyAtSend}/s)`,
       `  messages        sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured}`,
-      `  latency (ms)    p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}`,
+      `  latency (ms)    p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}  (from the intended send time)`,
+      `  service (ms)    p50 ${report.serviceLatencyMs.p50}  p99 ${report.serviceLatencyMs.p99}  max ${report.serviceLatencyMs.max}  (from the actual send; longest wait to send ${report.maxLagMs} ms)`,
       '',
     ].join('\n'),
   );
