@@ -3,7 +3,8 @@ import path from 'node:path';
 import { parseDurationMs } from '../lib/duration.ts';
 import { VoltlineError, errorMessage } from '../lib/errors.ts';
 import { checkFleetTokens, provisionFleet, readTokenFile, type FleetTokens } from './access.ts';
-import { checkSimOptions, redactUrl, resolveSimOptions, stationId, type SimOptions } from './options.ts';
+import { runStationIds } from './growth.ts';
+import { checkSimOptions, redactUrl, resolveSimOptions, type SimOptions } from './options.ts';
 import type { SimProgress, SimReport } from './report.ts';
 import { ProgressPanel } from './panel.ts';
 import { MAX_THREADS, resolveThreads, runThreaded } from './threads.ts';
@@ -23,6 +24,9 @@ fleet, the base rate, the seed and a list of phases (steady, ramp, diurnal, burs
 outage, reconnect-storm, flapping, malformed, late-data, clock-skew); flags given beside
 it override its fleet, rate, seed, etc. (not --duration: the phases set it). The report
 then has "phases": what each one sent, acknowledged, dropped, reconnected and malformed.
+Its fleet may grow while it runs (fleet: {stations: 100, growth: {to: 400, after: 10s,
+over: 60s}}): the report then has "growth" (joined, failed, a timeline); --provision and
+--token-file cover the grown fleet's ids.
 
 Flags:
   --url <url>              broker URL (default mqtt://127.0.0.1:1883)
@@ -306,7 +310,8 @@ async function operatorToken(access: { token?: string; dataDir?: string }, env: 
 export async function fleetTokens(options: SimOptions, access: SimAccess, env: Readonly<Record<string, string | undefined>> = {}): Promise<FleetTokens | undefined> {
   if (access.kind === 'anonymous' || access.kind === 'shared') return undefined;
   const config = resolveSimOptions(options);
-  const ids = Array.from({ length: config.stations }, (_, i) => stationId(config.prefix, config.first + i));
+  // The whole fleet's ids: with growth, the stations that join later too.
+  const ids = runStationIds(config);
   if (access.kind === 'provision') return provisionFleet(access.api, ids, await operatorToken(access, env));
   const tokens = await readTokenFile(access.file);
   checkFleetTokens(tokens, ids, `the token file '${access.file}'`);
@@ -448,8 +453,16 @@ export function formatSummary(report: SimReport, url: string): string {
   if (report.disconnects.lost + report.disconnects.byPhases > 0) {
     lines.push(`disconnects: lost ${report.disconnects.lost}${report.disconnects.lost > 0 ? ` (${counts(report.disconnects.byCause)})` : ''}, by phases ${report.disconnects.byPhases}`);
   }
+  const g = report.growth;
+  if (g !== undefined) {
+    lines.push(
+      `growth: ${g.from} → ${g.to} stations (after ${(g.afterMs / 1000).toFixed(1)} s, over ${(g.overMs / 1000).toFixed(1)} s, rate ${g.rate === 'per-station' ? 'grows with the fleet' : 'total, spread over the fleet'}): ` +
+        `joined ${g.joined}, failed ${g.failed}, not joined ${g.notJoined}`,
+    );
+  }
   for (const ph of report.phases ?? []) {
     const extra: string[] = [];
+    if (ph.joined !== undefined) extra.push(`joined ${ph.joined}, connected at its end ${ph.connected ?? '-'}`);
     if (ph.disconnects + ph.reconnects > 0) extra.push(`disconnects ${ph.disconnects}, reconnects ${ph.reconnects}, flushed ${ph.flushed}, resent ${ph.resent}`);
     const bad = Object.entries(ph.malformed).map(([kind, c]) => `${kind} ${c.sent} (acked ${c.acked}, failed ${c.failed})`);
     if (bad.length > 0) extra.push(`malformed: ${bad.join(', ')}`);

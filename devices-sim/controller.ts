@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { VoltlineError, errorMessage } from '../lib/errors.ts';
 import { loadScenario, scenarioOptions } from './scenario.ts';
-import { checkSimOptions, stationId, type SimOptions } from './options.ts';
+import { runStationIds } from './growth.ts';
+import { checkSimOptions, type SimOptions } from './options.ts';
 import type { SimProgress, SimReport } from './report.ts';
 import { runSimulation } from './run.ts';
 
@@ -128,11 +129,12 @@ export class SimController {
       const issue = checked.issues[0];
       throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation as '${issue?.path ?? ''}' ${issue?.message ?? 'is invalid'}`, { context: { field: issue?.path } });
     }
-    if (options.stations > maxStations) throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${options.stations} stations as the limit is ${maxStations}`, { context: { field: 'stations' } });
+    // A growing fleet counts at its final size.
+    const fleet = options.growth?.to ?? options.stations;
+    if (fleet > maxStations) throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${fleet} stations as the limit is ${maxStations}`, { context: { field: options.growth === undefined ? 'stations' : 'growth.to' } });
     if (options.durationMs > maxDurationMs) throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${options.durationMs} ms as the limit is ${maxDurationMs} ms`, { context: { field: 'durationMs' } });
-    const prefix = options.prefix ?? 'st-';
-    const first = options.first ?? 1;
-    const ids = Array.from({ length: options.stations }, (_, i) => stationId(prefix, first + i));
+    // Tokens for every station of the run, the ones that join later included.
+    const ids = runStationIds(checked.config);
     const credentials = await this.#options.credentials?.(ids, request);
     const abort = new AbortController();
     this.#abort = abort;

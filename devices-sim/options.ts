@@ -70,8 +70,41 @@ const schema = z
      * then the base rate and `durationMs` must be the phases' total.
      */
     phases: z.array(phaseSchema).min(1).optional(),
+    /**
+     * The fleet grows while it publishes: from `stations` to `to`, linearly over `overMs`,
+     * starting `afterMs` after publishing starts (growth.ts). `rate`: 'per-station' (the
+     * rates are the starting fleet's and grow with it: rate × joined / stations) or
+     * 'total' (the rates are the fleet's: they stay and are spread over more stations).
+     */
+    growth: z
+      .object({
+        to: z.int().min(2).max(MAX_STATION_NUMBER),
+        afterMs: z.int().min(0),
+        overMs: z.int().min(0),
+        rate: z.enum(['per-station', 'total']),
+        /**
+         * Set by threads.ts: this run is slice `index` of `count` of a growing fleet of
+         * `fleetStations` starting stations from number `fleetFirst`; it runs its own starting
+         * stations (`first`/`stations`) and every `count`-th joiner from the `index`-th.
+         */
+        slice: z.object({ index: z.int().min(0), count: z.int().min(1).max(64), fleetFirst: z.int().min(0), fleetStations: z.int().min(1) }).strict().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
+  .refine((o) => o.growth === undefined || o.growth.to > (o.growth.slice?.fleetStations ?? o.stations), {
+    message: 'must be above the number of starting stations',
+    path: ['growth', 'to'],
+  })
+  .refine((o) => o.growth === undefined || o.growth.afterMs + o.growth.overMs <= o.durationMs, {
+    message: 'after + over must end within the run (durationMs)',
+    path: ['growth', 'overMs'],
+  })
+  .refine((o) => o.growth === undefined || (o.growth.slice?.fleetFirst ?? o.first ?? 1) + o.growth.to - 1 <= MAX_STATION_NUMBER, {
+    message: `first + to - 1 must be at most ${MAX_STATION_NUMBER} (station numbers have 5 digits)`,
+    path: ['growth', 'to'],
+  })
   .refine((o) => o.phases === undefined || o.durationMs === o.phases.reduce((sum, p) => sum + p.duration, 0), {
     message: "must be the phases' total duration when there are phases",
     path: ['durationMs'],

@@ -39,6 +39,9 @@ export interface SimPhaseReport {
   late: number;
   /** Stations whose clock was off (clock-skew). */
   skewedStations: number;
+  /** With fleet growth: stations that joined while it ran, and stations connected when it ended. */
+  joined?: number;
+  connected?: number;
 }
 
 export function newPhaseReport(phase: Phase, startMs: number): SimPhaseReport {

@@ -102,6 +102,28 @@ export interface SimReport {
   threads?: number;
   /** With a scenario: what each phase did, in order. */
   phases?: SimPhaseReport[];
+  /** With fleet growth: the stations that joined while it published. */
+  growth?: SimGrowthReport;
+}
+
+/**
+ * A growing fleet (`fleet.growth`): the starting and final station counts, the joiners
+ * that connected (`joined`), could not (`failed`, also in `errorsByKind.connect` and
+ * `refused.connect`) or whose time did not come before publishing ended (`notJoined`,
+ * e.g. stopped early), and a timeline of the stations planned and connected at evenly
+ * spaced points of the publishing time (ms from its start). Mergeable: sum them.
+ */
+export interface SimGrowthReport {
+  from: number;
+  to: number;
+  joined: number;
+  failed: number;
+  notJoined: number;
+  afterMs: number;
+  overMs: number;
+  /** 'per-station': the rate grew with the fleet; 'total': it stayed, spread over more stations. */
+  rate: 'per-station' | 'total';
+  timeline: Array<{ atMs: number; planned: number; connected: number }>;
 }
 
 /**

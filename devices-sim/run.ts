@@ -2,13 +2,14 @@ import type { MqttClient } from 'mqtt';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { errorMessage } from '../lib/errors.ts';
 import { connectStation, forEachBounded } from './connect.ts';
+import { FleetGrowth, GrowingPlan, type Joiner, type TargetPlan } from './growth.ts';
 import { LatencyHistogram } from './histogram.ts';
 import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from './options.ts';
 import { Outbox, type OutboxMessage } from './outbox.ts';
 import { malformedMessage, newPhaseReport, pickShare, type SimPhaseReport } from './phases.ts';
 import { OpenLoopSchedule, PublishTiming, steadyWindow } from './schedule.ts';
 import { createPrng, deriveSeed } from './prng.ts';
-import { addCount, connectRefusal, disconnectCause, type SimErrorsByKind, type SimProgress, type SimRefusals, type SimReport } from './report.ts';
+import { addCount, connectRefusal, disconnectCause, type SimErrorsByKind, type SimGrowthReport, type SimProgress, type SimRefusals, type SimReport } from './report.ts';
 import { MALFORMED_KINDS, RatePlan, type MalformedKind, type Phase } from './scenario.ts';
 import { Station, type Telemetry } from './station.ts';
 
@@ -40,6 +41,11 @@ export interface SimHooks {
    * starts every slice's publishing together). It must resolve on abort too.
    */
   beforePublish?: () => Promise<void>;
+  /**
+   * With growth: a joining station connected and joined the publishing rotation, at this
+   * simulated time (epoch ms, the clock its telemetry is stamped with).
+   */
+  onJoin?: (stationId: string, simulatedMs: number) => void;
 }
 
 /** One station that connected (at least once). */
@@ -76,6 +82,9 @@ interface MsgInfo {
   /** It was in flight when a phase closed its connection: sent again, not counted again. */
   resend?: boolean;
 }
+
+/** Points of the growth timeline in the report (evenly spaced over the publishing time). */
+const GROWTH_POINTS = 50;
 
 /** Bad logins (malformed 'wrong-credentials') in progress at once, at most. */
 const MAX_BAD_LOGINS = 20;
@@ -133,8 +142,20 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
 
   // Scenario phases (none: one steady phase at ratePerSec). The target rate is the plan's.
   const phases: readonly Phase[] | undefined = config.phases;
-  const plan = new RatePlan(phases ?? [{ kind: 'steady', duration: config.durationMs }], config.ratePerSec);
+  const basePlan = new RatePlan(phases ?? [{ kind: 'steady', duration: config.durationMs }], config.ratePerSec);
+  // A growing fleet: stations join at planned times and the target rate follows them (growth.ts).
+  const growth = config.growth === undefined ? undefined : new FleetGrowth({ ...config, growth: config.growth });
+  const plan: TargetPlan = growth === undefined ? basePlan : new GrowingPlan(basePlan, growth);
+  const fleetSize = growth?.ownTo ?? config.stations;
+  const growthReport: SimGrowthReport | undefined =
+    growth === undefined
+      ? undefined
+      : { from: growth.ownStart, to: growth.ownTo, joined: 0, failed: 0, notJoined: 0, afterMs: growth.afterMs, overMs: growth.overMs, rate: growth.rate, timeline: [] };
+  /** Joiners started (connecting or done), and the connects in progress. */
+  let nextJoin = 0;
+  const joining = new Set<Promise<void>>();
   const phaseReports = phases?.map((p, i) => newPhaseReport(p, plan.startOf(i)));
+  if (growth !== undefined) for (const report of phaseReports ?? []) report.joined = 0;
   /** Messages due by the end of each phase. */
   const phaseEnds = (phases ?? []).map((_, i) => plan.due(plan.startOf(i + 1)));
   const schedule = new OpenLoopSchedule(plan, config.durationMs);
@@ -190,7 +211,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       phase,
       elapsedMs: Math.round(now - runStart),
       connected: live.filter((c) => c.client !== undefined).length,
-      stations: config.stations,
+      stations: fleetSize,
       sent,
       acked,
       errors: totalErrors(),
@@ -497,6 +518,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
 
   /** Phase `i` begins: the ones that act on stations do it now. */
   const startPhase = (i: number): void => {
+    endPhase(current);
     current = i;
     const p = phases?.[i];
     const report = phaseReports?.[i];
@@ -524,6 +546,80 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     }
   };
 
+  /** Phase `i` ends: with growth, the stations connected then. */
+  const endPhase = (i: number): void => {
+    const report = phaseReports?.[i];
+    if (growth !== undefined && report !== undefined) report.connected = live.filter((c) => c.client !== undefined).length;
+  };
+
+  const newConn = (id: string, client: MqttClient): Conn => {
+    const conn: Conn = {
+      station: new Station({ id, seed: config.seed }),
+      telemetryTopic: `stations/${id}/telemetry`,
+      eventsTopic: `stations/${id}/events`,
+      commandsPrefix: `stations/${id}/commands/`,
+      outbox: new Outbox(config.offlineBuffer),
+      client: undefined,
+      inflight: 0,
+      live: true,
+      closing: false,
+      abandoned: false,
+      reconnectTimer: undefined,
+      retry: [],
+      droppedBy: undefined,
+      lastError: undefined,
+    };
+    attach(conn, client);
+    conns.push(conn);
+    live.push(conn);
+    return conn;
+  };
+
+  /** A joiner's time has come: it connects, subscribes to its commands and joins the rotation (its turns start then). */
+  const join = (joiner: Joiner): void => {
+    if (growthReport === undefined) return;
+    const attempt: Promise<void> = open(joiner.id)
+      .then(({ client, refused }) => {
+        if (refused) commands.subscribeRefused++;
+        if (phase !== 'publishing') {
+          // Publishing ended while it connected: it never joined.
+          growthReport.notJoined++;
+          client.end(true);
+          return;
+        }
+        const conn = newConn(joiner.id, client);
+        conn.station.advanceTo(simNow());
+        growthReport.joined++;
+        const report = phaseReports?.[current];
+        if (report !== undefined) report.joined = (report.joined ?? 0) + 1;
+        hooks.onJoin?.(joiner.id, Math.floor(simNow()));
+      })
+      .catch((err: unknown) => {
+        growthReport.failed++;
+        errorsByKind.connect++;
+        addCount(refused.connect, connectRefusal(err));
+        noteError('connect', joiner.id, err);
+      })
+      .finally(() => joining.delete(attempt));
+    joining.add(attempt);
+  };
+
+  /** Starts the joins due by `elapsed` (at most connectConcurrency connecting at once) and samples the timeline. */
+  const grow = (elapsed: number, final: boolean): void => {
+    if (growth === undefined || growthReport === undefined) return;
+    if (!final) {
+      while (nextJoin < growth.joiners.length && (growth.joiners[nextJoin] as Joiner).atMs <= elapsed && joining.size < config.connectConcurrency) {
+        join(growth.joiners[nextJoin++] as Joiner);
+      }
+    }
+    // The timeline: planned and connected stations at evenly spaced points (a point the run did not reach is left out).
+    const timeline = growthReport.timeline;
+    while (timeline.length <= GROWTH_POINTS && (timeline.length * config.durationMs) / GROWTH_POINTS <= elapsed) {
+      const atMs = (timeline.length * config.durationMs) / GROWTH_POINTS;
+      timeline.push({ atMs: Math.round(atMs), planned: growth.ownAt(atMs), connected: live.filter((c) => c.client !== undefined).length });
+    }
+  };
+
   // 1. Connect.
   await forEachBounded(
     config.stations,
@@ -533,25 +629,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       try {
         const { client, refused } = await open(id);
         if (refused) commands.subscribeRefused++;
-        const conn: Conn = {
-          station: new Station({ id, seed: config.seed }),
-          telemetryTopic: `stations/${id}/telemetry`,
-          eventsTopic: `stations/${id}/events`,
-          commandsPrefix: `stations/${id}/commands/`,
-          outbox: new Outbox(config.offlineBuffer),
-          client: undefined,
-          inflight: 0,
-          live: true,
-          closing: false,
-          abandoned: false,
-          reconnectTimer: undefined,
-          retry: [],
-          droppedBy: undefined,
-          lastError: undefined,
-        };
-        attach(conn, client);
-        conns.push(conn);
-        live.push(conn);
+        newConn(id, client);
       } catch (err) {
         errorsByKind.connect++;
         addCount(refused.connect, connectRefusal(err));
@@ -580,6 +658,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     const tick = (): void => {
       if (done) return;
       const elapsed = Math.min(performance.now() - start, config.durationMs);
+      grow(elapsed, false);
       const now = phaseReports === undefined ? 0 : plan.phaseAt(elapsed);
       const due = schedule.dueBy(elapsed);
       while (schedule.taken < due && live.length > 0) {
@@ -596,8 +675,10 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
         send(conn, dueAt, n >= steadyFirst && n < steadyEnd);
       }
       while (current < now) startPhase(current + 1);
-      if (elapsed >= config.durationMs || signal?.aborted === true || live.length === 0) {
+      if (elapsed >= config.durationMs || signal?.aborted === true || (live.length === 0 && joining.size === 0 && nextJoin >= (growth?.joiners.length ?? 0))) {
         done = true;
+        grow(elapsed, true);
+        endPhase(current);
         clearInterval(timer);
         signal?.removeEventListener('abort', tick);
         resolve(performance.now() - start);
@@ -612,6 +693,9 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   // 3. Drain: send the events that happened since each station's last turn (as far as
   // the in-flight limit allows), then wait for outstanding acks, bounded.
   phase = 'draining';
+  // Joins still connecting end now (they never joined); the ones not started are counted.
+  await Promise.allSettled([...joining]);
+  if (growth !== undefined && growthReport !== undefined) growthReport.notJoined += growth.joiners.length - nextJoin;
   for (const timer of phaseTimers) clearTimeout(timer);
   phaseTimers.clear();
   // Stations a phase took down come back now and flush (their outage outlasted publishing).
@@ -685,7 +769,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     errors: totalErrors(),
     errorsByKind,
     backpressured,
-    stations: config.stations,
+    stations: fleetSize,
     connected: conns.length,
     durationMs: Math.round(publishMs),
     ratePerSec: {
@@ -720,6 +804,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     offline,
     reconnects,
     ...(phaseReports === undefined ? {} : { phases: phaseReports }),
+    ...(growthReport === undefined ? {} : { growth: growthReport }),
   };
 }
 

@@ -76,8 +76,27 @@ describe('parseScenario', () => {
     expect(errorOf(GOOD.replace('kind: clock-skew', 'kind: earthquake'))).toMatch(
       /^scenarios\/x\.yaml line 20: phases\[3\]\.kind 'earthquake' is not a phase kind this simulator supports \(steady, ramp, /,
     );
-    expect(errorOf(GOOD.replace('  prefix: t-', '  prefix: t-\n  growth: 5'))).toBe("scenarios/x.yaml line 8: fleet has 'growth', which this simulator does not support yet (the fleet size is fixed for a run)");
+    expect(errorOf(GOOD.replace('  prefix: t-', '  prefix: t-\n  size: 5'))).toBe("scenarios/x.yaml line 8: fleet has unknown field(s) 'size'");
     expect(errorOf(GOOD.replace('    percent: 10', '    percent: 10\n    jitter: 3'))).toBe("scenarios/x.yaml line 23: phases[3] has unknown field(s) 'jitter'");
+  });
+
+  it('reads fleet growth: the rate is the total with `rate`, per station with `interval`', () => {
+    const grown = GOOD.replace('  prefix: t-', '  prefix: t-\n  growth:\n    to: 40\n    after: 1s\n    over: 30s');
+    expect(scenarioOptions(parseScenario(grown, 'g.yaml'))).toMatchObject({ stations: 10, growth: { to: 40, afterMs: 1_000, overMs: 30_000, rate: 'total' } });
+    const perStation = parseScenario(grown.replace('rate: 100\n', 'interval: 5s\n').replace('  growth:\n    to: 40\n    after: 1s\n', '  growth:\n    to: 40\n'), 'g.yaml');
+    // `after` defaults to 0.
+    expect(scenarioOptions(perStation).growth).toEqual({ to: 40, afterMs: 0, overMs: 30_000, rate: 'per-station' });
+  });
+
+  it('refuses bad growth, naming the line and the field', () => {
+    const grown = (growth: string): string => GOOD.replace('  prefix: t-', `  prefix: t-\n  growth:\n${growth}`);
+    expect(errorOf(grown('    to: 40\n    over: soon\n'))).toBe("scenarios/x.yaml line 10: fleet.growth.over must be a duration such as 500ms, 30s or 5m (got 'soon')");
+    expect(errorOf(grown('    to: 5\n    over: 10s\n'))).toBe('scenarios/x.yaml line 9: fleet.growth.to must be above fleet.stations (the fleet grows to it)');
+    expect(errorOf(grown('    to: 10\n    over: 10s\n'))).toBe('scenarios/x.yaml line 9: fleet.growth.to must be above fleet.stations (the fleet grows to it)');
+    expect(errorOf(grown('    over: 10s\n'))).toMatch(/^scenarios\/x\.yaml line 9: fleet\.growth\.to must be a whole number in 2\.\.99999$/);
+    expect(errorOf(grown('    to: 40\n    over: 10s\n    speed: 2\n'))).toBe("scenarios/x.yaml line 11: fleet.growth has unknown field(s) 'speed'");
+    // The phases last 63.5 s: a growth that ends later is refused.
+    expect(errorOf(grown('    to: 40\n    after: 60s\n    over: 10s\n'))).toBe("scenarios/x.yaml line 11: fleet.growth.over after + over must end within the phases' total duration");
   });
 
   it('reads JSON too, with lines, and says where YAML is broken', () => {
@@ -127,7 +146,7 @@ describe('the scenario library', async () => {
   const files = (await readdir(LIBRARY)).filter((f) => f.endsWith('.yaml')).sort();
 
   it('has the documented scenarios', () => {
-    expect(files).toEqual(['bad-payloads.yaml', 'late-and-skewed.yaml', 'morning-peak.yaml', 'outage-and-flush.yaml', 'reconnect-storm.yaml', 'smoke.yaml', 'steady-city.yaml']);
+    expect(files).toEqual(['bad-payloads.yaml', 'growth.yaml', 'late-and-skewed.yaml', 'morning-peak.yaml', 'outage-and-flush.yaml', 'reconnect-storm.yaml', 'smoke.yaml', 'steady-city.yaml']);
   });
 
   for (const file of files) {
@@ -139,7 +158,10 @@ describe('the scenario library', async () => {
       broker = await startTestBroker();
       const report = await runSimulation({ ...scenarioOptions(s), url: broker.url });
 
-      expect(report.connected).toBe(8);
+      // A growing fleet ends larger: every joiner connected too.
+      const fleet = s.fleet.growth?.to ?? 8;
+      expect(report.connected).toBe(fleet);
+      if (s.fleet.growth !== undefined) expect(report.growth).toMatchObject({ from: 8, to: fleet, joined: fleet - 8, failed: 0, notJoined: 0 });
       expect(report.errors).toBe(0);
       expect(report.acked).toBe(report.sent);
       expect(report.offline.unsent).toBe(0);

@@ -92,8 +92,21 @@ const scenarioSchema = z
         stations: z.int({ message: 'must be a whole number in 1..99999' }).min(1, { message: 'must be a whole number in 1..99999' }).max(99_999, { message: 'must be a whole number in 1..99999' }),
         prefix: z.string().optional(),
         first: z.int().min(0).optional(),
+        /**
+         * Stations join while the fleet publishes: from `stations` to `to`, linearly over
+         * `over`, starting `after` (default 0) after publishing starts (growth.ts).
+         */
+        growth: z
+          .object({
+            to: z.int({ message: 'must be a whole number in 2..99999' }).min(2, { message: 'must be a whole number in 2..99999' }).max(99_999, { message: 'must be a whole number in 2..99999' }),
+            over: duration,
+            after: duration.default(0),
+          })
+          .strict()
+          .optional(),
       })
-      .strict(),
+      .strict()
+      .refine((f) => f.growth === undefined || f.growth.to > f.stations, { message: 'must be above fleet.stations (the fleet grows to it)', path: ['growth', 'to'] }),
     /** Base rate across the fleet (msgs/s); or `interval`: each station publishes every interval. */
     rate: rate.optional(),
     interval: positiveDuration.optional(),
@@ -106,7 +119,11 @@ const scenarioSchema = z
     phases: z.array(phaseSchema).min(1, { message: 'must list at least one phase' }),
   })
   .strict()
-  .refine((s) => (s.rate === undefined) !== (s.interval === undefined), { message: "needs exactly one of 'rate' (msgs/s across the fleet) or 'interval' (per station)", path: ['rate'] });
+  .refine((s) => (s.rate === undefined) !== (s.interval === undefined), { message: "needs exactly one of 'rate' (msgs/s across the fleet) or 'interval' (per station)", path: ['rate'] })
+  .refine((s) => s.fleet.growth === undefined || s.fleet.growth.after + s.fleet.growth.over <= s.phases.reduce((sum, p) => sum + p.duration, 0), {
+    message: "after + over must end within the phases' total duration",
+    path: ['fleet', 'growth', 'over'],
+  });
 
 /** A scenario, validated: durations in ms, defaults applied. */
 export type Scenario = z.output<typeof scenarioSchema> & { readonly file: string };
@@ -153,11 +170,7 @@ export function parseScenario(text: string, file: string): Scenario {
     const issue = result.error.issues.find((i) => i.path[0] === 'phases' && i.path.length === 3 && i.path[2] === 'kind') ?? result.error.issues[0];
     if (issue === undefined) throw scenarioError(file, undefined, '', 'is invalid');
     let message = issue.message;
-    if (issue.code === 'unrecognized_keys') {
-      message = issue.keys.includes('growth') && issue.path.join('.') === 'fleet'
-        ? "has 'growth', which this simulator does not support yet (the fleet size is fixed for a run)"
-        : `has unknown field(s) ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
-    }
+    if (issue.code === 'unrecognized_keys') message = `has unknown field(s) ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
     const path = issue.code === 'unrecognized_keys' && issue.keys[0] !== undefined ? [...issue.path, issue.keys[0]] : issue.path;
     if (issue.path.at(-1) === 'kind') {
       const value = (doc.getIn(issue.path) as unknown) ?? undefined;
@@ -197,6 +210,9 @@ export function scenarioOptions(s: Scenario): Omit<SimOptions, 'url'> & { phases
   };
   if (s.fleet.prefix !== undefined) options.prefix = s.fleet.prefix;
   if (s.fleet.first !== undefined) options.first = s.fleet.first;
+  // With `interval` the rates are per station and grow with the fleet; with `rate` they are the fleet's total.
+  const g = s.fleet.growth;
+  if (g !== undefined) options.growth = { to: g.to, afterMs: g.after, overMs: g.over, rate: s.interval !== undefined ? 'per-station' : 'total' };
   if (s.speed !== undefined) options.speed = s.speed;
   if (s.start !== undefined) options.startMs = Date.parse(s.start);
   if (s.reconnectDelay !== undefined) options.reconnectDelayMs = s.reconnectDelay;
@@ -207,7 +223,8 @@ export function scenarioOptions(s: Scenario): Omit<SimOptions, 'url'> & { phases
 
 /**
  * The short form of a scenario, for tests and quick looks: every duration × `time`,
- * the fleet × `fleet` (at least 2 stations), every rate × `rate` (default `fleet`).
+ * the fleet × `fleet` (at least 2 stations; a growth's `to` too, at least one more), every
+ * rate × `rate` (default `fleet`).
  */
 export function shortScenario(s: Scenario, factors: { time: number; fleet: number; rate?: number }): Scenario {
   const t = (ms: number): number => Math.max(1, Math.round(ms * factors.time));
@@ -227,6 +244,8 @@ export function shortScenario(s: Scenario, factors: { time: number; fleet: numbe
     return q;
   });
   const out: Scenario = { ...s, fleet: { ...s.fleet, stations }, phases };
+  const g = s.fleet.growth;
+  if (g !== undefined) out.fleet.growth = { to: Math.max(stations + 1, Math.round(g.to * factors.fleet)), after: Math.floor(g.after * factors.time), over: Math.floor(g.over * factors.time) };
   if (s.rate !== undefined) out.rate = s.rate * rf;
   // An interval is per station: the fleet factor is in the station count already.
   if (s.interval !== undefined) out.interval = Math.max(1, Math.round((s.interval * factors.fleet) / rf));
@@ -333,13 +352,18 @@ export class RatePlan {
     return s.rateAt(Math.min(Math.max(0, t - s.startMs), s.durationMs));
   }
 
-  /** Messages due from the start to `t` ms (whole messages). */
-  due(t: number): number {
+  /** Messages due from the start to `t` ms, unrounded (the exact integral). */
+  count(t: number): number {
     let total = 0;
     for (const s of this.#segments) {
       if (t <= s.startMs) break;
       total += s.countTo(Math.min(t - s.startMs, s.durationMs));
     }
-    return Math.floor(total + 1e-9);
+    return total;
+  }
+
+  /** Messages due from the start to `t` ms (whole messages). */
+  due(t: number): number {
+    return Math.floor(this.count(t) + 1e-9);
   }
 }

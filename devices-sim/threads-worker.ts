@@ -6,7 +6,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { errorMessage } from '../lib/errors.ts';
 import { LatencyHistogram } from './histogram.ts';
-import { stationId } from './options.ts';
+import { runStationIds } from './growth.ts';
+import { resolveSimOptions } from './options.ts';
 import { runSimulation } from './run.ts';
 import type { MainToWorker, SliceData, WorkerToMain } from './threads.ts';
 
@@ -38,7 +39,8 @@ let batch = newBatch();
 let forwarded = 0;
 let notForwarded = 0;
 const indexOf = new Map<string, number>();
-for (let i = 0; i < data.stations; i++) indexOf.set(stationId(data.prefix, data.first + i), i);
+// Its starting stations, then its joiners when the fleet grows (as threads.ts lists them).
+for (const [i, id] of runStationIds(resolveSimOptions(data.options)).entries()) indexOf.set(id, i);
 function newBatch(): { station: Uint32Array<ArrayBuffer>; seq: Float64Array<ArrayBuffer>; ts: Float64Array<ArrayBuffer>; at: Float64Array<ArrayBuffer>; size: number } {
   return { station: new Uint32Array(ACK_BATCH), seq: new Float64Array(ACK_BATCH), ts: new Float64Array(ACK_BATCH), at: new Float64Array(ACK_BATCH), size: 0 };
 }

@@ -12,10 +12,11 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { VoltlineError, errorMessage } from '../lib/errors.ts';
+import { runStationIds } from './growth.ts';
 import { LatencyHistogram, snapshotOfBucketsMs, type HistogramSnapshot } from './histogram.ts';
 import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from './options.ts';
 import type { SimPhaseReport } from './phases.ts';
-import type { SimProgress, SimReport } from './report.ts';
+import type { SimGrowthReport, SimProgress, SimReport } from './report.ts';
 import { runSimulation, type SimHooks } from './run.ts';
 import type { Phase } from './scenario.ts';
 import { AckLedger } from './verify.ts';
@@ -95,16 +96,25 @@ export function scalePhase(phase: Phase, share: number): Phase {
   }
 }
 
-/** The options of one slice. */
-function sliceOptions(config: SimConfig, slice: { first: number; stations: number }): SimOptions {
+/**
+ * The options of one slice (slice `index` of `count`). A growing fleet's slice keeps the
+ * fleet's rates and phases: its share follows its stations over time (growth.ts), as it
+ * takes its part of the starting stations and every `count`-th joiner.
+ */
+export function sliceOptions(config: SimConfig, slice: { first: number; stations: number }, index = 0, count = 1): SimOptions {
   const share = slice.stations / config.stations;
-  const { credentials, phases, ...rest } = config;
-  const options: SimOptions = { ...rest, first: slice.first, stations: slice.stations, ratePerSec: config.ratePerSec * share };
-  if (phases !== undefined) options.phases = phases.map((p) => scalePhase(p, share));
+  const { credentials, phases, growth, ...rest } = config;
+  let options: SimOptions;
+  if (growth === undefined) {
+    options = { ...rest, first: slice.first, stations: slice.stations, ratePerSec: config.ratePerSec * share };
+    if (phases !== undefined) options.phases = phases.map((p) => scalePhase(p, share));
+  } else {
+    options = { ...rest, first: slice.first, stations: slice.stations, growth: { ...growth, slice: { index, count, fleetFirst: config.first, fleetStations: config.stations } } };
+    if (phases !== undefined) options.phases = phases;
+  }
   if (credentials !== undefined) {
     const own: Record<string, string> = {};
-    for (let n = slice.first; n < slice.first + slice.stations; n++) {
-      const id = stationId(config.prefix, n);
+    for (const id of runStationIds(resolveSimOptions(options))) {
       const token = credentials[id];
       if (token !== undefined) own[id] = token;
     }
@@ -139,7 +149,7 @@ export async function runThreaded(options: SimOptions, threads: number, hooks: T
     const { workerUrl: _entry, ...simHooks } = hooks;
     return runSimulation(options, simHooks);
   }
-  const sliceOpts = slices.map((slice) => sliceOptions(config, slice));
+  const sliceOpts = slices.map((slice, i) => sliceOptions(config, slice, i, slices.length));
   // A slice's options are valid when the fleet's are; checked here so a bad one throws now.
   for (const o of sliceOpts) resolveSimOptions(o);
 
@@ -149,7 +159,7 @@ export async function runThreaded(options: SimOptions, threads: number, hooks: T
   const states = slices.map((slice, index) => ({
     index,
     slice,
-    ids: hooks.onAcked === undefined ? [] : Array.from({ length: slice.stations }, (_, i) => stationId(config.prefix, slice.first + i)),
+    ids: hooks.onAcked === undefined ? [] : runStationIds(resolveSimOptions(sliceOpts[index] as SimOptions)),
     connected: false,
     ended: false,
     report: undefined as SimReport | undefined,
@@ -431,6 +441,7 @@ export function mergeReports(config: SimConfig, outcomes: readonly SliceOutcome[
     addCounts(r.reconnects, o.reconnects);
     for (const sample of o.errorSamples) if (r.errorSamples.length < 5) r.errorSamples.push(sample);
     if (o.phases !== undefined) phases = phases === undefined ? o.phases.map(copyPhase) : mergePhases(phases, o.phases);
+    if (o.growth !== undefined) r.growth = r.growth === undefined ? { ...o.growth, timeline: o.growth.timeline.map((p) => ({ ...p })) } : mergeGrowth(r.growth, o.growth);
   }
   // A crashed thread goes first among the samples: it explains the missing figures.
   r.errorSamples = [...failures, ...r.errorSamples].slice(0, 5);
@@ -469,6 +480,8 @@ function mergePhases(into: SimPhaseReport[], more: readonly SimPhaseReport[]): S
     p.resent += m.resent;
     p.late += m.late;
     p.skewedStations += m.skewedStations;
+    if (m.joined !== undefined) p.joined = (p.joined ?? 0) + m.joined;
+    if (m.connected !== undefined) p.connected = (p.connected ?? 0) + m.connected;
     for (const [kind, c] of Object.entries(m.malformed) as Array<[keyof SimPhaseReport['malformed'], { sent: number; acked: number; failed: number }]>) {
       const t = (p.malformed[kind] ??= { sent: 0, acked: 0, failed: 0 });
       t.sent += c.sent;
@@ -477,5 +490,25 @@ function mergePhases(into: SimPhaseReport[], more: readonly SimPhaseReport[]): S
     }
     for (const [reason, n] of Object.entries(m.refused)) p.refused[reason] = (p.refused[reason] ?? 0) + n;
   });
+  return into;
+}
+
+/** Adds a slice's growth into the fleet's: counts summed, timeline points summed by position (the slices share the publishing time). */
+function mergeGrowth(into: SimGrowthReport, more: SimGrowthReport): SimGrowthReport {
+  into.from += more.from;
+  into.to += more.to;
+  into.joined += more.joined;
+  into.failed += more.failed;
+  into.notJoined += more.notJoined;
+  more.timeline.forEach((m, i) => {
+    const p = into.timeline[i];
+    if (p === undefined) into.timeline.push({ ...m });
+    else {
+      p.planned += m.planned;
+      p.connected += m.connected;
+    }
+  });
+  // A point some slice did not reach is not the fleet's.
+  into.timeline.length = Math.min(into.timeline.length, more.timeline.length);
   return into;
 }
