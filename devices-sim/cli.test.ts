@@ -114,6 +114,16 @@ describe('simCommand', () => {
     expect(err.text()).toBe(''); // not a terminal: no progress
   });
 
+  it('--json prints the JSON report alone', async () => {
+    broker = await startTestBroker();
+    const out = sink();
+    const code = await simCommand(['--url', broker.url, '--stations', '2', '--rate', '20', '--duration', '300ms', '--json'], { stdout: out.stream, stderr: sink().stream, signal: new AbortController().signal });
+    expect(code).toBe(0);
+    const lines = out.text().trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0] ?? '')).toMatchObject({ sent: 6, acked: 6, errors: 0 });
+  });
+
   it('fails with exit code 1 and still a JSON last line when the broker is unreachable', async () => {
     const port = await closedPort();
     const out = sink();

@@ -69,6 +69,8 @@ Flags:
                            missing, duplicates and publish→queryable latency; exit 1 when
                            anything acknowledged is missing ("verify" in the JSON)
   --verify-timeout <d>     how long to wait for the platform to store everything (default 30s)
+  --json                   print only the JSON report on stdout (no summary); without it the
+                           summary comes first and the JSON report is the last line
   --threads <n|auto>       run the fleet on n worker threads, 1..64 (auto: one per core;
                            default 1): each takes a contiguous slice of the stations and its
                            share of the rate; one report. Use it when one core cannot keep up
@@ -118,7 +120,7 @@ export type SimAccess =
   | { readonly kind: 'provision'; readonly api: string; readonly token?: string; readonly dataDir?: string };
 
 /** Flags that choose the access, not simulation options: name → takes a value. */
-const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true, '--threads': true };
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true, '--threads': true, '--json': false };
 
 /** `--verify`: ask the platform's query API afterwards what was stored. */
 export interface SimVerify {
@@ -139,7 +141,7 @@ export function parseSimArgs(argv: string[]): SimOptions {
 }
 
 /** Like parseSimArgs, and also reads the access flags (--token-file, --provision, --api, --anonymous). */
-export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { options: SimOptions; access: SimAccess; verify?: SimVerify; threads: number } {
+export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { options: SimOptions; access: SimAccess; verify?: SimVerify; threads: number; json: boolean } {
   const { values, given, accessGiven, positional } = scanSimArgs(argv);
   if (positional !== undefined && scenario === undefined) {
     throw badFlag(`Unexpected argument '${positional}' (a scenario file is read by 'voltline sim <file>'; see voltline sim --help)`, positional, positional);
@@ -172,7 +174,7 @@ export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { opti
   }
   const verify = verifyOf(accessGiven);
   const threads = threadsOf(accessGiven.get('--threads'));
-  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), threads, ...(verify === undefined ? {} : { verify }) };
+  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), threads, json: accessGiven.has('--json'), ...(verify === undefined ? {} : { verify }) };
 }
 
 /** The scenario file named on the command line (the one argument that is not a flag), if any. */
@@ -335,10 +337,11 @@ export async function simCommand(
   let access: SimAccess;
   let verify: SimVerify | undefined;
   let threads: number;
+  let json: boolean;
   try {
     const file = scenarioFileOf(argv);
     const scenario = file === undefined ? undefined : await loadScenario(file);
-    ({ options, access, verify, threads } = parseSimCommandArgs(argv, scenario));
+    ({ options, access, verify, threads, json } = parseSimCommandArgs(argv, scenario));
   } catch (err) {
     io.stderr.write(`voltline sim: ${errorMessage(err)}\n`);
     return 2;
@@ -387,7 +390,8 @@ export async function simCommand(
     if (tty) panel.clear();
   }
   runEnded();
-  io.stdout.write(formatSummary(report, options.url));
+  // --json: the JSON report alone on stdout (for scripts); otherwise the summary, then it as the last line.
+  if (!json) io.stdout.write(formatSummary(report, options.url));
   if (access.kind === 'anonymous' && report.connected === 0 && report.errorsByKind.connect > 0) {
     io.stderr.write("voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n");
   }
@@ -403,7 +407,7 @@ export async function simCommand(
     io.stdout.write(`${JSON.stringify(report)}\n`);
     return 1;
   }
-  io.stdout.write(formatVerdict(verdict, ledger.overflowed));
+  if (!json) io.stdout.write(formatVerdict(verdict, ledger.overflowed));
   io.stdout.write(`${JSON.stringify({ ...report, verify: verdict })}\n`);
   // Acknowledged and not stored is the failure --verify exists for.
   if (verdict.missing > 0 || ledger.overflowed) return 1;
