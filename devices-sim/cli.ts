@@ -13,7 +13,8 @@ import { AckLedger, verifyDelivery, type VerifyReport } from './verify.ts';
 
 export const SIM_USAGE = `Usage: voltline sim [scenario-file] [flags]
 
-Simulates a fleet of scooter stations over MQTT: telemetry (stations/<id>/telemetry),
+Simulates a fleet of scooter stations over MQTT (or HTTP ingest: --transport http):
+telemetry (stations/<id>/telemetry),
 events when something changes (stations/<id>/events), answers to commands
 (stations/<id>/commands/#), on simulated time. Then prints a delivery report (the last
 line is the report as JSON). Exit code 0 when every message
@@ -35,6 +36,19 @@ Flags:
   --duration <d>           how long to publish, e.g. 500ms, 30s, 5m (default 30s)
   --seed <n>               seed; the same seed gives the same messages (default 1)
   --qos <0|1>              publish QoS (default 1)
+  --transport <mqtt|http>  mqtt (default): one MQTT connection per station. http: each station
+                           posts its telemetry and events to the platform's HTTP ingest
+                           (POST <ingest-url>/api/ingest/<id>?topic=) with its token (from
+                           --token-file or --provision; none: anonymous, for 'voltline up
+                           --allow-anonymous'); a 200 is its ack, a 429 waits its Retry-After
+                           and posts again, other refusals are counted by status (errors).
+                           No commands reach an HTTP station; reconnect-storm and flapping
+                           phases are refused (there is no connection to drop)
+  --ingest-url <url>       with --transport http: the platform's API to post to (default
+                           --api, else http://127.0.0.1:8080)
+  --http-concurrency <n>   with --transport http: requests in flight at once across the fleet
+                           (per thread), on reused keep-alive connections (default 64);
+                           --max-inflight still bounds each station's
   --token-file <file>      each station connects as itself (username = its id) with its token
                            from <file>: JSON {"<id>": "<token>"}, the file 'voltline devices
                            import --out' writes, or its CSV (id,tenant,token)
@@ -101,6 +115,8 @@ const FLAGS: Readonly<Record<string, { key: FlagKey; kind: Kind }>> = {
   '--start': { key: 'startMs', kind: 'time' },
   '--reconnect-delay': { key: 'reconnectDelayMs', kind: 'duration' },
   '--offline-buffer': { key: 'offlineBuffer', kind: 'int' },
+  '--transport': { key: 'transport', kind: 'string' },
+  '--http-concurrency': { key: 'httpConcurrency', kind: 'int' },
 };
 
 const KIND_TEXT: Readonly<Record<Kind, string>> = {
@@ -120,7 +136,7 @@ export type SimAccess =
   | { readonly kind: 'provision'; readonly api: string; readonly token?: string; readonly dataDir?: string };
 
 /** Flags that choose the access, not simulation options: name → takes a value. */
-const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true, '--threads': true, '--json': false };
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true, '--threads': true, '--json': false, '--ingest-url': true };
 
 /** `--verify`: ask the platform's query API afterwards what was stored. */
 export interface SimVerify {
@@ -156,7 +172,7 @@ export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { opti
   const options = {
     ...base,
     ...values,
-    url: values.url ?? 'mqtt://127.0.0.1:1883',
+    url: targetUrl(values.transport, given.get('url'), accessGiven),
     stations,
     ratePerSec: values.ratePerSec ?? base?.ratePerSec ?? stations,
     durationMs: values.durationMs ?? base?.durationMs ?? 30_000,
@@ -206,7 +222,7 @@ function scanSimArgs(argv: string[]): {
       const raw = flag !== arg ? arg.slice(eq + 1) : argv[i + 1];
       if (flag === arg) i++;
       if (raw === undefined || raw === '' || (flag === arg && raw.startsWith('--'))) throw badFlag(`Flag '${flag}' needs a value`, flag, undefined);
-      if (flag === '--api' && !isHttpUrl(raw)) throw badFlag(`Cannot use '--api' as it must be an http:// or https:// URL: current value is '${raw}'`, flag, raw);
+      if ((flag === '--api' || flag === '--ingest-url') && !isHttpUrl(raw)) throw badFlag(`Cannot use '--api' as it must be an http:// or https:// URL: current value is '${raw}'`, flag, raw);
       accessGiven.set(flag, raw);
       continue;
     }
@@ -237,6 +253,20 @@ function scanSimArgs(argv: string[]): {
     given.set(spec.key, { flag, raw });
   }
   return { values, given, accessGiven, positional };
+}
+
+/**
+ * Where the stations go: --url (a broker) over MQTT; with '--transport http', the API URL
+ * they post to: --ingest-url, else --api, else http://127.0.0.1:8080.
+ */
+function targetUrl(transport: string | number | undefined, url: { flag: string; raw: string } | undefined, flags: ReadonlyMap<string, string>): string {
+  const ingest = flags.get('--ingest-url');
+  if (transport !== 'http') {
+    if (ingest !== undefined) throw badFlag("Cannot use '--ingest-url' without '--transport http' (MQTT stations connect to --url)", '--ingest-url', ingest);
+    return url?.raw ?? 'mqtt://127.0.0.1:1883';
+  }
+  if (url !== undefined) throw badFlag(`Cannot use '--url' with '--transport http': stations post to the API at --ingest-url (current value is '${redactUrl(url.raw)}')`, '--url', redactUrl(url.raw));
+  return ingest ?? flags.get('--api') ?? 'http://127.0.0.1:8080';
 }
 
 /** `--threads`: a whole number in 1..64, or 'auto' (the number of cores); default 1. */
@@ -395,6 +425,9 @@ export async function simCommand(
   if (access.kind === 'anonymous' && report.connected === 0 && report.errorsByKind.connect > 0) {
     io.stderr.write("voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n");
   }
+  if (access.kind === 'anonymous' && (report.refused.http?.['401'] ?? 0) > 0) {
+    io.stderr.write("voltline sim: the platform refused posts without a token (401). A platform that authenticates devices needs --token-file FILE or --provision (or 'voltline up --allow-anonymous' for local experiments).\n");
+  }
   if (verdictPromise === undefined || ledger === undefined) {
     io.stdout.write(`${JSON.stringify(report)}\n`);
     return report.errors === 0 ? 0 : 1;
@@ -429,15 +462,17 @@ export function formatVerdict(verdict: VerifyReport, overflowed: boolean): strin
 /** The human summary printed before the JSON line. */
 export function formatSummary(report: SimReport, url: string): string {
   const ms = (v: number | null): string => (v === null ? '-' : `${v} ms`);
+  // HTTP ingest (an http(s) target): stations post, and a 200 is the ack.
+  const overHttp = /^https?:/.test(url);
   const lines = [
-    `voltline sim: ${report.connected}/${report.stations} stations connected to ${redactUrl(url)} ` +
+    `voltline sim: ${report.connected}/${report.stations} stations ${overHttp ? 'posting to HTTP ingest at' : 'connected to'} ${redactUrl(url)} ` +
       `(qos ${report.qos}, seed ${report.seed}${report.threads === undefined ? '' : `, ${report.threads} threads`})${report.aborted ? ', stopped early' : ''}`,
     `sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured} (waited in the outbox, longest ${report.maxLagMs} ms)`,
     `rate: target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s over ${(report.durationMs / 1000).toFixed(2)} s` +
       (report.ratePerSec.steady === null
         ? ''
         : `; steady ${report.ratePerSec.steady}/s of ${report.ratePerSec.steadyTarget}/s due (${(report.steadyWindow.fromMs / 1000).toFixed(1)}–${(report.steadyWindow.toMs / 1000).toFixed(1)} s, by intended time; ${report.ratePerSec.steadyAtSend}/s by send time)`),
-    `latency (publish → PUBACK from the intended send time): p50 ${ms(report.latencyMs.p50)}, p90 ${ms(report.latencyMs.p90)}, p99 ${ms(report.latencyMs.p99)}, max ${ms(report.latencyMs.max)}`,
+    `latency (publish → ${overHttp ? '200' : 'PUBACK'} from the intended send time): p50 ${ms(report.latencyMs.p50)}, p90 ${ms(report.latencyMs.p90)}, p99 ${ms(report.latencyMs.p99)}, max ${ms(report.latencyMs.max)}`,
     `service time (from the actual send): p50 ${ms(report.serviceLatencyMs.p50)}, p90 ${ms(report.serviceLatencyMs.p90)}, p99 ${ms(report.serviceLatencyMs.p99)}, max ${ms(report.serviceLatencyMs.max)}`,
     `simulated: ${new Date(report.simulated.startMs).toISOString()} → ${new Date(report.simulated.endMs).toISOString()} (speed ${report.simulated.speed}); ` +
       `events sent ${report.events.sent}, acked ${report.events.acked}; commands ${report.commands.received}`,
@@ -452,8 +487,8 @@ export function formatSummary(report: SimReport, url: string): string {
     Object.entries(c)
       .map(([key, n]) => `${key} ${n}`)
       .join(', ');
-  const refusals = (['connect', 'reconnect', 'badLogins'] as const).filter((k) => Object.keys(report.refused[k]).length > 0);
-  if (refusals.length > 0) lines.push(`refused: ${refusals.map((k) => `${k}: ${counts(report.refused[k])}`).join('; ')}`);
+  const refusals = (['connect', 'reconnect', 'badLogins', 'http'] as const).filter((k) => Object.keys(report.refused[k] ?? {}).length > 0);
+  if (refusals.length > 0) lines.push(`refused: ${refusals.map((k) => `${k}: ${counts(report.refused[k] ?? {})}`).join('; ')}`);
   if (report.disconnects.lost + report.disconnects.byPhases > 0) {
     lines.push(`disconnects: lost ${report.disconnects.lost}${report.disconnects.lost > 0 ? ` (${counts(report.disconnects.byCause)})` : ''}, by phases ${report.disconnects.byPhases}`);
   }

@@ -1,7 +1,7 @@
 /**
  * devices-sim: the device fleet simulator behind `voltline sim`. It is a device and
- * nothing more: it speaks MQTT only and imports nothing from other Voltline folders
- * except lib/.
+ * nothing more: it speaks MQTT (or the platform's documented HTTP ingest, `--transport
+ * http`) and imports nothing from other Voltline folders except lib/.
  */
 export { runSimulation, type SimHooks } from './run.ts';
 export { runThreaded, resolveThreads, MAX_THREADS, type ThreadedHooks } from './threads.ts';

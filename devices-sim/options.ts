@@ -8,10 +8,23 @@ export const MAX_SPEED = 3_600;
 /** Station numbers are zero-padded to 5 digits, so the largest is 99999. */
 export const MAX_STATION_NUMBER = 99_999;
 
+/** Phase kinds that act on MQTT connections only: refused with transport 'http' (named, not faked). */
+export const HTTP_REFUSED_PHASES: readonly string[] = ['reconnect-storm', 'flapping'];
+
 const schema = z
   .object({
-    /** Broker URL: mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://. */
-    url: z.string().refine(isBrokerUrl, { message: 'must be a broker URL such as mqtt://127.0.0.1:1883' }),
+    /**
+     * Broker URL (mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://); with transport 'http',
+     * the platform's API URL (http:// or https://) stations post to.
+     */
+    url: z.string().refine((u) => isBrokerUrl(u) || isHttpUrl(u), { message: 'must be a broker URL such as mqtt://127.0.0.1:1883 (or, with HTTP ingest, http://127.0.0.1:8080)' }),
+    /**
+     * 'mqtt': one MQTT connection per station. 'http': each station posts to the platform's
+     * HTTP ingest (`POST <url>/api/ingest/<id>?topic=`) with its token; no commands reach it.
+     */
+    transport: z.enum(['mqtt', 'http']).default('mqtt'),
+    /** HTTP ingest: requests in flight at once across the fleet (per thread); keep-alive connections are reused. */
+    httpConcurrency: z.int().min(1).max(10_000).default(64),
     /** Number of stations, one MQTT connection each. */
     stations: z.int().min(1).max(MAX_STATION_NUMBER),
     /** Target messages per second across the whole fleet. */
@@ -109,6 +122,37 @@ const schema = z
     message: "must be the phases' total duration when there are phases",
     path: ['durationMs'],
   })
+  .refine((o) => o.transport === 'http' || isBrokerUrl(o.url), {
+    message: "must be a broker URL such as mqtt://127.0.0.1:1883 (an http:// API URL is for transport 'http')",
+    path: ['url'],
+  })
+  .refine((o) => o.transport !== 'http' || isHttpUrl(o.url), {
+    message: "must be the platform's API URL such as http://127.0.0.1:8080 with transport 'http'",
+    path: ['url'],
+  })
+  .refine((o) => o.transport !== 'http' || o.qos === 1, {
+    message: "must be 1 with HTTP ingest (a post is acknowledged by its 200, as QoS 1 by its PUBACK)",
+    path: ['qos'],
+  })
+  .refine((o) => o.transport !== 'http' || (o.username === undefined && o.password === undefined), {
+    message: 'cannot be used with HTTP ingest: each station posts with its own token (credentials), or anonymously',
+    path: ['username'],
+  })
+  .refine((o) => o.transport !== 'http' || o.reconnectDelayMs === 0, {
+    message: 'has no use with HTTP ingest: there is no connection to lose',
+    path: ['reconnectDelayMs'],
+  })
+  .superRefine((o, ctx) => {
+    if (o.transport !== 'http') return;
+    for (const [i, p] of (o.phases ?? []).entries()) {
+      if (!HTTP_REFUSED_PHASES.includes(p.kind)) continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: ['phases', i, 'kind'],
+        message: `cannot run over HTTP ingest: phase '${p.name ?? p.kind}' (${p.kind}) drops and reopens connections, and an HTTP station has none (use an outage to stop stations posting)`,
+      });
+    }
+  })
   .refine((o) => o.first + o.stations - 1 <= MAX_STATION_NUMBER, {
     message: `first + stations - 1 must be at most ${MAX_STATION_NUMBER} (station numbers have 5 digits)`,
     path: ['stations'],
@@ -181,6 +225,15 @@ function isBrokerUrl(text: string): boolean {
   try {
     const parsed = new URL(text);
     return ['mqtt:', 'mqtts:', 'tcp:', 'ssl:', 'ws:', 'wss:'].includes(parsed.protocol) && parsed.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const parsed = new URL(text);
+    return (parsed.protocol === 'http:' || parsed.protocol === 'https:') && parsed.hostname !== '';
   } catch {
     return false;
   }

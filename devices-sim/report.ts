@@ -16,6 +16,12 @@ export interface SimErrorsByKind {
    * are missing from the report (only with threads).
    */
   worker?: number;
+  /**
+   * HTTP ingest: posts the platform refused with a 4xx other than 429 (401 wrong token,
+   * 403 topic, 413 size, 400 topic): not kept. By status in `refused.http`. Only with
+   * transport 'http'. (5xx and network failures are `publish`.)
+   */
+  refused?: number;
 }
 
 /** The delivery report of one run; printed by `voltline sim` as its last line. */
@@ -135,6 +141,12 @@ export interface SimRefusals {
   connect: Record<string, number>;
   reconnect: Record<string, number>;
   badLogins: Record<string, number>;
+  /**
+   * HTTP ingest (transport 'http'): answers other than 200 by status, e.g. '401', '403',
+   * '413', '429' (a 429 is waited out as its Retry-After says and posted again: counted
+   * here, not lost and not an error), '503'.
+   */
+  http?: Record<string, number>;
 }
 
 /** MQTT 3.1.1 CONNACK return codes. */

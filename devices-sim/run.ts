@@ -1,9 +1,10 @@
 import type { MqttClient } from 'mqtt';
 import { systemClock, type Clock } from '../lib/clock.ts';
-import { errorMessage } from '../lib/errors.ts';
+import { VoltlineError, errorMessage } from '../lib/errors.ts';
 import { connectStation, forEachBounded } from './connect.ts';
 import { FleetGrowth, GrowingPlan, type Joiner, type TargetPlan } from './growth.ts';
 import { LatencyHistogram } from './histogram.ts';
+import { HttpStation, IngestGate, IngestRefusal, postIngest } from './http-ingest.ts';
 import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from './options.ts';
 import { Outbox, type OutboxMessage } from './outbox.ts';
 import { malformedMessage, newPhaseReport, pickShare, type SimPhaseReport } from './phases.ts';
@@ -48,6 +49,9 @@ export interface SimHooks {
   onJoin?: (stationId: string, simulatedMs: number) => void;
 }
 
+/** A station's link: its MQTT connection, or its HTTP ingest poster (transport 'http'). */
+type Client = MqttClient | HttpStation;
+
 /** One station that connected (at least once). */
 interface Conn {
   readonly station: Station;
@@ -57,7 +61,7 @@ interface Conn {
   /** Its outgoing messages, bounded; held while it is disconnected. */
   readonly outbox: Outbox;
   /** The current connection; undefined while disconnected. */
-  client: MqttClient | undefined;
+  client: Client | undefined;
   inflight: number;
   /** In the publishing rotation (a disconnected station waiting to reconnect stays in it). */
   live: boolean;
@@ -123,9 +127,14 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const histogram = hooks.histogram ?? new LatencyHistogram();
   // Latency from the intended send time (histogram) and from the actual send (service).
   const timing = new PublishTiming(histogram, hooks.serviceHistogram);
-  const refused: SimRefusals = { connect: {}, reconnect: {}, badLogins: {} };
+  const http = config.transport === 'http';
+  const httpRefused: Record<string, number> = {};
+  const refused: SimRefusals = { connect: {}, reconnect: {}, badLogins: {}, ...(http ? { http: httpRefused } : {}) };
   const disconnectsByCause: Record<string, number> = {};
-  const errorsByKind: SimErrorsByKind = { connect: 0, publish: 0, timeout: 0, connectionLost: 0 };
+  const errorsByKind: SimErrorsByKind = { connect: 0, publish: 0, timeout: 0, connectionLost: 0, ...(http ? { refused: 0 } : {}) };
+  // HTTP ingest: the fleet's requests in flight at once, bounded (keep-alive connections are reused).
+  const ingestBase = config.url.replace(/\/+$/, '');
+  const gate = new IngestGate(config.httpConcurrency);
   const samples = new Map<string, string>();
   const conns: Conn[] = [];
   let live: Conn[] = [];
@@ -174,7 +183,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const rng = createPrng(deriveSeed(config.seed, 'scenario'));
   const infoOf = new WeakMap<OutboxMessage, MsgInfo>();
   /** Connections a phase closed: their failed publishes are resent, not errors. */
-  const droppedClients = new WeakSet<MqttClient>();
+  const droppedClients = new WeakSet<Client>();
   let skewed = new Set<Conn>();
   const badLogins = new Set<Promise<void>>();
   const phaseTimers = new Set<NodeJS.Timeout>();
@@ -195,7 +204,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     if (samples.size < MAX_ERROR_SAMPLES && !samples.has(key)) samples.set(key, `${kind}: ${id}: ${message}`);
   };
   const totalErrors = (): number =>
-    errorsByKind.connect + errorsByKind.publish + errorsByKind.timeout + errorsByKind.connectionLost;
+    errorsByKind.connect + errorsByKind.publish + errorsByKind.timeout + errorsByKind.connectionLost + (errorsByKind.refused ?? 0);
 
   // Progress: sent per interval, plus totals.
   let lastSent = 0;
@@ -227,7 +236,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   };
   const progressTimer = hooks.onProgress === undefined ? undefined : setInterval(progress, config.progressIntervalMs);
 
-  const onSettled = (conn: Conn, msg: OutboxMessage, telemetry: boolean, startedAt: number, err: Error | undefined, client?: MqttClient): void => {
+  const onSettled = (conn: Conn, msg: OutboxMessage, telemetry: boolean, startedAt: number, err: Error | undefined, client?: Client): void => {
     if (conn.abandoned) return;
     conn.inflight--;
     inflight--;
@@ -243,8 +252,16 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       const counts = malformedOf(during, info.malformed);
       if (err) counts.failed++;
       else counts.acked++;
+      if (err !== undefined) countHttpStatus(err);
+    } else if (err instanceof IngestRefusal) {
+      // HTTP ingest refused it (401, 403, 413, …): not kept, counted by status.
+      errorsByKind.refused = (errorsByKind.refused ?? 0) + 1;
+      countHttpStatus(err);
+      if (during !== undefined) during.errors++;
+      noteError('publish', conn.station.id, err);
     } else if (err) {
       errorsByKind.publish++;
+      countHttpStatus(err);
       if (during !== undefined) during.errors++;
       noteError('publish', conn.station.id, err);
     } else if (telemetry) {
@@ -260,6 +277,12 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     if (inflight === 0) onIdle?.();
   };
 
+  /** HTTP ingest: an answer other than 200 (a refusal or a 5xx), by status. */
+  const countHttpStatus = (err: Error): void => {
+    const status = err instanceof VoltlineError ? err.context['status'] : undefined;
+    if (http && typeof status === 'number') addCount(httpRefused, String(status));
+  };
+
   /** Sends what the station's outbox holds, oldest first, while its connection has room. */
   const pump = (conn: Conn): void => {
     const client = conn.client;
@@ -270,7 +293,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     for (const msg of conn.outbox.take(room - again.length)) publish(conn, client, msg);
   };
 
-  const publish = (conn: Conn, client: MqttClient, msg: OutboxMessage): void => {
+  const publish = (conn: Conn, client: Client, msg: OutboxMessage): void => {
     let info = infoOf.get(msg);
     if (info === undefined && phaseReports !== undefined) {
       info = { phase: Math.max(0, current) };
@@ -320,6 +343,28 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const badLogin = (conn: Conn, report: SimPhaseReport): void => {
     const counts = malformedOf(report, 'wrong-credentials');
     counts.sent++;
+    if (http) {
+      // A post as the station with a wrong token, beside its own posts.
+      const id = conn.station.id;
+      const attempt: Promise<void> = gate
+        .run(() => postIngest(ingestBase, id, conn.telemetryTopic, '{}', `wrong-${config.seed}`, AbortSignal.timeout(config.connectTimeoutMs)))
+        .then(
+          (answer) => {
+            if (answer.kind === 'accepted') counts.acked++;
+            else {
+              counts.failed++;
+              addCount(report.refused, answer.kind === 'refused' ? `http ${answer.status}` : 'http 429');
+            }
+          },
+          () => {
+            counts.failed++;
+            addCount(report.refused, 'closed or timed out');
+          },
+        )
+        .finally(() => badLogins.delete(attempt));
+      badLogins.add(attempt);
+      return;
+    }
     const attempt: Promise<void> = connectStation({
       url: config.url,
       clientId: `${conn.station.id}.bad`,
@@ -398,8 +443,18 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     pump(conn);
   };
 
-  /** Opens the station's connection and subscribes it to its commands. */
-  const open = async (id: string): Promise<{ client: MqttClient; refused: boolean }> => {
+  /** Opens the station's connection and subscribes it to its commands (HTTP ingest: nothing to open, no commands). */
+  const open = async (id: string): Promise<{ client: Client; refused: boolean }> => {
+    if (http) {
+      const client = new HttpStation({
+        base: ingestBase,
+        stationId: id,
+        token: config.credentials?.[id],
+        gate,
+        onRetryLater: () => addCount(httpRefused, '429'),
+      });
+      return { client, refused: false };
+    }
     const client = await connectStation({
       url: config.url,
       clientId: id,
@@ -415,8 +470,10 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     }
   };
 
-  const attach = (conn: Conn, client: MqttClient): void => {
+  const attach = (conn: Conn, client: Client): void => {
     conn.client = client;
+    // HTTP ingest: no connection to lose, no commands.
+    if (client instanceof HttpStation) return;
     client.on('error', (err) => {
       conn.lastError = err;
       noteError('connectionLost', conn.station.id, err);
@@ -429,7 +486,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     });
   };
 
-  const onLost = (conn: Conn, client: MqttClient): void => {
+  const onLost = (conn: Conn, client: Client): void => {
     if (conn.closing || !conn.live) return;
     errorsByKind.connectionLost++;
     addCount(disconnectsByCause, disconnectCause(conn.lastError));
@@ -498,8 +555,10 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     conn.client = undefined;
     conn.droppedBy = report;
     conn.outbox.disconnected();
-    // Its in-flight publishes fail now and go to conn.retry (onSettled).
-    client.end(true);
+    // Its in-flight publishes fail now and go to conn.retry (onSettled). An HTTP station
+    // stops posting; its posts in flight finish (a failed one goes to conn.retry).
+    if (client instanceof HttpStation) client.stop();
+    else client.end(true);
     if (conn.reconnectTimer !== undefined) clearTimeout(conn.reconnectTimer);
     conn.reconnectTimer = setTimeout(() => void reconnect(conn, after), downMs);
   };
@@ -552,7 +611,7 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     if (growth !== undefined && report !== undefined) report.connected = live.filter((c) => c.client !== undefined).length;
   };
 
-  const newConn = (id: string, client: MqttClient): Conn => {
+  const newConn = (id: string, client: Client): Conn => {
     const conn: Conn = {
       station: new Station({ id, seed: config.seed }),
       telemetryTopic: `stations/${id}/telemetry`,

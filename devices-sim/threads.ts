@@ -427,6 +427,7 @@ export function mergeReports(config: SimConfig, outcomes: readonly SliceOutcome[
     addCounts(r.refused.connect, o.refused.connect);
     addCounts(r.refused.reconnect, o.refused.reconnect);
     addCounts(r.refused.badLogins, o.refused.badLogins);
+    if (o.refused.http !== undefined) addCounts((r.refused.http ??= {}), o.refused.http);
     r.disconnects.lost += o.disconnects.lost;
     r.disconnects.byPhases += o.disconnects.byPhases;
     addCounts(r.disconnects.byCause, o.disconnects.byCause);
