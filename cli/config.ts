@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { DEFAULT_BROKER_LIMITS, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy, trustedProxies } from '../ingest/index.ts';
+import { DEFAULT_BROKER_LIMITS, DEFAULT_EXTERNAL_CLIENT_ID, DEFAULT_EXTERNAL_TOPICS, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SHARE_GROUP, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy, trustedProxies } from '../ingest/index.ts';
 
 export const PlatformConfigSchema = z
   .object({
@@ -106,11 +106,11 @@ export const PlatformConfigSchema = z
     /** Voltline's username at the external broker (default: from the URL, else none). */
     brokerUsername: z.string().min(1).optional(),
     /** Voltline's MQTT client id at the external broker: its persistent session is kept under it. */
-    brokerClientId: z.string().min(1).max(256).default('voltline'),
+    brokerClientId: z.string().min(1).max(256).default(DEFAULT_EXTERNAL_CLIENT_ID),
     /** The shared-subscription group (`$share/<group>/…`): instances in one group share the traffic. */
-    brokerShareGroup: z.string().regex(/^[^/+#$]+$/, { error: "a group name without '/', '+', '#' or '$'" }).default('voltline'),
+    brokerShareGroup: z.string().regex(/^[^/+#$]+$/, { error: "a group name without '/', '+', '#' or '$'" }).default(DEFAULT_SHARE_GROUP),
     /** Topic filters read from the external broker; the device id's level must be '+'. */
-    brokerTopics: z.array(z.string().min(1)).min(1).max(64).default(['stations/+/telemetry', 'stations/+/events']),
+    brokerTopics: z.array(z.string().min(1)).min(1).max(64).default([...DEFAULT_EXTERNAL_TOPICS]),
     /** The longest time limit a function may declare. */
     maxFunctionTimeoutMs: z.number().int().min(1).default(30_000),
     /** The most memory a function may declare. */
