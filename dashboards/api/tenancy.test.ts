@@ -16,6 +16,7 @@ import { DeviceRegistry, openEmbeddedStore, openLocalTriggerLog, parseQuery } fr
 import { bundleFunction, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler } from '../../functions-runtime/index.ts';
 import { OperatorTokens } from './operators.ts';
 import { startApi, type RunningApi } from './server.ts';
+import { readAnswer, type HttpAnswer } from '../../test/support/platform-process.ts';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'functions-runtime', 'testing', 'fixtures');
 const TIME = 1_700_000_000_000;
@@ -31,25 +32,13 @@ const t: Record<'admin' | 'read' | 'aAdmin' | 'aRead' | 'bAdmin', string> = { ad
 let helloCode: string;
 let hookCode: string;
 
-interface Answer {
-  readonly status: number;
-  readonly json: Record<string, unknown> | undefined;
-}
-
-async function call(method: string, route: string, token: string | undefined, body?: unknown): Promise<Answer> {
+async function call(method: string, route: string, token: string | undefined, body?: unknown): Promise<HttpAnswer> {
   const response = await fetch(`${api.url}${route}`, {
     method,
     headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'text/csv' : 'application/json' }) },
     ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   });
-  const text = await response.text();
-  let json: Record<string, unknown> | undefined;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, json };
+  return readAnswer(response);
 }
 
 async function failures(): Promise<Record<string, number>> {
@@ -59,7 +48,7 @@ async function failures(): Promise<Record<string, number>> {
   return out;
 }
 
-const names = (answer: Answer, key: string, field = 'id') => ((answer.json?.[key] ?? []) as Array<Record<string, unknown>>).map((o) => o[field]);
+const names = (answer: HttpAnswer, key: string, field = 'id') => ((answer.json?.[key] ?? []) as Array<Record<string, unknown>>).map((o) => o[field]);
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'voltline-api-tenancy-'));
@@ -220,7 +209,7 @@ describe('operator tokens on the API', () => {
 
   it("keeps a tenant's data and dead letters to it", async () => {
     const query = (token: string, tenant = '') => call('GET', `/api/query?measurement=reading&field=v&from=${TIME}&to=${TIME}${tenant}`, token);
-    const value = (answer: Answer) => (answer.json?.['series'] as Array<{ points: Array<[number, unknown]> }> | undefined)?.[0]?.points[0]?.[1];
+    const value = (answer: HttpAnswer) => (answer.json?.['series'] as Array<{ points: Array<[number, unknown]> }> | undefined)?.[0]?.points[0]?.[1];
     expect(value(await query(t.aRead))).toBe(1);
     expect(value(await query(t.aRead, '&tenant=a'))).toBe(1);
     expect((await query(t.aRead, '&tenant=b')).status).toBe(403);

@@ -12,8 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
-import { eventually, getJson, postJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, eventually, getJson, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 const DEVICES = 12;
 const PER_DEVICE = 50;
@@ -95,8 +94,7 @@ describe('autoscaling, live', () => {
     // Anonymous devices on their own topics (busy/<id>/in): not what this test is about.
     platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--config', configFile, '--stable-window', '5s']);
     const api = platform.apiUrl;
-    const file = path.join(ROOT, 'functions-runtime/testing/fixtures/busy.ts');
-    await postJson(`${api}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
+    await deployFunctionFile(api, 'functions-runtime/testing/fixtures/busy.ts');
     const initial = await getJson<WorkersResponse>(`${api}/api/workers`);
     expect(initial.fleet).toMatchObject({ min: 1, max: 3, desired: 1 });
     expect(initial.workers).toHaveLength(1);

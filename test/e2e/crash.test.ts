@@ -2,11 +2,9 @@
  * The promise the platform is built on: a message acknowledged with PUBACK is stored,
  * even when the platform is killed with SIGKILL right after acknowledging it.
  */
-import path from 'node:path';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
-import { eventually, getJson, postJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, eventually, getJson, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 import { telemetry } from '../support/station.ts';
 
 const STATIONS = 10;
@@ -30,8 +28,7 @@ describe('kill -9 after PUBACK', () => {
     data = await tempDir('crash');
     // Anonymous stations (st-0000N on their own topics): device identity is not what this test is about.
     platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
-    const file = path.join(ROOT, 'functions/station-telemetry.ts');
-    await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
+    await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
 
     // Ten stations publish as fast as PUBACKs come back; remember every acknowledged one.
     const acked = new Set<string>();

@@ -3,10 +3,8 @@
  * through the trigger log into the store, and after a stop and a restart it catches up
  * once for the seconds it was down.
  */
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
-import { eventually, getJson, postJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, eventually, getJson, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 interface QueryResult {
   series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
@@ -32,8 +30,7 @@ async function points(apiUrl: string): Promise<Array<[number, number]>> {
 describe('a cron function under voltline up', () => {
   it('fires every second, and catches up once after a restart', async () => {
     platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
-    const file = path.join(ROOT, 'test/fixtures/every-second.ts');
-    await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
+    await deployFunctionFile(platform.apiUrl, 'test/fixtures/every-second.ts');
     const first = platform;
     const before = await eventually(async () => {
       const p = await points(first.apiUrl);

@@ -10,9 +10,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
 import { startMosquitto, type RunningMosquitto } from '../support/mosquitto.ts';
-import { eventually, getJson, postJson, ROOT, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, eventually, getJson, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 import { telemetry } from '../support/station.ts';
 
 const STATIONS = 5;
@@ -73,8 +72,7 @@ describe('voltline up --broker (real Mosquitto)', () => {
     expect(exported.stdout).toContain('kept from an earlier export');
     mosquitto.reload();
 
-    const fn = path.join(ROOT, 'functions/station-telemetry.ts');
-    await postJson(`${api}/api/functions`, { code: (await bundleFunction(fn)).code, source: fn });
+    await deployFunctionFile(api, 'functions/station-telemetry.ts');
     const tokens = JSON.parse(await readFile(tokensFile, 'utf8')) as Array<{ id: string; token: string }>;
     const tokenOf = (id: string) => tokens.find((t) => t.id === id)?.token ?? '';
 

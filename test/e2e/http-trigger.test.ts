@@ -7,27 +7,13 @@
  */
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, startPlatformProcess, tempDir, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
+import { getJson, readAnswer, startPlatformProcess, tempDir, type HttpAnswer, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
 
 const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: Record<string, unknown> | undefined;
-}
-
-async function call(method: string, route: string, body?: string | Uint8Array, headers: Record<string, string> = {}): Promise<Answer> {
+async function call(method: string, route: string, body?: string | Uint8Array, headers: Record<string, string> = {}): Promise<HttpAnswer> {
   const response = await fetch(`${platform.apiUrl}${route}`, { method, headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers }, ...(body === undefined ? {} : { body }) });
-  const text = await response.text();
-  let json: Record<string, unknown> | undefined;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, headers: response.headers, text, json };
+  return readAnswer(response);
 }
 
 const HOOK = '/fn/hooks/station-alarm';

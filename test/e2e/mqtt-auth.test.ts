@@ -12,7 +12,7 @@ import path from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleFunction } from '../../functions-runtime/index.ts';
-import { eventually, getJson, postJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { eventually, getJson, lastJsonLine, postJson, ROOT, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 import { telemetry } from '../support/station.ts';
 
 let platform: PlatformProcess;
@@ -87,7 +87,7 @@ function voltline(args: string[]): Promise<{ code: number | null; stdout: string
 }
 
 function simReport(stdout: string): { sent: number; acked: number; errors: number; connected: number } {
-  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { sent: number; acked: number; errors: number; connected: number };
+  return lastJsonLine<{ sent: number; acked: number; errors: number; connected: number }>(stdout);
 }
 
 async function deploy(file: string, tenant?: string): Promise<void> {

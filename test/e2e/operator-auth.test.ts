@@ -11,25 +11,18 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, eventually, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { bearer, eventually, readAnswer, runVoltline, startPlatformProcess, tempDir, type HttpAnswer, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess;
 let data: { dir: string; remove: () => Promise<void> };
 
-async function call(method: string, route: string, token?: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> | undefined; text: string }> {
+async function call(method: string, route: string, token?: string, body?: unknown): Promise<HttpAnswer> {
   const response = await fetch(`${platform.apiUrl}${route}`, {
     method,
     headers: { ...bearer(token), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
-  const text = await response.text();
-  let json: Record<string, unknown> | undefined;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, json, text };
+  return readAnswer(response);
 }
 
 async function failures(token: string): Promise<Record<string, number>> {

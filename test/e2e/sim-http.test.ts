@@ -7,8 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
-import { postJson, ROOT, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, lastJsonLine, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess | undefined;
 let data: { dir: string; remove: () => Promise<void> } | undefined;
@@ -29,11 +28,6 @@ interface Report {
   verify?: { acked: number; stored: number; missing: number; duplicates: number };
 }
 
-/** The JSON report: the last line of stdout. */
-function reportOf(stdout: string): Report {
-  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Report;
-}
-
 async function receivedOverHttp(apiUrl: string): Promise<number> {
   const text = await (await fetch(`${apiUrl}/metrics`)).text();
   return Number(/^voltline_messages_received_total\{source="http-ingest"\} (\d+)/m.exec(text)?.[1] ?? 0);
@@ -44,14 +38,13 @@ describe('voltline sim --transport http', () => {
     data = await tempDir('sim-http');
     // Devices must authenticate (no --allow-anonymous): the provisioned tokens are what let them in.
     platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth']);
-    const file = path.join(ROOT, 'functions/station-telemetry.ts');
-    await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
+    await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
     const run = await runVoltline([
       'sim', '--transport', 'http', '--provision', '--api', platform.apiUrl,
       '--stations', '5', '--rate', '50', '--duration', '2s', '--verify', '--verify-timeout', '30s',
     ]);
     expect(run.code, run.stdout + run.stderr).toBe(0);
-    const report = reportOf(run.stdout);
+    const report = lastJsonLine<Report>(run.stdout);
     expect(report.sent).toBeGreaterThan(50);
     expect(report.acked).toBe(report.sent);
     expect(report.errors).toBe(0);
@@ -68,7 +61,7 @@ describe('voltline sim --transport http', () => {
     await writeFile(tokens, JSON.stringify({ 'st-00001': 'not-the-token', 'st-00002': 'not-the-token' }));
     const run = await runVoltline(['sim', '--transport', 'http', '--ingest-url', platform.apiUrl, '--token-file', tokens, '--stations', '2', '--rate', '20', '--duration', '1s', '--json']);
     expect(run.code, run.stdout + run.stderr).toBe(1);
-    const report = reportOf(run.stdout);
+    const report = lastJsonLine<Report>(run.stdout);
     expect(report.sent).toBeGreaterThan(0);
     expect(report.acked).toBe(0);
     // Every post (telemetry and events) was refused with 401, and nothing else happened.

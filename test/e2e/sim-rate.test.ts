@@ -25,8 +25,7 @@
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
-import { postJson, ROOT, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, lastJsonLine, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess | undefined;
 let data: { dir: string; remove: () => Promise<void> } | undefined;
@@ -34,8 +33,7 @@ let data: { dir: string; remove: () => Promise<void> } | undefined;
 beforeAll(async () => {
   data = await tempDir('sim-rate');
   platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--allow-anonymous']);
-  const file = path.join(ROOT, 'functions/station-telemetry.ts');
-  await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
+  await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
 }, 60_000);
 
 afterAll(async () => {
@@ -59,7 +57,7 @@ interface RateReport {
 async function simulate(rate: number, stations: number, prefix: string): Promise<RateReport> {
   if (platform === undefined) throw new Error('the platform did not start');
   const run = await runVoltline(['sim', '--url', platform.mqttUrl, '--stations', String(stations), '--rate', String(rate), '--duration', '6s', '--prefix', prefix, '--drain-timeout', '30s']);
-  const report = JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as RateReport;
+  const report = lastJsonLine<RateReport>(run.stdout);
   expect(report.connected, run.stdout + run.stderr).toBe(stations);
   return report;
 }

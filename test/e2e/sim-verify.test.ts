@@ -9,9 +9,8 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bundleFunction } from '../../functions-runtime/index.ts';
 import { freePort } from '../support/mosquitto.ts';
-import { eventually, postJson, ROOT, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, eventually, lastJsonLine, ROOT, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess | undefined;
 let data: { dir: string; remove: () => Promise<void> } | undefined;
@@ -29,16 +28,6 @@ interface Verdict {
   verify: { acked: number; stored: number; missing: number; duplicates: number };
 }
 
-/** The JSON report: the last line of stdout. */
-function reportOf(stdout: string): Verdict {
-  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Verdict;
-}
-
-async function deploy(apiUrl: string, fixture: string): Promise<void> {
-  const file = path.join(ROOT, fixture);
-  await postJson(`${apiUrl}/api/functions`, { code: (await bundleFunction(file)).code, source: file });
-}
-
 async function received(apiUrl: string): Promise<number> {
   const text = await (await fetch(`${apiUrl}/metrics`)).text();
   return Number(/^voltline_messages_received_total\{source="mqtt"\} (\d+)/m.exec(text)?.[1] ?? 0);
@@ -48,10 +37,10 @@ describe('voltline sim --verify', () => {
   it('finds every acknowledged message stored on a platform that keeps its promise', async () => {
     data = await tempDir('verify-ok');
     platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--allow-anonymous']);
-    await deploy(platform.apiUrl, 'functions/station-telemetry.ts');
+    await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
     const run = await runVoltline(['sim', '--url', platform.mqttUrl, '--stations', '5', '--rate', '100', '--duration', '2s', '--verify', '--api', platform.apiUrl, '--verify-timeout', '30s']);
     expect(run.code, run.stdout + run.stderr).toBe(0);
-    const report = reportOf(run.stdout);
+    const report = lastJsonLine<Verdict>(run.stdout);
     expect(report.acked).toBeGreaterThan(100);
     expect(report.verify).toMatchObject({ acked: report.acked, stored: report.acked, missing: 0, duplicates: 0 });
     expect(run.stdout).toContain(`verify: ${report.acked} of ${report.acked} acknowledged messages stored, missing 0`);
@@ -65,7 +54,7 @@ describe('voltline sim --verify', () => {
     const args = ['--no-api-auth', '--allow-anonymous', '--http-port', httpPort, '--workers', '1'];
     platform = await startPlatformProcess(dataDir, args);
     // Slow on purpose: most acknowledged messages are still in the trigger log at the kill.
-    await deploy(platform.apiUrl, 'test/fixtures/slow-station.ts');
+    await deployFunctionFile(platform.apiUrl, 'test/fixtures/slow-station.ts');
     const apiUrl = platform.apiUrl;
     const sim = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), 'sim', '--url', platform.mqttUrl, '--stations', '4', '--rate', '200', '--duration', '1s', '--verify', '--api', apiUrl, '--verify-timeout', '15s'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -79,7 +68,7 @@ describe('voltline sim --verify', () => {
     platform = await startPlatformProcess(dataDir, args);
     const code = await exited;
     expect(code, stdout).toBe(1);
-    const report = reportOf(stdout);
+    const report = lastJsonLine<Verdict>(stdout);
     expect(report.verify.missing).toBeGreaterThan(0);
     expect(report.verify.stored + report.verify.missing).toBe(report.acked);
     expect(stdout).toContain('MISSING (acknowledged, not stored)');

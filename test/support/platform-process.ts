@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bundleFunction } from '../../functions-runtime/index.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -108,6 +109,39 @@ export async function postJson<T>(url: string, body: unknown, token?: string): P
   const response = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...bearer(token) } });
   if (!response.ok) throw new Error(`POST ${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
+}
+
+/** An HTTP answer read whole: its status, headers, text, and the text as JSON when it is JSON. */
+export interface HttpAnswer {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly text: string;
+  readonly json: Record<string, unknown> | undefined;
+}
+
+export async function readAnswer(response: Response): Promise<HttpAnswer> {
+  const text = await response.text();
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
+
+/**
+ * Bundles a function file (a path from the project root, e.g. 'functions/station-telemetry.ts')
+ * and deploys it through `POST /api/functions`, with `source` the file's absolute path.
+ */
+export async function deployFunctionFile(apiUrl: string, file: string, token?: string): Promise<void> {
+  const source = path.resolve(ROOT, file);
+  await postJson(`${apiUrl}/api/functions`, { code: (await bundleFunction(source)).code, source }, token);
+}
+
+/** The JSON report a command prints as its last line (`voltline sim`). */
+export function lastJsonLine<T>(stdout: string): T {
+  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as T;
 }
 
 /** What a `voltline` command printed, and its exit code. */
