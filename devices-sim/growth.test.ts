@@ -10,7 +10,7 @@ import { resolveSimOptions, type SimOptions } from './options.ts';
 import { runSimulation } from './run.ts';
 import { parseScenario, RatePlan, scenarioOptions } from './scenario.ts';
 import type { Telemetry } from './station.ts';
-import { startTestBroker, type TestBroker } from './testing.ts';
+import { startTestBroker, until, type TestBroker } from './testing.ts';
 import { runThreaded, sliceOptions } from './threads.ts';
 
 let broker: TestBroker | undefined;
@@ -22,11 +22,6 @@ afterEach(async () => {
   await broker?.close();
   broker = undefined;
 });
-
-async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-}
 
 /** 4 stations, each every 100 ms (40 msg/s); from 300 ms, 8 more join over 600 ms (one every 75 ms); 1.5 s in 3 phases. */
 const GROWING = `name: grow

@@ -2,7 +2,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runSimulation } from './run.ts';
 import type { StationEvent, Telemetry } from './station.ts';
-import { closedPort, startTestBroker, telemetryProblems, type TestBroker } from './testing.ts';
+import { closedPort, startTestBroker, telemetryProblems, until, type TestBroker } from './testing.ts';
 
 let broker: TestBroker | undefined;
 let subscriber: MqttClient | undefined;
@@ -13,11 +13,6 @@ afterEach(async () => {
   await broker?.close();
   broker = undefined;
 });
-
-async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-}
 
 describe('runSimulation', () => {
   it('publishes at the target rate, every message acknowledged and delivered in order', async () => {
@@ -161,12 +156,7 @@ describe('runSimulation', () => {
     // Dropped once 25 messages are in (not at a wall-clock instant: under load, connecting
     // alone can take that long).
     let published = 0;
-    const connects = new Map<string, number[]>();
     broker = await startTestBroker({
-      preConnect: (_client, packet, done) => {
-        connects.set(packet.clientId, [...(connects.get(packet.clientId) ?? []), Date.now()]);
-        done(null, true);
-      },
       authorizePublish: (client, packet, done) => {
         // Telemetry only: `sent` counts telemetry, and an event comes when the simulated hour brings one.
         if (client !== null && packet.topic.endsWith('/telemetry') && ++published === 25) setImmediate(() => broker?.dropClients());

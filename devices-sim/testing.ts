@@ -70,3 +70,8 @@ export function telemetryProblems(msg: Telemetry, topicStationId: string): strin
   return problems;
 }
 
+/** Waits until `condition` holds or `timeoutMs` has passed (then returns; the test's assertions say what is missing). */
+export async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
