@@ -127,6 +127,14 @@ readFrames(
 // The scheduler closing our stdin means it is stopping or gone: finish what was received
 // (each batch is bounded by its time limits) and stop rather than linger as an orphan.
 process.stdin.on('end', shutdown);
+// The platform owns this process's life: it asks it to stop (a shutdown frame, or closing
+// stdin above) or kills it (SIGKILL). Ctrl-C in a terminal, and a service manager stopping
+// the whole process group, send SIGINT/SIGTERM to every process of the group, workers
+// included; dying of them would lose the batches in hand and have the scheduler start
+// replacements while the platform stops. The platform gets the same signal and stops its
+// workers in order.
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => undefined);
 
 const heartbeat = setInterval(() => {
   send({ t: 'heartbeat', rssBytes: process.memoryUsage.rss(), inFlight });

@@ -66,11 +66,16 @@ describe('npm start', () => {
     expect(registered.devices.map((d) => d.id)).toEqual(Array.from({ length: 50 }, (_, i) => `st-${String(i + 1).padStart(5, '0')}`));
     expect(output).not.toContain('MQTT connection refused');
 
+    const beforeCtrlC = output.length;
     process.kill(-pgid, 'SIGINT');
     const code = await exited;
     // npm itself may report the interrupted script; the platform must have stopped cleanly.
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(output).toMatch(/Stopped\./);
+    // Ctrl-C reaches every process of the terminal's group, the workers too: they must leave
+    // their shutdown to the platform, not die at once and be replaced while it stops.
+    expect(output.slice(beforeCtrlC), 'a worker died of the Ctrl-C').not.toContain('worker lost');
+    expect(output.slice(beforeCtrlC)).not.toContain('worker ready');
     expect(groupMembers(pgid), `processes left behind; output:\n${output}`).toEqual([]);
     expect([0, 130, null]).toContain(code);
   }, 60_000);
