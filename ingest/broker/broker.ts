@@ -216,6 +216,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const registers = [options.metrics];
   // Shared with HTTP ingest (the API may have registered them first).
   const { received, refused, receivedBytes, authFailures, limitsHit } = inputMetrics(options.metrics);
+  // Bound once: counting per message must not hash the label set every time.
+  const receivedMqtt = received.labels({ source: 'mqtt' });
   const connections = new Gauge({ name: 'voltline_mqtt_connections', help: 'Connected MQTT clients', registers });
   const takeovers = new Counter({ name: 'voltline_session_takeovers_total', help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)', registers });
   const proxyRefusals = new Counter({ name: 'voltline_mqtt_proxy_refusals_total', help: 'TCP connections refused before MQTT with --proxy-protocol, by reason (missing: no PROXY header; invalid: a broken one; timeout: none complete in time; untrusted: not from a listed balancer)', labelNames: ['reason'], registers });
@@ -402,7 +404,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
           })
           .then(
             () => {
-              received.inc({ source: 'mqtt' });
+              receivedMqtt.inc();
               receivedBytes.inc(payload.length);
               presence?.published(deviceId, client, payload.length);
               answer(null);

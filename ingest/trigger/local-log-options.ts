@@ -29,6 +29,13 @@ export interface LocalTriggerLogOptions {
    * @example { dir: 'data/trigger', logger, maxGroupDelayMs: 2 }
    */
   readonly maxGroupDelayMs?: number;
+  /**
+   * Bytes of the most recently appended records kept in memory, so that a reader that keeps
+   * up (the router) gets them without reading the file, decoding or checking CRCs again.
+   * A reader further behind reads the segments as before. Default 32 MiB (about 2 s of the
+   * station workload at 25 000 messages/s); 0 turns it off.
+   */
+  readonly tailCacheBytes?: number;
 }
 
 /** Validated, frozen options with defaults applied. */
@@ -41,6 +48,7 @@ export interface LocalTriggerLogConfig {
   /** Half of maxPendingBytes. */
   readonly lowWaterBytes: number;
   readonly maxGroupDelayMs: number;
+  readonly tailCacheBytes: number;
 }
 
 const optionsSchema = z
@@ -53,6 +61,7 @@ const optionsSchema = z
     segmentBytes: z.number().int().min(1024).max(1024 * MIB).default(64 * MIB),
     maxPendingBytes: z.number().int().min(2).default(8 * MIB),
     maxGroupDelayMs: z.number().min(0).max(1000).default(0),
+    tailCacheBytes: z.number().int().min(0).max(4096 * MIB).default(32 * MIB),
   })
   .strict();
 
@@ -83,5 +92,6 @@ export function resolveLocalTriggerLogOptions(options: LocalTriggerLogOptions): 
     maxPendingBytes: config.maxPendingBytes,
     lowWaterBytes: Math.floor(config.maxPendingBytes / 2),
     maxGroupDelayMs: config.maxGroupDelayMs,
+    tailCacheBytes: config.tailCacheBytes,
   });
 }

@@ -13,6 +13,8 @@ import { segmentFileName } from './segments.ts';
 import { contractEvent, expectSameEvent, readAll, triggerLogContract } from './trigger-log.contract.ts';
 
 triggerLogContract('local', (dir) => openLocalTriggerLog({ dir, logger: silentLogger() }));
+// The same contract with every read from the segments (no in-memory tail): both paths hold it.
+triggerLogContract('local, tail cache off', (dir) => openLocalTriggerLog({ dir, logger: silentLogger(), tailCacheBytes: 0 }));
 
 /** A logger whose records the test can assert on. */
 function capturingLogger(): { logger: Logger; records: Record<string, unknown>[] } {

@@ -24,6 +24,7 @@ import { openCommittedFile, type CommittedFile } from './committed-file.ts';
 import { resolveLocalTriggerLogOptions, type LocalTriggerLogConfig, type LocalTriggerLogOptions } from './local-log-options.ts';
 import { LogReader } from './log-reader.ts';
 import { encodeRecord, sealRecord, type EncodedRecord } from './record.ts';
+import { TailCache } from './tail-cache.ts';
 import { recoverSegments } from './recovery.ts';
 import { Segment, segmentFileName, syncDir, writeAll } from './segments.ts';
 import type { LoggedEvent, TriggerEvent, TriggerLog } from './types.ts';
@@ -98,6 +99,7 @@ export async function openLocalTriggerLog(options: LocalTriggerLogOptions): Prom
 }
 
 interface PendingAppend {
+  readonly event: TriggerEvent;
   readonly record: EncodedRecord;
   readonly resolve: (offset: bigint) => void;
   readonly reject: (err: unknown) => void;
@@ -133,6 +135,8 @@ class LocalLog implements LocalTriggerLog {
   #drainListeners: (() => void)[] = [];
   readonly #waiters = new Set<Waiter>();
   readonly #reader: LogReader;
+  /** What the writer made durable last, for readers that keep up (tail-cache.ts). */
+  readonly #tail: TailCache;
   readonly #reads = new Set<Promise<unknown>>();
 
   readonly #committed: CommittedFile;
@@ -157,6 +161,7 @@ class LocalLog implements LocalTriggerLog {
     active.acquire(); // the writer's reference, released on roll
     this.#end = active.end;
     this.#reader = new LogReader(segments, () => this.#end);
+    this.#tail = new TailCache(config.tailCacheBytes);
     this.#committed = committed;
     this.#commitWanted = committed.offset;
   }
@@ -192,7 +197,7 @@ class LocalLog implements LocalTriggerLog {
       return Promise.reject(err);
     }
     const { promise, resolve, reject } = Promise.withResolvers<bigint>();
-    this.#queue.push({ record, resolve, reject });
+    this.#queue.push({ event, record, resolve, reject });
     this.#pendingBytes += record.bytes.length;
     if (this.#pendingBytes > this.#config.maxPendingBytes) this.#overloaded = true;
     this.#writerRun ??= this.#runWriter();
@@ -212,6 +217,9 @@ class LocalLog implements LocalTriggerLog {
     if (!Number.isSafeInteger(max) || max < 1) {
       return Promise.reject(badArgument('VL_TRIGGER_LOG_BAD_READ', 'read', "'max' must be an integer >= 1", max));
     }
+    // Below what retention kept, a read starts at the first kept record (the reader's job).
+    const cached = fromOffset >= (this.#segments[0]?.base ?? 0n) ? this.#tail.read(fromOffset, max) : undefined;
+    if (cached !== undefined) return Promise.resolve(cached);
     const reading = this.#reader.read(fromOffset, max);
     this.#reads.add(reading);
     void reading.then(
@@ -320,13 +328,20 @@ class LocalLog implements LocalTriggerLog {
     this.#appends += group.length;
     this.#syncedBytes += bytes;
     this.#pendingBytes -= bytes;
-    for (let i = 0; i < group.length; i += 1) group[i]?.resolve(first + BigInt(i));
+    for (let i = 0; i < group.length; i += 1) {
+      const pending = group[i];
+      if (pending === undefined) continue;
+      const offset = first + BigInt(i);
+      this.#tail.add(loggedEvent(pending, offset), pending.record.bytes.length);
+      pending.resolve(offset);
+    }
     for (const waiter of this.#waiters) if (this.#end > waiter.fromOffset) waiter.done();
     this.#checkDrain();
   }
 
   #failGroup(group: PendingAppend[], bytes: number, position: number, cause: unknown): void {
     this.#failedGroups += 1;
+    this.#tail.clear();
     this.#pendingBytes -= bytes;
     const context = { segment: this.#active.path, position, events: group.length, bytes };
     this.#log.error({ err: cause, ...context }, 'trigger log: a group write failed; its appends are rejected');
@@ -431,6 +446,15 @@ class LocalLog implements LocalTriggerLog {
     await this.#committed.close();
     this.#log.info({ endOffset: this.#end.toString(), committedOffset: this.#committed.offset.toString() }, 'trigger log closed');
   }
+}
+
+/** The event as read back: its strings as appended, its payload a view into the record written. */
+function loggedEvent(pending: PendingAppend, offset: bigint): LoggedEvent {
+  const { event, record } = pending;
+  const payload = record.bytes.subarray(record.payloadAt, record.bytes.length - 8);
+  return event.tenant === undefined
+    ? { offset, source: event.source, topic: event.topic, deviceId: event.deviceId, payload, receivedAtMs: event.receivedAtMs }
+    : { offset, source: event.source, topic: event.topic, deviceId: event.deviceId, tenant: event.tenant, payload, receivedAtMs: event.receivedAtMs };
 }
 
 function activeHandleOf(segment: Segment): FileHandle {

@@ -55,6 +55,8 @@ export interface EncodedRecord {
   readonly bytes: Buffer;
   /** CRC-32 of the body alone. */
   readonly bodyCrc: number;
+  /** Where the payload starts in `bytes` (it ends 8 bytes before the end, at the offset trailer). */
+  readonly payloadAt: number;
 }
 
 /**
@@ -108,7 +110,7 @@ export function encodeRecord(event: TriggerEvent): EncodedRecord {
   }
   bytes.set(event.payload, at);
   const bodyCrc = crc32(bytes.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + bodyBytes));
-  return { bytes, bodyCrc };
+  return { bytes, bodyCrc, payloadAt: at };
 }
 
 /** Writes the offset trailer and the CRC: the record is then ready for the disk. */
