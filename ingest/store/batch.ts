@@ -1,9 +1,10 @@
 /**
- * Validation of incoming points and dead letters, and the shaping of one transaction's
- * worth of them into staging rows (series + values), deduplicated by key.
+ * Validation of the points and dead letters callers hand to the store (the objects of
+ * `writePoints`/`writeDeadLetters`; encoded points follow point-rules.ts instead), and
+ * the identity of a series.
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import { DEFAULT_TENANT, type DeadLetter, type DeadLetterCode, type FieldValue, type Point } from './types.ts';
+import { DEFAULT_TENANT, type DeadLetter, type DeadLetterCode, type Point } from './types.ts';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -24,41 +25,8 @@ export function isDeadLetterCode(value: string): value is DeadLetterCode {
   return Object.hasOwn(DEAD_LETTER_CODES, value);
 }
 
-/** One distinct series of a batch. */
-export interface BatchSeries {
-  /** Unambiguous (measurement, tags) identity: JSON of the measurement + seriesKey. */
-  readonly identity: string;
-  readonly measurement: string;
-  /** Canonical JSON of the sorted [key, value] tag pairs (with the tenant, see seriesKeyOf). */
-  readonly seriesKey: string;
-  readonly tags: ReadonlyArray<readonly [string, string]>;
-  readonly tenant: string;
-}
-
 /** A tenant name: what the registry accepts, checked again where data is written. */
 export const TENANT_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
-/** One transaction's points as columns, one row per (series, field, time), keys unique. */
-export interface BatchValues {
-  readonly seriesIdx: number[];
-  readonly field: string[];
-  readonly timeMs: bigint[];
-  readonly valueDouble: Array<number | null>;
-  readonly valueString: Array<string | null>;
-  readonly valueBool: Array<boolean | null>;
-}
-
-export interface PointBatch {
-  readonly series: BatchSeries[];
-  /** One row per distinct point key (series, time). */
-  readonly points: { readonly seriesIdx: number[]; readonly timeMs: bigint[] };
-  readonly values: BatchValues;
-  /** Distinct point keys: points after same-key points replaced each other. */
-  readonly pointCount: number;
-  /** Time span of the batch, epoch ms (0 when empty). */
-  readonly minTimeMs: number;
-  readonly maxTimeMs: number;
-}
 
 function invalid(message: string, context: Record<string, unknown>): VoltlineError {
   return new VoltlineError('VL_STORE_WRITE', message, { retriable: false, context });
@@ -157,70 +125,4 @@ export function seriesKeyOf(tags: Readonly<Record<string, string>>, tenant: stri
 /** JSON of the measurement ends at its closing quote: the pair is unambiguous. */
 export function seriesIdentity(measurement: string, seriesKey: string): string {
   return JSON.stringify(measurement) + seriesKey;
-}
-
-interface KeyedPoint {
-  readonly seriesIdx: number;
-  readonly time: number;
-  fields: Readonly<Record<string, FieldValue>>;
-}
-
-/**
- * Shapes the points of one transaction (in call order) into staging columns. Of points
- * with the same (measurement, tags, time) the later one replaces the earlier one, as a
- * later transaction's would: each key appears once.
- */
-export function buildPointBatch(calls: ReadonlyArray<readonly Point[]>): PointBatch {
-  const series: BatchSeries[] = [];
-  const seriesIndex = new Map<string, number>();
-  const keyed: KeyedPoint[] = [];
-  const pointIndex = new Map<string, number>();
-
-  for (const points of calls) {
-    for (const point of points) {
-      const tenant = point.tenant ?? DEFAULT_TENANT;
-      const { key, entries } = seriesKeyOf(point.tags, tenant);
-      const identity = seriesIdentity(point.measurement, key);
-      let seriesIdx = seriesIndex.get(identity);
-      if (seriesIdx === undefined) {
-        seriesIdx = series.length;
-        series.push({ identity, measurement: point.measurement, seriesKey: key, tags: entries, tenant });
-        seriesIndex.set(identity, seriesIdx);
-      }
-      const pointKey = `${seriesIdx}:${point.time}`;
-      const existing = pointIndex.get(pointKey);
-      const previous = existing === undefined ? undefined : keyed[existing];
-      if (previous === undefined) {
-        pointIndex.set(pointKey, keyed.length);
-        keyed.push({ seriesIdx, time: point.time, fields: point.fields });
-      } else {
-        previous.fields = point.fields;
-      }
-    }
-  }
-
-  const points = { seriesIdx: [] as number[], timeMs: [] as bigint[] };
-  const values: BatchValues = { seriesIdx: [], field: [], timeMs: [], valueDouble: [], valueString: [], valueBool: [] };
-  let minTimeMs = Number.POSITIVE_INFINITY;
-  let maxTimeMs = Number.NEGATIVE_INFINITY;
-  for (const point of keyed) {
-    const time = BigInt(point.time);
-    points.seriesIdx.push(point.seriesIdx);
-    points.timeMs.push(time);
-    minTimeMs = Math.min(minTimeMs, point.time);
-    maxTimeMs = Math.max(maxTimeMs, point.time);
-    for (const [field, value] of Object.entries(point.fields)) {
-      values.seriesIdx.push(point.seriesIdx);
-      values.field.push(field);
-      values.timeMs.push(time);
-      values.valueDouble.push(typeof value === 'number' ? value : null);
-      values.valueString.push(typeof value === 'string' ? value : null);
-      values.valueBool.push(typeof value === 'boolean' ? value : null);
-    }
-  }
-  if (keyed.length === 0) {
-    minTimeMs = 0;
-    maxTimeMs = 0;
-  }
-  return { series, points, values, pointCount: keyed.length, minTimeMs, maxTimeMs };
 }

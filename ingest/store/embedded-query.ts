@@ -1,26 +1,46 @@
 /**
- * Reads of the embedded store: points (raw or bucketed) and dead letters. Every user
- * string is a bound parameter; only fixed SQL fragments are concatenated.
+ * Reads of the embedded store, in the store thread, each on a connection of its own:
+ * points (raw or bucketed) from a measurement's wide table, and dead letters. Every user
+ * string is a bound parameter; only fixed SQL fragments and generated identifiers
+ * (`points_<id>`, `c<k>`) are concatenated.
  */
 import { BIGINT, DuckDBBlobValue, DuckDBMapValue, VARCHAR } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
 import { isDeadLetterCode } from './batch.ts';
+import { columnIndexOf, columnName, isFieldKind, pointsTable } from './schema.ts';
+import type { FieldKind } from './schema.ts';
 import { DEFAULT_TENANT, type Aggregate, type DeadLetter, type DeadLetterCode, type DeadLetterQuery, type FieldValue, type QuerySpec, type Series } from './types.ts';
 
 type Params = Record<string, DuckDBValue>;
 type ParamTypes = Record<string, DuckDBType>;
 
+/** A field's value expressions over a points table row `v`: one per kind, NULL when it has no column of that kind. */
+interface FieldColumns {
+  readonly d: string;
+  readonly s: string;
+  readonly b: string;
+  /** True when the row holds a value of the field. */
+  readonly present: string;
+}
+
 /** One aggregate over a bucket's rows as a {d, s, b} struct (double, string, boolean). */
-const AGGREGATE_SQL: Readonly<Record<Aggregate, string>> = {
-  // Ordered so that the sum runs in time order whatever the parallelism: the same data
-  // always gives the same last bit.
-  mean: `{'d': avg(v.value_double ORDER BY v.time_ms), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
-  min: `{'d': min(v.value_double), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
-  max: `{'d': max(v.value_double), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
-  count: `{'d': count(*)::DOUBLE, 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`,
-  // (series, field, time) is unique, so the row at the max time is one row.
-  last: `arg_max({'d': v.value_double, 's': v.value_string, 'b': v.value_bool}, v.time_ms)`,
-};
+function aggregateSql(agg: Aggregate, f: FieldColumns): string {
+  switch (agg) {
+    // Ordered so that the sum runs in time order whatever the parallelism: the same data
+    // always gives the same last bit.
+    case 'mean':
+      return `{'d': avg(${f.d} ORDER BY v.time_ms), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
+    case 'min':
+      return `{'d': min(${f.d}), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
+    case 'max':
+      return `{'d': max(${f.d}), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
+    case 'count':
+      return `{'d': count(*)::DOUBLE, 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
+    // (series, time) is unique in a points table, so the row at the max time is one row.
+    case 'last':
+      return `arg_max({'d': ${f.d}, 's': ${f.s}, 'b': ${f.b}}, v.time_ms)`;
+  }
+}
 
 function toNumber(value: DuckDBValue): number {
   if (typeof value === 'number') return value;
@@ -77,12 +97,12 @@ function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes): strin
   return conditions.join(' AND ');
 }
 
-function valuesSql(spec: QuerySpec, filter: string): string {
+function valuesSql(spec: QuerySpec, filter: string, table: string, f: FieldColumns): string {
   const where = `v.series_id IN (SELECT s.series_id FROM series s WHERE ${filter})
-      AND v.field = $field AND v.time_ms BETWEEN $from_ms AND $to_ms`;
+      AND v.time_ms BETWEEN $from_ms AND $to_ms AND ${f.present}`;
   if (spec.everyMs === undefined) {
-    return `SELECT v.series_id, v.time_ms AS t, v.value_double AS d, v.value_string AS s, v.value_bool AS b
-      FROM point_values v
+    return `SELECT v.series_id, v.time_ms AS t, ${f.d} AS d, ${f.s} AS s, ${f.b} AS b
+      FROM ${table} v
       WHERE ${where}
       QUALIFY row_number() OVER (PARTITION BY v.series_id ORDER BY v.time_ms DESC) <= $limit
       ORDER BY v.series_id, v.time_ms`;
@@ -90,14 +110,49 @@ function valuesSql(spec: QuerySpec, filter: string): string {
   // Buckets start at epoch multiples of every; the modulo form floors negative times too.
   return `WITH buckets AS (
       SELECT v.series_id, v.time_ms - (((v.time_ms % $every_ms) + $every_ms) % $every_ms) AS bucket,
-        ${AGGREGATE_SQL[spec.agg]} AS agg
-      FROM point_values v
+        ${aggregateSql(spec.agg, f)} AS agg
+      FROM ${table} v
       WHERE ${where}
       GROUP BY v.series_id, bucket
       QUALIFY row_number() OVER (PARTITION BY v.series_id ORDER BY bucket DESC) <= $limit)
     SELECT series_id, bucket AS t, agg.d AS d, agg.s AS s, agg.b AS b
     FROM buckets
     ORDER BY series_id, bucket`;
+}
+
+/**
+ * The measurement's table and the field's columns, read in the query's snapshot; undefined
+ * when the measurement or the field was never written. Identifiers are generated from the
+ * integer id and checked column names (`c<k>`), never from user strings.
+ */
+async function fieldColumns(conn: DuckDBConnection, spec: QuerySpec): Promise<{ table: string; columns: FieldColumns } | undefined> {
+  const rows = (
+    await conn.runAndReadAll(
+      `SELECT m.measurement_id, f.kind, f.column_name FROM measurements m JOIN fields f USING (measurement_id)
+       WHERE m.name = $measurement AND f.field = $field`,
+      { measurement: spec.measurement, field: spec.field },
+      { measurement: VARCHAR, field: VARCHAR },
+    )
+  ).getRows();
+  const first = rows[0];
+  if (first === undefined) return undefined;
+  const byKind: Partial<Record<FieldKind, string>> = {};
+  for (const [, kind, name] of rows) {
+    const kindText = toText(kind ?? null);
+    const index = columnIndexOf(toText(name ?? null));
+    if (!isFieldKind(kindText) || index === undefined) throw new TypeError(`unexpected column ${String(name)} of kind ${kindText} in the fields table`);
+    byKind[kindText] = `v.${columnName(index)}`;
+  }
+  const present = Object.values(byKind).map((column) => `${column} IS NOT NULL`);
+  return {
+    table: pointsTable(toNumber(first[0] ?? null)),
+    columns: {
+      d: byKind.double ?? 'NULL::DOUBLE',
+      s: byKind.string ?? 'NULL::VARCHAR',
+      b: byKind.bool ?? 'NULL::BOOLEAN',
+      present: `(${present.join(' OR ')})`,
+    },
+  };
 }
 
 /**
@@ -131,6 +186,8 @@ async function readSeries(
   params: Params,
   types: ParamTypes,
 ): Promise<{ series: Series[] }> {
+  const field = await fieldColumns(conn, spec);
+  if (field === undefined) return { series: [] };
   const seriesRows = (
     await conn.runAndReadAll(`SELECT s.series_id, s.tags FROM series s WHERE ${filter}`, params, types)
   ).getRows();
@@ -138,17 +195,16 @@ async function readSeries(
 
   const valueParams: Params = {
     ...params,
-    field: spec.field,
     from_ms: BigInt(Math.floor(spec.fromMs)),
     to_ms: BigInt(Math.floor(spec.toMs)),
     limit: BigInt(Math.max(0, Math.floor(spec.limit))),
   };
-  const valueTypes: ParamTypes = { ...types, field: VARCHAR, from_ms: BIGINT, to_ms: BIGINT, limit: BIGINT };
+  const valueTypes: ParamTypes = { ...types, from_ms: BIGINT, to_ms: BIGINT, limit: BIGINT };
   if (spec.everyMs !== undefined) {
     valueParams['every_ms'] = BigInt(Math.max(1, Math.floor(spec.everyMs)));
     valueTypes['every_ms'] = BIGINT;
   }
-  const rows = (await conn.runAndReadAll(valuesSql(spec, filter), valueParams, valueTypes)).getRows();
+  const rows = (await conn.runAndReadAll(valuesSql(spec, filter, field.table, field.columns), valueParams, valueTypes)).getRows();
 
   const tagsById = new Map<number, Record<string, string>>();
   for (const [id, tags] of seriesRows) tagsById.set(toNumber(id ?? null), toTags(tags ?? null));

@@ -1,14 +1,19 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Writable } from 'node:stream';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Logger } from '../../lib/logger.ts';
 import { silentLogger } from '../../lib/logger.ts';
-import { DATABASE_FILE, openEmbeddedStore } from './embedded.ts';
+import { CRASH_THREAD_FOR_TESTS, DATABASE_FILE, openEmbeddedStore } from './embedded.ts';
 import type { EmbeddedStore } from './embedded.ts';
+import { writeV1Store } from './fixtures/schema-v1.ts';
+import { MARK_STEP_MS } from './schema.ts';
 import { storeContract } from './store.contract.ts';
 import type { Point, QuerySpec } from './types.ts';
 
@@ -19,6 +24,26 @@ const T0 = 1_700_000_040_000;
 function spec(overrides: Partial<QuerySpec> & Pick<QuerySpec, 'measurement' | 'field'>): QuerySpec {
   return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, agg: 'last', limit: 10_000, ...overrides };
 }
+
+interface LogRecord {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+/** A real pino logger (debug) whose records land in `records`. */
+function captureLogger(): { logger: Logger; records: LogRecord[] } {
+  const records: LogRecord[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') records.push(JSON.parse(line) as LogRecord);
+      callback();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, sink), records };
+}
+
+const encoder = new TextEncoder();
 
 describe('embedded store', () => {
   let dir: string;
@@ -52,25 +77,32 @@ describe('embedded store', () => {
     expect(stats.calls).toBe(calls);
     expect(stats.points).toBe(calls);
     expect(stats.transactions).toBeLessThan(calls);
-    expect(stats.queuedPoints).toBe(0);
+    expect(stats.queuedBytes).toBe(0);
     const { series } = await store.query(spec({ measurement: 'station', field: 'seq' }));
     expect(series).toHaveLength(20);
     expect(series.reduce((sum, s) => sum + s.points.length, 0)).toBe(calls);
   });
 
-  it('pushes back past maxQueuedPoints instead of queueing without bound', async () => {
+  it('pushes back past maxQueuedBytes instead of queueing without bound', async () => {
     await store.close();
-    store = await openEmbeddedStore({ dir, logger: silentLogger(), maxQueuedPoints: 10 });
+    // One point of JSON is ~70 bytes (+8 of offsets): at most 3 calls in flight.
+    // No commit spacing: this is about the byte bound.
+    store = await openEmbeddedStore({ dir, logger: silentLogger(), maxQueuedBytes: 300, commitIntervalMs: 0 });
     let maxQueued = 0;
+    let maxWaiting = 0;
+    const observe = (): void => {
+      maxQueued = Math.max(maxQueued, store.stats().queuedBytes);
+      maxWaiting = Math.max(maxWaiting, store.stats().waitingCalls);
+    };
     const writes = Array.from({ length: 100 }, (_, i) =>
-      store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]).then(() => {
-        maxQueued = Math.max(maxQueued, store.stats().queuedPoints);
-      }),
+      store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]).then(observe),
     );
-    maxQueued = Math.max(maxQueued, store.stats().queuedPoints);
+    observe();
     await Promise.all(writes);
-    expect(maxQueued).toBeLessThanOrEqual(10);
-    expect(store.stats().transactions).toBeGreaterThanOrEqual(10);
+    expect(maxQueued).toBeGreaterThan(0);
+    expect(maxQueued).toBeLessThanOrEqual(300);
+    expect(maxWaiting).toBeGreaterThan(90);
+    expect(store.stats().transactions).toBeGreaterThanOrEqual(25);
     const { series } = await store.query(spec({ measurement: 'm', field: 'v' }));
     expect(series[0]?.points).toHaveLength(100);
   });
@@ -145,6 +177,11 @@ describe('embedded store', () => {
     expect(series).toHaveLength(3);
     const points = series.flatMap((s) => s.points).sort(([a], [b]) => a - b);
     expect(points).toEqual(Array.from({ length: 500 }, (_, i) => [1_000 + i, i / 7]));
+    // The marks committed with the points: replaying them after the crash overwrites.
+    await store.writePoints(Array.from({ length: 500 }, (_, i) => ({ measurement: 'crash', tags: { n: String(i % 3) }, fields: { v: -i - 1 }, time: 1_000 + i })));
+    const replayed = await store.query({ ...spec({ measurement: 'crash', field: 'v' }), fromMs: 0, toMs: 10_000 });
+    expect(replayed.series.flatMap((s) => s.points).sort(([a], [b]) => a - b)).toEqual(Array.from({ length: 500 }, (_, i) => [1_000 + i, -i - 1]));
+    expect((await store.query({ ...spec({ measurement: 'crash', field: 's' }), fromMs: 0, toMs: 10_000 })).series).toEqual([]);
   });
 
   it('refuses a second open of the same file in this process', async () => {
@@ -202,5 +239,176 @@ describe('embedded store', () => {
     await expect(openEmbeddedStore({ dir, logger: silentLogger() })).rejects.toMatchObject({
       context: { schemaVersion: 99 },
     });
+  });
+
+  it('gives exact results on the fast path and the slow path: in order, a replayed key, late data, after a reopen', async () => {
+    await store.close();
+    const { logger, records } = captureLogger();
+    store = await openEmbeddedStore({ dir, logger });
+    const slowPoints = (): number[] => records.filter((r) => r.msg === 'store transaction committed').map((r) => Number(r['slowPoints']));
+    const at = (station: string, time: number, v: number, extra: Record<string, string> = {}): Point => ({
+      measurement: 'm',
+      tags: { station },
+      fields: { v, ...extra },
+      time,
+    });
+    // In order: every point is above its series' mark (fast).
+    await store.writePoints([0, 1, 2, 3].flatMap((i) => [at('a', T0 + i * 1_000, i, { s: `a${i}` }), at('b', T0 + i * 1_000, 10 + i)]));
+    // A replayed key (slow): replaces all its fields, its neighbours stay.
+    await store.writePoints([at('a', T0 + 1_000, 100)]);
+    // Late data (slow): a new key below the mark, and a key twice in one call (the later wins).
+    await store.writePoints([at('a', T0 + 500, 50), at('b', T0 + 4_000, 14), at('b', T0 + 4_000, 15)]);
+    expect(slowPoints()).toEqual([0, 1, 2]);
+    const expected = [
+      { tags: { station: 'a' }, points: [[T0, 0], [T0 + 500, 50], [T0 + 1_000, 100], [T0 + 2_000, 2], [T0 + 3_000, 3]] },
+      { tags: { station: 'b' }, points: [[T0, 10], [T0 + 1_000, 11], [T0 + 2_000, 12], [T0 + 3_000, 13], [T0 + 4_000, 15]] },
+    ];
+    expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual(expected);
+    expect((await store.query(spec({ measurement: 'm', field: 's' }))).series[0]?.points).toEqual([[T0, 'a0'], [T0 + 2_000, 'a2'], [T0 + 3_000, 'a3']]);
+
+    // After a reopen the marks come from the file (rounded up to their minute): a point in
+    // that minute takes the slow path, still exact; past it, the fast path again.
+    await store.close();
+    records.length = 0;
+    store = await openEmbeddedStore({ dir, logger });
+    const nextStep = Math.floor((T0 + 4_000) / MARK_STEP_MS) * MARK_STEP_MS + MARK_STEP_MS;
+    await store.writePoints([at('b', T0 + 4_000, 16), at('b', T0 + 5_000, 17)]);
+    await store.writePoints([at('b', nextStep, 18)]);
+    expect(slowPoints()).toEqual([2, 0]);
+    const b = await store.query(spec({ measurement: 'm', field: 'v', tags: { station: 'b' } }));
+    expect(b.series[0]?.points.slice(-3)).toEqual([[T0 + 4_000, 16], [T0 + 5_000, 17], [nextStep, 18]]);
+    expect(b.series[0]?.points).toHaveLength(7);
+  });
+
+  it('refuses a point that would take its measurement past 1 000 columns, saying so, and writes the others', async () => {
+    const wide = (from: number, count: number): Record<string, number> =>
+      Object.fromEntries(Array.from({ length: count }, (_, i) => [`f${from + i}`, i]));
+    await store.writePoints([{ measurement: 'wide', tags: {}, fields: wide(0, 999), time: T0 }]);
+    const result = await store.writeEncodedPoints({
+      tenant: 'default',
+      events: [
+        encoder.encode(JSON.stringify([{ measurement: 'wide', tags: {}, fields: { f0: 1, f999: 2, f1000: 3 }, time: T0 + 1 }])),
+        encoder.encode(JSON.stringify([{ measurement: 'wide', tags: {}, fields: { f0: 4, f998: 'now a string' }, time: T0 + 2 }])),
+        encoder.encode(JSON.stringify([{ measurement: 'narrow', tags: {}, fields: { v: 1 }, time: T0 }])),
+      ],
+    });
+    expect(result.rejected).toEqual([
+      { index: 0, message: "Cannot write point 0 as measurement 'wide' may have at most 1000 columns (one per field and value type): current value is 1000, and field 'f1000' (double) would add one" },
+    ]);
+    // The second event took the 1 000th column (f998 as a string); the third is another measurement.
+    expect(result.points).toBe(2);
+    for (const fields of [{ g: true }, { f999: 1 }]) {
+      await expect(store.writePoints([{ measurement: 'wide', tags: {}, fields, time: T0 + 3 }])).rejects.toMatchObject({
+        code: 'VL_STORE_WRITE',
+        retriable: false,
+        message: expect.stringContaining("measurement 'wide' may have at most 1000 columns"),
+      });
+    }
+    await store.writePoints([{ measurement: 'wide', tags: {}, fields: { f0: 7, f998: 'x' }, time: T0 + 4 }]);
+    expect((await store.query(spec({ measurement: 'wide', field: 'f998' }))).series[0]?.points).toEqual([[T0, 998], [T0 + 2, 'now a string'], [T0 + 4, 'x']]);
+    expect((await store.query(spec({ measurement: 'narrow', field: 'v' }))).series[0]?.points).toEqual([[T0, 1]]);
+  });
+
+  it('migrates a version-1 store in place: the same answers after, and replays still overwrite', async () => {
+    await store.close();
+    const points: Point[] = [];
+    for (let i = 0; i < 40; i++) {
+      points.push({
+        measurement: 'station',
+        tags: { station: `st-${i % 4}`, region: i % 2 === 0 ? 'north' : 'south' },
+        fields: { voltage: 230 + i / 7, docked: i % 5, ok: i % 3 === 0, state: `s${i}`, ...(i % 4 === 0 ? { flip: 'text' } : { flip: i }) },
+        time: T0 + Math.floor(i / 4) * 1_000,
+      });
+    }
+    points.push({ measurement: 'station', tags: { station: 'st-0', region: 'north' }, fields: { voltage: 1.5 }, time: T0, tenant: 'acme' });
+    points.push({ measurement: 'door', tags: {}, fields: { open: true }, time: T0 - 1 });
+    const v1Dir = join(dir, 'v1');
+    const v2Dir = join(dir, 'v2');
+    await mkdir(v1Dir);
+    await writeV1Store(join(v1Dir, DATABASE_FILE), points);
+    const { logger, records } = captureLogger();
+    const migrated = await openEmbeddedStore({ dir: v1Dir, logger });
+    const fresh = await openEmbeddedStore({ dir: v2Dir, logger: silentLogger() });
+    try {
+      await fresh.writePoints(points);
+      expect(records.find((r) => r.msg === 'embedded store migrated to schema version 2')).toMatchObject({ from: 1, rows: 42 });
+      const queries: QuerySpec[] = [];
+      for (const field of ['voltage', 'docked', 'ok', 'state', 'flip']) {
+        queries.push(spec({ measurement: 'station', field }));
+        for (const agg of ['mean', 'min', 'max', 'last', 'count'] as const) queries.push(spec({ measurement: 'station', field, everyMs: 2_000, agg }));
+      }
+      queries.push(spec({ measurement: 'station', field: 'voltage', tenant: 'acme' }));
+      queries.push(spec({ measurement: 'station', field: 'voltage', tags: { region: 'south' }, limit: 3 }));
+      queries.push(spec({ measurement: 'door', field: 'open' }));
+      for (const query of queries) expect(await migrated.query(query), JSON.stringify(query)).toEqual(await fresh.query(query));
+      expect((await migrated.query(spec({ measurement: 'station', field: 'flip', tags: { station: 'st-0' } }))).series[0]?.points[0]).toEqual([T0, 'text']);
+      expect((await migrated.deadLetters({ tenant: 'acme', limit: 10 })).map((l) => l.message)).toEqual(['kept across the migration']);
+      // The marks came from point_keys: a replay of a migrated key replaces it.
+      await migrated.writePoints([{ ...points[0], fields: { voltage: 0 } } as Point]);
+      expect((await migrated.query(spec({ measurement: 'station', field: 'voltage', tags: { station: 'st-0' } }))).series[0]?.points[0]).toEqual([T0, 0]);
+      expect((await migrated.query(spec({ measurement: 'station', field: 'state', tags: { station: 'st-0' } }))).series[0]?.points[0]?.[0]).toBe(T0 + 1_000);
+    } finally {
+      await migrated.close();
+      await fresh.close();
+    }
+    // The old tables are gone and the file says version 2.
+    const instance = await DuckDBInstance.create(join(v1Dir, DATABASE_FILE));
+    const conn = await instance.connect();
+    const tables = (await conn.runAndReadAll(`SELECT table_name FROM duckdb_tables() ORDER BY table_name`)).getRows().map((r) => r[0]);
+    const version = (await conn.runAndReadAll(`SELECT value FROM voltline_meta WHERE key = 'schema_version'`)).getRows()[0]?.[0];
+    conn.closeSync();
+    instance.closeSync();
+    expect(tables).toEqual(['dead_letters', 'fields', 'measurements', 'points_1', 'points_2', 'series', 'voltline_meta']);
+    expect(version).toBe('2');
+  });
+
+  it('rejects pending calls with retriable errors when its thread dies, then starts a new one', async () => {
+    await store.close();
+    const { logger, records } = captureLogger();
+    store = await openEmbeddedStore({ dir, logger, restartDelayMs: 10 });
+    await store.writePoints([{ measurement: 'm', tags: {}, fields: { v: 1 }, time: T0 }]);
+    const many = Array.from({ length: 20_000 }, (_, i): Point => ({ measurement: 'm', tags: { n: String(i % 50) }, fields: { v: i }, time: T0 + 1 + i }));
+    // Sent right after the crash request, in the same turn: the failing thread takes them no more.
+    store[CRASH_THREAD_FOR_TESTS]();
+    const pendingWrite = store.writePoints(many);
+    const pendingQuery = store.query(spec({ measurement: 'm', field: 'v' }));
+    await Promise.all([
+      expect(pendingWrite).rejects.toMatchObject({ code: 'VL_STORE_WRITE', retriable: true, message: expect.stringContaining('crashed on request') }),
+      expect(pendingQuery).rejects.toMatchObject({ code: 'VL_STORE_QUERY', retriable: true, message: expect.stringContaining('thread stopped') }),
+    ]);
+    expect(records.find((r) => r.msg === 'embedded store thread died')).toMatchObject({ level: 50, err: expect.stringContaining('crashed on request') });
+    // The next call starts a new thread on the same file (its WAL replayed); a retry succeeds.
+    await store.writePoints(many);
+    expect(store.stats().threadStarts).toBe(2);
+    const { series } = await store.query(spec({ measurement: 'm', field: 'v', everyMs: 3_600_000, agg: 'count' }));
+    expect(series.reduce((sum, s) => sum + Number(s.points[0]?.[1]), 0)).toBe(20_001);
+    expect(records.some((r) => r.msg === 'embedded store thread restarted')).toBe(true);
+  });
+
+  it('keeps no index on points: DuckDB index memory stays flat as points grow', async () => {
+    const write = async (from: number, count: number): Promise<void> => {
+      const points = Array.from({ length: count }, (_, i): Point => ({
+        measurement: 'station',
+        tags: { station: `st-${(from + i) % 100}` },
+        fields: { voltage: 230 + ((from + i) % 17), docked: (from + i) % 5 },
+        time: T0 + Math.floor((from + i) / 100) * 1_000,
+      }));
+      await Promise.all(Array.from({ length: count / 1_000 }, (_, c) => store.writePoints(points.slice(c * 1_000, (c + 1) * 1_000))));
+    };
+    await write(0, 10_000);
+    const small = await store.memory();
+    await write(10_000, 90_000);
+    const large = await store.memory();
+    expect(small['ART_INDEX']).toBeGreaterThan(0); // the series' own keys
+    expect(large['ART_INDEX']).toBe(small['ART_INDEX']);
+    await store.close();
+    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
+    const conn = await instance.connect();
+    const constraints = (await conn.runAndReadAll(`SELECT count(*) FROM duckdb_constraints() WHERE starts_with(table_name, 'points_') AND constraint_type <> 'NOT NULL'`)).getRows();
+    const indexes = (await conn.runAndReadAll(`SELECT count(*) FROM duckdb_indexes() WHERE starts_with(table_name, 'points_')`)).getRows();
+    conn.closeSync();
+    instance.closeSync();
+    expect([constraints[0]?.[0], indexes[0]?.[0]]).toEqual([0n, 0n]);
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
   });
 });

@@ -128,3 +128,32 @@ describe('GroupCommitQueue', () => {
     expect(idle).toBe(true);
   });
 });
+
+describe('GroupCommitQueue spacing', () => {
+  it('starts an idle queue at once, then spaces transactions by minIntervalMs unless flushWeight is queued', async () => {
+    const starts: number[] = [];
+    const batches: string[][] = [];
+    const queue = new GroupCommitQueue<string>(
+      async (items) => {
+        starts.push(performance.now());
+        batches.push(items);
+      },
+      Number.POSITIVE_INFINITY,
+      { minIntervalMs: 300, flushWeight: 10 },
+    );
+    const t0 = performance.now();
+    await queue.submit('a', 1);
+    // Arriving right after: waits out the interval, and whatever comes meanwhile joins.
+    const b = queue.submit('b', 1);
+    const c = queue.submit('c', 1);
+    await Promise.all([b, c]);
+    // Enough weight queued: no waiting for the interval.
+    const flushed = queue.submit('d', 10);
+    await flushed;
+    expect(batches).toEqual([['a'], ['b', 'c'], ['d']]);
+    const [first = 0, second = 0, third = 0] = starts;
+    expect(first - t0).toBeLessThan(150);
+    expect(second - first).toBeGreaterThanOrEqual(295);
+    expect(third - second).toBeLessThan(150);
+  });
+});

@@ -7,6 +7,8 @@ export type {
   DeadLetter,
   DeadLetterCode,
   DeadLetterQuery,
+  EncodedPoints,
+  EncodedWriteResult,
   FieldValue,
   Point,
   QuerySpec,

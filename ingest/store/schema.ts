@@ -1,28 +1,75 @@
 /**
- * The embedded store's tables.
+ * The embedded store's tables (schema version 2: wide).
  *
- * Series + values, long and narrow: `series` holds one row per (measurement, tag set),
- * `point_values` one row per (series, field, time). The query the dashboards make most
- * ("one field of one measurement over a time range, bucketed, per series") then reads
- * a few narrow columns of `point_values` for a handful of series ids, and the time
- * range prunes row groups through DuckDB's min/max zone maps (points arrive roughly in
- * time order). Tags are stored once per series, not once per value.
+ * `series` holds one row per (tenant, measurement, tag set) with its high-water mark
+ * (`max_time_ms`); each measurement has a table `points_<measurement_id>` with one row
+ * per point: `series_id`, `time_ms`, then one column per (field, kind) in first-seen
+ * order (`c1`, `c2`, …), listed in `fields`. A station point of 8 numbers is one row
+ * of 10 columns, where version 1 wrote 8 rows of a narrow table plus a key row under a
+ * PRIMARY KEY. No table of points carries an index: DuckDB's ART index lives in memory
+ * and grows with every key, and its upkeep was most of the write cost (see
+ * ARCHITECTURE.md, "ingest/store (embedded)"). Idempotency comes from the marks instead
+ * (embedded-writer.ts).
  *
- * Idempotency: `point_keys` holds one row per point key (series, time) under a primary
- * key. A write inserts its keys there first; keys that already existed (replays) have
- * their old values deleted before the new ones go in, so a key's fields are replaced
- * as a whole. `point_values` itself carries no index: an index per value row cost 8x
- * the index work per point and made commits several times slower (measured with
- * test/bench/store.bench.ts).
+ * Every identifier built in SQL is generated (`points_<integer>`, `c<integer>`); user
+ * strings are bound parameters or appended values, never interpolated.
  */
 
-/** Bumped on any incompatible change; a newer file is refused at open. */
-export const SCHEMA_VERSION = 1;
+/** Bumped on any incompatible change; a newer file is refused at open, version 1 is migrated. */
+export const SCHEMA_VERSION = 2;
 
-export const CREATE_TABLES: readonly string[] = [
-  `CREATE TABLE IF NOT EXISTS voltline_meta (
+/** Most columns (one per field and kind) a measurement may have; a point needing more is refused. */
+export const MAX_COLUMNS_PER_MEASUREMENT = 1_000;
+
+/**
+ * Marks are stored rounded up to the end of their minute, so that a series reporting
+ * every second updates its row of `series` once a minute, not once a transaction (an
+ * UPDATE of a series row costs ~1-3 µs of CPU, as much as appending a point). A stored
+ * mark only has to be at or above the series' latest time: after a restart, points
+ * up to it take the slow path, which is exact, just dearer.
+ */
+export const MARK_STEP_MS = 60_000;
+
+/** The last millisecond of the MARK_STEP_MS step holding `timeMs`. */
+export function markBound(timeMs: number): number {
+  return Math.floor(timeMs / MARK_STEP_MS) * MARK_STEP_MS + MARK_STEP_MS - 1;
+}
+
+/** The kind of a stored value: numbers (integers too) as DOUBLE, so they round-trip bit for bit. */
+export type FieldKind = 'double' | 'string' | 'bool';
+
+/** The DuckDB type of each kind's columns. */
+export const KIND_SQL_TYPE: Readonly<Record<FieldKind, string>> = { double: 'DOUBLE', string: 'VARCHAR', bool: 'BOOLEAN' };
+
+export function isFieldKind(value: string): value is FieldKind {
+  return Object.hasOwn(KIND_SQL_TYPE, value);
+}
+
+/** The table of a measurement's points: a generated identifier, never a user string. */
+export function pointsTable(measurementId: number): string {
+  if (!Number.isSafeInteger(measurementId) || measurementId < 1) throw new RangeError(`bad measurement id ${measurementId}`);
+  return `points_${measurementId}`;
+}
+
+/** The name of a measurement's `index`-th column (1-based): a generated identifier. */
+export function columnName(index: number): string {
+  if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`bad column index ${index}`);
+  return `c${index}`;
+}
+
+/** The index of a column name read back from `fields`, or undefined when it is not one of ours. */
+export function columnIndexOf(name: string): number | undefined {
+  const match = /^c([1-9][0-9]{0,8})$/.exec(name);
+  return match?.[1] === undefined ? undefined : Number(match[1]);
+}
+
+/** Tables both versions share, as version 1 left them (the additive changes follow). */
+export const CREATE_META = `CREATE TABLE IF NOT EXISTS voltline_meta (
      key VARCHAR PRIMARY KEY,
-     value VARCHAR NOT NULL)`,
+     value VARCHAR NOT NULL)`;
+
+/** Run at every open, on a new file and on version 1 and 2 files alike (all idempotent). */
+export const CREATE_COMMON: readonly string[] = [
   `CREATE SEQUENCE IF NOT EXISTS series_id_seq START 1`,
   `CREATE TABLE IF NOT EXISTS series (
      series_id BIGINT PRIMARY KEY DEFAULT nextval('series_id_seq'),
@@ -32,21 +79,12 @@ export const CREATE_TABLES: readonly string[] = [
      series_key VARCHAR NOT NULL,
      tags MAP(VARCHAR, VARCHAR) NOT NULL,
      tenant VARCHAR DEFAULT 'default',
+     -- Version 2's high-water mark (see CREATE_V2), here so that a new file never alters
+     -- series: DuckDB 1.5 cannot replay an ALTER of a table with a nextval() default from its
+     -- WAL ("GetDefaultDatabase with no default database set"), so a kill -9 before the next
+     -- checkpoint would leave a file that does not open.
+     max_time_ms BIGINT,
      UNIQUE (measurement, series_key))`,
-  `CREATE TABLE IF NOT EXISTS point_keys (
-     series_id BIGINT NOT NULL,
-     time_ms BIGINT NOT NULL,
-     PRIMARY KEY (series_id, time_ms))`,
-  // Unique by (series_id, field, time_ms), kept so by the writer (see point_keys).
-  `CREATE TABLE IF NOT EXISTS point_values (
-     series_id BIGINT NOT NULL,
-     field VARCHAR NOT NULL,
-     time_ms BIGINT NOT NULL,
-     -- exactly one of the three is set: numbers (integers too) as DOUBLE, so they
-     -- round-trip bit for bit
-     value_double DOUBLE,
-     value_string VARCHAR,
-     value_bool BOOLEAN)`,
   `CREATE TABLE IF NOT EXISTS dead_letters (
      trigger_offset BIGINT NOT NULL,
      function_name VARCHAR NOT NULL,
@@ -60,71 +98,121 @@ export const CREATE_TABLES: readonly string[] = [
      attempts INTEGER,
      tenant VARCHAR DEFAULT 'default',
      PRIMARY KEY (trigger_offset, function_name))`,
-  // Stores created before dead letters had attempts (issue 4) gain the column: additive,
-  // so the schema version stays (an older Voltline names its columns and ignores it).
+  // Stores created before dead letters had attempts (issue 4) gain the column: additive.
   `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS attempts INTEGER`,
   // Tenancy (issue 4), additive in the same way: rows written before it are 'default''s.
   `ALTER TABLE series ADD COLUMN IF NOT EXISTS tenant VARCHAR DEFAULT 'default'`,
   `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS tenant VARCHAR DEFAULT 'default'`,
 ];
 
+/** Version 2's own tables; run on a new file and inside the migration from version 1. */
+export const CREATE_V2: readonly string[] = [
+  // The series' high-water mark, epoch ms: no point of the series is later (NULL: no point
+  // yet). Rounded up to the end of its minute (see MARK_STEP_MS). New files have it from
+  // CREATE TABLE (above); a version-1 file gains it in its migration, which checkpoints at
+  // once (the WAL must not keep an ALTER of series, see above).
+  `ALTER TABLE series ADD COLUMN IF NOT EXISTS max_time_ms BIGINT`,
+  `CREATE TABLE IF NOT EXISTS measurements (
+     measurement_id INTEGER PRIMARY KEY,
+     name VARCHAR NOT NULL UNIQUE)`,
+  // One row per column of a points table; column_name is c<k>, k in first-seen order.
+  `CREATE TABLE IF NOT EXISTS fields (
+     measurement_id INTEGER NOT NULL,
+     field VARCHAR NOT NULL,
+     kind VARCHAR NOT NULL CHECK (kind IN ('double', 'string', 'bool')),
+     column_name VARCHAR NOT NULL,
+     PRIMARY KEY (measurement_id, field, kind))`,
+];
+
+/** `CREATE TABLE points_<id>` with the given kinds as c1, c2, … */
+export function createPointsTableSql(measurementId: number, kinds: readonly FieldKind[]): string {
+  const columns = kinds.map((kind, i) => `, ${columnName(i + 1)} ${KIND_SQL_TYPE[kind]}`).join('');
+  return `CREATE TABLE ${pointsTable(measurementId)} (series_id BIGINT NOT NULL, time_ms BIGINT NOT NULL${columns})`;
+}
+
+/** Adds column c<index> to a measurement's table. */
+export function addColumnSql(measurementId: number, index: number, kind: FieldKind): string {
+  return `ALTER TABLE ${pointsTable(measurementId)} ADD COLUMN ${columnName(index)} ${KIND_SQL_TYPE[kind]}`;
+}
+
 /**
- * Per-connection staging tables the writer appends a batch into (DuckDB's appender
- * cannot upsert), before a few set-based statements move the batch into the real
- * tables. Temporary: never in the WAL, gone with the connection.
+ * Per-connection staging tables the writer appends into (DuckDB's appender cannot
+ * upsert), before one set-based statement each moves them into the real tables.
+ * Temporary: never in the WAL, gone with the connection. Column order is the appenders'.
  */
 export const CREATE_STAGING: readonly string[] = [
-  // Only series the writer has not seen yet.
   `CREATE TEMP TABLE staging_series (
+     series_id BIGINT NOT NULL,
      measurement VARCHAR NOT NULL,
      series_key VARCHAR NOT NULL,
      tags MAP(VARCHAR, VARCHAR) NOT NULL,
-     tenant VARCHAR NOT NULL)`,
-  `CREATE TEMP TABLE staging_points (
+     tenant VARCHAR NOT NULL,
+     max_time_ms BIGINT)`,
+  // Keys of the points at or below their series' mark (the slow path).
+  `CREATE TEMP TABLE staging_keys (
+     measurement_id INTEGER NOT NULL,
      series_id BIGINT NOT NULL,
      time_ms BIGINT NOT NULL)`,
-  `CREATE TEMP TABLE staging_values (
+  // Marks that rose, of series that existed before the transaction.
+  `CREATE TEMP TABLE staging_marks (
      series_id BIGINT NOT NULL,
-     field VARCHAR NOT NULL,
-     time_ms BIGINT NOT NULL,
-     value_double DOUBLE,
-     value_string VARCHAR,
-     value_bool BOOLEAN)`,
+     max_time_ms BIGINT NOT NULL)`,
+  `CREATE TEMP TABLE staging_dead_letters (
+     trigger_offset BIGINT NOT NULL,
+     function_name VARCHAR NOT NULL,
+     topic VARCHAR NOT NULL,
+     device_id VARCHAR NOT NULL,
+     payload BLOB NOT NULL,
+     received_at_ms BIGINT NOT NULL,
+     code VARCHAR NOT NULL,
+     field VARCHAR,
+     message VARCHAR NOT NULL,
+     attempts INTEGER,
+     tenant VARCHAR NOT NULL)`,
 ];
 
-/** Every series of this process's known-series map, loaded at open. */
-export const SELECT_SERIES_IDS = `SELECT series_id, measurement, series_key FROM series`;
+export const SELECT_MEASUREMENTS = `SELECT measurement_id, name FROM measurements ORDER BY measurement_id`;
 
-/** New series of the batch, with their ids for the writer's known-series map. */
+export const SELECT_FIELDS = `
+  SELECT measurement_id, field, kind, column_name FROM fields
+  ORDER BY measurement_id, CAST(substr(column_name, 2) AS INTEGER)`;
+
+/** The physical columns of every points table, to check them against `fields` at open. */
+export const SELECT_POINTS_COLUMNS = `
+  SELECT table_name, column_name FROM duckdb_columns()
+  WHERE database_name = current_database() AND schema_name = 'main' AND starts_with(table_name, 'points_')
+  ORDER BY table_name, column_index`;
+
+/** Every series with its mark, for the writer's in-memory catalog. */
+export const SELECT_SERIES = `SELECT series_id, measurement, series_key, max_time_ms FROM series`;
+
+export const INSERT_MEASUREMENT = `INSERT INTO measurements (measurement_id, name) VALUES ($1, $2)`;
+
+export const INSERT_FIELD = `INSERT INTO fields (measurement_id, field, kind, column_name) VALUES ($1, $2, $3, $4)`;
+
 export const INSERT_NEW_SERIES = `
-  INSERT INTO series (measurement, series_key, tags, tenant)
-  SELECT measurement, series_key, tags, tenant FROM staging_series
-  RETURNING series_id, measurement, series_key`;
-
-/** Returns the count of keys that were new; the others are replays. */
-export const INSERT_POINT_KEYS = `
-  INSERT INTO point_keys (series_id, time_ms)
-  SELECT series_id, time_ms FROM staging_points
-  ON CONFLICT DO NOTHING`;
+  INSERT INTO series (series_id, measurement, series_key, tags, tenant, max_time_ms)
+  SELECT series_id, measurement, series_key, tags, tenant, max_time_ms FROM staging_series`;
 
 /**
- * Deletes the old values of the batch's keys (run only when some key was a replay).
- * The time bounds let zone maps skip every row group outside the batch's time span.
+ * Deletes the rows of the slow-path keys (replays, late data, a key twice in one
+ * transaction) from one measurement's table. The time bounds (the keys' own span) let
+ * DuckDB's zone maps skip every row group outside it.
  */
-export const DELETE_REPLAYED_VALUES = `
-  DELETE FROM point_values v
-  USING staging_points p
-  WHERE v.series_id = p.series_id AND v.time_ms = p.time_ms
-    AND v.time_ms BETWEEN $min_time_ms AND $max_time_ms`;
+export function deleteKeysSql(measurementId: number): string {
+  return `DELETE FROM ${pointsTable(measurementId)} AS p
+    USING staging_keys AS k
+    WHERE k.measurement_id = $measurement_id AND p.series_id = k.series_id AND p.time_ms = k.time_ms
+      AND p.time_ms BETWEEN $min_time_ms AND $max_time_ms`;
+}
 
-export const INSERT_VALUES = `
-  INSERT INTO point_values (series_id, field, time_ms, value_double, value_string, value_bool)
-  SELECT series_id, field, time_ms, value_double, value_string, value_bool FROM staging_values`;
+export const UPDATE_MARKS = `
+  UPDATE series SET max_time_ms = m.max_time_ms
+  FROM staging_marks AS m
+  WHERE series.series_id = m.series_id`;
 
-export const UPSERT_DEAD_LETTER = `
+export const UPSERT_DEAD_LETTERS = `
   INSERT OR REPLACE INTO dead_letters
     (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`;
-
-/** One statement: each run is a round trip through the thread pool. */
-export const CLEAR_STAGING = 'DELETE FROM staging_values; DELETE FROM staging_points; DELETE FROM staging_series';
+  SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant
+  FROM staging_dead_letters`;

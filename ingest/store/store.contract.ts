@@ -43,6 +43,13 @@ function plain(letter: DeadLetter): Omit<DeadLetter, 'payload'> & { payload: num
   return { ...letter, tenant: letter.tenant ?? 'default', payload: Array.from(letter.payload) };
 }
 
+const encoder = new TextEncoder();
+
+/** One event's points as a sandbox returns them: the UTF-8 JSON of an array. */
+function event(...points: ReadonlyArray<Record<string, unknown>>): Uint8Array {
+  return encoder.encode(JSON.stringify(points));
+}
+
 function byOffsetDesc(a: { offset: bigint }, b: { offset: bigint }): number {
   return a.offset > b.offset ? -1 : a.offset < b.offset ? 1 : 0;
 }
@@ -291,12 +298,92 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series[0]?.points).toHaveLength(2);
     });
 
+    it('writes encoded events durably and queryably, counting their points', async () => {
+      const result = await store.writeEncodedPoints({
+        tenant: 'default',
+        events: [
+          event({ measurement: 'station', tags: { station: 'st-1' }, fields: { voltage: 230.5, ok: true, state: 'idle' }, time: T0 }),
+          event(
+            { measurement: 'station', tags: { station: 'st-1' }, fields: { voltage: 231 }, time: T0 + 1_000 },
+            { measurement: 'station', tags: { station: 'st-2' }, fields: { voltage: 229.25 }, time: T0 },
+          ),
+          event(),
+        ],
+      });
+      expect(result).toEqual({ points: 3, rejected: [] });
+      const { series } = await store.query(spec({ measurement: 'station', field: 'voltage' }));
+      expect(series).toEqual([
+        { tags: { station: 'st-1' }, points: [[T0, 230.5], [T0 + 1_000, 231]] },
+        { tags: { station: 'st-2' }, points: [[T0, 229.25]] },
+      ]);
+      expect((await store.query(spec({ measurement: 'station', field: 'state' }))).series[0]?.points).toEqual([[T0, 'idle']]);
+      expect((await store.query(spec({ measurement: 'station', field: 'ok' }))).series[0]?.points).toEqual([[T0, true]]);
+    });
+
+    it('refuses an encoded event with a bad point alone, saying why, and writes its neighbours', async () => {
+      const good = (time: number) => ({ measurement: 'm', tags: { station: 'st-1' }, fields: { v: time - T0 }, time });
+      const result = await store.writeEncodedPoints({
+        tenant: 'default',
+        events: [
+          event(good(T0)),
+          // One bad point refuses the whole event, its good point too.
+          event(good(T0 + 1), { measurement: 'm', tags: {}, fields: { _v: 1 }, time: T0 + 2 }),
+          encoder.encode('{"measurement": "m", "oops'),
+          encoder.encode('{"measurement":"m","fields":{"v":1},"time":1}'),
+          event({ measurement: 'm', tags: {}, fields: { v: 1 }, time: -5 }),
+          event(good(T0 + 3)),
+        ],
+      });
+      expect(result.points).toBe(2);
+      expect(result.rejected.map((r) => r.index)).toEqual([1, 2, 3, 4]);
+      expect(result.rejected[0]?.message).toContain("Cannot use field '_v' as names starting with '_' are reserved");
+      expect(result.rejected[1]?.message).toMatch(/JSON/);
+      expect(result.rejected[2]?.message).toContain('must be a JSON array of points');
+      expect(result.rejected[3]?.message).toContain("'time' must be epoch milliseconds: current value is -5");
+      const { series } = await store.query(spec({ measurement: 'm', field: 'v' }));
+      expect(series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 0], [T0 + 3, 3]] }]);
+    });
+
+    it('lets the later point of a key win across the events of a batch and across batches', async () => {
+      const key = { measurement: 'm', tags: { station: 'st-1' }, time: T0 };
+      await store.writeEncodedPoints({
+        tenant: 'default',
+        events: [event({ ...key, fields: { v: 1, old: 'x' } }), event({ ...key, fields: { v: 2 } })],
+      });
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series[0]?.points).toEqual([[T0, 2]]);
+      expect((await store.query(spec({ measurement: 'm', field: 'old' }))).series).toEqual([]);
+      await store.writeEncodedPoints({ tenant: 'default', events: [event({ ...key, fields: { v: 3 } })] });
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series[0]?.points).toEqual([[T0, 3]]);
+    });
+
+    it('leaves one point per key when the same encoded batch is written again (a replay)', async () => {
+      const events = Array.from({ length: 20 }, (_, i) =>
+        event({ measurement: 'm', tags: { station: `st-${i % 4}` }, fields: { v: i, s: `p${i}` }, time: T0 + Math.floor(i / 4) * 1_000 }),
+      );
+      await store.writeEncodedPoints({ tenant: 'default', events });
+      await store.writeEncodedPoints({ tenant: 'default', events });
+      const count = await store.query(spec({ measurement: 'm', field: 'v', everyMs: 3_600_000, agg: 'count' }));
+      expect(count.series.map((s) => s.points[0]?.[1])).toEqual([5, 5, 5, 5]);
+      const raw = await store.query(spec({ measurement: 'm', field: 's', tags: { station: 'st-1' } }));
+      expect(raw.series[0]?.points).toEqual([0, 1, 2, 3, 4].map((n) => [T0 + n * 1_000, `p${n * 4 + 1}`]));
+    });
+
+    it("writes encoded points as the batch's tenant, whatever the points say", async () => {
+      const tags = { station: 'st-1' };
+      await store.writeEncodedPoints({ tenant: 'acme', events: [event({ measurement: 'm', tags, fields: { v: 1 }, time: T0, tenant: 'globex' })] });
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'globex' }))).series).toEqual([]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([]);
+      await expect(store.writeEncodedPoints({ tenant: 'Not A Tenant', events: [] })).rejects.toMatchObject({ code: 'VL_STORE_WRITE', retriable: false });
+    });
+
     it('rejects writes after close with VL_STORE_CLOSED, and closes idempotently', async () => {
       await store.close();
       await store.close();
       const point: Point = { measurement: 'm', tags: {}, fields: { v: 1 }, time: T0 };
       await expect(store.writePoints([point])).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
       await expect(store.writeDeadLetters([letter({ offset: 1n })])).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
+      await expect(store.writeEncodedPoints({ tenant: 'default', events: [] })).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
     });
   });
 }

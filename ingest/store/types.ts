@@ -57,13 +57,43 @@ export interface DeadLetter {
   readonly tenant?: string;
 }
 
+/** Points as a function's sandbox returned them: untrusted, validated by the store. */
+export interface EncodedPoints {
+  /** The tenant that owns every point (the function's tenant). */
+  readonly tenant: string;
+  /**
+   * Per event, in log order: the UTF-8 JSON text of an array of points, each
+   * {"measurement","tags","fields","time"} (the shape of Point, without tenant).
+   */
+  readonly events: readonly Uint8Array[];
+}
+
+export interface EncodedWriteResult {
+  /** Points written: those of the events not refused (same-key points count each time). */
+  readonly points: number;
+  /**
+   * Events whose points were refused and not written (index into `events`), each with
+   * one sentence saying why; the caller dead-letters them. The other events' points are
+   * durable when the promise resolves.
+   */
+  readonly rejected: ReadonlyArray<{ readonly index: number; readonly message: string }>;
+}
+
 /** Writes points and dead letters durably. Writes are idempotent. */
 export interface StoreWriter {
   /**
-   * Resolves once every point is durable. A point is keyed by (measurement, tags,
-   * time): writing the same key again replaces its fields (at-least-once replays).
+   * Resolves once every point is durable. A point is keyed by (tenant, measurement,
+   * tags, time): writing the same key again replaces its fields (at-least-once replays).
+   * Throws a non-retriable VL_STORE_WRITE naming the first bad point (nothing written).
    */
   writePoints(points: readonly Point[]): Promise<void>;
+  /**
+   * Writes the points of many events, as sandboxes returned them (JSON bytes), applying
+   * the point rules (point-rules.ts) to each event: an event with a bad point is refused
+   * alone (all or nothing per event) and listed in the result; the others' points are
+   * durable when the promise resolves. Same keys and replay semantics as `writePoints`.
+   */
+  writeEncodedPoints(batch: EncodedPoints): Promise<EncodedWriteResult>;
   /** Resolves once every dead letter is durable; keyed by (offset, function). */
   writeDeadLetters(letters: readonly DeadLetter[]): Promise<void>;
   close(): Promise<void>;

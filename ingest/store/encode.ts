@@ -1,0 +1,52 @@
+/**
+ * What the facade does to points before they cross to the store thread: next to nothing.
+ * Events' JSON bytes are concatenated into one ArrayBuffer (transferred, not copied
+ * again) with an offsets array; `writePoints`' objects become one event of JSON.
+ * The weight of a write is its bytes: the facade bounds the bytes in flight.
+ */
+import type { DeadLetter, Point } from './types.ts';
+
+export interface EncodedEvents {
+  readonly bytes: ArrayBuffer;
+  /** Event i is bytes[offsets[i], offsets[i + 1]). */
+  readonly offsets: Uint32Array<ArrayBuffer>;
+  /** Bytes of both arrays. */
+  readonly weight: number;
+}
+
+/** Largest batch of events, bytes: offsets are 32-bit. */
+export const MAX_ENCODED_BYTES = 2 ** 32 - 1;
+
+/** Concatenates the events (one copy each). The caller checks the total against MAX_ENCODED_BYTES. */
+export function concatEvents(events: readonly Uint8Array[], totalBytes: number): EncodedEvents {
+  const bytes = new Uint8Array(totalBytes);
+  const offsets = new Uint32Array(events.length + 1);
+  let at = 0;
+  for (const [i, event] of events.entries()) {
+    bytes.set(event, at);
+    at += event.byteLength;
+    offsets[i + 1] = at;
+  }
+  return { bytes: bytes.buffer, offsets, weight: bytes.byteLength + offsets.byteLength };
+}
+
+const encoder = new TextEncoder();
+
+/** `writePoints`' points (already validated) as one event of JSON; tenants stay on the points. */
+export function encodePoints(points: readonly Point[]): EncodedEvents {
+  const json = encoder.encode(JSON.stringify(points));
+  return concatEvents([json], json.byteLength);
+}
+
+/** Fixed cost of a dead letter besides its strings and payload, bytes (a guess at its clone). */
+const LETTER_OVERHEAD_BYTES = 128;
+
+/** Approximate bytes of dead letters as they cross the port (strings as UTF-16). */
+export function lettersWeight(letters: readonly DeadLetter[]): number {
+  let bytes = 0;
+  for (const letter of letters) {
+    bytes += LETTER_OVERHEAD_BYTES + letter.payload.byteLength;
+    bytes += 2 * (letter.function.length + letter.topic.length + letter.deviceId.length + letter.message.length + (letter.field?.length ?? 0));
+  }
+  return bytes;
+}
