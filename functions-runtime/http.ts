@@ -20,7 +20,7 @@ import { keyMatches, parseHttpRoute, httpRouteProblem, type HttpMethod, HTTP_MET
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from './registry/registry.ts';
 import type { InvocationOutcome } from './router/function-stats.ts';
 import type { GuestResponse } from './sandbox/guest-protocol.ts';
-import type { InvocationMetering, SandboxMetering, SandboxResult } from './sandbox/sandbox.ts';
+import { pointsOf, type InvocationMetering, type SandboxMetering, type SandboxResult } from './sandbox/sandbox.ts';
 import type { Scheduler } from './scheduler/scheduler.ts';
 import { MAX_RESPONSE_BYTES, type HttpRequestInfo } from './sdk/define.ts';
 import { checkedPublishes, type Publish } from './sdk/downlink.ts';
@@ -301,7 +301,7 @@ export class HttpTriggers {
         let points: Point[];
         try {
           // Points come from untrusted code: validate again on this side of the boundary.
-          points = result.points.map((p) => validatePoint(p));
+          points = pointsOf(result).map((p) => validatePoint(p));
         } catch (err) {
           return { outcome: 'error', points: [], letter: letterOf('bad_points', '', errorMessage(err), 1), error: { code: 'bad_points', message: errorMessage(err) } };
         }

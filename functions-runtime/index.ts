@@ -7,7 +7,7 @@ export { type FunctionStats, type InvocationOutcome } from './router/function-st
 export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';
 export { Scheduler, type SchedulerOptions, type WorkerInfo, type FleetInfo, type FleetReason, type AutoscalerTuning, type BatchOutcome } from './scheduler/scheduler.ts';
 export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';
-export { FunctionSandbox, type SandboxResult } from './sandbox/sandbox.ts';
+export { FunctionSandbox, pointsOf, type SandboxResult } from './sandbox/sandbox.ts';
 export { invokeOnce, type InvokeRequest, type InvokeResponse } from './invoke.ts';
 export { HttpTriggers, httpTopic, FORWARDED_HEADERS, type HttpTriggerOptions, type HttpLookup, type HttpTriggerRequest, type HttpTriggerAnswer, type InvocationRecorder, type RecordedInvocation } from './http.ts';
 export { HTTP_METHODS, type HttpMethod } from './registry/http-route.ts';

@@ -5,7 +5,7 @@
  * published (`ctx.publish`) are returned, not sent.
  */
 import { loadFunctionOf, type DeployedFunction } from './registry/registry.ts';
-import type { SandboxMetering } from './sandbox/sandbox.ts';
+import { pointsOf, type SandboxMetering } from './sandbox/sandbox.ts';
 import type { Scheduler } from './scheduler/scheduler.ts';
 import type { GuestLogLine, GuestResponse } from './sandbox/guest-protocol.ts';
 import { validatePoint, type Point } from './sdk/point.ts';
@@ -53,7 +53,7 @@ export async function invokeOnce(scheduler: Scheduler, fn: DeployedFunction, req
     case 'ok':
       let points: Point[];
       try {
-        points = result.points.map((p) => validatePoint(p));
+        points = pointsOf(result).map((p) => validatePoint(p));
       } catch (err) {
         return { ...base, outcome: 'error', points: [], error: { code: 'bad_points', message: err instanceof Error ? err.message : String(err) } };
       }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bundleFunction, FunctionSandbox, type SandboxResult } from '../functions-runtime/index.ts';
+import { bundleFunction, FunctionSandbox, pointsOf, type SandboxResult } from '../functions-runtime/index.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const VECTORS = path.resolve(here, '../../shared/vectors/station-telemetry.json');
@@ -68,8 +68,9 @@ describe('station-telemetry v1 vectors', () => {
       }
       expect(result.outcome, JSON.stringify(result)).toBe('ok');
       if (result.outcome !== 'ok') return;
-      expect(result.points).toHaveLength(1);
-      const actual = result.points[0] as { measurement: string; tags: Record<string, string>; fields: Record<string, number>; time: number };
+      const points = pointsOf(result);
+      expect(points).toHaveLength(1);
+      const actual = points[0] as { measurement: string; tags: Record<string, string>; fields: Record<string, number>; time: number };
       const want = vector.expect.point;
       expect(actual.measurement).toBe(want.measurement);
       expect(actual.tags).toEqual(want.tags);

@@ -1,22 +1,53 @@
 /**
  * The framed protocol between the scheduler and a worker, over any byte stream (a child
  * process's pipes today, a microVM's vsock or serial port later): each frame is a 4-byte
- * big-endian length followed by that many bytes of UTF-8 JSON.
+ * big-endian length followed by that many bytes: UTF-8 JSON for control messages (the body
+ * starts with `{`), or one of the binary batch frames (batch-codec.ts: invoke, result).
  */
 import type { Readable, Writable } from 'node:stream';
 import { VoltlineError } from '../../lib/errors.ts';
+import { decodeInvoke, decodeResult, encodeInvoke, encodeResult, INVOKE_FRAME, RESULT_FRAME, type InvokeMessage, type ResultMessage } from './batch-codec.ts';
 
 /** Frames larger than this are refused on both sides. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
-export function encodeFrame(message: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(message), 'utf8');
+const JSON_FRAME = 0x7b; // '{'
+
+function framed(body: Buffer): Buffer {
   if (body.length > MAX_FRAME_BYTES) {
     throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot send a frame of ${body.length} bytes as the limit is ${MAX_FRAME_BYTES}`, { context: { bytes: body.length } });
   }
   const header = Buffer.allocUnsafe(4);
   header.writeUInt32BE(body.length, 0);
   return Buffer.concat([header, body]);
+}
+
+/** A control message (a JSON object) as a frame. */
+export function encodeFrame(message: object): Buffer {
+  return framed(Buffer.from(JSON.stringify(message), 'utf8'));
+}
+
+/** A batch of events as a binary frame. Throws VL_FRAME_TOO_LARGE when it does not fit. */
+export function encodeInvokeFrame(message: InvokeMessage): Buffer {
+  return framed(encodeInvoke(message));
+}
+
+/** A batch's results as a binary frame. Throws VL_FRAME_TOO_LARGE when they do not fit. */
+export function encodeResultFrame(message: ResultMessage): Buffer {
+  return framed(encodeResult(message));
+}
+
+function decodeBody(body: Buffer): unknown {
+  switch (body[0]) {
+    case JSON_FRAME:
+      return JSON.parse(body.toString('utf8'));
+    case INVOKE_FRAME:
+      return decodeInvoke(body);
+    case RESULT_FRAME:
+      return decodeResult(body);
+    default:
+      throw new VoltlineError('VL_FRAME_BAD', `Cannot read a worker frame as its first byte ${String(body[0])} is none of a JSON object, an invoke or a result frame`);
+  }
 }
 
 /**
@@ -45,7 +76,7 @@ export class FrameDecoder {
       }
       if (this.#buffered < 4 + length) break;
       const all = this.#chunks.length === 1 ? head : Buffer.concat(this.#chunks, this.#buffered);
-      messages.push(JSON.parse(all.toString('utf8', 4, 4 + length)));
+      messages.push(decodeBody(all.subarray(4, 4 + length)));
       const rest = all.subarray(4 + length);
       this.#chunks = rest.length > 0 ? [rest] : [];
       this.#buffered = rest.length;
@@ -66,6 +97,6 @@ export function readFrames(input: Readable, onMessage: (message: unknown) => voi
   });
 }
 
-export function writeFrame(output: Writable, message: unknown): boolean {
+export function writeFrame(output: Writable, message: object): boolean {
   return output.write(encodeFrame(message));
 }

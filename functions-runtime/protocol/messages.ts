@@ -1,6 +1,5 @@
-/** The messages of the scheduler ⇄ worker protocol (see frames.ts for the framing). */
-import type { InvocationMetering, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
-import type { GuestEvent } from '../sandbox/guest-protocol.ts';
+/** The messages of the scheduler ⇄ worker protocol (see frames.ts for the framing, batch-codec.ts for the batch frames). */
+import type { InvokeMessage, ResultMessage } from './batch-codec.ts';
 
 /** A function as a worker loads it. */
 export interface LoadFunction {
@@ -30,26 +29,11 @@ export interface LoadFunction {
 export type ToWorker =
   | { readonly t: 'load'; readonly fn: LoadFunction }
   | { readonly t: 'unload'; readonly name: string; readonly version: string }
-  | {
-      readonly t: 'invoke';
-      readonly id: number;
-      readonly name: string;
-      readonly version: string;
-      readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>;
-    }
+  | InvokeMessage
   | { readonly t: 'shutdown' };
 
 export type FromWorker =
   | { readonly t: 'ready'; readonly pid: number }
   | { readonly t: 'heartbeat'; readonly rssBytes: number; readonly inFlight: number }
-  | {
-      readonly t: 'result';
-      readonly id: number;
-      readonly results: SandboxResult[];
-      /** The batch's metering. */
-      readonly metering: SandboxMetering;
-      /** Each event's own metering, in the order of `results`. */
-      readonly perEvent: InvocationMetering[];
-      readonly coldStart: boolean;
-    }
+  | ResultMessage
   | { readonly t: 'failed'; readonly id: number; readonly message: string };

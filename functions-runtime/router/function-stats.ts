@@ -67,7 +67,15 @@ class Window {
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+/** A function's metric children, bound once: per-event observations must not hash label sets. */
+interface Bound {
+  readonly invocationWall: ReturnType<Histogram<'function'>['labels']>;
+  readonly invocationCpu: ReturnType<Histogram<'function'>['labels']>;
+  readonly outcomes: Readonly<Record<InvocationOutcome, ReturnType<Counter<'function' | 'outcome'>['labels']>>>;
+}
+
 interface Tally {
+  bound?: Bound;
   readonly invocations: Record<InvocationOutcome, number>;
   deadLetters: number;
   retries: number;
@@ -135,6 +143,21 @@ export class FunctionMeter {
     return tally;
   }
 
+  #bound(fn: string, tally: Tally): Bound {
+    tally.bound ??= {
+      invocationWall: this.#invocationWall.labels({ function: fn }),
+      invocationCpu: this.#invocationCpu.labels({ function: fn }),
+      outcomes: {
+        ok: this.#invocations.labels({ function: fn, outcome: 'ok' }),
+        invalid: this.#invocations.labels({ function: fn, outcome: 'invalid' }),
+        error: this.#invocations.labels({ function: fn, outcome: 'error' }),
+        timeout: this.#invocations.labels({ function: fn, outcome: 'timeout' }),
+        memory: this.#invocations.labels({ function: fn, outcome: 'memory' }),
+      },
+    };
+    return tally.bound;
+  }
+
   /**
    * One batch ran on a worker: its own metering and each event's. Without `perEvent` (a run
    * of one event metered as a whole) the batch counts as one invocation.
@@ -143,11 +166,12 @@ export class FunctionMeter {
     this.#wall.observe({ function: fn }, metering.wallMs / 1000);
     this.#cpu.observe({ function: fn }, metering.cpuMs / 1000);
     const tally = this.#tally(fn);
+    const bound = this.#bound(fn, tally);
     tally.batches += 1;
     tally.walls.push(metering.wallMs);
     for (const event of perEvent) {
-      this.#invocationWall.observe({ function: fn }, event.wallMs / 1000);
-      this.#invocationCpu.observe({ function: fn }, event.cpuMs / 1000);
+      bound.invocationWall.observe(event.wallMs / 1000);
+      bound.invocationCpu.observe(event.cpuMs / 1000);
       tally.runs += 1;
       tally.invocationWalls.push(event.wallMs);
       tally.cpuMsTotal += event.cpuMs;
@@ -163,10 +187,11 @@ export class FunctionMeter {
     this.#batchEvents.observe({ function: fn }, events);
   }
 
-  /** An event reached its final outcome. */
-  outcome(fn: string, outcome: InvocationOutcome): void {
-    this.#invocations.inc({ function: fn, outcome });
-    this.#tally(fn).invocations[outcome] += 1;
+  /** `count` events (default 1) reached their final outcome. */
+  outcome(fn: string, outcome: InvocationOutcome, count = 1): void {
+    const tally = this.#tally(fn);
+    this.#bound(fn, tally).outcomes[outcome].inc(count);
+    tally.invocations[outcome] += count;
   }
 
   deadLettered(fn: string): void {

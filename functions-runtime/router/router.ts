@@ -24,11 +24,10 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
-import { DEFAULT_TENANT, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, timerFunctionOf, type DeadLetter, type LoggedEvent, type Point, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import { DEFAULT_TENANT, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, timerFunctionOf, type DeadLetter, type LoggedEvent, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
-import type { SandboxResult } from '../sandbox/sandbox.ts';
+import type { SandboxEvent, SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
-import { validatePoint } from '../sdk/point.ts';
 import { checkedPublishes, type Publish } from '../sdk/downlink.ts';
 import { DownlinkSender, type Downlink } from './downlink.ts';
 import { CommitTracker } from './commit-tracker.ts';
@@ -71,12 +70,14 @@ export interface RouterOptions {
 /** An event whose attempt failed in a way another attempt might not (not invalid input). */
 interface Failed {
   readonly event: LoggedEvent;
-  readonly text: string;
 }
 
-/** What a batch's runs collect, per event: points and publishes of ok events, and dead letters. */
+/**
+ * What a batch's runs collect, per event: the points of ok events (the JSON their guest made:
+ * the store parses and checks it), their publishes, and dead letters.
+ */
 interface Collected {
-  readonly points: Map<LoggedEvent, Point[]>;
+  readonly points: Map<LoggedEvent, Uint8Array>;
   readonly publishes: Map<LoggedEvent, Publish[]>;
   readonly letters: DeadLetter[];
 }
@@ -85,6 +86,8 @@ const RETRIABLE_OUTCOMES: ReadonlySet<SandboxResult['outcome']> = new Set(['erro
 
 interface Lane {
   readonly fnName: string;
+  /** This lane's index among its function's lanes. */
+  readonly index: number;
   readonly queue: LoggedEvent[];
   /** When each queued event was queued (clock ms), in step with `queue`. */
   readonly queuedAt: number[];
@@ -93,7 +96,8 @@ interface Lane {
   linger: (() => void) | undefined;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** Topics whose targets are remembered at most (the cache is emptied when it is full or the functions change). */
+const TARGET_CACHE_SIZE = 100_000;
 
 function laneIndex(deviceId: string, lanes: number): number {
   // FNV-1a: cheap, stable, spreads short ids well.
@@ -108,7 +112,10 @@ function laneIndex(deviceId: string, lanes: number): number {
 export class Router implements InvocationRecorder {
   readonly #o: RouterOptions;
   readonly #log: Logger;
-  readonly #lanes = new Map<string, Lane>();
+  /** Each function's lanes, by lane index (device id hash). */
+  readonly #lanes = new Map<string, Array<Lane | undefined>>();
+  /** The functions a device topic fires, by tenant and topic (see #deviceTargets). */
+  #targets = new Map<string, DeployedFunction[]>();
   readonly #abort = new AbortController();
   /**
    * Set when `stop()`'s grace period is over: batches stop retrying and give up without
@@ -177,6 +184,12 @@ export class Router implements InvocationRecorder {
 
   #refreshRoutes(): void {
     this.#routes = this.#o.registry.list().filter((fn) => fn.triggers.length > 0);
+    this.#targets = new Map();
+  }
+
+  /** Every lane of every function. */
+  *#allLanes(): Generator<Lane> {
+    for (const lanes of this.#lanes.values()) for (const lane of lanes) if (lane !== undefined) yield lane;
   }
 
   /** Starts reading from the committed position (replaying anything not committed). */
@@ -195,7 +208,7 @@ export class Router implements InvocationRecorder {
       const room = this.#o.maxInFlightEvents - this.#tracker.inFlight;
       if (room <= 0) {
         // No more events will come until some finish: lingering lanes start now.
-        for (const lane of this.#lanes.values()) if (lane.linger !== undefined) this.#pump(lane);
+        for (const lane of this.#allLanes()) if (lane.linger !== undefined) this.#pump(lane);
         await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
         continue;
       }
@@ -216,15 +229,21 @@ export class Router implements InvocationRecorder {
       this.#unrouted.inc();
       return;
     }
+    const index = laneIndex(event.deviceId, this.#o.lanesPerFunction);
+    const now = this.#clock.now();
     for (const fn of matched) {
-      const key = `${fn.name}#${laneIndex(event.deviceId, this.#o.lanesPerFunction)}`;
-      let lane = this.#lanes.get(key);
+      let lanes = this.#lanes.get(fn.name);
+      if (lanes === undefined) {
+        lanes = new Array<Lane | undefined>(this.#o.lanesPerFunction);
+        this.#lanes.set(fn.name, lanes);
+      }
+      let lane = lanes[index];
       if (lane === undefined) {
-        lane = { fnName: fn.name, queue: [], queuedAt: [], busy: false, linger: undefined };
-        this.#lanes.set(key, lane);
+        lane = { fnName: fn.name, index, queue: [], queuedAt: [], busy: false, linger: undefined };
+        lanes[index] = lane;
       }
       lane.queue.push(event);
-      lane.queuedAt.push(this.#clock.now());
+      lane.queuedAt.push(now);
       this.#pump(lane);
     }
   }
@@ -241,7 +260,14 @@ export class Router implements InvocationRecorder {
     // device cannot fake another's (or its own) connection or disconnection.
     if (event.topic.startsWith(PRESENCE_TOPIC_PREFIX) && event.source !== PRESENCE_SOURCE) return [];
     const tenant = event.tenant ?? DEFAULT_TENANT;
-    return this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
+    // Every message of a device has the same few topics: match each once, not per message.
+    const key = `${tenant}\u0000${event.topic}`;
+    const cached = this.#targets.get(key);
+    if (cached !== undefined) return cached;
+    const targets = this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
+    if (this.#targets.size >= TARGET_CACHE_SIZE) this.#targets = new Map();
+    this.#targets.set(key, targets);
+    return targets;
   }
 
   /**
@@ -298,20 +324,7 @@ export class Router implements InvocationRecorder {
   async #runBatch(fnName: string, batch: LoggedEvent[]): Promise<void> {
     // Points per event, so that the batch's points are written in log order even when
     // some events succeeded only on a retry.
-    const points = new Map<LoggedEvent, Point[]>();
-    // Publishes per event: only events whose final outcome is ok have any.
-    const publishes = new Map<LoggedEvent, Publish[]>();
-    const letters: DeadLetter[] = [];
-    const runnable: LoggedEvent[] = [];
-    const texts: string[] = [];
-    for (const event of batch) {
-      try {
-        texts.push(utf8.decode(event.payload));
-        runnable.push(event);
-      } catch {
-        letters.push(this.#letter(fnName, event, 'payload_not_json', '', 'payload is not valid UTF-8 text, so it cannot be JSON'));
-      }
-    }
+    const out: Collected = { points: new Map(), publishes: new Map(), letters: [] };
     // The version is read once per batch: the whole batch, its re-runs and its events'
     // retries run on it. A retry on a version deployed meanwhile would run an earlier
     // event of a device on a newer version than a later one of the same batch.
@@ -319,22 +332,20 @@ export class Router implements InvocationRecorder {
     // Removed while its events waited: nothing runs them now.
     if (fn !== undefined) {
       const failed: Failed[] = [];
-      await this.#invoke(fn, runnable, texts, { points, publishes, letters }, failed, 1);
-      for (const { event, text } of failed) await this.#retry(fn, event, text, { points, publishes, letters });
+      await this.#invoke(fn, batch, out, failed, 1);
+      for (const { event } of failed) await this.#retry(fn, event, out);
     }
     // After stop() returned, the store may be closing: this router writes nothing more.
     if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
     // The function's tenant owns what it wrote (a function removed meanwhile: the default's).
     const tenant = fn?.tenant ?? DEFAULT_TENANT;
-    await this.#write(
-      batch.flatMap((event) => points.get(event) ?? []).map((point) => ({ ...point, tenant })),
-      letters.map((letter) => ({ ...letter, tenant })),
-    );
+    const stored = batch.filter((event) => out.points.has(event));
+    const refused = await this.#write(fnName, tenant, stored, out);
     // Stored: now the downlinks, in log order, before the batch is marked finished (so an
     // event replayed after a crash publishes again: at least once).
     for (const event of batch) {
-      const sent = publishes.get(event);
-      if (sent !== undefined) await this.#downlinks.send(fnName, sent);
+      const sent = out.publishes.get(event);
+      if (sent !== undefined && !refused.has(event)) await this.#downlinks.send(fnName, sent);
     }
     const now = Date.now();
     for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
@@ -346,31 +357,29 @@ export class Router implements InvocationRecorder {
    * (too large for one worker frame) would be refused again: it runs in halves, in order,
    * and a single event still refused is dead-lettered rather than blocking its lane.
    */
-  async #invoke(fn: DeployedFunction, events: LoggedEvent[], texts: string[], out: Collected, failed: Failed[], attempt: number): Promise<void> {
+  async #invoke(fn: DeployedFunction, events: LoggedEvent[], out: Collected, failed: Failed[], attempt: number): Promise<void> {
     const fnName = fn.name;
     // `tries` counts runs of this batch lost to the platform; `attempt` is the event's attempt.
     for (let tries = 0; events.length > 0; ) {
       if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot run a batch of '${fnName}' as the router has stopped`, { retriable: true });
       if (this.#o.registry.get(fnName) === undefined) return; // removed while its events waited: nothing runs them now
       try {
-        const outcome = await this.#o.scheduler.run(
-          loadFunctionOf(fn),
-          events.map((event, i) => ({
-            payload: texts[i] ?? '',
-            topic: event.topic,
-            deviceId: event.deviceId,
-            receivedAt: event.receivedAtMs,
-            source: event.source,
-            invocationId: `${fn.name}:${String(event.offset)}`,
-            attempt,
-          })),
-        );
-        this.#meter.metered(fn.name, outcome.metering, outcome.perEvent);
+        const outcome = await this.#o.scheduler.run(loadFunctionOf(fn), events.map((event): SandboxEvent => ({
+          // The bytes as logged: the worker checks they are UTF-8 and hands them to the guest.
+          payload: event.payload,
+          topic: event.topic,
+          deviceId: event.deviceId,
+          receivedAt: event.receivedAtMs,
+          source: event.source,
+          invocationId: `${fnName}:${String(event.offset)}`,
+          attempt,
+        })));
+        this.#meter.metered(fnName, outcome.metering, outcome.perEvent);
         outcome.results.forEach((result, i) => {
           const event = events[i];
           if (event === undefined) return;
-          if (RETRIABLE_OUTCOMES.has(result.outcome) && attempt <= fn.retries) failed.push({ event, text: texts[i] ?? '' });
-          else this.#collect(fn.name, event, result, out, attempt);
+          if (RETRIABLE_OUTCOMES.has(result.outcome) && attempt <= fn.retries) failed.push({ event });
+          else this.#collect(fnName, event, result, out, attempt);
         });
         return;
       } catch (err) {
@@ -384,8 +393,8 @@ export class Router implements InvocationRecorder {
           }
           const half = Math.ceil(events.length / 2);
           this.#log.warn({ function: fnName, events: events.length, err: errorMessage(err) }, 'batch refused; running it in halves');
-          await this.#invoke(fn, events.slice(0, half), texts.slice(0, half), out, failed, attempt);
-          await this.#invoke(fn, events.slice(half), texts.slice(half), out, failed, attempt);
+          await this.#invoke(fn, events.slice(0, half), out, failed, attempt);
+          await this.#invoke(fn, events.slice(half), out, failed, attempt);
           return;
         }
         this.#retries.inc({ stage: 'invoke' });
@@ -399,7 +408,7 @@ export class Router implements InvocationRecorder {
    * Runs one failed event again, alone, until it succeeds, fails for good (invalid input)
    * or has used its attempts; the last attempt's verdict is collected. The lane waits.
    */
-  async #retry(fn: DeployedFunction, event: LoggedEvent, text: string, out: Collected): Promise<void> {
+  async #retry(fn: DeployedFunction, event: LoggedEvent, out: Collected): Promise<void> {
     const fnName = fn.name;
     for (let attempt = 2; ; attempt++) {
       this.#retries.inc({ stage: 'function' });
@@ -407,35 +416,30 @@ export class Router implements InvocationRecorder {
       this.#log.debug({ function: fnName, offset: String(event.offset), deviceId: event.deviceId, attempt }, 'running a failed event again');
       await this.#backoff(attempt - 2, this.#o.functionRetryMinMs, this.#o.functionRetryMaxMs);
       const failed: Failed[] = [];
-      await this.#invoke(fn, [event], [text], out, failed, attempt);
+      await this.#invoke(fn, [event], out, failed, attempt);
       if (failed.length === 0) return;
     }
   }
 
+  /**
+   * An event's final verdict. An ok event's points are kept as they came (the store checks
+   * them, and refuses an event's points alone: see #write); its outcome is counted once the
+   * store has taken them.
+   */
   #collect(fnName: string, event: LoggedEvent, result: SandboxResult, out: Collected, attempt: number): void {
     const { letters } = out;
     if (result.outcome === 'ok') {
-      let checked: Point[];
-      try {
-        // Points come from untrusted code: validate again on this side of the boundary.
-        checked = result.points.map((p) => validatePoint(p));
-      } catch (err) {
-        this.#meter.outcome(fnName, 'error');
-        letters.push(this.#letter(fnName, event, 'bad_points', '', errorMessage(err), attempt));
-        return;
-      }
       let sent: Publish[];
       try {
-        // So do the publishes (the guest enforces the same rules on ctx.publish).
+        // Guest output: checked again on this side of the boundary (the guest enforces the same rules on ctx.publish).
         sent = checkedPublishes(result.publishes);
       } catch (err) {
         this.#meter.outcome(fnName, 'error');
         letters.push(this.#letter(fnName, event, 'error', '', errorMessage(err), attempt));
         return;
       }
-      out.points.set(event, checked);
+      out.points.set(event, result.points);
       if (sent.length > 0) out.publishes.set(event, sent);
-      this.#meter.outcome(fnName, 'ok');
       return;
     }
     this.#meter.outcome(fnName, result.outcome);
@@ -462,23 +466,44 @@ export class Router implements InvocationRecorder {
     };
   }
 
-  /** Writes until it succeeds: a store that is down holds the log position, loses nothing. */
-  async #write(points: Point[], letters: DeadLetter[]): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
+  /**
+   * Writes the batch's points (of `stored`, in log order) and dead letters until the store
+   * takes them: a store that is down holds the log position and loses nothing. Points the
+   * store refuses (they break the point rules, which only a guest that bypassed its own
+   * checks can send, or a limit of the store) make their event a `bad_points` dead letter,
+   * written before this returns, without retries: the same points would be refused again.
+   * Returns the refused events.
+   */
+  async #write(fnName: string, tenant: string, stored: readonly LoggedEvent[], out: Collected): Promise<ReadonlySet<LoggedEvent>> {
+    const encoded = stored.map((event) => out.points.get(event) ?? new Uint8Array(0));
+    const refused = new Set<LoggedEvent>();
+    let letters = out.letters.map((letter) => ({ ...letter, tenant }));
+    let points = stored.length > 0 ? { tenant, events: encoded } : undefined;
+    for (let attempt = 0; points !== undefined || letters.length > 0; attempt++) {
       try {
-        await Promise.all([
-          points.length > 0 ? this.#o.store.writePoints(points) : undefined,
-          letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined,
-        ]);
-        this.#pointsWritten.inc(points.length);
-        return;
+        const [written] = await Promise.all([points === undefined ? undefined : this.#o.store.writeEncodedPoints(points), letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined]);
+        letters = [];
+        if (written !== undefined) {
+          this.#pointsWritten.inc(written.points);
+          for (const { index, message } of written.rejected) {
+            const event = stored[index];
+            if (event === undefined) continue;
+            refused.add(event);
+            letters.push({ ...this.#letter(fnName, event, 'bad_points', '', message, 1), tenant });
+          }
+          if (refused.size > 0) this.#log.warn({ function: fnName, events: refused.size, first: written.rejected[0]?.message }, 'the store refused the points of some events; they are dead-lettered as bad_points');
+          this.#meter.outcome(fnName, 'ok', stored.length - refused.size);
+          if (refused.size > 0) this.#meter.outcome(fnName, 'error', refused.size);
+        }
+        points = undefined;
       } catch (err) {
         if (this.#halted) throw err;
         this.#retries.inc({ stage: 'store' });
-        this.#log.error({ err: errorMessage(err), points: points.length, deadLetters: letters.length, attempt }, 'store write failed; trying again');
+        this.#log.error({ err: errorMessage(err), events: points?.events.length ?? 0, deadLetters: letters.length, attempt }, 'store write failed; trying again');
         await this.#backoff(attempt);
       }
     }
+    return refused;
   }
 
   /** Waits a jittered delay in [ceiling/2, ceiling), the ceiling doubling per attempt up to `maxMs`. */
@@ -531,7 +556,7 @@ export class Router implements InvocationRecorder {
    */
   oldestWaitingSince(): number | undefined {
     let oldest: number | undefined;
-    for (const lane of this.#lanes.values()) {
+    for (const lane of this.#allLanes()) {
       const queuedAt = lane.queuedAt[0];
       if (queuedAt !== undefined && (oldest === undefined || queuedAt < oldest)) oldest = queuedAt;
     }
@@ -562,14 +587,14 @@ export class Router implements InvocationRecorder {
     this.#abort.abort();
     this.#slotWaiter?.();
     // Lingering lanes start their batches now: stopping never waits out a linger.
-    for (const lane of this.#lanes.values()) this.#pump(lane);
+    for (const lane of this.#allLanes()) this.#pump(lane);
     if (this.#commitTimer !== undefined) clearInterval(this.#commitTimer);
     await this.#loop;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
     this.#halted = true;
-    for (const lane of this.#lanes.values()) {
+    for (const lane of this.#allLanes()) {
       lane.linger?.();
       lane.linger = undefined;
     }

@@ -61,6 +61,45 @@ export type GuestResult =
     }
   | { readonly outcome: 'error'; readonly code: 'error' | 'bad_points'; readonly message: string; readonly logs: GuestLogLine[] };
 
+/**
+ * One event of a batch call: topic, device id, receivedAt (epoch ms), source, invocation id,
+ * attempt (1-based), the length of its payload in the call's payload string (UTF-16 code
+ * units), and the HTTP request for an HTTP trigger's event.
+ */
+export type GuestBatchEvent = readonly [topic: string, deviceId: string, receivedAt: number, source: string, invocationId: string, attempt: number, payloadLength: number, http?: HttpRequestInfo];
+
+/**
+ * The first argument of `__voltline_invoke_batch(metaJson, payloads)`, as JSON; the second is
+ * every event's payload text, one after another.
+ */
+export interface GuestBatchMeta {
+  /**
+   * 1: the events continue the batch the previous call began (the host called again after
+   * the guest stopped at `sliceMs`), run by the same module evaluation; 0: a new batch.
+   */
+  readonly c: 0 | 1;
+  /** Each event's time limit, ms (the function's `timeoutMs`). */
+  readonly limitMs: number;
+  /** The guest returns after the event that takes the call past this, ms; the host calls again. */
+  readonly sliceMs: number;
+  /** The function's settings (ctx.config); absent when it has none. */
+  readonly config?: Readonly<Record<string, string>>;
+  readonly events: readonly GuestBatchEvent[];
+}
+
+/**
+ * The first line of what a batch call returns. Then one line per event run, in order:
+ * for an ok result `0` (points only) or the result's JSON without its points, a tab, and the
+ * points' JSON array; for any other result (invalid, error, or a `timeout` the guest saw
+ * after the event finished) its JSON alone.
+ */
+export interface GuestBatchHeader {
+  /** Events run by this call (the first `n` of its events). */
+  readonly n: number;
+  /** Each one's wall time as the guest measured it (whole ms, Date.now()). */
+  readonly ms: readonly number[];
+}
+
 /** What `__voltline_describe` returns: the definition's static parts. */
 export interface FunctionDescription {
   readonly name: string;

@@ -8,7 +8,7 @@ import type { DefinedFunction, FunctionLogger, HandlerResult, StandardResult } f
 import { InvalidEventError, MAX_RESPONSE_BYTES } from '../sdk/define.ts';
 import { PointBuilder, validatePoint, type Point } from '../sdk/point.ts';
 import { addPublish, utf8Length, type Publish } from '../sdk/downlink.ts';
-import type { GuestEvent, GuestLogLine, GuestResponse, GuestResult, FunctionDescription } from './guest-protocol.ts';
+import type { FunctionDescription, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestLogLine, GuestResponse, GuestResult } from './guest-protocol.ts';
 import { lockdown, REALM_TAINTED, type Realm } from './realm.ts';
 
 const MAX_LOG_LINES = 100;
@@ -57,7 +57,8 @@ function formatPath(path: ReadonlyArray<PropertyKey | { readonly key: PropertyKe
 function collectPoints(output: HandlerResult): Point[] {
   if (output === undefined || output === null) return [];
   const items: readonly unknown[] = Array.isArray(output) ? output : [output];
-  return items.map((item) => validatePoint(item instanceof PointBuilder ? item.build() : item));
+  // A builder's build() returns a point it has just checked; anything else is checked here.
+  return items.map((item) => (item instanceof PointBuilder ? item.build() : validatePoint(item)));
 }
 
 /**
@@ -154,19 +155,6 @@ function failure(err: unknown, logs: GuestLogLine[], reply: Reply = {}): GuestRe
   return { outcome: 'error', code: 'error', message, logs };
 }
 
-/** The slow path, for a schema whose validation is asynchronous. */
-async function invokeAsync(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply, pending: Promise<StandardResult<unknown>>): Promise<string> {
-  try {
-    const result = await pending;
-    if (result.issues !== undefined) return JSON.stringify(schemaFailure(result.issues, logs));
-    const value = result.value;
-    const output = await definition.handler(eventFor(event, value), contextFor(definition, event, logs, reply));
-    return JSON.stringify(ok(collectPoints(output), logs, reply));
-  } catch (err) {
-    return JSON.stringify(failure(err, logs, reply));
-  }
-}
-
 function schemaFailure(issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }>, logs: GuestLogLine[]): GuestResult {
   const first = issues[0];
   const field = formatPath(first?.path);
@@ -180,54 +168,88 @@ function eventFor(event: GuestEvent, payload: unknown) {
 }
 
 function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply) {
-  // `event` is parsed afresh for every invocation: this frozen copy is this invocation's own.
+  // The logger is made on first use: most invocations never log.
+  let log: FunctionLogger | undefined;
   return {
-    log: makeLogger(logs),
+    get log(): FunctionLogger {
+      return (log ??= makeLogger(logs));
+    },
     deadline: event.deadline,
     invocationId: event.invocationId,
     functionName: definition.name,
-    config: Object.freeze({ ...event.config }),
+    // Frozen once per batch (runBatch): the same object for every invocation, none can change it.
+    config: event.config ?? EMPTY_CONFIG,
     respond: makeRespond(reply),
     publish: (topic: string, payload: string | object): void => addPublish((reply.publishes ??= []), topic, payload),
   };
 }
 
 /**
- * Runs one event. Returns the JSON of a GuestResult, or a promise of it when the schema
- * or the handler is asynchronous (the host awaits it under a wall-clock deadline).
+ * One event's verdict as a line of the batch output (see `GuestBatchOutput`): an ok result
+ * is `0` (nothing but points) or its JSON without the points, then a tab and the points' JSON;
+ * any other result is its JSON alone. JSON never holds a raw tab or line feed, so the host
+ * splits lines and finds the points without parsing them.
  */
-function invoke(definition: DefinedFunction, eventJson: string): string | Promise<string> {
+function okLine(points: readonly Point[], logs: GuestLogLine[], reply: Reply): string {
+  const pointsJson = JSON.stringify(points);
+  if (logs.length === 0 && reply.response === undefined && (reply.publishes === undefined || reply.publishes.length === 0)) return `0\t${pointsJson}`;
+  const { points: _points, ...rest } = ok([], logs, reply) as Extract<GuestResult, { outcome: 'ok' }>;
+  return `${JSON.stringify(rest)}\t${pointsJson}`;
+}
+
+function resultLine(result: GuestResult | ReturnType<typeof timeoutResult>): string {
+  return JSON.stringify(result);
+}
+
+/** The slow path, for a schema whose validation is asynchronous. */
+async function runAsync(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply, pending: Promise<StandardResult<unknown>>): Promise<string> {
+  try {
+    const result = await pending;
+    if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, logs));
+    const output = await definition.handler(eventFor(event, result.value), contextFor(definition, event, logs, reply));
+    return okLine(collectPoints(output), logs, reply);
+  } catch (err) {
+    return resultLine(failure(err, logs, reply));
+  }
+}
+
+/**
+ * Runs one event: parses its payload, validates it with the schema, calls the handler and
+ * checks its points. Returns its output line, or a promise of it when the schema or the
+ * handler is asynchronous (the host awaits it under a wall-clock deadline).
+ */
+function runEvent(definition: DefinedFunction, event: GuestEvent, payloadText: string): string | Promise<string> {
   const logs: GuestLogLine[] = [];
   const reply: Reply = {};
-  const event = JSON.parse(eventJson) as GuestEvent;
   let payload: unknown;
   try {
-    payload = JSON.parse(event.payload);
+    payload = JSON.parse(payloadText);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    return JSON.stringify({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs } satisfies GuestResult);
+    return resultLine({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs });
   }
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
     const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : typeof payload;
-    return JSON.stringify({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs } satisfies GuestResult);
+    return resultLine({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs });
   }
   try {
     let value: unknown = payload;
     if (definition.schema !== undefined) {
       const result = definition.schema['~standard'].validate(payload);
-      if (result instanceof Promise) return invokeAsync(definition, event, logs, reply, result);
-      if (result.issues !== undefined) return JSON.stringify(schemaFailure(result.issues, logs));
+      if (result instanceof Promise) return runAsync(definition, event, logs, reply, result);
+      if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, logs));
       value = result.value;
     }
     const output = definition.handler(eventFor(event, value), contextFor(definition, event, logs, reply));
     if (output instanceof Promise) {
       return output.then(
-        (resolved: HandlerResult) => JSON.stringify(ok(collectPoints(resolved), logs, reply)),
-      ).catch((err: unknown) => JSON.stringify(failure(err, logs, reply)));
+        (resolved: HandlerResult) => okLine(collectPoints(resolved), logs, reply),
+        (err: unknown) => resultLine(failure(err, logs, reply)),
+      ).then(undefined, (err: unknown) => resultLine(failure(err, logs, reply)));
     }
-    return JSON.stringify(ok(collectPoints(output), logs, reply));
+    return okLine(collectPoints(output), logs, reply);
   } catch (err) {
-    return JSON.stringify(failure(err, logs, reply));
+    return resultLine(failure(err, logs, reply));
   }
 }
 
@@ -243,12 +265,84 @@ function isDefined(value: unknown): value is DefinedFunction {
   return typeof value === 'object' && value !== null && (value as { __voltline?: unknown }).__voltline === 1;
 }
 
+/** What a batch call sees of the host's progress cell: the index of the event running. */
+interface Progress {
+  set(index: number): void;
+}
+
 /**
- * Installs the entry points the host calls: `__voltline_describe` and `__voltline_invoke`,
- * then freezes the realm (realm.ts). `shared` are the library modules, loaded once;
- * `factory` evaluates the function's own module afresh for every invocation, so neither
- * its module-level variables nor anything it writes to globals outlive the invocation.
- * `__voltline_invoke` throws REALM_TAINTED when the realm cannot be put back.
+ * Runs the events of `meta` in order with `definition`, each with its own deadline, and
+ * returns the batch output (`GuestBatchOutput`): a header line, then one line per event run.
+ * It stops early, after the event that takes the call past `meta.sliceMs`, so that one call
+ * stays within the host's time limit for it (`sliceMs` plus one event's limit); the host
+ * calls again for the rest.
+ */
+function runBatch(definition: DefinedFunction, meta: GuestBatchMeta, payloads: string, progress: Progress): string | Promise<string> {
+  const started = Date.now();
+  const lines: string[] = [];
+  const elapsed: number[] = [];
+  const config = meta.config === undefined ? EMPTY_CONFIG : Object.freeze({ ...meta.config });
+  const events = meta.events;
+  let offset = 0;
+  const record = (line: string, eventStarted: number): void => {
+    const ms = Date.now() - eventStarted;
+    // Finished, but past its limit: a timeout, as if the host had stopped it there.
+    lines.push(ms > meta.limitMs ? resultLine(timeoutResult(meta.limitMs)) : line);
+    elapsed.push(ms);
+  };
+  const step = (from: number): string | Promise<string> => {
+    for (let i = from; i < events.length; i++) {
+      if (i > 0 && Date.now() - started >= meta.sliceMs) break;
+      const e = events[i];
+      if (e === undefined) break;
+      const text = payloads.slice(offset, offset + e[6]);
+      offset += e[6];
+      progress.set(i);
+      const eventStarted = Date.now();
+      const event: GuestEvent = {
+        payload: text,
+        topic: e[0],
+        deviceId: e[1],
+        receivedAt: e[2],
+        source: e[3],
+        invocationId: e[4],
+        attempt: e[5],
+        deadline: eventStarted + meta.limitMs,
+        config,
+        ...(e[7] === undefined ? {} : { http: e[7] }),
+      };
+      const line = runEvent(definition, event, text);
+      if (typeof line !== 'string') {
+        return line.then((done) => {
+          record(done, eventStarted);
+          return step(i + 1);
+        });
+      }
+      record(line, eventStarted);
+    }
+    return `${JSON.stringify({ n: lines.length, ms: elapsed } satisfies GuestBatchHeader)}\n${lines.join('\n')}`;
+  };
+  return step(0);
+}
+
+const EMPTY_CONFIG: Readonly<Record<string, string>> = Object.freeze({});
+
+function timeoutResult(limitMs: number): { outcome: 'timeout'; message: string; logs: [] } {
+  return { outcome: 'timeout', message: `handler did not finish within its time limit of ${limitMs} ms`, logs: [] };
+}
+
+/**
+ * Installs the entry points the host calls: `__voltline_describe` and
+ * `__voltline_invoke_batch`, then freezes the realm (realm.ts). `shared` are the library
+ * modules, loaded once; `factory` evaluates the function's own module afresh for every
+ * batch, so neither its module-level variables nor anything it writes to globals outlive
+ * the batch (the unit of statelessness: README, "What a function may rely on").
+ * `__voltline_invoke_batch` throws REALM_TAINTED when the realm cannot be put back.
+ *
+ * The host may put a SharedArrayBuffer at `globalThis.__voltline_progress` before the
+ * bundle runs: the index of the event running is written there, so that when a call is
+ * stopped (time or memory limit) the host knows which event did it. It is taken off the
+ * global object before any function code runs.
  */
 export function installGuest(shared: Readonly<Record<string, unknown>>, factory: ModuleFactory): void {
   const modules = new Map<string, object>();
@@ -263,27 +357,44 @@ export function installGuest(shared: Readonly<Record<string, unknown>>, factory:
   /** Set once the realm is locked down, after the entry points are installed (they are part of it). */
   const locked: { realm?: Realm } = {};
   const host = globalThis as Record<string, unknown>;
+  const cell = host['__voltline_progress'];
+  delete host['__voltline_progress'];
+  const view = cell instanceof SharedArrayBuffer && cell.byteLength >= 4 ? new Int32Array(cell, 0, 1) : undefined;
+  const progress: Progress = { set: view === undefined ? () => undefined : (index) => Atomics.store(view, 0, index) };
+  /** The definition of the batch being run: a continuation call (`c: 1`) uses it again. */
+  let current: DefinedFunction | undefined;
   host['__voltline_describe'] = () => {
     locked.realm?.reset();
     const fn = load();
     return JSON.stringify(isDefined(fn) ? describe(fn) : { error: NOT_DEFINED });
   };
-  host['__voltline_invoke'] = (eventJson: string) => {
-    if (locked.realm?.reset() !== true) throw new Error(REALM_TAINTED);
-    let fn: unknown;
-    try {
-      fn = load();
-    } catch (err) {
-      return JSON.stringify(failure(err, []));
+  host['__voltline_invoke_batch'] = (metaJson: string, payloads: string) => {
+    const meta = JSON.parse(metaJson) as GuestBatchMeta;
+    progress.set(-1);
+    if (meta.c !== 1 || current === undefined) {
+      current = undefined;
+      if (locked.realm?.reset() !== true) throw new Error(REALM_TAINTED);
+      let fn: unknown;
+      try {
+        fn = load();
+      } catch (err) {
+        const line = resultLine(failure(err, []));
+        return everyEvent(meta, line);
+      }
+      if (!isDefined(fn)) return everyEvent(meta, resultLine({ outcome: 'error', code: 'error', message: NOT_DEFINED, logs: [] }));
+      // Validate with the schema of one template evaluation: a schema built afresh every
+      // batch would be compiled afresh on its first parse (zod: ~1.5 ms for the station
+      // schema). The handler comes from this batch's own evaluation.
+      if (template === undefined) template = fn;
+      const { schema: _fresh, ...rest } = fn;
+      current = template.schema === undefined ? rest : { ...rest, schema: template.schema };
     }
-    if (!isDefined(fn)) return JSON.stringify({ outcome: 'error', code: 'error', message: NOT_DEFINED, logs: [] } satisfies GuestResult);
-    // Validate with the schema of one template evaluation: a schema built afresh every
-    // invocation would be compiled afresh on its first parse (zod), which cost ~1.5 ms per
-    // event. The guest alone uses it; the handler still comes from this invocation's own
-    // evaluation, so module-level state stays per invocation.
-    if (template === undefined) template = fn;
-    const { schema: _fresh, ...rest } = fn;
-    return invoke(template.schema === undefined ? rest : { ...rest, schema: template.schema }, eventJson);
+    return runBatch(current, meta, payloads, progress);
   };
   locked.realm = lockdown([...modules.values()]);
+}
+
+/** The same line for every event of the call (the module could not be loaded). */
+function everyEvent(meta: GuestBatchMeta, line: string): string {
+  return `${JSON.stringify({ n: meta.events.length, ms: meta.events.map(() => 0) } satisfies GuestBatchHeader)}\n${meta.events.map(() => line).join('\n')}`;
 }

@@ -4,8 +4,8 @@
  * invocation survives into the next (issue 4: stateless by construction).
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { bundleFixture, eventOf } from '../testing/helpers.ts';
-import { FunctionSandbox, type SandboxResult } from './sandbox.ts';
+import { bundleFixture, decoded, eventOf, type DecodedResult } from '../testing/helpers.ts';
+import { FunctionSandbox } from './sandbox.ts';
 
 let misbehave: string;
 let asyncSchema: string;
@@ -30,14 +30,14 @@ function sandboxFor(code: string, options: { memoryMb?: number; timeoutMs?: numb
   return sandbox;
 }
 
-async function run(sandbox: FunctionSandbox, ...payloads: unknown[]): Promise<SandboxResult[]> {
+async function run(sandbox: FunctionSandbox, ...payloads: unknown[]): Promise<DecodedResult[]> {
   const { results } = await sandbox.runBatch(payloads.map((payload, i) => eventOf(payload, { invocationId: `inv-${i}` })));
   expect(results).toHaveLength(payloads.length);
-  return results;
+  return results.map(decoded);
 }
 
 /** The fields of the single point an 'ok' result carries. */
-function fieldsOf(result: SandboxResult | undefined): Record<string, unknown> {
+function fieldsOf(result: DecodedResult | undefined): Record<string, unknown> {
   expect(result?.outcome, JSON.stringify(result)).toBe('ok');
   if (result?.outcome !== 'ok') return {};
   expect(result.points).toHaveLength(1);
@@ -68,6 +68,16 @@ describe('time limit', () => {
     expect(sandbox.builds).toBe(2);
     const [next] = await run(sandbox, { do: 'asyncOk' });
     expect(fieldsOf(next)).toEqual({ n: 2 });
+  });
+
+  it('gives the verdict to the event that hit the limit only: the others of its call run again as a new batch', async () => {
+    const sandbox = sandboxFor(misbehave, { timeoutMs: 200 });
+    const [set, looped, get] = await run(sandbox, { do: 'setGlobal', value: 'from-event-1' }, { do: 'loop' }, { do: 'getGlobal' });
+    expect(fieldsOf(set)).toEqual({ seen: 'from-event-1' });
+    expect(looped).toMatchObject({ outcome: 'timeout' });
+    // Event 1's result went with the stopped call: it ran again, with event 3, in one new batch.
+    expect(fieldsOf(get)).toEqual({ seen: 'from-event-1' });
+    expect(sandbox.builds).toBe(1);
   });
 
   it('stops a handler that loops after its first await', async () => {
@@ -116,31 +126,52 @@ describe('verdicts', () => {
 
   it('refuses payloads that are not JSON objects before the handler runs', async () => {
     const sandbox = sandboxFor(misbehave);
-    const { results } = await sandbox.runBatch([eventOf('{"do": '), eventOf('[1, 2]')]);
+    const { results } = await sandbox.runBatch([eventOf('{"do": '), eventOf('[1, 2]'), eventOf(new Uint8Array([0x7b, 0xff, 0x7d]))]);
     expect(results[0]).toMatchObject({ outcome: 'invalid', code: 'payload_not_json', field: '' });
     expect(results[1]).toMatchObject({ outcome: 'invalid', code: 'payload_not_object', message: 'payload must be a JSON object: it is an array' });
+    // Bytes that are not UTF-8 never reach the guest.
+    expect(results[2]).toMatchObject({ outcome: 'invalid', code: 'payload_not_json', message: 'payload is not valid UTF-8 text, so it cannot be JSON' });
   });
 });
 
 describe('statelessness', () => {
-  it('does not carry globals from one invocation into the next, within a batch or across batches', async () => {
+  it('keeps what an invocation writes to globals for its batch at most: later events of the batch see it, the next batch does not', async () => {
     const sandbox = sandboxFor(misbehave);
     const [set, sameBatch] = await run(sandbox, { do: 'setGlobal', value: 'secret-of-event-1' }, { do: 'getGlobal' });
     expect(fieldsOf(set)).toEqual({ seen: 'secret-of-event-1' });
-    expect(fieldsOf(sameBatch)).toEqual({ seen: 'none' });
+    // One module evaluation per batch (README, "What a function may rely on"): shared within it.
+    expect(fieldsOf(sameBatch)).toEqual({ seen: 'secret-of-event-1' });
     const [nextBatch] = await run(sandbox, { do: 'getGlobal' });
     expect(fieldsOf(nextBatch)).toEqual({ seen: 'none' });
     expect(sandbox.builds).toBe(1);
   });
 
-  it('counts 1 in a global and in a module-level let on every invocation', async () => {
+  it('counts from 1 in a global and in a module-level let in every batch', async () => {
     const sandbox = sandboxFor(stateful);
     for (let batch = 0; batch < 3; batch++) {
       const results = await run(sandbox, ...Array.from({ length: 5 }, () => ({ do: 'count' })));
-      for (const result of results) expect(fieldsOf(result)).toMatchObject({ global: 1, module: 1, leftover: 'none' });
+      expect(results.map((result) => fieldsOf(result))).toEqual(Array.from({ length: 5 }, (_, i) => expect.objectContaining({ global: i + 1, module: i + 1 })));
+      expect(fieldsOf(results[0])).toMatchObject({ leftover: 'none' });
     }
     // One context served all 15 invocations: statelessness did not cost a context each.
     expect(sandbox.contexts).toBe(1);
+  });
+
+  it('runs a batch whose payloads outweigh one call (an eighth of its memory each) on one module evaluation', async () => {
+    const sandbox = sandboxFor(stateful, { memoryMb: 16, timeoutMs: 1_000 });
+    // 16 MB: at most 2 MB of payload text per call, so these five 900 kB payloads take three calls.
+    const results = await run(sandbox, ...Array.from({ length: 5 }, () => ({ do: 'count', pad: 'x'.repeat(900_000) })));
+    expect(results.map((result) => fieldsOf(result)['module'])).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('runs a batch longer than one call (time slices) on one module evaluation', async () => {
+    const sandbox = sandboxFor(stateful, { timeoutMs: 1_000 });
+    // 8 events of 20 ms each: more than SLICE_MS (50 ms), so the guest returns early and the
+    // host calls again with the rest, which continue the same batch.
+    const results = await run(sandbox, ...Array.from({ length: 8 }, () => ({ do: 'count', busyMs: 20 })));
+    expect(results.map((result) => fieldsOf(result)['module'])).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    const [next] = await run(sandbox, { do: 'count' });
+    expect(fieldsOf(next)).toMatchObject({ module: 1, global: 1 });
   });
 
   it('does not let Object.prototype pollution reach the next event, the next batch or another function', async () => {
@@ -167,15 +198,36 @@ describe('statelessness', () => {
 
   it('replaces the context when a global object was made impossible to clean', async () => {
     const sandbox = sandboxFor(stateful);
-    const [frozen, afterFrozen] = await run(sandbox, { do: 'preventExtensions' }, { do: 'count' });
+    const [frozen] = await run(sandbox, { do: 'preventExtensions' });
     expect(fieldsOf(frozen)['wrote']).toBe('done');
+    // The realm is put back before the next batch: this one cannot be, so it gets a new context.
+    const [afterFrozen] = await run(sandbox, { do: 'count' });
     expect(fieldsOf(afterFrozen)).toMatchObject({ global: 1, leftover: 'none' });
     expect(sandbox.contexts).toBe(2);
-    const [stuck, afterStuck] = await run(sandbox, { do: 'nonConfigurable' }, { do: 'count' });
+    const [stuck] = await run(sandbox, { do: 'nonConfigurable' });
     expect(fieldsOf(stuck)['wrote']).toBe('done');
+    const [afterStuck] = await run(sandbox, { do: 'count' });
     expect(fieldsOf(afterStuck)).toMatchObject({ global: 1, leftover: 'none' });
     expect(sandbox.contexts).toBe(3);
     expect(sandbox.builds).toBe(1);
+  });
+});
+
+describe('bundles deployed before batch calls', () => {
+  it('runs a bundle whose guest has only the per-event entry, one call per event', async () => {
+    // What a bundle built by an earlier Voltline installs: __voltline_invoke(eventJson) only.
+    const legacy = `globalThis.__voltline_invoke = (json) => {
+      const e = JSON.parse(json);
+      const p = JSON.parse(e.payload);
+      if (p.fail) return JSON.stringify({ outcome: 'invalid', code: 'rejected', field: 'fail', message: 'no', logs: [] });
+      return JSON.stringify({ outcome: 'ok', points: [{ measurement: 'legacy', tags: { device: e.deviceId }, fields: { n: p.n }, time: e.receivedAt }], logs: [] });
+    };`;
+    const results = await run(sandboxFor(legacy), { n: 1 }, { fail: true }, { n: 3 });
+    expect(results).toEqual([
+      { outcome: 'ok', points: [{ measurement: 'legacy', tags: { device: 'dev-1' }, fields: { n: 1 }, time: 1_700_000_000_000 }], logs: [] },
+      { outcome: 'invalid', code: 'rejected', field: 'fail', message: 'no', logs: [] },
+      { outcome: 'ok', points: [{ measurement: 'legacy', tags: { device: 'dev-1' }, fields: { n: 3 }, time: 1_700_000_000_000 }], logs: [] },
+    ]);
   });
 });
 
@@ -265,12 +317,12 @@ describe('config (ctx.config)', () => {
 describe('HTTP invocations (ctx.respond, event.http)', () => {
   const http = { method: 'POST', path: '/hooks/station-alarm', query: { source: 'test' }, headers: { 'content-type': 'application/json' } };
 
-  async function runHook(...payloads: unknown[]): Promise<SandboxResult[]> {
+  async function runHook(...payloads: unknown[]): Promise<DecodedResult[]> {
     const code = (await bundleFixture('http-hook')).code;
     const sandbox = sandboxFor(code, { timeoutMs: 1_000 });
     const { results } = await sandbox.runBatch(payloads.map((payload, i) => eventOf(payload, { invocationId: `http-${i}`, source: 'http', topic: '$http/POST/hooks/station-alarm', deviceId: 'http', http })));
     expect(results).toHaveLength(payloads.length);
-    return results;
+    return results.map(decoded);
   }
 
   it('carries what the handler set with ctx.respond in an ok result, beside its points', async () => {
@@ -320,7 +372,7 @@ describe('ctx.publish (downlinks)', () => {
   });
 
   /** The `refused` field of the single point of an ok result. */
-  const refusedOf = (result: SandboxResult | undefined) => fieldsOf(result)['refused'];
+  const refusedOf = (result: DecodedResult | undefined) => fieldsOf(result)['refused'];
 
   it('collects publishes in the result, in call order: a string as is, an object as JSON', async () => {
     const [result] = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), {

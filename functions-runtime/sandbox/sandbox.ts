@@ -1,13 +1,21 @@
 /**
  * One function's V8 isolate (isolated-vm), with its memory limit and a time limit per
- * event. Every invocation is stateless although they share one context: the bundle
- * freezes the realm once and evaluates the function's module afresh per invocation
- * (realm.ts, guest.ts). Should the guest find the realm beyond repair, the context is
- * replaced. An isolate that ran out of memory or overran its deadline is disposed and
- * rebuilt; the worker and other functions keep running.
+ * event. A batch runs in one call into the isolate (`__voltline_invoke_batch`), with one
+ * evaluation of the function's module: module state lives for one batch at most, and the
+ * realm is frozen once and put back before every batch (realm.ts, guest.ts). Should the
+ * guest find the realm beyond repair, the context is replaced. An isolate that ran out of
+ * memory or overran its deadline is disposed and rebuilt; the worker and other functions
+ * keep running. Only the event that hit a limit gets the verdict: the guest writes the
+ * index of the event it runs into a shared cell, so the host knows which one it was, and
+ * runs the others again in a new batch.
+ *
+ * Per-event cost (the station function in batches of 100, `npm run bench -- invocation`):
+ * one call per batch instead of one per event, the payloads passed as one string, and the
+ * points handed back as the JSON the guest made, unparsed.
  */
+import { isAscii, isUtf8 } from 'node:buffer';
 import ivm from 'isolated-vm';
-import type { GuestEvent, GuestResult } from './guest-protocol.ts';
+import type { GuestBatchEvent, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestResult } from './guest-protocol.ts';
 import { REALM_TAINTED } from './realm.ts';
 
 export interface SandboxOptions {
@@ -20,13 +28,33 @@ export interface SandboxOptions {
   readonly config?: Readonly<Record<string, string>>;
 }
 
-/** An event as the host hands it to a sandbox: the sandbox adds the deadline and the config. */
-export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config'>;
+/**
+ * An event as the host hands it to a sandbox: the sandbox adds the deadline and the config.
+ * The payload as bytes (UTF-8, checked here: other bytes are `payload_not_json` without
+ * running the handler) or as text.
+ */
+export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config' | 'payload'> & { readonly payload: string | Uint8Array };
+
+/** An ok verdict: its points as the UTF-8 JSON array the guest made, parsed only where they are used. */
+export type OkResult = Omit<Extract<GuestResult, { outcome: 'ok' }>, 'points'> & { readonly points: Uint8Array };
+
+/** A limit an event hit. */
+export type LimitResult = { readonly outcome: 'timeout' | 'memory'; readonly message: string; readonly logs: [] };
 
 /** What the host makes of one event: the guest's verdict, or a limit it hit. */
-export type SandboxResult =
-  | GuestResult
-  | { readonly outcome: 'timeout' | 'memory'; readonly message: string; readonly logs: [] };
+export type SandboxResult = OkResult | Exclude<GuestResult, { outcome: 'ok' }> | LimitResult;
+
+/** The points of an ok result, parsed (not checked: that is the caller's job, on its side of the boundary). */
+export function pointsOf(result: OkResult): unknown[] {
+  const parsed: unknown = JSON.parse(Buffer.from(result.points.buffer, result.points.byteOffset, result.points.byteLength).toString('utf8'));
+  if (!Array.isArray(parsed)) throw new TypeError('the points of a result must be a JSON array');
+  return parsed;
+}
+
+/** An ok result of points given as values (encoded the way a guest does). */
+export function okResultOf(points: readonly unknown[], rest: Omit<OkResult, 'outcome' | 'points'> = { logs: [] }): OkResult {
+  return { outcome: 'ok', ...rest, points: Buffer.from(JSON.stringify(points), 'utf8') };
+}
 
 /**
  * What one event's own call into the isolate cost (`perEvent`). Memory is metered per
@@ -65,13 +93,32 @@ function memoryOf(isolate: ivm.Isolate): number {
   return heap.used_heap_size + heap.externally_allocated_size;
 }
 
-/** The isolate's CPU count read just before the host disposes it (its count dies with it). */
-interface CpuProbe {
-  atDispose: bigint | undefined;
-}
-
 /** Extra wall-clock allowance past `timeoutMs` for an async handler before its isolate is disposed. */
 const ASYNC_GRACE_MS = 50;
+
+/**
+ * A batch call returns after the event that takes it past this (the guest checks after
+ * each event); the host calls again for the rest. A call's own limit is then this plus one
+ * event's `timeoutMs`: every event that started before it had that long.
+ */
+export const SLICE_MS = 50;
+
+/** The isolate's memory is read after a batch at most this often, ms. */
+const MEMORY_READ_INTERVAL_MS = 250;
+
+const NOT_UTF8: SandboxResult = { outcome: 'invalid', code: 'payload_not_json', field: '', message: 'payload is not valid UTF-8 text, so it cannot be JSON', logs: [] };
+
+/** The payload as text, or undefined when its bytes are not UTF-8. */
+function payloadText(payload: string | Uint8Array): string | undefined {
+  if (typeof payload === 'string') return payload;
+  const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  // ASCII (the common case) decodes as Latin-1 into a one-byte string: the cheapest to copy into the isolate.
+  if (isAscii(bytes)) return bytes.toString('latin1');
+  return isUtf8(bytes) ? bytes.toString('utf8') : undefined;
+}
+
+/** How a batch call ended: its output, or why it stopped and at which event. */
+type CallEnd = { readonly kind: 'done'; readonly output: string } | { readonly kind: 'failed'; readonly at: number; readonly verdict: SandboxResult; readonly tainted: boolean };
 
 /**
  * Run in every new context before the bundle, so that no library or function code ever
@@ -108,14 +155,16 @@ export const CONTEXT_PREAMBLE = `(() => {
 
 export class FunctionSandbox {
   readonly #options: SandboxOptions;
-  /** The config as JSON, encoded once and spliced into each event's JSON (none when empty). */
+  /** The config as JSON, encoded once and spliced into each call's meta (none when empty). */
   readonly #configJson: string | undefined;
   #isolate: ivm.Isolate | undefined;
   #script: ivm.Script | undefined;
   /** CONTEXT_PREAMBLE, compiled in the current isolate. */
   #preamble: ivm.Script | undefined;
   /** The loaded context and its entry point, kept across batches. */
-  #loaded: { context: ivm.Context; invoke: ivm.Reference } | undefined;
+  #loaded: { context: ivm.Context; entry: Entry } | undefined;
+  /** Where the guest writes the index of the event it runs (shared with every context). */
+  readonly #progress = new Int32Array(new SharedArrayBuffer(4));
   /** Isolates built, including rebuilds after a limit was hit. */
   builds = 0;
   /** Contexts loaded, including replacements of a tainted realm. */
@@ -139,18 +188,26 @@ export class FunctionSandbox {
   }
 
   /** Loads the bundle into a new context, unless one is loaded. */
-  async #ensureLoaded(isolate: ivm.Isolate, script: ivm.Script): Promise<ivm.Reference> {
-    if (this.#loaded !== undefined) return this.#loaded.invoke;
+  async #ensureLoaded(isolate: ivm.Isolate, script: ivm.Script): Promise<Entry> {
+    if (this.#loaded !== undefined) return this.#loaded.entry;
     const context = await isolate.createContext();
     try {
       if (this.#preamble === undefined) throw new Error('the isolate has no preamble compiled');
       await this.#preamble.run(context, { timeout: this.#options.timeoutMs * 10 });
+      await context.global.set('__voltline_progress', new ivm.ExternalCopy(this.#progress.buffer).copyInto());
       await script.run(context, { timeout: this.#options.timeoutMs * 10 });
-      const entry: unknown = await context.global.get('__voltline_invoke', { reference: true });
-      if (!(entry instanceof ivm.Reference) || entry.typeof !== 'function') {
-        throw new Error('the bundle did not install __voltline_invoke: its default export must be defineFunction({...})');
+      const batch: unknown = await context.global.get('__voltline_invoke_batch', { reference: true });
+      let entry: Entry;
+      if (batch instanceof ivm.Reference && batch.typeof === 'function') entry = { kind: 'batch', ref: batch };
+      else {
+        // A bundle deployed before batch calls (its guest runtime is part of it): one call per event.
+        const single: unknown = await context.global.get('__voltline_invoke', { reference: true });
+        if (!(single instanceof ivm.Reference) || single.typeof !== 'function') {
+          throw new Error('the bundle did not install __voltline_invoke_batch: its default export must be defineFunction({...})');
+        }
+        entry = { kind: 'single', ref: single };
       }
-      this.#loaded = { context, invoke: entry };
+      this.#loaded = { context, entry };
       this.contexts += 1;
       return entry;
     } catch (err) {
@@ -164,7 +221,7 @@ export class FunctionSandbox {
     const loaded = this.#loaded;
     this.#loaded = undefined;
     if (loaded === undefined || this.#isolate === undefined || this.#isolate.isDisposed) return;
-    loaded.invoke.release();
+    loaded.entry.ref.release();
     loaded.context.release();
   }
 
@@ -178,105 +235,298 @@ export class FunctionSandbox {
   }
 
   /**
-   * Runs each event in order; returns a result per event. When an event makes the isolate
-   * hit a limit, only that event gets the verdict: the isolate is rebuilt and the rest of
-   * the batch runs in it.
+   * Runs the events in order; returns a verdict and a metering per event. When an event
+   * makes the isolate hit a limit, only that event gets the verdict: the isolate is rebuilt
+   * if it had to be, and the events after it run as a new batch.
    */
   async runBatch(events: readonly SandboxEvent[]): Promise<BatchRun> {
     const started = performance.now();
-    const results: SandboxResult[] = [];
-    const perEvent: InvocationMetering[] = [];
-    let cpuNs = 0n;
-    let memoryBytes = 0;
-    while (results.length < events.length) {
-      const { isolate, script } = this.#ensureIsolate();
-      const segmentStarted = performance.now();
-      const cpuBefore = isolate.cpuTime;
-      try {
-        let invoke = await this.#ensureLoaded(isolate, script);
-        while (results.length < events.length && !isolate.isDisposed) {
-          const event = events[results.length];
-          if (event === undefined) break;
-          // Per-event metering: reading cpuTime is a mutex and an add, no call into the isolate.
-          const eventStarted = performance.now();
-          const probe: CpuProbe = { atDispose: undefined };
-          const eventCpu = isolate.cpuTime;
-          let result = await this.#runOne(isolate, invoke, event, probe);
-          if (result === 'tainted') {
-            // An earlier invocation left the realm beyond repair (it cannot have been this
-            // event's doing: the guest checks before running it). Run it in a new context.
-            this.#unload();
-            invoke = await this.#ensureLoaded(isolate, script);
-            result = await this.#runOne(isolate, invoke, event, probe);
-            if (result === 'tainted') throw new Error('a freshly loaded context reports a tainted realm');
-          }
-          results.push(result);
-          const wallMs = performance.now() - eventStarted;
-          if (!isolate.isDisposed) {
-            perEvent.push({ wallMs, cpuMs: Number(isolate.cpuTime - eventCpu) / 1e6 });
-          } else {
-            // The isolate is gone: its CPU count too, unless it was read just before disposal.
-            if (probe.atDispose !== undefined) cpuNs += probe.atDispose - cpuBefore;
-            // What it held when it hit the memory limit (the next segment measures afresh).
-            if (result.outcome === 'memory') memoryBytes = this.#options.memoryMb * 2 ** 20;
-            perEvent.push({ wallMs, cpuMs: probe.atDispose === undefined ? wallMs : Number(probe.atDispose - eventCpu) / 1e6 });
-          }
-        }
-      } catch (err) {
-        // The context could not be set up (the bundle threw, or ran out of memory while
-        // loading): the same would happen to every remaining event. The first of them
-        // carries the failed setup's time.
-        const verdict: SandboxResult = isolate.isDisposed ? limitResult(errorText(err)) : { outcome: 'error', code: 'error', message: errorText(err), logs: [] };
-        let wallMs = performance.now() - segmentStarted;
-        while (results.length < events.length) {
-          results.push(verdict);
-          perEvent.push({ wallMs, cpuMs: 0 });
-          wallMs = 0;
-        }
-      } finally {
-        if (!isolate.isDisposed) {
-          cpuNs += isolate.cpuTime - cpuBefore;
-          memoryBytes = memoryOf(isolate);
-        }
+    const results: Array<SandboxResult | undefined> = new Array<SandboxResult | undefined>(events.length);
+    const perEvent: InvocationMetering[] = new Array<InvocationMetering>(events.length);
+    const texts: Array<string | undefined> = events.map((event) => payloadText(event.payload));
+    const batch = { events, texts, results, perEvent, cpuNs: 0n, memoryBytes: 0 };
+    // Payloads that are not UTF-8 never reach the handler.
+    const runnable: number[] = [];
+    texts.forEach((text, i) => {
+      if (text !== undefined) runnable.push(i);
+      else {
+        results[i] = NOT_UTF8;
+        perEvent[i] = { wallMs: 0, cpuMs: 0 };
       }
-      if (isolate.isDisposed) this.#discard();
-    }
-    return { results, metering: { wallMs: performance.now() - started, cpuMs: Number(cpuNs) / 1e6, memoryBytes }, perEvent };
+    });
+    let pending = runnable;
+    while (pending.length > 0) pending = await this.#runSegment(batch, pending);
+    return {
+      results: results.map((result) => result ?? { outcome: 'error', code: 'error', message: 'the sandbox lost this event', logs: [] }),
+      metering: { wallMs: performance.now() - started, cpuMs: Number(batch.cpuNs) / 1e6, memoryBytes: batch.memoryBytes },
+      perEvent: perEvent.map((m) => m ?? { wallMs: 0, cpuMs: 0 }),
+    };
   }
 
-  async #runOne(isolate: ivm.Isolate, invoke: ivm.Reference, event: SandboxEvent, probe: CpuProbe): Promise<SandboxResult | 'tainted'> {
+  /**
+   * Runs `indexes` (events of the batch, in order) as one batch of the function (one module
+   * evaluation) in as many calls as time slicing takes. Returns the events still to run: none,
+   * or those after an event that stopped a call (they run as a new batch).
+   */
+  async #runSegment(batch: BatchState, indexes: readonly number[]): Promise<number[]> {
+    const { isolate, script } = this.#ensureIsolate();
+    const segmentStarted = performance.now();
+    const cpuBefore = isolate.cpuTime;
+    let entry: Entry;
+    try {
+      entry = await this.#ensureLoaded(isolate, script);
+    } catch (err) {
+      // The context could not be set up (the bundle threw, or ran out of memory while
+      // loading): the same would happen to every remaining event. The first of them
+      // carries the failed setup's time.
+      const verdict: SandboxResult = isolate.isDisposed ? limitResult(errorText(err)) : { outcome: 'error', code: 'error', message: errorText(err), logs: [] };
+      let wallMs = performance.now() - segmentStarted;
+      for (const i of indexes) {
+        batch.results[i] = verdict;
+        batch.perEvent[i] = { wallMs, cpuMs: 0 };
+        wallMs = 0;
+      }
+      this.#settle(batch, isolate, cpuBefore);
+      return [];
+    }
+    if (entry.kind === 'single') return this.#runSingles(batch, indexes, isolate, entry.ref, cpuBefore);
+    let rest = indexes;
+    let continuing = false;
+    let retriedTaint = false;
+    while (rest.length > 0) {
+      const part = this.#callPart(batch, rest);
+      const callStarted = performance.now();
+      const callCpu = isolate.cpuTime;
+      const end = await this.#call(isolate, entry.ref, batch, part, continuing);
+      if (end.kind === 'done') {
+        const ran = this.#readOutput(batch, part, end.output, performance.now() - callStarted, isolate.isDisposed ? 0n : isolate.cpuTime - callCpu);
+        rest = rest.slice(ran);
+        continuing = true;
+        continue;
+      }
+      if (end.tainted && !retriedTaint) {
+        // An earlier batch left the realm beyond repair (the guest checks before running
+        // anything): run these in a new context.
+        retriedTaint = true;
+        this.#unload();
+        entry = await this.#ensureLoaded(isolate, script);
+        if (entry.kind !== 'batch') throw new Error('a reloaded context lost its batch entry');
+        continuing = false;
+        continue;
+      }
+      if (end.tainted) throw new Error('a freshly loaded context reports a tainted realm');
+      // The call was stopped: `end.at` is the event it was running (-1: before any).
+      const wallMs = performance.now() - callStarted;
+      const cpuMs = isolate.isDisposed ? (end.verdict.outcome === 'memory' ? wallMs : this.#cpuAtDispose) : Number(isolate.cpuTime - callCpu) / 1e6;
+      if (end.verdict.outcome === 'memory') batch.memoryBytes = this.#options.memoryMb * 2 ** 20;
+      if (end.at < 0) {
+        // Nothing ran: the module itself could not be evaluated within the limits.
+        rest.forEach((i, k) => {
+          batch.results[i] = end.verdict;
+          batch.perEvent[i] = k === 0 ? { wallMs, cpuMs } : { wallMs: 0, cpuMs: 0 };
+        });
+        rest = [];
+        break;
+      }
+      const culprit = part[end.at];
+      if (culprit !== undefined) {
+        batch.results[culprit] = end.verdict;
+        batch.perEvent[culprit] = { wallMs, cpuMs: Math.min(cpuMs, wallMs) };
+      }
+      // Those before it ran but their results went with the call: they run again, then those after it.
+      const again = [...rest.slice(0, end.at), ...rest.slice(end.at + 1)];
+      this.#settle(batch, isolate, cpuBefore);
+      if (isolate.isDisposed) this.#discard();
+      return again;
+    }
+    this.#settle(batch, isolate, cpuBefore);
+    if (isolate.isDisposed) this.#discard();
+    return [];
+  }
+
+  /**
+   * The first events of `indexes` whose payloads one call takes: their text is one string in
+   * the isolate, so a call holds at most an eighth of the function's memory limit (and 4 MiB)
+   * of it; always at least one event.
+   */
+  #callPart(batch: BatchState, indexes: readonly number[]): readonly number[] {
+    const budget = Math.min(4 * 2 ** 20, (this.#options.memoryMb * 2 ** 20) / 8);
+    let chars = 0;
+    let count = 0;
+    for (const i of indexes) {
+      chars += batch.texts[i]?.length ?? 0;
+      if (count > 0 && chars > budget) break;
+      count += 1;
+    }
+    return count === indexes.length ? indexes : indexes.slice(0, count);
+  }
+
+  /** The isolate's CPU count read just before the host disposed it (its count dies with it), ms. */
+  #cpuAtDispose = 0;
+
+  /** The isolate's memory as last read, and when (performance.now() ms). */
+  #memory = { bytes: 0, readAt: Number.NEGATIVE_INFINITY };
+
+  /**
+   * Adds a segment's CPU and memory to the batch's metering. Memory is read at most every
+   * MEMORY_READ_INTERVAL_MS: reading it waits for the isolate (~0.2 ms, measured in the
+   * worker's profile), as much as a hundred station events cost.
+   */
+  #settle(batch: BatchState, isolate: ivm.Isolate, cpuBefore: bigint): void {
+    if (isolate.isDisposed) {
+      batch.cpuNs += BigInt(Math.round(this.#cpuAtDispose * 1e6));
+      this.#memory = { bytes: 0, readAt: Number.NEGATIVE_INFINITY };
+      return;
+    }
+    batch.cpuNs += isolate.cpuTime - cpuBefore;
+    const now = performance.now();
+    if (now - this.#memory.readAt >= MEMORY_READ_INTERVAL_MS) this.#memory = { bytes: memoryOf(isolate), readAt: now };
+    batch.memoryBytes = Math.max(batch.memoryBytes, this.#memory.bytes);
+  }
+
+  /** One batch call: the events of `indexes` from the first, as one string of payloads. */
+  async #call(isolate: ivm.Isolate, entry: ivm.Reference, batch: BatchState, indexes: readonly number[], continuing: boolean): Promise<CallEnd> {
+    const limitMs = this.#options.timeoutMs;
+    const metaEvents: GuestBatchEvent[] = [];
+    const payloads: string[] = [];
+    for (const i of indexes) {
+      const event = batch.events[i];
+      const text = batch.texts[i] ?? '';
+      if (event === undefined) continue;
+      payloads.push(text);
+      const attempt = event.attempt ?? 1;
+      metaEvents.push(event.http === undefined ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length] : [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length, event.http]);
+    }
+    const meta = JSON.stringify({ c: continuing ? 1 : 0, limitMs, sliceMs: SLICE_MS, events: metaEvents } satisfies GuestBatchMeta);
+    const metaJson = this.#configJson === undefined ? meta : `${meta.slice(0, -1)},"config":${this.#configJson}}`;
+    // One event alone has exactly its limit; several have the slice before the last one starts.
+    const callLimitMs = limitMs + (indexes.length > 1 ? SLICE_MS : 0);
+    Atomics.store(this.#progress, 0, -1);
+    let timer: NodeJS.Timeout | undefined;
+    const stoppedAt = (): number => Atomics.load(this.#progress, 0);
+    try {
+      // `timeout` stops synchronous code; a promise that never settles is caught by the
+      // wall-clock race below, which disposes the isolate (it is rebuilt for the next call).
+      const call = entry.apply(undefined, [metaJson, payloads.join('')], { timeout: callLimitMs, result: { promise: true, copy: true } }) as Promise<string>;
+      const deadline = new Promise<'deadline'>((resolve) => {
+        timer = setTimeout(() => resolve('deadline'), callLimitMs + ASYNC_GRACE_MS);
+      });
+      const raced = await Promise.race([call, deadline]);
+      if (raced === 'deadline') {
+        const at = stoppedAt();
+        this.#cpuAtDispose = Number(isolate.cpuTime) / 1e6;
+        isolate.dispose();
+        call.catch(() => undefined);
+        return { kind: 'failed', at, verdict: timeoutVerdict(limitMs), tainted: false };
+      }
+      return { kind: 'done', output: raced };
+    } catch (err) {
+      const text = errorText(err);
+      if (text.includes(REALM_TAINTED)) return { kind: 'failed', at: -1, verdict: timeoutVerdict(limitMs), tainted: true };
+      const at = stoppedAt();
+      if (isolate.isDisposed) this.#cpuAtDispose = 0;
+      if (/timed out/i.test(text)) return { kind: 'failed', at, verdict: timeoutVerdict(limitMs), tainted: false };
+      if (isolate.isDisposed) return { kind: 'failed', at, verdict: limitResult(text), tainted: false };
+      return { kind: 'failed', at, verdict: { outcome: 'error', code: 'error', message: text, logs: [] }, tainted: false };
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Reads a call's output into the batch's results (one line per event run, see
+   * `GuestBatchHeader`) and shares the call's wall and CPU time among its events: an event
+   * the guest timed at 1 ms or more gets that, the others share the rest evenly. Returns how
+   * many events the call ran.
+   */
+  #readOutput(batch: BatchState, indexes: readonly number[], output: string, wallMs: number, cpuNs: bigint): number {
+    const bytes = Buffer.from(output, 'utf8');
+    let lineEnd = bytes.indexOf(0x0a);
+    if (lineEnd < 0) lineEnd = bytes.length;
+    const header = JSON.parse(bytes.toString('utf8', 0, lineEnd)) as GuestBatchHeader;
+    const ran = Math.min(header.n, indexes.length);
+    let timed = 0;
+    let untimed = 0;
+    for (let k = 0; k < ran; k++) {
+      const ms = header.ms[k] ?? 0;
+      if (ms >= 1) timed += ms;
+      else untimed += 1;
+    }
+    const share = untimed === 0 ? 0 : Math.max(0, wallMs - timed) / untimed;
+    const cpuMs = Number(cpuNs) / 1e6;
+    let at = lineEnd + 1;
+    for (let k = 0; k < ran; k++) {
+      const i = indexes[k];
+      let end = bytes.indexOf(0x0a, at);
+      if (end < 0) end = bytes.length;
+      if (i !== undefined) {
+        batch.results[i] = parseLine(bytes, at, end, this.#options.memoryMb);
+        const ms = header.ms[k] ?? 0;
+        const eventWall = ms >= 1 ? ms : share;
+        batch.perEvent[i] = { wallMs: eventWall, cpuMs: wallMs > 0 ? (cpuMs * eventWall) / wallMs : 0 };
+      }
+      at = end + 1;
+    }
+    return ran;
+  }
+
+  /** Bundles from before batch calls: one call per event, as they were run then. */
+  async #runSingles(batch: BatchState, indexes: readonly number[], isolate: ivm.Isolate, invoke: ivm.Reference, cpuBefore: bigint): Promise<number[]> {
+    for (let k = 0; k < indexes.length; k++) {
+      const i = indexes[k] ?? 0;
+      const event = batch.events[i];
+      if (event === undefined) continue;
+      const eventStarted = performance.now();
+      const eventCpu = isolate.cpuTime;
+      const result = await this.#runOneLegacy(isolate, invoke, { ...event, payload: batch.texts[i] ?? '' });
+      const wallMs = performance.now() - eventStarted;
+      if (result === 'tainted') {
+        this.#unload();
+        this.#settle(batch, isolate, cpuBefore);
+        return indexes.slice(k);
+      }
+      batch.results[i] = result;
+      if (!isolate.isDisposed) batch.perEvent[i] = { wallMs, cpuMs: Number(isolate.cpuTime - eventCpu) / 1e6 };
+      else {
+        if (result.outcome === 'memory') batch.memoryBytes = this.#options.memoryMb * 2 ** 20;
+        batch.perEvent[i] = { wallMs, cpuMs: result.outcome === 'memory' ? wallMs : Math.min(wallMs, this.#cpuAtDispose) };
+        this.#settle(batch, isolate, cpuBefore);
+        this.#discard();
+        return indexes.slice(k + 1);
+      }
+    }
+    this.#settle(batch, isolate, cpuBefore);
+    return [];
+  }
+
+  async #runOneLegacy(isolate: ivm.Isolate, invoke: ivm.Reference, event: Omit<GuestEvent, 'deadline'>): Promise<SandboxResult | 'tainted'> {
     const timeoutMs = this.#options.timeoutMs;
     const guestEvent: GuestEvent = { ...event, deadline: Date.now() + timeoutMs };
     const eventJson = JSON.stringify(guestEvent);
     const text = this.#configJson === undefined ? eventJson : `${eventJson.slice(0, -1)},"config":${this.#configJson}}`;
     let timer: NodeJS.Timeout | undefined;
     try {
-      // `timeout` stops synchronous code; a promise that never settles is caught by the
-      // wall-clock race below, which disposes the isolate (it is rebuilt for the next event).
       const call = invoke.apply(undefined, [text], { timeout: timeoutMs, result: { promise: true, copy: true } }) as Promise<string>;
       const deadline = new Promise<'deadline'>((resolve) => {
         timer = setTimeout(() => resolve('deadline'), timeoutMs + ASYNC_GRACE_MS);
       });
       const raced = await Promise.race([call, deadline]);
       if (raced === 'deadline') {
-        probe.atDispose = isolate.cpuTime;
+        this.#cpuAtDispose = Number(isolate.cpuTime) / 1e6;
         isolate.dispose();
         call.catch(() => undefined);
-        return { outcome: 'timeout', message: `handler did not finish within its time limit of ${timeoutMs} ms`, logs: [] };
+        return timeoutVerdict(timeoutMs);
       }
       const result = JSON.parse(raced) as GuestResult;
-      // isolated-vm refuses an ArrayBuffer past the memory limit with a RangeError (the
-      // buffers live outside the V8 heap), which the guest reports as an error: it is the limit.
-      if (result.outcome === 'error' && result.code === 'error' && result.message === 'RangeError: Array buffer allocation failed') {
-        return { outcome: 'memory', message: `handler exceeded its memory limit of ${this.#options.memoryMb} MB: an ArrayBuffer allocation was refused`, logs: [] };
+      if (result.outcome === 'ok') {
+        const { points, ...rest } = result;
+        return okResultOf(points, rest);
       }
-      return result;
+      return refinedError(result, this.#options.memoryMb);
     } catch (err) {
       const text = errorText(err);
       if (text.includes(REALM_TAINTED)) return 'tainted';
-      if (/timed out/i.test(text)) {
-        return { outcome: 'timeout', message: `handler did not finish within its time limit of ${timeoutMs} ms`, logs: [] };
-      }
+      if (/timed out/i.test(text)) return timeoutVerdict(timeoutMs);
       if (isolate.isDisposed) return limitResult(text);
       return { outcome: 'error', code: 'error', message: text, logs: [] };
     } finally {
@@ -290,7 +540,50 @@ export class FunctionSandbox {
   }
 }
 
-function limitResult(text: string): SandboxResult {
+/** The entry point a loaded context offers. */
+type Entry = { readonly kind: 'batch'; readonly ref: ivm.Reference } | { readonly kind: 'single'; readonly ref: ivm.Reference };
+
+interface BatchState {
+  readonly events: readonly SandboxEvent[];
+  readonly texts: ReadonlyArray<string | undefined>;
+  readonly results: Array<SandboxResult | undefined>;
+  readonly perEvent: InvocationMetering[];
+  cpuNs: bigint;
+  memoryBytes: number;
+}
+
+const decoder = new TextDecoder();
+
+/** One output line of a batch call: `0\t<points>`, `<ok result>\t<points>`, or `<result>`. */
+function parseLine(bytes: Buffer, start: number, end: number, memoryMb: number): SandboxResult {
+  const tab = bytes.indexOf(0x09, start);
+  if (tab >= 0 && tab < end) {
+    const points = bytes.subarray(tab + 1, end);
+    if (tab === start + 1 && bytes[start] === 0x30) return { outcome: 'ok', points, logs: [] };
+    const rest = JSON.parse(decoder.decode(bytes.subarray(start, tab))) as Omit<OkResult, 'points'>;
+    return { ...rest, outcome: 'ok', points };
+  }
+  const result = JSON.parse(decoder.decode(bytes.subarray(start, end))) as Exclude<SandboxResult, OkResult>;
+  if (result.outcome === 'timeout' || result.outcome === 'memory') return result;
+  return refinedError(result as Exclude<GuestResult, { outcome: 'ok' }>, memoryMb);
+}
+
+/**
+ * isolated-vm refuses an ArrayBuffer past the memory limit with a RangeError (the buffers
+ * live outside the V8 heap), which the guest reports as an error: it is the limit.
+ */
+function refinedError(result: Exclude<GuestResult, { outcome: 'ok' }>, memoryMb: number): SandboxResult {
+  if (result.outcome === 'error' && result.code === 'error' && result.message === 'RangeError: Array buffer allocation failed') {
+    return { outcome: 'memory', message: `handler exceeded its memory limit of ${memoryMb} MB: an ArrayBuffer allocation was refused`, logs: [] };
+  }
+  return result;
+}
+
+function timeoutVerdict(limitMs: number): LimitResult {
+  return { outcome: 'timeout', message: `handler did not finish within its time limit of ${limitMs} ms`, logs: [] };
+}
+
+function limitResult(text: string): LimitResult {
   if (/memory/i.test(text)) return { outcome: 'memory', message: `handler exceeded its memory limit: ${text}`, logs: [] };
   return { outcome: 'timeout', message: text, logs: [] };
 }

@@ -10,7 +10,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
-import { bundleFixture, eventOf } from '../testing/helpers.ts';
+import { bundleFixture, eventOf, decoded } from '../testing/helpers.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
 
 /** A started worker and the frames it has sent so far. */
@@ -103,7 +103,7 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
       send(worker.handle, { t: 'load', fn: hello });
       send(worker.handle, { t: 'invoke', id: 7, name: 'hello', version: hello.version, events: [eventOf({}, { deviceId: 'd-1' }), eventOf({}, { deviceId: 'd-2' })] });
       const result = await worker.next((f) => f.t === 'result' && f.id === 7, 'result for batch 7');
-      expect(result).toMatchObject({
+      expect(result.t === 'result' ? { ...result, results: result.results.map(decoded) } : result).toMatchObject({
         t: 'result',
         results: [
           { outcome: 'ok', points: [{ measurement: 'hello', tags: { device: 'd-1' } }] },

@@ -11,7 +11,7 @@ import { ManualClock } from '../../lib/clock.ts';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
-import { bundleFixture, captureLogger, eventOf, eventually, isAlive } from '../testing/helpers.ts';
+import { bundleFixture, captureLogger, decoded, eventOf, eventually, isAlive } from '../testing/helpers.ts';
 import { processDriver, type WorkerDriver, type WorkerExit } from './driver.ts';
 import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 
@@ -93,7 +93,7 @@ describe('running batches', () => {
     const first = await scheduler.run(hello, [eventOf({}, { deviceId: 'st-1' }), eventOf('not json')]);
     expect(first.workerId).toBe('w-1');
     expect(first.coldStart).toBe(true);
-    expect(first.results[0]).toMatchObject({ outcome: 'ok', points: [{ measurement: 'hello', tags: { device: 'st-1' }, fields: { v: 1 } }] });
+    expect(first.results.map(decoded)[0]).toMatchObject({ outcome: 'ok', points: [{ measurement: 'hello', tags: { device: 'st-1' }, fields: { v: 1 } }] });
     expect(first.results[1]).toMatchObject({ outcome: 'invalid', code: 'payload_not_json' });
     expect(first.metering.wallMs).toBeGreaterThan(0);
 
@@ -114,7 +114,7 @@ describe('running batches', () => {
       const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => scheduler.run(busy, [busyEvent(100, i)])));
       const elapsed = performance.now() - started;
       expect(outcomes.map((o) => o.results[0]?.outcome)).toEqual(Array(8).fill('ok'));
-      expect(outcomes.map((o) => (o.results[0]?.outcome === 'ok' ? (o.results[0].points[0] as { fields: { seq: number } }).fields.seq : -1))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+      expect(outcomes.map((o) => ((r) => (r?.outcome === 'ok' ? (r.points[0] as { fields: { seq: number } }).fields.seq : -1))(o.results[0] && decoded(o.results[0])))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
       expect(new Set(outcomes.map((o) => o.workerId))).toEqual(new Set(['w-1', 'w-2']));
       // 8 batches of 100 ms on 2 workers running 1 each: at least 4 rounds.
       expect(elapsed).toBeGreaterThan(380);
@@ -134,7 +134,7 @@ describe('results too large for one frame', () => {
     const outcome = await scheduler.run(misbehave, events);
     expect(outcome.results).toHaveLength(70);
     for (const result of outcome.results) {
-      expect(result).toMatchObject({ outcome: 'ok', points: [{ fields: { n: 3 } }] });
+      expect(decoded(result)).toMatchObject({ outcome: 'ok', points: [{ fields: { n: 3 } }] });
       expect(result.logs).toEqual([expect.objectContaining({ level: 'warn', message: expect.stringMatching(/^100 log lines were dropped/) })]);
     }
     // A batch that fits keeps its logs.
@@ -147,8 +147,8 @@ describe('a batch too large for one frame', () => {
   it('fails only its caller, not retriably, and leaves the worker whole', async () => {
     const scheduler = schedulerWith({ workerCapacity: 1 });
     await scheduler.start();
-    // Control characters are escaped as \u0001 in JSON: six bytes each, 72 MB in all.
-    const junk = '\u0001'.repeat(200_000);
+    // Payloads cross as their bytes: 1.2 MB each, 72 MB in all (over the 64 MiB frame limit).
+    const junk = 'x'.repeat(1_200_000);
     const err = await rejection(scheduler.run(hello, Array.from({ length: 60 }, () => eventOf(junk))));
     expect(err.code).toBe('VL_BATCH_TOO_LARGE');
     expect(err.retriable).toBe(false);
@@ -232,10 +232,10 @@ describe('a new version of a function', () => {
     await inFlightOn(scheduler, 1);
     // Dispatched to the same worker while the old batch runs: the old version is unloaded there.
     const next = await scheduler.run(nextVersionOf(busy), [busyEvent(0, 4)]);
-    expect(next.results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 4 } }] });
+    expect(next.results.map(decoded)[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 4 } }] });
     const outcome = await old;
     expect(outcome.workerId).toBe(next.workerId);
-    expect(outcome.results).toMatchObject([{ outcome: 'ok', points: [{ fields: { seq: 2 } }] }, { outcome: 'ok', points: [{ fields: { seq: 3 } }] }]);
+    expect(outcome.results.map(decoded)).toMatchObject([{ outcome: 'ok', points: [{ fields: { seq: 2 } }] }, { outcome: 'ok', points: [{ fields: { seq: 3 } }] }]);
     expect(scheduler.workers()[0]?.functions).toEqual([`busy@${busy.version}-next`]);
   });
 
@@ -248,7 +248,7 @@ describe('a new version of a function', () => {
     await scheduler.run(nextVersionOf(busy), [busyEvent(0, 3)]);
     // The old version is unloaded and still running its batch: shutdown must wait for it too.
     await scheduler.stop();
-    expect((await old).results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 2 } }] });
+    expect((await old).results.map(decoded)[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 2 } }] });
   });
 });
 
@@ -274,7 +274,7 @@ describe('stop()', () => {
     await inFlightOn(scheduler, 1);
     await scheduler.stop();
     const outcome = await batch;
-    expect(outcome.results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 5 } }] });
+    expect(outcome.results.map(decoded)[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 5 } }] });
   });
 
   it('kills a worker that does not finish within the grace period', async () => {
@@ -490,7 +490,8 @@ describe('a worker killed in the middle of a load', () => {
         try {
           const outcome = await scheduler.run(busy, [busyEvent(30, seq)]);
           const result = outcome.results[0];
-          return { retried, seq: result?.outcome === 'ok' ? (result.points[0] as { fields: { seq: number } }).fields.seq : -1 };
+          const plain = result === undefined ? undefined : decoded(result);
+          return { retried, seq: plain?.outcome === 'ok' ? (plain.points[0] as { fields: { seq: number } }).fields.seq : -1 };
         } catch (err) {
           if (!(err instanceof VoltlineError && err.retriable)) throw err;
         }
@@ -569,7 +570,7 @@ describe('worker memory budget', () => {
     const replacement = await eventually(() => scheduler.workers().find((w) => w.state === 'ready' && w.id !== worker?.id), 5_000, 'a replacement');
     expect(replacement.rssBytes).toBeLessThan(budgetMb * 2 ** 20);
     // A batch within the budget runs on the replacement.
-    expect((await scheduler.run(hog, [eventOf({ mb: 10 })])).results[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { chunks: 10 } }] });
+    expect((await scheduler.run(hog, [eventOf({ mb: 10 })])).results.map(decoded)[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { chunks: 10 } }] });
   }, 30_000);
 });
 

@@ -22,10 +22,9 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { systemClock, type Clock } from '../../lib/clock.ts';
 import { VoltlineError } from '../../lib/errors.ts';
-import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
+import { encodeFrame, encodeInvokeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
-import type { GuestEvent } from '../sandbox/guest-protocol.ts';
-import type { InvocationMetering, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import type { InvocationMetering, SandboxEvent, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
 import { Autoscaler, type AutoscalerMetrics, type AutoscalerOptions, type ScaleDecision, type ScaleDirection, type ScaleReason } from './autoscaler.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
 
@@ -199,7 +198,7 @@ interface Worker {
 
 interface Job {
   readonly fn: LoadFunction;
-  readonly events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>;
+  readonly events: ReadonlyArray<SandboxEvent>;
   readonly pending: Pending;
   /** `clock.now()` when `run` was called (before any wait for room). */
   readonly arrivedAtMs: number;
@@ -650,7 +649,7 @@ export class Scheduler {
    *   `VL_BATCH_TOO_LARGE` (not retriable) when the batch does not fit in one frame;
    *   `VL_FUNCTION_CONCURRENCY` when `fn.maxConcurrency` is not a whole number ≥ 1.
    */
-  async run(fn: LoadFunction, events: ReadonlyArray<Omit<GuestEvent, 'deadline' | 'config'>>): Promise<BatchOutcome> {
+  async run(fn: LoadFunction, events: ReadonlyArray<SandboxEvent>): Promise<BatchOutcome> {
     const limit = fn.maxConcurrency;
     if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
       throw new VoltlineError('VL_FUNCTION_CONCURRENCY', `Cannot run a batch of '${fn.name}' as its 'maxConcurrency' must be a whole number ≥ 1: current value is ${String(limit)}`, {
@@ -802,7 +801,7 @@ export class Scheduler {
       // Encoded before anything is sent or counted: a batch too large for one frame must
       // fail only its caller, not leak a slot on the worker or throw out of #drainQueue
       // (called from a worker's frame handler, which would take it for a broken worker).
-      invoke = encodeFrame({ t: 'invoke', id, name: job.fn.name, version: job.fn.version, events: job.events } satisfies ToWorker);
+      invoke = encodeInvokeFrame({ t: 'invoke', id, name: job.fn.name, version: job.fn.version, events: job.events });
       if (!worker.loaded.has(fnKey)) load = encodeFrame({ t: 'load', fn: job.fn } satisfies ToWorker);
     } catch (err) {
       job.pending.reject(new VoltlineError('VL_BATCH_TOO_LARGE', `Cannot run a batch of ${job.events.length} events of '${job.fn.name}' on a worker: ${err instanceof Error ? err.message : String(err)}; smaller batches would fit`, {

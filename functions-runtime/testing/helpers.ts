@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { bundleFunction, type Bundle } from '../bundler/bundle.ts';
 import type { GuestEvent } from '../sandbox/guest-protocol.ts';
+import { pointsOf, type OkResult, type SandboxResult } from '../sandbox/sandbox.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -36,12 +37,12 @@ export async function tempDir(prefix: string): Promise<{ dir: string; remove: ()
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export type EventInput = Omit<GuestEvent, 'deadline'>;
+export type EventInput = Omit<GuestEvent, 'deadline' | 'payload'> & { readonly payload: string | Uint8Array };
 
-/** One event for a sandbox or a scheduler, its payload given as a value (sent as JSON). */
+/** One event for a sandbox or a scheduler, its payload given as a value (sent as JSON), text or bytes. */
 export function eventOf(payload: unknown, overrides: Partial<EventInput> = {}): EventInput {
   return {
-    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    payload: typeof payload === 'string' || payload instanceof Uint8Array ? payload : JSON.stringify(payload),
     topic: 'tests/dev-1/in',
     deviceId: 'dev-1',
     receivedAt: 1_700_000_000_000,
@@ -91,4 +92,12 @@ export async function eventually<T>(probe: () => T | undefined | Promise<T | und
     if (Date.now() > until) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** A result with an ok result's points parsed, as tests compare them. */
+export type DecodedResult = Exclude<SandboxResult, OkResult> | (Omit<OkResult, 'points'> & { readonly points: unknown[] });
+
+/** `result` with its points (the guest's JSON) parsed. */
+export function decoded(result: SandboxResult): DecodedResult {
+  return result.outcome === 'ok' ? { ...result, points: pointsOf(result) } : result;
 }

@@ -5,7 +5,7 @@
  *
  * Started as `node --no-node-snapshot agent.ts` (isolated-vm requires the flag).
  */
-import { MAX_FRAME_BYTES, readFrames, writeFrame } from '../protocol/frames.ts';
+import { encodeResultFrame, MAX_FRAME_BYTES, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import { FunctionSandbox } from '../sandbox/sandbox.ts';
 import { fitResults } from './fit-results.ts';
@@ -38,14 +38,16 @@ function send(message: FromWorker): void {
  * than failed: a failed batch is retried, and the same results would fail again forever.
  */
 function sendResult(message: Extract<FromWorker, { t: 'result' }>): void {
+  let frame: Buffer;
   try {
-    send(message);
+    frame = encodeResultFrame(message);
   } catch {
     // Too large to encode (VL_FRAME_TOO_LARGE, or past V8's longest string): nothing was
     // written. The results share what the per-event metering leaves of the frame.
-    const meteringBytes = Buffer.byteLength(JSON.stringify(message.perEvent), 'utf8');
-    send({ ...message, results: fitResults(message.results, MAX_FRAME_BYTES - meteringBytes) });
+    const meteringBytes = 16 * message.perEvent.length;
+    frame = encodeResultFrame({ ...message, results: fitResults(message.results, MAX_FRAME_BYTES - meteringBytes) });
   }
+  process.stdout.write(frame);
 }
 
 function key(name: string, version: string): string {

@@ -10,10 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
-import type { SandboxResult } from '../sandbox/sandbox.ts';
 import { processDriver } from '../scheduler/driver.ts';
 import { Scheduler, type BatchOutcome } from '../scheduler/scheduler.ts';
-import { bundleFixture, eventOf, isAlive } from '../testing/helpers.ts';
+import { bundleFixture, decoded, eventOf, isAlive, type DecodedResult } from '../testing/helpers.ts';
 
 let scheduler: Scheduler;
 let hello: LoadFunction;
@@ -67,18 +66,18 @@ async function expectContained(workerId: string): Promise<void> {
   const outcomes = await helloOnEveryWorker();
   const same = outcomes.find((o) => o.workerId === workerId);
   const w = outcomes.indexOf(same as BatchOutcome);
-  expect(same?.results).toEqual(
+  expect(same?.results.map(decoded)).toEqual(
     [1, 2, 3].map((n) => ({ outcome: 'ok', points: [{ measurement: 'hello', tags: { device: `st-${w}-${n}` }, fields: { v: 1 }, time: 1_700_000_000_000 + n }], logs: [] })),
   );
   expect(scheduler.workers().map((x) => [x.id, x.pid])).toEqual([...pids]);
 }
 
 /** Runs one batch of a hostile fixture and returns its results and where it ran. */
-async function runHostile(fixture: string, limits: { timeoutMs: number; memoryMb: number }, payloads: unknown[] = [{}]): Promise<{ results: SandboxResult[]; workerId: string }> {
+async function runHostile(fixture: string, limits: { timeoutMs: number; memoryMb: number }, payloads: unknown[] = [{}]): Promise<{ results: DecodedResult[]; workerId: string }> {
   const fn = await load(`hostile/${fixture}`, limits);
   const outcome = await scheduler.run(fn, payloads.map((payload, i) => eventOf(payload, { invocationId: `${fixture}-${i}` })));
   expect(outcome.results).toHaveLength(payloads.length);
-  return { results: outcome.results, workerId: outcome.workerId };
+  return { results: outcome.results.map(decoded), workerId: outcome.workerId };
 }
 
 const timeLimit = (ms: number) => ({ outcome: 'timeout', message: `handler did not finish within its time limit of ${ms} ms` });

@@ -5,8 +5,8 @@
  * event gets an equal share of the frame; an event over its share loses its log lines
  * first, and if its points alone are still too big it becomes a `bad_points` verdict.
  */
-import type { GuestLogLine, GuestResult } from '../sandbox/guest-protocol.ts';
-import type { SandboxResult } from '../sandbox/sandbox.ts';
+import type { GuestLogLine } from '../sandbox/guest-protocol.ts';
+import type { LimitResult, SandboxResult } from '../sandbox/sandbox.ts';
 
 /** Room kept for the frame's envelope (id, metering, field names), bytes. */
 const ENVELOPE_BYTES = 64 * 1024;
@@ -20,14 +20,21 @@ function jsonBytes(value: unknown): number {
   }
 }
 
+/** What a result takes in a result frame: its JSON without the points, and the points' bytes. */
+function resultBytes(result: SandboxResult): number {
+  if (result.outcome !== 'ok') return jsonBytes(result);
+  const { points, ...rest } = result;
+  return jsonBytes(rest) + points.byteLength;
+}
+
 /**
- * Returns results whose JSON fits in `maxFrameBytes` together.
+ * Returns results that fit in `maxFrameBytes` together.
  * @example fitResults(results, MAX_FRAME_BYTES) // what the agent sends when the whole frame is too large
  */
 export function fitResults(results: readonly SandboxResult[], maxFrameBytes: number): SandboxResult[] {
   const share = Math.max(1_024, Math.floor((maxFrameBytes - ENVELOPE_BYTES) / Math.max(1, results.length)));
   return results.map((result): SandboxResult => {
-    const bytes = jsonBytes(result);
+    const bytes = resultBytes(result);
     if (bytes <= share) return result;
     if (result.outcome === 'timeout' || result.outcome === 'memory') return result; // no logs, a short message
     if (result.logs.length > 0) {
@@ -36,8 +43,8 @@ export function fitResults(results: readonly SandboxResult[], maxFrameBytes: num
         message: `${result.logs.length} log lines were dropped: this event's result was ${bytes} bytes, over its ${share}-byte share of the worker's result frame`,
         time: Date.now(),
       };
-      const trimmed: GuestResult = { ...(result as GuestResult), logs: [note] };
-      if (jsonBytes(trimmed) <= share) return trimmed;
+      const trimmed = { ...(result as Exclude<SandboxResult, LimitResult>), logs: [note] } as SandboxResult;
+      if (resultBytes(trimmed) <= share) return trimmed;
     }
     return {
       outcome: 'error',

@@ -5,6 +5,7 @@
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deployFunctionFile, eventually, getJson, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { MqttLoad } from '../support/mqtt-load.ts';
 import { telemetry } from '../support/station.ts';
 
 const STATIONS = 10;
@@ -61,4 +62,50 @@ describe('kill -9 after PUBACK', () => {
     expect(await platform.stop()).toBe(0);
     platform = undefined;
   }, 90_000);
+
+  it('stores every acknowledged message exactly once after a kill -9 in the middle of 10 000 messages/s', async () => {
+    data = await tempDir('crash-rate');
+    // The throughput workload's settings: 400 stations share 20 connections (open policy,
+    // the per-device rate raised), so that one process offers 10 000 messages/s.
+    const flags = ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--device-rate', '1000000', '--device-burst', '1000000'];
+    platform = await startPlatformProcess(data.dir, flags);
+    await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
+    const url = new URL(platform.mqttUrl);
+    const load = new MqttLoad({ host: url.hostname, port: Number(url.port), connections: 20, stations: 400, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'crash-' });
+    await load.connect();
+    // 3 s at 10 000/s; the plug is pulled after 1.5 s, with messages in flight.
+    const step = load.step(10_000, 3_000, 500);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await platform.kill();
+    const sent = await step;
+    load.close();
+    const ackedValid = load.ackedValidByStation.reduce((a, b) => a + b, 0);
+    expect(sent.sent, 'messages sent before and after the kill').toBeGreaterThan(ackedValid);
+    expect(ackedValid, 'acknowledged before the kill').toBeGreaterThan(1_000);
+
+    platform = await startPlatformProcess(data.dir, flags);
+    const ids = load.stationIds;
+    // Every station's acknowledged messages stored (its stored count is at least what it had
+    // acknowledged, at most what it sent), each once: one point per key, so as many distinct
+    // seqs as points.
+    const stored = await eventually(async () => {
+      const result = await getJson<CountResult>(`${platform!.apiUrl}/api/query?measurement=station&field=seq&from=0&to=now&limit=100000`);
+      const total = result.series.reduce((n, s) => n + s.points.length, 0);
+      return total >= ackedValid ? result : undefined;
+    }, 60_000, `${ackedValid} acknowledged messages to be stored after the restart`);
+    const byStation = new Map(stored.series.map((s) => [s.tags['station'] ?? '', s.points]));
+    const short: string[] = [];
+    const over: string[] = [];
+    ids.forEach((id, i) => {
+      const points = byStation.get(id) ?? [];
+      const seqs = new Set(points.map(([, seq]) => seq));
+      if (seqs.size !== points.length) over.push(`${id}: ${points.length} points for ${seqs.size} messages`);
+      if (points.length < (load.ackedValidByStation[i] ?? 0)) short.push(`${id}: ${points.length} stored of ${load.ackedValidByStation[i]} acknowledged`);
+      if (points.length > (load.sentValidByStation[i] ?? 0)) over.push(`${id}: ${points.length} stored of ${load.sentValidByStation[i]} sent`);
+    });
+    expect(short).toEqual([]);
+    expect(over).toEqual([]);
+    expect(await platform.stop()).toBe(0);
+    platform = undefined;
+  }, 120_000);
 });

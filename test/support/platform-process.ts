@@ -36,11 +36,11 @@ export async function tempDir(prefix: string): Promise<{ dir: string; remove: ()
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export async function startPlatformProcess(dataDir: string, extraArgs: string[] = [], timeoutMs = 20_000): Promise<PlatformProcess> {
+export async function startPlatformProcess(dataDir: string, extraArgs: readonly string[] = [], timeoutMs = 20_000, env?: Record<string, string>): Promise<PlatformProcess> {
   const child = spawn(
     process.execPath,
     ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(ROOT, 'cli', 'voltline.ts'), 'up', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(env === undefined ? {} : { env: { ...process.env, ...env } }) },
   );
   let text = '';
   child.stdout?.on('data', (chunk: Buffer) => (text += chunk.toString()));

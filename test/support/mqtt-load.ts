@@ -1,0 +1,393 @@
+/**
+ * A lean MQTT load generator for the benchmarks: `connections` raw MQTT 3.1.1 sockets carry
+ * `stations` stations between them (the station workload: telemetry v1, ~620 bytes, 8 docks),
+ * QoS 1, open loop at a given rate. It costs a few µs per message, so that on a 2-core machine
+ * the CPU goes to what is measured, not to the generator. Used by the benchmarks (bench/) and
+ * by the tests that need a real rate (test/e2e/crash.test.ts) (`voltline sim` is a device model,
+ * with a station state machine per connection; this is a packet pump).
+ *
+ * Open loop: messages are due at `rate` per second whatever the broker does; a connection with
+ * `maxInflight` unacknowledged publishes holds its due messages back (they are sent late, and
+ * the wait shows in the latency, measured from the intended send time).
+ *
+ * Each station's messages carry `seq` 0, 1, 2, … and `ts` = the intended send time (strictly
+ * increasing per station), so a store query for the highest stored `seq` per station tells
+ * which messages are queryable (`QueryableProbe`). 1 % of the messages (`invalidRatio`) are
+ * invalid for the station function: a battery above 1 (dead-lettered as `schema`).
+ */
+import net from 'node:net';
+import { LatencyHistogram, type HistogramSnapshot } from '../../devices-sim/histogram.ts';
+
+export interface LoadOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly connections: number;
+  readonly stations: number;
+  /** Unacknowledged publishes per connection at most (below the broker's maxInflightPerConnection). */
+  readonly maxInflight: number;
+  /** Share of messages made invalid for the station function, 0..1. */
+  readonly invalidRatio: number;
+  /** Client id prefix; connection i is `<prefix><i>`. */
+  readonly clientPrefix: string;
+  readonly username?: string;
+  readonly password?: string;
+  /** Station ids are `st-` + 5 digits from 1. */
+  readonly firstStation?: number;
+}
+
+/** What one step (a rate held for a duration) did. */
+export interface StepReport {
+  readonly rate: number;
+  readonly durationMs: number;
+  /** Messages due in the step (rate × duration). */
+  readonly due: number;
+  readonly sent: number;
+  readonly sentValid: number;
+  /** Acknowledged by the end of the step plus the drain. */
+  readonly acked: number;
+  readonly ackedValid: number;
+  /** Sent and never acknowledged (connection lost, or still unacknowledged after the drain): must be 0. */
+  readonly lost: number;
+  /** Due in the step and never sent (held back past the drain, or no connection left). */
+  readonly unsent: number;
+  /** publish (intended time) → PUBACK, ms. */
+  readonly ackLatency: HistogramSnapshot;
+  /** Sends per second actually achieved over the step. */
+  readonly sentPerSecond: number;
+  /** Most messages due but held back at once (inflight cap). */
+  readonly maxBacklog: number;
+}
+
+interface Conn {
+  readonly socket: net.Socket;
+  /** Send time (ms, intended) by packet id. */
+  readonly sentAt: Float64Array;
+  /** 1 valid, 2 invalid, 0 free, by packet id. */
+  readonly kind: Uint8Array;
+  /** The station of each packet id in flight. */
+  readonly station: Int32Array;
+  nextId: number;
+  inflight: number;
+  pending: Buffer;
+  connected: boolean;
+}
+
+const STATION_PAD = 5;
+
+function stationId(n: number): string {
+  return `st-${String(n).padStart(STATION_PAD, '0')}`;
+}
+
+/** MQTT variable-length integer. */
+function lengthBytes(length: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = length % 128;
+    length = Math.floor(length / 128);
+    if (length > 0) byte |= 0x80;
+    out.push(byte);
+  } while (length > 0);
+  return out;
+}
+
+function connectPacket(clientId: string, username: string | undefined, password: string | undefined): Buffer {
+  const parts: Buffer[] = [];
+  const str = (s: string): Buffer => {
+    const b = Buffer.from(s, 'utf8');
+    const h = Buffer.alloc(2);
+    h.writeUInt16BE(b.length);
+    return Buffer.concat([h, b]);
+  };
+  let flags = 0x02; // clean session
+  if (username !== undefined) flags |= 0x80;
+  if (password !== undefined) flags |= 0x40;
+  parts.push(str('MQTT'), Buffer.from([4, flags, 0, 0]), str(clientId)); // level 4, keep-alive 0
+  if (username !== undefined) parts.push(str(username));
+  if (password !== undefined) parts.push(str(password));
+  const body = Buffer.concat(parts);
+  return Buffer.concat([Buffer.from([0x10, ...lengthBytes(body.length)]), body]);
+}
+
+/** Per station: its topic bytes and a few dock variants, so payloads vary without costing much. */
+interface StationTemplate {
+  readonly id: string;
+  readonly topic: Buffer;
+  readonly head: string;
+  readonly docks: readonly string[];
+  seq: number;
+  lastTs: number;
+}
+
+function dockJson(slot: number, rnd: () => number, invalid: boolean): string {
+  const docked = rnd() < 0.7;
+  const battery = invalid ? 1.5 : Math.round(rnd() * 1000) / 1000;
+  const charging = docked && rnd() < 0.5;
+  const power = charging ? Math.round(rnd() * 200000) / 1000 : 0;
+  return docked || invalid
+    ? `{"slot":${slot},"scooterId":"sc-${String(Math.floor(rnd() * 100000)).padStart(5, '0')}","battery":${battery},"charging":${charging},"powerW":${power}}`
+    : `{"slot":${slot},"scooterId":null,"battery":null,"charging":false,"powerW":0}`;
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const VARIANTS = 8;
+
+function templates(stations: number, first: number): StationTemplate[] {
+  const rnd = mulberry32(12345);
+  return Array.from({ length: stations }, (_, i) => {
+    const id = stationId(first + i);
+    const docks: string[] = [];
+    // Variants 0..VARIANTS-1 are valid; index VARIANTS is the invalid one (battery 1.5 on dock 1).
+    for (let v = 0; v <= VARIANTS; v++) {
+      docks.push(Array.from({ length: 8 }, (_, d) => dockJson(d + 1, rnd, v === VARIANTS && d === 0)).join(','));
+    }
+    return { id, topic: Buffer.from(`stations/${id}/telemetry`), head: `{"stationId":"${id}","ts":`, docks, seq: 0, lastTs: 0 };
+  });
+}
+
+/**
+ * The generator. `connect()`, then any number of `step(rate, durationMs)`, then `close()`.
+ * Not thread-safe; run it in its own process (bench/lib/load-child.ts) so its CPU is its own.
+ */
+export class MqttLoad {
+  readonly #o: LoadOptions;
+  readonly #stations: StationTemplate[];
+  readonly #conns: Conn[] = [];
+  /** Per step. */
+  #acked = 0;
+  #ackedValid = 0;
+  #histogram = new LatencyHistogram();
+  #lost = 0;
+  /** Called with (station index, seq, ts) for every valid message sent. */
+  onSent: ((station: number, seq: number, ts: number) => void) | undefined;
+  #messageCounter = 0;
+  /** Since connect: valid messages sent and acknowledged per station, invalid ones acknowledged. */
+  readonly sentValidByStation: Int32Array;
+  readonly ackedValidByStation: Int32Array;
+  ackedInvalidTotal = 0;
+  sentInvalidTotal = 0;
+
+  constructor(options: LoadOptions) {
+    this.#o = options;
+    this.#stations = templates(options.stations, options.firstStation ?? 1);
+    this.sentValidByStation = new Int32Array(options.stations);
+    this.ackedValidByStation = new Int32Array(options.stations);
+  }
+
+  get stationIds(): string[] {
+    return this.#stations.map((s) => s.id);
+  }
+
+  async connect(): Promise<void> {
+    const o = this.#o;
+    await Promise.all(
+      Array.from({ length: o.connections }, (_, i) =>
+        new Promise<void>((resolve, reject) => {
+          const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
+          const conn: Conn = { socket, sentAt: new Float64Array(65_536), kind: new Uint8Array(65_536), station: new Int32Array(65_536), nextId: 1, inflight: 0, pending: Buffer.alloc(0), connected: false };
+          socket.once('error', reject);
+          socket.once('connect', () => socket.write(connectPacket(`${o.clientPrefix}${i}`, o.username, o.password)));
+          socket.on('data', (chunk: Buffer) => {
+            if (!conn.connected) {
+              const all = Buffer.concat([conn.pending, chunk]);
+              if (all.length < 4) {
+                conn.pending = all;
+                return;
+              }
+              if (all[0] !== 0x20 || all[3] !== 0) {
+                reject(new Error(`connection ${i} refused: CONNACK ${all.subarray(0, 4).toString('hex')}`));
+                socket.destroy();
+                return;
+              }
+              conn.connected = true;
+              socket.removeListener('error', reject);
+              socket.on('error', () => undefined);
+              socket.on('close', () => {
+                this.#lost += conn.inflight;
+                conn.inflight = 0;
+                conn.connected = false;
+              });
+              conn.pending = all.subarray(4);
+              this.#conns[i] = conn;
+              resolve();
+              if (conn.pending.length > 0) this.#onData(conn, Buffer.alloc(0));
+              return;
+            }
+            this.#onData(conn, chunk);
+          });
+        }),
+      ),
+    );
+  }
+
+  #onData(conn: Conn, chunk: Buffer): void {
+    let buf = conn.pending.length === 0 ? chunk : Buffer.concat([conn.pending, chunk]);
+    let at = 0;
+    const now = performance.timeOrigin + performance.now();
+    while (buf.length - at >= 2) {
+      const type = buf[at] ?? 0;
+      // Remaining length: PUBACKs are 2; anything else is skipped whole.
+      let length = 0;
+      let mul = 1;
+      let p = at + 1;
+      let ok = false;
+      while (p < buf.length) {
+        const b = buf[p++] ?? 0;
+        length += (b & 0x7f) * mul;
+        mul *= 128;
+        if ((b & 0x80) === 0) {
+          ok = true;
+          break;
+        }
+      }
+      if (!ok || buf.length - p < length) break;
+      if (type >> 4 === 4 && length === 2) {
+        const id = ((buf[p] ?? 0) << 8) | (buf[p + 1] ?? 0);
+        const kind = conn.kind[id];
+        if (kind !== 0 && kind !== undefined) {
+          conn.kind[id] = 0;
+          conn.inflight--;
+          this.#acked++;
+          if (kind === 1) {
+            this.#ackedValid++;
+            const st = conn.station[id] ?? 0;
+            this.ackedValidByStation[st] = (this.ackedValidByStation[st] ?? 0) + 1;
+          } else this.ackedInvalidTotal++;
+          this.#histogram.record(now - (conn.sentAt[id] ?? now));
+        }
+      }
+      at = p + length;
+    }
+    conn.pending = at >= buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(at));
+    buf = Buffer.alloc(0);
+  }
+
+  /**
+   * Holds `rate` messages per second for `durationMs`, then waits up to `drainMs` for the
+   * outstanding PUBACKs. Messages due are spread over the stations in turn.
+   */
+  async step(rate: number, durationMs: number, drainMs = 5_000): Promise<StepReport> {
+    this.#acked = 0;
+    this.#ackedValid = 0;
+    this.#histogram = new LatencyHistogram();
+    const o = this.#o;
+    const invalidEvery = o.invalidRatio > 0 ? Math.round(1 / o.invalidRatio) : 0;
+    const start = performance.timeOrigin + performance.now();
+    const due = Math.round((rate * durationMs) / 1000);
+    let sent = 0;
+    let sentValid = 0;
+    let maxBacklog = 0;
+    let stationCursor = 0;
+    const nConns = this.#conns.length;
+    const buffers: Buffer[][] = this.#conns.map(() => []);
+    await new Promise<void>((resolve) => {
+      const tick = (): void => {
+        const now = performance.timeOrigin + performance.now();
+        const elapsed = Math.min(durationMs, now - start);
+        const target = Math.min(due, Math.floor((rate * elapsed) / 1000));
+        let blocked = 0;
+        while (sent < target) {
+          const st = stationCursor % this.#stations.length;
+          const conn = this.#conns[st % nConns];
+          if (conn === undefined || !conn.connected || conn.inflight >= o.maxInflight) {
+            blocked = target - sent;
+            break;
+          }
+          stationCursor++;
+          // The intended send time of this message: open loop, whatever the broker does.
+          const intended = start + (sent * 1000) / rate;
+          const station = this.#stations[st];
+          if (station === undefined) break;
+          const ts = Math.max(station.lastTs + 1, Math.floor(intended));
+          station.lastTs = ts;
+          const seq = station.seq++;
+          this.#messageCounter++;
+          // Spread over stations and time (a plain counter would hit the same stations every time).
+          const invalid = invalidEvery > 0 && (seq * 7_919 + st * 104_729) % invalidEvery === 0;
+          const docks = station.docks[invalid ? VARIANTS : seq % VARIANTS] ?? '';
+          const volts = 220 + (seq % 200) / 10;
+          const temp = 15 + (seq % 150) / 10;
+          const payload = `${station.head}${ts},"seq":${seq},"voltage":${volts},"cabinetTempC":${temp},"door":"closed","docks":[${docks}]}`;
+          const payloadBytes = Buffer.byteLength(payload, 'latin1');
+          const remaining = 2 + station.topic.length + 2 + payloadBytes;
+          const lb = lengthBytes(remaining);
+          const packet = Buffer.allocUnsafe(1 + lb.length + remaining);
+          let p = 0;
+          packet[p++] = 0x32;
+          for (const b of lb) packet[p++] = b;
+          packet.writeUInt16BE(station.topic.length, p);
+          p += 2;
+          station.topic.copy(packet, p);
+          p += station.topic.length;
+          let id = conn.nextId;
+          while (conn.kind[id] !== 0) id = id === 65_535 ? 1 : id + 1;
+          conn.nextId = id === 65_535 ? 1 : id + 1;
+          packet.writeUInt16BE(id, p);
+          p += 2;
+          packet.write(payload, p, 'latin1');
+          conn.kind[id] = invalid ? 2 : 1;
+          conn.sentAt[id] = intended;
+          conn.station[id] = st;
+          conn.inflight++;
+          buffers[st % nConns]?.push(packet);
+          sent++;
+          if (invalid) this.sentInvalidTotal++;
+          else {
+            sentValid++;
+            this.sentValidByStation[st] = (this.sentValidByStation[st] ?? 0) + 1;
+            this.onSent?.(st, seq, ts);
+          }
+        }
+        if (blocked > maxBacklog) maxBacklog = blocked;
+        for (let i = 0; i < nConns; i++) {
+          const list = buffers[i];
+          if (list === undefined || list.length === 0) continue;
+          this.#conns[i]?.socket.write(list.length === 1 ? (list[0] as Buffer) : Buffer.concat(list));
+          list.length = 0;
+        }
+        // Past the duration with messages held back: keep sending them (late), until the
+        // drain time is over too, or no connection is left to send them on.
+        const over = now - start >= durationMs;
+        if (over && (sent >= due || now - start >= durationMs + drainMs || this.#conns.every((c) => !c.connected))) {
+          resolve();
+          return;
+        }
+        setTimeout(tick, 1);
+      };
+      tick();
+    });
+    const sendEnd = performance.timeOrigin + performance.now();
+    const drainUntil = Math.max(sendEnd, start + durationMs + drainMs);
+    while (this.#conns.some((c) => c.inflight > 0) && performance.timeOrigin + performance.now() < drainUntil) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const unacked = this.#conns.reduce((n, c) => n + c.inflight, 0);
+    return {
+      rate,
+      durationMs,
+      due,
+      sent,
+      sentValid,
+      acked: this.#acked,
+      ackedValid: this.#ackedValid,
+      lost: this.#lost + unacked,
+      unsent: due - sent,
+      ackLatency: this.#histogram.snapshot(),
+      sentPerSecond: Math.round((sent * 1000) / Math.max(1, sendEnd - start)),
+      maxBacklog,
+    };
+  }
+
+  close(): void {
+    for (const conn of this.#conns) conn.socket.destroy();
+  }
+}
