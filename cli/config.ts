@@ -115,7 +115,7 @@ export const PlatformConfigSchema = z
     maxFunctionTimeoutMs: z.number().int().min(1).default(30_000),
     /** The most memory a function may declare. */
     maxFunctionMemoryMb: z.number().int().min(8).default(512),
-    maxBatchEvents: z.number().int().min(1).max(10_000).default(100),
+    maxBatchEvents: z.number().int().min(1).max(10_000).default(1_000),
     lanesPerFunction: z.number().int().min(1).max(256).default(4),
     maxInFlightEvents: z.number().int().min(1).default(10_000),
     commitIntervalMs: z.number().int().min(1).default(200),

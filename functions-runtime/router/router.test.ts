@@ -7,6 +7,7 @@
  */
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VoltlineError } from '../../lib/errors.ts';
 import { openEmbeddedStore, openLocalTriggerLog, type DeadLetter, type EncodedPoints, type Point, type StoreReader, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { ManualClock } from '../../lib/clock.ts';
@@ -38,6 +39,10 @@ interface Rig {
   gate: Promise<void> | undefined;
   /** Point writes that found the gate closed. */
   held: number;
+  /** Called before each point write with its number (0, 1, …): it may wait, or throw as a failing store would. */
+  beforeWrite: ((n: number) => Promise<void>) | undefined;
+  /** Point writes begun. */
+  pointWrites: number;
   readonly registry: FunctionRegistry;
   readonly scheduler: Scheduler;
   readonly metrics: Registry;
@@ -82,6 +87,8 @@ async function openRig(workers: number): Promise<Rig> {
     },
     gate: undefined,
     held: 0,
+    beforeWrite: undefined,
+    pointWrites: 0,
     registry,
     scheduler,
     metrics,
@@ -99,6 +106,7 @@ async function openRig(workers: number): Promise<Rig> {
       async writeEncodedPoints(batch: EncodedPoints) {
         if (r.gate !== undefined) r.held += 1;
         while (r.gate !== undefined) await r.gate;
+        await r.beforeWrite?.(r.pointWrites++);
         const result = await embedded.writeEncodedPoints(batch);
         // What was written, as points (the router hands the guests' JSON through unparsed).
         const refused = new Set(result.rejected.map((x) => x.index));
@@ -199,6 +207,32 @@ describe('per-device order', () => {
     for (const [device, seqs] of order) expect(seqs, device).toEqual(range(20));
     const stored = await storedSeqs();
     for (const d of range(6)) expect(stored.get(`dev-${d}`)).toEqual(range(20));
+  });
+});
+
+describe('store failures', () => {
+  it("writes a batch again after its predecessor's late write: a device's later point of the same key wins", async () => {
+    // dev-0 sends seq 0 and then seq 1 at the same ts (one key), each in a batch of its own.
+    const encoder = new TextEncoder();
+    for (const seq of [0, 1]) {
+      await rig.log.append({ source: 'mqtt', topic: 'busy/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq, ts: BASE_TS, busyMs: 0 })), receivedAtMs: Date.now() });
+    }
+    // The first write fails, but only once the second (issued while the first was in
+    // flight) has gone through: the first's retry then lands after it.
+    let secondDone: () => void = () => undefined;
+    const second = new Promise<void>((resolve) => (secondDone = resolve));
+    rig.beforeWrite = async (n) => {
+      if (n === 0) {
+        await second;
+        throw new VoltlineError('VL_STORE_WRITE', 'Cannot write to the embedded store: disk full (test)', { retriable: true });
+      }
+      if (n === 1) setTimeout(secondDone, 20);
+    };
+    startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
+    await eventually(() => (rig.log.committedOffset() === 2n ? true : undefined), 10_000, 'both events committed');
+    expect(rig.pointWrites).toBeGreaterThanOrEqual(3);
+    const { series } = await rig.store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: BASE_TS - 1, toMs: BASE_TS + 1, agg: 'last', limit: 10 });
+    expect(series.map((x) => x.points)).toEqual([[[BASE_TS, 1]]]);
   });
 });
 

@@ -82,6 +82,19 @@ interface Collected {
   readonly letters: DeadLetter[];
 }
 
+/** A batch that ran, and what it produced: what #finish writes. */
+interface BatchRun {
+  readonly fnName: string;
+  readonly batch: readonly LoggedEvent[];
+  readonly out: Collected;
+  readonly tenant: string;
+  /** Events whose refused points were counted as dead letters already. */
+  readonly badPointsCounted: Set<LoggedEvent>;
+}
+
+/** How one attempt at writing a batch went. */
+type WriteAttempt = { readonly ok: true; readonly refused: ReadonlySet<LoggedEvent>; readonly points: number } | { readonly ok: false; readonly err: unknown };
+
 const RETRIABLE_OUTCOMES: ReadonlySet<SandboxResult['outcome']> = new Set(['error', 'timeout', 'memory']);
 
 interface Lane {
@@ -91,10 +104,27 @@ interface Lane {
   readonly queue: LoggedEvent[];
   /** When each queued event was queued (clock ms), in step with `queue`. */
   readonly queuedAt: number[];
-  busy: boolean;
+  /** A batch of this lane is being run (invoked, retried). */
+  running: boolean;
+  /** Batches run and not yet finished (written, downlinks sent): at most MAX_STORING_PER_LANE. */
+  storing: number;
+  /**
+   * Settles when the lane's last batch is finished, with whether its write had to be tried
+   * again (then the next batch is written again after it, see #finish).
+   */
+  finished: Promise<boolean>;
   /** Cancels the lane's linger timer, while one is set. */
   linger: (() => void) | undefined;
 }
+
+/**
+ * A lane's batches pipeline: the next batch runs while the previous one is being written
+ * (the store's group commit is most of a lane's cycle), and its write goes to the store at
+ * once (the store takes writes in order: they share a transaction or follow each other);
+ * but never more than this many wait, and they are finished (their downlinks sent, their
+ * events done) strictly in order.
+ */
+const MAX_STORING_PER_LANE = 2;
 
 /** Topics whose targets are remembered at most (the cache is emptied when it is full or the functions change). */
 const TARGET_CACHE_SIZE = 100_000;
@@ -114,8 +144,8 @@ export class Router implements InvocationRecorder {
   readonly #log: Logger;
   /** Each function's lanes, by lane index (device id hash). */
   readonly #lanes = new Map<string, Array<Lane | undefined>>();
-  /** The functions a device topic fires, by tenant and topic (see #deviceTargets). */
-  #targets = new Map<string, DeployedFunction[]>();
+  /** The functions a device topic fires, by tenant, then topic (see #deviceTargets). */
+  #targets = new Map<string, Map<string, DeployedFunction[]>>();
   readonly #abort = new AbortController();
   /**
    * Set when `stop()`'s grace period is over: batches stop retrying and give up without
@@ -239,7 +269,7 @@ export class Router implements InvocationRecorder {
       }
       let lane = lanes[index];
       if (lane === undefined) {
-        lane = { fnName: fn.name, index, queue: [], queuedAt: [], busy: false, linger: undefined };
+        lane = { fnName: fn.name, index, queue: [], queuedAt: [], running: false, storing: 0, finished: Promise.resolve(false), linger: undefined };
         lanes[index] = lane;
       }
       lane.queue.push(event);
@@ -261,12 +291,16 @@ export class Router implements InvocationRecorder {
     if (event.topic.startsWith(PRESENCE_TOPIC_PREFIX) && event.source !== PRESENCE_SOURCE) return [];
     const tenant = event.tenant ?? DEFAULT_TENANT;
     // Every message of a device has the same few topics: match each once, not per message.
-    const key = `${tenant}\u0000${event.topic}`;
-    const cached = this.#targets.get(key);
+    let byTopic = this.#targets.get(tenant);
+    if (byTopic === undefined) {
+      byTopic = new Map();
+      this.#targets.set(tenant, byTopic);
+    }
+    const cached = byTopic.get(event.topic);
     if (cached !== undefined) return cached;
     const targets = this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
-    if (this.#targets.size >= TARGET_CACHE_SIZE) this.#targets = new Map();
-    this.#targets.set(key, targets);
+    if (byTopic.size >= TARGET_CACHE_SIZE) byTopic.clear();
+    byTopic.set(event.topic, targets);
     return targets;
   }
 
@@ -281,7 +315,7 @@ export class Router implements InvocationRecorder {
   }
 
   #pump(lane: Lane): void {
-    if (lane.busy || lane.queue.length === 0 || this.#halted) return;
+    if (lane.running || lane.storing >= MAX_STORING_PER_LANE || lane.queue.length === 0 || this.#halted) return;
     const fn = this.#o.registry.get(lane.fnName);
     const maxEvents = Math.min(this.#o.maxBatchEvents, fn?.batch.maxEvents ?? this.#o.maxBatchEvents);
     const lingerMs = fn?.batch.lingerMs ?? 0;
@@ -299,35 +333,54 @@ export class Router implements InvocationRecorder {
     }
     lane.linger?.();
     lane.linger = undefined;
-    lane.busy = true;
+    lane.running = true;
     const batch = lane.queue.splice(0, maxEvents);
     lane.queuedAt.splice(0, batch.length);
     this.#meter.batched(lane.fnName, batch.length);
-    this.#runBatch(lane.fnName, batch).then(
-      () => {
-        lane.busy = false;
-        for (const event of batch) this.#tracker.done(event.offset);
-        this.#slotWaiter?.();
-        this.#slotWaiter = undefined;
-        this.#pump(lane);
-        if (this.#tracker.inFlight === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
-      },
-      (err: unknown) => {
-        // Only a halted router gives a batch up. Its events are not finished: the commit
-        // stays below them, and the lane stops so that no later event of its devices
-        // overtakes them. They run again from the log after a restart.
-        this.#log.warn({ function: lane.fnName, events: batch.length, from: String(batch[0]?.offset), err: errorMessage(err) }, 'router stopped before this batch could finish; it will run again after a restart');
-      },
-    );
+    const stopped = (err: unknown): void => {
+      // Only a halted router gives a batch up. Its events are not finished: the commit
+      // stays below them, and the lane stops (it stays running, or its writes stay
+      // pending) so that no later event of its devices overtakes them. They run again from
+      // the log after a restart.
+      this.#log.warn({ function: lane.fnName, events: batch.length, from: String(batch[0]?.offset), err: errorMessage(err) }, 'router stopped before this batch could finish; it will run again after a restart');
+    };
+    this.#runStage(lane.fnName, batch).then((run) => {
+      lane.running = false;
+      lane.storing += 1;
+      // Written at once; finished after the lane's previous batch (#finish).
+      const first = this.#halted ? undefined : this.#attemptWrite(run);
+      const finished = lane.finished.then((previousRetried) => this.#finish(run, first, previousRetried));
+      lane.finished = finished.then(
+        (retried) => {
+          lane.storing -= 1;
+          for (const event of batch) this.#tracker.done(event.offset);
+          this.#slotWaiter?.();
+          this.#slotWaiter = undefined;
+          this.#pump(lane);
+          if (this.#tracker.inFlight === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
+          return retried;
+        },
+        (err: unknown) => {
+          stopped(err);
+          // The lane's later batches must not finish before this one: they never do.
+          return new Promise<boolean>(() => undefined);
+        },
+      );
+      // The next batch runs while this one is written.
+      this.#pump(lane);
+    }, stopped);
   }
 
-  async #runBatch(fnName: string, batch: LoggedEvent[]): Promise<void> {
+  /**
+   * Runs a batch: its events through the function (the version is read once: the whole batch,
+   * its re-runs and its events' retries run on it; a retry on a version deployed meanwhile
+   * would run an earlier event of a device on a newer version than a later one of the same
+   * batch), and the failed ones again. Returns what they produced, to be written.
+   */
+  async #runStage(fnName: string, batch: LoggedEvent[]): Promise<BatchRun> {
     // Points per event, so that the batch's points are written in log order even when
     // some events succeeded only on a retry.
     const out: Collected = { points: new Map(), publishes: new Map(), letters: [] };
-    // The version is read once per batch: the whole batch, its re-runs and its events'
-    // retries run on it. A retry on a version deployed meanwhile would run an earlier
-    // event of a device on a newer version than a later one of the same batch.
     const fn = this.#o.registry.get(fnName);
     // Removed while its events waited: nothing runs them now.
     if (fn !== undefined) {
@@ -335,20 +388,44 @@ export class Router implements InvocationRecorder {
       await this.#invoke(fn, batch, out, failed, 1);
       for (const { event } of failed) await this.#retry(fn, event, out);
     }
-    // After stop() returned, the store may be closing: this router writes nothing more.
-    if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
     // The function's tenant owns what it wrote (a function removed meanwhile: the default's).
-    const tenant = fn?.tenant ?? DEFAULT_TENANT;
-    const stored = batch.filter((event) => out.points.has(event));
-    const refused = await this.#write(fnName, tenant, stored, out);
-    // Stored: now the downlinks, in log order, before the batch is marked finished (so an
-    // event replayed after a crash publishes again: at least once).
+    return { fnName, batch, out, tenant: fn?.tenant ?? DEFAULT_TENANT, badPointsCounted: new Set() };
+  }
+
+  /**
+   * Finishes a batch once the lane's previous one is finished: its write (`first`, the attempt
+   * made as soon as it ran) tried again until the store takes it, written once more when the
+   * previous batch's write had to be tried again (its late write could have overwritten a
+   * point of this one with the same key: a device's later event must win), then its
+   * downlinks sent in log order (so an event replayed after a crash publishes again: at
+   * least once). Returns whether its own write had to be tried again.
+   */
+  async #finish(run: BatchRun, first: Promise<WriteAttempt> | undefined, previousRetried: boolean): Promise<boolean> {
+    const { fnName, batch, out } = run;
+    // After stop() returned, the store may be closing: this router writes nothing more.
+    if (this.#halted || first === undefined) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
+    let attempt = await first;
+    const retried = !attempt.ok;
+    for (let n = 0; !attempt.ok || (n === 0 && previousRetried); n++) {
+      if (!attempt.ok) {
+        if (this.#halted) throw attempt.err;
+        this.#retries.inc({ stage: 'store' });
+        this.#log.error({ function: fnName, err: errorMessage(attempt.err), events: batch.length, attempt: n }, 'store write failed; trying again');
+        await this.#backoff(n);
+      }
+      attempt = await this.#attemptWrite(run);
+    }
+    const { refused } = attempt;
+    this.#pointsWritten.inc(attempt.points);
+    if (refused.size > 0) this.#meter.outcome(fnName, 'error', refused.size);
+    this.#meter.outcome(fnName, 'ok', out.points.size - refused.size);
     for (const event of batch) {
       const sent = out.publishes.get(event);
       if (sent !== undefined && !refused.has(event)) await this.#downlinks.send(fnName, sent);
     }
     const now = Date.now();
     for (const event of batch) this.#latency.observe(Math.max(0, now - event.receivedAtMs) / 1000);
+    return retried;
   }
 
   /**
@@ -449,9 +526,11 @@ export class Router implements InvocationRecorder {
   }
 
   /** `attempts`: how many times the event ran; absent when it never reached a function. */
-  #letter(fnName: string, event: LoggedEvent, code: DeadLetter['code'], field: string, message: string, attempts?: number): DeadLetter {
-    this.#deadLetters.inc({ reason: code });
-    this.#meter.deadLettered(fnName);
+  #letter(fnName: string, event: LoggedEvent, code: DeadLetter['code'], field: string, message: string, attempts?: number, count = true): DeadLetter {
+    if (count) {
+      this.#deadLetters.inc({ reason: code });
+      this.#meter.deadLettered(fnName);
+    }
     return {
       offset: event.offset,
       function: fnName,
@@ -467,43 +546,37 @@ export class Router implements InvocationRecorder {
   }
 
   /**
-   * Writes the batch's points (of `stored`, in log order) and dead letters until the store
-   * takes them: a store that is down holds the log position and loses nothing. Points the
-   * store refuses (they break the point rules, which only a guest that bypassed its own
-   * checks can send, or a limit of the store) make their event a `bad_points` dead letter,
-   * written before this returns, without retries: the same points would be refused again.
-   * Returns the refused events.
+   * One attempt at writing a batch: its points (the ok events', in log order) and dead
+   * letters. Points the store refuses (they break the point rules, which only a guest that
+   * bypassed its own checks can send, or a limit of the store) make their event a
+   * `bad_points` dead letter, written in the same attempt, without retries: the same points
+   * would be refused again. Never rejects: a failure is returned, for #finish to try again.
    */
-  async #write(fnName: string, tenant: string, stored: readonly LoggedEvent[], out: Collected): Promise<ReadonlySet<LoggedEvent>> {
-    const encoded = stored.map((event) => out.points.get(event) ?? new Uint8Array(0));
-    const refused = new Set<LoggedEvent>();
-    let letters = out.letters.map((letter) => ({ ...letter, tenant }));
-    let points = stored.length > 0 ? { tenant, events: encoded } : undefined;
-    for (let attempt = 0; points !== undefined || letters.length > 0; attempt++) {
-      try {
-        const [written] = await Promise.all([points === undefined ? undefined : this.#o.store.writeEncodedPoints(points), letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined]);
-        letters = [];
-        if (written !== undefined) {
-          this.#pointsWritten.inc(written.points);
-          for (const { index, message } of written.rejected) {
-            const event = stored[index];
-            if (event === undefined) continue;
-            refused.add(event);
-            letters.push({ ...this.#letter(fnName, event, 'bad_points', '', message, 1), tenant });
-          }
-          if (refused.size > 0) this.#log.warn({ function: fnName, events: refused.size, first: written.rejected[0]?.message }, 'the store refused the points of some events; they are dead-lettered as bad_points');
-          this.#meter.outcome(fnName, 'ok', stored.length - refused.size);
-          if (refused.size > 0) this.#meter.outcome(fnName, 'error', refused.size);
-        }
-        points = undefined;
-      } catch (err) {
-        if (this.#halted) throw err;
-        this.#retries.inc({ stage: 'store' });
-        this.#log.error({ err: errorMessage(err), events: points?.events.length ?? 0, deadLetters: letters.length, attempt }, 'store write failed; trying again');
-        await this.#backoff(attempt);
+  async #attemptWrite(run: BatchRun): Promise<WriteAttempt> {
+    const { fnName, batch, out, tenant } = run;
+    const stored = batch.filter((event) => out.points.has(event));
+    try {
+      const letters = out.letters.map((letter) => ({ ...letter, tenant }));
+      const points = stored.length === 0 ? undefined : { tenant, events: stored.map((event) => out.points.get(event) ?? new Uint8Array(0)) };
+      const [written] = await Promise.all([points === undefined ? undefined : this.#o.store.writeEncodedPoints(points), letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined]);
+      const refused = new Set<LoggedEvent>();
+      if (written === undefined || written.rejected.length === 0) return { ok: true, refused, points: written?.points ?? 0 };
+      const badPoints: DeadLetter[] = [];
+      for (const { index, message } of written.rejected) {
+        const event = stored[index];
+        if (event === undefined) continue;
+        refused.add(event);
+        // Counted once, however many times the batch is written.
+        const first = !run.badPointsCounted.has(event);
+        run.badPointsCounted.add(event);
+        badPoints.push({ ...this.#letter(fnName, event, 'bad_points', '', message, 1, first), tenant });
       }
+      this.#log.warn({ function: fnName, events: refused.size, first: written.rejected[0]?.message }, 'the store refused the points of some events; they are dead-lettered as bad_points');
+      await this.#o.store.writeDeadLetters(badPoints);
+      return { ok: true, refused, points: written.points };
+    } catch (err) {
+      return { ok: false, err };
     }
-    return refused;
   }
 
   /** Waits a jittered delay in [ceiling/2, ceiling), the ceiling doubling per attempt up to `maxMs`. */

@@ -42,6 +42,7 @@ import { DEFAULT_TENANT } from '../store/index.ts';
 import { inputMetrics } from '../input-metrics.ts';
 import { AddressGuard, capPacketSize, maxPacketBytes, PublishRateLimiter, resolveLimits, type BrokerLimits, type LimitHit } from './limits.ts';
 import { LogOnce } from './log-once.ts';
+import { AckCoalescer } from './ack-coalescer.ts';
 import type { BrokerPersistence } from './persistence.ts';
 import type { DisconnectReason, PresenceTracker } from './presence.ts';
 import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, filterCovers, TopicPolicy, type TenantTopicTemplates, type TopicPolicyMode } from './topic-policy.ts';
@@ -67,6 +68,9 @@ const RETURN_CODES: Readonly<Record<ConnectFailure, 2 | 4 | 5>> = {
   // A last will on a topic the device may not publish to: it would be published for it later.
   will_denied: NOT_AUTHORIZED,
 };
+
+/** A connection acknowledged again within this is busy: its acknowledgements are written together, at most this late (ack-coalescer.ts). */
+const ACK_WINDOW_MS = 5;
 
 /** Refusals of the same (reason, address or device) are logged once per this window. */
 const REFUSAL_LOG_WINDOW_MS = 60_000;
@@ -218,6 +222,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const { received, refused, receivedBytes, authFailures, limitsHit } = inputMetrics(options.metrics);
   // Bound once: counting per message must not hash the label set every time.
   const receivedMqtt = received.labels({ source: 'mqtt' });
+  const acks = new AckCoalescer(ACK_WINDOW_MS);
   const connections = new Gauge({ name: 'voltline_mqtt_connections', help: 'Connected MQTT clients', registers });
   const takeovers = new Counter({ name: 'voltline_session_takeovers_total', help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)', registers });
   const proxyRefusals = new Counter({ name: 'voltline_mqtt_proxy_refusals_total', help: 'TCP connections refused before MQTT with --proxy-protocol, by reason (missing: no PROXY header; invalid: a broken one; timeout: none complete in time; untrusted: not from a listed balancer)', labelNames: ['reason'], registers });
@@ -407,6 +412,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
               receivedMqtt.inc();
               receivedBytes.inc(payload.length);
               presence?.published(deviceId, client, payload.length);
+              // aedes writes the PUBACK inside this call: on a busy connection it waits for the flush.
+              acks.beforeAck(client.conn);
               answer(null);
             },
             (err: unknown) => {
@@ -698,7 +705,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       const tlsClosed = secure === undefined ? undefined : new Promise<void>((resolve) => secure.listener.close(() => resolve()));
       for (const client of connected.values()) noteEnd(client, 'shutdown');
+      // Acknowledgements held for a busy connection's next flush go out before it closes.
+      acks.flush();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      acks.flush();
       // The 'disconnected' presence events of the clients just closed are in the log (or
       // dropped) before the caller closes the log.
       await presence?.settled();
@@ -790,15 +800,21 @@ function remoteAddress(client: Client): string | undefined {
  * only the filters `allowed` lets the client have.
  */
 function policyFilteredPersistence(inner: BrokerPersistence, allowed: (client: unknown, filter: string) => boolean): BrokerPersistence {
+  type Args = Parameters<BrokerPersistence['addSubscriptions']>;
+  const addSubscriptions = (client: Args[0], subs: Args[1]) => inner.addSubscriptions(client, subs.filter((sub) => allowed(client, sub.topic)));
+  // Methods run on the real object (it keeps private state), each bound once: aedes reads
+  // some of them for every publish (subscriptionsByTopic), and a bind per read showed in profiles.
+  const bound = new Map<PropertyKey, { readonly of: unknown; readonly fn: unknown }>();
   return new Proxy(inner, {
     get(target, property, receiver) {
-      if (property === 'addSubscriptions') {
-        type Args = Parameters<BrokerPersistence['addSubscriptions']>;
-        return (client: Args[0], subs: Args[1]) => target.addSubscriptions(client, subs.filter((sub) => allowed(client, sub.topic)));
-      }
+      if (property === 'addSubscriptions') return addSubscriptions;
       const value: unknown = Reflect.get(target, property, receiver);
-      // Methods run on the real object (it keeps private state).
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      if (typeof value !== 'function') return value;
+      const known = bound.get(property);
+      if (known?.of === value) return known.fn;
+      const fn = (value as (...args: unknown[]) => unknown).bind(target);
+      bound.set(property, { of: value, fn });
+      return fn;
     },
   });
 }

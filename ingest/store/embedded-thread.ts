@@ -46,7 +46,7 @@ interface Pending {
 }
 
 async function open(): Promise<{ instance: DuckDBInstance; writer: EmbeddedWriter; series: number; migratedFrom: number | undefined; migratedRows: number }> {
-  const instance = await DuckDBInstance.create(data.path, { memory_limit: `${data.memoryLimitMb}MiB` });
+  const instance = await DuckDBInstance.create(data.path, { memory_limit: `${data.memoryLimitMb}MiB`, threads: '1' });
   try {
     const conn = await instance.connect();
     const schema = await prepareSchema(conn, data.path);

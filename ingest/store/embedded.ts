@@ -74,7 +74,7 @@ const OptionsSchema = z.object({
   maxQueuedBytes: z.number().int().min(1).default(64 * 1024 * 1024),
   memoryLimitMb: z.number().int().min(64).default(1024),
   restartDelayMs: z.number().int().min(0).max(MAX_RESTART_DELAY_MS).default(100),
-  commitIntervalMs: z.number().int().min(0).max(10_000).default(100),
+  commitIntervalMs: z.number().int().min(0).max(10_000).default(50),
   commitFlushBytes: z.number().int().min(1).default(1024 * 1024),
 });
 

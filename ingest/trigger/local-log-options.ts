@@ -23,12 +23,14 @@ export interface LocalTriggerLogOptions {
    */
   readonly maxPendingBytes?: number;
   /**
-   * How long the writer waits after a group's fdatasync before taking the next group, to
-   * let more appends join it. Default 0: the next group starts as soon as the previous
-   * one is durable (appends that arrived during the fsync form it).
-   * @example { dir: 'data/trigger', logger, maxGroupDelayMs: 2 }
+   * The shortest time between the starts of two groups, ms. A group starts at once when the
+   * previous one started at least this long ago (a device alone is never kept waiting);
+   * under load the appends of that time join one group: at 15 000 msg/s with a 0.4 ms
+   * fdatasync, groups of 6 meant 2 500 writes, fsyncs and wake-ups of the reader a second,
+   * each with its JS overhead. Default 2; 0 starts every group as soon as the last is durable.
+   * @example { dir: 'data/trigger', logger, minGroupIntervalMs: 2 }
    */
-  readonly maxGroupDelayMs?: number;
+  readonly minGroupIntervalMs?: number;
   /**
    * Bytes of the most recently appended records kept in memory, so that a reader that keeps
    * up (the router) gets them without reading the file, decoding or checking CRCs again.
@@ -47,7 +49,7 @@ export interface LocalTriggerLogConfig {
   readonly maxPendingBytes: number;
   /** Half of maxPendingBytes. */
   readonly lowWaterBytes: number;
-  readonly maxGroupDelayMs: number;
+  readonly minGroupIntervalMs: number;
   readonly tailCacheBytes: number;
 }
 
@@ -60,7 +62,7 @@ const optionsSchema = z
     ),
     segmentBytes: z.number().int().min(1024).max(1024 * MIB).default(64 * MIB),
     maxPendingBytes: z.number().int().min(2).default(8 * MIB),
-    maxGroupDelayMs: z.number().min(0).max(1000).default(0),
+    minGroupIntervalMs: z.number().min(0).max(1000).default(2),
     tailCacheBytes: z.number().int().min(0).max(4096 * MIB).default(32 * MIB),
   })
   .strict();
@@ -91,7 +93,7 @@ export function resolveLocalTriggerLogOptions(options: LocalTriggerLogOptions): 
     segmentBytes: config.segmentBytes,
     maxPendingBytes: config.maxPendingBytes,
     lowWaterBytes: Math.floor(config.maxPendingBytes / 2),
-    maxGroupDelayMs: config.maxGroupDelayMs,
+    minGroupIntervalMs: config.minGroupIntervalMs,
     tailCacheBytes: config.tailCacheBytes,
   });
 }

@@ -90,6 +90,16 @@ describe('local trigger log', () => {
     read.forEach((event, i) => expectSameEvent(event, contractEvent(i), BigInt(i)));
   });
 
+  it('starts groups at most every minGroupIntervalMs: appends that come meanwhile share the next one', async () => {
+    const spaced = await openLog({ minGroupIntervalMs: 1_000 });
+    await spaced.append(contractEvent(0)); // an idle log writes at once
+    const b = spaced.append(contractEvent(1)); // within the interval: waits for it
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const c = spaced.append(contractEvent(2)); // joins b's group
+    expect(await Promise.all([b, c])).toEqual([1n, 2n]);
+    expect(spaced.stats().groups).toBe(2);
+  });
+
   it('rolls to new segments and deletes the ones wholly below the committed offset', async () => {
     const first = await openLog({ segmentBytes: 4096 });
     for (let i = 0; i < 200; i += 1) await first.append(contractEvent(i));

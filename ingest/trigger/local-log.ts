@@ -15,7 +15,7 @@
  * - `VL_TRIGGER_LOG_CORRUPT`: a durable record failed its checks when read.
  * - `VL_TRIGGER_LOG_CLOSED`: the log is closed.
  */
-import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
@@ -26,7 +26,7 @@ import { LogReader } from './log-reader.ts';
 import { encodeRecord, sealRecord, type EncodedRecord } from './record.ts';
 import { TailCache } from './tail-cache.ts';
 import { recoverSegments } from './recovery.ts';
-import { Segment, segmentFileName, syncDir, writeAll } from './segments.ts';
+import { openAppendable, Segment, segmentFileName, syncDir, writeAll } from './segments.ts';
 import type { LoggedEvent, TriggerEvent, TriggerLog } from './types.ts';
 
 export type { LocalTriggerLogOptions } from './local-log-options.ts';
@@ -131,6 +131,8 @@ class LocalLog implements LocalTriggerLog {
   #queue: PendingAppend[] = [];
   #pendingBytes = 0;
   #writerRun: Promise<void> | undefined;
+  /** When the last group started (performance.now() ms): see `minGroupIntervalMs`. */
+  #lastGroupAt = Number.NEGATIVE_INFINITY;
   #overloaded = false;
   #drainListeners: (() => void)[] = [];
   readonly #waiters = new Set<Waiter>();
@@ -287,7 +289,9 @@ class LocalLog implements LocalTriggerLog {
     try {
       await null; // let the appends of this tick join the first group
       while (this.#queue.length > 0) {
-        if (this.#config.maxGroupDelayMs > 0) await sleep(this.#config.maxGroupDelayMs);
+        const waitMs = this.#lastGroupAt + this.#config.minGroupIntervalMs - performance.now();
+        if (waitMs > 0) await sleep(waitMs);
+        this.#lastGroupAt = performance.now();
         const group = this.#queue;
         this.#queue = [];
         await this.#writeGroup(group);
@@ -311,8 +315,8 @@ class LocalLog implements LocalTriggerLog {
         return pending.record.bytes;
       });
       this.#needsTruncate = true;
+      // The active segment is open with O_DSYNC (segments.ts): written is durable.
       await writeAll(this.#activeHandle, buffers, position, bytes);
-      await this.#activeHandle.datasync();
       this.#needsTruncate = false;
     } catch (err: unknown) {
       this.#failGroup(group, bytes, position, err);
@@ -365,7 +369,7 @@ class LocalLog implements LocalTriggerLog {
     const previous = this.#active;
     const base = this.#end;
     // 'w+': a file of this name can only be left by an earlier failed roll, and holds nothing.
-    const handle = await open(join(this.#config.dir, segmentFileName(base)), 'w+');
+    const handle = await openAppendable(join(this.#config.dir, segmentFileName(base)), true);
     try {
       await syncDir(this.#config.dir); // the new file's name must survive a crash like its data
     } catch (err: unknown) {

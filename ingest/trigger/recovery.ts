@@ -3,10 +3,10 @@
  * last one and cut off any torn or corrupt tail, so that the log ends at its last good
  * record. Earlier segments were fully synced before the log rolled past them.
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../lib/logger.ts';
-import { listSegmentBases, scanSegment, Segment, segmentFileName, syncDir } from './segments.ts';
+import { listSegmentBases, openAppendable, scanSegment, Segment, segmentFileName, syncDir } from './segments.ts';
 
 export interface RecoveredSegments {
   /** Ascending; the last one is the active segment, opened read-write. */
@@ -23,7 +23,7 @@ export async function recoverSegments(dir: string, emptyBaseOffset: bigint, log:
   const bases = await listSegmentBases(dir);
   const lastBase = bases[bases.length - 1];
   if (lastBase === undefined) {
-    const handle = await open(join(dir, segmentFileName(emptyBaseOffset)), 'w+');
+    const handle = await openAppendable(join(dir, segmentFileName(emptyBaseOffset)), true);
     await syncDir(dir);
     return { segments: [new Segment(dir, emptyBaseOffset, emptyBaseOffset, 0, handle)], truncatedBytes: 0 };
   }
@@ -34,7 +34,7 @@ export async function recoverSegments(dir: string, emptyBaseOffset: bigint, log:
     const { size } = await stat(join(dir, segmentFileName(base)));
     segments.push(new Segment(dir, base, next, size));
   }
-  const handle = await open(join(dir, segmentFileName(lastBase)), 'r+');
+  const handle = await openAppendable(join(dir, segmentFileName(lastBase)), false);
   try {
     const last = new Segment(dir, lastBase, lastBase, 0, handle);
     const { size } = await handle.stat();

@@ -4,7 +4,7 @@
  * fixed-size events until a total count or a time limit is reached.
  *
  * Usage: npx node test/bench/trigger-log.bench.ts [--appenders 50] [--count 200000]
- *        [--seconds 10] [--payload-bytes 200] [--max-group-delay-ms 0] [--dir PATH] [--json]
+ *        [--seconds 10] [--payload-bytes 200] [--min-group-interval-ms 2] [--dir PATH] [--json]
  * Prints appends/s, groups, mean group size, p50/p99 append latency; with --json one
  * JSON object instead. The log lives in a fresh temporary folder (or under --dir), removed
  * afterwards.
@@ -22,7 +22,7 @@ const { values } = parseArgs({
     count: { type: 'string', default: '200000' },
     seconds: { type: 'string', default: '10' },
     'payload-bytes': { type: 'string', default: '200' },
-    'max-group-delay-ms': { type: 'string', default: '0' },
+    'min-group-interval-ms': { type: 'string', default: '2' },
     dir: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
@@ -31,11 +31,11 @@ const appenders = Number(values.appenders);
 const count = Number(values.count);
 const timeLimitMs = Number(values.seconds) * 1000;
 const payloadBytes = Number(values['payload-bytes']);
-const maxGroupDelayMs = Number(values['max-group-delay-ms']);
+const minGroupIntervalMs = Number(values['min-group-interval-ms']);
 
 const dir = await mkdtemp(join(values.dir ?? tmpdir(), 'voltline-trigger-bench-'));
 try {
-  const log = await openLocalTriggerLog({ dir, logger: silentLogger(), maxGroupDelayMs });
+  const log = await openLocalTriggerLog({ dir, logger: silentLogger(), minGroupIntervalMs });
   const payload = new Uint8Array(payloadBytes).fill(0x5a);
   const latenciesMs = new Float64Array(count);
   let started = 0;
@@ -63,7 +63,7 @@ try {
   const result = {
     appenders,
     payloadBytes,
-    maxGroupDelayMs,
+    minGroupIntervalMs,
     appends: done,
     elapsedMs: round(elapsedMs),
     appendsPerSecond: Math.round((done / elapsedMs) * 1000),
