@@ -1,6 +1,6 @@
 /** Platform configuration: flags and the configuration file, validated with the setting named. */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readConfigFile, resolveConfig } from './config.ts';
@@ -22,8 +22,8 @@ async function file(text: string): Promise<string> {
 }
 
 describe('resolveConfig', () => {
-  it('fills in the defaults for a 2-core machine: 1 to 4 workers, 30 s windows', () => {
-    expect(resolveConfig({})).toMatchObject({ workersMin: 1, workersMax: 4, idleTimeoutMs: 30_000, autoscalerStableWindowMs: 30_000, prewarm: 0, workerCapacity: 4 });
+  it('fills in the defaults: 1 worker to one per core, 30 s windows', () => {
+    expect(resolveConfig({})).toMatchObject({ workersMin: 1, workersMax: Math.max(1, availableParallelism()), idleTimeoutMs: 30_000, autoscalerStableWindowMs: 30_000, prewarm: 0, workerCapacity: 4 });
   });
 
   it('takes workers as a fixed fleet, and refuses it beside a different bound', () => {

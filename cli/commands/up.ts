@@ -90,7 +90,7 @@ Flags:
   --http-host HOST       HTTP interface (default 127.0.0.1)
   --workers-min N        fewest worker processes (default 1); 0 stops the last one
                          after --idle-timeout without work (the next message starts one)
-  --workers-max N        most worker processes (default 4); the fleet grows and shrinks
+  --workers-max N        most worker processes (default: one per core); the fleet grows and shrinks
                          between the two with the load
   --idle-timeout D       with --workers-min 0: time without work before the last worker
                          stops (default 30s)

@@ -7,7 +7,7 @@
  * acknowledgements of that time leave in one write; a connection that publishes now and
  * then is acknowledged at once, as before. One timer flushes every corked connection.
  */
-import type { Duplex } from 'node:stream';
+import type { Writable } from 'node:stream';
 
 interface AckState {
   lastAt: number;
@@ -16,8 +16,8 @@ interface AckState {
 
 export class AckCoalescer {
   readonly #windowMs: number;
-  readonly #states = new WeakMap<Duplex, AckState>();
-  #corked: Duplex[] = [];
+  readonly #states = new WeakMap<Writable, AckState>();
+  #corked: Writable[] = [];
   #timer: NodeJS.Timeout | undefined;
 
   /** @param windowMs how close two acknowledgements must be for the connection to count as busy, and the longest an acknowledgement waits. */
@@ -26,7 +26,7 @@ export class AckCoalescer {
   }
 
   /** Call right before an acknowledgement is written on `conn`. */
-  beforeAck(conn: Duplex): void {
+  beforeAck(conn: Writable): void {
     if (this.#windowMs <= 0) return;
     const now = performance.now();
     const state = this.#states.get(conn);

@@ -9,7 +9,7 @@
  *     batches of 100; the station function's per-event cost in batches of 100; cold start
  *     (new sandbox → first result); memory of an idle instance (isolate heap).
  *
- * Usage: npx node --no-node-snapshot test/bench/sandbox.bench.ts [--events 2000]
+ * Usage: npx node --no-node-snapshot bench/components/sandbox.bench.ts [--events 2000]
  *        [--contexts 100] [--seconds 20] [--no-snapshot] [--json]
  * Each measurement stops at its count or when the time budget share runs out.
  */

@@ -15,7 +15,7 @@
  *
  * A fixed fleet of one worker (workersMin = workersMax = 1), on a temporary data folder.
  *
- * Usage: npx node --no-node-snapshot test/bench/cold-start.bench.ts [--rounds 20]
+ * Usage: npx node --no-node-snapshot bench/components/cold-start.bench.ts [--rounds 20]
  *        [--instances 20] [--overhead-rounds 20] [--seconds 60] [--json]
  * Bounded: each part stops at its count or when its share of `--seconds` runs out.
  * Prints the figures and a JSON line; with --json, only the JSON line.

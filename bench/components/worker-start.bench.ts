@@ -4,7 +4,7 @@
  * scheduler records them in `voltline_cold_start_seconds{kind}`. Workers are started one at
  * a time (a scale-from-zero each: min 0, a batch arrives), so each start is measured alone.
  *
- * Usage: npx node --no-node-snapshot test/bench/worker-start.bench.ts [--starts 10] [--json]
+ * Usage: npx node --no-node-snapshot bench/components/worker-start.bench.ts [--starts 10] [--json]
  * Prints p50/p90/max of worker start and function load, ms.
  */
 import path from 'node:path';

@@ -3,7 +3,7 @@
 // unless --url is given, so the CPU time and RSS measured here are the simulator's own:
 // the main thread and its worker threads together (one process).
 //
-//   npx node test/bench/sim-threads.bench.ts [--stations 3000] [--rate 3000] [--duration 10s]
+//   npx node bench/components/sim-threads.bench.ts [--stations 3000] [--rate 3000] [--duration 10s]
 //        [--threads 2] [--url mqtt://…] [--json]
 //
 // Bounded: one run of --duration, plus connecting and a drain of at most 5 s.

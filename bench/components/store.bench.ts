@@ -3,7 +3,7 @@
  * shape), the replay (idempotent re-write) path, and query latency; CPU per point for the
  * whole process, for the main thread alone, and for the store's thread.
  *
- *   npx node test/bench/store.bench.ts [--points 200000] [--callers 64] [--batch 10]
+ *   npx node bench/components/store.bench.ts [--points 200000] [--callers 64] [--batch 10]
  *     [--stations 1000] [--fields 8] [--seconds 60] [--rate 0] [--encoded]
  *     [--commit-interval <ms>] [--json]
  *

@@ -3,7 +3,7 @@
  * (the queueing model of functions-runtime/scheduler/traces.ts: 4 slots per worker, 100 ms
  * per batch, 300 ms worker start, a decision every second). Deterministic: no wall clock.
  *
- * Usage: npx node test/bench/autoscaler.bench.ts [--json]
+ * Usage: npx node bench/components/autoscaler.bench.ts [--json]
  * Prints, per configuration and trace: worker-seconds against an oracle (knows the rate,
  * starts workers instantly), scale events and direction changes, worker starts per 1 000
  * batches, the oldest event's age and p99 backlog wait; for the ×10 step, the time to enough

@@ -18,7 +18,7 @@
  *     to the step's peak size.
  * After the load it waits (at most `--drain` s) until every acknowledged message is processed.
  *
- * Usage: npx node test/bench/autoscale-live.bench.ts [--rate 30] [--busy-ms 5] [--devices 20]
+ * Usage: npx node bench/components/autoscale-live.bench.ts [--rate 30] [--busy-ms 5] [--devices 20]
  *        [--steady 20] [--step 40] [--after 20] [--drain 20] [--json]
  * Bounded: at most rate × (steady + after) + 10 × rate × step messages, at most 2,000
  * unacknowledged at once (past that the generator skips and counts them), then it stops.
@@ -29,7 +29,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { bundleFunction } from '../../functions-runtime/index.ts';
-import { getJson, postJson, ROOT, startPlatformProcess, tempDir } from '../support/platform-process.ts';
+import { getJson, postJson, ROOT, startPlatformProcess, tempDir } from '../../test/support/platform-process.ts';
 
 const { values } = parseArgs({
   options: {

@@ -1,7 +1,7 @@
 // Benchmark: how much load the simulator itself can offer, and the publish → PUBACK
 // latency it sees. Against an in-process aedes broker unless --url is given.
 //
-//   npx node test/bench/sim.bench.ts [--stations 1000] [--rate 10000] [--duration 10s] [--url mqtt://…] [--json]
+//   npx node bench/components/sim.bench.ts [--stations 1000] [--rate 10000] [--duration 10s] [--url mqtt://…] [--json]
 import { parseSimArgs, runSimulation } from '../../devices-sim/index.ts';
 import { startTestBroker } from '../../devices-sim/testing.ts';
 

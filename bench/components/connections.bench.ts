@@ -8,13 +8,13 @@
  *     difference per device.
  * Bounded: N connections, then everything is closed; the platform is stopped.
  *
- * Usage: npx node test/bench/connections.bench.ts [--devices 10000] [--concurrency 200] [--json]
+ * Usage: npx node bench/components/connections.bench.ts [--devices 10000] [--concurrency 200] [--json]
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
-import { postJson, startPlatformProcess, tempDir } from '../support/platform-process.ts';
+import { postJson, startPlatformProcess, tempDir } from '../../test/support/platform-process.ts';
 
 const { values } = parseArgs({
   options: {

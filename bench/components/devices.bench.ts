@@ -4,7 +4,7 @@
  * (scrypt + constant-time compare) for a good token, a wrong token and an unknown id,
  * one at a time and with many at once (a reconnect storm). Real files in a temp folder.
  *
- * Usage: npx node test/bench/devices.bench.ts [--devices 10000] [--auths 2000]
+ * Usage: npx node bench/components/devices.bench.ts [--devices 10000] [--auths 2000]
  *        [--ln 10] [--r 1] [--p 1] [--json]
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';

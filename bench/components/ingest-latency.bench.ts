@@ -3,7 +3,7 @@
 // fleet (the simulator, in its own process), and sends probe messages one at a time,
 // timing publish → PUBACK and publish → queryable in /api/query.
 //
-//   npx node test/bench/ingest-latency.bench.ts [--probes 50] [--load-stations 50] [--load-rate 50] [--json]
+//   npx node bench/components/ingest-latency.bench.ts [--probes 50] [--load-stations 50] [--load-rate 50] [--json]
 //
 // Bounded: `--probes` messages at most, each waited for at most 10 s, then everything stops.
 import { spawn } from 'node:child_process';
@@ -11,7 +11,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
 import { bundleFunction } from '../../functions-runtime/index.ts';
-import { postJson, ROOT, startPlatformProcess, tempDir } from '../support/platform-process.ts';
+import { postJson, ROOT, startPlatformProcess, tempDir } from '../../test/support/platform-process.ts';
 
 const { values } = parseArgs({
   options: {

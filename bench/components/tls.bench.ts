@@ -10,7 +10,7 @@
  *    A TLS CONNECT includes a full handshake (ECDHE + ECDSA P-256, no session resumption),
  *    client side included: client and broker share this machine's cores.
  *
- * Usage: npx node test/bench/tls.bench.ts [--connects 300] [--storm 300] [--json]
+ * Usage: npx node bench/components/tls.bench.ts [--connects 300] [--storm 300] [--json]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

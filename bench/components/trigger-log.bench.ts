@@ -3,7 +3,7 @@
  * append in flight at a time (like N device connections waiting for their PUBACK), append
  * fixed-size events until a total count or a time limit is reached.
  *
- * Usage: npx node test/bench/trigger-log.bench.ts [--appenders 50] [--count 200000]
+ * Usage: npx node bench/components/trigger-log.bench.ts [--appenders 50] [--count 200000]
  *        [--seconds 10] [--payload-bytes 200] [--min-group-interval-ms 2] [--dir PATH] [--json]
  * Prints appends/s, groups, mean group size, p50/p99 append latency; with --json one
  * JSON object instead. The log lives in a fresh temporary folder (or under --dir), removed

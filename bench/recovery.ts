@@ -1,0 +1,95 @@
+/**
+ * Recovery: `voltline up` with the station function takes an open-loop burst faster than it
+ * processes (so the trigger log holds a backlog past its committed position), is killed with
+ * SIGKILL in the middle of it, and is started again on the same data folder. Figures: the
+ * backlog (log end − committed offset at the restart, from its own log lines), the time from
+ * the router starting to read until every acknowledged valid message is queryable, and so
+ * the events per second of the replay; then the exactly-once check of the throughput
+ * benchmark (nothing acknowledged missing, nothing stored twice; dead letters are not
+ * counted: the counter starts over with the new process).
+ *
+ *   npx node --no-node-snapshot bench/recovery.ts [--rate 40000] [--seconds 6] [--smoke] [--json]
+ */
+import { getJson, startPlatformProcess } from '../test/support/platform-process.ts';
+import { LoadProcess } from './lib/load-child.ts';
+import { startBenchPlatform, WORKLOAD_FLAGS } from './lib/platform.ts';
+import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
+import { verifyStored } from './throughput.ts';
+
+interface LogLine {
+  readonly time?: number;
+  readonly msg?: string;
+  readonly endOffset?: string;
+  readonly committedOffset?: string;
+}
+
+function logLines(text: string): LogLine[] {
+  const out: LogLine[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as LogLine);
+    } catch {
+      // Not a log record.
+    }
+  }
+  return out;
+}
+
+export async function recoveryBench(argv: readonly string[] = process.argv.slice(2)): Promise<BenchReport> {
+  const args = parseBenchArgs(argv);
+  const rate = Number(args.value('rate') ?? (args.smoke ? 5_000 : 40_000));
+  const seconds = Number(args.value('seconds') ?? (args.smoke ? 2 : 6));
+  const stations = args.smoke ? 200 : 2_000;
+  const first = await startBenchPlatform({ withFunction: true });
+  let load: LoadProcess | undefined;
+  let second: Awaited<ReturnType<typeof startPlatformProcess>> | undefined;
+  try {
+    load = await LoadProcess.start({ load: { host: first.mqttHost, port: first.mqttPort, connections: args.smoke ? 10 : 50, stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50 });
+    log(`recovery: ${fmt(rate)} msg/s for ${seconds} s, SIGKILL at the end of it, restart`);
+    const step = load.step(rate, seconds * 1_000, 1_000, 0);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1_000));
+    await first.process.kill();
+    const sent = await step;
+    const totals = await load.totals();
+    await load.close();
+    load = undefined;
+    log(`  sent ${fmt(sent.load.sent)}, acknowledged ${fmt(sent.load.acked)} before the kill`);
+
+    const restarted = performance.now();
+    second = await startPlatformProcess(first.dataDir, [...WORKLOAD_FLAGS, '--log-level', 'info'], 60_000);
+    const lines = logLines(second.output());
+    const opened = lines.find((l) => l.msg === 'trigger log opened');
+    const reading = lines.find((l) => l.msg === 'router reading the trigger log');
+    const backlog = Number(BigInt(opened?.endOffset ?? '0') - BigInt(opened?.committedOffset ?? '0'));
+    const readingAt = reading?.time ?? Date.now();
+    const ackedValid = totals.ackedValid.reduce((a, b) => a + b, 0);
+    let storedAt = Number.NaN;
+    const deadline = Date.now() + 300_000;
+    while (Date.now() < deadline) {
+      const answer = await getJson<{ series: Array<{ points: Array<[number, number | null]> }> }>(`${second.apiUrl}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`, second.token);
+      const stored = answer.series.reduce((n, s) => n + s.points.reduce((m, [, v]) => m + (v ?? 0), 0), 0);
+      if (stored >= ackedValid) {
+        storedAt = Date.now();
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const replayMs = storedAt - readingAt;
+    const eventsPerSecond = backlog / (replayMs / 1000);
+    const verify = await verifyStored(second, totals, 60_000, false);
+    log(`  backlog ${fmt(backlog)} events, all stored ${fmt(replayMs)} ms after the router started reading: ${fmt(eventsPerSecond)} events/s; start to ready ${fmt(performance.now() - restarted)} ms`);
+    const rows: Array<[string, string]> = [
+      ['backlog at the restart', `${fmt(backlog)} events past the committed position`],
+      ['replayed and stored in', `${fmt(replayMs)} ms: ${fmt(eventsPerSecond)} events/s`],
+      ['exactly once', verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid stored, missing 0, extra 0` : `NO: missing ${verify.missing}, extra ${verify.extra}`],
+    ];
+    return { bench: 'recovery', title: 'recovery (kill -9 with a backlog, restart)', ok: verify.ok && Number.isFinite(replayMs), rows, figures: { rate, seconds, sent: sent.load.sent, acked: sent.load.acked, backlog, replayMs, eventsPerSecond, verify } };
+  } finally {
+    await load?.close();
+    await second?.stop();
+    await first.stop().catch(() => undefined);
+  }
+}
+
+if (import.meta.main) emit(await recoveryBench(), parseBenchArgs());

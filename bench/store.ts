@@ -1,0 +1,123 @@
+/**
+ * Store: the embedded store alone (no broker, no functions), with the points the station
+ * function makes (8 fields, tag `station`), written the router's way
+ * (`writeEncodedPoints`: per event the JSON its guest made, 500 events a call, 8 calls in
+ * flight):
+ *   - points/s written as fast as it goes, and CPU per point (the whole process, and the
+ *     main thread alone: what the platform's event loop pays);
+ *   - bytes per point in the file after the close's checkpoint;
+ *   - a 24 h bucketed mean over 1 000 stations (one point a minute each: 1.44 M points),
+ *     `every=1h`, all stations: the query the dashboards' long ranges make.
+ *
+ *   npx node bench/store.ts [--stations 1000] [--minutes 1440] [--smoke] [--json]
+ */
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { DATABASE_FILE, openEmbeddedStore } from '../ingest/store/index.ts';
+import { silentLogger } from '../lib/logger.ts';
+import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
+
+const T0 = Date.UTC(2026, 10, 1);
+
+function threadCpuUs(): number {
+  const usage = process.threadCpuUsage();
+  return usage.user + usage.system;
+}
+
+function cpuUs(): number {
+  const usage = process.cpuUsage();
+  return usage.user + usage.system;
+}
+
+/** The JSON the station function's guest makes for one message. */
+function stationPoint(station: number, minute: number): Uint8Array {
+  const docked = (station + minute) % 9;
+  const point = {
+    measurement: 'station',
+    tags: { station: `st-${String(station + 1).padStart(5, '0')}` },
+    fields: {
+      docked,
+      charging: docked % 3,
+      low_battery: docked % 2,
+      power_w: Math.round(((station * 7 + minute * 13) % 1_000) * 10.125) / 1000,
+      voltage: 220 + ((station + minute) % 200) / 10,
+      cabinet_temp_c: 15 + ((station * 3 + minute) % 150) / 10,
+      seq: minute,
+      avg_battery: ((station + minute) % 1000) / 1000,
+    },
+    time: T0 + minute * 60_000,
+  };
+  return Buffer.from(JSON.stringify([point]));
+}
+
+export async function storeBench(argv: readonly string[] = process.argv.slice(2)): Promise<BenchReport> {
+  const args = parseBenchArgs(argv);
+  const stations = Number(args.value('stations') ?? (args.smoke ? 100 : 1_000));
+  const minutes = Number(args.value('minutes') ?? (args.smoke ? 144 : 1_440));
+  const perCall = 500;
+  const inFlight = 8;
+  const dir = await mkdtemp(path.join(tmpdir(), 'voltline-bench-store-'));
+  try {
+    const store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    const total = stations * minutes;
+    log(`store: ${fmt(total)} station points (${stations} stations × ${minutes} minutes), ${perCall} events a call, ${inFlight} calls in flight`);
+    // Time order, stations interleaved: as a fleet reports.
+    let next = 0;
+    const call = (): Uint8Array[] => {
+      const events: Uint8Array[] = [];
+      for (let i = 0; i < perCall && next < total; i++, next++) events.push(stationPoint(next % stations, Math.floor(next / stations)));
+      return events;
+    };
+    const started = performance.now();
+    const cpu0 = cpuUs();
+    const main0 = threadCpuUs();
+    let making = 0;
+    const writer = async (): Promise<void> => {
+      for (;;) {
+        const m0 = threadCpuUs();
+        const events = call();
+        making += threadCpuUs() - m0;
+        if (events.length === 0) return;
+        const result = await store.writeEncodedPoints({ tenant: 'default', events });
+        if (result.rejected.length > 0) throw new Error(`the store refused points: ${result.rejected[0]?.message}`);
+      }
+    };
+    await Promise.all(Array.from({ length: inFlight }, writer));
+    const seconds = (performance.now() - started) / 1000;
+    const processUs = (cpuUs() - cpu0 - making) / total;
+    const mainUs = (threadCpuUs() - main0 - making) / total;
+    const pointsPerSecond = total / seconds;
+    log(`  wrote ${fmt(pointsPerSecond)} points/s; CPU ${fmt(processUs, 1)} µs/point in all, ${fmt(mainUs, 2)} on the main thread`);
+    // The 24 h mean, hourly, over every station: three times, the median.
+    const timings: number[] = [];
+    let series = 0;
+    for (let i = 0; i < 3; i++) {
+      const q0 = performance.now();
+      const answer = await store.query({ measurement: 'station', field: 'voltage', tags: {}, fromMs: T0, toMs: T0 + minutes * 60_000, everyMs: 3_600_000, agg: 'mean', limit: 100 });
+      timings.push(performance.now() - q0);
+      series = answer.series.length;
+    }
+    const queryMs = timings.sort((a, b) => a - b)[1] ?? Number.NaN;
+    await store.close();
+    const bytes = (await stat(path.join(dir, DATABASE_FILE))).size;
+    const bytesPerPoint = bytes / total;
+    log(`  file ${fmt(bytes / 2 ** 20, 1)} MiB: ${fmt(bytesPerPoint, 1)} bytes/point; ${minutes / 60} h hourly mean over ${series} stations: ${fmt(queryMs)} ms`);
+    return {
+      bench: 'store',
+      title: 'store (embedded, station points as the router writes them)',
+      ok: series === stations,
+      rows: [
+        ['points written', `${fmt(pointsPerSecond)} points/s (${fmt(total)} points, 8 fields each)`],
+        ['CPU per point', `${fmt(processUs, 1)} µs in all, ${fmt(mainUs, 2)} µs on the caller's thread`],
+        ['bytes per point', `${fmt(bytesPerPoint, 1)} (file after checkpoint: ${fmt(bytes / 2 ** 20, 1)} MiB)`],
+        [`${minutes / 60} h hourly mean, ${series} stations`, `${fmt(queryMs)} ms (median of 3)`],
+      ],
+      figures: { stations, minutes, points: total, pointsPerSecond, cpuUsPerPoint: processUs, mainThreadUsPerPoint: mainUs, bytes, bytesPerPoint, queryMs },
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) emit(await storeBench(), parseBenchArgs());

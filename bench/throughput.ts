@@ -1,0 +1,356 @@
+/**
+ * Throughput: the station workload (2 000 stations over 50 MQTT 3.1.1 connections, QoS 1,
+ * open loop, 1 % invalid; test/support/mqtt-load.ts) against `voltline up` with its defaults
+ * plus the workload's flags (bench/lib/platform.ts) and the station function, the offered
+ * rate stepped up until a step fails. A step passes when:
+ *   - the generator sent ≥ 98 % of what was due (nothing held back by unacknowledged publishes),
+ *   - ≥ 95 % of the step's valid messages were queryable through /api/query before it ended,
+ *   - p99 device ts → queryable ≤ 1 s,
+ *   - nothing sent was left unacknowledged.
+ * Afterwards every acknowledged valid message must be stored exactly once (a count per
+ * station: at least what was acknowledged, at most what was sent) and every acknowledged
+ * invalid one dead-lettered. CPU per process (/proc) over each step, as µs per message.
+ *
+ * In the same run, the transport ceiling: the same generator against Debian's Mosquitto 2
+ * with a subscriber that only counts, and against Voltline's own front (broker and trigger
+ * log, no function deployed), each stepped up the same way.
+ *
+ *   npx node --no-node-snapshot bench/throughput.ts [--rates 5000,10000,…] [--step-seconds 60]
+ *     [--ceiling-rates …] [--no-ceiling] [--profile DIR] [--smoke] [--json]
+ *
+ * Bounded: each step lasts --step-seconds plus a drain of at most 10 s; the ladder stops at
+ * the first failing step.
+ */
+import { LatencyHistogram, type HistogramSnapshot } from '../devices-sim/histogram.ts';
+import { getJson } from '../test/support/platform-process.ts';
+import { startPlainMosquitto } from './lib/ceiling.ts';
+import { LoadProcess, type StepResult, type Totals } from './lib/load-child.ts';
+import { startBenchPlatform } from './lib/platform.ts';
+import { readHistogram, quantileBetween } from './lib/metrics.ts';
+import { delta, sampleTree, type CpuDelta } from './lib/proc.ts';
+import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
+
+export interface LadderOptions {
+  readonly rates: readonly number[];
+  readonly stepSeconds: number;
+  readonly stations: number;
+  readonly connections: number;
+  /** Run every rate even after a failing step (the latency benchmark). Default: stop there. */
+  readonly keepGoing?: boolean;
+}
+
+export interface Quantiles {
+  readonly p50: number | null;
+  readonly p99: number | null;
+  readonly p999: number | null;
+  readonly max: number | null;
+}
+
+export interface StepFigures {
+  readonly offered: number;
+  readonly sentPerSecond: number;
+  readonly ackedPerSecond: number;
+  /** Share of the step's valid messages queryable before it ended (the platform with a function). */
+  readonly storedInWindowPct: number | null;
+  /** Share of what was sent that the counting subscriber received (the Mosquitto ceiling). */
+  readonly deliveredPct: number | null;
+  readonly queryableMs: Quantiles;
+  /** The worst device ts → queryable of each second of the step, ms. */
+  readonly queryableWorstBySecondMs: readonly number[];
+  /** The platform's own receipt → stored (voltline_ingest_latency_seconds over the step, interpolated in its buckets), ms. */
+  readonly receiptToStoredMs: { readonly p50: number | null; readonly p99: number | null };
+  readonly pubackMs: Quantiles;
+  readonly lost: number;
+  readonly pass: boolean;
+  readonly why: string[];
+  /** CPU µs per message by process: the system under test (server), its workers, the load generator. */
+  readonly cpuUsPerMessage: { server: number; workers: number; total: number; generator: number };
+  readonly cores: { server: number; workers: number; generator: number };
+  /** The server's threads (name → cores) over the step. */
+  readonly serverThreads: Record<string, number>;
+  readonly rssMb: { server: number; workers: number; total: number };
+}
+
+export interface Ladder {
+  readonly steps: StepFigures[];
+  /** The highest offered rate of a passing step (0: none passed). */
+  readonly maxSustained: number;
+}
+
+function quantiles(snapshot: HistogramSnapshot): Quantiles {
+  const h = LatencyHistogram.from(snapshot);
+  const round = (v: number | null): number | null => (v === null ? null : Math.round(v * 10) / 10);
+  return { p50: round(h.quantile(0.5)), p99: round(h.quantile(0.99)), p999: round(h.quantile(0.999)), max: round(h.summary().max) };
+}
+
+function pct(a: number, b: number): number {
+  return b === 0 ? 100 : Math.round((a / b) * 1000) / 10;
+}
+
+function round2(v: number): number {
+  return Math.round(v * 100) / 100;
+}
+
+function mb(bytes: number): number {
+  return Math.round(bytes / 1024 / 1024);
+}
+
+/** Sums a step's CPU and memory by role: the server pid, its children (workers), the generator. */
+function split(d: CpuDelta, serverPid: number, generatorPid: number | undefined): { server: number; workers: number; generator: number; rssServer: number; rssWorkers: number } {
+  let server = 0;
+  let workers = 0;
+  let generator = 0;
+  let rssServer = 0;
+  let rssWorkers = 0;
+  for (const [pid, seconds] of d.cpuByPid) {
+    if (pid === serverPid) {
+      server += seconds;
+      rssServer += d.rssByPid.get(pid) ?? 0;
+    } else if (pid === generatorPid) generator += seconds;
+    else {
+      workers += seconds;
+      rssWorkers += d.rssByPid.get(pid) ?? 0;
+    }
+  }
+  return { server, workers, generator, rssServer, rssWorkers };
+}
+
+function threadCores(d: CpuDelta): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [key, seconds] of d.cpuByThread) {
+    const name = key.slice(key.indexOf(':') + 1);
+    out[name] = (out[name] ?? 0) + seconds / d.seconds;
+  }
+  for (const name of Object.keys(out)) out[name] = round2(out[name] ?? 0);
+  return out;
+}
+
+export type Judge = (step: StepResult, rate: number) => string[];
+
+/** Where the benchmark reads the platform's own receipt → stored histogram, when it runs one. */
+export interface PlatformMetrics {
+  readonly apiUrl: string;
+  readonly token: string;
+}
+
+/** The criteria of a step common to every system: sent what was due, nothing left unacknowledged, PUBACK p99 ≤ 1 s. */
+function transportProblems(step: StepResult, rate: number): string[] {
+  const r = step.load;
+  const why: string[] = [];
+  if (r.sent < r.due * 0.98 || r.sentPerSecond < rate * 0.98) why.push(`sent ${r.sentPerSecond}/s of ${rate}/s`);
+  if (r.lost > 0) why.push(`${r.lost} unacknowledged`);
+  const puback = quantiles(r.ackLatency);
+  if ((puback.p99 ?? Number.POSITIVE_INFINITY) > 1_000) why.push(`PUBACK p99 ${puback.p99} ms > 1000 ms`);
+  return why;
+}
+
+/** Steps `load` up `rates` against `serverPid`, judging each step, until one fails. */
+export async function runLadder(name: string, load: LoadProcess, serverPid: number, options: LadderOptions, judge: Judge, platform?: PlatformMetrics): Promise<Ladder> {
+  const steps: StepFigures[] = [];
+  for (const rate of options.rates) {
+    const others = load.pid === undefined ? [] : [load.pid];
+    const histogramBefore = platform === undefined ? undefined : await readHistogram(platform.apiUrl, platform.token, 'voltline_ingest_latency_seconds');
+    const before = sampleTree(serverPid, others);
+    const result = await load.step(rate, options.stepSeconds * 1_000, 10_000, 5_000);
+    const d = delta(before, sampleTree(serverPid, others));
+    const histogramAfter = platform === undefined ? undefined : await readHistogram(platform.apiUrl, platform.token, 'voltline_ingest_latency_seconds');
+    const storedMs = (q: number): number | null => {
+      if (histogramBefore === undefined || histogramAfter === undefined) return null;
+      const v = quantileBetween(histogramBefore, histogramAfter, q);
+      return v === null ? null : Math.round(v);
+    };
+    const s = split(d, serverPid, load.pid);
+    const r = result.load;
+    const why = [...transportProblems(result, rate), ...judge(result, rate)];
+    const messages = Math.max(1, r.sent);
+    const us = (seconds: number): number => Math.round((seconds * 1e6) / messages);
+    const figures: StepFigures = {
+      offered: rate,
+      sentPerSecond: r.sentPerSecond,
+      ackedPerSecond: Math.round(r.acked / (r.durationMs / 1000)),
+      storedInWindowPct: result.probe === undefined ? null : pct(result.probe.confirmedInStep, r.sentValid),
+      deliveredPct: result.delivered === undefined ? null : pct(result.delivered, r.sent),
+      queryableMs: result.probe === undefined ? { p50: null, p99: null, p999: null, max: null } : quantiles(result.probe.latency),
+      queryableWorstBySecondMs: result.probe?.worstBySecond ?? [],
+      receiptToStoredMs: { p50: storedMs(0.5), p99: storedMs(0.99) },
+      pubackMs: quantiles(r.ackLatency),
+      lost: r.lost,
+      pass: why.length === 0,
+      why,
+      cpuUsPerMessage: { server: us(s.server), workers: us(s.workers), total: us(s.server + s.workers), generator: us(s.generator) },
+      cores: { server: round2(s.server / d.seconds), workers: round2(s.workers / d.seconds), generator: round2(s.generator / d.seconds) },
+      serverThreads: threadCores(d),
+      rssMb: { server: mb(s.rssServer), workers: mb(s.rssWorkers), total: mb(s.rssServer + s.rssWorkers) },
+    };
+    steps.push(figures);
+    log(
+      `  ${name} ${fmt(rate).padStart(7)} msg/s: ${figures.pass ? 'pass' : 'FAIL'}  sent ${fmt(r.sentPerSecond)}/s` +
+        (figures.storedInWindowPct === null ? '' : `, stored in window ${figures.storedInWindowPct} %, queryable p50/p99 ${fmt(figures.queryableMs.p50)}/${fmt(figures.queryableMs.p99)} ms`) +
+        (figures.receiptToStoredMs.p50 === null ? '' : ` (receipt → stored ${fmt(figures.receiptToStoredMs.p50)}/${fmt(figures.receiptToStoredMs.p99)} ms)`) +
+        (figures.deliveredPct === null ? '' : `, delivered ${figures.deliveredPct} %`) +
+        `, PUBACK p99 ${fmt(figures.pubackMs.p99, 1)} ms, CPU ${figures.cpuUsPerMessage.total} µs/msg (server ${figures.cpuUsPerMessage.server}, workers ${figures.cpuUsPerMessage.workers}; generator ${figures.cpuUsPerMessage.generator}), RSS ${figures.rssMb.total} MiB` +
+        (why.length > 0 ? `  (${why.join('; ')})` : ''),
+    );
+    if (!figures.pass && options.keepGoing !== true) break;
+  }
+  const passing = steps.filter((s) => s.pass).map((s) => s.offered);
+  return { steps, maxSustained: passing.length === 0 ? 0 : Math.max(...passing) };
+}
+
+export interface VerifyFigures {
+  readonly stations: number;
+  readonly ackedValid: number;
+  readonly stored: number;
+  readonly missing: number;
+  readonly extra: number;
+  readonly ackedInvalid: number;
+  readonly deadLetters: number;
+  readonly ok: boolean;
+}
+
+/** Per station, the stored count must lie between what was acknowledged and what was sent. */
+/**
+ * `countDeadLetters` false skips the dead-letter check (voltline_dead_letters_total starts
+ * over with the process: after a restart it holds only what the new one wrote).
+ */
+export async function verifyStored(platform: { readonly apiUrl: string; readonly token: string }, totals: Totals, waitMs = 60_000, countDeadLetters = true): Promise<VerifyFigures> {
+  const api = platform.apiUrl;
+  const token = platform.token;
+  const ackedValid = totals.ackedValid.reduce((a, b) => a + b, 0);
+  const deadline = Date.now() + waitMs;
+  let counts = new Map<string, number>();
+  for (;;) {
+    const answer = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number | null]> }> }>(`${api}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`, token);
+    counts = new Map(answer.series.map((s) => [s.tags['station'] ?? '', s.points.reduce((n, [, v]) => n + (v ?? 0), 0)]));
+    let stored = 0;
+    for (const v of counts.values()) stored += v;
+    if (stored >= ackedValid || Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  let missing = 0;
+  let extra = 0;
+  let stored = 0;
+  totals.stations.forEach((id, i) => {
+    const count = counts.get(id) ?? 0;
+    stored += count;
+    missing += Math.max(0, (totals.ackedValid[i] ?? 0) - count);
+    extra += Math.max(0, count - (totals.sentValid[i] ?? 0));
+  });
+  const metrics = await (await fetch(`${api}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const deadLetters = Number(/^voltline_dead_letters_total\{reason="schema"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+  const ok = missing === 0 && extra === 0 && (!countDeadLetters || (deadLetters >= totals.ackedInvalid && deadLetters <= totals.sentInvalid));
+  return { stations: counts.size, ackedValid, stored, missing, extra, ackedInvalid: totals.ackedInvalid, deadLetters, ok };
+}
+
+/** The platform with the station function, its ladder, and the verification of what it stored. */
+export async function voltlineLadder(options: LadderOptions, profileDir?: string, pollMs = 50): Promise<{ ladder: Ladder; verify: VerifyFigures }> {
+  const platform = await startBenchPlatform({ withFunction: true, ...(profileDir === undefined ? {} : { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } }) });
+  let load: LoadProcess | undefined;
+  try {
+    load = await LoadProcess.start({
+      load: { host: platform.mqttHost, port: platform.mqttPort, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' },
+      ...(pollMs > 0 ? { apiUrl: platform.process.apiUrl } : {}),
+      token: platform.process.token,
+      pollMs,
+    });
+    // Warm up: workers started, the function loaded, the series created.
+    await load.step(Math.min(1_000, options.rates[0] ?? 1_000), 3_000, 5_000, 3_000);
+    const ladder = await runLadder('voltline', load, platform.pid, options, (step) => {
+      const why: string[] = [];
+      if (step.probe === undefined) return why;
+      const stored = pct(step.probe?.confirmedInStep ?? 0, step.load.sentValid);
+      if (stored < 95) why.push(`stored within the window ${stored} % < 95 %`);
+      const p99 = step.probe === undefined ? null : quantiles(step.probe.latency).p99;
+      if ((p99 ?? Number.POSITIVE_INFINITY) > 1_000) why.push(`p99 queryable ${p99} ms > 1000 ms`);
+      return why;
+    }, platform.process);
+    const verify = await verifyStored(platform.process, await load.totals());
+    log(`  verify: ${fmt(verify.ackedValid)} acknowledged valid, ${fmt(verify.stored)} stored, missing ${verify.missing}, extra ${verify.extra}; ${fmt(verify.ackedInvalid)} acknowledged invalid, ${fmt(verify.deadLetters)} dead letters`);
+    return { ladder, verify };
+  } finally {
+    await load?.close();
+    await platform.stop();
+  }
+}
+
+/** Voltline's front alone: broker and trigger log, no function deployed. */
+async function frontLadder(options: LadderOptions): Promise<Ladder> {
+  const platform = await startBenchPlatform({ withFunction: false });
+  let load: LoadProcess | undefined;
+  try {
+    load = await LoadProcess.start({ load: { host: platform.mqttHost, port: platform.mqttPort, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50 });
+    await load.step(1_000, 2_000, 5_000, 0);
+    return await runLadder('front', load, platform.pid, options, () => []);
+  } finally {
+    await load?.close();
+    await platform.stop();
+  }
+}
+
+/** Mosquitto and a subscriber that only counts (what it delivered must be ≥ 95 % of what was sent). */
+async function mosquittoLadder(options: LadderOptions): Promise<Ladder> {
+  const mosquitto = await startPlainMosquitto();
+  let load: LoadProcess | undefined;
+  try {
+    load = await LoadProcess.start({ load: { host: '127.0.0.1', port: mosquitto.port, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50, countDelivered: true });
+    await load.step(1_000, 2_000, 5_000, 0);
+    return await runLadder('mosquitto', load, mosquitto.pid, options, (step) => {
+      const delivered = pct(step.delivered ?? 0, step.load.sent);
+      return delivered < 95 ? [`delivered ${delivered} % < 95 %`] : [];
+    });
+  } finally {
+    await load?.close();
+    await mosquitto.stop();
+  }
+}
+
+function rates(text: string | undefined, fallback: readonly number[]): number[] {
+  return text === undefined ? [...fallback] : text.split(',').map(Number);
+}
+
+export async function throughputBench(argv: readonly string[] = process.argv.slice(2)): Promise<BenchReport> {
+  const args = parseBenchArgs(argv);
+  const base: Omit<LadderOptions, 'rates'> = {
+    stepSeconds: Number(args.value('step-seconds') ?? (args.smoke ? 3 : 60)),
+    stations: Number(args.value('stations') ?? (args.smoke ? 200 : 2_000)),
+    connections: Number(args.value('connections') ?? (args.smoke ? 10 : 50)),
+  };
+  const voltlineRates = rates(args.value('rates'), args.smoke ? [500, 1_000] : [5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000]);
+  const ceilingRates = rates(args.value('ceiling-rates'), args.smoke ? [1_000, 2_000] : [10_000, 20_000, 30_000, 40_000, 50_000, 60_000]);
+  const ceilingSeconds = Number(args.value('ceiling-step-seconds') ?? (args.smoke ? 3 : 15));
+  log(`throughput: ${base.stations} stations over ${base.connections} connections, steps of ${base.stepSeconds} s`);
+  const { ladder, verify } = await voltlineLadder({ ...base, rates: voltlineRates }, args.value('profile'), Number(args.value('poll-ms') ?? 50));
+  let mosquitto: Ladder | undefined;
+  let front: Ladder | undefined;
+  if (!args.has('no-ceiling')) {
+    try {
+      mosquitto = await mosquittoLadder({ ...base, rates: ceilingRates, stepSeconds: ceilingSeconds });
+    } catch (err) {
+      log(`  mosquitto ceiling skipped: ${err instanceof Error ? err.message : String(err)} (npm run infra brings it)`);
+    }
+    front = await frontLadder({ ...base, rates: ceilingRates, stepSeconds: ceilingSeconds });
+  }
+  const at = (l: Ladder | undefined): StepFigures | undefined => l?.steps.find((s) => s.offered === l.maxSustained);
+  const best = at(ladder);
+  const ceiling = mosquitto?.maxSustained ?? front?.maxSustained;
+  const rows: Array<[string, string]> = [
+    ['Voltline, max sustained', `${fmt(ladder.maxSustained)} msg/s (steps of ${base.stepSeconds} s)`],
+    ['  at that rate', best === undefined ? '–' : `queryable p50/p99 ${fmt(best.queryableMs.p50)}/${fmt(best.queryableMs.p99)} ms, PUBACK p99 ${fmt(best.pubackMs.p99, 1)} ms, ${best.cpuUsPerMessage.total} µs CPU/msg (platform ${best.cpuUsPerMessage.server}, workers ${best.cpuUsPerMessage.workers}), ${best.rssMb.total} MiB`],
+    ['  stored exactly once', verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid, missing ${verify.missing}, extra ${verify.extra}; ${fmt(verify.deadLetters)} dead letters` : `NO: missing ${verify.missing}, extra ${verify.extra}, dead letters ${verify.deadLetters} of ${verify.ackedInvalid}`],
+  ];
+  if (mosquitto !== undefined) rows.push(['Mosquitto → counting subscriber', `${fmt(mosquitto.maxSustained)} msg/s${at(mosquitto) === undefined ? '' : `, ${at(mosquitto)?.cpuUsPerMessage.server} µs CPU/msg`}`]);
+  if (front !== undefined) rows.push(['Voltline front (no function)', `${fmt(front.maxSustained)} msg/s${at(front) === undefined ? '' : `, ${at(front)?.cpuUsPerMessage.server} µs CPU/msg`}`]);
+  if (ceiling !== undefined && ceiling > 0) rows.push(['Voltline / ceiling', `${Math.round((ladder.maxSustained / ceiling) * 100)} %`]);
+  return {
+    bench: 'throughput',
+    title: 'throughput (station workload)',
+    ok: verify.ok,
+    rows,
+    figures: { options: { ...base, voltlineRates, ceilingRates, ceilingSeconds }, voltline: ladder, verify, mosquitto: mosquitto ?? null, front: front ?? null, ratio: ceiling === undefined || ceiling === 0 ? null : ladder.maxSustained / ceiling },
+  };
+}
+
+if (import.meta.main) {
+  const report = await throughputBench();
+  emit(report, parseBenchArgs());
+}
