@@ -16,7 +16,7 @@ export default tseslint.config(
   },
   {
     // Benchmarks are programs whose output is their purpose.
-    files: ['test/bench/**/*.ts'],
+    files: ['bench/**/*.ts'],
     rules: { 'no-console': 'off' },
   },
 );
