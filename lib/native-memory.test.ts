@@ -1,0 +1,54 @@
+import { GCProfiler } from 'node:v8';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { collectExternalMemory } from './native-memory.ts';
+
+const MiB = 2 ** 20;
+
+/** Native memory held by JS objects that are already garbage (nothing refers to them). */
+function dropBuffers(bytes: number): void {
+  for (let i = 0; i < bytes / MiB; i++) Buffer.alloc(MiB).fill(1);
+}
+
+/** Full (mark-sweep-compact) collections while `run` runs. */
+function fullCollections(run: () => void): number {
+  const profiler = new GCProfiler();
+  profiler.start();
+  run();
+  const stats = profiler.stop()?.statistics ?? [];
+  return stats.filter((gc) => gc.gcType === 'MarkSweepCompact').length;
+}
+
+describe('collectExternalMemory', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('collects once external memory grew past the threshold, not before', () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const stop = collectExternalMemory({ growthBytes: 8 * MiB, intervalMs: 1_000 });
+    try {
+      // 4 MiB of garbage: under the threshold, no collection.
+      expect(fullCollections(() => {
+        dropBuffers(4 * MiB);
+        vi.advanceTimersByTime(1_000);
+      })).toBe(0);
+      // 8 more: past it, the next check collects; and not before the check.
+      expect(fullCollections(() => dropBuffers(8 * MiB))).toBe(0);
+      expect(fullCollections(() => vi.advanceTimersByTime(1_000))).toBe(1);
+      // The baseline moved: the next check has nothing to do.
+      expect(fullCollections(() => vi.advanceTimersByTime(1_000))).toBe(0);
+    } finally {
+      stop();
+    }
+  });
+
+  it('stops checking once stopped', () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const stop = collectExternalMemory({ growthBytes: 4 * MiB, intervalMs: 1_000 });
+    stop();
+    expect(fullCollections(() => {
+      dropBuffers(8 * MiB);
+      vi.advanceTimersByTime(5_000);
+    })).toBe(0);
+  });
+});
