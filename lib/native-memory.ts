@@ -17,6 +17,9 @@ function gcFunction(): () => void {
   if (collect === undefined) {
     setFlagsFromString('--expose-gc');
     collect = runInNewContext('gc') as () => void;
+    // The flag applies to every context made while it is on, isolated-vm's included: off
+    // again at once, so that no function's global object ever has `gc`.
+    setFlagsFromString('--no-expose-gc');
   }
   return collect;
 }

@@ -6,6 +6,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { bundleFixture, decoded, eventOf, type DecodedResult } from '../testing/helpers.ts';
 import { FunctionSandbox } from './sandbox.ts';
+import { collectExternalMemory } from '../../lib/native-memory.ts';
 
 let misbehave: string;
 let asyncSchema: string;
@@ -232,9 +233,12 @@ describe('bundles deployed before batch calls', () => {
 });
 
 describe('what a handler can reach', () => {
-  it('has no require, process, network, timers or module loader', async () => {
-    const dangerous = ['require', 'process', 'fetch', 'setTimeout', 'setInterval', 'setImmediate', 'Buffer', 'module', 'XMLHttpRequest', 'WebSocket', 'Deno', 'Bun'];
+  it('has no require, process, network, timers, module loader or gc', async () => {
+    // As in a worker: the agent turns V8's --expose-gc on to get `gc` for itself (native-memory.ts).
+    const stop = collectExternalMemory({ growthBytes: 2 ** 40, intervalMs: 60_000 });
+    const dangerous = ['require', 'process', 'fetch', 'setTimeout', 'setInterval', 'setImmediate', 'Buffer', 'module', 'XMLHttpRequest', 'WebSocket', 'Deno', 'Bun', 'gc'];
     const [probed] = await run(sandboxFor(misbehave), { do: 'probe', names: [...dangerous, 'JSON'] });
+    stop();
     const fields = fieldsOf(probed);
     for (const name of dangerous) {
       expect(fields[name], name).toBe('undefined');
