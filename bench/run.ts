@@ -2,13 +2,14 @@
  * `npm run bench`: runs the benchmark programs of bench/ (each in a process of its own, so
  * that one's heap, threads and children never weigh on the next) and prints one table.
  *
- *   npm run bench                       # all of them (about 20 minutes)
+ *   npm run bench                       # all of them (about 40 minutes)
  *   npm run bench -- throughput         # one (or several: throughput latency)
  *   npm run bench -- --smoke            # each with tiny sizes, a few minutes in all (CI)
  *   npm run bench -- --json             # also write bench/results/<date>-<commit>.json
  *
  * Flags after the names go to every program (e.g. --step-seconds 20). The throughput
- * figure of this run is handed to the latency benchmark (25/50/75 % of it).
+ * figure of this run is handed to the latency benchmark (25/50/75 % of it) and to the
+ * memory one (half of it, for 10 minutes).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,10 +20,10 @@ import { formatRows, type BenchReport } from './lib/report.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
-/** In the order they run: latency uses throughput's figure. */
-export const BENCHMARKS = ['throughput', 'latency', 'invocation', 'store', 'recovery'] as const;
+/** In the order they run: latency and memory use throughput's figure. */
+export const BENCHMARKS = ['throughput', 'latency', 'memory', 'invocation', 'store', 'recovery', 'sim'] as const;
 type BenchName = (typeof BENCHMARKS)[number];
-const BOOLEAN_FLAGS = new Set(['--smoke', '--json', '--no-ceiling']);
+const BOOLEAN_FLAGS = new Set(['--smoke', '--json', '--no-ceiling', '--no-stages']);
 
 function runOne(name: BenchName, flags: readonly string[]): Promise<BenchReport> {
   return new Promise((resolve, reject) => {
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
   let throughputFigure: number | undefined;
   for (const name of wanted) {
     process.stderr.write(`\n== ${name}\n`);
-    const extra = name === 'latency' && throughputFigure !== undefined && throughputFigure > 0 && !flags.includes('--throughput') ? ['--throughput', String(throughputFigure)] : [];
+    const extra = (name === 'latency' || name === 'memory') && throughputFigure !== undefined && throughputFigure > 0 && !flags.includes('--throughput') ? ['--throughput', String(throughputFigure)] : [];
     try {
       const report = await runOne(name, [...flags.filter((f) => f !== '--json'), ...extra, '--json']);
       reports.push(report);

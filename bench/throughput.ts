@@ -7,6 +7,8 @@
  *   - ≥ 95 % of the step's valid messages were queryable through /api/query before it ended,
  *   - p99 device ts → queryable ≤ 1 s,
  *   - nothing sent was left unacknowledged.
+ * Each step first runs 5 s at its rate (--warmup-seconds), left out of its figures: the
+ * platform settling at the new rate (a worker starting, batches growing).
  * Afterwards every acknowledged valid message must be stored exactly once (a count per
  * station: at least what was acknowledged, at most what was sent) and every acknowledged
  * invalid one dead-lettered. CPU per process (/proc) over each step, as µs per message.
@@ -16,7 +18,10 @@
  * log, no function deployed), each stepped up the same way.
  *
  *   npx node --no-node-snapshot bench/throughput.ts [--rates 5000,10000,…] [--step-seconds 60]
- *     [--ceiling-rates …] [--no-ceiling] [--profile DIR] [--smoke] [--json]
+ *     [--ceiling-rates …] [--no-ceiling] [--stage-rate N] [--no-stages] [--profile DIR] [--smoke] [--json]
+ *
+ * Then CPU per message by stage (broker, log, router, channel, sandbox, store, …): one more
+ * step at the throughput figure (or --stage-rate) under the profiler (bench/lib/stages.ts).
  *
  * Bounded: each step lasts --step-seconds plus a drain of at most 10 s; the ladder stops at
  * the first failing step.
@@ -29,6 +34,7 @@ import { startBenchPlatform } from './lib/platform.ts';
 import { readHistogram, quantileBetween } from './lib/metrics.ts';
 import { delta, sampleTree, type CpuDelta } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
+import { profileStages, type StageFigures } from './lib/stages.ts';
 
 export interface LadderOptions {
   readonly rates: readonly number[];
@@ -37,6 +43,12 @@ export interface LadderOptions {
   readonly connections: number;
   /** Run every rate even after a failing step (the latency benchmark). Default: stop there. */
   readonly keepGoing?: boolean;
+  /**
+   * Each step first runs this long at its rate, left out of its figures (CPU, latency,
+   * counts): the platform settling at the new rate (a worker starting, batches growing).
+   * Default 5 s.
+   */
+  readonly warmupSeconds?: number;
 }
 
 export interface Quantiles {
@@ -149,9 +161,13 @@ export async function runLadder(name: string, load: LoadProcess, serverPid: numb
   const steps: StepFigures[] = [];
   for (const rate of options.rates) {
     const others = load.pid === undefined ? [] : [load.pid];
+    const warmupMs = (options.warmupSeconds ?? 5) * 1_000;
+    const running = load.step(rate, options.stepSeconds * 1_000, 10_000, 5_000, warmupMs);
+    // The step's figures begin once its warm-up is over.
+    await new Promise((resolve) => setTimeout(resolve, warmupMs));
     const histogramBefore = platform === undefined ? undefined : await readHistogram(platform.apiUrl, platform.token, 'voltline_ingest_latency_seconds');
     const before = sampleTree(serverPid, others);
-    const result = await load.step(rate, options.stepSeconds * 1_000, 10_000, 5_000);
+    const result = await running;
     const d = delta(before, sampleTree(serverPid, others));
     const histogramAfter = platform === undefined ? undefined : await readHistogram(platform.apiUrl, platform.token, 'voltline_ingest_latency_seconds');
     const storedMs = (q: number): number | null => {
@@ -169,7 +185,7 @@ export async function runLadder(name: string, load: LoadProcess, serverPid: numb
       sentPerSecond: r.sentPerSecond,
       ackedPerSecond: Math.round(r.acked / (r.durationMs / 1000)),
       storedInWindowPct: result.probe === undefined ? null : pct(result.probe.confirmedInStep, r.sentValid),
-      deliveredPct: result.delivered === undefined ? null : pct(result.delivered, r.sent),
+      deliveredPct: result.delivered === undefined ? null : pct(result.delivered, r.sentWithWarmup),
       queryableMs: result.probe === undefined ? { p50: null, p99: null, p999: null, max: null } : quantiles(result.probe.latency),
       queryableWorstBySecondMs: result.probe?.worstBySecond ?? [],
       receiptToStoredMs: { p50: storedMs(0.5), p99: storedMs(0.99) },
@@ -295,13 +311,18 @@ async function mosquittoLadder(options: LadderOptions): Promise<Ladder> {
     load = await LoadProcess.start({ load: { host: '127.0.0.1', port: mosquitto.port, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50, countDelivered: true });
     await load.step(1_000, 2_000, 5_000, 0);
     return await runLadder('mosquitto', load, mosquitto.pid, options, (step) => {
-      const delivered = pct(step.delivered ?? 0, step.load.sent);
+      const delivered = pct(step.delivered ?? 0, step.load.sentWithWarmup);
       return delivered < 95 ? [`delivered ${delivered} % < 95 %`] : [];
     });
   } finally {
     await load?.close();
     await mosquitto.stop();
   }
+}
+
+/** `broker 12, log 4.5, …` in the stages' order. */
+function stageLine(usPerMessage: Record<string, number>): string {
+  return Object.entries(usPerMessage).map(([stage, us]) => `${stage} ${us}`).join(', ');
 }
 
 function rates(text: string | undefined, fallback: readonly number[]): number[] {
@@ -312,6 +333,7 @@ export async function throughputBench(argv: readonly string[] = process.argv.sli
   const args = parseBenchArgs(argv);
   const base: Omit<LadderOptions, 'rates'> = {
     stepSeconds: Number(args.value('step-seconds') ?? (args.smoke ? 3 : 60)),
+    warmupSeconds: Number(args.value('warmup-seconds') ?? (args.smoke ? 1 : 5)),
     stations: Number(args.value('stations') ?? (args.smoke ? 200 : 2_000)),
     connections: Number(args.value('connections') ?? (args.smoke ? 10 : 50)),
   };
@@ -330,6 +352,13 @@ export async function throughputBench(argv: readonly string[] = process.argv.sli
     }
     front = await frontLadder({ ...base, rates: ceilingRates, stepSeconds: ceilingSeconds });
   }
+  let stages: StageFigures | undefined;
+  if (!args.has('no-stages')) {
+    const rate = Number(args.value('stage-rate') ?? (ladder.maxSustained || voltlineRates[0] || 1_000));
+    log(`  CPU by stage: one ${base.stepSeconds < 20 ? base.stepSeconds : 20} s step at ${fmt(rate)} msg/s under the profiler`);
+    stages = await profileStages({ ...base, rate, stepSeconds: Math.min(base.stepSeconds, 20), warmupSeconds: base.warmupSeconds ?? 5 });
+    log(`  stages: ${stageLine(stages.usPerMessage)} (platform: ${stageLine(stages.byProcess.platform)}; workers: ${stageLine(stages.byProcess.workers)})`);
+  }
   const at = (l: Ladder | undefined): StepFigures | undefined => l?.steps.find((s) => s.offered === l.maxSustained);
   const best = at(ladder);
   const ceiling = mosquitto?.maxSustained ?? front?.maxSustained;
@@ -341,12 +370,13 @@ export async function throughputBench(argv: readonly string[] = process.argv.sli
   if (mosquitto !== undefined) rows.push(['Mosquitto → counting subscriber', `${fmt(mosquitto.maxSustained)} msg/s${at(mosquitto) === undefined ? '' : `, ${at(mosquitto)?.cpuUsPerMessage.server} µs CPU/msg`}`]);
   if (front !== undefined) rows.push(['Voltline front (no function)', `${fmt(front.maxSustained)} msg/s${at(front) === undefined ? '' : `, ${at(front)?.cpuUsPerMessage.server} µs CPU/msg`}`]);
   if (ceiling !== undefined && ceiling > 0) rows.push(['Voltline / ceiling', `${Math.round((ladder.maxSustained / ceiling) * 100)} %`]);
+  if (stages !== undefined) rows.push([`CPU µs/msg by stage at ${fmt(stages.rate)}/s (profiled)`, `${stageLine(stages.usPerMessage)}; total ${stages.totalUsPerMessage}`]);
   return {
     bench: 'throughput',
     title: 'throughput (station workload)',
     ok: verify.ok,
     rows,
-    figures: { options: { ...base, voltlineRates, ceilingRates, ceilingSeconds }, voltline: ladder, verify, mosquitto: mosquitto ?? null, front: front ?? null, ratio: ceiling === undefined || ceiling === 0 ? null : ladder.maxSustained / ceiling },
+    figures: { options: { ...base, voltlineRates, ceilingRates, ceilingSeconds }, voltline: ladder, verify, mosquitto: mosquitto ?? null, front: front ?? null, ratio: ceiling === undefined || ceiling === 0 ? null : ladder.maxSustained / ceiling, stages: stages ?? null },
   };
 }
 

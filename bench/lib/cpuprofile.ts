@@ -43,7 +43,19 @@ export interface ProfileSummary {
   readonly topSelf: Array<[string, number]>;
 }
 
-export function summarizeProfile(file: string, top = 25): ProfileSummary {
+/** Sample times are V8's monotonic clock in µs, the clock of `process.hrtime` (any process on the machine). */
+export interface ProfileWindow {
+  readonly fromUs: number;
+  readonly toUs: number;
+}
+
+/** The monotonic clock as profiles count it, µs. */
+export function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+/** Summarizes a profile's samples, those within `window` when given. */
+export function summarizeProfile(file: string, top = 25, window?: ProfileWindow): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
@@ -76,7 +88,10 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
   };
   const byStage: Record<string, number> = {};
   const self = new Map<string, number>();
+  let at = profile.startTime;
   for (let i = 0; i < profile.samples.length; i++) {
+    at += profile.timeDeltas[i] ?? 0;
+    if (window !== undefined && (at < window.fromUs || at > window.toUs)) continue;
     const id = profile.samples[i] ?? 0;
     const ms = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
     const stage = resolve(id);
@@ -90,7 +105,8 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
   }
   for (const key of Object.keys(byStage)) byStage[key] = Math.round(byStage[key] ?? 0);
   const topSelf = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]): [string, number] => [k, Math.round(v)]);
-  return { durationMs: (profile.endTime - profile.startTime) / 1000, byStage, topSelf };
+  const durationMs = window === undefined ? profile.endTime - profile.startTime : Math.min(profile.endTime, window.toUs) - Math.max(profile.startTime, window.fromUs);
+  return { durationMs: durationMs / 1000, byStage, topSelf };
 }
 
 if (import.meta.main) {

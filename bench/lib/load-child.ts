@@ -40,7 +40,7 @@ export interface Totals {
 
 type Request =
   | { readonly t: 'init'; readonly init: LoadInit }
-  | { readonly t: 'step'; readonly rate: number; readonly durationMs: number; readonly drainMs: number; readonly settleMs: number }
+  | { readonly t: 'step'; readonly rate: number; readonly durationMs: number; readonly drainMs: number; readonly settleMs: number; readonly warmupMs: number }
   | { readonly t: 'totals' }
   | { readonly t: 'close' };
 
@@ -73,9 +73,10 @@ if (process.argv[2] === '--load-child') {
           case 'step': {
             if (load === undefined) throw new Error('not initialised');
             const index = steps++;
-            probe?.beginStep(Date.now());
+            // The probe's window of this step begins after its warm-up (by device ts).
+            probe?.beginStep(Date.now() + request.warmupMs);
             const countedBefore = counter?.count ?? 0;
-            const report = await load.step(request.rate, request.durationMs, request.drainMs);
+            const report = await load.step(request.rate, request.durationMs, request.drainMs, request.warmupMs);
             probe?.endStep(Date.now());
             // Let the probe see what was stored after the step's end (its last messages' latency).
             const until = Date.now() + request.settleMs;
@@ -138,8 +139,8 @@ export class LoadProcess {
     return this.child.pid;
   }
 
-  step(rate: number, durationMs: number, drainMs: number, settleMs: number): Promise<StepResult> {
-    return this.#request({ t: 'step', rate, durationMs, drainMs, settleMs }) as Promise<StepResult>;
+  step(rate: number, durationMs: number, drainMs: number, settleMs: number, warmupMs = 0): Promise<StepResult> {
+    return this.#request({ t: 'step', rate, durationMs, drainMs, settleMs, warmupMs }) as Promise<StepResult>;
   }
 
   totals(): Promise<Totals> {

@@ -6,7 +6,7 @@
  * whatever the previous one added to the global object is deleted. The function's own
  * module is evaluated afresh for every invocation (see guest.ts), so its module-level
  * `let`s start over too. A fresh context per event would give the same guarantee but
- * costs milliseconds per event with a zod-sized bundle (test/bench/sandbox.bench.ts).
+ * costs milliseconds per event with a zod-sized bundle (bench/components/sandbox.bench.ts).
  *
  * Writes to frozen things fail as JavaScript says they do: silently in sloppy code, with
  * a TypeError in strict code. No Node imports: this runs inside the sandbox.

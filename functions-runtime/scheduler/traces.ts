@@ -2,7 +2,7 @@
  * A trace driver for the autoscaler: a simple queueing model of the worker fleet on
  * simulated time, fed by a load trace, that asks an `Autoscaler` for the fleet size at a
  * steady interval and applies its decisions. Used by `autoscaler.test.ts` and
- * `test/bench/autoscaler.bench.ts`; no clock, no timers.
+ * `bench/components/autoscaler.bench.ts`; no clock, no timers.
  *
  * The model (a fluid queue, one step every `stepMs`): batches arrive at `rate(t)` per
  * second into a FIFO backlog; each ready worker has `workerCapacity` slots and a slot

@@ -645,7 +645,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     });
     // No Nagle delay: a TLS 1.3 handshake ends with small writes in a row (the session
     // tickets, then the CONNACK), which Nagle's algorithm would hold for the client's delayed
-    // ACK (~40 ms a CONNECT, measured by test/bench/tls.bench.ts).
+    // ACK (~40 ms a CONNECT, measured by bench/components/tls.bench.ts).
     const listener = net.createServer({ noDelay: true }, (socket) => accept(socket, socket.remoteAddress, tlsServer));
     listener.listen(config.port, options.host);
     await once(listener, 'listening');

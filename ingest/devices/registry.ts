@@ -28,7 +28,7 @@ export { DEVICE_ID_PATTERN, DEVICES_FILE, DEVICES_FOLDER, JOURNAL_FILE } from '.
 
 /**
  * scrypt cost: N = 2^10, r = 1, p = 1 (128 KiB of memory per hash), measured at ~0.4 ms
- * per hash on the 2-core development machine (`npx node test/bench/devices.bench.ts`).
+ * per hash on the 2-core development machine (`npx node bench/components/devices.bench.ts`).
  * scrypt's cost exists to slow down guessing of a low-entropy secret (a password) once
  * its hash has leaked. A device token is 256 random bits: a leaked hash cannot be
  * reversed by guessing at any cost per guess (2^255 guesses on average), so the cost only

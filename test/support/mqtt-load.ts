@@ -6,7 +6,8 @@
  * by the tests that need a real rate (test/e2e/crash.test.ts) (`voltline sim` is a device model,
  * with a station state machine per connection; this is a packet pump).
  *
- * Open loop: messages are due at `rate` per second whatever the broker does; a connection with
+ * Open loop: messages are due at `rate` per second whatever the broker does, sent every
+ * `tickMs` (5 ms: a connection's messages of that time leave in one write); a connection with
  * `maxInflight` unacknowledged publishes holds its due messages back (they are sent late, and
  * the wait shows in the latency, measured from the intended send time).
  *
@@ -33,7 +34,21 @@ export interface LoadOptions {
   readonly password?: string;
   /** Station ids are `st-` + 5 digits from 1. */
   readonly firstStation?: number;
+  /**
+   * How often the generator sends what is due, ms (default 5): a connection's messages of
+   * that time go out in one write, as a gateway multiplexing stations sends them. Latency
+   * is measured from each message's intended time, so the wait counts against the system.
+   */
+  readonly tickMs?: number;
 }
+
+const DEFAULT_TICK_MS = 5;
+
+/** What a packet id in flight carries: measured or warm-up, valid or invalid (0: free). */
+const VALID = 1;
+const INVALID = 2;
+const VALID_WARMUP = 3;
+const INVALID_WARMUP = 4;
 
 /** What one step (a rate held for a duration) did. */
 export interface StepReport {
@@ -50,6 +65,8 @@ export interface StepReport {
   readonly lost: number;
   /** Due in the step and never sent (held back past the drain, or no connection left). */
   readonly unsent: number;
+  /** Sent in the step, its warm-up included. */
+  readonly sentWithWarmup: number;
   /** publish (intended time) → PUBACK, ms. */
   readonly ackLatency: HistogramSnapshot;
   /** Sends per second actually achieved over the step. */
@@ -256,13 +273,17 @@ export class MqttLoad {
         if (kind !== 0 && kind !== undefined) {
           conn.kind[id] = 0;
           conn.inflight--;
-          this.#acked++;
-          if (kind === 1) {
-            this.#ackedValid++;
+          const valid = kind === VALID || kind === VALID_WARMUP;
+          if (valid) {
             const st = conn.station[id] ?? 0;
             this.ackedValidByStation[st] = (this.ackedValidByStation[st] ?? 0) + 1;
           } else this.ackedInvalidTotal++;
-          this.#histogram.record(now - (conn.sentAt[id] ?? now));
+          // The step's own figures leave its warm-up out.
+          if (kind === VALID || kind === INVALID) {
+            this.#acked++;
+            if (valid) this.#ackedValid++;
+            this.#histogram.record(now - (conn.sentAt[id] ?? now));
+          }
         }
       }
       at = p + length;
@@ -272,17 +293,24 @@ export class MqttLoad {
   }
 
   /**
-   * Holds `rate` messages per second for `durationMs`, then waits up to `drainMs` for the
-   * outstanding PUBACKs. Messages due are spread over the stations in turn.
+   * Holds `rate` messages per second for `warmupMs` + `durationMs`, then waits up to `drainMs`
+   * for the outstanding PUBACKs. Messages due are spread over the stations in turn. What
+   * the step reports leaves the first `warmupMs` out (the system settling at the new rate:
+   * workers starting, batches growing); the per-station totals count them.
    */
-  async step(rate: number, durationMs: number, drainMs = 5_000): Promise<StepReport> {
+  async step(rate: number, durationMs: number, drainMs = 5_000, warmupMs = 0): Promise<StepReport> {
     this.#acked = 0;
     this.#ackedValid = 0;
     this.#histogram = new LatencyHistogram();
     const o = this.#o;
     const invalidEvery = o.invalidRatio > 0 ? Math.round(1 / o.invalidRatio) : 0;
     const start = performance.timeOrigin + performance.now();
-    const due = Math.round((rate * durationMs) / 1000);
+    const totalMs = warmupMs + durationMs;
+    const dueAll = Math.round((rate * totalMs) / 1000);
+    const warmDue = Math.round((rate * warmupMs) / 1000);
+    const due = dueAll - warmDue;
+    /** Every message of the step, its warm-up included. */
+    let sentAll = 0;
     let sent = 0;
     let sentValid = 0;
     let maxBacklog = 0;
@@ -292,19 +320,20 @@ export class MqttLoad {
     await new Promise<void>((resolve) => {
       const tick = (): void => {
         const now = performance.timeOrigin + performance.now();
-        const elapsed = Math.min(durationMs, now - start);
-        const target = Math.min(due, Math.floor((rate * elapsed) / 1000));
+        const elapsed = Math.min(totalMs, now - start);
+        const target = Math.min(dueAll, Math.floor((rate * elapsed) / 1000));
         let blocked = 0;
-        while (sent < target) {
+        while (sentAll < target) {
           const st = stationCursor % this.#stations.length;
           const conn = this.#conns[st % nConns];
           if (conn === undefined || !conn.connected || conn.inflight >= o.maxInflight) {
-            blocked = target - sent;
+            blocked = target - sentAll;
             break;
           }
           stationCursor++;
           // The intended send time of this message: open loop, whatever the broker does.
-          const intended = start + (sent * 1000) / rate;
+          const intended = start + (sentAll * 1000) / rate;
+          const measured = sentAll >= warmDue;
           const station = this.#stations[st];
           if (station === undefined) break;
           const ts = Math.max(station.lastTs + 1, Math.floor(intended));
@@ -334,15 +363,16 @@ export class MqttLoad {
           packet.writeUInt16BE(id, p);
           p += 2;
           packet.write(payload, p, 'latin1');
-          conn.kind[id] = invalid ? 2 : 1;
+          conn.kind[id] = measured ? (invalid ? INVALID : VALID) : invalid ? INVALID_WARMUP : VALID_WARMUP;
           conn.sentAt[id] = intended;
           conn.station[id] = st;
           conn.inflight++;
           buffers[st % nConns]?.push(packet);
-          sent++;
+          sentAll++;
+          if (measured) sent++;
           if (invalid) this.sentInvalidTotal++;
           else {
-            sentValid++;
+            if (measured) sentValid++;
             this.sentValidByStation[st] = (this.sentValidByStation[st] ?? 0) + 1;
             this.onSent?.(st, seq, ts);
           }
@@ -356,17 +386,17 @@ export class MqttLoad {
         }
         // Past the duration with messages held back: keep sending them (late), until the
         // drain time is over too, or no connection is left to send them on.
-        const over = now - start >= durationMs;
-        if (over && (sent >= due || now - start >= durationMs + drainMs || this.#conns.every((c) => !c.connected))) {
+        const over = now - start >= totalMs;
+        if (over && (sentAll >= dueAll || now - start >= totalMs + drainMs || this.#conns.every((c) => !c.connected))) {
           resolve();
           return;
         }
-        setTimeout(tick, 1);
+        setTimeout(tick, this.#o.tickMs ?? DEFAULT_TICK_MS);
       };
       tick();
     });
     const sendEnd = performance.timeOrigin + performance.now();
-    const drainUntil = Math.max(sendEnd, start + durationMs + drainMs);
+    const drainUntil = Math.max(sendEnd, start + totalMs + drainMs);
     while (this.#conns.some((c) => c.inflight > 0) && performance.timeOrigin + performance.now() < drainUntil) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -380,9 +410,10 @@ export class MqttLoad {
       acked: this.#acked,
       ackedValid: this.#ackedValid,
       lost: this.#lost + unacked,
-      unsent: due - sent,
+      unsent: dueAll - sentAll,
+      sentWithWarmup: sentAll,
       ackLatency: this.#histogram.snapshot(),
-      sentPerSecond: Math.round((sent * 1000) / Math.max(1, sendEnd - start)),
+      sentPerSecond: Math.round((sent * 1000) / Math.max(1, sendEnd - start - warmupMs)),
       maxBacklog,
     };
   }
