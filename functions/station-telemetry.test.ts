@@ -1,5 +1,6 @@
 /**
- * Runs every case of ../shared/vectors/station-telemetry.json through the real path:
+ * Runs every case of test/fixtures/vectors/station-telemetry.json (the project's copy of
+ * the shared station vectors; `.ci/run` checks it against ../shared/vectors) through the real path:
  * the function bundled with esbuild and run in a V8 isolate by the worker's sandbox.
  */
 import { readFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleFunction, FunctionSandbox, pointsOf, type SandboxResult } from '../functions-runtime/index.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const VECTORS = path.resolve(here, '../../shared/vectors/station-telemetry.json');
+const VECTORS = path.resolve(here, '../test/fixtures/vectors/station-telemetry.json');
 
 interface VectorCase {
   name: string;
@@ -23,7 +24,7 @@ function loadVectors(): VectorCase[] {
   try {
     text = readFileSync(VECTORS, 'utf8');
   } catch (err) {
-    throw new Error(`The station telemetry vectors are missing at ${VECTORS}: the project expects ../shared/vectors beside its folder`, { cause: err });
+    throw new Error(`The station telemetry vectors are missing at ${VECTORS}: they are part of the repository (restore them with git checkout)`, { cause: err });
   }
   return (JSON.parse(text) as { cases: VectorCase[] }).cases;
 }
