@@ -18,7 +18,7 @@ const CANDIDATES = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbi
 export function mosquittoBinary(): string {
   const found = CANDIDATES.find((file) => existsSync(file)) ?? (spawnSync('sh', ['-c', 'command -v mosquitto'], { encoding: 'utf8' }).stdout.trim() || undefined);
   if (found === undefined) {
-    throw new Error("Mosquitto is needed for the external-broker tests and is not installed: install Debian's package (apt-get install mosquitto), as .ci/run does");
+    throw new Error("Mosquitto is needed for the external-broker tests and is not installed: install Debian's package: 'npm test' does it through infra/ensure.sh when it runs as root, else: sudo apt-get install mosquitto");
   }
   return found;
 }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Brings the services Voltline's tests need onto this machine, from the project's own files:
+# Debian packages with apt where it runs as root (or with password-less sudo). Quick when
+# everything is already there. Where it cannot install, it stops with one message naming
+# what is missing and the command that installs it, before any test runs.
+#
+#   infra/ensure.sh            # what the tests need (npm test and .ci/run call it)
+#   infra/ensure.sh --check    # only say what is missing; never install
+#
+# Needed now: Mosquitto 2 (the external-broker tests start their own instances on free
+# loopback ports; the packaged service is not started).
+set -euo pipefail
+
+check_only=0
+[ "${1:-}" = "--check" ] && check_only=1
+
+# package → a file that shows it is installed
+declare -A PROBES=(
+  [mosquitto]="/usr/sbin/mosquitto"
+)
+
+missing=()
+for pkg in "${!PROBES[@]}"; do
+  probe="${PROBES[$pkg]}"
+  if [ ! -x "$probe" ] && ! command -v "$(basename "$probe")" >/dev/null 2>&1; then missing+=("$pkg"); fi
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+install_cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+say_missing() {
+  echo "infra/ensure.sh: the tests need ${missing[*]}, which is not installed here, and $1." >&2
+  echo "  Install it with: sudo apt-get update && sudo $install_cmd   (then run the tests again)" >&2
+  exit 1
+}
+[ "$check_only" = 1 ] && say_missing "--check does not install"
+command -v apt-get >/dev/null 2>&1 || say_missing "this machine has no apt-get to install it with"
+if [ "$(id -u)" = 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo=(sudo)
+else
+  say_missing "installing needs root"
+fi
+
+echo "infra/ensure.sh: installing ${missing[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq >&2
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for pkg in "${missing[@]}"; do
+  probe="${PROBES[$pkg]}"
+  if [ ! -x "$probe" ]; then
+    echo "infra/ensure.sh: apt-get installed $pkg but $probe is not there" >&2
+    exit 1
+  fi
+done
+echo "infra/ensure.sh: installed ${missing[*]}" >&2
