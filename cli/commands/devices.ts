@@ -183,10 +183,41 @@ async function readDeviceFile(file: string): Promise<NewDevice[]> {
   return deviceListOf(value);
 }
 
+/** The flags each subcommand takes (the API flags and --help go with all of them). */
+const SUBCOMMAND_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  add: ['tenant', 'json', 'cert', 'out'],
+  import: ['out'],
+  list: ['tenant', 'limit', 'json'],
+  show: ['json'],
+  rotate: ['cert', 'out', 'json'],
+  disable: [],
+  enable: [],
+  rm: [],
+  command: ['payload', 'json'],
+  export: ['mosquitto', 'tokens', 'rotate', 'platform-user', 'broker-topic', 'port'],
+};
+
+/** Refuses a flag the subcommand would silently ignore, naming where it applies. */
+function refuseForeignFlags(sub: string, given: ReadonlySet<string>): void {
+  const allowed = SUBCOMMAND_FLAGS[sub];
+  if (allowed === undefined) return;
+  for (const flag of given) {
+    if (flag === 'help' || flag in API_FLAGS || allowed.includes(flag)) continue;
+    const where = Object.entries(SUBCOMMAND_FLAGS)
+      .filter(([, flags]) => flags.includes(flag))
+      .map(([name]) => `'devices ${name}'`);
+    throw new CliError(`Cannot use '--${flag}' with 'devices ${sub}' as it does not apply there${where.length === 0 ? '' : ` (it is for ${where.join(', ')})`}.\n${DEVICES_USAGE}`, 2);
+  }
+  if (given.has('out') && (sub === 'add' || sub === 'rotate') && !given.has('cert')) {
+    throw new CliError(`Cannot use '--out' with 'devices ${sub}' without '--cert': it is the folder the certificate is written to.\n${DEVICES_USAGE}`, 2);
+  }
+}
+
 export async function devicesCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals, tokens } = parseArgs({
     args: argv,
     allowPositionals: true,
+    tokens: true,
     options: {
       tenant: { type: 'string' },
       json: { type: 'boolean', default: false },
@@ -209,6 +240,7 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     io.stdout.write(`${DEVICES_USAGE}\n`);
     return sub === undefined && values.help !== true ? 2 : 0;
   }
+  refuseForeignFlags(sub, new Set(tokens.flatMap((token) => (token.kind === 'option' ? [token.name] : []))));
   const base = await apiTarget(values, io.env);
   const route = (id: string) => `/api/devices/${encodeURIComponent(id)}`;
 
