@@ -144,7 +144,7 @@ async function query(target: VerifyTarget, from: number, to: number): Promise<Qu
   }
   if (!response.ok) {
     const text = (await response.text()).slice(0, 300);
-    throw new VoltlineError('VL_SIM_VERIFY', `Cannot verify the run as GET /api/query answered ${response.status}: ${text}${response.status === 401 ? ' (give --token or VOLTLINE_TOKEN)' : ''}`);
+    throw new VoltlineError('VL_SIM_VERIFY', `Cannot verify the run as GET /api/query answered ${response.status}: ${text}${response.status === 401 ? ' (give --token or VOLTLINE_TOKEN)' : ''}`, { retriable: false });
   }
   return (await response.json()) as QueryAnswer;
 }

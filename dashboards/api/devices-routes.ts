@@ -14,9 +14,10 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { VoltlineError } from '../../lib/errors.ts';
+import { httpStatus, VoltlineError } from '../../lib/errors.ts';
 import { mayAccess, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
 import { deviceListOf, parseDeviceCsv, type Device, type DevicePresence, type DeviceRegistry, type IssuedCertificate, type NewDevice } from '../../ingest/index.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export interface DevicesRoutesOptions {
   readonly devices: DeviceRegistry;
@@ -44,19 +45,6 @@ export interface DevicesRoutesOptions {
 /** Largest body of the other device routes: one id and a tenant. */
 const SMALL_BODY = 16 * 1024;
 
-const STATUS_BY_CODE: Readonly<Record<string, number>> = {
-  VL_DEVICE_ID_INVALID: 400,
-  VL_DEVICE_TENANT_INVALID: 400,
-  VL_DEVICE_IMPORT_INVALID: 400,
-  VL_DEVICE_QUERY_INVALID: 400,
-  VL_DEVICE_COMMAND_INVALID: 400,
-  VL_FORBIDDEN: 403,
-  VL_DEVICE_NOT_FOUND: 404,
-  VL_DEVICE_EXISTS: 409,
-  VL_DEVICE_LIMIT: 409,
-  VL_DEVICES_BUSY: 503,
-  VL_DEVICE_CERT_UNAVAILABLE: 503,
-};
 
 /** `POST /api/devices/:id/commands`: the topic levels after the device's command prefix, and the payload (JSON; a string is sent as is). */
 const CommandBody = z.object({ command: z.string().min(1).max(1_024).optional(), payload: z.unknown().optional() }).strict();
@@ -92,7 +80,7 @@ const ListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
 });
 
-function sendError(reply: FastifyReply, status: number, code: string, message: string, extra: Readonly<Record<string, unknown>> = {}): FastifyReply {
+function sendError(reply: FastifyReply, status: number, code: ErrorCode, message: string, extra: Readonly<Record<string, unknown>> = {}): FastifyReply {
   return reply.code(status).send({ error: { code, message, ...extra } });
 }
 
@@ -120,7 +108,7 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
   return async (app: FastifyInstance) => {
     app.setErrorHandler((err, _request, reply) => {
       if (err instanceof VoltlineError) {
-        const status = STATUS_BY_CODE[err.code] ?? (err.retriable ? 503 : 500);
+        const status = httpStatus(err);
         if (status >= 500) options.logger.error({ err }, 'device API request failed');
         return sendError(reply, status, err.code, err.message, err.context);
       }

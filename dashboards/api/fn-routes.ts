@@ -9,6 +9,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { HTTP_METHODS, type HttpMethod, type HttpTriggers } from '../../functions-runtime/index.ts';
 import { single } from './headers.ts';
 import { OPEN_ROUTE } from './operator-auth.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export interface FnRoutesOptions {
   readonly triggers: HttpTriggers;
@@ -26,7 +27,7 @@ interface Matched {
   readonly query: Record<string, string>;
 }
 
-function send(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+function send(reply: FastifyReply, status: number, code: ErrorCode, message: string): FastifyReply {
   return reply.code(status).send({ error: { code, message } });
 }
 

@@ -30,6 +30,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { Operator, OperatorScope, OperatorTokens } from './operators.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** Who may call a route: `config: { operator: … }` in its fastify route options. */
 export interface RouteAccess {
@@ -111,7 +112,7 @@ export function operatorAuthHook(tokens: OperatorTokens, metrics: Registry): (re
   for (const reason of ['missing', 'invalid', 'scope', 'tenant'] satisfies FailureReason[]) failures.inc({ reason }, 0);
   const refusedTenant = () => failures.inc({ reason: 'tenant' });
 
-  const refuse = (reply: FastifyReply, reason: FailureReason, status: 401 | 403, code: string, message: string) => {
+  const refuse = (reply: FastifyReply, reason: FailureReason, status: 401 | 403, code: ErrorCode, message: string) => {
     failures.inc({ reason });
     if (status === 401) void reply.header('www-authenticate', 'Bearer realm="voltline"');
     return reply.code(status).send({ error: { code, message } });

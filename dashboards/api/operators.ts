@@ -15,7 +15,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { dummySecretHash, hashSecret, parseSecretHash, SCRYPT_DEFAULTS, verifySecret, type ParsedSecretHash } from '../../lib/secret-hash.ts';
-import { chmod, open, readFile, rename } from 'node:fs/promises';
+import { chmod, readFile } from 'node:fs/promises';
+import { writeFileDurably } from '../../lib/durable-file.ts';
 import path from 'node:path';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
@@ -62,19 +63,9 @@ function parseHash(text: string): ParsedSecretHash | undefined {
   return p !== undefined && p.N === SCRYPT_DEFAULTS.N && p.r === SCRYPT_DEFAULTS.r && p.p === SCRYPT_DEFAULTS.p ? parsed : undefined;
 }
 
-/** Writes a file readable by its owner only, atomically (temp file + rename). */
+/** Writes a file readable by its owner only, crash-safely (lib/durable-file.ts). */
 async function writePrivate(file: string, text: string): Promise<void> {
-  const temp = `${file}.${process.pid}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.chmod(0o600);
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, file);
-  await chmod(file, 0o600);
+  await writeFileDurably(file, text, { mode: 0o600 });
 }
 
 export class OperatorTokens {

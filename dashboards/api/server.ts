@@ -9,7 +9,7 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { VoltlineError } from '../../lib/errors.ts';
+import { httpStatus, VoltlineError } from '../../lib/errors.ts';
 import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type Device, type DevicePresence, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
 import { invokeOnce, publicFunction, type DeployedFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
@@ -18,6 +18,7 @@ import { ingestRoutes } from './ingest-routes.ts';
 import { simRoutes, type SimControl } from './sim-routes.ts';
 import { mayAccess, OPEN_ROUTE, operatorAuthHook, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
 import type { OperatorTokens } from './operators.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export interface ApiOptions {
   readonly host: string;
@@ -106,7 +107,7 @@ const DeadLetterParams = z.object({
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
 });
 
-function sendError(reply: FastifyReply, status: number, code: string, message: string, extra: Record<string, unknown> = {}): FastifyReply {
+function sendError(reply: FastifyReply, status: number, code: ErrorCode, message: string, extra: Record<string, unknown> = {}): FastifyReply {
   return reply.code(status).send({ error: { code, message, ...extra } });
 }
 
@@ -135,7 +136,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.setErrorHandler((err, _request, reply) => {
     if (err instanceof VoltlineError) {
-      const status = err.code === 'VL_FORBIDDEN' ? 403 : err.code === 'VL_QUERY_BAD_PARAM' || err.code === 'VL_DEPLOY_INVALID' || err.code === 'VL_CONFIG_INVALID' || err.code === 'VL_OPERATOR_INVALID' ? 400 : err.code === 'VL_OPERATOR_LIMIT' ? 409 : err.retriable ? 503 : 500;
+      const status = httpStatus(err);
       return sendError(reply, status, err.code, err.message, err.context);
     }
     if (err instanceof z.ZodError) {

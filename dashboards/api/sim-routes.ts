@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
-import { VoltlineError } from '../../lib/errors.ts';
+import { httpStatus, VoltlineError } from '../../lib/errors.ts';
 
 /** What the routes need of the simulator (devices-sim's SimController fits). */
 export interface SimControl {
@@ -36,8 +36,6 @@ export const SimStartBody = z
   .refine((body) => body.scenario === undefined || body.durationMs === undefined, { message: "cannot be given with a scenario (its phases set it)", path: ['durationMs'] });
 export type SimStartRequest = z.infer<typeof SimStartBody>;
 
-const STATUS_BY_CODE: Readonly<Record<string, number>> = { VL_SIM_RUNNING: 409, VL_SIM_BAD_OPTIONS: 400, VL_SIM_UNAVAILABLE: 503 };
-
 export function simRoutes(sim: SimControl): FastifyPluginAsync {
   return async (app: FastifyInstance) => {
     app.setErrorHandler((err, _request, reply) => {
@@ -46,7 +44,7 @@ export function simRoutes(sim: SimControl): FastifyPluginAsync {
         const field = issue?.path.join('.') ?? '';
         return reply.code(400).send({ error: { code: 'VL_SIM_BAD_OPTIONS', message: `Cannot start a simulation as '${field}' is invalid: ${issue?.message ?? 'invalid'}`, field } });
       }
-      if (err instanceof VoltlineError) return reply.code(STATUS_BY_CODE[err.code] ?? 500).send({ error: { code: err.code, message: err.message, ...err.context } });
+      if (err instanceof VoltlineError) return reply.code(httpStatus(err)).send({ error: { code: err.code, message: err.message, ...err.context } });
       throw err;
     });
     app.get('/api/sim', async () => sim.status());

@@ -64,7 +64,7 @@
  * brokerCounter) of a queued message cannot collide with a new one's.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -72,8 +72,9 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
-import { syncDir } from '../trigger/segments.ts';
+import { syncDir, writeFileDurably } from '../../lib/durable-file.ts';
 import { LogOnce } from './log-once.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export const BROKER_STATE_FOLDER = 'broker';
 export const STATE_FILE = 'state.jsonl';
@@ -663,34 +664,31 @@ export class BrokerPersistence {
     const generation = this.#generation + 1;
     // A consistent view, taken now: later changes go to the new journal.
     const view = this.#view();
-    const temp = `${this.#statePath}.tmp`;
     try {
-      const handle = await open(temp, 'w', 0o600);
-      let bytes = 0;
-      try {
-        await handle.chmod(0o600);
-        let chunk: string[] = [];
-        let records = 0;
-        const flush = async (): Promise<void> => {
-          const text = chunk.join('');
-          chunk = [];
-          bytes += Buffer.byteLength(text);
-          await handle.write(text);
-        };
-        chunk.push(`${JSON.stringify({ voltline: 'broker-state', v: 1, gen: generation })}\n`);
-        for (const op of view) {
-          chunk.push(opLine(op));
-          records += 1;
-          if (chunk.length >= 1_000) await flush();
-        }
-        chunk.push(`${JSON.stringify({ o: 'end', records })}\n`);
-        await flush();
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.#statePath);
-      await syncDir(this.#dir);
+      const bytes = await writeFileDurably(
+        this.#statePath,
+        async (handle) => {
+          let written = 0;
+          let chunk: string[] = [];
+          let records = 0;
+          const flush = async (): Promise<void> => {
+            const text = chunk.join('');
+            chunk = [];
+            written += Buffer.byteLength(text);
+            await handle.write(text);
+          };
+          chunk.push(`${JSON.stringify({ voltline: 'broker-state', v: 1, gen: generation })}\n`);
+          for (const op of view) {
+            chunk.push(opLine(op));
+            records += 1;
+            if (chunk.length >= 1_000) await flush();
+          }
+          chunk.push(`${JSON.stringify({ o: 'end', records })}\n`);
+          await flush();
+          return written;
+        },
+        { mode: 0o600 },
+      );
       this.#generation = generation;
       // Replaying the old journal over the new snapshot is prevented by its older generation.
       const journal = this.#journal;
@@ -730,7 +728,7 @@ export class BrokerPersistence {
     })();
   }
 
-  #refuse(reason: string, code: string, message: string, context: Record<string, unknown>): never {
+  #refuse(reason: string, code: ErrorCode, message: string, context: Record<string, unknown>): never {
     this.#refusals?.inc({ reason });
     throw new VoltlineError(code, message, { retriable: reason === 'queue_bytes', context });
   }

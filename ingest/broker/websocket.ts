@@ -20,6 +20,7 @@ import { Counter, type Registry } from 'prom-client';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { maxPacketBytes } from './limits.ts';
 import type { RunningBroker } from './broker.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** The path MQTT over WebSocket is served at, as other brokers (Mosquitto, EMQX, HiveMQ) do. */
 export const MQTT_WEBSOCKET_PATH = '/mqtt';
@@ -92,7 +93,7 @@ export class MqttWebSocketGateway {
     });
   };
 
-  #refuse(socket: Duplex, reason: UpgradeRefusal, status: 400 | 404 | 503, code: string, message: string, address: string | undefined): void {
+  #refuse(socket: Duplex, reason: UpgradeRefusal, status: 400 | 404 | 503, code: ErrorCode, message: string, address: string | undefined): void {
     this.#refusals.inc({ reason });
     this.#log.debug({ reason, address }, message);
     const body = JSON.stringify({ error: { code, message } });

@@ -23,11 +23,11 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createPrivateKey, KeyObject, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { VoltlineError } from '../../lib/errors.ts';
-import { syncDir } from '../trigger/segments.ts';
+import { syncDir, writeFileSynced } from '../../lib/durable-file.ts';
 import { DEVICE_ID_PATTERN } from './device-file.ts';
 
 export const CA_FOLDER = 'ca';
@@ -97,17 +97,6 @@ function newSerial(): string {
 
 function pkcs8Pem(key: webcrypto.CryptoKey): string {
   return KeyObject.from(key).export({ type: 'pkcs8', format: 'pem' }) as string;
-}
-
-async function writeFileSynced(file: string, text: string, mode: number): Promise<void> {
-  const handle = await open(file, 'w', mode);
-  try {
-    await handle.chmod(mode);
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 export class PlatformCa implements DeviceCertificateIssuer {
@@ -195,8 +184,8 @@ export class PlatformCa implements DeviceCertificateIssuer {
     const certPem = certificate.toString('pem');
     await rm(`${keyFile}.tmp`, { force: true });
     await rm(`${certFile}.tmp`, { force: true });
-    await writeFileSynced(`${keyFile}.tmp`, pkcs8Pem(keys.privateKey), 0o600);
-    await writeFileSynced(`${certFile}.tmp`, certPem, 0o644);
+    await writeFileSynced(`${keyFile}.tmp`, pkcs8Pem(keys.privateKey), { mode: 0o600 });
+    await writeFileSynced(`${certFile}.tmp`, certPem, { mode: 0o644 });
     // Key first: a ca.crt is never without its key.
     await rename(`${keyFile}.tmp`, keyFile);
     await rename(`${certFile}.tmp`, certFile);

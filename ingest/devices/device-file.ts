@@ -23,12 +23,12 @@
  * they are, and code before certificates reads these files too (it ignores `cert`, so such
  * a device can then connect only with its token).
  */
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import { TENANT_PATTERN } from '../store/index.ts';
-import { syncDir } from '../trigger/segments.ts';
+import { syncDir, writeFileDurably } from '../../lib/durable-file.ts';
 import type { Device } from './types.ts';
 
 export const DEVICES_FOLDER = 'devices';
@@ -204,27 +204,16 @@ export class DeviceFiles {
 
   /** Writes `devices` as the new snapshot and empties the journal. */
   async compact(devices: Iterable<StoredDevice>): Promise<void> {
-    const temp = `${this.#snapshot}.tmp`;
-    const handle = await open(temp, 'w', 0o600);
-    let bytes = 0;
-    try {
-      await handle.chmod(0o600);
-      const lines = function* () {
-        yield '{"version":1,"devices":[\n';
-        let first = true;
-        for (const d of devices) {
-          yield `${first ? '' : ',\n'}${deviceLine(d)}`;
-          first = false;
-        }
-        yield '\n]}\n';
-      };
-      bytes = await writeChunks(handle, lines());
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, this.#snapshot);
-    await syncDir(this.#dir);
+    const lines = function* () {
+      yield '{"version":1,"devices":[\n';
+      let first = true;
+      for (const d of devices) {
+        yield `${first ? '' : ',\n'}${deviceLine(d)}`;
+        first = false;
+      }
+      yield '\n]}\n';
+    };
+    const bytes = await writeFileDurably(this.#snapshot, (handle) => writeChunks(handle, lines()), { mode: 0o600 });
     // Replaying the old journal over the new snapshot would change nothing: safe to crash here.
     await this.#journal.truncate(0);
     await this.#journal.sync();

@@ -21,6 +21,7 @@ import { LogOnce } from '../broker/log-once.ts';
 import { deviceIdTopicProblem, type TopicPolicy } from '../broker/topic-policy.ts';
 import { DEFAULT_BROKER_LIMITS, LruMap, TokenBucket } from '../broker/limits.ts';
 import { inputMetrics, type InputMetrics } from '../input-metrics.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** The trigger source of an HTTP-ingested message (`event.source` in handlers). */
 export const HTTP_INGEST_SOURCE = 'http-ingest';
@@ -97,7 +98,7 @@ export interface IngestRequest {
   readonly address: string | undefined;
 }
 
-function refusal(status: number, code: string, message: string, reason?: string, headers: Readonly<Record<string, string>> = {}): IngestAnswer {
+function refusal(status: number, code: ErrorCode, message: string, reason?: string, headers: Readonly<Record<string, string>> = {}): IngestAnswer {
   return { status, body: { error: { code, message, ...(reason === undefined ? {} : { reason }) } }, headers };
 }
 

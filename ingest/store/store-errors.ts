@@ -8,7 +8,7 @@ import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 export const RETRIABLE_ERROR = /^(IO|Interrupt|Out of Memory|TransactionContext) Error|No space left|Could not set lock/i;
 
 /** `err` as a VoltlineError of `code` ("Cannot <operation> the embedded store: …"); a VoltlineError stays as it is. */
-export function asStoreError(err: unknown, code: string, operation: string): VoltlineError {
+export function asStoreError(err: unknown, code: 'VL_STORE_WRITE' | 'VL_STORE_QUERY', operation: string): VoltlineError {
   if (err instanceof VoltlineError) return err;
   const message = errorMessage(err);
   return new VoltlineError(code, `Cannot ${operation} the embedded store: ${message}`, {

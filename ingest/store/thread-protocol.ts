@@ -7,6 +7,7 @@
  */
 import { VoltlineError } from '../../lib/errors.ts';
 import type { DeadLetter, DeadLetterQuery, QuerySpec, Series } from './types.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** What the thread is started with (workerData). */
 export interface ThreadData {
@@ -71,7 +72,7 @@ export type FromThread =
 
 /** A VoltlineError as it crosses the port (structured clone keeps no class or custom fields). */
 export interface WireError {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly message: string;
   readonly retriable: boolean;
   readonly context: Record<string, unknown>;

@@ -5,10 +5,10 @@
  * fsync'd, renamed over the old one, and the folder fsync'd, so a crash leaves either the
  * old state or the new one, never a torn file.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { syncDir } from '../trigger/segments.ts';
+import { writeFileDurably } from '../../lib/durable-file.ts';
 
 export const STATE_FILE_NAME = 'state.json';
 
@@ -44,16 +44,5 @@ export async function readTimerState(dir: string): Promise<TimerMark[]> {
 
 /** Replaces the state durably (temp + fsync + rename + folder fsync). Callers serialize calls. */
 export async function writeTimerState(dir: string, marks: readonly TimerMark[]): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const file = path.join(dir, STATE_FILE_NAME);
-  const temp = `${file}.tmp`;
-  const handle = await open(temp, 'w');
-  try {
-    await handle.writeFile(JSON.stringify({ version: 1, marks }));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, file);
-  await syncDir(dir);
+  await writeFileDurably(path.join(dir, STATE_FILE_NAME), JSON.stringify({ version: 1, marks }));
 }

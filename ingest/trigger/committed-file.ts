@@ -11,7 +11,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { syncDir } from './segments.ts';
+import { syncDir } from '../../lib/durable-file.ts';
 
 export const COMMITTED_FILE_NAME = 'committed';
 const MAGIC = 0x314f_434c; // 'LCO1' little-endian

@@ -26,8 +26,10 @@ import { LogReader } from './log-reader.ts';
 import { encodeRecord, sealRecord, type EncodedRecord } from './record.ts';
 import { TailCache } from './tail-cache.ts';
 import { recoverSegments } from './recovery.ts';
-import { openAppendable, Segment, segmentFileName, syncDir, writeAll } from './segments.ts';
+import { openAppendable, Segment, segmentFileName, writeAll } from './segments.ts';
+import { syncDir } from '../../lib/durable-file.ts';
 import type { LoggedEvent, TriggerEvent, TriggerLog } from './types.ts';
+import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export type { LocalTriggerLogOptions } from './local-log-options.ts';
 
@@ -471,6 +473,6 @@ function closedError(action: string): VoltlineError {
   return new VoltlineError('VL_TRIGGER_LOG_CLOSED', `Cannot ${action} the trigger log as it is closed`);
 }
 
-function badArgument(code: string, operation: string, rule: string, value: unknown): VoltlineError {
+function badArgument(code: ErrorCode, operation: string, rule: string, value: unknown): VoltlineError {
   return new VoltlineError(code, `Cannot ${operation} as ${rule}: current value is ${String(value)}`, { context: { value } });
 }

@@ -6,7 +6,8 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../lib/logger.ts';
-import { listSegmentBases, openAppendable, scanSegment, Segment, segmentFileName, syncDir } from './segments.ts';
+import { listSegmentBases, openAppendable, scanSegment, Segment, segmentFileName } from './segments.ts';
+import { syncDir } from '../../lib/durable-file.ts';
 
 export interface RecoveredSegments {
   /** Ascending; the last one is the active segment, opened read-write. */

@@ -41,16 +41,6 @@ export function openAppendable(path: string, create: boolean): Promise<FileHandl
   return open(path, flags, 0o644);
 }
 
-/** fsync a directory, so that created, renamed or removed entries are durable. */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** A known position inside a segment: the record `offset` starts at byte `position`. */
 export interface SegmentPosition {
   readonly offset: bigint;
