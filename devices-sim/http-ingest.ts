@@ -1,6 +1,6 @@
 /**
  * HTTP ingest transport: a station that posts its messages to a Voltline platform's
- * `POST /api/ingest/<id>?topic=` (README "HTTP ingest") instead of publishing over MQTT.
+ * `POST /api/ingest/<id>?topic=` (docs/devices.md, "HTTP ingest") instead of publishing over MQTT.
  * It is a device like the MQTT one: it speaks the documented HTTP contract and imports no
  * platform code. Node's fetch (undici) keeps connections alive; an {@link IngestGate}
  * bounds the requests in flight across the fleet (per thread).

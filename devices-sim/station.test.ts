@@ -291,7 +291,7 @@ describe('Station', () => {
     expect(answer('unlock', 'not json')).toMatchObject({ result: 'rejected', reason: 'the payload is not JSON' });
     expect(answer('selfdestruct', '{}')).toMatchObject({ command: 'selfdestruct', result: 'unknown' });
     expect(answer('ping', '')).toEqual({ command: 'ping', result: 'ok' });
-    // The platform's acknowledgement of a message (ctx.publish in README) is not answered.
+    // The platform's acknowledgement of a message (ctx.publish in docs/functions.md) is not answered.
     station.command('ack', '{"seq":3}', at + 3);
     expect(station.takeEvents()).toEqual([]);
   });

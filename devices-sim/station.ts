@@ -365,7 +365,7 @@ export class Station {
    * - `reset` `{"dock"?: n}`: clears a dock's failed charger (or every dock's).
    * - `close_door` `{}`: closes the door (clears a stuck door).
    * - `ping` `{}`: answers ok.
-   * - `ack`: the platform's acknowledgement of a message (README, ctx.publish): taken,
+   * - `ack`: the platform's acknowledgement of a message (docs/functions.md, ctx.publish): taken,
    *   never answered.
    */
   command(name: string, payload: string | Uint8Array, nowMs: number): void {

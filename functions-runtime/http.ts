@@ -93,7 +93,7 @@ const MAX_HEADER_CHARS = 256;
 const MAX_QUERY_PARAMS = 32;
 const DEVICE_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
-/** HTTP status of a failed outcome, when the handler did not set one (see README). */
+/** HTTP status of a failed outcome, when the handler did not set one (see docs/functions.md, "HTTP triggers"). */
 const FAILURE_STATUS: Readonly<Record<Exclude<InvocationOutcome, 'ok'>, number>> = { invalid: 400, error: 500, timeout: 504, memory: 500 };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

@@ -336,7 +336,7 @@ function timeoutResult(limitMs: number): { outcome: 'timeout'; message: string; 
  * `__voltline_invoke_batch`, then freezes the realm (realm.ts). `shared` are the library
  * modules, loaded once; `factory` evaluates the function's own module afresh for every
  * batch, so neither its module-level variables nor anything it writes to globals outlive
- * the batch (the unit of statelessness: README, "What a function may rely on").
+ * the batch (the unit of statelessness: docs/functions.md, "What a function may rely on").
  * `__voltline_invoke_batch` throws REALM_TAINTED when the realm cannot be put back.
  *
  * The host may put a SharedArrayBuffer at `globalThis.__voltline_progress` before the

@@ -140,7 +140,7 @@ describe('statelessness', () => {
     const sandbox = sandboxFor(misbehave);
     const [set, sameBatch] = await run(sandbox, { do: 'setGlobal', value: 'secret-of-event-1' }, { do: 'getGlobal' });
     expect(fieldsOf(set)).toEqual({ seen: 'secret-of-event-1' });
-    // One module evaluation per batch (README, "What a function may rely on"): shared within it.
+    // One module evaluation per batch (docs/functions.md, "What a function may rely on"): shared within it.
     expect(fieldsOf(sameBatch)).toEqual({ seen: 'secret-of-event-1' });
     const [nextBatch] = await run(sandbox, { do: 'getGlobal' });
     expect(fieldsOf(nextBatch)).toEqual({ seen: 'none' });

@@ -33,7 +33,7 @@ export interface MqttTrigger {
  * 6 with a leading seconds field, in `timezone` (an IANA zone, default UTC, DST honoured).
  * The event has `source: 'timer'`, `topic: '$timer/<name>'`, `deviceId: '$timer'`,
  * `receivedAt` = the scheduled instant, and the payload
- * `{ scheduledAt, cron, timezone, missed }` (see README, "Triggers").
+ * `{ scheduledAt, cron, timezone, missed }` (see docs/functions.md, "Triggers").
  * @example { cron: '0 6 * * *', timezone: 'Europe/Paris' } // 06:00 in Paris, summer and winter
  */
 export interface CronTrigger {
@@ -65,7 +65,7 @@ export interface TimerEventPayload {
  * `x-device-id` header (else `'http'`), the parsed JSON body as payload (an empty body is
  * `{}`), and `event.http` with the method, path, query and a few headers. The caller gets
  * `{ invocationId, outcome }` once the points are stored, unless the handler answers
- * with `ctx.respond(status, body)` (see README, "HTTP triggers").
+ * with `ctx.respond(status, body)` (see docs/functions.md, "HTTP triggers").
  * @example { http: 'POST /hooks/station-alarm' }              // needs the function's key
  * @example { http: 'GET /status/fleet', public: true }          // anyone on the network may call it
  */
