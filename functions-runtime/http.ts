@@ -23,7 +23,8 @@ import type { GuestResponse } from './sandbox/guest-protocol.ts';
 import { pointsOf, type InvocationMetering, type SandboxMetering, type SandboxResult } from './sandbox/sandbox.ts';
 import type { Scheduler } from './scheduler/scheduler.ts';
 import { MAX_RESPONSE_BYTES, type HttpRequestInfo } from './sdk/define.ts';
-import { checkedPublishes, type Publish } from './sdk/downlink.ts';
+import type { Publish } from './sdk/downlink.ts';
+import { verdictOf } from './verdict.ts';
 import { validatePoint } from './sdk/point.ts';
 
 /**
@@ -296,42 +297,33 @@ export class HttpTriggers {
 
   /** What one result means: points to store, or a dead letter, and the handler's response if honoured. */
   #verdict(result: SandboxResult, letterOf: (code: DeadLetterCode, field: string, message: string, attempts?: number) => DeadLetter): Verdict {
-    switch (result.outcome) {
-      case 'ok': {
-        let points: Point[];
-        try {
-          // Points come from untrusted code: validate again on this side of the boundary.
-          points = pointsOf(result).map((p) => validatePoint(p));
-        } catch (err) {
-          return { outcome: 'error', points: [], letter: letterOf('bad_points', '', errorMessage(err), 1), error: { code: 'bad_points', message: errorMessage(err) } };
-        }
-        let publishes: Publish[];
-        try {
-          publishes = checkedPublishes(result.publishes);
-        } catch (err) {
-          return { outcome: 'error', points: [], letter: letterOf('error', '', errorMessage(err), 1), error: { code: 'error', message: errorMessage(err) } };
-        }
-        if (result.response !== undefined) {
-          const problem = responseProblem(result.response);
-          if (problem !== undefined) return { outcome: 'error', points: [], letter: letterOf('error', '', problem, 1), error: { code: 'error', message: problem } };
-        }
-        return { outcome: 'ok', points, publishes, ...(result.response === undefined ? {} : { response: result.response }) };
-      }
-      case 'invalid': {
-        const response = result.code === 'rejected' && result.response !== undefined && responseProblem(result.response) === undefined ? result.response : undefined;
-        return {
-          outcome: 'invalid',
-          points: [],
-          letter: letterOf(result.code, result.field, result.message, 1),
-          error: { code: result.code, ...(result.field === '' ? {} : { field: result.field }), message: result.message },
-          ...(response === undefined ? {} : { response }),
-        };
-      }
-      case 'error':
-        return { outcome: 'error', points: [], letter: letterOf(result.code, '', result.message, 1), error: { code: result.code, message: result.message } };
-      default:
-        return { outcome: result.outcome, points: [], letter: letterOf(result.outcome, '', result.message, 1), error: { code: result.outcome, message: result.message } };
+    const verdict = verdictOf(result);
+    if (!verdict.ok) {
+      const { outcome, code, field, message } = verdict;
+      // A rejection may still answer the caller with the handler's response.
+      const response = result.outcome === 'invalid' && result.code === 'rejected' && result.response !== undefined && responseProblem(result.response) === undefined ? result.response : undefined;
+      return {
+        outcome,
+        points: [],
+        letter: letterOf(code, field, message, 1),
+        error: { code, ...(field === '' ? {} : { field }), message },
+        ...(response === undefined ? {} : { response }),
+      };
     }
+    const failed = (code: DeadLetterCode, message: string): Verdict => ({ outcome: 'error', points: [], letter: letterOf(code, '', message, 1), error: { code, message } });
+    let points: Point[];
+    try {
+      // Points come from untrusted code: validate again on this side of the boundary.
+      points = pointsOf(verdict.result).map((p) => validatePoint(p));
+    } catch (err) {
+      return failed('bad_points', errorMessage(err));
+    }
+    const response = verdict.result.response;
+    if (response !== undefined) {
+      const problem = responseProblem(response);
+      if (problem !== undefined) return failed('error', problem);
+    }
+    return { outcome: 'ok', points, publishes: verdict.publishes, ...(response === undefined ? {} : { response }) };
   }
 
   /** Stores the verdict (points or dead letter), counts it, and makes the answer. */

@@ -28,7 +28,8 @@ import { DEFAULT_TENANT, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, timerFunctionOf
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxEvent, SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
-import { checkedPublishes, type Publish } from '../sdk/downlink.ts';
+import type { Publish } from '../sdk/downlink.ts';
+import { verdictOf } from '../verdict.ts';
 import { DownlinkSender, type Downlink } from './downlink.ts';
 import { CommitTracker } from './commit-tracker.ts';
 import { FunctionMeter, type FunctionStats } from './function-stats.ts';
@@ -504,25 +505,14 @@ export class Router implements InvocationRecorder {
    * store has taken them.
    */
   #collect(fnName: string, event: LoggedEvent, result: SandboxResult, out: Collected, attempt: number): void {
-    const { letters } = out;
-    if (result.outcome === 'ok') {
-      let sent: Publish[];
-      try {
-        // Guest output: checked again on this side of the boundary (the guest enforces the same rules on ctx.publish).
-        sent = checkedPublishes(result.publishes);
-      } catch (err) {
-        this.#meter.outcome(fnName, 'error');
-        letters.push(this.#letter(fnName, event, 'error', '', errorMessage(err), attempt));
-        return;
-      }
-      out.points.set(event, result.points);
-      if (sent.length > 0) out.publishes.set(event, sent);
+    const verdict = verdictOf(result);
+    if (verdict.ok) {
+      out.points.set(event, verdict.result.points);
+      if (verdict.publishes.length > 0) out.publishes.set(event, verdict.publishes);
       return;
     }
-    this.#meter.outcome(fnName, result.outcome);
-    if (result.outcome === 'invalid') letters.push(this.#letter(fnName, event, result.code, result.field, result.message, attempt));
-    else if (result.outcome === 'error') letters.push(this.#letter(fnName, event, result.code, '', result.message, attempt));
-    else letters.push(this.#letter(fnName, event, result.outcome, '', result.message, attempt));
+    this.#meter.outcome(fnName, verdict.outcome);
+    out.letters.push(this.#letter(fnName, event, verdict.code, verdict.field, verdict.message, attempt));
   }
 
   /** `attempts`: how many times the event ran; absent when it never reached a function. */
