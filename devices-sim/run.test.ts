@@ -59,7 +59,6 @@ describe('runSimulation', () => {
   it('never has more than maxInflight in flight per station: due messages wait in its bounded outbox; unacked ones count as timeouts', async () => {
     // A broker that never acknowledges: authorizePublish never answers.
     broker = await startTestBroker({ authorizePublish: () => {} });
-    const started = Date.now();
     const report = await runSimulation({
       url: broker.url,
       stations: 2,
@@ -80,7 +79,6 @@ describe('runSimulation', () => {
     expect(report.errors).toBe(6);
     expect(report.drainMs).toBeGreaterThanOrEqual(190);
     expect(report.latencyMs.p99).toBeNull();
-    expect(Date.now() - started).toBeLessThan(3_000);
   });
 
   it('times latency from the intended send time: a stalled simulator shows its stall (no coordinated omission)', async () => {
