@@ -37,9 +37,23 @@ function stationEvents(n: number): BenchEvent[] {
       voltage: 229.8,
       cabinetTempC: 24.1,
       door: 'closed',
-      docks: Array.from({ length: 8 }, (_, slot) => ({ slot: slot + 1, scooterId: slot % 3 === 0 ? null : `sc-${1000 + slot}`, battery: slot % 3 === 0 ? null : 0.1 * slot + 0.05, charging: slot % 2 === 0 && slot % 3 !== 0, powerW: slot % 2 === 0 ? 88.25 : 0 })),
+      docks: Array.from({ length: 8 }, (_, slot) => ({
+        slot: slot + 1,
+        scooterId: slot % 3 === 0 ? null : `sc-${1000 + slot}`,
+        battery: slot % 3 === 0 ? null : 0.1 * slot + 0.05,
+        charging: slot % 2 === 0 && slot % 3 !== 0,
+        powerW: slot % 2 === 0 ? 88.25 : 0,
+      })),
     };
-    return { payload: Buffer.from(JSON.stringify(payload)), topic: `stations/${id}/telemetry`, deviceId: id, receivedAt: Date.now(), source: 'mqtt', invocationId: `station-telemetry:${i}`, attempt: 1 };
+    return {
+      payload: Buffer.from(JSON.stringify(payload)),
+      topic: `stations/${id}/telemetry`,
+      deviceId: id,
+      receivedAt: Date.now(),
+      source: 'mqtt',
+      invocationId: `station-telemetry:${i}`,
+      attempt: 1,
+    };
   });
 }
 
@@ -68,7 +82,16 @@ export async function invocationBench(argv: readonly string[] = process.argv.sli
   const station = await bundleFunction(path.join(ROOT, 'functions/station-telemetry.ts'));
   const dataDir = await mkdtemp(path.join(tmpdir(), 'voltline-bench-invocation-'));
   const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: 30_000, maxMemoryMb: 512, maxBatchEvents: 10_000 }, silentLogger());
-  const scheduler = new Scheduler({ driver: processDriver({ heartbeatMs: 100 }), workersMin: 1, workersMax: 1, workerCapacity: 4, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger: silentLogger(), registry: new Registry() });
+  const scheduler = new Scheduler({
+    driver: processDriver({ heartbeatMs: 100 }),
+    workersMin: 1,
+    workersMax: 1,
+    workerCapacity: 4,
+    maxQueuedBatches: 16,
+    heartbeatTimeoutMs: 10_000,
+    logger: silentLogger(),
+    registry: new Registry(),
+  });
   const rows: Array<[string, string]> = [];
   const figures: Record<string, unknown> = {};
   try {
@@ -88,7 +111,8 @@ export async function invocationBench(argv: readonly string[] = process.argv.sli
       for (let b = 0; b < batches; b++) {
         const outcome = await scheduler.run(load, events);
         isolateMs += outcome.metering.cpuMs;
-        if (outcome.results.some((r) => r.outcome !== 'ok')) throw new Error(`a station event was not ok: ${JSON.stringify(outcome.results.find((r) => r.outcome !== 'ok'))}`);
+        if (outcome.results.some((r) => r.outcome !== 'ok'))
+          throw new Error(`a station event was not ok: ${JSON.stringify(outcome.results.find((r) => r.outcome !== 'ok'))}`);
       }
       const n = batches * size;
       const cpu = process.cpuUsage(cpu0);
@@ -100,8 +124,13 @@ export async function invocationBench(argv: readonly string[] = process.argv.sli
         platformUs: Math.round(((cpu.user + cpu.system) / n) * 10) / 10,
       };
       perEvent.push(figure);
-      log(`  batch ${size}: worker ${figure.workerUs} µs/event (isolate ${figure.isolateUs}), platform ${figure.platformUs} µs/event, wall ${figure.wallUs} µs/event`);
-      rows.push([`batch of ${size}`, `${figure.workerUs} µs CPU/event in the worker (isolate ${figure.isolateUs}), ${figure.platformUs} on the platform's side`]);
+      log(
+        `  batch ${size}: worker ${figure.workerUs} µs/event (isolate ${figure.isolateUs}), platform ${figure.platformUs} µs/event, wall ${figure.wallUs} µs/event`,
+      );
+      rows.push([
+        `batch of ${size}`,
+        `${figure.workerUs} µs CPU/event in the worker (isolate ${figure.isolateUs}), ${figure.platformUs} on the platform's side`,
+      ]);
     }
     figures['perEvent'] = perEvent;
     // --- deploy → first result ----------------------------------------------------------
@@ -131,7 +160,18 @@ export async function invocationBench(argv: readonly string[] = process.argv.sli
     await scheduler.stop();
   }
   // --- first event after scale to zero ------------------------------------------------------
-  const zero = new Scheduler({ driver: processDriver({ heartbeatMs: 100 }), workersMin: 0, workersMax: 1, idleTimeoutMs: 200, autoscaler: { stableWindowMs: 3_000 }, workerCapacity: 4, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger: silentLogger(), registry: new Registry() });
+  const zero = new Scheduler({
+    driver: processDriver({ heartbeatMs: 100 }),
+    workersMin: 0,
+    workersMax: 1,
+    idleTimeoutMs: 200,
+    autoscaler: { stableWindowMs: 3_000 },
+    workerCapacity: 4,
+    maxQueuedBatches: 16,
+    heartbeatTimeoutMs: 10_000,
+    logger: silentLogger(),
+    registry: new Registry(),
+  });
   try {
     await zero.start();
     const fn = loadFunctionOf(await registry.deploy(station.code, 'bench'));

@@ -18,13 +18,17 @@ const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results
 export function lastThroughput(): number | undefined {
   let names: string[];
   try {
-    names = readdirSync(RESULTS).filter((n) => n.endsWith('.json')).sort();
+    names = readdirSync(RESULTS)
+      .filter((n) => n.endsWith('.json'))
+      .sort();
   } catch {
     return undefined;
   }
   for (const name of names.reverse()) {
     try {
-      const run = JSON.parse(readFileSync(path.join(RESULTS, name), 'utf8')) as { reports?: Array<{ bench: string; figures: { voltline?: { maxSustained?: number } } }> };
+      const run = JSON.parse(readFileSync(path.join(RESULTS, name), 'utf8')) as {
+        reports?: Array<{ bench: string; figures: { voltline?: { maxSustained?: number } } }>;
+      };
       const figure = run.reports?.find((r) => r.bench === 'throughput')?.figures.voltline?.maxSustained;
       if (typeof figure === 'number' && figure > 0) return figure;
     } catch {
@@ -41,12 +45,25 @@ export async function latencyBench(argv: readonly string[] = process.argv.slice(
   const rates = shares.map((share) => Math.round((figure * share) / 100) * 100);
   const stepSeconds = Number(args.value('step-seconds') ?? (args.smoke ? 3 : 60));
   log(`latency: at ${rates.map((r) => fmt(r)).join(', ')} msg/s (25/50/75 % of ${fmt(figure)}), steps of ${stepSeconds} s`);
-  const { ladder, verify } = await voltlineLadder({ rates, stepSeconds, warmupSeconds: Number(args.value('warmup-seconds') ?? (args.smoke ? 1 : 5)), stations: args.smoke ? 200 : 2_000, connections: args.smoke ? 10 : 50, keepGoing: true });
+  const { ladder, verify } = await voltlineLadder({
+    rates,
+    stepSeconds,
+    warmupSeconds: Number(args.value('warmup-seconds') ?? (args.smoke ? 1 : 5)),
+    stations: args.smoke ? 200 : 2_000,
+    connections: args.smoke ? 10 : 50,
+    keepGoing: true,
+  });
   const rows: Array<[string, string]> = ladder.steps.map((s, i) => [
     `${Math.round((shares[i] ?? 0) * 100)} % (${fmt(s.offered)} msg/s)`,
     `PUBACK p50/p99/p999 ${fmt(s.pubackMs.p50, 1)}/${fmt(s.pubackMs.p99, 1)}/${fmt(s.pubackMs.p999, 1)} ms; device ts → queryable ${fmt(s.queryableMs.p50)}/${fmt(s.queryableMs.p99)}/${fmt(s.queryableMs.p999)} ms`,
   ]);
-  return { bench: 'latency', title: `latency (of a throughput figure of ${fmt(figure)} msg/s)`, ok: verify.ok, rows, figures: { throughput: figure, steps: ladder.steps, verify } };
+  return {
+    bench: 'latency',
+    title: `latency (of a throughput figure of ${fmt(figure)} msg/s)`,
+    ok: verify.ok,
+    rows,
+    figures: { throughput: figure, steps: ladder.steps, verify },
+  };
 }
 
 if (import.meta.main) emit(await latencyBench(), parseBenchArgs());

@@ -82,7 +82,9 @@ export async function memoryBench(argv: readonly string[] = process.argv.slice(2
       const platformMib = mib(sampleProcess(platform.pid)?.rssBytes ?? 0);
       const sample = { atS: Math.round((Date.now() - started) / 1000), platformMib, workersMib, totalMib: platformMib + workersMib.reduce((a, b) => a + b, 0) };
       samples.push(sample);
-      log(`  ${String(sample.atS).padStart(4)} s: platform ${sample.platformMib} MiB, workers ${sample.workersMib.join(' + ') || '–'} MiB, total ${sample.totalMib} MiB`);
+      log(
+        `  ${String(sample.atS).padStart(4)} s: platform ${sample.platformMib} MiB, workers ${sample.workersMib.join(' + ') || '–'} MiB, total ${sample.totalMib} MiB`,
+      );
     }
     const step = await running;
     const verify = await verifyStored(platform.process, await load.totals());
@@ -95,13 +97,28 @@ export async function memoryBench(argv: readonly string[] = process.argv.slice(2
     const flat = growthPct <= MAX_GROWTH_PCT && maxMib <= LIMIT_MIB;
     const sentPct = step.load.due === 0 ? 100 : Math.round((step.load.sent / step.load.due) * 1000) / 10;
     const rows: Array<[string, string]> = [
-      [`${fmt(rate)} msg/s for ${seconds} s`, `sent ${sentPct} % of what was due, ${step.load.lost} unacknowledged; queryable p99 ${fmt(step.probe === undefined ? null : quantile99(step.probe.latency))} ms`],
-      ['resident memory (all processes)', `second quarter ${Math.round(second)} MiB, last quarter ${Math.round(last)} MiB (${growthPct >= 0 ? '+' : ''}${growthPct} %), max ${maxMib} MiB, last half ${slope} MiB/min`],
+      [
+        `${fmt(rate)} msg/s for ${seconds} s`,
+        `sent ${sentPct} % of what was due, ${step.load.lost} unacknowledged; queryable p99 ${fmt(step.probe === undefined ? null : quantile99(step.probe.latency))} ms`,
+      ],
+      [
+        'resident memory (all processes)',
+        `second quarter ${Math.round(second)} MiB, last quarter ${Math.round(last)} MiB (${growthPct >= 0 ? '+' : ''}${growthPct} %), max ${maxMib} MiB, last half ${slope} MiB/min`,
+      ],
       ['flat', flat ? `yes (≤ ${MAX_GROWTH_PCT} % growth, ≤ ${fmt(LIMIT_MIB)} MiB)` : `NO (${growthPct} % growth, max ${maxMib} MiB)`],
-      ['stored exactly once', verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid, missing 0, extra 0` : `NO: missing ${verify.missing}, extra ${verify.extra}`],
+      [
+        'stored exactly once',
+        verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid, missing 0, extra 0` : `NO: missing ${verify.missing}, extra ${verify.extra}`,
+      ],
     ];
     // A smoke run is too short to level off: there only the exactly-once check counts.
-    return { bench: 'memory', title: 'memory (half the throughput figure)', ok: (flat || args.smoke) && verify.ok && step.load.lost === 0, rows, figures: { throughput: figure, rate, seconds, samples, growthPct, maxMib, slopeMibPerMinute: slope, flat, verify } };
+    return {
+      bench: 'memory',
+      title: 'memory (half the throughput figure)',
+      ok: (flat || args.smoke) && verify.ok && step.load.lost === 0,
+      rows,
+      figures: { throughput: figure, rate, seconds, samples, growthPct, maxMib, slopeMibPerMinute: slope, flat, verify },
+    };
   } finally {
     await load?.close();
     await platform.stop();

@@ -45,7 +45,18 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
   let load: LoadProcess | undefined;
   let second: Awaited<ReturnType<typeof startPlatformProcess>> | undefined;
   try {
-    load = await LoadProcess.start({ load: { host: first.mqttHost, port: first.mqttPort, connections: args.smoke ? 10 : 50, stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50 });
+    load = await LoadProcess.start({
+      load: {
+        host: first.mqttHost,
+        port: first.mqttPort,
+        connections: args.smoke ? 10 : 50,
+        stations,
+        maxInflight: 900,
+        invalidRatio: 0.01,
+        clientPrefix: 'bench-',
+      },
+      pollMs: 50,
+    });
     log(`recovery: ${fmt(rate)} msg/s for ${seconds} s, SIGKILL at the end of it, restart`);
     const step = load.step(rate, seconds * 1_000, 1_000, 0);
     await new Promise((resolve) => setTimeout(resolve, seconds * 1_000));
@@ -67,7 +78,10 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     let storedAt = Number.NaN;
     const deadline = Date.now() + 300_000;
     while (Date.now() < deadline) {
-      const answer = await getJson<{ series: Array<{ points: Array<[number, number | null]> }> }>(`${second.apiUrl}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`, second.token);
+      const answer = await getJson<{ series: Array<{ points: Array<[number, number | null]> }> }>(
+        `${second.apiUrl}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`,
+        second.token,
+      );
       const stored = answer.series.reduce((n, s) => n + s.points.reduce((m, [, v]) => m + (v ?? 0), 0), 0);
       if (stored >= ackedValid) {
         storedAt = Date.now();
@@ -78,13 +92,24 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     const replayMs = storedAt - readingAt;
     const eventsPerSecond = backlog / (replayMs / 1000);
     const verify = await verifyStored(second, totals, 60_000, false);
-    log(`  backlog ${fmt(backlog)} events, all stored ${fmt(replayMs)} ms after the router started reading: ${fmt(eventsPerSecond)} events/s; start to ready ${fmt(performance.now() - restarted)} ms`);
+    log(
+      `  backlog ${fmt(backlog)} events, all stored ${fmt(replayMs)} ms after the router started reading: ${fmt(eventsPerSecond)} events/s; start to ready ${fmt(performance.now() - restarted)} ms`,
+    );
     const rows: Array<[string, string]> = [
       ['backlog at the restart', `${fmt(backlog)} events past the committed position`],
       ['replayed and stored in', `${fmt(replayMs)} ms: ${fmt(eventsPerSecond)} events/s`],
-      ['exactly once', verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid stored, missing 0, extra 0` : `NO: missing ${verify.missing}, extra ${verify.extra}`],
+      [
+        'exactly once',
+        verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid stored, missing 0, extra 0` : `NO: missing ${verify.missing}, extra ${verify.extra}`,
+      ],
     ];
-    return { bench: 'recovery', title: 'recovery (kill -9 with a backlog, restart)', ok: verify.ok && Number.isFinite(replayMs), rows, figures: { rate, seconds, sent: sent.load.sent, acked: sent.load.acked, backlog, replayMs, eventsPerSecond, verify } };
+    return {
+      bench: 'recovery',
+      title: 'recovery (kill -9 with a backlog, restart)',
+      ok: verify.ok && Number.isFinite(replayMs),
+      rows,
+      figures: { rate, seconds, sent: sent.load.sent, acked: sent.load.acked, backlog, replayMs, eventsPerSecond, verify },
+    };
   } finally {
     await load?.close();
     await second?.stop();

@@ -27,7 +27,9 @@ const BOOLEAN_FLAGS = new Set(['--smoke', '--json', '--no-ceiling', '--no-stages
 
 function runOne(name: BenchName, flags: readonly string[]): Promise<BenchReport> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(HERE, `${name}.ts`), ...flags], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(HERE, `${name}.ts`), ...flags], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     child.on('exit', (code) => {
@@ -74,7 +76,10 @@ async function main(): Promise<void> {
   let throughputFigure: number | undefined;
   for (const name of wanted) {
     process.stderr.write(`\n== ${name}\n`);
-    const extra = (name === 'latency' || name === 'memory') && throughputFigure !== undefined && throughputFigure > 0 && !flags.includes('--throughput') ? ['--throughput', String(throughputFigure)] : [];
+    const extra =
+      (name === 'latency' || name === 'memory') && throughputFigure !== undefined && throughputFigure > 0 && !flags.includes('--throughput')
+        ? ['--throughput', String(throughputFigure)]
+        : [];
     try {
       const report = await runOne(name, [...flags.filter((f) => f !== '--json'), ...extra, '--json']);
       reports.push(report);
@@ -83,8 +88,18 @@ async function main(): Promise<void> {
       reports.push({ bench: name, title: name, ok: false, rows: [['error', err instanceof Error ? err.message : String(err)]], figures: {} });
     }
   }
-  const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, commit: commit(), date: started.toISOString(), smoke: flags.includes('--smoke') };
-  process.stdout.write(`\nVoltline benchmarks: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Node ${machine.node}, commit ${machine.commit}${machine.smoke ? ', smoke sizes' : ''}\n`);
+  const machine = {
+    cores: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    commit: commit(),
+    date: started.toISOString(),
+    smoke: flags.includes('--smoke'),
+  };
+  process.stdout.write(
+    `\nVoltline benchmarks: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Node ${machine.node}, commit ${machine.commit}${machine.smoke ? ', smoke sizes' : ''}\n`,
+  );
   for (const report of reports) process.stdout.write(`\n${formatRows(`${report.title}${report.ok ? '' : '  [FAILED CHECK]'}`, report.rows)}\n`);
   if (flags.includes('--json')) {
     const dir = path.join(HERE, 'results');

@@ -37,7 +37,14 @@ interface SimJson {
   readonly stations: number;
   readonly ratePerSec: { readonly target: number; readonly achieved: number; readonly steady: number | null };
   readonly latencyMs: Summary;
-  readonly verify?: { readonly acked: number; readonly stored: number; readonly missing: number; readonly duplicates: number; readonly missingSamples: string[]; readonly queryableLatencyMs: Summary };
+  readonly verify?: {
+    readonly acked: number;
+    readonly stored: number;
+    readonly missing: number;
+    readonly duplicates: number;
+    readonly missingSamples: string[];
+    readonly queryableLatencyMs: Summary;
+  };
 }
 
 export async function simBench(argv: readonly string[] = process.argv.slice(2)): Promise<BenchReport> {
@@ -47,7 +54,26 @@ export async function simBench(argv: readonly string[] = process.argv.slice(2)):
   const seconds = Number(args.value('seconds') ?? (args.smoke ? 5 : 60));
   const platform = await startBenchPlatform({ withFunction: true, extraArgs: ['--connection-rate', '10000'] });
   try {
-    const command = ['sim', '--stations', String(stations), '--rate', String(rate), '--duration', `${seconds}s`, '--verify', '--verify-timeout', '60s', '--threads', '2', '--anonymous', '--url', platform.process.mqttUrl, '--token', platform.process.token, '--json'];
+    const command = [
+      'sim',
+      '--stations',
+      String(stations),
+      '--rate',
+      String(rate),
+      '--duration',
+      `${seconds}s`,
+      '--verify',
+      '--verify-timeout',
+      '60s',
+      '--threads',
+      '2',
+      '--anonymous',
+      '--url',
+      platform.process.mqttUrl,
+      '--token',
+      platform.process.token,
+      '--json',
+    ];
     log(`sim: voltline ${command.filter((arg) => arg !== platform.process.token).join(' ')} (token hidden)`);
     let peakMib = 0;
     // CPU seconds, the last seen of each process: Voltline's (the platform and its workers)
@@ -89,15 +115,29 @@ export async function simBench(argv: readonly string[] = process.argv.slice(2)):
     const verify = report.verify;
     const ok = run.code === 0 && verify !== undefined && verify.missing === 0 && verify.duplicates === 0;
     const rows: Array<readonly [string, string]> = [
-      [`${fmt(stations)} stations, ${fmt(rate)} msg/s, ${seconds} s`, `${fmt(report.connected)} connected; sent ${fmt(report.sent)}, acknowledged ${fmt(report.acked)}, errors ${fmt(report.errors)}; achieved ${fmt(report.ratePerSec.achieved)} msg/s (steady ${fmt(report.ratePerSec.steady)})`],
+      [
+        `${fmt(stations)} stations, ${fmt(rate)} msg/s, ${seconds} s`,
+        `${fmt(report.connected)} connected; sent ${fmt(report.sent)}, acknowledged ${fmt(report.acked)}, errors ${fmt(report.errors)}; achieved ${fmt(report.ratePerSec.achieved)} msg/s (steady ${fmt(report.ratePerSec.steady)})`,
+      ],
       ['publish → PUBACK', `p50/p99 ${fmt(report.latencyMs.p50, 1)}/${fmt(report.latencyMs.p99, 1)} ms`],
-      ['--verify', verify === undefined ? 'NO report' : `${verify.missing === 0 && verify.duplicates === 0 ? 'nothing missing' : 'NO'}: ${fmt(verify.acked)} acknowledged, ${fmt(verify.stored)} stored, missing ${fmt(verify.missing)}, duplicates ${fmt(verify.duplicates)}${verify.missing > 0 ? ` (${verify.missingSamples.join(', ')})` : ''}`],
+      [
+        '--verify',
+        verify === undefined
+          ? 'NO report'
+          : `${verify.missing === 0 && verify.duplicates === 0 ? 'nothing missing' : 'NO'}: ${fmt(verify.acked)} acknowledged, ${fmt(verify.stored)} stored, missing ${fmt(verify.missing)}, duplicates ${fmt(verify.duplicates)}${verify.missing > 0 ? ` (${verify.missingSamples.join(', ')})` : ''}`,
+      ],
       ['publish → queryable', verify === undefined ? '–' : `p50/p99 ${fmt(verify.queryableLatencyMs.p50)}/${fmt(verify.queryableLatencyMs.p99)} ms`],
       ['CPU over the run', `Voltline ${cores(voltlineCpuS)} cores, the simulator ${cores(simCpuS)} cores (${fmt(wallS, 0)} s from start to verdict)`],
       ['resident memory, peak', `${fmt(peakMib)} MiB (platform and workers)`],
     ];
     for (const [what, figure] of rows) log(`  ${what}: ${figure}`);
-    return { bench: 'sim', title: 'voltline sim --verify against voltline up', ok, rows, figures: { stations, rate, seconds, exitCode: run.code, report, peakMib, wallS, voltlineCpuS, simCpuS } };
+    return {
+      bench: 'sim',
+      title: 'voltline sim --verify against voltline up',
+      ok,
+      rows,
+      figures: { stations, rate, seconds, exitCode: run.code, report, peakMib, wallS, voltlineCpuS, simCpuS },
+    };
   } finally {
     await platform.stop();
   }

@@ -94,7 +94,16 @@ export async function storeBench(argv: readonly string[] = process.argv.slice(2)
     let series = 0;
     for (let i = 0; i < 3; i++) {
       const q0 = performance.now();
-      const answer = await store.query({ measurement: 'station', field: 'voltage', tags: {}, fromMs: T0, toMs: T0 + minutes * 60_000, everyMs: 3_600_000, agg: 'mean', limit: 100 });
+      const answer = await store.query({
+        measurement: 'station',
+        field: 'voltage',
+        tags: {},
+        fromMs: T0,
+        toMs: T0 + minutes * 60_000,
+        everyMs: 3_600_000,
+        agg: 'mean',
+        limit: 100,
+      });
       timings.push(performance.now() - q0);
       series = answer.series.length;
     }
@@ -102,7 +111,9 @@ export async function storeBench(argv: readonly string[] = process.argv.slice(2)
     await store.close();
     const bytes = (await stat(path.join(dir, DATABASE_FILE))).size;
     const bytesPerPoint = bytes / total;
-    log(`  file ${fmt(bytes / 2 ** 20, 1)} MiB: ${fmt(bytesPerPoint, 1)} bytes/point; ${minutes / 60} h hourly mean over ${series} stations: ${fmt(queryMs)} ms`);
+    log(
+      `  file ${fmt(bytes / 2 ** 20, 1)} MiB: ${fmt(bytesPerPoint, 1)} bytes/point; ${minutes / 60} h hourly mean over ${series} stations: ${fmt(queryMs)} ms`,
+    );
     return {
       bench: 'store',
       title: 'store (embedded, station points as the router writes them)',

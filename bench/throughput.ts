@@ -108,7 +108,11 @@ function mb(bytes: number): number {
 }
 
 /** Sums a step's CPU and memory by role: the server pid, its children (workers), the generator. */
-function split(d: CpuDelta, serverPid: number, generatorPid: number | undefined): { server: number; workers: number; generator: number; rssServer: number; rssWorkers: number } {
+function split(
+  d: CpuDelta,
+  serverPid: number,
+  generatorPid: number | undefined,
+): { server: number; workers: number; generator: number; rssServer: number; rssWorkers: number } {
   let server = 0;
   let workers = 0;
   let generator = 0;
@@ -157,7 +161,14 @@ function transportProblems(step: StepResult, rate: number): string[] {
 }
 
 /** Steps `load` up `rates` against `serverPid`, judging each step, until one fails. */
-export async function runLadder(name: string, load: LoadProcess, serverPid: number, options: LadderOptions, judge: Judge, platform?: PlatformMetrics): Promise<Ladder> {
+export async function runLadder(
+  name: string,
+  load: LoadProcess,
+  serverPid: number,
+  options: LadderOptions,
+  judge: Judge,
+  platform?: PlatformMetrics,
+): Promise<Ladder> {
   const steps: StepFigures[] = [];
   for (const rate of options.rates) {
     const others = load.pid === undefined ? [] : [load.pid];
@@ -201,7 +212,9 @@ export async function runLadder(name: string, load: LoadProcess, serverPid: numb
     steps.push(figures);
     log(
       `  ${name} ${fmt(rate).padStart(7)} msg/s: ${figures.pass ? 'pass' : 'FAIL'}  sent ${fmt(r.sentPerSecond)}/s` +
-        (figures.storedInWindowPct === null ? '' : `, stored in window ${figures.storedInWindowPct} %, queryable p50/p99 ${fmt(figures.queryableMs.p50)}/${fmt(figures.queryableMs.p99)} ms`) +
+        (figures.storedInWindowPct === null
+          ? ''
+          : `, stored in window ${figures.storedInWindowPct} %, queryable p50/p99 ${fmt(figures.queryableMs.p50)}/${fmt(figures.queryableMs.p99)} ms`) +
         (figures.receiptToStoredMs.p50 === null ? '' : ` (receipt → stored ${fmt(figures.receiptToStoredMs.p50)}/${fmt(figures.receiptToStoredMs.p99)} ms)`) +
         (figures.deliveredPct === null ? '' : `, delivered ${figures.deliveredPct} %`) +
         `, PUBACK p99 ${fmt(figures.pubackMs.p99, 1)} ms, CPU ${figures.cpuUsPerMessage.total} µs/msg (server ${figures.cpuUsPerMessage.server}, workers ${figures.cpuUsPerMessage.workers}; generator ${figures.cpuUsPerMessage.generator}), RSS ${figures.rssMb.total} MiB` +
@@ -229,14 +242,22 @@ export interface VerifyFigures {
  * `countDeadLetters` false skips the dead-letter check (voltline_dead_letters_total starts
  * over with the process: after a restart it holds only what the new one wrote).
  */
-export async function verifyStored(platform: { readonly apiUrl: string; readonly token: string }, totals: Totals, waitMs = 60_000, countDeadLetters = true): Promise<VerifyFigures> {
+export async function verifyStored(
+  platform: { readonly apiUrl: string; readonly token: string },
+  totals: Totals,
+  waitMs = 60_000,
+  countDeadLetters = true,
+): Promise<VerifyFigures> {
   const api = platform.apiUrl;
   const token = platform.token;
   const ackedValid = totals.ackedValid.reduce((a, b) => a + b, 0);
   const deadline = Date.now() + waitMs;
   let counts = new Map<string, number>();
   for (;;) {
-    const answer = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number | null]> }> }>(`${api}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`, token);
+    const answer = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number | null]> }> }>(
+      `${api}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`,
+      token,
+    );
     counts = new Map(answer.series.map((s) => [s.tags['station'] ?? '', s.points.reduce((n, [, v]) => n + (v ?? 0), 0)]));
     let stored = 0;
     for (const v of counts.values()) stored += v;
@@ -260,28 +281,48 @@ export async function verifyStored(platform: { readonly apiUrl: string; readonly
 
 /** The platform with the station function, its ladder, and the verification of what it stored. */
 export async function voltlineLadder(options: LadderOptions, profileDir?: string, pollMs = 50): Promise<{ ladder: Ladder; verify: VerifyFigures }> {
-  const platform = await startBenchPlatform({ withFunction: true, ...(profileDir === undefined ? {} : { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } }) });
+  const platform = await startBenchPlatform({
+    withFunction: true,
+    ...(profileDir === undefined ? {} : { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } }),
+  });
   let load: LoadProcess | undefined;
   try {
     load = await LoadProcess.start({
-      load: { host: platform.mqttHost, port: platform.mqttPort, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' },
+      load: {
+        host: platform.mqttHost,
+        port: platform.mqttPort,
+        connections: options.connections,
+        stations: options.stations,
+        maxInflight: 900,
+        invalidRatio: 0.01,
+        clientPrefix: 'bench-',
+      },
       ...(pollMs > 0 ? { apiUrl: platform.process.apiUrl } : {}),
       token: platform.process.token,
       pollMs,
     });
     // Warm up: workers started, the function loaded, the series created.
     await load.step(Math.min(1_000, options.rates[0] ?? 1_000), 3_000, 5_000, 3_000);
-    const ladder = await runLadder('voltline', load, platform.pid, options, (step) => {
-      const why: string[] = [];
-      if (step.probe === undefined) return why;
-      const stored = pct(step.probe?.confirmedInStep ?? 0, step.load.sentValid);
-      if (stored < 95) why.push(`stored within the window ${stored} % < 95 %`);
-      const p99 = step.probe === undefined ? null : quantiles(step.probe.latency).p99;
-      if ((p99 ?? Number.POSITIVE_INFINITY) > 1_000) why.push(`p99 queryable ${p99} ms > 1000 ms`);
-      return why;
-    }, platform.process);
+    const ladder = await runLadder(
+      'voltline',
+      load,
+      platform.pid,
+      options,
+      (step) => {
+        const why: string[] = [];
+        if (step.probe === undefined) return why;
+        const stored = pct(step.probe?.confirmedInStep ?? 0, step.load.sentValid);
+        if (stored < 95) why.push(`stored within the window ${stored} % < 95 %`);
+        const p99 = step.probe === undefined ? null : quantiles(step.probe.latency).p99;
+        if ((p99 ?? Number.POSITIVE_INFINITY) > 1_000) why.push(`p99 queryable ${p99} ms > 1000 ms`);
+        return why;
+      },
+      platform.process,
+    );
     const verify = await verifyStored(platform.process, await load.totals());
-    log(`  verify: ${fmt(verify.ackedValid)} acknowledged valid, ${fmt(verify.stored)} stored, missing ${verify.missing}, extra ${verify.extra}; ${fmt(verify.ackedInvalid)} acknowledged invalid, ${fmt(verify.deadLetters)} dead letters`);
+    log(
+      `  verify: ${fmt(verify.ackedValid)} acknowledged valid, ${fmt(verify.stored)} stored, missing ${verify.missing}, extra ${verify.extra}; ${fmt(verify.ackedInvalid)} acknowledged invalid, ${fmt(verify.deadLetters)} dead letters`,
+    );
     return { ladder, verify };
   } finally {
     await load?.close();
@@ -294,7 +335,18 @@ async function frontLadder(options: LadderOptions): Promise<Ladder> {
   const platform = await startBenchPlatform({ withFunction: false });
   let load: LoadProcess | undefined;
   try {
-    load = await LoadProcess.start({ load: { host: platform.mqttHost, port: platform.mqttPort, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50 });
+    load = await LoadProcess.start({
+      load: {
+        host: platform.mqttHost,
+        port: platform.mqttPort,
+        connections: options.connections,
+        stations: options.stations,
+        maxInflight: 900,
+        invalidRatio: 0.01,
+        clientPrefix: 'bench-',
+      },
+      pollMs: 50,
+    });
     await load.step(1_000, 2_000, 5_000, 0);
     return await runLadder('front', load, platform.pid, options, () => []);
   } finally {
@@ -308,7 +360,19 @@ async function mosquittoLadder(options: LadderOptions): Promise<Ladder> {
   const mosquitto = await startPlainMosquitto();
   let load: LoadProcess | undefined;
   try {
-    load = await LoadProcess.start({ load: { host: '127.0.0.1', port: mosquitto.port, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'bench-' }, pollMs: 50, countDelivered: true });
+    load = await LoadProcess.start({
+      load: {
+        host: '127.0.0.1',
+        port: mosquitto.port,
+        connections: options.connections,
+        stations: options.stations,
+        maxInflight: 900,
+        invalidRatio: 0.01,
+        clientPrefix: 'bench-',
+      },
+      pollMs: 50,
+      countDelivered: true,
+    });
     await load.step(1_000, 2_000, 5_000, 0);
     return await runLadder('mosquitto', load, mosquitto.pid, options, (step) => {
       const delivered = pct(step.delivered ?? 0, step.load.sentWithWarmup);
@@ -322,7 +386,9 @@ async function mosquittoLadder(options: LadderOptions): Promise<Ladder> {
 
 /** `broker 12, log 4.5, …` in the stages' order. */
 function stageLine(usPerMessage: Record<string, number>): string {
-  return Object.entries(usPerMessage).map(([stage, us]) => `${stage} ${us}`).join(', ');
+  return Object.entries(usPerMessage)
+    .map(([stage, us]) => `${stage} ${us}`)
+    .join(', ');
 }
 
 function rates(text: string | undefined, fallback: readonly number[]): number[] {
@@ -364,19 +430,46 @@ export async function throughputBench(argv: readonly string[] = process.argv.sli
   const ceiling = mosquitto?.maxSustained ?? front?.maxSustained;
   const rows: Array<[string, string]> = [
     ['Voltline, max sustained', `${fmt(ladder.maxSustained)} msg/s (steps of ${base.stepSeconds} s)`],
-    ['  at that rate', best === undefined ? '–' : `queryable p50/p99 ${fmt(best.queryableMs.p50)}/${fmt(best.queryableMs.p99)} ms, PUBACK p99 ${fmt(best.pubackMs.p99, 1)} ms, ${best.cpuUsPerMessage.total} µs CPU/msg (platform ${best.cpuUsPerMessage.server}, workers ${best.cpuUsPerMessage.workers}), ${best.rssMb.total} MiB`],
-    ['  stored exactly once', verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid, missing ${verify.missing}, extra ${verify.extra}; ${fmt(verify.deadLetters)} dead letters` : `NO: missing ${verify.missing}, extra ${verify.extra}, dead letters ${verify.deadLetters} of ${verify.ackedInvalid}`],
+    [
+      '  at that rate',
+      best === undefined
+        ? '–'
+        : `queryable p50/p99 ${fmt(best.queryableMs.p50)}/${fmt(best.queryableMs.p99)} ms, PUBACK p99 ${fmt(best.pubackMs.p99, 1)} ms, ${best.cpuUsPerMessage.total} µs CPU/msg (platform ${best.cpuUsPerMessage.server}, workers ${best.cpuUsPerMessage.workers}), ${best.rssMb.total} MiB`,
+    ],
+    [
+      '  stored exactly once',
+      verify.ok
+        ? `yes: ${fmt(verify.ackedValid)} acknowledged valid, missing ${verify.missing}, extra ${verify.extra}; ${fmt(verify.deadLetters)} dead letters`
+        : `NO: missing ${verify.missing}, extra ${verify.extra}, dead letters ${verify.deadLetters} of ${verify.ackedInvalid}`,
+    ],
   ];
-  if (mosquitto !== undefined) rows.push(['Mosquitto → counting subscriber', `${fmt(mosquitto.maxSustained)} msg/s${at(mosquitto) === undefined ? '' : `, ${at(mosquitto)?.cpuUsPerMessage.server} µs CPU/msg`}`]);
-  if (front !== undefined) rows.push(['Voltline front (no function)', `${fmt(front.maxSustained)} msg/s${at(front) === undefined ? '' : `, ${at(front)?.cpuUsPerMessage.server} µs CPU/msg`}`]);
+  if (mosquitto !== undefined)
+    rows.push([
+      'Mosquitto → counting subscriber',
+      `${fmt(mosquitto.maxSustained)} msg/s${at(mosquitto) === undefined ? '' : `, ${at(mosquitto)?.cpuUsPerMessage.server} µs CPU/msg`}`,
+    ]);
+  if (front !== undefined)
+    rows.push([
+      'Voltline front (no function)',
+      `${fmt(front.maxSustained)} msg/s${at(front) === undefined ? '' : `, ${at(front)?.cpuUsPerMessage.server} µs CPU/msg`}`,
+    ]);
   if (ceiling !== undefined && ceiling > 0) rows.push(['Voltline / ceiling', `${Math.round((ladder.maxSustained / ceiling) * 100)} %`]);
-  if (stages !== undefined) rows.push([`CPU µs/msg by stage at ${fmt(stages.rate)}/s (profiled)`, `${stageLine(stages.usPerMessage)}; total ${stages.totalUsPerMessage}`]);
+  if (stages !== undefined)
+    rows.push([`CPU µs/msg by stage at ${fmt(stages.rate)}/s (profiled)`, `${stageLine(stages.usPerMessage)}; total ${stages.totalUsPerMessage}`]);
   return {
     bench: 'throughput',
     title: 'throughput (station workload)',
     ok: verify.ok,
     rows,
-    figures: { options: { ...base, voltlineRates, ceilingRates, ceilingSeconds }, voltline: ladder, verify, mosquitto: mosquitto ?? null, front: front ?? null, ratio: ceiling === undefined || ceiling === 0 ? null : ladder.maxSustained / ceiling, stages: stages ?? null },
+    figures: {
+      options: { ...base, voltlineRates, ceilingRates, ceilingSeconds },
+      voltline: ladder,
+      verify,
+      mosquitto: mosquitto ?? null,
+      front: front ?? null,
+      ratio: ceiling === undefined || ceiling === 0 ? null : ladder.maxSustained / ceiling,
+      stages: stages ?? null,
+    },
   };
 }
 

@@ -23,7 +23,14 @@ async function file(text: string): Promise<string> {
 
 describe('resolveConfig', () => {
   it('fills in the defaults: 1 worker to one per core, 30 s windows', () => {
-    expect(resolveConfig({})).toMatchObject({ workersMin: 1, workersMax: Math.max(1, availableParallelism()), idleTimeoutMs: 30_000, autoscalerStableWindowMs: 30_000, prewarm: 0, workerCapacity: 4 });
+    expect(resolveConfig({})).toMatchObject({
+      workersMin: 1,
+      workersMax: Math.max(1, availableParallelism()),
+      idleTimeoutMs: 30_000,
+      autoscalerStableWindowMs: 30_000,
+      prewarm: 0,
+      workerCapacity: 4,
+    });
   });
 
   it('takes workers as a fixed fleet, and refuses it beside a different bound', () => {
@@ -32,37 +39,59 @@ describe('resolveConfig', () => {
   });
 
   it('names the setting that is wrong', () => {
-    expect(() => resolveConfig({ workersMin: 5, workersMax: 2 })).toThrow("Cannot start Voltline as 'workersMin' is invalid: workersMin must be at most workersMax (current value: 5)");
+    expect(() => resolveConfig({ workersMin: 5, workersMax: 2 })).toThrow(
+      "Cannot start Voltline as 'workersMin' is invalid: workersMin must be at most workersMax (current value: 5)",
+    );
     expect(() => resolveConfig({ autoscalerStableWindowMs: 1_000 })).toThrow("'autoscalerStableWindowMs' is invalid");
   });
 });
 
 describe('resolveConfig: MQTT access', () => {
   it('authenticates devices under the default topic templates unless told otherwise', () => {
-    expect(resolveConfig({})).toMatchObject({ allowAnonymous: false, topicPolicy: 'device', publishTemplate: 'stations/{deviceId}/#', subscribeTemplate: 'stations/{deviceId}/commands/#' });
+    expect(resolveConfig({})).toMatchObject({
+      allowAnonymous: false,
+      topicPolicy: 'device',
+      publishTemplate: 'stations/{deviceId}/#',
+      subscribeTemplate: 'stations/{deviceId}/commands/#',
+    });
     expect(resolveConfig({ allowAnonymous: true, topicPolicy: 'open' })).toMatchObject({ allowAnonymous: true, topicPolicy: 'open' });
   });
 
   it('refuses a topic template before anything starts, naming it', () => {
-    expect(() => resolveConfig({ publishTemplate: 'stations/+/#' })).toThrow("Cannot start Voltline as 'publishTemplate' must contain {deviceId} as a whole topic level: current value is 'stations/+/#'");
+    expect(() => resolveConfig({ publishTemplate: 'stations/+/#' })).toThrow(
+      "Cannot start Voltline as 'publishTemplate' must contain {deviceId} as a whole topic level: current value is 'stations/+/#'",
+    );
     expect(() => resolveConfig({ topicPolicy: 'none' as 'open' })).toThrow(/'topicPolicy' is invalid/);
   });
 });
 
 describe('resolveConfig: per-tenant templates and the PROXY protocol', () => {
   it('takes per-tenant templates from a configuration file and checks them before anything starts, naming them', async () => {
-    const input = await readConfigFile(await file('{"tenantTopicPolicies": {"acme": {"publishTemplate": "acme/{deviceId}/#", "subscribeTemplate": "acme/{deviceId}/down/#"}}}'));
+    const input = await readConfigFile(
+      await file('{"tenantTopicPolicies": {"acme": {"publishTemplate": "acme/{deviceId}/#", "subscribeTemplate": "acme/{deviceId}/down/#"}}}'),
+    );
     expect(resolveConfig(input).tenantTopicPolicies).toEqual({ acme: { publishTemplate: 'acme/{deviceId}/#', subscribeTemplate: 'acme/{deviceId}/down/#' } });
     expect(resolveConfig({}).tenantTopicPolicies).toEqual({});
-    expect(() => resolveConfig({ tenantTopicPolicies: { acme: { publishTemplate: 'acme/+/#' } } })).toThrow("Cannot start Voltline as 'tenantTopicPolicies.acme.publishTemplate' must contain {deviceId} as a whole topic level: current value is 'acme/+/#'");
-    expect(() => resolveConfig({ tenantTopicPolicies: { acme: { publishTemplat: 'acme/{deviceId}/#' } as { publishTemplate?: string } } })).toThrow(/'tenantTopicPolicies.acme' is invalid: .*publishTemplat/);
+    expect(() => resolveConfig({ tenantTopicPolicies: { acme: { publishTemplate: 'acme/+/#' } } })).toThrow(
+      "Cannot start Voltline as 'tenantTopicPolicies.acme.publishTemplate' must contain {deviceId} as a whole topic level: current value is 'acme/+/#'",
+    );
+    expect(() => resolveConfig({ tenantTopicPolicies: { acme: { publishTemplat: 'acme/{deviceId}/#' } as { publishTemplate?: string } } })).toThrow(
+      /'tenantTopicPolicies.acme' is invalid: .*publishTemplat/,
+    );
   });
 
   it('takes the balancers of the PROXY protocol as addresses or CIDR blocks, and only with proxyProtocol on', () => {
-    expect(resolveConfig({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'] })).toMatchObject({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'] });
+    expect(resolveConfig({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'] })).toMatchObject({
+      proxyProtocol: true,
+      proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'],
+    });
     expect(resolveConfig({})).toMatchObject({ proxyProtocol: false, proxyProtocolFrom: [] });
-    expect(() => resolveConfig({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/40'] })).toThrow("Cannot start Voltline as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '10.0.0.0/40' is neither");
-    expect(() => resolveConfig({ proxyProtocolFrom: ['10.0.0.0/8'] })).toThrow("Cannot start Voltline as 'proxyProtocolFrom' is invalid: proxyProtocolFrom lists the balancers of proxyProtocol, which is off");
+    expect(() => resolveConfig({ proxyProtocol: true, proxyProtocolFrom: ['10.0.0.0/40'] })).toThrow(
+      "Cannot start Voltline as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '10.0.0.0/40' is neither",
+    );
+    expect(() => resolveConfig({ proxyProtocolFrom: ['10.0.0.0/8'] })).toThrow(
+      "Cannot start Voltline as 'proxyProtocolFrom' is invalid: proxyProtocolFrom lists the balancers of proxyProtocol, which is off",
+    );
   });
 });
 
@@ -95,7 +124,10 @@ describe('resolveConfig: broker limits', () => {
       mqttConnectionBurstPerAddress: 50,
       mqttMaxConnections: 10_000,
     });
-    expect(resolveConfig({ devicePublishRatePerSecond: 0.5, mqttMaxConnections: 50 })).toMatchObject({ devicePublishRatePerSecond: 0.5, mqttMaxConnections: 50 });
+    expect(resolveConfig({ devicePublishRatePerSecond: 0.5, mqttMaxConnections: 50 })).toMatchObject({
+      devicePublishRatePerSecond: 0.5,
+      mqttMaxConnections: 50,
+    });
   });
 
   it('refuses a limit that cannot work, naming it', () => {
@@ -110,7 +142,9 @@ describe('resolveConfig: MQTT over TLS', () => {
     expect(resolveConfig({}).tlsCertFile).toBeUndefined();
     expect(resolveConfig({ mqttTls: false, mqttTlsPort: 0 })).toMatchObject({ mqttTls: false, mqttTlsPort: 0 });
     expect(resolveConfig({ tlsCertFile: 'server.crt', tlsKeyFile: 'server.key' })).toMatchObject({ tlsCertFile: 'server.crt', tlsKeyFile: 'server.key' });
-    expect(() => resolveConfig({ tlsCertFile: 'server.crt' })).toThrow("Cannot start Voltline as 'tlsKeyFile' is invalid: tlsCertFile and tlsKeyFile go together");
+    expect(() => resolveConfig({ tlsCertFile: 'server.crt' })).toThrow(
+      "Cannot start Voltline as 'tlsKeyFile' is invalid: tlsCertFile and tlsKeyFile go together",
+    );
     expect(() => resolveConfig({ mqttTlsPort: 70_000 })).toThrow(/'mqttTlsPort' is invalid/);
   });
 });

@@ -5,7 +5,16 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { DEFAULT_BROKER_LIMITS, DEFAULT_EXTERNAL_CLIENT_ID, DEFAULT_EXTERNAL_TOPICS, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SHARE_GROUP, DEFAULT_SUBSCRIBE_TEMPLATE, TopicPolicy, trustedProxies } from '../ingest/index.ts';
+import {
+  DEFAULT_BROKER_LIMITS,
+  DEFAULT_EXTERNAL_CLIENT_ID,
+  DEFAULT_EXTERNAL_TOPICS,
+  DEFAULT_PUBLISH_TEMPLATE,
+  DEFAULT_SHARE_GROUP,
+  DEFAULT_SUBSCRIBE_TEMPLATE,
+  TopicPolicy,
+  trustedProxies,
+} from '../ingest/index.ts';
 
 export const PlatformConfigSchema = z
   .object({
@@ -86,7 +95,12 @@ export const PlatformConfigSchema = z
     /** With `proxyProtocol`: the balancers (addresses or CIDR blocks) whose headers are believed; empty: any peer. */
     proxyProtocolFrom: z.array(z.string().min(1)).default([]),
     /** Larger MQTT payloads (and HTTP trigger bodies) are refused; 128 KiB, as AWS IoT Core. */
-    maxPayloadBytes: z.number().int().min(1).max(16 * 1024 * 1024).default(128 * 1024),
+    maxPayloadBytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(16 * 1024 * 1024)
+      .default(128 * 1024),
     /** Publishes per second one device may sustain; above it its PUBACKs are slowed. */
     devicePublishRatePerSecond: z.number().positive().max(1_000_000).default(DEFAULT_BROKER_LIMITS.publishRatePerSecond),
     /** Publishes one device may send at once above its rate. */
@@ -113,9 +127,16 @@ export const PlatformConfigSchema = z
     /** Voltline's MQTT client id at the external broker: its persistent session is kept under it. */
     brokerClientId: z.string().min(1).max(256).default(DEFAULT_EXTERNAL_CLIENT_ID),
     /** The shared-subscription group (`$share/<group>/…`): instances in one group share the traffic. */
-    brokerShareGroup: z.string().regex(/^[^/+#$]+$/, { error: "a group name without '/', '+', '#' or '$'" }).default(DEFAULT_SHARE_GROUP),
+    brokerShareGroup: z
+      .string()
+      .regex(/^[^/+#$]+$/, { error: "a group name without '/', '+', '#' or '$'" })
+      .default(DEFAULT_SHARE_GROUP),
     /** Topic filters read from the external broker; the device id's level must be '+'. */
-    brokerTopics: z.array(z.string().min(1)).min(1).max(64).default([...DEFAULT_EXTERNAL_TOPICS]),
+    brokerTopics: z
+      .array(z.string().min(1))
+      .min(1)
+      .max(64)
+      .default([...DEFAULT_EXTERNAL_TOPICS]),
     /** The longest time limit a function may declare. */
     maxFunctionTimeoutMs: z.number().int().min(1).default(30_000),
     /** The most memory a function may declare. */
@@ -186,7 +207,12 @@ export function resolveConfig(input: PlatformConfigInput): PlatformConfig {
   }
   // The topic templates are checked here, before anything starts, with the broker's own rules.
   try {
-    new TopicPolicy({ mode: parsed.data.topicPolicy, publishTemplate: parsed.data.publishTemplate, subscribeTemplate: parsed.data.subscribeTemplate, tenants: parsed.data.tenantTopicPolicies });
+    new TopicPolicy({
+      mode: parsed.data.topicPolicy,
+      publishTemplate: parsed.data.publishTemplate,
+      subscribeTemplate: parsed.data.subscribeTemplate,
+      tenants: parsed.data.tenantTopicPolicies,
+    });
     trustedProxies(parsed.data.proxyProtocolFrom);
   } catch (err) {
     throw new Error(err instanceof Error ? err.message.replace('Cannot start the broker as', 'Cannot start Voltline as') : String(err), { cause: err });

@@ -40,7 +40,9 @@ export async function lockDataDir(dataDir: string): Promise<() => Promise<void>>
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const owner = await ownerOf(file);
       if (owner !== undefined && owner !== process.pid && isAlive(owner)) {
-        throw new Error(`Cannot start as the data folder ${dataDir} is in use by process ${owner} (another 'voltline up'): stop it, or pass another --data-dir`);
+        throw new Error(
+          `Cannot start as the data folder ${dataDir} is in use by process ${owner} (another 'voltline up'): stop it, or pass another --data-dir`,
+        );
       }
       await rm(file, { force: true }); // left behind by a process that is gone
     }

@@ -34,7 +34,8 @@ export const API_FLAGS_USAGE = `  --api URL       the platform's API (default $V
   --token T       the operator token (default $VOLTLINE_TOKEN, else <data-dir>/admin.token)
   --data-dir DIR  the platform's data folder, to find its admin.token (default ./data)`;
 
-const TOKEN_HELP = "Give an operator token with --token or VOLTLINE_TOKEN, or --data-dir DIR to use DIR/admin.token (written by 'voltline up' at its first start; run beside ./data to use it without flags).";
+const TOKEN_HELP =
+  "Give an operator token with --token or VOLTLINE_TOKEN, or --data-dir DIR to use DIR/admin.token (written by 'voltline up' at its first start; run beside ./data to use it without flags).";
 
 async function readTokenFile(file: string): Promise<string | undefined> {
   try {
@@ -50,14 +51,18 @@ async function readTokenFile(file: string): Promise<string | undefined> {
  * The API and token: --token, else VOLTLINE_TOKEN, else `<--data-dir>/admin.token` (which
  * must exist), else `./data/admin.token` when there is one.
  */
-export async function apiTarget(values: { api?: string | undefined; token?: string | undefined; 'data-dir'?: string | undefined }, env: CommandIo['env']): Promise<ApiTarget> {
+export async function apiTarget(
+  values: { api?: string | undefined; token?: string | undefined; 'data-dir'?: string | undefined },
+  env: CommandIo['env'],
+): Promise<ApiTarget> {
   const url = apiBase(values.api, env);
   const given = values.token ?? env['VOLTLINE_TOKEN'];
   if (given !== undefined && given !== '') return { url, token: given.trim() };
   if (values['data-dir'] !== undefined) {
     const file = path.join(values['data-dir'], 'admin.token');
     const token = await readTokenFile(file);
-    if (token === undefined) throw new CliError(`There is no admin token in '${file}': is '${values['data-dir']}' the data folder of 'voltline up'? ${TOKEN_HELP}`);
+    if (token === undefined)
+      throw new CliError(`There is no admin token in '${file}': is '${values['data-dir']}' the data folder of 'voltline up'? ${TOKEN_HELP}`);
     return { url, token };
   }
   const token = await readTokenFile(path.join('data', 'admin.token'));
@@ -88,12 +93,16 @@ export async function callApi(target: ApiTarget | string, method: string, route:
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
   } catch (err) {
-    throw new CliError(`Cannot reach the Voltline API at ${base} (${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}): is 'voltline up' running? Use --api or VOLTLINE_API to point elsewhere.`);
+    throw new CliError(
+      `Cannot reach the Voltline API at ${base} (${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}): is 'voltline up' running? Use --api or VOLTLINE_API to point elsewhere.`,
+    );
   }
   const text = await response.text();
   const parsed: unknown = text === '' ? undefined : JSON.parse(text);
   if (response.status === 401) {
-    throw new CliError(`The API at ${base} refused ${token === undefined ? 'the request without an operator token' : 'the operator token'} (401). ${TOKEN_HELP}`);
+    throw new CliError(
+      `The API at ${base} refused ${token === undefined ? 'the request without an operator token' : 'the operator token'} (401). ${TOKEN_HELP}`,
+    );
   }
   if (!response.ok) {
     const message = (parsed as { error?: { message?: string } } | undefined)?.error?.message ?? `${response.status} ${response.statusText}`;

@@ -10,7 +10,25 @@ import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BrokerPersistence, connectExternalBroker, DeviceRegistry, PlatformCa, type BrokerTlsOptions, HttpIngest, MQTT_WEBSOCKET_PATH, MqttWebSocketGateway, openEmbeddedStore, PresenceTracker, openLocalTriggerLog, parseQuery, startBroker, TimerSource, TopicPolicy, type ExternalBroker, type RunningBroker } from '../ingest/index.ts';
+import {
+  BrokerPersistence,
+  connectExternalBroker,
+  DeviceRegistry,
+  PlatformCa,
+  type BrokerTlsOptions,
+  HttpIngest,
+  MQTT_WEBSOCKET_PATH,
+  MqttWebSocketGateway,
+  openEmbeddedStore,
+  PresenceTracker,
+  openLocalTriggerLog,
+  parseQuery,
+  startBroker,
+  TimerSource,
+  TopicPolicy,
+  type ExternalBroker,
+  type RunningBroker,
+} from '../ingest/index.ts';
 import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
 import { OperatorTokens, startApi, type RunningApi } from '../dashboards/index.ts';
 import type { PlatformConfig } from './config.ts';
@@ -76,7 +94,11 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     cleanups.push(() => store.close());
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
     cleanups.push(() => log.close());
-    const registry = await FunctionRegistry.open(dataDir, { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents }, logger);
+    const registry = await FunctionRegistry.open(
+      dataDir,
+      { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents },
+      logger,
+    );
     // The platform CA (<data>/ca/, made on first start): device certificates and the TLS
     // listener's. The operator's certificate files, if given, are read now: a bad one stops
     // the start before anything runs.
@@ -143,7 +165,12 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
     // Devices without MQTT post to /api/ingest/:deviceId: the broker's checks (registry, topic
     // policy, payload limit) and the same log, so the same functions fire.
-    const topicPolicy = new TopicPolicy({ mode: config.topicPolicy, publishTemplate: config.publishTemplate, subscribeTemplate: config.subscribeTemplate, tenants: config.tenantTopicPolicies });
+    const topicPolicy = new TopicPolicy({
+      mode: config.topicPolicy,
+      publishTemplate: config.publishTemplate,
+      subscribeTemplate: config.subscribeTemplate,
+      tenants: config.tenantTopicPolicies,
+    });
     const ingest = new HttpIngest({
       log,
       devices,
@@ -168,7 +195,13 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     let simController: SimController | undefined;
     const simControl = (): SimController => {
       if (simController !== undefined) return simController;
-      throw new VoltlineError('VL_SIM_UNAVAILABLE', config.broker === undefined ? 'Cannot run a simulation yet as the MQTT broker is still starting' : 'Cannot run a simulation with an external broker (--broker): run voltline sim --url <broker> against it', { retriable: config.broker === undefined });
+      throw new VoltlineError(
+        'VL_SIM_UNAVAILABLE',
+        config.broker === undefined
+          ? 'Cannot run a simulation yet as the MQTT broker is still starting'
+          : 'Cannot run a simulation with an external broker (--broker): run voltline sim --url <broker> against it',
+        { retriable: config.broker === undefined },
+      );
     };
     let sendCommand: ((deviceId: string, topic: string, payload: Uint8Array) => Promise<'delivered' | 'queued' | 'forwarded' | 'no_subscriber'>) | undefined;
     const api = await startApi({
@@ -195,7 +228,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       },
       // POST /api/devices/:id/commands, through whichever broker runs (set below, once it runs).
       deviceCommands: (device, topic, payload) => {
-        if (sendCommand === undefined) throw new VoltlineError('VL_DEVICES_BUSY', 'Cannot send a command yet as the MQTT broker is still starting', { retriable: true });
+        if (sendCommand === undefined)
+          throw new VoltlineError('VL_DEVICES_BUSY', 'Cannot send a command yet as the MQTT broker is still starting', { retriable: true });
         return sendCommand(device.id, topic, payload);
       },
       // Shown with each device, and what `voltline devices export --mosquitto` writes as the ACL.
@@ -355,7 +389,10 @@ async function brokerTlsOptions(config: PlatformConfig, ca: PlatformCa): Promise
     try {
       return await readFile(file, 'utf8');
     } catch (err) {
-      throw new VoltlineError('VL_TLS_FILE', `Cannot read the TLS ${field} file '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err, context: { field } });
+      throw new VoltlineError('VL_TLS_FILE', `Cannot read the TLS ${field} file '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, {
+        cause: err,
+        context: { field },
+      });
     }
   };
   const cert = await read(config.tlsCertFile, 'certificate');
@@ -363,7 +400,11 @@ async function brokerTlsOptions(config: PlatformConfig, ca: PlatformCa): Promise
   try {
     createSecureContext({ cert, key });
   } catch (err) {
-    throw new VoltlineError('VL_TLS_FILE', `Cannot use '${config.tlsCertFile}' and '${config.tlsKeyFile}' as the MQTT TLS certificate and key: ${err instanceof Error ? err.message : String(err)}`, { cause: err, context: { field: 'tlsCertFile' } });
+    throw new VoltlineError(
+      'VL_TLS_FILE',
+      `Cannot use '${config.tlsCertFile}' and '${config.tlsKeyFile}' as the MQTT TLS certificate and key: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err, context: { field: 'tlsCertFile' } },
+    );
   }
   return { port: config.mqttTlsPort, cert, key, clientCa: ca.certificatePem };
 }

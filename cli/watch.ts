@@ -88,8 +88,14 @@ export class FunctionWatcher {
     this.#ignore = new Set((options.ignore ?? []).map((dir) => path.resolve(dir)));
     this.#debounceMs = options.debounceMs ?? 100;
     this.#log = options.logger.child({ stage: 'watch' });
-    this.#outcomes = (options.metrics.getSingleMetric('voltline_watch_redeploys_total') as Counter<'outcome'> | undefined) ??
-      new Counter({ name: 'voltline_watch_redeploys_total', help: 'Deploys by `voltline up --watch`, by outcome (deployed, unchanged, failed)', labelNames: ['outcome'], registers: [options.metrics] });
+    this.#outcomes =
+      (options.metrics.getSingleMetric('voltline_watch_redeploys_total') as Counter<'outcome'> | undefined) ??
+      new Counter({
+        name: 'voltline_watch_redeploys_total',
+        help: 'Deploys by `voltline up --watch`, by outcome (deployed, unchanged, failed)',
+        labelNames: ['outcome'],
+        registers: [options.metrics],
+      });
   }
 
   /**

@@ -44,7 +44,9 @@ describe('readTokenFile', () => {
     await expect(readTokenFile(await file('bad.json', '{"st-1": 42}'))).rejects.toThrow("the value of 'st-1' is not a token string");
     await expect(readTokenFile(await file('bad.csv', 'id,secret\nst-1,tok-zzz\n'))).rejects.toThrow(/header naming the columns 'id' and 'token'/);
     await expect(readTokenFile(await file('broken.json', '{"st-1": "tok-zzz"'))).rejects.toThrow(/not valid JSON/);
-    expect(() => checkFleetTokens({ 'st-00001': 'tok-zzz' }, ['st-00001', 'st-00002', 'st-00003'], 'the file')).toThrow("the file has no token for station 'st-00002' (and 1 more)");
+    expect(() => checkFleetTokens({ 'st-00001': 'tok-zzz' }, ['st-00001', 'st-00002', 'st-00003'], 'the file')).toThrow(
+      "the file has no token for station 'st-00002' (and 1 more)",
+    );
   });
 });
 
@@ -73,7 +75,13 @@ describe('runSimulation with per-station credentials', () => {
         done(null, username === client.id && password?.toString() === `tok-${client.id}`);
       },
     });
-    const report = await runSimulation({ url: broker.url, stations: 2, ratePerSec: 20, durationMs: 200, credentials: { 'st-00001': 'tok-st-00001', 'st-00002': 'tok-st-00002' } });
+    const report = await runSimulation({
+      url: broker.url,
+      stations: 2,
+      ratePerSec: 20,
+      durationMs: 200,
+      credentials: { 'st-00001': 'tok-st-00001', 'st-00002': 'tok-st-00002' },
+    });
     expect(report).toMatchObject({ connected: 2, errors: 0 });
     expect(seen.sort()).toEqual(['st-00001:st-00001:tok-st-00001', 'st-00002:st-00002:tok-st-00002']);
   });

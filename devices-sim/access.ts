@@ -53,7 +53,8 @@ function tokensOfJson(file: string, parsed: unknown): FleetTokens {
     return tokens;
   }
   for (const [id, token] of Object.entries(parsed as Record<string, unknown>)) {
-    if (typeof token !== 'string' || token === '') throw tokenFileError(file, `the value of '${id}' is not a token string (expected {"<device id>": "<token>", …})`);
+    if (typeof token !== 'string' || token === '')
+      throw tokenFileError(file, `the value of '${id}' is not a token string (expected {"<device id>": "<token>", …})`);
     tokens[id] = token;
   }
   return tokens;
@@ -81,7 +82,9 @@ export function checkFleetTokens(tokens: FleetTokens, ids: readonly string[], fr
   const missing = ids.filter((id) => tokens[id] === undefined);
   if (missing.length === 0) return;
   const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
-  throw new VoltlineError('VL_SIM_TOKEN_FILE', `Cannot run the fleet as ${from} has no token for station '${missing[0]}'${more}`, { context: { missing: missing.length } });
+  throw new VoltlineError('VL_SIM_TOKEN_FILE', `Cannot run the fleet as ${from} has no token for station '${missing[0]}'${more}`, {
+    context: { missing: missing.length },
+  });
 }
 
 interface ApiError {
@@ -115,9 +118,13 @@ async function call(api: string, method: string, route: string, body?: unknown, 
 
 function apiFailure(api: string, what: string, status: number, json: unknown): VoltlineError {
   const error = (json as ApiError | undefined)?.error;
-  return new VoltlineError('VL_SIM_PROVISION', `Cannot provision the fleet as ${what} at ${api} answered ${status}${error?.message === undefined ? '' : `: ${error.message}`}`, {
-    context: { status, code: error?.code },
-  });
+  return new VoltlineError(
+    'VL_SIM_PROVISION',
+    `Cannot provision the fleet as ${what} at ${api} answered ${status}${error?.message === undefined ? '' : `: ${error.message}`}`,
+    {
+      context: { status, code: error?.code },
+    },
+  );
 }
 
 /**

@@ -36,18 +36,28 @@ describe('parseSimArgs', () => {
     expect(
       parseSimArgs([
         '--url=mqtts://broker.example:8883',
-        '--stations', '20',
+        '--stations',
+        '20',
         '--rate=200.5',
-        '--duration', '2s',
-        '--seed', '42',
-        '--qos', '0',
-        '--username', 'sim',
+        '--duration',
+        '2s',
+        '--seed',
+        '42',
+        '--qos',
+        '0',
+        '--username',
+        'sim',
         '--password=s3cret',
-        '--first', '101',
-        '--prefix', 'lab-',
-        '--max-inflight', '4',
-        '--connect-timeout', '3s',
-        '--drain-timeout', '500ms',
+        '--first',
+        '101',
+        '--prefix',
+        'lab-',
+        '--max-inflight',
+        '4',
+        '--connect-timeout',
+        '3s',
+        '--drain-timeout',
+        '500ms',
       ]),
     ).toEqual({
       url: 'mqtts://broker.example:8883',
@@ -67,9 +77,12 @@ describe('parseSimArgs', () => {
   });
 
   it('reads the simulated-time and offline flags', () => {
-    expect(
-      parseSimArgs(['--speed', '60', '--start=2026-03-02T06:00:00Z', '--reconnect-delay', '2s', '--offline-buffer', '500']),
-    ).toMatchObject({ speed: 60, startMs: Date.parse('2026-03-02T06:00:00Z'), reconnectDelayMs: 2_000, offlineBuffer: 500 });
+    expect(parseSimArgs(['--speed', '60', '--start=2026-03-02T06:00:00Z', '--reconnect-delay', '2s', '--offline-buffer', '500'])).toMatchObject({
+      speed: 60,
+      startMs: Date.parse('2026-03-02T06:00:00Z'),
+      reconnectDelayMs: 2_000,
+      offlineBuffer: 500,
+    });
   });
 
   it.each([
@@ -117,7 +130,11 @@ describe('simCommand', () => {
   it('--json prints the JSON report alone', async () => {
     broker = await startTestBroker();
     const out = sink();
-    const code = await simCommand(['--url', broker.url, '--stations', '2', '--rate', '20', '--duration', '300ms', '--json'], { stdout: out.stream, stderr: sink().stream, signal: new AbortController().signal });
+    const code = await simCommand(['--url', broker.url, '--stations', '2', '--rate', '20', '--duration', '300ms', '--json'], {
+      stdout: out.stream,
+      stderr: sink().stream,
+      signal: new AbortController().signal,
+    });
     expect(code).toBe(0);
     const lines = out.text().trim().split('\n');
     expect(lines).toHaveLength(1);
@@ -128,10 +145,11 @@ describe('simCommand', () => {
     const port = await closedPort();
     const out = sink();
     const err = sink();
-    const code = await simCommand(
-      ['--url', `mqtt://user:hunter2@127.0.0.1:${port}`, '--stations', '3', '--duration', '200ms'],
-      { stdout: out.stream, stderr: err.stream, signal: new AbortController().signal },
-    );
+    const code = await simCommand(['--url', `mqtt://user:hunter2@127.0.0.1:${port}`, '--stations', '3', '--duration', '200ms'], {
+      stdout: out.stream,
+      stderr: err.stream,
+      signal: new AbortController().signal,
+    });
     expect(code).toBe(1);
     const report = JSON.parse(lastLine(out.text())) as SimReport;
     expect(report).toMatchObject({ errors: 3, connected: 0, errorsByKind: { connect: 3 } });

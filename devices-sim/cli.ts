@@ -136,7 +136,19 @@ export type SimAccess =
   | { readonly kind: 'provision'; readonly api: string; readonly token?: string; readonly dataDir?: string };
 
 /** Flags that choose the access, not simulation options: name → takes a value. */
-const ACCESS_FLAGS: Readonly<Record<string, boolean>> = { '--token-file': true, '--provision': false, '--api': true, '--token': true, '--data-dir': true, '--anonymous': false, '--verify': false, '--verify-timeout': true, '--threads': true, '--json': false, '--ingest-url': true };
+const ACCESS_FLAGS: Readonly<Record<string, boolean>> = {
+  '--token-file': true,
+  '--provision': false,
+  '--api': true,
+  '--token': true,
+  '--data-dir': true,
+  '--anonymous': false,
+  '--verify': false,
+  '--verify-timeout': true,
+  '--threads': true,
+  '--json': false,
+  '--ingest-url': true,
+};
 
 /** `--verify`: ask the platform's query API afterwards what was stored. */
 export interface SimVerify {
@@ -157,7 +169,10 @@ export function parseSimArgs(argv: string[]): SimOptions {
 }
 
 /** Like parseSimArgs, and also reads the access flags (--token-file, --provision, --api, --anonymous). */
-export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { options: SimOptions; access: SimAccess; verify?: SimVerify; threads: number; json: boolean } {
+export function parseSimCommandArgs(
+  argv: string[],
+  scenario?: Scenario,
+): { options: SimOptions; access: SimAccess; verify?: SimVerify; threads: number; json: boolean } {
   const { values, given, accessGiven, positional } = scanSimArgs(argv);
   if (positional !== undefined && scenario === undefined) {
     throw badFlag(`Unexpected argument '${positional}' (a scenario file is read by 'voltline sim <file>'; see voltline sim --help)`, positional, positional);
@@ -190,7 +205,13 @@ export function parseSimCommandArgs(argv: string[], scenario?: Scenario): { opti
   }
   const verify = verifyOf(accessGiven);
   const threads = threadsOf(accessGiven.get('--threads'));
-  return { options, access: accessOf(accessGiven, given.has('username') || given.has('password')), threads, json: accessGiven.has('--json'), ...(verify === undefined ? {} : { verify }) };
+  return {
+    options,
+    access: accessOf(accessGiven, given.has('username') || given.has('password')),
+    threads,
+    json: accessGiven.has('--json'),
+    ...(verify === undefined ? {} : { verify }),
+  };
 }
 
 /** The scenario file named on the command line (the one argument that is not a flag), if any. */
@@ -222,7 +243,8 @@ function scanSimArgs(argv: string[]): {
       const raw = flag !== arg ? arg.slice(eq + 1) : argv[i + 1];
       if (flag === arg) i++;
       if (raw === undefined || raw === '' || (flag === arg && raw.startsWith('--'))) throw badFlag(`Flag '${flag}' needs a value`, flag, undefined);
-      if ((flag === '--api' || flag === '--ingest-url') && !isHttpUrl(raw)) throw badFlag(`Cannot use '--api' as it must be an http:// or https:// URL: current value is '${raw}'`, flag, raw);
+      if ((flag === '--api' || flag === '--ingest-url') && !isHttpUrl(raw))
+        throw badFlag(`Cannot use '--api' as it must be an http:// or https:// URL: current value is '${raw}'`, flag, raw);
       accessGiven.set(flag, raw);
       continue;
     }
@@ -265,7 +287,12 @@ function targetUrl(transport: string | number | undefined, url: { flag: string; 
     if (ingest !== undefined) throw badFlag("Cannot use '--ingest-url' without '--transport http' (MQTT stations connect to --url)", '--ingest-url', ingest);
     return url?.raw ?? 'mqtt://127.0.0.1:1883';
   }
-  if (url !== undefined) throw badFlag(`Cannot use '--url' with '--transport http': stations post to the API at --ingest-url (current value is '${redactUrl(url.raw)}')`, '--url', redactUrl(url.raw));
+  if (url !== undefined)
+    throw badFlag(
+      `Cannot use '--url' with '--transport http': stations post to the API at --ingest-url (current value is '${redactUrl(url.raw)}')`,
+      '--url',
+      redactUrl(url.raw),
+    );
   return ingest ?? flags.get('--api') ?? 'http://127.0.0.1:8080';
 }
 
@@ -287,11 +314,20 @@ function verifyOf(flags: ReadonlyMap<string, string>): SimVerify | undefined {
   }
   const timeoutMs = timeout === undefined ? 30_000 : parseDurationMs(timeout);
   if (timeoutMs === undefined || timeoutMs <= 0 || timeoutMs > 3_600_000) {
-    throw badFlag(`Cannot use '--verify-timeout' as it must be a duration from 1ms to 1h such as 30s: current value is '${timeout ?? ''}'`, '--verify-timeout', timeout);
+    throw badFlag(
+      `Cannot use '--verify-timeout' as it must be a duration from 1ms to 1h such as 30s: current value is '${timeout ?? ''}'`,
+      '--verify-timeout',
+      timeout,
+    );
   }
   const token = flags.get('--token');
   const dataDir = flags.get('--data-dir');
-  return { api: flags.get('--api') ?? 'http://127.0.0.1:8080', timeoutMs, ...(token === undefined ? {} : { token }), ...(dataDir === undefined ? {} : { dataDir }) };
+  return {
+    api: flags.get('--api') ?? 'http://127.0.0.1:8080',
+    timeoutMs,
+    ...(token === undefined ? {} : { token }),
+    ...(dataDir === undefined ? {} : { dataDir }),
+  };
 }
 
 function accessOf(flags: ReadonlyMap<string, string>, shared: boolean): SimAccess {
@@ -302,13 +338,19 @@ function accessOf(flags: ReadonlyMap<string, string>, shared: boolean): SimAcces
   const usesApi = flags.has('--provision') || flags.has('--verify');
   if (api !== undefined && !usesApi) throw badFlag("Cannot use '--api' without '--provision' or '--verify' (it is the platform's API they use)", '--api', api);
   for (const flag of ['--token', '--data-dir']) {
-    if (flags.has(flag) && !usesApi) throw badFlag(`Cannot use '${flag}' without '--provision' or '--verify' (it is the operator token for the platform's API)`, flag, flag === '--token' ? '(hidden)' : flags.get(flag));
+    if (flags.has(flag) && !usesApi)
+      throw badFlag(
+        `Cannot use '${flag}' without '--provision' or '--verify' (it is the operator token for the platform's API)`,
+        flag,
+        flag === '--token' ? '(hidden)' : flags.get(flag),
+      );
   }
   const file = flags.get('--token-file');
   if (file !== undefined) return { kind: 'token-file', file };
   const token = flags.get('--token');
   const dataDir = flags.get('--data-dir');
-  if (flags.has('--provision')) return { kind: 'provision', api: api ?? 'http://127.0.0.1:8080', ...(token === undefined ? {} : { token }), ...(dataDir === undefined ? {} : { dataDir }) };
+  if (flags.has('--provision'))
+    return { kind: 'provision', api: api ?? 'http://127.0.0.1:8080', ...(token === undefined ? {} : { token }), ...(dataDir === undefined ? {} : { dataDir }) };
   return shared ? { kind: 'shared' } : { kind: 'anonymous' };
 }
 
@@ -339,7 +381,11 @@ async function operatorToken(access: { token?: string; dataDir?: string }, env: 
 }
 
 /** The fleet's tokens for the chosen access, or undefined when stations need none of their own. */
-export async function fleetTokens(options: SimOptions, access: SimAccess, env: Readonly<Record<string, string | undefined>> = {}): Promise<FleetTokens | undefined> {
+export async function fleetTokens(
+  options: SimOptions,
+  access: SimAccess,
+  env: Readonly<Record<string, string | undefined>> = {},
+): Promise<FleetTokens | undefined> {
   if (access.kind === 'anonymous' || access.kind === 'shared') return undefined;
   const config = resolveSimOptions(options);
   // The whole fleet's ids: with growth, the stations that join later too.
@@ -401,7 +447,12 @@ export async function simCommand(
   if (verify !== undefined && ledger !== undefined) {
     try {
       const token = await operatorToken(verify, io.env ?? {});
-      verdictPromise = verifyDelivery(ledger, { apiUrl: verify.api, token, timeoutMs: verify.timeoutMs }, verifyAbort.signal, new Promise<void>((resolve) => (runEnded = resolve)));
+      verdictPromise = verifyDelivery(
+        ledger,
+        { apiUrl: verify.api, token, timeoutMs: verify.timeoutMs },
+        verifyAbort.signal,
+        new Promise<void>((resolve) => (runEnded = resolve)),
+      );
       // Its failure is reported after the run.
       verdictPromise.catch(() => undefined);
     } catch (err) {
@@ -423,10 +474,14 @@ export async function simCommand(
   // --json: the JSON report alone on stdout (for scripts); otherwise the summary, then it as the last line.
   if (!json) io.stdout.write(formatSummary(report, options.url));
   if (access.kind === 'anonymous' && report.connected === 0 && report.errorsByKind.connect > 0) {
-    io.stderr.write("voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n");
+    io.stderr.write(
+      "voltline sim: no station could connect without credentials. A platform that authenticates devices needs --token-file FILE or --provision --api URL (or 'voltline up --allow-anonymous' for local experiments).\n",
+    );
   }
   if (access.kind === 'anonymous' && (report.refused.http?.['401'] ?? 0) > 0) {
-    io.stderr.write("voltline sim: the platform refused posts without a token (401). A platform that authenticates devices needs --token-file FILE or --provision (or 'voltline up --allow-anonymous' for local experiments).\n");
+    io.stderr.write(
+      "voltline sim: the platform refused posts without a token (401). A platform that authenticates devices needs --token-file FILE or --provision (or 'voltline up --allow-anonymous' for local experiments).\n",
+    );
   }
   if (verdictPromise === undefined || ledger === undefined) {
     io.stdout.write(`${JSON.stringify(report)}\n`);
@@ -454,7 +509,8 @@ export function formatVerdict(verdict: VerifyReport, overflowed: boolean): strin
     `verify: ${verdict.stored} of ${verdict.acked} acknowledged messages stored, missing ${verdict.missing}, duplicates ${verdict.duplicates} (waited ${(verdict.waitedMs / 1000).toFixed(1)} s)`,
     `publish → queryable: p50 ${ms(verdict.queryableLatencyMs.p50)}, p99 ${ms(verdict.queryableLatencyMs.p99)}, max ${ms(verdict.queryableLatencyMs.max)}`,
   ];
-  if (verdict.missing > 0) lines.push(`MISSING (acknowledged, not stored): ${verdict.missingSamples.join(', ')}${verdict.missing > verdict.missingSamples.length ? ', …' : ''}`);
+  if (verdict.missing > 0)
+    lines.push(`MISSING (acknowledged, not stored): ${verdict.missingSamples.join(', ')}${verdict.missing > verdict.missingSamples.length ? ', …' : ''}`);
   if (overflowed) lines.push('verify incomplete: more messages were acknowledged than --verify keeps (5 000 000)');
   return `${lines.join('\n')}\n`;
 }
@@ -490,7 +546,9 @@ export function formatSummary(report: SimReport, url: string): string {
   const refusals = (['connect', 'reconnect', 'badLogins', 'http'] as const).filter((k) => Object.keys(report.refused[k] ?? {}).length > 0);
   if (refusals.length > 0) lines.push(`refused: ${refusals.map((k) => `${k}: ${counts(report.refused[k] ?? {})}`).join('; ')}`);
   if (report.disconnects.lost + report.disconnects.byPhases > 0) {
-    lines.push(`disconnects: lost ${report.disconnects.lost}${report.disconnects.lost > 0 ? ` (${counts(report.disconnects.byCause)})` : ''}, by phases ${report.disconnects.byPhases}`);
+    lines.push(
+      `disconnects: lost ${report.disconnects.lost}${report.disconnects.lost > 0 ? ` (${counts(report.disconnects.byCause)})` : ''}, by phases ${report.disconnects.byPhases}`,
+    );
   }
   const g = report.growth;
   if (g !== undefined) {
@@ -502,14 +560,17 @@ export function formatSummary(report: SimReport, url: string): string {
   for (const ph of report.phases ?? []) {
     const extra: string[] = [];
     if (ph.joined !== undefined) extra.push(`joined ${ph.joined}, connected at its end ${ph.connected ?? '-'}`);
-    if (ph.disconnects + ph.reconnects > 0) extra.push(`disconnects ${ph.disconnects}, reconnects ${ph.reconnects}, flushed ${ph.flushed}, resent ${ph.resent}`);
+    if (ph.disconnects + ph.reconnects > 0)
+      extra.push(`disconnects ${ph.disconnects}, reconnects ${ph.reconnects}, flushed ${ph.flushed}, resent ${ph.resent}`);
     const bad = Object.entries(ph.malformed).map(([kind, c]) => `${kind} ${c.sent} (acked ${c.acked}, failed ${c.failed})`);
     if (bad.length > 0) extra.push(`malformed: ${bad.join(', ')}`);
     const refused = Object.entries(ph.refused).map(([reason, n]) => `${reason} ${n}`);
     if (refused.length > 0) extra.push(`refused: ${refused.join(', ')}`);
     if (ph.late > 0) extra.push(`late ${ph.late}`);
     if (ph.skewedStations > 0) extra.push(`skewed stations ${ph.skewedStations}`);
-    lines.push(`  phase ${ph.name} (${ph.kind}, ${(ph.durationMs / 1000).toFixed(1)} s): sent ${ph.sent}, acked ${ph.acked}, errors ${ph.errors}${extra.length > 0 ? `; ${extra.join('; ')}` : ''}`);
+    lines.push(
+      `  phase ${ph.name} (${ph.kind}, ${(ph.durationMs / 1000).toFixed(1)} s): sent ${ph.sent}, acked ${ph.acked}, errors ${ph.errors}${extra.length > 0 ? `; ${extra.join('; ')}` : ''}`,
+    );
   }
   if (report.errors > 0) {
     const kinds = Object.entries(report.errorsByKind)

@@ -43,11 +43,11 @@ export function connectStation(options: StationConnectOptions): Promise<MqttClie
       client.on('error', () => {});
       client.end(true);
       reject(
-        new VoltlineError(
-          'VL_SIM_CONNECT_FAILED',
-          `Cannot connect station '${options.clientId}' to ${redactUrl(options.url)}: ${reason}`,
-          { retriable: true, cause, context: { stationId: options.clientId } },
-        ),
+        new VoltlineError('VL_SIM_CONNECT_FAILED', `Cannot connect station '${options.clientId}' to ${redactUrl(options.url)}: ${reason}`, {
+          retriable: true,
+          cause,
+          context: { stationId: options.clientId },
+        }),
       );
     };
     const onConnect = (): void => {
@@ -68,12 +68,7 @@ export function connectStation(options: StationConnectOptions): Promise<MqttClie
  * starting new tasks once `signal` is aborted. Task failures are the task's business:
  * `task` must not reject.
  */
-export async function forEachBounded(
-  count: number,
-  concurrency: number,
-  task: (index: number) => Promise<void>,
-  signal?: AbortSignal,
-): Promise<void> {
+export async function forEachBounded(count: number, concurrency: number, task: (index: number) => Promise<void>, signal?: AbortSignal): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < count && signal?.aborted !== true) {

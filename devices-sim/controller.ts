@@ -64,19 +64,34 @@ export async function scenarioLibrary(dir = SCENARIO_LIBRARY): Promise<LibrarySc
   for (const file of files) {
     const scenario = await loadScenario(path.join(dir, file));
     const options = scenarioOptions(scenario);
-    list.push({ name: file.replace(/\.(ya?ml|json)$/, ''), description: scenario.description ?? '', stations: options.stations, durationMs: options.durationMs, phases: scenario.phases.map((p) => ({ name: p.name, kind: p.kind })) });
+    list.push({
+      name: file.replace(/\.(ya?ml|json)$/, ''),
+      description: scenario.description ?? '',
+      stations: options.stations,
+      durationMs: options.durationMs,
+      phases: scenario.phases.map((p) => ({ name: p.name, kind: p.kind })),
+    });
   }
   return list;
 }
 
 /** The options of the library scenario `name`, or VL_SIM_BAD_OPTIONS naming it. */
 async function libraryOptions(name: string, dir: string): Promise<Omit<SimOptions, 'url'>> {
-  if (!SCENARIO_NAME.test(name)) throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start the scenario ${JSON.stringify(name)} as a scenario name is lower-case letters, digits and '-'`, { context: { field: 'scenario' } });
+  if (!SCENARIO_NAME.test(name))
+    throw new VoltlineError(
+      'VL_SIM_BAD_OPTIONS',
+      `Cannot start the scenario ${JSON.stringify(name)} as a scenario name is lower-case letters, digits and '-'`,
+      { context: { field: 'scenario' } },
+    );
   const files = await readdir(dir);
   const file = files.find((f) => f.replace(/\.(ya?ml|json)$/, '') === name && f !== name);
   if (file === undefined) {
     const names = files.filter((f) => /\.(ya?ml|json)$/.test(f)).map((f) => f.replace(/\.(ya?ml|json)$/, ''));
-    throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start the scenario '${name}' as the library has no such scenario (it has: ${names.sort().join(', ')})`, { context: { field: 'scenario' } });
+    throw new VoltlineError(
+      'VL_SIM_BAD_OPTIONS',
+      `Cannot start the scenario '${name}' as the library has no such scenario (it has: ${names.sort().join(', ')})`,
+      { context: { field: 'scenario' } },
+    );
   }
   try {
     return scenarioOptions(await loadScenario(path.join(dir, file)));
@@ -115,10 +130,15 @@ export class SimController {
     }
     // A library scenario sets everything; what the request names as well wins (not the duration: the phases set it).
     const { scenario, ...rest } = given;
-    const merged = scenario === undefined ? withoutUndefined(rest) : { ...(await libraryOptions(scenario, this.#options.scenarioDir ?? SCENARIO_LIBRARY)), ...withoutUndefined(rest) };
+    const merged =
+      scenario === undefined
+        ? withoutUndefined(rest)
+        : { ...(await libraryOptions(scenario, this.#options.scenarioDir ?? SCENARIO_LIBRARY)), ...withoutUndefined(rest) };
     const { stations, durationMs } = merged;
-    if (stations === undefined) throw new VoltlineError('VL_SIM_BAD_OPTIONS', "Cannot start a simulation as 'stations' is required", { context: { field: 'stations' } });
-    if (durationMs === undefined) throw new VoltlineError('VL_SIM_BAD_OPTIONS', "Cannot start a simulation as 'durationMs' is required", { context: { field: 'durationMs' } });
+    if (stations === undefined)
+      throw new VoltlineError('VL_SIM_BAD_OPTIONS', "Cannot start a simulation as 'stations' is required", { context: { field: 'stations' } });
+    if (durationMs === undefined)
+      throw new VoltlineError('VL_SIM_BAD_OPTIONS', "Cannot start a simulation as 'durationMs' is required", { context: { field: 'durationMs' } });
     // One message per station per second unless a rate is given.
     const request: SimRequest = { ...merged, stations, durationMs, ratePerSec: merged.ratePerSec ?? stations };
     const maxStations = this.#options.maxStations ?? 10_000;
@@ -127,12 +147,20 @@ export class SimController {
     const checked = checkSimOptions(options);
     if (!checked.ok) {
       const issue = checked.issues[0];
-      throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation as '${issue?.path ?? ''}' ${issue?.message ?? 'is invalid'}`, { context: { field: issue?.path } });
+      throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation as '${issue?.path ?? ''}' ${issue?.message ?? 'is invalid'}`, {
+        context: { field: issue?.path },
+      });
     }
     // A growing fleet counts at its final size.
     const fleet = options.growth?.to ?? options.stations;
-    if (fleet > maxStations) throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${fleet} stations as the limit is ${maxStations}`, { context: { field: options.growth === undefined ? 'stations' : 'growth.to' } });
-    if (options.durationMs > maxDurationMs) throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${options.durationMs} ms as the limit is ${maxDurationMs} ms`, { context: { field: 'durationMs' } });
+    if (fleet > maxStations)
+      throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${fleet} stations as the limit is ${maxStations}`, {
+        context: { field: options.growth === undefined ? 'stations' : 'growth.to' },
+      });
+    if (options.durationMs > maxDurationMs)
+      throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot start a simulation of ${options.durationMs} ms as the limit is ${maxDurationMs} ms`, {
+        context: { field: 'durationMs' },
+      });
     // Tokens for every station of the run, the ones that join later included.
     const ids = runStationIds(checked.config);
     const credentials = await this.#options.credentials?.(ids, request);
@@ -150,7 +178,14 @@ export class SimController {
       },
     ).then(
       (report) => {
-        this.#status = { state: 'done', startedAt, endedAt: Date.now(), request, report, ...(this.#status.progress === undefined ? {} : { progress: this.#status.progress }) };
+        this.#status = {
+          state: 'done',
+          startedAt,
+          endedAt: Date.now(),
+          request,
+          report,
+          ...(this.#status.progress === undefined ? {} : { progress: this.#status.progress }),
+        };
       },
       (err: unknown) => {
         this.#status = { state: 'failed', startedAt, endedAt: Date.now(), request, error: err instanceof Error ? err.message : String(err) };

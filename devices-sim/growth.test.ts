@@ -61,12 +61,15 @@ describe('FleetGrowth and GrowingPlan', () => {
 
     // With a total `rate`, the total stays: spread over more stations.
     const total = resolveSimOptions({ ...scenarioOptions(parseScenario(GROWING.replace('interval: 100ms', 'rate: 40'), 'g.yaml')), url: 'mqtt://127.0.0.1:1' });
-    const totalPlan = new GrowingPlan(new RatePlan(total.phases ?? [], total.ratePerSec), new FleetGrowth({ ...total, growth: total.growth ?? { to: 0, afterMs: 0, overMs: 0, rate: 'total' } }));
+    const totalPlan = new GrowingPlan(
+      new RatePlan(total.phases ?? [], total.ratePerSec),
+      new FleetGrowth({ ...total, growth: total.growth ?? { to: 0, afterMs: 0, overMs: 0, rate: 'total' } }),
+    );
     expect(totalPlan.due(1_500)).toBe(60);
     expect(totalPlan.rateAt(1_000)).toBeCloseTo(40);
   });
 
-  it('gives each thread slice a proportional share of the joiners, at the fleet\'s join times', () => {
+  it("gives each thread slice a proportional share of the joiners, at the fleet's join times", () => {
     const config = resolveSimOptions({ ...scenarioOptions(parseScenario(GROWING, 'g.yaml')), url: 'mqtt://127.0.0.1:1' });
     const a = resolveSimOptions(sliceOptions(config, { first: 1, stations: 2 }, 0, 2));
     const b = resolveSimOptions(sliceOptions(config, { first: 3, stations: 2 }, 1, 2));
@@ -91,7 +94,10 @@ describe('FleetGrowth and GrowingPlan', () => {
       const tokens = Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`st-0000${i + 1}`, `t${i}`]));
       await writeFile(file, JSON.stringify(tokens));
       await expect(fleetTokens(options, { kind: 'token-file', file })).rejects.toThrow(`has no token for station 'st-00005' (and 7 more)`);
-      await writeFile(file, JSON.stringify({ ...tokens, ...Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`st-${String(i + 5).padStart(5, '0')}`, `j${i}`])) }));
+      await writeFile(
+        file,
+        JSON.stringify({ ...tokens, ...Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`st-${String(i + 5).padStart(5, '0')}`, `j${i}`])) }),
+      );
       expect(Object.keys((await fleetTokens(options, { kind: 'token-file', file })) ?? {})).toHaveLength(12);
 
       // /api/sim asks its credentials callback for the grown fleet's ids.
@@ -132,7 +138,10 @@ describe('a growing fleet against a broker', () => {
     const report = await runSimulation(options, { onJoin: (id, at) => joinedAt.set(id, at) });
 
     const config = resolveSimOptions(options);
-    const plan = new GrowingPlan(new RatePlan(config.phases ?? [], config.ratePerSec), new FleetGrowth({ ...config, growth: config.growth ?? { to: 0, afterMs: 0, overMs: 0, rate: 'total' } }));
+    const plan = new GrowingPlan(
+      new RatePlan(config.phases ?? [], config.ratePerSec),
+      new FleetGrowth({ ...config, growth: config.growth ?? { to: 0, afterMs: 0, overMs: 0, rate: 'total' } }),
+    );
     expect(report).toMatchObject({ stations: 12, connected: 12, errors: 0 });
     expect(report.growth).toMatchObject({ from: 4, to: 12, joined: 8, failed: 0, notJoined: 0, rate: 'per-station' });
     // The rate plan of the grown fleet, by the schedule (not by the wall clock): every message due was sent.
@@ -152,7 +161,9 @@ describe('a growing fleet against a broker', () => {
     expect([...received.values()].reduce((n, l) => n + l.length, 0)).toBe(report.acked);
     expect([...received.keys()].sort()).toEqual(runStationIds(config).sort());
     expect([...joinedAt.keys()]).toEqual(runStationIds(config).slice(4));
-    const planned = new Map(new FleetGrowth({ ...config, growth: config.growth ?? { to: 0, afterMs: 0, overMs: 0, rate: 'total' } }).joiners.map((j) => [j.id, j.atMs]));
+    const planned = new Map(
+      new FleetGrowth({ ...config, growth: config.growth ?? { to: 0, afterMs: 0, overMs: 0, rate: 'total' } }).joiners.map((j) => [j.id, j.atMs]),
+    );
     for (const [id, at] of joinedAt) {
       // It joined no earlier than planned (simulated time from the start of publishing; 2 ms for rounding and the two clocks).
       expect(at, id).toBeGreaterThanOrEqual(report.simulated.startMs + (planned.get(id) ?? Infinity) - 2);
@@ -167,7 +178,7 @@ describe('a growing fleet against a broker', () => {
     expect(count('st-00012')).toBeGreaterThan(0);
   }, 20_000);
 
-  it('with --threads each slice grows: every joiner connects and the report is the fleet\'s', async () => {
+  it("with --threads each slice grows: every joiner connects and the report is the fleet's", async () => {
     broker = await startTestBroker();
     const options = { ...scenarioOptions(parseScenario(GROWING.replace('interval: 100ms', 'rate: 40'), 'g.yaml')), url: broker.url };
     const report = await runThreaded(options, 2);

@@ -46,9 +46,7 @@ export class IngestGate {
 
 /** The answer to one post: 200, a 429 to wait out, or another refusal / server error. */
 export type IngestAnswer =
-  | { kind: 'accepted' }
-  | { kind: 'retry-later'; retryAfterMs: number }
-  | { kind: 'refused'; status: number; code: string | undefined; message: string };
+  { kind: 'accepted' } | { kind: 'retry-later'; retryAfterMs: number } | { kind: 'refused'; status: number; code: string | undefined; message: string };
 
 /** Reads Retry-After (whole seconds, or an HTTP date) as ms; 1 s when absent or unreadable. */
 export function retryAfterMs(header: string | null, now = Date.now()): number {
@@ -63,7 +61,14 @@ export function retryAfterMs(header: string | null, now = Date.now()): number {
  * `Authorization: Bearer` (none: anonymous). Network failures reject (the caller counts
  * them as errors); every HTTP answer resolves.
  */
-export async function postIngest(base: string, stationId: string, topic: string, payload: string, token: string | undefined, signal: AbortSignal): Promise<IngestAnswer> {
+export async function postIngest(
+  base: string,
+  stationId: string,
+  topic: string,
+  payload: string,
+  token: string | undefined,
+  signal: AbortSignal,
+): Promise<IngestAnswer> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
   const url = `${base}/api/ingest/${encodeURIComponent(stationId)}?topic=${encodeURIComponent(topic)}`;
@@ -143,10 +148,14 @@ export class HttpStation {
       if (answer.kind === 'accepted') return;
       if (answer.kind === 'refused') {
         if (answer.status >= 400 && answer.status < 500) throw new IngestRefusal(answer.status, answer.code, answer.message, stationId);
-        throw new VoltlineError('VL_SIM_INGEST_FAILED', `The platform answered station '${stationId}''s post with ${answer.status}${answer.code === undefined ? '' : ` ${answer.code}`}: ${answer.message}`, {
-          retriable: true,
-          context: { stationId, status: answer.status },
-        });
+        throw new VoltlineError(
+          'VL_SIM_INGEST_FAILED',
+          `The platform answered station '${stationId}''s post with ${answer.status}${answer.code === undefined ? '' : ` ${answer.code}`}: ${answer.message}`,
+          {
+            retriable: true,
+            context: { stationId, status: answer.status },
+          },
+        );
       }
       // 429: nothing was kept; it waits as told and goes again.
       this.options.onRetryLater(answer.retryAfterMs);
@@ -156,11 +165,15 @@ export class HttpStation {
           resolve();
         }, answer.retryAfterMs);
         this.timers.add(timer);
-        signal.addEventListener('abort', () => {
-          clearTimeout(timer);
-          this.timers.delete(timer);
-          resolve();
-        }, { once: true });
+        signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer);
+            this.timers.delete(timer);
+            resolve();
+          },
+          { once: true },
+        );
       });
     }
   }

@@ -39,5 +39,13 @@ export {
 export type { SimPhaseReport } from './phases.ts';
 export type { LatencySummary } from './histogram.ts';
 export { readTokenFile, type FleetTokens } from './access.ts';
-export { SimController, scenarioLibrary, SCENARIO_LIBRARY, type LibraryScenario, type SimControllerOptions, type SimRequest, type SimStatus } from './controller.ts';
+export {
+  SimController,
+  scenarioLibrary,
+  SCENARIO_LIBRARY,
+  type LibraryScenario,
+  type SimControllerOptions,
+  type SimRequest,
+  type SimStatus,
+} from './controller.ts';
 export { AckLedger, verifyDelivery, type VerifyReport, type VerifyTarget } from './verify.ts';

@@ -17,7 +17,9 @@ const schema = z
      * Broker URL (mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://); with transport 'http',
      * the platform's API URL (http:// or https://) stations post to.
      */
-    url: z.string().refine((u) => isBrokerUrl(u) || isHttpUrl(u), { message: 'must be a broker URL such as mqtt://127.0.0.1:1883 (or, with HTTP ingest, http://127.0.0.1:8080)' }),
+    url: z.string().refine((u) => isBrokerUrl(u) || isHttpUrl(u), {
+      message: 'must be a broker URL such as mqtt://127.0.0.1:1883 (or, with HTTP ingest, http://127.0.0.1:8080)',
+    }),
     /**
      * 'mqtt': one MQTT connection per station. 'http': each station posts to the platform's
      * HTTP ingest (`POST <url>/api/ingest/<id>?topic=`) with its token; no commands reach it.
@@ -70,7 +72,11 @@ const schema = z
     /** How often `onProgress` is called. */
     progressIntervalMs: z.int().min(10).default(1_000),
     /** Simulated time runs this many times faster than wall time (60: an hour per minute). */
-    speed: z.number().min(1, { message: `must be a number in 1..${MAX_SPEED}` }).max(MAX_SPEED, { message: `must be a number in 1..${MAX_SPEED}` }).default(1),
+    speed: z
+      .number()
+      .min(1, { message: `must be a number in 1..${MAX_SPEED}` })
+      .max(MAX_SPEED, { message: `must be a number in 1..${MAX_SPEED}` })
+      .default(1),
     /** The simulated time the run starts at (epoch ms); default: the wall clock at the start. */
     startMs: z.int().positive().optional(),
     /** After a lost connection, try again this long after (wall time); 0: never (the station is lost). */
@@ -100,7 +106,10 @@ const schema = z
          * `fleetStations` starting stations from number `fleetFirst`; it runs its own starting
          * stations (`first`/`stations`) and every `count`-th joiner from the `index`-th.
          */
-        slice: z.object({ index: z.int().min(0), count: z.int().min(1).max(64), fleetFirst: z.int().min(0), fleetStations: z.int().min(1) }).strict().optional(),
+        slice: z
+          .object({ index: z.int().min(0), count: z.int().min(1).max(64), fleetFirst: z.int().min(0), fleetStations: z.int().min(1) })
+          .strict()
+          .optional(),
       })
       .strict()
       .optional(),
@@ -131,7 +140,7 @@ const schema = z
     path: ['url'],
   })
   .refine((o) => o.transport !== 'http' || o.qos === 1, {
-    message: "must be 1 with HTTP ingest (a post is acknowledged by its 200, as QoS 1 by its PUBACK)",
+    message: 'must be 1 with HTTP ingest (a post is acknowledged by its 200, as QoS 1 by its PUBACK)',
     path: ['qos'],
   })
   .refine((o) => o.transport !== 'http' || (o.username === undefined && o.password === undefined), {
@@ -179,9 +188,7 @@ export interface SimOptionsIssue {
 }
 
 /** Validates options and applies defaults, without throwing. */
-export function checkSimOptions(
-  options: SimOptions,
-): { ok: true; config: SimConfig } | { ok: false; issues: SimOptionsIssue[] } {
+export function checkSimOptions(options: SimOptions): { ok: true; config: SimConfig } | { ok: false; issues: SimOptionsIssue[] } {
   const result = schema.safeParse(options);
   if (result.success) return { ok: true, config: Object.freeze(result.data) };
   const issues = result.error.issues.map((issue) => {

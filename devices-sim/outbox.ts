@@ -46,11 +46,9 @@ export class Outbox {
 
   constructor(limit = DEFAULT_OFFLINE_BUFFER) {
     if (!(Number.isInteger(limit) && limit >= 1 && limit <= 1_000_000)) {
-      throw new VoltlineError(
-        'VL_SIM_BAD_BUFFER',
-        `Cannot create a station buffer as 'limit' must be an integer in 1..1000000: current value is ${limit}`,
-        { context: { limit } },
-      );
+      throw new VoltlineError('VL_SIM_BAD_BUFFER', `Cannot create a station buffer as 'limit' must be an integer in 1..1000000: current value is ${limit}`, {
+        context: { limit },
+      });
     }
     this.limit = limit;
   }

@@ -217,9 +217,9 @@ describe('runSimulation', () => {
     await expect(runSimulation({ url: 'http://x', stations: 1, ratePerSec: 1, durationMs: 1 })).rejects.toThrow(
       /'url' must be a broker URL .*: current value is "http:\/\/x"/,
     );
-    await expect(
-      runSimulation({ url: 'mqtt://x', stations: 10, first: 99_995, ratePerSec: 1, durationMs: 1 }),
-    ).rejects.toMatchObject({ code: 'VL_SIM_BAD_OPTIONS' });
+    await expect(runSimulation({ url: 'mqtt://x', stations: 10, first: 99_995, ratePerSec: 1, durationMs: 1 })).rejects.toMatchObject({
+      code: 'VL_SIM_BAD_OPTIONS',
+    });
   });
 
   it('publishes station events and answers a command over MQTT: unlock → a rental and a command_ack', async () => {

@@ -10,7 +10,16 @@ import { Outbox, type OutboxMessage } from './outbox.ts';
 import { malformedMessage, newPhaseReport, pickShare, type SimPhaseReport } from './phases.ts';
 import { OpenLoopSchedule, PublishTiming, steadyWindow } from './schedule.ts';
 import { createPrng, deriveSeed } from './prng.ts';
-import { addCount, connectRefusal, disconnectCause, type SimErrorsByKind, type SimGrowthReport, type SimProgress, type SimRefusals, type SimReport } from './report.ts';
+import {
+  addCount,
+  connectRefusal,
+  disconnectCause,
+  type SimErrorsByKind,
+  type SimGrowthReport,
+  type SimProgress,
+  type SimRefusals,
+  type SimReport,
+} from './report.ts';
 import { MALFORMED_KINDS, RatePlan, type MalformedKind, type Phase } from './scenario.ts';
 import { Station, type Telemetry } from './station.ts';
 
@@ -159,7 +168,17 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const growthReport: SimGrowthReport | undefined =
     growth === undefined
       ? undefined
-      : { from: growth.ownStart, to: growth.ownTo, joined: 0, failed: 0, notJoined: 0, afterMs: growth.afterMs, overMs: growth.overMs, rate: growth.rate, timeline: [] };
+      : {
+          from: growth.ownStart,
+          to: growth.ownTo,
+          joined: 0,
+          failed: 0,
+          notJoined: 0,
+          afterMs: growth.afterMs,
+          overMs: growth.overMs,
+          rate: growth.rate,
+          timeline: [],
+        };
   /** Joiners started (connecting or done), and the connects in progress. */
   let nextJoin = 0;
   const joining = new Set<Promise<void>>();
@@ -839,7 +858,13 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
       steadyTarget: perSec(plan.due(steadyTo) - plan.due(steadyAt.fromMs)),
       steadyAtSend: perSec(steadySentAtSend),
     },
-    steadyWindow: { fromMs: steadyAt.fromMs, toMs: Math.round(steadyTo), due: plan.due(steadyTo) - plan.due(steadyAt.fromMs), sent: steadySent, sentAtSend: steadySentAtSend },
+    steadyWindow: {
+      fromMs: steadyAt.fromMs,
+      toMs: Math.round(steadyTo),
+      due: plan.due(steadyTo) - plan.due(steadyAt.fromMs),
+      sent: steadySent,
+      sentAtSend: steadySentAtSend,
+    },
     latencyMs: histogram.summary(),
     serviceLatencyMs: timing.service.summary(),
     latencyHistogram: histogram.bucketsMs(),
@@ -884,7 +909,13 @@ async function disconnect(conn: Conn): Promise<void> {
   const timedOut = new Promise<'timeout'>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), DISCONNECT_TIMEOUT_MS);
   });
-  const outcome = await Promise.race([client.endAsync(false).then(() => 'ok' as const, () => 'failed' as const), timedOut]);
+  const outcome = await Promise.race([
+    client.endAsync(false).then(
+      () => 'ok' as const,
+      () => 'failed' as const,
+    ),
+    timedOut,
+  ]);
   clearTimeout(timer);
   if (outcome !== 'ok') client.end(true);
 }

@@ -64,7 +64,9 @@ describe('parseScenario', () => {
   it('names the line and the field of each error', () => {
     const bad = GOOD.replace('    from: 100', '    from: -3');
     expect(errorOf(bad)).toBe('scenarios/x.yaml line 14: phases[1].from must be a number above 0');
-    expect(errorOf(GOOD.replace('duration: 500ms', 'duration: soon'))).toMatch(/^scenarios\/x\.yaml line 13: phases\[1\]\.duration must be a duration such as 500ms, 30s or 5m \(got 'soon'\)$/);
+    expect(errorOf(GOOD.replace('duration: 500ms', 'duration: soon'))).toMatch(
+      /^scenarios\/x\.yaml line 13: phases\[1\]\.duration must be a duration such as 500ms, 30s or 5m \(got 'soon'\)$/,
+    );
     expect(errorOf(GOOD.replace('percent: 20', 'percent: 120'))).toBe('scenarios/x.yaml line 18: phases[2].percent must be a number in 0..100');
     expect(errorOf(GOOD.replace('  stations: 10', '  stations: 0'))).toBe('scenarios/x.yaml line 6: fleet.stations must be a whole number in 1..99999');
     // A missing field: the line of the object it is missing from.
@@ -77,32 +79,45 @@ describe('parseScenario', () => {
       /^scenarios\/x\.yaml line 20: phases\[3\]\.kind 'earthquake' is not a phase kind this simulator supports \(steady, ramp, /,
     );
     expect(errorOf(GOOD.replace('  prefix: t-', '  prefix: t-\n  size: 5'))).toBe("scenarios/x.yaml line 8: fleet has unknown field(s) 'size'");
-    expect(errorOf(GOOD.replace('    percent: 10', '    percent: 10\n    jitter: 3'))).toBe("scenarios/x.yaml line 23: phases[3] has unknown field(s) 'jitter'");
+    expect(errorOf(GOOD.replace('    percent: 10', '    percent: 10\n    jitter: 3'))).toBe(
+      "scenarios/x.yaml line 23: phases[3] has unknown field(s) 'jitter'",
+    );
   });
 
   it('reads fleet growth: the rate is the total with `rate`, per station with `interval`', () => {
     const grown = GOOD.replace('  prefix: t-', '  prefix: t-\n  growth:\n    to: 40\n    after: 1s\n    over: 30s');
     expect(scenarioOptions(parseScenario(grown, 'g.yaml'))).toMatchObject({ stations: 10, growth: { to: 40, afterMs: 1_000, overMs: 30_000, rate: 'total' } });
-    const perStation = parseScenario(grown.replace('rate: 100\n', 'interval: 5s\n').replace('  growth:\n    to: 40\n    after: 1s\n', '  growth:\n    to: 40\n'), 'g.yaml');
+    const perStation = parseScenario(
+      grown.replace('rate: 100\n', 'interval: 5s\n').replace('  growth:\n    to: 40\n    after: 1s\n', '  growth:\n    to: 40\n'),
+      'g.yaml',
+    );
     // `after` defaults to 0.
     expect(scenarioOptions(perStation).growth).toEqual({ to: 40, afterMs: 0, overMs: 30_000, rate: 'per-station' });
   });
 
   it('refuses bad growth, naming the line and the field', () => {
     const grown = (growth: string): string => GOOD.replace('  prefix: t-', `  prefix: t-\n  growth:\n${growth}`);
-    expect(errorOf(grown('    to: 40\n    over: soon\n'))).toBe("scenarios/x.yaml line 10: fleet.growth.over must be a duration such as 500ms, 30s or 5m (got 'soon')");
+    expect(errorOf(grown('    to: 40\n    over: soon\n'))).toBe(
+      "scenarios/x.yaml line 10: fleet.growth.over must be a duration such as 500ms, 30s or 5m (got 'soon')",
+    );
     expect(errorOf(grown('    to: 5\n    over: 10s\n'))).toBe('scenarios/x.yaml line 9: fleet.growth.to must be above fleet.stations (the fleet grows to it)');
     expect(errorOf(grown('    to: 10\n    over: 10s\n'))).toBe('scenarios/x.yaml line 9: fleet.growth.to must be above fleet.stations (the fleet grows to it)');
     expect(errorOf(grown('    over: 10s\n'))).toMatch(/^scenarios\/x\.yaml line 9: fleet\.growth\.to must be a whole number in 2\.\.99999$/);
     expect(errorOf(grown('    to: 40\n    over: 10s\n    speed: 2\n'))).toBe("scenarios/x.yaml line 11: fleet.growth has unknown field(s) 'speed'");
     // The phases last 63.5 s: a growth that ends later is refused.
-    expect(errorOf(grown('    to: 40\n    after: 60s\n    over: 10s\n'))).toBe("scenarios/x.yaml line 11: fleet.growth.over after + over must end within the phases' total duration");
+    expect(errorOf(grown('    to: 40\n    after: 60s\n    over: 10s\n'))).toBe(
+      "scenarios/x.yaml line 11: fleet.growth.over after + over must end within the phases' total duration",
+    );
   });
 
   it('reads JSON too, with lines, and says where YAML is broken', () => {
     const json = JSON.stringify({ name: 'j', fleet: { stations: 2 }, rate: 10, phases: [{ kind: 'burst', duration: '1s', multiplier: 0 }] }, null, 2);
     expect(errorOf(json, 'x.json')).toMatch(/^x\.json line 1[0-9]: phases\[0\]\.multiplier must be a number above 0$/);
-    expect(parseScenario(json.replace('"multiplier": 0', '"multiplier": 2'), 'x.json').phases[0]).toMatchObject({ kind: 'burst', duration: 1_000, multiplier: 2 });
+    expect(parseScenario(json.replace('"multiplier": 0', '"multiplier": 2'), 'x.json').phases[0]).toMatchObject({
+      kind: 'burst',
+      duration: 1_000,
+      multiplier: 2,
+    });
     expect(errorOf('name: x\nfleet: [1,\n', 'bad.yaml')).toMatch(/^bad\.yaml line \d: is not valid YAML or JSON/);
   });
 });
@@ -146,7 +161,16 @@ describe('the scenario library', async () => {
   const files = (await readdir(LIBRARY)).filter((f) => f.endsWith('.yaml')).sort();
 
   it('has the documented scenarios', () => {
-    expect(files).toEqual(['bad-payloads.yaml', 'growth.yaml', 'late-and-skewed.yaml', 'morning-peak.yaml', 'outage-and-flush.yaml', 'reconnect-storm.yaml', 'smoke.yaml', 'steady-city.yaml']);
+    expect(files).toEqual([
+      'bad-payloads.yaml',
+      'growth.yaml',
+      'late-and-skewed.yaml',
+      'morning-peak.yaml',
+      'outage-and-flush.yaml',
+      'reconnect-storm.yaml',
+      'smoke.yaml',
+      'steady-city.yaml',
+    ]);
   });
 
   for (const file of files) {
@@ -217,7 +241,10 @@ describe('malformed phases against a broker that checks', () => {
         done(ok ? null : Object.assign(new Error('bad password'), { returnCode: 4 as const }), ok);
       },
     });
-    const s = parseScenario('name: creds\nfleet:\n  stations: 4\nrate: 40\nphases:\n  - kind: malformed\n    duration: 1s\n    percent: 50\n    kinds: [wrong-credentials]\n', 'creds.yaml');
+    const s = parseScenario(
+      'name: creds\nfleet:\n  stations: 4\nrate: 40\nphases:\n  - kind: malformed\n    duration: 1s\n    percent: 50\n    kinds: [wrong-credentials]\n',
+      'creds.yaml',
+    );
     const report = await runSimulation({ ...scenarioOptions(s), url: broker.url });
     const phase = report.phases?.[0];
     const logins = phase?.malformed['wrong-credentials'];
@@ -235,7 +262,10 @@ describe('voltline sim <scenario-file>', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'vl-scenario-'));
     try {
       const file = path.join(dir, 'tiny.yaml');
-      await writeFile(file, 'name: tiny\nfleet:\n  stations: 50\nrate: 20\nphases:\n  - kind: steady\n    duration: 500ms\n  - kind: burst\n    duration: 500ms\n    multiplier: 2\n');
+      await writeFile(
+        file,
+        'name: tiny\nfleet:\n  stations: 50\nrate: 20\nphases:\n  - kind: steady\n    duration: 500ms\n  - kind: burst\n    duration: 500ms\n    multiplier: 2\n',
+      );
       broker = await startTestBroker();
       const run = async (argv: string[]): Promise<{ code: number; out: string; err: string }> => {
         const stdout = new PassThrough();

@@ -41,8 +41,14 @@ const signedDuration = z.union([z.number(), z.string()], { message: 'must be a d
   }
   return negative && typeof value === 'string' ? -ms : ms;
 });
-const rate = z.number({ message: 'must be a number above 0' }).positive({ message: 'must be a number above 0' }).max(1_000_000, { message: 'must be at most 1000000' });
-const percent = z.number({ message: 'must be a number in 0..100' }).min(0, { message: 'must be a number in 0..100' }).max(100, { message: 'must be a number in 0..100' });
+const rate = z
+  .number({ message: 'must be a number above 0' })
+  .positive({ message: 'must be a number above 0' })
+  .max(1_000_000, { message: 'must be at most 1000000' });
+const percent = z
+  .number({ message: 'must be a number in 0..100' })
+  .min(0, { message: 'must be a number in 0..100' })
+  .max(100, { message: 'must be a number in 0..100' });
 
 const common = {
   /** Shown in the report; default: the kind. */
@@ -57,7 +63,13 @@ export const phaseSchema = z.discriminatedUnion(
     z.object({ kind: z.literal('ramp'), ...common, from: rate, to: rate }).strict(),
     /** A weekday's demand curve (rentalRatePerHour) compressed into the phase, from trough to peak. */
     z.object({ kind: z.literal('diurnal'), ...common, peak: rate.optional(), trough: rate.optional() }).strict(),
-    z.object({ kind: z.literal('burst'), ...common, multiplier: z.number({ message: 'must be a number above 0' }).positive({ message: 'must be a number above 0' }).max(1_000) }).strict(),
+    z
+      .object({
+        kind: z.literal('burst'),
+        ...common,
+        multiplier: z.number({ message: 'must be a number above 0' }).positive({ message: 'must be a number above 0' }).max(1_000),
+      })
+      .strict(),
     /** `percent` of the stations lose their connection at the start for `downFor` (default: the whole phase), then reconnect and flush. */
     z.object({ kind: z.literal('outage'), ...common, rate: rate.optional(), percent, downFor: positiveDuration.optional() }).strict(),
     /** Every station drops at the start and all reconnect at once `downFor` later (default 1s). */
@@ -70,7 +82,10 @@ export const phaseSchema = z.discriminatedUnion(
         ...common,
         rate: rate.optional(),
         percent,
-        kinds: z.array(z.enum(MALFORMED_KINDS, { message: `must be one of ${MALFORMED_KINDS.join(', ')}` })).min(1).optional(),
+        kinds: z
+          .array(z.enum(MALFORMED_KINDS, { message: `must be one of ${MALFORMED_KINDS.join(', ')}` }))
+          .min(1)
+          .optional(),
       })
       .strict(),
     z.object({ kind: z.literal('late-data'), ...common, rate: rate.optional(), percent, lateBy: positiveDuration }).strict(),
@@ -89,7 +104,10 @@ const scenarioSchema = z
     seed: z.int().min(0).max(0xffff_ffff).default(1),
     fleet: z
       .object({
-        stations: z.int({ message: 'must be a whole number in 1..99999' }).min(1, { message: 'must be a whole number in 1..99999' }).max(99_999, { message: 'must be a whole number in 1..99999' }),
+        stations: z
+          .int({ message: 'must be a whole number in 1..99999' })
+          .min(1, { message: 'must be a whole number in 1..99999' })
+          .max(99_999, { message: 'must be a whole number in 1..99999' }),
         prefix: z.string().optional(),
         first: z.int().min(0).optional(),
         /**
@@ -98,7 +116,10 @@ const scenarioSchema = z
          */
         growth: z
           .object({
-            to: z.int({ message: 'must be a whole number in 2..99999' }).min(2, { message: 'must be a whole number in 2..99999' }).max(99_999, { message: 'must be a whole number in 2..99999' }),
+            to: z
+              .int({ message: 'must be a whole number in 2..99999' })
+              .min(2, { message: 'must be a whole number in 2..99999' })
+              .max(99_999, { message: 'must be a whole number in 2..99999' }),
             over: duration,
             after: duration.default(0),
           })
@@ -106,20 +127,29 @@ const scenarioSchema = z
           .optional(),
       })
       .strict()
-      .refine((f) => f.growth === undefined || f.growth.to > f.stations, { message: 'must be above fleet.stations (the fleet grows to it)', path: ['growth', 'to'] }),
+      .refine((f) => f.growth === undefined || f.growth.to > f.stations, {
+        message: 'must be above fleet.stations (the fleet grows to it)',
+        path: ['growth', 'to'],
+      }),
     /** Base rate across the fleet (msgs/s); or `interval`: each station publishes every interval. */
     rate: rate.optional(),
     interval: positiveDuration.optional(),
     speed: z.number().optional(),
     /** Simulated start time, ISO 8601. */
-    start: z.string().refine((s) => /^\d{4}-\d{2}-\d{2}T/.test(s) && Number.isFinite(Date.parse(s)), { message: 'must be an ISO 8601 time such as 2026-03-02T06:00:00Z' }).optional(),
+    start: z
+      .string()
+      .refine((s) => /^\d{4}-\d{2}-\d{2}T/.test(s) && Number.isFinite(Date.parse(s)), { message: 'must be an ISO 8601 time such as 2026-03-02T06:00:00Z' })
+      .optional(),
     reconnectDelay: duration.optional(),
     offlineBuffer: z.int().min(1).optional(),
     maxInflight: z.int().min(1).optional(),
     phases: z.array(phaseSchema).min(1, { message: 'must list at least one phase' }),
   })
   .strict()
-  .refine((s) => (s.rate === undefined) !== (s.interval === undefined), { message: "needs exactly one of 'rate' (msgs/s across the fleet) or 'interval' (per station)", path: ['rate'] })
+  .refine((s) => (s.rate === undefined) !== (s.interval === undefined), {
+    message: "needs exactly one of 'rate' (msgs/s across the fleet) or 'interval' (per station)",
+    path: ['rate'],
+  })
   .refine((s) => s.fleet.growth === undefined || s.fleet.growth.after + s.fleet.growth.over <= s.phases.reduce((sum, p) => sum + p.duration, 0), {
     message: "after + over must end within the phases' total duration",
     path: ['fleet', 'growth', 'over'],
@@ -245,7 +275,12 @@ export function shortScenario(s: Scenario, factors: { time: number; fleet: numbe
   });
   const out: Scenario = { ...s, fleet: { ...s.fleet, stations }, phases };
   const g = s.fleet.growth;
-  if (g !== undefined) out.fleet.growth = { to: Math.max(stations + 1, Math.round(g.to * factors.fleet)), after: Math.floor(g.after * factors.time), over: Math.floor(g.over * factors.time) };
+  if (g !== undefined)
+    out.fleet.growth = {
+      to: Math.max(stations + 1, Math.round(g.to * factors.fleet)),
+      after: Math.floor(g.after * factors.time),
+      over: Math.floor(g.over * factors.time),
+    };
   if (s.rate !== undefined) out.rate = s.rate * rf;
   // An interval is per station: the fleet factor is in the station count already.
   if (s.interval !== undefined) out.interval = Math.max(1, Math.round((s.interval * factors.fleet) / rf));
@@ -286,7 +321,7 @@ function piecewise(points: readonly number[], durationMs: number): Pick<RateSegm
   const n = points.length - 1;
   const step = durationMs / n;
   const prefix: number[] = [0];
-  for (let i = 0; i < n; i++) prefix.push((prefix[i] as number) + (((points[i] as number) + (points[i + 1] as number)) / 2) * step / 1000);
+  for (let i = 0; i < n; i++) prefix.push((prefix[i] as number) + ((((points[i] as number) + (points[i + 1] as number)) / 2) * step) / 1000);
   const at = (t: number): { i: number; u: number } => {
     const i = Math.min(n - 1, Math.floor(t / step));
     return { i, u: t - i * step };

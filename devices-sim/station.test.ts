@@ -87,7 +87,14 @@ describe('Station', () => {
           continue;
         }
         try {
-          const event: Parameters<typeof stationTelemetry.handler>[0] = { payload: result.value, topic, deviceId: id, receivedAt: msg.ts, source: 'mqtt', attempt: 1 };
+          const event: Parameters<typeof stationTelemetry.handler>[0] = {
+            payload: result.value,
+            topic,
+            deviceId: id,
+            receivedAt: msg.ts,
+            source: 'mqtt',
+            attempt: 1,
+          };
           // The handler uses nothing of its context (no log, config or publish).
           const out = stationTelemetry.handler(event, {} as Parameters<typeof stationTelemetry.handler>[1]);
           expect(out).toBeTruthy();
@@ -108,8 +115,7 @@ describe('Station', () => {
 
     const rentals = (day: number): StationEvent[] =>
       ids(20).flatMap((id) => simulate(new Station({ id, seed: 11 }), day, day + DAY, 5 * MINUTE).events.filter((e) => e.type === 'rental'));
-    const perHour = (events: StationEvent[], from: number, to: number): number =>
-      events.filter((e) => inWindow(e, from, to)).length / ((to - from) / HOUR);
+    const perHour = (events: StationEvent[], from: number, to: number): number => events.filter((e) => inWindow(e, from, to)).length / ((to - from) / HOUR);
 
     const weekday = rentals(TUESDAY);
     const night = perHour(weekday, TUESDAY, TUESDAY + 5 * HOUR);
@@ -277,7 +283,14 @@ describe('Station', () => {
       dock: occupied.slot,
       detail: { scooterId: occupied.scooterId, battery: expect.any(Number), by: 'command' },
     });
-    expect(ack).toEqual({ stationId: 'st-00009', type: 'command_ack', ts: at, seq: (rental?.seq ?? 0) + 1, dock: occupied.slot, detail: { command: 'unlock', result: 'ok', requestId: 'r-1' } });
+    expect(ack).toEqual({
+      stationId: 'st-00009',
+      type: 'command_ack',
+      ts: at,
+      seq: (rental?.seq ?? 0) + 1,
+      dock: occupied.slot,
+      detail: { command: 'unlock', result: 'ok', requestId: 'r-1' },
+    });
     expect(station.next(at + 1).docks[occupied.slot - 1]).toMatchObject({ scooterId: null, battery: null, charging: false, powerW: 0 });
 
     const answer = (name: string, payload: string): StationEvent['detail'] => {

@@ -29,14 +29,7 @@ export interface Telemetry {
 }
 
 /** What a station event reports. */
-export type StationEventType =
-  | 'rental'
-  | 'return'
-  | 'fault'
-  | 'fault_cleared'
-  | 'door_open'
-  | 'door_closed'
-  | 'command_ack';
+export type StationEventType = 'rental' | 'return' | 'fault' | 'fault_cleared' | 'door_open' | 'door_closed' | 'command_ack';
 
 /** The faults a station reports in `fault` / `fault_cleared` events (`detail.fault`). */
 export type StationFault = 'charger' | 'over_temperature' | 'door_stuck';

@@ -41,7 +41,13 @@ let notForwarded = 0;
 const indexOf = new Map<string, number>();
 // Its starting stations, then its joiners when the fleet grows (as threads.ts lists them).
 for (const [i, id] of runStationIds(resolveSimOptions(data.options)).entries()) indexOf.set(id, i);
-function newBatch(): { station: Uint32Array<ArrayBuffer>; seq: Float64Array<ArrayBuffer>; ts: Float64Array<ArrayBuffer>; at: Float64Array<ArrayBuffer>; size: number } {
+function newBatch(): {
+  station: Uint32Array<ArrayBuffer>;
+  seq: Float64Array<ArrayBuffer>;
+  ts: Float64Array<ArrayBuffer>;
+  at: Float64Array<ArrayBuffer>;
+  size: number;
+} {
   return { station: new Uint32Array(ACK_BATCH), seq: new Float64Array(ACK_BATCH), ts: new Float64Array(ACK_BATCH), at: new Float64Array(ACK_BATCH), size: 0 };
 }
 function flushAcks(): void {

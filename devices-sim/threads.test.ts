@@ -119,7 +119,7 @@ describe('runThreaded', () => {
     expect(progress.at(-1)?.phase).toBe('done');
   });
 
-  it('reports a worker thread that crashes as an error, with the other threads\' figures, and does not hang', async () => {
+  it("reports a worker thread that crashes as an error, with the other threads' figures, and does not hang", async () => {
     const rec = await recordingBroker();
     broker = rec.broker;
     const report = await runThreaded({ url: rec.broker.url, stations: 4, ratePerSec: 40, durationMs: 1_000 }, 2, {
@@ -134,7 +134,10 @@ describe('runThreaded', () => {
   it('holds thousands of connections from one process: 3 000 stations on 2 threads', async () => {
     const rec = await recordingBroker();
     broker = rec.broker;
-    const report = await runThreaded({ url: rec.broker.url, stations: 3_000, ratePerSec: 3_000, durationMs: 2_000, connectConcurrency: 200, connectTimeoutMs: 20_000, drainTimeoutMs: 20_000 }, 2);
+    const report = await runThreaded(
+      { url: rec.broker.url, stations: 3_000, ratePerSec: 3_000, durationMs: 2_000, connectConcurrency: 200, connectTimeoutMs: 20_000, drainTimeoutMs: 20_000 },
+      2,
+    );
     expect(report).toMatchObject({ stations: 3_000, connected: 3_000, errors: 0, threads: 2, sent: 6_000, acked: 6_000 });
     expect(new Set(rec.broker.clientIds).size).toBe(3_000);
     expect(new Set(rec.seen).size).toBe(6_000);

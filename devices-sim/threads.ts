@@ -52,9 +52,13 @@ export type WorkerToMain =
 export function resolveThreads(value: number | 'auto'): number {
   if (value === 'auto') return Math.max(1, Math.min(MAX_THREADS, availableParallelism()));
   if (!Number.isInteger(value) || value < 1 || value > MAX_THREADS) {
-    throw new VoltlineError('VL_SIM_BAD_OPTIONS', `Cannot run the simulation on ${value} threads as threads must be a whole number in 1..${MAX_THREADS} or 'auto'`, {
-      context: { field: 'threads', value },
-    });
+    throw new VoltlineError(
+      'VL_SIM_BAD_OPTIONS',
+      `Cannot run the simulation on ${value} threads as threads must be a whole number in 1..${MAX_THREADS} or 'auto'`,
+      {
+        context: { field: 'threads', value },
+      },
+    );
   }
   return value;
 }
@@ -109,7 +113,12 @@ export function sliceOptions(config: SimConfig, slice: { first: number; stations
     options = { ...rest, first: slice.first, stations: slice.stations, ratePerSec: config.ratePerSec * share };
     if (phases !== undefined) options.phases = phases.map((p) => scalePhase(p, share));
   } else {
-    options = { ...rest, first: slice.first, stations: slice.stations, growth: { ...growth, slice: { index, count, fleetFirst: config.first, fleetStations: config.stations } } };
+    options = {
+      ...rest,
+      first: slice.first,
+      stations: slice.stations,
+      growth: { ...growth, slice: { index, count, fleetFirst: config.first, fleetStations: config.stations } },
+    };
     if (phases !== undefined) options.phases = phases;
   }
   if (credentials !== undefined) {
@@ -179,7 +188,13 @@ export async function runThreaded(options: SimOptions, threads: number, hooks: T
 
   const progress = (final: boolean): void => {
     if (hooks.onProgress === undefined) return;
-    hooks.onProgress(mergeProgress(states.map((s) => (s.failure !== undefined ? 'failed' : s.progress)), Math.round(performance.now() - start), final));
+    hooks.onProgress(
+      mergeProgress(
+        states.map((s) => (s.failure !== undefined ? 'failed' : s.progress)),
+        Math.round(performance.now() - start),
+        final,
+      ),
+    );
   };
   const progressTimer = hooks.onProgress === undefined ? undefined : setInterval(() => progress(false), config.progressIntervalMs);
 
@@ -267,12 +282,16 @@ export async function runThreaded(options: SimOptions, threads: number, hooks: T
     config,
     states.map((s) =>
       s.report === undefined
-        ? { failed: `worker ${s.index + 1} (stations ${stationId(config.prefix, s.slice.first)}..${stationId(config.prefix, s.slice.first + s.slice.stations - 1)}): ${s.failure ?? 'failed'}`, stations: s.slice.stations }
+        ? {
+            failed: `worker ${s.index + 1} (stations ${stationId(config.prefix, s.slice.first)}..${stationId(config.prefix, s.slice.first + s.slice.stations - 1)}): ${s.failure ?? 'failed'}`,
+            stations: s.slice.stations,
+          }
         : { report: s.report },
     ),
     signal?.aborted === true,
   );
-  if (acksNotForwarded > 0 && report.errorSamples.length < 5) report.errorSamples.push(`verify: ${acksNotForwarded} acknowledged message(s) past ${maxAcks} were not kept`);
+  if (acksNotForwarded > 0 && report.errorSamples.length < 5)
+    report.errorSamples.push(`verify: ${acksNotForwarded} acknowledged message(s) past ${maxAcks} were not kept`);
   return report;
 }
 
@@ -442,7 +461,8 @@ export function mergeReports(config: SimConfig, outcomes: readonly SliceOutcome[
     addCounts(r.reconnects, o.reconnects);
     for (const sample of o.errorSamples) if (r.errorSamples.length < 5) r.errorSamples.push(sample);
     if (o.phases !== undefined) phases = phases === undefined ? o.phases.map(copyPhase) : mergePhases(phases, o.phases);
-    if (o.growth !== undefined) r.growth = r.growth === undefined ? { ...o.growth, timeline: o.growth.timeline.map((p) => ({ ...p })) } : mergeGrowth(r.growth, o.growth);
+    if (o.growth !== undefined)
+      r.growth = r.growth === undefined ? { ...o.growth, timeline: o.growth.timeline.map((p) => ({ ...p })) } : mergeGrowth(r.growth, o.growth);
   }
   // A crashed thread goes first among the samples: it explains the missing figures.
   r.errorSamples = [...failures, ...r.errorSamples].slice(0, 5);

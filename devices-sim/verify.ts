@@ -140,11 +140,17 @@ async function query(target: VerifyTarget, from: number, to: number): Promise<Qu
   try {
     response = await fetch(url, { headers: target.token === undefined ? {} : { authorization: `Bearer ${target.token}` } });
   } catch (err) {
-    throw new VoltlineError('VL_SIM_VERIFY', `Cannot verify the run as the platform's query API at ${target.apiUrl} is unreachable (${errorMessage(err)})`, { retriable: true });
+    throw new VoltlineError('VL_SIM_VERIFY', `Cannot verify the run as the platform's query API at ${target.apiUrl} is unreachable (${errorMessage(err)})`, {
+      retriable: true,
+    });
   }
   if (!response.ok) {
     const text = (await response.text()).slice(0, 300);
-    throw new VoltlineError('VL_SIM_VERIFY', `Cannot verify the run as GET /api/query answered ${response.status}: ${text}${response.status === 401 ? ' (give --token or VOLTLINE_TOKEN)' : ''}`, { retriable: false });
+    throw new VoltlineError(
+      'VL_SIM_VERIFY',
+      `Cannot verify the run as GET /api/query answered ${response.status}: ${text}${response.status === 401 ? ' (give --token or VOLTLINE_TOKEN)' : ''}`,
+      { retriable: false },
+    );
   }
   return (await response.json()) as QueryAnswer;
 }
@@ -156,7 +162,12 @@ async function query(target: VerifyTarget, from: number, to: number): Promise<Qu
  * reports. Each poll asks only from the earliest message not yet found. Throws
  * VoltlineError 'VL_SIM_VERIFY' when the API cannot be asked at the last attempt.
  */
-export async function verifyDelivery(ledger: AckLedger, target: VerifyTarget, signal?: AbortSignal, runEnded: Promise<unknown> = Promise.resolve()): Promise<VerifyReport> {
+export async function verifyDelivery(
+  ledger: AckLedger,
+  target: VerifyTarget,
+  signal?: AbortSignal,
+  runEnded: Promise<unknown> = Promise.resolve(),
+): Promise<VerifyReport> {
   const timeoutMs = target.timeoutMs ?? 30_000;
   const pollMs = target.pollMs ?? 250;
   const tag = target.tag ?? 'station';

@@ -125,7 +125,8 @@ function jsonBytes(value: unknown): number {
 /** Why a response from the guest cannot be sent; undefined when it can. Guest output is untrusted. */
 function responseProblem(response: GuestResponse): string | undefined {
   const status: unknown = response.status;
-  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) return `ctx.respond status must be a whole number from 200 to 599: current value is ${JSON.stringify(status)}`;
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599)
+    return `ctx.respond status must be a whole number from 200 to 599: current value is ${JSON.stringify(status)}`;
   if (response.body !== undefined) {
     let bytes: number;
     try {
@@ -221,19 +222,30 @@ export class HttpTriggers {
    */
   async invoke(fnName: string, request: HttpTriggerRequest): Promise<HttpTriggerAnswer> {
     const fn = this.#o.registry.get(fnName);
-    if (fn === undefined) return { status: 404, body: { error: { code: 'VL_FUNCTION_NOT_FOUND', message: `No function named '${fnName}' is deployed` } }, headers: {} };
+    if (fn === undefined)
+      return { status: 404, body: { error: { code: 'VL_FUNCTION_NOT_FOUND', message: `No function named '${fnName}' is deployed` } }, headers: {} };
     const device = request.headers['x-device-id'];
     if (device !== undefined && !DEVICE_ID.test(device)) {
       return {
         status: 400,
-        body: { error: { code: 'VL_BAD_REQUEST', message: `Cannot invoke '${fnName}' as header x-device-id must be 1 to 128 letters, digits or '.', '_', ':', '@', '-': current value is ${JSON.stringify(device.slice(0, 140))}` } },
+        body: {
+          error: {
+            code: 'VL_BAD_REQUEST',
+            message: `Cannot invoke '${fnName}' as header x-device-id must be 1 to 128 letters, digits or '.', '_', ':', '@', '-': current value is ${JSON.stringify(device.slice(0, 140))}`,
+          },
+        },
         headers: {},
       };
     }
     if (this.#inFlight >= this.#maxInFlight) {
       return {
         status: 503,
-        body: { error: { code: 'VL_HTTP_BUSY', message: `Cannot invoke '${fnName}' now as ${this.#maxInFlight} HTTP invocations are already running or waiting: try again shortly` } },
+        body: {
+          error: {
+            code: 'VL_HTTP_BUSY',
+            message: `Cannot invoke '${fnName}' now as ${this.#maxInFlight} HTTP invocations are already running or waiting: try again shortly`,
+          },
+        },
         headers: { 'retry-after': '1' },
       };
     }
@@ -270,15 +282,27 @@ export class HttpTriggers {
       text = raw.byteLength === 0 ? '{}' : utf8.decode(raw);
     } catch {
       const message = 'payload is not valid UTF-8 text, so it cannot be JSON';
-      return this.#finish(fn, invocationId, headers, { outcome: 'invalid', points: [], letter: letterOf('payload_not_json', '', message), error: { code: 'payload_not_json', message } });
+      return this.#finish(fn, invocationId, headers, {
+        outcome: 'invalid',
+        points: [],
+        letter: letterOf('payload_not_json', '', message),
+        error: { code: 'payload_not_json', message },
+      });
     }
 
-    const http: HttpRequestInfo = { method: request.method, path: request.path, query: boundedQuery(request.query), headers: forwardedHeaders(request.headers) };
+    const http: HttpRequestInfo = {
+      method: request.method,
+      path: request.path,
+      query: boundedQuery(request.query),
+      headers: forwardedHeaders(request.headers),
+    };
     let result: SandboxResult;
     let metering: RecordedInvocation['metering'];
     try {
       // The version is read once: this one event runs on the version current now.
-      const outcome = await this.#o.scheduler.run(loadFunctionOf(fn), [{ payload: text, topic, deviceId, receivedAt, source: 'http', invocationId, attempt: 1, http }]);
+      const outcome = await this.#o.scheduler.run(loadFunctionOf(fn), [
+        { payload: text, topic, deviceId, receivedAt, source: 'http', invocationId, attempt: 1, http },
+      ]);
       metering = { batch: outcome.metering, perEvent: outcome.perEvent };
       const first = outcome.results[0];
       if (first === undefined) throw new Error('the worker returned no result');
@@ -287,10 +311,19 @@ export class HttpTriggers {
       if (err instanceof VoltlineError && err.retriable) {
         // A lost worker or a stopping platform: nothing ran to the end, nothing is stored.
         this.#log.warn({ function: fn.name, invocationId, err: errorMessage(err) }, 'HTTP invocation could not run; the caller may retry');
-        return { status: 503, body: { invocationId, error: { code: err.code, message: `Cannot invoke '${fn.name}' now: ${err.message}; try again` } }, headers: { ...headers, 'retry-after': '1' } };
+        return {
+          status: 503,
+          body: { invocationId, error: { code: err.code, message: `Cannot invoke '${fn.name}' now: ${err.message}; try again` } },
+          headers: { ...headers, 'retry-after': '1' },
+        };
       }
       const message = `the platform could not run this event: ${errorMessage(err)}`;
-      return this.#finish(fn, invocationId, headers, { outcome: 'error', points: [], letter: letterOf('error', '', message, 1), error: { code: 'error', message } });
+      return this.#finish(fn, invocationId, headers, {
+        outcome: 'error',
+        points: [],
+        letter: letterOf('error', '', message, 1),
+        error: { code: 'error', message },
+      });
     }
     return this.#finish(fn, invocationId, headers, this.#verdict(result, letterOf), metering);
   }
@@ -301,7 +334,10 @@ export class HttpTriggers {
     if (!verdict.ok) {
       const { outcome, code, field, message } = verdict;
       // A rejection may still answer the caller with the handler's response.
-      const response = result.outcome === 'invalid' && result.code === 'rejected' && result.response !== undefined && responseProblem(result.response) === undefined ? result.response : undefined;
+      const response =
+        result.outcome === 'invalid' && result.code === 'rejected' && result.response !== undefined && responseProblem(result.response) === undefined
+          ? result.response
+          : undefined;
       return {
         outcome,
         points: [],
@@ -310,7 +346,12 @@ export class HttpTriggers {
         ...(response === undefined ? {} : { response }),
       };
     }
-    const failed = (code: DeadLetterCode, message: string): Verdict => ({ outcome: 'error', points: [], letter: letterOf(code, '', message, 1), error: { code, message } });
+    const failed = (code: DeadLetterCode, message: string): Verdict => ({
+      outcome: 'error',
+      points: [],
+      letter: letterOf(code, '', message, 1),
+      error: { code, message },
+    });
     let points: Point[];
     try {
       // Points come from untrusted code: validate again on this side of the boundary.
@@ -327,7 +368,13 @@ export class HttpTriggers {
   }
 
   /** Stores the verdict (points or dead letter), counts it, and makes the answer. */
-  async #finish(fn: Pick<DeployedFunction, 'name' | 'tenant'>, invocationId: string, headers: Record<string, string>, verdict: Verdict, metering?: RecordedInvocation['metering']): Promise<HttpTriggerAnswer> {
+  async #finish(
+    fn: Pick<DeployedFunction, 'name' | 'tenant'>,
+    invocationId: string,
+    headers: Record<string, string>,
+    verdict: Verdict,
+    metering?: RecordedInvocation['metering'],
+  ): Promise<HttpTriggerAnswer> {
     const fnName = fn.name;
     // The function's tenant owns what it wrote.
     const tenant = fn.tenant;
@@ -339,7 +386,14 @@ export class HttpTriggers {
       this.#log.error({ function: fnName, invocationId, err: errorMessage(err) }, 'could not store the outcome of an HTTP invocation');
       return {
         status: 503,
-        body: { invocationId, outcome: verdict.outcome, error: { code: 'VL_STORE_UNAVAILABLE', message: `Cannot store the outcome of invocation ${invocationId}: ${errorMessage(err)}; nothing was stored, try again` } },
+        body: {
+          invocationId,
+          outcome: verdict.outcome,
+          error: {
+            code: 'VL_STORE_UNAVAILABLE',
+            message: `Cannot store the outcome of invocation ${invocationId}: ${errorMessage(err)}; nothing was stored, try again`,
+          },
+        },
         headers: { ...headers, 'retry-after': '1' },
       };
     }
@@ -371,7 +425,10 @@ interface Verdict {
 
 function boundedQuery(query: Readonly<Record<string, string>>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(query).filter(([k]) => k !== 'code').slice(0, MAX_QUERY_PARAMS)) out[key] = value;
+  for (const [key, value] of Object.entries(query)
+    .filter(([k]) => k !== 'code')
+    .slice(0, MAX_QUERY_PARAMS))
+    out[key] = value;
   return out;
 }
 

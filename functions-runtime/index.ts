@@ -1,13 +1,42 @@
 /** The functions runtime's public entry: other folders import only this file. */
 export { bundleFunction, versionOf, type Bundle } from './bundler/bundle.ts';
-export { FunctionRegistry, cronSchedules, triggersText, loadFunctionOf, publicFunction, type DeployedFunction, type DeployedTrigger, type RegistryLimits, type SettingsChange, type DeployedBatch } from './registry/registry.ts';
+export {
+  FunctionRegistry,
+  cronSchedules,
+  triggersText,
+  loadFunctionOf,
+  publicFunction,
+  type DeployedFunction,
+  type DeployedTrigger,
+  type RegistryLimits,
+  type SettingsChange,
+  type DeployedBatch,
+} from './registry/registry.ts';
 export { Router, type RouterOptions } from './router/router.ts';
 export { type Downlink } from './router/downlink.ts';
 export { type FunctionStats, type InvocationOutcome } from './router/function-stats.ts';
 export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';
-export { Scheduler, type SchedulerOptions, type WorkerInfo, type FleetInfo, type FleetReason, type AutoscalerTuning, type BatchOutcome } from './scheduler/scheduler.ts';
+export {
+  Scheduler,
+  type SchedulerOptions,
+  type WorkerInfo,
+  type FleetInfo,
+  type FleetReason,
+  type AutoscalerTuning,
+  type BatchOutcome,
+} from './scheduler/scheduler.ts';
 export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';
 export { FunctionSandbox, pointsOf, type SandboxResult } from './sandbox/sandbox.ts';
 export { invokeOnce, type InvokeRequest, type InvokeResponse } from './invoke.ts';
-export { HttpTriggers, httpTopic, FORWARDED_HEADERS, type HttpTriggerOptions, type HttpLookup, type HttpTriggerRequest, type HttpTriggerAnswer, type InvocationRecorder, type RecordedInvocation } from './http.ts';
+export {
+  HttpTriggers,
+  httpTopic,
+  FORWARDED_HEADERS,
+  type HttpTriggerOptions,
+  type HttpLookup,
+  type HttpTriggerRequest,
+  type HttpTriggerAnswer,
+  type InvocationRecorder,
+  type RecordedInvocation,
+} from './http.ts';
 export { HTTP_METHODS, type HttpMethod } from './registry/http-route.ts';

@@ -37,11 +37,11 @@ let counter = 0;
 export async function invokeOnce(scheduler: Scheduler, fn: DeployedFunction, request: InvokeRequest): Promise<InvokeResponse> {
   const invocationId = `${fn.name}:manual-${Date.now()}-${++counter}`;
   const filter = fn.triggers.find((t) => 'mqtt' in t);
-  const topic = request.topic ?? (filter === undefined ? undefined : filter.mqtt.replaceAll('+', request.deviceId ?? 'manual').replace(/#$/, 'manual')) ?? 'manual';
-  const outcome = await scheduler.run(
-    loadFunctionOf(fn),
-    [{ payload: request.payload, topic, deviceId: request.deviceId ?? 'manual', receivedAt: Date.now(), source: 'manual', invocationId }],
-  );
+  const topic =
+    request.topic ?? (filter === undefined ? undefined : filter.mqtt.replaceAll('+', request.deviceId ?? 'manual').replace(/#$/, 'manual')) ?? 'manual';
+  const outcome = await scheduler.run(loadFunctionOf(fn), [
+    { payload: request.payload, topic, deviceId: request.deviceId ?? 'manual', receivedAt: Date.now(), source: 'manual', invocationId },
+  ]);
   const result = outcome.results[0];
   if (result === undefined) throw new Error('the worker returned no result');
   const response = (result.outcome === 'ok' || result.outcome === 'invalid') && result.response !== undefined ? { response: result.response } : {};
@@ -64,7 +64,12 @@ export async function invokeOnce(scheduler: Scheduler, fn: DeployedFunction, req
         return { ...base, outcome: 'error', points: [], error: { code: 'error', message: err instanceof Error ? err.message : String(err) } };
       }
     case 'invalid':
-      return { ...base, outcome: 'invalid', points: [], error: { code: result.code, ...(result.field === '' ? {} : { field: result.field }), message: result.message } };
+      return {
+        ...base,
+        outcome: 'invalid',
+        points: [],
+        error: { code: result.code, ...(result.field === '' ? {} : { field: result.field }), message: result.message },
+      };
     case 'error':
       return { ...base, outcome: 'error', points: [], error: { code: result.code, message: result.message } };
     default:

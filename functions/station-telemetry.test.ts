@@ -24,7 +24,9 @@ function loadVectors(): VectorCase[] {
   try {
     text = readFileSync(VECTORS, 'utf8');
   } catch (err) {
-    throw new Error(`The station telemetry vectors are missing at ${VECTORS}: they are part of the repository (restore them with git checkout)`, { cause: err });
+    throw new Error(`The station telemetry vectors are missing at ${VECTORS}: they are part of the repository (restore them with git checkout)`, {
+      cause: err,
+    });
   }
   return (JSON.parse(text) as { cases: VectorCase[] }).cases;
 }
@@ -35,7 +37,10 @@ function namesField(result: SandboxResult, expected: string): boolean {
   if (expected === 'json') return result.code === 'payload_not_json';
   if (expected === 'type') return result.code === 'payload_not_object';
   if (expected === 'dock') return /^docks\[\d+\]$/.test(result.field); // one entry of docks
-  const last = result.field.split('.').at(-1)?.replace(/\[\d+\]$/, '');
+  const last = result.field
+    .split('.')
+    .at(-1)
+    ?.replace(/\[\d+\]$/, '');
   return last === expected;
 }
 
@@ -97,4 +102,3 @@ describe('station-telemetry in its 64 MiB isolate', () => {
     expect(sandbox.builds).toBe(1);
   }, 60_000);
 });
-

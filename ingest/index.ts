@@ -3,8 +3,44 @@ export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './tri
 export { openLocalTriggerLog } from './trigger/index.ts';
 export type * from './store/types.ts';
 export { openEmbeddedStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN } from './store/index.ts';
-export { startBroker, type BrokerTlsOptions, BrokerPersistence, DEFAULT_BROKER_LIMITS, type BrokerLimits, PresenceTracker, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, type DevicePresence, type DisconnectReason, type PresencePayload, DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, TOPIC_POLICY_MODES, TopicPolicy, type TenantTopicTemplates, trustedProxies, type RunningBroker, type TopicPolicyMode, MqttWebSocketGateway, MQTT_WEBSOCKET_PATH, connectExternalBroker, deviceIdLevel, DEFAULT_EXTERNAL_CLIENT_ID, DEFAULT_EXTERNAL_TOPICS, DEFAULT_SHARE_GROUP, type ExternalBroker } from './broker/index.ts';
-export { HttpIngest, HTTP_INGEST_SOURCE, DEFAULT_INGEST_TOPIC, type HttpIngestOptions, type IngestAnswer, type IngestGrant, type IngestRequest } from './http/index.ts';
+export {
+  startBroker,
+  type BrokerTlsOptions,
+  BrokerPersistence,
+  DEFAULT_BROKER_LIMITS,
+  type BrokerLimits,
+  PresenceTracker,
+  PRESENCE_SOURCE,
+  PRESENCE_TOPIC_PREFIX,
+  type DevicePresence,
+  type DisconnectReason,
+  type PresencePayload,
+  DEFAULT_PUBLISH_TEMPLATE,
+  DEFAULT_SUBSCRIBE_TEMPLATE,
+  TOPIC_POLICY_MODES,
+  TopicPolicy,
+  type TenantTopicTemplates,
+  trustedProxies,
+  type RunningBroker,
+  type TopicPolicyMode,
+  MqttWebSocketGateway,
+  MQTT_WEBSOCKET_PATH,
+  connectExternalBroker,
+  deviceIdLevel,
+  DEFAULT_EXTERNAL_CLIENT_ID,
+  DEFAULT_EXTERNAL_TOPICS,
+  DEFAULT_SHARE_GROUP,
+  type ExternalBroker,
+} from './broker/index.ts';
+export {
+  HttpIngest,
+  HTTP_INGEST_SOURCE,
+  DEFAULT_INGEST_TOPIC,
+  type HttpIngestOptions,
+  type IngestAnswer,
+  type IngestGrant,
+  type IngestRequest,
+} from './http/index.ts';
 export { TimerSource, cronProblem, timerTopic, timerFunctionOf, TIMER_TOPIC_PREFIX, type TimerPayload, type TimerSchedule } from './timer/index.ts';
 export {
   DeviceRegistry,

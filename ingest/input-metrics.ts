@@ -28,7 +28,9 @@ function counter<L extends string>(registry: Registry, name: string, help: strin
   const existing = registry.getSingleMetric(name);
   if (existing === undefined) return new Counter<L>({ name, help, labelNames, registers: [registry] });
   if (!(existing instanceof Counter)) {
-    throw new VoltlineError('VL_METRIC_CONFLICT', `Cannot count device input as the metric '${name}' is already registered and is not a counter`, { context: { name } });
+    throw new VoltlineError('VL_METRIC_CONFLICT', `Cannot count device input as the metric '${name}' is already registered and is not a counter`, {
+      context: { name },
+    });
   }
   // Same name, same kind: the one registered by the other transport (same labels by construction).
   return existing as Counter<L>;
@@ -37,7 +39,9 @@ function counter<L extends string>(registry: Registry, name: string, help: strin
 /** The shared counters in `registry`: the registered ones, or new ones. */
 export function inputMetrics(registry: Registry): InputMetrics {
   return {
-    received: counter(registry, 'voltline_messages_received_total', 'Device messages durably accepted into the trigger log, by source (mqtt, http-ingest)', ['source']),
+    received: counter(registry, 'voltline_messages_received_total', 'Device messages durably accepted into the trigger log, by source (mqtt, http-ingest)', [
+      'source',
+    ]),
     refused: counter(registry, 'voltline_messages_refused_total', 'Device messages refused before acknowledgement, by reason', ['reason']),
     receivedBytes: counter(registry, 'voltline_received_bytes_total', 'Payload bytes durably accepted', []),
     authFailures: counter(

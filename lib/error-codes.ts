@@ -17,16 +17,32 @@ export interface ErrorSpec {
 export const ERRORS = {
   // The HTTP API and operators
   VL_BAD_REQUEST: { status: 400, retriable: false, means: 'The request body or parameters are not what the route takes; the message names the field.' },
-  VL_NO_CREDENTIALS: { status: 401, retriable: false, means: "No operator token (or device token, for HTTP ingest) was sent: send 'Authorization: Bearer <token>'." },
+  VL_NO_CREDENTIALS: {
+    status: 401,
+    retriable: false,
+    means: "No operator token (or device token, for HTTP ingest) was sent: send 'Authorization: Bearer <token>'.",
+  },
   VL_BAD_CREDENTIALS: { status: 401, retriable: false, means: 'The token sent is not valid: revoked, mistyped, or of another data folder.' },
-  VL_UNAUTHORIZED: { status: 401, retriable: false, means: "An HTTP trigger was called without its function key (x-functions-key or ?code=; 'voltline keys' shows it)." },
-  VL_FORBIDDEN: { status: 403, retriable: false, means: "The token may not do this: a read-only token asked for a change, or a tenant's token reached for another tenant." },
+  VL_UNAUTHORIZED: {
+    status: 401,
+    retriable: false,
+    means: "An HTTP trigger was called without its function key (x-functions-key or ?code=; 'voltline keys' shows it).",
+  },
+  VL_FORBIDDEN: {
+    status: 403,
+    retriable: false,
+    means: "The token may not do this: a read-only token asked for a change, or a tenant's token reached for another tenant.",
+  },
   VL_NOT_FOUND: { status: 404, retriable: false, means: 'No such route (MQTT over WebSocket is served only at /mqtt).' },
   VL_METHOD_NOT_ALLOWED: { status: 405, retriable: false, means: "An HTTP trigger's path was called with a method its function does not take." },
   VL_PAYLOAD_TOO_LARGE: { status: 413, retriable: false, means: "A request body is over the route's limit." },
   VL_UNAVAILABLE: { status: 503, retriable: true, means: 'The part of the platform this needs is starting or stopping; try again shortly.' },
   VL_INTERNAL: { status: 500, retriable: false, means: 'An unexpected failure inside the platform; its log has the details.' },
-  VL_CONFIG_INVALID: { status: 400, retriable: false, means: 'A setting (flag, config file, function config) is not valid; the message names it and the value.' },
+  VL_CONFIG_INVALID: {
+    status: 400,
+    retriable: false,
+    means: 'A setting (flag, config file, function config) is not valid; the message names it and the value.',
+  },
   VL_OPERATOR_INVALID: { status: 400, retriable: false, means: 'An operator token request is not valid (name, role or tenant).' },
   VL_OPERATOR_LIMIT: { status: 409, retriable: false, means: 'No more operator tokens can be created: revoke unused ones.' },
   VL_OPERATORS_INVALID: { retriable: false, means: 'The operator tokens file in the data folder cannot be read as this version wrote it; fix or move it.' },
@@ -34,7 +50,11 @@ export const ERRORS = {
   VL_METRIC_CONFLICT: { retriable: false, means: 'Two parts of the platform registered the same metric name with different kinds (a bug).' },
 
   // Functions: deploy, run, HTTP triggers
-  VL_DEPLOY_INVALID: { status: 400, retriable: false, means: 'A function cannot be deployed as it is: its config, triggers or limits are not valid; the message names what.' },
+  VL_DEPLOY_INVALID: {
+    status: 400,
+    retriable: false,
+    means: 'A function cannot be deployed as it is: its config, triggers or limits are not valid; the message names what.',
+  },
   VL_BUNDLE_FAILED: { status: 400, retriable: false, means: "A function's source could not be bundled (a syntax error, an import that cannot be resolved)." },
   VL_FUNCTION_NOT_FOUND: { status: 404, retriable: false, means: "No function of that name is deployed ('voltline functions' lists them)." },
   VL_FUNCTION_CONCURRENCY: { retriable: false, means: "A function's maxConcurrency is not a whole number of at least 1." },
@@ -43,12 +63,20 @@ export const ERRORS = {
   VL_FRAME_BAD: { retriable: false, means: 'A worker sent a frame that cannot be read; the worker is replaced.' },
   VL_FRAME_TOO_LARGE: { retriable: false, means: "A frame to or from a worker is over the channel's limit." },
   VL_WORKER_LOST: { status: 503, retriable: true, means: 'A worker ended or stopped answering while it ran a batch; the batch runs again elsewhere.' },
-  VL_WORKER_BATCH_FAILED: { status: 503, retriable: true, means: 'A worker could not run a batch (not the function failing: the worker); the batch runs again.' },
+  VL_WORKER_BATCH_FAILED: {
+    status: 503,
+    retriable: true,
+    means: 'A worker could not run a batch (not the function failing: the worker); the batch runs again.',
+  },
   VL_SCHEDULER_OPTIONS: { retriable: false, means: "The worker fleet's settings are not valid (e.g. workersMin above workersMax)." },
   VL_SCHEDULER_STOPPED: { status: 503, retriable: true, means: 'The scheduler is stopping and takes no more batches.' },
   VL_AUTOSCALER_OPTIONS: { retriable: false, means: "The autoscaler's settings are not valid." },
   VL_AUTOSCALER_METRICS: { retriable: false, means: 'The autoscaler was given a load figure that is not a number it can use (a bug).' },
-  VL_ROUTER_STOPPED: { status: 503, retriable: true, means: "The router stopped before a batch's results were stored; they are read again from the trigger log." },
+  VL_ROUTER_STOPPED: {
+    status: 503,
+    retriable: true,
+    means: "The router stopped before a batch's results were stored; they are read again from the trigger log.",
+  },
 
   // Devices
   VL_DEVICE_ID_INVALID: { status: 400, retriable: false, means: 'A device id is not valid: 1 to 128 letters, digits, -, _, . or :, and no MQTT wildcard.' },
@@ -60,7 +88,11 @@ export const ERRORS = {
   VL_DEVICE_NOT_FOUND: { status: 404, retriable: false, means: "No device of that id is registered ('voltline devices list' shows them)." },
   VL_DEVICE_EXISTS: { status: 409, retriable: false, means: 'A device of that id is already registered.' },
   VL_DEVICE_LIMIT: { status: 409, retriable: false, means: 'The registry holds its maximum number of devices.' },
-  VL_DEVICE_NOT_LISTENING: { status: 409, retriable: false, means: 'The device is neither connected and subscribed to its command topic nor has a persistent session to queue for.' },
+  VL_DEVICE_NOT_LISTENING: {
+    status: 409,
+    retriable: false,
+    means: 'The device is neither connected and subscribed to its command topic nor has a persistent session to queue for.',
+  },
   VL_DEVICE_DISABLED: { status: 403, retriable: false, means: "The device is disabled ('voltline devices enable' lets it in again)." },
   VL_DEVICE_CERT_UNAVAILABLE: { status: 503, retriable: false, means: 'A certificate was asked for but this registry has no certificate authority.' },
   VL_DEVICES_BUSY: { status: 503, retriable: true, means: 'The device registry or the broker it sends through is busy or not running yet; try again.' },
@@ -72,9 +104,9 @@ export const ERRORS = {
 
   // MQTT and HTTP ingest
   VL_BROKER_BAD_TOPIC_POLICY: { retriable: false, means: "The broker's topic policy is not one it knows (device or open)." },
-  VL_BROKER_BAD_TOPIC_TEMPLATE: { retriable: false, means: 'A topic template (a tenant\'s topics) is not valid; the message names it.' },
+  VL_BROKER_BAD_TOPIC_TEMPLATE: { retriable: false, means: "A topic template (a tenant's topics) is not valid; the message names it." },
   VL_BROKER_INTERNALS: { retriable: false, means: 'The installed aedes no longer has an internal the broker relies on (an upgrade to check).' },
-  VL_BROKER_LIMIT: { retriable: false, means: "A broker limit is not a positive number." },
+  VL_BROKER_LIMIT: { retriable: false, means: 'A broker limit is not a positive number.' },
   VL_BROKER_PROXY_FROM: { retriable: false, means: '--proxy-protocol-from has an entry that is neither an address nor a CIDR.' },
   VL_BROKER_QUEUE_FULL: { retriable: true, means: "Offline sessions' queues are full: the message is not queued for them (counted)." },
   VL_BROKER_RETAINED_LIMIT: { retriable: false, means: 'The broker holds its maximum number of retained messages.' },
@@ -89,7 +121,7 @@ export const ERRORS = {
   VL_INGEST_OPTIONS: { retriable: false, means: "HTTP ingest's settings are not valid." },
   VL_INGEST_BUSY: { status: 503, retriable: true, means: 'Too many HTTP ingest requests are in flight; retry after the Retry-After seconds.' },
   VL_INGEST_RATE_LIMITED: { status: 429, retriable: true, means: 'The device is over its publish rate; retry after the Retry-After seconds.' },
-  VL_INGEST_TOPIC_INVALID: { status: 400, retriable: false, means: "An HTTP ingest topic is not a valid MQTT topic name." },
+  VL_INGEST_TOPIC_INVALID: { status: 400, retriable: false, means: 'An HTTP ingest topic is not a valid MQTT topic name.' },
   VL_INGEST_UNAVAILABLE: { status: 503, retriable: true, means: 'The device token could not be checked right now; retry.' },
   VL_TOPIC_DENIED: { status: 403, retriable: false, means: 'The device may not publish to that topic under the topic policy.' },
 
@@ -106,11 +138,15 @@ export const ERRORS = {
 
   // The store and queries
   VL_STORE_OPEN: { retriable: false, means: 'The embedded store cannot be opened (another process holds it, a newer file, a damaged file).' },
-  VL_STORE_WRITE: { status: 503, retriable: true, means: 'A write to the store failed; when not retriable, a point itself was refused and the message names it.' },
+  VL_STORE_WRITE: {
+    status: 503,
+    retriable: true,
+    means: 'A write to the store failed; when not retriable, a point itself was refused and the message names it.',
+  },
   VL_STORE_QUERY: { status: 503, retriable: true, means: 'A query could not run (the store thread restarting, a query failure).' },
   VL_STORE_CLOSED: { status: 503, retriable: false, means: 'The store was used after it closed (during shutdown).' },
   VL_STORE_UNAVAILABLE: { status: 503, retriable: true, means: "An HTTP invocation's outcome could not be stored; nothing was stored, try again." },
-  VL_QUERY_BAD_PARAM: { status: 400, retriable: false, means: "A query parameter is not valid; the message names it and what it must be." },
+  VL_QUERY_BAD_PARAM: { status: 400, retriable: false, means: 'A query parameter is not valid; the message names it and what it must be.' },
 
   // The simulator
   VL_SIM_BAD_FLAG: { retriable: false, means: 'A voltline sim flag is not valid; the message names the flag and the value.' },
@@ -152,7 +188,10 @@ export function errorsMarkdown(): string {
     '',
     '| code | HTTP | retriable | means |',
     '| --- | --- | --- | --- |',
-    ...rows.map(([code, spec]) => `| \`${code}\` | ${spec.status ?? (spec.retriable ? '503' : '500')} | ${spec.retriable ? 'yes' : 'no'} | ${spec.means.replaceAll('|', '\\|')} |`),
+    ...rows.map(
+      ([code, spec]) =>
+        `| \`${code}\` | ${spec.status ?? (spec.retriable ? '503' : '500')} | ${spec.retriable ? 'yes' : 'no'} | ${spec.means.replaceAll('|', '\\|')} |`,
+    ),
     '',
   ];
   return lines.join('\n');

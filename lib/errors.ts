@@ -14,11 +14,7 @@ export class VoltlineError extends Error {
   /** The values involved, for logs and API responses. */
   readonly context: Readonly<Record<string, unknown>>;
 
-  constructor(
-    code: ErrorCode,
-    message: string,
-    options: { retriable?: boolean; context?: Record<string, unknown>; cause?: unknown } = {},
-  ) {
+  constructor(code: ErrorCode, message: string, options: { retriable?: boolean; context?: Record<string, unknown>; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'VoltlineError';
     this.code = code;

@@ -24,7 +24,14 @@ export function logFormat(env: Readonly<Record<string, string | undefined>> = pr
 export function createLogger(options: { level?: string; format?: LogFormat } = {}): Logger {
   const level = options.level ?? process.env['VOLTLINE_LOG_LEVEL'] ?? 'info';
   if ((options.format ?? logFormat()) === 'json') return pino({ level }, pino.destination(2));
-  const pretty = PinoPretty({ destination: 2, sync: true, colorize: process.stderr.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true });
+  const pretty = PinoPretty({
+    destination: 2,
+    sync: true,
+    colorize: process.stderr.isTTY === true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname',
+    singleLine: true,
+  });
   return pino({ level }, pretty);
 }
 

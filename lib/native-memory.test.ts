@@ -28,10 +28,12 @@ describe('collectExternalMemory', () => {
     const stop = collectExternalMemory({ growthBytes: 8 * MiB, intervalMs: 1_000 });
     try {
       // 4 MiB of garbage: under the threshold, no collection.
-      expect(fullCollections(() => {
-        dropBuffers(4 * MiB);
-        vi.advanceTimersByTime(1_000);
-      })).toBe(0);
+      expect(
+        fullCollections(() => {
+          dropBuffers(4 * MiB);
+          vi.advanceTimersByTime(1_000);
+        }),
+      ).toBe(0);
       // 8 more: past it, the next check collects; and not before the check.
       expect(fullCollections(() => dropBuffers(8 * MiB))).toBe(0);
       expect(fullCollections(() => vi.advanceTimersByTime(1_000))).toBe(1);
@@ -46,9 +48,11 @@ describe('collectExternalMemory', () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     const stop = collectExternalMemory({ growthBytes: 4 * MiB, intervalMs: 1_000 });
     stop();
-    expect(fullCollections(() => {
-      dropBuffers(8 * MiB);
-      vi.advanceTimersByTime(5_000);
-    })).toBe(0);
+    expect(
+      fullCollections(() => {
+        dropBuffers(8 * MiB);
+        vi.advanceTimersByTime(5_000);
+      }),
+    ).toBe(0);
   });
 });

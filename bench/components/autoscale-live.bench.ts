@@ -146,7 +146,14 @@ interface FleetResponse {
 // --- platform ------------------------------------------------------------------------------------
 const data = await tempDir('bench-autoscale');
 // The bench devices connect anonymously (bench-NNNN on stations/<id>/busy): load, not identity.
-const platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous', '--workers-min', String(WORKERS_MIN), '--workers-max', String(WORKERS_MAX)]);
+const platform = await startPlatformProcess(data.dir, [
+  '--no-api-auth',
+  '--allow-anonymous',
+  '--workers-min',
+  String(WORKERS_MIN),
+  '--workers-max',
+  String(WORKERS_MAX),
+]);
 const clients: MqttClient[] = [];
 try {
   // The busy fixture, its trigger moved under `stations/<device>/`: where a device may publish
@@ -175,7 +182,17 @@ try {
     sampling = true;
     const t = now();
     getJson<FleetResponse>(`${platform.apiUrl}/api/workers`)
-      .then(({ fleet }) => samples.push({ t, ready: fleet.ready, starting: fleet.starting, stopping: fleet.stopping, desired: fleet.desired, inFlightBatches: fleet.inFlightBatches, queuedBatches: fleet.queuedBatches }))
+      .then(({ fleet }) =>
+        samples.push({
+          t,
+          ready: fleet.ready,
+          starting: fleet.starting,
+          stopping: fleet.stopping,
+          desired: fleet.desired,
+          inFlightBatches: fleet.inFlightBatches,
+          queuedBatches: fleet.queuedBatches,
+        }),
+      )
       .catch(() => undefined)
       .finally(() => (sampling = false));
   }, SAMPLE_MS);
@@ -288,13 +305,31 @@ try {
   const timeline: Array<{ t: number; ready: number; starting: number; desired: number }> = [];
   for (const s of samples) {
     const last = timeline.at(-1);
-    if (last === undefined || last.ready !== s.ready || last.desired !== s.desired || last.starting !== s.starting) timeline.push({ t: Math.round(s.t) / 1000, ready: s.ready, starting: s.starting, desired: s.desired });
+    if (last === undefined || last.ready !== s.ready || last.desired !== s.desired || last.starting !== s.starting)
+      timeline.push({ t: Math.round(s.t) / 1000, ready: s.ready, starting: s.starting, desired: s.desired });
   }
   const rel = (s: Sample | undefined) => (s === undefined ? null : Math.round(s.t - stepStart));
   const report = {
     bench: 'autoscale-live',
-    config: { workersMin: WORKERS_MIN, workersMax: WORKERS_MAX, rate, stepRate: rate * 10, busyMs, devices, phases: phases.map((p) => `${p.name} ${p.seconds}s @ ${p.rate}/s`) },
-    totals: { sent, acked, failed, processed, notProcessedAfterDrain: Math.max(0, acked - processed), drainMs: Math.round(drainMs), loadMs: Math.round(loadEnd), samples: samples.length },
+    config: {
+      workersMin: WORKERS_MIN,
+      workersMax: WORKERS_MAX,
+      rate,
+      stepRate: rate * 10,
+      busyMs,
+      devices,
+      phases: phases.map((p) => `${p.name} ${p.seconds}s @ ${p.rate}/s`),
+    },
+    totals: {
+      sent,
+      acked,
+      failed,
+      processed,
+      notProcessedAfterDrain: Math.max(0, acked - processed),
+      drainMs: Math.round(drainMs),
+      loadMs: Math.round(loadEnd),
+      samples: samples.length,
+    },
     step: {
       fleetAtStep: atStep === undefined ? null : { ready: atStep.ready, desired: atStep.desired },
       msToFirstScaleDecision: rel(firstDecision),
@@ -303,7 +338,10 @@ try {
       msToPeak: rel(firstPeak),
     },
     phases: perPhase,
-    drain: { scaleEvents: changes(scrapes[3] ?? new Map(), scrapes[4] ?? new Map(), 'voltline_scale_events_total'), coldStarts: changes(scrapes[3] ?? new Map(), scrapes[4] ?? new Map(), 'voltline_cold_starts_total') },
+    drain: {
+      scaleEvents: changes(scrapes[3] ?? new Map(), scrapes[4] ?? new Map(), 'voltline_scale_events_total'),
+      coldStarts: changes(scrapes[3] ?? new Map(), scrapes[4] ?? new Map(), 'voltline_cold_starts_total'),
+    },
     timeline,
   };
 
@@ -323,7 +361,10 @@ try {
         `    scale events ${JSON.stringify(p.scaleEvents)} = ${f(p.scaleEventsPer1000, 'per 1000 events')}; cold starts ${JSON.stringify(p.coldStarts)} = ${f(p.coldStartsPer1000, 'per 1000 events')}`,
       );
     }
-    lines.push(`  workers over time (s: ready+starting/desired): ${timeline.map((e) => `${e.t.toFixed(1)}: ${e.ready}${e.starting > 0 ? `+${e.starting}` : ''}/${e.desired}`).join(', ')}`, '');
+    lines.push(
+      `  workers over time (s: ready+starting/desired): ${timeline.map((e) => `${e.t.toFixed(1)}: ${e.ready}${e.starting > 0 ? `+${e.starting}` : ''}/${e.desired}`).join(', ')}`,
+      '',
+    );
     process.stdout.write(lines.join('\n'));
   }
   process.stdout.write(`${JSON.stringify(report)}\n`);

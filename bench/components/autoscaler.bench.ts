@@ -11,7 +11,16 @@
  */
 import { parseArgs } from 'node:util';
 import type { AutoscalerOptions } from '../../functions-runtime/scheduler/autoscaler.ts';
-import { directionChanges, keepUpWorkers, oracleWorkers, runTrace, timeToReadyMs, TRACES, waitPercentileMs, type TraceRun } from '../../functions-runtime/scheduler/traces.ts';
+import {
+  directionChanges,
+  keepUpWorkers,
+  oracleWorkers,
+  runTrace,
+  timeToReadyMs,
+  TRACES,
+  waitPercentileMs,
+  type TraceRun,
+} from '../../functions-runtime/scheduler/traces.ts';
 
 const { values } = parseArgs({ options: { json: { type: 'boolean', default: false } } });
 
@@ -68,7 +77,9 @@ const results = CONFIGS.map(({ label, options }) => {
 });
 
 if (values.json) {
-  process.stdout.write(`${JSON.stringify({ bench: 'autoscaler', model: { workerCapacity: 4, serviceMs: 100, startMs: 300, decisionIntervalMs: 1000 }, results })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ bench: 'autoscaler', model: { workerCapacity: 4, serviceMs: 100, startMs: 300, decisionIntervalMs: 1000 }, results })}\n`,
+  );
 } else {
   const lines: string[] = ['autoscaler bench (simulated time: 4 slots/worker, 100 ms batches, 300 ms worker start, 1 decision/s)'];
   for (const r of results) {
@@ -78,7 +89,9 @@ if (values.json) {
       `  step ×10 (20 → 200 batches/s): ${s.keepUpWorkers} workers (keep up) after ${s.msToKeepUp} ms, ${s.targetWorkers} (70%) after ${s.msToTarget} ms; ` +
         `p99 wait steady ${s.p99WaitSteadyMs} ms, step ${s.p99WaitStepMs} ms (${s.p99WaitStepAfterFirst5sMs} ms after its first 5 s)`,
     );
-    lines.push(`  ${'trace'.padEnd(30)} ${'worker-s'.padStart(9)} ${'oracle'.padStart(7)} ${'×'.padStart(5)} ${'events'.padStart(6)} ${'turns'.padStart(5)} ${'starts/1k'.padStart(9)} ${'maxW'.padStart(4)} ${'maxAge'.padStart(7)} ${'p99wait'.padStart(7)}`);
+    lines.push(
+      `  ${'trace'.padEnd(30)} ${'worker-s'.padStart(9)} ${'oracle'.padStart(7)} ${'×'.padStart(5)} ${'events'.padStart(6)} ${'turns'.padStart(5)} ${'starts/1k'.padStart(9)} ${'maxW'.padStart(4)} ${'maxAge'.padStart(7)} ${'p99wait'.padStart(7)}`,
+    );
     for (const t of r.traces) {
       lines.push(
         `  ${t.trace.padEnd(30)} ${String(t.workerSeconds).padStart(9)} ${String(t.oracleWorkerSeconds).padStart(7)} ${t.overOracle.toFixed(2).padStart(5)} ${String(t.scaleEvents).padStart(6)} ${String(t.directionChanges).padStart(5)} ${t.workerStartsPer1000Batches.toFixed(3).padStart(9)} ${String(t.maxWorkers).padStart(4)} ${String(t.maxEventAgeMs).padStart(7)} ${String(t.p99WaitMs).padStart(7)}`,

@@ -27,7 +27,15 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Registry } from 'prom-client';
 import { silentLogger } from '../../lib/logger.ts';
-import { bundleFunction, FunctionRegistry, loadFunctionOf, processDriver, Scheduler, type BatchOutcome, type DeployedFunction } from '../../functions-runtime/index.ts';
+import {
+  bundleFunction,
+  FunctionRegistry,
+  loadFunctionOf,
+  processDriver,
+  Scheduler,
+  type BatchOutcome,
+  type DeployedFunction,
+} from '../../functions-runtime/index.ts';
 
 const { values } = parseArgs({
   options: {
@@ -42,7 +50,12 @@ const rounds = Number(values.rounds);
 const instances = Number(values.instances);
 const overheadRounds = Number(values['overhead-rounds']);
 const budgetMs = Number(values.seconds) * 1000;
-for (const [flag, value] of [['rounds', rounds], ['instances', instances], ['overhead-rounds', overheadRounds], ['seconds', budgetMs]] as const) {
+for (const [flag, value] of [
+  ['rounds', rounds],
+  ['instances', instances],
+  ['overhead-rounds', overheadRounds],
+  ['seconds', budgetMs],
+] as const) {
   if (!Number.isInteger(value) || value < 1) throw new Error(`--${flag} must be a whole number ≥ 1 (current value: ${String(value)})`);
 }
 /** Cold starts get half the budget; memory and overhead a quarter each. */
@@ -64,7 +77,13 @@ const stationEvent: BenchEvent = {
     seq: 7,
     voltage: 230.1,
     cabinetTempC: 21.5,
-    docks: Array.from({ length: 8 }, (_, slot) => ({ slot, scooterId: slot % 3 === 0 ? null : `sc-${slot}`, charging: slot % 2 === 0, powerW: 40, battery: slot % 3 === 0 ? null : 0.1 * slot })),
+    docks: Array.from({ length: 8 }, (_, slot) => ({
+      slot,
+      scooterId: slot % 3 === 0 ? null : `sc-${slot}`,
+      charging: slot % 2 === 0,
+      powerW: 40,
+      battery: slot % 3 === 0 ? null : 0.1 * slot,
+    })),
   }),
   topic: 'stations/st-00042/telemetry',
   deviceId: 'st-00042',
@@ -223,7 +242,12 @@ const overhead: OverheadRound[] = [];
     t0 = performance.now();
     for (let i = 0; i < BATCHES_PER_ROUND; i++) sandboxMs += (await run(overheadFn, hundred)).perEvent.reduce((sum, e) => sum + e.wallMs, 0);
     const events = BATCHES_PER_ROUND * hundred.length;
-    overhead.push({ singleUs, batchUsPerEvent: ((performance.now() - t0) / events) * 1000, singleSandboxUs, batchSandboxUsPerEvent: (sandboxMs / events) * 1000 });
+    overhead.push({
+      singleUs,
+      batchUsPerEvent: ((performance.now() - t0) / events) * 1000,
+      singleSandboxUs,
+      batchSandboxUsPerEvent: (sandboxMs / events) * 1000,
+    });
   }
 }
 
@@ -269,7 +293,8 @@ const report = {
 };
 
 if (!values.json) {
-  const p = (s: { p50: number | null; p90: number | null; max: number | null }, unit: string) => `p50 ${String(s.p50)} ${unit}  p90 ${String(s.p90)} ${unit}  max ${String(s.max)} ${unit}`;
+  const p = (s: { p50: number | null; p90: number | null; max: number | null }, unit: string) =>
+    `p50 ${String(s.p50)} ${unit}  p90 ${String(s.p90)} ${unit}  max ${String(s.max)} ${unit}`;
   const coldLines = (label: string, c: ReturnType<typeof coldSummary>) => [
     `  ${label} (${c.rounds} rounds)`,
     `    deploy (describe, check, store)        ${p(c.deployMs, 'ms')}`,

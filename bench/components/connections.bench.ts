@@ -44,7 +44,11 @@ const clients: MqttClient[] = [];
 try {
   const pid = platform.child.pid ?? 0;
   const ids = Array.from({ length: count }, (_, i) => `cb-${String(i).padStart(6, '0')}`);
-  const { devices } = await postJson<{ devices: Array<{ id: string; token: string }> }>(`${platform.apiUrl}/api/devices/import`, { devices: ids.map((id) => ({ id })) }, platform.token);
+  const { devices } = await postJson<{ devices: Array<{ id: string; token: string }> }>(
+    `${platform.apiUrl}/api/devices/import`,
+    { devices: ids.map((id) => ({ id })) },
+    platform.token,
+  );
   const tokens = new Map(devices.map((d) => [d.id, d.token]));
   await sleep(3_000);
   const before = await rssBytes(pid);
@@ -59,7 +63,16 @@ try {
         const id = ids[next++] ?? '';
         const t0 = performance.now();
         try {
-          clients.push(await mqtt.connectAsync(platform.mqttUrl, { clientId: id, username: id, password: tokens.get(id) ?? '', reconnectPeriod: 0, keepalive: 300, connectTimeout: 30_000 }));
+          clients.push(
+            await mqtt.connectAsync(platform.mqttUrl, {
+              clientId: id,
+              username: id,
+              password: tokens.get(id) ?? '',
+              reconnectPeriod: 0,
+              keepalive: 300,
+              connectTimeout: 30_000,
+            }),
+          );
           latencies.push(performance.now() - t0);
         } catch {
           failed++;

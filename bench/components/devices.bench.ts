@@ -83,8 +83,12 @@ try {
     console.log(JSON.stringify(result));
   } else {
     console.log(`scrypt N=${scrypt.N} r=${scrypt.r} p=${scrypt.p} (${result.scrypt.memoryKiB} KiB a hash)`);
-    console.log(`import of ${count} devices: ${result.import.seconds} s (one journal line of ${(fileBytes / 2 ** 20).toFixed(2)} MiB); reopen ${result.reopenMs} ms; one more add ${result.addOneMs} ms`);
-    console.log(`authenticate, one at a time (${auths} each): good p50 ${result.authMs.good.p50} ms p99 ${result.authMs.good.p99} ms; wrong token p50 ${result.authMs.wrongToken.p50} ms; unknown id p50 ${result.authMs.unknownId.p50} ms`);
+    console.log(
+      `import of ${count} devices: ${result.import.seconds} s (one journal line of ${(fileBytes / 2 ** 20).toFixed(2)} MiB); reopen ${result.reopenMs} ms; one more add ${result.addOneMs} ms`,
+    );
+    console.log(
+      `authenticate, one at a time (${auths} each): good p50 ${result.authMs.good.p50} ms p99 ${result.authMs.good.p99} ms; wrong token p50 ${result.authMs.wrongToken.p50} ms; unknown id p50 ${result.authMs.unknownId.p50} ms`,
+    );
     console.log(`authenticate, ${auths} at once: ${result.storm.perSecond} per second`);
   }
 } finally {

@@ -32,7 +32,24 @@ await postJson(`${platform.apiUrl}/api/functions`, { code: (await bundleFunction
 
 const load =
   loadStations > 0
-    ? spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), 'sim', '--url', platform.mqttUrl, '--stations', String(loadStations), '--rate', String(loadRate || loadStations), '--duration', '10m', '--prefix', 'load-'], { stdio: 'ignore' })
+    ? spawn(
+        process.execPath,
+        [
+          path.join(ROOT, 'bin/voltline.js'),
+          'sim',
+          '--url',
+          platform.mqttUrl,
+          '--stations',
+          String(loadStations),
+          '--rate',
+          String(loadRate || loadStations),
+          '--duration',
+          '10m',
+          '--prefix',
+          'load-',
+        ],
+        { stdio: 'ignore' },
+      )
     : undefined;
 if (load !== undefined) await new Promise((resolve) => setTimeout(resolve, 3_000)); // let the fleet connect and settle
 

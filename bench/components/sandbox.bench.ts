@@ -48,9 +48,18 @@ function event(payload: unknown, topic: string): Omit<GuestEvent, 'deadline'> {
  * function bundle cannot be measured: the bundle freezes the intrinsics, and V8 then dies
  * with a fatal CHECK (uncatchable, the whole process) creating an isolate from it.
  */
-const zodOnly = (
-  await build({ stdin: { contents: "import * as z from 'zod'; globalThis.z = z;", resolveDir: here }, bundle: true, write: false, format: 'iife', platform: 'neutral', mainFields: ['module', 'main'], logLevel: 'silent' })
-).outputFiles[0]?.text ?? '';
+const zodOnly =
+  (
+    await build({
+      stdin: { contents: "import * as z from 'zod'; globalThis.z = z;", resolveDir: here },
+      bundle: true,
+      write: false,
+      format: 'iife',
+      platform: 'neutral',
+      mainFields: ['module', 'main'],
+      logLevel: 'silent',
+    })
+  ).outputFiles[0]?.text ?? '';
 
 const trivialEvent = event({ n: 1 }, 'hello/dev-1');
 const stationEvent = event(
@@ -60,7 +69,13 @@ const stationEvent = event(
     seq: 7,
     voltage: 230.1,
     cabinetTempC: 21.5,
-    docks: Array.from({ length: 8 }, (_, slot) => ({ slot, scooterId: slot % 3 === 0 ? null : `sc-${slot}`, charging: slot % 2 === 0, powerW: 40, battery: slot % 3 === 0 ? null : 0.1 * slot })),
+    docks: Array.from({ length: 8 }, (_, slot) => ({
+      slot,
+      scooterId: slot % 3 === 0 ? null : `sc-${slot}`,
+      charging: slot % 2 === 0,
+      powerW: 40,
+      battery: slot % 3 === 0 ? null : 0.1 * slot,
+    })),
   },
   'stations/st-00042/telemetry',
 );
@@ -170,7 +185,9 @@ if (values.json) {
     [
       `bundle size: trivial ${report.bundleChars.trivial} chars, station ${report.bundleChars.station} chars`,
       `candidate: fresh context per event (or a pool of them): trivial ${f(candidates.freshContextPerEventMs.trivial, 2)} ms, station ${f(candidates.freshContextPerEventMs.station, 2)} ms, zod alone ${f(candidates.freshContextPerEventMs.zodOnly, 2)} ms per context`,
-      snap === null ? 'candidate: startup snapshot: skipped' : `candidate: startup snapshot of zod alone: ${f(snap.contextMs, 2)} ms per context, snapshot ${f(snap.createMs)} ms to make, ${f(snap.bytes / 2 ** 20)} MiB`,
+      snap === null
+        ? 'candidate: startup snapshot: skipped'
+        : `candidate: startup snapshot of zod alone: ${f(snap.contextMs, 2)} ms per context, snapshot ${f(snap.createMs)} ms to make, ${f(snap.bytes / 2 ** 20)} MiB`,
       `chosen (frozen realm, module per invocation): trivial ${f(trivialSingle.us)} µs single, ${f(trivialBatched.us)} µs/event in batches of 100; station ${f(stationBatched.us)} µs/event in batches of 100 (outcomes ${report.chosen.outcomes.join('/')})`,
       `cold start (new sandbox → first result): trivial ${f(trivialCold.ms)} ms, station ${f(stationCold.ms)} ms`,
       `idle instance heap: trivial ${f(trivialCold.idleHeapMb)} MiB, station ${f(stationCold.idleHeapMb)} MiB`,

@@ -30,10 +30,13 @@ if (process.argv.includes('--broker-child')) {
   const hasUrl = simArgv.some((a) => a === '--url' || a.startsWith('--url='));
 
   const child = hasUrl ? undefined : fork(fileURLToPath(import.meta.url), ['--broker-child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const url = child === undefined ? undefined : await new Promise<string>((resolve, reject) => {
-    child.once('message', (m) => resolve((m as { url: string }).url));
-    child.once('exit', (code) => reject(new Error(`the broker process exited (code ${code})`)));
-  });
+  const url =
+    child === undefined
+      ? undefined
+      : await new Promise<string>((resolve, reject) => {
+          child.once('message', (m) => resolve((m as { url: string }).url));
+          child.once('exit', (code) => reject(new Error(`the broker process exited (code ${code})`)));
+        });
 
   const options = parseSimArgs([
     ...simArgv,

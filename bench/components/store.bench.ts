@@ -309,9 +309,7 @@ try {
   const base = { measurement: 'station', field: queryField, fromMs: T0, toMs, limit: 10_000 } as const;
   const queries = {
     oneStationRawMs: await timeQuery(() => store.query({ ...base, tags: { station: 'st-00042' }, agg: 'last' })),
-    oneStationBucketedMeanMs: await timeQuery(() =>
-      store.query({ ...base, tags: { station: 'st-00042' }, everyMs: 10_000, agg: 'mean' }),
-    ),
+    oneStationBucketedMeanMs: await timeQuery(() => store.query({ ...base, tags: { station: 'st-00042' }, everyMs: 10_000, agg: 'mean' })),
     allStationsBucketedMeanMs: await timeQuery(() => store.query({ ...base, tags: {}, everyMs: 60_000, agg: 'mean' })),
   };
   const closeStarted = performance.now();

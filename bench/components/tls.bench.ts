@@ -79,7 +79,10 @@ try {
     tls: { port: 0, cert: server.certificate, key: server.privateKey, clientCa: ca.certificatePem },
   });
   const kinds: Record<string, { url: string; options: IClientOptions }> = {
-    tlsCertificate: { url: `mqtts://127.0.0.1:${broker.tlsPort ?? 0}`, options: { ca: ca.certificatePem, cert: certificate.certificate, key: certificate.privateKey } },
+    tlsCertificate: {
+      url: `mqtts://127.0.0.1:${broker.tlsPort ?? 0}`,
+      options: { ca: ca.certificatePem, cert: certificate.certificate, key: certificate.privateKey },
+    },
     tlsToken: { url: `mqtts://127.0.0.1:${broker.tlsPort ?? 0}`, options: { ca: ca.certificatePem, username: 'st-bench', password: device.token } },
     tcpToken: { url: `mqtt://127.0.0.1:${broker.port}`, options: { username: 'st-bench', password: device.token } },
   };
@@ -108,7 +111,9 @@ try {
       fleet.map((issued) => {
         const id = issued.device.id;
         const options: IClientOptions =
-          name === 'tlsCertificate' ? { ...kind.options, cert: issued.certificate?.certificate ?? '', key: issued.certificate?.privateKey ?? '' } : { ...kind.options, username: id, password: issued.token };
+          name === 'tlsCertificate'
+            ? { ...kind.options, cert: issued.certificate?.certificate ?? '', key: issued.certificate?.privateKey ?? '' }
+            : { ...kind.options, username: id, password: issued.token };
         return connectOnce({ url: kind.url, options }, id);
       }),
     );
@@ -127,9 +132,16 @@ try {
   if (values.json) {
     console.log(JSON.stringify(result));
   } else {
-    console.log(`registry check (${checks} each): certificate p50 ${result.registryCheckMs.certificate.p50} ms p99 ${result.registryCheckMs.certificate.p99} ms; token (scrypt) p50 ${result.registryCheckMs.token.p50} ms p99 ${result.registryCheckMs.token.p99} ms`);
-    for (const [name, t] of Object.entries(connectTimes)) console.log(`CONNECT → CONNACK, one at a time (${connects}), ${name}: p50 ${t.p50} ms p99 ${t.p99} ms`);
-    console.log(`${storm} devices connecting at once: ${Object.entries(stormRates).map(([name, rate]) => `${name} ${rate}/s`).join(', ')}`);
+    console.log(
+      `registry check (${checks} each): certificate p50 ${result.registryCheckMs.certificate.p50} ms p99 ${result.registryCheckMs.certificate.p99} ms; token (scrypt) p50 ${result.registryCheckMs.token.p50} ms p99 ${result.registryCheckMs.token.p99} ms`,
+    );
+    for (const [name, t] of Object.entries(connectTimes))
+      console.log(`CONNECT → CONNACK, one at a time (${connects}), ${name}: p50 ${t.p50} ms p99 ${t.p99} ms`);
+    console.log(
+      `${storm} devices connecting at once: ${Object.entries(stormRates)
+        .map(([name, rate]) => `${name} ${rate}/s`)
+        .join(', ')}`,
+    );
     console.log(JSON.stringify(result));
   }
 } finally {

@@ -25,7 +25,16 @@ const workerMs: number[] = [];
 const loadMs: number[] = [];
 for (let i = 0; i < starts; i++) {
   const registry = new Registry();
-  const scheduler = new Scheduler({ driver: processDriver(), workersMin: 0, workersMax: 1, workerCapacity: 1, maxQueuedBatches: 4, heartbeatTimeoutMs: 10_000, logger: silentLogger(), registry });
+  const scheduler = new Scheduler({
+    driver: processDriver(),
+    workersMin: 0,
+    workersMax: 1,
+    workerCapacity: 1,
+    maxQueuedBatches: 4,
+    heartbeatTimeoutMs: 10_000,
+    logger: silentLogger(),
+    registry,
+  });
   await scheduler.start();
   await scheduler.run(fn, [event]);
   // Each run observes one worker start and one function load: the histogram's sum is that one value.
@@ -45,6 +54,10 @@ const result = { bench: 'worker-start', driver: 'process', starts, workerStartMs
 if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
 else {
   process.stdout.write(`cold starts, process driver (${starts} starts, one at a time)\n`);
-  process.stdout.write(`  worker start (spawn → ready)   p50 ${result.workerStartMs.p50} ms  p90 ${result.workerStartMs.p90} ms  max ${result.workerStartMs.max} ms\n`);
-  process.stdout.write(`  function load (hello fixture)  p50 ${result.functionLoadMs.p50} ms  p90 ${result.functionLoadMs.p90} ms  max ${result.functionLoadMs.max} ms\n`);
+  process.stdout.write(
+    `  worker start (spawn → ready)   p50 ${result.workerStartMs.p50} ms  p90 ${result.workerStartMs.p90} ms  max ${result.workerStartMs.max} ms\n`,
+  );
+  process.stdout.write(
+    `  function load (hello fixture)  p50 ${result.functionLoadMs.p50} ms  p90 ${result.functionLoadMs.p90} ms  max ${result.functionLoadMs.max} ms\n`,
+  );
 }

@@ -23,7 +23,19 @@ export async function startPlainMosquitto(): Promise<PlainMosquitto> {
   const dir = await mkdtemp(path.join(tmpdir(), 'voltline-bench-mosquitto-'));
   const port = await freePort();
   const conf = path.join(dir, 'mosquitto.conf');
-  await writeFile(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', `user ${userInfo().username}`, 'log_dest stderr', 'log_type error', 'max_queued_messages 0', ''].join('\n'));
+  await writeFile(
+    conf,
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      `user ${userInfo().username}`,
+      'log_dest stderr',
+      'log_type error',
+      'max_queued_messages 0',
+      '',
+    ].join('\n'),
+  );
   const child: ChildProcess = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
   child.stderr?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-5_000)));

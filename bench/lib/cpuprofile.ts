@@ -24,7 +24,10 @@ interface Profile {
 
 /** Stages by the script paths that are theirs, first match wins. */
 export const STAGE_PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
-  ['broker', /\/ingest\/broker\/|\/node_modules\/(aedes|aedes-[a-z-]+|mqtt-packet|mqemitter|qlobber|bl|fastparallel|fastfall|fastseries|reusify|retimer|hyperid|uuid|end-of-stream|duplexify)\//],
+  [
+    'broker',
+    /\/ingest\/broker\/|\/node_modules\/(aedes|aedes-[a-z-]+|mqtt-packet|mqemitter|qlobber|bl|fastparallel|fastfall|fastseries|reusify|retimer|hyperid|uuid|end-of-stream|duplexify)\//,
+  ],
   ['log', /\/ingest\/trigger\//],
   ['store', /\/ingest\/store\/|\/node_modules\/@duckdb\//],
   ['router', /\/functions-runtime\/router\//],
@@ -104,8 +107,12 @@ export function summarizeProfile(file: string, top = 25, window?: ProfileWindow)
     }
   }
   for (const key of Object.keys(byStage)) byStage[key] = Math.round(byStage[key] ?? 0);
-  const topSelf = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]): [string, number] => [k, Math.round(v)]);
-  const durationMs = window === undefined ? profile.endTime - profile.startTime : Math.min(profile.endTime, window.toUs) - Math.max(profile.startTime, window.fromUs);
+  const topSelf = [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([k, v]): [string, number] => [k, Math.round(v)]);
+  const durationMs =
+    window === undefined ? profile.endTime - profile.startTime : Math.min(profile.endTime, window.toUs) - Math.max(profile.startTime, window.fromUs);
   return { durationMs: durationMs / 1000, byStage, topSelf };
 }
 

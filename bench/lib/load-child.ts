@@ -81,7 +81,14 @@ if (process.argv[2] === '--load-child') {
             // Let the probe see what was stored after the step's end (its last messages' latency).
             const until = Date.now() + request.settleMs;
             while (probe !== undefined && probe.outstanding > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
-            reply({ t: 'ok', value: { load: report, probe: probe?.stepReport(index), delivered: counter === undefined ? undefined : counter.count - countedBefore } satisfies StepResult });
+            reply({
+              t: 'ok',
+              value: {
+                load: report,
+                probe: probe?.stepReport(index),
+                delivered: counter === undefined ? undefined : counter.count - countedBefore,
+              } satisfies StepResult,
+            });
             return;
           }
           case 'totals': {

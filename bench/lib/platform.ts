@@ -17,7 +17,11 @@ export interface BenchPlatform {
   stop(): Promise<void>;
 }
 
-export async function startBenchPlatform(options: { withFunction: boolean; extraArgs?: readonly string[]; env?: Record<string, string> }): Promise<BenchPlatform> {
+export async function startBenchPlatform(options: {
+  withFunction: boolean;
+  extraArgs?: readonly string[];
+  env?: Record<string, string>;
+}): Promise<BenchPlatform> {
   const data = await tempDir('bench');
   // VOLTLINE_BENCH_UP_ARGS: more `voltline up` flags, to try a setting against the defaults.
   const tried = (process.env['VOLTLINE_BENCH_UP_ARGS'] ?? '').split(' ').filter((arg) => arg !== '');

@@ -72,7 +72,15 @@ export class QueryableProbe {
   beginStep(fromTs: number): void {
     const last = this.#windows.at(-1);
     if (last !== undefined) last.toTs = fromTs;
-    this.#windows.push({ fromTs, toTs: Number.POSITIVE_INFINITY, histogram: new LatencyHistogram(), confirmedInStep: 0, confirmed: 0, stepEndedAt: undefined, worstBySecond: [] });
+    this.#windows.push({
+      fromTs,
+      toTs: Number.POSITIVE_INFINITY,
+      histogram: new LatencyHistogram(),
+      confirmedInStep: 0,
+      confirmed: 0,
+      stepEndedAt: undefined,
+      worstBySecond: [],
+    });
   }
 
   endStep(at: number): void {
@@ -116,7 +124,9 @@ export class QueryableProbe {
       if (from === Number.POSITIVE_INFINITY) return;
       const params = new URLSearchParams({ measurement: 'station', field: 'seq', every: '1h', agg: 'max', from: String(from), to: 'now', limit: '10' });
       this.queries++;
-      const response = await fetch(`${this.#apiUrl}/api/query?${params.toString()}`, { headers: this.#token === undefined ? {} : { authorization: `Bearer ${this.#token}` } });
+      const response = await fetch(`${this.#apiUrl}/api/query?${params.toString()}`, {
+        headers: this.#token === undefined ? {} : { authorization: `Bearer ${this.#token}` },
+      });
       if (!response.ok) {
         this.queryErrors++;
         this.lastError = `${response.status} ${(await response.text()).slice(0, 200)}`;

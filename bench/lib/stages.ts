@@ -91,7 +91,15 @@ export async function profileStages(options: StageOptions): Promise<StageFigures
     let load: LoadProcess | undefined;
     try {
       load = await LoadProcess.start({
-        load: { host: platform.mqttHost, port: platform.mqttPort, connections: options.connections, stations: options.stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'stages-' },
+        load: {
+          host: platform.mqttHost,
+          port: platform.mqttPort,
+          connections: options.connections,
+          stations: options.stations,
+          maxInflight: 900,
+          invalidRatio: 0.01,
+          clientPrefix: 'stages-',
+        },
         pollMs: 0,
       });
       await load.step(Math.min(1_000, options.rate), 3_000, 5_000, 3_000);

@@ -61,7 +61,8 @@ async function platformPassword(file: string): Promise<{ password: string; creat
     const existing = (await readFile(file, 'utf8')).split(/\r?\n/, 1)[0] ?? '';
     if (existing !== '') return { password: existing, created: false };
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CliError(`Cannot read '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new CliError(`Cannot read '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
   }
   const password = randomBytes(24).toString('base64url');
   await writePrivate(file, `${password}\n`);
@@ -83,13 +84,15 @@ export async function exportMosquitto(base: ApiTarget, options: MosquittoExportO
       2,
     );
   }
-  if (options.tokensFile !== undefined && options.rotate) throw new CliError('Cannot use --tokens and --rotate together: take the tokens from a file, or issue new ones', 2);
+  if (options.tokensFile !== undefined && options.rotate)
+    throw new CliError('Cannot use --tokens and --rotate together: take the tokens from a file, or issue new ones', 2);
   const dir = path.resolve(options.dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const devices = await allDevices(base);
   const enabled = devices.filter((device) => device.enabled);
   const missingAccess = enabled.find((device) => device.access === undefined);
-  if (missingAccess !== undefined) throw new CliError(`Cannot export the topic policy as the platform does not show device access (it is older than this command); update it`, 1);
+  if (missingAccess !== undefined)
+    throw new CliError(`Cannot export the topic policy as the platform does not show device access (it is older than this command); update it`, 1);
 
   const tokens = new Map<string, string>();
   if (options.tokensFile !== undefined) {
@@ -105,12 +108,21 @@ export async function exportMosquitto(base: ApiTarget, options: MosquittoExportO
       handle = await open(file, 'wx', 0o600);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new CliError(code === 'EEXIST' ? `Cannot write new tokens to '${file}' as it exists (it may hold tokens that cannot be shown again); move it away first` : `Cannot create '${file}' (${code ?? String(err)})`, 2);
+      throw new CliError(
+        code === 'EEXIST'
+          ? `Cannot write new tokens to '${file}' as it exists (it may hold tokens that cannot be shown again); move it away first`
+          : `Cannot create '${file}' (${code ?? String(err)})`,
+        2,
+      );
     }
     try {
       const issued: Array<{ id: string; tenant: string; token: string }> = [];
       for (const device of enabled) {
-        const rotated = (await callApi(base, 'POST', `/api/devices/${encodeURIComponent(device.id)}/rotate`, {})) as { id: string; tenant: string; token: string };
+        const rotated = (await callApi(base, 'POST', `/api/devices/${encodeURIComponent(device.id)}/rotate`, {})) as {
+          id: string;
+          tenant: string;
+          token: string;
+        };
         issued.push({ id: rotated.id, tenant: rotated.tenant, token: rotated.token });
         tokens.set(rotated.id, rotated.token);
       }
@@ -128,10 +140,17 @@ export async function exportMosquitto(base: ApiTarget, options: MosquittoExportO
   if (exported.some((device) => device.id === options.platformUser)) {
     throw new CliError(`Cannot export as a device is named '${options.platformUser}', Voltline's own user at the broker; give another --platform-user`, 2);
   }
-  const access: MosquittoAccess[] = exported.map((device) => ({ user: device.id, write: [device.access?.publish ?? ''], read: [device.access?.subscribe ?? ''] }));
+  const access: MosquittoAccess[] = exported.map((device) => ({
+    user: device.id,
+    write: [device.access?.publish ?? ''],
+    read: [device.access?.subscribe ?? ''],
+  }));
   const downlinks = [...new Set(exported.map((device) => anyDevice(device.access?.subscribe ?? '', device.id)))];
   access.push({ user: options.platformUser, write: downlinks.length > 0 ? downlinks : ['stations/+/commands/#'], read: [...options.brokerTopics] });
-  await writePrivate(path.join(dir, 'passwd'), await mosquittoPasswordFile([...exported.map((device) => [device.id, tokens.get(device.id) ?? ''] as const), [options.platformUser, password] as const]));
+  await writePrivate(
+    path.join(dir, 'passwd'),
+    await mosquittoPasswordFile([...exported.map((device) => [device.id, tokens.get(device.id) ?? ''] as const), [options.platformUser, password] as const]),
+  );
   await writeFile(path.join(dir, 'acl'), mosquittoAcl(access));
   await writeFile(path.join(dir, 'mosquitto.conf'), mosquittoConfig({ dir, port: options.port, maxPayloadBytes: options.maxPayloadBytes }));
 
@@ -152,7 +171,9 @@ export async function exportMosquitto(base: ApiTarget, options: MosquittoExportO
   );
   if (skippedDisabled > 0) io.stdout.write(`${skippedDisabled} disabled devices were left out (the broker refuses them).\n`);
   if (withoutToken.length > 0) {
-    io.stderr.write(`warning: ${withoutToken.length} enabled devices have no token in ${options.tokensFile ?? 'the token file'} and were left out (the broker refuses them): ${withoutToken.slice(0, 5).join(', ')}${withoutToken.length > 5 ? ', …' : ''}. Rotate them (voltline devices rotate <id>) and export again with their tokens.\n`);
+    io.stderr.write(
+      `warning: ${withoutToken.length} enabled devices have no token in ${options.tokensFile ?? 'the token file'} and were left out (the broker refuses them): ${withoutToken.slice(0, 5).join(', ')}${withoutToken.length > 5 ? ', …' : ''}. Rotate them (voltline devices rotate <id>) and export again with their tokens.\n`,
+    );
   }
   return 0;
 }

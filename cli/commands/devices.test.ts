@@ -10,7 +10,12 @@ import { devicesCommand } from './devices.ts';
 
 function io(): CommandIo {
   // No platform listens here: a command that got as far as the API would fail differently.
-  return { stdout: new PassThrough(), stderr: new PassThrough(), signal: new AbortController().signal, env: { VOLTLINE_API: 'http://127.0.0.1:9', VOLTLINE_TOKEN: 'x' } };
+  return {
+    stdout: new PassThrough(),
+    stderr: new PassThrough(),
+    signal: new AbortController().signal,
+    env: { VOLTLINE_API: 'http://127.0.0.1:9', VOLTLINE_TOKEN: 'x' },
+  };
 }
 
 async function refusal(argv: string[]): Promise<CliError> {
@@ -32,8 +37,12 @@ describe('voltline devices: flags that do not apply', () => {
   });
 
   it('refuses --tenant on import and --cert on list, naming where they apply', async () => {
-    expect((await refusal(['import', 'fleet.csv', '--tenant', 'acme'])).message).toMatch(/^Cannot use '--tenant' with 'devices import' as it does not apply there \(it is for 'devices add', 'devices list'\)/);
-    expect((await refusal(['list', '--cert'])).message).toMatch(/^Cannot use '--cert' with 'devices list' as it does not apply there \(it is for 'devices add', 'devices rotate'\)/);
+    expect((await refusal(['import', 'fleet.csv', '--tenant', 'acme'])).message).toMatch(
+      /^Cannot use '--tenant' with 'devices import' as it does not apply there \(it is for 'devices add', 'devices list'\)/,
+    );
+    expect((await refusal(['list', '--cert'])).message).toMatch(
+      /^Cannot use '--cert' with 'devices list' as it does not apply there \(it is for 'devices add', 'devices rotate'\)/,
+    );
     expect((await refusal(['rm', 'st-1', '--json'])).message).toMatch(/^Cannot use '--json' with 'devices rm'/);
   });
 

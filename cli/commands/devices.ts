@@ -92,7 +92,10 @@ async function openCertFiles(dir: string, id: string) {
   const files = { cert: path.join(dir, `${id}.crt`), key: path.join(dir, `${id}.key`), ca: path.join(dir, 'ca.crt') };
   const opened: Array<{ file: string; handle: FileHandle }> = [];
   try {
-    for (const [file, mode] of [[files.cert, 0o644], [files.key, 0o600]] as const) {
+    for (const [file, mode] of [
+      [files.cert, 0o644],
+      [files.key, 0o600],
+    ] as const) {
       const handle = await open(file, 'wx', mode);
       opened.push({ file, handle });
       await handle.chmod(mode);
@@ -103,7 +106,8 @@ async function openCertFiles(dir: string, id: string) {
       await rm(file, { force: true });
     }
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new CliError(`Cannot write the certificate of '${id}' into '${dir}' as ${id}.crt or ${id}.key is already there; give another --out`, 2);
+    if (code === 'EEXIST')
+      throw new CliError(`Cannot write the certificate of '${id}' into '${dir}' as ${id}.crt or ${id}.key is already there; give another --out`, 2);
     throw new CliError(`Cannot write the certificate of '${id}' into '${dir}' (${code ?? String(err)}); give another --out`, 2);
   }
   const [cert, key] = opened as [{ file: string; handle: FileHandle }, { file: string; handle: FileHandle }];
@@ -126,7 +130,12 @@ async function openCertFiles(dir: string, id: string) {
 }
 
 /** Calls add or rotate with `cert: true` and writes the PEMs to --out (or leaves them to --json). */
-async function withCertFiles<T extends IssuedPems>(id: string, dir: string | undefined, json: boolean, call: () => Promise<T>): Promise<{ answer: T; written?: { cert: string; key: string; ca: string } }> {
+async function withCertFiles<T extends IssuedPems>(
+  id: string,
+  dir: string | undefined,
+  json: boolean,
+  call: () => Promise<T>,
+): Promise<{ answer: T; written?: { cert: string; key: string; ca: string } }> {
   if (json) return { answer: await call() };
   const out = await openCertFiles(dir ?? '.', id);
   try {
@@ -206,7 +215,10 @@ function refuseForeignFlags(sub: string, given: ReadonlySet<string>): void {
     const where = Object.entries(SUBCOMMAND_FLAGS)
       .filter(([, flags]) => flags.includes(flag))
       .map(([name]) => `'devices ${name}'`);
-    throw new CliError(`Cannot use '--${flag}' with 'devices ${sub}' as it does not apply there${where.length === 0 ? '' : ` (it is for ${where.join(', ')})`}.\n${DEVICES_USAGE}`, 2);
+    throw new CliError(
+      `Cannot use '--${flag}' with 'devices ${sub}' as it does not apply there${where.length === 0 ? '' : ` (it is for ${where.join(', ')})`}.\n${DEVICES_USAGE}`,
+      2,
+    );
   }
   if (given.has('out') && (sub === 'add' || sub === 'rotate') && !given.has('cert')) {
     throw new CliError(`Cannot use '--out' with 'devices ${sub}' without '--cert': it is the folder the certificate is written to.\n${DEVICES_USAGE}`, 2);
@@ -247,13 +259,25 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
   switch (sub) {
     case 'add': {
       const id = idArgument(rest, 'add a device');
-      const request = () => callApi(base, 'POST', '/api/devices', { id, ...(values.tenant === undefined ? {} : { tenant: values.tenant }), ...(values.cert ? { cert: true } : {}) }) as Promise<ApiDevice & IssuedPems & { token: string }>;
-      const { answer: added, written } = values.cert ? await withCertFiles(id, values.out, values.json, request) : { answer: await request(), written: undefined };
+      const request = () =>
+        callApi(base, 'POST', '/api/devices', {
+          id,
+          ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
+          ...(values.cert ? { cert: true } : {}),
+        }) as Promise<ApiDevice & IssuedPems & { token: string }>;
+      const { answer: added, written } = values.cert
+        ? await withCertFiles(id, values.out, values.json, request)
+        : { answer: await request(), written: undefined };
       if (values.json) {
-        io.stdout.write(`${JSON.stringify({ id: added.id, tenant: added.tenant, token: added.token, ...(values.cert ? { certificate: added.certificate, privateKey: added.privateKey, ca: added.ca } : {}) })}\n`);
+        io.stdout.write(
+          `${JSON.stringify({ id: added.id, tenant: added.tenant, token: added.token, ...(values.cert ? { certificate: added.certificate, privateKey: added.privateKey, ca: added.ca } : {}) })}\n`,
+        );
       } else {
         io.stdout.write(`added device ${added.id} (tenant ${added.tenant})\ntoken: ${added.token}\n${ONCE_WARNING}\n`);
-        if (written !== undefined) io.stdout.write(`certificate: ${written.cert}\nprivate key: ${written.key} (mode 0600; keep it on the device only: it cannot be issued again, only replaced with 'devices rotate ${added.id} --cert')\nCA:          ${written.ca} (the platform CA, which the device trusts for the broker)\n`);
+        if (written !== undefined)
+          io.stdout.write(
+            `certificate: ${written.cert}\nprivate key: ${written.key} (mode 0600; keep it on the device only: it cannot be issued again, only replaced with 'devices rotate ${added.id} --cert')\nCA:          ${written.ca} (the platform CA, which the device trusts for the broker)\n`,
+          );
       }
       return 0;
     }
@@ -264,14 +288,18 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
       // Open the output first: tokens must not be issued and then lost to an unwritable file.
       const out = values.out === undefined ? undefined : await openTokensFile(values.out);
       try {
-        const { devices } = (await callApi(base, 'POST', '/api/devices/import', { devices: list })) as { devices: Array<{ id: string; tenant: string; token: string }> };
+        const { devices } = (await callApi(base, 'POST', '/api/devices/import', { devices: list })) as {
+          devices: Array<{ id: string; tenant: string; token: string }>;
+        };
         if (out === undefined) {
           io.stdout.write(`id,tenant,token\n${devices.map((d) => `${d.id},${d.tenant},${d.token}`).join('\n')}\n`);
           io.stderr.write(`imported ${devices.length} devices. Keep these tokens now: they cannot be shown again.\n`);
         } else {
           await out.handle.writeFile(`${JSON.stringify(devices, null, 1)}\n`);
           await out.handle.sync();
-          io.stdout.write(`imported ${devices.length} devices; their tokens are in ${values.out} (mode 0600). Keep that file safe: the tokens cannot be shown again.\n`);
+          io.stdout.write(
+            `imported ${devices.length} devices; their tokens are in ${values.out} (mode 0600). Keep that file safe: the tokens cannot be shown again.\n`,
+          );
         }
       } catch (err) {
         if (out !== undefined) await out.discard();
@@ -283,7 +311,8 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     }
     case 'list': {
       const want = values.limit === undefined ? Infinity : Number(values.limit);
-      if (!(want >= 1) || (want !== Infinity && !Number.isInteger(want))) throw new CliError(`Cannot use --limit '${values.limit}': it must be a whole number ≥ 1`, 2);
+      if (!(want >= 1) || (want !== Infinity && !Number.isInteger(want)))
+        throw new CliError(`Cannot use --limit '${values.limit}': it must be a whole number ≥ 1`, 2);
       const listed: ApiDevice[] = [];
       let after: string | undefined;
       do {
@@ -297,7 +326,9 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
       if (values.json) {
         io.stdout.write(`${JSON.stringify(listed)}\n`);
       } else if (listed.length === 0) {
-        io.stdout.write(`no devices registered${values.tenant === undefined ? '' : ` for tenant ${values.tenant}`} ('voltline devices add <id>' registers one)\n`);
+        io.stdout.write(
+          `no devices registered${values.tenant === undefined ? '' : ` for tenant ${values.tenant}`} ('voltline devices add <id>' registers one)\n`,
+        );
       } else {
         for (const device of listed) io.stdout.write(`${deviceLine(device)}\n`);
       }
@@ -310,13 +341,21 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     }
     case 'rotate': {
       const id = idArgument(rest, 'rotate a token');
-      const request = () => callApi(base, 'POST', `${route(id)}/rotate`, values.cert ? { cert: true } : {}) as Promise<IssuedPems & { id: string; tenant: string; token: string }>;
-      const { answer: rotated, written } = values.cert ? await withCertFiles(id, values.out, values.json, request) : { answer: await request(), written: undefined };
+      const request = () =>
+        callApi(base, 'POST', `${route(id)}/rotate`, values.cert ? { cert: true } : {}) as Promise<IssuedPems & { id: string; tenant: string; token: string }>;
+      const { answer: rotated, written } = values.cert
+        ? await withCertFiles(id, values.out, values.json, request)
+        : { answer: await request(), written: undefined };
       if (values.json) {
-        io.stdout.write(`${JSON.stringify({ id: rotated.id, tenant: rotated.tenant, token: rotated.token, ...(values.cert ? { certificate: rotated.certificate, privateKey: rotated.privateKey, ca: rotated.ca } : {}) })}\n`);
+        io.stdout.write(
+          `${JSON.stringify({ id: rotated.id, tenant: rotated.tenant, token: rotated.token, ...(values.cert ? { certificate: rotated.certificate, privateKey: rotated.privateKey, ca: rotated.ca } : {}) })}\n`,
+        );
       } else {
         io.stdout.write(`new token of ${rotated.id}: ${rotated.token}\nThe old token no longer works. ${ONCE_WARNING}\n`);
-        if (written !== undefined) io.stdout.write(`new certificate: ${written.cert}\nprivate key:     ${written.key} (mode 0600)\nCA:              ${written.ca}\nThe old certificate no longer works.\n`);
+        if (written !== undefined)
+          io.stdout.write(
+            `new certificate: ${written.cert}\nprivate key:     ${written.key} (mode 0600)\nCA:              ${written.ca}\nThe old certificate no longer works.\n`,
+          );
       }
       return 0;
     }
@@ -345,7 +384,10 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
           payload = values.payload;
         }
       }
-      const sent = (await callApi(base, 'POST', `${route(id)}/commands`, { command, ...(payload === undefined ? {} : { payload }) })) as { topic: string; status: string };
+      const sent = (await callApi(base, 'POST', `${route(id)}/commands`, { command, ...(payload === undefined ? {} : { payload }) })) as {
+        topic: string;
+        status: string;
+      };
       const what: Record<string, string> = {
         delivered: 'delivered to its connected session',
         queued: 'queued for its persistent session (sent when it reconnects)',
@@ -357,7 +399,8 @@ export async function devicesCommand(argv: string[], io: CommandIo): Promise<num
     case 'export': {
       if (values.mosquitto === undefined) throw new CliError(`Cannot export without a format: give --mosquitto DIR.\n${DEVICES_USAGE}`, 2);
       const port = Number(values.port);
-      if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new CliError(`Cannot export as --port must be a port number: current value is '${values.port}'`, 2);
+      if (!Number.isInteger(port) || port < 1 || port > 65_535)
+        throw new CliError(`Cannot export as --port must be a port number: current value is '${values.port}'`, 2);
       return exportMosquitto(
         base,
         {
@@ -387,7 +430,8 @@ async function openTokensFile(file: string) {
       discard: () => rm(file, { force: true }),
     };
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CliError(`Cannot write the tokens to '${file}' as it already exists (it may hold tokens that cannot be shown again); give another --out`, 2);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new CliError(`Cannot write the tokens to '${file}' as it already exists (it may hold tokens that cannot be shown again); give another --out`, 2);
     throw new CliError(`Cannot create '${file}' for the tokens (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 2);
   }
 }

@@ -129,7 +129,10 @@ function statsLine(stats: ListedFunction['stats']): string {
       ? 'per invocation: none yet'
       : `per invocation: wall p50 ${invocation.p50.toFixed(2)} ms, p99 ${invocation.p99.toFixed(2)} ms; cpu mean ${(cpu?.mean ?? 0).toFixed(2)} ms`,
   );
-  const memory = stats.memoryBytes === null || stats.memoryBytes === undefined ? '' : `  memory: ${mib(stats.memoryBytes)} MiB (peak ${mib(stats.memoryPeakBytes ?? stats.memoryBytes)} MiB)`;
+  const memory =
+    stats.memoryBytes === null || stats.memoryBytes === undefined
+      ? ''
+      : `  memory: ${mib(stats.memoryBytes)} MiB (peak ${mib(stats.memoryPeakBytes ?? stats.memoryBytes)} MiB)`;
   lines.push(`batch wall time: ${wall}${memory}`);
   return lines.join('\n  ');
 }
@@ -184,7 +187,13 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { tenant: { type: 'string' }, config: { type: 'string', multiple: true }, secret: { type: 'string', multiple: true }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } },
+    options: {
+      tenant: { type: 'string' },
+      config: { type: 'string', multiple: true },
+      secret: { type: 'string', multiple: true },
+      ...API_FLAGS,
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help === true) {
     io.stdout.write(`${DEPLOY_USAGE}\n`);
@@ -197,7 +206,13 @@ export async function deployCommand(argv: string[], io: CommandIo): Promise<numb
   const secrets = parseSettings(values.secret, '--secret');
   for (const file of await filesToDeploy(target)) {
     const bundle = await bundleFunction(file);
-    const body = { code: bundle.code, source: file, ...(values.tenant === undefined ? {} : { tenant: values.tenant }), ...(config === undefined ? {} : { config }), ...(secrets === undefined ? {} : { secrets }) };
+    const body = {
+      code: bundle.code,
+      source: file,
+      ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
+      ...(config === undefined ? {} : { config }),
+      ...(secrets === undefined ? {} : { secrets }),
+    };
     const fn = (await callApi(base, 'POST', '/api/functions', body)) as { name: string; tenant?: string; version: string; triggers: DeployedTrigger[] };
     const owner = fn.tenant === undefined || fn.tenant === 'default' ? '' : ` for tenant ${fn.tenant}`;
     io.stdout.write(`deployed ${fn.name}@${fn.version}${owner} from ${file} (triggers: ${triggersText(fn.triggers)})\n`);
@@ -225,7 +240,12 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
   const name = positionals[0];
   if (name === undefined) throw new CliError(`Cannot invoke without a function name.\n${INVOKE_USAGE}`, 2);
   const dataText = values.data === undefined ? '{}' : values.data.startsWith('@') ? await readFile(values.data.slice(1), 'utf8') : values.data;
-  const body = { payload: dataText, raw: true, ...(values.topic === undefined ? {} : { topic: values.topic }), ...(values.device === undefined ? {} : { deviceId: values.device }) };
+  const body = {
+    payload: dataText,
+    raw: true,
+    ...(values.topic === undefined ? {} : { topic: values.topic }),
+    ...(values.device === undefined ? {} : { deviceId: values.device }),
+  };
   const result = (await callApi(await apiTarget(values, io.env), 'POST', `/api/functions/${encodeURIComponent(name)}/invoke`, body)) as {
     outcome: string;
     points: unknown[];
@@ -239,18 +259,27 @@ export async function invokeCommand(argv: string[], io: CommandIo): Promise<numb
   if (values.json) {
     io.stdout.write(`${JSON.stringify(result)}\n`);
   } else {
-    io.stdout.write(`outcome: ${result.outcome} (${result.metering.wallMs.toFixed(2)} ms wall, ${result.metering.cpuMs.toFixed(2)} ms cpu, ${mib(result.metering.memoryBytes)} MiB memory)\n`);
-    if (result.error !== undefined) io.stdout.write(`error: ${result.error.code}${result.error.field === undefined ? '' : ` (${result.error.field})`}: ${result.error.message}\n`);
+    io.stdout.write(
+      `outcome: ${result.outcome} (${result.metering.wallMs.toFixed(2)} ms wall, ${result.metering.cpuMs.toFixed(2)} ms cpu, ${mib(result.metering.memoryBytes)} MiB memory)\n`,
+    );
+    if (result.error !== undefined)
+      io.stdout.write(`error: ${result.error.code}${result.error.field === undefined ? '' : ` (${result.error.field})`}: ${result.error.message}\n`);
     for (const p of result.points) io.stdout.write(`point: ${JSON.stringify(p)}\n`);
     for (const message of result.publishes ?? []) io.stdout.write(`publish (ctx.publish, not sent): ${message.topic} ${message.payload}\n`);
-    if (result.response !== undefined) io.stdout.write(`response (ctx.respond, not sent): ${result.response.status}${result.response.body === undefined ? '' : ` ${JSON.stringify(result.response.body)}`}\n`);
+    if (result.response !== undefined)
+      io.stdout.write(
+        `response (ctx.respond, not sent): ${result.response.status}${result.response.body === undefined ? '' : ` ${JSON.stringify(result.response.body)}`}\n`,
+      );
     for (const line of result.logs) io.stdout.write(`log ${line.level}: ${line.message}\n`);
   }
   return result.outcome === 'ok' ? 0 : 1;
 }
 
 export async function functionsCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false }, tenant: { type: 'string' }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { json: { type: 'boolean', default: false }, tenant: { type: 'string' }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help === true) {
     io.stdout.write(`${FUNCTIONS_USAGE}\n`);
     return 0;
@@ -264,7 +293,9 @@ export async function functionsCommand(argv: string[], io: CommandIo): Promise<n
   if (functions.length === 0) io.stdout.write('no functions deployed\n');
   for (const fn of functions) {
     const owner = fn.tenant === undefined || fn.tenant === 'default' ? '' : `  tenant: ${fn.tenant}`;
-    io.stdout.write(`${fn.name}@${fn.version}${owner}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${fn.concurrency === undefined ? '' : `, concurrency ${fn.concurrency}`}${batchText(fn.batch)}\n`);
+    io.stdout.write(
+      `${fn.name}@${fn.version}${owner}  triggers: ${triggersText(fn.triggers)}  limits: ${fn.timeoutMs} ms, ${fn.memoryMb} MiB, ${fn.retries} retries${fn.concurrency === undefined ? '' : `, concurrency ${fn.concurrency}`}${batchText(fn.batch)}\n`,
+    );
     if (Object.keys(fn.config ?? {}).length + (fn.secrets ?? []).length > 0) io.stdout.write(`  config: ${settingsText(fn)}\n`);
     io.stdout.write(`  ${statsLine(fn.stats)}\n`);
   }
@@ -285,7 +316,10 @@ export async function keysCommand(argv: string[], io: CommandIo): Promise<number
   if (name === undefined) throw new CliError(`Cannot show a function key without the function's name.\n${KEYS_USAGE}`, 2);
   const base = await apiTarget(values, io.env);
   const route = `/api/functions/${encodeURIComponent(name)}/keys`;
-  const result = (values.rotate ? await callApi(base, 'POST', `${route}/rotate`, {}) : await callApi(base, 'GET', route)) as { name: string; key: string | null };
+  const result = (values.rotate ? await callApi(base, 'POST', `${route}/rotate`, {}) : await callApi(base, 'GET', route)) as {
+    name: string;
+    key: string | null;
+  };
   if (values.json) {
     io.stdout.write(`${JSON.stringify(result)}\n`);
     return 0;

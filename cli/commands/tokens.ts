@@ -30,7 +30,13 @@ export async function tokensCommand(argv: string[], io: CommandIo): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { scope: { type: 'string' }, tenant: { type: 'string' }, json: { type: 'boolean', default: false }, ...API_FLAGS, help: { type: 'boolean', short: 'h' } },
+    options: {
+      scope: { type: 'string' },
+      tenant: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      ...API_FLAGS,
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   const [sub, ...rest] = positionals;
   if (values.help === true || sub === undefined) {
@@ -40,11 +46,18 @@ export async function tokensCommand(argv: string[], io: CommandIo): Promise<numb
   const target = await apiTarget(values, io.env);
   switch (sub) {
     case 'create': {
-      if (values.scope !== 'read' && values.scope !== 'admin') throw new CliError(`'--scope' must be read or admin (current value: ${JSON.stringify(values.scope ?? null)})`, 2);
-      const created = (await callApi(target, 'POST', '/api/tokens', { scope: values.scope, ...(values.tenant === undefined ? {} : { tenant: values.tenant }) })) as TokenInfo & { token: string };
+      if (values.scope !== 'read' && values.scope !== 'admin')
+        throw new CliError(`'--scope' must be read or admin (current value: ${JSON.stringify(values.scope ?? null)})`, 2);
+      const created = (await callApi(target, 'POST', '/api/tokens', {
+        scope: values.scope,
+        ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
+      })) as TokenInfo & { token: string };
       if (values.json) io.stdout.write(`${JSON.stringify(created)}\n`);
       else io.stdout.write(`${created.token}\n`);
-      if (!values.json) io.stderr.write(`token ${created.id} (${created.scope}${created.tenant === undefined ? '' : `, tenant ${created.tenant}`}): shown once, keep it secret\n`);
+      if (!values.json)
+        io.stderr.write(
+          `token ${created.id} (${created.scope}${created.tenant === undefined ? '' : `, tenant ${created.tenant}`}): shown once, keep it secret\n`,
+        );
       return 0;
     }
     case 'list': {

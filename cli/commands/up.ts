@@ -210,16 +210,25 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     mqttMaxConnections: intFlag('max-connections', values['max-connections']),
     mqttConnectionRatePerAddress: numberFlag('connection-rate', values['connection-rate']),
     proxyProtocol: values['proxy-protocol'],
-    proxyProtocolFrom: values['proxy-protocol-from']?.split(',').map((entry) => entry.trim()).filter((entry) => entry !== ''),
+    proxyProtocolFrom: values['proxy-protocol-from']
+      ?.split(',')
+      .map((entry) => entry.trim())
+      .filter((entry) => entry !== ''),
   };
   for (const key of Object.keys(input)) if (input[key] === undefined) delete input[key];
   // Flags win over the file.
-  const fromFile = values.config === undefined ? {} : await readConfigFile(values.config).catch((err: unknown) => {
-    throw new CliError(err instanceof Error ? err.message : String(err), 2);
-  });
+  const fromFile =
+    values.config === undefined
+      ? {}
+      : await readConfigFile(values.config).catch((err: unknown) => {
+          throw new CliError(err instanceof Error ? err.message : String(err), 2);
+        });
   const config = resolveConfig({ ...fromFile, ...input } as PlatformConfigInput);
   if (values.demo && config.broker !== undefined) {
-    throw new CliError('Cannot run the demo fleet with --broker: its stations connect to the embedded broker. Run one against the external broker with voltline sim --url <broker> --token-file <tokens>', 2);
+    throw new CliError(
+      'Cannot run the demo fleet with --broker: its stations connect to the embedded broker. Run one against the external broker with voltline sim --url <broker> --token-file <tokens>',
+      2,
+    );
   }
   const demoStations = intFlag('demo-stations', values['demo-stations']) ?? 50;
   const demoIntervalMs = parseInterval(values['demo-interval'] ?? '1s');
@@ -233,19 +242,34 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   const platform = await startPlatform(config, logger);
   io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
   if (platform.externalBroker !== undefined) {
-    io.stdout.write(`  MQTT broker  ${platform.mqttUrl}   (external: reading ${config.brokerTopics.map((f) => `$share/${config.brokerShareGroup}/${f}`).join(', ')})\n`);
+    io.stdout.write(
+      `  MQTT broker  ${platform.mqttUrl}   (external: reading ${config.brokerTopics.map((f) => `$share/${config.brokerShareGroup}/${f}`).join(', ')})\n`,
+    );
   } else {
     io.stdout.write(`  MQTT broker  ${platform.mqttUrl}\n`);
     io.stdout.write(`  MQTT ws      ${platform.mqttWebSocketUrl}   (MQTT over WebSocket, subprotocol mqtt)\n`);
-    if (platform.mqttTlsUrl !== undefined) io.stdout.write(`  MQTT TLS     ${platform.mqttTlsUrl}   (MQTT over TLS; trust ${platform.caFile}; device certificates accepted)\n`);
+    if (platform.mqttTlsUrl !== undefined)
+      io.stdout.write(`  MQTT TLS     ${platform.mqttTlsUrl}   (MQTT over TLS; trust ${platform.caFile}; device certificates accepted)\n`);
   }
-  io.stdout.write(`  HTTP API     ${platform.apiUrl}   (try curl -H "Authorization: Bearer $(cat ${platform.adminToken.file})" '${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m')\n`);
+  io.stdout.write(
+    `  HTTP API     ${platform.apiUrl}   (try curl -H "Authorization: Bearer $(cat ${platform.adminToken.file})" '${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m')\n`,
+  );
   // The path, never the token: the file is the key (mode 0600).
   io.stdout.write(`  admin token  ${platform.adminToken.file}${platform.adminToken.created ? '   (new; keep it secret: it opens the API)' : ''}\n`);
-  if (!config.apiAuth) io.stderr.write('warning: HTTP API authentication is off (--no-api-auth): anyone who can reach the API can deploy code, manage devices and read all data. Do not use --no-api-auth on a network you do not control.\n');
-  if (config.allowAnonymous) io.stderr.write('warning: anonymous MQTT access is on: any client can publish as any device id that is not registered (registered devices still need their token). Do not use --allow-anonymous on a network you do not control.\n');
-  if (config.proxyProtocol && config.proxyProtocolFrom.length === 0) io.stderr.write('warning: --proxy-protocol without --proxy-protocol-from believes the PROXY header of any peer: a client that reaches the MQTT port directly can claim any address. Let only the load balancer reach it, or list the balancers.\n');
-  if (config.topicPolicy === 'open') io.stderr.write('warning: the MQTT topic policy is open: any connected client can publish and subscribe to any topic, other devices\' included.\n');
+  if (!config.apiAuth)
+    io.stderr.write(
+      'warning: HTTP API authentication is off (--no-api-auth): anyone who can reach the API can deploy code, manage devices and read all data. Do not use --no-api-auth on a network you do not control.\n',
+    );
+  if (config.allowAnonymous)
+    io.stderr.write(
+      'warning: anonymous MQTT access is on: any client can publish as any device id that is not registered (registered devices still need their token). Do not use --allow-anonymous on a network you do not control.\n',
+    );
+  if (config.proxyProtocol && config.proxyProtocolFrom.length === 0)
+    io.stderr.write(
+      'warning: --proxy-protocol without --proxy-protocol-from believes the PROXY header of any peer: a client that reaches the MQTT port directly can claim any address. Let only the load balancer reach it, or list the balancers.\n',
+    );
+  if (config.topicPolicy === 'open')
+    io.stderr.write("warning: the MQTT topic policy is open: any connected client can publish and subscribe to any topic, other devices' included.\n");
 
   let demo: Promise<unknown> | undefined;
   const demoAbort = new AbortController();
@@ -253,7 +277,10 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
     const bundle = await bundleFunction(DEMO_FUNCTION);
     const fn = await platform.registry.deploy(bundle.code, DEMO_FUNCTION);
     io.stdout.write(`  function     ${fn.name}@${fn.version} on ${triggersText(fn.triggers)}\n`);
-    const credentials = await fleetTokens(platform.devices, Array.from({ length: demoStations }, (_, i) => stationId('st-', i + 1)));
+    const credentials = await fleetTokens(
+      platform.devices,
+      Array.from({ length: demoStations }, (_, i) => stationId('st-', i + 1)),
+    );
     io.stdout.write(`  demo fleet   ${demoStations} stations (registered devices st-00001…), one message each every ${demoIntervalMs} ms\n`);
     demo = runSimulation(
       {
@@ -297,7 +324,8 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
 
 function parseInterval(text: string): number {
   const value = parseDurationMs(text);
-  if (value === undefined || value <= 0) throw new CliError(`Cannot start as --demo-interval must be a duration above zero like 500ms or 2s: current value is '${text}'`, 2);
+  if (value === undefined || value <= 0)
+    throw new CliError(`Cannot start as --demo-interval must be a duration above zero like 500ms or 2s: current value is '${text}'`, 2);
   return value;
 }
 
@@ -305,4 +333,3 @@ function topicPolicyFlag(value: string | undefined): 'device' | 'open' | undefin
   if (value === undefined || value === 'device' || value === 'open') return value;
   throw new CliError(`Cannot start as --topic-policy must be device or open: current value is '${value}'`, 2);
 }
-

@@ -14,7 +14,16 @@ ${API_FLAGS_USAGE}
   -h, --help    show this help`;
 
 interface WorkersResponse {
-  workers: Array<{ id: string; driver: string; pid?: number | null; state: string; functions: string[]; inFlight: number; rssBytes: number; uptimeMs?: number }>;
+  workers: Array<{
+    id: string;
+    driver: string;
+    pid?: number | null;
+    state: string;
+    functions: string[];
+    inFlight: number;
+    rssBytes: number;
+    uptimeMs?: number;
+  }>;
   fleet?: {
     min: number;
     max: number;
@@ -44,14 +53,25 @@ export async function workersCommand(argv: string[], io: CommandIo): Promise<num
   }
   const rows = [['ID', 'DRIVER', 'PID', 'STATE', 'UPTIME', 'IN FLIGHT', 'MEMORY', 'WARM FUNCTIONS']];
   for (const w of response.workers) {
-    rows.push([w.id, w.driver, w.pid === undefined || w.pid === null ? '-' : String(w.pid), w.state, seconds(w.uptimeMs), String(w.inFlight), `${(w.rssBytes / 2 ** 20).toFixed(0)} MiB`, w.functions.join(', ') || '-']);
+    rows.push([
+      w.id,
+      w.driver,
+      w.pid === undefined || w.pid === null ? '-' : String(w.pid),
+      w.state,
+      seconds(w.uptimeMs),
+      String(w.inFlight),
+      `${(w.rssBytes / 2 ** 20).toFixed(0)} MiB`,
+      w.functions.join(', ') || '-',
+    ]);
   }
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   for (const row of rows) io.stdout.write(`${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ')}\n`);
   if (response.workers.length === 0) io.stdout.write('(no workers: the fleet is scaled to zero; the next event starts one)\n');
   const fleet = response.fleet;
   if (fleet !== undefined) {
-    io.stdout.write(`fleet: ${response.workers.length} workers, desired ${fleet.desired} (min ${fleet.min}, max ${fleet.max}, prewarm ${fleet.prewarm}); batches in flight ${fleet.inFlightBatches}, queued ${fleet.queuedBatches}\n`);
+    io.stdout.write(
+      `fleet: ${response.workers.length} workers, desired ${fleet.desired} (min ${fleet.min}, max ${fleet.max}, prewarm ${fleet.prewarm}); batches in flight ${fleet.inFlightBatches}, queued ${fleet.queuedBatches}\n`,
+    );
     const last = fleet.lastScale;
     if (last !== undefined && last !== null) io.stdout.write(`last scaling: ${last.direction} ${last.from} → ${last.to} (${last.reason}) at ${last.at}\n`);
   }

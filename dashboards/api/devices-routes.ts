@@ -16,7 +16,15 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { httpStatus, VoltlineError } from '../../lib/errors.ts';
 import { mayAccess, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
-import { deviceListOf, parseDeviceCsv, type Device, type DevicePresence, type DeviceRegistry, type IssuedCertificate, type NewDevice } from '../../ingest/index.ts';
+import {
+  deviceListOf,
+  parseDeviceCsv,
+  type Device,
+  type DevicePresence,
+  type DeviceRegistry,
+  type IssuedCertificate,
+  type NewDevice,
+} from '../../ingest/index.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export interface DevicesRoutesOptions {
@@ -45,7 +53,6 @@ export interface DevicesRoutesOptions {
 /** Largest body of the other device routes: one id and a tenant. */
 const SMALL_BODY = 16 * 1024;
 
-
 /** `POST /api/devices/:id/commands`: the topic levels after the device's command prefix, and the payload (JSON; a string is sent as is). */
 const CommandBody = z.object({ command: z.string().min(1).max(1_024).optional(), payload: z.unknown().optional() }).strict();
 
@@ -64,7 +71,8 @@ export function commandTopic(filter: string, command: string | undefined): strin
     }
     return `${filter.slice(0, -1)}${command}`;
   }
-  if (filter.includes('+') || filter.includes('#')) throw invalid(`the device's subscribe filter '${filter}' does not end in '/#' after fixed levels, so no command topic can be made from it`);
+  if (filter.includes('+') || filter.includes('#'))
+    throw invalid(`the device's subscribe filter '${filter}' does not end in '/#' after fixed levels, so no command topic can be made from it`);
   if (command !== undefined) throw invalid(`the device receives commands on '${filter}' only: leave out 'command'`);
   return filter;
 }
@@ -128,7 +136,9 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
     const visible = (request: FastifyRequest, id: string): Device => {
       const device = devices.get(id);
       if (device === undefined || !mayAccess(request, device.tenant)) {
-        throw new VoltlineError('VL_DEVICE_NOT_FOUND', `No device '${id}' is registered ('voltline devices list' shows those that are)`, { context: { field: 'id', id } });
+        throw new VoltlineError('VL_DEVICE_NOT_FOUND', `No device '${id}' is registered ('voltline devices list' shows those that are)`, {
+          context: { field: 'id', id },
+        });
       }
       return device;
     };
@@ -139,7 +149,10 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
       const query = ListQuery.parse(request.query);
       const page = devices.list({ limit: query.limit, tenant: tenantFilter(request, query.tenant), after: query.after });
       const access = options.access;
-      return { devices: page.devices.map((device) => (access === undefined ? deviceJson(device) : { ...deviceJson(device), access: access(device) })), ...(page.next === undefined ? {} : { next: page.next }) };
+      return {
+        devices: page.devices.map((device) => (access === undefined ? deviceJson(device) : { ...deviceJson(device), access: access(device) })),
+        ...(page.next === undefined ? {} : { next: page.next }),
+      };
     });
 
     app.get<{ Params: { id: string } }>('/api/devices/:id', TENANT_ROUTE, async (request) => {
@@ -162,11 +175,19 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
       const topic = commandTopic(options.access(device).subscribe, body.command);
       const payload = Buffer.from(typeof body.payload === 'string' ? body.payload : JSON.stringify(body.payload ?? null));
       if (payload.length > maxCommandBytes) {
-        return sendError(reply, 413, 'VL_DEVICE_COMMAND_TOO_LARGE', `Cannot send a command of ${payload.length} bytes as the limit is ${maxCommandBytes}`, { field: 'payload' });
+        return sendError(reply, 413, 'VL_DEVICE_COMMAND_TOO_LARGE', `Cannot send a command of ${payload.length} bytes as the limit is ${maxCommandBytes}`, {
+          field: 'payload',
+        });
       }
       const status = await send(device, topic, payload);
       if (status === 'no_subscriber') {
-        return sendError(reply, 409, 'VL_DEVICE_NOT_LISTENING', `Cannot send the command to '${device.id}' as it is not subscribed to '${topic}': it is neither connected with such a subscription nor has a persistent session with one (nothing was sent)`, { field: 'id', topic });
+        return sendError(
+          reply,
+          409,
+          'VL_DEVICE_NOT_LISTENING',
+          `Cannot send the command to '${device.id}' as it is not subscribed to '${topic}': it is neither connected with such a subscription nor has a persistent session with one (nothing was sent)`,
+          { field: 'id', topic },
+        );
       }
       return reply.code(202).send({ id: device.id, topic, status });
     });
@@ -188,7 +209,14 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
       visible(request, request.params.id);
       const body = RotateBody.parse(request.body ?? {});
       const { device, token, certificate } = await devices.rotate(request.params.id, { ...only(request), cert: body.cert });
-      return { id: device.id, tenant: device.tenant, token, tokenSetAt: device.tokenSetAt, ...(device.cert === undefined ? {} : { cert: device.cert }), ...issuedJson(certificate) };
+      return {
+        id: device.id,
+        tenant: device.tenant,
+        token,
+        tokenSetAt: device.tokenSetAt,
+        ...(device.cert === undefined ? {} : { cert: device.cert }),
+        ...issuedJson(certificate),
+      };
     });
 
     app.post<{ Params: { id: string } }>('/api/devices/:id/disable', { ...TENANT_ROUTE, bodyLimit: SMALL_BODY }, async (request) => {

@@ -49,7 +49,12 @@ export function fnRoutes(options: FnRoutesOptions): FastifyPluginAsync {
       const path = url.pathname.slice(FN_PREFIX.length) || '/';
       const found = triggers.lookup(request.method, path);
       if (found.kind === 'not_found') {
-        return send(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function is served at ${request.method} ${FN_PREFIX}${path} ('voltline functions' lists the HTTP triggers)`);
+        return send(
+          reply,
+          404,
+          'VL_FUNCTION_NOT_FOUND',
+          `No function is served at ${request.method} ${FN_PREFIX}${path} ('voltline functions' lists the HTTP triggers)`,
+        );
       }
       if (found.kind === 'wrong_method') {
         reply.header('allow', found.allowed.join(', '));
@@ -61,7 +66,12 @@ export function fnRoutes(options: FnRoutesOptions): FastifyPluginAsync {
         const presented = single(request.headers['x-functions-key']) ?? url.searchParams.get('code') ?? undefined;
         if (!triggers.authorize(found.function, presented)) {
           matched.set(request, { function: found.function, method: request.method as HttpMethod, path, query });
-          return send(reply, 401, 'VL_UNAUTHORIZED', `${request.method} ${FN_PREFIX}${path} needs the function key of '${found.function}' in the x-functions-key header or ?code= ('voltline keys ${found.function}' shows it)`);
+          return send(
+            reply,
+            401,
+            'VL_UNAUTHORIZED',
+            `${request.method} ${FN_PREFIX}${path} needs the function key of '${found.function}' in the x-functions-key header or ?code= ('voltline keys ${found.function}' shows it)`,
+          );
         }
       }
       matched.set(request, { function: found.function, method: request.method as HttpMethod, path, query });
@@ -75,7 +85,12 @@ export function fnRoutes(options: FnRoutesOptions): FastifyPluginAsync {
     scope.setErrorHandler((err, request, reply) => {
       const status = typeof (err as { statusCode?: unknown }).statusCode === 'number' ? (err as { statusCode: number }).statusCode : 500;
       if (status === 413) {
-        return send(reply, 413, 'VL_PAYLOAD_TOO_LARGE', `Cannot invoke ${request.method} ${request.url.split('?')[0] ?? ''} as its body is over the limit of ${options.bodyLimit} bytes`);
+        return send(
+          reply,
+          413,
+          'VL_PAYLOAD_TOO_LARGE',
+          `Cannot invoke ${request.method} ${request.url.split('?')[0] ?? ''} as its body is over the limit of ${options.bodyLimit} bytes`,
+        );
       }
       if (status >= 500) request.log.error({ err }, 'HTTP trigger request failed');
       return send(reply, status, status >= 500 ? 'VL_INTERNAL' : 'VL_BAD_REQUEST', err instanceof Error ? err.message : String(err));

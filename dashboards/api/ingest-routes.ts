@@ -76,7 +76,9 @@ export function ingestRoutes(options: IngestRoutesOptions): FastifyPluginAsync {
         return send(reply, ingest.tooLarge(grants.get(request)?.deviceId ?? '', Number.isFinite(declared) ? declared : undefined));
       }
       if (status >= 500) request.log.error({ err }, 'HTTP ingest request failed');
-      return reply.code(status).send({ error: { code: status >= 500 ? 'VL_INTERNAL' : 'VL_BAD_REQUEST', message: err instanceof Error ? err.message : String(err) } });
+      return reply
+        .code(status)
+        .send({ error: { code: status >= 500 ? 'VL_INTERNAL' : 'VL_BAD_REQUEST', message: err instanceof Error ? err.message : String(err) } });
     });
 
     // No operator token: the device's own token, checked in onRequest (operator-auth.ts reads OPEN_ROUTE).

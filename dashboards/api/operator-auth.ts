@@ -101,14 +101,23 @@ export function tenantFilter(request: FastifyRequest, asked: string | undefined,
   const own = auth?.operator.tenant;
   if (own === undefined || asked === undefined || asked === own) return own ?? asked;
   auth?.refused();
-  throw new VoltlineError('VL_FORBIDDEN', `A token of tenant '${own}' cannot use tenant ${JSON.stringify(asked)} (${field}): it is kept to its own tenant`, { context: { field } });
+  throw new VoltlineError('VL_FORBIDDEN', `A token of tenant '${own}' cannot use tenant ${JSON.stringify(asked)} (${field}): it is kept to its own tenant`, {
+    context: { field },
+  });
 }
 
 export type FailureReason = 'missing' | 'invalid' | 'scope' | 'tenant';
 
 /** The `onRequest` hook to add on the root scope, before any route or plugin. */
 export function operatorAuthHook(tokens: OperatorTokens, metrics: Registry): (request: FastifyRequest, reply: FastifyReply) => Promise<unknown> {
-  const failures = (metrics.getSingleMetric('voltline_api_auth_failures_total') as Counter<'reason'> | undefined) ?? new Counter({ name: 'voltline_api_auth_failures_total', help: 'HTTP API requests refused for want of a valid operator token (missing, invalid) or of its rights (scope, tenant: a platform route, another tenant named, or another tenant\'s object answered 404)', labelNames: ['reason'], registers: [metrics] });
+  const failures =
+    (metrics.getSingleMetric('voltline_api_auth_failures_total') as Counter<'reason'> | undefined) ??
+    new Counter({
+      name: 'voltline_api_auth_failures_total',
+      help: "HTTP API requests refused for want of a valid operator token (missing, invalid) or of its rights (scope, tenant: a platform route, another tenant named, or another tenant's object answered 404)",
+      labelNames: ['reason'],
+      registers: [metrics],
+    });
   for (const reason of ['missing', 'invalid', 'scope', 'tenant'] satisfies FailureReason[]) failures.inc({ reason }, 0);
   const refusedTenant = () => failures.inc({ reason: 'tenant' });
 
@@ -126,10 +135,17 @@ export function operatorAuthHook(tokens: OperatorTokens, metrics: Registry): (re
     const header = request.headers.authorization;
     const bearer = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : '';
     if (bearer === '') {
-      return refuse(reply, 'missing', 401, 'VL_NO_CREDENTIALS', "This API needs an operator token: send 'Authorization: Bearer <token>' (the admin token is in <data-dir>/admin.token)");
+      return refuse(
+        reply,
+        'missing',
+        401,
+        'VL_NO_CREDENTIALS',
+        "This API needs an operator token: send 'Authorization: Bearer <token>' (the admin token is in <data-dir>/admin.token)",
+      );
     }
     const operator = await tokens.authenticate(bearer);
-    if (operator === undefined) return refuse(reply, 'invalid', 401, 'VL_BAD_CREDENTIALS', 'The operator token is not valid (revoked, mistyped, or of another data folder)');
+    if (operator === undefined)
+      return refuse(reply, 'invalid', 401, 'VL_BAD_CREDENTIALS', 'The operator token is not valid (revoked, mistyped, or of another data folder)');
     if (route !== undefined) {
       const what = `${request.method} ${route}`;
       const needed = access.scope ?? (request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'admin');
@@ -137,7 +153,13 @@ export function operatorAuthHook(tokens: OperatorTokens, metrics: Registry): (re
         return refuse(reply, 'scope', 403, 'VL_FORBIDDEN', `A read token cannot ${what}: it needs an admin token`);
       }
       if (operator.tenant !== undefined && access.tenancy !== 'tenant') {
-        return refuse(reply, 'tenant', 403, 'VL_FORBIDDEN', `A token of tenant '${operator.tenant}' cannot ${what}: it is the whole platform's and needs a platform token (one without a tenant)`);
+        return refuse(
+          reply,
+          'tenant',
+          403,
+          'VL_FORBIDDEN',
+          `A token of tenant '${operator.tenant}' cannot ${what}: it is the whole platform's and needs a platform token (one without a tenant)`,
+        );
       }
     }
     authOf.set(request, { operator, refused: refusedTenant });

@@ -99,7 +99,11 @@ export class OperatorTokens {
       try {
         parsed = FileSchema.parse(JSON.parse(text));
       } catch (err) {
-        throw new VoltlineError('VL_OPERATORS_INVALID', `Cannot read the operator tokens in '${tokens.#file}': ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`, { cause: err, context: { field: OPERATORS_FILE } });
+        throw new VoltlineError(
+          'VL_OPERATORS_INVALID',
+          `Cannot read the operator tokens in '${tokens.#file}': ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+          { cause: err, context: { field: OPERATORS_FILE } },
+        );
       }
       for (const entry of parsed.tokens) tokens.#entries.set(entry.id, entry);
     }
@@ -132,7 +136,11 @@ export class OperatorTokens {
   /** A new token; the value is returned once and never stored. */
   async create(scope: OperatorScope, tenant?: string): Promise<{ token: string; info: OperatorTokenInfo }> {
     if (tenant !== undefined && !TENANT_PATTERN.test(tenant)) {
-      throw new VoltlineError('VL_OPERATOR_INVALID', `Cannot create an operator token as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(tenant)}`, { context: { field: 'tenant' } });
+      throw new VoltlineError(
+        'VL_OPERATOR_INVALID',
+        `Cannot create an operator token as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(tenant)}`,
+        { context: { field: 'tenant' } },
+      );
     }
     return this.#issue(randomBytes(6).toString('hex'), scope, tenant);
   }
@@ -162,7 +170,11 @@ export class OperatorTokens {
 
   async #issue(id: string, scope: OperatorScope, tenant: string | undefined): Promise<{ token: string; info: OperatorTokenInfo }> {
     if (!this.#entries.has(id) && this.#entries.size >= MAX_OPERATOR_TOKENS) {
-      throw new VoltlineError('VL_OPERATOR_LIMIT', `Cannot create an operator token: there are already ${MAX_OPERATOR_TOKENS} (revoke some with 'voltline tokens revoke <id>')`, { context: { field: 'tokens' } });
+      throw new VoltlineError(
+        'VL_OPERATOR_LIMIT',
+        `Cannot create an operator token: there are already ${MAX_OPERATOR_TOKENS} (revoke some with 'voltline tokens revoke <id>')`,
+        { context: { field: 'tokens' } },
+      );
     }
     const secret = randomBytes(32).toString('base64url');
     const entry: Entry = { id, scope, ...(tenant === undefined ? {} : { tenant }), hash: await hashSecret(secret), createdAt: new Date().toISOString() };

@@ -10,8 +10,25 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { httpStatus, VoltlineError } from '../../lib/errors.ts';
-import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type Device, type DevicePresence, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
-import { invokeOnce, publicFunction, type DeployedFunction, type FunctionRegistry, type FunctionStats, type HttpTriggers, type Scheduler } from '../../functions-runtime/index.ts';
+import {
+  TENANT_PATTERN,
+  type StoreReader,
+  type QuerySpec,
+  type DeadLetter,
+  type Device,
+  type DevicePresence,
+  type DeviceRegistry,
+  type HttpIngest,
+} from '../../ingest/index.ts';
+import {
+  invokeOnce,
+  publicFunction,
+  type DeployedFunction,
+  type FunctionRegistry,
+  type FunctionStats,
+  type HttpTriggers,
+  type Scheduler,
+} from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
@@ -83,7 +100,13 @@ const Settings = z.record(z.string(), z.string());
 /** A tenant name; the registry and the store check it again. */
 const Tenant = z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" });
 
-const DeployBody = z.object({ code: z.string().min(1), source: z.string().optional(), config: Settings.optional(), secrets: Settings.optional(), tenant: Tenant.optional() });
+const DeployBody = z.object({
+  code: z.string().min(1),
+  source: z.string().optional(),
+  config: Settings.optional(),
+  secrets: Settings.optional(),
+  tenant: Tenant.optional(),
+});
 
 const TokenBody = z.object({ scope: z.enum(['admin', 'read']), tenant: Tenant.optional() }).strict();
 
@@ -166,7 +189,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     const fn = options.registry.get(name);
     return fn !== undefined && mayAccess(request, fn.tenant) ? fn : undefined;
   };
-  const notDeployed = (reply: FastifyReply, name: string) => sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${name}' is deployed ('voltline functions' lists those that are)`);
+  const notDeployed = (reply: FastifyReply, name: string) =>
+    sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${name}' is deployed ('voltline functions' lists those that are)`);
 
   app.get('/api/query', TENANT_ROUTE, async (request) => {
     const params = request.query as Record<string, string | undefined>;
@@ -234,14 +258,19 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
 
   // Function keys of HTTP triggers: admin tokens only, even to read; GET /api/functions never shows them.
-  app.get<{ Params: { name: string } }>('/api/functions/:name/keys', { config: { operator: { scope: 'admin', tenancy: 'tenant' } } }, async (request, reply) => {
-    const key = visibleFunction(request, request.params.name) === undefined ? undefined : options.registry.key(request.params.name);
-    if (key === undefined) return notDeployed(reply, request.params.name);
-    return { name: request.params.name, key };
-  });
+  app.get<{ Params: { name: string } }>(
+    '/api/functions/:name/keys',
+    { config: { operator: { scope: 'admin', tenancy: 'tenant' } } },
+    async (request, reply) => {
+      const key = visibleFunction(request, request.params.name) === undefined ? undefined : options.registry.key(request.params.name);
+      if (key === undefined) return notDeployed(reply, request.params.name);
+      return { name: request.params.name, key };
+    },
+  );
 
   app.post<{ Params: { name: string } }>('/api/functions/:name/keys/rotate', TENANT_ROUTE, async (request, reply) => {
-    const key = visibleFunction(request, request.params.name) === undefined ? undefined : await options.registry.rotateKey(request.params.name, tenantOf(request));
+    const key =
+      visibleFunction(request, request.params.name) === undefined ? undefined : await options.registry.rotateKey(request.params.name, tenantOf(request));
     if (key === undefined) return notDeployed(reply, request.params.name);
     return { name: request.params.name, key };
   });
@@ -256,7 +285,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       return reply.code(201).send({ ...info, token });
     });
     app.delete<{ Params: { id: string } }>('/api/tokens/:id', async (request, reply) => {
-      if (!(await operators.revoke(request.params.id))) return sendError(reply, 404, 'VL_TOKEN_NOT_FOUND', `No operator token has the id '${request.params.id}' ('voltline tokens list' shows them)`);
+      if (!(await operators.revoke(request.params.id)))
+        return sendError(reply, 404, 'VL_TOKEN_NOT_FOUND', `No operator token has the id '${request.params.id}' ('voltline tokens list' shows them)`);
       return reply.code(204).send();
     });
   }
@@ -264,7 +294,17 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   if (options.sim !== undefined) await app.register(simRoutes(options.sim));
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
-  if (options.devices !== undefined) await app.register(devicesRoutes({ devices: options.devices, logger: options.logger, presence: options.presence, access: options.deviceAccess, commands: options.deviceCommands, maxCommandBytes: options.maxFnBodyBytes }));
+  if (options.devices !== undefined)
+    await app.register(
+      devicesRoutes({
+        devices: options.devices,
+        logger: options.logger,
+        presence: options.presence,
+        access: options.deviceAccess,
+        commands: options.deviceCommands,
+        maxCommandBytes: options.maxFnBodyBytes,
+      }),
+    );
   if (options.ingest !== undefined) await app.register(ingestRoutes({ ingest: options.ingest }));
 
   await app.register(fnRoutes({ triggers: options.httpTriggers, bodyLimit: options.maxFnBodyBytes }));

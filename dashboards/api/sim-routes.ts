@@ -33,7 +33,10 @@ export const SimStartBody = z
   })
   .strict()
   .refine((body) => body.scenario !== undefined || body.durationMs !== undefined, { message: 'is required without a scenario', path: ['durationMs'] })
-  .refine((body) => body.scenario === undefined || body.durationMs === undefined, { message: "cannot be given with a scenario (its phases set it)", path: ['durationMs'] });
+  .refine((body) => body.scenario === undefined || body.durationMs === undefined, {
+    message: 'cannot be given with a scenario (its phases set it)',
+    path: ['durationMs'],
+  });
 export type SimStartRequest = z.infer<typeof SimStartBody>;
 
 export function simRoutes(sim: SimControl): FastifyPluginAsync {
@@ -42,7 +45,9 @@ export function simRoutes(sim: SimControl): FastifyPluginAsync {
       if (err instanceof z.ZodError) {
         const issue = err.issues[0];
         const field = issue?.path.join('.') ?? '';
-        return reply.code(400).send({ error: { code: 'VL_SIM_BAD_OPTIONS', message: `Cannot start a simulation as '${field}' is invalid: ${issue?.message ?? 'invalid'}`, field } });
+        return reply.code(400).send({
+          error: { code: 'VL_SIM_BAD_OPTIONS', message: `Cannot start a simulation as '${field}' is invalid: ${issue?.message ?? 'invalid'}`, field },
+        });
       }
       if (err instanceof VoltlineError) return reply.code(httpStatus(err)).send({ error: { code: err.code, message: err.message, ...err.context } });
       throw err;

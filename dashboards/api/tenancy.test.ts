@@ -35,7 +35,10 @@ let hookCode: string;
 async function call(method: string, route: string, token: string | undefined, body?: unknown): Promise<HttpAnswer> {
   const response = await fetch(`${api.url}${route}`, {
     method,
-    headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'text/csv' : 'application/json' }) },
+    headers: {
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'text/csv' : 'application/json' }),
+    },
     ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   });
   return readAnswer(response);
@@ -61,10 +64,34 @@ beforeAll(async () => {
   functions = await FunctionRegistry.open(dir, { maxTimeoutMs: 30_000, maxMemoryMb: 256 }, logger);
   const devices = await DeviceRegistry.open(dir, { metrics }, logger);
   closers.push(() => devices.close());
-  const scheduler = new Scheduler({ driver: processDriver(), workersMin: 0, workersMax: 1, workerCapacity: 1, maxQueuedBatches: 4, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  const scheduler = new Scheduler({
+    driver: processDriver(),
+    workersMin: 0,
+    workersMax: 1,
+    workerCapacity: 1,
+    maxQueuedBatches: 4,
+    heartbeatTimeoutMs: 10_000,
+    logger,
+    registry: metrics,
+  });
   await scheduler.start();
   closers.push(() => scheduler.stop());
-  const router = new Router({ log, registry: functions, scheduler, store, logger, metrics, maxBatchEvents: 10, lanesPerFunction: 1, maxInFlightEvents: 100, commitIntervalMs: 100, retryMinMs: 50, retryMaxMs: 100, functionRetryMinMs: 50, functionRetryMaxMs: 100 });
+  const router = new Router({
+    log,
+    registry: functions,
+    scheduler,
+    store,
+    logger,
+    metrics,
+    maxBatchEvents: 10,
+    lanesPerFunction: 1,
+    maxInFlightEvents: 100,
+    commitIntervalMs: 100,
+    retryMinMs: 50,
+    retryMaxMs: 100,
+    functionRetryMinMs: 50,
+    functionRetryMaxMs: 100,
+  });
   router.start();
   closers.push(() => router.stop());
   tokens = await OperatorTokens.open(dir);
@@ -96,7 +123,17 @@ beforeAll(async () => {
   // b's things, made by the platform admin (a tenant named) and by b's own admin token.
   expect((await call('POST', '/api/functions', t.admin, { code: hookCode, tenant: 'b' })).status).toBe(201);
   expect((await call('POST', '/api/devices', t.bAdmin, { id: 'st-b' })).json).toMatchObject({ id: 'st-b', tenant: 'b' });
-  const letter = (tenant: string, offset: bigint) => ({ offset, function: `fn-${tenant}`, topic: 't', deviceId: `st-${tenant}`, payload: Buffer.from('x'), receivedAtMs: TIME, code: 'schema' as const, message: 'bad', tenant });
+  const letter = (tenant: string, offset: bigint) => ({
+    offset,
+    function: `fn-${tenant}`,
+    topic: 't',
+    deviceId: `st-${tenant}`,
+    payload: Buffer.from('x'),
+    receivedAtMs: TIME,
+    code: 'schema' as const,
+    message: 'bad',
+    tenant,
+  });
   await store.writeDeadLetters([letter('a', 1n), letter('b', 2n)]);
   await store.writePoints([
     { measurement: 'reading', tags: { station: 'st-1' }, fields: { v: 1 }, time: TIME, tenant: 'a' },
@@ -165,11 +202,14 @@ describe('operator tokens on the API', () => {
     expect(functions.get('http-hook')?.config).toEqual({});
     const key = await call('GET', '/api/functions/http-hook/keys', t.bAdmin);
     expect(key).toMatchObject({ status: 200, json: { name: 'http-hook', key: expect.any(String) } });
-    expect((await call('PUT', '/api/functions/hello/config', t.aAdmin, { config: { REGION: 'eu' } })).json).toMatchObject({ name: 'hello', config: { REGION: 'eu' } });
+    expect((await call('PUT', '/api/functions/hello/config', t.aAdmin, { config: { REGION: 'eu' } })).json).toMatchObject({
+      name: 'hello',
+      config: { REGION: 'eu' },
+    });
     expect((await call('PUT', '/api/functions/http-hook/config', t.bAdmin, { config: { REGION: 'us' } })).status).toBe(200);
   });
 
-  it('lists only the tenant\'s functions, with their stats; another tenant named is 403', async () => {
+  it("lists only the tenant's functions, with their stats; another tenant named is 403", async () => {
     const a = await call('GET', '/api/functions', t.aRead);
     expect(names(a, 'functions', 'name')).toEqual(['hello']);
     expect(a.json).toMatchObject({ functions: [{ name: 'hello', stats: expect.any(Object) }] });
@@ -183,7 +223,12 @@ describe('operator tokens on the API', () => {
     expect((await call('POST', '/api/devices', t.aAdmin, { id: 'st-a' })).json).toMatchObject({ id: 'st-a', tenant: 'a' });
     expect((await call('POST', '/api/devices', t.aAdmin, { id: 'st-x', tenant: 'b' })).status).toBe(403);
     const imported = await call('POST', '/api/devices/import', t.aAdmin, 'id\nst-a2\nst-a3\n');
-    expect(imported.json).toMatchObject({ devices: [{ id: 'st-a2', tenant: 'a' }, { id: 'st-a3', tenant: 'a' }] });
+    expect(imported.json).toMatchObject({
+      devices: [
+        { id: 'st-a2', tenant: 'a' },
+        { id: 'st-a3', tenant: 'a' },
+      ],
+    });
     const mixed = await call('POST', '/api/devices/import', t.aAdmin, { devices: [{ id: 'st-a4' }, { id: 'st-b4', tenant: 'b' }] });
     expect(mixed).toMatchObject({ status: 403, json: { error: { code: 'VL_FORBIDDEN', field: 'devices[1].tenant' } } });
     expect(names(await call('GET', '/api/devices', t.aRead), 'devices')).toEqual(['st-a', 'st-a2', 'st-a3']);

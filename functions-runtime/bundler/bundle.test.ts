@@ -51,14 +51,17 @@ describe('Node built-ins', () => {
 
   it('refuses built-ins reached through require and dynamic import too', async () => {
     const file = path.join(scratch.dir, 'sneaky.ts');
-    await writeFile(file, [
-      "import { defineFunction } from 'voltline';",
-      'declare const require: (id: string) => unknown;',
-      'export default defineFunction({',
-      "  name: 'sneaky', triggers: [],",
-      "  handler: async () => { require('child_process'); await import('node:os'); },",
-      '});',
-    ].join('\n'));
+    await writeFile(
+      file,
+      [
+        "import { defineFunction } from 'voltline';",
+        'declare const require: (id: string) => unknown;',
+        'export default defineFunction({',
+        "  name: 'sneaky', triggers: [],",
+        "  handler: async () => { require('child_process'); await import('node:os'); },",
+        '});',
+      ].join('\n'),
+    );
     const err = await bundleError(file);
     expect(err.message).toContain("'child_process' is a Node module");
     expect(err.message).toContain("'node:os' is a Node module");
@@ -68,14 +71,17 @@ describe('Node built-ins', () => {
 describe('errors in the source', () => {
   it('names file:line of a syntax error', async () => {
     const file = path.join(scratch.dir, 'broken.ts');
-    await writeFile(file, [
-      "import { defineFunction } from 'voltline';",
-      'export default defineFunction({',
-      "  name: 'broken',",
-      '  triggers: [,,',
-      '  handler() { return 1 +; },',
-      '});',
-    ].join('\n'));
+    await writeFile(
+      file,
+      [
+        "import { defineFunction } from 'voltline';",
+        'export default defineFunction({',
+        "  name: 'broken',",
+        '  triggers: [,,',
+        '  handler() { return 1 +; },',
+        '});',
+      ].join('\n'),
+    );
     const err = await bundleError(file);
     expect(err.code).toBe('VL_BUNDLE_FAILED');
     expect(err.message).toMatch(/broken\.ts:5:\d+: /);
@@ -128,12 +134,15 @@ describe('a good bundle', () => {
     await mkdir(path.join(dir, 'lib'), { recursive: true });
     await writeFile(path.join(dir, 'lib', 'factor.ts'), 'export const FACTOR = 3;\n');
     const entry = path.join(dir, 'uses-helper.ts');
-    await writeFile(entry, [
-      "import { z } from 'zod';",
-      "import { defineFunction, point } from 'voltline';",
-      "import { FACTOR } from './lib/factor.ts';",
-      "export default defineFunction({ name: 'uses-helper', triggers: [], schema: z.object({}), handler: () => point('m').field('f', FACTOR) });",
-    ].join('\n'));
+    await writeFile(
+      entry,
+      [
+        "import { z } from 'zod';",
+        "import { defineFunction, point } from 'voltline';",
+        "import { FACTOR } from './lib/factor.ts';",
+        "export default defineFunction({ name: 'uses-helper', triggers: [], schema: z.object({}), handler: () => point('m').field('f', FACTOR) });",
+      ].join('\n'),
+    );
     const bundle = await bundleFunction(path.relative(process.cwd(), entry));
     expect(bundle.inputs).toEqual([path.join(dir, 'lib', 'factor.ts'), entry].sort());
     expect((await bundleFunction(fixture('hello'))).inputs).toEqual([fixture('hello')]);

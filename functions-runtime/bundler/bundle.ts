@@ -53,7 +53,10 @@ const noBuiltins: Plugin = {
 function formatMessage(message: Message): string {
   const location = message.location;
   // esbuild names files relative to PROJECT_ROOT; show them relative to where the user is.
-  const where = location === null ? '' : `${path.relative(process.cwd(), path.resolve(PROJECT_ROOT, location.file)) || location.file}:${location.line}:${location.column}: `;
+  const where =
+    location === null
+      ? ''
+      : `${path.relative(process.cwd(), path.resolve(PROJECT_ROOT, location.file)) || location.file}:${location.line}:${location.column}: `;
   return `${where}${message.text}`;
 }
 

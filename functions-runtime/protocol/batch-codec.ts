@@ -144,7 +144,11 @@ function payloadBytes(payload: string | Uint8Array): number {
 /** The body of an invoke frame (without the length prefix). */
 export function encodeInvoke(message: InvokeMessage): Buffer {
   const meta = JSON.stringify(
-    message.events.map((e): MetaEvent => (e.http === undefined ? [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1] : [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1, e.http])),
+    message.events.map((e): MetaEvent =>
+      e.http === undefined
+        ? [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1]
+        : [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1, e.http],
+    ),
   );
   let payloads = 0;
   for (const e of message.events) payloads += payloadBytes(e.payload);

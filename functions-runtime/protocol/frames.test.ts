@@ -53,7 +53,11 @@ describe('frames', () => {
     const stream = new PassThrough();
     const seen: unknown[] = [];
     const errors: unknown[] = [];
-    readFrames(stream, (m) => seen.push(m), (e) => errors.push(e));
+    readFrames(
+      stream,
+      (m) => seen.push(m),
+      (e) => errors.push(e),
+    );
     for (const m of messages) writeFrame(stream, m);
     const header = Buffer.alloc(4);
     header.writeUInt32BE(3, 0);

@@ -15,7 +15,9 @@ const JSON_FRAME = 0x7b; // '{'
 
 function framed(body: Buffer): Buffer {
   if (body.length > MAX_FRAME_BYTES) {
-    throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot send a frame of ${body.length} bytes as the limit is ${MAX_FRAME_BYTES}`, { context: { bytes: body.length } });
+    throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot send a frame of ${body.length} bytes as the limit is ${MAX_FRAME_BYTES}`, {
+      context: { bytes: body.length },
+    });
   }
   const header = Buffer.allocUnsafe(4);
   header.writeUInt32BE(body.length, 0);
@@ -46,7 +48,10 @@ function decodeBody(body: Buffer): unknown {
     case RESULT_FRAME:
       return decodeResult(body);
     default:
-      throw new VoltlineError('VL_FRAME_BAD', `Cannot read a worker frame as its first byte ${String(body[0])} is none of a JSON object, an invoke or a result frame`);
+      throw new VoltlineError(
+        'VL_FRAME_BAD',
+        `Cannot read a worker frame as its first byte ${String(body[0])} is none of a JSON object, an invoke or a result frame`,
+      );
   }
 }
 
@@ -72,7 +77,9 @@ export class FrameDecoder {
       }
       const length = head.readUInt32BE(0);
       if (length > MAX_FRAME_BYTES) {
-        throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot read a frame of ${length} bytes as the limit is ${MAX_FRAME_BYTES}`, { context: { bytes: length } });
+        throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot read a frame of ${length} bytes as the limit is ${MAX_FRAME_BYTES}`, {
+          context: { bytes: length },
+        });
       }
       if (this.#buffered < 4 + length) break;
       const all = this.#chunks.length === 1 ? head : Buffer.concat(this.#chunks, this.#buffered);

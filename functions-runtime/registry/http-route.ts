@@ -29,7 +29,8 @@ export function httpRouteProblem(text: string): string | undefined {
   if (!(HTTP_METHODS as readonly string[]).includes(method)) return `the method '${method}' must be one of ${HTTP_METHODS.join(', ')} (upper-case)`;
   if (!path.startsWith('/')) return `the path '${path}' must start with '/' (one space after the method)`;
   if (path.length > MAX_HTTP_PATH_CHARS) return `the path is ${path.length} characters, over the limit of ${MAX_HTTP_PATH_CHARS}`;
-  if (!PATH_CHARS.test(path)) return `the path '${path}' may hold only letters, digits and '/', '.', '_', '~', '-' (no query string, no spaces, no percent-encoding)`;
+  if (!PATH_CHARS.test(path))
+    return `the path '${path}' may hold only letters, digits and '/', '.', '_', '~', '-' (no query string, no spaces, no percent-encoding)`;
   if (path.split('/').some((segment) => segment === '..' || segment === '.')) return `the path '${path}' must not have '.' or '..' segments`;
   if (path.includes('//')) return `the path '${path}' must not have empty segments ('//')`;
   return undefined;

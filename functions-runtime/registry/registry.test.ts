@@ -246,7 +246,7 @@ describe('deploy', () => {
 });
 
 describe('tenants', () => {
-  it("deploys a function for the default tenant unless told, and keeps the tenant across redeploys and restarts", async () => {
+  it('deploys a function for the default tenant unless told, and keeps the tenant across redeploys and restarts', async () => {
     const registry = await open();
     const hello = await bundleFixture('hello');
     expect(await registry.deploy(hello.code, 'hello.ts')).toMatchObject({ name: 'hello', tenant: 'default' });
@@ -271,7 +271,9 @@ describe('tenants', () => {
     );
     expect(err).toBeInstanceOf(VoltlineError);
     expect((err as VoltlineError).code).toBe('VL_DEPLOY_INVALID');
-    expect((err as VoltlineError).message).toBe("Cannot deploy function 'peer' (evil.ts) for tenant 'globex' as that name belongs to another tenant; choose another name");
+    expect((err as VoltlineError).message).toBe(
+      "Cannot deploy function 'peer' (evil.ts) for tenant 'globex' as that name belongs to another tenant; choose another name",
+    );
     expect(registry.get('peer')).toEqual(first);
   });
 
@@ -482,7 +484,9 @@ describe('HTTP triggers and function keys', () => {
     it(`refuses an HTTP trigger with ${what}, naming triggers[i].http and the value`, async () => {
       const registry = await open();
       const err = await deployError(registry, raw('hooked', [{ mqtt: 'a/b' }, { http: route }]), 'hooked.ts');
-      expect(err.message).toBe(`Cannot deploy function 'hooked' (hooked.ts) as triggers[1].http '${route}' is invalid: ${err.message.split(' is invalid: ')[1] ?? ''}`);
+      expect(err.message).toBe(
+        `Cannot deploy function 'hooked' (hooked.ts) as triggers[1].http '${route}' is invalid: ${err.message.split(' is invalid: ')[1] ?? ''}`,
+      );
       expect(err.message).toContain(why);
       expect(err.context).toMatchObject({ field: 'triggers[1].http' });
       expect(registry.get('hooked')).toBeUndefined();
@@ -493,7 +497,9 @@ describe('HTTP triggers and function keys', () => {
     const registry = await open();
     await registry.deploy((await bundleFixture('http-hook')).code);
     const err = await deployError(registry, raw('copycat', [{ http: 'POST /hooks/station-alarm', public: true }]), 'copycat.ts');
-    expect(err.message).toBe("Cannot deploy function 'copycat' (copycat.ts) as triggers[0].http 'POST /hooks/station-alarm' is already the route of function 'http-hook': remove it there first, or choose another path");
+    expect(err.message).toBe(
+      "Cannot deploy function 'copycat' (copycat.ts) as triggers[0].http 'POST /hooks/station-alarm' is already the route of function 'http-hook': remove it there first, or choose another path",
+    );
     expect(err.context).toMatchObject({ field: 'triggers[0].http', function: 'http-hook' });
     expect(registry.get('copycat')).toBeUndefined();
     expect((await registry.deploy(raw('reader', [{ http: 'GET /hooks/station-alarm' }]))).triggers).toEqual([{ http: 'GET /hooks/station-alarm' }]);
@@ -515,12 +521,14 @@ describe('HTTP triggers and function keys', () => {
   });
 
   it('shows HTTP triggers in triggersText with their /fn path and whether they need the key', () => {
-    expect(triggersText([{ http: 'POST /hooks/station-alarm' }, { http: 'GET /status', public: true }, { mqtt: 'a/+' }])).toBe('http POST /fn/hooks/station-alarm (key), http GET /fn/status (public), a/+');
+    expect(triggersText([{ http: 'POST /hooks/station-alarm' }, { http: 'GET /status', public: true }, { mqtt: 'a/+' }])).toBe(
+      'http POST /fn/hooks/station-alarm (key), http GET /fn/status (public), a/+',
+    );
   });
 });
 
-describe('changes kept to one tenant (the API passes a tenant token\'s tenant)', () => {
-  it('configures, rotates the key of and removes a function only when it is that tenant\'s; any tenant\'s without one', async () => {
+describe("changes kept to one tenant (the API passes a tenant token's tenant)", () => {
+  it("configures, rotates the key of and removes a function only when it is that tenant's; any tenant's without one", async () => {
     const registry = await open();
     await registry.deploy((await bundleFixture('http-hook')).code, 'http-hook.ts', {}, 'b');
     const key = registry.key('http-hook');

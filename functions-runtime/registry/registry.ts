@@ -14,14 +14,24 @@ import { VoltlineError } from '../../lib/errors.ts';
 import { cronProblem, DEFAULT_TENANT, TENANT_PATTERN, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
-import { DEFAULT_MEMORY_MB, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, FUNCTION_NAME_PATTERN, MAX_BATCH_EVENTS, MAX_CONCURRENCY, MAX_LINGER_MS, MAX_RETRIES } from '../sdk/define.ts';
+import {
+  DEFAULT_MEMORY_MB,
+  DEFAULT_RETRIES,
+  DEFAULT_TIMEOUT_MS,
+  FUNCTION_NAME_PATTERN,
+  MAX_BATCH_EVENTS,
+  MAX_CONCURRENCY,
+  MAX_LINGER_MS,
+  MAX_RETRIES,
+} from '../sdk/define.ts';
 import { CONTEXT_PREAMBLE } from '../sandbox/sandbox.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
 import { httpRouteProblem, newFunctionKey, parseHttpRoute } from './http-route.ts';
 
 /** A deployed trigger: an MQTT topic filter, a cron schedule or an HTTP route (validated at deploy). */
-export type DeployedTrigger = { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean };
+export type DeployedTrigger =
+  { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean };
 
 export interface DeployedFunction {
   readonly name: string;
@@ -108,7 +118,9 @@ const Stored = z.object({
   retries: z.number().int().min(0).max(MAX_RETRIES).default(DEFAULT_RETRIES),
   concurrency: z.number().int().min(1).max(MAX_CONCURRENCY).optional(),
   // Functions deployed before batch options existed have the defaults.
-  batch: z.object({ maxEvents: z.number().int().positive().optional(), lingerMs: z.number().int().min(0).max(MAX_LINGER_MS).default(0) }).default({ lingerMs: 0 }),
+  batch: z
+    .object({ maxEvents: z.number().int().positive().optional(), lingerMs: z.number().int().min(0).max(MAX_LINGER_MS).default(0) })
+    .default({ lingerMs: 0 }),
   code: z.string(),
   deployedAt: z.number(),
   // Functions deployed before settings existed have none.
@@ -203,13 +215,20 @@ export class FunctionRegistry {
 
   async #deploy(code: string, source: string, change: SettingsChange, askedTenant: string | undefined): Promise<DeployedFunction> {
     if (askedTenant !== undefined && !TENANT_PATTERN.test(askedTenant)) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source} as tenant ${JSON.stringify(askedTenant)} is not a tenant name (lower-case letters, digits and '-', 1 to 63, starting with a letter or digit)`, { context: { source, field: 'tenant' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy ${source} as tenant ${JSON.stringify(askedTenant)} is not a tenant name (lower-case letters, digits and '-', 1 to 63, starting with a letter or digit)`,
+        { context: { source, field: 'tenant' } },
+      );
     }
     let description: FunctionDescription;
     try {
       description = await describeBundle(code);
     } catch (err) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source}: ${err instanceof Error ? err.message : String(err)}`, { context: { source }, cause: err });
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy ${source}: ${err instanceof Error ? err.message : String(err)}`, {
+        context: { source },
+        cause: err,
+      });
     }
     const name = description.name;
     const routes = new Map<string, number>();
@@ -222,31 +241,53 @@ export class FunctionRegistry {
         const problem = cronProblem(trigger.cron, trigger.timezone);
         if (problem !== undefined) {
           const value = problem.field === 'cron' ? trigger.cron : trigger.timezone;
-          throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as triggers[${i}].${problem.field} '${value}' is invalid: ${problem.message}`, { context: { source, field: `triggers[${i}].${problem.field}` } });
+          throw new VoltlineError(
+            'VL_DEPLOY_INVALID',
+            `Cannot deploy function '${name}' (${source}) as triggers[${i}].${problem.field} '${value}' is invalid: ${problem.message}`,
+            { context: { source, field: `triggers[${i}].${problem.field}` } },
+          );
         }
         continue;
       }
       const problem = topicFilterProblem(trigger.mqtt);
       if (problem !== undefined) {
-        throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as trigger mqtt '${trigger.mqtt}' is invalid: ${problem}`, { context: { source, field: 'triggers' } });
+        throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as trigger mqtt '${trigger.mqtt}' is invalid: ${problem}`, {
+          context: { source, field: 'triggers' },
+        });
       }
     }
     const timeoutMs = description.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (timeoutMs > this.#limits.maxTimeoutMs) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as timeoutMs must be at most ${this.#limits.maxTimeoutMs}: current value is ${timeoutMs}`, { context: { source, field: 'timeoutMs' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) as timeoutMs must be at most ${this.#limits.maxTimeoutMs}: current value is ${timeoutMs}`,
+        { context: { source, field: 'timeoutMs' } },
+      );
     }
     const memoryMb = description.memoryMb ?? DEFAULT_MEMORY_MB;
     if (memoryMb > this.#limits.maxMemoryMb || memoryMb < 8) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as memoryMb must be between 8 and ${this.#limits.maxMemoryMb}: current value is ${memoryMb}`, { context: { source, field: 'memoryMb' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) as memoryMb must be between 8 and ${this.#limits.maxMemoryMb}: current value is ${memoryMb}`,
+        { context: { source, field: 'memoryMb' } },
+      );
     }
     // Checked here too: a bundle that skips defineFunction must not bring 1,000 retries.
     const retries = description.retries ?? DEFAULT_RETRIES;
     if (!Number.isInteger(retries) || retries < 0 || retries > MAX_RETRIES) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as retries must be a whole number from 0 to ${MAX_RETRIES}: current value is ${retries}`, { context: { source, field: 'retries' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) as retries must be a whole number from 0 to ${MAX_RETRIES}: current value is ${retries}`,
+        { context: { source, field: 'retries' } },
+      );
     }
     const concurrency = description.concurrency;
     if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY)) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as concurrency must be a whole number from 1 to ${MAX_CONCURRENCY}: current value is ${concurrency}`, { context: { source, field: 'concurrency' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) as concurrency must be a whole number from 1 to ${MAX_CONCURRENCY}: current value is ${concurrency}`,
+        { context: { source, field: 'concurrency' } },
+      );
     }
     const batch = this.#checkBatch(name, source, description.batch);
     const version = versionOf(code);
@@ -254,7 +295,11 @@ export class FunctionRegistry {
     // A name belongs to its tenant: another tenant cannot replace it (nor read its settings).
     const tenant = askedTenant ?? existing?.tenant ?? DEFAULT_TENANT;
     if (existing !== undefined && existing.tenant !== tenant) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) for tenant '${tenant}' as that name belongs to another tenant; choose another name`, { context: { source, field: 'name' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) for tenant '${tenant}' as that name belongs to another tenant; choose another name`,
+        { context: { source, field: 'name' } },
+      );
     }
     // New code keeps the settings it had; those given with the deploy are set on top.
     const settings = applySettings(name, existing ?? { config: {}, secrets: {} }, change);
@@ -291,10 +336,18 @@ export class FunctionRegistry {
     const maxBatch = this.#limits.maxBatchEvents ?? MAX_BATCH_EVENTS;
     const { maxEvents, lingerMs = 0 } = (batch ?? {}) as { maxEvents?: unknown; lingerMs?: unknown };
     if (maxEvents !== undefined && (typeof maxEvents !== 'number' || !Number.isInteger(maxEvents) || maxEvents < 1 || maxEvents > maxBatch)) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as batch.maxEvents must be a whole number from 1 to ${maxBatch} (this platform's largest batch): current value is ${JSON.stringify(maxEvents)}`, { context: { source, field: 'batch.maxEvents' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) as batch.maxEvents must be a whole number from 1 to ${maxBatch} (this platform's largest batch): current value is ${JSON.stringify(maxEvents)}`,
+        { context: { source, field: 'batch.maxEvents' } },
+      );
     }
     if (typeof lingerMs !== 'number' || !Number.isInteger(lingerMs) || lingerMs < 0 || lingerMs > MAX_LINGER_MS) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as batch.lingerMs must be a whole number of ms from 0 to ${MAX_LINGER_MS}: current value is ${JSON.stringify(lingerMs)}`, { context: { source, field: 'batch.lingerMs' } });
+      throw new VoltlineError(
+        'VL_DEPLOY_INVALID',
+        `Cannot deploy function '${name}' (${source}) as batch.lingerMs must be a whole number of ms from 0 to ${MAX_LINGER_MS}: current value is ${JSON.stringify(lingerMs)}`,
+        { context: { source, field: 'batch.lingerMs' } },
+      );
     }
     return maxEvents === undefined ? { lingerMs } : { maxEvents, lingerMs };
   }
@@ -307,20 +360,30 @@ export class FunctionRegistry {
     const field = `triggers[${i}].http`;
     const problem = httpRouteProblem(text);
     if (problem !== undefined) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' is invalid: ${problem}`, { context: { source, field } });
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' is invalid: ${problem}`, {
+        context: { source, field },
+      });
     }
     const route = parseHttpRoute(text);
     const id = `${route.method} ${route.path}`;
     const earlier = seen.get(id);
     if (earlier !== undefined) {
-      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' repeats triggers[${earlier}].http`, { context: { source, field } });
+      throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' repeats triggers[${earlier}].http`, {
+        context: { source, field },
+      });
     }
     seen.set(id, i);
     for (const other of this.#functions.values()) {
       if (other.name === name) continue;
-      const taken = other.triggers.some((t) => 'http' in t && httpRouteProblem(t.http) === undefined && `${parseHttpRoute(t.http).method} ${parseHttpRoute(t.http).path}` === id);
+      const taken = other.triggers.some(
+        (t) => 'http' in t && httpRouteProblem(t.http) === undefined && `${parseHttpRoute(t.http).method} ${parseHttpRoute(t.http).path}` === id,
+      );
       if (taken) {
-        throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${text}' is already the route of function '${other.name}': remove it there first, or choose another path`, { context: { source, field, function: other.name } });
+        throw new VoltlineError(
+          'VL_DEPLOY_INVALID',
+          `Cannot deploy function '${name}' (${source}) as ${field} '${text}' is already the route of function '${other.name}': remove it there first, or choose another path`,
+          { context: { source, field, function: other.name } },
+        );
       }
     }
   }
@@ -462,19 +525,33 @@ export function applySettings(
 ): Pick<DeployedFunction, 'config' | 'secrets'> | undefined {
   const config: Record<string, string> = { ...current.config };
   const secrets: Record<string, string> = { ...current.secrets };
-  const given = [...Object.entries(change.config ?? {}).map(([k, v]) => [k, v, 'config'] as const), ...Object.entries(change.secrets ?? {}).map(([k, v]) => [k, v, 'secret'] as const)];
+  const given = [
+    ...Object.entries(change.config ?? {}).map(([k, v]) => [k, v, 'config'] as const),
+    ...Object.entries(change.secrets ?? {}).map(([k, v]) => [k, v, 'secret'] as const),
+  ];
   for (const key of change.unset ?? []) {
-    if (!SETTING_KEY_PATTERN.test(key)) throw settingsError(name, key, `key ${JSON.stringify(key)} is not a valid key (upper-case letters, digits and '_', not starting with a digit, at most 64)`);
+    if (!SETTING_KEY_PATTERN.test(key))
+      throw settingsError(
+        name,
+        key,
+        `key ${JSON.stringify(key)} is not a valid key (upper-case letters, digits and '_', not starting with a digit, at most 64)`,
+      );
     delete config[key];
     delete secrets[key];
   }
   const seen = new Set<string>();
   for (const [key, value, kind] of given) {
-    if (!SETTING_KEY_PATTERN.test(key)) throw settingsError(name, key, `key ${JSON.stringify(key)} is not a valid key (upper-case letters, digits and '_', not starting with a digit, at most 64)`);
+    if (!SETTING_KEY_PATTERN.test(key))
+      throw settingsError(
+        name,
+        key,
+        `key ${JSON.stringify(key)} is not a valid key (upper-case letters, digits and '_', not starting with a digit, at most 64)`,
+      );
     if (seen.has(key)) throw settingsError(name, key, `key ${key} is given both as config and as a secret`);
     seen.add(key);
     if (typeof value !== 'string') throw settingsError(name, key, `the value of ${key} must be a string`);
-    if (Buffer.byteLength(value, 'utf8') > MAX_SETTING_BYTES) throw settingsError(name, key, `the value of ${key} is ${Buffer.byteLength(value, 'utf8')} bytes, over the limit of ${MAX_SETTING_BYTES}`);
+    if (Buffer.byteLength(value, 'utf8') > MAX_SETTING_BYTES)
+      throw settingsError(name, key, `the value of ${key} is ${Buffer.byteLength(value, 'utf8')} bytes, over the limit of ${MAX_SETTING_BYTES}`);
     if (kind === 'config') {
       config[key] = value;
       delete secrets[key];
@@ -500,10 +577,20 @@ export function applySettings(
  * new load on every worker (older loads of the function are unloaded) without new code.
  */
 export function loadFunctionOf(fn: DeployedFunction): LoadFunction {
-  const base = { name: fn.name, tenant: fn.tenant, code: fn.code, timeoutMs: fn.timeoutMs, memoryMb: fn.memoryMb, ...(fn.concurrency === undefined ? {} : { maxConcurrency: fn.concurrency }) };
+  const base = {
+    name: fn.name,
+    tenant: fn.tenant,
+    code: fn.code,
+    timeoutMs: fn.timeoutMs,
+    memoryMb: fn.memoryMb,
+    ...(fn.concurrency === undefined ? {} : { maxConcurrency: fn.concurrency }),
+  };
   const config = { ...fn.config, ...fn.secrets };
   if (Object.keys(config).length === 0) return { ...base, version: fn.version };
-  const hash = createHash('sha256').update(JSON.stringify(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))).digest('hex').slice(0, 12);
+  const hash = createHash('sha256')
+    .update(JSON.stringify(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))))
+    .digest('hex')
+    .slice(0, 12);
   return { ...base, version: `${fn.version}+${hash}`, config };
 }
 

@@ -37,14 +37,34 @@ beforeEach(async () => {
   await registry.deploy((await bundleFixture('cron-tick')).code);
   await registry.deploy((await bundleFixture('busy')).code);
   metrics = new Registry();
-  const scheduler = new Scheduler({ driver: processDriver(), workersMin: 1, workersMax: 1, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  const scheduler = new Scheduler({
+    driver: processDriver(),
+    workersMin: 1,
+    workersMax: 1,
+    workerCapacity: 2,
+    maxQueuedBatches: 16,
+    heartbeatTimeoutMs: 10_000,
+    logger,
+    registry: metrics,
+  });
   cleanup.unshift(() => scheduler.stop(1_000));
   await scheduler.start();
   cleanup.unshift(() => log.close());
   router = new Router({
-    log, registry, scheduler, store, logger, metrics,
-    maxBatchEvents: 5, lanesPerFunction: 2, maxInFlightEvents: 100, commitIntervalMs: 20,
-    retryMinMs: 10, retryMaxMs: 100, functionRetryMinMs: 5, functionRetryMaxMs: 20,
+    log,
+    registry,
+    scheduler,
+    store,
+    logger,
+    metrics,
+    maxBatchEvents: 5,
+    lanesPerFunction: 2,
+    maxInFlightEvents: 100,
+    commitIntervalMs: 20,
+    retryMinMs: 10,
+    retryMaxMs: 100,
+    functionRetryMinMs: 5,
+    functionRetryMaxMs: 20,
   });
   router.start();
   cleanup.unshift(() => router.stop(2_000));
@@ -62,7 +82,15 @@ afterEach(async () => {
 });
 
 async function ticks(): Promise<Point[]> {
-  const { series } = await store.query({ measurement: 'tick', field: 'missed', tags: {}, fromMs: at('2026-03-28T00:00:00Z'), toMs: at('2026-03-29T00:00:00Z'), agg: 'last', limit: 1_000 });
+  const { series } = await store.query({
+    measurement: 'tick',
+    field: 'missed',
+    tags: {},
+    fromMs: at('2026-03-28T00:00:00Z'),
+    toMs: at('2026-03-29T00:00:00Z'),
+    agg: 'last',
+    limit: 1_000,
+  });
   return series.flatMap((s) => s.points.map(([time, missed]) => ({ measurement: 'tick', tags: s.tags, fields: { missed: missed as number }, time })));
 }
 
@@ -77,7 +105,12 @@ describe('cron triggers', () => {
     await clock.advanceTo(at('2026-03-28T10:03:30Z'), () => timers.settled());
     await eventually(async () => ((await ticks()).length === 3 ? true : undefined), 10_000, '3 tick points');
     expect(await ticks()).toEqual(
-      ['10:01', '10:02', '10:03'].map((hm) => ({ measurement: 'tick', tags: { topic: '$timer/cron-tick' }, fields: { missed: 0 }, time: at(`2026-03-28T${hm}:00Z`) })),
+      ['10:01', '10:02', '10:03'].map((hm) => ({
+        measurement: 'tick',
+        tags: { topic: '$timer/cron-tick' },
+        fields: { missed: 0 },
+        time: at(`2026-03-28T${hm}:00Z`),
+      })),
     );
     await drained();
     expect(await store.deadLetters({ function: 'cron-tick', limit: 10 })).toEqual([]);
@@ -86,13 +119,27 @@ describe('cron triggers', () => {
   it('never fires on a device message: not on its timer topic, not by MQTT filter', async () => {
     const fake = { scheduledAt: at('2026-03-28T09:00:00Z'), cron: '*/1 * * * *', timezone: 'Europe/Paris', missed: 0 };
     // A device publishing the timer topic (source mqtt) fires nothing.
-    await log.append({ source: 'mqtt', topic: '$timer/cron-tick', deviceId: 'dev-1', payload: encoder.encode(JSON.stringify(fake)), receivedAtMs: fake.scheduledAt });
+    await log.append({
+      source: 'mqtt',
+      topic: '$timer/cron-tick',
+      deviceId: 'dev-1',
+      payload: encoder.encode(JSON.stringify(fake)),
+      receivedAtMs: fake.scheduledAt,
+    });
     // A timer event naming a function without a cron trigger fires nothing either.
-    await log.append({ source: 'timer', topic: '$timer/busy', deviceId: '$timer', payload: encoder.encode(JSON.stringify({ ...fake, ts: fake.scheduledAt })), receivedAtMs: fake.scheduledAt });
+    await log.append({
+      source: 'timer',
+      topic: '$timer/busy',
+      deviceId: '$timer',
+      payload: encoder.encode(JSON.stringify({ ...fake, ts: fake.scheduledAt })),
+      receivedAtMs: fake.scheduledAt,
+    });
     await drained();
     expect(await metrics.getSingleMetricAsString('voltline_messages_unrouted_total')).toContain('voltline_messages_unrouted_total 2');
     expect(await ticks()).toEqual([]);
-    expect((await store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: 0, toMs: at('2027-01-01T00:00:00Z'), agg: 'last', limit: 10 })).series).toEqual([]);
+    expect(
+      (await store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: 0, toMs: at('2027-01-01T00:00:00Z'), agg: 'last', limit: 10 })).series,
+    ).toEqual([]);
     // …while a real firing still runs it.
     await clock.advanceTo(at('2026-03-28T10:01:30Z'), () => timers.settled());
     await eventually(async () => ((await ticks()).length === 1 ? true : undefined), 10_000, 'one tick point');

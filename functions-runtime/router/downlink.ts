@@ -78,7 +78,8 @@ export class DownlinkSender {
   async #sendOne(fnName: string, message: Publish): Promise<DownlinkOutcome> {
     const downlink = this.#o.downlink;
     if (downlink === undefined) {
-      if (!this.#warnedNoDownlink) this.#log.warn({ function: fnName }, 'a function published a message but this router has no downlink: dropping it (counted)');
+      if (!this.#warnedNoDownlink)
+        this.#log.warn({ function: fnName }, 'a function published a message but this router has no downlink: dropping it (counted)');
       this.#warnedNoDownlink = true;
       return 'dropped';
     }
@@ -92,7 +93,10 @@ export class DownlinkSender {
       } catch (err) {
         if (attempt >= attempts) {
           this.#failing = true;
-          this.#log.error({ function: fnName, topic: message.topic, attempts: attempt, err: errorMessage(err) }, 'could not publish a downlink message; giving it up');
+          this.#log.error(
+            { function: fnName, topic: message.topic, attempts: attempt, err: errorMessage(err) },
+            'could not publish a downlink message; giving it up',
+          );
           return 'failed';
         }
         this.#log.warn({ function: fnName, topic: message.topic, attempt, err: errorMessage(err) }, 'downlink publish failed; trying again');

@@ -124,14 +124,59 @@ export class FunctionMeter {
 
   constructor(metrics: Registry) {
     const registers = [metrics];
-    this.#invocations = new Counter({ name: 'voltline_invocations_total', help: 'Events by final outcome (after retries), per function', labelNames: ['function', 'outcome'], registers });
-    this.#wall = new Histogram({ name: 'voltline_function_wall_seconds', help: 'Wall time of one batch of a function in its worker', labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
-    this.#cpu = new Histogram({ name: 'voltline_function_cpu_seconds', help: "CPU time of one batch of a function in its isolate", labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
-    this.#memory = new Gauge({ name: 'voltline_function_memory_bytes', help: "Memory in use in a function's isolate (heap + external) after its last batch", labelNames: ['function'], registers });
-    this.#memoryPeak = new Gauge({ name: 'voltline_function_memory_peak_bytes', help: "The most memory in use in a function's isolate after a batch, since start", labelNames: ['function'], registers });
-    this.#invocationWall = new Histogram({ name: 'voltline_invocation_wall_seconds', help: 'Wall time of one invocation (one run of one event) in its isolate', labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
-    this.#invocationCpu = new Histogram({ name: 'voltline_invocation_cpu_seconds', help: 'CPU time of one invocation (one run of one event) in its isolate', labelNames: ['function'], buckets: SECONDS_BUCKETS, registers });
-    this.#batchEvents = new Histogram({ name: 'voltline_batch_events', help: 'Events in each batch a lane starts (before retries or halving)', labelNames: ['function'], buckets: BATCH_EVENTS_BUCKETS, registers });
+    this.#invocations = new Counter({
+      name: 'voltline_invocations_total',
+      help: 'Events by final outcome (after retries), per function',
+      labelNames: ['function', 'outcome'],
+      registers,
+    });
+    this.#wall = new Histogram({
+      name: 'voltline_function_wall_seconds',
+      help: 'Wall time of one batch of a function in its worker',
+      labelNames: ['function'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#cpu = new Histogram({
+      name: 'voltline_function_cpu_seconds',
+      help: 'CPU time of one batch of a function in its isolate',
+      labelNames: ['function'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#memory = new Gauge({
+      name: 'voltline_function_memory_bytes',
+      help: "Memory in use in a function's isolate (heap + external) after its last batch",
+      labelNames: ['function'],
+      registers,
+    });
+    this.#memoryPeak = new Gauge({
+      name: 'voltline_function_memory_peak_bytes',
+      help: "The most memory in use in a function's isolate after a batch, since start",
+      labelNames: ['function'],
+      registers,
+    });
+    this.#invocationWall = new Histogram({
+      name: 'voltline_invocation_wall_seconds',
+      help: 'Wall time of one invocation (one run of one event) in its isolate',
+      labelNames: ['function'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#invocationCpu = new Histogram({
+      name: 'voltline_invocation_cpu_seconds',
+      help: 'CPU time of one invocation (one run of one event) in its isolate',
+      labelNames: ['function'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#batchEvents = new Histogram({
+      name: 'voltline_batch_events',
+      help: 'Events in each batch a lane starts (before retries or halving)',
+      labelNames: ['function'],
+      buckets: BATCH_EVENTS_BUCKETS,
+      registers,
+    });
   }
 
   #tally(fn: string): Tally {

@@ -33,14 +33,34 @@ beforeEach(async () => {
   const registry = await FunctionRegistry.open(temp.dir, { maxTimeoutMs: 30_000, maxMemoryMb: 256 }, logger);
   await registry.deploy((await bundleFixture('presence-probe')).code, 'presence-probe.ts', {}, 'acme');
   metrics = new Registry();
-  const scheduler = new Scheduler({ driver: processDriver(), workersMin: 1, workersMax: 1, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  const scheduler = new Scheduler({
+    driver: processDriver(),
+    workersMin: 1,
+    workersMax: 1,
+    workerCapacity: 2,
+    maxQueuedBatches: 16,
+    heartbeatTimeoutMs: 10_000,
+    logger,
+    registry: metrics,
+  });
   cleanup.unshift(() => scheduler.stop(1_000));
   await scheduler.start();
   cleanup.unshift(() => log.close());
   router = new Router({
-    log, registry, scheduler, store, logger, metrics,
-    maxBatchEvents: 5, lanesPerFunction: 2, maxInFlightEvents: 100, commitIntervalMs: 20,
-    retryMinMs: 10, retryMaxMs: 100, functionRetryMinMs: 5, functionRetryMaxMs: 20,
+    log,
+    registry,
+    scheduler,
+    store,
+    logger,
+    metrics,
+    maxBatchEvents: 5,
+    lanesPerFunction: 2,
+    maxInFlightEvents: 100,
+    commitIntervalMs: 20,
+    retryMinMs: 10,
+    retryMaxMs: 100,
+    functionRetryMinMs: 5,
+    functionRetryMaxMs: 20,
   });
   router.start();
   cleanup.unshift(() => router.stop(2_000));
@@ -52,7 +72,14 @@ afterEach(async () => {
 
 function disconnected(deviceId: string, source: TriggerEvent['source'], tenant: string | undefined, at: number): TriggerEvent {
   const payload = { event: 'device.disconnected', deviceId, reason: source === 'presence' ? 'clean' : 'faked', at };
-  return { source, topic: `$devices/${deviceId}/disconnected`, deviceId, ...(tenant === undefined ? {} : { tenant }), payload: encoder.encode(JSON.stringify(payload)), receivedAtMs: at };
+  return {
+    source,
+    topic: `$devices/${deviceId}/disconnected`,
+    deviceId,
+    ...(tenant === undefined ? {} : { tenant }),
+    payload: encoder.encode(JSON.stringify(payload)),
+    receivedAtMs: at,
+  };
 }
 
 describe('presence routing', () => {
@@ -63,7 +90,16 @@ describe('presence routing', () => {
     await log.append(disconnected('acme-1', 'presence', 'acme', AT + 3));
     await eventually(() => (router.position === log.endOffset() ? true : undefined), 10_000, 'the router to read the whole log');
     await router.idle();
-    const { series } = await store.query({ tenant: 'acme', measurement: 'presence_seen', field: 'n', tags: {}, fromMs: AT - 1, toMs: AT + 10, agg: 'last', limit: 100 });
+    const { series } = await store.query({
+      tenant: 'acme',
+      measurement: 'presence_seen',
+      field: 'n',
+      tags: {},
+      fromMs: AT - 1,
+      toMs: AT + 10,
+      agg: 'last',
+      limit: 100,
+    });
     expect(series.map((s) => [s.tags, s.points.map(([time]) => time)])).toEqual([[{ device: 'acme-1', source: 'presence', reason: 'clean' }, [AT + 3]]]);
     expect(await metrics.getSingleMetricAsString('voltline_messages_unrouted_total')).toContain('voltline_messages_unrouted_total 3');
   });

@@ -8,7 +8,16 @@
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
-import { openEmbeddedStore, openLocalTriggerLog, type DeadLetter, type EncodedPoints, type Point, type StoreReader, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import {
+  openEmbeddedStore,
+  openLocalTriggerLog,
+  type DeadLetter,
+  type EncodedPoints,
+  type Point,
+  type StoreReader,
+  type StoreWriter,
+  type TriggerLog,
+} from '../../ingest/index.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { ManualClock } from '../../lib/clock.ts';
 import { FunctionRegistry } from '../registry/registry.ts';
@@ -62,7 +71,16 @@ async function openRig(workers: number): Promise<Rig> {
   const registry = await FunctionRegistry.open(temp.dir, { maxTimeoutMs: 30_000, maxMemoryMb: 256 }, logger);
   await registry.deploy((await bundleFixture('busy')).code);
   const metrics = new Registry();
-  const scheduler = new Scheduler({ driver: processDriver(), workersMin: workers, workersMax: workers, workerCapacity: 2, maxQueuedBatches: 16, heartbeatTimeoutMs: 10_000, logger, registry: metrics });
+  const scheduler = new Scheduler({
+    driver: processDriver(),
+    workersMin: workers,
+    workersMax: workers,
+    workerCapacity: 2,
+    maxQueuedBatches: 16,
+    heartbeatTimeoutMs: 10_000,
+    logger,
+    registry: metrics,
+  });
   cleanup.unshift(() => scheduler.stop(1_000));
   await scheduler.start();
   const written: Point[] = [];
@@ -110,7 +128,9 @@ async function openRig(workers: number): Promise<Rig> {
         const result = await embedded.writeEncodedPoints(batch);
         // What was written, as points (the router hands the guests' JSON through unparsed).
         const refused = new Set(result.rejected.map((x) => x.index));
-        const points = batch.events.flatMap((bytes, i) => (refused.has(i) ? [] : (JSON.parse(decoder.decode(bytes)) as Point[]).map((p) => ({ ...p, tenant: batch.tenant }))));
+        const points = batch.events.flatMap((bytes, i) =>
+          refused.has(i) ? [] : (JSON.parse(decoder.decode(bytes)) as Point[]).map((p) => ({ ...p, tenant: batch.tenant })),
+        );
         written.push(...points);
         writes.push(points.length);
         return result;
@@ -167,7 +187,9 @@ async function appendEvents(devices: number, perDevice: number, busyMs: (seq: nu
     for (let d = 0; d < devices; d++) {
       const deviceId = `dev-${d}`;
       const payload = { seq, ts: BASE_TS + seq, busyMs: busyMs(seq, d) };
-      appends.push(rig.log.append({ source: 'mqtt', topic: `busy/${deviceId}/in`, deviceId, payload: encoder.encode(JSON.stringify(payload)), receivedAtMs: Date.now() }));
+      appends.push(
+        rig.log.append({ source: 'mqtt', topic: `busy/${deviceId}/in`, deviceId, payload: encoder.encode(JSON.stringify(payload)), receivedAtMs: Date.now() }),
+      );
     }
   }
   await Promise.all(appends);
@@ -186,14 +208,26 @@ function seqOrderByDevice(points: readonly Point[]): Map<string, number[]> {
 
 /** What the store holds: each device's seq values in time order (one per key). */
 async function storedSeqs(): Promise<Map<string, number[]>> {
-  const { series } = await rig.store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: BASE_TS - 1, toMs: BASE_TS + 10_000, agg: 'last', limit: 10_000 });
+  const { series } = await rig.store.query({
+    measurement: 'busy',
+    field: 'seq',
+    tags: {},
+    fromMs: BASE_TS - 1,
+    toMs: BASE_TS + 10_000,
+    agg: 'last',
+    limit: 10_000,
+  });
   return new Map(series.map((s) => [s.tags['device'] ?? '?', s.points.map(([, v]) => v as number)]));
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 async function waitForStored(total: number, timeoutMs = 10_000): Promise<void> {
-  await eventually(() => (new Set(rig.written.map((p) => `${p.tags['device']}@${p.time}`)).size >= total ? true : undefined), timeoutMs, `${total} points stored`);
+  await eventually(
+    () => (new Set(rig.written.map((p) => `${p.tags['device']}@${p.time}`)).size >= total ? true : undefined),
+    timeoutMs,
+    `${total} points stored`,
+  );
 }
 
 describe('per-device order', () => {
@@ -215,7 +249,13 @@ describe('store failures', () => {
     // dev-0 sends seq 0 and then seq 1 at the same ts (one key), each in a batch of its own.
     const encoder = new TextEncoder();
     for (const seq of [0, 1]) {
-      await rig.log.append({ source: 'mqtt', topic: 'busy/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq, ts: BASE_TS, busyMs: 0 })), receivedAtMs: Date.now() });
+      await rig.log.append({
+        source: 'mqtt',
+        topic: 'busy/dev-0/in',
+        deviceId: 'dev-0',
+        payload: encoder.encode(JSON.stringify({ seq, ts: BASE_TS, busyMs: 0 })),
+        receivedAtMs: Date.now(),
+      });
     }
     // The first write fails, but only once the second (issued while the first was in
     // flight) has gone through: the first's retry then lands after it.
@@ -283,7 +323,13 @@ describe('batches the scheduler refuses', () => {
     const encoder = new TextEncoder();
     const junk = encoder.encode('\u0001'.repeat(200_000));
     for (let i = 0; i < 60; i++) await rig.log.append({ source: 'mqtt', topic: 'busy/dev-0/in', deviceId: 'dev-0', payload: junk, receivedAtMs: Date.now() });
-    await rig.log.append({ source: 'mqtt', topic: 'busy/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq: 7, ts: BASE_TS })), receivedAtMs: Date.now() });
+    await rig.log.append({
+      source: 'mqtt',
+      topic: 'busy/dev-0/in',
+      deviceId: 'dev-0',
+      payload: encoder.encode(JSON.stringify({ seq: 7, ts: BASE_TS })),
+      receivedAtMs: Date.now(),
+    });
     const router = startRouter({ maxBatchEvents: 100, lanesPerFunction: 1 });
     // 72 MB goes through JSON, frames and DuckDB: generous bound for a loaded 2-core CI.
     await waitForStored(1, 60_000);
@@ -368,7 +414,13 @@ describe('function retries', () => {
     const encoder = new TextEncoder();
     for (const { device = 'dev-0', ...payload } of events) {
       const body = { ...payload, ts: BASE_TS + payload.seq };
-      await rig.log.append({ source: 'mqtt', topic: `flaky/${device}/in`, deviceId: device, payload: encoder.encode(JSON.stringify(body)), receivedAtMs: Date.now() });
+      await rig.log.append({
+        source: 'mqtt',
+        topic: `flaky/${device}/in`,
+        deviceId: device,
+        payload: encoder.encode(JSON.stringify(body)),
+        receivedAtMs: Date.now(),
+      });
     }
   }
 
@@ -404,10 +456,14 @@ describe('function retries', () => {
   it('dead-letters an event that fails every attempt, with the error, the payload and attempts = retries + 1', async () => {
     await appendFlaky([{ seq: 0, failTimes: 99 }, { seq: 1 }]);
     const router = startRouter({ lanesPerFunction: 1 });
-    const [letter] = await eventually(async () => {
-      const letters = await rig.store.deadLetters({ function: 'flaky', limit: 10 });
-      return letters.length > 0 ? letters : undefined;
-    }, 10_000, 'a dead letter');
+    const [letter] = await eventually(
+      async () => {
+        const letters = await rig.store.deadLetters({ function: 'flaky', limit: 10 });
+        return letters.length > 0 ? letters : undefined;
+      },
+      10_000,
+      'a dead letter',
+    );
     await router.idle();
     expect(letter).toMatchObject({ offset: 0n, code: 'error', attempts: 4, deviceId: 'dev-0' });
     expect(letter?.message).toBe('Error: failing attempt 4 of seq 0');
@@ -460,12 +516,19 @@ describe('function retries', () => {
   });
 
   it('never retries invalid input', async () => {
-    await appendFlaky([{ seq: 0, bad: true }, { seq: 1, bad: true, failTimes: 5 }]);
+    await appendFlaky([
+      { seq: 0, bad: true },
+      { seq: 1, bad: true, failTimes: 5 },
+    ]);
     const router = startRouter({ lanesPerFunction: 1 });
-    const letters = await eventually(async () => {
-      const found = await rig.store.deadLetters({ function: 'flaky', limit: 10 });
-      return found.length === 2 ? found : undefined;
-    }, 10_000, 'two dead letters');
+    const letters = await eventually(
+      async () => {
+        const found = await rig.store.deadLetters({ function: 'flaky', limit: 10 });
+        return found.length === 2 ? found : undefined;
+      },
+      10_000,
+      'two dead letters',
+    );
     await router.idle();
     for (const letter of letters) expect(letter).toMatchObject({ code: 'rejected', field: 'bad', attempts: 1 });
     expect(router.stats('flaky')).toMatchObject({ retries: 0, batches: 2, invocations: { invalid: 2 } });
@@ -473,7 +536,10 @@ describe('function retries', () => {
   });
 
   it('meters each function in /metrics: wall and cpu histograms per batch, the last heap size', async () => {
-    await appendFlaky([{ seq: 0, device: 'dev-9' }, { seq: 1, device: 'dev-9' }]);
+    await appendFlaky([
+      { seq: 0, device: 'dev-9' },
+      { seq: 1, device: 'dev-9' },
+    ]);
     await appendEvents(1, 2);
     const router = startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
     await waitForStored(4);
@@ -497,7 +563,8 @@ describe('settings (ctx.config)', () => {
     await rig.registry.deploy((await bundleFixture('configured')).code, 'configured.ts', { config: { REGION: 'eu-west' } });
     startRouter();
     const encoder = new TextEncoder();
-    const send = (n: number) => rig.log.append({ source: 'mqtt', topic: 'configured/dev-0/in', deviceId: 'dev-0', payload: encoder.encode('{}'), receivedAtMs: BASE_TS + n });
+    const send = (n: number) =>
+      rig.log.append({ source: 'mqtt', topic: 'configured/dev-0/in', deviceId: 'dev-0', payload: encoder.encode('{}'), receivedAtMs: BASE_TS + n });
     const regions = () => rig.written.filter((p) => p.measurement === 'configured').map((p) => p.tags['region']);
     await send(1);
     await eventually(() => (regions().length === 1 ? true : undefined), 10_000, 'the first point');
@@ -526,7 +593,16 @@ describe('downlinks (ctx.publish)', () => {
     const offsets = new Map<string, bigint>();
     for (const { device, ...payload } of events) {
       const body = { ...payload, ts: BASE_TS + payload.seq };
-      offsets.set(`${device}:${payload.seq}`, await rig.log.append({ source: 'mqtt', topic: `publisher/${device}/in`, deviceId: device, payload: encoder.encode(JSON.stringify(body)), receivedAtMs: Date.now() }));
+      offsets.set(
+        `${device}:${payload.seq}`,
+        await rig.log.append({
+          source: 'mqtt',
+          topic: `publisher/${device}/in`,
+          deviceId: device,
+          payload: encoder.encode(JSON.stringify(body)),
+          receivedAtMs: Date.now(),
+        }),
+      );
     }
     return offsets;
   }
@@ -546,7 +622,14 @@ describe('downlinks (ctx.publish)', () => {
     // Fails once, then succeeds: only the successful attempt's publishes go out.
     events.push({ device: 'dev-3', seq: 0, publish: acks('dev-3', 0), failTimes: 1 });
     // A bad topic the handler does not catch: an error, and its good publish before it is not sent.
-    events.push({ device: 'dev-4', seq: 0, publish: [['stations/dev-4/commands/ok', 'dev-4:0:a'], ['stations/+/commands/x', 'nope']] });
+    events.push({
+      device: 'dev-4',
+      seq: 0,
+      publish: [
+        ['stations/dev-4/commands/ok', 'dev-4:0:a'],
+        ['stations/+/commands/x', 'nope'],
+      ],
+    });
     const offsets = await appendPublisher(events);
     const router = startRouter({ maxBatchEvents: 3, lanesPerFunction: 2 });
     await eventually(() => (rig.log.committedOffset() === BigInt(events.length) ? true : undefined), 15_000, 'the commit to reach the end');
@@ -571,7 +654,12 @@ describe('downlinks (ctx.publish)', () => {
     expect(metric).toContain('voltline_downlinks_total{function="publisher",outcome="sent"} 22');
     expect(metric).not.toContain('outcome="failed"');
     const letters = await rig.store.deadLetters({ function: 'publisher', limit: 10 });
-    expect(letters.map((l) => [l.deviceId, l.code, l.attempts])).toEqual(expect.arrayContaining([['dev-2', 'error', 3], ['dev-4', 'error', 3]]));
+    expect(letters.map((l) => [l.deviceId, l.code, l.attempts])).toEqual(
+      expect.arrayContaining([
+        ['dev-2', 'error', 3],
+        ['dev-4', 'error', 3],
+      ]),
+    );
   });
 
   it('counts a message the downlink keeps refusing as failed after its attempts, and still commits the event', async () => {
@@ -587,7 +675,9 @@ describe('downlinks (ctx.publish)', () => {
     // The first message is tried twice; once one was given up, the next gets one try.
     expect(rig.refused).toBe(3);
     expect(rig.written.map((p) => p.fields['seq'])).toEqual([0, 1]);
-    expect(await rig.metrics.getSingleMetricAsString('voltline_downlinks_total')).toContain('voltline_downlinks_total{function="publisher",outcome="failed"} 2');
+    expect(await rig.metrics.getSingleMetricAsString('voltline_downlinks_total')).toContain(
+      'voltline_downlinks_total{function="publisher",outcome="failed"} 2',
+    );
   });
 });
 
@@ -599,7 +689,13 @@ describe('batch options (defineFunction({ batch }))', () => {
   async function appendLingering(from: number, count: number): Promise<void> {
     const encoder = new TextEncoder();
     for (let seq = from; seq < from + count; seq++) {
-      await rig.log.append({ source: 'mqtt', topic: 'lingering/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq, ts: BASE_TS + seq })), receivedAtMs: Date.now() });
+      await rig.log.append({
+        source: 'mqtt',
+        topic: 'lingering/dev-0/in',
+        deviceId: 'dev-0',
+        payload: encoder.encode(JSON.stringify({ seq, ts: BASE_TS + seq })),
+        receivedAtMs: Date.now(),
+      });
     }
   }
 
@@ -661,8 +757,18 @@ describe('metering per invocation', () => {
   it('observes each run of an event in voltline_invocation_{wall,cpu}_seconds and the stats, retries included', async () => {
     await rig.registry.deploy((await bundleFixture('flaky')).code);
     const encoder = new TextEncoder();
-    for (const [seq, failTimes] of [[0, 0], [1, 1], [2, 0]] as const) {
-      await rig.log.append({ source: 'mqtt', topic: 'flaky/dev-0/in', deviceId: 'dev-0', payload: encoder.encode(JSON.stringify({ seq, failTimes, ts: BASE_TS + seq })), receivedAtMs: Date.now() });
+    for (const [seq, failTimes] of [
+      [0, 0],
+      [1, 1],
+      [2, 0],
+    ] as const) {
+      await rig.log.append({
+        source: 'mqtt',
+        topic: 'flaky/dev-0/in',
+        deviceId: 'dev-0',
+        payload: encoder.encode(JSON.stringify({ seq, failTimes, ts: BASE_TS + seq })),
+        receivedAtMs: Date.now(),
+      });
     }
     const router = startRouter({ lanesPerFunction: 1 });
     await waitForStored(3);
@@ -677,7 +783,9 @@ describe('metering per invocation', () => {
     expect(stats.invocationWallMs?.p99).toBeGreaterThanOrEqual(stats.invocationWallMs?.p50 ?? Infinity);
     expect(stats.invocationCpuMs?.mean).toBeGreaterThanOrEqual(0);
     expect(stats.memoryPeakBytes).toBeGreaterThanOrEqual(stats.memoryBytes ?? Infinity);
-    const peak = /voltline_function_memory_peak_bytes\{function="flaky"\} (\d+)/.exec(await rig.metrics.getSingleMetricAsString('voltline_function_memory_peak_bytes'));
+    const peak = /voltline_function_memory_peak_bytes\{function="flaky"\} (\d+)/.exec(
+      await rig.metrics.getSingleMetricAsString('voltline_function_memory_peak_bytes'),
+    );
     expect(Number(peak?.[1])).toBe(stats.memoryPeakBytes);
     expect(router.stats('never-deployed')).toMatchObject({ invocationsRun: 0, invocationWallMs: null, invocationCpuMs: null, memoryPeakBytes: null });
   });

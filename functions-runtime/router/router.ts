@@ -24,7 +24,16 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
-import { DEFAULT_TENANT, PRESENCE_SOURCE, PRESENCE_TOPIC_PREFIX, timerFunctionOf, type DeadLetter, type LoggedEvent, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import {
+  DEFAULT_TENANT,
+  PRESENCE_SOURCE,
+  PRESENCE_TOPIC_PREFIX,
+  timerFunctionOf,
+  type DeadLetter,
+  type LoggedEvent,
+  type StoreWriter,
+  type TriggerLog,
+} from '../../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxEvent, SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
@@ -190,10 +199,20 @@ export class Router implements InvocationRecorder {
       retryMaxMs: options.retryMaxMs,
       stopping: () => this.#abort.signal.aborted,
     });
-    this.#deadLetters = new Counter({ name: 'voltline_dead_letters_total', help: 'Events written to the dead-letter store, by reason', labelNames: ['reason'], registers });
+    this.#deadLetters = new Counter({
+      name: 'voltline_dead_letters_total',
+      help: 'Events written to the dead-letter store, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
     this.#pointsWritten = new Counter({ name: 'voltline_points_written_total', help: 'Points written to the time-series store', registers });
     this.#unrouted = new Counter({ name: 'voltline_messages_unrouted_total', help: 'Logged messages that matched no deployed function', registers });
-    this.#retries = new Counter({ name: 'voltline_retries_total', help: 'Batches run again (invoke), failed events run again (function) or store writes tried again (store), by stage', labelNames: ['stage'], registers });
+    this.#retries = new Counter({
+      name: 'voltline_retries_total',
+      help: 'Batches run again (invoke), failed events run again (function) or store writes tried again (store), by stage',
+      labelNames: ['stage'],
+      registers,
+    });
     this.#latency = new Histogram({
       name: 'voltline_ingest_latency_seconds',
       help: 'From receipt by the platform to results stored',
@@ -299,7 +318,9 @@ export class Router implements InvocationRecorder {
     }
     const cached = byTopic.get(event.topic);
     if (cached !== undefined) return cached;
-    const targets = this.#routes.filter((fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)));
+    const targets = this.#routes.filter(
+      (fn) => fn.tenant === tenant && fn.triggers.some((trigger) => 'mqtt' in trigger && topicMatches(trigger.mqtt, event.topic)),
+    );
     if (byTopic.size >= TARGET_CACHE_SIZE) byTopic.clear();
     byTopic.set(event.topic, targets);
     return targets;
@@ -343,7 +364,10 @@ export class Router implements InvocationRecorder {
       // stays below them, and the lane stops (it stays running, or its writes stay
       // pending) so that no later event of its devices overtakes them. They run again from
       // the log after a restart.
-      this.#log.warn({ function: lane.fnName, events: batch.length, from: String(batch[0]?.offset), err: errorMessage(err) }, 'router stopped before this batch could finish; it will run again after a restart');
+      this.#log.warn(
+        { function: lane.fnName, events: batch.length, from: String(batch[0]?.offset), err: errorMessage(err) },
+        'router stopped before this batch could finish; it will run again after a restart',
+      );
     };
     this.#runStage(lane.fnName, batch).then((run) => {
       lane.running = false;
@@ -404,7 +428,8 @@ export class Router implements InvocationRecorder {
   async #finish(run: BatchRun, first: Promise<WriteAttempt> | undefined, previousRetried: boolean): Promise<boolean> {
     const { fnName, batch, out } = run;
     // After stop() returned, the store may be closing: this router writes nothing more.
-    if (this.#halted || first === undefined) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
+    if (this.#halted || first === undefined)
+      throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot store the results of a batch of '${fnName}' as the router has stopped`, { retriable: true });
     let attempt = await first;
     const retried = !attempt.ok;
     for (let n = 0; !attempt.ok || (n === 0 && previousRetried); n++) {
@@ -438,20 +463,23 @@ export class Router implements InvocationRecorder {
   async #invoke(fn: DeployedFunction, events: LoggedEvent[], out: Collected, failed: Failed[], attempt: number): Promise<void> {
     const fnName = fn.name;
     // `tries` counts runs of this batch lost to the platform; `attempt` is the event's attempt.
-    for (let tries = 0; events.length > 0; ) {
+    for (let tries = 0; events.length > 0;) {
       if (this.#halted) throw new VoltlineError('VL_ROUTER_STOPPED', `Cannot run a batch of '${fnName}' as the router has stopped`, { retriable: true });
       if (this.#o.registry.get(fnName) === undefined) return; // removed while its events waited: nothing runs them now
       try {
-        const outcome = await this.#o.scheduler.run(loadFunctionOf(fn), events.map((event): SandboxEvent => ({
-          // The bytes as logged: the worker checks they are UTF-8 and hands them to the guest.
-          payload: event.payload,
-          topic: event.topic,
-          deviceId: event.deviceId,
-          receivedAt: event.receivedAtMs,
-          source: event.source,
-          invocationId: `${fnName}:${String(event.offset)}`,
-          attempt,
-        })));
+        const outcome = await this.#o.scheduler.run(
+          loadFunctionOf(fn),
+          events.map((event): SandboxEvent => ({
+            // The bytes as logged: the worker checks they are UTF-8 and hands them to the guest.
+            payload: event.payload,
+            topic: event.topic,
+            deviceId: event.deviceId,
+            receivedAt: event.receivedAtMs,
+            source: event.source,
+            invocationId: `${fnName}:${String(event.offset)}`,
+            attempt,
+          })),
+        );
         this.#meter.metered(fnName, outcome.metering, outcome.perEvent);
         outcome.results.forEach((result, i) => {
           const event = events[i];
@@ -548,7 +576,10 @@ export class Router implements InvocationRecorder {
     try {
       const letters = out.letters.map((letter) => ({ ...letter, tenant }));
       const points = stored.length === 0 ? undefined : { tenant, events: stored.map((event) => out.points.get(event) ?? new Uint8Array(0)) };
-      const [written] = await Promise.all([points === undefined ? undefined : this.#o.store.writeEncodedPoints(points), letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined]);
+      const [written] = await Promise.all([
+        points === undefined ? undefined : this.#o.store.writeEncodedPoints(points),
+        letters.length > 0 ? this.#o.store.writeDeadLetters(letters) : undefined,
+      ]);
       const refused = new Set<LoggedEvent>();
       if (written === undefined || written.rejected.length === 0) return { ok: true, refused, points: written?.points ?? 0 };
       const badPoints: DeadLetter[] = [];
@@ -561,7 +592,10 @@ export class Router implements InvocationRecorder {
         run.badPointsCounted.add(event);
         badPoints.push({ ...this.#letter(fnName, event, 'bad_points', '', message, 1, first), tenant });
       }
-      this.#log.warn({ function: fnName, events: refused.size, first: written.rejected[0]?.message }, 'the store refused the points of some events; they are dead-lettered as bad_points');
+      this.#log.warn(
+        { function: fnName, events: refused.size, first: written.rejected[0]?.message },
+        'the store refused the points of some events; they are dead-lettered as bad_points',
+      );
       await this.#o.store.writeDeadLetters(badPoints);
       return { ok: true, refused, points: written.points };
     } catch (err) {

@@ -66,7 +66,16 @@ export type GuestResult =
  * attempt (1-based), the length of its payload in the call's payload string (UTF-16 code
  * units), and the HTTP request for an HTTP trigger's event.
  */
-export type GuestBatchEvent = readonly [topic: string, deviceId: string, receivedAt: number, source: string, invocationId: string, attempt: number, payloadLength: number, http?: HttpRequestInfo];
+export type GuestBatchEvent = readonly [
+  topic: string,
+  deviceId: string,
+  receivedAt: number,
+  source: string,
+  invocationId: string,
+  attempt: number,
+  payloadLength: number,
+  http?: HttpRequestInfo,
+];
 
 /**
  * The first argument of `__voltline_invoke_batch(metaJson, payloads)`, as JSON; the second is
@@ -103,7 +112,9 @@ export interface GuestBatchHeader {
 /** What `__voltline_describe` returns: the definition's static parts. */
 export interface FunctionDescription {
   readonly name: string;
-  readonly triggers: ReadonlyArray<{ readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean }>;
+  readonly triggers: ReadonlyArray<
+    { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean }
+  >;
   readonly timeoutMs?: number;
   readonly memoryMb?: number;
   readonly retries?: number;

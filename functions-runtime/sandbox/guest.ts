@@ -92,7 +92,8 @@ function makeLogger(lines: GuestLogLine[]): FunctionLogger {
  * (bounded), so `throw {code: 'E_DOCK'}` does not become '[object Object]'.
  */
 function describeThrown(value: unknown): string {
-  if (value === undefined || value === null) return `the handler threw (or its promise rejected with) ${String(value)}, not an Error: throw an Error to say what went wrong`;
+  if (value === undefined || value === null)
+    return `the handler threw (or its promise rejected with) ${String(value)}, not an Error: throw an Error to say what went wrong`;
   let text: string;
   try {
     text = typeof value === 'object' ? (JSON.stringify(value) ?? String(value)) : typeof value === 'string' ? JSON.stringify(value) : String(value);
@@ -123,7 +124,9 @@ function ok(points: Point[], logs: GuestLogLine[], reply: Reply): GuestResult {
 function makeRespond(reply: Reply): (status: number, body?: unknown) => void {
   return (status: unknown, body?: unknown): void => {
     if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
-      throw new TypeError(`ctx.respond status must be a whole number from 200 to 599: current value is ${typeof status === 'number' ? String(status) : typeof status}`);
+      throw new TypeError(
+        `ctx.respond status must be a whole number from 200 to 599: current value is ${typeof status === 'number' ? String(status) : typeof status}`,
+      );
     }
     if (body === undefined) {
       reply.response = { status };
@@ -140,7 +143,8 @@ function makeRespond(reply: Reply): (status: number, body?: unknown) => void {
       if (text === undefined) throw new TypeError(`ctx.respond body must be a JSON value or a string: it is a ${typeof body}`);
     }
     const bytes = utf8Length(text);
-    if (bytes > MAX_RESPONSE_BYTES) throw new RangeError(`ctx.respond body is ${bytes} bytes, over the limit of ${MAX_RESPONSE_BYTES} (1 MiB): respond with less`);
+    if (bytes > MAX_RESPONSE_BYTES)
+      throw new RangeError(`ctx.respond body is ${bytes} bytes, over the limit of ${MAX_RESPONSE_BYTES} (1 MiB): respond with less`);
     reply.response = { status, body: typeof body === 'string' ? body : (JSON.parse(text) as unknown) };
   };
 }
@@ -155,7 +159,10 @@ function failure(err: unknown, logs: GuestLogLine[], reply: Reply = {}): GuestRe
   return { outcome: 'error', code: 'error', message, logs };
 }
 
-function schemaFailure(issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }>, logs: GuestLogLine[]): GuestResult {
+function schemaFailure(
+  issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }>,
+  logs: GuestLogLine[],
+): GuestResult {
   const first = issues[0];
   const field = formatPath(first?.path);
   const message = first === undefined ? 'payload failed validation' : `${field === '' ? 'payload' : field}: ${first.message}`;
@@ -202,7 +209,13 @@ function resultLine(result: GuestResult | ReturnType<typeof timeoutResult>): str
 }
 
 /** The slow path, for a schema whose validation is asynchronous. */
-async function runAsync(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply, pending: Promise<StandardResult<unknown>>): Promise<string> {
+async function runAsync(
+  definition: DefinedFunction,
+  event: GuestEvent,
+  logs: GuestLogLine[],
+  reply: Reply,
+  pending: Promise<StandardResult<unknown>>,
+): Promise<string> {
   try {
     const result = await pending;
     if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, logs));
@@ -242,10 +255,12 @@ function runEvent(definition: DefinedFunction, event: GuestEvent, payloadText: s
     }
     const output = definition.handler(eventFor(event, value), contextFor(definition, event, logs, reply));
     if (output instanceof Promise) {
-      return output.then(
-        (resolved: HandlerResult) => okLine(collectPoints(resolved), logs, reply),
-        (err: unknown) => resultLine(failure(err, logs, reply)),
-      ).then(undefined, (err: unknown) => resultLine(failure(err, logs, reply)));
+      return output
+        .then(
+          (resolved: HandlerResult) => okLine(collectPoints(resolved), logs, reply),
+          (err: unknown) => resultLine(failure(err, logs, reply)),
+        )
+        .then(undefined, (err: unknown) => resultLine(failure(err, logs, reply)));
     }
     return okLine(collectPoints(output), logs, reply);
   } catch (err) {

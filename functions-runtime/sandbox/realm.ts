@@ -21,7 +21,18 @@ export const REALM_TAINTED = 'VOLTLINE_REALM_TAINTED';
  * properties they would make such assignments fail ("the override mistake"), so on
  * intrinsics they become accessors that define the property on the object assigned to.
  */
-const OVERRIDABLE = new Set<PropertyKey>(['constructor', 'name', 'message', 'toString', 'toLocaleString', 'valueOf', 'toJSON', 'hasOwnProperty', 'isPrototypeOf', 'propertyIsEnumerable']);
+const OVERRIDABLE = new Set<PropertyKey>([
+  'constructor',
+  'name',
+  'message',
+  'toString',
+  'toLocaleString',
+  'valueOf',
+  'toJSON',
+  'hasOwnProperty',
+  'isPrototypeOf',
+  'propertyIsEnumerable',
+]);
 
 function tameOverride(target: object, key: PropertyKey, descriptor: PropertyDescriptor): void {
   const value: unknown = descriptor.value;
@@ -68,7 +79,13 @@ function hiddenIntrinsics(): unknown[] {
   // Only their prototypes are wanted.
   const kinds = [async function () {}, function* () {}, async function* () {}, () => {}];
   const iterators = [[][Symbol.iterator](), new Map()[Symbol.iterator](), new Set()[Symbol.iterator](), ''[Symbol.iterator](), /a/g[Symbol.matchAll]('a')];
-  return [...kinds.map((fn) => proto(fn) as unknown), ...kinds.map((fn) => (fn as { prototype?: unknown }).prototype), ...iterators.map((it) => proto(it) as unknown), proto(Int8Array) as unknown, proto(globalThis) as unknown];
+  return [
+    ...kinds.map((fn) => proto(fn) as unknown),
+    ...kinds.map((fn) => (fn as { prototype?: unknown }).prototype),
+    ...iterators.map((it) => proto(it) as unknown),
+    proto(Int8Array) as unknown,
+    proto(globalThis) as unknown,
+  ];
 }
 
 export interface Realm {

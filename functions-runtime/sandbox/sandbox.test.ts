@@ -235,7 +235,21 @@ describe('what a handler can reach', () => {
   it('has no require, process, network, timers, module loader or gc', async () => {
     // As in a worker: the agent turns V8's --expose-gc on to get `gc` for itself (native-memory.ts).
     const stop = collectExternalMemory({ growthBytes: 2 ** 40, intervalMs: 60_000 });
-    const dangerous = ['require', 'process', 'fetch', 'setTimeout', 'setInterval', 'setImmediate', 'Buffer', 'module', 'XMLHttpRequest', 'WebSocket', 'Deno', 'Bun', 'gc'];
+    const dangerous = [
+      'require',
+      'process',
+      'fetch',
+      'setTimeout',
+      'setInterval',
+      'setImmediate',
+      'Buffer',
+      'module',
+      'XMLHttpRequest',
+      'WebSocket',
+      'Deno',
+      'Bun',
+      'gc',
+    ];
     const [probed] = await run(sandboxFor(misbehave), { do: 'probe', names: [...dangerous, 'JSON'] });
     stop();
     const fields = fieldsOf(probed);
@@ -301,7 +315,10 @@ describe('config (ctx.config)', () => {
     const bare = new FunctionSandbox({ code, memoryMb: 16, timeoutMs: 500 });
     sandboxes.push(configured, bare);
     const [withConfig] = await run(configured, {});
-    expect(withConfig).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { keys: 'API_KEY,REGION', api_key: 's3cret', frozen: true } }] });
+    expect(withConfig).toMatchObject({
+      outcome: 'ok',
+      points: [{ tags: { region: 'eu-west' }, fields: { keys: 'API_KEY,REGION', api_key: 's3cret', frozen: true } }],
+    });
     const [without] = await run(bare, {});
     expect(without).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'unset' }, fields: { keys: '', api_key: 'unset', frozen: true } }] });
   });
@@ -312,7 +329,10 @@ describe('config (ctx.config)', () => {
     sandboxes.push(sandbox);
     const [mutating, next] = await run(sandbox, { mutate: true }, {});
     // Strict code (an ES module): each write to the frozen object throws a TypeError.
-    expect(mutating).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { mutations: 'refused,refused,refused', keys: 'REGION' } }] });
+    expect(mutating).toMatchObject({
+      outcome: 'ok',
+      points: [{ tags: { region: 'eu-west' }, fields: { mutations: 'refused,refused,refused', keys: 'REGION' } }],
+    });
     expect(next).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { keys: 'REGION' } }] });
   });
 });
@@ -323,19 +343,30 @@ describe('HTTP invocations (ctx.respond, event.http)', () => {
   async function runHook(...payloads: unknown[]): Promise<DecodedResult[]> {
     const code = (await bundleFixture('http-hook')).code;
     const sandbox = sandboxFor(code, { timeoutMs: 1_000 });
-    const { results } = await sandbox.runBatch(payloads.map((payload, i) => eventOf(payload, { invocationId: `http-${i}`, source: 'http', topic: '$http/POST/hooks/station-alarm', deviceId: 'http', http })));
+    const { results } = await sandbox.runBatch(
+      payloads.map((payload, i) =>
+        eventOf(payload, { invocationId: `http-${i}`, source: 'http', topic: '$http/POST/hooks/station-alarm', deviceId: 'http', http }),
+      ),
+    );
     expect(results).toHaveLength(payloads.length);
     return results.map(decoded);
   }
 
   it('carries what the handler set with ctx.respond in an ok result, beside its points', async () => {
     const [result] = await runHook({ station: 'st-1', level: 3, respond: { status: 202, body: { accepted: 1, list: [1, 'two', null] } } });
-    expect(result).toMatchObject({ outcome: 'ok', response: { status: 202, body: { accepted: 1, list: [1, 'two', null] } }, points: [{ tags: { station: 'st-1' }, fields: { level: 3 } }] });
+    expect(result).toMatchObject({
+      outcome: 'ok',
+      response: { status: 202, body: { accepted: 1, list: [1, 'two', null] } },
+      points: [{ tags: { station: 'st-1' }, fields: { level: 3 } }],
+    });
   });
 
   it('hands the handler event.http and the HTTP topic and source', async () => {
     const [result] = await runHook({ station: 'st-1', level: 1 });
-    expect(result).toMatchObject({ outcome: 'ok', points: [{ fields: { source: 'http', topic: '$http/POST/hooks/station-alarm', device: 'http', http: JSON.stringify(http) } }] });
+    expect(result).toMatchObject({
+      outcome: 'ok',
+      points: [{ fields: { source: 'http', topic: '$http/POST/hooks/station-alarm', device: 'http', http: JSON.stringify(http) } }],
+    });
     expect(result?.outcome === 'ok' && result.response).toBeUndefined();
   });
 
@@ -345,7 +376,12 @@ describe('HTTP invocations (ctx.respond, event.http)', () => {
   });
 
   it('refuses a status outside 200..599 or not whole, as an error naming ctx.respond', async () => {
-    const results = await runHook({ station: 'a', level: 1, respond: { status: 99 } }, { station: 'b', level: 1, respond: { status: 600 } }, { station: 'c', level: 1, respond: { status: 200.5 } }, { station: 'd', level: 1, respond: { status: 204 } });
+    const results = await runHook(
+      { station: 'a', level: 1, respond: { status: 99 } },
+      { station: 'b', level: 1, respond: { status: 600 } },
+      { station: 'c', level: 1, respond: { status: 200.5 } },
+      { station: 'd', level: 1, respond: { status: 204 } },
+    );
     for (const result of results.slice(0, 3)) {
       expect(result).toMatchObject({ outcome: 'error', code: 'error' });
       expect(result.outcome === 'error' && result.message).toMatch(/^TypeError: ctx\.respond status must be a whole number from 200 to 599: current value is /);
@@ -356,12 +392,17 @@ describe('HTTP invocations (ctx.respond, event.http)', () => {
   it('refuses a body over 1 MiB as an error saying so; the next event runs', async () => {
     const [huge, next] = await runHook({ station: 'a', level: 1, fail: 'huge-response' }, { station: 'b', level: 2 });
     expect(huge).toMatchObject({ outcome: 'error', code: 'error' });
-    expect(huge?.outcome === 'error' && huge.message).toBe('RangeError: ctx.respond body is 1048577 bytes, over the limit of 1048576 (1 MiB): respond with less');
+    expect(huge?.outcome === 'error' && huge.message).toBe(
+      'RangeError: ctx.respond body is 1048577 bytes, over the limit of 1048576 (1 MiB): respond with less',
+    );
     expect(next).toMatchObject({ outcome: 'ok', points: [{ tags: { station: 'b' } }] });
   });
 
   it('keeps the response of a handler that rejects the event with invalid(), and drops it when the handler throws', async () => {
-    const [rejected, thrown] = await runHook({ station: 'x', level: 1, respond: { status: 422, body: { why: 'not ours' } }, fail: 'reject' }, { station: 'y', level: 1, fail: 'throw' });
+    const [rejected, thrown] = await runHook(
+      { station: 'x', level: 1, respond: { status: 422, body: { why: 'not ours' } }, fail: 'reject' },
+      { station: 'y', level: 1, fail: 'throw' },
+    );
     expect(rejected).toMatchObject({ outcome: 'invalid', code: 'rejected', field: 'station', response: { status: 422, body: { why: 'not ours' } } });
     expect(thrown).toMatchObject({ outcome: 'error', code: 'error', message: 'Error: alarm handler failed on purpose for y' });
     expect(thrown).not.toHaveProperty('response');
@@ -425,8 +466,17 @@ describe('ctx.publish (downlinks)', () => {
   });
 
   it('fails the invocation with that error when the handler does not catch it', async () => {
-    const [result] = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), { publish: [['stations/st-1/commands/ok', 'first'], ['stations/+/commands/x', 'x']] });
-    expect(result).toMatchObject({ outcome: 'error', code: 'error', message: "TypeError: Cannot publish to 'stations/+/commands/x' as a topic name cannot hold the wildcards '+' or '#'" });
+    const [result] = await run(sandboxFor(publisher, { timeoutMs: 1_000 }), {
+      publish: [
+        ['stations/st-1/commands/ok', 'first'],
+        ['stations/+/commands/x', 'x'],
+      ],
+    });
+    expect(result).toMatchObject({
+      outcome: 'error',
+      code: 'error',
+      message: "TypeError: Cannot publish to 'stations/+/commands/x' as a topic name cannot hold the wildcards '+' or '#'",
+    });
     expect(result).not.toHaveProperty('publishes');
   });
 

@@ -106,7 +106,13 @@ export const SLICE_MS = 50;
 /** The isolate's memory is read after a batch at most this often, ms. */
 const MEMORY_READ_INTERVAL_MS = 250;
 
-const NOT_UTF8: SandboxResult = { outcome: 'invalid', code: 'payload_not_json', field: '', message: 'payload is not valid UTF-8 text, so it cannot be JSON', logs: [] };
+const NOT_UTF8: SandboxResult = {
+  outcome: 'invalid',
+  code: 'payload_not_json',
+  field: '',
+  message: 'payload is not valid UTF-8 text, so it cannot be JSON',
+  logs: [],
+};
 
 /** The payload as text, or undefined when its bytes are not UTF-8. */
 function payloadText(payload: string | Uint8Array): string | undefined {
@@ -118,7 +124,9 @@ function payloadText(payload: string | Uint8Array): string | undefined {
 }
 
 /** How a batch call ended: its output, or why it stopped and at which event. */
-type CallEnd = { readonly kind: 'done'; readonly output: string } | { readonly kind: 'failed'; readonly at: number; readonly verdict: SandboxResult; readonly tainted: boolean };
+type CallEnd =
+  | { readonly kind: 'done'; readonly output: string }
+  | { readonly kind: 'failed'; readonly at: number; readonly verdict: SandboxResult; readonly tainted: boolean };
 
 /**
  * Run in every new context before the bundle, so that no library or function code ever
@@ -407,7 +415,11 @@ export class FunctionSandbox {
       if (event === undefined) continue;
       payloads.push(text);
       const attempt = event.attempt ?? 1;
-      metaEvents.push(event.http === undefined ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length] : [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length, event.http]);
+      metaEvents.push(
+        event.http === undefined
+          ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length]
+          : [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length, event.http],
+      );
     }
     const meta = JSON.stringify({ c: continuing ? 1 : 0, limitMs, sliceMs: SLICE_MS, events: metaEvents } satisfies GuestBatchMeta);
     const metaJson = this.#configJson === undefined ? meta : `${meta.slice(0, -1)},"config":${this.#configJson}}`;

@@ -21,7 +21,14 @@ function metrics(m: Partial<AutoscalerMetrics> & { workers?: number } = {}): Aut
  * Feeds `concurrency(t)` every second from `fromMs` to `toMs` (exclusive), applying each
  * decision at once (workers ready immediately), and returns the decisions.
  */
-function drive(a: Autoscaler, start: { workers: number }, fromMs: number, toMs: number, concurrency: (tMs: number) => number, extra: Partial<AutoscalerMetrics> = {}): ScaleDecision[] {
+function drive(
+  a: Autoscaler,
+  start: { workers: number },
+  fromMs: number,
+  toMs: number,
+  concurrency: (tMs: number) => number,
+  extra: Partial<AutoscalerMetrics> = {},
+): ScaleDecision[] {
   const out: ScaleDecision[] = [];
   for (let t = fromMs; t < toMs; t += 1_000) {
     const c = concurrency(t);
@@ -253,12 +260,14 @@ function checkInvariants(run: TraceRun, options: AutoscalerOptions): void {
     expect(e.reason).toBeTruthy();
     if (e.direction === 'up') lastUpMs = e.atMs;
     // No scale-down within a stable window of a scale-up.
-    if (e.direction === 'down') expect(e.atMs - lastUpMs, `${run.name}: down at ${e.atMs} after an up at ${lastUpMs}`).toBeGreaterThanOrEqual(cfg.stableWindowMs);
+    if (e.direction === 'down')
+      expect(e.atMs - lastUpMs, `${run.name}: down at ${e.atMs} after an up at ${lastUpMs}`).toBeGreaterThanOrEqual(cfg.stableWindowMs);
   }
 }
 
 const lastSample = (run: TraceRun) => run.samples.at(-1) as TraceRun['samples'][number];
-const maxAgeMs = (run: TraceRun, fromMs = 0, toMs = Number.POSITIVE_INFINITY) => Math.max(0, ...run.samples.filter((s) => s.tMs >= fromMs && s.tMs < toMs).map((s) => s.oldestEventAgeMs));
+const maxAgeMs = (run: TraceRun, fromMs = 0, toMs = Number.POSITIVE_INFINITY) =>
+  Math.max(0, ...run.samples.filter((s) => s.tMs >= fromMs && s.tMs < toMs).map((s) => s.oldestEventAgeMs));
 
 describe('autoscaler traces (simulated time, 4 slots per worker, 100 ms batches, 300 ms worker start)', () => {
   it('step ×10: enough workers within 2 s, held through the step, back to min after it', () => {
@@ -298,7 +307,9 @@ describe('autoscaler traces (simulated time, 4 slots per worker, 100 ms batches,
     expect(maxAgeMs(run)).toBeLessThanOrEqual(resolveAutoscalerOptions().maxEventAgeMs);
     expect(directionChanges(run)).toBe(1);
     // Peak at noon (12 min): 180 batches/s → 7 workers at 70%.
-    expect(Math.max(...run.samples.map((s) => s.ready))).toBe(oracleWorkers(180, { capacity: CAPACITY, serviceMs: 100, targetUtilization: 0.7, min: 1, max: 16, prewarm: 0 }));
+    expect(Math.max(...run.samples.map((s) => s.ready))).toBe(
+      oracleWorkers(180, { capacity: CAPACITY, serviceMs: 100, targetUtilization: 0.7, min: 1, max: 16, prewarm: 0 }),
+    );
     expect(lastSample(run).ready).toBe(1);
   });
 
@@ -321,7 +332,14 @@ describe('autoscaler traces (simulated time, 4 slots per worker, 100 ms batches,
     }
     // Scale-downs only trim an overshoot: never below 70% utilisation of the current rate.
     for (const e of run.scaleEvents.filter((e) => e.direction === 'down')) {
-      const needed = oracleWorkers(TRACES.fleetDoubles.rate(e.atMs), { capacity: CAPACITY, serviceMs: 100, targetUtilization: 0.7, min: 1, max: 16, prewarm: 0 });
+      const needed = oracleWorkers(TRACES.fleetDoubles.rate(e.atMs), {
+        capacity: CAPACITY,
+        serviceMs: 100,
+        targetUtilization: 0.7,
+        min: 1,
+        max: 16,
+        prewarm: 0,
+      });
       expect(e.desired, `down at ${e.atMs}`).toBeGreaterThanOrEqual(needed);
     }
     expect(lastSample(run).ready).toBe(8);
@@ -349,7 +367,11 @@ describe('autoscaler traces (simulated time, 4 slots per worker, 100 ms batches,
     // min 0 + prewarm 1: never zero; under load, one worker beyond demand.
     const warm = trace(spec, { max: 8, min: 0, prewarm: 1 });
     expect(lastSample(warm).ready).toBe(1);
-    expect(warm.samples.filter((s) => s.tMs >= 35_000 && s.tMs < 60_000).every((s) => s.ready === oracleWorkers(50, { capacity: CAPACITY, serviceMs: 100, targetUtilization: 0.7, min: 0, max: 8, prewarm: 1 }))).toBe(true);
+    expect(
+      warm.samples
+        .filter((s) => s.tMs >= 35_000 && s.tMs < 60_000)
+        .every((s) => s.ready === oracleWorkers(50, { capacity: CAPACITY, serviceMs: 100, targetUtilization: 0.7, min: 0, max: 8, prewarm: 1 })),
+    ).toBe(true);
   });
 
   it('freshness: a backlog the scheduler cannot see is caught by the age of the oldest event', () => {

@@ -78,7 +78,10 @@ export function resolveAutoscalerOptions(options: AutoscalerOptions = {}): Autos
   const issue = parsed.error.issues[0];
   const option = issue?.path.join('.') ?? '';
   const value: unknown = (options as Readonly<Record<string, unknown>>)[option];
-  const text = issue?.code === 'unrecognized_keys' ? `option(s) ${issue.keys.map((k) => `'${k}'`).join(', ')} are unknown` : `option '${option}' is invalid (${issue?.message ?? 'invalid'}): current value is ${String(value)}`;
+  const text =
+    issue?.code === 'unrecognized_keys'
+      ? `option(s) ${issue.keys.map((k) => `'${k}'`).join(', ')} are unknown`
+      : `option '${option}' is invalid (${issue?.message ?? 'invalid'}): current value is ${String(value)}`;
   throw new VoltlineError('VL_AUTOSCALER_OPTIONS', `Cannot start the autoscaler as ${text}`, {
     context: { option, value, issues: parsed.error.issues },
   });
@@ -275,9 +278,11 @@ function checkMetrics(metrics: AutoscalerMetrics, nowMs: number, lastNowMs: numb
     });
   for (const field of COUNTS) {
     const value = metrics[field];
-    if (!Number.isSafeInteger(value) || value < (field === 'workerCapacity' ? 1 : 0)) throw bad(field, value, field === 'workerCapacity' ? 'an integer ≥ 1' : 'an integer ≥ 0');
+    if (!Number.isSafeInteger(value) || value < (field === 'workerCapacity' ? 1 : 0))
+      throw bad(field, value, field === 'workerCapacity' ? 'an integer ≥ 1' : 'an integer ≥ 0');
   }
-  if (!Number.isFinite(metrics.oldestEventAgeMs) || metrics.oldestEventAgeMs < 0) throw bad('oldestEventAgeMs', metrics.oldestEventAgeMs, 'a finite number ≥ 0');
+  if (!Number.isFinite(metrics.oldestEventAgeMs) || metrics.oldestEventAgeMs < 0)
+    throw bad('oldestEventAgeMs', metrics.oldestEventAgeMs, 'a finite number ≥ 0');
   if (!Number.isFinite(nowMs)) throw bad('nowMs', nowMs, 'a finite number');
   if (nowMs < lastNowMs) throw bad('nowMs', nowMs, `at least the previous observation's ${lastNowMs} (a monotonic clock)`);
 }

@@ -48,7 +48,10 @@ function probe(handle: WorkerHandle): Probe {
       const seen = frames.find(match);
       if (seen !== undefined) return Promise.resolve(seen);
       return new Promise<FromWorker>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`worker ${handle.id} sent no ${what} within ${timeoutMs} ms (frames so far: ${frames.map((f) => f.t).join(', ') || 'none'})`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`worker ${handle.id} sent no ${what} within ${timeoutMs} ms (frames so far: ${frames.map((f) => f.t).join(', ') || 'none'})`)),
+          timeoutMs,
+        );
         waiters.push({
           match,
           resolve: (frame) => {
@@ -101,7 +104,13 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
       const worker = start('c-2');
       await worker.next((f) => f.t === 'ready', 'ready frame');
       send(worker.handle, { t: 'load', fn: hello });
-      send(worker.handle, { t: 'invoke', id: 7, name: 'hello', version: hello.version, events: [eventOf({}, { deviceId: 'd-1' }), eventOf({}, { deviceId: 'd-2' })] });
+      send(worker.handle, {
+        t: 'invoke',
+        id: 7,
+        name: 'hello',
+        version: hello.version,
+        events: [eventOf({}, { deviceId: 'd-1' }), eventOf({}, { deviceId: 'd-2' })],
+      });
       const result = await worker.next((f) => f.t === 'result' && f.id === 7, 'result for batch 7');
       expect(result.t === 'result' ? { ...result, results: result.results.map(decoded) } : result).toMatchObject({
         t: 'result',
@@ -113,7 +122,9 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
       });
       // A batch for a function it does not hold fails alone; the worker keeps serving.
       send(worker.handle, { t: 'invoke', id: 8, name: 'nobody', version: 'v', events: [eventOf({})] });
-      expect(await worker.next((f) => f.t === 'failed' && f.id === 8, 'failed frame for batch 8')).toMatchObject({ message: expect.stringMatching(/not loaded/) });
+      expect(await worker.next((f) => f.t === 'failed' && f.id === 8, 'failed frame for batch 8')).toMatchObject({
+        message: expect.stringMatching(/not loaded/),
+      });
       send(worker.handle, { t: 'invoke', id: 9, name: 'hello', version: hello.version, events: [eventOf({})] });
       expect(await worker.next((f) => f.t === 'result' && f.id === 9, 'result for batch 9')).toMatchObject({ coldStart: false });
     });
@@ -130,7 +141,12 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
       await worker.next((f) => f.t === 'ready', 'ready frame');
       send(worker.handle, { t: 'load', fn: hello });
       // Both frames in one write: the worker reads them together.
-      worker.handle.output.write(Buffer.concat([encodeFrame({ t: 'invoke', id: 1, name: 'hello', version: hello.version, events: [eventOf({})] } satisfies ToWorker), encodeFrame({ t: 'shutdown' } satisfies ToWorker)]));
+      worker.handle.output.write(
+        Buffer.concat([
+          encodeFrame({ t: 'invoke', id: 1, name: 'hello', version: hello.version, events: [eventOf({})] } satisfies ToWorker),
+          encodeFrame({ t: 'shutdown' } satisfies ToWorker),
+        ]),
+      );
       const exit = await worker.handle.exited;
       expect(exit).toEqual({ code: 0, signal: null });
       expect(worker.frames.find((f) => f.t === 'result' && f.id === 1)).toBeDefined();

@@ -114,7 +114,11 @@ describe('running batches', () => {
       const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => scheduler.run(busy, [busyEvent(100, i)])));
       const elapsed = performance.now() - started;
       expect(outcomes.map((o) => o.results[0]?.outcome)).toEqual(Array(8).fill('ok'));
-      expect(outcomes.map((o) => ((r) => (r?.outcome === 'ok' ? (r.points[0] as { fields: { seq: number } }).fields.seq : -1))(o.results[0] && decoded(o.results[0])))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+      expect(
+        outcomes.map((o) =>
+          ((r) => (r?.outcome === 'ok' ? (r.points[0] as { fields: { seq: number } }).fields.seq : -1))(o.results[0] && decoded(o.results[0])),
+        ),
+      ).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
       expect(new Set(outcomes.map((o) => o.workerId))).toEqual(new Set(['w-1', 'w-2']));
       // 8 batches of 100 ms on 2 workers running 1 each: at least 4 rounds.
       expect(elapsed).toBeGreaterThan(380);
@@ -149,13 +153,21 @@ describe('a batch too large for one frame', () => {
     await scheduler.start();
     // Payloads cross as their bytes: 1.2 MB each, 72 MB in all (over the 64 MiB frame limit).
     const junk = 'x'.repeat(1_200_000);
-    const err = await rejection(scheduler.run(hello, Array.from({ length: 60 }, () => eventOf(junk))));
+    const err = await rejection(
+      scheduler.run(
+        hello,
+        Array.from({ length: 60 }, () => eventOf(junk)),
+      ),
+    );
     expect(err.code).toBe('VL_BATCH_TOO_LARGE');
     expect(err.retriable).toBe(false);
     expect(err.message).toMatch(/Cannot run a batch of 60 events of 'hello' on a worker: Cannot send a frame of \d+ bytes/);
     expect(scheduler.workers()[0]).toMatchObject({ id: 'w-1', inFlight: 0, state: 'ready' });
     // Its one slot is free: later batches run (and a half of the batch fits).
-    const outcome = await scheduler.run(hello, Array.from({ length: 30 }, () => eventOf(junk)));
+    const outcome = await scheduler.run(
+      hello,
+      Array.from({ length: 30 }, () => eventOf(junk)),
+    );
     expect(outcome.results.map((r) => r.outcome)).toEqual(Array(30).fill('invalid'));
     expect(outcome.workerId).toBe('w-1');
   }, 20_000);
@@ -179,10 +191,14 @@ describe('a lost worker', () => {
     expect(err.context).toEqual({ workerId: victim.id });
     expect(err.message).toContain('signal SIGKILL');
 
-    const after = await eventually(() => {
-      const workers = scheduler.workers();
-      return workers.length === before.length && workers.every((w) => w.state === 'ready') ? workers : undefined;
-    }, 5_000, 'a replacement worker');
+    const after = await eventually(
+      () => {
+        const workers = scheduler.workers();
+        return workers.length === before.length && workers.every((w) => w.state === 'ready') ? workers : undefined;
+      },
+      5_000,
+      'a replacement worker',
+    );
     const ids = after.map((w) => w.id);
     expect(ids).not.toContain(victim.id);
     expect(ids).toContain('w-3');
@@ -235,7 +251,10 @@ describe('a new version of a function', () => {
     expect(next.results.map(decoded)[0]).toMatchObject({ outcome: 'ok', points: [{ fields: { seq: 4 } }] });
     const outcome = await old;
     expect(outcome.workerId).toBe(next.workerId);
-    expect(outcome.results.map(decoded)).toMatchObject([{ outcome: 'ok', points: [{ fields: { seq: 2 } }] }, { outcome: 'ok', points: [{ fields: { seq: 3 } }] }]);
+    expect(outcome.results.map(decoded)).toMatchObject([
+      { outcome: 'ok', points: [{ fields: { seq: 2 } }] },
+      { outcome: 'ok', points: [{ fields: { seq: 3 } }] },
+    ]);
     expect(scheduler.workers()[0]?.functions).toEqual([`busy@${busy.version}-next`]);
   });
 
@@ -337,12 +356,16 @@ describe('restart backoff', () => {
     expect(restarts).toContain('voltline_worker_restarts_total{backoff="none"} 1');
     expect(restarts).toContain(`voltline_worker_restarts_total{backoff="delayed"} ${delayed.length}`);
     // Every start was a loss, but maybe the last: it may have been starting when stop() came.
-    const losses = Number(/voltline_worker_losses_total\{reason="exit"\} (\d+)/.exec(await registry.getSingleMetricAsString('voltline_worker_losses_total'))?.[1]);
+    const losses = Number(
+      /voltline_worker_losses_total\{reason="exit"\} (\d+)/.exec(await registry.getSingleMetricAsString('voltline_worker_losses_total'))?.[1],
+    );
     expect([startsInWindow - 1, startsInWindow]).toContain(losses);
   });
 
   it('refuses a backoff whose minimum is above its maximum', () => {
-    expect(() => schedulerWith({ restartBackoffMinMs: 500, restartBackoffMaxMs: 100 })).toThrow(/'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' \(100\): current value is 500/);
+    expect(() => schedulerWith({ restartBackoffMinMs: 500, restartBackoffMaxMs: 100 })).toThrow(
+      /'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' \(100\): current value is 500/,
+    );
     running.pop();
   });
 });
@@ -402,7 +425,12 @@ describe('autoscaling', () => {
     expect(after).not.toMatch(/voltline_worker_losses_total\{/);
     expect(counter(after, 'kind="worker"')).toBe(3);
     const scaled = records.filter((r) => typeof r.msg === 'string' && r.msg.startsWith('fleet scaled'));
-    expect(scaled.map((r) => [r['direction'], r['reason']])).toEqual(expect.arrayContaining([['up', 'panic'], ['down', 'stable']]));
+    expect(scaled.map((r) => [r['direction'], r['reason']])).toEqual(
+      expect.arrayContaining([
+        ['up', 'panic'],
+        ['down', 'stable'],
+      ]),
+    );
     expect(scaled[0]).toMatchObject({ from: 1, to: 3, metrics: { readyWorkers: 1, workerCapacity: 1 } });
     // Still serving.
     expect((await scheduler.run(hello, [eventOf({})])).results[0]?.outcome).toBe('ok');
@@ -467,7 +495,9 @@ describe('autoscaling', () => {
     const scheduler = schedulerWith({ workersMin: 0, workersMax: 3, prewarm: 2, clock: new ManualClock(0) });
     await scheduler.start();
     expect(scheduler.workers().map((w) => w.state)).toEqual(['ready', 'ready']);
-    expect(() => schedulerWith({ workersMin: 3, workersMax: 2 })).toThrow(/Cannot start the scheduler as option 'workersMin' is invalid \(must be at most max\): current value is 3/);
+    expect(() => schedulerWith({ workersMin: 3, workersMax: 2 })).toThrow(
+      /Cannot start the scheduler as option 'workersMin' is invalid \(must be at most max\): current value is 3/,
+    );
     running.pop();
     expect(() => schedulerWith({ workerMemoryBudgetMb: 0 })).toThrow(/'workerMemoryBudgetMb' must be a number of MB ≥ 16: current value is 0/);
     running.pop();
@@ -502,10 +532,14 @@ describe('a worker killed in the middle of a load', () => {
     const done = await all;
     expect(done.map((d) => d.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i));
     expect(done.some((d) => d.retried > 0)).toBe(true);
-    const after = await eventually(() => {
-      const workers = scheduler.workers();
-      return workers.length === 2 && workers.every((w) => w.state === 'ready') ? workers : undefined;
-    }, 5_000, 'a replacement worker');
+    const after = await eventually(
+      () => {
+        const workers = scheduler.workers();
+        return workers.length === 2 && workers.every((w) => w.state === 'ready') ? workers : undefined;
+      },
+      5_000,
+      'a replacement worker',
+    );
     expect(after.map((w) => w.id)).not.toContain(victim.id);
     expect(after.map((w) => w.id).filter((id) => !before.includes(id))).toHaveLength(1);
     expect(isAlive(victimPid)).toBe(false);
@@ -515,7 +549,15 @@ describe('a worker killed in the middle of a load', () => {
   it('is not replaced when the fleet is still at its desired size (a scale-down waiting for busy workers)', async () => {
     const clock = new ManualClock(0);
     const { logger, records } = captureLogger();
-    const scheduler = schedulerWith({ clock, logger, workersMin: 1, workersMax: 2, workerCapacity: 2, maxQueuedBatches: 64, autoscaler: { targetUtilization: 1 } });
+    const scheduler = schedulerWith({
+      clock,
+      logger,
+      workersMin: 1,
+      workersMax: 2,
+      workerCapacity: 2,
+      maxQueuedBatches: 64,
+      autoscaler: { targetUtilization: 1 },
+    });
     await scheduler.start();
     await decisions(clock, 5);
     // A burst grows the fleet to 2.
@@ -548,10 +590,14 @@ describe('worker memory budget', () => {
     const probe = schedulerWith({ driver: processDriver({ heartbeatMs: 50 }) });
     await probe.start();
     await probe.run(hog, [eventOf({ mb: 0 })]);
-    const idleRss = await eventually(() => {
-      const rss = probe.workers()[0]?.rssBytes ?? 0;
-      return rss > 0 ? rss : undefined;
-    }, 5_000, 'a heartbeat');
+    const idleRss = await eventually(
+      () => {
+        const rss = probe.workers()[0]?.rssBytes ?? 0;
+        return rss > 0 ? rss : undefined;
+      },
+      5_000,
+      'a heartbeat',
+    );
     await probe.stop();
     const budgetMb = Math.ceil(idleRss / 2 ** 20) + 150;
 
@@ -578,10 +624,12 @@ describe('fairness and per-function limits', () => {
     await scheduler.start();
     let aDone = 0;
     let aDoneWhenB = -1;
-    const flood = Array.from({ length: 20 }, (_, i) => scheduler.run(busy, [busyEvent(40, i)]).then((o) => {
-      aDone += 1;
-      return o;
-    }));
+    const flood = Array.from({ length: 20 }, (_, i) =>
+      scheduler.run(busy, [busyEvent(40, i)]).then((o) => {
+        aDone += 1;
+        return o;
+      }),
+    );
     // 1 running, 2 queued, 17 callers of A pushed back; then B's caller comes.
     await eventually(() => (scheduler.fleet().queuedBatches >= 19 ? true : undefined), 5_000, 'the flood queued');
     const b = scheduler.run(hello, [eventOf({})]).then((o) => {
@@ -605,7 +653,9 @@ describe('fairness and per-function limits', () => {
       { ...busy, name: 'b-1', tenant: 'globex' },
     ];
     const done: string[] = [];
-    const runs = functions.flatMap((fn) => Array.from({ length: 6 }, (_, i) => scheduler.run(fn, [busyEvent(15, i)]).then((o) => (done.push(fn.tenant ?? ''), o))));
+    const runs = functions.flatMap((fn) =>
+      Array.from({ length: 6 }, (_, i) => scheduler.run(fn, [busyEvent(15, i)]).then((o) => (done.push(fn.tenant ?? ''), o))),
+    );
     const outcomes = await Promise.all(runs);
     expect(outcomes.every((o) => o.results[0]?.outcome === 'ok')).toBe(true);
     // Turns by tenant: globex's 6 batches run within the first 13 (alternating, plus the
@@ -649,6 +699,8 @@ describe('fairness and per-function limits', () => {
     // The limit is what held it: the unlimited function ran more side by side, while the limited one waited.
     expect(maxOther).toBeGreaterThan(2);
     expect(limitedWaitingWhileOtherRan).toBe(true);
-    await expect(scheduler.run({ ...busy, maxConcurrency: 0 }, [busyEvent(0)])).rejects.toThrow(/Cannot run a batch of 'busy' as its 'maxConcurrency' must be a whole number ≥ 1: current value is 0/);
+    await expect(scheduler.run({ ...busy, maxConcurrency: 0 }, [busyEvent(0)])).rejects.toThrow(
+      /Cannot run a batch of 'busy' as its 'maxConcurrency' must be a whole number ≥ 1: current value is 0/,
+    );
   }, 20_000);
 });

@@ -84,7 +84,9 @@ interface RestartPolicy {
 }
 
 function optionsError(key: string, value: unknown, must: string): VoltlineError {
-  return new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as '${key}' must be ${must}: current value is ${String(value)}`, { context: { [key]: value } });
+  return new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as '${key}' must be ${must}: current value is ${String(value)}`, {
+    context: { [key]: value },
+  });
 }
 
 function restartPolicy(options: SchedulerOptions): RestartPolicy {
@@ -97,7 +99,11 @@ function restartPolicy(options: SchedulerOptions): RestartPolicy {
     if (!Number.isFinite(value) || value < 0) throw optionsError(key, value, 'a non-negative number of ms');
   }
   if (policy.restartBackoffMinMs > policy.restartBackoffMaxMs) {
-    throw new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as 'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' (${policy.restartBackoffMaxMs}): current value is ${policy.restartBackoffMinMs}`, { context: { ...policy } });
+    throw new VoltlineError(
+      'VL_SCHEDULER_OPTIONS',
+      `Cannot start the scheduler as 'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' (${policy.restartBackoffMaxMs}): current value is ${policy.restartBackoffMinMs}`,
+      { context: { ...policy } },
+    );
   }
   return policy;
 }
@@ -113,7 +119,11 @@ function autoscalerOf(options: SchedulerOptions): Autoscaler {
     if (!(err instanceof VoltlineError)) throw err;
     const option = String(err.context['option'] ?? '');
     const name = OPTION_NAMES[option] ?? `autoscaler.${option}`;
-    throw new VoltlineError('VL_SCHEDULER_OPTIONS', err.message.replace(`'${option}'`, `'${name}'`).replace('Cannot start the autoscaler', 'Cannot start the scheduler'), { context: { ...err.context, option: name }, cause: err });
+    throw new VoltlineError(
+      'VL_SCHEDULER_OPTIONS',
+      err.message.replace(`'${option}'`, `'${name}'`).replace('Cannot start the autoscaler', 'Cannot start the scheduler'),
+      { context: { ...err.context, option: name }, cause: err },
+    );
   }
 }
 
@@ -163,9 +173,11 @@ export interface FleetInfo {
   /** Per function with batches in flight or queued: counts, and its `maxConcurrency` if any. */
   readonly functions: ReadonlyArray<{ readonly name: string; readonly inFlight: number; readonly queued: number; readonly maxConcurrency: number | undefined }>;
   /** The last decision that changed the size, if any. */
-  readonly lastScale: { readonly at: string; readonly direction: ScaleDirection; readonly reason: FleetReason; readonly from: number; readonly to: number } | undefined;
+  readonly lastScale:
+    { readonly at: string; readonly direction: ScaleDirection; readonly reason: FleetReason; readonly from: number; readonly to: number } | undefined;
   /** The last decision of the loop, whether or not it changed anything. */
-  readonly lastDecision: { readonly at: string; readonly direction: ScaleDirection; readonly reason: ScaleReason; readonly desired: number; readonly panic: boolean } | undefined;
+  readonly lastDecision:
+    { readonly at: string; readonly direction: ScaleDirection; readonly reason: ScaleReason; readonly desired: number; readonly panic: boolean } | undefined;
 }
 
 interface Pending {
@@ -283,18 +295,38 @@ export class Scheduler {
     }
     this.#log = options.logger.child({ stage: 'scheduler' });
     const registers = [options.registry];
-    this.#restarts = new Counter({ name: 'voltline_worker_restarts_total', help: 'Replacement workers started, by whether a crash loop delayed them', labelNames: ['backoff'], registers });
+    this.#restarts = new Counter({
+      name: 'voltline_worker_restarts_total',
+      help: 'Replacement workers started, by whether a crash loop delayed them',
+      labelNames: ['backoff'],
+      registers,
+    });
     this.#coldStarts = new Counter({ name: 'voltline_cold_starts_total', help: 'Worker starts and function loads, by kind', labelNames: ['kind'], registers });
     this.#coldStartSeconds = new Histogram({
       name: 'voltline_cold_start_seconds',
-      help: 'Cold start time by kind: worker = start to ready frame; function = loading its isolate (a cold batch\'s time minus its events\' own)',
+      help: "Cold start time by kind: worker = start to ready frame; function = loading its isolate (a cold batch's time minus its events' own)",
       labelNames: ['kind'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
       registers,
     });
-    this.#workerStartSeconds = new Histogram({ name: 'voltline_worker_start_seconds', help: 'Time from starting a worker to its ready frame (also voltline_cold_start_seconds{kind="worker"})', buckets: [0.05, 0.1, 0.2, 0.5, 1, 2, 5], registers });
-    this.#workerLosses = new Counter({ name: 'voltline_worker_losses_total', help: 'Workers that exited or were killed unexpectedly, by reason (exit, signal, heartbeat, memory)', labelNames: ['reason'], registers });
-    this.#scaleEvents = new Counter({ name: 'voltline_scale_events_total', help: 'Fleet size changes, by direction and reason', labelNames: ['direction', 'reason'], registers });
+    this.#workerStartSeconds = new Histogram({
+      name: 'voltline_worker_start_seconds',
+      help: 'Time from starting a worker to its ready frame (also voltline_cold_start_seconds{kind="worker"})',
+      buckets: [0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+      registers,
+    });
+    this.#workerLosses = new Counter({
+      name: 'voltline_worker_losses_total',
+      help: 'Workers that exited or were killed unexpectedly, by reason (exit, signal, heartbeat, memory)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.#scaleEvents = new Counter({
+      name: 'voltline_scale_events_total',
+      help: 'Fleet size changes, by direction and reason',
+      labelNames: ['direction', 'reason'],
+      registers,
+    });
     this.#workersGauge = new Gauge({
       name: 'voltline_workers',
       help: 'Workers by state',
@@ -348,38 +380,47 @@ export class Scheduler {
     this.#coldStarts.inc({ kind: 'worker' });
     const log = this.#log.child({ workerId: id, pid: handle.pid });
     return new Promise<void>((resolve) => {
-      readFrames(handle.input, (message) => {
-        worker.lastSeenMs = Date.now();
-        const m = message as FromWorker;
-        if (m.t === 'ready') {
-          const seconds = (performance.now() - worker.startedPerf) / 1000;
-          this.#workerStartSeconds.observe(seconds);
-          this.#coldStartSeconds.observe({ kind: 'worker' }, seconds);
-          // A worker stopped while it was starting stays stopping.
-          if (worker.state === 'starting') worker.state = 'ready';
-          log.info({ startMs: Math.round(seconds * 1000) }, 'worker ready');
-          resolve();
-          this.#drainQueue();
-        } else if (m.t === 'heartbeat') {
-          worker.rssBytes = m.rssBytes;
-          this.#checkMemory(worker, log);
-        } else if (m.t === 'result' || m.t === 'failed') {
-          const pending = worker.inFlight.get(m.id);
-          if (pending === undefined) return;
-          worker.inFlight.delete(m.id);
-          this.#release(worker, pending);
-          if (m.t === 'result') {
-            if (m.coldStart) this.#observeFunctionLoad(m.metering, m.perEvent);
-            pending.resolve({ results: m.results, metering: m.metering, perEvent: m.perEvent, workerId: id, coldStart: m.coldStart });
-          } else {
-            pending.reject(new VoltlineError('VL_WORKER_BATCH_FAILED', `Worker ${id} could not run the batch: ${m.message}`, { retriable: true, context: { workerId: id } }));
+      readFrames(
+        handle.input,
+        (message) => {
+          worker.lastSeenMs = Date.now();
+          const m = message as FromWorker;
+          if (m.t === 'ready') {
+            const seconds = (performance.now() - worker.startedPerf) / 1000;
+            this.#workerStartSeconds.observe(seconds);
+            this.#coldStartSeconds.observe({ kind: 'worker' }, seconds);
+            // A worker stopped while it was starting stays stopping.
+            if (worker.state === 'starting') worker.state = 'ready';
+            log.info({ startMs: Math.round(seconds * 1000) }, 'worker ready');
+            resolve();
+            this.#drainQueue();
+          } else if (m.t === 'heartbeat') {
+            worker.rssBytes = m.rssBytes;
+            this.#checkMemory(worker, log);
+          } else if (m.t === 'result' || m.t === 'failed') {
+            const pending = worker.inFlight.get(m.id);
+            if (pending === undefined) return;
+            worker.inFlight.delete(m.id);
+            this.#release(worker, pending);
+            if (m.t === 'result') {
+              if (m.coldStart) this.#observeFunctionLoad(m.metering, m.perEvent);
+              pending.resolve({ results: m.results, metering: m.metering, perEvent: m.perEvent, workerId: id, coldStart: m.coldStart });
+            } else {
+              pending.reject(
+                new VoltlineError('VL_WORKER_BATCH_FAILED', `Worker ${id} could not run the batch: ${m.message}`, {
+                  retriable: true,
+                  context: { workerId: id },
+                }),
+              );
+            }
+            this.#drainQueue();
           }
-          this.#drainQueue();
-        }
-      }, (err) => {
-        log.error({ err }, 'worker sent a broken frame; killing it');
-        handle.kill();
-      });
+        },
+        (err) => {
+          log.error({ err }, 'worker sent a broken frame; killing it');
+          handle.kill();
+        },
+      );
       void handle.exited.then((exit) => {
         this.#workers.delete(id);
         if (worker.state === 'starting') resolve();
@@ -389,7 +430,11 @@ export class Scheduler {
           this.#workerLosses.inc({ reason: exit.signal === null ? 'exit' : 'signal' });
           log.warn({ code: exit.code, signal: exit.signal, batches: worker.inFlight.size }, 'worker lost; its batches will run again elsewhere');
         }
-        const lost = new VoltlineError('VL_WORKER_LOST', `Worker ${id} ended (code ${String(exit.code)}, signal ${String(exit.signal)}) while running a batch`, { retriable: true, context: { workerId: id } });
+        const lost = new VoltlineError(
+          'VL_WORKER_LOST',
+          `Worker ${id} ended (code ${String(exit.code)}, signal ${String(exit.signal)}) while running a batch`,
+          { retriable: true, context: { workerId: id } },
+        );
         for (const pending of worker.inFlight.values()) {
           this.#release(worker, pending);
           pending.reject(lost);
@@ -491,7 +536,10 @@ export class Scheduler {
   /** A worker over its memory budget is killed (its batches run again elsewhere) and replaced. */
   #checkMemory(worker: Worker, log: Logger): void {
     if (worker.retired !== undefined || this.#stopping || worker.rssBytes <= this.#memoryBudgetBytes) return;
-    log.warn({ rssBytes: worker.rssBytes, budgetBytes: this.#memoryBudgetBytes, batches: worker.inFlight.size }, 'worker is over its memory budget; killing it');
+    log.warn(
+      { rssBytes: worker.rssBytes, budgetBytes: this.#memoryBudgetBytes, batches: worker.inFlight.size },
+      'worker is over its memory budget; killing it',
+    );
     this.#workerLosses.inc({ reason: 'memory' });
     worker.state = 'stopping';
     worker.retired = 'memory';
@@ -565,7 +613,13 @@ export class Scheduler {
     const metrics = this.#metrics(nowMs);
     const decision = this.#autoscaler.observe(metrics, nowMs);
     this.#desired = decision.desired;
-    this.#lastDecision = { at: new Date(nowMs).toISOString(), direction: decision.direction, reason: decision.reason, desired: decision.desired, panic: decision.panic };
+    this.#lastDecision = {
+      at: new Date(nowMs).toISOString(),
+      direction: decision.direction,
+      reason: decision.reason,
+      desired: decision.desired,
+      panic: decision.panic,
+    };
     if (decision.direction === 'up') this.#scaleUp(decision.desired - decision.current, decision.reason, decision, metrics);
     else if (decision.direction === 'down') this.#scaleDown(decision.current - decision.desired, decision, metrics);
   }
@@ -580,7 +634,10 @@ export class Scheduler {
     const { ready, starting } = this.#fleetCounts();
     const from = ready + starting;
     for (let i = 0; i < count; i++) void this.#startWorker();
-    this.#recordScale('up', reason, from, from + count, { metrics, ...(decision === undefined ? {} : { panic: decision.panic, stableConcurrency: decision.stableConcurrency, panicConcurrency: decision.panicConcurrency }) });
+    this.#recordScale('up', reason, from, from + count, {
+      metrics,
+      ...(decision === undefined ? {} : { panic: decision.panic, stableConcurrency: decision.stableConcurrency, panicConcurrency: decision.panicConcurrency }),
+    });
   }
 
   /**
@@ -612,7 +669,13 @@ export class Scheduler {
       this.#log.debug({ wanted: decision.desired, from, metrics }, 'fleet should shrink but every worker is busy');
       return;
     }
-    this.#recordScale('down', decision.reason, from, from - stopped, { metrics, desired: decision.desired, panic: decision.panic, stableConcurrency: decision.stableConcurrency, panicConcurrency: decision.panicConcurrency });
+    this.#recordScale('down', decision.reason, from, from - stopped, {
+      metrics,
+      desired: decision.desired,
+      panic: decision.panic,
+      stableConcurrency: decision.stableConcurrency,
+      panicConcurrency: decision.panicConcurrency,
+    });
   }
 
   /** Marks an idle worker stopping (no batch is placed on it again) and asks it to shut down. */
@@ -652,9 +715,13 @@ export class Scheduler {
   async run(fn: LoadFunction, events: ReadonlyArray<SandboxEvent>): Promise<BatchOutcome> {
     const limit = fn.maxConcurrency;
     if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
-      throw new VoltlineError('VL_FUNCTION_CONCURRENCY', `Cannot run a batch of '${fn.name}' as its 'maxConcurrency' must be a whole number ≥ 1: current value is ${String(limit)}`, {
-        context: { function: fn.name, maxConcurrency: limit },
-      });
+      throw new VoltlineError(
+        'VL_FUNCTION_CONCURRENCY',
+        `Cannot run a batch of '${fn.name}' as its 'maxConcurrency' must be a whole number ≥ 1: current value is ${String(limit)}`,
+        {
+          context: { function: fn.name, maxConcurrency: limit },
+        },
+      );
     }
     const arrivedAtMs = this.#clock.now();
     const tenant = fn.tenant ?? 'default';
@@ -804,10 +871,16 @@ export class Scheduler {
       invoke = encodeInvokeFrame({ t: 'invoke', id, name: job.fn.name, version: job.fn.version, events: job.events });
       if (!worker.loaded.has(fnKey)) load = encodeFrame({ t: 'load', fn: job.fn } satisfies ToWorker);
     } catch (err) {
-      job.pending.reject(new VoltlineError('VL_BATCH_TOO_LARGE', `Cannot run a batch of ${job.events.length} events of '${job.fn.name}' on a worker: ${err instanceof Error ? err.message : String(err)}; smaller batches would fit`, {
-        context: { function: job.fn.name, events: job.events.length },
-        cause: err,
-      }));
+      job.pending.reject(
+        new VoltlineError(
+          'VL_BATCH_TOO_LARGE',
+          `Cannot run a batch of ${job.events.length} events of '${job.fn.name}' on a worker: ${err instanceof Error ? err.message : String(err)}; smaller batches would fit`,
+          {
+            context: { function: job.fn.name, events: job.events.length },
+            cause: err,
+          },
+        ),
+      );
       return;
     }
     if (load !== undefined) {
@@ -905,15 +978,17 @@ export class Scheduler {
     for (const waiters of this.#roomWaiters.values()) for (const waiter of waiters.splice(0)) waiter.wake();
     this.#roomWaiters.clear();
     const workers = [...this.#workers.values()];
-    await Promise.all(workers.map(async (worker) => {
-      worker.state = 'stopping';
-      if (worker.retired === undefined) {
-        writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
-        worker.handle.output.end();
-      }
-      const timer = setTimeout(() => worker.handle.kill(), graceMs);
-      await worker.handle.exited;
-      clearTimeout(timer);
-    }));
+    await Promise.all(
+      workers.map(async (worker) => {
+        worker.state = 'stopping';
+        if (worker.retired === undefined) {
+          writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
+          worker.handle.output.end();
+        }
+        const timer = setTimeout(() => worker.handle.kill(), graceMs);
+        await worker.handle.exited;
+        clearTimeout(timer);
+      }),
+    );
   }
 }

@@ -77,7 +77,10 @@ export interface WaitLog {
 }
 
 /** Workers a clairvoyant autoscaler would run for `ratePerSec`: target utilisation, prewarm, min, max. */
-export function oracleWorkers(ratePerSec: number, o: { capacity: number; serviceMs: number; targetUtilization: number; min: number; max: number; prewarm: number }): number {
+export function oracleWorkers(
+  ratePerSec: number,
+  o: { capacity: number; serviceMs: number; targetUtilization: number; min: number; max: number; prewarm: number },
+): number {
   const load = (ratePerSec * o.serviceMs) / 1000;
   const needed = Math.ceil(load / (o.capacity * o.targetUtilization) - 1e-9);
   return Math.min(o.max, Math.max(o.min, needed + o.prewarm));
@@ -128,7 +131,14 @@ export function runTrace(spec: TraceSpec): TraceRun {
       const oldestEventAgeMs = head === undefined ? 0 : tMs - head.arrivedMs;
       const inFlight = Math.round(busySlots);
       const decision = autoscaler.observe(
-        { inFlightBatches: inFlight, queuedBatches: Math.round(Math.min(visibleQueue, backlogTotal)), oldestEventAgeMs, readyWorkers: ready, startingWorkers: starting, workerCapacity: capacity },
+        {
+          inFlightBatches: inFlight,
+          queuedBatches: Math.round(Math.min(visibleQueue, backlogTotal)),
+          oldestEventAgeMs,
+          readyWorkers: ready,
+          startingWorkers: starting,
+          workerCapacity: capacity,
+        },
         tMs,
       );
       samples.push({ tMs, ratePerSec, ready, starting, inFlight, backlog: backlogTotal, oldestEventAgeMs, decision });

@@ -13,9 +13,7 @@ export interface PayloadSchema<T> {
   readonly '~standard': {
     readonly version: 1;
     readonly vendor: string;
-    validate(value: unknown):
-      | StandardResult<T>
-      | Promise<StandardResult<T>>;
+    validate(value: unknown): StandardResult<T> | Promise<StandardResult<T>>;
   };
 }
 
@@ -258,7 +256,9 @@ export class DefinitionError extends Error {
 export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFunction<T> {
   const d = (definition ?? {}) as Partial<FunctionDefinition<T>>;
   if (typeof d.name !== 'string' || !FUNCTION_NAME_PATTERN.test(d.name)) {
-    throw new DefinitionError(`Cannot define function as 'name' must be lower-case letters, digits and '-' (1 to 63, starting with a letter): current value is ${JSON.stringify(d.name)}`);
+    throw new DefinitionError(
+      `Cannot define function as 'name' must be lower-case letters, digits and '-' (1 to 63, starting with a letter): current value is ${JSON.stringify(d.name)}`,
+    );
   }
   if (!Array.isArray(d.triggers)) {
     throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers' must be an array such as [{ mqtt: 'stations/+/telemetry' }]`);
@@ -271,7 +271,9 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
     const isCron = typeof t.cron === 'string' && t.mqtt === undefined && t.http === undefined && (t.timezone === undefined || typeof t.timezone === 'string');
     const isHttp = typeof t.http === 'string' && t.mqtt === undefined && t.cron === undefined && (t.public === undefined || typeof t.public === 'boolean');
     if (!isMqtt && !isCron && !isHttp) {
-      throw new DefinitionError(`Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }, { cron: '<expression>', timezone?: '<IANA zone>' } or { http: '<METHOD> <path>', public?: boolean }: current value is ${JSON.stringify(trigger)}`);
+      throw new DefinitionError(
+        `Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }, { cron: '<expression>', timezone?: '<IANA zone>' } or { http: '<METHOD> <path>', public?: boolean }: current value is ${JSON.stringify(trigger)}`,
+      );
     }
   }
   // `?.` on the schema too: `schema: null` must be this sentence, not a TypeError.
@@ -285,21 +287,34 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
     }
   }
   if (d.retries !== undefined && (!Number.isInteger(d.retries) || d.retries < 0 || d.retries > MAX_RETRIES)) {
-    throw new DefinitionError(`Cannot define function '${d.name}' as 'retries' must be a whole number from 0 to ${MAX_RETRIES}: current value is ${JSON.stringify(d.retries)}`);
+    throw new DefinitionError(
+      `Cannot define function '${d.name}' as 'retries' must be a whole number from 0 to ${MAX_RETRIES}: current value is ${JSON.stringify(d.retries)}`,
+    );
   }
   if (d.concurrency !== undefined && (!Number.isInteger(d.concurrency) || d.concurrency < 1 || d.concurrency > MAX_CONCURRENCY)) {
-    throw new DefinitionError(`Cannot define function '${d.name}' as 'concurrency' must be a whole number from 1 to ${MAX_CONCURRENCY}: current value is ${JSON.stringify(d.concurrency)}`);
+    throw new DefinitionError(
+      `Cannot define function '${d.name}' as 'concurrency' must be a whole number from 1 to ${MAX_CONCURRENCY}: current value is ${JSON.stringify(d.concurrency)}`,
+    );
   }
   if (d.batch !== undefined) {
     const batch = (d.batch ?? {}) as { maxEvents?: unknown; lingerMs?: unknown };
     if (typeof d.batch !== 'object' || d.batch === null) {
-      throw new DefinitionError(`Cannot define function '${d.name}' as 'batch' must be an object such as { maxEvents: 50, lingerMs: 20 }: current value is ${JSON.stringify(d.batch)}`);
+      throw new DefinitionError(
+        `Cannot define function '${d.name}' as 'batch' must be an object such as { maxEvents: 50, lingerMs: 20 }: current value is ${JSON.stringify(d.batch)}`,
+      );
     }
-    if (batch.maxEvents !== undefined && (!Number.isInteger(batch.maxEvents) || (batch.maxEvents as number) < 1 || (batch.maxEvents as number) > MAX_BATCH_EVENTS)) {
-      throw new DefinitionError(`Cannot define function '${d.name}' as 'batch.maxEvents' must be a whole number from 1 to ${MAX_BATCH_EVENTS}: current value is ${JSON.stringify(batch.maxEvents)}`);
+    if (
+      batch.maxEvents !== undefined &&
+      (!Number.isInteger(batch.maxEvents) || (batch.maxEvents as number) < 1 || (batch.maxEvents as number) > MAX_BATCH_EVENTS)
+    ) {
+      throw new DefinitionError(
+        `Cannot define function '${d.name}' as 'batch.maxEvents' must be a whole number from 1 to ${MAX_BATCH_EVENTS}: current value is ${JSON.stringify(batch.maxEvents)}`,
+      );
     }
     if (batch.lingerMs !== undefined && (!Number.isInteger(batch.lingerMs) || (batch.lingerMs as number) < 0 || (batch.lingerMs as number) > MAX_LINGER_MS)) {
-      throw new DefinitionError(`Cannot define function '${d.name}' as 'batch.lingerMs' must be a whole number from 0 to ${MAX_LINGER_MS}: current value is ${JSON.stringify(batch.lingerMs)}`);
+      throw new DefinitionError(
+        `Cannot define function '${d.name}' as 'batch.lingerMs' must be a whole number from 0 to ${MAX_LINGER_MS}: current value is ${JSON.stringify(batch.lingerMs)}`,
+      );
     }
   }
   if (typeof d.handler !== 'function') {

@@ -13,8 +13,18 @@ describe('point()', () => {
 
   it('skips undefined fields, takes a Date, and rounds time to a whole ms', () => {
     expect(point('m').field('a', 1).field('b', undefined).time(new Date(T)).build()).toEqual({ measurement: 'm', tags: {}, fields: { a: 1 }, time: T });
-    expect(point('m').field('a', 1).time(T + 0.6).build().time).toBe(T + 1);
-    expect(point('m').field('a', 1).time(T + 0.4).build().time).toBe(T);
+    expect(
+      point('m')
+        .field('a', 1)
+        .time(T + 0.6)
+        .build().time,
+    ).toBe(T + 1);
+    expect(
+      point('m')
+        .field('a', 1)
+        .time(T + 0.4)
+        .build().time,
+    ).toBe(T);
   });
 
   it('defaults time to now', () => {
@@ -123,8 +133,18 @@ describe('defineFunction', () => {
     ['triggers that are not an array', { ...base, triggers: { mqtt: 'a' } }, 'triggers', /must be an array/],
     ['a trigger without mqtt', { ...base, triggers: [{ mqtt: 'a/b' }, { kafka: 'x' }] }, 'triggers[1]', /current value is \{"kafka":"x"\}/],
     ['a null trigger', { ...base, triggers: [null] }, 'triggers[0]', /current value is null/],
-    ['a cron that is not a string', { ...base, triggers: [{ cron: 5 }] }, 'triggers[0]', /\{ cron: '<expression>', timezone\?: '<IANA zone>' \} or \{ http: '<METHOD> <path>', public\?: boolean \}: current value is \{"cron":5\}/],
-    ['a cron with a numeric timezone', { ...base, triggers: [{ cron: '* * * * *', timezone: 1 }] }, 'triggers[0]', /current value is \{"cron":"\* \* \* \* \*","timezone":1\}/],
+    [
+      'a cron that is not a string',
+      { ...base, triggers: [{ cron: 5 }] },
+      'triggers[0]',
+      /\{ cron: '<expression>', timezone\?: '<IANA zone>' \} or \{ http: '<METHOD> <path>', public\?: boolean \}: current value is \{"cron":5\}/,
+    ],
+    [
+      'a cron with a numeric timezone',
+      { ...base, triggers: [{ cron: '* * * * *', timezone: 1 }] },
+      'triggers[0]',
+      /current value is \{"cron":"\* \* \* \* \*","timezone":1\}/,
+    ],
     ['a trigger with both mqtt and cron', { ...base, triggers: [{ mqtt: 'a/b', cron: '* * * * *' }] }, 'triggers[0]', /current value is/],
     ['a schema that is not a schema', { ...base, schema: { parse: () => 1 } }, 'schema', /zod schema/],
     ['a null schema', { ...base, schema: null }, 'schema', /zod schema/],

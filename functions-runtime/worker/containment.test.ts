@@ -27,7 +27,12 @@ async function load(fixture: string, limits: { timeoutMs: number; memoryMb: numb
 /** Runs hello on every worker at once (placement puts one batch on each idle worker). */
 async function helloOnEveryWorker(): Promise<BatchOutcome[]> {
   const outcomes = await Promise.all(
-    [...pids.keys()].map((_, w) => scheduler.run(hello, [1, 2, 3].map((n) => eventOf({}, { deviceId: `st-${w}-${n}`, receivedAt: 1_700_000_000_000 + n, invocationId: `hello-${w}-${n}` })))),
+    [...pids.keys()].map((_, w) =>
+      scheduler.run(
+        hello,
+        [1, 2, 3].map((n) => eventOf({}, { deviceId: `st-${w}-${n}`, receivedAt: 1_700_000_000_000 + n, invocationId: `hello-${w}-${n}` })),
+      ),
+    ),
   );
   expect(new Set(outcomes.map((o) => o.workerId))).toEqual(new Set(pids.keys()));
   return outcomes;
@@ -67,15 +72,26 @@ async function expectContained(workerId: string): Promise<void> {
   const same = outcomes.find((o) => o.workerId === workerId);
   const w = outcomes.indexOf(same as BatchOutcome);
   expect(same?.results.map(decoded)).toEqual(
-    [1, 2, 3].map((n) => ({ outcome: 'ok', points: [{ measurement: 'hello', tags: { device: `st-${w}-${n}` }, fields: { v: 1 }, time: 1_700_000_000_000 + n }], logs: [] })),
+    [1, 2, 3].map((n) => ({
+      outcome: 'ok',
+      points: [{ measurement: 'hello', tags: { device: `st-${w}-${n}` }, fields: { v: 1 }, time: 1_700_000_000_000 + n }],
+      logs: [],
+    })),
   );
   expect(scheduler.workers().map((x) => [x.id, x.pid])).toEqual([...pids]);
 }
 
 /** Runs one batch of a hostile fixture and returns its results and where it ran. */
-async function runHostile(fixture: string, limits: { timeoutMs: number; memoryMb: number }, payloads: unknown[] = [{}]): Promise<{ results: DecodedResult[]; workerId: string }> {
+async function runHostile(
+  fixture: string,
+  limits: { timeoutMs: number; memoryMb: number },
+  payloads: unknown[] = [{}],
+): Promise<{ results: DecodedResult[]; workerId: string }> {
   const fn = await load(`hostile/${fixture}`, limits);
-  const outcome = await scheduler.run(fn, payloads.map((payload, i) => eventOf(payload, { invocationId: `${fixture}-${i}` })));
+  const outcome = await scheduler.run(
+    fn,
+    payloads.map((payload, i) => eventOf(payload, { invocationId: `${fixture}-${i}` })),
+  );
   expect(outcome.results).toHaveLength(payloads.length);
   return { results: outcome.results.map(decoded), workerId: outcome.workerId };
 }
@@ -121,11 +137,18 @@ describe('hostile functions hitting the memory limit', () => {
     await expectContained(workerId);
   });
 
-  it.each([['resize'], ['grow'], ['initial'], ['recover']])('bomb-resizable (%s): resizable buffers, which V8 commits outside the allocator, are refused', async (kind) => {
-    const { results, workerId } = await runHostile('bomb-resizable', { timeoutMs: 5_000, memoryMb: 32 }, [{ kind }]);
-    expect(results[0]).toMatchObject({ outcome: 'error', code: 'error', message: expect.stringMatching(/^RangeError: .*maxByteLength.* not available in Voltline functions/) });
-    await expectContained(workerId);
-  });
+  it.each([['resize'], ['grow'], ['initial'], ['recover']])(
+    'bomb-resizable (%s): resizable buffers, which V8 commits outside the allocator, are refused',
+    async (kind) => {
+      const { results, workerId } = await runHostile('bomb-resizable', { timeoutMs: 5_000, memoryMb: 32 }, [{ kind }]);
+      expect(results[0]).toMatchObject({
+        outcome: 'error',
+        code: 'error',
+        message: expect.stringMatching(/^RangeError: .*maxByteLength.* not available in Voltline functions/),
+      });
+      await expectContained(workerId);
+    },
+  );
 
   it('bomb-wasm-memory: WebAssembly, whose memories V8 commits outside the allocator, is absent', async () => {
     const { results, workerId } = await runHostile('bomb-wasm-memory', { timeoutMs: 5_000, memoryMb: 32 });
@@ -159,7 +182,10 @@ describe('hostile functions that fail', () => {
 
 describe('hostile functions reaching for the host', () => {
   it.each([
-    ['import-child-process', /import-child-process\.ts:2:\d+: 'child_process' is a Node module, and functions run in a sandbox without file system, network or process access/],
+    [
+      'import-child-process',
+      /import-child-process\.ts:2:\d+: 'child_process' is a Node module, and functions run in a sandbox without file system, network or process access/,
+    ],
     ['require-fs', /require-fs\.ts:\d+:\d+: 'fs' is a Node module/],
     ['import-net-dynamic', /import-net-dynamic\.ts:\d+:\d+: 'net' is a Node module/],
   ])('%s: refused at deploy by the bundler, naming the file, line and module', async (fixture, message) => {
@@ -186,7 +212,11 @@ describe('hostile functions reaching for the host', () => {
 
   it.each([{ how: 'eval' }, { how: 'function' }])('reach-host %j: the global it reaches is the isolate’s, without process', async (payload) => {
     const { results, workerId } = await runHostile('reach-host', { timeoutMs: 200, memoryMb: 16 }, [payload]);
-    expect(results[0]).toEqual({ outcome: 'ok', points: [{ measurement: 'escape', tags: {}, fields: { process: 'absent' }, time: 1_700_000_000_000 }], logs: [] });
+    expect(results[0]).toEqual({
+      outcome: 'ok',
+      points: [{ measurement: 'escape', tags: {}, fields: { process: 'absent' }, time: 1_700_000_000_000 }],
+      logs: [],
+    });
     await expectContained(workerId);
   });
 
@@ -220,7 +250,13 @@ describe('hostile functions returning too much', () => {
 
     const pair = await runHostile('huge-string', { timeoutMs: 5_000, memoryMb: 512 }, [{}, {}]);
     for (const r of pair.results) {
-      expect(r).toMatchObject({ outcome: 'error', code: 'bad_points', message: expect.stringMatching(/^the handler's result was \d+ bytes, over its \d+-byte share of the worker's result frame: return fewer or smaller points$/) });
+      expect(r).toMatchObject({
+        outcome: 'error',
+        code: 'bad_points',
+        message: expect.stringMatching(
+          /^the handler's result was \d+ bytes, over its \d+-byte share of the worker's result frame: return fewer or smaller points$/,
+        ),
+      });
     }
     await expectContained(pair.workerId);
   });

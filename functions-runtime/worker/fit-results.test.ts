@@ -18,7 +18,12 @@ describe('fitResults', () => {
     const [fitted, untouched] = fitResults([big, small], 64 * 1024 + 2 * 100_000);
     expect(fitted?.outcome).toBe('ok');
     expect(fitted?.outcome === 'ok' && pointsOf(fitted)).toEqual([okPoint]);
-    expect(fitted?.logs).toEqual([expect.objectContaining({ level: 'warn', message: expect.stringMatching(/^100 log lines were dropped: this event's result was \d+ bytes, over its 100000-byte share/) })]);
+    expect(fitted?.logs).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        message: expect.stringMatching(/^100 log lines were dropped: this event's result was \d+ bytes, over its 100000-byte share/),
+      }),
+    ]);
     expect(untouched).toBe(small);
   });
 
@@ -30,10 +35,13 @@ describe('fitResults', () => {
   });
 
   it('makes the whole batch fit', () => {
-    const results: SandboxResult[] = Array.from({ length: 50 }, () => okResultOf([okPoint], { logs: Array.from({ length: 20 }, () => line('y'.repeat(1_000))) }));
+    const results: SandboxResult[] = Array.from({ length: 50 }, () =>
+      okResultOf([okPoint], { logs: Array.from({ length: 20 }, () => line('y'.repeat(1_000))) }),
+    );
     const limit = 64 * 1024 + 500_000;
     // What a result frame carries of them: their JSON without points, and the points' bytes.
-    const size = (all: SandboxResult[]) => all.reduce((n, r) => n + (r.outcome === 'ok' ? JSON.stringify({ ...r, points: undefined }).length + r.points.byteLength : JSON.stringify(r).length), 0);
+    const size = (all: SandboxResult[]) =>
+      all.reduce((n, r) => n + (r.outcome === 'ok' ? JSON.stringify({ ...r, points: undefined }).length + r.points.byteLength : JSON.stringify(r).length), 0);
     expect(size(results)).toBeGreaterThan(limit);
     expect(size(fitResults(results, limit))).toBeLessThan(limit);
   });

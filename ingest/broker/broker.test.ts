@@ -60,7 +60,11 @@ describe('broker authentication', () => {
     expect(refusals().map((l) => l['reason'])).toEqual(['bad_token', 'client_id_mismatch']);
     now += 61_000;
     expect(await bed.refusedWith('st-1', { username: 'st-1', password: secret })).toBe(4);
-    expect(refusals().map((l) => [l['reason'], l['suppressed']])).toEqual([['bad_token', undefined], ['client_id_mismatch', undefined], ['bad_token', 4]]);
+    expect(refusals().map((l) => [l['reason'], l['suppressed']])).toEqual([
+      ['bad_token', undefined],
+      ['client_id_mismatch', undefined],
+      ['bad_token', 4],
+    ]);
     expect((await bed.failures())['bad_token']).toBe(6);
     for (const token of [secret, ...bed.tokens.values()]) expect(bed.lines.join('\n')).not.toContain(token);
   });
@@ -90,7 +94,15 @@ describe('broker topic policy', () => {
   it('refuses subscriptions outside the own commands topic with SUBACK 0x80 and delivers downlinks to the own one', async () => {
     await bed.start();
     const st1 = await bed.device('st-1');
-    const filters = ['#', '$SYS/#', 'stations/st-2/commands/#', 'stations/+/commands/#', 'stations/st-1/#', 'stations/st-1/commands/#', 'stations/st-1/commands/+/reboot'];
+    const filters = [
+      '#',
+      '$SYS/#',
+      'stations/st-2/commands/#',
+      'stations/+/commands/#',
+      'stations/st-1/#',
+      'stations/st-1/commands/#',
+      'stations/st-1/commands/+/reboot',
+    ];
     expect(await granted(st1, filters)).toEqual([128, 128, 128, 128, 128, 1, 1]);
     expect(await bed.failures()).toEqual({ subscribe_denied: 5 });
     const received: string[] = [];
@@ -204,7 +216,9 @@ describe('broker topic policy', () => {
   });
 
   it('refuses a template that would let devices share topics', async () => {
-    await expect(bed.start({ publishTemplate: 'stations/#' })).rejects.toThrow(/'publishTemplate' must contain \{deviceId\} as a whole topic level: current value is 'stations\/#'/);
+    await expect(bed.start({ publishTemplate: 'stations/#' })).rejects.toThrow(
+      /'publishTemplate' must contain \{deviceId\} as a whole topic level: current value is 'stations\/#'/,
+    );
     await expect(bed.start({ subscribeTemplate: 'stations/x{deviceId}/#' })).rejects.toThrow(/'subscribeTemplate'/);
   });
 });

@@ -45,7 +45,15 @@ import { LogOnce } from './log-once.ts';
 import { AckCoalescer } from './ack-coalescer.ts';
 import type { BrokerPersistence } from './persistence.ts';
 import type { DisconnectReason, PresenceTracker } from './presence.ts';
-import { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, deviceIdTopicProblem, filterCovers, TopicPolicy, type TenantTopicTemplates, type TopicPolicyMode } from './topic-policy.ts';
+import {
+  DEFAULT_PUBLISH_TEMPLATE,
+  DEFAULT_SUBSCRIBE_TEMPLATE,
+  deviceIdTopicProblem,
+  filterCovers,
+  TopicPolicy,
+  type TenantTopicTemplates,
+  type TopicPolicyMode,
+} from './topic-policy.ts';
 import { readProxyHeader, trustedProxies, type ProxyRefusal } from './proxy-protocol.ts';
 
 /** Why a client was refused (the `reason` label of voltline_auth_failures_total). */
@@ -176,7 +184,9 @@ interface Identity {
 type ConnectFailure = AuthFailure | 'client_id_mismatch' | 'bad_client_id' | 'will_denied';
 
 /** A refusal's `detail` goes to its log line (never a secret). */
-type Verdict = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: ConnectFailure; readonly detail?: Readonly<Record<string, unknown>> };
+type Verdict =
+  | { readonly ok: true; readonly identity: Identity }
+  | { readonly ok: false; readonly reason: ConnectFailure; readonly detail?: Readonly<Record<string, unknown>> };
 
 export interface RunningBroker {
   readonly port: number;
@@ -224,9 +234,19 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const receivedMqtt = received.labels({ source: 'mqtt' });
   const acks = new AckCoalescer(ACK_WINDOW_MS);
   const connections = new Gauge({ name: 'voltline_mqtt_connections', help: 'Connected MQTT clients', registers });
-  const takeovers = new Counter({ name: 'voltline_session_takeovers_total', help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)', registers });
-  const proxyRefusals = new Counter({ name: 'voltline_mqtt_proxy_refusals_total', help: 'TCP connections refused before MQTT with --proxy-protocol, by reason (missing: no PROXY header; invalid: a broken one; timeout: none complete in time; untrusted: not from a listed balancer)', labelNames: ['reason'], registers });
-  const proxyTrusted = options.proxyProtocolFrom === undefined || options.proxyProtocolFrom.length === 0 ? undefined : trustedProxies(options.proxyProtocolFrom);
+  const takeovers = new Counter({
+    name: 'voltline_session_takeovers_total',
+    help: 'MQTT connections that took over a connected session of the same client id (the older one was closed)',
+    registers,
+  });
+  const proxyRefusals = new Counter({
+    name: 'voltline_mqtt_proxy_refusals_total',
+    help: 'TCP connections refused before MQTT with --proxy-protocol, by reason (missing: no PROXY header; invalid: a broken one; timeout: none complete in time; untrusted: not from a listed balancer)',
+    labelNames: ['reason'],
+    registers,
+  });
+  const proxyTrusted =
+    options.proxyProtocolFrom === undefined || options.proxyProtocolFrom.length === 0 ? undefined : trustedProxies(options.proxyProtocolFrom);
   const policy = new TopicPolicy({
     mode: options.topicPolicy ?? 'device',
     publishTemplate: options.publishTemplate ?? DEFAULT_PUBLISH_TEMPLATE,
@@ -266,7 +286,15 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     limitsHit.inc({ limit });
     const permit = refusalLog.take(`limit:${limit}|${key}`);
     if (permit === undefined) return;
-    log.warn({ limit, ...fields, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}), ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}) }, message);
+    log.warn(
+      {
+        limit,
+        ...fields,
+        ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}),
+        ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}),
+      },
+      message,
+    );
   };
 
   /** Counts a refusal and logs it once per window per (reason, key). Never given a secret. */
@@ -274,7 +302,15 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     authFailures.inc({ reason });
     const permit = refusalLog.take(`${reason}|${key}`);
     if (permit === undefined) return;
-    log.warn({ reason, ...fields, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}), ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}) }, message);
+    log.warn(
+      {
+        reason,
+        ...fields,
+        ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}),
+        ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}),
+      },
+      message,
+    );
   };
 
   const verify = async (client: Client, username: string | undefined, password: Buffer | undefined): Promise<Verdict> => {
@@ -321,17 +357,21 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     const verdict = await verify(client, username, password);
     const willTopic = willTopics.get(client);
     willTopics.delete(client);
-    if (verdict.ok && willTopic !== undefined && !policy.forTenant(verdict.identity.tenant).mayPublish(verdict.identity.deviceId, willTopic)) return { ok: false, reason: 'will_denied' };
+    if (verdict.ok && willTopic !== undefined && !policy.forTenant(verdict.identity.tenant).mayPublish(verdict.identity.deviceId, willTopic))
+      return { ok: false, reason: 'will_denied' };
     return verdict;
   };
 
   // aedes stores a persistent session's whole SUBSCRIBE filter list, the filters the policy
   // refused included (lib/handlers/subscribe.js storeSubscriptions): stored, they would
   // queue other devices' messages for it while it is offline. Only allowed filters are kept.
-  const persistence = options.persistence === undefined ? undefined : policyFilteredPersistence(options.persistence, (client, filter) => {
-    const identity = identities.get(client as Client);
-    return identity !== undefined && policy.forTenant(identity.tenant).maySubscribe(identity.deviceId, filter);
-  });
+  const persistence =
+    options.persistence === undefined
+      ? undefined
+      : policyFilteredPersistence(options.persistence, (client, filter) => {
+          const identity = identities.get(client as Client);
+          return identity !== undefined && policy.forTenant(identity.tenant).maySubscribe(identity.deviceId, filter);
+        });
 
   const aedes = await Aedes.createBroker({
     ...(persistence === undefined ? {} : { persistence }),
@@ -348,7 +388,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const from = remoteAddress(client);
       // An address with many failed logins is answered late (no scrypt before): guessing slows down.
       const delayMs = from === undefined || !limitedAddress(from) ? 0 : addresses.loginDelayMs(from);
-      if (delayMs > 0) hit('login_backoff', from ?? '', { address: from, clientId: client.id, delayMs }, 'CONNECT answered late: too many failed logins from this address');
+      if (delayMs > 0)
+        hit('login_backoff', from ?? '', { address: from, clientId: client.id, delayMs }, 'CONNECT answered late: too many failed logins from this address');
       (delayMs > 0 ? sleep(delayMs).then(() => verifyWithWill(client, username, password)) : verifyWithWill(client, username, password)).then(
         (verdict) => {
           if (verdict.ok) {
@@ -383,7 +424,17 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const devicePolicy = policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
       if (identity === undefined || !devicePolicy.mayPublish(identity.deviceId, packet.topic)) {
         const deviceId = identity?.deviceId ?? client.id;
-        refuse('publish_denied', deviceId, { deviceId, tenant: identity?.tenant, topic: packet.topic, allowed: devicePolicy.mode === 'open' ? 'no $ topics' : devicePolicy.publishFilter(deviceId) }, 'publish refused by the topic policy: the connection is closed');
+        refuse(
+          'publish_denied',
+          deviceId,
+          {
+            deviceId,
+            tenant: identity?.tenant,
+            topic: packet.topic,
+            allowed: devicePolicy.mode === 'open' ? 'no $ topics' : devicePolicy.publishFilter(deviceId),
+          },
+          'publish refused by the topic policy: the connection is closed',
+        );
         // MQTT 3.1.1 has no negative PUBACK: an error makes aedes close the connection
         // without acknowledging (MQTT-3.3.5-2), QoS 0 or 1 alike.
         return callback(accessError('publish_denied', `publish to '${packet.topic}' refused by the topic policy`));
@@ -392,7 +443,9 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       if (payload.length > options.maxPayloadBytes) {
         refused.inc({ reason: 'payload_too_large' });
         log.warn({ deviceId: client.id, topic: packet.topic, bytes: payload.length, limit: options.maxPayloadBytes }, 'publish refused: payload too large');
-        return callback(new VoltlineError('VL_PAYLOAD_TOO_LARGE', `Cannot accept a payload of ${payload.length} bytes as the limit is ${options.maxPayloadBytes}`));
+        return callback(
+          new VoltlineError('VL_PAYLOAD_TOO_LARGE', `Cannot accept a payload of ${payload.length} bytes as the limit is ${options.maxPayloadBytes}`),
+        );
       }
       const deviceId = identity.deviceId;
       const append = (answer: (error?: Error | null) => void): void => {
@@ -429,8 +482,18 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       if (client.closed) return append(callback);
       const pending = inflight.get(client) ?? 0;
       if (pending >= limits.maxInflightPerConnection) {
-        hit('inflight', deviceId, { deviceId, limit: limits.maxInflightPerConnection }, 'publish refused: too many unacknowledged publishes on one connection; the connection is closed');
-        return callback(limitError('inflight', `Cannot accept a publish from '${deviceId}' as ${pending} of its publishes are not yet acknowledged (limit maxInflightPerConnection ${limits.maxInflightPerConnection})`));
+        hit(
+          'inflight',
+          deviceId,
+          { deviceId, limit: limits.maxInflightPerConnection },
+          'publish refused: too many unacknowledged publishes on one connection; the connection is closed',
+        );
+        return callback(
+          limitError(
+            'inflight',
+            `Cannot accept a publish from '${deviceId}' as ${pending} of its publishes are not yet acknowledged (limit maxInflightPerConnection ${limits.maxInflightPerConnection})`,
+          ),
+        );
       }
       inflight.set(client, pending + 1);
       const answer = (error?: Error | null): void => {
@@ -440,12 +503,27 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const admission = publishRate.admit(deviceId);
       if (admission.kind === 'now') return append(answer);
       if (admission.kind === 'refused') {
-        hit('publish_rate_refused', deviceId, { deviceId, ratePerSecond: limits.publishRatePerSecond, maxWaitMs: limits.maxPublishWaitMs }, 'publish refused: the device is so far over its publish rate that it would wait too long; the connection is closed');
-        return answer(limitError('publish_rate_refused', `Cannot accept a publish from '${deviceId}' as it is more than ${limits.maxPublishWaitMs} ms ahead of its rate of ${limits.publishRatePerSecond} messages/s`));
+        hit(
+          'publish_rate_refused',
+          deviceId,
+          { deviceId, ratePerSecond: limits.publishRatePerSecond, maxWaitMs: limits.maxPublishWaitMs },
+          'publish refused: the device is so far over its publish rate that it would wait too long; the connection is closed',
+        );
+        return answer(
+          limitError(
+            'publish_rate_refused',
+            `Cannot accept a publish from '${deviceId}' as it is more than ${limits.maxPublishWaitMs} ms ahead of its rate of ${limits.publishRatePerSecond} messages/s`,
+          ),
+        );
       }
       // Over its rate: the publish (its PUBACK, and aedes' reading of the connection's next
       // packets) waits for its token. Slowed, not dropped.
-      hit('publish_rate_delayed', deviceId, { deviceId, ratePerSecond: limits.publishRatePerSecond, burst: limits.publishBurst }, 'publishes slowed: the device is over its publish rate');
+      hit(
+        'publish_rate_delayed',
+        deviceId,
+        { deviceId, ratePerSecond: limits.publishRatePerSecond, burst: limits.publishBurst },
+        'publishes slowed: the device is over its publish rate',
+      );
       void admission.ready.then(() => {
         // Gone while waiting: nothing was acknowledged, the device sends it again.
         if (client.closed) return answer(limitError('publish_rate_delayed', `The connection of '${deviceId}' closed while its publish waited for its rate`));
@@ -457,7 +535,12 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const devicePolicy = policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
       if (identity !== undefined && devicePolicy.maySubscribe(identity.deviceId, subscription.topic)) return callback(null, subscription);
       const deviceId = identity?.deviceId ?? client.id;
-      refuse('subscribe_denied', deviceId, { deviceId, tenant: identity?.tenant, filter: subscription.topic, allowed: devicePolicy.subscribeFilter(deviceId) }, 'subscription refused by the topic policy');
+      refuse(
+        'subscribe_denied',
+        deviceId,
+        { deviceId, tenant: identity?.tenant, filter: subscription.topic, allowed: devicePolicy.subscribeFilter(deviceId) },
+        'subscription refused by the topic policy',
+      );
       // A null subscription: SUBACK 0x80 for this filter, the connection stays open.
       callback(null, null);
     },
@@ -470,7 +553,12 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       const devicePolicy = policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
       if (identity !== undefined && devicePolicy.mayReceive(identity.deviceId, packet.topic)) return packet;
       const deviceId = identity?.deviceId ?? client.id;
-      refuse('forward_denied', deviceId, { deviceId, topic: packet.topic, allowed: devicePolicy.subscribeFilter(deviceId) }, 'message not forwarded: its topic is outside what the device may subscribe to');
+      refuse(
+        'forward_denied',
+        deviceId,
+        { deviceId, topic: packet.topic, allowed: devicePolicy.subscribeFilter(deviceId) },
+        'message not forwarded: its topic is outside what the device may subscribe to',
+      );
       return null;
     },
   });
@@ -483,7 +571,11 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     if (takingOver.delete(client)) {
       takeovers.inc();
       const permit = refusalLog.take(`takeover|${client.id}`);
-      if (permit !== undefined) log.info({ deviceId: client.id, address: remoteAddress(client), ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'session taken over: a new connection of the same client id closed the older one');
+      if (permit !== undefined)
+        log.info(
+          { deviceId: client.id, address: remoteAddress(client), ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) },
+          'session taken over: a new connection of the same client id closed the older one',
+        );
     }
   });
   // The filters each connected client holds (aedes' own record is not in its types).
@@ -522,7 +614,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     // A reset before it is handled must not be an uncaught 'error'; aedes adds its own listener.
     conn.on('error', (err: Error & { code?: unknown }) => {
       // ws fails a WebSocket whose message is over its maxPayload (websocket.ts sets the packet cap).
-      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') hit('packet_size', address ?? '', { address, limit: packetLimit }, 'connection closed: a WebSocket message longer than any acceptable MQTT packet');
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
+        hit('packet_size', address ?? '', { address, limit: packetLimit }, 'connection closed: a WebSocket message longer than any acceptable MQTT packet');
     });
     if (closing) {
       conn.destroy();
@@ -540,7 +633,12 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       return;
     }
     if (limitedAddress(address) && !addresses.admitConnection(address)) {
-      hit('connection_rate', address, { address, ratePerSecond: limits.connectionRatePerSecond, burst: limits.connectionBurst }, 'connection refused: the address opens connections faster than its rate');
+      hit(
+        'connection_rate',
+        address,
+        { address, ratePerSecond: limits.connectionRatePerSecond, burst: limits.connectionBurst },
+        'connection refused: the address opens connections faster than its rate',
+      );
       conn.destroy();
       return;
     }
@@ -583,7 +681,8 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     const refuseProxy = (reason: ProxyRefusal, problem: string): void => {
       proxyRefusals.inc({ reason });
       const permit = refusalLog.take(`proxy:${reason}|${peer ?? ''}`);
-      if (permit !== undefined) log.warn({ reason, peer, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, `connection refused: ${problem}`);
+      if (permit !== undefined)
+        log.warn({ reason, peer, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, `connection refused: ${problem}`);
       socket.destroy();
     };
     if (closing || peer === undefined) {
@@ -619,11 +718,27 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const listenTls = async (config: BrokerTlsOptions): Promise<{ port: number; listener: net.Server }> => {
     let tlsServer: tls.Server;
     try {
-      tlsServer = tls.createServer({ cert: config.cert, key: config.key, ca: config.clientCa, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', handshakeTimeout: limits.connectTimeoutMs });
+      tlsServer = tls.createServer({
+        cert: config.cert,
+        key: config.key,
+        ca: config.clientCa,
+        requestCert: true,
+        rejectUnauthorized: false,
+        minVersion: 'TLSv1.2',
+        handshakeTimeout: limits.connectTimeoutMs,
+      });
     } catch (err) {
-      throw new VoltlineError('VL_BROKER_TLS', `Cannot start the MQTT TLS listener as its certificate, key or client CA is unusable: ${errorMessage(err)}`, { cause: err, context: { field: 'tls' } });
+      throw new VoltlineError('VL_BROKER_TLS', `Cannot start the MQTT TLS listener as its certificate, key or client CA is unusable: ${errorMessage(err)}`, {
+        cause: err,
+        context: { field: 'tls' },
+      });
     }
-    const handshakeFailures = new Counter({ name: 'voltline_mqtt_tls_handshake_failures_total', help: 'MQTT over TLS connections closed before the handshake completed, by reason (timeout: none within the CONNECT timeout; failed: a TLS error, e.g. the client refused the server certificate)', labelNames: ['reason'], registers });
+    const handshakeFailures = new Counter({
+      name: 'voltline_mqtt_tls_handshake_failures_total',
+      help: 'MQTT over TLS connections closed before the handshake completed, by reason (timeout: none within the CONNECT timeout; failed: a TLS error, e.g. the client refused the server certificate)',
+      labelNames: ['reason'],
+      registers,
+    });
     tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
       socket.on('error', () => undefined);
       const from = socket.remoteAddress;
@@ -636,12 +751,18 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       socket.destroy();
       if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
         handshakeFailures.inc({ reason: 'timeout' });
-        hit('connect_timeout', from, { address: from, timeoutMs: limits.connectTimeoutMs, tls: true }, 'connection closed: no TLS handshake within the CONNECT timeout');
+        hit(
+          'connect_timeout',
+          from,
+          { address: from, timeoutMs: limits.connectTimeoutMs, tls: true },
+          'connection closed: no TLS handshake within the CONNECT timeout',
+        );
         return;
       }
       handshakeFailures.inc({ reason: 'failed' });
       const permit = refusalLog.take(`tls_handshake|${from}`);
-      if (permit !== undefined) log.warn({ address: from, err: err.message, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'MQTT over TLS: handshake failed');
+      if (permit !== undefined)
+        log.warn({ address: from, err: err.message, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'MQTT over TLS: handshake failed');
     });
     // No Nagle delay: a TLS 1.3 handshake ends with small writes in a row (the session
     // tickets, then the CONNACK), which Nagle's algorithm would hold for the client's delayed
@@ -801,7 +922,11 @@ function remoteAddress(client: Client): string | undefined {
  */
 function policyFilteredPersistence(inner: BrokerPersistence, allowed: (client: unknown, filter: string) => boolean): BrokerPersistence {
   type Args = Parameters<BrokerPersistence['addSubscriptions']>;
-  const addSubscriptions = (client: Args[0], subs: Args[1]) => inner.addSubscriptions(client, subs.filter((sub) => allowed(client, sub.topic)));
+  const addSubscriptions = (client: Args[0], subs: Args[1]) =>
+    inner.addSubscriptions(
+      client,
+      subs.filter((sub) => allowed(client, sub.topic)),
+    );
   // Methods run on the real object (it keeps private state), each bound once: aedes reads
   // some of them for every publish (subscriptionsByTopic), and a bind per read showed in profiles.
   const bound = new Map<PropertyKey, { readonly of: unknown; readonly fn: unknown }>();

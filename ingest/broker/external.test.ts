@@ -33,7 +33,11 @@ beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'voltline-external-'));
   log = await openLocalTriggerLog({ dir: join(dir, 'log'), logger: pino({ level: 'silent' }) });
   devices = await DeviceRegistry.open(join(dir, 'data'), {}, pino({ level: 'silent' }));
-  for (const [id, tenant] of [['st-1', 'default'], ['st-2', 'acme'], ['st-off', 'default']] as const) {
+  for (const [id, tenant] of [
+    ['st-1', 'default'],
+    ['st-2', 'acme'],
+    ['st-off', 'default'],
+  ] as const) {
     tokens.set(id, (await devices.add(id, { tenant })).token);
   }
   await devices.disable('st-off');

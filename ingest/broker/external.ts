@@ -96,7 +96,11 @@ const DEFAULTS = { sessionExpirySeconds: 7 * 24 * 3600, receiveMaximum: 100, con
 export function deviceIdLevel(publishTemplate: string): number {
   const level = publishTemplate.split('/').indexOf('{deviceId}');
   if (level < 0) {
-    throw new VoltlineError('VL_CONFIG_INVALID', `Cannot read device messages from an external broker as the publish template '${publishTemplate}' has no '{deviceId}' level to read the device id from`, { context: { field: 'publishTemplate' } });
+    throw new VoltlineError(
+      'VL_CONFIG_INVALID',
+      `Cannot read device messages from an external broker as the publish template '${publishTemplate}' has no '{deviceId}' level to read the device id from`,
+      { context: { field: 'publishTemplate' } },
+    );
   }
   return level;
 }
@@ -123,19 +127,32 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
   try {
     url = new URL(options.url);
   } catch {
-    throw new VoltlineError('VL_CONFIG_INVALID', `Cannot read from an external broker as --broker must be a URL like mqtt://host:1883: current value is ${JSON.stringify(options.url)}`, { context: { field: 'broker' } });
+    throw new VoltlineError(
+      'VL_CONFIG_INVALID',
+      `Cannot read from an external broker as --broker must be a URL like mqtt://host:1883: current value is ${JSON.stringify(options.url)}`,
+      { context: { field: 'broker' } },
+    );
   }
   if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') {
-    throw new VoltlineError('VL_CONFIG_INVALID', `Cannot read from an external broker as --broker must use mqtt:// or mqtts://: current value is ${JSON.stringify(safeUrl(url))}`, { context: { field: 'broker' } });
+    throw new VoltlineError(
+      'VL_CONFIG_INVALID',
+      `Cannot read from an external broker as --broker must use mqtt:// or mqtts://: current value is ${JSON.stringify(safeUrl(url))}`,
+      { context: { field: 'broker' } },
+    );
   }
   const where = safeUrl(url);
   const level = deviceIdLevel(options.publishTemplate);
   const topics = options.topics ?? DEFAULT_EXTERNAL_TOPICS;
-  if (topics.length === 0) throw new VoltlineError('VL_CONFIG_INVALID', 'Cannot read from an external broker as no topic filter is given', { context: { field: 'brokerTopics' } });
+  if (topics.length === 0)
+    throw new VoltlineError('VL_CONFIG_INVALID', 'Cannot read from an external broker as no topic filter is given', { context: { field: 'brokerTopics' } });
   for (const filter of topics) {
     const problem = filterProblem(filter, level);
     if (problem !== undefined) {
-      throw new VoltlineError('VL_CONFIG_INVALID', `Cannot read the topic filter '${filter}' from an external broker as ${problem} (publish template '${options.publishTemplate}')`, { context: { field: 'brokerTopics', filter } });
+      throw new VoltlineError(
+        'VL_CONFIG_INVALID',
+        `Cannot read the topic filter '${filter}' from an external broker as ${problem} (publish template '${options.publishTemplate}')`,
+        { context: { field: 'brokerTopics', filter } },
+      );
     }
   }
   const group = options.shareGroup ?? DEFAULT_SHARE_GROUP;
@@ -143,8 +160,16 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
   const log = options.logger.child({ stage: 'external-broker', broker: where });
   const { received, refused, receivedBytes, authFailures } = inputMetrics(options.metrics);
   const registers = [options.metrics];
-  const up = new Gauge({ name: 'voltline_external_broker_connected', help: 'Whether the connection to the external MQTT broker is up (1) or not (0)', registers });
-  const reconnects = new Counter({ name: 'voltline_external_broker_reconnects_total', help: 'Reconnections to the external MQTT broker after a lost connection', registers });
+  const up = new Gauge({
+    name: 'voltline_external_broker_connected',
+    help: 'Whether the connection to the external MQTT broker is up (1) or not (0)',
+    registers,
+  });
+  const reconnects = new Counter({
+    name: 'voltline_external_broker_reconnects_total',
+    help: 'Reconnections to the external MQTT broker after a lost connection',
+    registers,
+  });
   const refusalLog = new LogOnce({ windowMs: 60_000, maxKeys: 10_000, maxLinesPerWindow: 1_000, ...(options.now ? { now: options.now } : {}) });
   const dropOnce = (counted: () => void, key: string, fields: Record<string, unknown>, message: string): void => {
     counted();
@@ -156,7 +181,10 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     protocolVersion: 5,
     clientId: options.clientId ?? DEFAULT_EXTERNAL_CLIENT_ID,
     clean: false,
-    properties: { sessionExpiryInterval: options.sessionExpirySeconds ?? DEFAULTS.sessionExpirySeconds, receiveMaximum: options.receiveMaximum ?? DEFAULTS.receiveMaximum },
+    properties: {
+      sessionExpiryInterval: options.sessionExpirySeconds ?? DEFAULTS.sessionExpirySeconds,
+      receiveMaximum: options.receiveMaximum ?? DEFAULTS.receiveMaximum,
+    },
     reconnectPeriod: 1_000,
     connectTimeout: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
     // Voltline subscribes itself at every connection (below): the filters may have changed.
@@ -181,47 +209,72 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     const deviceId = topic.split('/')[level] ?? '';
     if (deviceIdTopicProblem(deviceId) !== undefined) {
-      dropOnce(() => refused.inc({ reason: 'bad_topic' }), `bad_topic|${topic}`, { topic }, 'message from the external broker dropped: its topic names no device');
+      dropOnce(
+        () => refused.inc({ reason: 'bad_topic' }),
+        `bad_topic|${topic}`,
+        { topic },
+        'message from the external broker dropped: its topic names no device',
+      );
       return callback();
     }
     if (payload.length > options.maxPayloadBytes) {
-      dropOnce(() => refused.inc({ reason: 'payload_too_large' }), `payload_too_large|${deviceId}`, { deviceId, topic, bytes: payload.length, limit: options.maxPayloadBytes }, 'message from the external broker dropped: payload too large (set message_size_limit on the broker to refuse it there)');
+      dropOnce(
+        () => refused.inc({ reason: 'payload_too_large' }),
+        `payload_too_large|${deviceId}`,
+        { deviceId, topic, bytes: payload.length, limit: options.maxPayloadBytes },
+        'message from the external broker dropped: payload too large (set message_size_limit on the broker to refuse it there)',
+      );
       return callback();
     }
     const device = options.devices?.get(deviceId);
     if (device === undefined && !options.allowAnonymous) {
-      dropOnce(() => authFailures.inc({ reason: 'unknown_device' }), `unknown_device|${deviceId}`, { deviceId, topic }, 'message from the external broker dropped: the device is not in the registry (export the registry again: voltline devices export --mosquitto)');
+      dropOnce(
+        () => authFailures.inc({ reason: 'unknown_device' }),
+        `unknown_device|${deviceId}`,
+        { deviceId, topic },
+        'message from the external broker dropped: the device is not in the registry (export the registry again: voltline devices export --mosquitto)',
+      );
       return callback();
     }
     if (device !== undefined && !device.enabled) {
-      dropOnce(() => authFailures.inc({ reason: 'disabled' }), `disabled|${deviceId}`, { deviceId, topic }, 'message from the external broker dropped: the device is disabled (export the registry again so that the broker refuses it)');
+      dropOnce(
+        () => authFailures.inc({ reason: 'disabled' }),
+        `disabled|${deviceId}`,
+        { deviceId, topic },
+        'message from the external broker dropped: the device is disabled (export the registry again so that the broker refuses it)',
+      );
       return callback();
     }
     const tenant = device?.tenant ?? DEFAULT_TENANT;
-    options.log
-      .append({ source: 'mqtt', topic, deviceId, ...(tenant === DEFAULT_TENANT ? {} : { tenant }), payload, receivedAtMs: Date.now() })
-      .then(
-        () => {
-          received.inc({ source: 'mqtt' });
-          receivedBytes.inc(payload.length);
-          callback();
-        },
-        (err: unknown) => {
-          refused.inc({ reason: 'log_unavailable' });
-          log.error({ deviceId, err: errorMessage(err) }, 'message from the external broker not acknowledged: the trigger log could not store it; reconnecting so that the broker sends it again');
-          broken = true;
-          callback(err instanceof Error ? err : new Error(String(err)));
-          // The broker resends unacknowledged messages when the session reconnects.
-          client.stream.destroy();
-        },
-      );
+    options.log.append({ source: 'mqtt', topic, deviceId, ...(tenant === DEFAULT_TENANT ? {} : { tenant }), payload, receivedAtMs: Date.now() }).then(
+      () => {
+        received.inc({ source: 'mqtt' });
+        receivedBytes.inc(payload.length);
+        callback();
+      },
+      (err: unknown) => {
+        refused.inc({ reason: 'log_unavailable' });
+        log.error(
+          { deviceId, err: errorMessage(err) },
+          'message from the external broker not acknowledged: the trigger log could not store it; reconnecting so that the broker sends it again',
+        );
+        broken = true;
+        callback(err instanceof Error ? err : new Error(String(err)));
+        // The broker resends unacknowledged messages when the session reconnects.
+        client.stream.destroy();
+      },
+    );
   };
 
   const subscribe = async (): Promise<void> => {
     const granted = await client.subscribeAsync(filters, { qos: 1 });
     const refusedFilters = granted.filter((grant) => grant.qos > 2).map((grant) => grant.topic);
     if (refusedFilters.length > 0) {
-      throw new VoltlineError('VL_EXTERNAL_BROKER_REFUSED', `Cannot read from the broker at ${where} as it refused the subscription to ${refusedFilters.join(', ')} (check the ACL of Voltline's user there)`, { context: { filters: refusedFilters } });
+      throw new VoltlineError(
+        'VL_EXTERNAL_BROKER_REFUSED',
+        `Cannot read from the broker at ${where} as it refused the subscription to ${refusedFilters.join(', ')} (check the ACL of Voltline's user there)`,
+        { context: { filters: refusedFilters } },
+      );
     }
   };
   let firstConnect = true;
@@ -241,7 +294,16 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
   const end = (): Promise<void> => new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new VoltlineError('VL_EXTERNAL_BROKER_UNREACHABLE', `Cannot read from the broker at ${where} as it did not accept a connection within ${clientOptions.connectTimeout ?? 0} ms`)), clientOptions.connectTimeout);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new VoltlineError(
+              'VL_EXTERNAL_BROKER_UNREACHABLE',
+              `Cannot read from the broker at ${where} as it did not accept a connection within ${clientOptions.connectTimeout ?? 0} ms`,
+            ),
+          ),
+        clientOptions.connectTimeout,
+      );
       client.once('connect', () => {
         clearTimeout(timer);
         resolve();
@@ -250,7 +312,11 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
         // MQTT 5 CONNACK reason codes that will not change by retrying.
         if (typeof err.code === 'number' && [0x86, 0x87, 0x85, 0x8c].includes(err.code)) {
           clearTimeout(timer);
-          reject(new VoltlineError('VL_EXTERNAL_BROKER_REFUSED', `Cannot read from the broker at ${where} as it refused Voltline's credentials (${err.message})`, { cause: err }));
+          reject(
+            new VoltlineError('VL_EXTERNAL_BROKER_REFUSED', `Cannot read from the broker at ${where} as it refused Voltline's credentials (${err.message})`, {
+              cause: err,
+            }),
+          );
         }
       });
     });
@@ -266,7 +332,9 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     connected: () => client.connected,
     async publish(topic, payload) {
       if (!client.connected) {
-        throw new VoltlineError('VL_EXTERNAL_BROKER_UNREACHABLE', `Cannot publish to '${topic}' as the connection to the broker at ${where} is down`, { retriable: true });
+        throw new VoltlineError('VL_EXTERNAL_BROKER_UNREACHABLE', `Cannot publish to '${topic}' as the connection to the broker at ${where} is down`, {
+          retriable: true,
+        });
       }
       await client.publishAsync(topic, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), { qos: 1, retain: false });
     },

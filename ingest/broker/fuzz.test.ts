@@ -67,9 +67,28 @@ afterAll(async () => {
 
 /** Valid packets to mutate: a CONNECT (with the right token or not), then what a session sends. */
 function seeds(random: () => number): { readonly bases: Buffer[]; readonly good: Buffer; readonly sessions: Buffer[] } {
-  const connect = (password: string): Buffer => mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: 'st-1', username: 'st-1', password: Buffer.from(password) });
+  const connect = (password: string): Buffer =>
+    mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 30,
+      clientId: 'st-1',
+      username: 'st-1',
+      password: Buffer.from(password),
+    });
   const good = connect(token);
-  const publish = (qos: 0 | 1): Buffer => mqttPacket.generate({ cmd: 'publish', topic: 'stations/st-1/telemetry', payload: Buffer.from(`{"fuzz":${Math.floor(random() * 1e6)}}`), qos, messageId: 1 + Math.floor(random() * 65_000), retain: false, dup: false });
+  const publish = (qos: 0 | 1): Buffer =>
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic: 'stations/st-1/telemetry',
+      payload: Buffer.from(`{"fuzz":${Math.floor(random() * 1e6)}}`),
+      qos,
+      messageId: 1 + Math.floor(random() * 65_000),
+      retain: false,
+      dup: false,
+    });
   const subscribe = mqttPacket.generate({ cmd: 'subscribe', messageId: 7, subscriptions: [{ topic: 'stations/st-1/commands/#', qos: 1 }] });
   const sessions = [publish(1), Buffer.concat([publish(0), publish(1)]), subscribe, Buffer.concat([subscribe, publish(1), publish(1)])];
   return { bases: [connect('wrong'), good, ...sessions.map((s) => Buffer.concat([good, s]))], good, sessions };
@@ -171,7 +190,13 @@ describe('broker fuzz', () => {
     const afterFuzz = (await log.read(0n, 10_000)).length;
     expect(afterFuzz).toBeGreaterThanOrEqual(acknowledged);
     // A well-behaved device still connects, publishes at QoS 1, is acknowledged, and logged.
-    const st1 = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'st-1', username: 'st-1', password: token, reconnectPeriod: 0, connectTimeout: 10_000 });
+    const st1 = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, {
+      clientId: 'st-1',
+      username: 'st-1',
+      password: token,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+    });
     try {
       await st1.publishAsync('stations/st-1/telemetry', '{"after":"fuzz"}', { qos: 1 });
     } finally {

@@ -50,7 +50,10 @@ describe('limit arithmetic', () => {
 
   it('backs off an address exponentially after its allowed failed logins, up to the cap, and forgets them after the window', () => {
     let now = 0;
-    const guard = new AddressGuard(resolveLimits({ loginFailuresBeforeBackoff: 2, loginBackoffBaseMs: 100, loginBackoffMaxMs: 350, loginFailureWindowMs: 1_000 }), () => now);
+    const guard = new AddressGuard(
+      resolveLimits({ loginFailuresBeforeBackoff: 2, loginBackoffBaseMs: 100, loginBackoffMaxMs: 350, loginFailureWindowMs: 1_000 }),
+      () => now,
+    );
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {
       delays.push(guard.loginDelayMs('10.0.0.1'));
@@ -96,7 +99,7 @@ describe('packet size', () => {
     // A QoS 1 PUBLISH whose remaining length says 10 MB; only its first 64 KiB are sent.
     const remaining = 10_000_000;
     const length: number[] = [];
-    for (let n = remaining; ; ) {
+    for (let n = remaining; ;) {
       const byte = n % 128;
       n = Math.floor(n / 128);
       length.push(n > 0 ? byte | 0x80 : byte);
@@ -123,7 +126,9 @@ describe('per-device publish rate', () => {
     const calm = await bed.device('st-2');
     // 60 messages at once: 5× what the device may send in the 2.5 s that follow.
     let floodAcked = 0;
-    const flood = Array.from({ length: 60 }, (_, i) => flooder.publishAsync('stations/st-1/telemetry', JSON.stringify({ i }), { qos: 1 }).then(() => floodAcked++));
+    const flood = Array.from({ length: 60 }, (_, i) =>
+      flooder.publishAsync('stations/st-1/telemetry', JSON.stringify({ i }), { qos: 1 }).then(() => floodAcked++),
+    );
     await until(async () => ((await bed.limitsHit())['publish_rate_delayed'] ?? 0) > 0, 'the flood to be slowed');
     // The other device is acknowledged while the flooder still waits.
     const floodAckedWhenCalmAcked: number[] = [];

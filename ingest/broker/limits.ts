@@ -59,14 +59,7 @@ export const DEFAULT_BROKER_LIMITS: BrokerLimits = Object.freeze({
 
 /** What `voltline_limits_hit_total{limit}` counts. */
 export type LimitHit =
-  | 'publish_rate_delayed'
-  | 'publish_rate_refused'
-  | 'inflight'
-  | 'connect_timeout'
-  | 'connection_rate'
-  | 'connections'
-  | 'login_backoff'
-  | 'packet_size';
+  'publish_rate_delayed' | 'publish_rate_refused' | 'inflight' | 'connect_timeout' | 'connection_rate' | 'connections' | 'login_backoff' | 'packet_size';
 
 /** The defaults with `given` over them, checked: each must be a positive number (a whole one for counts). */
 export function resolveLimits(given: Partial<BrokerLimits> = {}): BrokerLimits {
@@ -74,11 +67,17 @@ export function resolveLimits(given: Partial<BrokerLimits> = {}): BrokerLimits {
   for (const [key, value] of Object.entries(limits)) {
     const whole = !key.endsWith('PerSecond');
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (whole && !Number.isInteger(value))) {
-      throw new VoltlineError('VL_BROKER_LIMIT', `Cannot start the broker as limit '${key}' must be a positive ${whole ? 'whole ' : ''}number: current value is ${JSON.stringify(value)}`);
+      throw new VoltlineError(
+        'VL_BROKER_LIMIT',
+        `Cannot start the broker as limit '${key}' must be a positive ${whole ? 'whole ' : ''}number: current value is ${JSON.stringify(value)}`,
+      );
     }
   }
   if (limits.loginBackoffMaxMs < limits.loginBackoffBaseMs) {
-    throw new VoltlineError('VL_BROKER_LIMIT', `Cannot start the broker as limit 'loginBackoffMaxMs' must be at least loginBackoffBaseMs (${limits.loginBackoffBaseMs}): current value is ${limits.loginBackoffMaxMs}`);
+    throw new VoltlineError(
+      'VL_BROKER_LIMIT',
+      `Cannot start the broker as limit 'loginBackoffMaxMs' must be at least loginBackoffBaseMs (${limits.loginBackoffBaseMs}): current value is ${limits.loginBackoffMaxMs}`,
+    );
   }
   return Object.freeze(limits);
 }
@@ -185,7 +184,10 @@ interface DeviceBucket {
 }
 
 /** What a device's publish must do: go on now, wait (then go on), or be refused. */
-export type PublishAdmission = { readonly kind: 'now' } | { readonly kind: 'wait'; readonly ready: Promise<void>; readonly waitMs: number } | { readonly kind: 'refused'; readonly waitMs: number };
+export type PublishAdmission =
+  | { readonly kind: 'now' }
+  | { readonly kind: 'wait'; readonly ready: Promise<void>; readonly waitMs: number }
+  | { readonly kind: 'refused'; readonly waitMs: number };
 
 /**
  * The per-device publish rate. A publish over the rate waits for its token rather than
@@ -223,9 +225,11 @@ export class PublishRateLimiter {
     const due = now + waitMs;
     const device = entry;
     device.waiting++;
-    const ready = device.tail.then(() => sleep(Math.max(0, due - this.#now()))).finally(() => {
-      device.waiting--;
-    });
+    const ready = device.tail
+      .then(() => sleep(Math.max(0, due - this.#now())))
+      .finally(() => {
+        device.waiting--;
+      });
     device.tail = ready;
     return { kind: 'wait', ready, waitMs };
   }

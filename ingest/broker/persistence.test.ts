@@ -30,7 +30,11 @@ afterEach(async () => {
 
 /** Runs the abstract suite in a Node 24 child under node --test; its exit code and summary. */
 async function runAbstractSuite(env: Record<string, string> = {}): Promise<{ code: number | null; pass: number; fail: number; output: string }> {
-  const child = spawn(process.execPath, ['--test', '--test-reporter=tap', path.join(HERE, 'persistence.abstract.ts')], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--test', '--test-reporter=tap', path.join(HERE, 'persistence.abstract.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -67,7 +71,10 @@ describe('state across a reopen of the files', () => {
   it('keeps subscriptions, queues in order, retained messages, QoS 2 receipts and wills', async () => {
     const a = await BrokerPersistence.open(dir);
     await a.setup({ id: 'broker-a' });
-    await a.addSubscriptions(client('st-1'), [{ topic: 'stations/st-1/commands/#', qos: 1 }, { topic: 'stations/st-1/info', qos: 0 }]);
+    await a.addSubscriptions(client('st-1'), [
+      { topic: 'stations/st-1/commands/#', qos: 1 },
+      { topic: 'stations/st-1/info', qos: 0 },
+    ]);
     await a.addSubscriptions(client('st-2'), [{ topic: 'stations/st-2/commands/#', qos: 1 }]);
     await a.removeSubscriptions(client('st-2'), ['stations/st-2/commands/#']);
     await a.outgoingEnqueueCombi([{ clientId: 'st-1' }], publishPacket('stations/st-1/commands/unlock', 'one', 1));
@@ -86,7 +93,10 @@ describe('state across a reopen of the files', () => {
 
     const b = await BrokerPersistence.open(dir);
     await b.setup({ id: 'broker-b' });
-    expect(await b.subscriptionsByClient(client('st-1'))).toEqual([{ topic: 'stations/st-1/commands/#', qos: 1 }, { topic: 'stations/st-1/info', qos: 0 }]);
+    expect(await b.subscriptionsByClient(client('st-1'))).toEqual([
+      { topic: 'stations/st-1/commands/#', qos: 1 },
+      { topic: 'stations/st-1/info', qos: 0 },
+    ]);
     expect(await b.subscriptionsByClient(client('st-2'))).toEqual([]);
     expect(await b.subscriptionsByTopic('stations/st-1/commands/unlock')).toEqual([{ clientId: 'st-1', topic: 'stations/st-1/commands/#', qos: 1 }]);
     expect(await b.countOffline()).toEqual({ subsCount: 1, clientsCount: 1 });
@@ -94,7 +104,9 @@ describe('state across a reopen of the files', () => {
     expect(queue.map((p) => String(p['payload']))).toEqual(['two', 'three']);
     // The id of the ended connection's send is cleared: aedes numbers the resend afresh.
     expect(queue.map((p) => p['messageId'])).toEqual([undefined, undefined]);
-    expect((await b.createRetainedStream('#').toArray()).map((p: BrokerPacket) => [p['topic'], String(p['payload'])])).toEqual([['stations/st-1/status', 'online']]);
+    expect((await b.createRetainedStream('#').toArray()).map((p: BrokerPacket) => [p['topic'], String(p['payload'])])).toEqual([
+      ['stations/st-1/status', 'online'],
+    ]);
     expect(String((await b.incomingGetPacket(client('st-3'), { messageId: 12 }))['payload'])).toBe('q2');
     expect((await b.getWill(client('st-1')))?.['brokerId']).toBe('broker-a');
     expect((await b.streamWill({ 'broker-b': {} }).toArray()).length).toBe(1);
@@ -119,7 +131,10 @@ describe('state across a reopen of the files', () => {
     for (let i = 2; i <= 20; i += 2) await a.outgoingClearMessageId(client('st-1'), { cmd: 'puback', messageId: i });
     await a.destroy();
     expect(beforeCompaction).toBeDefined();
-    const expected = [...Array.from({ length: 19 }, (_, k) => `m${k + 1}`).filter((_, k) => (k + 1) % 2 === 1), ...Array.from({ length: 20 }, (_, k) => `m${k + 21}`)];
+    const expected = [
+      ...Array.from({ length: 19 }, (_, k) => `m${k + 1}`).filter((_, k) => (k + 1) % 2 === 1),
+      ...Array.from({ length: 20 }, (_, k) => `m${k + 21}`),
+    ];
 
     const b = await BrokerPersistence.open(dir);
     expect((await queued(b, 'st-1')).map((p) => String(p['payload']))).toEqual(expected);
@@ -170,8 +185,13 @@ describe('bounds', () => {
     expect((await queued(p, 'st-1')).map((x) => String(x['payload']))).toEqual(['msg-3', 'msg-4', 'msg-5']);
     expect((await metrics.getSingleMetric('voltline_mqtt_queue_dropped_total')?.get())?.values[0]?.value).toBe(2);
     // 15 bytes queued; 30 more would be 45 > 40.
-    await expect(p.outgoingEnqueueCombi([{ clientId: 'st-2' }, { clientId: 'st-3' }], publishPacket('stations/x', 'x'.repeat(15), 9))).rejects.toMatchObject({ code: 'VL_BROKER_QUEUE_FULL', retriable: true });
-    expect((await metrics.getSingleMetric('voltline_mqtt_session_refusals_total')?.get())?.values).toEqual([expect.objectContaining({ labels: { reason: 'queue_bytes' }, value: 1 })]);
+    await expect(p.outgoingEnqueueCombi([{ clientId: 'st-2' }, { clientId: 'st-3' }], publishPacket('stations/x', 'x'.repeat(15), 9))).rejects.toMatchObject({
+      code: 'VL_BROKER_QUEUE_FULL',
+      retriable: true,
+    });
+    expect((await metrics.getSingleMetric('voltline_mqtt_session_refusals_total')?.get())?.values).toEqual([
+      expect.objectContaining({ labels: { reason: 'queue_bytes' }, value: 1 }),
+    ]);
     await p.destroy();
     const again = await BrokerPersistence.open(dir);
     expect((await queued(again, 'st-1')).map((x) => String(x['payload']))).toEqual(['msg-3', 'msg-4', 'msg-5']);
@@ -181,7 +201,10 @@ describe('bounds', () => {
 
   it('refuses subscriptions past the per-client bound', async () => {
     const p = await BrokerPersistence.open(dir, { maxSubscriptionsPerClient: 2 });
-    await p.addSubscriptions(client('st-1'), [{ topic: 'a', qos: 1 }, { topic: 'b', qos: 1 }]);
+    await p.addSubscriptions(client('st-1'), [
+      { topic: 'a', qos: 1 },
+      { topic: 'b', qos: 1 },
+    ]);
     await expect(p.addSubscriptions(client('st-1'), [{ topic: 'c', qos: 1 }])).rejects.toMatchObject({ code: 'VL_BROKER_SESSION_LIMIT' });
     await p.addSubscriptions(client('st-1'), [{ topic: 'a', qos: 0 }]);
     await p.destroy();
@@ -196,7 +219,16 @@ describe('a restart of the broker with real MQTT clients', () => {
 
   async function startAgain(): Promise<RunningBroker> {
     persistence = await BrokerPersistence.open(dir);
-    running = await startBroker({ log, logger: silentLogger(), metrics: new Registry(), host: '127.0.0.1', port: 0, maxPayloadBytes: 1024, allowAnonymous: true, persistence });
+    running = await startBroker({
+      log,
+      logger: silentLogger(),
+      metrics: new Registry(),
+      host: '127.0.0.1',
+      port: 0,
+      maxPayloadBytes: 1024,
+      allowAnonymous: true,
+      persistence,
+    });
     return running;
   }
   async function stop(): Promise<void> {
@@ -206,7 +238,11 @@ describe('a restart of the broker with real MQTT clients', () => {
     persistence = undefined;
   }
   /** Connects and collects messages from the first packet on; resolves with the CONNACK. */
-  async function mqttClient(clientId: string, options: IClientOptions, received: string[] = []): Promise<{ c: MqttClient; sessionPresent: boolean; received: string[] }> {
+  async function mqttClient(
+    clientId: string,
+    options: IClientOptions,
+    received: string[] = [],
+  ): Promise<{ c: MqttClient; sessionPresent: boolean; received: string[] }> {
     const c = connect(`mqtt://127.0.0.1:${running?.port ?? 0}`, { clientId, reconnectPeriod: 0, connectTimeout: 5_000, ...options });
     clients.push(c);
     c.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`));
@@ -248,7 +284,11 @@ describe('a restart of the broker with real MQTT clients', () => {
     const marker = new Promise<void>((resolve) => again.c.on('message', (_t, payload) => payload.toString() === 'marker' && resolve()));
     await running?.publish('stations/st-1/commands/ping', Buffer.from('marker'));
     await marker;
-    expect(again.received).toEqual(['stations/st-1/commands/unlock {"dock":1}', 'stations/st-1/commands/unlock {"dock":2}', 'stations/st-1/commands/ping marker']);
+    expect(again.received).toEqual([
+      'stations/st-1/commands/unlock {"dock":1}',
+      'stations/st-1/commands/unlock {"dock":2}',
+      'stations/st-1/commands/ping marker',
+    ]);
     expect(other.received).toEqual([]);
     expect(await persistence?.subscriptionsByClient({ id: 'st-2' })).toEqual([]);
     // Acknowledged: nothing stays queued (PUBACKs are handled as they arrive).

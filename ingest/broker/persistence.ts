@@ -141,7 +141,10 @@ interface QueueEntry {
 // qlobber ships no types: the two classes the reference uses, as far as used here.
 interface QlobberSubTrie {
   readonly subscriptionsCount: number;
-  add(topic: string, value: { clientId: string; topic: string; qos: number; rh?: number | undefined; rap?: boolean | undefined; nl?: boolean | undefined }): void;
+  add(
+    topic: string,
+    value: { clientId: string; topic: string; qos: number; rh?: number | undefined; rap?: boolean | undefined; nl?: boolean | undefined },
+  ): void;
   remove(topic: string, value: { clientId: string; topic: string }): void;
   match(topic: string): OfflineSub[];
 }
@@ -210,11 +213,22 @@ function asOp(value: unknown): Op {
   const ok = (() => {
     switch (v['o']) {
       case 'sub':
-        return typeof v['c'] === 'string' && Array.isArray(v['s']) && v['s'].every((s) => isObj(s) && typeof (s as Sub).topic === 'string' && typeof (s as Sub).qos === 'number');
+        return (
+          typeof v['c'] === 'string' &&
+          Array.isArray(v['s']) &&
+          v['s'].every((s) => isObj(s) && typeof (s as Sub).topic === 'string' && typeof (s as Sub).qos === 'number')
+        );
       case 'unsub':
         return typeof v['c'] === 'string' && Array.isArray(v['t']) && v['t'].every((t) => typeof t === 'string');
       case 'enq':
-        return Array.isArray(v['c']) && Array.isArray(v['q']) && v['c'].length === v['q'].length && v['c'].every((c) => typeof c === 'string') && v['q'].every((q) => Number.isSafeInteger(q)) && isObj(v['p']);
+        return (
+          Array.isArray(v['c']) &&
+          Array.isArray(v['q']) &&
+          v['c'].length === v['q'].length &&
+          v['c'].every((c) => typeof c === 'string') &&
+          v['q'].every((q) => Number.isSafeInteger(q)) &&
+          isObj(v['p'])
+        );
       case 'upd':
         return typeof v['c'] === 'string' && Number.isSafeInteger(v['q']);
       case 'rep':
@@ -261,7 +275,11 @@ function payloadBytes(packet: BrokerPacket): number {
 }
 
 function stateError(file: string, what: string, cause?: unknown): VoltlineError {
-  return new VoltlineError('VL_BROKER_STATE_FILE', `Cannot read the broker's session state ${file}${what}: it is not a state this version wrote (fix or move the file)`, { cause, context: { file } });
+  return new VoltlineError(
+    'VL_BROKER_STATE_FILE',
+    `Cannot read the broker's session state ${file}${what}: it is not a state this version wrote (fix or move the file)`,
+    { cause, context: { file } },
+  );
 }
 
 interface JournalLine {
@@ -350,11 +368,35 @@ export class BrokerPersistence {
     this.#logger = options.logger?.child({ stage: 'broker-persistence' });
     const registers = options.metrics === undefined ? [] : [options.metrics];
     if (options.metrics !== undefined) {
-      this.#dropped = new Counter({ name: 'voltline_mqtt_queue_dropped_total', help: 'Queued messages of persistent MQTT sessions dropped because the client queue was full (the oldest goes)', registers });
-      this.#refusals = new Counter({ name: 'voltline_mqtt_session_refusals_total', help: 'Session state refused by a persistence bound, by reason', labelNames: ['reason'], registers });
-      const sessions: Gauge = new Gauge({ name: 'voltline_mqtt_sessions_stored', help: 'Clients with stored subscriptions (persistent sessions)', registers, collect: () => sessions.set(this.#subscriptions.size) });
-      const queued: Gauge = new Gauge({ name: 'voltline_mqtt_queued_messages', help: 'Messages queued for persistent MQTT sessions', registers, collect: () => queued.set(this.#queuedCount) });
-      const queuedBytes: Gauge = new Gauge({ name: 'voltline_mqtt_queued_bytes', help: 'Payload bytes queued for persistent MQTT sessions', registers, collect: () => queuedBytes.set(this.#queuedBytes) });
+      this.#dropped = new Counter({
+        name: 'voltline_mqtt_queue_dropped_total',
+        help: 'Queued messages of persistent MQTT sessions dropped because the client queue was full (the oldest goes)',
+        registers,
+      });
+      this.#refusals = new Counter({
+        name: 'voltline_mqtt_session_refusals_total',
+        help: 'Session state refused by a persistence bound, by reason',
+        labelNames: ['reason'],
+        registers,
+      });
+      const sessions: Gauge = new Gauge({
+        name: 'voltline_mqtt_sessions_stored',
+        help: 'Clients with stored subscriptions (persistent sessions)',
+        registers,
+        collect: () => sessions.set(this.#subscriptions.size),
+      });
+      const queued: Gauge = new Gauge({
+        name: 'voltline_mqtt_queued_messages',
+        help: 'Messages queued for persistent MQTT sessions',
+        registers,
+        collect: () => queued.set(this.#queuedCount),
+      });
+      const queuedBytes: Gauge = new Gauge({
+        name: 'voltline_mqtt_queued_bytes',
+        help: 'Payload bytes queued for persistent MQTT sessions',
+        registers,
+        collect: () => queuedBytes.set(this.#queuedBytes),
+      });
     }
   }
 
@@ -386,13 +428,15 @@ export class BrokerPersistence {
         }
         const record = value as Record<string, unknown>;
         if (number === 1) {
-          if (record['voltline'] !== 'broker-state' || record['v'] !== 1 || !Number.isSafeInteger(record['gen'])) throw stateError(this.#statePath, ' (no header)');
+          if (record['voltline'] !== 'broker-state' || record['v'] !== 1 || !Number.isSafeInteger(record['gen']))
+            throw stateError(this.#statePath, ' (no header)');
           this.#generation = record['gen'] as number;
           continue;
         }
         if (ended) throw stateError(this.#statePath, ` at line ${number} (after the end)`);
         if (record['o'] === 'end') {
-          if (record['records'] !== records) throw stateError(this.#statePath, ` at line ${number} (${records} records, the end line says ${String(record['records'])})`);
+          if (record['records'] !== records)
+            throw stateError(this.#statePath, ` at line ${number} (${records} records, the end line says ${String(record['records'])})`);
           ended = true;
           continue;
         }
@@ -422,9 +466,11 @@ export class BrokerPersistence {
       }
       if (entry.number === 1) {
         const header = value as Record<string, unknown>;
-        if (header['voltline'] !== 'broker-journal' || header['v'] !== 1 || !Number.isSafeInteger(header['gen'])) throw stateError(this.#journalPath, ' (no header)');
+        if (header['voltline'] !== 'broker-journal' || header['v'] !== 1 || !Number.isSafeInteger(header['gen']))
+          throw stateError(this.#journalPath, ' (no header)');
         const gen = header['gen'] as number;
-        if (gen > this.#generation) throw stateError(this.#journalPath, ` (generation ${gen} follows a snapshot of generation ${this.#generation}: ${STATE_FILE} is missing or older)`);
+        if (gen > this.#generation)
+          throw stateError(this.#journalPath, ` (generation ${gen} follows a snapshot of generation ${this.#generation}: ${STATE_FILE} is missing or older)`);
         // Older: it was folded into the snapshot, and a crash came before it was restarted.
         replay = gen === this.#generation;
         return true;
@@ -474,7 +520,10 @@ export class BrokerPersistence {
     await syncDir(this.#dir);
     this.#journal = journal;
     this.#journalBytes = good;
-    this.#logger?.debug({ sessions: this.#subscriptions.size, queued: this.#queuedCount, retained: this.#retained.size, generation: this.#generation }, 'broker session state loaded');
+    this.#logger?.debug(
+      { sessions: this.#subscriptions.size, queued: this.#queuedCount, retained: this.#retained.size, generation: this.#generation },
+      'broker session state loaded',
+    );
   }
 
   #journalHeader(): string {
@@ -493,7 +542,13 @@ export class BrokerPersistence {
         }
         for (const sub of op.s) {
           const before = stored.get(sub.topic);
-          const record: SubRecord = { qos: sub.qos, ...(sub.rh === undefined ? {} : { rh: sub.rh }), ...(sub.rap === undefined ? {} : { rap: sub.rap }), ...(sub.nl === undefined ? {} : { nl: sub.nl }), ...(sub.subscriptionIdentifier === undefined ? {} : { subscriptionIdentifier: sub.subscriptionIdentifier }) };
+          const record: SubRecord = {
+            qos: sub.qos,
+            ...(sub.rh === undefined ? {} : { rh: sub.rh }),
+            ...(sub.rap === undefined ? {} : { rap: sub.rap }),
+            ...(sub.nl === undefined ? {} : { nl: sub.nl }),
+            ...(sub.subscriptionIdentifier === undefined ? {} : { subscriptionIdentifier: sub.subscriptionIdentifier }),
+          };
           if (sub.qos > 0) this.#trie.add(sub.topic, { clientId: op.c, topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl });
           else if (before !== undefined && before.qos > 0) this.#trie.remove(sub.topic, { clientId: op.c, topic: sub.topic });
           stored.set(sub.topic, record);
@@ -613,7 +668,11 @@ export class BrokerPersistence {
   #writable(): void {
     if (this.#destroyed) throw new VoltlineError('VL_BROKER_STATE_CLOSED', 'Cannot change the broker session state: it is closed');
     if (this.#failed !== undefined) {
-      throw new VoltlineError('VL_BROKER_STATE_FILE', `Cannot change the broker session state: an earlier write to ${this.#journalPath} failed (${this.#failed.message}); restart the platform`, { cause: this.#failed });
+      throw new VoltlineError(
+        'VL_BROKER_STATE_FILE',
+        `Cannot change the broker session state: an earlier write to ${this.#journalPath} failed (${this.#failed.message}); restart the platform`,
+        { cause: this.#failed },
+      );
     }
   }
 
@@ -646,9 +705,14 @@ export class BrokerPersistence {
     const error = err instanceof Error ? err : new Error(String(err));
     if (this.#failed === undefined) {
       this.#failed = error;
-      this.#logger?.error({ file: this.#journalPath, err: error.message }, 'the broker session state could not be written: changes are refused until a restart');
+      this.#logger?.error(
+        { file: this.#journalPath, err: error.message },
+        'the broker session state could not be written: changes are refused until a restart',
+      );
     }
-    const refusal = new VoltlineError('VL_BROKER_STATE_FILE', `Cannot store the broker session state in ${this.#journalPath}: ${error.message}`, { cause: error });
+    const refusal = new VoltlineError('VL_BROKER_STATE_FILE', `Cannot store the broker session state in ${this.#journalPath}: ${error.message}`, {
+      cause: error,
+    });
     for (const w of waiters) w.reject(refusal);
   }
 
@@ -753,11 +817,18 @@ export class BrokerPersistence {
     }
     const before = this.#retained.get(topic);
     if (before === undefined && this.#retained.size >= this.#o.maxRetained) {
-      this.#refuse('retained_count', 'VL_BROKER_RETAINED_LIMIT', `Cannot retain a message on '${topic}' as ${this.#o.maxRetained} topics already have one`, { topic });
+      this.#refuse('retained_count', 'VL_BROKER_RETAINED_LIMIT', `Cannot retain a message on '${topic}' as ${this.#o.maxRetained} topics already have one`, {
+        topic,
+      });
     }
     const bytes = this.#retainedBytes - (before === undefined ? 0 : payloadBytes(before)) + payloadBytes(packet);
     if (bytes > this.#o.maxRetainedBytes) {
-      this.#refuse('retained_bytes', 'VL_BROKER_RETAINED_LIMIT', `Cannot retain a message on '${topic}' as retained messages would hold ${bytes} bytes and the limit is ${this.#o.maxRetainedBytes}`, { topic });
+      this.#refuse(
+        'retained_bytes',
+        'VL_BROKER_RETAINED_LIMIT',
+        `Cannot retain a message on '${topic}' as retained messages would hold ${bytes} bytes and the limit is ${this.#o.maxRetainedBytes}`,
+        { topic },
+      );
     }
     return this.#commit({ o: 'ret', t: topic, p: packet }, true);
   }
@@ -783,13 +854,30 @@ export class BrokerPersistence {
     this.#writable();
     const stored = this.#subscriptions.get(client.id);
     if (stored === undefined && this.#subscriptions.size >= this.#o.maxSessions) {
-      this.#refuse('sessions', 'VL_BROKER_SESSION_LIMIT', `Cannot store the subscriptions of client '${client.id}' as ${this.#o.maxSessions} persistent sessions are stored`, { clientId: client.id });
+      this.#refuse(
+        'sessions',
+        'VL_BROKER_SESSION_LIMIT',
+        `Cannot store the subscriptions of client '${client.id}' as ${this.#o.maxSessions} persistent sessions are stored`,
+        { clientId: client.id },
+      );
     }
     const topics = new Set([...(stored?.keys() ?? []), ...subs.map((s) => s.topic)]);
     if (topics.size > this.#o.maxSubscriptionsPerClient) {
-      this.#refuse('subscriptions', 'VL_BROKER_SESSION_LIMIT', `Cannot store ${topics.size} subscriptions for client '${client.id}' as the limit is ${this.#o.maxSubscriptionsPerClient}`, { clientId: client.id });
+      this.#refuse(
+        'subscriptions',
+        'VL_BROKER_SESSION_LIMIT',
+        `Cannot store ${topics.size} subscriptions for client '${client.id}' as the limit is ${this.#o.maxSubscriptionsPerClient}`,
+        { clientId: client.id },
+      );
     }
-    const s = subs.map((sub) => ({ topic: sub.topic, qos: sub.qos, ...(sub.rh === undefined ? {} : { rh: sub.rh }), ...(sub.rap === undefined ? {} : { rap: sub.rap }), ...(sub.nl === undefined ? {} : { nl: sub.nl }), ...(sub.subscriptionIdentifier === undefined ? {} : { subscriptionIdentifier: sub.subscriptionIdentifier }) }));
+    const s = subs.map((sub) => ({
+      topic: sub.topic,
+      qos: sub.qos,
+      ...(sub.rh === undefined ? {} : { rh: sub.rh }),
+      ...(sub.rap === undefined ? {} : { rap: sub.rap }),
+      ...(sub.nl === undefined ? {} : { nl: sub.nl }),
+      ...(sub.subscriptionIdentifier === undefined ? {} : { subscriptionIdentifier: sub.subscriptionIdentifier }),
+    }));
     return this.#commit({ o: 'sub', c: client.id, s }, true);
   }
 
@@ -828,7 +916,12 @@ export class BrokerPersistence {
     if (subs.length === 0) return;
     const bytes = payloadBytes(packet);
     if (this.#queuedBytes + bytes * subs.length > this.#o.maxQueuedBytes) {
-      this.#refuse('queue_bytes', 'VL_BROKER_QUEUE_FULL', `Cannot queue a message on '${String(packet['topic'])}' for ${subs.length} offline session(s) as queued messages hold ${this.#queuedBytes} bytes and the limit is ${this.#o.maxQueuedBytes}`, { topic: packet['topic'] });
+      this.#refuse(
+        'queue_bytes',
+        'VL_BROKER_QUEUE_FULL',
+        `Cannot queue a message on '${String(packet['topic'])}' for ${subs.length} offline session(s) as queued messages hold ${this.#queuedBytes} bytes and the limit is ${this.#o.maxQueuedBytes}`,
+        { topic: packet['topic'] },
+      );
     }
     // Full queues lose their oldest messages first (counted, logged once a minute per client).
     const adding = new Map<string, number>();
@@ -843,7 +936,11 @@ export class BrokerPersistence {
       drops.push(this.#commit({ o: 'clr', c: clientId, q: seqs }, false));
       this.#dropped?.inc(seqs.length);
       const permit = this.#dropLog.take(clientId);
-      if (permit !== undefined) this.#logger?.warn({ clientId, dropped: seqs.length, limit: this.#o.maxQueuedPerClient, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) }, 'queue of an offline MQTT session is full: its oldest messages were dropped');
+      if (permit !== undefined)
+        this.#logger?.warn(
+          { clientId, dropped: seqs.length, limit: this.#o.maxQueuedPerClient, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) },
+          'queue of an offline MQTT session is full: its oldest messages were dropped',
+        );
     }
     const q = subs.map(() => this.#nextSeq++);
     await Promise.all([...drops, this.#commit({ o: 'enq', c: subs.map((s) => s.clientId), q, p: copyPacket(packet) }, true)]);

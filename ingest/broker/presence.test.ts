@@ -25,7 +25,9 @@ function start(appendTo: TriggerLog = bed.log): Promise<RunningBroker> {
 /** The presence events in the log, in order, with their payloads parsed. */
 async function presenceEvents(): Promise<{ event: LoggedEvent; payload: PresencePayload }[]> {
   const events = await bed.log.read(0n, 1_000);
-  return events.filter((e) => e.source === 'presence').map((event) => ({ event, payload: JSON.parse(Buffer.from(event.payload).toString('utf8')) as PresencePayload }));
+  return events
+    .filter((e) => e.source === 'presence')
+    .map((event) => ({ event, payload: JSON.parse(Buffer.from(event.payload).toString('utf8')) as PresencePayload }));
 }
 
 describe('device presence', () => {
@@ -49,7 +51,12 @@ describe('device presence', () => {
     expect(events[1]?.payload).toMatchObject({ event: 'device.disconnected', deviceId: 'acme-1', reason: 'clean', messages: 2, bytes: 15 });
     expect(events[1]?.payload.connectedForMs).toBeGreaterThanOrEqual(0);
     // The device's own messages sit between its two presence events, in log order.
-    expect((await bed.log.read(0n, 100)).map((e) => e.topic)).toEqual(['$devices/acme-1/connected', 'stations/acme-1/telemetry', 'stations/acme-1/telemetry', '$devices/acme-1/disconnected']);
+    expect((await bed.log.read(0n, 100)).map((e) => e.topic)).toEqual([
+      '$devices/acme-1/connected',
+      'stations/acme-1/telemetry',
+      'stations/acme-1/telemetry',
+      '$devices/acme-1/disconnected',
+    ]);
     expect(presence.get('acme-1')).toMatchObject({ online: false, lastDisconnectReason: 'clean', messages: 2 });
     expect(await bed.value('voltline_devices_online')).toBe(0);
     expect(await bed.value('voltline_presence_events_total', { event: 'disconnected' })).toBe(1);

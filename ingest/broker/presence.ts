@@ -130,7 +130,12 @@ export class PresenceTracker {
     this.#maxPending = options.maxPendingAppends ?? 10_000;
     const registers = [options.metrics];
     this.#onlineGauge = new Gauge({ name: 'voltline_devices_online', help: 'Devices with a connected MQTT session', registers });
-    this.#events = new Counter({ name: 'voltline_presence_events_total', help: 'Presence events (device connected / disconnected) durably appended to the trigger log, by event', labelNames: ['event'], registers });
+    this.#events = new Counter({
+      name: 'voltline_presence_events_total',
+      help: 'Presence events (device connected / disconnected) durably appended to the trigger log, by event',
+      labelNames: ['event'],
+      registers,
+    });
     this.#dropped = new Counter({
       name: 'voltline_presence_events_dropped_total',
       help: 'Presence events not appended to the trigger log, by reason (backlog: too many appends waiting; log_refused: the append failed; bad_id: a client id that cannot be a topic level)',
@@ -175,7 +180,20 @@ export class PresenceTracker {
     if (entry?.session !== undefined && entry.session !== session) this.disconnected(deviceId, entry.session, 'takeover');
     entry = this.#offline.get(deviceId);
     this.#offline.delete(deviceId);
-    entry ??= { tenant, session: undefined, connectedAt: now, lastSeenAt: now, disconnectedAt: undefined, lastDisconnectReason: undefined, messages: 0, bytes: 0, totalMessages: 0, totalBytes: 0, connections: 0, address: undefined };
+    entry ??= {
+      tenant,
+      session: undefined,
+      connectedAt: now,
+      lastSeenAt: now,
+      disconnectedAt: undefined,
+      lastDisconnectReason: undefined,
+      messages: 0,
+      bytes: 0,
+      totalMessages: 0,
+      totalBytes: 0,
+      connections: 0,
+      address: undefined,
+    };
     entry.tenant = tenant;
     entry.session = session;
     entry.connectedAt = now;

@@ -42,7 +42,11 @@ const TLV = Buffer.concat([Buffer.from([0x05, 0x00, 0x08]), Buffer.from('abcdefg
 describe('parseProxyHeader', () => {
   it('reads v1 TCP4 and TCP6 headers and their length, and UNKNOWN as the balancer’s own connection', () => {
     const mqtt = Buffer.from([0x10, 0x00]);
-    expect(parseProxyHeader(Buffer.concat([v1('203.0.113.7'), mqtt]))).toEqual({ state: 'done', header: { version: 1, kind: 'proxied', address: '203.0.113.7', port: 40000 }, length: v1('203.0.113.7').length });
+    expect(parseProxyHeader(Buffer.concat([v1('203.0.113.7'), mqtt]))).toEqual({
+      state: 'done',
+      header: { version: 1, kind: 'proxied', address: '203.0.113.7', port: 40000 },
+      length: v1('203.0.113.7').length,
+    });
     expect(parseProxyHeader(v1('2001:0db8:0:0:0:0:0:7', 'TCP6'))).toMatchObject({ state: 'done', header: { address: '2001:db8::7' } });
     expect(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\n'))).toEqual({ state: 'done', header: { version: 1, kind: 'local' }, length: 15 });
   });
@@ -56,23 +60,46 @@ describe('parseProxyHeader', () => {
 
   it('reads v2 IPv4 and IPv6 headers past their TLVs, and LOCAL as the balancer’s own connection', () => {
     const header = v2([198, 51, 100, 9], { tlvs: TLV });
-    expect(parseProxyHeader(Buffer.concat([header, Buffer.from([0x10])]))).toEqual({ state: 'done', header: { version: 2, kind: 'proxied', address: '198.51.100.9', port: 40000 }, length: header.length });
-    expect(parseProxyHeader(v2([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]))).toMatchObject({ state: 'done', header: { version: 2, address: '2001:db8::7' } });
+    expect(parseProxyHeader(Buffer.concat([header, Buffer.from([0x10])]))).toEqual({
+      state: 'done',
+      header: { version: 2, kind: 'proxied', address: '198.51.100.9', port: 40000 },
+      length: header.length,
+    });
+    expect(parseProxyHeader(v2([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]))).toMatchObject({
+      state: 'done',
+      header: { version: 2, address: '2001:db8::7' },
+    });
     expect(parseProxyHeader(v2([198, 51, 100, 9], { local: true }))).toMatchObject({ state: 'done', header: { version: 2, kind: 'local' } });
   });
 
   it('refuses bytes that are not a header (missing) and broken headers (invalid), naming the problem', () => {
     expect(parseProxyHeader(Buffer.from([0x10, 0x2a]))).toMatchObject({ state: 'refused', reason: 'missing' });
     expect(parseProxyHeader(Buffer.from('GET / HTTP/1.1\r\n'))).toMatchObject({ state: 'refused', reason: 'missing' });
-    expect(parseProxyHeader(Buffer.from('PROXY TCP4 999.1.1.1 10.0.0.1 1 2\r\n'))).toMatchObject({ state: 'refused', reason: 'invalid', problem: expect.stringContaining('not TCP4 addresses') });
+    expect(parseProxyHeader(Buffer.from('PROXY TCP4 999.1.1.1 10.0.0.1 1 2\r\n'))).toMatchObject({
+      state: 'refused',
+      reason: 'invalid',
+      problem: expect.stringContaining('not TCP4 addresses'),
+    });
     expect(parseProxyHeader(Buffer.from('PROXY TCP4 1.2.3.4 10.0.0.1 x 2\r\n'))).toMatchObject({ state: 'refused', reason: 'invalid' });
-    expect(parseProxyHeader(Buffer.from('PROXY TCP4 1.2.3.4 10.0.0.1 70000 2\r\n'))).toMatchObject({ state: 'refused', reason: 'invalid', problem: expect.stringContaining('ports') });
-    expect(parseProxyHeader(Buffer.from(`PROXY TCP4 ${'1'.repeat(MAX_V1_HEADER_BYTES)}`))).toMatchObject({ state: 'refused', reason: 'invalid', problem: expect.stringContaining('no CRLF within 107 bytes') });
+    expect(parseProxyHeader(Buffer.from('PROXY TCP4 1.2.3.4 10.0.0.1 70000 2\r\n'))).toMatchObject({
+      state: 'refused',
+      reason: 'invalid',
+      problem: expect.stringContaining('ports'),
+    });
+    expect(parseProxyHeader(Buffer.from(`PROXY TCP4 ${'1'.repeat(MAX_V1_HEADER_BYTES)}`))).toMatchObject({
+      state: 'refused',
+      reason: 'invalid',
+      problem: expect.stringContaining('no CRLF within 107 bytes'),
+    });
     const badVersion = v2([198, 51, 100, 9]);
     badVersion[12] = 0x31;
     expect(parseProxyHeader(badVersion)).toMatchObject({ state: 'refused', reason: 'invalid', problem: expect.stringContaining('version 3') });
     const long = v2([198, 51, 100, 9], { tlvs: Buffer.alloc(5_000) });
-    expect(parseProxyHeader(long.subarray(0, 16))).toMatchObject({ state: 'refused', reason: 'invalid', problem: expect.stringContaining('longer than the 4096 accepted') });
+    expect(parseProxyHeader(long.subarray(0, 16))).toMatchObject({
+      state: 'refused',
+      reason: 'invalid',
+      problem: expect.stringContaining('longer than the 4096 accepted'),
+    });
   });
 });
 
@@ -81,7 +108,9 @@ describe('trustedProxies', () => {
     const trusted = trustedProxies(['10.0.0.0/8', '192.0.2.7', '2001:db8::/32']);
     expect(['10.1.2.3', '192.0.2.7', '::ffff:10.9.9.9', '2001:db8::5'].map(trusted)).toEqual([true, true, true, true]);
     expect(['11.0.0.1', '192.0.2.8', '127.0.0.1', '2001:db9::1', 'nonsense'].map(trusted)).toEqual([false, false, false, false, false]);
-    expect(() => trustedProxies(['10.0.0.0/33'])).toThrow("Cannot start the broker as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '10.0.0.0/33' is neither");
+    expect(() => trustedProxies(['10.0.0.0/33'])).toThrow(
+      "Cannot start the broker as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '10.0.0.0/33' is neither",
+    );
     expect(() => trustedProxies(['lb.example'])).toThrow(/current value 'lb.example' is neither/);
   });
 });
@@ -115,7 +144,9 @@ describe('broker behind a balancer (proxyProtocol)', () => {
     const first = v1('203.0.113.7');
     const a = await connectThrough([first.subarray(0, 9), Buffer.concat([first.subarray(9), bed.connectPacket('st-1')])]);
     expect(a.returnCode).toBe(0);
-    const b = await connectThrough([Buffer.concat([v2([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], { tlvs: TLV }), bed.connectPacket('st-2')])]);
+    const b = await connectThrough([
+      Buffer.concat([v2([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], { tlvs: TLV }), bed.connectPacket('st-2')]),
+    ]);
     expect(b.returnCode).toBe(0);
     // What follows the header is MQTT, nothing lost: a QoS 1 publish is acknowledged and in the log.
     a.socket.write(bed.publishPacket('stations/st-1/telemetry', '{"v":1}', 7));
@@ -124,7 +155,9 @@ describe('broker behind a balancer (proxyProtocol)', () => {
     expect(events.filter((e) => e.source === 'mqtt').map((e) => e.topic)).toEqual(['stations/st-1/telemetry']);
     expect(presence.get('st-1')).toMatchObject({ online: true, address: '203.0.113.7' });
     expect(presence.get('st-2')).toMatchObject({ online: true, address: '2001:db8::7' });
-    const connected = events.filter((e) => e.topic === '$devices/st-1/connected').map((e) => JSON.parse(Buffer.from(e.payload).toString()) as Record<string, unknown>);
+    const connected = events
+      .filter((e) => e.topic === '$devices/st-1/connected')
+      .map((e) => JSON.parse(Buffer.from(e.payload).toString()) as Record<string, unknown>);
     expect(connected).toEqual([expect.objectContaining({ event: 'device.connected', address: '203.0.113.7' })]);
   });
 

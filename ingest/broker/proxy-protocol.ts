@@ -35,8 +35,7 @@ export const DEFAULT_MAX_PROXY_HEADER_BYTES = 4_096;
 
 /** The header read: the client's address, or none (the balancer's own connection). */
 export type ProxyHeader =
-  | { readonly version: 1 | 2; readonly kind: 'proxied'; readonly address: string; readonly port: number }
-  | { readonly version: 1 | 2; readonly kind: 'local' };
+  { readonly version: 1 | 2; readonly kind: 'proxied'; readonly address: string; readonly port: number } | { readonly version: 1 | 2; readonly kind: 'local' };
 
 /** Why a connection was refused before MQTT (`reason` of voltline_mqtt_proxy_refusals_total). */
 export type ProxyRefusal = 'missing' | 'invalid' | 'timeout' | 'untrusted';
@@ -146,7 +145,9 @@ function printable(line: string): string {
   return line.replace(/[^\x20-\x7e]/g, '?').slice(0, MAX_V1_HEADER_BYTES);
 }
 
-export type ReadHeaderResult = { readonly ok: true; readonly header: ProxyHeader } | { readonly ok: false; readonly reason: 'missing' | 'invalid' | 'timeout' | 'closed'; readonly problem: string };
+export type ReadHeaderResult =
+  | { readonly ok: true; readonly header: ProxyHeader }
+  | { readonly ok: false; readonly reason: 'missing' | 'invalid' | 'timeout' | 'closed'; readonly problem: string };
 
 /**
  * Reads the PROXY header from `socket` (before anyone else reads it) and puts back what
@@ -195,7 +196,11 @@ export function trustedProxies(entries: readonly string[]): (address: string) =>
   const list = new net.BlockList();
   for (const entry of entries) {
     const fail = (): never => {
-      throw new VoltlineError('VL_BROKER_PROXY_FROM', `Cannot start the broker as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '${entry}' is neither`, { context: { entry } });
+      throw new VoltlineError(
+        'VL_BROKER_PROXY_FROM',
+        `Cannot start the broker as 'proxyProtocolFrom' must list IP addresses or CIDR blocks (like 10.0.0.0/8): current value '${entry}' is neither`,
+        { context: { entry } },
+      );
     };
     const [ip, bits, extra] = entry.trim().split('/');
     const family = net.isIP(ip ?? '');

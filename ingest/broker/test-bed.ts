@@ -150,7 +150,17 @@ export class BrokerTestBed {
     const lines: string[] = [];
     this.#lines = lines;
     const logger = pino({ level: this.#options.logLevel ?? 'debug' }, { write: (line: string) => lines.push(line) });
-    this.#broker = await startBroker({ log, logger, metrics: this.#metrics, host: '127.0.0.1', port: 0, maxPayloadBytes: 1024, devices, allowAnonymous: false, ...options });
+    this.#broker = await startBroker({
+      log,
+      logger,
+      metrics: this.#metrics,
+      host: '127.0.0.1',
+      port: 0,
+      maxPayloadBytes: 1024,
+      devices,
+      allowAnonymous: false,
+      ...options,
+    });
     return this.#broker;
   }
 
@@ -226,7 +236,16 @@ export class BrokerTestBed {
   /** A CONNECT packet (MQTT 3.1.1, clean session) of a device, with its own token unless given another. */
   connectPacket(id: string, options: { readonly token?: string; readonly keepalive?: number } = {}): Buffer {
     const password = Buffer.from(options.token ?? this.token(id));
-    return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: options.keepalive ?? 60, clientId: id, username: id, password });
+    return mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      keepalive: options.keepalive ?? 60,
+      clientId: id,
+      username: id,
+      password,
+    });
   }
 
   /** A QoS 1 PUBLISH packet. */

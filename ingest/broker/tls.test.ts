@@ -81,7 +81,7 @@ describe('MQTT over TLS', () => {
     await bed.connect('st-2', withCert(bed.cert('st-2')));
   });
 
-  it('refuses the old certificate after a rotate and a removed device\'s certificate (5, bad_certificate); the new one works', async () => {
+  it("refuses the old certificate after a rotate and a removed device's certificate (5, bad_certificate); the new one works", async () => {
     await start();
     const old = bed.cert('st-1');
     const rotated = await bed.devices.rotate('st-1', { cert: true });

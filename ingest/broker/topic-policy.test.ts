@@ -50,7 +50,9 @@ describe('TopicPolicy', () => {
 
   it('refuses templates that are not filters, lack {deviceId} as a level, or put a wildcard before it', () => {
     const make = (publishTemplate: string) => () => new TopicPolicy({ mode: 'device', publishTemplate, subscribeTemplate: 'stations/{deviceId}/commands/#' });
-    expect(make('stations/#')).toThrow("Cannot start the broker as 'publishTemplate' must contain {deviceId} as a whole topic level: current value is 'stations/#'");
+    expect(make('stations/#')).toThrow(
+      "Cannot start the broker as 'publishTemplate' must contain {deviceId} as a whole topic level: current value is 'stations/#'",
+    );
     expect(make('stations/dev-{deviceId}/#')).toThrow(/whole topic level/);
     expect(make('stations/{deviceId}/#/x')).toThrow(/'#' only as the whole last level/);
     expect(make('+/{deviceId}/#')).toThrow(/wildcard before \{deviceId\}/);
@@ -60,7 +62,10 @@ describe('TopicPolicy', () => {
   });
 
   it("gives a tenant's devices its own templates (a template it does not give stays the default), and other tenants the default", () => {
-    const tenants = new TopicPolicy({ ...policy, tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' }, beta: { subscribeTemplate: 'beta/{deviceId}/down' } } });
+    const tenants = new TopicPolicy({
+      ...policy,
+      tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' }, beta: { subscribeTemplate: 'beta/{deviceId}/down' } },
+    });
     const acme = tenants.forTenant('acme');
     expect(acme.mayPublish('a-1', 'acme/a-1/telemetry')).toBe(true);
     expect(acme.mayPublish('a-1', 'stations/a-1/telemetry')).toBe(false);
@@ -74,15 +79,25 @@ describe('TopicPolicy', () => {
       expect(other.mayPublish('st-1', 'acme/st-1/telemetry')).toBe(false);
     }
     expect(tenants.tenants).toEqual(['acme', 'beta']);
-    expect(new TopicPolicy({ ...policy, mode: 'open', tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' } } }).forTenant('acme').mayPublish('a-1', 'x/y')).toBe(true);
+    expect(
+      new TopicPolicy({ ...policy, mode: 'open', tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' } } }).forTenant('acme').mayPublish('a-1', 'x/y'),
+    ).toBe(true);
   });
 
   it("checks a tenant's templates like the default ones, naming them, and keeps {deviceId} at one level in every template", () => {
-    const make = (tenants: Record<string, { publishTemplate?: string; subscribeTemplate?: string }>, publishTemplate = 'stations/{deviceId}/#') => () =>
-      new TopicPolicy({ mode: 'device', publishTemplate, subscribeTemplate: 'stations/{deviceId}/commands/#', tenants });
-    expect(make({ acme: { publishTemplate: 'acme/#' } })).toThrow("Cannot start the broker as 'tenantTopicPolicies.acme.publishTemplate' must contain {deviceId} as a whole topic level: current value is 'acme/#'");
-    expect(make({ acme: { subscribeTemplate: '+/{deviceId}/#' } })).toThrow(/'tenantTopicPolicies.acme.subscribeTemplate' must not have a wildcard before \{deviceId\}/);
-    expect(make({ Acme: { publishTemplate: 'acme/{deviceId}/#' } })).toThrow("Cannot start the broker as 'tenantTopicPolicies' must be keyed by tenant names (lowercase letters, digits and '-', up to 63): current key is 'Acme'");
+    const make =
+      (tenants: Record<string, { publishTemplate?: string; subscribeTemplate?: string }>, publishTemplate = 'stations/{deviceId}/#') =>
+      () =>
+        new TopicPolicy({ mode: 'device', publishTemplate, subscribeTemplate: 'stations/{deviceId}/commands/#', tenants });
+    expect(make({ acme: { publishTemplate: 'acme/#' } })).toThrow(
+      "Cannot start the broker as 'tenantTopicPolicies.acme.publishTemplate' must contain {deviceId} as a whole topic level: current value is 'acme/#'",
+    );
+    expect(make({ acme: { subscribeTemplate: '+/{deviceId}/#' } })).toThrow(
+      /'tenantTopicPolicies.acme.subscribeTemplate' must not have a wildcard before \{deviceId\}/,
+    );
+    expect(make({ Acme: { publishTemplate: 'acme/{deviceId}/#' } })).toThrow(
+      "Cannot start the broker as 'tenantTopicPolicies' must be keyed by tenant names (lowercase letters, digits and '-', up to 63): current key is 'Acme'",
+    );
     // A device whose id is another template's literal level could reach another device's topics.
     expect(make({ acme: { publishTemplate: '{deviceId}/#' } })).toThrow(
       "Cannot start the broker as 'tenantTopicPolicies.acme.publishTemplate' must have {deviceId} at the same level as 'publishTemplate' (level 2), so that no device can reach another's topics: current value is '{deviceId}/#'",

@@ -86,7 +86,10 @@ export class TopicPolicy {
    */
   constructor(options: TopicPolicyOptions) {
     if (!TOPIC_POLICY_MODES.includes(options.mode)) {
-      throw new VoltlineError('VL_BROKER_BAD_TOPIC_POLICY', `Cannot start the broker as 'topicPolicy' must be one of ${TOPIC_POLICY_MODES.join(', ')}: current value is '${String(options.mode)}'`);
+      throw new VoltlineError(
+        'VL_BROKER_BAD_TOPIC_POLICY',
+        `Cannot start the broker as 'topicPolicy' must be one of ${TOPIC_POLICY_MODES.join(', ')}: current value is '${String(options.mode)}'`,
+      );
     }
     const named: Array<[string, string]> = [
       ['publishTemplate', options.publishTemplate],
@@ -94,10 +97,18 @@ export class TopicPolicy {
     ];
     for (const [tenant, templates] of Object.entries(options.tenants ?? {})) {
       if (!TENANT_PATTERN.test(tenant)) {
-        throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as 'tenantTopicPolicies' must be keyed by tenant names (lowercase letters, digits and '-', up to 63): current key is '${tenant}'`, { context: { tenant } });
+        throw new VoltlineError(
+          'VL_BROKER_BAD_TOPIC_TEMPLATE',
+          `Cannot start the broker as 'tenantTopicPolicies' must be keyed by tenant names (lowercase letters, digits and '-', up to 63): current key is '${tenant}'`,
+          { context: { tenant } },
+        );
       }
       if (typeof templates !== 'object' || templates === null) {
-        throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as 'tenantTopicPolicies.${tenant}' must be an object with publishTemplate and/or subscribeTemplate: current value is ${JSON.stringify(templates)}`, { context: { tenant } });
+        throw new VoltlineError(
+          'VL_BROKER_BAD_TOPIC_TEMPLATE',
+          `Cannot start the broker as 'tenantTopicPolicies.${tenant}' must be an object with publishTemplate and/or subscribeTemplate: current value is ${JSON.stringify(templates)}`,
+          { context: { tenant } },
+        );
       }
       if (templates.publishTemplate !== undefined) named.push([`tenantTopicPolicies.${tenant}.publishTemplate`, templates.publishTemplate]);
       if (templates.subscribeTemplate !== undefined) named.push([`tenantTopicPolicies.${tenant}.subscribeTemplate`, templates.subscribeTemplate]);
@@ -110,14 +121,25 @@ export class TopicPolicy {
     const level = options.publishTemplate.split('/').indexOf(PLACEHOLDER);
     for (const [name, template] of named) {
       if (template.split('/').indexOf(PLACEHOLDER) !== level) {
-        throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as '${name}' must have ${PLACEHOLDER} at the same level as 'publishTemplate' (level ${level + 1}), so that no device can reach another's topics: current value is '${template}'`, { context: { name, template } });
+        throw new VoltlineError(
+          'VL_BROKER_BAD_TOPIC_TEMPLATE',
+          `Cannot start the broker as '${name}' must have ${PLACEHOLDER} at the same level as 'publishTemplate' (level ${level + 1}), so that no device can reach another's topics: current value is '${template}'`,
+          { context: { name, template } },
+        );
       }
     }
     this.mode = options.mode;
     this.publishTemplate = options.publishTemplate;
     this.subscribeTemplate = options.subscribeTemplate;
     for (const [tenant, templates] of Object.entries(options.tenants ?? {})) {
-      this.#tenants.set(tenant, new TopicPolicy({ mode: options.mode, publishTemplate: templates.publishTemplate ?? options.publishTemplate, subscribeTemplate: templates.subscribeTemplate ?? options.subscribeTemplate }));
+      this.#tenants.set(
+        tenant,
+        new TopicPolicy({
+          mode: options.mode,
+          publishTemplate: templates.publishTemplate ?? options.publishTemplate,
+          subscribeTemplate: templates.subscribeTemplate ?? options.subscribeTemplate,
+        }),
+      );
     }
   }
 
@@ -169,7 +191,9 @@ export class TopicPolicy {
 
 function checkTemplate(name: string, template: string): void {
   const fail = (rule: string): never => {
-    throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as '${name}' ${rule}: current value is '${template}'`, { context: { name, template } });
+    throw new VoltlineError('VL_BROKER_BAD_TOPIC_TEMPLATE', `Cannot start the broker as '${name}' ${rule}: current value is '${template}'`, {
+      context: { name, template },
+    });
   };
   if (typeof template !== 'string' || template.length === 0) fail('must be a non-empty MQTT topic filter');
   const levels = template.split('/');

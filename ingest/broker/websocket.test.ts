@@ -80,7 +80,9 @@ describe('MQTT over WebSocket', () => {
     const st1 = await bed.device('st-1');
     await st1.publishAsync('stations/st-1/telemetry', '{"n":1}', { qos: 1 });
     const events = await bed.log.read(0n, 10);
-    expect(events.map((e) => [e.source, e.deviceId, e.topic, Buffer.from(e.payload).toString()])).toEqual([['mqtt', 'st-1', 'stations/st-1/telemetry', '{"n":1}']]);
+    expect(events.map((e) => [e.source, e.deviceId, e.topic, Buffer.from(e.payload).toString()])).toEqual([
+      ['mqtt', 'st-1', 'stations/st-1/telemetry', '{"n":1}'],
+    ]);
     gateway.setBroker(undefined);
     expect(await raw()).toEqual({ status: 503 });
     // A connection made before stays served.
@@ -101,7 +103,9 @@ describe('MQTT over WebSocket', () => {
   });
 
   it("limits a WebSocket client's address like a TCP one: its connection rate, and backoff after failed logins", async () => {
-    await start({ limits: { connectionRatePerSecond: 0.01, connectionBurst: 3, loginFailuresBeforeBackoff: 1, loginBackoffBaseMs: 10, loginBackoffMaxMs: 20 } });
+    await start({
+      limits: { connectionRatePerSecond: 0.01, connectionBurst: 3, loginFailuresBeforeBackoff: 1, loginBackoffBaseMs: 10, loginBackoffMaxMs: 20 },
+    });
     // Two failed logins from 127.0.0.1 over WebSocket: the second is answered late.
     for (let i = 0; i < 2; i++) {
       const code = await bed.device('st-2', { password: 'wrong' }).then(

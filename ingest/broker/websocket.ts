@@ -77,15 +77,36 @@ export class MqttWebSocketGateway {
     const address = request.socket.remoteAddress;
     const path = upgradePath(request.url);
     if (path !== MQTT_WEBSOCKET_PATH) {
-      return this.#refuse(socket, 'not_found', 404, 'VL_NOT_FOUND', `Cannot upgrade '${path ?? request.url ?? ''}' as MQTT over WebSocket is served only at ${MQTT_WEBSOCKET_PATH}`, address);
+      return this.#refuse(
+        socket,
+        'not_found',
+        404,
+        'VL_NOT_FOUND',
+        `Cannot upgrade '${path ?? request.url ?? ''}' as MQTT over WebSocket is served only at ${MQTT_WEBSOCKET_PATH}`,
+        address,
+      );
     }
     const broker = this.#broker;
     if (broker === undefined) {
-      return this.#refuse(socket, 'unavailable', 503, 'VL_UNAVAILABLE', 'Cannot accept an MQTT over WebSocket connection as the broker is not running; try again shortly', address);
+      return this.#refuse(
+        socket,
+        'unavailable',
+        503,
+        'VL_UNAVAILABLE',
+        'Cannot accept an MQTT over WebSocket connection as the broker is not running; try again shortly',
+        address,
+      );
     }
     const offered = request.headers['sec-websocket-protocol'];
     if (offered !== undefined && !offered.split(',').some((protocol) => (SUBPROTOCOLS as readonly string[]).includes(protocol.trim()))) {
-      return this.#refuse(socket, 'bad_subprotocol', 400, 'VL_BAD_REQUEST', `Cannot accept the WebSocket subprotocols '${offered}' as MQTT over WebSocket needs 'mqtt'`, address);
+      return this.#refuse(
+        socket,
+        'bad_subprotocol',
+        400,
+        'VL_BAD_REQUEST',
+        `Cannot accept the WebSocket subprotocols '${offered}' as MQTT over WebSocket needs 'mqtt'`,
+        address,
+      );
     }
     // ws answers a request that is not a valid WebSocket upgrade (version, key) with 400 itself.
     this.#wss.handleUpgrade(request, socket, head, (ws) => {
@@ -100,7 +121,9 @@ export class MqttWebSocketGateway {
     const statusText = status === 404 ? 'Not Found' : status === 503 ? 'Service Unavailable' : 'Bad Request';
     if (socket.writable) {
       socket.once('finish', () => socket.destroy());
-      socket.end(`HTTP/1.1 ${status} ${statusText}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 ${status} ${statusText}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
     } else {
       socket.destroy();
     }

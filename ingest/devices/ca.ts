@@ -85,7 +85,11 @@ export function normalizeFingerprint(fingerprint: string): string {
 }
 
 function caFileError(file: string, problem: string, cause?: unknown): VoltlineError {
-  return new VoltlineError('VL_CA_FILE', `Cannot use the platform CA file ${file}: ${problem} (move the '${CA_FOLDER}' folder away to create a new CA; devices' certificates must then be issued again)`, { cause, context: { file } });
+  return new VoltlineError(
+    'VL_CA_FILE',
+    `Cannot use the platform CA file ${file}: ${problem} (move the '${CA_FOLDER}' folder away to create a new CA; devices' certificates must then be issued again)`,
+    { cause, context: { file } },
+  );
 }
 
 /** 16 random bytes, highest bit clear (a positive DER integer), as hex. */
@@ -128,7 +132,11 @@ export class PlatformCa implements DeviceCertificateIssuer {
   static async open(dataDir: string, options: PlatformCaOptions = {}, logger?: Logger): Promise<PlatformCa> {
     const days = options.deviceCertValidityDays ?? DEVICE_CERT_VALIDITY_DAYS;
     if (!Number.isInteger(days) || days < 1 || days > CA_VALIDITY_DAYS) {
-      throw new VoltlineError('VL_CA_OPTIONS', `Cannot issue device certificates valid for ${days} days: it must be a whole number from 1 to ${CA_VALIDITY_DAYS}`, { context: { field: 'deviceCertValidityDays' } });
+      throw new VoltlineError(
+        'VL_CA_OPTIONS',
+        `Cannot issue device certificates valid for ${days} days: it must be a whole number from 1 to ${CA_VALIDITY_DAYS}`,
+        { context: { field: 'deviceCertValidityDays' } },
+      );
     }
     const dir = path.join(dataDir, CA_FOLDER);
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -144,7 +152,11 @@ export class PlatformCa implements DeviceCertificateIssuer {
       return new PlatformCa(certFile, created.certPem, created.key, options);
     }
     const keyPem = await readFile(keyFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      throw caFileError(keyFile, err.code === 'ENOENT' ? `it is missing while ${CA_CERT_FILE} is there` : `it cannot be read (${err.code ?? err.message})`, err);
+      throw caFileError(
+        keyFile,
+        err.code === 'ENOENT' ? `it is missing while ${CA_CERT_FILE} is there` : `it cannot be read (${err.code ?? err.message})`,
+        err,
+      );
     });
     let cert: X509Certificate;
     try {
@@ -155,7 +167,8 @@ export class PlatformCa implements DeviceCertificateIssuer {
     const keyObject = (() => {
       try {
         const parsed = createPrivateKey(keyPem);
-        if (parsed.asymmetricKeyType !== 'ec' || parsed.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error(`a ${parsed.asymmetricKeyType ?? '?'} key`);
+        if (parsed.asymmetricKeyType !== 'ec' || parsed.asymmetricKeyDetails?.namedCurve !== 'prime256v1')
+          throw new Error(`a ${parsed.asymmetricKeyType ?? '?'} key`);
         return parsed;
       } catch (err) {
         throw caFileError(keyFile, 'it is not a PEM P-256 private key', err);
@@ -195,7 +208,8 @@ export class PlatformCa implements DeviceCertificateIssuer {
 
   /** A client certificate for a device: `CN=<deviceId>`, extended key usage clientAuth, a fresh P-256 key. */
   async issueDeviceCertificate(deviceId: string): Promise<IssuedCertificate> {
-    if (!DEVICE_ID_PATTERN.test(deviceId)) throw new VoltlineError('VL_DEVICE_ID_INVALID', `Cannot issue a certificate for '${deviceId}' as it is not a device id`, { context: { field: 'id' } });
+    if (!DEVICE_ID_PATTERN.test(deviceId))
+      throw new VoltlineError('VL_DEVICE_ID_INVALID', `Cannot issue a certificate for '${deviceId}' as it is not a device id`, { context: { field: 'id' } });
     return this.#issue(`CN=${deviceId}`, this.#deviceValidityMs, [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])]);
   }
 

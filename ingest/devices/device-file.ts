@@ -53,7 +53,9 @@ const StoredDeviceSchema = z.object({
   tokenSetAt: z.number(),
   secret: z.string().startsWith('$scrypt$'),
   // Absent in files written before device certificates (and for devices without one).
-  cert: z.object({ fingerprint: z.string().regex(/^[0-9a-f]{64}$/), serial: z.string().regex(/^[0-9A-F]+$/), issuedAt: z.number(), notAfter: z.number() }).optional(),
+  cert: z
+    .object({ fingerprint: z.string().regex(/^[0-9a-f]{64}$/), serial: z.string().regex(/^[0-9A-F]+$/), issuedAt: z.number(), notAfter: z.number() })
+    .optional(),
 });
 const SnapshotSchema = z.object({ version: z.literal(1), devices: z.array(StoredDeviceSchema) });
 const JournalLineSchema = z.array(z.union([z.object({ put: StoredDeviceSchema }).strict(), z.object({ del: z.string() }).strict()]));
@@ -64,7 +66,8 @@ const WRITE_CHUNK = 5_000;
 export const MIN_COMPACT_BYTES = 4 * 1024 * 1024;
 
 function deviceLine(d: StoredDevice): string {
-  const cert = d.cert === undefined ? {} : { cert: { fingerprint: d.cert.fingerprint, serial: d.cert.serial, issuedAt: d.cert.issuedAt, notAfter: d.cert.notAfter } };
+  const cert =
+    d.cert === undefined ? {} : { cert: { fingerprint: d.cert.fingerprint, serial: d.cert.serial, issuedAt: d.cert.issuedAt, notAfter: d.cert.notAfter } };
   return JSON.stringify({ id: d.id, tenant: d.tenant, enabled: d.enabled, createdAt: d.createdAt, tokenSetAt: d.tokenSetAt, secret: d.secret, ...cert });
 }
 
@@ -75,7 +78,11 @@ function* commitLine(writes: readonly DeviceWrite[]): Generator<string> {
 }
 
 function unreadable(file: string, where: string, cause: unknown): VoltlineError {
-  return new VoltlineError('VL_DEVICES_FILE', `Cannot read the device registry ${file}${where}: it is not a registry this version wrote (fix or move the file)`, { cause, context: { file } });
+  return new VoltlineError(
+    'VL_DEVICES_FILE',
+    `Cannot read the device registry ${file}${where}: it is not a registry this version wrote (fix or move the file)`,
+    { cause, context: { file } },
+  );
 }
 
 async function writeChunks(handle: FileHandle, lines: Iterable<string>): Promise<number> {
@@ -184,7 +191,11 @@ export class DeviceFiles {
    */
   async commit(writes: readonly DeviceWrite[], after: () => Iterable<StoredDevice>): Promise<void> {
     if (this.#broken !== undefined) {
-      throw new VoltlineError('VL_DEVICES_FILE', `Cannot change the device registry: an earlier write to ${this.#journalPath} failed and could not be undone (${this.#broken.message}); restart the platform`, { cause: this.#broken });
+      throw new VoltlineError(
+        'VL_DEVICES_FILE',
+        `Cannot change the device registry: an earlier write to ${this.#journalPath} failed and could not be undone (${this.#broken.message}); restart the platform`,
+        { cause: this.#broken },
+      );
     }
     try {
       const bytes = await writeChunks(this.#journal, commitLine(writes));

@@ -1,6 +1,16 @@
 /** Device identities: the registry (ingest/devices) and what the broker asks of it. */
 export type { AuthFailure, AuthVerdict, Device, DeviceCertificate, DeviceDirectory } from './types.ts';
-export { CA_CERT_FILE, CA_FOLDER, CA_KEY_FILE, DEVICE_CERT_VALIDITY_DAYS, normalizeFingerprint, PlatformCa, type DeviceCertificateIssuer, type IssuedCertificate, type PlatformCaOptions } from './ca.ts';
+export {
+  CA_CERT_FILE,
+  CA_FOLDER,
+  CA_KEY_FILE,
+  DEVICE_CERT_VALIDITY_DAYS,
+  normalizeFingerprint,
+  PlatformCa,
+  type DeviceCertificateIssuer,
+  type IssuedCertificate,
+  type PlatformCaOptions,
+} from './ca.ts';
 export {
   DeviceRegistry,
   DEVICE_ID_PATTERN,

@@ -35,13 +35,18 @@ export interface MosquittoAccess {
 
 /** Mosquitto reads a user name up to the end of the line; ':' ends it in the password file. */
 function safeName(user: string): string {
-  if (/[\s:#]/.test(user) || user === '') throw new Error(`Cannot export the user '${user}' to Mosquitto as a user name there cannot be empty or hold a space, ':' or '#'`);
+  if (/[\s:#]/.test(user) || user === '')
+    throw new Error(`Cannot export the user '${user}' to Mosquitto as a user name there cannot be empty or hold a space, ':' or '#'`);
   return user;
 }
 
 /** The ACL file: a `user` block per entry. */
 export function mosquittoAcl(entries: readonly MosquittoAccess[]): string {
-  const lines = ['# Written by `voltline devices export --mosquitto`: the topic policy of each device.', '# Regenerate it after changing the registry; edits here are lost.', ''];
+  const lines = [
+    '# Written by `voltline devices export --mosquitto`: the topic policy of each device.',
+    '# Regenerate it after changing the registry; edits here are lost.',
+    '',
+  ];
   for (const entry of entries) {
     lines.push(`user ${safeName(entry.user)}`);
     for (const filter of entry.write) lines.push(`topic write ${filter}`);

@@ -111,7 +111,12 @@ describe('DeviceRegistry', () => {
   it("limits a change to one tenant when asked (the API's tenant tokens): another tenant's device is not found, and unchanged", async () => {
     const registry = await open();
     const { token } = await registry.add('st-b', { tenant: 'b' });
-    for (const op of [() => registry.rotate('st-b', { tenant: 'a' }), () => registry.disable('st-b', { tenant: 'a' }), () => registry.enable('st-b', { tenant: 'a' }), () => registry.remove('st-b', { tenant: 'a' })]) {
+    for (const op of [
+      () => registry.rotate('st-b', { tenant: 'a' }),
+      () => registry.disable('st-b', { tenant: 'a' }),
+      () => registry.enable('st-b', { tenant: 'a' }),
+      () => registry.remove('st-b', { tenant: 'a' }),
+    ]) {
       const err = await refusal(op());
       expect(err.code).toBe('VL_DEVICE_NOT_FOUND');
       expect(err.message).toBe("No device 'st-b' is registered ('voltline devices list' shows those that are)");
@@ -145,7 +150,11 @@ describe('DeviceRegistry', () => {
   it('keeps its files at mode 0600 and never writes a token to them or to the logs', async () => {
     // A tiny compaction threshold, so both the snapshot and the journal are written.
     const registry = await open({ compactAtBytes: 1 });
-    const tokens = [(await registry.add('st-1')).token, (await registry.rotate('st-1')).token, ...(await registry.import([{ id: 'st-2' }, { id: 'st-3', tenant: 'acme' }])).map((t) => t.token)];
+    const tokens = [
+      (await registry.add('st-1')).token,
+      (await registry.rotate('st-1')).token,
+      ...(await registry.import([{ id: 'st-2' }, { id: 'st-3', tenant: 'acme' }])).map((t) => t.token),
+    ];
     await registry.authenticate('st-1', tokens[0] as string);
     await registry.authenticate('st-2', tokens[2] as string);
     await registry.disable('st-3');
@@ -229,7 +238,8 @@ describe('DeviceRegistry', () => {
 
     const again = await open();
     expect(again.size).toBe(10_000);
-    for (const i of [0, 4_999, 9_999]) expect(await again.authenticate(fleet[i]!.id, issued[i]!.token)).toMatchObject({ ok: true, device: { id: fleet[i]!.id, tenant: fleet[i]!.tenant } });
+    for (const i of [0, 4_999, 9_999])
+      expect(await again.authenticate(fleet[i]!.id, issued[i]!.token)).toMatchObject({ ok: true, device: { id: fleet[i]!.id, tenant: fleet[i]!.tenant } });
     expect(await again.authenticate(fleet[1]!.id, issued[2]!.token)).toEqual({ ok: false, reason: 'bad_token' });
   }, 120_000);
 
@@ -246,7 +256,9 @@ describe('DeviceRegistry', () => {
     expect(last).toEqual({ devices: [expect.objectContaining({ id: 'st-e' })] });
     // c, e, d are acme's (even positions in the list given); a, b beta's.
     expect(registry.list({ tenant: 'acme' }).devices.map((d) => d.id)).toEqual(['st-c', 'st-d', 'st-e']);
-    expect(registry.list({ tenant: 'beta', limit: 2 })).toEqual({ devices: [expect.objectContaining({ id: 'st-a' }), expect.objectContaining({ id: 'st-b' })] });
+    expect(registry.list({ tenant: 'beta', limit: 2 })).toEqual({
+      devices: [expect.objectContaining({ id: 'st-a' }), expect.objectContaining({ id: 'st-b' })],
+    });
     expect(registry.list({ tenant: 'acme', limit: 2 }).next).toBe('st-d');
     expect(() => registry.list({ limit: 0 })).toThrow(/limit is 1 to 1000/);
   });
@@ -384,7 +396,10 @@ describe('DeviceRegistry certificates', () => {
     const folder = path.join(dir, DEVICES_FOLDER);
     await mkdir(folder, { recursive: true });
     // A snapshot as written before certificates existed.
-    await writeFile(path.join(folder, DEVICES_FILE), '{"version":1,"devices":[\n{"id":"old-1","tenant":"default","enabled":true,"createdAt":1,"tokenSetAt":1,"secret":"$scrypt$ln=10,r=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}\n]}\n');
+    await writeFile(
+      path.join(folder, DEVICES_FILE),
+      '{"version":1,"devices":[\n{"id":"old-1","tenant":"default","enabled":true,"createdAt":1,"tokenSetAt":1,"secret":"$scrypt$ln=10,r=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}\n]}\n',
+    );
     const registry = await DeviceRegistry.open(dir, {}, capturingLogger().logger);
     expect(registry.get('old-1')).toEqual({ id: 'old-1', tenant: 'default', enabled: true, createdAt: 1, tokenSetAt: 1 });
     await expect(registry.add('st-1', { cert: true })).rejects.toMatchObject({ code: 'VL_DEVICE_CERT_UNAVAILABLE' });
@@ -396,7 +411,11 @@ describe('DeviceRegistry certificates', () => {
 
 describe('device lists', () => {
   it('reads CSV with a header, tenant optional, naming the line of a problem', () => {
-    expect(parseDeviceCsv('id,tenant\nst-1,acme\r\nst-2,\n\n# comment\nst-3,beta\n')).toEqual([{ id: 'st-1', tenant: 'acme' }, { id: 'st-2' }, { id: 'st-3', tenant: 'beta' }]);
+    expect(parseDeviceCsv('id,tenant\nst-1,acme\r\nst-2,\n\n# comment\nst-3,beta\n')).toEqual([
+      { id: 'st-1', tenant: 'acme' },
+      { id: 'st-2' },
+      { id: 'st-3', tenant: 'beta' },
+    ]);
     expect(parseDeviceCsv('id\nst-1\n')).toEqual([{ id: 'st-1' }]);
     expect(() => parseDeviceCsv('name,tenant\nst-1,acme')).toThrow(/header 'name,tenant'/);
     expect(() => parseDeviceCsv('id,tenant\nst-1,acme,x')).toThrow(/line 2: it has 3 fields/);

@@ -10,7 +10,15 @@
  * invalidating stored hashes. See SCRYPT_DEFAULTS for why the cost is low.
  */
 import { randomBytes } from 'node:crypto';
-import { dummySecretHash, hashSecret, parseSecretHash, SCRYPT_DEFAULTS, verifySecret, type ParsedSecretHash, type ScryptParams } from '../../lib/secret-hash.ts';
+import {
+  dummySecretHash,
+  hashSecret,
+  parseSecretHash,
+  SCRYPT_DEFAULTS,
+  verifySecret,
+  type ParsedSecretHash,
+  type ScryptParams,
+} from '../../lib/secret-hash.ts';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
@@ -121,7 +129,11 @@ function checkId(id: unknown): asserts id is string {
 function checkTenant(tenant: unknown, id: string): string {
   if (tenant === undefined || tenant === null || tenant === '') return DEFAULT_TENANT;
   if (typeof tenant !== 'string' || !TENANT_PATTERN.test(tenant)) {
-    throw new VoltlineError('VL_DEVICE_TENANT_INVALID', `Cannot give device '${id}' the tenant '${String(tenant)}': a tenant name is 1 to 63 lower-case letters, digits and '-'`, { context: { field: 'tenant', id } });
+    throw new VoltlineError(
+      'VL_DEVICE_TENANT_INVALID',
+      `Cannot give device '${id}' the tenant '${String(tenant)}': a tenant name is 1 to 63 lower-case letters, digits and '-'`,
+      { context: { field: 'tenant', id } },
+    );
   }
   return tenant;
 }
@@ -153,7 +165,9 @@ class Slots {
       this.#free -= 1;
     } else {
       if (this.#waiters.length >= this.#maxWaiting) {
-        throw new VoltlineError('VL_DEVICES_BUSY', `Cannot take more ${this.#what} now: ${this.#maxWaiting} are already waiting; try again shortly`, { retriable: true });
+        throw new VoltlineError('VL_DEVICES_BUSY', `Cannot take more ${this.#what} now: ${this.#maxWaiting} are already waiting; try again shortly`, {
+          retriable: true,
+        });
       }
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
@@ -199,8 +213,18 @@ export class DeviceRegistry implements DeviceDirectory {
     this.#ca = options.ca;
     const registers = options.metrics === undefined ? undefined : [options.metrics];
     if (registers !== undefined) {
-      this.#refused = new Counter({ name: 'voltline_device_registry_refusals_total', help: 'Device registry operations refused, by error code', labelNames: ['code'], registers });
-      this.#authSeconds = new Histogram({ name: 'voltline_device_auth_seconds', help: 'Time to check a device token (scrypt + compare), seconds', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25], registers });
+      this.#refused = new Counter({
+        name: 'voltline_device_registry_refusals_total',
+        help: 'Device registry operations refused, by error code',
+        labelNames: ['code'],
+        registers,
+      });
+      this.#authSeconds = new Histogram({
+        name: 'voltline_device_auth_seconds',
+        help: 'Time to check a device token (scrypt + compare), seconds',
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25],
+        registers,
+      });
       const byState = (enabled: boolean) => {
         let n = 0;
         for (const d of this.#devices.values()) if (d.enabled === enabled) n += 1;
@@ -222,10 +246,15 @@ export class DeviceRegistry implements DeviceDirectory {
   /** Opens (or creates) the registry in `<dataDir>/devices/`. @throws VL_DEVICES_FILE when the file does not parse. */
   static async open(dataDir: string, options: DeviceRegistryOptions, logger: Logger): Promise<DeviceRegistry> {
     const maxDevices = options.maxDevices ?? 1_000_000;
-    if (!Number.isInteger(maxDevices) || maxDevices < 1) throw new VoltlineError('VL_DEVICES_OPTIONS', `Cannot use maxDevices ${maxDevices}: it must be a whole number ≥ 1`, { context: { field: 'maxDevices' } });
+    if (!Number.isInteger(maxDevices) || maxDevices < 1)
+      throw new VoltlineError('VL_DEVICES_OPTIONS', `Cannot use maxDevices ${maxDevices}: it must be a whole number ≥ 1`, { context: { field: 'maxDevices' } });
     const params = options.scrypt ?? SCRYPT_DEFAULTS;
     if (!Number.isInteger(Math.log2(params.N)) || params.N < 2 || params.r < 1 || params.p < 1) {
-      throw new VoltlineError('VL_DEVICES_OPTIONS', `Cannot use scrypt N=${params.N}, r=${params.r}, p=${params.p}: N must be a power of two ≥ 2, r and p ≥ 1`, { context: { field: 'scrypt' } });
+      throw new VoltlineError(
+        'VL_DEVICES_OPTIONS',
+        `Cannot use scrypt N=${params.N}, r=${params.r}, p=${params.p}: N must be a power of two ≥ 2, r and p ≥ 1`,
+        { context: { field: 'scrypt' } },
+      );
     }
     const { files, devices } = await DeviceFiles.open(dataDir, options.compactAtBytes);
     const registry = new DeviceRegistry(files, devices, options, logger.child({ stage: 'devices' }));
@@ -251,9 +280,18 @@ export class DeviceRegistry implements DeviceDirectory {
 
   list(options: ListOptions = {}): DevicePage {
     const limit = options.limit ?? DEFAULT_LIST_LIMIT;
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) throw this.#refuse(new VoltlineError('VL_DEVICE_QUERY_INVALID', `Cannot list ${limit} devices at once: limit is 1 to ${MAX_LIST_LIMIT}`, { context: { field: 'limit' } }));
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT)
+      throw this.#refuse(
+        new VoltlineError('VL_DEVICE_QUERY_INVALID', `Cannot list ${limit} devices at once: limit is 1 to ${MAX_LIST_LIMIT}`, { context: { field: 'limit' } }),
+      );
     if (options.tenant !== undefined && !TENANT_PATTERN.test(options.tenant)) {
-      throw this.#refuse(new VoltlineError('VL_DEVICE_QUERY_INVALID', `Cannot list the devices of tenant '${options.tenant}': a tenant name is 1 to 63 lower-case letters, digits and '-'`, { context: { field: 'tenant' } }));
+      throw this.#refuse(
+        new VoltlineError(
+          'VL_DEVICE_QUERY_INVALID',
+          `Cannot list the devices of tenant '${options.tenant}': a tenant name is 1 to 63 lower-case letters, digits and '-'`,
+          { context: { field: 'tenant' } },
+        ),
+      );
     }
     this.#sorted ??= [...this.#devices.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const sorted = this.#sorted;
@@ -368,7 +406,8 @@ export class DeviceRegistry implements DeviceDirectory {
     const stored = typeof id === 'string' ? this.#devices.get(id) : undefined;
     // A certificate of the platform CA naming a removed device, or one replaced by a rotate:
     // the CA vouches for who it was issued to, the registry for whether it still counts.
-    if (stored?.cert === undefined || typeof fingerprint !== 'string' || stored.cert.fingerprint !== fingerprint.toLowerCase()) return { ok: false, reason: 'bad_certificate' };
+    if (stored?.cert === undefined || typeof fingerprint !== 'string' || stored.cert.fingerprint !== fingerprint.toLowerCase())
+      return { ok: false, reason: 'bad_certificate' };
     if (!stored.enabled) return { ok: false, reason: 'disabled' };
     return { ok: true, device: publicDevice(stored) };
   }
@@ -385,7 +424,12 @@ export class DeviceRegistry implements DeviceDirectory {
     } catch (err) {
       throw err instanceof VoltlineError ? this.#refuse(err) : err;
     }
-    if (this.#ca === undefined) throw this.#refuse(new VoltlineError('VL_DEVICE_CERT_UNAVAILABLE', `Cannot issue a certificate for device '${id}' as this registry has no certificate authority`, { context: { field: 'cert', id } }));
+    if (this.#ca === undefined)
+      throw this.#refuse(
+        new VoltlineError('VL_DEVICE_CERT_UNAVAILABLE', `Cannot issue a certificate for device '${id}' as this registry has no certificate authority`, {
+          context: { field: 'cert', id },
+        }),
+      );
     return this.#ca.issueDeviceCertificate(id);
   }
 
@@ -409,11 +453,23 @@ export class DeviceRegistry implements DeviceDirectory {
       const now = Date.now();
       // A certificate is issued only with `add` (one device).
       const cert = certificate === undefined ? {} : { cert: certRecord(certificate, now) };
-      const added = entries.map((e, i): StoredDevice => ({ id: e.id, tenant: e.tenant, enabled: true, createdAt: now, tokenSetAt: now, secret: secrets[i] as string, ...cert }));
+      const added = entries.map((e, i): StoredDevice => ({
+        id: e.id,
+        tenant: e.tenant,
+        enabled: true,
+        createdAt: now,
+        tokenSetAt: now,
+        secret: secrets[i] as string,
+        ...cert,
+      }));
       await this.#commit(added.map((d) => ({ put: d })));
       for (const d of added) this.#devices.set(d.id, d);
       this.#sorted = undefined;
-      if (what === 'add') this.#logger.info({ deviceId: added[0]?.id, tenant: added[0]?.tenant, ...(certificate === undefined ? {} : { certFingerprint: certificate.fingerprint }) }, 'device added');
+      if (what === 'add')
+        this.#logger.info(
+          { deviceId: added[0]?.id, tenant: added[0]?.tenant, ...(certificate === undefined ? {} : { certFingerprint: certificate.fingerprint }) },
+          'device added',
+        );
       else this.#logger.info({ devices: added.length, hashMs: Math.round(hashedMs), totalMs: Math.round(performance.now() - started) }, 'devices imported');
       for (const d of added) this.#emit({ kind: 'added', id: d.id });
       return added.map((d, i) => ({ device: publicDevice(d), token: tokens[i] as string, ...(certificate === undefined ? {} : { certificate }) }));
@@ -423,7 +479,8 @@ export class DeviceRegistry implements DeviceDirectory {
   /** Checks ids, tenants, duplicates and the bound; names the first problem. */
   #checkNew(list: readonly NewDevice[]): Array<{ id: string; tenant: string }> {
     try {
-      if (!Array.isArray(list) || list.length === 0) throw new VoltlineError('VL_DEVICE_IMPORT_INVALID', 'Cannot import an empty list of devices', { context: { field: 'devices' } });
+      if (!Array.isArray(list) || list.length === 0)
+        throw new VoltlineError('VL_DEVICE_IMPORT_INVALID', 'Cannot import an empty list of devices', { context: { field: 'devices' } });
       const seen = new Set<string>();
       const out: Array<{ id: string; tenant: string }> = [];
       for (const [index, entry] of list.entries()) {
@@ -431,17 +488,30 @@ export class DeviceRegistry implements DeviceDirectory {
         try {
           checkId(id);
         } catch (err) {
-          if (list.length > 1 && err instanceof VoltlineError) throw new VoltlineError(err.code, `${err.message} (devices[${index}])`, { context: { ...err.context, index } });
+          if (list.length > 1 && err instanceof VoltlineError)
+            throw new VoltlineError(err.code, `${err.message} (devices[${index}])`, { context: { ...err.context, index } });
           throw err;
         }
         const tenant = checkTenant(entry.tenant, id);
-        if (seen.has(id)) throw new VoltlineError('VL_DEVICE_IMPORT_INVALID', `Cannot import device '${id}' twice in one list (devices[${index}])`, { context: { field: 'id', id, index } });
+        if (seen.has(id))
+          throw new VoltlineError('VL_DEVICE_IMPORT_INVALID', `Cannot import device '${id}' twice in one list (devices[${index}])`, {
+            context: { field: 'id', id, index },
+          });
         seen.add(id);
-        if (this.#devices.has(id)) throw new VoltlineError('VL_DEVICE_EXISTS', `Cannot add device '${id}' as it is already registered ('voltline devices rotate ${id}' gives it a new token)`, { context: { field: 'id', id } });
+        if (this.#devices.has(id))
+          throw new VoltlineError(
+            'VL_DEVICE_EXISTS',
+            `Cannot add device '${id}' as it is already registered ('voltline devices rotate ${id}' gives it a new token)`,
+            { context: { field: 'id', id } },
+          );
         out.push({ id, tenant });
       }
       if (this.#devices.size + out.length > this.#maxDevices) {
-        throw new VoltlineError('VL_DEVICE_LIMIT', `Cannot add ${out.length} device${out.length === 1 ? '' : 's'}: the registry holds ${this.#devices.size} of at most ${this.#maxDevices} devices (maxDevices)`, { context: { field: 'maxDevices' } });
+        throw new VoltlineError(
+          'VL_DEVICE_LIMIT',
+          `Cannot add ${out.length} device${out.length === 1 ? '' : 's'}: the registry holds ${this.#devices.size} of at most ${this.#maxDevices} devices (maxDevices)`,
+          { context: { field: 'maxDevices' } },
+        );
       }
       return out;
     } catch (err) {
@@ -455,7 +525,12 @@ export class DeviceRegistry implements DeviceDirectory {
       const found = this.#devices.get(id);
       // Another tenant's device is as absent: the same refusal, so its existence is not told.
       const old = found === undefined || (only.tenant !== undefined && found.tenant !== only.tenant) ? undefined : found;
-      if (old === undefined) throw this.#refuse(new VoltlineError('VL_DEVICE_NOT_FOUND', `No device '${id}' is registered ('voltline devices list' shows those that are)`, { context: { field: 'id', id } }));
+      if (old === undefined)
+        throw this.#refuse(
+          new VoltlineError('VL_DEVICE_NOT_FOUND', `No device '${id}' is registered ('voltline devices list' shows those that are)`, {
+            context: { field: 'id', id },
+          }),
+        );
       const updated = update(old);
       if (updated === old) return publicDevice(old);
       await this.#commit([updated === undefined ? { del: id } : { put: updated }]);

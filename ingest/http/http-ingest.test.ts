@@ -78,7 +78,10 @@ describe('HttpIngest', () => {
     const second = ingest.admit();
     expect(first.ok && second.ok).toBe(true);
     const third = ingest.admit();
-    expect(third).toMatchObject({ ok: false, answer: { status: 503, headers: { 'retry-after': '1' }, body: { error: { code: 'VL_INGEST_BUSY', reason: 'ingest_busy' } } } });
+    expect(third).toMatchObject({
+      ok: false,
+      answer: { status: 503, headers: { 'retry-after': '1' }, body: { error: { code: 'VL_INGEST_BUSY', reason: 'ingest_busy' } } },
+    });
     if (!first.ok) return;
     first.release();
     first.release();
@@ -109,7 +112,11 @@ describe('HttpIngest', () => {
     if (!verdict.ok) throw new Error('refused');
     await log.close();
     const answer = await ingest.accept(verdict.grant, Buffer.from('{}'));
-    expect(answer).toMatchObject({ status: 503, headers: { 'retry-after': '5' }, body: { error: { code: 'VL_INGEST_UNAVAILABLE', reason: 'log_unavailable' } } });
+    expect(answer).toMatchObject({
+      status: 503,
+      headers: { 'retry-after': '5' },
+      body: { error: { code: 'VL_INGEST_UNAVAILABLE', reason: 'log_unavailable' } },
+    });
     expect(await value('voltline_messages_refused_total', { reason: 'log_unavailable' })).toBe(1);
     expect(await value('voltline_messages_received_total', { source: 'http-ingest' })).toBe(0);
   });
@@ -117,12 +124,33 @@ describe('HttpIngest', () => {
   it('accepts a request without a token only with allowAnonymous, and never for a registered id', async () => {
     await devices.add('st-1');
     const closed = make();
-    expect(await closed.authorize({ deviceId: 'anon-1', token: undefined, topic: undefined, address: undefined })).toMatchObject({ ok: false, answer: { status: 401 } });
-    const open = new HttpIngest({ log, devices, policy, maxPayloadBytes: 1024, metrics: new Registry(), logger: silentLogger(), allowAnonymous: true, maxInFlight: 5 });
-    expect(await open.authorize({ deviceId: 'anon-1', token: undefined, topic: undefined, address: undefined })).toEqual({ ok: true, grant: { deviceId: 'anon-1', tenant: 'default', topic: 'stations/anon-1/telemetry' } });
-    expect(await open.authorize({ deviceId: 'st-1', token: '', topic: undefined, address: undefined })).toMatchObject({ ok: false, answer: { status: 401, body: { error: { reason: 'no_credentials' } } } });
+    expect(await closed.authorize({ deviceId: 'anon-1', token: undefined, topic: undefined, address: undefined })).toMatchObject({
+      ok: false,
+      answer: { status: 401 },
+    });
+    const open = new HttpIngest({
+      log,
+      devices,
+      policy,
+      maxPayloadBytes: 1024,
+      metrics: new Registry(),
+      logger: silentLogger(),
+      allowAnonymous: true,
+      maxInFlight: 5,
+    });
+    expect(await open.authorize({ deviceId: 'anon-1', token: undefined, topic: undefined, address: undefined })).toEqual({
+      ok: true,
+      grant: { deviceId: 'anon-1', tenant: 'default', topic: 'stations/anon-1/telemetry' },
+    });
+    expect(await open.authorize({ deviceId: 'st-1', token: '', topic: undefined, address: undefined })).toMatchObject({
+      ok: false,
+      answer: { status: 401, body: { error: { reason: 'no_credentials' } } },
+    });
     // Anonymous or not, the topic policy holds.
-    expect(await open.authorize({ deviceId: 'anon-1', token: undefined, topic: 'stations/st-1/telemetry', address: undefined })).toMatchObject({ ok: false, answer: { status: 403 } });
+    expect(await open.authorize({ deviceId: 'anon-1', token: undefined, topic: 'stations/st-1/telemetry', address: undefined })).toMatchObject({
+      ok: false,
+      answer: { status: 403 },
+    });
   });
 
   it("limits each device to its publish rate: over it, 429 with Retry-After before the body is read, counted; nothing logged; the device's tokens come back with time", async () => {
@@ -139,7 +167,13 @@ describe('HttpIngest', () => {
     expect(await post('st-1', token)).toEqual({
       status: 429,
       headers: { 'retry-after': '2' },
-      body: { error: { code: 'VL_INGEST_RATE_LIMITED', reason: 'publish_rate', message: "Cannot accept the message now as device 'st-1' is over its rate of 0.5 messages/s (burst 2); retry after 2 s" } },
+      body: {
+        error: {
+          code: 'VL_INGEST_RATE_LIMITED',
+          reason: 'publish_rate',
+          message: "Cannot accept the message now as device 'st-1' is over its rate of 0.5 messages/s (burst 2); retry after 2 s",
+        },
+      },
     });
     // A wrong token spends nobody's tokens (the rate is checked after authentication), and
     // another device has its own bucket.
@@ -156,7 +190,14 @@ describe('HttpIngest', () => {
   it("checks the topic against the device's tenant's templates", async () => {
     const { token } = await devices.add('acme-1', { tenant: 'acme' });
     const { token: st } = await devices.add('st-1');
-    const ingest = make({ policy: new TopicPolicy({ mode: 'device', publishTemplate: DEFAULT_PUBLISH_TEMPLATE, subscribeTemplate: DEFAULT_SUBSCRIBE_TEMPLATE, tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' } } }) });
+    const ingest = make({
+      policy: new TopicPolicy({
+        mode: 'device',
+        publishTemplate: DEFAULT_PUBLISH_TEMPLATE,
+        subscribeTemplate: DEFAULT_SUBSCRIBE_TEMPLATE,
+        tenants: { acme: { publishTemplate: 'acme/{deviceId}/#' } },
+      }),
+    });
     const topic = async (deviceId: string, secret: string, t: string | undefined) => {
       const verdict = await ingest.authorize({ deviceId, token: secret, topic: t, address: undefined });
       return verdict.ok ? verdict.grant.topic : verdict.answer.status;
@@ -175,7 +216,10 @@ describe('HttpIngest', () => {
     brokerSide.authFailures.inc({ reason: 'bad_token' });
     await ingest.authorize({ deviceId: 'nobody', token: 'x', topic: undefined, address: undefined });
     const failures = (await brokerFirst.getSingleMetric('voltline_auth_failures_total')?.get())?.values ?? [];
-    expect(failures.map((v) => [v.labels['reason'], v.value])).toEqual([['bad_token', 1], ['unknown_device', 1]]);
+    expect(failures.map((v) => [v.labels['reason'], v.value])).toEqual([
+      ['bad_token', 1],
+      ['unknown_device', 1],
+    ]);
 
     make(); // on `metrics`, before the broker's
     expect(inputMetrics(metrics).received).toBe(metrics.getSingleMetric('voltline_messages_received_total'));

@@ -80,7 +80,8 @@ export interface IngestGrant {
 /** What the API sends back. */
 export interface IngestAnswer {
   readonly status: number;
-  readonly body: { readonly accepted: true; readonly offset: string } | { readonly error: { readonly code: string; readonly message: string; readonly reason?: string } };
+  readonly body:
+    { readonly accepted: true; readonly offset: string } | { readonly error: { readonly code: string; readonly message: string; readonly reason?: string } };
   readonly headers: Readonly<Record<string, string>>;
 }
 
@@ -123,19 +124,35 @@ export class HttpIngest {
   constructor(options: HttpIngestOptions) {
     const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
-      throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as 'maxInFlight' must be a whole number of at least 1: current value is ${String(maxInFlight)}`);
+      throw new VoltlineError(
+        'VL_INGEST_OPTIONS',
+        `Cannot start HTTP ingest as 'maxInFlight' must be a whole number of at least 1: current value is ${String(maxInFlight)}`,
+      );
     }
     if (!Number.isInteger(options.maxPayloadBytes) || options.maxPayloadBytes < 1) {
-      throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as 'maxPayloadBytes' must be a whole number of at least 1: current value is ${String(options.maxPayloadBytes)}`);
+      throw new VoltlineError(
+        'VL_INGEST_OPTIONS',
+        `Cannot start HTTP ingest as 'maxPayloadBytes' must be a whole number of at least 1: current value is ${String(options.maxPayloadBytes)}`,
+      );
     }
     const perSecond = options.publishRatePerSecond ?? DEFAULT_BROKER_LIMITS.publishRatePerSecond;
     const burst = options.publishBurst ?? DEFAULT_BROKER_LIMITS.publishBurst;
     const maxRateBuckets = options.maxRateBuckets ?? DEFAULT_MAX_RATE_BUCKETS;
     if (!Number.isFinite(perSecond) || perSecond <= 0) {
-      throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as 'publishRatePerSecond' must be a positive number: current value is ${String(perSecond)}`);
+      throw new VoltlineError(
+        'VL_INGEST_OPTIONS',
+        `Cannot start HTTP ingest as 'publishRatePerSecond' must be a positive number: current value is ${String(perSecond)}`,
+      );
     }
-    for (const [name, n] of [['publishBurst', burst], ['maxRateBuckets', maxRateBuckets]] as const) {
-      if (!Number.isInteger(n) || n < 1) throw new VoltlineError('VL_INGEST_OPTIONS', `Cannot start HTTP ingest as '${name}' must be a whole number of at least 1: current value is ${String(n)}`);
+    for (const [name, n] of [
+      ['publishBurst', burst],
+      ['maxRateBuckets', maxRateBuckets],
+    ] as const) {
+      if (!Number.isInteger(n) || n < 1)
+        throw new VoltlineError(
+          'VL_INGEST_OPTIONS',
+          `Cannot start HTTP ingest as '${name}' must be a whole number of at least 1: current value is ${String(n)}`,
+        );
     }
     this.#rate = { perSecond, burst };
     this.#buckets = new LruMap(maxRateBuckets);
@@ -146,7 +163,12 @@ export class HttpIngest {
     this.#now = options.now ?? Date.now;
     this.#shared = inputMetrics(options.metrics);
     const registers = [options.metrics];
-    this.#requests = new Counter({ name: 'voltline_http_ingest_requests_total', help: 'Answers to POST /api/ingest/:deviceId, by HTTP status', labelNames: ['status'], registers });
+    this.#requests = new Counter({
+      name: 'voltline_http_ingest_requests_total',
+      help: 'Answers to POST /api/ingest/:deviceId, by HTTP status',
+      labelNames: ['status'],
+      registers,
+    });
     this.#inFlightGauge = new Gauge({ name: 'voltline_http_ingest_in_flight', help: 'HTTP ingest requests admitted and not yet answered', registers });
     this.#refusalLog = new LogOnce({ windowMs: REFUSAL_LOG_WINDOW_MS, maxKeys: 10_000, maxLinesPerWindow: 1_000, now: this.#now });
   }
@@ -165,7 +187,16 @@ export class HttpIngest {
     if (this.#inFlight >= this.#maxInFlight) {
       this.#shared.refused.inc({ reason: 'ingest_busy' });
       this.#logRefusal('ingest_busy', 'all', { limit: this.#maxInFlight }, 'HTTP ingest request refused: too many in flight');
-      return { ok: false, answer: refusal(503, 'VL_INGEST_BUSY', `Cannot accept the message now as ${this.#maxInFlight} ingest requests are already in flight; retry after a second`, 'ingest_busy', { 'retry-after': '1' }) };
+      return {
+        ok: false,
+        answer: refusal(
+          503,
+          'VL_INGEST_BUSY',
+          `Cannot accept the message now as ${this.#maxInFlight} ingest requests are already in flight; retry after a second`,
+          'ingest_busy',
+          { 'retry-after': '1' },
+        ),
+      };
     }
     if (this.#o.log.overloaded) return { ok: false, answer: this.#logOverloaded() };
     this.#inFlight++;
@@ -193,7 +224,15 @@ export class HttpIngest {
     const topicProblem = topicNameProblem(topic);
     if (topicProblem !== undefined) {
       this.#shared.refused.inc({ reason: 'topic_invalid' });
-      return { ok: false, answer: refusal(400, 'VL_INGEST_TOPIC_INVALID', `Cannot accept the message as 'topic' ${topicProblem}: current value is '${topic.slice(0, 200)}'`, 'topic_invalid') };
+      return {
+        ok: false,
+        answer: refusal(
+          400,
+          'VL_INGEST_TOPIC_INVALID',
+          `Cannot accept the message as 'topic' ${topicProblem}: current value is '${topic.slice(0, 200)}'`,
+          'topic_invalid',
+        ),
+      };
     }
 
     const token = request.token ?? '';
@@ -212,7 +251,16 @@ export class HttpIngest {
         const busy = err instanceof VoltlineError && err.retriable;
         this.#shared.refused.inc({ reason: 'directory_unavailable' });
         this.#logRefusal('directory_unavailable', 'all', { err: errorMessage(err) }, 'HTTP ingest request refused: the device directory failed');
-        return { ok: false, answer: refusal(503, busy ? 'VL_DEVICES_BUSY' : 'VL_INGEST_UNAVAILABLE', 'Cannot check the device token now; retry after a second', 'directory_unavailable', { 'retry-after': '1' }) };
+        return {
+          ok: false,
+          answer: refusal(
+            503,
+            busy ? 'VL_DEVICES_BUSY' : 'VL_INGEST_UNAVAILABLE',
+            'Cannot check the device token now; retry after a second',
+            'directory_unavailable',
+            { 'retry-after': '1' },
+          ),
+        };
       }
       if (!verdict.ok) return { ok: false, answer: this.#authRefused(verdict.reason, deviceId, address) };
       tenant = verdict.device.tenant;
@@ -223,7 +271,15 @@ export class HttpIngest {
       this.#shared.authFailures.inc({ reason: 'publish_denied' });
       const allowed = policy.mode === 'open' ? 'no $ topics' : policy.publishFilter(deviceId);
       this.#logRefusal('publish_denied', deviceId, { deviceId, tenant, topic, allowed, address }, 'HTTP ingest refused by the topic policy');
-      return { ok: false, answer: refusal(403, 'VL_TOPIC_DENIED', `Cannot accept the message as device '${deviceId}' may not publish to '${topic}' (allowed: ${allowed})`, 'publish_denied') };
+      return {
+        ok: false,
+        answer: refusal(
+          403,
+          'VL_TOPIC_DENIED',
+          `Cannot accept the message as device '${deviceId}' may not publish to '${topic}' (allowed: ${allowed})`,
+          'publish_denied',
+        ),
+      };
     }
     // The device's publish rate, after authentication (nobody else can spend its tokens) and
     // before the body is read. Refused, not delayed: an HTTP client retries after Retry-After,
@@ -231,11 +287,22 @@ export class HttpIngest {
     const waitMs = this.#takeToken(deviceId);
     if (waitMs > 0) {
       this.#shared.limitsHit.inc({ limit: 'http_publish_rate' });
-      this.#logRefusal('http_publish_rate', deviceId, { deviceId, address, ratePerSecond: this.#rate.perSecond, burst: this.#rate.burst }, 'HTTP ingest refused: the device is over its publish rate');
+      this.#logRefusal(
+        'http_publish_rate',
+        deviceId,
+        { deviceId, address, ratePerSecond: this.#rate.perSecond, burst: this.#rate.burst },
+        'HTTP ingest refused: the device is over its publish rate',
+      );
       const retryAfter = String(Math.max(1, Math.ceil(waitMs / 1_000)));
       return {
         ok: false,
-        answer: refusal(429, 'VL_INGEST_RATE_LIMITED', `Cannot accept the message now as device '${deviceId}' is over its rate of ${this.#rate.perSecond} messages/s (burst ${this.#rate.burst}); retry after ${retryAfter} s`, 'publish_rate', { 'retry-after': retryAfter }),
+        answer: refusal(
+          429,
+          'VL_INGEST_RATE_LIMITED',
+          `Cannot accept the message now as device '${deviceId}' is over its rate of ${this.#rate.perSecond} messages/s (burst ${this.#rate.burst}); retry after ${retryAfter} s`,
+          'publish_rate',
+          { 'retry-after': retryAfter },
+        ),
       };
     }
     return { ok: true, grant: { deviceId, tenant, topic } };
@@ -245,7 +312,12 @@ export class HttpIngest {
   tooLarge(deviceId: string, bytes: number | undefined): IngestAnswer {
     this.#shared.refused.inc({ reason: 'payload_too_large' });
     this.#logRefusal('payload_too_large', deviceId, { deviceId, bytes, limit: this.maxPayloadBytes }, 'HTTP ingest refused: payload too large');
-    return refusal(413, 'VL_PAYLOAD_TOO_LARGE', `Cannot accept a payload${bytes === undefined ? '' : ` of ${bytes} bytes`} as the limit is ${this.maxPayloadBytes} bytes`, 'payload_too_large');
+    return refusal(
+      413,
+      'VL_PAYLOAD_TOO_LARGE',
+      `Cannot accept a payload${bytes === undefined ? '' : ` of ${bytes} bytes`} as the limit is ${this.maxPayloadBytes} bytes`,
+      'payload_too_large',
+    );
   }
 
   /**
@@ -268,8 +340,19 @@ export class HttpIngest {
     } catch (err) {
       if (err instanceof VoltlineError && err.code === 'VL_TRIGGER_LOG_RECORD_TOO_LARGE') return this.tooLarge(grant.deviceId, body.byteLength);
       this.#shared.refused.inc({ reason: 'log_unavailable' });
-      this.#logRefusal('log_unavailable', 'all', { deviceId: grant.deviceId, err: errorMessage(err) }, 'HTTP ingest refused: the trigger log did not accept the message');
-      return refusal(503, 'VL_INGEST_UNAVAILABLE', 'Cannot accept the message now as the trigger log did not take it (the platform may be stopping); nothing was stored, retry later', 'log_unavailable', { 'retry-after': '5' });
+      this.#logRefusal(
+        'log_unavailable',
+        'all',
+        { deviceId: grant.deviceId, err: errorMessage(err) },
+        'HTTP ingest refused: the trigger log did not accept the message',
+      );
+      return refusal(
+        503,
+        'VL_INGEST_UNAVAILABLE',
+        'Cannot accept the message now as the trigger log did not take it (the platform may be stopping); nothing was stored, retry later',
+        'log_unavailable',
+        { 'retry-after': '5' },
+      );
     }
     this.#shared.received.inc({ source: HTTP_INGEST_SOURCE });
     this.#shared.receivedBytes.inc(body.byteLength);
@@ -296,7 +379,9 @@ export class HttpIngest {
   #logOverloaded(): IngestAnswer {
     this.#shared.refused.inc({ reason: 'log_overloaded' });
     this.#logRefusal('log_overloaded', 'all', {}, 'HTTP ingest request refused: the trigger log is pushing back');
-    return refusal(503, 'VL_INGEST_BUSY', 'Cannot accept the message now as the trigger log is behind; retry after a second', 'log_overloaded', { 'retry-after': '1' });
+    return refusal(503, 'VL_INGEST_BUSY', 'Cannot accept the message now as the trigger log is behind; retry after a second', 'log_overloaded', {
+      'retry-after': '1',
+    });
   }
 
   #authRefused(reason: AuthFailure, deviceId: string, address: string | undefined): IngestAnswer {
@@ -304,7 +389,13 @@ export class HttpIngest {
     this.#logRefusal(reason, address ?? deviceId, { deviceId, address }, 'HTTP ingest refused');
     if (reason === 'disabled') return refusal(403, 'VL_DEVICE_DISABLED', `Cannot accept the message as device '${deviceId}' is disabled`, 'disabled');
     if (reason === 'no_credentials') {
-      return refusal(401, 'VL_NO_CREDENTIALS', "Cannot accept the message without the device's token: send it as 'Authorization: Bearer <token>'", 'no_credentials', CHALLENGE);
+      return refusal(
+        401,
+        'VL_NO_CREDENTIALS',
+        "Cannot accept the message without the device's token: send it as 'Authorization: Bearer <token>'",
+        'no_credentials',
+        CHALLENGE,
+      );
     }
     // unknown_device and bad_token answer alike: a caller learns nothing of which ids exist.
     return refusal(401, 'VL_BAD_CREDENTIALS', 'Cannot accept the message as the device id or its token is wrong', 'bad_credentials', CHALLENGE);
@@ -314,7 +405,15 @@ export class HttpIngest {
   #logRefusal(reason: string, key: string, fields: Record<string, unknown>, message: string): void {
     const permit = this.#refusalLog.take(`${reason}|${key}`);
     if (permit === undefined) return;
-    this.#log.warn({ reason, ...fields, ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}), ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}) }, message);
+    this.#log.warn(
+      {
+        reason,
+        ...fields,
+        ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}),
+        ...(permit.suppressedOverall > 0 ? { suppressedOverall: permit.suppressedOverall } : {}),
+      },
+      message,
+    );
   }
 }
 

@@ -53,14 +53,20 @@ export function validatePoints(points: readonly Point[]): void {
       throw invalid(`Cannot write point ${index} as 'measurement' must be a non-empty string: current value is ${describe(point.measurement)}`, at);
     }
     if (point.tenant !== undefined && (typeof point.tenant !== 'string' || !TENANT_PATTERN.test(point.tenant))) {
-      throw invalid(`Cannot write point ${index} as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(point.tenant)}`, at);
+      throw invalid(
+        `Cannot write point ${index} as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(point.tenant)}`,
+        at,
+      );
     }
     if (!Number.isSafeInteger(point.time)) {
       throw invalid(`Cannot write point ${index} as 'time' must be an integer of epoch milliseconds: current value is ${describe(point.time)}`, at);
     }
     for (const [key, value] of Object.entries(point.tags)) {
       if (key === '' || typeof value !== 'string') {
-        throw invalid(`Cannot write point ${index} as tag ${describe(key)} must have a non-empty name and a string value: current value is ${describe(value)}`, at);
+        throw invalid(
+          `Cannot write point ${index} as tag ${describe(key)} must have a non-empty name and a string value: current value is ${describe(value)}`,
+          at,
+        );
       }
     }
     const fields = Object.entries(point.fields);
@@ -68,11 +74,12 @@ export function validatePoints(points: readonly Point[]): void {
       throw invalid(`Cannot write point ${index} as 'fields' must hold at least one field: current value is {}`, at);
     }
     for (const [key, value] of fields) {
-      const ok =
-        key !== '' &&
-        (typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value)));
+      const ok = key !== '' && (typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value)));
       if (!ok) {
-        throw invalid(`Cannot write point ${index} as field ${describe(key)} must be a finite number, a string or a boolean: current value is ${describe(value)}`, at);
+        throw invalid(
+          `Cannot write point ${index} as field ${describe(key)} must be a finite number, a string or a boolean: current value is ${describe(value)}`,
+          at,
+        );
       }
     }
   }
@@ -86,10 +93,16 @@ export function validateDeadLetters(letters: readonly DeadLetter[]): void {
       throw invalid(`Cannot write dead letter ${index} as 'offset' must be a 64-bit bigint: current value is ${describe(letter.offset)}`, at);
     }
     if (!Number.isSafeInteger(letter.receivedAtMs)) {
-      throw invalid(`Cannot write dead letter ${index} as 'receivedAtMs' must be an integer of epoch milliseconds: current value is ${describe(letter.receivedAtMs)}`, at);
+      throw invalid(
+        `Cannot write dead letter ${index} as 'receivedAtMs' must be an integer of epoch milliseconds: current value is ${describe(letter.receivedAtMs)}`,
+        at,
+      );
     }
     if (typeof letter.code !== 'string' || !isDeadLetterCode(letter.code)) {
-      throw invalid(`Cannot write dead letter ${index} as 'code' must be one of ${Object.keys(DEAD_LETTER_CODES).join(', ')}: current value is ${describe(letter.code)}`, at);
+      throw invalid(
+        `Cannot write dead letter ${index} as 'code' must be one of ${Object.keys(DEAD_LETTER_CODES).join(', ')}: current value is ${describe(letter.code)}`,
+        at,
+      );
     }
     for (const key of ['function', 'topic', 'deviceId', 'message'] as const) {
       if (typeof letter[key] !== 'string') {
@@ -100,10 +113,16 @@ export function validateDeadLetters(letters: readonly DeadLetter[]): void {
       throw invalid(`Cannot write dead letter ${index} as 'field' must be a string when given: current value is ${describe(letter.field)}`, at);
     }
     if (letter.attempts !== undefined && (!Number.isInteger(letter.attempts) || letter.attempts < 1 || letter.attempts > 2 ** 31 - 1)) {
-      throw invalid(`Cannot write dead letter ${index} as 'attempts' must be a positive whole number when given: current value is ${describe(letter.attempts)}`, at);
+      throw invalid(
+        `Cannot write dead letter ${index} as 'attempts' must be a positive whole number when given: current value is ${describe(letter.attempts)}`,
+        at,
+      );
     }
     if (letter.tenant !== undefined && (typeof letter.tenant !== 'string' || !TENANT_PATTERN.test(letter.tenant))) {
-      throw invalid(`Cannot write dead letter ${index} as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(letter.tenant)}`, at);
+      throw invalid(
+        `Cannot write dead letter ${index} as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(letter.tenant)}`,
+        at,
+      );
     }
     if (!(letter.payload instanceof Uint8Array)) {
       throw invalid(`Cannot write dead letter ${index} as 'payload' must be a Uint8Array: current value is ${describe(letter.payload)}`, at);

@@ -9,7 +9,16 @@ import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api
 import { isDeadLetterCode } from './batch.ts';
 import { columnIndexOf, columnName, isFieldKind, pointsTable } from './schema.ts';
 import type { FieldKind } from './schema.ts';
-import { DEFAULT_TENANT, type Aggregate, type DeadLetter, type DeadLetterCode, type DeadLetterQuery, type FieldValue, type QuerySpec, type Series } from './types.ts';
+import {
+  DEFAULT_TENANT,
+  type Aggregate,
+  type DeadLetter,
+  type DeadLetterCode,
+  type DeadLetterQuery,
+  type FieldValue,
+  type QuerySpec,
+  type Series,
+} from './types.ts';
 
 type Params = Record<string, DuckDBValue>;
 type ParamTypes = Record<string, DuckDBType>;
@@ -69,8 +78,12 @@ function toTags(value: DuckDBValue): Record<string, string> {
 
 /** Orders series by their tags, compared as sorted (key, value) lists. */
 export function compareTags(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): number {
-  const left = Object.entries(a).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).flat();
-  const right = Object.entries(b).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).flat();
+  const left = Object.entries(a)
+    .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
+    .flat();
+  const right = Object.entries(b)
+    .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
+    .flat();
   for (let i = 0; i < Math.min(left.length, right.length); i++) {
     const x = left[i] ?? '';
     const y = right[i] ?? '';
@@ -179,18 +192,10 @@ export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec): Prom
   }
 }
 
-async function readSeries(
-  conn: DuckDBConnection,
-  spec: QuerySpec,
-  filter: string,
-  params: Params,
-  types: ParamTypes,
-): Promise<{ series: Series[] }> {
+async function readSeries(conn: DuckDBConnection, spec: QuerySpec, filter: string, params: Params, types: ParamTypes): Promise<{ series: Series[] }> {
   const field = await fieldColumns(conn, spec);
   if (field === undefined) return { series: [] };
-  const seriesRows = (
-    await conn.runAndReadAll(`SELECT s.series_id, s.tags FROM series s WHERE ${filter}`, params, types)
-  ).getRows();
+  const seriesRows = (await conn.runAndReadAll(`SELECT s.series_id, s.tags FROM series s WHERE ${filter}`, params, types)).getRows();
   if (seriesRows.length === 0) return { series: [] };
 
   const valueParams: Params = {

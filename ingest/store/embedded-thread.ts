@@ -109,7 +109,14 @@ async function commit(batch: Pending[]): Promise<void> {
   post({ type: 'transaction', ok: true, calls: batch.length, points: report.points, deadLetters: report.deadLetters, threadCpuUs: threadCpuUs() });
   log(
     'debug',
-    { calls: batch.length, points: report.points, slowPoints: report.slowPoints, newSeries: report.newSeries, deadLetters: report.deadLetters, ms: performance.now() - started },
+    {
+      calls: batch.length,
+      points: report.points,
+      slowPoints: report.slowPoints,
+      newSeries: report.newSeries,
+      deadLetters: report.deadLetters,
+      ms: performance.now() - started,
+    },
     'store transaction committed',
   );
 }

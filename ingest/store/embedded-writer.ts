@@ -155,7 +155,12 @@ export class EmbeddedWriter {
     const catalog = this.#catalog;
     for (const entry of catalog.newMeasurements) {
       await conn.run(INSERT_MEASUREMENT, [entry.id, entry.name]);
-      await conn.run(createPointsTableSql(entry.id, entry.columns.map((column) => column.kind)));
+      await conn.run(
+        createPointsTableSql(
+          entry.id,
+          entry.columns.map((column) => column.kind),
+        ),
+      );
     }
     for (const entry of catalog.grown) {
       this.#deletes.get(entry.id)?.destroySync();

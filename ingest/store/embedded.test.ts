@@ -68,9 +68,7 @@ describe('embedded store', () => {
     const calls = 200;
     await Promise.all(
       Array.from({ length: calls }, (_, i) =>
-        store.writePoints([
-          { measurement: 'station', tags: { station: `st-${i % 20}` }, fields: { seq: i, ok: true }, time: T0 + i },
-        ]),
+        store.writePoints([{ measurement: 'station', tags: { station: `st-${i % 20}` }, fields: { seq: i, ok: true }, time: T0 + i }]),
       ),
     );
     const stats = store.stats();
@@ -94,9 +92,7 @@ describe('embedded store', () => {
       maxQueued = Math.max(maxQueued, store.stats().queuedBytes);
       maxWaiting = Math.max(maxWaiting, store.stats().waitingCalls);
     };
-    const writes = Array.from({ length: 100 }, (_, i) =>
-      store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]).then(observe),
-    );
+    const writes = Array.from({ length: 100 }, (_, i) => store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]).then(observe));
     observe();
     await Promise.all(writes);
     expect(maxQueued).toBeGreaterThan(0);
@@ -141,18 +137,14 @@ describe('embedded store', () => {
   });
 
   it('answers queries while writes are in flight', async () => {
-    const writes = Array.from({ length: 20 }, (_, i) =>
-      store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]),
-    );
+    const writes = Array.from({ length: 20 }, (_, i) => store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]));
     const read = store.query(spec({ measurement: 'm', field: 'v' }));
     await Promise.all([...writes, read]);
     expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series[0]?.points).toHaveLength(20);
   });
 
   it('finishes queued writes before closing, and refuses queries after', async () => {
-    const writes = Array.from({ length: 10 }, (_, i) =>
-      store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]),
-    );
+    const writes = Array.from({ length: 10 }, (_, i) => store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]));
     await store.close();
     await Promise.all(writes);
     await expect(store.query(spec({ measurement: 'm', field: 'v' }))).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
@@ -178,7 +170,9 @@ describe('embedded store', () => {
     const points = series.flatMap((s) => s.points).sort(([a], [b]) => a - b);
     expect(points).toEqual(Array.from({ length: 500 }, (_, i) => [1_000 + i, i / 7]));
     // The marks committed with the points: replaying them after the crash overwrites.
-    await store.writePoints(Array.from({ length: 500 }, (_, i) => ({ measurement: 'crash', tags: { n: String(i % 3) }, fields: { v: -i - 1 }, time: 1_000 + i })));
+    await store.writePoints(
+      Array.from({ length: 500 }, (_, i) => ({ measurement: 'crash', tags: { n: String(i % 3) }, fields: { v: -i - 1 }, time: 1_000 + i })),
+    );
     const replayed = await store.query({ ...spec({ measurement: 'crash', field: 'v' }), fromMs: 0, toMs: 10_000 });
     expect(replayed.series.flatMap((s) => s.points).sort(([a], [b]) => a - b)).toEqual(Array.from({ length: 500 }, (_, i) => [1_000 + i, -i - 1]));
     expect((await store.query({ ...spec({ measurement: 'crash', field: 's' }), fromMs: 0, toMs: 10_000 })).series).toEqual([]);
@@ -192,20 +186,39 @@ describe('embedded store', () => {
     await store.close();
     const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
     const conn = await instance.connect();
-    await conn.run(`INSERT INTO dead_letters (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message) VALUES (1, 'f', 't', 'd', 'x'::BLOB, ${T0}, 'error', NULL, 'old')`);
+    await conn.run(
+      `INSERT INTO dead_letters (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message) VALUES (1, 'f', 't', 'd', 'x'::BLOB, ${T0}, 'error', NULL, 'old')`,
+    );
     await conn.run('ALTER TABLE dead_letters DROP COLUMN attempts');
     await conn.run('ALTER TABLE dead_letters DROP COLUMN tenant');
     conn.closeSync();
     instance.closeSync();
     store = await openEmbeddedStore({ dir, logger: silentLogger() });
-    await store.writeDeadLetters([{ offset: 2n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0 + 1, code: 'timeout', message: 'new', attempts: 4 }]);
+    await store.writeDeadLetters([
+      {
+        offset: 2n,
+        function: 'f',
+        topic: 't',
+        deviceId: 'd',
+        payload: new Uint8Array([0x78]),
+        receivedAtMs: T0 + 1,
+        code: 'timeout',
+        message: 'new',
+        attempts: 4,
+      },
+    ]);
     const letters = await store.deadLetters({ limit: 10 });
-    expect(letters.map((l) => [l.message, l.attempts])).toEqual([['new', 4], ['old', undefined]]);
+    expect(letters.map((l) => [l.message, l.attempts])).toEqual([
+      ['new', 4],
+      ['old', undefined],
+    ]);
   });
 
   it("opens a store written before tenancy: its series and dead letters are the default tenant's", async () => {
     await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: T0 }]);
-    await store.writeDeadLetters([{ offset: 1n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0, code: 'error', message: 'old' }]);
+    await store.writeDeadLetters([
+      { offset: 1n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0, code: 'error', message: 'old' },
+    ]);
     await store.close();
     const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
     const conn = await instance.connect();
@@ -218,7 +231,10 @@ describe('embedded store', () => {
     expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 1]] }]);
     expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([]);
     // The old series keeps its key: a replay of its point overwrites it, a tenant's is another.
-    await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 2 }, time: T0 }, { measurement: 'm', tags: { station: 'st-1' }, fields: { v: 3 }, time: T0, tenant: 'acme' }]);
+    await store.writePoints([
+      { measurement: 'm', tags: { station: 'st-1' }, fields: { v: 2 }, time: T0 },
+      { measurement: 'm', tags: { station: 'st-1' }, fields: { v: 3 }, time: T0, tenant: 'acme' },
+    ]);
     expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 2]] }]);
     expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 3]] }]);
     expect((await store.deadLetters({ tenant: 'default', limit: 10 })).map((l) => l.message)).toEqual(['old']);
@@ -260,11 +276,33 @@ describe('embedded store', () => {
     await store.writePoints([at('a', T0 + 500, 50), at('b', T0 + 4_000, 14), at('b', T0 + 4_000, 15)]);
     expect(slowPoints()).toEqual([0, 1, 2]);
     const expected = [
-      { tags: { station: 'a' }, points: [[T0, 0], [T0 + 500, 50], [T0 + 1_000, 100], [T0 + 2_000, 2], [T0 + 3_000, 3]] },
-      { tags: { station: 'b' }, points: [[T0, 10], [T0 + 1_000, 11], [T0 + 2_000, 12], [T0 + 3_000, 13], [T0 + 4_000, 15]] },
+      {
+        tags: { station: 'a' },
+        points: [
+          [T0, 0],
+          [T0 + 500, 50],
+          [T0 + 1_000, 100],
+          [T0 + 2_000, 2],
+          [T0 + 3_000, 3],
+        ],
+      },
+      {
+        tags: { station: 'b' },
+        points: [
+          [T0, 10],
+          [T0 + 1_000, 11],
+          [T0 + 2_000, 12],
+          [T0 + 3_000, 13],
+          [T0 + 4_000, 15],
+        ],
+      },
     ];
     expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual(expected);
-    expect((await store.query(spec({ measurement: 'm', field: 's' }))).series[0]?.points).toEqual([[T0, 'a0'], [T0 + 2_000, 'a2'], [T0 + 3_000, 'a3']]);
+    expect((await store.query(spec({ measurement: 'm', field: 's' }))).series[0]?.points).toEqual([
+      [T0, 'a0'],
+      [T0 + 2_000, 'a2'],
+      [T0 + 3_000, 'a3'],
+    ]);
 
     // After a reopen the marks come from the file (rounded up to their minute): a point in
     // that minute takes the slow path, still exact; past it, the fast path again.
@@ -276,13 +314,16 @@ describe('embedded store', () => {
     await store.writePoints([at('b', nextStep, 18)]);
     expect(slowPoints()).toEqual([2, 0]);
     const b = await store.query(spec({ measurement: 'm', field: 'v', tags: { station: 'b' } }));
-    expect(b.series[0]?.points.slice(-3)).toEqual([[T0 + 4_000, 16], [T0 + 5_000, 17], [nextStep, 18]]);
+    expect(b.series[0]?.points.slice(-3)).toEqual([
+      [T0 + 4_000, 16],
+      [T0 + 5_000, 17],
+      [nextStep, 18],
+    ]);
     expect(b.series[0]?.points).toHaveLength(7);
   });
 
   it('refuses a point that would take its measurement past 1 000 columns, saying so, and writes the others', async () => {
-    const wide = (from: number, count: number): Record<string, number> =>
-      Object.fromEntries(Array.from({ length: count }, (_, i) => [`f${from + i}`, i]));
+    const wide = (from: number, count: number): Record<string, number> => Object.fromEntries(Array.from({ length: count }, (_, i) => [`f${from + i}`, i]));
     await store.writePoints([{ measurement: 'wide', tags: {}, fields: wide(0, 999), time: T0 }]);
     const result = await store.writeEncodedPoints({
       tenant: 'default',
@@ -293,7 +334,11 @@ describe('embedded store', () => {
       ],
     });
     expect(result.rejected).toEqual([
-      { index: 0, message: "Cannot write point 0 as measurement 'wide' may have at most 1000 columns (one per field and value type): current value is 1000, and field 'f1000' (double) would add one" },
+      {
+        index: 0,
+        message:
+          "Cannot write point 0 as measurement 'wide' may have at most 1000 columns (one per field and value type): current value is 1000, and field 'f1000' (double) would add one",
+      },
     ]);
     // The second event took the 1 000th column (f998 as a string); the third is another measurement.
     expect(result.points).toBe(2);
@@ -305,7 +350,11 @@ describe('embedded store', () => {
       });
     }
     await store.writePoints([{ measurement: 'wide', tags: {}, fields: { f0: 7, f998: 'x' }, time: T0 + 4 }]);
-    expect((await store.query(spec({ measurement: 'wide', field: 'f998' }))).series[0]?.points).toEqual([[T0, 998], [T0 + 2, 'now a string'], [T0 + 4, 'x']]);
+    expect((await store.query(spec({ measurement: 'wide', field: 'f998' }))).series[0]?.points).toEqual([
+      [T0, 998],
+      [T0 + 2, 'now a string'],
+      [T0 + 4, 'x'],
+    ]);
     expect((await store.query(spec({ measurement: 'narrow', field: 'v' }))).series[0]?.points).toEqual([[T0, 1]]);
   });
 
@@ -404,7 +453,9 @@ describe('embedded store', () => {
     await store.close();
     const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
     const conn = await instance.connect();
-    const constraints = (await conn.runAndReadAll(`SELECT count(*) FROM duckdb_constraints() WHERE starts_with(table_name, 'points_') AND constraint_type <> 'NOT NULL'`)).getRows();
+    const constraints = (
+      await conn.runAndReadAll(`SELECT count(*) FROM duckdb_constraints() WHERE starts_with(table_name, 'points_') AND constraint_type <> 'NOT NULL'`)
+    ).getRows();
     const indexes = (await conn.runAndReadAll(`SELECT count(*) FROM duckdb_indexes() WHERE starts_with(table_name, 'points_')`)).getRows();
     conn.closeSync();
     instance.closeSync();

@@ -77,11 +77,19 @@ export interface EmbeddedStoreOptions {
 
 const OptionsSchema = z.object({
   dir: z.string().min(1, { error: "'dir' must be a non-empty path" }),
-  maxQueuedBytes: z.number().int().min(1).default(64 * 1024 * 1024),
+  maxQueuedBytes: z
+    .number()
+    .int()
+    .min(1)
+    .default(64 * 1024 * 1024),
   memoryLimitMb: z.number().int().min(64).default(384),
   restartDelayMs: z.number().int().min(0).max(MAX_RESTART_DELAY_MS).default(100),
   commitIntervalMs: z.number().int().min(0).max(10_000).default(50),
-  commitFlushBytes: z.number().int().min(1).default(1024 * 1024),
+  commitFlushBytes: z
+    .number()
+    .int()
+    .min(1)
+    .default(1024 * 1024),
 });
 
 type Config = Readonly<z.infer<typeof OptionsSchema>>;
@@ -224,7 +232,10 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   async writeEncodedPoints(batch: EncodedPoints): Promise<EncodedWriteResult> {
     if (this.#closing !== undefined) throw closedError('write points');
     if (typeof batch.tenant !== 'string' || !TENANT_PATTERN.test(batch.tenant)) {
-      throw invalidWrite(`Cannot write encoded points as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(batch.tenant)}`, {});
+      throw invalidWrite(
+        `Cannot write encoded points as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(batch.tenant)}`,
+        {},
+      );
     }
     let total = 0;
     for (const [index, event] of batch.events.entries()) {

@@ -42,7 +42,10 @@ describe('GroupCommitQueue', () => {
     gate.release();
     await Promise.all(first);
     await gate.started(2);
-    expect(gate.batches).toEqual([['a', 'b', 'c'], ['d', 'e']]);
+    expect(gate.batches).toEqual([
+      ['a', 'b', 'c'],
+      ['d', 'e'],
+    ]);
     gate.release();
     await Promise.all(second);
     expect(queue.stats()).toEqual({ transactions: 2, failedTransactions: 0, calls: 5, weight: 5 });

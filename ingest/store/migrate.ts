@@ -12,16 +12,7 @@
  */
 import type { DuckDBConnection, DuckDBValue } from '@duckdb/node-api';
 import { VoltlineError } from '../../lib/errors.ts';
-import {
-  columnName,
-  CREATE_COMMON,
-  CREATE_META,
-  CREATE_V2,
-  createPointsTableSql,
-  isFieldKind,
-  pointsTable,
-  SCHEMA_VERSION,
-} from './schema.ts';
+import { columnName, CREATE_COMMON, CREATE_META, CREATE_V2, createPointsTableSql, isFieldKind, pointsTable, SCHEMA_VERSION } from './schema.ts';
 import type { FieldKind } from './schema.ts';
 
 /** What `prepareSchema` did. */
@@ -116,7 +107,12 @@ async function readColumns(conn: DuckDBConnection): Promise<Map<number, Array<{ 
 
 /** Creates one measurement's wide table and fills it from point_values; returns its row count. */
 async function pivot(conn: DuckDBConnection, measurementId: number, columns: ReadonlyArray<{ field: string; kind: FieldKind }>): Promise<number> {
-  await conn.run(createPointsTableSql(measurementId, columns.map((c) => c.kind)));
+  await conn.run(
+    createPointsTableSql(
+      measurementId,
+      columns.map((c) => c.kind),
+    ),
+  );
   if (columns.length === 0) return 0;
   // Field names are bound ($2…), the measurement id too ($1): only generated names are SQL.
   const values = columns.map((c, i) => `any_value(v.${VALUE_COLUMN[c.kind]}) FILTER (WHERE v.field = $${i + 2}) AS ${columnName(i + 1)}`);

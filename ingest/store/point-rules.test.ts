@@ -15,7 +15,14 @@ const cases: Array<[string, unknown]> = [
   ['prototype names as fields', JSON.parse('{"measurement":"m","fields":{"constructor":1,"toString":"x"},"time":1}')],
   ['__proto__ as a field', JSON.parse('{"measurement":"m","fields":{"__proto__":1},"time":1}')],
   ['an array of tags', { ...good, tags: ['x'] }],
-  ['a class instance', new (class P { measurement = 'm'; fields = { v: 1 }; time = T })()],
+  [
+    'a class instance',
+    new (class P {
+      measurement = 'm';
+      fields = { v: 1 };
+      time = T;
+    })(),
+  ],
   ['not an object', 'station 1'],
   ['null', null],
   ['an underscored measurement', { ...good, measurement: '_m' }],
@@ -47,7 +54,10 @@ describe('PointChecker', () => {
     // Twice: the second pass runs with the names of the first remembered.
     for (let pass = 0; pass < 2; pass++) {
       for (const [name, value] of cases) {
-        expect(outcome((v) => checker.check(v), value), `${name} (pass ${pass})`).toEqual(outcome(validatePoint, value));
+        expect(
+          outcome((v) => checker.check(v), value),
+          `${name} (pass ${pass})`,
+        ).toEqual(outcome(validatePoint, value));
       }
     }
   });

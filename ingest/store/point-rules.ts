@@ -53,17 +53,20 @@ export function checkField(name: string, value: unknown): asserts value is Field
  * @throws PointError naming what is wrong.
  */
 export function validatePoint(value: unknown): Point {
-  if (typeof value !== 'object' || value === null) throw new PointError(`Cannot write a point as it must be an object: current value is ${JSON.stringify(value)}`);
+  if (typeof value !== 'object' || value === null)
+    throw new PointError(`Cannot write a point as it must be an object: current value is ${JSON.stringify(value)}`);
   const candidate = value as Record<string, unknown>;
   const measurement = candidate['measurement'];
-  if (typeof measurement !== 'string') throw new PointError(`Cannot write a point as 'measurement' must be a string: current value is ${JSON.stringify(measurement)}`);
+  if (typeof measurement !== 'string')
+    throw new PointError(`Cannot write a point as 'measurement' must be a string: current value is ${JSON.stringify(measurement)}`);
   checkName('measurement', measurement);
   const tagsIn = candidate['tags'] ?? {};
   if (typeof tagsIn !== 'object' || tagsIn === null) throw new PointError(`Cannot write point '${measurement}' as 'tags' must be an object`);
   const tags: Record<string, string> = {};
   for (const [key, tag] of Object.entries(tagsIn)) {
     checkName('tag', key);
-    if (typeof tag !== 'string' || tag.length === 0) throw new PointError(`Cannot write tag '${key}' as it must be a non-empty string: current value is ${JSON.stringify(tag)}`);
+    if (typeof tag !== 'string' || tag.length === 0)
+      throw new PointError(`Cannot write tag '${key}' as it must be a non-empty string: current value is ${JSON.stringify(tag)}`);
     tags[key] = tag;
   }
   const fieldsIn = candidate['fields'];

@@ -94,7 +94,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
 
     it('keeps arbitrary measurement, field and tag strings apart (bound, never interpolated)', async () => {
       const measurement = `m'; DROP TABLE series; --`;
-      const tags = { "we.ird'key": 'a "b"', '$1': 'x' };
+      const tags = { "we.ird'key": 'a "b"', $1: 'x' };
       await store.writePoints([{ measurement, tags, fields: { "f'ield": 1, 'f.ield': 2 }, time: T0 }]);
       const one = await store.query(spec({ measurement, field: "f'ield", tags: { "we.ird'key": 'a "b"' } }));
       expect(one.series).toEqual([{ tags, points: [[T0, 1]] }]);
@@ -112,7 +112,15 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
         { ...key, time: T0 + 1_000, fields: { voltage: 2 } },
       ]);
       const voltage = await store.query(spec({ measurement: 'station', field: 'voltage' }));
-      expect(voltage.series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 231], [T0 + 1_000, 2]] }]);
+      expect(voltage.series).toEqual([
+        {
+          tags: { station: 'st-1' },
+          points: [
+            [T0, 231],
+            [T0 + 1_000, 2],
+          ],
+        },
+      ]);
       const state = await store.query(spec({ measurement: 'station', field: 'state' }));
       expect(state.series[0]?.points).toEqual([[T0, 'fault']]);
       const count = await store.query(spec({ measurement: 'station', field: 'voltage', everyMs: 3_600_000, agg: 'count' }));
@@ -128,9 +136,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
         [T0 + 10_000, 20],
         [T0 + 19_000, 10],
       ];
-      await store.writePoints(
-        values.map(([time, v]) => ({ measurement: 'station', tags: { station: 'st-1' }, fields: { v }, time })),
-      );
+      await store.writePoints(values.map(([time, v]) => ({ measurement: 'station', tags: { station: 'st-1' }, fields: { v }, time })));
       const expected: Record<QuerySpec['agg'], [number, number]> = {
         mean: [2, 15],
         min: [1, 10],
@@ -139,10 +145,16 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
         count: [3, 2],
       };
       for (const [agg, [first, second]] of Object.entries(expected)) {
-        const { series } = await store.query(
-          spec({ measurement: 'station', field: 'v', everyMs: 10_000, agg: agg as QuerySpec['agg'] }),
-        );
-        expect(series, agg).toEqual([{ tags: { station: 'st-1' }, points: [[T0, first], [T0 + 10_000, second]] }]);
+        const { series } = await store.query(spec({ measurement: 'station', field: 'v', everyMs: 10_000, agg: agg as QuerySpec['agg'] }));
+        expect(series, agg).toEqual([
+          {
+            tags: { station: 'st-1' },
+            points: [
+              [T0, first],
+              [T0 + 10_000, second],
+            ],
+          },
+        ]);
       }
       // A bucket's mean of one value is that value, bit for bit.
       await store.writePoints([{ measurement: 'one', tags: {}, fields: { v: 0.45999999999999996 }, time: T0 + 1 }]);
@@ -185,7 +197,14 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
 
       const one = await store.query(spec({ measurement: 'station', field: 'docked', tags: { station: 'st-2' } }));
       expect(one.series).toEqual([
-        { tags: { station: 'st-2', region: 'south' }, points: [[T0, 0], [T0 + 1_000, 1], [T0 + 2_000, 2]] },
+        {
+          tags: { station: 'st-2', region: 'south' },
+          points: [
+            [T0, 0],
+            [T0 + 1_000, 1],
+            [T0 + 2_000, 2],
+          ],
+        },
       ]);
       const south = await store.query(spec({ measurement: 'station', field: 'docked', tags: { region: 'south' } }));
       expect(south.series.map((s) => s.tags['station'])).toEqual(['st-1', 'st-2']);
@@ -198,11 +217,13 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
     });
 
     it('keeps to [fromMs, toMs] inclusive', async () => {
-      await store.writePoints(
-        [0, 1, 2, 3, 4].map((i) => ({ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i * 1_000 })),
-      );
+      await store.writePoints([0, 1, 2, 3, 4].map((i) => ({ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i * 1_000 })));
       const { series } = await store.query(spec({ measurement: 'm', field: 'v', fromMs: T0 + 1_000, toMs: T0 + 3_000 }));
-      expect(series[0]?.points).toEqual([[T0 + 1_000, 1], [T0 + 2_000, 2], [T0 + 3_000, 3]]);
+      expect(series[0]?.points).toEqual([
+        [T0 + 1_000, 1],
+        [T0 + 2_000, 2],
+        [T0 + 3_000, 3],
+      ]);
     });
 
     it('returns the last `limit` points (or buckets) per series, in ascending time', async () => {
@@ -215,11 +236,22 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       await store.writePoints(points);
       const raw = await store.query(spec({ measurement: 'm', field: 'v', limit: 3 }));
       expect(raw.series.map((s) => s.points)).toEqual([
-        [[T0 + 70_000, 7], [T0 + 80_000, 8], [T0 + 90_000, 9]],
-        [[T0 + 70_000, 7], [T0 + 80_000, 8], [T0 + 90_000, 9]],
+        [
+          [T0 + 70_000, 7],
+          [T0 + 80_000, 8],
+          [T0 + 90_000, 9],
+        ],
+        [
+          [T0 + 70_000, 7],
+          [T0 + 80_000, 8],
+          [T0 + 90_000, 9],
+        ],
       ]);
       const buckets = await store.query(spec({ measurement: 'm', field: 'v', everyMs: 10_000, agg: 'max', limit: 2 }));
-      expect(buckets.series[0]?.points).toEqual([[T0 + 80_000, 8], [T0 + 90_000, 9]]);
+      expect(buckets.series[0]?.points).toEqual([
+        [T0 + 80_000, 8],
+        [T0 + 90_000, 9],
+      ]);
     });
 
     it('round-trips dead letters, newest first, filtered by function and device', async () => {
@@ -282,7 +314,9 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect((await store.deadLetters({ tenant: 'acme', limit: 10 })).map((l) => [l.offset, l.tenant])).toEqual([[2n, 'acme']]);
       expect((await store.deadLetters({ tenant: 'default', limit: 10 })).map((l) => [l.offset, l.tenant])).toEqual([[1n, 'default']]);
       expect(await store.deadLetters({ limit: 10 })).toHaveLength(2);
-      await expect(store.writePoints([{ measurement: 'm', tags, fields: { v: 1 }, time: T0, tenant: 'Not A Tenant' }])).rejects.toMatchObject({ code: 'VL_STORE_WRITE' });
+      await expect(store.writePoints([{ measurement: 'm', tags, fields: { v: 1 }, time: T0, tenant: 'Not A Tenant' }])).rejects.toMatchObject({
+        code: 'VL_STORE_WRITE',
+      });
     });
 
     it('keeps what it resolved across close and reopen', async () => {
@@ -313,7 +347,13 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(result).toEqual({ points: 3, rejected: [] });
       const { series } = await store.query(spec({ measurement: 'station', field: 'voltage' }));
       expect(series).toEqual([
-        { tags: { station: 'st-1' }, points: [[T0, 230.5], [T0 + 1_000, 231]] },
+        {
+          tags: { station: 'st-1' },
+          points: [
+            [T0, 230.5],
+            [T0 + 1_000, 231],
+          ],
+        },
         { tags: { station: 'st-2' }, points: [[T0, 229.25]] },
       ]);
       expect((await store.query(spec({ measurement: 'station', field: 'state' }))).series[0]?.points).toEqual([[T0, 'idle']]);
@@ -341,7 +381,15 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(result.rejected[2]?.message).toContain('must be a JSON array of points');
       expect(result.rejected[3]?.message).toContain("'time' must be epoch milliseconds: current value is -5");
       const { series } = await store.query(spec({ measurement: 'm', field: 'v' }));
-      expect(series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 0], [T0 + 3, 3]] }]);
+      expect(series).toEqual([
+        {
+          tags: { station: 'st-1' },
+          points: [
+            [T0, 0],
+            [T0 + 3, 3],
+          ],
+        },
+      ]);
     });
 
     it('lets the later point of a key win across the events of a batch and across batches', async () => {

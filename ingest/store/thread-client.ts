@@ -77,10 +77,12 @@ export class StoreThread {
       const early = (reason: string): void => {
         if (opened) return;
         opened = true;
-        reject(new VoltlineError('VL_STORE_OPEN', `Cannot open the embedded store at '${options.data.path}' as its thread stopped: ${reason}`, {
-          retriable: true,
-          context: { path: options.data.path },
-        }));
+        reject(
+          new VoltlineError('VL_STORE_OPEN', `Cannot open the embedded store at '${options.data.path}' as its thread stopped: ${reason}`, {
+            retriable: true,
+            context: { path: options.data.path },
+          }),
+        );
       };
       worker.on('message', (message: FromThread) => {
         if (message.type === 'ready') {

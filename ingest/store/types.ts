@@ -27,15 +27,7 @@ export interface Point {
 export const DEFAULT_TENANT = 'default';
 
 /** Why an event could not be turned into points. */
-export type DeadLetterCode =
-  | 'payload_not_json'
-  | 'payload_not_object'
-  | 'schema'
-  | 'rejected'
-  | 'error'
-  | 'timeout'
-  | 'memory'
-  | 'bad_points';
+export type DeadLetterCode = 'payload_not_json' | 'payload_not_object' | 'schema' | 'rejected' | 'error' | 'timeout' | 'memory' | 'bad_points';
 
 /** An event that ended in the dead-letter store instead of the time-series store. */
 export interface DeadLetter {

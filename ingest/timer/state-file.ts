@@ -39,7 +39,12 @@ export async function readTimerState(dir: string): Promise<TimerMark[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  return StateFile.parse(JSON.parse(text)).marks.map((m) => ({ function: m.function, cron: m.cron, ...(m.timezone === undefined ? {} : { timezone: m.timezone }), lastMs: m.lastMs }));
+  return StateFile.parse(JSON.parse(text)).marks.map((m) => ({
+    function: m.function,
+    cron: m.cron,
+    ...(m.timezone === undefined ? {} : { timezone: m.timezone }),
+    lastMs: m.lastMs,
+  }));
 }
 
 /** Replaces the state durably (temp + fsync + rename + folder fsync). Callers serialize calls. */

@@ -99,7 +99,11 @@ export class TimerSource {
     if (options.metrics !== undefined) {
       const registers = [options.metrics];
       this.#firings = new Counter({ name: 'voltline_timer_firings_total', help: 'Cron firings appended to the trigger log', registers });
-      this.#missed = new Counter({ name: 'voltline_timer_missed_total', help: 'Cron instants skipped because the platform was down or asleep (one catch-up firing stands for them)', registers });
+      this.#missed = new Counter({
+        name: 'voltline_timer_missed_total',
+        help: 'Cron instants skipped because the platform was down or asleep (one catch-up firing stands for them)',
+        registers,
+      });
     }
   }
 
@@ -118,7 +122,7 @@ export class TimerSource {
 
   async #scanLogTail(): Promise<void> {
     const log = this.#o.log;
-    for (let at = log.committedOffset(); at < log.endOffset(); ) {
+    for (let at = log.committedOffset(); at < log.endOffset();) {
       const events = await log.read(at, 1_000);
       if (events.length === 0) break;
       for (const event of events) {
@@ -164,7 +168,12 @@ export class TimerSource {
           this.#log.error({ err, function: s.function, cron: s.cron, timezone: s.timezone }, 'cron trigger not scheduled');
           continue;
         }
-        const mark = this.#loaded.get(key) ?? { function: s.function, cron: s.cron, ...(s.timezone === undefined ? {} : { timezone: s.timezone }), lastMs: now };
+        const mark = this.#loaded.get(key) ?? {
+          function: s.function,
+          cron: s.cron,
+          ...(s.timezone === undefined ? {} : { timezone: s.timezone }),
+          lastMs: now,
+        };
         this.#active.set(key, { schedule, mark });
         changed = true;
       }
@@ -187,7 +196,7 @@ export class TimerSource {
 
   /** Resolves once no firing or update is in progress (for tests and stop). */
   async settled(): Promise<void> {
-    for (let seen: Promise<void> | undefined; seen !== this.#chain; ) {
+    for (let seen: Promise<void> | undefined; seen !== this.#chain;) {
       seen = this.#chain;
       await seen;
     }
@@ -252,7 +261,10 @@ export class TimerSource {
 
   async #persist(): Promise<void> {
     try {
-      await writeTimerState(this.#o.dir, [...this.#active.values()].map((a) => a.mark));
+      await writeTimerState(
+        this.#o.dir,
+        [...this.#active.values()].map((a) => a.mark),
+      );
     } catch (err) {
       // The next firing's write carries this mark too; until then a crash could repeat it.
       this.#log.error({ err }, 'could not write the timer state');

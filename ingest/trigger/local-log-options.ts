@@ -56,14 +56,27 @@ export interface LocalTriggerLogConfig {
 const optionsSchema = z
   .object({
     dir: z.string().min(1),
-    logger: z.custom<Logger>(
-      (value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function',
-      { message: 'expected a pino Logger' },
-    ),
-    segmentBytes: z.number().int().min(1024).max(1024 * MIB).default(64 * MIB),
-    maxPendingBytes: z.number().int().min(2).default(8 * MIB),
+    logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', {
+      message: 'expected a pino Logger',
+    }),
+    segmentBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * MIB)
+      .default(64 * MIB),
+    maxPendingBytes: z
+      .number()
+      .int()
+      .min(2)
+      .default(8 * MIB),
     minGroupIntervalMs: z.number().min(0).max(1000).default(2),
-    tailCacheBytes: z.number().int().min(0).max(4096 * MIB).default(32 * MIB),
+    tailCacheBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(4096 * MIB)
+      .default(32 * MIB),
   })
   .strict();
 

@@ -259,12 +259,31 @@ describe('local trigger log', () => {
       header.writeUInt32LE(crc32(frame), 4);
       return Buffer.concat([header, frame]);
     };
-    await appendFile(join(dir, segmentFileName(0n)), Buffer.concat([oldRecord(0n, 'stations/st-1/telemetry', 'st-1', '{"a":1}'), oldRecord(1n, 'stations/st-2/telemetry', 'st-2', '{"b":2}')]));
+    await appendFile(
+      join(dir, segmentFileName(0n)),
+      Buffer.concat([oldRecord(0n, 'stations/st-1/telemetry', 'st-1', '{"a":1}'), oldRecord(1n, 'stations/st-2/telemetry', 'st-2', '{"b":2}')]),
+    );
     const log = await openLog();
     expect(log.endOffset()).toBe(2n);
-    await log.append({ source: 'mqtt', topic: 'stations/st-3/telemetry', deviceId: 'st-3', tenant: 'acme', payload: Buffer.from('{"c":3}'), receivedAtMs: 1_700_000_000_002 });
+    await log.append({
+      source: 'mqtt',
+      topic: 'stations/st-3/telemetry',
+      deviceId: 'st-3',
+      tenant: 'acme',
+      payload: Buffer.from('{"c":3}'),
+      receivedAtMs: 1_700_000_000_002,
+    });
     const read = await log.read(0n, 10);
-    expect(read.map((e) => ({ offset: e.offset, topic: e.topic, deviceId: e.deviceId, tenant: e.tenant, receivedAtMs: e.receivedAtMs, payload: Buffer.from(e.payload).toString() }))).toEqual([
+    expect(
+      read.map((e) => ({
+        offset: e.offset,
+        topic: e.topic,
+        deviceId: e.deviceId,
+        tenant: e.tenant,
+        receivedAtMs: e.receivedAtMs,
+        payload: Buffer.from(e.payload).toString(),
+      })),
+    ).toEqual([
       { offset: 0n, topic: 'stations/st-1/telemetry', deviceId: 'st-1', tenant: undefined, receivedAtMs: 1_700_000_000_000, payload: '{"a":1}' },
       { offset: 1n, topic: 'stations/st-2/telemetry', deviceId: 'st-2', tenant: undefined, receivedAtMs: 1_700_000_000_001, payload: '{"b":2}' },
       { offset: 2n, topic: 'stations/st-3/telemetry', deviceId: 'st-3', tenant: 'acme', receivedAtMs: 1_700_000_000_002, payload: '{"c":3}' },

@@ -66,7 +66,7 @@ export async function openLocalTriggerLog(options: LocalTriggerLogOptions): Prom
   const { dir } = config;
   const created = await mkdir(dir, { recursive: true });
   // Every directory mkdir created must be durable in its parent.
-  for (let made = created === undefined ? undefined : dir; made !== undefined && made !== dirname(made); ) {
+  for (let made = created === undefined ? undefined : dir; made !== undefined && made !== dirname(made);) {
     await syncDir(dirname(made));
     made = made === created ? undefined : dirname(made);
   }
@@ -253,9 +253,7 @@ class LocalLog implements LocalTriggerLog {
   commit(offset: bigint): Promise<void> {
     if (this.#closing !== undefined) return Promise.reject(closedError('commit to'));
     if (typeof offset !== 'bigint' || offset < 0n || offset > this.#end) {
-      return Promise.reject(
-        badArgument('VL_TRIGGER_LOG_BAD_COMMIT', 'commit', `the offset must be a bigint from 0 to the end offset ${this.#end}`, offset),
-      );
+      return Promise.reject(badArgument('VL_TRIGGER_LOG_BAD_COMMIT', 'commit', `the offset must be a bigint from 0 to the end offset ${this.#end}`, offset));
     }
     // Monotonic: a commit at or below what is already durable changes nothing.
     if (offset <= this.#committed.offset) return Promise.resolve();

@@ -83,9 +83,7 @@ export class LogReader {
 }
 
 function corruptError(segment: Segment, position: number, offset: bigint, problem: string): VoltlineError {
-  return new VoltlineError(
-    'VL_TRIGGER_LOG_CORRUPT',
-    `Cannot read offset ${offset} as ${segment.path} is corrupt at byte ${position}: ${problem}`,
-    { context: { segment: segment.path, position, offset, problem } },
-  );
+  return new VoltlineError('VL_TRIGGER_LOG_CORRUPT', `Cannot read offset ${offset} as ${segment.path} is corrupt at byte ${position}: ${problem}`, {
+    context: { segment: segment.path, position, offset, problem },
+  });
 }

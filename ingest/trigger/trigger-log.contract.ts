@@ -21,7 +21,14 @@ export function contractEvent(n: number, overrides: Partial<TriggerEvent> = {}):
 export function expectSameEvent(actual: LoggedEvent | undefined, expected: TriggerEvent, offset: bigint): void {
   expect(actual).toBeDefined();
   if (actual === undefined) return;
-  expect({ offset: actual.offset, source: actual.source, topic: actual.topic, deviceId: actual.deviceId, tenant: actual.tenant, receivedAtMs: actual.receivedAtMs }).toEqual({
+  expect({
+    offset: actual.offset,
+    source: actual.source,
+    topic: actual.topic,
+    deviceId: actual.deviceId,
+    tenant: actual.tenant,
+    receivedAtMs: actual.receivedAtMs,
+  }).toEqual({
     offset,
     source: expected.source,
     topic: expected.topic,
@@ -36,7 +43,7 @@ export function expectSameEvent(actual: LoggedEvent | undefined, expected: Trigg
 /** Reads everything from `from` to the end offset, in pages. */
 export async function readAll(log: TriggerLog, from: bigint, pageSize = 100): Promise<LoggedEvent[]> {
   const events: LoggedEvent[] = [];
-  for (let next = from; next < log.endOffset(); ) {
+  for (let next = from; next < log.endOffset();) {
     const page = await log.read(next, pageSize);
     if (page.length === 0) break;
     events.push(...page);

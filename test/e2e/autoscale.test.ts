@@ -19,7 +19,16 @@ const PER_DEVICE = 50;
 const BUSY_MS = 20;
 
 interface WorkersResponse {
-  workers: Array<{ id: string; pid: number | undefined; state: string; inFlight: number; functions: string[]; rssBytes: number; startedAt: string; uptimeMs: number }>;
+  workers: Array<{
+    id: string;
+    pid: number | undefined;
+    state: string;
+    inFlight: number;
+    functions: string[];
+    rssBytes: number;
+    startedAt: string;
+    uptimeMs: number;
+  }>;
   fleet: { min: number; max: number; desired: number; lastScale?: { direction: string; reason: string } };
 }
 
@@ -58,12 +67,16 @@ async function burst(baseTs: number, onProgress: () => void = () => undefined): 
 
 /** Waits until every acknowledged key is stored; returns how many points the range holds. */
 async function storedExactly(apiUrl: string, acked: Set<string>, baseTs: number): Promise<{ keys: Set<string>; points: number }> {
-  return eventually(async () => {
-    const result = await getJson<QueryResult>(`${apiUrl}/api/query?measurement=busy&field=seq&from=${baseTs}&to=${baseTs + PER_DEVICE}&limit=100000`);
-    const keys = new Set(result.series.flatMap((s) => s.points.map(([t]) => `${s.tags['device']}@${t}`)));
-    const points = result.series.reduce((n, s) => n + s.points.length, 0);
-    return keys.size >= acked.size ? { keys, points } : undefined;
-  }, 90_000, `all ${acked.size} acknowledged messages stored`);
+  return eventually(
+    async () => {
+      const result = await getJson<QueryResult>(`${apiUrl}/api/query?measurement=busy&field=seq&from=${baseTs}&to=${baseTs + PER_DEVICE}&limit=100000`);
+      const keys = new Set(result.series.flatMap((s) => s.points.map(([t]) => `${s.tags['device']}@${t}`)));
+      const points = result.series.reduce((n, s) => n + s.points.length, 0);
+      return keys.size >= acked.size ? { keys, points } : undefined;
+    },
+    90_000,
+    `all ${acked.size} acknowledged messages stored`,
+  );
 }
 
 /** Samples the fleet while `work` runs; returns the most workers seen (ready or starting). */
@@ -92,14 +105,25 @@ describe('autoscaling, live', () => {
     const configFile = path.join(data.dir, 'voltline.json');
     await writeFile(configFile, JSON.stringify({ workersMin: 1, workersMax: 3, idleTimeoutMs: 2_000, workerCapacity: 1 }));
     // Anonymous devices on their own topics (busy/<id>/in): not what this test is about.
-    platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--config', configFile, '--stable-window', '5s']);
+    platform = await startPlatformProcess(path.join(data.dir, 'data'), [
+      '--no-api-auth',
+      '--allow-anonymous',
+      '--topic-policy',
+      'open',
+      '--config',
+      configFile,
+      '--stable-window',
+      '5s',
+    ]);
     const api = platform.apiUrl;
     await deployFunctionFile(api, 'functions-runtime/testing/fixtures/busy.ts');
     const initial = await getJson<WorkersResponse>(`${api}/api/workers`);
     expect(initial.fleet).toMatchObject({ min: 1, max: 3, desired: 1 });
     expect(initial.workers).toHaveLength(1);
     expect(initial.workers[0]).toMatchObject({ state: 'ready', pid: expect.any(Number), startedAt: expect.any(String) });
-    clients = await Promise.all(Array.from({ length: DEVICES }, (_, i) => mqtt.connectAsync(platform!.mqttUrl, { clientId: `dev-${i + 1}`, reconnectPeriod: 0 })));
+    clients = await Promise.all(
+      Array.from({ length: DEVICES }, (_, i) => mqtt.connectAsync(platform!.mqttUrl, { clientId: `dev-${i + 1}`, reconnectPeriod: 0 })),
+    );
 
     // Phase 1: a burst, no failure.
     const base1 = 1_763_800_000_000;
@@ -111,10 +135,14 @@ describe('autoscaling, live', () => {
     expect(points1).toBe(acked1.size);
     expect(most1).toBeGreaterThan(1);
     // Idle: back to min (a stable window, 30 s, after the surge).
-    const idle1 = await eventually(async () => {
-      const r = await getJson<WorkersResponse>(`${api}/api/workers`);
-      return r.workers.length === 1 && r.fleet.desired === 1 ? r : undefined;
-    }, 90_000, 'the fleet back to 1 worker');
+    const idle1 = await eventually(
+      async () => {
+        const r = await getJson<WorkersResponse>(`${api}/api/workers`);
+        return r.workers.length === 1 && r.fleet.desired === 1 ? r : undefined;
+      },
+      90_000,
+      'the fleet back to 1 worker',
+    );
     expect(idle1.fleet.lastScale?.direction).toBe('down');
     const metrics1 = await (await fetch(`${api}/metrics`)).text();
     expect(metrics1).toMatch(/voltline_scale_events_total\{direction="up",reason="(panic|stable|freshness)"\} [1-9]/);
@@ -142,10 +170,14 @@ describe('autoscaling, live', () => {
     expect(most2).toBeGreaterThan(1);
     const metrics2 = await (await fetch(`${api}/metrics`)).text();
     expect(metricValue(metrics2, 'voltline_worker_losses_total', 'reason="signal"')).toBe(1);
-    const idle2 = await eventually(async () => {
-      const r = await getJson<WorkersResponse>(`${api}/api/workers`);
-      return r.workers.length === 1 && r.fleet.desired === 1 ? r : undefined;
-    }, 90_000, 'the fleet back to 1 worker after the kill');
+    const idle2 = await eventually(
+      async () => {
+        const r = await getJson<WorkersResponse>(`${api}/api/workers`);
+        return r.workers.length === 1 && r.fleet.desired === 1 ? r : undefined;
+      },
+      90_000,
+      'the fleet back to 1 worker after the kill',
+    );
     expect(idle2.workers.map((w) => w.pid)).not.toContain(killedPid);
 
     for (const client of clients) client.end(true);

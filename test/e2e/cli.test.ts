@@ -42,9 +42,25 @@ describe('voltline deploy / functions / invoke', () => {
     expect(ok.code).toBe(0);
     const result = JSON.parse(ok.stdout) as { outcome: string; points: unknown[]; metering: { wallMs: number } };
     expect(result.outcome).toBe('ok');
-    expect(result.points).toEqual([{ measurement: 'station', tags: { station: 'st-00042' }, fields: { docked: 0, charging: 0, low_battery: 0, power_w: 0, voltage: 230, cabinet_temp_c: 20, seq: 1 }, time: 1763800000123 }]);
+    expect(result.points).toEqual([
+      {
+        measurement: 'station',
+        tags: { station: 'st-00042' },
+        fields: { docked: 0, charging: 0, low_battery: 0, power_w: 0, voltage: 230, cabinet_temp_c: 20, seq: 1 },
+        time: 1763800000123,
+      },
+    ]);
 
-    const bad = await voltline(['invoke', 'station-telemetry', '--topic', 'stations/st-00042/telemetry', '--data', payload.replace('"voltage":230', '"voltage":999'), '--api', platform.apiUrl]);
+    const bad = await voltline([
+      'invoke',
+      'station-telemetry',
+      '--topic',
+      'stations/st-00042/telemetry',
+      '--data',
+      payload.replace('"voltage":230', '"voltage":999'),
+      '--api',
+      platform.apiUrl,
+    ]);
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/outcome: invalid/);
     expect(bad.stdout).toMatch(/schema \(voltage\)/);
@@ -83,7 +99,24 @@ describe('voltline sim against the platform', () => {
 
   it('reports every message acknowledged, and the platform stores exactly those', async () => {
     // The platform authenticates devices: the sim registers its fleet through the API.
-    const run = await voltline(['sim', '--url', platform.mqttUrl, '--provision', '--api', platform.apiUrl, '--stations', '20', '--rate', '200', '--duration', '3s', '--prefix', 'sim-', '--seed', '7']);
+    const run = await voltline([
+      'sim',
+      '--url',
+      platform.mqttUrl,
+      '--provision',
+      '--api',
+      platform.apiUrl,
+      '--stations',
+      '20',
+      '--rate',
+      '200',
+      '--duration',
+      '3s',
+      '--prefix',
+      'sim-',
+      '--seed',
+      '7',
+    ]);
     expect(run.code, run.stderr).toBe(0);
     const lastLine = run.stdout.trim().split('\n').at(-1) ?? '';
     const report = JSON.parse(lastLine) as { sent: number; acked: number; errors: number };
@@ -91,14 +124,18 @@ describe('voltline sim against the platform', () => {
     expect(report.acked).toBe(report.sent);
     expect(report.sent).toBeGreaterThanOrEqual(500);
     let lastSeen = '';
-    const stored = await eventually(async () => {
-      const result = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }> }>(
-        `${platform.apiUrl}/api/query?measurement=station&field=seq&from=-10m&every=1h&agg=count`,
-      );
-      const count = result.series.filter((s) => s.tags['station']?.startsWith('sim-')).reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
-      lastSeen = `${count} counted in ${JSON.stringify(result).slice(0, 300)}`;
-      return count >= report.acked ? count : undefined;
-    }, 20_000, `${report.acked} stored points`).catch((err: unknown) => {
+    const stored = await eventually(
+      async () => {
+        const result = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }> }>(
+          `${platform.apiUrl}/api/query?measurement=station&field=seq&from=-10m&every=1h&agg=count`,
+        );
+        const count = result.series.filter((s) => s.tags['station']?.startsWith('sim-')).reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
+        lastSeen = `${count} counted in ${JSON.stringify(result).slice(0, 300)}`;
+        return count >= report.acked ? count : undefined;
+      },
+      20_000,
+      `${report.acked} stored points`,
+    ).catch((err: unknown) => {
       throw new Error(`${String(err)}; last seen: ${lastSeen}`);
     });
     expect(stored).toBe(report.acked);
@@ -111,8 +148,16 @@ describe('voltline functions (live stats) and voltline rm', () => {
   it("shows each function's stats from the runtime", async () => {
     const listed = await voltline(['functions', '--json', '--api', platform.apiUrl]);
     expect(listed.code, listed.stderr).toBe(0);
-    const [fn] = JSON.parse(listed.stdout) as Array<{ name: string; retries: number; stats: { invocations: Record<string, number>; deadLetters: number; retries: number; wallMs: { p50: number; p99: number } | null } }>;
-    expect(fn).toMatchObject({ name: 'station-telemetry', retries: 0, stats: { deadLetters: 0, retries: 0, invocations: { ok: acked, invalid: 0, error: 0, timeout: 0, memory: 0 } } });
+    const [fn] = JSON.parse(listed.stdout) as Array<{
+      name: string;
+      retries: number;
+      stats: { invocations: Record<string, number>; deadLetters: number; retries: number; wallMs: { p50: number; p99: number } | null };
+    }>;
+    expect(fn).toMatchObject({
+      name: 'station-telemetry',
+      retries: 0,
+      stats: { deadLetters: 0, retries: 0, invocations: { ok: acked, invalid: 0, error: 0, timeout: 0, memory: 0 } },
+    });
     expect(fn?.stats.wallMs?.p50).toBeGreaterThan(0);
     expect(fn?.stats.wallMs?.p99).toBeGreaterThanOrEqual(fn?.stats.wallMs?.p50 ?? Infinity);
 

@@ -34,7 +34,9 @@ describe('kill -9 after PUBACK', () => {
     // Ten stations publish as fast as PUBACKs come back; remember every acknowledged one.
     const acked = new Set<string>();
     const clients = await Promise.all(
-      Array.from({ length: STATIONS }, (_, i) => mqtt.connectAsync(platform!.mqttUrl, { clientId: `st-${String(i + 1).padStart(5, '0')}`, reconnectPeriod: 0 })),
+      Array.from({ length: STATIONS }, (_, i) =>
+        mqtt.connectAsync(platform!.mqttUrl, { clientId: `st-${String(i + 1).padStart(5, '0')}`, reconnectPeriod: 0 }),
+      ),
     );
     await Promise.all(
       clients.map(async (client, i) => {
@@ -52,11 +54,17 @@ describe('kill -9 after PUBACK', () => {
     expect(acked.size).toBe(STATIONS * PER_STATION);
 
     platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous']);
-    const stored = await eventually(async () => {
-      const result = await getJson<CountResult>(`${platform!.apiUrl}/api/query?measurement=station&field=seq&from=${BASE_TS}&to=${BASE_TS + PER_STATION}&limit=100000`);
-      const keys = new Set(result.series.flatMap((s) => s.points.map(([t]) => `${s.tags['station']}@${t}`)));
-      return keys.size >= acked.size ? keys : undefined;
-    }, 30_000, `all ${acked.size} acknowledged messages to be stored after the restart`);
+    const stored = await eventually(
+      async () => {
+        const result = await getJson<CountResult>(
+          `${platform!.apiUrl}/api/query?measurement=station&field=seq&from=${BASE_TS}&to=${BASE_TS + PER_STATION}&limit=100000`,
+        );
+        const keys = new Set(result.series.flatMap((s) => s.points.map(([t]) => `${s.tags['station']}@${t}`)));
+        return keys.size >= acked.size ? keys : undefined;
+      },
+      30_000,
+      `all ${acked.size} acknowledged messages to be stored after the restart`,
+    );
     const missing = [...acked].filter((key) => !stored.has(key));
     expect(missing).toEqual([]);
     expect(await platform.stop()).toBe(0);
@@ -71,7 +79,15 @@ describe('kill -9 after PUBACK', () => {
     platform = await startPlatformProcess(data.dir, flags);
     await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
     const url = new URL(platform.mqttUrl);
-    const load = new MqttLoad({ host: url.hostname, port: Number(url.port), connections: 20, stations: 400, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'crash-' });
+    const load = new MqttLoad({
+      host: url.hostname,
+      port: Number(url.port),
+      connections: 20,
+      stations: 400,
+      maxInflight: 900,
+      invalidRatio: 0.01,
+      clientPrefix: 'crash-',
+    });
     await load.connect();
     // 3 s at 10 000/s; the plug is pulled after 1.5 s, with messages in flight.
     const step = load.step(10_000, 3_000, 500);
@@ -88,11 +104,15 @@ describe('kill -9 after PUBACK', () => {
     // Every station's acknowledged messages stored (its stored count is at least what it had
     // acknowledged, at most what it sent), each once: one point per key, so as many distinct
     // seqs as points.
-    const stored = await eventually(async () => {
-      const result = await getJson<CountResult>(`${platform!.apiUrl}/api/query?measurement=station&field=seq&from=0&to=now&limit=100000`);
-      const total = result.series.reduce((n, s) => n + s.points.length, 0);
-      return total >= ackedValid ? result : undefined;
-    }, 60_000, `${ackedValid} acknowledged messages to be stored after the restart`);
+    const stored = await eventually(
+      async () => {
+        const result = await getJson<CountResult>(`${platform!.apiUrl}/api/query?measurement=station&field=seq&from=0&to=now&limit=100000`);
+        const total = result.series.reduce((n, s) => n + s.points.length, 0);
+        return total >= ackedValid ? result : undefined;
+      },
+      60_000,
+      `${ackedValid} acknowledged messages to be stored after the restart`,
+    );
     const byStation = new Map(stored.series.map((s) => [s.tags['station'] ?? '', s.points]));
     const short: string[] = [];
     const over: string[] = [];

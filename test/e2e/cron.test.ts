@@ -32,10 +32,14 @@ describe('a cron function under voltline up', () => {
     platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
     await deployFunctionFile(platform.apiUrl, 'test/fixtures/every-second.ts');
     const first = platform;
-    const before = await eventually(async () => {
-      const p = await points(first.apiUrl);
-      return p.length >= 2 ? p : undefined;
-    }, 15_000, 'two firings');
+    const before = await eventually(
+      async () => {
+        const p = await points(first.apiUrl);
+        return p.length >= 2 ? p : undefined;
+      },
+      15_000,
+      'two firings',
+    );
     // Whole seconds; `missed` is not asserted: a loaded machine may wake a second late.
     for (const [time] of before) expect(time % 1_000).toBe(0);
     expect(await first.stop()).toBe(0);
@@ -46,7 +50,11 @@ describe('a cron function under voltline up', () => {
     platform = await startPlatformProcess(data.dir, ['--no-api-auth']);
     const second = platform;
     // The first firing after the restart stands for the seconds missed while down.
-    const catchUp = await eventually(async () => (await points(second.apiUrl)).find(([time, missed]) => time > stoppedAt && missed > 0), 15_000, 'a catch-up firing');
+    const catchUp = await eventually(
+      async () => (await points(second.apiUrl)).find(([time, missed]) => time > stoppedAt && missed > 0),
+      15_000,
+      'a catch-up firing',
+    );
     expect(catchUp[1]).toBeGreaterThanOrEqual(2);
     // The seconds it was down were not fired one by one.
     const after = await points(second.apiUrl);

@@ -16,7 +16,11 @@ describe('the data folder lock', () => {
   it('refuses a second platform on the same folder, naming the folder and the process', async () => {
     data = await tempDir('lock');
     running = await startPlatformProcess(data.dir, ['--no-api-auth']);
-    const second = spawnSync(process.execPath, ['--no-node-snapshot', path.join(ROOT, 'cli/voltline.ts'), 'up', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', data.dir], { encoding: 'utf8', timeout: 20_000 });
+    const second = spawnSync(
+      process.execPath,
+      ['--no-node-snapshot', path.join(ROOT, 'cli/voltline.ts'), 'up', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', data.dir],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
     expect(second.status).not.toBe(0);
     expect(second.stderr).toContain(`in use by process ${running.child.pid}`);
   });

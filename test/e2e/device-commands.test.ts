@@ -20,8 +20,16 @@ interface Received {
   qos: number;
 }
 
-async function command(id: string, body: unknown, token = platform.token): Promise<{ status: number; body: { status?: string; topic?: string; error?: { code: string; message: string } } }> {
-  const response = await fetch(`${platform.apiUrl}/api/devices/${id}/commands`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...bearer(token) } });
+async function command(
+  id: string,
+  body: unknown,
+  token = platform.token,
+): Promise<{ status: number; body: { status?: string; topic?: string; error?: { code: string; message: string } } }> {
+  const response = await fetch(`${platform.apiUrl}/api/devices/${id}/commands`, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...bearer(token) },
+  });
   return { status: response.status, body: (await response.json()) as { status?: string; topic?: string; error?: { code: string; message: string } } };
 }
 

@@ -67,7 +67,10 @@ describe('voltline devices', () => {
 
   it('imports a CSV fleet in one call, the tokens written to --out with mode 0600', async () => {
     const csv = path.join(work.dir, 'fleet.csv');
-    await writeFile(csv, `id,tenant\n${Array.from({ length: 1200 }, (_, i) => `fleet-${String(i).padStart(4, '0')},${i % 2 === 0 ? 'acme' : 'beta'}`).join('\n')}\n`);
+    await writeFile(
+      csv,
+      `id,tenant\n${Array.from({ length: 1200 }, (_, i) => `fleet-${String(i).padStart(4, '0')},${i % 2 === 0 ? 'acme' : 'beta'}`).join('\n')}\n`,
+    );
     const out = path.join(work.dir, 'tokens.json');
     const imported = await voltline(['devices', 'import', csv, '--out', out]);
     expect(imported.stderr).toBe('');
@@ -129,15 +132,28 @@ describe('/api/devices', () => {
   it('adds (201 with the token), imports CSV and JSON bodies, and pages the list', async () => {
     const created = await api('POST', '/api/devices', JSON.stringify({ id: 'api-1', tenant: 'acme' }));
     expect(created.status).toBe(201);
-    expect(created.json).toEqual({ id: 'api-1', tenant: 'acme', enabled: true, createdAt: expect.any(Number), tokenSetAt: expect.any(Number), token: expect.any(String) });
+    expect(created.json).toEqual({
+      id: 'api-1',
+      tenant: 'acme',
+      enabled: true,
+      createdAt: expect.any(Number),
+      tokenSetAt: expect.any(Number),
+      token: expect.any(String),
+    });
     tokens.push((created.json as { token: string }).token);
 
     const csv = await api('POST', '/api/devices/import', 'id,tenant\napi-2,beta\napi-3,\n', 'text/csv');
     expect(csv.status).toBe(200);
-    expect(csv.json).toEqual({ devices: [{ id: 'api-2', tenant: 'beta', token: expect.any(String) }, { id: 'api-3', tenant: 'default', token: expect.any(String) }] });
+    expect(csv.json).toEqual({
+      devices: [
+        { id: 'api-2', tenant: 'beta', token: expect.any(String) },
+        { id: 'api-3', tenant: 'default', token: expect.any(String) },
+      ],
+    });
     const json = await api('POST', '/api/devices/import', JSON.stringify({ devices: [{ id: 'api-4' }] }));
     expect(json.status).toBe(200);
-    for (const d of [...(csv.json as { devices: Array<{ token: string }> }).devices, ...(json.json as { devices: Array<{ token: string }> }).devices]) tokens.push(d.token);
+    for (const d of [...(csv.json as { devices: Array<{ token: string }> }).devices, ...(json.json as { devices: Array<{ token: string }> }).devices])
+      tokens.push(d.token);
 
     const first = await api('GET', '/api/devices?limit=2');
     expect(first.json).toEqual({ devices: [expect.objectContaining({ id: 'api-1' }), expect.objectContaining({ id: 'api-2' })], next: 'api-2' });
@@ -159,7 +175,12 @@ describe('/api/devices', () => {
     expect(badCsv).toMatchObject({ status: 400, json: { error: { code: 'VL_DEVICE_IMPORT_INVALID', field: 'header' } } });
     const badLimit = await api('GET', '/api/devices?limit=0');
     expect(badLimit).toMatchObject({ status: 400, json: { error: { field: 'limit' } } });
-    for (const [method, route] of [['GET', '/api/devices/nope'], ['POST', '/api/devices/nope/rotate'], ['POST', '/api/devices/nope/disable'], ['DELETE', '/api/devices/nope']] as const) {
+    for (const [method, route] of [
+      ['GET', '/api/devices/nope'],
+      ['POST', '/api/devices/nope/rotate'],
+      ['POST', '/api/devices/nope/disable'],
+      ['DELETE', '/api/devices/nope'],
+    ] as const) {
       const missing = await api(method, route, method === 'POST' ? '{}' : undefined);
       expect(missing).toMatchObject({ status: 404, json: { error: { code: 'VL_DEVICE_NOT_FOUND' } } });
     }

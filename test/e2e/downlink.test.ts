@@ -51,7 +51,9 @@ describe('ctx.publish', () => {
     expect(invoked.stderr).toBe('');
     expect(invoked.code).toBe(0);
     expect(invoked.stdout).toMatch(/^publish \(ctx\.publish, not sent\): stations\/st-1\/commands\/ack \{"seq":0,"receivedAt":\d+\}$/m);
-    const json = JSON.parse((await voltline(['invoke', 'ack-commands', '--device', 'st-1', '--json', '--data', telemetry('st-1', TS, 0)])).stdout) as { publishes: unknown[] };
+    const json = JSON.parse((await voltline(['invoke', 'ack-commands', '--device', 'st-1', '--json', '--data', telemetry('st-1', TS, 0)])).stdout) as {
+      publishes: unknown[];
+    };
     expect(json.publishes).toEqual([{ topic: 'stations/st-1/commands/ack', payload: expect.stringMatching(/^\{"seq":0,"receivedAt":\d+\}$/) }]);
   }, 30_000);
 

@@ -49,7 +49,15 @@ describe('voltline up --broker (real Mosquitto)', () => {
       users: [['voltline', platformPassword]],
       acl: [{ user: 'voltline', write: ['stations/+/commands/#'], read: ['stations/+/telemetry', 'stations/+/events'] }],
     });
-    const upArgs = ['--no-api-auth', '--broker', mosquitto.url, '--broker-username', 'voltline', '--broker-password-file', path.join(brokerDir, 'voltline.password')];
+    const upArgs = [
+      '--no-api-auth',
+      '--broker',
+      mosquitto.url,
+      '--broker-username',
+      'voltline',
+      '--broker-password-file',
+      path.join(brokerDir, 'voltline.password'),
+    ];
     platform = await startPlatformProcess(dataDir, upArgs);
     expect(platform.output()).toContain(`external: reading $share/voltline/stations/+/telemetry`);
     const api = platform.apiUrl;
@@ -61,7 +69,9 @@ describe('voltline up --broker (real Mosquitto)', () => {
     const imported = await runVoltline(['devices', 'import', path.join(data.dir, 'fleet.json'), '--out', tokensFile], { apiUrl: api });
     expect(imported.code, imported.stderr).toBe(0);
     expect((await runVoltline(['devices', 'disable', 'ext-off'], { apiUrl: api })).code).toBe(0);
-    const exported = await runVoltline(['devices', 'export', '--mosquitto', brokerDir, '--tokens', tokensFile, '--port', String(mosquitto.port)], { apiUrl: api });
+    const exported = await runVoltline(['devices', 'export', '--mosquitto', brokerDir, '--tokens', tokensFile, '--port', String(mosquitto.port)], {
+      apiUrl: api,
+    });
     expect(exported.code, exported.stderr).toBe(0);
     expect(exported.stdout).toContain(`exported ${STATIONS} devices`);
     expect(exported.stdout).toContain('1 disabled devices were left out');
@@ -79,7 +89,10 @@ describe('voltline up --broker (real Mosquitto)', () => {
     // A station may publish only under its own topics there too (Mosquitto's ACL from the export).
     const connect = async (id: string): Promise<MqttClient> => {
       const client = await eventually(
-        () => mqtt.connectAsync(mosquitto!.url, { clientId: id, username: id, password: tokenOf(id), reconnectPeriod: 0, protocolVersion: 5 }).catch(() => undefined),
+        () =>
+          mqtt
+            .connectAsync(mosquitto!.url, { clientId: id, username: id, password: tokenOf(id), reconnectPeriod: 0, protocolVersion: 5 })
+            .catch(() => undefined),
         10_000,
         `${id} to connect to Mosquitto with its token (after the reload)`,
       );
@@ -115,7 +128,9 @@ describe('voltline up --broker (real Mosquitto)', () => {
 
     const stored = await eventually(
       async () => {
-        const result = await getJson<CountResult>(`${platform!.apiUrl}/api/query?measurement=station&field=seq&from=${BASE_TS}&to=${BASE_TS + PER_STATION}&limit=100000`);
+        const result = await getJson<CountResult>(
+          `${platform!.apiUrl}/api/query?measurement=station&field=seq&from=${BASE_TS}&to=${BASE_TS + PER_STATION}&limit=100000`,
+        );
         const keys = new Set(result.series.flatMap((s) => s.points.map(([t]) => `${s.tags['station']}@${t}`)));
         return keys.size >= acked.size ? keys : undefined;
       },

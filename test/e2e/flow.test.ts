@@ -49,7 +49,12 @@ describe('a station message, end to end', () => {
   it('is acknowledged, processed and queryable with the exact field values', async () => {
     const ts = 1_763_800_000_123;
     const payload = JSON.stringify({
-      stationId: 'st-00042', ts, seq: 17, voltage: 229.8, cabinetTempC: 24.1, door: 'closed',
+      stationId: 'st-00042',
+      ts,
+      seq: 17,
+      voltage: 229.8,
+      cabinetTempC: 24.1,
+      door: 'closed',
       docks: [
         { slot: 1, scooterId: 'sc-1234', battery: 0.83, charging: true, powerW: 120.5 },
         { slot: 2, scooterId: null, battery: null, charging: false, powerW: 0 },
@@ -61,12 +66,25 @@ describe('a station message, end to end', () => {
     const packet = await client.publishAsync('stations/st-00042/telemetry', payload, { qos: 1 });
     expect(packet).toMatchObject({ cmd: 'publish', qos: 1 });
 
-    const expected: Record<string, number> = { docked: 3, charging: 2, low_battery: 1, power_w: 208.75, voltage: 229.8, cabinet_temp_c: 24.1, seq: 17, avg_battery: 0.45999999999999996 };
+    const expected: Record<string, number> = {
+      docked: 3,
+      charging: 2,
+      low_battery: 1,
+      power_w: 208.75,
+      voltage: 229.8,
+      cabinet_temp_c: 24.1,
+      seq: 17,
+      avg_battery: 0.45999999999999996,
+    };
     for (const [field, value] of Object.entries(expected)) {
-      const result = await eventually(async () => {
-        const r = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=station&field=${field}&station=st-00042&from=${ts - 1}&to=${ts + 1}`);
-        return r.series[0]?.points.length ? r : undefined;
-      }, 10_000, `field ${field} in /api/query`);
+      const result = await eventually(
+        async () => {
+          const r = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=station&field=${field}&station=st-00042&from=${ts - 1}&to=${ts + 1}`);
+          return r.series[0]?.points.length ? r : undefined;
+        },
+        10_000,
+        `field ${field} in /api/query`,
+      );
       expect(result.series).toHaveLength(1);
       expect(result.series[0]?.tags).toEqual({ station: 'st-00042' });
       expect(result.series[0]?.points).toEqual([[ts, value]]);
@@ -78,10 +96,14 @@ describe('a station message, end to end', () => {
     // MQTT.js settles a QoS 1 publish when the PUBACK arrives (and hands back the packet it sent).
     const packet = await client.publishAsync('stations/st-00042/telemetry', payload, { qos: 1 });
     expect(packet).toMatchObject({ cmd: 'publish', qos: 1 });
-    const letter = await eventually(async () => {
-      const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=station-telemetry`);
-      return r.deadLetters.find((l) => l.payload === payload);
-    }, 10_000, 'the dead letter');
+    const letter = await eventually(
+      async () => {
+        const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=station-telemetry`);
+        return r.deadLetters.find((l) => l.payload === payload);
+      },
+      10_000,
+      'the dead letter',
+    );
     // Invalid input is never retried: one attempt.
     expect(letter).toMatchObject({ function: 'station-telemetry', deviceId: 'st-00042', code: 'schema', field: 'voltage', attempts: 1 });
     expect(letter.message).toMatch(/voltage/);
@@ -91,10 +113,14 @@ describe('a station message, end to end', () => {
 
   it('dead-letters a payload that is not JSON', async () => {
     await client.publishAsync('stations/st-00042/telemetry', '{"stationId": "st-00042", ', { qos: 1 });
-    const letter = await eventually(async () => {
-      const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=station-telemetry`);
-      return r.deadLetters.find((l) => l.code === 'payload_not_json');
-    }, 10_000, 'the dead letter');
+    const letter = await eventually(
+      async () => {
+        const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=station-telemetry`);
+        return r.deadLetters.find((l) => l.code === 'payload_not_json');
+      },
+      10_000,
+      'the dead letter',
+    );
     expect(letter.message).toMatch(/not JSON/);
   });
 
@@ -103,15 +129,23 @@ describe('a station message, end to end', () => {
     try {
       await looper.publishAsync('loops/looper-1/in', JSON.stringify({ loop: true }), { qos: 1 });
       await looper.publishAsync('loops/looper-1/in', JSON.stringify({ n: 7 }), { qos: 1 });
-      const letter = await eventually(async () => {
-        const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=loop-when-asked`);
-        return r.deadLetters.find((l) => l.code === 'timeout');
-      }, 15_000, 'the timeout dead letter');
+      const letter = await eventually(
+        async () => {
+          const r = await getJson<{ deadLetters: DeadLetterJson[] }>(`${platform.apiUrl}/api/dead-letters?function=loop-when-asked`);
+          return r.deadLetters.find((l) => l.code === 'timeout');
+        },
+        15_000,
+        'the timeout dead letter',
+      );
       expect(letter.message).toMatch(/time limit of 200 ms/);
-      const after = await eventually(async () => {
-        const r = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=loops&field=n&device=looper-1&from=-1h`);
-        return r.series[0]?.points.length ? r : undefined;
-      }, 15_000, 'the point of the message after the loop');
+      const after = await eventually(
+        async () => {
+          const r = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=loops&field=n&device=looper-1&from=-1h`);
+          return r.series[0]?.points.length ? r : undefined;
+        },
+        15_000,
+        'the point of the message after the loop',
+      );
       expect(after.series[0]?.points.map(([, v]) => v)).toEqual([7]);
       const metrics = await (await fetch(`${platform.apiUrl}/metrics`)).text();
       expect(metrics).toMatch(/voltline_invocations_total\{function="loop-when-asked",outcome="timeout"\} 1/);

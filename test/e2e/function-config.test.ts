@@ -18,7 +18,11 @@ interface Invoked {
 const invoke = (payload: unknown = {}) => postJson<Invoked>(`${platform.apiUrl}/api/functions/configured/invoke`, { payload });
 
 async function put(body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(`${platform.apiUrl}/api/functions/configured/config`, { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+  const response = await fetch(`${platform.apiUrl}/api/functions/configured/config`, {
+    method: 'PUT',
+    body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json' },
+  });
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
 }
 
@@ -41,7 +45,10 @@ describe('function settings', () => {
     expect(deployed.stderr).toBe('');
     expect(deployed.code).toBe(0);
     const result = await invoke();
-    expect(result).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'eu-west' }, fields: { keys: 'API_KEY,REGION', api_key: 's3cret=with=equals', frozen: true } }] });
+    expect(result).toMatchObject({
+      outcome: 'ok',
+      points: [{ tags: { region: 'eu-west' }, fields: { keys: 'API_KEY,REGION', api_key: 's3cret=with=equals', frozen: true } }],
+    });
   });
 
   it('hide secret values from GET /api/functions and `voltline functions`', async () => {
@@ -70,7 +77,10 @@ describe('function settings', () => {
   });
 
   it('cannot be changed by a handler for the next invocation', async () => {
-    expect(await invoke({ mutate: true })).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'ap-south' }, fields: { mutations: 'refused,refused,refused' } }] });
+    expect(await invoke({ mutate: true })).toMatchObject({
+      outcome: 'ok',
+      points: [{ tags: { region: 'ap-south' }, fields: { mutations: 'refused,refused,refused' } }],
+    });
     expect(await invoke()).toMatchObject({ outcome: 'ok', points: [{ tags: { region: 'ap-south' }, fields: { keys: 'API_KEY,REGION' } }] });
   });
 
@@ -85,7 +95,11 @@ describe('function settings', () => {
     const usage = await voltline(['config', 'configured', 'NOEQUALS']);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("'NOEQUALS' as it is not KEY=VALUE");
-    const missing = await fetch(`${platform.apiUrl}/api/functions/nobody/config`, { method: 'PUT', body: '{"config":{"A":"1"}}', headers: { 'content-type': 'application/json' } });
+    const missing = await fetch(`${platform.apiUrl}/api/functions/nobody/config`, {
+      method: 'PUT',
+      body: '{"config":{"A":"1"}}',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(missing.status).toBe(404);
     // Nothing changed.
     expect(await invoke()).toMatchObject({ points: [{ tags: { region: 'ap-south' } }] });

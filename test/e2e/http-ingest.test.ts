@@ -49,7 +49,9 @@ async function count(measurement: string, field: string, tags: Record<string, st
   const filters = Object.entries(tags)
     .map(([k, v]) => `&${k}=${encodeURIComponent(v)}`)
     .join('');
-  const result = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=${measurement}&field=${field}&tenant=${tenant}&from=-1h&every=1h&agg=count${filters}`);
+  const result = await getJson<QueryResult>(
+    `${platform.apiUrl}/api/query?measurement=${measurement}&field=${field}&tenant=${tenant}&from=-1h&every=1h&agg=count${filters}`,
+  );
   return result.series.reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
 }
 
@@ -63,7 +65,13 @@ beforeAll(async () => {
   const config = path.join(data.dir, 'config.json');
   await writeFile(config, JSON.stringify({ maxPayloadBytes: LIMIT }));
   platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--log-level', 'info', '--config', config]);
-  for (const [id, tenant] of [['st-1', undefined], ['st-2', undefined], ['st-3', undefined], ['st-off', undefined], ['acme-1', 'acme']] as const) {
+  for (const [id, tenant] of [
+    ['st-1', undefined],
+    ['st-2', undefined],
+    ['st-3', undefined],
+    ['st-off', undefined],
+    ['acme-1', 'acme'],
+  ] as const) {
     const added = await postJson<{ id: string; token: string }>(`${platform.apiUrl}/api/devices`, { id, ...(tenant === undefined ? {} : { tenant }) });
     tokens.set(id, added.token);
   }
@@ -86,7 +94,11 @@ describe('POST /api/ingest/:deviceId', () => {
     expect(body.accepted).toBe(true);
     expect(body.offset).toMatch(/^\d+$/);
     await eventually(async () => ((await count('station', 'seq', { station: 'st-1' })) === 1 ? true : undefined), 30_000, "st-1's station point");
-    await eventually(async () => ((await count('source_seen', 'n', { station: 'st-1', source: 'http-ingest' })) === 1 ? true : undefined), 30_000, "the probe's point for st-1");
+    await eventually(
+      async () => ((await count('source_seen', 'n', { station: 'st-1', source: 'http-ingest' })) === 1 ? true : undefined),
+      30_000,
+      "the probe's point for st-1",
+    );
 
     // The same device over MQTT, on the same topic: the same functions, source 'mqtt'.
     const client = await mqtt.connectAsync(platform.mqttUrl, { clientId: 'st-1', username: 'st-1', password: tokens.get('st-1') ?? '', reconnectPeriod: 0 });
@@ -96,12 +108,21 @@ describe('POST /api/ingest/:deviceId', () => {
       await client.endAsync();
     }
     await eventually(async () => ((await count('station', 'seq', { station: 'st-1' })) === 2 ? true : undefined), 30_000, "st-1's MQTT station point");
-    await eventually(async () => ((await count('source_seen', 'n', { station: 'st-1', source: 'mqtt' })) === 1 ? true : undefined), 30_000, "the probe's MQTT point");
+    await eventually(
+      async () => ((await count('source_seen', 'n', { station: 'st-1', source: 'mqtt' })) === 1 ? true : undefined),
+      30_000,
+      "the probe's MQTT point",
+    );
     expect(await count('source_seen', 'n', { station: 'st-1', source: 'http-ingest' })).toBe(1);
   }, 90_000);
 
   it('takes the token from x-device-token too, and a topic of its own from ?topic=', async () => {
-    const response = await ingest('st-2', telemetry('st-2', Date.now(), 1), { 'x-device-token': tokens.get('st-2') ?? '' }, `?topic=${encodeURIComponent('stations/st-2/telemetry')}`);
+    const response = await ingest(
+      'st-2',
+      telemetry('st-2', Date.now(), 1),
+      { 'x-device-token': tokens.get('st-2') ?? '' },
+      `?topic=${encodeURIComponent('stations/st-2/telemetry')}`,
+    );
     expect(response.status).toBe(200);
     await eventually(async () => ((await count('station', 'seq', { station: 'st-2' })) === 1 ? true : undefined), 30_000, "st-2's station point");
     // A topic of its own that no function listens to: accepted (logged), fires nothing.
@@ -176,7 +197,11 @@ describe('POST /api/ingest/:deviceId', () => {
   }, 60_000);
 
   it('accepts a body that is not JSON (it is logged) and dead-letters it as payload_not_json, as for MQTT', async () => {
-    const response = await fetch(`${platform.apiUrl}/api/ingest/st-3`, { method: 'POST', body: 'voltage=230;temp=21', headers: { authorization: `Bearer ${tokens.get('st-3') ?? ''}`, 'content-type': 'text/plain' } });
+    const response = await fetch(`${platform.apiUrl}/api/ingest/st-3`, {
+      method: 'POST',
+      body: 'voltage=230;temp=21',
+      headers: { authorization: `Bearer ${tokens.get('st-3') ?? ''}`, 'content-type': 'text/plain' },
+    });
     expect(response.status).toBe(200);
     const { offset } = (await response.json()) as { offset: string };
     const letter = await eventually(

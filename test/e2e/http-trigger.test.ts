@@ -12,7 +12,11 @@ import { getJson, readAnswer, startPlatformProcess, tempDir, type HttpAnswer, ty
 const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
 async function call(method: string, route: string, body?: string | Uint8Array, headers: Record<string, string> = {}): Promise<HttpAnswer> {
-  const response = await fetch(`${platform.apiUrl}${route}`, { method, headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers }, ...(body === undefined ? {} : { body }) });
+  const response = await fetch(`${platform.apiUrl}${route}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    ...(body === undefined ? {} : { body }),
+  });
   return readAnswer(response);
 }
 
@@ -30,7 +34,8 @@ interface QueryResult {
   series: Array<{ tags: Record<string, string>; points: Array<[number, unknown]> }>;
 }
 
-const stored = (field: string, time: number) => getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=alarm&field=${field}&station=st-7&from=${time}&to=${time}`);
+const stored = (field: string, time: number) =>
+  getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=alarm&field=${field}&station=st-7&from=${time}&to=${time}`);
 
 interface Letter {
   offset: string;
@@ -95,7 +100,9 @@ describe('HTTP triggers', () => {
     const missing = await call('POST', HOOK, body);
     expect(missing.status).toBe(401);
     expect(missing.json).toMatchObject({ error: { code: 'VL_UNAUTHORIZED' } });
-    expect((missing.json as { error: { message: string } }).error.message).toBe("POST /fn/hooks/station-alarm needs the function key of 'http-hook' in the x-functions-key header or ?code= ('voltline keys http-hook' shows it)");
+    expect((missing.json as { error: { message: string } }).error.message).toBe(
+      "POST /fn/hooks/station-alarm needs the function key of 'http-hook' in the x-functions-key header or ?code= ('voltline keys http-hook' shows it)",
+    );
     const wrong = await call('POST', HOOK, body, { 'x-functions-key': `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}` });
     expect(wrong.status).toBe(401);
     const short = await call('POST', `${HOOK}?code=abc`, body);
@@ -108,7 +115,14 @@ describe('HTTP triggers', () => {
 
   it('run the function with the key in x-functions-key and answer {invocationId, outcome} once the points are stored', async () => {
     const { body, time } = alarm();
-    const ok = await call('POST', HOOK, body, { 'x-functions-key': key, 'x-device-id': 'st-7', 'x-request-id': 'req-1', 'user-agent': 'alarm-bot/1', authorization: 'Bearer nope', cookie: 'c=1' });
+    const ok = await call('POST', HOOK, body, {
+      'x-functions-key': key,
+      'x-device-id': 'st-7',
+      'x-request-id': 'req-1',
+      'user-agent': 'alarm-bot/1',
+      authorization: 'Bearer nope',
+      cookie: 'c=1',
+    });
     expect(ok.status).toBe(200);
     expect(ok.json).toEqual({ invocationId: expect.stringMatching(/^http-hook:http-\d+$/), outcome: 'ok' });
     expect(ok.headers.get('x-invocation-id')).toBe(ok.json?.['invocationId']);
@@ -118,7 +132,12 @@ describe('HTTP triggers', () => {
     expect((await stored('topic', time)).series[0]?.points).toEqual([[time, '$http/POST/hooks/station-alarm']]);
     const http = JSON.parse(String((await stored('http', time)).series[0]?.points[0]?.[1])) as Record<string, unknown>;
     // Only the allow-listed headers reach the handler: never authorization or the key.
-    expect(http).toEqual({ method: 'POST', path: '/hooks/station-alarm', query: {}, headers: { 'content-type': 'application/json', 'user-agent': 'alarm-bot/1', 'x-device-id': 'st-7', 'x-request-id': 'req-1' } });
+    expect(http).toEqual({
+      method: 'POST',
+      path: '/hooks/station-alarm',
+      query: {},
+      headers: { 'content-type': 'application/json', 'user-agent': 'alarm-bot/1', 'x-device-id': 'st-7', 'x-request-id': 'req-1' },
+    });
   });
 
   it('accept the key as ?code=, which the handler does not see among the query parameters', async () => {
@@ -171,11 +190,21 @@ describe('HTTP triggers', () => {
     const before = (await letters()).length;
     const bad = await call('POST', HOOK, '{"station": "st-7", level', { 'x-functions-key': key });
     expect(bad.status).toBe(400);
-    expect(bad.json).toMatchObject({ invocationId: expect.stringMatching(/^http-hook:http-/), outcome: 'invalid', error: { code: 'payload_not_json', message: expect.stringMatching(/^payload is not JSON/) } });
+    expect(bad.json).toMatchObject({
+      invocationId: expect.stringMatching(/^http-hook:http-/),
+      outcome: 'invalid',
+      error: { code: 'payload_not_json', message: expect.stringMatching(/^payload is not JSON/) },
+    });
     const all = await letters();
     expect(all).toHaveLength(before + 1);
     const letter = all.find((l) => l.code === 'payload_not_json');
-    expect(letter).toMatchObject({ function: 'http-hook', topic: '$http/POST/hooks/station-alarm', deviceId: 'http', payload: '{"station": "st-7", level', attempts: 1 });
+    expect(letter).toMatchObject({
+      function: 'http-hook',
+      topic: '$http/POST/hooks/station-alarm',
+      deviceId: 'http',
+      payload: '{"station": "st-7", level',
+      attempts: 1,
+    });
     // Not a trigger log position: HTTP dead letters have negative offsets, the invocation's number negated.
     expect(letter?.offset).toBe(`-${String(bad.json?.['invocationId']).split(':http-')[1] ?? ''}`);
   });
@@ -194,9 +223,17 @@ describe('HTTP triggers', () => {
   });
 
   it('count HTTP invocations in the function stats', async () => {
-    const before = (await getJson<{ functions: Array<{ name: string; stats: { invocations: Record<string, number>; deadLetters: number } }> }>(`${platform.apiUrl}/api/functions`)).functions.find((f) => f.name === 'http-hook')?.stats;
+    const before = (
+      await getJson<{ functions: Array<{ name: string; stats: { invocations: Record<string, number>; deadLetters: number } }> }>(
+        `${platform.apiUrl}/api/functions`,
+      )
+    ).functions.find((f) => f.name === 'http-hook')?.stats;
     expect((await call('POST', HOOK, alarm().body, { 'x-functions-key': key })).status).toBe(200);
-    const after = (await getJson<{ functions: Array<{ name: string; stats: { invocations: Record<string, number>; deadLetters: number } }> }>(`${platform.apiUrl}/api/functions`)).functions.find((f) => f.name === 'http-hook')?.stats;
+    const after = (
+      await getJson<{ functions: Array<{ name: string; stats: { invocations: Record<string, number>; deadLetters: number } }> }>(
+        `${platform.apiUrl}/api/functions`,
+      )
+    ).functions.find((f) => f.name === 'http-hook')?.stats;
     expect(after?.invocations['ok']).toBe((before?.invocations['ok'] ?? 0) + 1);
     expect(before?.deadLetters).toBe(3);
     expect(before?.invocations['invalid']).toBe(2);

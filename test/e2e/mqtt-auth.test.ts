@@ -70,7 +70,9 @@ interface QueryResult {
 }
 
 async function stored(measurement: string, station: string, tenant = 'default'): Promise<number> {
-  const result = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=${measurement}&field=${measurement === 'acked' ? 'seq' : 'n'}&station=${station}&tenant=${tenant}&from=-1h&every=1h&agg=count`);
+  const result = await getJson<QueryResult>(
+    `${platform.apiUrl}/api/query?measurement=${measurement}&field=${measurement === 'acked' ? 'seq' : 'n'}&station=${station}&tenant=${tenant}&from=-1h&every=1h&agg=count`,
+  );
   return result.series.reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
 }
 
@@ -98,7 +100,12 @@ async function deploy(file: string, tenant?: string): Promise<void> {
 beforeAll(async () => {
   data = await tempDir('mqtt-auth');
   platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--log-level', 'info']);
-  for (const [id, tenant] of [['st-1', undefined], ['st-2', undefined], ['st-off', undefined], ['acme-1', 'acme']] as const) {
+  for (const [id, tenant] of [
+    ['st-1', undefined],
+    ['st-2', undefined],
+    ['st-off', undefined],
+    ['acme-1', 'acme'],
+  ] as const) {
     const added = await postJson<{ id: string; token: string }>(`${platform.apiUrl}/api/devices`, { id, ...(tenant === undefined ? {} : { tenant }) });
     tokens.set(id, added.token);
   }

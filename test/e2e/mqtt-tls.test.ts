@@ -143,7 +143,9 @@ describe('MQTT over TLS with device certificates', () => {
     await clients.endAll();
     expect(await platform.stop()).toBe(0);
 
-    await expect(startPlatformProcess(data.dir, ['--tls-cert', certFile, '--tls-key', wrongKey])).rejects.toThrow(`Cannot use '${certFile}' and '${wrongKey}' as the MQTT TLS certificate and key`);
+    await expect(startPlatformProcess(data.dir, ['--tls-cert', certFile, '--tls-key', wrongKey])).rejects.toThrow(
+      `Cannot use '${certFile}' and '${wrongKey}' as the MQTT TLS certificate and key`,
+    );
     await expect(startPlatformProcess(data.dir, ['--tls-cert', certFile])).rejects.toThrow(/tlsCertFile and tlsKeyFile go together/);
 
     platform = await startPlatformProcess(data.dir, ['--tls-cert', certFile, '--tls-key', keyFile]);

@@ -39,7 +39,9 @@ interface QueryResult {
 }
 
 async function stationPoints(station: string): Promise<number> {
-  const result = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=station&field=seq&station=${encodeURIComponent(station)}&from=-1h&every=1h&agg=count`);
+  const result = await getJson<QueryResult>(
+    `${platform.apiUrl}/api/query?measurement=station&field=seq&station=${encodeURIComponent(station)}&from=-1h&every=1h&agg=count`,
+  );
   return result.series.reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);
 }
 

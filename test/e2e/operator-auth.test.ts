@@ -11,7 +11,16 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, eventually, readAnswer, runVoltline, startPlatformProcess, tempDir, type HttpAnswer, type PlatformProcess } from '../support/platform-process.ts';
+import {
+  bearer,
+  eventually,
+  readAnswer,
+  runVoltline,
+  startPlatformProcess,
+  tempDir,
+  type HttpAnswer,
+  type PlatformProcess,
+} from '../support/platform-process.ts';
 
 let platform: PlatformProcess;
 let data: { dir: string; remove: () => Promise<void> };
@@ -109,7 +118,10 @@ describe('operator tokens', () => {
     const missing = await runVoltline(['functions', '--data-dir', path.join(data.dir, 'nowhere')], { apiUrl: platform.apiUrl, env: { VOLTLINE_TOKEN: '' } });
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`There is no admin token in '${path.join(data.dir, 'nowhere', 'admin.token')}'`);
-    const created = await runVoltline(['tokens', 'create', '--scope', 'read', '--data-dir', data.dir], { apiUrl: platform.apiUrl, env: { VOLTLINE_TOKEN: '' } });
+    const created = await runVoltline(['tokens', 'create', '--scope', 'read', '--data-dir', data.dir], {
+      apiUrl: platform.apiUrl,
+      env: { VOLTLINE_TOKEN: '' },
+    });
     expect(created.code).toBe(0);
     const token = created.stdout.trim();
     expect((await call('GET', '/api/workers', token)).status).toBe(200);
@@ -123,10 +135,18 @@ describe('operator tokens', () => {
     expect(await pong.text()).toBe('pong op');
     const added = await call('POST', '/api/devices', platform.token, { id: 'st-http' });
     const deviceToken = String(added.json?.['token']);
-    const ingested = await fetch(`${platform.apiUrl}/api/ingest/st-http`, { method: 'POST', body: '{"voltage":230}', headers: { authorization: `Bearer ${deviceToken}`, 'content-type': 'application/json' } });
+    const ingested = await fetch(`${platform.apiUrl}/api/ingest/st-http`, {
+      method: 'POST',
+      body: '{"voltage":230}',
+      headers: { authorization: `Bearer ${deviceToken}`, 'content-type': 'application/json' },
+    });
     expect(ingested.status).toBe(200);
     // An operator token is not a device token.
-    const asOperator = await fetch(`${platform.apiUrl}/api/ingest/st-http`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${platform.token}` } });
+    const asOperator = await fetch(`${platform.apiUrl}/api/ingest/st-http`, {
+      method: 'POST',
+      body: '{}',
+      headers: { authorization: `Bearer ${platform.token}` },
+    });
     expect(asOperator.status).toBe(401);
   });
 
@@ -134,7 +154,10 @@ describe('operator tokens', () => {
     const tokenOf = async (id: string, tenant: string) => String((await call('POST', '/api/devices', platform.token, { id, tenant })).json?.['token']);
     const deviceToken = { acme: await tokenOf('st-acme', 'acme'), globex: await tokenOf('st-globex', 'globex') };
     // A tenant admin token made with the CLI, a tenant read token with the API.
-    const made = await runVoltline(['tokens', 'create', '--scope', 'admin', '--tenant', 'acme', '--data-dir', data.dir], { apiUrl: platform.apiUrl, env: { VOLTLINE_TOKEN: '' } });
+    const made = await runVoltline(['tokens', 'create', '--scope', 'admin', '--tenant', 'acme', '--data-dir', data.dir], {
+      apiUrl: platform.apiUrl,
+      env: { VOLTLINE_TOKEN: '' },
+    });
     expect(made.code).toBe(0);
     const acme = made.stdout.trim();
     const acmeRead = String((await call('POST', '/api/tokens', platform.token, { scope: 'read', tenant: 'acme' })).json?.['token']);
@@ -144,18 +167,24 @@ describe('operator tokens', () => {
     expect(deployed.stderr).toBe('');
     expect(deployed.stdout).toContain('deployed acme-telemetry@');
     expect(deployed.stdout).toContain('for tenant acme');
-    expect((await runVoltline(['deploy', 'test/fixtures/ack-commands.ts', '--tenant', 'globex', '--token', platform.token], { apiUrl: platform.apiUrl })).code).toBe(0);
+    expect(
+      (await runVoltline(['deploy', 'test/fixtures/ack-commands.ts', '--tenant', 'globex', '--token', platform.token], { apiUrl: platform.apiUrl })).code,
+    ).toBe(0);
     expect((await call('POST', '/api/functions', acmeRead, { code: 'x' })).status).toBe(403);
 
     // Each station sends one good and one unreadable message: a point and a dead letter per tenant.
-    for (const [id, token] of [['st-acme', deviceToken.acme], ['st-globex', deviceToken.globex]] as const) {
+    for (const [id, token] of [
+      ['st-acme', deviceToken.acme],
+      ['st-globex', deviceToken.globex],
+    ] as const) {
       for (const body of ['{"seq":1}', 'not json']) {
         const sent = await fetch(`${platform.apiUrl}/api/ingest/${id}`, { method: 'POST', body, headers: { authorization: `Bearer ${token}` } });
         expect(sent.status).toBe(200);
       }
     }
-    const letters = async (token: string, query = '') => ((await call('GET', `/api/dead-letters${query}`, token)).json?.['deadLetters'] ?? []) as Array<{ tenant: string; deviceId: string }>;
-    await eventually(async () => ((await letters(platform.token)).length === 2 ? true : undefined), 30_000, 'both tenants\' dead letters');
+    const letters = async (token: string, query = '') =>
+      ((await call('GET', `/api/dead-letters${query}`, token)).json?.['deadLetters'] ?? []) as Array<{ tenant: string; deviceId: string }>;
+    await eventually(async () => ((await letters(platform.token)).length === 2 ? true : undefined), 30_000, "both tenants' dead letters");
     const series = async (token: string, measurement: string, tenant = '') => {
       const answer = await call('GET', `/api/query?measurement=${measurement}&field=${measurement === 'acked' ? 'seq' : 'n'}&from=-1h${tenant}`, token);
       return answer.status === 200 ? ((answer.json?.['series'] ?? []) as unknown[]).length : answer.status;

@@ -64,7 +64,11 @@ describe('device presence', () => {
     expect(result.series).toHaveLength(1);
     expect(result.series[0]?.tags).toEqual({ device: 'st-1', reason: 'clean', source: 'presence' });
     expect(result.series[0]?.points.map(([, v]) => v)).toEqual([1]);
-    expect((await getJson<DeviceAnswer>(`${platform.apiUrl}/api/devices/st-1`)).presence).toMatchObject({ online: false, lastDisconnectReason: 'clean', totalMessages: 1 });
+    expect((await getJson<DeviceAnswer>(`${platform.apiUrl}/api/devices/st-1`)).presence).toMatchObject({
+      online: false,
+      lastDisconnectReason: 'clean',
+      totalMessages: 1,
+    });
     expect(await gauge('voltline_devices_online')).toBe(0);
     const shown = await runVoltline(['devices', 'show', 'st-1'], { apiUrl: platform.apiUrl });
     expect(shown.stdout).toMatch(/^st-1 {2}tenant: default .* {2}offline, last seen \S+ \(clean\)\n {2}certificate: none \(token only\)\n$/);

@@ -85,14 +85,18 @@ async function deploy(index: number): Promise<void> {
 }
 
 async function query(measurement: string, field: string, device: string): Promise<Map<number, number>> {
-  const r = await getJson<QueryResult>(`${platform.apiUrl}/api/query?measurement=${measurement}&field=${field}&device=${device}&from=${BASE_TS - 1}&to=${BASE_TS + 1_000_000}&limit=100000`);
+  const r = await getJson<QueryResult>(
+    `${platform.apiUrl}/api/query?measurement=${measurement}&field=${field}&device=${device}&from=${BASE_TS - 1}&to=${BASE_TS + 1_000_000}&limit=100000`,
+  );
   return new Map((r.series[0]?.points ?? []).map(([t, v]) => [t, Number(v)]));
 }
 
 describe('deploying new versions under load', () => {
   it('loses no acknowledged event, runs each on one whole version, and moves each device forward only', async () => {
     await deploy(0);
-    const clients = await Promise.all(Array.from({ length: DEVICES }, (_, i) => mqtt.connectAsync(platform.mqttUrl, { clientId: `ro-${i}`, reconnectPeriod: 0 })));
+    const clients = await Promise.all(
+      Array.from({ length: DEVICES }, (_, i) => mqtt.connectAsync(platform.mqttUrl, { clientId: `ro-${i}`, reconnectPeriod: 0 })),
+    );
     const acked = clients.map(() => new Set<number>());
     const sent = clients.map(() => 0);
     const publishes: Array<Promise<unknown>> = [];
@@ -125,10 +129,14 @@ describe('deploying new versions under load', () => {
     for (let d = 0; d < DEVICES; d++) {
       const device = `ro-${d}`;
       const mine = acked[d] ?? new Set<number>();
-      const seqs = await eventually(async () => {
-        const m = await query('rollout', 'seq', device);
-        return [...mine].every((ts) => m.has(ts)) ? m : undefined;
-      }, 30_000, `every acknowledged message of ${device} stored`);
+      const seqs = await eventually(
+        async () => {
+          const m = await query('rollout', 'seq', device);
+          return [...mine].every((ts) => m.has(ts)) ? m : undefined;
+        },
+        30_000,
+        `every acknowledged message of ${device} stored`,
+      );
       // Exactly one point per message (keyed by its ts), with that message's seq, and
       // nothing that was never sent.
       for (const [ts, seq] of seqs) expect(seq).toBe(ts - BASE_TS);

@@ -16,7 +16,11 @@ interface Status {
   error?: { code: string; message: string };
 }
 
-async function call(method: string, body?: unknown, token = platform.token): Promise<{ status: number; body: Status & { error?: { code: string; message: string } } }> {
+async function call(
+  method: string,
+  body?: unknown,
+  token = platform.token,
+): Promise<{ status: number; body: Status & { error?: { code: string; message: string } } }> {
   const response = await fetch(`${platform.apiUrl}/api/sim`, {
     method,
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -55,7 +59,9 @@ describe('/api/sim', () => {
   });
 
   it('lists the scenario library and runs one of its scenarios, with overrides', async () => {
-    const listed = (await (await fetch(`${platform.apiUrl}/api/sim/scenarios`, { headers: bearer(platform.token) })).json()) as { scenarios: Array<{ name: string; stations: number; phases: Array<{ kind: string }> }> };
+    const listed = (await (await fetch(`${platform.apiUrl}/api/sim/scenarios`, { headers: bearer(platform.token) })).json()) as {
+      scenarios: Array<{ name: string; stations: number; phases: Array<{ kind: string }> }>;
+    };
     const smoke = listed.scenarios.find((s) => s.name === 'smoke');
     expect(smoke).toMatchObject({ stations: 10, phases: [{ kind: 'steady' }, { kind: 'ramp' }] });
     expect(listed.scenarios.map((s) => s.name)).toContain('outage-and-flush');
@@ -77,7 +83,13 @@ describe('/api/sim', () => {
     expect(bad.status).toBe(400);
     expect(bad.body.error?.message).toContain("'stations'");
     expect((await call('GET', undefined, '')).status).toBe(401);
-    const read = (await (await fetch(`${platform.apiUrl}/api/tokens`, { method: 'POST', body: JSON.stringify({ scope: 'read' }), headers: { 'content-type': 'application/json', ...bearer(platform.token) } })).json()) as { token: string };
+    const read = (await (
+      await fetch(`${platform.apiUrl}/api/tokens`, {
+        method: 'POST',
+        body: JSON.stringify({ scope: 'read' }),
+        headers: { 'content-type': 'application/json', ...bearer(platform.token) },
+      })
+    ).json()) as { token: string };
     expect((await call('GET', undefined, read.token)).status).toBe(200);
     expect((await call('POST', { stations: 1, durationMs: 1_000 }, read.token)).status).toBe(403);
   });

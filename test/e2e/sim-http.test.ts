@@ -40,8 +40,21 @@ describe('voltline sim --transport http', () => {
     platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth']);
     await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
     const run = await runVoltline([
-      'sim', '--transport', 'http', '--provision', '--api', platform.apiUrl,
-      '--stations', '5', '--rate', '50', '--duration', '2s', '--verify', '--verify-timeout', '30s',
+      'sim',
+      '--transport',
+      'http',
+      '--provision',
+      '--api',
+      platform.apiUrl,
+      '--stations',
+      '5',
+      '--rate',
+      '50',
+      '--duration',
+      '2s',
+      '--verify',
+      '--verify-timeout',
+      '30s',
     ]);
     expect(run.code, run.stdout + run.stderr).toBe(0);
     const report = lastJsonLine<Report>(run.stdout);
@@ -59,7 +72,22 @@ describe('voltline sim --transport http', () => {
     platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth']);
     const tokens = path.join(data.dir, 'tokens.json');
     await writeFile(tokens, JSON.stringify({ 'st-00001': 'not-the-token', 'st-00002': 'not-the-token' }));
-    const run = await runVoltline(['sim', '--transport', 'http', '--ingest-url', platform.apiUrl, '--token-file', tokens, '--stations', '2', '--rate', '20', '--duration', '1s', '--json']);
+    const run = await runVoltline([
+      'sim',
+      '--transport',
+      'http',
+      '--ingest-url',
+      platform.apiUrl,
+      '--token-file',
+      tokens,
+      '--stations',
+      '2',
+      '--rate',
+      '20',
+      '--duration',
+      '1s',
+      '--json',
+    ]);
     expect(run.code, run.stdout + run.stderr).toBe(1);
     const report = lastJsonLine<Report>(run.stdout);
     expect(report.sent).toBeGreaterThan(0);

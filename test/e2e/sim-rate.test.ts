@@ -56,7 +56,21 @@ interface RateReport {
 
 async function simulate(rate: number, stations: number, prefix: string): Promise<RateReport> {
   if (platform === undefined) throw new Error('the platform did not start');
-  const run = await runVoltline(['sim', '--url', platform.mqttUrl, '--stations', String(stations), '--rate', String(rate), '--duration', '6s', '--prefix', prefix, '--drain-timeout', '30s']);
+  const run = await runVoltline([
+    'sim',
+    '--url',
+    platform.mqttUrl,
+    '--stations',
+    String(stations),
+    '--rate',
+    String(rate),
+    '--duration',
+    '6s',
+    '--prefix',
+    prefix,
+    '--drain-timeout',
+    '30s',
+  ]);
   const report = lastJsonLine<RateReport>(run.stdout);
   expect(report.connected, run.stdout + run.stderr).toBe(stations);
   return report;

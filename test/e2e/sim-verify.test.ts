@@ -10,7 +10,16 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../support/mosquitto.ts';
-import { deployFunctionFile, eventually, lastJsonLine, ROOT, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import {
+  deployFunctionFile,
+  eventually,
+  lastJsonLine,
+  ROOT,
+  runVoltline,
+  startPlatformProcess,
+  tempDir,
+  type PlatformProcess,
+} from '../support/platform-process.ts';
 
 let platform: PlatformProcess | undefined;
 let data: { dir: string; remove: () => Promise<void> } | undefined;
@@ -38,7 +47,22 @@ describe('voltline sim --verify', () => {
     data = await tempDir('verify-ok');
     platform = await startPlatformProcess(path.join(data.dir, 'data'), ['--no-api-auth', '--allow-anonymous']);
     await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
-    const run = await runVoltline(['sim', '--url', platform.mqttUrl, '--stations', '5', '--rate', '100', '--duration', '2s', '--verify', '--api', platform.apiUrl, '--verify-timeout', '30s']);
+    const run = await runVoltline([
+      'sim',
+      '--url',
+      platform.mqttUrl,
+      '--stations',
+      '5',
+      '--rate',
+      '100',
+      '--duration',
+      '2s',
+      '--verify',
+      '--api',
+      platform.apiUrl,
+      '--verify-timeout',
+      '30s',
+    ]);
     expect(run.code, run.stdout + run.stderr).toBe(0);
     const report = lastJsonLine<Verdict>(run.stdout);
     expect(report.acked).toBeGreaterThan(100);
@@ -56,7 +80,27 @@ describe('voltline sim --verify', () => {
     // Slow on purpose: most acknowledged messages are still in the trigger log at the kill.
     await deployFunctionFile(platform.apiUrl, 'test/fixtures/slow-station.ts');
     const apiUrl = platform.apiUrl;
-    const sim = spawn(process.execPath, [path.join(ROOT, 'bin/voltline.js'), 'sim', '--url', platform.mqttUrl, '--stations', '4', '--rate', '200', '--duration', '1s', '--verify', '--api', apiUrl, '--verify-timeout', '15s'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const sim = spawn(
+      process.execPath,
+      [
+        path.join(ROOT, 'bin/voltline.js'),
+        'sim',
+        '--url',
+        platform.mqttUrl,
+        '--stations',
+        '4',
+        '--rate',
+        '200',
+        '--duration',
+        '1s',
+        '--verify',
+        '--api',
+        apiUrl,
+        '--verify-timeout',
+        '15s',
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stdout = '';
     sim.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     sim.stderr.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

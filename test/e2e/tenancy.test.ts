@@ -48,8 +48,14 @@ beforeAll(async () => {
   data = await tempDir('tenancy');
   // st-1 is an anonymous device (the default tenant's) publishing to shared/st-1/reading.
   platform = await startPlatformProcess(data.dir, ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--workers', '1']);
-  expect(await deploy('acme-snoop.ts', { tenant: 'acme', config: { ACME_REGION: 'eu' } })).toMatchObject({ status: 201, json: { name: 'acme-snoop', tenant: 'acme' } });
-  expect(await deploy('globex-peer.ts', { tenant: 'globex', secrets: { GLOBEX_TOKEN: 'g-secret' } })).toMatchObject({ status: 201, json: { name: 'globex-peer', tenant: 'globex' } });
+  expect(await deploy('acme-snoop.ts', { tenant: 'acme', config: { ACME_REGION: 'eu' } })).toMatchObject({
+    status: 201,
+    json: { name: 'acme-snoop', tenant: 'acme' },
+  });
+  expect(await deploy('globex-peer.ts', { tenant: 'globex', secrets: { GLOBEX_TOKEN: 'g-secret' } })).toMatchObject({
+    status: 201,
+    json: { name: 'globex-peer', tenant: 'globex' },
+  });
   expect(await deploy('home.ts', {})).toMatchObject({ status: 201, json: { name: 'home', tenant: 'default' } });
 }, 60_000);
 
@@ -99,7 +105,9 @@ describe('tenants on one worker', () => {
       await client.endAsync();
     }
     await eventually(async () => ((await value('v', 'default', TIME + 1)) === 3 ? true : undefined), 10_000, "the default tenant's point");
-    const { functions } = await getJson<{ functions: Array<{ name: string; tenant: string; stats: { invocations: Record<string, number> } }> }>(`${platform.apiUrl}/api/functions`);
+    const { functions } = await getJson<{ functions: Array<{ name: string; tenant: string; stats: { invocations: Record<string, number> } }> }>(
+      `${platform.apiUrl}/api/functions`,
+    );
     const runs = Object.fromEntries(functions.map((f) => [f.name, f.stats.invocations['ok']]));
     // acme's and globex's ran once each, from HTTP; not from the device message.
     expect(runs).toEqual({ 'acme-snoop': 1, 'globex-peer': 1, home: 1 });

@@ -50,10 +50,14 @@ const factorNow = async () => {
 };
 /** What the platform printed after `mark` (an earlier length of its output), once it matches. */
 const printedAfter = (mark: number, pattern: RegExp, what: string) =>
-  eventually(async () => {
-    const text = platform.output().slice(mark);
-    return pattern.test(text) ? text : undefined;
-  }, 20_000, what);
+  eventually(
+    async () => {
+      const text = platform.output().slice(mark);
+      return pattern.test(text) ? text : undefined;
+    },
+    20_000,
+    what,
+  );
 
 beforeAll(async () => {
   data = await tempDir('watch-data');
@@ -89,10 +93,14 @@ describe('voltline up --watch <dir>', () => {
 
     mark = platform.output().length;
     await writeFile(path.join(src.dir, 'lib', 'factor.ts'), helperSource('2'));
-    const v2 = await eventually(async () => {
-      const version = await versionOf('watched');
-      return version !== v1 ? version : undefined;
-    }, 20_000, 'the helper change to redeploy watched');
+    const v2 = await eventually(
+      async () => {
+        const version = await versionOf('watched');
+        return version !== v1 ? version : undefined;
+      },
+      20_000,
+      'the helper change to redeploy watched',
+    );
     await printedAfter(mark, new RegExp(`redeployed watched@${v2} \\(\\d+ ms\\)`), 'the redeploy line');
     expect(await factorNow()).toBe(2);
     // Only the function that imports the helper was redeployed.

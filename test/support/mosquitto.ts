@@ -16,9 +16,12 @@ const CANDIDATES = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbi
 
 /** The mosquitto binary, or an error that says how to install it. */
 export function mosquittoBinary(): string {
-  const found = CANDIDATES.find((file) => existsSync(file)) ?? (spawnSync('sh', ['-c', 'command -v mosquitto'], { encoding: 'utf8' }).stdout.trim() || undefined);
+  const found =
+    CANDIDATES.find((file) => existsSync(file)) ?? (spawnSync('sh', ['-c', 'command -v mosquitto'], { encoding: 'utf8' }).stdout.trim() || undefined);
   if (found === undefined) {
-    throw new Error("Mosquitto is needed for the external-broker tests and is not installed: install Debian's package: 'npm test' does it through infra/ensure.sh when it runs as root, else: sudo apt-get install mosquitto");
+    throw new Error(
+      "Mosquitto is needed for the external-broker tests and is not installed: install Debian's package: 'npm test' does it through infra/ensure.sh when it runs as root, else: sudo apt-get install mosquitto",
+    );
   }
   return found;
 }
@@ -59,7 +62,11 @@ export async function startMosquitto(setup: MosquittoSetup): Promise<RunningMosq
   const port = setup.port ?? (await freePort());
   // Not mosquitto.conf: `voltline devices export --mosquitto` writes that one into the same folder.
   const conf = path.join(setup.dir, 'test-mosquitto.conf');
-  await writeFile(conf, mosquittoConfig({ dir: setup.dir, port, maxPayloadBytes: 128 * 1024 }) + `# Run as the test's user (as root, Mosquitto would switch to the user 'mosquitto', who cannot read the temp folder).\nuser ${userInfo().username}\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n`);
+  await writeFile(
+    conf,
+    mosquittoConfig({ dir: setup.dir, port, maxPayloadBytes: 128 * 1024 }) +
+      `# Run as the test's user (as root, Mosquitto would switch to the user 'mosquitto', who cannot read the temp folder).\nuser ${userInfo().username}\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n`,
+  );
   const child: ChildProcess = spawn(binary, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-20_000)));

@@ -207,41 +207,52 @@ export class MqttLoad {
   async connect(): Promise<void> {
     const o = this.#o;
     await Promise.all(
-      Array.from({ length: o.connections }, (_, i) =>
-        new Promise<void>((resolve, reject) => {
-          const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
-          const conn: Conn = { socket, sentAt: new Float64Array(65_536), kind: new Uint8Array(65_536), station: new Int32Array(65_536), nextId: 1, inflight: 0, pending: Buffer.alloc(0), connected: false };
-          socket.once('error', reject);
-          socket.once('connect', () => socket.write(connectPacket(`${o.clientPrefix}${i}`, o.username, o.password)));
-          socket.on('data', (chunk: Buffer) => {
-            if (!conn.connected) {
-              const all = Buffer.concat([conn.pending, chunk]);
-              if (all.length < 4) {
-                conn.pending = all;
+      Array.from(
+        { length: o.connections },
+        (_, i) =>
+          new Promise<void>((resolve, reject) => {
+            const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
+            const conn: Conn = {
+              socket,
+              sentAt: new Float64Array(65_536),
+              kind: new Uint8Array(65_536),
+              station: new Int32Array(65_536),
+              nextId: 1,
+              inflight: 0,
+              pending: Buffer.alloc(0),
+              connected: false,
+            };
+            socket.once('error', reject);
+            socket.once('connect', () => socket.write(connectPacket(`${o.clientPrefix}${i}`, o.username, o.password)));
+            socket.on('data', (chunk: Buffer) => {
+              if (!conn.connected) {
+                const all = Buffer.concat([conn.pending, chunk]);
+                if (all.length < 4) {
+                  conn.pending = all;
+                  return;
+                }
+                if (all[0] !== 0x20 || all[3] !== 0) {
+                  reject(new Error(`connection ${i} refused: CONNACK ${all.subarray(0, 4).toString('hex')}`));
+                  socket.destroy();
+                  return;
+                }
+                conn.connected = true;
+                socket.removeListener('error', reject);
+                socket.on('error', () => undefined);
+                socket.on('close', () => {
+                  this.#lost += conn.inflight;
+                  conn.inflight = 0;
+                  conn.connected = false;
+                });
+                conn.pending = all.subarray(4);
+                this.#conns[i] = conn;
+                resolve();
+                if (conn.pending.length > 0) this.#onData(conn, Buffer.alloc(0));
                 return;
               }
-              if (all[0] !== 0x20 || all[3] !== 0) {
-                reject(new Error(`connection ${i} refused: CONNACK ${all.subarray(0, 4).toString('hex')}`));
-                socket.destroy();
-                return;
-              }
-              conn.connected = true;
-              socket.removeListener('error', reject);
-              socket.on('error', () => undefined);
-              socket.on('close', () => {
-                this.#lost += conn.inflight;
-                conn.inflight = 0;
-                conn.connected = false;
-              });
-              conn.pending = all.subarray(4);
-              this.#conns[i] = conn;
-              resolve();
-              if (conn.pending.length > 0) this.#onData(conn, Buffer.alloc(0));
-              return;
-            }
-            this.#onData(conn, chunk);
-          });
-        }),
+              this.#onData(conn, chunk);
+            });
+          }),
       ),
     );
   }

@@ -36,10 +36,31 @@ export async function tempDir(prefix: string): Promise<{ dir: string; remove: ()
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export async function startPlatformProcess(dataDir: string, extraArgs: readonly string[] = [], timeoutMs = 20_000, env?: Record<string, string>): Promise<PlatformProcess> {
+export async function startPlatformProcess(
+  dataDir: string,
+  extraArgs: readonly string[] = [],
+  timeoutMs = 20_000,
+  env?: Record<string, string>,
+): Promise<PlatformProcess> {
   const child = spawn(
     process.execPath,
-    ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', path.join(ROOT, 'cli', 'voltline.ts'), 'up', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs],
+    [
+      '--no-node-snapshot',
+      '--disable-warning=ExperimentalWarning',
+      path.join(ROOT, 'cli', 'voltline.ts'),
+      'up',
+      '--mqtt-port',
+      '0',
+      '--mqtt-tls-port',
+      '0',
+      '--http-port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'warn',
+      ...extraArgs,
+    ],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(env === undefined ? {} : { env: { ...process.env, ...env } }) },
   );
   let text = '';
@@ -89,7 +110,8 @@ export async function eventually<T>(probe: () => Promise<T | undefined>, timeout
     } catch (err) {
       last = err;
     }
-    if (Date.now() - started > timeoutMs) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`);
+    if (Date.now() - started > timeoutMs)
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

@@ -13,11 +13,35 @@ describe('the vectors copy check', () => {
   });
 
   it('finds identical files equal and names the first case that differs', () => {
-    const original = file([{ name: 'ok', x: 1 }, { name: 'bad json', x: 2 }]);
+    const original = file([
+      { name: 'ok', x: 1 },
+      { name: 'bad json', x: 2 },
+    ]);
     expect(vectorDifference('v.json', original, original)).toBeUndefined();
-    expect(vectorDifference('v.json', original, file([{ name: 'ok', x: 1 }, { name: 'bad json', x: 3 }]))).toBe("v.json: case 'bad json' (#2) differs from the shared file");
+    expect(
+      vectorDifference(
+        'v.json',
+        original,
+        file([
+          { name: 'ok', x: 1 },
+          { name: 'bad json', x: 3 },
+        ]),
+      ),
+    ).toBe("v.json: case 'bad json' (#2) differs from the shared file");
     expect(vectorDifference('v.json', original, file([{ name: 'ok', x: 1 }]))).toBe("v.json: the copy lacks case 'bad json' (#2) of the shared file");
-    expect(vectorDifference('v.json', original, file([{ name: 'ok', x: 1 }, { name: 'bad json', x: 2 }], 'other'))).toBe("v.json: 'description' differs from the shared file");
+    expect(
+      vectorDifference(
+        'v.json',
+        original,
+        file(
+          [
+            { name: 'ok', x: 1 },
+            { name: 'bad json', x: 2 },
+          ],
+          'other',
+        ),
+      ),
+    ).toBe("v.json: 'description' differs from the shared file");
     expect(vectorDifference('v.json', original, original.trim())).toMatch(/not the same bytes/);
   });
 

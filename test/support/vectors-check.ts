@@ -46,7 +46,9 @@ export function vectorDifference(file: string, original: string, copy: string): 
 /** Every difference between the shared folder and the project's copy, one line each. */
 export function compareVectorFolders(shared: string, own: string = OWN_VECTORS): string[] {
   const problems: string[] = [];
-  for (const file of readdirSync(shared).filter((name) => name.endsWith('.json')).sort()) {
+  for (const file of readdirSync(shared)
+    .filter((name) => name.endsWith('.json'))
+    .sort()) {
     const copy = path.join(own, file);
     if (!existsSync(copy)) {
       problems.push(`${file}: the project has no copy (cp ${path.join(shared, file)} ${own}/)`);
