@@ -90,10 +90,12 @@ export async function simBench(argv: readonly string[] = process.argv.slice(2)):
         platformCpu.set(pid, got.cpuSeconds);
       }
       peakMib = Math.max(peakMib, Math.round(rss / 2 ** 20));
-      for (const pid of childrenOf(process.pid)) {
-        if (pid === platform.pid) continue;
+      // `voltline sim` is a grandchild (bin/voltline.js starts Node 24 on cli/voltline.ts).
+      const pending = childrenOf(process.pid).filter((pid) => pid !== platform.pid);
+      for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
         const got = sampleProcess(pid);
         if (got !== undefined) simCpu.set(pid, got.cpuSeconds);
+        pending.push(...childrenOf(pid));
       }
     };
     sample();

@@ -50,11 +50,13 @@ export interface EmbeddedStoreOptions {
    */
   maxQueuedBytes?: number;
   /**
-   * DuckDB's memory limit (its buffer pool; queries past it spill to disk), MiB. The pool
-   * keeps the blocks it writes until it reaches the limit, so under a steady write load the
-   * process grows by the limit over its first minutes (~45 MiB a minute at 12 500 points/s)
-   * and then stays there. Default 384: with 128 the platform missed the p99 ≤ 1 s of the
-   * throughput benchmark at 20 000 msg/s (1.7 s), with 384 and 1 024 it held 25 000.
+   * DuckDB's memory limit (its buffer pool; queries past it spill to disk where they can), MiB.
+   * The pool keeps the blocks it writes until it reaches the limit, so under a steady write
+   * load the process grows by up to the limit (~45 MiB a minute at 12 500 points/s). Default
+   * 1024. Smaller limits were measured and refused (ARCHITECTURE.md, "Memory"): at 384 the
+   * store benchmark's 24 h hourly mean over 1 000 stations failed with DuckDB's Out of Memory
+   * (its time-ordered mean does not spill), and once the pool was full the throughput
+   * benchmark's p99 to queryable passed 1 s at 20 000 msg/s (at 128, from the first minute).
    */
   memoryLimitMb?: number;
   /** Delay before restarting a thread that died, doubling per death in a row up to 5 s, ms. Default 100. */
@@ -82,7 +84,7 @@ const OptionsSchema = z.object({
     .int()
     .min(1)
     .default(64 * 1024 * 1024),
-  memoryLimitMb: z.number().int().min(64).default(384),
+  memoryLimitMb: z.number().int().min(64).default(1024),
   restartDelayMs: z.number().int().min(0).max(MAX_RESTART_DELAY_MS).default(100),
   commitIntervalMs: z.number().int().min(0).max(10_000).default(50),
   commitFlushBytes: z
