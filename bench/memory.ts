@@ -14,7 +14,7 @@
 import { LatencyHistogram, type HistogramSnapshot } from '../devices-sim/histogram.ts';
 import { lastThroughput } from './latency.ts';
 import { LoadProcess } from './lib/load-child.ts';
-import { startBenchPlatform } from './lib/platform.ts';
+import { startBenchPlatform, stationWorkload } from './lib/platform.ts';
 import { childrenOf, sampleProcess } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 import { verifyStored } from './throughput.ts';
@@ -67,7 +67,7 @@ export async function memoryBench(argv: readonly string[] = process.argv.slice(2
   let load: LoadProcess | undefined;
   try {
     load = await LoadProcess.start({
-      load: { host: platform.mqttHost, port: platform.mqttPort, connections, stations, maxInflight: 900, invalidRatio: 0.01, clientPrefix: 'mem-' },
+      load: stationWorkload(platform.mqttHost, platform.mqttPort, { connections, stations, clientPrefix: 'mem-' }),
       apiUrl: platform.process.apiUrl,
       token: platform.process.token,
       pollMs: 100,

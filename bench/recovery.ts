@@ -12,7 +12,7 @@
  */
 import { getJson, startPlatformProcess } from '../test/support/platform-process.ts';
 import { LoadProcess } from './lib/load-child.ts';
-import { startBenchPlatform, WORKLOAD_FLAGS } from './lib/platform.ts';
+import { startBenchPlatform, stationWorkload, WORKLOAD_FLAGS } from './lib/platform.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 import { verifyStored } from './throughput.ts';
 
@@ -46,15 +46,7 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
   let second: Awaited<ReturnType<typeof startPlatformProcess>> | undefined;
   try {
     load = await LoadProcess.start({
-      load: {
-        host: first.mqttHost,
-        port: first.mqttPort,
-        connections: args.smoke ? 10 : 50,
-        stations,
-        maxInflight: 900,
-        invalidRatio: 0.01,
-        clientPrefix: 'bench-',
-      },
+      load: stationWorkload(first.mqttHost, first.mqttPort, { connections: args.smoke ? 10 : 50, stations }),
       pollMs: 50,
     });
     log(`recovery: ${fmt(rate)} msg/s for ${seconds} s, SIGKILL at the end of it, restart`);

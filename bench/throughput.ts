@@ -30,7 +30,7 @@ import { LatencyHistogram, type HistogramSnapshot } from '../devices-sim/histogr
 import { getJson } from '../test/support/platform-process.ts';
 import { startPlainMosquitto } from './lib/ceiling.ts';
 import { LoadProcess, type StepResult, type Totals } from './lib/load-child.ts';
-import { startBenchPlatform } from './lib/platform.ts';
+import { startBenchPlatform, stationWorkload } from './lib/platform.ts';
 import { readHistogram, quantileBetween } from './lib/metrics.ts';
 import { delta, sampleTree, type CpuDelta } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
@@ -288,15 +288,7 @@ export async function voltlineLadder(options: LadderOptions, profileDir?: string
   let load: LoadProcess | undefined;
   try {
     load = await LoadProcess.start({
-      load: {
-        host: platform.mqttHost,
-        port: platform.mqttPort,
-        connections: options.connections,
-        stations: options.stations,
-        maxInflight: 900,
-        invalidRatio: 0.01,
-        clientPrefix: 'bench-',
-      },
+      load: stationWorkload(platform.mqttHost, platform.mqttPort, { connections: options.connections, stations: options.stations }),
       ...(pollMs > 0 ? { apiUrl: platform.process.apiUrl } : {}),
       token: platform.process.token,
       pollMs,
@@ -336,15 +328,7 @@ async function frontLadder(options: LadderOptions): Promise<Ladder> {
   let load: LoadProcess | undefined;
   try {
     load = await LoadProcess.start({
-      load: {
-        host: platform.mqttHost,
-        port: platform.mqttPort,
-        connections: options.connections,
-        stations: options.stations,
-        maxInflight: 900,
-        invalidRatio: 0.01,
-        clientPrefix: 'bench-',
-      },
+      load: stationWorkload(platform.mqttHost, platform.mqttPort, { connections: options.connections, stations: options.stations }),
       pollMs: 50,
     });
     await load.step(1_000, 2_000, 5_000, 0);
@@ -361,15 +345,7 @@ async function mosquittoLadder(options: LadderOptions): Promise<Ladder> {
   let load: LoadProcess | undefined;
   try {
     load = await LoadProcess.start({
-      load: {
-        host: '127.0.0.1',
-        port: mosquitto.port,
-        connections: options.connections,
-        stations: options.stations,
-        maxInflight: 900,
-        invalidRatio: 0.01,
-        clientPrefix: 'bench-',
-      },
+      load: stationWorkload('127.0.0.1', mosquitto.port, { connections: options.connections, stations: options.stations }),
       pollMs: 50,
       countDelivered: true,
     });

@@ -3,6 +3,7 @@
  * an open topic policy, the per-device rate raised since 2 000 stations share 50
  * connections), everything else the defaults, and the station function deployed.
  */
+import type { LoadOptions } from '../../test/support/mqtt-load.ts';
 import { deployFunctionFile, startPlatformProcess, tempDir, type PlatformProcess } from '../../test/support/platform-process.ts';
 
 /** The flags the benchmark workload adds to the defaults. */
@@ -40,5 +41,25 @@ export async function startBenchPlatform(options: {
       await platform.stop();
       await data.remove();
     },
+  };
+}
+
+/**
+ * The station workload's generator against `host:port`: QoS 1 with at most 900 publishes in
+ * flight per connection (under the broker's 1 000), 1 % of the messages invalid.
+ */
+export function stationWorkload(
+  host: string,
+  port: number,
+  shape: { readonly connections: number; readonly stations: number; readonly clientPrefix?: string },
+): LoadOptions {
+  return {
+    host,
+    port,
+    connections: shape.connections,
+    stations: shape.stations,
+    maxInflight: 900,
+    invalidRatio: 0.01,
+    clientPrefix: shape.clientPrefix ?? 'bench-',
   };
 }

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { monotonicUs, summarizeProfile } from './cpuprofile.ts';
 import { LoadProcess } from './load-child.ts';
-import { startBenchPlatform } from './platform.ts';
+import { startBenchPlatform, stationWorkload } from './platform.ts';
 import { childrenOf, sampleThreads } from './proc.ts';
 
 export interface StageOptions {
@@ -91,15 +91,7 @@ export async function profileStages(options: StageOptions): Promise<StageFigures
     let load: LoadProcess | undefined;
     try {
       load = await LoadProcess.start({
-        load: {
-          host: platform.mqttHost,
-          port: platform.mqttPort,
-          connections: options.connections,
-          stations: options.stations,
-          maxInflight: 900,
-          invalidRatio: 0.01,
-          clientPrefix: 'stages-',
-        },
+        load: stationWorkload(platform.mqttHost, platform.mqttPort, { connections: options.connections, stations: options.stations, clientPrefix: 'stages-' }),
         pollMs: 0,
       });
       await load.step(Math.min(1_000, options.rate), 3_000, 5_000, 3_000);
