@@ -16,7 +16,7 @@ export interface GuestEvent {
   /** Epoch ms. */
   readonly deadline: number;
   /** The HTTP request, for an event of an HTTP trigger (the handler's `event.http`). */
-  readonly http?: HttpRequestInfo;
+  readonly http?: HttpRequestInfo | undefined;
   /**
    * The function's settings (config and secrets merged). Added by the sandbox from what the
    * function was loaded with: they cross the worker protocol once per load, not per event.

@@ -171,25 +171,50 @@ function schemaFailure(
 
 function eventFor(event: GuestEvent, payload: unknown) {
   const meta = { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source, attempt: event.attempt ?? 1 };
-  return event.http === undefined ? meta : { ...meta, http: event.http };
+  if (event.http !== undefined) (meta as typeof meta & { http?: GuestEvent['http'] }).http = event.http;
+  return meta;
 }
 
-function contextFor(definition: DefinedFunction, event: GuestEvent, logs: GuestLogLine[], reply: Reply) {
-  // The logger is made on first use: most invocations never log.
-  let log: FunctionLogger | undefined;
-  return {
-    get log(): FunctionLogger {
-      return (log ??= makeLogger(logs));
-    },
-    deadline: event.deadline,
-    invocationId: event.invocationId,
-    functionName: definition.name,
+/**
+ * One invocation's `ctx` and what it collects (its log lines and reply). Its logger,
+ * `respond` and `publish` are made on first use, bound to it (so `const { respond } = ctx`
+ * works): most invocations use none of them, and a batch runs hundreds of events. Frozen
+ * below, so a function cannot reach the next event through its prototype.
+ */
+class EventContext {
+  readonly deadline: number;
+  readonly invocationId: string;
+  readonly functionName: string;
+  readonly config: Readonly<Record<string, string>>;
+  readonly logs: GuestLogLine[] = [];
+  readonly reply: Reply = {};
+  #log: FunctionLogger | undefined;
+  #respond: ((status: number, body?: unknown) => void) | undefined;
+  #publish: ((topic: string, payload: string | object) => void) | undefined;
+
+  constructor(definition: DefinedFunction, event: GuestEvent) {
+    this.deadline = event.deadline;
+    this.invocationId = event.invocationId;
+    this.functionName = definition.name;
     // Frozen once per batch (runBatch): the same object for every invocation, none can change it.
-    config: event.config ?? EMPTY_CONFIG,
-    respond: makeRespond(reply),
-    publish: (topic: string, payload: string | object): void => addPublish((reply.publishes ??= []), topic, payload),
-  };
+    this.config = event.config ?? EMPTY_CONFIG;
+  }
+
+  get log(): FunctionLogger {
+    return (this.#log ??= makeLogger(this.logs));
+  }
+
+  get respond(): (status: number, body?: unknown) => void {
+    return (this.#respond ??= makeRespond(this.reply));
+  }
+
+  get publish(): (topic: string, payload: string | object) => void {
+    const reply = this.reply;
+    return (this.#publish ??= (topic: string, payload: string | object): void => addPublish((reply.publishes ??= []), topic, payload));
+  }
 }
+Object.freeze(EventContext.prototype);
+Object.freeze(EventContext);
 
 /**
  * One event's verdict as a line of the batch output (see `GuestBatchOutput`): an ok result
@@ -209,20 +234,14 @@ function resultLine(result: GuestResult | ReturnType<typeof timeoutResult>): str
 }
 
 /** The slow path, for a schema whose validation is asynchronous. */
-async function runAsync(
-  definition: DefinedFunction,
-  event: GuestEvent,
-  logs: GuestLogLine[],
-  reply: Reply,
-  pending: Promise<StandardResult<unknown>>,
-): Promise<string> {
+async function runAsync(definition: DefinedFunction, event: GuestEvent, ctx: EventContext, pending: Promise<StandardResult<unknown>>): Promise<string> {
   try {
     const result = await pending;
-    if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, logs));
-    const output = await definition.handler(eventFor(event, result.value), contextFor(definition, event, logs, reply));
-    return okLine(collectPoints(output), logs, reply);
+    if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, ctx.logs));
+    const output = await definition.handler(eventFor(event, result.value), ctx);
+    return okLine(collectPoints(output), ctx.logs, ctx.reply);
   } catch (err) {
-    return resultLine(failure(err, logs, reply));
+    return resultLine(failure(err, ctx.logs, ctx.reply));
   }
 }
 
@@ -232,39 +251,38 @@ async function runAsync(
  * handler is asynchronous (the host awaits it under a wall-clock deadline).
  */
 function runEvent(definition: DefinedFunction, event: GuestEvent, payloadText: string): string | Promise<string> {
-  const logs: GuestLogLine[] = [];
-  const reply: Reply = {};
   let payload: unknown;
   try {
     payload = JSON.parse(payloadText);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    return resultLine({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs });
+    return resultLine({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs: [] });
   }
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
     const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : typeof payload;
-    return resultLine({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs });
+    return resultLine({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs: [] });
   }
+  const ctx = new EventContext(definition, event);
   try {
     let value: unknown = payload;
     if (definition.schema !== undefined) {
       const result = definition.schema['~standard'].validate(payload);
-      if (result instanceof Promise) return runAsync(definition, event, logs, reply, result);
-      if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, logs));
+      if (result instanceof Promise) return runAsync(definition, event, ctx, result);
+      if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, ctx.logs));
       value = result.value;
     }
-    const output = definition.handler(eventFor(event, value), contextFor(definition, event, logs, reply));
+    const output = definition.handler(eventFor(event, value), ctx);
     if (output instanceof Promise) {
       return output
         .then(
-          (resolved: HandlerResult) => okLine(collectPoints(resolved), logs, reply),
-          (err: unknown) => resultLine(failure(err, logs, reply)),
+          (resolved: HandlerResult) => okLine(collectPoints(resolved), ctx.logs, ctx.reply),
+          (err: unknown) => resultLine(failure(err, ctx.logs, ctx.reply)),
         )
-        .then(undefined, (err: unknown) => resultLine(failure(err, logs, reply)));
+        .then(undefined, (err: unknown) => resultLine(failure(err, ctx.logs, ctx.reply)));
     }
-    return okLine(collectPoints(output), logs, reply);
+    return okLine(collectPoints(output), ctx.logs, ctx.reply);
   } catch (err) {
-    return resultLine(failure(err, logs, reply));
+    return resultLine(failure(err, ctx.logs, ctx.reply));
   }
 }
 
@@ -324,7 +342,7 @@ function runBatch(definition: DefinedFunction, meta: GuestBatchMeta, payloads: s
         attempt: e[5],
         deadline: eventStarted + meta.limitMs,
         config,
-        ...(e[7] === undefined ? {} : { http: e[7] }),
+        http: e[7],
       };
       const line = runEvent(definition, event, text);
       if (typeof line !== 'string') {

@@ -2,11 +2,10 @@
  * The frozen realm (issue 4, "stateless by construction"), run inside the isolate by the
  * guest runtime. Once, when the bundle loads: every intrinsic (Object.prototype, JSON,
  * Array.prototype.map, …) is deep-frozen, and the global object's own properties are
- * made read-only. Before each invocation:
- * whatever the previous one added to the global object is deleted. The function's own
- * module is evaluated afresh for every invocation (see guest.ts), so its module-level
- * `let`s start over too. A fresh context per event would give the same guarantee but
- * costs milliseconds per event with a zod-sized bundle (bench/components/sandbox.bench.ts).
+ * made read-only. Before each batch: whatever the previous one added to the global object
+ * is deleted. The function's own module is evaluated afresh for every batch (see guest.ts),
+ * so its module-level `let`s start over too. A fresh context per batch would give the same
+ * guarantee but costs milliseconds with a zod-sized bundle (bench/components/sandbox.bench.ts).
  *
  * Writes to frozen things fail as JavaScript says they do: silently in sloppy code, with
  * a TypeError in strict code. No Node imports: this runs inside the sandbox.
@@ -50,7 +49,25 @@ function tameOverride(target: object, key: PropertyKey, descriptor: PropertyDesc
 }
 
 /** Freezes `roots` and everything reachable from them through properties, accessors and prototypes. */
+/**
+ * Prototypes whose `constructor` V8 watches (its species protectors): made an accessor, it
+ * turns off the fast paths of every `map`, `slice`, `then`, … in the isolate. On these it
+ * stays a frozen data property: assigning `constructor` on an array or promise then fails,
+ * which almost no code does. Tamed, they cost the station function 1.1 µs per event of its
+ * 14 (isolate CPU in batches of 500, `npm run bench -- invocation`).
+ */
+function speciesWatched(): Set<object> {
+  const typedArray = Object.getPrototypeOf(Int8Array) as { prototype: object };
+  const watched = new Set<object>([Array.prototype, Promise.prototype, RegExp.prototype, typedArray.prototype]);
+  for (const name of ['ArrayBuffer', 'SharedArrayBuffer']) {
+    const ctor = (globalThis as Record<string, unknown>)[name];
+    if (typeof ctor === 'function') watched.add((ctor as { prototype: object }).prototype);
+  }
+  return watched;
+}
+
 function harden(roots: readonly unknown[], skip: object): void {
+  const watched = speciesWatched();
   const seen = new Set<object>([skip]);
   const stack: unknown[] = [...roots];
   while (stack.length > 0) {
@@ -62,7 +79,8 @@ function harden(roots: readonly unknown[], skip: object): void {
       const descriptor = descriptors[key as string];
       if (descriptor === undefined) continue;
       if ('value' in descriptor) {
-        if (descriptor.writable === true && descriptor.configurable === true && OVERRIDABLE.has(key)) tameOverride(item, key, descriptor);
+        const overridable = OVERRIDABLE.has(key) && !(key === 'constructor' && watched.has(item));
+        if (descriptor.writable === true && descriptor.configurable === true && overridable) tameOverride(item, key, descriptor);
         stack.push(descriptor.value);
       } else {
         stack.push(descriptor.get, descriptor.set);

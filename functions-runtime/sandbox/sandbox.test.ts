@@ -196,6 +196,23 @@ describe('statelessness', () => {
     expect(fieldsOf(nextBatch)).toMatchObject({ json: '1', map: '2,4' });
   });
 
+  it('lets code assign name, toString or constructor on its own objects, but not constructor on arrays (V8 watches it)', async () => {
+    const sandbox = sandboxFor(stateful);
+    const [overrides, next] = await run(sandbox, { do: 'overrides' }, { do: 'count' });
+    // Strict code (an ES module): a write to a frozen data property throws a TypeError.
+    expect(fieldsOf(overrides)['wrote']).toBe('done,done,TypeError,TypeError');
+    expect(fieldsOf(next)).toMatchObject({ map: '2,4' });
+  });
+
+  it("keeps ctx's methods working when destructured, and its shared prototype out of reach", async () => {
+    const sandbox = sandboxFor(stateful);
+    const [first, next] = await run(sandbox, { do: 'ctxPrototype' }, { do: 'ctxPrototype' });
+    for (const result of [first, next]) {
+      expect(fieldsOf(result)['wrote']).toBe('TypeError,TypeError');
+      expect(result).toMatchObject({ outcome: 'ok', logs: [{ level: 'info', message: 'destructured' }], publishes: [{ payload: 'ping' }] });
+    }
+  });
+
   it('replaces the context when a global object was made impossible to clean', async () => {
     const sandbox = sandboxFor(stateful);
     const [frozen] = await run(sandbox, { do: 'preventExtensions' });
