@@ -4,8 +4,9 @@
  * starts. Joiner k (0-based) is station number `first + stations + k` and joins at
  * `afterMs + overMs × (k + 1) / (to − stations)` (all at `afterMs` when `overMs` is 0).
  * The join times are a plan, not what happened: the rate plan follows them (so every
- * message's intended send time is fixed before the run), and run.ts connects each joiner
- * when its time comes; one that cannot connect is counted and its turns go to the others.
+ * message's intended send time is fixed before the run), and run/joins.ts connects each
+ * joiner when its time comes; one that cannot connect is counted and its turns go to the
+ * others.
  */
 import { stationId, type SimConfig } from './options.ts';
 import type { RatePlan } from './scenario.ts';

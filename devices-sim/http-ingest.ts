@@ -100,9 +100,10 @@ export interface HttpStationOptions {
 }
 
 /**
- * One station's HTTP "connection": the calls run.ts makes on an MQTT client, for posts.
- * `publish` posts and calls back once answered (200: no error; a 429 is waited out and
- * posted again; 4xx: an {@link IngestRefusal}; 5xx and network failures: an Error).
+ * One station's HTTP "connection": the calls the runner (run/link.ts, run/pump.ts) makes
+ * on an MQTT client, for posts. `publish` posts and calls back once answered (200: no
+ * error; a 429 is waited out and posted again; 4xx: an {@link IngestRefusal}; 5xx and
+ * network failures: an Error).
  * There is no connection to lose and no commands arrive (a platform cannot reach an HTTP
  * station). `stop()` takes no new posts and lets those in flight finish (an outage);
  * `end(true)` also aborts them.
@@ -189,7 +190,7 @@ export class HttpStation {
     if (force === true) this.abort.abort();
   }
 
-  /** Stops posting; those in flight finish on their own (run.ts waits for them while draining). */
+  /** Stops posting; those in flight finish on their own (run/drain.ts waits for them). */
   endAsync(_force?: boolean): Promise<void> {
     this.connected = false;
     return Promise.resolve();

@@ -1,7 +1,7 @@
 /**
- * What a scenario's phases do to messages and stations (run.ts carries them out): bad
- * messages for `malformed`, the share of stations a phase picks, and the per-phase
- * counts of the report.
+ * What a scenario's phases do to messages and stations (run/phase-messages.ts and
+ * run/phase-stations.ts carry them out): bad messages for `malformed`, the share of
+ * stations a phase picks, and the per-phase counts of the report.
  */
 import type { Prng } from './prng.ts';
 import type { MalformedKind, Phase } from './scenario.ts';

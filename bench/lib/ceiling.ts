@@ -10,6 +10,7 @@ import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { freePort, mosquittoBinary } from '../../test/support/mosquitto.ts';
+import { MqttFrameReader, PacketType, frame } from '../../test/support/mqtt-frames.ts';
 
 export interface PlainMosquitto {
   readonly pid: number;
@@ -76,7 +77,13 @@ export async function startPlainMosquitto(): Promise<PlainMosquitto> {
 export class CountingSubscriber {
   count = 0;
   readonly #socket: net.Socket;
-  #pending: Buffer = Buffer.alloc(0);
+  /** Called on the first SUBACK (the subscription is in place). */
+  #onSubAck: (() => void) | undefined;
+  readonly #reader = new MqttFrameReader((header) => {
+    const type = header >> 4;
+    if (type === PacketType.PUBLISH) this.count++;
+    else if (type === PacketType.SUBACK) this.#onSubAck?.();
+  });
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
@@ -87,50 +94,21 @@ export class CountingSubscriber {
     await once(socket, 'connect');
     const sub = new CountingSubscriber(socket);
     const id = Buffer.from(`bench-counter-${process.pid}`);
+    // CONNECT: MQTT 3.1.1, clean session, keep-alive 0; SUBSCRIBE (packet id 1): the filter at QoS 0.
     const connectBody = Buffer.concat([Buffer.from([0, 4]), Buffer.from('MQTT'), Buffer.from([4, 0x02, 0, 0, 0, id.length]), id]);
     const topic = Buffer.from(filter);
     const subscribeBody = Buffer.concat([Buffer.from([0, 1, 0, topic.length]), topic, Buffer.from([0])]);
-    socket.write(Buffer.concat([Buffer.from([0x10, connectBody.length]), connectBody, Buffer.from([0x82, subscribeBody.length]), subscribeBody]));
-    let subscribed = false;
+    socket.write(Buffer.concat([frame(PacketType.CONNECT << 4, connectBody), frame((PacketType.SUBSCRIBE << 4) | 0x02, subscribeBody)]));
     await new Promise<void>((resolve, reject) => {
+      sub.#onSubAck = () => {
+        sub.#onSubAck = undefined;
+        resolve();
+      };
       socket.once('error', reject);
-      socket.on('data', (chunk: Buffer) => {
-        sub.#read(chunk, (type) => {
-          if (type === 9 && !subscribed) {
-            subscribed = true;
-            resolve();
-          }
-        });
-      });
+      socket.on('data', (chunk: Buffer) => sub.#reader.push(chunk));
     });
     socket.on('error', () => undefined);
     return sub;
-  }
-
-  #read(chunk: Buffer, onPacket: (type: number) => void): void {
-    const buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
-    let at = 0;
-    while (buf.length - at >= 2) {
-      let length = 0;
-      let mul = 1;
-      let p = at + 1;
-      let ok = false;
-      while (p < buf.length) {
-        const b = buf[p++] ?? 0;
-        length += (b & 0x7f) * mul;
-        mul *= 128;
-        if ((b & 0x80) === 0) {
-          ok = true;
-          break;
-        }
-      }
-      if (!ok || buf.length - p < length) break;
-      const type = (buf[at] ?? 0) >> 4;
-      if (type === 3) this.count++;
-      onPacket(type);
-      at = p + length;
-    }
-    this.#pending = at >= buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(at));
   }
 
   close(): void {

@@ -18,6 +18,7 @@
  */
 import net from 'node:net';
 import { LatencyHistogram, type HistogramSnapshot } from '../../devices-sim/histogram.ts';
+import { MqttFrameReader, PacketType, frame, remainingLengthSize, writeRemainingLength } from './mqtt-frames.ts';
 
 export interface LoadOptions {
   readonly host: string;
@@ -85,7 +86,8 @@ interface Conn {
   readonly station: Int32Array;
   nextId: number;
   inflight: number;
-  pending: Buffer;
+  /** Cuts what the broker sends into packets: CONNACK first, then PUBACKs. */
+  reader: MqttFrameReader;
   connected: boolean;
 }
 
@@ -93,18 +95,6 @@ const STATION_PAD = 5;
 
 function stationId(n: number): string {
   return `st-${String(n).padStart(STATION_PAD, '0')}`;
-}
-
-/** MQTT variable-length integer. */
-function lengthBytes(length: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = length % 128;
-    length = Math.floor(length / 128);
-    if (length > 0) byte |= 0x80;
-    out.push(byte);
-  } while (length > 0);
-  return out;
 }
 
 function connectPacket(clientId: string, username: string | undefined, password: string | undefined): Buffer {
@@ -121,8 +111,7 @@ function connectPacket(clientId: string, username: string | undefined, password:
   parts.push(str('MQTT'), Buffer.from([4, flags, 0, 0]), str(clientId)); // level 4, keep-alive 0
   if (username !== undefined) parts.push(str(username));
   if (password !== undefined) parts.push(str(password));
-  const body = Buffer.concat(parts);
-  return Buffer.concat([Buffer.from([0x10, ...lengthBytes(body.length)]), body]);
+  return frame(PacketType.CONNECT << 4, Buffer.concat(parts));
 }
 
 /** Per station: its topic bytes and a few dock variants, so payloads vary without costing much. */
@@ -184,6 +173,8 @@ export class MqttLoad {
   #ackedValid = 0;
   #histogram = new LatencyHistogram();
   #lost = 0;
+  /** When the chunk being read arrived (epoch ms): the receive time of its PUBACKs. */
+  #chunkAt = 0;
   /** Called with (station index, seq, ts) for every valid message sent. */
   onSent: ((station: number, seq: number, ts: number) => void) | undefined;
   #messageCounter = 0;
@@ -212,6 +203,25 @@ export class MqttLoad {
         (_, i) =>
           new Promise<void>((resolve, reject) => {
             const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
+            // The first packet must be a CONNACK that accepts (return code 0); then PUBACKs.
+            const onConnack = (header: number, bytes: Buffer, at: number, length: number): void => {
+              if (header !== PacketType.CONNACK << 4 || length !== 2 || bytes[at + 1] !== 0) {
+                const start = at - remainingLengthSize(length) - 1;
+                reject(new Error(`connection ${i} refused: CONNACK ${bytes.subarray(start, Math.min(at + length, start + 4)).toString('hex')}`));
+                socket.destroy();
+                return;
+              }
+              conn.connected = true;
+              socket.removeListener('error', reject);
+              socket.on('error', () => undefined);
+              socket.on('close', () => {
+                this.#lost += conn.inflight;
+                conn.inflight = 0;
+                conn.connected = false;
+              });
+              this.#conns[i] = conn;
+              resolve();
+            };
             const conn: Conn = {
               socket,
               sentAt: new Float64Array(65_536),
@@ -219,88 +229,44 @@ export class MqttLoad {
               station: new Int32Array(65_536),
               nextId: 1,
               inflight: 0,
-              pending: Buffer.alloc(0),
+              reader: new MqttFrameReader((header, bytes, at, length) => {
+                if (conn.connected) this.#onPacket(conn, header, bytes, at, length);
+                else onConnack(header, bytes, at, length);
+              }),
               connected: false,
             };
             socket.once('error', reject);
             socket.once('connect', () => socket.write(connectPacket(`${o.clientPrefix}${i}`, o.username, o.password)));
             socket.on('data', (chunk: Buffer) => {
-              if (!conn.connected) {
-                const all = Buffer.concat([conn.pending, chunk]);
-                if (all.length < 4) {
-                  conn.pending = all;
-                  return;
-                }
-                if (all[0] !== 0x20 || all[3] !== 0) {
-                  reject(new Error(`connection ${i} refused: CONNACK ${all.subarray(0, 4).toString('hex')}`));
-                  socket.destroy();
-                  return;
-                }
-                conn.connected = true;
-                socket.removeListener('error', reject);
-                socket.on('error', () => undefined);
-                socket.on('close', () => {
-                  this.#lost += conn.inflight;
-                  conn.inflight = 0;
-                  conn.connected = false;
-                });
-                conn.pending = all.subarray(4);
-                this.#conns[i] = conn;
-                resolve();
-                if (conn.pending.length > 0) this.#onData(conn, Buffer.alloc(0));
-                return;
-              }
-              this.#onData(conn, chunk);
+              // One clock reading per chunk: its PUBACKs arrived together.
+              this.#chunkAt = performance.timeOrigin + performance.now();
+              conn.reader.push(chunk);
             });
           }),
       ),
     );
   }
 
-  #onData(conn: Conn, chunk: Buffer): void {
-    let buf = conn.pending.length === 0 ? chunk : Buffer.concat([conn.pending, chunk]);
-    let at = 0;
-    const now = performance.timeOrigin + performance.now();
-    while (buf.length - at >= 2) {
-      const type = buf[at] ?? 0;
-      // Remaining length: PUBACKs are 2; anything else is skipped whole.
-      let length = 0;
-      let mul = 1;
-      let p = at + 1;
-      let ok = false;
-      while (p < buf.length) {
-        const b = buf[p++] ?? 0;
-        length += (b & 0x7f) * mul;
-        mul *= 128;
-        if ((b & 0x80) === 0) {
-          ok = true;
-          break;
-        }
-      }
-      if (!ok || buf.length - p < length) break;
-      if (type >> 4 === 4 && length === 2) {
-        const id = ((buf[p] ?? 0) << 8) | (buf[p + 1] ?? 0);
-        const kind = conn.kind[id];
-        if (kind !== 0 && kind !== undefined) {
-          conn.kind[id] = 0;
-          conn.inflight--;
-          const valid = kind === VALID || kind === VALID_WARMUP;
-          if (valid) {
-            const st = conn.station[id] ?? 0;
-            this.ackedValidByStation[st] = (this.ackedValidByStation[st] ?? 0) + 1;
-          } else this.ackedInvalidTotal++;
-          // The step's own figures leave its warm-up out.
-          if (kind === VALID || kind === INVALID) {
-            this.#acked++;
-            if (valid) this.#ackedValid++;
-            this.#histogram.record(now - (conn.sentAt[id] ?? now));
-          }
-        }
-      }
-      at = p + length;
+  /** A packet from the broker once connected: a PUBACK settles its packet id; anything else is skipped. */
+  #onPacket(conn: Conn, header: number, bytes: Buffer, at: number, length: number): void {
+    if (header >> 4 !== PacketType.PUBACK || length !== 2) return;
+    const id = ((bytes[at] as number) << 8) | (bytes[at + 1] as number);
+    const kind = conn.kind[id];
+    if (kind === 0 || kind === undefined) return;
+    conn.kind[id] = 0;
+    conn.inflight--;
+    const valid = kind === VALID || kind === VALID_WARMUP;
+    if (valid) {
+      const st = conn.station[id] ?? 0;
+      this.ackedValidByStation[st] = (this.ackedValidByStation[st] ?? 0) + 1;
+    } else this.ackedInvalidTotal++;
+    // The step's own figures leave its warm-up out.
+    if (kind === VALID || kind === INVALID) {
+      this.#acked++;
+      if (valid) this.#ackedValid++;
+      const now = this.#chunkAt;
+      this.#histogram.record(now - (conn.sentAt[id] ?? now));
     }
-    conn.pending = at >= buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(at));
-    buf = Buffer.alloc(0);
   }
 
   /**
@@ -359,11 +325,9 @@ export class MqttLoad {
           const payload = `${station.head}${ts},"seq":${seq},"voltage":${volts},"cabinetTempC":${temp},"door":"closed","docks":[${docks}]}`;
           const payloadBytes = Buffer.byteLength(payload, 'latin1');
           const remaining = 2 + station.topic.length + 2 + payloadBytes;
-          const lb = lengthBytes(remaining);
-          const packet = Buffer.allocUnsafe(1 + lb.length + remaining);
-          let p = 0;
-          packet[p++] = 0x32;
-          for (const b of lb) packet[p++] = b;
+          const packet = Buffer.allocUnsafe(1 + remainingLengthSize(remaining) + remaining);
+          packet[0] = (PacketType.PUBLISH << 4) | 0x02; // QoS 1
+          let p = writeRemainingLength(packet, 1, remaining);
           packet.writeUInt16BE(station.topic.length, p);
           p += 2;
           station.topic.copy(packet, p);
