@@ -1,8 +1,9 @@
 /**
  * Limits that protect the broker from devices that misbehave (issue 6): a per-device
  * publish rate that slows a device instead of dropping its messages, per-source-address
- * limits on new connections and on failed logins, and the figures `broker.ts` enforces
- * with them (in-flight publishes per connection, CONNECT timeout, global connections).
+ * limits on new connections and on failed logins, and the figures the broker enforces
+ * with them (in-flight publishes per connection in publish-gate.ts; CONNECT timeout and
+ * global connections in listeners.ts).
  * Everything here is bounded in memory: buckets and address records live in LRU maps.
  */
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -28,6 +28,8 @@
  * snapshot's rename and the journal's restart) is ignored. A torn last line (a crash
  * during an append: never synced, so never answered) is cut off at open; a damaged
  * earlier line is `VL_BROKER_STATE_FILE` naming the file and line.
+ * lib/snapshot-journal.ts keeps the two files (the fsyncs, compaction, cutting a torn tail);
+ * this file keeps the records and the generations.
  *
  * Durability: what aedes answers to a device after a call waits for the fsync of that
  * change: a SUBACK (`addSubscriptions`), an UNSUBACK (`removeSubscriptions`), the CONNACK
@@ -63,16 +65,13 @@
  * aedes' broker id is random per start (not set by broker.ts), so the (brokerId,
  * brokerCounter) of a queued message cannot collide with a new one's.
  */
-import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
-import { syncDir, writeFileDurably } from '../../lib/durable-file.ts';
+import { readLines, SnapshotJournal } from '../../lib/snapshot-journal.ts';
 import { LogOnce } from './log-once.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
@@ -282,32 +281,19 @@ function stateError(file: string, what: string, cause?: unknown): VoltlineError 
   );
 }
 
-interface JournalLine {
-  readonly line: string;
-  /** 1-based. */
-  readonly number: number;
-  /** Its bytes with the newline (one more than it had, for a last line without one). */
-  readonly bytes: number;
+function journalHeader(generation: number): string {
+  return `${JSON.stringify({ voltline: 'broker-journal', v: 1, gen: generation })}\n`;
 }
 
-/** Reads a JSON-lines file line by line (a file may be hundreds of MiB: never one string). */
-async function* readLines(file: string): AsyncGenerator<JournalLine> {
-  const input = createReadStream(file, { encoding: 'utf8' });
-  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
-  let number = 0;
-  for await (const line of lines) {
-    number += 1;
-    yield { line, number, bytes: Buffer.byteLength(line) + 1 };
+/** A snapshot of `generation`: its header, one line per record, and an end line with the count. */
+function* snapshotLines(generation: number, records: Iterable<Op>): Generator<string> {
+  yield `${JSON.stringify({ voltline: 'broker-state', v: 1, gen: generation })}\n`;
+  let count = 0;
+  for (const op of records) {
+    yield opLine(op);
+    count += 1;
   }
-}
-
-async function sizeOf(file: string): Promise<number | undefined> {
-  try {
-    return (await stat(file)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  yield `${JSON.stringify({ o: 'end', records: count })}\n`;
 }
 
 interface Waiter {
@@ -318,7 +304,6 @@ interface Waiter {
 export class BrokerPersistence {
   readonly #o: Required<Omit<BrokerPersistenceOptions, 'logger' | 'metrics'>>;
   readonly #dir: string;
-  readonly #statePath: string;
   readonly #journalPath: string;
   readonly #logger: Logger | undefined;
 
@@ -336,10 +321,8 @@ export class BrokerPersistence {
   #broker: BrokerRef | undefined;
 
   // The journal.
-  #journal: FileHandle | undefined;
+  #journal: SnapshotJournal | undefined;
   #generation = 0;
-  #journalBytes = 0;
-  #snapshotBytes = 0;
   #pending: string[] = [];
   #pendingBytes = 0;
   #waiters: Waiter[] = [];
@@ -363,7 +346,6 @@ export class BrokerPersistence {
       maxPendingBytes: options.maxPendingBytes ?? DEFAULTS.maxPendingBytes,
     };
     this.#dir = dir;
-    this.#statePath = path.join(dir, STATE_FILE);
     this.#journalPath = path.join(dir, JOURNAL_FILE);
     this.#logger = options.logger?.child({ stage: 'broker-persistence' });
     const registers = options.metrics === undefined ? [] : [options.metrics];
@@ -405,129 +387,80 @@ export class BrokerPersistence {
    * @throws VL_BROKER_STATE_FILE on a file it cannot read.
    */
   static async open(dataDir: string, options: BrokerPersistenceOptions = {}): Promise<BrokerPersistence> {
-    const dir = path.join(dataDir, BROKER_STATE_FOLDER);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const p = new BrokerPersistence(dir, options);
-    await p.#load();
+    const p = new BrokerPersistence(path.join(dataDir, BROKER_STATE_FOLDER), options);
+    p.#journal = await SnapshotJournal.open({
+      dir: p.#dir,
+      snapshotFile: STATE_FILE,
+      journalFile: JOURNAL_FILE,
+      compactAtBytes: p.#o.compactAtBytes,
+      readSnapshot: (file) => p.#readSnapshot(file),
+      replay: (line, lineNumber) => p.#replay(line, lineNumber),
+      damaged: (file, lineNumber, cause) =>
+        // A line that is not JSON, or a record that is not one this version writes.
+        stateError(file, cause instanceof SyntaxError ? ` at line ${lineNumber}` : ` at line ${lineNumber} (${errorMessage(cause)})`, cause),
+      journalHeader: () => journalHeader(p.#generation),
+    });
+    // Message ids belonged to the connections that ended: a resend is numbered afresh.
+    for (const queue of p.#outgoing.values()) for (const entry of queue) if (entry.packet['cmd'] === 'publish') entry.packet['messageId'] = undefined;
+    p.#logger?.debug(
+      { sessions: p.#subscriptions.size, queued: p.#queuedCount, retained: p.#retained.size, generation: p.#generation },
+      'broker session state loaded',
+    );
     return p;
   }
 
-  async #load(): Promise<void> {
-    // A temp file left by a crash mid-snapshot: the rename never happened, the old one counts.
-    await rm(`${this.#statePath}.tmp`, { force: true });
-    const stateSize = await sizeOf(this.#statePath);
-    if (stateSize !== undefined) {
-      let ended = false;
-      let records = 0;
-      for await (const { line, number } of readLines(this.#statePath)) {
-        let value: unknown;
-        try {
-          value = JSON.parse(line);
-        } catch (err) {
-          throw stateError(this.#statePath, ` at line ${number}`, err);
-        }
-        const record = value as Record<string, unknown>;
-        if (number === 1) {
-          if (record['voltline'] !== 'broker-state' || record['v'] !== 1 || !Number.isSafeInteger(record['gen']))
-            throw stateError(this.#statePath, ' (no header)');
-          this.#generation = record['gen'] as number;
-          continue;
-        }
-        if (ended) throw stateError(this.#statePath, ` at line ${number} (after the end)`);
-        if (record['o'] === 'end') {
-          if (record['records'] !== records)
-            throw stateError(this.#statePath, ` at line ${number} (${records} records, the end line says ${String(record['records'])})`);
-          ended = true;
-          continue;
-        }
-        try {
-          this.#apply(asOp(decode(value)));
-        } catch (err) {
-          throw stateError(this.#statePath, ` at line ${number} (${errorMessage(err)})`, err);
-        }
-        records += 1;
-      }
-      if (!ended) throw stateError(this.#statePath, ' (it has no end line)');
-      this.#snapshotBytes = stateSize;
-    }
-
-    const journalSize = (await sizeOf(this.#journalPath)) ?? 0;
-    /** Bytes of the journal that count (header and replayed lines); 0: start it afresh. */
-    let good = 0;
-    let replay = true;
-    /** Applies one journal line; false for a broken last line (a torn append: never synced, never answered). */
-    const replayLine = (entry: JournalLine, last: boolean): boolean => {
+  /** Reads `state.jsonl`: its header (the generation), its records, and its end line (their count). */
+  async #readSnapshot(file: string): Promise<void> {
+    let ended = false;
+    let records = 0;
+    for await (const { text, number } of readLines(file)) {
       let value: unknown;
       try {
-        value = JSON.parse(entry.line);
+        value = JSON.parse(text);
       } catch (err) {
-        if (last) return false;
-        throw stateError(this.#journalPath, ` at line ${entry.number}`, err);
+        throw stateError(file, ` at line ${number}`, err);
       }
-      if (entry.number === 1) {
-        const header = value as Record<string, unknown>;
-        if (header['voltline'] !== 'broker-journal' || header['v'] !== 1 || !Number.isSafeInteger(header['gen']))
-          throw stateError(this.#journalPath, ' (no header)');
-        const gen = header['gen'] as number;
-        if (gen > this.#generation)
-          throw stateError(this.#journalPath, ` (generation ${gen} follows a snapshot of generation ${this.#generation}: ${STATE_FILE} is missing or older)`);
-        // Older: it was folded into the snapshot, and a crash came before it was restarted.
-        replay = gen === this.#generation;
-        return true;
+      const record = value as Record<string, unknown>;
+      if (number === 1) {
+        if (record['voltline'] !== 'broker-state' || record['v'] !== 1 || !Number.isSafeInteger(record['gen'])) throw stateError(file, ' (no header)');
+        this.#generation = record['gen'] as number;
+        continue;
       }
-      if (!replay) return true;
-      let op: Op;
+      if (ended) throw stateError(file, ` at line ${number} (after the end)`);
+      if (record['o'] === 'end') {
+        if (record['records'] !== records) throw stateError(file, ` at line ${number} (${records} records, the end line says ${String(record['records'])})`);
+        ended = true;
+        continue;
+      }
       try {
-        op = asOp(decode(value));
+        this.#apply(asOp(decode(value)));
       } catch (err) {
-        if (last) return false;
-        throw stateError(this.#journalPath, ` at line ${entry.number} (${errorMessage(err)})`, err);
+        throw stateError(file, ` at line ${number} (${errorMessage(err)})`, err);
       }
-      this.#apply(op);
-      return true;
-    };
-    if (journalSize > 0) {
-      // One line behind, so that the last line is known as such when it is replayed.
-      let held: JournalLine | undefined;
-      let consumed = 0;
-      for await (const entry of readLines(this.#journalPath)) {
-        consumed += entry.bytes;
-        if (held !== undefined) {
-          replayLine(held, false);
-          good += held.bytes;
-        }
-        held = entry;
-      }
-      // A last line without its newline is a torn append: never replayed.
-      if (held !== undefined && consumed <= journalSize && replayLine(held, true)) good += held.bytes;
-      if (!replay) good = 0;
+      records += 1;
     }
-    // Message ids belonged to the connections that ended: a resend is numbered afresh.
-    for (const queue of this.#outgoing.values()) for (const entry of queue) if (entry.packet['cmd'] === 'publish') entry.packet['messageId'] = undefined;
-
-    const journal = await open(this.#journalPath, 'a', 0o600);
-    await journal.chmod(0o600);
-    if (good === 0) {
-      await journal.truncate(0);
-      const header = this.#journalHeader();
-      await journal.write(header);
-      good = Buffer.byteLength(header);
-      await journal.sync();
-    } else if (good < journalSize) {
-      await journal.truncate(good);
-      await journal.sync();
-    }
-    await syncDir(this.#dir);
-    this.#journal = journal;
-    this.#journalBytes = good;
-    this.#logger?.debug(
-      { sessions: this.#subscriptions.size, queued: this.#queuedCount, retained: this.#retained.size, generation: this.#generation },
-      'broker session state loaded',
-    );
+    if (!ended) throw stateError(file, ' (it has no end line)');
   }
 
-  #journalHeader(): string {
-    return `${JSON.stringify({ voltline: 'broker-journal', v: 1, gen: this.#generation })}\n`;
+  /**
+   * Replays one line of `journal.jsonl` (throws when it cannot read it: SnapshotJournal
+   * cuts a torn last line). Its header names the generation it continues: an older one
+   * was folded into the snapshot before a crash stopped its restart, and replaying it
+   * again would queue its messages twice (changes are not idempotent), so it is discarded.
+   */
+  #replay(line: string, lineNumber: number): 'discard' | undefined {
+    const value: unknown = JSON.parse(line);
+    if (lineNumber === 1) {
+      const header = value as Record<string, unknown>;
+      if (header['voltline'] !== 'broker-journal' || header['v'] !== 1 || !Number.isSafeInteger(header['gen']))
+        throw stateError(this.#journalPath, ' (no header)');
+      const gen = header['gen'] as number;
+      if (gen > this.#generation)
+        throw stateError(this.#journalPath, ` (generation ${gen} follows a snapshot of generation ${this.#generation}: ${STATE_FILE} is missing or older)`);
+      return gen === this.#generation ? undefined : 'discard';
+    }
+    this.#apply(asOp(decode(value)));
+    return undefined;
   }
 
   // ---- applying changes (live and at replay: the same code) ----
@@ -681,23 +614,20 @@ export class BrokerPersistence {
     while (this.#pending.length > 0) {
       const lines = this.#pending;
       const waiters = this.#waiters;
-      const bytes = this.#pendingBytes;
       this.#pending = [];
       this.#waiters = [];
       this.#pendingBytes = 0;
+      const journal = this.#journal;
       try {
         if (this.#failed !== undefined) throw this.#failed;
-        const journal = this.#journal;
         if (journal === undefined) throw new Error('the journal is not open');
-        await journal.write(lines.join(''));
-        await journal.datasync();
-        this.#journalBytes += bytes;
+        await journal.append(lines);
         for (const w of waiters) w.resolve();
       } catch (err) {
         this.#fail(err, waiters);
         continue;
       }
-      if (this.#journalBytes > this.#o.compactAtBytes && this.#journalBytes > this.#snapshotBytes) await this.#compact();
+      if (journal.compactDue) await this.#compact();
     }
   }
 
@@ -729,40 +659,11 @@ export class BrokerPersistence {
     // A consistent view, taken now: later changes go to the new journal.
     const view = this.#view();
     try {
-      const bytes = await writeFileDurably(
-        this.#statePath,
-        async (handle) => {
-          let written = 0;
-          let chunk: string[] = [];
-          let records = 0;
-          const flush = async (): Promise<void> => {
-            const text = chunk.join('');
-            chunk = [];
-            written += Buffer.byteLength(text);
-            await handle.write(text);
-          };
-          chunk.push(`${JSON.stringify({ voltline: 'broker-state', v: 1, gen: generation })}\n`);
-          for (const op of view) {
-            chunk.push(opLine(op));
-            records += 1;
-            if (chunk.length >= 1_000) await flush();
-          }
-          chunk.push(`${JSON.stringify({ o: 'end', records })}\n`);
-          await flush();
-          return written;
-        },
-        { mode: 0o600 },
-      );
-      this.#generation = generation;
-      // Replaying the old journal over the new snapshot is prevented by its older generation.
       const journal = this.#journal;
       if (journal === undefined) throw new Error('the journal is not open');
-      await journal.truncate(0);
-      const header = this.#journalHeader();
-      await journal.write(header);
-      await journal.datasync();
-      this.#journalBytes = Buffer.byteLength(header);
-      this.#snapshotBytes = bytes;
+      // Replaying the old journal over the new snapshot is prevented by its older generation.
+      const bytes = await journal.compact(snapshotLines(generation, view), journalHeader(generation));
+      this.#generation = generation;
       for (const w of covered) w.resolve();
       this.#logger?.debug({ generation, bytes }, 'broker session state compacted');
     } catch (err) {

@@ -17,18 +17,20 @@
  * idempotent (a put carries the whole device, a delete of a missing id is nothing), so a
  * crash between the new snapshot and the journal's truncation loses nothing; a torn last
  * line (a crash during an append: never synced, never acknowledged) is cut off at open.
+ * The files' mechanics (fsyncs, compaction, cutting a torn tail) are lib/snapshot-journal.ts's;
+ * this file keeps the formats.
  *
  * A device with a client certificate carries `"cert":{"fingerprint","serial","issuedAt",
  * "notAfter"}` (issue 6). The version stays 1: files written before certificates read as
  * they are, and code before certificates reads these files too (it ignores `cert`, so such
  * a device can then connect only with its token).
  */
-import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import { TENANT_PATTERN } from '../store/index.ts';
-import { syncDir, writeFileDurably } from '../../lib/durable-file.ts';
+import { SnapshotJournal } from '../../lib/snapshot-journal.ts';
 import type { Device } from './types.ts';
 
 export const DEVICES_FOLDER = 'devices';
@@ -60,8 +62,6 @@ const StoredDeviceSchema = z.object({
 const SnapshotSchema = z.object({ version: z.literal(1), devices: z.array(StoredDeviceSchema) });
 const JournalLineSchema = z.array(z.union([z.object({ put: StoredDeviceSchema }).strict(), z.object({ del: z.string() }).strict()]));
 
-/** Lines per write() call, so no single string holds the whole registry. */
-const WRITE_CHUNK = 5_000;
 /** The journal is folded into a new snapshot once it is larger than this and than the snapshot. */
 export const MIN_COMPACT_BYTES = 4 * 1024 * 1024;
 
@@ -77,6 +77,17 @@ function* commitLine(writes: readonly DeviceWrite[]): Generator<string> {
   yield writes.length === 0 ? '[]\n' : ']\n';
 }
 
+/** The snapshot, one device a line, in pieces. */
+function* snapshotLines(devices: Iterable<StoredDevice>): Generator<string> {
+  yield '{"version":1,"devices":[\n';
+  let first = true;
+  for (const d of devices) {
+    yield `${first ? '' : ',\n'}${deviceLine(d)}`;
+    first = false;
+  }
+  yield '\n]}\n';
+}
+
 function unreadable(file: string, where: string, cause: unknown): VoltlineError {
   return new VoltlineError(
     'VL_DEVICES_FILE',
@@ -85,104 +96,42 @@ function unreadable(file: string, where: string, cause: unknown): VoltlineError 
   );
 }
 
-async function writeChunks(handle: FileHandle, lines: Iterable<string>): Promise<number> {
-  let chunk: string[] = [];
-  let bytes = 0;
-  for (const line of lines) {
-    chunk.push(line);
-    if (chunk.length >= WRITE_CHUNK) {
-      const text = chunk.join('');
-      bytes += Buffer.byteLength(text);
-      await handle.write(text);
-      chunk = [];
-    }
-  }
-  if (chunk.length > 0) {
-    const text = chunk.join('');
-    bytes += Buffer.byteLength(text);
-    await handle.write(text);
-  }
-  return bytes;
-}
-
 export class DeviceFiles {
-  readonly #dir: string;
-  readonly #snapshot: string;
-  readonly #journalPath: string;
-  #journal: FileHandle;
-  #journalBytes: number;
-  #snapshotBytes: number;
-  readonly #compactAtBytes: number;
-  /** Set when a failed append could not be cut back: later appends would follow a torn line. */
-  #broken: Error | undefined;
+  readonly #files: SnapshotJournal;
 
-  private constructor(dir: string, journal: FileHandle, journalBytes: number, snapshotBytes: number, compactAtBytes: number) {
-    this.#compactAtBytes = compactAtBytes;
-    this.#dir = dir;
-    this.#snapshot = path.join(dir, DEVICES_FILE);
-    this.#journalPath = path.join(dir, JOURNAL_FILE);
-    this.#journal = journal;
-    this.#journalBytes = journalBytes;
-    this.#snapshotBytes = snapshotBytes;
+  private constructor(files: SnapshotJournal) {
+    this.#files = files;
   }
 
   /** Reads the snapshot and replays the journal. @throws VL_DEVICES_FILE on a file it cannot read. */
   static async open(dataDir: string, compactAtBytes = MIN_COMPACT_BYTES): Promise<{ files: DeviceFiles; devices: Map<string, StoredDevice> }> {
-    const dir = path.join(dataDir, DEVICES_FOLDER);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const snapshot = path.join(dir, DEVICES_FILE);
-    // A temp file left by a crash mid-snapshot: the rename never happened, the old one counts.
-    await rm(`${snapshot}.tmp`, { force: true });
     const devices = new Map<string, StoredDevice>();
-    let snapshotBytes = 0;
-    const text = await readFile(snapshot, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
+    const files = await SnapshotJournal.open({
+      dir: path.join(dataDir, DEVICES_FOLDER),
+      snapshotFile: DEVICES_FILE,
+      journalFile: JOURNAL_FILE,
+      compactAtBytes,
+      readSnapshot: async (file) => {
+        const text = await readFile(file, 'utf8');
+        let parsed: z.infer<typeof SnapshotSchema>;
+        try {
+          parsed = SnapshotSchema.parse(JSON.parse(text));
+        } catch (err) {
+          throw unreadable(file, err instanceof z.ZodError ? ` at ${err.issues[0]?.path.join('.') ?? '?'}` : '', err);
+        }
+        for (const d of parsed.devices) devices.set(d.id, d);
+      },
+      // Idempotent: a put carries the whole device, a delete of a missing id is nothing.
+      replay: (line) => {
+        for (const w of JournalLineSchema.parse(JSON.parse(line))) {
+          if ('put' in w) devices.set(w.put.id, w.put);
+          else devices.delete(w.del);
+        }
+        return undefined;
+      },
+      damaged: (file, lineNumber, cause) => unreadable(file, ` at line ${lineNumber}`, cause),
     });
-    if (text !== undefined) {
-      snapshotBytes = Buffer.byteLength(text);
-      let parsed: z.infer<typeof SnapshotSchema>;
-      try {
-        parsed = SnapshotSchema.parse(JSON.parse(text));
-      } catch (err) {
-        throw unreadable(snapshot, err instanceof z.ZodError ? ` at ${err.issues[0]?.path.join('.') ?? '?'}` : '', err);
-      }
-      for (const d of parsed.devices) devices.set(d.id, d);
-    }
-
-    const journalPath = path.join(dir, JOURNAL_FILE);
-    const journalText = await readFile(journalPath, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return '';
-      throw err;
-    });
-    let good = 0;
-    const lines = journalText.split('\n');
-    // The text after the last newline is empty or a torn append: never replayed.
-    for (let index = 0; index < lines.length - 1; index += 1) {
-      const line = lines[index] as string;
-      let entry: z.infer<typeof JournalLineSchema>;
-      try {
-        entry = JournalLineSchema.parse(JSON.parse(line));
-      } catch (err) {
-        // The last complete line may be a torn append too (its pages reached the disk out
-        // of order before the crash; it was never synced). Anything earlier is damage.
-        if (index === lines.length - 2) break;
-        throw unreadable(journalPath, ` at line ${index + 1}`, err);
-      }
-      for (const w of entry) {
-        if ('put' in w) devices.set(w.put.id, w.put);
-        else devices.delete(w.del);
-      }
-      good += Buffer.byteLength(line) + 1;
-    }
-    const journal = await open(journalPath, 'a', 0o600);
-    await journal.chmod(0o600);
-    if (good < Buffer.byteLength(journalText)) {
-      await journal.truncate(good);
-      await journal.sync();
-    }
-    await syncDir(dir);
-    return { files: new DeviceFiles(dir, journal, good, snapshotBytes, compactAtBytes), devices };
+    return { files: new DeviceFiles(files), devices };
   }
 
   /**
@@ -190,49 +139,25 @@ export class DeviceFiles {
    * are applied: when the journal has outgrown the snapshot, it becomes the new snapshot.
    */
   async commit(writes: readonly DeviceWrite[], after: () => Iterable<StoredDevice>): Promise<void> {
-    if (this.#broken !== undefined) {
+    const broken = this.#files.broken;
+    if (broken !== undefined) {
       throw new VoltlineError(
         'VL_DEVICES_FILE',
-        `Cannot change the device registry: an earlier write to ${this.#journalPath} failed and could not be undone (${this.#broken.message}); restart the platform`,
-        { cause: this.#broken },
+        `Cannot change the device registry: an earlier write to ${this.#files.journalPath} failed and could not be undone (${broken.message}); restart the platform`,
+        { cause: broken },
       );
     }
-    try {
-      const bytes = await writeChunks(this.#journal, commitLine(writes));
-      await this.#journal.datasync();
-      this.#journalBytes += bytes;
-    } catch (err) {
-      // Cut the partial line off, so the next commit does not follow a torn one.
-      try {
-        await this.#journal.truncate(this.#journalBytes);
-      } catch (undo) {
-        this.#broken = undo instanceof Error ? undo : new Error(String(undo));
-      }
-      throw err;
-    }
-    if (this.#journalBytes > this.#compactAtBytes && this.#journalBytes > this.#snapshotBytes) await this.compact(after());
+    await this.#files.append(commitLine(writes));
+    if (this.#files.compactDue) await this.compact(after());
   }
 
   /** Writes `devices` as the new snapshot and empties the journal. */
   async compact(devices: Iterable<StoredDevice>): Promise<void> {
-    const lines = function* () {
-      yield '{"version":1,"devices":[\n';
-      let first = true;
-      for (const d of devices) {
-        yield `${first ? '' : ',\n'}${deviceLine(d)}`;
-        first = false;
-      }
-      yield '\n]}\n';
-    };
-    const bytes = await writeFileDurably(this.#snapshot, (handle) => writeChunks(handle, lines()), { mode: 0o600 });
-    // Replaying the old journal over the new snapshot would change nothing: safe to crash here.
-    await this.#journal.truncate(0);
-    await this.#journal.sync();
-    this.#journalBytes = 0;
-    this.#snapshotBytes = bytes;
+    // Replaying the old journal over the new snapshot would change nothing: safe to crash in between.
+    await this.#files.compact(snapshotLines(devices));
   }
 
   async close(): Promise<void> {
-    await this.#journal.close();
+    await this.#files.close();
   }
 }

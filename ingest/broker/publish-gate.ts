@@ -1,0 +1,200 @@
+/**
+ * The publish gate (aedes' `authorizePublish`): every publish from a device passes the topic
+ * policy, the payload size, the in-flight bound and the device's publish rate, and is then
+ * appended to the trigger log; the callback runs only once the append is durable. aedes
+ * writes the PUBACK after that callback (lib/handlers/publish.js: authorizePublish, then
+ * enqueuePublish), so a device is acknowledged only for messages that cannot be lost. aedes
+ * reads a client's next chunk only when the previous chunk's packets are handled, so a slow
+ * disk slows each device down instead of filling memory: the pushback is per connection. A
+ * device over its publish rate has its publishes (hence its PUBACKs and further reads)
+ * delayed, not dropped.
+ *
+ * This is the hot path (every device message): no awaits, and no allocation beyond the
+ * append's record and its callbacks.
+ */
+import type { AedesOptions, Client } from 'aedes';
+import type { Logger } from 'pino';
+import type { Counter } from 'prom-client';
+import { errorMessage, VoltlineError } from '../../lib/errors.ts';
+import type { TriggerLog } from '../trigger/types.ts';
+import { DEFAULT_TENANT } from '../store/index.ts';
+import type { AckCoalescer } from './ack-coalescer.ts';
+import type { Identity } from './clients.ts';
+import type { BrokerLimits, PublishRateLimiter } from './limits.ts';
+import type { PresenceTracker } from './presence.ts';
+import { accessError, limitError, type Refusals } from './refusals.ts';
+import type { TopicPolicy } from './topic-policy.ts';
+
+export interface PublishGateDeps {
+  /** Where accepted messages go. */
+  readonly log: TriggerLog;
+  readonly logger: Logger;
+  /** Larger publishes are refused (the client is disconnected, nothing acknowledged). */
+  readonly maxPayloadBytes: number;
+  readonly policy: TopicPolicy;
+  readonly identities: WeakMap<Client, Identity>;
+  readonly limits: BrokerLimits;
+  readonly publishRate: PublishRateLimiter;
+  readonly refusals: Refusals;
+  readonly acks: AckCoalescer;
+  readonly presence: PresenceTracker | undefined;
+  /** `voltline_messages_received_total{source="mqtt"}`, bound once. */
+  readonly receivedMqtt: Counter.Internal;
+  readonly receivedBytes: Counter;
+  readonly refused: Counter<'reason'>;
+}
+
+export class PublishGate {
+  // Each a field of its own: read for every message, one property load each.
+  readonly #log: TriggerLog;
+  readonly #logger: Logger;
+  readonly #maxPayloadBytes: number;
+  readonly #policy: TopicPolicy;
+  readonly #identities: WeakMap<Client, Identity>;
+  readonly #limits: BrokerLimits;
+  readonly #publishRate: PublishRateLimiter;
+  readonly #refusals: Refusals;
+  readonly #acks: AckCoalescer;
+  readonly #presence: PresenceTracker | undefined;
+  readonly #receivedMqtt: Counter.Internal;
+  readonly #receivedBytes: Counter;
+  readonly #refused: Counter<'reason'>;
+  /** Publishes of each connection received and not yet answered (the callback not called). */
+  readonly #inflight = new WeakMap<Client, number>();
+
+  constructor(deps: PublishGateDeps) {
+    this.#log = deps.log;
+    this.#logger = deps.logger;
+    this.#maxPayloadBytes = deps.maxPayloadBytes;
+    this.#policy = deps.policy;
+    this.#identities = deps.identities;
+    this.#limits = deps.limits;
+    this.#publishRate = deps.publishRate;
+    this.#refusals = deps.refusals;
+    this.#acks = deps.acks;
+    this.#presence = deps.presence;
+    this.#receivedMqtt = deps.receivedMqtt;
+    this.#receivedBytes = deps.receivedBytes;
+    this.#refused = deps.refused;
+  }
+
+  /** aedes' `authorizePublish` (a property: aedes calls it unbound). */
+  readonly authorizePublish: NonNullable<AedesOptions['authorizePublish']> = (client, packet, callback) => {
+    // Publishes from the platform itself (client null) are not device input; nor are the
+    // wills aedes publishes for clients gone before a restart (client null too), whose
+    // topics were checked against the policy at their CONNECT.
+    if (client === null) return callback(null);
+    const identity = this.#identities.get(client);
+    const devicePolicy = this.#policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
+    if (identity === undefined || !devicePolicy.mayPublish(identity.deviceId, packet.topic)) {
+      const deviceId = identity?.deviceId ?? client.id;
+      this.#refusals.accessRefused(
+        'publish_denied',
+        deviceId,
+        {
+          deviceId,
+          tenant: identity?.tenant,
+          topic: packet.topic,
+          allowed: devicePolicy.mode === 'open' ? 'no $ topics' : devicePolicy.publishFilter(deviceId),
+        },
+        'publish refused by the topic policy: the connection is closed',
+      );
+      // MQTT 3.1.1 has no negative PUBACK: an error makes aedes close the connection
+      // without acknowledging (MQTT-3.3.5-2), QoS 0 or 1 alike.
+      return callback(accessError('publish_denied', `publish to '${packet.topic}' refused by the topic policy`));
+    }
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    if (payload.length > this.#maxPayloadBytes) {
+      this.#refused.inc({ reason: 'payload_too_large' });
+      this.#logger.warn(
+        { deviceId: client.id, topic: packet.topic, bytes: payload.length, limit: this.#maxPayloadBytes },
+        'publish refused: payload too large',
+      );
+      return callback(new VoltlineError('VL_PAYLOAD_TOO_LARGE', `Cannot accept a payload of ${payload.length} bytes as the limit is ${this.#maxPayloadBytes}`));
+    }
+    const deviceId = identity.deviceId;
+    const append = (answer: (error?: Error | null) => void): void => {
+      // The append is queued synchronously, so a device's messages enter the log in the
+      // order they go on (the rate limiter keeps the order they came in).
+      this.#log
+        .append({
+          source: 'mqtt',
+          topic: packet.topic,
+          deviceId,
+          ...(identity.tenant === DEFAULT_TENANT ? {} : { tenant: identity.tenant }),
+          payload,
+          receivedAtMs: Date.now(),
+        })
+        .then(
+          () => {
+            this.#receivedMqtt.inc();
+            this.#receivedBytes.inc(payload.length);
+            this.#presence?.published(deviceId, client, payload.length);
+            // aedes writes the PUBACK inside this call: on a busy connection it waits for the flush.
+            this.#acks.beforeAck(client.conn);
+            answer(null);
+          },
+          (err: unknown) => {
+            // No PUBACK: aedes closes the connection and the device sends it again.
+            this.#refused.inc({ reason: 'log_unavailable' });
+            this.#logger.error({ deviceId, err: errorMessage(err) }, 'publish not accepted: the trigger log could not store it');
+            answer(err instanceof Error ? err : new Error(String(err)));
+          },
+        );
+    };
+    // A will, published by aedes as the connection closes (the client is closed already):
+    // one per connection, whose topic was checked at CONNECT; not rate-limited.
+    if (client.closed) return append(callback);
+    const limits = this.#limits;
+    const inflight = this.#inflight;
+    const pending = inflight.get(client) ?? 0;
+    if (pending >= limits.maxInflightPerConnection) {
+      this.#refusals.limitHit(
+        'inflight',
+        deviceId,
+        { deviceId, limit: limits.maxInflightPerConnection },
+        'publish refused: too many unacknowledged publishes on one connection; the connection is closed',
+      );
+      return callback(
+        limitError(
+          'inflight',
+          `Cannot accept a publish from '${deviceId}' as ${pending} of its publishes are not yet acknowledged (limit maxInflightPerConnection ${limits.maxInflightPerConnection})`,
+        ),
+      );
+    }
+    inflight.set(client, pending + 1);
+    const answer = (error?: Error | null): void => {
+      inflight.set(client, (inflight.get(client) ?? 1) - 1);
+      callback(error ?? null);
+    };
+    const admission = this.#publishRate.admit(deviceId);
+    if (admission.kind === 'now') return append(answer);
+    if (admission.kind === 'refused') {
+      this.#refusals.limitHit(
+        'publish_rate_refused',
+        deviceId,
+        { deviceId, ratePerSecond: limits.publishRatePerSecond, maxWaitMs: limits.maxPublishWaitMs },
+        'publish refused: the device is so far over its publish rate that it would wait too long; the connection is closed',
+      );
+      return answer(
+        limitError(
+          'publish_rate_refused',
+          `Cannot accept a publish from '${deviceId}' as it is more than ${limits.maxPublishWaitMs} ms ahead of its rate of ${limits.publishRatePerSecond} messages/s`,
+        ),
+      );
+    }
+    // Over its rate: the publish (its PUBACK, and aedes' reading of the connection's next
+    // packets) waits for its token. Slowed, not dropped.
+    this.#refusals.limitHit(
+      'publish_rate_delayed',
+      deviceId,
+      { deviceId, ratePerSecond: limits.publishRatePerSecond, burst: limits.publishBurst },
+      'publishes slowed: the device is over its publish rate',
+    );
+    void admission.ready.then(() => {
+      // Gone while waiting: nothing was acknowledged, the device sends it again.
+      if (client.closed) return answer(limitError('publish_rate_delayed', `The connection of '${deviceId}' closed while its publish waited for its rate`));
+      append(answer);
+    });
+  };
+}
