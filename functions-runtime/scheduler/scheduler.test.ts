@@ -409,6 +409,9 @@ describe('autoscaling', () => {
     const outcomes = await Promise.all(burst);
     expect(outcomes.map((o) => o.results[0]?.outcome)).toEqual(Array(16).fill('ok'));
     expect(new Set(outcomes.map((o) => o.workerId)).size).toBeGreaterThan(1);
+    // Two workers may finish the burst before the third is ready (a loaded machine spawns
+    // slowly): its start time is observed at its ready frame, so wait for that.
+    await eventually(() => (scheduler.workers().filter((w) => w.state === 'ready').length === 3 ? true : undefined), 10_000, 'the three workers ready');
     const metrics = await registry.metrics();
     expect(counter(metrics, 'direction="up",reason="panic"')).toBe(1);
     expect(counter(metrics, 'kind="worker"')).toBe(3);
