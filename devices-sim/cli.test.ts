@@ -4,11 +4,13 @@ import { parseSimArgs, simCommand } from './cli.ts';
 import type { SimReport } from './report.ts';
 import { closedPort, startTestBroker, type TestBroker } from './testing.ts';
 
-function sink(isTTY = false): { stream: Writable; text: () => string } {
+/** A stream that keeps what is written; `onWrite` sees all of it after each write. */
+function sink(isTTY = false, onWrite?: (text: string) => void): { stream: Writable; text: () => string } {
   const chunks: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer | string, _encoding, callback) {
       chunks.push(String(chunk));
+      onWrite?.(chunks.join(''));
       callback();
     },
   });
@@ -160,9 +162,13 @@ describe('simCommand', () => {
   it('shows live progress on a terminal and stops early on abort', async () => {
     broker = await startTestBroker();
     const out = sink();
-    const err = sink(true);
     const controller = new AbortController();
-    setTimeout(() => controller.abort(), 1_300);
+    // Aborted once the panel shows the fleet publishing (not after a fixed time, which a
+    // loaded machine may spend still connecting).
+    const publishing = /voltline sim {2}publishing {2}\ds {2}stations 2\/2 connected/;
+    const err = sink(true, (text) => {
+      if (publishing.test(text)) controller.abort();
+    });
     const code = await simCommand(['--url', broker.url, '--stations', '2', '--rate', '20', '--duration', '1m'], {
       stdout: out.stream,
       stderr: err.stream,
@@ -171,14 +177,14 @@ describe('simCommand', () => {
     expect(code).toBe(0);
     // The panel: drawn (each redraw first goes back over its 4 lines), erased at the end.
     const panel = err.text();
-    expect(panel).toMatch(/voltline sim {2}publishing {2}\ds {2}stations 2\/2 connected/);
+    expect(panel).toMatch(publishing);
     expect(panel).toMatch(/rate +[\d.]+\/s of 20\/s {3}sent \d+ {3}acked \d+ {3}in flight \d+/);
     expect(panel).toMatch(/latency {2}p50 \S+( ms)? {3}p99 \S+( ms)?/);
     expect(panel).toMatch(/errors {3}0\n/);
     expect(panel.endsWith('\x1b[4F\x1b[0J')).toBe(true);
     const report = JSON.parse(lastLine(out.text())) as SimReport;
+    // Stopped early: asked for a minute, longer than the test's timeout, and aborted.
     expect(report.aborted).toBe(true);
-    expect(report.durationMs).toBeLessThan(5_000);
   });
 
   it('prints usage for --help and rejects bad flags with exit code 2', async () => {

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../test/support/wait.ts';
 import { fleetTokens } from './cli.ts';
 import { SimController } from './controller.ts';
 import { FleetGrowth, GrowingPlan, runStationIds } from './growth.ts';
@@ -10,7 +11,7 @@ import { resolveSimOptions, type SimOptions } from './options.ts';
 import { runSimulation } from './run.ts';
 import { parseScenario, RatePlan, scenarioOptions } from './scenario.ts';
 import type { Telemetry } from './station.ts';
-import { startTestBroker, until, type TestBroker } from './testing.ts';
+import { startTestBroker, type TestBroker } from './testing.ts';
 import { runThreaded, sliceOptions } from './threads.ts';
 
 let broker: TestBroker | undefined;
@@ -157,8 +158,13 @@ describe('a growing fleet against a broker', () => {
     expect(timeline[0]).toMatchObject({ atMs: 0, planned: 4 });
     expect(timeline.at(-1)).toMatchObject({ atMs: 1_500, planned: 12, connected: 12 });
 
-    await until(() => [...received.values()].reduce((n, l) => n + l.length, 0) >= report.acked, 3_000);
-    expect([...received.values()].reduce((n, l) => n + l.length, 0)).toBe(report.acked);
+    const receivedCount = (): number => [...received.values()].reduce((n, l) => n + l.length, 0);
+    await waitFor(() => receivedCount() >= report.acked, {
+      timeoutMs: 10_000,
+      what: 'every acknowledged message at the observer',
+      detail: () => `${receivedCount()} of ${report.acked} received`,
+    });
+    expect(receivedCount()).toBe(report.acked);
     expect([...received.keys()].sort()).toEqual(runStationIds(config).sort());
     expect([...joinedAt.keys()]).toEqual(runStationIds(config).slice(4));
     const planned = new Map(

@@ -8,6 +8,8 @@ export interface TestBroker {
   url: string;
   /** Client ids that connected, in order. */
   clientIds: string[];
+  /** Client sockets open now (closed ones are counted out once the broker has read their end). */
+  connections(): number;
   /** Closes every client socket at once (the broker keeps running). */
   dropClients(): void;
   close(): Promise<void>;
@@ -29,6 +31,7 @@ export async function startTestBroker(options: AedesOptions = {}): Promise<TestB
   return {
     url: `mqtt://127.0.0.1:${port}`,
     clientIds,
+    connections: () => sockets.size,
     dropClients: () => {
       for (const socket of sockets) socket.destroy();
     },

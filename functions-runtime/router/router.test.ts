@@ -266,7 +266,8 @@ describe('store failures', () => {
         await second;
         throw new VoltlineError('VL_STORE_WRITE', 'Cannot write to the embedded store: disk full (test)', { retriable: true });
       }
-      if (n === 1) setTimeout(secondDone, 20);
+      // Once the second write is in the store (the only write that can complete meanwhile).
+      if (n === 1) void eventually(() => (rig.writes.length > 0 ? true : undefined), 10_000, 'the second write to complete').then(secondDone);
     };
     startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
     await eventually(() => (rig.log.committedOffset() === 2n ? true : undefined), 10_000, 'both events committed');
@@ -284,6 +285,8 @@ describe('commits', () => {
     startRouter();
     // The batches ran and wait for the store; many commit intervals pass.
     await eventually(() => (rig.held > 0 ? true : undefined), 5_000, 'a batch to wait for the store');
+    // Ten commit intervals (20 ms) with the batches held: no commit may come. A short pause,
+    // as there is nothing to wait for; a commit that did come shows below.
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(rig.written).toEqual([]);
     expect(rig.log.committedOffset()).toBe(0n);
@@ -301,8 +304,18 @@ describe('commits', () => {
     // A router on the reopened log resumes past what was committed: nothing runs again.
     const again = startRouter();
     expect(again.position).toBe(BigInt(total));
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(rig.written).toHaveLength(total);
+    // A marker event after the committed ones: once it is stored and the router idle, any
+    // event read again (which would come before it) has been written too.
+    await rig.log.append({
+      source: 'mqtt',
+      topic: 'busy/dev-0/in',
+      deviceId: 'dev-0',
+      payload: new TextEncoder().encode(JSON.stringify({ seq: 99, ts: BASE_TS + 99, busyMs: 0 })),
+      receivedAtMs: Date.now(),
+    });
+    await eventually(() => (rig.written.some((p) => p.fields['seq'] === 99) ? true : undefined), 10_000, 'the marker event stored');
+    await again.idle();
+    expect(rig.written).toHaveLength(total + 1);
   });
 
   it('on stop, commits exactly what was processed', async () => {
@@ -352,7 +365,7 @@ describe('lost workers', () => {
     const killed: string[] = [];
     for (let round = 0; round < 2; round++) {
       const victim = await eventually(() => rig.scheduler.workers().find((w) => w.inFlight > 0 && !killed.includes(w.id)), 5_000, 'a busy worker');
-      await new Promise((resolve) => setTimeout(resolve, 15));
+      // Killed at once, while the batch seen is surely in flight (a pause could let it finish).
       rig.scheduler.killWorker(victim.id);
       killed.push(victim.id);
     }

@@ -330,28 +330,32 @@ describe('restart backoff', () => {
     const { logger, records } = captureLogger();
     const scheduler = schedulerWith({ driver: crashingDriver(starts), registry, logger, restartBackoffMinMs: 40, restartBackoffMaxMs: 320 });
     await scheduler.start();
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
-    const startsInWindow = starts.length;
+    // Eight starts (the first, one at once, then six delayed: the delay doubles to its cap and
+    // stays there), however long the machine takes to spawn them.
+    await eventually(() => (starts.length >= 8 ? true : undefined), 20_000, 'eight worker starts');
     await scheduler.stop();
     const afterStop = starts.length;
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Longer than any restart delay pending at the stop (320 ms at most): a restart that
+    // stop() did not cancel would have started by now. (Nothing to wait for: it must not come.)
+    await new Promise((resolve) => setTimeout(resolve, 320 + 100));
     expect(starts.length).toBe(afterStop);
 
-    // Without backoff a process that exits at once is restarted as fast as it can spawn
-    // (dozens in 1.5 s); with it: 0, 20-40, 40-80, 80-160, 160-320, then 160-320 ms apart.
-    expect(startsInWindow).toBeGreaterThanOrEqual(5);
-    expect(startsInWindow).toBeLessThan(12);
+    // Without backoff a process that exits at once is restarted as fast as it can spawn;
+    // with it: 0, then 20-40, 40-80, 80-160, 160-320, then 160-320 ms apart.
     const gaps = starts.slice(1).map((at, i) => at - (starts[i] ?? at));
-    // From the third start on, each waited at least half of its doubled delay...
+    // From the third start on, each waited at least half of its doubled delay (no upper
+    // bound on the gaps: past the delay, a gap is the machine's time to spawn a process)...
     const floors = [0, 20, 40, 80, 160, 160, 160];
     gaps.slice(0, floors.length).forEach((gap, i) => expect(gap, `gap ${i}`).toBeGreaterThanOrEqual(floors[i] ?? 0));
-    // ...and the cap holds: no wait much past 320 ms (plus a process's life).
-    for (const gap of gaps) expect(gap).toBeLessThan(320 + 400);
-
+    // ...and each delay drawn is within its doubled range, capped at 320 ms.
     const delayed = records.filter((r) => r.msg === 'worker keeps ending right after it starts; delaying its replacement');
-    expect(delayed.length).toBeGreaterThanOrEqual(3);
+    expect(delayed.length).toBeGreaterThanOrEqual(6);
     expect(delayed.map((r) => r['crashStreak'])).toEqual(delayed.map((_, i) => i + 2));
-    expect(delayed.every((r) => typeof r['delayMs'] === 'number' && (r['delayMs'] as number) <= 320)).toBe(true);
+    for (const r of delayed) {
+      const ceiling = Math.min(320, 40 * 2 ** ((r['crashStreak'] as number) - 2));
+      expect(r['delayMs'], `delay at crash streak ${String(r['crashStreak'])}`).toBeGreaterThanOrEqual(ceiling / 2);
+      expect(r['delayMs'], `delay at crash streak ${String(r['crashStreak'])}`).toBeLessThanOrEqual(ceiling);
+    }
     const restarts = await registry.getSingleMetricAsString('voltline_worker_restarts_total');
     expect(restarts).toContain('voltline_worker_restarts_total{backoff="none"} 1');
     expect(restarts).toContain(`voltline_worker_restarts_total{backoff="delayed"} ${delayed.length}`);
@@ -359,7 +363,7 @@ describe('restart backoff', () => {
     const losses = Number(
       /voltline_worker_losses_total\{reason="exit"\} (\d+)/.exec(await registry.getSingleMetricAsString('voltline_worker_losses_total'))?.[1],
     );
-    expect([startsInWindow - 1, startsInWindow]).toContain(losses);
+    expect([afterStop - 1, afterStop]).toContain(losses);
   });
 
   it('refuses a backoff whose minimum is above its maximum', () => {
@@ -405,6 +409,9 @@ describe('autoscaling', () => {
     const outcomes = await Promise.all(burst);
     expect(outcomes.map((o) => o.results[0]?.outcome)).toEqual(Array(16).fill('ok'));
     expect(new Set(outcomes.map((o) => o.workerId)).size).toBeGreaterThan(1);
+    // Two workers may finish the burst before the third is ready (a loaded machine spawns
+    // slowly): its start time is observed at its ready frame, so wait for that.
+    await eventually(() => (scheduler.workers().filter((w) => w.state === 'ready').length === 3 ? true : undefined), 10_000, 'the three workers ready');
     const metrics = await registry.metrics();
     expect(counter(metrics, 'direction="up",reason="panic"')).toBe(1);
     expect(counter(metrics, 'kind="worker"')).toBe(3);

@@ -105,11 +105,12 @@ describe('hostile functions hitting the time limit', () => {
     ['atomics-wait', [{}]],
     ['finally-loop', [{}, { async: true }]],
   ])('%s: timeout, the worker lives on', async (fixture, payloads) => {
-    const started = performance.now();
     const { results, workerId } = await runHostile(fixture, { timeoutMs: 200, memoryMb: 16 }, payloads);
+    // Stopped by the limit: the verdict names the 200 ms limit, which nothing else gives; a
+    // handler the limit missed would hold its batch past the test's timeout (the worker
+    // keeps its heartbeat), and a worker killed instead fails expectContained. No wall-clock
+    // bound: how soon after 200 ms the verdict comes back is the machine's load.
     for (const result of results) expect(result).toMatchObject(timeLimit(200));
-    // Stopped at the limit, not by some later safety net.
-    expect(performance.now() - started).toBeLessThan(200 * payloads.length + 1_500);
     await expectContained(workerId);
   });
 });

@@ -1,6 +1,6 @@
 /** Busy connections' acknowledgements leave together; a quiet connection's at once. */
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AckCoalescer } from './ack-coalescer.ts';
 
 /** A stream that records each write call it receives (a corked stream delivers one writev). */
@@ -20,6 +20,10 @@ function recorder(): { stream: Writable; calls: string[][] } {
 }
 
 describe('AckCoalescer', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('writes the acknowledgement of a quiet connection at once', () => {
     const acks = new AckCoalescer(50);
     const { stream, calls } = recorder();
@@ -28,7 +32,10 @@ describe('AckCoalescer', () => {
     expect(calls).toEqual([['a']]);
   });
 
-  it('holds a busy connection\u2019s acknowledgements until the flush, then writes them in one call', async () => {
+  it('holds a busy connection\u2019s acknowledgements until the flush, then writes them in one call', () => {
+    // Fake time (its performance.now() and flush timer): the flush comes at the end of the
+    // window exactly, not within a sleep a loaded machine may outlast.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
     const acks = new AckCoalescer(50);
     const { stream, calls } = recorder();
     acks.beforeAck(stream);
@@ -39,7 +46,9 @@ describe('AckCoalescer', () => {
     acks.beforeAck(stream);
     stream.write('c');
     expect(calls).toEqual([['a']]);
-    await new Promise((resolve) => setTimeout(resolve, 120));
+    vi.advanceTimersByTime(49);
+    expect(calls).toEqual([['a']]);
+    vi.advanceTimersByTime(1);
     expect(calls).toEqual([['a'], ['b', 'c']]);
   });
 

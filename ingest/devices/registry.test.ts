@@ -224,11 +224,8 @@ describe('DeviceRegistry', () => {
   it('imports a fleet of 10 000 in one call with one file write, and they authenticate after a reopen', async () => {
     const registry = await open();
     const fleet = Array.from({ length: 10_000 }, (_, i) => ({ id: `st-${String(i).padStart(5, '0')}`, tenant: i % 2 === 0 ? 'acme' : 'default' }));
-    const started = performance.now();
+    // How long the import takes is measured by bench/components/devices.bench.ts, not here.
     const issued = await registry.import(fleet);
-    const elapsed = performance.now() - started;
-    // Reported, not asserted (no timing assertions): see the report and ARCHITECTURE.md.
-    process.stderr.write(`import of 10 000 devices: ${(elapsed / 1000).toFixed(2)} s\n`);
     expect(issued).toHaveLength(10_000);
     expect(issued.map((t) => t.device.id)).toEqual(fleet.map((f) => f.id));
     expect(new Set(issued.map((t) => t.token)).size).toBe(10_000);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GroupCommitQueue } from './group-commit.ts';
 
 /** A commit function the test opens by hand (a gate), recording batches as they start. */
@@ -133,7 +133,14 @@ describe('GroupCommitQueue', () => {
 });
 
 describe('GroupCommitQueue spacing', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('starts an idle queue at once, then spaces transactions by minIntervalMs unless flushWeight is queued', async () => {
+    // Fake time (the queue's performance.now() and its linger timer): each start is checked
+    // at its exact instant, not within a margin a loaded machine may exceed.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
     const starts: number[] = [];
     const batches: string[][] = [];
     const queue = new GroupCommitQueue<string>(
@@ -149,14 +156,31 @@ describe('GroupCommitQueue spacing', () => {
     // Arriving right after: waits out the interval, and whatever comes meanwhile joins.
     const b = queue.submit('b', 1);
     const c = queue.submit('c', 1);
+    await waitForTimer();
+    vi.advanceTimersByTime(299);
+    await nextTurn();
+    expect(batches).toEqual([['a']]);
+    vi.advanceTimersByTime(1);
     await Promise.all([b, c]);
     // Enough weight queued: no waiting for the interval.
     const flushed = queue.submit('d', 10);
     await flushed;
     expect(batches).toEqual([['a'], ['b', 'c'], ['d']]);
-    const [first = 0, second = 0, third = 0] = starts;
-    expect(first - t0).toBeLessThan(150);
-    expect(second - first).toBeGreaterThanOrEqual(295);
-    expect(third - second).toBeLessThan(150);
+    // The idle queue started with no time gone by, the next exactly one interval later, and
+    // the flush at once.
+    expect(starts).toEqual([t0, t0 + 300, t0 + 300]);
   });
 });
+
+/** Lets the queue's next turn (a real setImmediate) run. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Resolves once the queue has set its (fake) linger timer; fails if it does not within 1 000 turns. */
+async function waitForTimer(): Promise<void> {
+  for (let turn = 0; vi.getTimerCount() === 0; turn++) {
+    if (turn >= 1_000) throw new Error('the queue set no timer to wait out its interval');
+    await nextTurn();
+  }
+}

@@ -7,7 +7,16 @@
  */
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, readAnswer, startPlatformProcess, tempDir, type HttpAnswer, type PlatformProcess, runVoltline } from '../support/platform-process.ts';
+import {
+  eventually,
+  getJson,
+  readAnswer,
+  startPlatformProcess,
+  tempDir,
+  type HttpAnswer,
+  type PlatformProcess,
+  runVoltline,
+} from '../support/platform-process.ts';
 
 const voltline = (args: string[]) => runVoltline(args, { apiUrl: platform.apiUrl });
 
@@ -173,7 +182,7 @@ describe('HTTP triggers', () => {
       const ok = await call('POST', HOOK, alarm({ ack: true, level: 9 }).body, { 'x-functions-key': key });
       expect(ok.status).toBe(200);
       // The broker took it before the answer; the device's session receives it a moment later.
-      for (let i = 0; i < 100 && received.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      await eventually(() => (received.length > 0 ? true : undefined), 10_000, 'the published command at the device', 20);
       expect(received).toEqual([{ topic: 'stations/st-7/commands/alarm-ack', payload: '{"level":9}' }]);
     } finally {
       await station.endAsync();

@@ -1,12 +1,14 @@
 /**
- * What a newcomer does: `npm start` (voltline up --demo) shows data in /api/query within
- * 10 s, and Ctrl-C stops everything cleanly, leaving no process behind.
+ * What a newcomer does: `npm start` (voltline up --demo) shows data in /api/query, and
+ * Ctrl-C stops everything cleanly, leaving no process behind. How soon the data shows (10 s
+ * is the aim) is measured by bench/components/first-data.bench.ts, not asserted here.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { getJson, ROOT, tempDir } from '../support/platform-process.ts';
+import { eventually, getJson, ROOT, tempDir } from '../support/platform-process.ts';
+import { waitFor } from '../support/wait.ts';
 
 /** Pids still alive in a process group (Ctrl-C in a terminal signals the whole group). */
 function groupMembers(pgid: number): number[] {
@@ -27,9 +29,8 @@ afterEach(async () => {
 });
 
 describe('npm start', () => {
-  it('shows demo data in /api/query within 10 s, and Ctrl-C leaves no process behind', async () => {
+  it('shows demo data in /api/query, and Ctrl-C leaves no process behind', async () => {
     const data = await tempDir('npm-start');
-    const started = Date.now();
     const child = spawn('npm', ['start', '--', '--mqtt-port', '0', '--mqtt-tls-port', '0', '--http-port', '0', '--data-dir', data.dir], {
       cwd: ROOT,
       detached: true, // its own process group, like a terminal's foreground job
@@ -44,20 +45,25 @@ describe('npm start', () => {
     child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // 'close': the pipes ended (every process holding them, the workers too, is gone), so
+    // everything the group printed has been read.
+    let pipesClosed = false;
+    child.once('close', () => (pipesClosed = true));
 
-    let firstDataMs: number | undefined;
-    while (Date.now() - started < 30_000 && firstDataMs === undefined) {
-      const api = /HTTP API\s+(http:\/\/\S+)/.exec(output)?.[1];
-      if (api !== undefined) {
+    await eventually(
+      async () => {
+        const api = /HTTP API\s+(http:\/\/\S+)/.exec(output)?.[1];
+        if (api === undefined) return undefined;
         // The API needs the admin token that the first start wrote beside the data (operator auth).
-        const token = await readFile(path.join(data.dir, 'admin.token'), 'utf8').then((t) => t.trim());
-        const result = await getJson<{ series: unknown[] }>(`${api}/api/query?measurement=station&field=avg_battery&from=-5m`, token).catch(() => undefined);
-        if (result !== undefined && result.series.length > 0) firstDataMs = Date.now() - started;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(firstDataMs, `no data within 30 s; output:\n${output}`).toBeDefined();
-    expect(firstDataMs).toBeLessThanOrEqual(10_000);
+        const token = (await readFile(path.join(data.dir, 'admin.token'), 'utf8')).trim();
+        const result = await getJson<{ series: unknown[] }>(`${api}/api/query?measurement=station&field=avg_battery&from=-5m`, token);
+        return result.series.length > 0 ? true : undefined;
+      },
+      30_000,
+      'demo data in /api/query',
+    ).catch((err: unknown) => {
+      throw new Error(`${String(err)}\noutput:\n${output}`);
+    });
     // The demo fleet is registered like any user's devices, and connected with its tokens.
     const api = /HTTP API\s+(http:\/\/\S+)/.exec(output)?.[1] ?? '';
     const token = (await readFile(path.join(data.dir, 'admin.token'), 'utf8')).trim();
@@ -69,8 +75,14 @@ describe('npm start', () => {
     const beforeCtrlC = output.length;
     process.kill(-pgid, 'SIGINT');
     const code = await exited;
+    // Not a fixed pause: until the output has ended and the group is empty (an exited child
+    // may show in ps until it is reaped), failing with what is left if that never comes.
+    await waitFor(() => pipesClosed && groupMembers(pgid).length === 0, {
+      timeoutMs: 10_000,
+      what: "the group's output to end and every process of it to exit after Ctrl-C",
+      detail: () => `still running: ${groupMembers(pgid).join(' ') || 'none'}; output ended: ${pipesClosed}; output:\n${output}`,
+    });
     // npm itself may report the interrupted script; the platform must have stopped cleanly.
-    await new Promise((resolve) => setTimeout(resolve, 500));
     expect(output).toMatch(/Stopped\./);
     // Ctrl-C reaches every process of the terminal's group, the workers too: they must leave
     // their shutdown to the platform, not die at once and be replaced while it stops.

@@ -32,6 +32,8 @@ const GENERATIONS = [
   { gen: 4, version: 2 },
 ] as const;
 const BASE_TS = 1_763_900_000_000;
+/** Per device, messages acknowledged on each deploy before the next (about 1 s of the stream). */
+const ACKED_PER_DEPLOY = 60;
 
 function source(version: number, gen: number): string {
   return `
@@ -109,13 +111,29 @@ describe('deploying new versions under load', () => {
         await new Promise((resolve) => setTimeout(resolve, PUBLISH_EVERY_MS));
       }
     });
+    /**
+     * Waits until deploy `gen` has processed events (a point of it is stored) and every
+     * device has had ACKED_PER_DEPLOY more messages acknowledged meanwhile: the stream spans
+     * each deploy however slowly the machine runs (a fixed pause may not).
+     */
+    const streamRunsOn = async (gen: number): Promise<void> => {
+      const from = acked.map((s) => s.size);
+      await eventually(
+        async () => {
+          const moved = acked.every((s, d) => s.size - (from[d] ?? 0) >= ACKED_PER_DEPLOY);
+          return moved && [...(await query('rollout', 'gen', 'ro-0')).values()].includes(gen) ? true : undefined;
+        },
+        30_000,
+        `deploy ${gen} to process events of ro-0 and every device to have ${ACKED_PER_DEPLOY} more messages acknowledged`,
+      );
+    };
     try {
+      await streamRunsOn(GENERATIONS[0].gen);
       // Deploys while the stream runs, through the real deploy path.
       for (let i = 1; i < GENERATIONS.length; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 1_500));
         await deploy(i);
+        await streamRunsOn(GENERATIONS[i]?.gen ?? -1);
       }
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
     } finally {
       publishing = false;
       await Promise.all(loops);
@@ -123,7 +141,7 @@ describe('deploying new versions under load', () => {
       await Promise.all(clients.map((c) => c.endAsync()));
     }
     const totalAcked = acked.reduce((n, s) => n + s.size, 0);
-    expect(totalAcked).toBeGreaterThan(DEVICES * 200);
+    expect(totalAcked).toBeGreaterThanOrEqual(DEVICES * ACKED_PER_DEPLOY * GENERATIONS.length);
 
     const gensSeen = new Set<number>();
     for (let d = 0; d < DEVICES; d++) {
