@@ -9,7 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { withRules } from '../lib/options.ts';
+import { composeOptions, withRules } from '../lib/options.ts';
 import { BROKER_SETTING_RULES, BrokerSettingsSchema, TopicPolicy, trustedProxies } from '../ingest/index.ts';
 import {
   RegistrySettingsSchema,
@@ -28,7 +28,7 @@ export const PlatformSettingsSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-/** The stages' settings schemas, composed (no name is in two of them: `config.test.ts` checks). */
+/** The schemas composed: the platform's own settings and each stage's (no name is in two of them). */
 export const STAGE_SETTINGS = [
   PlatformSettingsSchema,
   BrokerSettingsSchema,
@@ -38,17 +38,7 @@ export const STAGE_SETTINGS = [
   RouterSettingsSchema,
 ] as const;
 
-export const PlatformConfigSchema = withRules(
-  z.object({
-    ...PlatformSettingsSchema.shape,
-    ...BrokerSettingsSchema.shape,
-    ...ApiSettingsSchema.shape,
-    ...SchedulerSettingsSchema.shape,
-    ...RegistrySettingsSchema.shape,
-    ...RouterSettingsSchema.shape,
-  }),
-  [...BROKER_SETTING_RULES, ...SCHEDULER_SETTING_RULES, ...ROUTER_SETTING_RULES],
-);
+export const PlatformConfigSchema = withRules(composeOptions(STAGE_SETTINGS), [...BROKER_SETTING_RULES, ...SCHEDULER_SETTING_RULES, ...ROUTER_SETTING_RULES]);
 
 export type PlatformConfig = Readonly<z.output<typeof PlatformConfigSchema>>;
 /**
