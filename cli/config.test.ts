@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readConfigFile, resolveConfig } from './config.ts';
+import { PlatformConfigSchema, readConfigFile, resolveConfig, STAGE_SETTINGS } from './config.ts';
 
 let dir: string;
 
@@ -20,6 +20,14 @@ async function file(text: string): Promise<string> {
   await writeFile(name, text);
   return name;
 }
+
+describe('PlatformConfigSchema', () => {
+  it("is the stages' settings (each stage's options.ts) put together, no name in two of them", () => {
+    const names = STAGE_SETTINGS.flatMap((stage) => Object.keys(stage.shape));
+    expect(names.filter((name, i) => names.indexOf(name) !== i)).toEqual([]);
+    expect(Object.keys(PlatformConfigSchema.shape).sort()).toEqual(names.sort());
+  });
+});
 
 describe('resolveConfig', () => {
   it('fills in the defaults: 1 worker to one per core, 30 s windows', () => {

@@ -14,6 +14,8 @@ import {
   BrokerPersistence,
   connectExternalBroker,
   DeviceRegistry,
+  embeddedBrokerOptionsOf,
+  externalBrokerOptionsOf,
   PlatformCa,
   type BrokerTlsOptions,
   HttpIngest,
@@ -29,8 +31,20 @@ import {
   type ExternalBroker,
   type RunningBroker,
 } from '../ingest/index.ts';
-import { cronSchedules, FunctionRegistry, HttpTriggers, processDriver, Router, Scheduler, type Downlink } from '../functions-runtime/index.ts';
-import { OperatorTokens, startApi, type RunningApi } from '../dashboards/index.ts';
+import {
+  cronSchedules,
+  FunctionRegistry,
+  HttpTriggers,
+  processDriver,
+  registryLimitsOf,
+  Router,
+  RouterSettingsSchema,
+  Scheduler,
+  schedulerOptionsOf,
+  type Downlink,
+} from '../functions-runtime/index.ts';
+import { apiOptionsOf, OperatorTokens, startApi, type RunningApi } from '../dashboards/index.ts';
+import { pickOptions } from '../lib/options.ts';
 import type { PlatformConfig } from './config.ts';
 import { lockDataDir } from './data-lock.ts';
 import { fleetTokens } from './fleet-tokens.ts';
@@ -94,11 +108,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     cleanups.push(() => store.close());
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
     cleanups.push(() => log.close());
-    const registry = await FunctionRegistry.open(
-      dataDir,
-      { maxTimeoutMs: config.maxFunctionTimeoutMs, maxMemoryMb: config.maxFunctionMemoryMb, maxBatchEvents: config.maxBatchEvents },
-      logger,
-    );
+    const registry = await FunctionRegistry.open(dataDir, registryLimitsOf(config), logger);
     // The platform CA (<data>/ca/, made on first start): device certificates and the TLS
     // listener's. The operator's certificate files, if given, are read now: a bad one stops
     // the start before anything runs.
@@ -107,20 +117,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Device identities: the API manages them, the broker authenticates against them.
     const devices = await DeviceRegistry.open(dataDir, { metrics, ca }, logger);
     cleanups.push(() => devices.close());
-    const scheduler = new Scheduler({
-      driver: processDriver(),
-      workersMin: config.workersMin,
-      workersMax: config.workersMax,
-      idleTimeoutMs: config.idleTimeoutMs,
-      prewarm: config.prewarm,
-      autoscaler: { stableWindowMs: config.autoscalerStableWindowMs },
-      workerMemoryBudgetMb: config.workerMemoryBudgetMb,
-      workerCapacity: config.workerCapacity,
-      maxQueuedBatches: config.workersMax * config.workerCapacity * 4,
-      heartbeatTimeoutMs: config.workerHeartbeatTimeoutMs,
-      logger,
-      registry: metrics,
-    });
+    const scheduler = new Scheduler({ ...schedulerOptionsOf(config), driver: processDriver(), logger, registry: metrics });
     cleanups.push(() => scheduler.stop());
     await scheduler.start();
     // ctx.publish goes out through the broker. The broker starts last (devices come in once
@@ -141,14 +138,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       store,
       logger,
       metrics,
-      maxBatchEvents: config.maxBatchEvents,
-      lanesPerFunction: config.lanesPerFunction,
-      maxInFlightEvents: config.maxInFlightEvents,
-      commitIntervalMs: config.commitIntervalMs,
-      retryMinMs: 50,
-      retryMaxMs: 5_000,
-      functionRetryMinMs: config.functionRetryMinMs,
-      functionRetryMaxMs: config.functionRetryMaxMs,
+      ...pickOptions(RouterSettingsSchema, config),
       downlink,
     });
     router.start();
@@ -205,9 +195,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     };
     let sendCommand: ((deviceId: string, topic: string, payload: Uint8Array) => Promise<'delivered' | 'queued' | 'forwarded' | 'no_subscriber'>) | undefined;
     const api = await startApi({
+      ...apiOptionsOf(config),
       operators: config.apiAuth ? operators : 'disabled',
-      host: config.httpHost,
-      port: config.httpPort,
       logger,
       metrics,
       store,
@@ -251,21 +240,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     let mqttTlsUrl: string | undefined;
     if (config.broker !== undefined) {
       const password = config.brokerPasswordFile === undefined ? undefined : await readSecretFile(config.brokerPasswordFile);
-      const external = await connectExternalBroker({
-        url: config.broker,
-        username: config.brokerUsername,
-        password,
-        clientId: config.brokerClientId,
-        shareGroup: config.brokerShareGroup,
-        topics: config.brokerTopics,
-        publishTemplate: config.publishTemplate,
-        log,
-        devices,
-        allowAnonymous: config.allowAnonymous,
-        maxPayloadBytes: config.maxPayloadBytes,
-        logger,
-        metrics,
-      });
+      const external = await connectExternalBroker({ ...externalBrokerOptionsOf(config), url: config.broker, password, log, devices, logger, metrics });
       externalBroker = external;
       // Whether the device gets it is the external broker's business: it accepted it.
       sendCommand = async (_deviceId, topic, payload) => {
@@ -282,32 +257,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       cleanups.push(() => brokerState.close());
       // The broker starts last: devices are accepted only once everything behind it runs.
       const embedded = await startBroker({
+        ...embeddedBrokerOptionsOf(config),
         persistence: brokerState,
         presence,
         log,
         logger,
         metrics,
-        host: config.mqttHost,
-        port: config.mqttPort,
-        maxPayloadBytes: config.maxPayloadBytes,
         devices,
-        allowAnonymous: config.allowAnonymous,
-        topicPolicy: config.topicPolicy,
-        publishTemplate: config.publishTemplate,
-        subscribeTemplate: config.subscribeTemplate,
-        tenantTopicPolicies: config.tenantTopicPolicies,
-        proxyProtocol: config.proxyProtocol,
-        proxyProtocolFrom: config.proxyProtocolFrom,
         tls: brokerTls,
-        limits: {
-          publishRatePerSecond: config.devicePublishRatePerSecond,
-          publishBurst: config.devicePublishBurst,
-          maxInflightPerConnection: config.mqttMaxInflightPerConnection,
-          connectTimeoutMs: config.mqttConnectTimeoutMs,
-          connectionRatePerSecond: config.mqttConnectionRatePerAddress,
-          connectionBurst: config.mqttConnectionBurstPerAddress,
-          maxConnections: config.mqttMaxConnections,
-        },
       });
       broker = embedded;
       sendCommand = (deviceId, topic, payload) => embedded.sendCommand(deviceId, topic, payload);

@@ -1,3 +1,4 @@
 /** The dashboards stage's public entry. */
 export { startApi, type ApiOptions, type RunningApi } from './api/server.ts';
 export { ADMIN_TOKEN_FILE, OperatorTokens, type Operator, type OperatorScope, type OperatorTokenInfo } from './api/operators.ts';
+export { ApiSettingsSchema, apiOptionsOf, type ApiSettings } from './api/options.ts';

@@ -26,6 +26,16 @@ export {
   type BatchOutcome,
 } from './scheduler/scheduler.ts';
 export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';
+export {
+  AUTOSCALER_DEFAULTS,
+  SCHEDULER_DEFAULTS,
+  SchedulerSettingsSchema,
+  SCHEDULER_SETTING_RULES,
+  schedulerOptionsOf,
+  type SchedulerSettings,
+} from './scheduler/options.ts';
+export { RouterSettingsSchema, ROUTER_SETTING_RULES, ROUTER_TUNING_DEFAULTS, type RouterSettings } from './router/options.ts';
+export { RegistrySettingsSchema, registryLimitsOf, type RegistrySettings } from './registry/options.ts';
 export { FunctionSandbox, pointsOf, type SandboxResult } from './sandbox/sandbox.ts';
 export { invokeOnce, type InvokeRequest, type InvokeResponse } from './invoke.ts';
 export {

@@ -43,35 +43,30 @@ import { DownlinkSender, type Downlink } from './downlink.ts';
 import { CommitTracker } from './commit-tracker.ts';
 import { FunctionMeter, type FunctionStats } from './function-stats.ts';
 import { topicMatches } from './topic-filter.ts';
+import { ROUTER_TUNING_DEFAULTS, type RouterSettings, type RouterTuningDefaults } from './options.ts';
 import type { InvocationRecorder, RecordedInvocation } from '../http.ts';
 
-export interface RouterOptions {
+/**
+ * The router's options: its settings (`RouterSettingsSchema` in options.ts: `maxBatchEvents`,
+ * `lanesPerFunction`, `maxInFlightEvents`, `commitIntervalMs`, `functionRetryMinMs`,
+ * `functionRetryMaxMs`, what each means and its bounds), and what it works with.
+ */
+export interface RouterOptions extends RouterSettings {
   readonly log: TriggerLog;
   readonly registry: FunctionRegistry;
   readonly scheduler: Scheduler;
   readonly store: StoreWriter;
   readonly logger: Logger;
   readonly metrics: Registry;
-  /** Events per batch at most. */
-  readonly maxBatchEvents: number;
-  /** Lanes per function: batches of one function that may run at once. */
-  readonly lanesPerFunction: number;
-  /** Events read but not finished, at most. */
-  readonly maxInFlightEvents: number;
-  /** How often the log position is committed, ms. */
-  readonly commitIntervalMs: number;
-  /** Backoff bounds for retrying a batch or a store write, ms. */
-  readonly retryMinMs: number;
-  readonly retryMaxMs: number;
-  /** Backoff bounds for running a failed event again (a function's `retries`), ms. */
-  readonly functionRetryMinMs: number;
-  readonly functionRetryMaxMs: number;
+  /** Backoff bounds for retrying a batch or a store write, ms. Default `ROUTER_TUNING_DEFAULTS`. */
+  readonly retryMinMs?: number;
+  readonly retryMaxMs?: number;
   /**
    * Where messages functions publish (`ctx.publish`) go once their event is stored. Without
    * one they are dropped and counted (`voltline_downlinks_total{outcome="dropped"}`).
    */
   readonly downlink?: Downlink;
-  /** Tries per downlink message before it counts as failed. Default 3. */
+  /** Tries per downlink message before it counts as failed. Default `ROUTER_TUNING_DEFAULTS`. */
   readonly downlinkAttempts?: number;
   /** Time for lanes' linger (`batch.lingerMs`); the system clock unless a test simulates it. */
   readonly clock?: Clock;
@@ -150,7 +145,7 @@ function laneIndex(deviceId: string, lanes: number): number {
 }
 
 export class Router implements InvocationRecorder {
-  readonly #o: RouterOptions;
+  readonly #o: RouterOptions & RouterTuningDefaults;
   readonly #log: Logger;
   /** Each function's lanes, by lane index (device id hash). */
   readonly #lanes = new Map<string, Array<Lane | undefined>>();
@@ -181,7 +176,7 @@ export class Router implements InvocationRecorder {
   readonly #clock: Clock;
 
   constructor(options: RouterOptions) {
-    this.#o = options;
+    this.#o = { ...ROUTER_TUNING_DEFAULTS, ...options };
     this.#log = options.logger.child({ stage: 'router' });
     this.#clock = options.clock ?? systemClock;
     this.#readPos = options.log.committedOffset();
@@ -193,10 +188,10 @@ export class Router implements InvocationRecorder {
       downlink: options.downlink,
       logger: this.#log,
       metrics: options.metrics,
-      attempts: options.downlinkAttempts ?? 3,
+      attempts: this.#o.downlinkAttempts,
       attemptTimeoutMs: 2_000,
-      retryMinMs: options.retryMinMs,
-      retryMaxMs: options.retryMaxMs,
+      retryMinMs: this.#o.retryMinMs,
+      retryMaxMs: this.#o.retryMaxMs,
       stopping: () => this.#abort.signal.aborted,
     });
     this.#deadLetters = new Counter({

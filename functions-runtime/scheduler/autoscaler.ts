@@ -39,37 +39,11 @@
  * `desired` counts workers started or starting; the scheduler starts or stops workers to
  * reach it. Every decision that changes the size carries the reason that drove it.
  */
-import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
+import { AutoscalerOptionsSchema, type AutoscalerConfig, type AutoscalerOptions } from './options.ts';
 
-export const AutoscalerOptionsSchema = z
-  .object({
-    /** Fewest workers; 0 allows scale-to-zero after `idleTimeoutMs`. */
-    min: z.int().min(0).max(1024).default(1),
-    /** Most workers. 4 = 2 per core on a 2-core machine. */
-    max: z.int().min(1).max(1024).default(4),
-    /** Workers kept started beyond demand (a warm pool), within `max`. */
-    prewarm: z.int().min(0).max(1024).default(0),
-    /** Share of worker slots the fleet aims to have busy, (0, 1]. */
-    targetUtilization: z.number().gt(0).max(1).default(0.7),
-    /** Averaging window for steady scaling, and the scale-down delay. */
-    stableWindowMs: z.int().min(1_000).max(600_000).default(30_000),
-    /** Averaging window that detects a surge. */
-    panicWindowMs: z.int().min(600).max(600_000).default(3_000),
-    /** Panic when the panic average asks for this many times the ready workers. */
-    panicThreshold: z.number().gt(1).max(100).default(2),
-    /** With `min` 0: how long without any work before the last worker is stopped. */
-    idleTimeoutMs: z.int().min(0).max(86_400_000).default(30_000),
-    /** Oldest waiting event older than this (with busy workers) adds a worker. */
-    maxEventAgeMs: z.int().min(1).max(3_600_000).default(2_000),
-  })
-  .strict()
-  .refine((o) => o.min <= o.max, { message: 'must be at most max', path: ['min'] })
-  .refine((o) => o.prewarm <= o.max, { message: 'must be at most max', path: ['prewarm'] })
-  .refine((o) => o.panicWindowMs <= o.stableWindowMs, { message: 'must be at most stableWindowMs', path: ['panicWindowMs'] });
-
-export type AutoscalerOptions = z.input<typeof AutoscalerOptionsSchema>;
-export type AutoscalerConfig = Readonly<z.output<typeof AutoscalerOptionsSchema>>;
+// The options, their defaults and bounds are the fleet's options (options.ts).
+export { AutoscalerOptionsSchema, type AutoscalerConfig, type AutoscalerOptions } from './options.ts';
 
 /** Validates and applies defaults; throws VoltlineError `VL_AUTOSCALER_OPTIONS` naming the option and its value. */
 export function resolveAutoscalerOptions(options: AutoscalerOptions = {}): AutoscalerConfig {

@@ -27,92 +27,60 @@ import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts
 import type { InvocationMetering, SandboxEvent, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
 import { Autoscaler, type AutoscalerMetrics, type AutoscalerOptions, type ScaleDecision, type ScaleDirection, type ScaleReason } from './autoscaler.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
+import { SCHEDULER_DEFAULTS, SchedulerTuningSchema, type SchedulerTuning, type SchedulerTuningConfig } from './options.ts';
 
 /** The autoscaler's own tuning, passed through (the bounds are the scheduler's options). */
 export type AutoscalerTuning = Omit<AutoscalerOptions, 'min' | 'max' | 'idleTimeoutMs' | 'prewarm'>;
 
-export interface SchedulerOptions {
+/**
+ * The scheduler's options: its own tuning (`SchedulerTuningSchema` in options.ts: defaults,
+ * bounds and what each means), the fleet's bounds (the autoscaler's, under the scheduler's
+ * names; their defaults are `AUTOSCALER_DEFAULTS`), and what it works with.
+ */
+export interface SchedulerOptions extends SchedulerTuning {
   readonly driver: WorkerDriver;
   /**
-   * Fewest workers. 0 allows scale-to-zero after `idleTimeoutMs` without work. Default 1.
-   * A fixed fleet of N: `workersMin: N, workersMax: N`.
+   * Fewest workers (the autoscaler's `min`). 0 allows scale-to-zero after `idleTimeoutMs`
+   * without work. A fixed fleet of N: `workersMin: N, workersMax: N`.
    */
-  readonly workersMin?: number;
-  /** Most workers. Default 4 (2 per core on a 2-core machine). */
-  readonly workersMax?: number;
-  /** With `workersMin` 0: how long without any batch before the last worker stops, ms. Default 30 000. */
-  readonly idleTimeoutMs?: number;
-  /** Workers kept started beyond demand (a warm pool), within `workersMax`. Default 0. */
-  readonly prewarm?: number;
-  /** The autoscaler's windows, thresholds and target utilisation (autoscaler.ts defaults). */
+  readonly workersMin?: number | undefined;
+  /** Most workers (the autoscaler's `max`). */
+  readonly workersMax?: number | undefined;
+  /** With `workersMin` 0: how long without any batch before the last worker stops, ms (the autoscaler's `idleTimeoutMs`). */
+  readonly idleTimeoutMs?: number | undefined;
+  /** Workers kept started beyond demand (a warm pool), within `workersMax` (the autoscaler's `prewarm`). */
+  readonly prewarm?: number | undefined;
+  /** The autoscaler's windows, thresholds and target utilisation (`AutoscalerOptionsSchema`). */
   readonly autoscaler?: AutoscalerTuning;
-  /** One fleet-size decision per this many ms of `clock` time. Default 1 000. */
-  readonly decisionIntervalMs?: number;
   /** Time for the decision loop and waiting ages. Default the system clock. */
   readonly clock?: Clock;
-  /** A worker whose reported RSS exceeds this is killed and replaced, MB. Default 1 024. */
-  readonly workerMemoryBudgetMb?: number;
-  /** Batches one worker runs at once (across its functions). */
-  readonly workerCapacity: number;
-  /** Batches waiting for a worker (all functions together) before callers are made to wait. */
-  readonly maxQueuedBatches: number;
-  /** A worker silent for this long is killed and replaced. */
-  readonly heartbeatTimeoutMs: number;
-  /**
-   * A worker that ends within this long of being started counts as crashing on start.
-   * Default 1000 ms.
-   */
-  readonly crashLoopWindowMs?: number;
-  /**
-   * Restart delay after the second crash on start in a row, ms; it doubles with each
-   * further one (with jitter: between half and all of it). Default 100 ms.
-   * @example { restartBackoffMinMs: 100, restartBackoffMaxMs: 10_000 } // 0, 100, 200, 400, … 10 s
-   */
-  readonly restartBackoffMinMs?: number;
-  /** The longest restart delay, ms. Default 10 000 ms. */
-  readonly restartBackoffMaxMs?: number;
-  /** How long a worker stopped by a scale-down may take to exit before it is killed, ms. Default 10 000. */
-  readonly stopGraceMs?: number;
   readonly logger: Logger;
   readonly registry: Registry;
 }
 
-interface RestartPolicy {
-  readonly crashLoopWindowMs: number;
-  readonly restartBackoffMinMs: number;
-  readonly restartBackoffMaxMs: number;
-}
-
-function optionsError(key: string, value: unknown, must: string): VoltlineError {
-  return new VoltlineError('VL_SCHEDULER_OPTIONS', `Cannot start the scheduler as '${key}' must be ${must}: current value is ${String(value)}`, {
-    context: { [key]: value },
-  });
-}
-
-function restartPolicy(options: SchedulerOptions): RestartPolicy {
-  const policy = Object.freeze({
-    crashLoopWindowMs: options.crashLoopWindowMs ?? 1_000,
-    restartBackoffMinMs: options.restartBackoffMinMs ?? 100,
-    restartBackoffMaxMs: options.restartBackoffMaxMs ?? 10_000,
-  });
-  for (const [key, value] of Object.entries(policy)) {
-    if (!Number.isFinite(value) || value < 0) throw optionsError(key, value, 'a non-negative number of ms');
-  }
-  if (policy.restartBackoffMinMs > policy.restartBackoffMaxMs) {
-    throw new VoltlineError(
-      'VL_SCHEDULER_OPTIONS',
-      `Cannot start the scheduler as 'restartBackoffMinMs' must be at most 'restartBackoffMaxMs' (${policy.restartBackoffMaxMs}): current value is ${policy.restartBackoffMinMs}`,
-      { context: { ...policy } },
-    );
-  }
-  return policy;
+/** The scheduler's tuning, checked, with its defaults; throws `VL_SCHEDULER_OPTIONS` naming the option. */
+function tuningOf(options: SchedulerOptions): SchedulerTuningConfig {
+  const parsed = SchedulerTuningSchema.safeParse(options);
+  if (parsed.success) return Object.freeze(parsed.data);
+  const issue = parsed.error.issues[0];
+  const key = String(issue?.path[0] ?? '');
+  const given: unknown = (options as unknown as Readonly<Record<string, unknown>>)[key];
+  const value = given ?? (SCHEDULER_DEFAULTS as Readonly<Record<string, unknown>>)[key];
+  throw new VoltlineError(
+    'VL_SCHEDULER_OPTIONS',
+    `Cannot start the scheduler as '${key}' must be ${issue?.message ?? 'valid'}: current value is ${String(value)}`,
+    {
+      context: { option: key, value, issues: parsed.error.issues },
+    },
+  );
 }
 
 /** The scheduler's names for the autoscaler's bounds, for error messages. */
 const OPTION_NAMES: Readonly<Record<string, string>> = { min: 'workersMin', max: 'workersMax', idleTimeoutMs: 'idleTimeoutMs', prewarm: 'prewarm' };
 
 function autoscalerOf(options: SchedulerOptions): Autoscaler {
-  const bounds = { min: options.workersMin ?? 1, max: options.workersMax ?? 4, idleTimeoutMs: options.idleTimeoutMs ?? 30_000, prewarm: options.prewarm ?? 0 };
+  // An undefined bound is the autoscaler's default.
+  const bounds = { min: options.workersMin, max: options.workersMax, idleTimeoutMs: options.idleTimeoutMs, prewarm: options.prewarm };
   try {
     return new Autoscaler({ ...options.autoscaler, ...bounds });
   } catch (err) {
@@ -234,9 +202,8 @@ export class Scheduler {
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #autoscaler: Autoscaler;
-  readonly #decisionIntervalMs: number;
+  readonly #tuning: SchedulerTuningConfig;
   readonly #memoryBudgetBytes: number;
-  readonly #stopGraceMs: number;
   readonly #workers = new Map<string, Worker>();
   /** Per function name, FIFO; the Map's order is the round-robin order (served ones go to the back). */
   readonly #queues = new Map<string, Job[]>();
@@ -263,7 +230,6 @@ export class Scheduler {
   #desired = 0;
   #lastScale: FleetInfo['lastScale'];
   #lastDecision: FleetInfo['lastDecision'];
-  readonly #policy: RestartPolicy;
   /** Workers in a row that ended within `crashLoopWindowMs` of starting. */
   #crashStreak = 0;
   #lastCrashAt = Number.NEGATIVE_INFINITY;
@@ -278,21 +244,10 @@ export class Scheduler {
 
   constructor(options: SchedulerOptions) {
     this.#options = options;
-    this.#policy = restartPolicy(options);
+    this.#tuning = tuningOf(options);
     this.#autoscaler = autoscalerOf(options);
     this.#clock = options.clock ?? systemClock;
-    this.#decisionIntervalMs = options.decisionIntervalMs ?? 1_000;
-    if (!Number.isInteger(this.#decisionIntervalMs) || this.#decisionIntervalMs < 10 || this.#decisionIntervalMs > 600_000) {
-      throw optionsError('decisionIntervalMs', this.#decisionIntervalMs, 'a whole number of ms from 10 to 600000');
-    }
-    const budgetMb = options.workerMemoryBudgetMb ?? 1_024;
-    if (!Number.isFinite(budgetMb) || budgetMb < 16) throw optionsError('workerMemoryBudgetMb', budgetMb, 'a number of MB ≥ 16');
-    this.#memoryBudgetBytes = budgetMb * 2 ** 20;
-    this.#stopGraceMs = options.stopGraceMs ?? 10_000;
-    if (!Number.isFinite(this.#stopGraceMs) || this.#stopGraceMs < 0) throw optionsError('stopGraceMs', this.#stopGraceMs, 'a non-negative number of ms');
-    for (const key of ['workerCapacity', 'maxQueuedBatches'] as const) {
-      if (!Number.isSafeInteger(options[key]) || options[key] < 1) throw optionsError(key, options[key], 'a whole number ≥ 1');
-    }
+    this.#memoryBudgetBytes = this.#tuning.workerMemoryBudgetMb * 2 ** 20;
     this.#log = options.logger.child({ stage: 'scheduler' });
     const registers = [options.registry];
     this.#restarts = new Counter({
@@ -355,7 +310,7 @@ export class Scheduler {
     this.#desired = initial;
     this.#started = true;
     await Promise.all(Array.from({ length: initial }, () => this.#startWorker()));
-    this.#watchdog = setInterval(() => this.#checkHeartbeats(), Math.max(100, this.#options.heartbeatTimeoutMs / 4));
+    this.#watchdog = setInterval(() => this.#checkHeartbeats(), Math.max(100, this.#tuning.heartbeatTimeoutMs / 4));
     this.#watchdog.unref();
     if (!this.#stopping) this.#scheduleTick();
     this.#wakeFromZero();
@@ -481,11 +436,11 @@ export class Scheduler {
    */
   #replace(previousId: string, uptimeMs: number): void {
     const now = performance.now();
-    if (uptimeMs >= this.#policy.crashLoopWindowMs) {
+    if (uptimeMs >= this.#tuning.crashLoopWindowMs) {
       this.#crashStreak = 0;
     } else {
       // Deaths further apart than the longest delay allows are not one crash loop.
-      const loopGapMs = this.#policy.restartBackoffMaxMs + this.#policy.crashLoopWindowMs;
+      const loopGapMs = this.#tuning.restartBackoffMaxMs + this.#tuning.crashLoopWindowMs;
       this.#crashStreak = now - this.#lastCrashAt > loopGapMs ? 1 : this.#crashStreak + 1;
       this.#lastCrashAt = now;
     }
@@ -515,7 +470,7 @@ export class Scheduler {
 
   #restartDelayMs(streak: number): number {
     if (streak <= 1) return 0;
-    const { restartBackoffMinMs: min, restartBackoffMaxMs: max } = this.#policy;
+    const { restartBackoffMinMs: min, restartBackoffMaxMs: max } = this.#tuning;
     const ceiling = Math.min(max, min * 2 ** Math.min(streak - 2, 30));
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
@@ -523,7 +478,7 @@ export class Scheduler {
   #checkHeartbeats(): void {
     const now = Date.now();
     for (const worker of this.#workers.values()) {
-      if (worker.state === 'ready' && now - worker.lastSeenMs > this.#options.heartbeatTimeoutMs) {
+      if (worker.state === 'ready' && now - worker.lastSeenMs > this.#tuning.heartbeatTimeoutMs) {
         this.#log.warn({ workerId: worker.handle.id, silentMs: now - worker.lastSeenMs }, 'worker missed its heartbeats; killing it');
         this.#workerLosses.inc({ reason: 'heartbeat' });
         worker.state = 'stopping';
@@ -558,7 +513,7 @@ export class Scheduler {
         this.#log.error({ err }, 'fleet-size decision failed; keeping the fleet as it is');
       }
       this.#scheduleTick();
-    }, this.#decisionIntervalMs);
+    }, this.#tuning.decisionIntervalMs);
   }
 
   /** What the autoscaler is shown now. */
@@ -602,7 +557,7 @@ export class Scheduler {
       // A worker runs one batch of a function at a time (one isolate each), so with fewer
       // busy functions than slots it runs only as many batches at once as there are: one
       // hot function needs a worker per batch, not a quarter of one.
-      workerCapacity: Math.max(1, Math.min(this.#options.workerCapacity, active.size === 0 ? this.#options.workerCapacity : active.size)),
+      workerCapacity: Math.max(1, Math.min(this.#tuning.workerCapacity, active.size === 0 ? this.#tuning.workerCapacity : active.size)),
     };
   }
 
@@ -684,7 +639,7 @@ export class Scheduler {
     worker.retired = 'scale-down';
     writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
     worker.handle.output.end();
-    const timer = setTimeout(() => worker.handle.kill(), this.#stopGraceMs);
+    const timer = setTimeout(() => worker.handle.kill(), this.#tuning.stopGraceMs);
     timer.unref();
     void worker.handle.exited.then(() => clearTimeout(timer));
   }
@@ -727,7 +682,7 @@ export class Scheduler {
     const tenant = fn.tenant ?? 'default';
     this.#tenantOf.set(fn.name, tenant);
     if (!this.#tenantTurns.has(tenant)) this.#tenantTurns.set(tenant, true);
-    while (!this.#stopping && this.#queued >= this.#options.maxQueuedBatches) {
+    while (!this.#stopping && this.#queued >= this.#tuning.maxQueuedBatches) {
       await new Promise<void>((wake) => {
         const waiters = this.#roomWaiters.get(fn.name) ?? [];
         waiters.push({ arrivedAtMs, wake });
@@ -796,7 +751,7 @@ export class Scheduler {
     let busyWarm: Worker | undefined;
     const lighter = (a: Worker | undefined, b: Worker) => a === undefined || b.inFlight.size < a.inFlight.size;
     for (const worker of this.#workers.values()) {
-      if (worker.state !== 'ready' || worker.inFlight.size >= this.#options.workerCapacity) continue;
+      if (worker.state !== 'ready' || worker.inFlight.size >= this.#tuning.workerCapacity) continue;
       if (!worker.loaded.has(fnKey)) {
         if (lighter(cold, worker)) cold = worker;
       } else if ((worker.busy.get(fnKey) ?? 0) === 0) {
@@ -810,7 +765,7 @@ export class Scheduler {
 
   #hasRoom(): boolean {
     for (const worker of this.#workers.values()) {
-      if (worker.state === 'ready' && worker.inFlight.size < this.#options.workerCapacity) return true;
+      if (worker.state === 'ready' && worker.inFlight.size < this.#tuning.workerCapacity) return true;
     }
     return false;
   }
@@ -939,7 +894,7 @@ export class Scheduler {
       min: c.min,
       max: c.max,
       prewarm: c.prewarm,
-      workerCapacity: this.#options.workerCapacity,
+      workerCapacity: this.#tuning.workerCapacity,
       desired: this.#desired,
       ready,
       starting,

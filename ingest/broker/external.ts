@@ -34,13 +34,7 @@ import type { TriggerLog } from '../trigger/types.ts';
 import { inputMetrics } from '../input-metrics.ts';
 import { LogOnce } from './log-once.ts';
 import { deviceIdTopicProblem } from './topic-policy.ts';
-
-/** The shared-subscription group Voltline instances join by default. */
-export const DEFAULT_SHARE_GROUP = 'voltline';
-/** What Voltline reads from an external broker by default: device telemetry and events. */
-export const DEFAULT_EXTERNAL_TOPICS: readonly string[] = ['stations/+/telemetry', 'stations/+/events'];
-/** The MQTT client id Voltline's session has by default (one session per instance). */
-export const DEFAULT_EXTERNAL_CLIENT_ID = 'voltline';
+import { DEFAULT_EXTERNAL_CLIENT_ID, DEFAULT_EXTERNAL_TOPICS, DEFAULT_SHARE_GROUP } from './options.ts';
 
 export interface ExternalBrokerOptions {
   /** `mqtt://host:port` or `mqtts://host:port`; credentials may be in it (`mqtt://user:pass@host`). */

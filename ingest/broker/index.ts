@@ -1,17 +1,23 @@
 export { startBroker, type AccessFailure, type BrokerOptions, type BrokerTlsOptions, type CommandDelivery, type RunningBroker } from './broker.ts';
 export {
+  BrokerLimitsSchema,
+  BrokerSettingsSchema,
+  BROKER_SETTING_RULES,
+  DEFAULT_BROKER_LIMITS,
+  DEFAULT_EXTERNAL_CLIENT_ID,
+  DEFAULT_EXTERNAL_TOPICS,
   DEFAULT_PUBLISH_TEMPLATE,
+  DEFAULT_SHARE_GROUP,
   DEFAULT_SUBSCRIBE_TEMPLATE,
+  embeddedBrokerOptionsOf,
+  externalBrokerOptionsOf,
   TOPIC_POLICY_MODES,
-  TopicPolicy,
-  deviceIdTopicProblem,
-  filterCovers,
-  type TenantTopicTemplates,
+  type BrokerLimits,
+  type BrokerSettings,
   type TopicPolicyMode,
-  type TopicPolicyOptions,
-} from './topic-policy.ts';
+} from './options.ts';
+export { TopicPolicy, deviceIdTopicProblem, filterCovers, type TenantTopicTemplates, type TopicPolicyOptions } from './topic-policy.ts';
 export { BrokerPersistence, BROKER_STATE_FOLDER, type BrokerPersistenceOptions } from './persistence.ts';
-export { DEFAULT_BROKER_LIMITS, type BrokerLimits } from './limits.ts';
 export { parseProxyHeader, readProxyHeader, trustedProxies, type ProxyHeader, type ProxyRefusal } from './proxy-protocol.ts';
 export {
   PresenceTracker,
@@ -24,12 +30,4 @@ export {
   type PresencePayload,
 } from './presence.ts';
 export { MqttWebSocketGateway, MQTT_WEBSOCKET_PATH, type MqttStreamSink, type MqttWebSocketOptions } from './websocket.ts';
-export {
-  connectExternalBroker,
-  deviceIdLevel,
-  DEFAULT_EXTERNAL_CLIENT_ID,
-  DEFAULT_EXTERNAL_TOPICS,
-  DEFAULT_SHARE_GROUP,
-  type ExternalBroker,
-  type ExternalBrokerOptions,
-} from './external.ts';
+export { connectExternalBroker, deviceIdLevel, type ExternalBroker, type ExternalBrokerOptions } from './external.ts';

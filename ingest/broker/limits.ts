@@ -8,83 +8,29 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VoltlineError } from '../../lib/errors.ts';
+import { BrokerLimitsSchema, DEFAULT_BROKER_LIMITS, type BrokerLimits } from './options.ts';
 
-export interface BrokerLimits {
-  /** Publishes per second a device may sustain (token bucket refill rate). */
-  readonly publishRatePerSecond: number;
-  /** Publishes a device may send at once above its rate (token bucket size). */
-  readonly publishBurst: number;
-  /**
-   * Over its rate a device's publish waits for a token (its PUBACK, and aedes' reading of
-   * its next packets, wait with it); when the wait would exceed this, the publish is refused
-   * and the connection closed.
-   */
-  readonly maxPublishWaitMs: number;
-  /** QoS 0/1 publishes of one connection received but not yet answered; one more closes it. */
-  readonly maxInflightPerConnection: number;
-  /** A TCP connection that has not sent its CONNECT within this is closed. */
-  readonly connectTimeoutMs: number;
-  /** New TCP connections per second per source address (token bucket refill rate). */
-  readonly connectionRatePerSecond: number;
-  /** New TCP connections one address may open at once above its rate. */
-  readonly connectionBurst: number;
-  /** Failed logins of one address, within `loginFailureWindowMs`, before its CONNECTs are answered late. */
-  readonly loginFailuresBeforeBackoff: number;
-  /** The first delay once `loginFailuresBeforeBackoff` is reached; doubles with each further failure. */
-  readonly loginBackoffBaseMs: number;
-  /** The longest delay of a CONNECT answer. */
-  readonly loginBackoffMaxMs: number;
-  /** An address's failed logins are forgotten this long after its last one. */
-  readonly loginFailureWindowMs: number;
-  /** Open TCP connections (before and after CONNECT) of the whole broker. */
-  readonly maxConnections: number;
-  /** Source addresses remembered (connection rate, failed logins); the least recently seen is forgotten first. */
-  readonly maxTrackedAddresses: number;
-}
-
-export const DEFAULT_BROKER_LIMITS: BrokerLimits = Object.freeze({
-  publishRatePerSecond: 100,
-  publishBurst: 200,
-  maxPublishWaitMs: 5_000,
-  maxInflightPerConnection: 1_000,
-  connectTimeoutMs: 10_000,
-  connectionRatePerSecond: 20,
-  connectionBurst: 50,
-  loginFailuresBeforeBackoff: 10,
-  loginBackoffBaseMs: 250,
-  loginBackoffMaxMs: 8_000,
-  loginFailureWindowMs: 300_000,
-  maxConnections: 10_000,
-  maxTrackedAddresses: 10_000,
-});
+// The limits, their defaults and their checks are the broker's options (options.ts).
+export { DEFAULT_BROKER_LIMITS, type BrokerLimits } from './options.ts';
 
 /** What `voltline_limits_hit_total{limit}` counts. */
 export type LimitHit =
   'publish_rate_delayed' | 'publish_rate_refused' | 'inflight' | 'connect_timeout' | 'connection_rate' | 'connections' | 'login_backoff' | 'packet_size';
 
-/** The defaults with `given` over them, checked: each must be a positive number (a whole one for counts). */
+/**
+ * The defaults with `given` over them (an undefined one is its default), checked by
+ * `BrokerLimitsSchema`: each must be a positive number (a whole one for counts).
+ */
 export function resolveLimits(given: Partial<BrokerLimits> = {}): BrokerLimits {
-  const limits: BrokerLimits = { ...DEFAULT_BROKER_LIMITS, ...withoutUndefined(given) };
-  for (const [key, value] of Object.entries(limits)) {
-    const whole = !key.endsWith('PerSecond');
-    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (whole && !Number.isInteger(value))) {
-      throw new VoltlineError(
-        'VL_BROKER_LIMIT',
-        `Cannot start the broker as limit '${key}' must be a positive ${whole ? 'whole ' : ''}number: current value is ${JSON.stringify(value)}`,
-      );
-    }
-  }
-  if (limits.loginBackoffMaxMs < limits.loginBackoffBaseMs) {
-    throw new VoltlineError(
-      'VL_BROKER_LIMIT',
-      `Cannot start the broker as limit 'loginBackoffMaxMs' must be at least loginBackoffBaseMs (${limits.loginBackoffBaseMs}): current value is ${limits.loginBackoffMaxMs}`,
-    );
-  }
-  return Object.freeze(limits);
-}
-
-function withoutUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  const parsed = BrokerLimitsSchema.safeParse(given);
+  if (parsed.success) return Object.freeze(parsed.data);
+  const issue = parsed.error.issues[0];
+  const key = String(issue?.path[0] ?? '');
+  const value: unknown = (given as Readonly<Record<string, unknown>>)[key] ?? (DEFAULT_BROKER_LIMITS as Readonly<Record<string, unknown>>)[key];
+  throw new VoltlineError(
+    'VL_BROKER_LIMIT',
+    `Cannot start the broker as limit '${key}' must be ${issue?.message ?? 'valid'}: current value is ${JSON.stringify(value)}`,
+  );
 }
 
 /** A token bucket: `burst` tokens, refilled at `ratePerSecond`. Tokens may be reserved ahead (the count goes negative). */

@@ -10,13 +10,10 @@
  */
 import { VoltlineError } from '../../lib/errors.ts';
 import { TENANT_PATTERN } from '../store/index.ts';
+import { TOPIC_POLICY_MODES, type TopicPolicyMode } from './options.ts';
 
-export const DEFAULT_PUBLISH_TEMPLATE = 'stations/{deviceId}/#';
-export const DEFAULT_SUBSCRIBE_TEMPLATE = 'stations/{deviceId}/commands/#';
-
-/** `device`: the templates apply to every client; `open`: any topic (local experiments). */
-export type TopicPolicyMode = 'device' | 'open';
-export const TOPIC_POLICY_MODES: readonly TopicPolicyMode[] = ['device', 'open'];
+// The defaults live with the broker's other options (options.ts); broker.ts takes them from here.
+export { DEFAULT_PUBLISH_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE, type TopicPolicyMode } from './options.ts';
 
 export interface TopicPolicyOptions {
   readonly mode: TopicPolicyMode;
