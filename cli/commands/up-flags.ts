@@ -388,7 +388,7 @@ function valueText(value: unknown, kind: FlagKind | undefined): string {
 }
 
 /** A row's help with its placeholders filled in from the configuration's schema. */
-function helpText(row: SettingFlag | CommandFlag): string {
+export function helpText(row: SettingFlag | CommandFlag): string {
   return row.help.replace(/\{(default|min|choices)(?::(\w+))?\}/g, (_whole, what: string, other: string | undefined) => {
     if ('command' in row) {
       if (what !== 'default' || row.default === undefined) throw new Error(`--${row.flag}: only {default} of its own, which it has, in a command flag's help`);
