@@ -39,8 +39,8 @@ export interface WorkerDriver {
 const AGENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../worker/agent.ts');
 
 /**
- * Runs each worker as a child process of the platform: `node --no-node-snapshot agent.ts`,
- * frames over its stdin/stdout, its stderr passed through.
+ * Runs each worker as a child process of the platform, in a process group of its own:
+ * `node --no-node-snapshot agent.ts`, frames over its stdin/stdout, its stderr passed through.
  */
 export function processDriver(options: { heartbeatMs?: number } = {}): WorkerDriver {
   return {
@@ -49,6 +49,11 @@ export function processDriver(options: { heartbeatMs?: number } = {}): WorkerDri
       const child = spawn(process.execPath, ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', AGENT], {
         stdio: ['pipe', 'pipe', 'inherit'],
         env: { ...process.env, VOLTLINE_WORKER_ID: id, VOLTLINE_WORKER_HEARTBEAT_MS: String(options.heartbeatMs ?? 1_000) },
+        // Its own process group: Ctrl-C in a terminal signals the foreground group, and a
+        // worker still starting (before its agent ignores SIGINT) would die of it and be
+        // replaced while the platform stops. The platform owns its life: a shutdown frame,
+        // stdin closed (also when the platform is killed), or SIGKILL.
+        detached: true,
       });
       const exited = new Promise<WorkerExit>((resolve) => {
         // 'close', not 'exit': 'exit' can come before the last frames on stdout are read,

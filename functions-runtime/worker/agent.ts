@@ -131,11 +131,11 @@ readFrames(
 // (each batch is bounded by its time limits) and stop rather than linger as an orphan.
 process.stdin.on('end', shutdown);
 // The platform owns this process's life: it asks it to stop (a shutdown frame, or closing
-// stdin above) or kills it (SIGKILL). Ctrl-C in a terminal, and a service manager stopping
-// the whole process group, send SIGINT/SIGTERM to every process of the group, workers
-// included; dying of them would lose the batches in hand and have the scheduler start
-// replacements while the platform stops. The platform gets the same signal and stops its
-// workers in order.
+// stdin above) or kills it (SIGKILL). The process driver starts workers in a process group
+// of their own, so a terminal's Ctrl-C reaches only the platform; SIGINT/SIGTERM sent to
+// a worker anyway (a service manager signalling every process, a user's `kill`) are
+// ignored too: dying of them would lose the batches in hand and have the scheduler start
+// replacements while the platform stops. The platform stops its workers in order.
 process.on('SIGINT', () => undefined);
 process.on('SIGTERM', () => undefined);
 
