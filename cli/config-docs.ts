@@ -5,8 +5,9 @@
  * `config-docs.test.ts` fails when it is stale, so the page cannot drift from the code.
  */
 import type { z } from 'zod';
-import { PlatformConfigSchema, STAGE_SETTINGS } from './config.ts';
-import { helpText, UP_FLAGS, type CommandFlag, type FileOnlySetting, type SettingFlag } from './commands/up-flags.ts';
+import { markdownCell as cell } from '../lib/markdown.ts';
+import { STAGE_SETTINGS } from './config.ts';
+import { helpText, SETTING_DEFAULTS, UP_FLAGS, type CommandFlag, type FileOnlySetting, type SettingFlag } from './commands/up-flags.ts';
 
 /** Where each schema of `STAGE_SETTINGS` is declared, in the same order: its doc comments are the reference. */
 export const STAGE_SETTING_FILES = [
@@ -18,8 +19,6 @@ export const STAGE_SETTING_FILES = [
   'functions-runtime/router/options.ts',
 ] as const;
 
-const DEFAULTS: Readonly<Record<string, unknown>> = PlatformConfigSchema.parse({});
-
 /** The file that declares `setting`. */
 export function declaredIn(setting: string): string {
   // The fixed-fleet shorthand (workersMin = workersMax) is resolveConfig's own.
@@ -30,12 +29,8 @@ export function declaredIn(setting: string): string {
   return file;
 }
 
-function cell(text: string): string {
-  return text.replaceAll('|', '\\|').replaceAll('\n', ' ');
-}
-
 function defaultText(setting: string): string {
-  const value = DEFAULTS[setting];
+  const value = SETTING_DEFAULTS[setting];
   if (value === undefined) return '(none)';
   return `\`${typeof value === 'string' ? value : JSON.stringify(value)}\``;
 }

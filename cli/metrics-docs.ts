@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Registry } from 'prom-client';
 import { silentLogger } from '../lib/logger.ts';
+import { markdownCell as cell } from '../lib/markdown.ts';
 import { resolveConfig } from './config.ts';
 import { startPlatform } from './platform.ts';
 
@@ -29,10 +30,6 @@ export function metricDocs(registry: Registry): MetricDoc[] {
       return { name: m.name, type: m.type, help: m.help, labels: [...(m.labelNames ?? [])] };
     })
     .sort((a, b) => a.name.localeCompare(b.name));
-}
-
-function cell(text: string): string {
-  return text.replaceAll('|', '\\|').replaceAll('\n', ' ');
 }
 
 export function metricsMarkdown(docs: readonly MetricDoc[]): string {

@@ -5,6 +5,7 @@
  * otherwise for one case), and what it means. docs/errors.md is generated from this table
  * (`npm run docs:errors`; a test fails when it is stale).
  */
+import { markdownCell } from './markdown.ts';
 
 export interface ErrorSpec {
   /** The HTTP status of an API answer with this code; without one: 503 if retriable, else 500. */
@@ -189,8 +190,7 @@ export function errorsMarkdown(): string {
     '| code | HTTP | retriable | means |',
     '| --- | --- | --- | --- |',
     ...rows.map(
-      ([code, spec]) =>
-        `| \`${code}\` | ${spec.status ?? (spec.retriable ? '503' : '500')} | ${spec.retriable ? 'yes' : 'no'} | ${spec.means.replaceAll('|', '\\|')} |`,
+      ([code, spec]) => `| \`${code}\` | ${spec.status ?? (spec.retriable ? '503' : '500')} | ${spec.retriable ? 'yes' : 'no'} | ${markdownCell(spec.means)} |`,
     ),
     '',
   ];

@@ -372,7 +372,8 @@ export function settingsFromFlags(values: UpFlagValues): PlatformConfigInput {
 
 // ---- the help -------------------------------------------------------------------------
 
-const DEFAULTS: Readonly<Record<string, unknown>> = PlatformConfigSchema.parse({});
+/** Every setting's default, as the configuration's schema gives it (also for docs/configuration.md). */
+export const SETTING_DEFAULTS: Readonly<Record<string, unknown>> = PlatformConfigSchema.parse({});
 
 /** A duration in ms as the flags take it: 30000 → 30s, 500 → 500ms. */
 function durationText(ms: number): string {
@@ -403,8 +404,8 @@ export function helpText(row: SettingFlag | CommandFlag): string {
       if (min === null) throw new Error(`${setting} has no lower bound for {min}`);
       return valueText(min, kind);
     }
-    if (!(setting in DEFAULTS) || DEFAULTS[setting] === undefined) throw new Error(`${setting} has no default for {default}`);
-    return valueText(DEFAULTS[setting], kind);
+    if (!(setting in SETTING_DEFAULTS) || SETTING_DEFAULTS[setting] === undefined) throw new Error(`${setting} has no default for {default}`);
+    return valueText(SETTING_DEFAULTS[setting], kind);
   });
 }
 
@@ -441,7 +442,7 @@ function fileOnlyUsage(): string {
   const width = Math.max(...names.map((name) => name.length)) + 2;
   return names
     .map((name) => {
-      const value = DEFAULTS[name];
+      const value = SETTING_DEFAULTS[name];
       const shown = typeof value === 'string' ? value : (JSON.stringify(value) ?? '');
       return `  ${name.padEnd(width)}${shown}`.trimEnd();
     })
