@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleFunction } from '../../functions-runtime/index.ts';
+import NODE_FLAGS from '../../bin/node-flags.json' with { type: 'json' };
 
 export { eventually } from './wait.ts';
 
@@ -47,8 +48,7 @@ export async function startPlatformProcess(
   const child = spawn(
     process.execPath,
     [
-      '--no-node-snapshot',
-      '--disable-warning=ExperimentalWarning',
+      ...NODE_FLAGS,
       path.join(ROOT, 'cli', 'voltline.ts'),
       'up',
       '--mqtt-port',
