@@ -9,7 +9,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import {
   BrokerPersistence,
   connectExternalBroker,
@@ -106,6 +106,17 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
   try {
     const store = await openEmbeddedStore({ dir: path.join(dataDir, 'store'), logger });
     cleanups.push(() => store.close());
+    const storeMemory: Gauge = new Gauge({
+      name: 'voltline_store_memory_bytes',
+      help: "Memory the embedded store's engine holds (DuckDB's buffer pool and its other allocations), by what it holds",
+      labelNames: ['tag'],
+      registers: [metrics],
+      async collect() {
+        const report = await store.memory().catch(() => undefined);
+        storeMemory.reset();
+        for (const [tag, bytes] of Object.entries(report ?? {})) if (bytes > 0) storeMemory.set({ tag: tag.toLowerCase() }, bytes);
+      },
+    });
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
     cleanups.push(() => log.close());
     const registry = await FunctionRegistry.open(dataDir, registryLimitsOf(config), logger);

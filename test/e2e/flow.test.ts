@@ -109,6 +109,8 @@ describe('a station message, end to end', () => {
     expect(letter.message).toMatch(/voltage/);
     const metrics = await (await fetch(`${platform.apiUrl}/metrics`)).text();
     expect(metrics).toMatch(/voltline_dead_letters_total\{reason="schema"\} [1-9]/);
+    // The store's engine reports what it holds (written rows are in memory before a checkpoint).
+    expect(metrics).toMatch(/voltline_store_memory_bytes\{tag="in_memory_table"\} [1-9]/);
   });
 
   it('dead-letters a payload that is not JSON', async () => {
