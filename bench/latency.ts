@@ -55,7 +55,7 @@ export async function latencyBench(argv: readonly string[] = process.argv.slice(
   });
   const rows: Array<[string, string]> = ladder.steps.map((s, i) => [
     `${Math.round((shares[i] ?? 0) * 100)} % (${fmt(s.offered)} msg/s)`,
-    `PUBACK p50/p99/p999 ${fmt(s.pubackMs.p50, 1)}/${fmt(s.pubackMs.p99, 1)}/${fmt(s.pubackMs.p999, 1)} ms; device ts → queryable ${fmt(s.queryableMs.p50)}/${fmt(s.queryableMs.p99)}/${fmt(s.queryableMs.p999)} ms`,
+    `PUBACK p50/p99/p999 ${fmt(s.pubackMs.p50, 1)}/${fmt(s.pubackMs.p99, 1)}/${fmt(s.pubackMs.p999, 1)} ms; device ts → queryable ${fmt(s.queryableMs.p50)}/${fmt(s.queryableMs.p99)}/${fmt(s.queryableMs.p999)} ms (receipt → stored ${fmt(s.receiptToStoredMs.p50)}/${fmt(s.receiptToStoredMs.p99)}; the probe's query ${fmt(s.probeQueryMs.p50)}/${fmt(s.probeQueryMs.p99)})`,
   ]);
   return {
     bench: 'latency',

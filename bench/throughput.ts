@@ -67,6 +67,8 @@ export interface StepFigures {
   /** Share of what was sent that the counting subscriber received (the Mosquitto ceiling). */
   readonly deliveredPct: number | null;
   readonly queryableMs: Quantiles;
+  /** The probe's own query, request → answer (part of queryableMs). */
+  readonly probeQueryMs: Quantiles;
   /** The worst device ts → queryable of each second of the step, ms. */
   readonly queryableWorstBySecondMs: readonly number[];
   /** The platform's own receipt → stored (voltline_ingest_latency_seconds over the step, interpolated in its buckets), ms. */
@@ -199,6 +201,7 @@ export async function runLadder(
       deliveredPct: result.delivered === undefined ? null : pct(result.delivered, r.sentWithWarmup),
       queryableMs: result.probe === undefined ? { p50: null, p99: null, p999: null, max: null } : quantiles(result.probe.latency),
       queryableWorstBySecondMs: result.probe?.worstBySecond ?? [],
+      probeQueryMs: result.probe === undefined ? { p50: null, p99: null, p999: null, max: null } : quantiles(result.probe.queryMs),
       receiptToStoredMs: { p50: storedMs(0.5), p99: storedMs(0.99) },
       pubackMs: quantiles(r.ackLatency),
       lost: r.lost,
@@ -214,7 +217,7 @@ export async function runLadder(
       `  ${name} ${fmt(rate).padStart(7)} msg/s: ${figures.pass ? 'pass' : 'FAIL'}  sent ${fmt(r.sentPerSecond)}/s` +
         (figures.storedInWindowPct === null
           ? ''
-          : `, stored in window ${figures.storedInWindowPct} %, queryable p50/p99 ${fmt(figures.queryableMs.p50)}/${fmt(figures.queryableMs.p99)} ms`) +
+          : `, stored in window ${figures.storedInWindowPct} %, queryable p50/p99 ${fmt(figures.queryableMs.p50)}/${fmt(figures.queryableMs.p99)} ms (probe query ${fmt(figures.probeQueryMs.p50)}/${fmt(figures.probeQueryMs.p99)})`) +
         (figures.receiptToStoredMs.p50 === null ? '' : ` (receipt → stored ${fmt(figures.receiptToStoredMs.p50)}/${fmt(figures.receiptToStoredMs.p99)} ms)`) +
         (figures.deliveredPct === null ? '' : `, delivered ${figures.deliveredPct} %`) +
         `, PUBACK p99 ${fmt(figures.pubackMs.p99, 1)} ms, CPU ${figures.cpuUsPerMessage.total} µs/msg (server ${figures.cpuUsPerMessage.server}, workers ${figures.cpuUsPerMessage.workers}; generator ${figures.cpuUsPerMessage.generator}), RSS ${figures.rssMb.total} MiB` +

@@ -25,6 +25,8 @@ interface Window {
   stepEndedAt: number | undefined;
   /** The worst latency confirmed in each second of the step, ms (a timeline of stalls). */
   readonly worstBySecond: number[];
+  /** The probe's own queries: request → answer parsed, ms (part of every latency above). */
+  readonly queries: LatencyHistogram;
 }
 
 export interface ProbeStepReport {
@@ -36,6 +38,12 @@ export interface ProbeStepReport {
   readonly confirmed: number;
   /** The worst latency of the messages found in each second since the step began, ms. */
   readonly worstBySecond: readonly number[];
+  /**
+   * How long the probe's queries took in the step, request sent → answer parsed, ms: a
+   * message is timed at the answer's arrival, so up to this much of its latency is the
+   * query's own (and the poll interval adds up to `pollMs`).
+   */
+  readonly queryMs: HistogramSnapshot;
 }
 
 export class QueryableProbe {
@@ -80,6 +88,7 @@ export class QueryableProbe {
       confirmed: 0,
       stepEndedAt: undefined,
       worstBySecond: [],
+      queries: new LatencyHistogram(),
     });
   }
 
@@ -90,8 +99,17 @@ export class QueryableProbe {
 
   stepReport(index: number): ProbeStepReport {
     const w = this.#windows[index];
-    if (w === undefined) return { latency: new LatencyHistogram().snapshot(), confirmedInStep: 0, confirmed: 0, worstBySecond: [] };
-    return { latency: w.histogram.snapshot(), confirmedInStep: w.confirmedInStep, confirmed: w.confirmed, worstBySecond: [...w.worstBySecond] };
+    if (w === undefined) {
+      const empty = new LatencyHistogram().snapshot();
+      return { latency: empty, confirmedInStep: 0, confirmed: 0, worstBySecond: [], queryMs: empty };
+    }
+    return {
+      latency: w.histogram.snapshot(),
+      confirmedInStep: w.confirmedInStep,
+      confirmed: w.confirmed,
+      worstBySecond: [...w.worstBySecond],
+      queryMs: w.queries.snapshot(),
+    };
   }
 
   /** Messages sent and not yet found queryable. */
@@ -124,6 +142,7 @@ export class QueryableProbe {
       if (from === Number.POSITIVE_INFINITY) return;
       const params = new URLSearchParams({ measurement: 'station', field: 'seq', every: '1h', agg: 'max', from: String(from), to: 'now', limit: '10' });
       this.queries++;
+      const sentAt = performance.now();
       const response = await fetch(`${this.#apiUrl}/api/query?${params.toString()}`, {
         headers: this.#token === undefined ? {} : { authorization: `Bearer ${this.#token}` },
       });
@@ -134,6 +153,7 @@ export class QueryableProbe {
       }
       const answer = (await response.json()) as { series: Array<{ tags: Record<string, string>; points: Array<[number, number | null]> }> };
       const now = Date.now();
+      this.#windows.at(-1)?.queries.record(performance.now() - sentAt);
       for (const series of answer.series) {
         const index = this.#byId.get(series.tags['station'] ?? '');
         if (index === undefined) continue;
