@@ -76,20 +76,58 @@ function toTags(value: DuckDBValue): Record<string, string> {
   return tags;
 }
 
-/** Orders series by their tags, compared as sorted (key, value) lists. */
-export function compareTags(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): number {
-  const left = Object.entries(a)
+/** A series' tags as its sort key: the (key, value) list sorted by key, flattened. */
+function tagsKey(tags: Readonly<Record<string, string>>): string[] {
+  return Object.entries(tags)
     .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
     .flat();
-  const right = Object.entries(b)
-    .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
-    .flat();
+}
+
+/** Orders series by their tags, compared as sorted (key, value) lists (see tagsKey). */
+function compareKeys(left: readonly string[], right: readonly string[]): number {
   for (let i = 0; i < Math.min(left.length, right.length); i++) {
     const x = left[i] ?? '';
     const y = right[i] ?? '';
     if (x !== y) return x < y ? -1 : 1;
   }
   return left.length - right.length;
+}
+
+interface KnownSeries {
+  readonly tags: Readonly<Record<string, string>>;
+  readonly key: readonly string[];
+}
+
+/**
+ * The tags of series already read, by id, with their sort keys. A committed series' id and
+ * tags never change (the writer assigns ids in transactions and only a committed one is
+ * ever read), so a query reads the tags of series it has not met before only: reading and
+ * converting the tag maps of 2 000 stations' series on every query was ~10 ms of its ~30.
+ * Grows with the number of series, like the writer's catalog; one per store thread.
+ */
+export class SeriesTags {
+  readonly #byId = new Map<number, KnownSeries>();
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get(id: number): KnownSeries | undefined {
+    return this.#byId.get(id);
+  }
+
+  /** Reads the tags of the `ids` not known yet, in the connection's snapshot. */
+  async learn(conn: DuckDBConnection, ids: Iterable<number>): Promise<void> {
+    const missing: number[] = [];
+    for (const id of ids) if (!this.#byId.has(id)) missing.push(id);
+    if (missing.length === 0) return;
+    // Integers from the store's own rows, never user input.
+    const rows = (await conn.runAndReadAll(`SELECT series_id, tags FROM series WHERE series_id IN (${missing.join(',')})`)).getRows();
+    for (const [id, value] of rows) {
+      const tags = Object.freeze(toTags(value ?? null));
+      this.#byId.set(toNumber(id ?? null), { tags, key: tagsKey(tags) });
+    }
+  }
 }
 
 /** `s.measurement = $measurement AND s.tags[$tag_key_0] = $tag_value_0 AND …` */
@@ -174,7 +212,7 @@ async function fieldColumns(conn: DuckDBConnection, spec: QuerySpec): Promise<{ 
  * last `limit` non-empty buckets per series, ascending, each at its start time.
  * Series without a value in the range are left out; series are ordered by their tags.
  */
-export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec): Promise<{ series: Series[] }> {
+export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec, known: SeriesTags = new SeriesTags()): Promise<{ series: Series[] }> {
   const params: Params = {};
   const types: ParamTypes = {};
   const filter = seriesFilter(spec, params, types);
@@ -182,7 +220,7 @@ export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec): Prom
   // One snapshot for both statements: a series created in between cannot slip in.
   await conn.run('BEGIN TRANSACTION');
   try {
-    const result = await readSeries(conn, spec, filter, params, types);
+    const result = await readSeries(conn, known, spec, filter, params, types);
     await conn.run('COMMIT');
     return result;
   } catch (err) {
@@ -192,11 +230,16 @@ export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec): Prom
   }
 }
 
-async function readSeries(conn: DuckDBConnection, spec: QuerySpec, filter: string, params: Params, types: ParamTypes): Promise<{ series: Series[] }> {
+async function readSeries(
+  conn: DuckDBConnection,
+  known: SeriesTags,
+  spec: QuerySpec,
+  filter: string,
+  params: Params,
+  types: ParamTypes,
+): Promise<{ series: Series[] }> {
   const field = await fieldColumns(conn, spec);
   if (field === undefined) return { series: [] };
-  const seriesRows = (await conn.runAndReadAll(`SELECT s.series_id, s.tags FROM series s WHERE ${filter}`, params, types)).getRows();
-  if (seriesRows.length === 0) return { series: [] };
 
   const valueParams: Params = {
     ...params,
@@ -211,19 +254,24 @@ async function readSeries(conn: DuckDBConnection, spec: QuerySpec, filter: strin
   }
   const rows = (await conn.runAndReadAll(valuesSql(spec, filter, field.table, field.columns), valueParams, valueTypes)).getRows();
 
-  const tagsById = new Map<number, Record<string, string>>();
-  for (const [id, tags] of seriesRows) tagsById.set(toNumber(id ?? null), toTags(tags ?? null));
-  const byId = new Map<number, Series>();
+  const byId = new Map<number, Array<[number, FieldValue | null]>>();
   for (const [id, time, double, text, bool] of rows) {
     const seriesId = toNumber(id ?? null);
-    let series = byId.get(seriesId);
-    if (series === undefined) {
-      series = { tags: tagsById.get(seriesId) ?? {}, points: [] };
-      byId.set(seriesId, series);
+    let points = byId.get(seriesId);
+    if (points === undefined) {
+      points = [];
+      byId.set(seriesId, points);
     }
-    series.points.push([toNumber(time ?? null), toFieldValue(double ?? null, text ?? null, bool ?? null)]);
+    points.push([toNumber(time ?? null), toFieldValue(double ?? null, text ?? null, bool ?? null)]);
   }
-  return { series: [...byId.values()].sort((a, b) => compareTags(a.tags, b.tags)) };
+  await known.learn(conn, byId.keys());
+  const found: Array<{ key: readonly string[]; series: Series }> = [];
+  for (const [id, points] of byId) {
+    const series = known.get(id);
+    if (series === undefined) throw new TypeError(`series ${id} has points but no row in the series table`);
+    found.push({ key: series.key, series: { tags: series.tags, points } });
+  }
+  return { series: found.sort((a, b) => compareKeys(a.key, b.key)).map(({ series }) => series) };
 }
 
 function toDeadLetterCode(value: DuckDBValue): DeadLetterCode {

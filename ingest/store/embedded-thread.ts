@@ -16,7 +16,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import { Catalog } from './catalog.ts';
-import { queryDeadLetters, queryPoints } from './embedded-query.ts';
+import { queryDeadLetters, queryPoints, SeriesTags } from './embedded-query.ts';
 import { EmbeddedWriter } from './embedded-writer.ts';
 import type { TransactionReport, WriteItem } from './embedded-writer.ts';
 import { GroupCommitQueue } from './group-commit.ts';
@@ -77,6 +77,8 @@ try {
 }
 const { instance, writer } = opened;
 const reads = new Set<Promise<unknown>>();
+/** Tags of the series queries have met (this thread's file only: a restarted thread starts afresh). */
+const seriesTags = new SeriesTags();
 
 // Unbounded here: the facade bounds the bytes in flight (maxQueuedBytes).
 const queue = new GroupCommitQueue<Pending>(commit, Number.POSITIVE_INFINITY, {
@@ -214,7 +216,7 @@ port.on('message', (message: ToThread) => {
       write(message.id, { letters: message.letters }, message.weight);
       return;
     case 'query':
-      read(message.id, 'query', async (conn) => ({ type: 'answer', id: message.id, series: (await queryPoints(conn, message.spec)).series }));
+      read(message.id, 'query', async (conn) => ({ type: 'answer', id: message.id, series: (await queryPoints(conn, message.spec, seriesTags)).series }));
       return;
     case 'deadLetters':
       read(message.id, 'read dead letters from', async (conn) => ({ type: 'letters', id: message.id, letters: await queryDeadLetters(conn, message.query) }));

@@ -143,6 +143,20 @@ describe('embedded store', () => {
     expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series[0]?.points).toHaveLength(20);
   });
 
+  it('finds series created after earlier queries, with their own tags, in tag order', async () => {
+    const at = (station: string, v: number) => ({ measurement: 'm', tags: { station, zone: 'z' }, fields: { v }, time: T0 + v });
+    await store.writePoints([at('st-2', 1)]);
+    expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series.map((s) => s.tags)).toEqual([{ station: 'st-2', zone: 'z' }]);
+    // The thread knows st-2's tags now; st-1 and st-3 are new to it.
+    await store.writePoints([at('st-3', 2), at('st-1', 3)]);
+    const { series } = await store.query(spec({ measurement: 'm', field: 'v' }));
+    expect(series.map((s) => [s.tags['station'], s.points])).toEqual([
+      ['st-1', [[T0 + 3, 3]]],
+      ['st-2', [[T0 + 1, 1]]],
+      ['st-3', [[T0 + 2, 2]]],
+    ]);
+  });
+
   it('finishes queued writes before closing, and refuses queries after', async () => {
     const writes = Array.from({ length: 10 }, (_, i) => store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]));
     await store.close();

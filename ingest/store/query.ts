@@ -22,10 +22,18 @@ const RESERVED = new Set(['tenant', 'measurement', 'field', 'from', 'to', 'every
 
 const AGGREGATES = ['mean', 'min', 'max', 'last', 'count'] as const satisfies readonly Aggregate[];
 
+/**
+ * The clock of the parse under way: the schema is built once (building it cost more than
+ * the rest of a query's parsing), and a parse is synchronous, so `parseQuery` sets this
+ * before it parses and nothing else can run in between.
+ */
+let parsingAtMs = 0;
+
 /** Each schema's error text is what the parameter "must be", for the message. */
-function timeSchema(nowMs: number, must: string) {
+function timeSchema(must: string) {
   return z.string().transform((text, ctx) => {
     const trimmed = text.trim();
+    const nowMs = parsingAtMs;
     if (trimmed === 'now') return nowMs;
     if (/^-?\d+$/.test(trimmed)) {
       const ms = Number(trimmed);
@@ -40,38 +48,36 @@ function timeSchema(nowMs: number, must: string) {
   });
 }
 
-function buildSchema(nowMs: number) {
-  return z.object({
-    tenant: z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" }).optional(),
-    measurement: z.string({ error: 'a non-empty measurement name' }).min(1, { error: 'a non-empty measurement name' }),
-    field: z.string({ error: 'a non-empty field name' }).min(1, { error: 'a non-empty field name' }),
-    from: timeSchema(nowMs, "epoch milliseconds, 'now' or a relative duration like -5m").prefault(DEFAULT_FROM),
-    to: timeSchema(nowMs, "epoch milliseconds, 'now' or a relative duration like -5m").prefault('now'),
-    every: z
-      .string()
-      .transform((text, ctx) => {
-        const ms = parseDurationMs(text);
-        if (ms !== undefined && ms >= 1) return ms;
-        const must = ms === undefined ? 'a duration like 10s or 1m' : 'a duration of at least 1ms';
-        ctx.issues.push({ code: 'custom', message: must, input: text });
-        return z.NEVER;
-      })
-      .optional(),
-    agg: z.enum(AGGREGATES, { error: `one of ${AGGREGATES.join(', ')}` }).optional(),
-    limit: z
-      .string()
-      .regex(/^\d+$/, { error: `an integer from 1 to ${MAX_LIMIT}` })
-      .transform(Number)
-      .pipe(
-        z
-          .number()
-          .int()
-          .min(1, { error: `an integer from 1 to ${MAX_LIMIT}` })
-          .max(MAX_LIMIT, { error: `an integer from 1 to ${MAX_LIMIT}` }),
-      )
-      .optional(),
-  });
-}
+const QUERY_SCHEMA = z.object({
+  tenant: z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" }).optional(),
+  measurement: z.string({ error: 'a non-empty measurement name' }).min(1, { error: 'a non-empty measurement name' }),
+  field: z.string({ error: 'a non-empty field name' }).min(1, { error: 'a non-empty field name' }),
+  from: timeSchema("epoch milliseconds, 'now' or a relative duration like -5m").prefault(DEFAULT_FROM),
+  to: timeSchema("epoch milliseconds, 'now' or a relative duration like -5m").prefault('now'),
+  every: z
+    .string()
+    .transform((text, ctx) => {
+      const ms = parseDurationMs(text);
+      if (ms !== undefined && ms >= 1) return ms;
+      const must = ms === undefined ? 'a duration like 10s or 1m' : 'a duration of at least 1ms';
+      ctx.issues.push({ code: 'custom', message: must, input: text });
+      return z.NEVER;
+    })
+    .optional(),
+  agg: z.enum(AGGREGATES, { error: `one of ${AGGREGATES.join(', ')}` }).optional(),
+  limit: z
+    .string()
+    .regex(/^\d+$/, { error: `an integer from 1 to ${MAX_LIMIT}` })
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(1, { error: `an integer from 1 to ${MAX_LIMIT}` })
+        .max(MAX_LIMIT, { error: `an integer from 1 to ${MAX_LIMIT}` }),
+    )
+    .optional(),
+});
 
 function badParam(param: string, must: string, value: string | undefined): VoltlineError {
   const current = value === undefined ? 'missing' : `'${value}'`;
@@ -99,7 +105,8 @@ export function parseQuery(params: Record<string, string | undefined>, nowMs: nu
     else tags[name] = value;
   }
 
-  const parsed = buildSchema(nowMs).safeParse(known);
+  parsingAtMs = nowMs;
+  const parsed = QUERY_SCHEMA.safeParse(known);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const param = String(issue?.path[0] ?? 'query');
