@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 // The platform's Node flags (also used by the tests' and benchmarks' launcher):
 // --no-node-snapshot for isolated-vm; --max-semi-space-size=16 caps V8's young generation,
 // which otherwise grows to 64 MiB semi-spaces under load: at 20 000 msg/s the platform's
-// RSS was 820 MiB with V8's default and 624 with 16, for the same CPU (ARCHITECTURE.md).
+// RSS was 820 MiB with V8's default and 624 with 16, for the same CPU. Workers do not get
+// it: it would override the young generation of function isolates (ARCHITECTURE.md).
 import nodeFlags from './node-flags.json' with { type: 'json' };
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

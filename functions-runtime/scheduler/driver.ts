@@ -39,12 +39,14 @@ export interface WorkerDriver {
 const AGENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../worker/agent.ts');
 
 /**
- * isolated-vm needs --no-node-snapshot. The agent's own heap holds little (frames in flight;
- * functions run in isolates with heaps of their own), but V8 grows its young generation
- * under load: with semi-spaces capped at 8 MiB a worker at 10 000 events/s held ~210 MiB
- * instead of ~240-300, for the same CPU (ARCHITECTURE.md).
+ * isolated-vm needs --no-node-snapshot. No V8 heap flags: a worker's young generation grows
+ * under load (~50 MiB of RSS), but --max-semi-space-size applies to every isolate in the
+ * process and overrides the small young generation isolated-vm gives each function's
+ * isolate from its memory limit, so a function could then hold well past its limit
+ * (containment.test.ts: 55 MiB held under a 32 MiB limit with 8, 79 with 16).
+ * --semi-space-growth-factor=1 kept containment but saved nothing.
  */
-const WORKER_NODE_FLAGS: readonly string[] = ['--no-node-snapshot', '--disable-warning=ExperimentalWarning', '--max-semi-space-size=8'];
+const WORKER_NODE_FLAGS: readonly string[] = ['--no-node-snapshot', '--disable-warning=ExperimentalWarning'];
 
 /**
  * Runs each worker as a child process of the platform, in a process group of its own:
