@@ -108,10 +108,6 @@ interface KnownSeries {
 export class SeriesTags {
   readonly #byId = new Map<number, KnownSeries>();
 
-  get size(): number {
-    return this.#byId.size;
-  }
-
   get(id: number): KnownSeries | undefined {
     return this.#byId.get(id);
   }
@@ -217,7 +213,7 @@ export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec, known
   const types: ParamTypes = {};
   const filter = seriesFilter(spec, params, types);
 
-  // One snapshot for both statements: a series created in between cannot slip in.
+  // One snapshot for every statement: a series created in between cannot slip in.
   await conn.run('BEGIN TRANSACTION');
   try {
     const result = await readSeries(conn, known, spec, filter, params, types);
