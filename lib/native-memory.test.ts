@@ -1,6 +1,6 @@
 import { GCProfiler } from 'node:v8';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { collectExternalMemory } from './native-memory.ts';
+import { collectExternalMemory, newSpaceBytes } from './native-memory.ts';
 
 const MiB = 2 ** 20;
 
@@ -16,6 +16,15 @@ function fullCollections(run: () => void): number {
   run();
   const stats = profiler.stop()?.statistics ?? [];
   return stats.filter((gc) => gc.gcType === 'MarkSweepCompact').length;
+}
+
+/** Allocates objects that survive a while, which makes V8 grow its young generation. */
+function churn(): void {
+  const keep: Array<{ a: number; b: string }> = [];
+  for (let round = 0; round < 100; round++) {
+    for (let i = 0; i < 20_000; i++) keep.push({ a: i, b: `x${i}` });
+    if (keep.length > 200_000) keep.splice(0, 100_000);
+  }
 }
 
 describe('collectExternalMemory', () => {
@@ -54,5 +63,26 @@ describe('collectExternalMemory', () => {
         vi.advanceTimersByTime(5_000);
       }),
     ).toBe(0);
+  });
+
+  it('gives the young generation back once V8 grew it past the limit, at most once per shrinkEveryMs', () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'performance'] });
+    const limit = 4 * MiB;
+    churn();
+    expect(newSpaceBytes()).toBeGreaterThan(limit);
+    const stop = collectExternalMemory({ growthBytes: 2 ** 40, intervalMs: 1_000, maxNewSpaceBytes: limit, shrinkEveryMs: 60_000 });
+    try {
+      vi.advanceTimersByTime(1_000);
+      expect(newSpaceBytes()).toBeLessThanOrEqual(limit);
+      churn();
+      expect(newSpaceBytes()).toBeGreaterThan(limit);
+      // Within shrinkEveryMs of the last: left as it is.
+      vi.advanceTimersByTime(30_000);
+      expect(newSpaceBytes()).toBeGreaterThan(limit);
+      vi.advanceTimersByTime(30_000);
+      expect(newSpaceBytes()).toBeLessThanOrEqual(limit);
+    } finally {
+      stop();
+    }
   });
 });

@@ -145,7 +145,8 @@ const heartbeat = setInterval(() => {
 heartbeat.unref();
 
 // isolated-vm's call arguments and results hold native memory V8 is not told about:
-// without this a worker's RSS grew by ~30 MiB a minute at 12 500 events/s (lib/native-memory.ts).
-collectExternalMemory({ growthBytes: 32 * 2 ** 20, intervalMs: 1_000 });
+// without this a worker's RSS grew by ~30 MiB a minute at 12 500 events/s. And V8 doubles
+// the agent's young generation under load and keeps it (lib/native-memory.ts).
+collectExternalMemory({ growthBytes: 32 * 2 ** 20, intervalMs: 1_000, maxNewSpaceBytes: 16 * 2 ** 20, shrinkEveryMs: 60_000 });
 
 send({ t: 'ready', pid: process.pid });
