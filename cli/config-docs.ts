@@ -5,7 +5,7 @@
  * `config-docs.test.ts` fails when it is stale, so the page cannot drift from the code.
  */
 import type { z } from 'zod';
-import { markdownCell as cell } from '../lib/markdown.ts';
+import { markdownCell as cell, writeDocsPage } from '../lib/markdown.ts';
 import { STAGE_SETTINGS } from './config.ts';
 import { helpText, SETTING_DEFAULTS, UP_FLAGS, type CommandFlag, type FileOnlySetting, type SettingFlag } from './commands/up-flags.ts';
 
@@ -79,10 +79,4 @@ export function configurationMarkdown(): string {
   return lines.join('\n');
 }
 
-if (import.meta.main) {
-  const { writeFileSync } = await import('node:fs');
-  const { fileURLToPath } = await import('node:url');
-  const target = fileURLToPath(new URL('../docs/configuration.md', import.meta.url));
-  writeFileSync(target, configurationMarkdown());
-  process.stdout.write(`wrote ${target}\n`);
-}
+if (import.meta.main) await writeDocsPage('configuration.md', configurationMarkdown());

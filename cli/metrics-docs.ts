@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Registry } from 'prom-client';
 import { silentLogger } from '../lib/logger.ts';
-import { markdownCell as cell } from '../lib/markdown.ts';
+import { markdownCell as cell, writeDocsPage } from '../lib/markdown.ts';
 import { resolveConfig } from './config.ts';
 import { startPlatform } from './platform.ts';
 
@@ -69,10 +69,4 @@ export async function liveMetricDocs(): Promise<MetricDoc[]> {
   }
 }
 
-if (import.meta.main) {
-  const { writeFileSync } = await import('node:fs');
-  const { fileURLToPath } = await import('node:url');
-  const target = fileURLToPath(new URL('../docs/metrics.md', import.meta.url));
-  writeFileSync(target, metricsMarkdown(await liveMetricDocs()));
-  process.stdout.write(`wrote ${target}\n`);
-}
+if (import.meta.main) await writeDocsPage('metrics.md', metricsMarkdown(await liveMetricDocs()));

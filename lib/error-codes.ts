@@ -5,7 +5,7 @@
  * otherwise for one case), and what it means. docs/errors.md is generated from this table
  * (`npm run docs:errors`; a test fails when it is stale).
  */
-import { markdownCell } from './markdown.ts';
+import { markdownCell, writeDocsPage } from './markdown.ts';
 
 export interface ErrorSpec {
   /** The HTTP status of an API answer with this code; without one: 503 if retriable, else 500. */
@@ -197,10 +197,4 @@ export function errorsMarkdown(): string {
   return lines.join('\n');
 }
 
-if (import.meta.main) {
-  const { writeFileSync } = await import('node:fs');
-  const { fileURLToPath } = await import('node:url');
-  const target = fileURLToPath(new URL('../docs/errors.md', import.meta.url));
-  writeFileSync(target, errorsMarkdown());
-  process.stdout.write(`wrote ${target}\n`);
-}
+if (import.meta.main) await writeDocsPage('errors.md', errorsMarkdown());
