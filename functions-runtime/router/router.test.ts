@@ -136,6 +136,7 @@ async function openRig(workers: number): Promise<Rig> {
         return result;
       },
       writeDeadLetters: (letters: readonly DeadLetter[]) => embedded.writeDeadLetters(letters),
+      resolveDeadLetters: (keys) => embedded.resolveDeadLetters(keys),
       close: () => embedded.close(),
       query: (spec) => embedded.query(spec),
       deadLetters: (query) => embedded.deadLetters(query),

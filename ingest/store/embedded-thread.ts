@@ -215,6 +215,9 @@ port.on('message', (message: ToThread) => {
     case 'letters':
       write(message.id, { letters: message.letters }, message.weight);
       return;
+    case 'resolve':
+      write(message.id, { resolved: message.keys }, message.weight);
+      return;
     case 'query':
       read(message.id, 'query', async (conn) => ({ type: 'answer', id: message.id, series: (await queryPoints(conn, message.spec, seriesTags)).series }));
       return;

@@ -22,13 +22,14 @@ import {
   INSERT_MEASUREMENT,
   INSERT_NEW_SERIES,
   pointsTable,
+  DELETE_DEAD_LETTER,
   UPDATE_MARKS,
   UPSERT_DEAD_LETTERS,
 } from './schema.ts';
 import type { FieldKind } from './schema.ts';
 import { shapeRequests } from './shape.ts';
 import type { MeasurementRows, PointsRequest, RequestOutcome, Rows } from './shape.ts';
-import { DEFAULT_TENANT, type DeadLetter } from './types.ts';
+import { DEFAULT_TENANT, type DeadLetter, type DeadLetterKey } from './types.ts';
 
 /** Rows per appended data chunk (DuckDB's vector size). */
 const CHUNK_ROWS = 2048;
@@ -38,8 +39,8 @@ const CHUNKS_PER_TURN = 8;
 const KIND_TYPE: Readonly<Record<FieldKind, DuckDBType>> = { double: DOUBLE, string: VARCHAR, bool: BOOLEAN };
 const TAGS_TYPE = MAP(VARCHAR, VARCHAR);
 
-/** One call of a transaction: points (encoded) or dead letters. */
-export type WriteItem = { readonly points: PointsRequest } | { readonly letters: readonly DeadLetter[] };
+/** One call of a transaction: points (encoded), dead letters, or dead letters resolved by a replay. */
+export type WriteItem = { readonly points: PointsRequest } | { readonly letters: readonly DeadLetter[] } | { readonly resolved: readonly DeadLetterKey[] };
 
 /** What one transaction did, for logs and the facade's counters. */
 export interface TransactionReport {
@@ -100,9 +101,11 @@ export class EmbeddedWriter {
     const catalog = this.#catalog;
     const requests: PointsRequest[] = [];
     const letters: DeadLetter[] = [];
+    const resolved: DeadLetterKey[] = [];
     for (const item of items) {
       if ('points' in item) requests.push(item.points);
-      else letters.push(...item.letters);
+      else if ('letters' in item) letters.push(...item.letters);
+      else resolved.push(...item.resolved);
     }
     const conn = this.#conn;
     let began = false;
@@ -118,7 +121,7 @@ export class EmbeddedWriter {
         deadLetters: unique.length,
         newSeries: catalog.newSeries.length,
       };
-      if (shaped.points === 0 && unique.length === 0) {
+      if (shaped.points === 0 && unique.length === 0 && resolved.length === 0) {
         catalog.commit();
         return report;
       }
@@ -127,6 +130,8 @@ export class EmbeddedWriter {
       await this.#writeCatalog();
       await this.#writeRows(shaped.measurements);
       await this.#writeMarks();
+      // Removals first: a letter written in the same transaction is the newer word on its key.
+      if (resolved.length > 0) await this.#resolveDeadLetters(resolved);
       if (unique.length > 0) await this.#writeDeadLetters(unique);
       await this.#prepared.commit.run();
       catalog.commit();
@@ -264,6 +269,19 @@ export class EmbeddedWriter {
     }
     await this.#prepared.updateMarks.run();
     await this.#prepared.clearMarks.run();
+  }
+
+  /** Replays are rare and small: one prepared DELETE, run per key. */
+  async #resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void> {
+    const statement = await this.#conn.prepare(DELETE_DEAD_LETTER);
+    try {
+      for (const key of keys) {
+        statement.bind([key.offset, key.function, key.tenant ?? DEFAULT_TENANT], [BIGINT, VARCHAR, VARCHAR]);
+        await statement.run();
+      }
+    } finally {
+      statement.destroySync();
+    }
   }
 
   async #writeDeadLetters(letters: readonly DeadLetter[]): Promise<void> {

@@ -20,7 +20,18 @@ import type { Request } from './thread-client.ts';
 import type { FromThread, MemoryReport } from './thread-protocol.ts';
 import { MAX_RESTART_DELAY_MS, ThreadSupervisor } from './thread-supervisor.ts';
 import { DEFAULT_TENANT } from './types.ts';
-import type { DeadLetter, DeadLetterQuery, EncodedPoints, EncodedWriteResult, Point, QuerySpec, Series, StoreReader, StoreWriter } from './types.ts';
+import type {
+  DeadLetter,
+  DeadLetterKey,
+  DeadLetterQuery,
+  EncodedPoints,
+  EncodedWriteResult,
+  Point,
+  QuerySpec,
+  Series,
+  StoreReader,
+  StoreWriter,
+} from './types.ts';
 import { WeightBudget } from './weight-budget.ts';
 
 /** The database file's name inside `dir`. */
@@ -263,6 +274,19 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
     const weight = lettersWeight(letters);
     await this.#write({ type: 'letters', letters, weight }, weight, []);
     this.#stats.deadLetters += letters.length;
+  }
+
+  /** Removes the dead letters of `keys` (their events were stored after a replay); in the next transaction. */
+  async resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void> {
+    if (this.#closing !== undefined) throw closedError('resolve dead letters in');
+    for (const [index, key] of keys.entries()) {
+      if (typeof key.offset !== 'bigint' || typeof key.function !== 'string' || key.function === '') {
+        throw invalidWrite(`Cannot resolve dead letters as key ${index} must have a bigint offset and a function name`, { index });
+      }
+    }
+    if (keys.length === 0) return;
+    const weight = keys.reduce((sum, key) => sum + 64 + key.function.length, 0);
+    await this.#write({ type: 'resolve', keys, weight }, weight, []);
   }
 
   /**

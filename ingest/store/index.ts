@@ -6,6 +6,7 @@ export type {
   Aggregate,
   DeadLetter,
   DeadLetterCode,
+  DeadLetterKey,
   DeadLetterQuery,
   EncodedPoints,
   EncodedWriteResult,

@@ -211,6 +211,9 @@ export const UPDATE_MARKS = `
   FROM staging_marks AS m
   WHERE series.series_id = m.series_id`;
 
+/** One dead letter resolved by a replay: (offset, function, tenant). */
+export const DELETE_DEAD_LETTER = `DELETE FROM dead_letters WHERE trigger_offset = $1 AND function_name = $2 AND coalesce(tenant, 'default') = $3`;
+
 export const UPSERT_DEAD_LETTERS = `
   INSERT OR REPLACE INTO dead_letters
     (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant)

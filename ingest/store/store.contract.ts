@@ -293,6 +293,33 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       );
     });
 
+    it('resolves dead letters by key, within their tenant, and ignores keys that name none', async () => {
+      await store.writeDeadLetters([
+        letter({ offset: 1n }),
+        letter({ offset: 2n }),
+        letter({ offset: 2n, function: 'other' }),
+        letter({ offset: 3n, function: 'acme-fn', tenant: 'acme' }),
+      ]);
+      await store.resolveDeadLetters([
+        { offset: 2n, function: 'station-telemetry' },
+        { offset: 3n, function: 'acme-fn' }, // the default tenant's: not acme's letter
+        { offset: 99n, function: 'station-telemetry' },
+      ]);
+      const left = (await store.deadLetters({ limit: 10 })).map((l) => [l.offset, l.function]).sort();
+      expect(left).toEqual(
+        [
+          [1n, 'station-telemetry'],
+          [2n, 'other'],
+          [3n, 'acme-fn'],
+        ].sort(),
+      );
+      await store.resolveDeadLetters([{ offset: 3n, function: 'acme-fn', tenant: 'acme' }]);
+      expect(await store.deadLetters({ tenant: 'acme', limit: 10 })).toEqual([]);
+      // A letter written again after it was resolved is there again (a replay that failed anew).
+      await store.writeDeadLetters([letter({ offset: 2n, message: 'failed again' })]);
+      expect((await store.deadLetters({ function: 'station-telemetry', limit: 10 })).map((l) => [l.offset, l.message])).toContainEqual([2n, 'failed again']);
+    });
+
     it("keeps tenants apart: same measurement, tags and time are two points, each read only by its tenant's query", async () => {
       const tags = { station: 'st-1' };
       await store.writePoints([

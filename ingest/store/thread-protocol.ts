@@ -6,7 +6,7 @@
  * everything else is structured-cloned (bigint offsets and Uint8Array payloads included).
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import type { DeadLetter, DeadLetterQuery, QuerySpec, Series } from './types.ts';
+import type { DeadLetter, DeadLetterKey, DeadLetterQuery, QuerySpec, Series } from './types.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** What the thread is started with (workerData). */
@@ -37,6 +37,7 @@ export type ToThread =
       readonly weight: number;
     }
   | { readonly type: 'letters'; readonly id: number; readonly letters: readonly DeadLetter[]; readonly weight: number }
+  | { readonly type: 'resolve'; readonly id: number; readonly keys: readonly DeadLetterKey[]; readonly weight: number }
   | { readonly type: 'query'; readonly id: number; readonly spec: QuerySpec }
   | { readonly type: 'deadLetters'; readonly id: number; readonly query: DeadLetterQuery }
   | { readonly type: 'memory'; readonly id: number }

@@ -49,6 +49,13 @@ export interface DeadLetter {
   readonly tenant?: string;
 }
 
+/** What names one dead letter: its event's offset and the function, within a tenant (absent: `default`). */
+export interface DeadLetterKey {
+  readonly offset: bigint;
+  readonly function: string;
+  readonly tenant?: string;
+}
+
 /** Points as a function's sandbox returned them: untrusted, validated by the store. */
 export interface EncodedPoints {
   /** The tenant that owns every point (the function's tenant). */
@@ -88,6 +95,11 @@ export interface StoreWriter {
   writeEncodedPoints(batch: EncodedPoints): Promise<EncodedWriteResult>;
   /** Resolves once every dead letter is durable; keyed by (offset, function). */
   writeDeadLetters(letters: readonly DeadLetter[]): Promise<void>;
+  /**
+   * Removes dead letters whose events have since been stored (a replay after a fix);
+   * resolves once the removal is durable. Keys that name no dead letter are ignored.
+   */
+  resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void>;
   close(): Promise<void>;
 }
 
