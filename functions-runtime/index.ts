@@ -14,7 +14,8 @@ export {
 } from './registry/registry.ts';
 export { Router, type RouterOptions } from './router/router.ts';
 export { type Downlink } from './router/downlink.ts';
-export { type FunctionStats, type InvocationOutcome } from './router/function-stats.ts';
+export { type FunctionStats, type InvocationOutcome, type RecentInvocation } from './router/function-stats.ts';
+export { replayDeadLetters, type ReplayReport, type ReplayResult } from './replay.ts';
 export { topicMatches, topicFilterProblem } from './router/topic-filter.ts';
 export {
   Scheduler,

@@ -45,6 +45,28 @@ export interface FunctionStats {
 /** Batch and invocation wall times kept per function for the percentiles: bounded, recent. */
 export const WALL_WINDOW = 1_000;
 
+/** Recent invocations kept per function for the console (`recent`): bounded. */
+export const RECENT_INVOCATIONS = 50;
+
+/**
+ * One run of one event as the console lists it: its outcome, metering and log lines. A
+ * sample, not every run: every failure and every run that logged, and at most one plain
+ * ok per batch (see the router's #invoke), so that recording costs nothing per event at load.
+ */
+export interface RecentInvocation {
+  readonly at: number;
+  readonly invocationId: string;
+  readonly deviceId: string;
+  readonly topic: string;
+  readonly outcome: InvocationOutcome;
+  readonly code?: string;
+  readonly message?: string;
+  readonly wallMs: number;
+  readonly cpuMs: number;
+  readonly attempt: number;
+  readonly logs: ReadonlyArray<{ readonly level: string; readonly message: string; readonly time: number; readonly data?: Record<string, unknown> }>;
+}
+
 const BATCH_EVENTS_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
 
 /** A ring of the last WALL_WINDOW values. */
@@ -88,6 +110,8 @@ interface Tally {
   cpuMsTotal: number;
   memoryBytes: number | null;
   memoryPeakBytes: number | null;
+  /** The last RECENT_INVOCATIONS recorded, oldest first. */
+  readonly recent: RecentInvocation[];
 }
 
 function emptyTally(): Tally {
@@ -102,6 +126,7 @@ function emptyTally(): Tally {
     cpuMsTotal: 0,
     memoryBytes: null,
     memoryPeakBytes: null,
+    recent: [],
   };
 }
 
@@ -245,6 +270,18 @@ export class FunctionMeter {
 
   retried(fn: string): void {
     this.#tally(fn).retries += 1;
+  }
+
+  /** Keeps `invocation` among the function's recent ones (the oldest goes past RECENT_INVOCATIONS). */
+  recorded(fn: string, invocation: RecentInvocation): void {
+    const recent = this.#tally(fn).recent;
+    recent.push(invocation);
+    if (recent.length > RECENT_INVOCATIONS) recent.shift();
+  }
+
+  /** The function's recent invocations, newest first. */
+  recent(fn: string): RecentInvocation[] {
+    return [...(this.#tallies.get(fn)?.recent ?? [])].reverse();
   }
 
   /** Stats of one function; zeros for a function that has seen no traffic yet. */

@@ -41,7 +41,7 @@ import type { Publish } from '../sdk/downlink.ts';
 import { verdictOf } from '../verdict.ts';
 import { DownlinkSender, type Downlink } from './downlink.ts';
 import { CommitTracker } from './commit-tracker.ts';
-import { FunctionMeter, type FunctionStats } from './function-stats.ts';
+import { FunctionMeter, type FunctionStats, type RecentInvocation } from './function-stats.ts';
 import { topicMatches } from './topic-filter.ts';
 import { ROUTER_TUNING_DEFAULTS, type RouterSettings, type RouterTuningDefaults } from './options.ts';
 import type { InvocationRecorder, RecordedInvocation } from '../http.ts';
@@ -221,6 +221,15 @@ export class Router implements InvocationRecorder {
       registers,
       collect() {
         this.set(tracker().inFlight);
+      },
+    });
+    const log = options.log;
+    new Gauge({
+      name: 'voltline_trigger_log_lag_events',
+      help: 'Events in the trigger log past its committed position: appended, not yet stored or dead-lettered',
+      registers,
+      collect() {
+        this.set(Number(log.endOffset() - log.committedOffset()));
       },
     });
     this.#refreshRoutes();
@@ -476,9 +485,29 @@ export class Router implements InvocationRecorder {
           })),
         );
         this.#meter.metered(fnName, outcome.metering, outcome.perEvent);
+        let plainOkRecorded = false;
         outcome.results.forEach((result, i) => {
           const event = events[i];
           if (event === undefined) return;
+          // The console's sample: every failure, every run that logged, one plain ok per batch.
+          const plain = result.outcome === 'ok' && result.logs.length === 0;
+          if (!plain || !plainOkRecorded) {
+            plainOkRecorded ||= plain;
+            const metering = outcome.perEvent[i];
+            this.#meter.recorded(fnName, {
+              at: Date.now(),
+              invocationId: `${fnName}:${String(event.offset)}`,
+              deviceId: event.deviceId,
+              topic: event.topic,
+              outcome: result.outcome,
+              ...('code' in result ? { code: result.code } : {}),
+              ...('message' in result ? { message: result.message } : {}),
+              wallMs: metering?.wallMs ?? 0,
+              cpuMs: metering?.cpuMs ?? 0,
+              attempt,
+              logs: result.logs,
+            });
+          }
           if (RETRIABLE_OUTCOMES.has(result.outcome) && attempt <= fn.retries) failed.push({ event });
           else this.#collect(fnName, event, result, out, attempt);
         });
@@ -638,10 +667,6 @@ export class Router implements InvocationRecorder {
   }
 
   /**
-   * Live stats of one function since this router started: events by final outcome, dead
-   * letters, retries, and batch wall-time percentiles (see function-stats.ts).
-   */
-  /**
    * When the oldest event waiting in a lane was queued there (this router's clock, ms), or
    * undefined when no lane has one waiting. The scheduler's autoscaler reads it as backlog:
    * a function's batches wait here, in its lanes, not in the scheduler's queue.
@@ -655,8 +680,17 @@ export class Router implements InvocationRecorder {
     return oldest;
   }
 
+  /**
+   * Live stats of one function since this router started: events by final outcome, dead
+   * letters, retries, and batch wall-time percentiles (see function-stats.ts).
+   */
   stats(fnName: string): FunctionStats {
     return this.#meter.stats(fnName);
+  }
+
+  /** A sample of the function's recent invocations with their logs, newest first (function-stats.ts). */
+  recentInvocations(fnName: string): RecentInvocation[] {
+    return this.#meter.recent(fnName);
   }
 
   /** Resolves when every event read so far is finished (for tests and shutdown). */
