@@ -5,7 +5,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'data/**', '.tmp/**', 'eslint.config.js'] },
+  { ignores: ['node_modules/**', 'data/**', '.tmp/**', 'dashboards/web/dist/**', 'eslint.config.js'] },
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
@@ -17,6 +17,11 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': 'error',
       '@typescript-eslint/no-floating-promises': 'error',
     },
+  },
+  {
+    // The web console is browser code with its own tsconfig (DOM types, no Node); same rules.
+    files: ['dashboards/web/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: false, project: './dashboards/web/tsconfig.json', tsconfigRootDir: import.meta.dirname } },
   },
   {
     // Benchmarks are programs whose output is their purpose.

@@ -36,6 +36,7 @@ import {
   FunctionRegistry,
   HttpTriggers,
   processDriver,
+  replayDeadLetters,
   registryLimitsOf,
   Router,
   RouterSettingsSchema,
@@ -238,6 +239,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         return { publish: policy.publishFilter(device.id), subscribe: policy.subscribeFilter(device.id) };
       },
       functionStats: (name) => router.stats(name),
+      recentInvocations: (name) => router.recentInvocations(name),
+      replayDeadLetters: (fn, letters) => replayDeadLetters(scheduler, store, fn, letters),
       parseQuery,
       upgrade: mqttWebSocket.handleUpgrade,
       status: () => status,

@@ -8,7 +8,8 @@
 #   infra/ensure.sh --check    # only say what is missing; never install
 #
 # Needed now: Mosquitto 2 (the external-broker tests start their own instances on free
-# loopback ports; the packaged service is not started).
+# loopback ports; the packaged service is not started) and Chromium (the web console's
+# tests drive it headless with playwright-core, from /usr/bin/chromium).
 set -euo pipefail
 
 check_only=0
@@ -17,6 +18,7 @@ check_only=0
 # package → a file that shows it is installed
 declare -A PROBES=(
   [mosquitto]="/usr/sbin/mosquitto"
+  [chromium]="/usr/bin/chromium"
 )
 
 missing=()

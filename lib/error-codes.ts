@@ -47,6 +47,8 @@ export const ERRORS = {
   VL_OPERATOR_INVALID: { status: 400, retriable: false, means: 'An operator token request is not valid (name, role or tenant).' },
   VL_OPERATOR_LIMIT: { status: 409, retriable: false, means: 'No more operator tokens can be created: revoke unused ones.' },
   VL_OPERATORS_INVALID: { retriable: false, means: 'The operator tokens file in the data folder cannot be read as this version wrote it; fix or move it.' },
+  VL_STREAMS_FULL: { status: 503, retriable: true, means: 'As many live streams (/api/stream, open consoles) are open as the platform serves: close one.' },
+  VL_DEAD_LETTER_NOT_FOUND: { status: 404, retriable: false, means: "No dead letter of that function has that offset ('GET /api/dead-letters' lists them)." },
   VL_TOKEN_NOT_FOUND: { status: 404, retriable: false, means: "No operator token has that id ('voltline tokens list' shows them)." },
   VL_METRIC_CONFLICT: { retriable: false, means: 'Two parts of the platform registered the same metric name with different kinds (a bug).' },
 

@@ -86,6 +86,8 @@ const ListQuery = z.object({
   tenant: z.string().optional(),
   after: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
+  /** `1`: each device with its presence (the console's list), as `GET /api/devices/:id` shows it. */
+  presence: z.enum(['0', '1']).optional(),
 });
 
 function sendError(reply: FastifyReply, status: number, code: ErrorCode, message: string, extra: Readonly<Record<string, unknown>> = {}): FastifyReply {
@@ -149,8 +151,13 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
       const query = ListQuery.parse(request.query);
       const page = devices.list({ limit: query.limit, tenant: tenantFilter(request, query.tenant), after: query.after });
       const access = options.access;
+      const presence = query.presence === '1' ? options.presence : undefined;
       return {
-        devices: page.devices.map((device) => (access === undefined ? deviceJson(device) : { ...deviceJson(device), access: access(device) })),
+        devices: page.devices.map((device) => ({
+          ...deviceJson(device),
+          ...(access === undefined ? {} : { access: access(device) }),
+          ...(presence === undefined ? {} : { presence: presence.get(device.id) ?? { online: false } }),
+        })),
         ...(page.next === undefined ? {} : { next: page.next }),
       };
     });

@@ -23,6 +23,8 @@ import {
 import {
   invokeOnce,
   publicFunction,
+  type RecentInvocation,
+  type ReplayReport,
   type DeployedFunction,
   type FunctionRegistry,
   type FunctionStats,
@@ -33,7 +35,9 @@ import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
 import { simRoutes, type SimControl } from './sim-routes.ts';
-import { mayAccess, OPEN_ROUTE, operatorAuthHook, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
+import { mayAccess, OPEN_ROUTE, operatorAuthHook, requestOperator, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
+import { consoleRoutes, loadConsoleAssets } from './console-assets.ts';
+import { ConsoleFeed } from './console-feed.ts';
 import type { OperatorTokens } from './operators.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
@@ -78,6 +82,14 @@ export interface ApiOptions {
   readonly operators: OperatorTokens | 'disabled';
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
+  /** A sample of a function's recent invocations with their logs (the router's). */
+  readonly recentInvocations?: (name: string) => RecentInvocation[];
+  /** Replays dead letters of a function through it as deployed now (functions-runtime/replay.ts). */
+  readonly replayDeadLetters?: (fn: DeployedFunction, letters: DeadLetter[]) => Promise<ReplayReport>;
+  /** The console's built files (console-assets.ts); default: read from dashboards/web/dist at start. */
+  readonly consoleDir?: string;
+  /** Open `/api/stream` connections at most; default 64. */
+  readonly maxStreams?: number;
 }
 
 export interface RunningApi {
@@ -122,6 +134,20 @@ function settingsChange(body: { config?: Record<string, string> | undefined; sec
     ...(body.unset === undefined ? {} : { unset: body.unset }),
   };
 }
+
+const ReplayBody = z.object({
+  function: z.string().min(1),
+  /** One dead letter (its offset, as the list shows it); absent: every dead letter of the function, up to REPLAY_MAX. */
+  offset: z
+    .string()
+    .regex(/^-?\d+$/, { error: 'an offset as the dead-letter list shows it (digits)' })
+    .optional(),
+});
+
+/** Dead letters one replay request takes at most (the caller waits for all of them). */
+const REPLAY_MAX = 1_000;
+
+const StreamHistoryParams = z.object({ minutes: z.coerce.number().min(1).max(60).default(60) });
 
 const DeadLetterParams = z.object({
   tenant: Tenant.optional(),
@@ -175,6 +201,48 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   // Who may call each route is said in its options (operator-auth.ts): OPEN_ROUTE, TENANT_ROUTE
   // (tenant tokens too, kept to their tenant by the handler), or nothing: platform tokens only.
+  await app.register(consoleRoutes(await loadConsoleAssets(options.consoleDir)));
+
+  // Who is calling: the console shows read tokens no control that changes anything.
+  app.get('/api/me', TENANT_ROUTE, async (request) => {
+    const operator = requestOperator(request);
+    if (operator === undefined) return { scope: 'admin', tenant: null, auth: false };
+    return { scope: operator.scope, tenant: operator.tenant ?? null, auth: true };
+  });
+
+  // The console's live feed: one sampler, one serialized tick a second for every open stream.
+  const feed = new ConsoleFeed({ metrics: options.metrics, fleet: () => options.scheduler.fleet() });
+  feed.start();
+  app.addHook('onClose', async () => feed.stop());
+  const maxStreams = options.maxStreams ?? 64;
+  app.get('/api/stream', (request, reply) => {
+    if (feed.listeners >= maxStreams) {
+      return sendError(reply, 503, 'VL_STREAMS_FULL', `Cannot open another live stream as ${maxStreams} are open: close a console and try again`, {
+        retriable: true,
+      });
+    }
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    res.write(`retry: 2000\nevent: hello\ndata: ${JSON.stringify({ intervalMs: feed.intervalMs, history: feed.history(15 * 60_000) })}\n\n`);
+    const unsubscribe = feed.subscribe((_tick, json) => {
+      // A console that does not read its stream is not written to past its socket's buffer.
+      if (res.writableNeedDrain) return;
+      res.write(`event: tick\ndata: ${json}\n\n`);
+    });
+    request.raw.on('close', unsubscribe);
+  });
+
+  app.get('/api/stream/history', async (request) => {
+    const { minutes } = StreamHistoryParams.parse(request.query);
+    return { intervalMs: feed.intervalMs, ticks: feed.history(minutes * 60_000) };
+  });
+
   app.get('/healthz', OPEN_ROUTE, async (_request, reply) => {
     const status = options.status();
     return reply.code(status === 'ok' ? 200 : 503).send({ status });
@@ -255,6 +323,38 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       ...(body.topic === undefined ? {} : { topic: body.topic }),
       ...(body.deviceId === undefined ? {} : { deviceId: body.deviceId }),
     });
+  });
+
+  app.get<{ Params: { name: string } }>('/api/functions/:name/invocations', TENANT_ROUTE, async (request, reply) => {
+    if (visibleFunction(request, request.params.name) === undefined) return notDeployed(reply, request.params.name);
+    return { invocations: options.recentInvocations?.(request.params.name) ?? [] };
+  });
+
+  // After a fix: the function's dead letters (or one) run again; stored ones are resolved.
+  app.post('/api/dead-letters/replay', TENANT_ROUTE, async (request, reply) => {
+    const body = ReplayBody.parse(request.body ?? {});
+    const fn = visibleFunction(request, body.function);
+    if (fn === undefined) return notDeployed(reply, body.function);
+    const replay = options.replayDeadLetters;
+    if (replay === undefined) return sendError(reply, 404, 'VL_BAD_REQUEST', 'This platform does not replay dead letters');
+    const letters = (await options.store.deadLetters({ function: fn.name, tenant: fn.tenant, limit: REPLAY_MAX })).filter(
+      (letter) => body.offset === undefined || String(letter.offset) === body.offset,
+    );
+    if (body.offset !== undefined && letters.length === 0) {
+      return sendError(
+        reply,
+        404,
+        'VL_DEAD_LETTER_NOT_FOUND',
+        `No dead letter of '${fn.name}' has the offset ${body.offset} ('GET /api/dead-letters' lists them)`,
+        {
+          field: 'offset',
+        },
+      );
+    }
+    // Oldest first: a device's events are replayed in the order they came.
+    letters.sort((a, b) => (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
+    const report = await replay(fn, letters);
+    return { ...report, results: report.results.map((r) => ({ ...r, offset: String(r.offset) })) };
   });
 
   // Function keys of HTTP triggers: admin tokens only, even to read; GET /api/functions never shows them.
