@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
+import { bundleFunction } from '../bundler/bundle.ts';
 import { bundleFixture, captureLogger, tempDir } from '../testing/helpers.ts';
 import { cronSchedules, FunctionRegistry, loadFunctionOf, publicFunction, triggersText, type RegistryLimits, type SettingsChange } from './registry.ts';
 
@@ -52,6 +53,20 @@ describe('deploy', () => {
     expect(registry.get('hello')).toEqual(fn);
     expect(registry.list().map((f) => f.name)).toEqual(['hello']);
     expect(await readdir(path.join(data.dir, 'functions'))).toEqual(['hello.json']);
+  });
+
+  it("keeps the payload's JSON Schema of a zod schema as a hint, across a restart; none without a schema", async () => {
+    const registry = await open();
+    const station = await bundleFunction(path.resolve(import.meta.dirname, '../../functions/station-telemetry.ts'));
+    const fn = await registry.deploy(station.code, 'station-telemetry.ts');
+    const schema = fn.schema as { type?: string; properties?: Record<string, { type?: string; maximum?: number }>; required?: string[] } | undefined;
+    expect(schema?.type).toBe('object');
+    expect(schema?.properties?.['voltage']).toMatchObject({ type: 'number', maximum: 400 });
+    expect(schema?.required).toEqual(expect.arrayContaining(['stationId', 'ts', 'seq', 'voltage', 'cabinetTempC', 'docks']));
+    expect(publicFunction(fn).schema).toEqual(fn.schema);
+    expect((await open()).get('station-telemetry')?.schema).toEqual(fn.schema);
+    const hello = await registry.deploy((await bundleFixture('hello')).code, 'hello.ts');
+    expect('schema' in hello).toBe(false);
   });
 
   it('applies the default limits when the function sets none', async () => {

@@ -69,6 +69,8 @@ export interface DeployedFunction {
    * never in `publicFunction`.
    */
   readonly key?: string;
+  /** The payload's JSON Schema, when the function's schema library gives one (a hint for people: the console's Invoke). */
+  readonly schema?: Readonly<Record<string, unknown>>;
 }
 
 /** A function's batching as deployed (`defineFunction({ batch })`, defaults filled in). */
@@ -127,6 +129,7 @@ const Stored = z.object({
   config: z.record(z.string(), z.string()).default({}),
   secrets: z.record(z.string(), z.string()).default({}),
   key: z.string().optional(),
+  schema: z.record(z.string(), z.unknown()).optional(),
 });
 
 const Description = z.object({
@@ -140,6 +143,7 @@ const Description = z.object({
   concurrency: z.number().optional(),
   // Checked in #deploy, with sentences naming the field.
   batch: z.object({ maxEvents: z.unknown().optional(), lingerMs: z.unknown().optional() }).optional(),
+  schema: z.record(z.string(), z.unknown()).optional(),
 });
 
 /** Loads a bundle in a throwaway isolate and reads its definition back. */
@@ -321,6 +325,7 @@ export class FunctionRegistry {
       deployedAt: Date.now(),
       ...(settings ?? { config: existing?.config ?? {}, secrets: existing?.secrets ?? {} }),
       ...(key === undefined ? {} : { key }),
+      ...(description.schema === undefined ? {} : { schema: description.schema }),
     };
     await this.#store(fn);
     this.#log.info({ function: name, tenant, version, triggers: fn.triggers }, 'function deployed');

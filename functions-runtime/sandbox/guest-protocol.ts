@@ -120,4 +120,9 @@ export interface FunctionDescription {
   readonly retries?: number;
   readonly concurrency?: number;
   readonly batch?: { readonly maxEvents?: number; readonly lingerMs?: number };
+  /**
+   * The payload's JSON Schema (draft 2020-12), when the function's schema library gives one
+   * (Standard JSON Schema: zod 4 does): shown as a hint where people write payloads by hand.
+   */
+  readonly schema?: Readonly<Record<string, unknown>>;
 }

@@ -32,7 +32,30 @@ function describe(definition: DefinedFunction): FunctionDescription {
     ...(definition.concurrency === undefined ? {} : { concurrency: definition.concurrency }),
     // Only the known keys cross, as numbers or not at all; the registry validates them.
     ...(definition.batch === undefined ? {} : { batch: batchOf(definition.batch) }),
+    ...payloadSchemaOf(definition.schema),
   };
+}
+
+/** A JSON Schema larger than this is left out of the description (it is a hint). */
+const MAX_SCHEMA_CHARS = 32_768;
+
+/**
+ * The payload schema as JSON Schema, through Standard JSON Schema (`~standard.jsonSchema`,
+ * which zod 4 implements), if the schema has it and it converts (refinements and transforms
+ * may not): a hint for people, never used to validate.
+ */
+function payloadSchemaOf(schema: unknown): { schema?: Record<string, unknown> } {
+  try {
+    const standard = (schema as { '~standard'?: { jsonSchema?: { input?: unknown } } } | undefined)?.['~standard'];
+    const input = standard?.jsonSchema?.input;
+    if (typeof input !== 'function') return {};
+    const text = JSON.stringify((input as (options: { target: string }) => unknown)({ target: 'draft-2020-12' }));
+    if (typeof text !== 'string' || text.length > MAX_SCHEMA_CHARS) return {};
+    const json = JSON.parse(text) as unknown;
+    return typeof json === 'object' && json !== null && !Array.isArray(json) ? { schema: json as Record<string, unknown> } : {};
+  } catch {
+    return {};
+  }
 }
 
 function batchOf(batch: unknown): NonNullable<FunctionDescription['batch']> {

@@ -198,6 +198,9 @@ describe('the web console in Chromium', () => {
     await openView(page, '/functions', 'functions');
     const table = page.locator('[data-table="functions"]');
     await expect.poll(async () => (await table.textContent()) ?? '').toContain('bounded');
+    // The station function's zod schema is the Invoke panel's hint, as JSON Schema.
+    await openView(page, '/functions/station-telemetry', 'function');
+    expect(await page.locator('[data-schema]').textContent()).toContain('cabinetTempC');
     await openView(page, '/functions/bounded', 'function');
     const panel = page.locator('[data-view="function"]');
     await panel

@@ -317,10 +317,16 @@ export function functionView(ctx: ViewContext): HTMLElement {
       }
     };
 
+    const example = 'The editor starts with a station telemetry message whose ts is now.';
     const schema =
       found.schema === undefined
-        ? h('p', { class: 'hint' }, 'The example is a valid station message (station-telemetry); its ts is now.')
-        : h('details', { class: 'schema' }, h('summary', null, 'Payload schema'), json(found.schema));
+        ? h('p', { class: 'hint' }, `This function declares no payload schema. ${example}`)
+        : h(
+            'div',
+            null,
+            h('p', { class: 'hint' }, `Payloads are checked against the function's schema below. ${example}`),
+            h('details', { class: 'schema', 'data-schema': '1' }, h('summary', null, 'Payload schema (JSON Schema)'), json(found.schema)),
+          );
     return panel(
       'Invoke',
       h(
