@@ -28,6 +28,8 @@ export interface FunctionStats {
   readonly retries: number;
   /** Batches run (each one metered). */
   readonly batches: number;
+  /** Batches that had to load the function first (a function cold start). */
+  readonly coldStarts: number;
   /** Percentiles of the wall time of the last `WALL_WINDOW` batches, ms; null before any. */
   readonly wallMs: { readonly p50: number; readonly p99: number } | null;
   /** Runs of events (retries included), each metered. */
@@ -102,6 +104,7 @@ interface Tally {
   deadLetters: number;
   retries: number;
   batches: number;
+  coldStarts: number;
   /** Recent batch wall times, ms. */
   readonly walls: Window;
   runs: number;
@@ -120,6 +123,7 @@ function emptyTally(): Tally {
     deadLetters: 0,
     retries: 0,
     batches: 0,
+    coldStarts: 0,
     walls: new Window(),
     runs: 0,
     invocationWalls: new Window(),
@@ -232,12 +236,13 @@ export class FunctionMeter {
    * One batch ran on a worker: its own metering and each event's. Without `perEvent` (a run
    * of one event metered as a whole) the batch counts as one invocation.
    */
-  metered(fn: string, metering: SandboxMetering, perEvent: readonly InvocationMetering[] = [metering]): void {
+  metered(fn: string, metering: SandboxMetering, perEvent: readonly InvocationMetering[] = [metering], coldStart = false): void {
     this.#wall.observe({ function: fn }, metering.wallMs / 1000);
     this.#cpu.observe({ function: fn }, metering.cpuMs / 1000);
     const tally = this.#tally(fn);
     const bound = this.#bound(fn, tally);
     tally.batches += 1;
+    if (coldStart) tally.coldStarts += 1;
     tally.walls.push(metering.wallMs);
     for (const event of perEvent) {
       bound.invocationWall.observe(event.wallMs / 1000);
@@ -293,6 +298,7 @@ export class FunctionMeter {
       deadLetters: tally.deadLetters,
       retries: tally.retries,
       batches: tally.batches,
+      coldStarts: tally.coldStarts,
       wallMs: tally.walls.percentiles(),
       invocationsRun: tally.runs,
       invocationWallMs: tally.invocationWalls.percentiles(),

@@ -546,6 +546,9 @@ describe('function retries', () => {
     await router.idle();
     for (const letter of letters) expect(letter).toMatchObject({ code: 'rejected', field: 'bad', attempts: 1 });
     expect(router.stats('flaky')).toMatchObject({ retries: 0, batches: 2, invocations: { invalid: 2 } });
+    // The first batch loaded the function on its worker: a cold start; a warm one is not.
+    expect(router.stats('flaky').coldStarts).toBeGreaterThanOrEqual(1);
+    expect(router.stats('flaky').coldStarts).toBeLessThanOrEqual(2);
     expect(await metric('voltline_retries_total')).not.toContain('stage="function"');
   });
 

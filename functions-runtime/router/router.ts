@@ -484,7 +484,7 @@ export class Router implements InvocationRecorder {
             attempt,
           })),
         );
-        this.#meter.metered(fnName, outcome.metering, outcome.perEvent);
+        this.#meter.metered(fnName, outcome.metering, outcome.perEvent, outcome.coldStart);
         let plainOkRecorded = false;
         outcome.results.forEach((result, i) => {
           const event = events[i];

@@ -170,6 +170,8 @@ describe('a batch too large for one frame', () => {
     );
     expect(outcome.results.map((r) => r.outcome)).toEqual(Array(30).fill('invalid'));
     expect(outcome.workerId).toBe('w-1');
+    // The refused batch never reached it: one batch answered.
+    expect(scheduler.workers()[0]?.batches).toBe(1);
   }, 20_000);
 });
 

@@ -115,6 +115,8 @@ export interface WorkerInfo {
   readonly functions: string[];
   /** Batches in flight on it. */
   readonly inFlight: number;
+  /** Batches it has answered since it started. */
+  readonly batches: number;
   /** Resident memory its last heartbeat reported (0 before the first). */
   readonly rssBytes: number;
   /** When it was started (ISO 8601). */
@@ -166,6 +168,8 @@ interface Worker {
   retired: Retirement | undefined;
   readonly loaded: Set<string>;
   readonly inFlight: Map<number, Pending>;
+  /** Batches it has answered (results or failures). */
+  batches: number;
   /** Batches in flight per `name@version`: a function's isolate runs one at a time. */
   readonly busy: Map<string, number>;
   lastSeenMs: number;
@@ -325,6 +329,7 @@ export class Scheduler {
       retired: undefined,
       loaded: new Set(),
       inFlight: new Map(),
+      batches: 0,
       busy: new Map(),
       lastSeenMs: Date.now(),
       rssBytes: 0,
@@ -356,6 +361,7 @@ export class Scheduler {
             const pending = worker.inFlight.get(m.id);
             if (pending === undefined) return;
             worker.inFlight.delete(m.id);
+            worker.batches += 1;
             this.#release(worker, pending);
             if (m.t === 'result') {
               if (m.coldStart) this.#observeFunctionLoad(m.metering, m.perEvent);
@@ -878,6 +884,7 @@ export class Scheduler {
       state: worker.state,
       functions: [...worker.loaded],
       inFlight: worker.inFlight.size,
+      batches: worker.batches,
       rssBytes: worker.rssBytes,
       startedAt: new Date(worker.startedAtMs).toISOString(),
       uptimeMs: Math.max(0, now - worker.startedAtMs),

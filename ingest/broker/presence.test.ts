@@ -43,7 +43,7 @@ describe('device presence', () => {
 
     await acme.publishAsync('stations/acme-1/telemetry', '{"n":1}', { qos: 1 });
     await acme.publishAsync('stations/acme-1/telemetry', '{"n":22}', { qos: 1 });
-    expect(presence.get('acme-1')).toMatchObject({ online: true, messages: 2, bytes: 15, totalMessages: 2 });
+    expect(presence.get('acme-1')).toMatchObject({ online: true, messages: 2, bytes: 15, totalMessages: 2, refusals: 0 });
     await acme.endAsync();
     await until(async () => (await presenceEvents()).length === 2, 'the disconnected event');
     const events = await presenceEvents();
@@ -127,6 +127,8 @@ describe('device presence', () => {
       ['$devices/st-1/connected', undefined],
       ['$devices/st-1/disconnected', 'error'],
     ]);
+    // The refusal is counted on the device's presence (the console's devices list shows it).
+    expect(presence.get('st-1')).toMatchObject({ online: false, refusals: 1, totalMessages: 0 });
   });
 
   it('a presence event the log refuses is dropped and counted; the device is served all the same', async () => {

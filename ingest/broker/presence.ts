@@ -60,6 +60,8 @@ export interface DevicePresence {
   readonly totalBytes: number;
   /** Connections accepted since the platform started. */
   readonly connections: number;
+  /** Publishes refused since the platform started (topic policy, size, limits, the log unavailable): none were acknowledged. */
+  readonly refusals: number;
   /** The address the current (or last) connection came from (behind a balancer: the one its PROXY header named). */
   readonly address?: string;
 }
@@ -105,6 +107,7 @@ interface Entry {
   totalMessages: number;
   totalBytes: number;
   connections: number;
+  refusals: number;
   address: string | undefined;
 }
 
@@ -164,6 +167,7 @@ export class PresenceTracker {
       totalMessages: entry.totalMessages,
       totalBytes: entry.totalBytes,
       connections: entry.connections,
+      refusals: entry.refusals,
       ...(entry.address === undefined ? {} : { address: entry.address }),
     };
   }
@@ -192,6 +196,7 @@ export class PresenceTracker {
       totalMessages: 0,
       totalBytes: 0,
       connections: 0,
+      refusals: 0,
       address: undefined,
     };
     entry.tenant = tenant;
@@ -216,6 +221,12 @@ export class PresenceTracker {
     entry.bytes += payloadBytes;
     entry.totalMessages += 1;
     entry.totalBytes += payloadBytes;
+  }
+
+  /** A publish of the device's connection was refused (nothing acknowledged): counted on its presence. */
+  refused(deviceId: string): void {
+    const entry = this.#online.get(deviceId) ?? this.#offline.get(deviceId);
+    if (entry !== undefined) entry.refusals += 1;
   }
 
   /** The device's session ended; ignored if that session is not its current one (it was taken over). */

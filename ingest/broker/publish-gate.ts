@@ -88,6 +88,7 @@ export class PublishGate {
     const devicePolicy = this.#policy.forTenant(identity?.tenant ?? DEFAULT_TENANT);
     if (identity === undefined || !devicePolicy.mayPublish(identity.deviceId, packet.topic)) {
       const deviceId = identity?.deviceId ?? client.id;
+      this.#presence?.refused(deviceId);
       this.#refusals.accessRefused(
         'publish_denied',
         deviceId,
@@ -106,6 +107,7 @@ export class PublishGate {
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     if (payload.length > this.#maxPayloadBytes) {
       this.#refused.inc({ reason: 'payload_too_large' });
+      this.#presence?.refused(identity.deviceId);
       this.#logger.warn(
         { deviceId: client.id, topic: packet.topic, bytes: payload.length, limit: this.#maxPayloadBytes },
         'publish refused: payload too large',
@@ -137,6 +139,7 @@ export class PublishGate {
           (err: unknown) => {
             // No PUBACK: aedes closes the connection and the device sends it again.
             this.#refused.inc({ reason: 'log_unavailable' });
+            this.#presence?.refused(deviceId);
             this.#logger.error({ deviceId, err: errorMessage(err) }, 'publish not accepted: the trigger log could not store it');
             answer(err instanceof Error ? err : new Error(String(err)));
           },
@@ -149,6 +152,7 @@ export class PublishGate {
     const inflight = this.#inflight;
     const pending = inflight.get(client) ?? 0;
     if (pending >= limits.maxInflightPerConnection) {
+      this.#presence?.refused(deviceId);
       this.#refusals.limitHit(
         'inflight',
         deviceId,
@@ -170,6 +174,7 @@ export class PublishGate {
     const admission = this.#publishRate.admit(deviceId);
     if (admission.kind === 'now') return append(answer);
     if (admission.kind === 'refused') {
+      this.#presence?.refused(deviceId);
       this.#refusals.limitHit(
         'publish_rate_refused',
         deviceId,

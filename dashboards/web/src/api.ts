@@ -33,6 +33,8 @@ export interface FunctionInfo {
     readonly deadLetters: number;
     readonly retries: number;
     readonly batches: number;
+    /** Batches that loaded the function first (absent from platforms before it was counted). */
+    readonly coldStarts?: number;
     readonly wallMs: Percentiles | null;
     readonly invocationWallMs: Percentiles | null;
     readonly invocationCpuMs: { readonly mean: number } | null;
@@ -98,6 +100,7 @@ export interface Worker {
   readonly state: string;
   readonly functions: readonly string[];
   readonly inFlight: number;
+  readonly batches?: number;
   readonly rssBytes?: number;
   readonly startedAt?: string;
   readonly uptimeMs?: number;
@@ -126,6 +129,8 @@ export interface Presence {
   readonly totalMessages?: number;
   readonly totalBytes?: number;
   readonly connections?: number;
+  /** Publishes refused since the platform started (none acknowledged). */
+  readonly refusals?: number;
   readonly address?: string;
 }
 export interface Device {

@@ -90,6 +90,7 @@ export function deviceView(ctx: ViewContext): HTMLElement {
           ['Messages', `${fmtInt(p?.totalMessages)} (${fmtInt(p?.messages)} this connection)`],
           ['Bytes', `${fmtInt(p?.totalBytes)} (${fmtInt(p?.bytes)} this connection)`],
           ['Connections', fmtInt(p?.connections)],
+          ['Publishes refused', fmtInt(p?.refusals)],
           ['Address', p?.address ?? '—'],
           ['Disconnected', fmtDateTime(p?.disconnectedAt)],
           ['Last disconnect reason', p?.lastDisconnectReason ?? '—'],

@@ -30,6 +30,7 @@ const COLUMNS: readonly (readonly [string, SortKey | null, boolean])[] = [
   ['Messages', 'messages', true],
   ['Rate /s', 'rate', true],
   ['Connections', null, true],
+  ['Refused', null, true],
   ['Address', null, false],
 ];
 
@@ -97,6 +98,7 @@ export function devicesView(ctx: ViewContext): HTMLElement {
       h('div', { role: 'cell', class: 'cell num' }, fmtInt(p?.totalMessages ?? p?.messages)),
       h('div', { role: 'cell', class: 'cell num' }, row.rate === undefined ? '—' : fmtNum(row.rate)),
       h('div', { role: 'cell', class: 'cell num' }, fmtInt(p?.connections)),
+      h('div', { role: 'cell', class: `cell num${(p?.refusals ?? 0) > 0 ? ' warn' : ''}` }, fmtInt(p?.refusals)),
       h('div', { role: 'cell', class: 'cell mono' }, p?.address ?? '—'),
     );
   };

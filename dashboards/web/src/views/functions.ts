@@ -58,6 +58,7 @@ export function functionsView(ctx: ViewContext): HTMLElement {
         h('td', { class: 'num' }, rate === null ? '—' : `${fmtNum(rate)} %`),
         h('td', { class: 'num' }, fmtNum(p99(fn))),
         h('td', { class: 'num' }, fmtNum(fn.stats.invocationCpuMs?.mean)),
+        h('td', { class: 'num' }, fn.stats.coldStarts === undefined ? '—' : fmtInt(fn.stats.coldStarts)),
         h('td', { class: `num${fn.stats.deadLetters > 0 ? ' warn' : ''}` }, fmtInt(fn.stats.deadLetters)),
         live,
       );
@@ -75,6 +76,7 @@ export function functionsView(ctx: ViewContext): HTMLElement {
           { num: 'Error rate' },
           { num: 'p99 ms' },
           { num: 'CPU ms' },
+          { num: 'Cold starts' },
           { num: 'Dead letters' },
           { num: 'Live /s' },
         ],

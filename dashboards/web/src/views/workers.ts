@@ -3,7 +3,7 @@ import { api, type Fleet, type Worker } from '../api.ts';
 import { h } from '../dom.ts';
 import type { ViewContext } from '../router.ts';
 import { stream } from '../stream.ts';
-import { badge, fmtDateTime, fmtDuration, fmtMiB, messages, panel, ready, singleFlight, table, tile, viewRoot, type Status } from '../ui.ts';
+import { badge, fmtDateTime, fmtDuration, fmtInt, fmtMiB, messages, panel, ready, singleFlight, table, tile, viewRoot, type Status } from '../ui.ts';
 
 function stateStatus(state: string): Status {
   return state === 'ready' ? 'ok' : state === 'starting' || state === 'stopping' ? 'warn' : 'error';
@@ -47,7 +47,7 @@ export function workersView(ctx: ViewContext): HTMLElement {
     workersBody.replaceChildren(
       table(
         'workers',
-        ['Worker', 'Driver', { num: 'PID' }, 'State', 'Uptime', { num: 'In flight' }, { num: 'Memory MiB' }, 'Warm functions'],
+        ['Worker', 'Driver', { num: 'PID' }, 'State', 'Uptime', { num: 'In flight' }, { num: 'Batches' }, { num: 'Memory MiB' }, 'Warm functions'],
         workers.map((w) =>
           h(
             'tr',
@@ -58,6 +58,7 @@ export function workersView(ctx: ViewContext): HTMLElement {
             h('td', null, badge(w.state, stateStatus(w.state))),
             h('td', null, fmtDuration(w.uptimeMs)),
             h('td', { class: 'num' }, w.inFlight),
+            h('td', { class: 'num' }, w.batches === undefined ? '—' : fmtInt(w.batches)),
             h('td', { class: 'num' }, fmtMiB(w.rssBytes)),
             h('td', null, w.functions.length === 0 ? '—' : w.functions.map((f) => h('div', { class: 'mono' }, f))),
           ),
