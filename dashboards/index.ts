@@ -2,3 +2,4 @@
 export { startApi, type ApiOptions, type RunningApi } from './api/server.ts';
 export { ADMIN_TOKEN_FILE, OperatorTokens, type Operator, type OperatorScope, type OperatorTokenInfo } from './api/operators.ts';
 export { ApiSettingsSchema, apiOptionsOf, type ApiSettings } from './api/options.ts';
+export { CONSOLE_DIST } from './api/console-assets.ts';

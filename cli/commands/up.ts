@@ -1,4 +1,5 @@
 /** `voltline up`: runs the platform on this machine, optionally with a demo fleet. */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,7 @@ import { bundleFunction, triggersText } from '../../functions-runtime/index.ts';
 import { runSimulation, stationId } from '../../devices-sim/index.ts';
 import { readConfigFile, resolveConfig } from '../config.ts';
 import { startPlatform } from '../platform.ts';
+import { CONSOLE_DIST } from '../../dashboards/index.ts';
 import { fleetTokens } from '../fleet-tokens.ts';
 import { FunctionWatcher } from '../watch.ts';
 import { CliError, type CommandIo } from '../io.ts';
@@ -62,6 +64,11 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   }
   io.stdout.write(
     `  HTTP API     ${platform.apiUrl}   (try curl -H "Authorization: Bearer $(cat ${platform.adminToken.file})" '${platform.apiUrl}/api/query?measurement=station&field=avg_battery&from=-5m')\n`,
+  );
+  io.stdout.write(
+    existsSync(path.join(CONSOLE_DIST, 'index.html'))
+      ? `  web console  ${platform.apiUrl}/   (sign in with an operator token: the admin token below)\n`
+      : `  web console  not built: run 'npm run build:console', then restart\n`,
   );
   // The path, never the token: the file is the key (mode 0600).
   io.stdout.write(`  admin token  ${platform.adminToken.file}${platform.adminToken.created ? '   (new; keep it secret: it opens the API)' : ''}\n`);

@@ -71,6 +71,11 @@ describe('npm start', () => {
     const registered = await getJson<{ devices: Array<{ id: string }> }>(`${api}/api/devices?limit=1000`, token);
     expect(registered.devices.map((d) => d.id)).toEqual(Array.from({ length: 50 }, (_, i) => `st-${String(i + 1).padStart(5, '0')}`));
     expect(output).not.toContain('MQTT connection refused');
+    // The web console is announced and served at the API's root, built by npm install.
+    expect(output).toContain(`web console  ${api}/`);
+    const page = await fetch(`${api}/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<script type="module"');
 
     const beforeCtrlC = output.length;
     process.kill(-pgid, 'SIGINT');
