@@ -10,6 +10,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   bearer,
+  metricSum,
   deployFunctionFile,
   eventually,
   getJson,
@@ -53,14 +54,6 @@ async function call(method: string, route: string, token: string, body?: unknown
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     }),
   );
-}
-
-/** The sum of a metric's samples in /metrics. */
-async function metricSum(name: string): Promise<number> {
-  const text = (await call('GET', '/metrics', platform.token)).text;
-  let total = 0;
-  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) total += Number(m[1]);
-  return total;
 }
 
 /** Reads `/api/stream` until `count` events arrived; returns them parsed. */
@@ -147,8 +140,8 @@ describe('the console API', () => {
     expect((ticks[1]?.t ?? 0) - (ticks[0]?.t ?? 0)).toBeGreaterThanOrEqual(900);
     const last = ticks[1];
     expect(last?.workers.min).toBe(1);
-    expect(last?.deadLettersTotal).toBe(await metricSum('voltline_dead_letters_total'));
-    expect(last?.stationsOnline).toBe(await metricSum('voltline_devices_online'));
+    expect(last?.deadLettersTotal).toBe(await metricSum(platform, 'voltline_dead_letters_total'));
+    expect(last?.stationsOnline).toBe(await metricSum(platform, 'voltline_devices_online'));
     expect(last?.logLag).toBeGreaterThanOrEqual(0);
     // The history the console opens with holds those ticks' predecessors, oldest first.
     const history = await getJson<{ ticks: Tick[] }>(`${platform.apiUrl}/api/stream/history?minutes=5`, platform.token);

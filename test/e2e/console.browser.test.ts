@@ -18,11 +18,11 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   bearer,
+  metricSum,
   deployFunctionFile,
   eventually,
   getJson,
   postJson,
-  readAnswer,
   ROOT,
   startPlatformProcess,
   tempDir,
@@ -83,13 +83,6 @@ async function openView(page: Page, hash: string, view: string): Promise<void> {
 async function stat(page: Page, key: string): Promise<number> {
   const text = (await page.locator(`[data-stat="${key}"]`).first().textContent()) ?? '';
   return Number(text.replace(/[^\d.-]/g, ''));
-}
-
-async function metricSum(name: string): Promise<number> {
-  const text = (await readAnswer(await fetch(`${platform.apiUrl}/metrics`, { headers: bearer(platform.token) }))).text;
-  let total = 0;
-  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) total += Number(m[1]);
-  return total;
 }
 
 const VIEWS: ReadonlyArray<{ hash: string; view: string; name: string }> = [
@@ -186,8 +179,12 @@ describe('the web console in Chromium', () => {
     const firstT = Number(await chart.getAttribute('data-last-t'));
     await expect.poll(async () => Number(await chart.getAttribute('data-last-t')), { timeout: 10_000 }).toBeGreaterThan(firstT);
     // The demo stations are steady: online and dead letters settle; both read within a tick.
-    await expect.poll(async () => (await stat(page, 'stationsOnline')) === (await metricSum('voltline_devices_online')), { timeout: 10_000 }).toBe(true);
-    await expect.poll(async () => (await stat(page, 'deadLettersTotal')) === (await metricSum('voltline_dead_letters_total')), { timeout: 10_000 }).toBe(true);
+    await expect
+      .poll(async () => (await stat(page, 'stationsOnline')) === (await metricSum(platform, 'voltline_devices_online')), { timeout: 10_000 })
+      .toBe(true);
+    await expect
+      .poll(async () => (await stat(page, 'deadLettersTotal')) === (await metricSum(platform, 'voltline_dead_letters_total')), { timeout: 10_000 })
+      .toBe(true);
     expect(await stat(page, 'messagesPerSec')).toBeGreaterThan(0);
     expect(problems.list).toEqual([]);
     await context.close();

@@ -118,6 +118,15 @@ export async function postJson<T>(url: string, body: unknown, token?: string): P
   return (await response.json()) as T;
 }
 
+/** The sum of every sample of metric `name` in the platform's `/metrics` (all label sets). */
+export async function metricSum(platform: Pick<PlatformProcess, 'apiUrl' | 'token'>, name: string): Promise<number> {
+  const response = await fetch(`${platform.apiUrl}/metrics`, { headers: bearer(platform.token) });
+  const text = await response.text();
+  let total = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) total += Number(m[1]);
+  return total;
+}
+
 /** An HTTP answer read whole: its status, headers, text, and the text as JSON when it is JSON. */
 export interface HttpAnswer {
   readonly status: number;
