@@ -72,7 +72,7 @@ export const UP_FLAGS: readonly UpFlag[] = [
     command: true,
     flag: 'demo',
     kind: 'switch',
-    help: 'deploy functions/station-telemetry.ts and run a demo fleet; its stations st-00001… are registered devices (added, or given new tokens if already there) and connect with their tokens',
+    help: 'deploy functions/station-telemetry.ts and functions/dock-battery.ts and run a demo fleet; its stations st-00001… are registered devices (added, or given new tokens if already there) and connect with their tokens',
   },
   { command: true, flag: 'demo-stations', kind: 'int', value: 'N', default: DEMO_STATIONS, help: 'stations in the demo fleet (default {default})' },
   { command: true, flag: 'demo-interval', kind: 'text', value: 'D', default: DEMO_INTERVAL, help: 'how often each demo station publishes (default {default})' },

@@ -16,7 +16,8 @@ import { CliError, type CommandIo } from '../io.ts';
 import { DEMO_INTERVAL, DEMO_STATIONS, flagGiven, flagText, flagTexts, intFlag, settingsFromFlags, UP_PARSE_OPTIONS, UP_USAGE } from './up-flags.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DEMO_FUNCTION = path.join(ROOT, 'functions', 'station-telemetry.ts');
+/** The demo's functions: the station's point, and one point per docked scooter (the console's battery per dock). */
+const DEMO_FUNCTIONS = [path.join(ROOT, 'functions', 'station-telemetry.ts'), path.join(ROOT, 'functions', 'dock-battery.ts')];
 
 export async function upCommand(argv: string[], io: CommandIo): Promise<number> {
   const { values } = parseArgs({ args: argv, strict: true, options: UP_PARSE_OPTIONS });
@@ -90,9 +91,11 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   let demo: Promise<unknown> | undefined;
   const demoAbort = new AbortController();
   if (demoFleet) {
-    const bundle = await bundleFunction(DEMO_FUNCTION);
-    const fn = await platform.registry.deploy(bundle.code, DEMO_FUNCTION);
-    io.stdout.write(`  function     ${fn.name}@${fn.version} on ${triggersText(fn.triggers)}\n`);
+    for (const file of DEMO_FUNCTIONS) {
+      const bundle = await bundleFunction(file);
+      const fn = await platform.registry.deploy(bundle.code, file);
+      io.stdout.write(`  function     ${fn.name}@${fn.version} on ${triggersText(fn.triggers)}\n`);
+    }
     const credentials = await fleetTokens(
       platform.devices,
       Array.from({ length: demoStations }, (_, i) => stationId('st-', i + 1)),

@@ -253,6 +253,23 @@ describe('the web console in Chromium', () => {
     await context.close();
   });
 
+  it("a station's page charts its telemetry, battery per dock included, from the store", async () => {
+    const { context, page, problems } = await newPage(platform.token);
+    await openView(page, '/devices/st-00001', 'device');
+    const docks = page.locator('[data-chart="dock-battery"]');
+    await expect.poll(async () => Number(await docks.getAttribute('data-points')), { timeout: 10_000 }).toBeGreaterThan(0);
+    // As many lines as the station has docked scooters reporting: the dock-battery function's points.
+    const stored = await getJson<{ series: Array<{ tags: Record<string, string> }> }>(
+      `${platform.apiUrl}/api/query?measurement=dock&field=battery&station=st-00001&from=-15m`,
+      platform.token,
+    );
+    expect(stored.series.length).toBeGreaterThan(0);
+    for (const series of stored.series) expect(await docks.textContent()).toContain(`dock ${series.tags['dock'] ?? ''}`);
+    expect(Number(await page.locator('[data-chart="voltage"]').getAttribute('data-points'))).toBeGreaterThan(0);
+    expect(problems.list).toEqual([]);
+    await context.close();
+  });
+
   it(`devices: ${STATIONS} stations render and filter without freezing (time to interactive measured)`, async () => {
     const { context, page, problems } = await newPage(platform.token);
     const started = Date.now();

@@ -1,6 +1,7 @@
 /**
  * `#/devices/<id>`: a device's presence, its station's last 15 minutes (one small chart per
- * measure, from /api/query), its last 20 messages, and the Send command form.
+ * measure, from /api/query; battery per dock from the `dock` points of functions/dock-battery.ts),
+ * its last 20 messages, and the Send command form.
  */
 import { api, canChange, type Device, type Series } from '../api.ts';
 import { align, Chart, plotValue } from '../chart.ts';
@@ -75,6 +76,26 @@ export function deviceView(ctx: ViewContext): HTMLElement {
   }));
   for (const c of charts) ctx.onClose(() => c.chart.destroy());
 
+  // Battery per dock: one line per dock that reported; the chart is made again when the docks change.
+  const dockHolder = h('div', { class: 'dock-chart' });
+  let dockChart: { readonly docks: string; readonly chart: Chart } | undefined;
+  ctx.onClose(() => dockChart?.chart.destroy());
+  const showDocks = (series: readonly Series[]) => {
+    const sorted = [...series].sort((a, b) => Number(a.tags['dock']) - Number(b.tags['dock']));
+    const names = sorted.map((one) => `dock ${one.tags['dock'] ?? '?'}`);
+    if (dockChart === undefined || dockChart.docks !== names.join()) {
+      dockChart?.chart.destroy();
+      const chart = new Chart({ key: 'dock-battery', title: 'Battery per dock', series: names.map((label) => ({ label, scale: 'y' as const })), height: 140 });
+      dockChart = { docks: names.join(), chart };
+      dockHolder.replaceChildren(
+        chart.el,
+        ...(names.length === 0 ? [notice('info', 'No dock points in the last 15 minutes: functions/dock-battery.ts writes them (the demo deploys it).')] : []),
+      );
+    }
+    const { xs, ys } = align(sorted.map((one) => one.points));
+    dockChart.chart.setData(xs, ys);
+  };
+
   const query = (field: string, extra: Record<string, string>) =>
     api.query({ measurement: 'station', field, station: id, from: '-15m', to: 'now', ...extra }, ctx.signal).then(pointsOf);
 
@@ -134,12 +155,14 @@ export function deviceView(ctx: ViewContext): HTMLElement {
 
   const refresh = async () => {
     try {
-      const [device, chartData, last] = await Promise.all([
+      const [device, chartData, last, docks] = await Promise.all([
         api.device(id, ctx.signal),
         Promise.all(charts.map((c) => Promise.all(c.def.fields.map(([field]) => query(field, {}))))),
         Promise.all(MESSAGE_FIELDS.map((field) => query(field, { from: '-24h', limit: '20' }))),
+        api.query({ measurement: 'dock', field: 'battery', station: id, from: '-15m', to: 'now' }, ctx.signal),
       ]);
       showPresence(device);
+      showDocks(docks.series);
       charts.forEach((c, i) => {
         const { xs, ys } = align(chartData[i] ?? []);
         c.chart.setData(xs, ys);
@@ -161,6 +184,7 @@ export function deviceView(ctx: ViewContext): HTMLElement {
     h(
       'div',
       { class: 'charts small' },
+      dockHolder,
       charts.map((c) => c.chart.el),
     ),
     canChange() ? commandForm(id) : null,
