@@ -100,6 +100,13 @@ export interface DeviceAccess {
   readonly subscribe: string;
 }
 
+/** Presence as the list shows it: without the device's recent events (its own page has them). */
+function withoutEvents(presence: DevicePresence | undefined): Omit<DevicePresence, 'events'> | { online: false } {
+  if (presence === undefined) return { online: false };
+  const { events: _events, ...rest } = presence;
+  return rest;
+}
+
 function deviceJson(device: Device) {
   const json = { id: device.id, tenant: device.tenant, enabled: device.enabled, createdAt: device.createdAt, tokenSetAt: device.tokenSetAt };
   // Its certificate's fingerprint, serial and dates (public: no key).
@@ -156,7 +163,7 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
         devices: page.devices.map((device) => ({
           ...deviceJson(device),
           ...(access === undefined ? {} : { access: access(device) }),
-          ...(presence === undefined ? {} : { presence: presence.get(device.id) ?? { online: false } }),
+          ...(presence === undefined ? {} : { presence: withoutEvents(presence.get(device.id)) }),
         })),
         ...(page.next === undefined ? {} : { next: page.next }),
       };

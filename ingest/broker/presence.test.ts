@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lib/logger.ts';
 import type { LoggedEvent, TriggerEvent, TriggerLog } from '../trigger/types.ts';
 import type { RunningBroker } from './broker.ts';
-import { PresenceTracker, type PresencePayload } from './presence.ts';
+import { PresenceTracker, RECENT_PRESENCE_EVENTS, type PresencePayload } from './presence.ts';
 import { brokerTestBed, until } from './test-bed.ts';
 
 const bed = brokerTestBed({ name: 'presence', devices: ['st-1', ['acme-1', 'acme']] });
@@ -164,5 +164,29 @@ describe('PresenceTracker bounds', () => {
     tracker.connected('a', 'default', {});
     tracker.disconnected('a', old, 'closed');
     expect(tracker.get('a')).toMatchObject({ online: true, lastDisconnectReason: 'takeover', connections: 2 });
+  });
+
+  it("keeps a device's last connects and disconnects, newest first, and no more than RECENT_PRESENCE_EVENTS", () => {
+    let now = 1_000;
+    const tracker = new PresenceTracker({ logger: silentLogger(), metrics: new Registry(), now: () => now });
+    const first = {};
+    tracker.connected('a', 'default', first, '10.0.0.1');
+    now += 5;
+    tracker.disconnected('a', first, 'keepalive');
+    expect(tracker.get('a')?.events).toEqual([
+      { event: 'disconnected', at: 1_005, reason: 'keepalive' },
+      { event: 'connected', at: 1_000, address: '10.0.0.1' },
+    ]);
+    for (let i = 0; i < 10; i++) {
+      const session = {};
+      now += 1;
+      tracker.connected('a', 'default', session);
+      now += 1;
+      tracker.disconnected('a', session, 'clean');
+    }
+    const events = tracker.get('a')?.events ?? [];
+    expect(events).toHaveLength(RECENT_PRESENCE_EVENTS);
+    expect(events[0]).toEqual({ event: 'disconnected', at: now, reason: 'clean' });
+    expect(events.map((e) => e.at)).toEqual([...events.map((e) => e.at)].sort((x, y) => y - x));
   });
 });

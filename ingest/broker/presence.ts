@@ -37,6 +37,20 @@ export const PRESENCE_TOPIC_PREFIX = '$devices/';
  */
 export type DisconnectReason = 'clean' | 'keepalive' | 'error' | 'closed' | 'takeover' | 'revoked' | 'shutdown';
 
+/** Connects and disconnects kept per device for its page (bounded: at most this many, and maxOfflineDevices devices). */
+export const RECENT_PRESENCE_EVENTS = 8;
+
+/** One connect or disconnect of a device, as its presence shows it. */
+export interface PresenceHistoryEvent {
+  readonly event: 'connected' | 'disconnected';
+  /** Epoch ms. */
+  readonly at: number;
+  /** Why it ended (disconnects). */
+  readonly reason?: DisconnectReason;
+  /** Where it came from (connects). */
+  readonly address?: string;
+}
+
 export function presenceTopic(deviceId: string, event: 'connected' | 'disconnected'): string {
   return `${PRESENCE_TOPIC_PREFIX}${deviceId}/${event}`;
 }
@@ -62,6 +76,8 @@ export interface DevicePresence {
   readonly connections: number;
   /** Publishes refused since the platform started (topic policy, size, limits, the log unavailable): none were acknowledged. */
   readonly refusals: number;
+  /** Its last RECENT_PRESENCE_EVENTS connects and disconnects, newest first. */
+  readonly events: ReadonlyArray<PresenceHistoryEvent>;
   /** The address the current (or last) connection came from (behind a balancer: the one its PROXY header named). */
   readonly address?: string;
 }
@@ -109,6 +125,13 @@ interface Entry {
   connections: number;
   refusals: number;
   address: string | undefined;
+  /** Oldest first, at most RECENT_PRESENCE_EVENTS. */
+  readonly history: PresenceHistoryEvent[];
+}
+
+function remember(entry: Entry, event: PresenceHistoryEvent): void {
+  entry.history.push(event);
+  if (entry.history.length > RECENT_PRESENCE_EVENTS) entry.history.shift();
 }
 
 export class PresenceTracker {
@@ -168,6 +191,7 @@ export class PresenceTracker {
       totalBytes: entry.totalBytes,
       connections: entry.connections,
       refusals: entry.refusals,
+      events: [...entry.history].reverse(),
       ...(entry.address === undefined ? {} : { address: entry.address }),
     };
   }
@@ -198,6 +222,7 @@ export class PresenceTracker {
       connections: 0,
       refusals: 0,
       address: undefined,
+      history: [],
     };
     entry.tenant = tenant;
     entry.session = session;
@@ -207,6 +232,7 @@ export class PresenceTracker {
     entry.bytes = 0;
     entry.connections += 1;
     entry.address = address;
+    remember(entry, { event: 'connected', at: now, ...(address === undefined ? {} : { address }) });
     this.#online.set(deviceId, entry);
     this.#onlineGauge.set(this.#online.size);
     this.#append(deviceId, tenant, 'connected', { event: 'device.connected', deviceId, at: now, ...(address === undefined ? {} : { address }) });
@@ -239,6 +265,7 @@ export class PresenceTracker {
     entry.lastSeenAt = now;
     entry.disconnectedAt = now;
     entry.lastDisconnectReason = reason;
+    remember(entry, { event: 'disconnected', at: now, reason });
     this.#offline.set(deviceId, entry);
     while (this.#offline.size > this.#maxOffline) {
       const oldest = this.#offline.keys().next();

@@ -266,6 +266,8 @@ describe('the web console in Chromium', () => {
     expect(stored.series.length).toBeGreaterThan(0);
     for (const series of stored.series) expect(await docks.textContent()).toContain(`dock ${series.tags['dock'] ?? ''}`);
     expect(Number(await page.locator('[data-chart="voltage"]').getAttribute('data-points'))).toBeGreaterThan(0);
+    // Its presence events: the demo station connected once.
+    expect(await page.locator('[data-table="presence-events"]').textContent()).toContain('connected');
     expect(problems.list).toEqual([]);
     await context.close();
   });

@@ -131,6 +131,8 @@ export interface Presence {
   readonly connections?: number;
   /** Publishes refused since the platform started (none acknowledged). */
   readonly refusals?: number;
+  /** Its last connects and disconnects, newest first (a device's own page; not in the list). */
+  readonly events?: readonly { readonly event: 'connected' | 'disconnected'; readonly at: number; readonly reason?: string; readonly address?: string }[];
   readonly address?: string;
 }
 export interface Device {

@@ -63,6 +63,7 @@ export function deviceView(ctx: ViewContext): HTMLElement {
   const id = ctx.route.param;
   const notes = messages();
   const presenceBody = h('div');
+  const eventsBody = h('div');
   const messagesBody = h('div');
   const charts = CHARTS.map((def) => ({
     def,
@@ -102,6 +103,23 @@ export function deviceView(ctx: ViewContext): HTMLElement {
   const showPresence = (device: Device) => {
     const p = device.presence;
     const online = p?.online === true;
+    const events = p?.events ?? [];
+    eventsBody.replaceChildren(
+      table(
+        'presence-events',
+        ['Time', 'Event', 'Detail'],
+        events.map((e) =>
+          h(
+            'tr',
+            null,
+            h('td', null, fmtDateTime(e.at)),
+            h('td', null, badge(e.event, e.event === 'connected' ? 'ok' : 'warn')),
+            h('td', null, e.event === 'connected' ? (e.address ?? '—') : (e.reason ?? '—')),
+          ),
+        ),
+        'No connect or disconnect since the platform started.',
+      ),
+    );
     presenceBody.replaceChildren(
       facts(
         [
@@ -189,6 +207,7 @@ export function deviceView(ctx: ViewContext): HTMLElement {
     ),
     canChange() ? commandForm(id) : null,
     panel('Last 20 messages', messagesBody),
+    panel('Recent connects and disconnects', eventsBody),
   );
   ctx.poll(5_000, refresh);
   return root;
