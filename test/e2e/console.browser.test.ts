@@ -299,6 +299,19 @@ describe('the web console in Chromium', () => {
     await context.close();
   }, 60_000);
 
+  it('simulator: starts a scenario of the library, shows it running, stops it', async () => {
+    const { context, page, problems } = await newPage(platform.token);
+    await openView(page, '/simulator', 'simulator');
+    await page.locator('[data-action="sim-start"][data-scenario="smoke"]').click();
+    const state = page.locator('[data-sim-state]');
+    await expect.poll(async () => state.getAttribute('data-sim-state'), { timeout: 10_000 }).toBe('running');
+    expect((await getJson<{ state: string }>(`${platform.apiUrl}/api/sim`, platform.token)).state).toBe('running');
+    await page.locator('[data-action="sim-stop"]').click();
+    await expect.poll(async () => state.getAttribute('data-sim-state'), { timeout: 20_000 }).toMatch(/^(done|idle)$/);
+    expect(problems.list).toEqual([]);
+    await context.close();
+  }, 40_000);
+
   it('a read-only token sees no control that changes anything, and the API refuses it anyway', async () => {
     const { context, page, problems } = await newPage(readToken);
     for (const v of VIEWS) {
