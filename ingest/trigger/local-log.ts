@@ -319,8 +319,10 @@ class LocalLog implements LocalTriggerLog {
       await writeAll(this.#activeHandle, buffers, position, bytes);
       this.#needsTruncate = false;
     } catch (err: unknown) {
+      // Cut first, then reject: when an append's caller hears of the failure, the segment
+      // holds no byte of its group (if the cut fails too, it is retried before the next group).
+      if (this.#needsTruncate) await this.#truncateActive().catch(() => undefined);
       this.#failGroup(group, bytes, position, err);
-      if (this.#needsTruncate) await this.#truncateActive().catch(() => undefined); // retried before the next group
       return;
     }
     const segment = this.#active;
