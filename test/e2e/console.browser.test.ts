@@ -312,6 +312,20 @@ describe('the web console in Chromium', () => {
     await context.close();
   }, 40_000);
 
+  it("a tenant's token sees its tenant's views, and the platform's views only as a notice, without a refused request", async () => {
+    const tenantToken = (await postJson<{ token: string }>(`${platform.apiUrl}/api/tokens`, { scope: 'admin', tenant: 'acme' }, platform.token)).token;
+    const { context, page, problems } = await newPage(tenantToken);
+    for (const v of VIEWS.filter((one) => !one.hash.includes('/st-') && !one.hash.includes('station-telemetry'))) {
+      await openView(page, v.hash, v.view);
+      const platformView = ['overview', 'workers', 'simulator'].includes(v.view);
+      expect(((await page.locator(`[data-view="${v.view}"]`).textContent()) ?? '').includes('Platform view'), v.name).toBe(platformView);
+    }
+    expect(await page.locator('nav a[href="#/workers"]').isHidden()).toBe(true);
+    expect(await page.locator('body').textContent()).toContain('acme');
+    expect(problems.list).toEqual([]);
+    await context.close();
+  });
+
   it('a read-only token sees no control that changes anything, and the API refuses it anyway', async () => {
     const { context, page, problems } = await newPage(readToken);
     for (const v of VIEWS) {

@@ -228,6 +228,15 @@ export function clearToken(): void {
   session.me = null;
 }
 
+/**
+ * Whether the token sees the whole platform (a platform token, or auth off). A tenant's token
+ * sees its own functions, devices and telemetry: the live feed, workers and simulator are the
+ * platform's, and the console does not ask for them.
+ */
+export function seesPlatform(): boolean {
+  return session.me !== null && session.me.tenant === null;
+}
+
 /** Whether this console may change anything: every such control is rendered behind this. */
 export function canChange(): boolean {
   return session.me?.scope === 'admin';

@@ -2,12 +2,12 @@
  * The console's shell: the header (navigation, live state, scope, theme, sign-out), the
  * sign-in gate, and the view of the route in the hash.
  */
-import { ApiError, clearToken, getMe, onUnauthorized, session } from './api.ts';
+import { ApiError, clearToken, getMe, onUnauthorized, seesPlatform, session } from './api.ts';
 import { rethemeCharts } from './chart.ts';
 import { fill, h, setText } from './dom.ts';
 import { go, openContext, parseHash, type View, type ViewName } from './router.ts';
 import { stream, type StreamState } from './stream.ts';
-import { describe, notice, viewRoot } from './ui.ts';
+import { describe, notice, ready, viewRoot } from './ui.ts';
 import { deviceView } from './views/device-page.ts';
 import { devicesView } from './views/devices.ts';
 import { explorerView } from './views/explorer.ts';
@@ -39,6 +39,30 @@ const NAV: readonly (readonly [string, string, readonly ViewName[]])[] = [
   ['#/explorer', 'Explorer', ['explorer']],
   ['#/simulator', 'Simulator', ['simulator']],
 ];
+
+/** Views of the whole platform: a tenant's token is shown a notice instead (the API would refuse it). */
+const PLATFORM_VIEWS: ReadonlySet<ViewName> = new Set(['overview', 'workers', 'simulator']);
+
+const platformOnly =
+  (view: ViewName): View =>
+  () => {
+    const root = viewRoot(
+      view,
+      'Platform view',
+      notice(
+        'info',
+        `This view shows the whole platform, and a tenant's token sees only its tenant (${session.me?.tenant ?? ''}): `,
+        h('a', { href: '#/functions' }, 'its functions'),
+        ', ',
+        h('a', { href: '#/devices' }, 'its devices'),
+        ' and ',
+        h('a', { href: '#/explorer' }, 'its telemetry'),
+        '.',
+      ),
+    );
+    ready(root);
+    return root;
+  };
 
 // ---- theme ----------------------------------------------------------------------------------
 
@@ -138,15 +162,18 @@ function render(): void {
   for (const l of navLinks) {
     if (l.views.includes(route.view)) l.el.setAttribute('aria-current', 'page');
     else l.el.removeAttribute('aria-current');
+    l.el.hidden = !seesPlatform() && l.views.every((view) => PLATFORM_VIEWS.has(view));
   }
-  fill(main, VIEWS[route.view](ctx));
+  const view = !seesPlatform() && PLATFORM_VIEWS.has(route.view) ? platformOnly(route.view) : VIEWS[route.view];
+  fill(main, view(ctx));
   window.scrollTo(0, 0);
 }
 
 function signedIn(): void {
   signinMessage = '';
   showSession();
-  stream.start();
+  // The live feed is the platform's: a tenant's token does not open it.
+  if (seesPlatform()) stream.start();
   const next = afterSignin;
   afterSignin = '#/';
   if (location.hash === next) render();
