@@ -18,6 +18,7 @@ export {
   PRESENCE_SOURCE,
   PRESENCE_TOPIC_PREFIX,
   type DevicePresence,
+  type PresenceHistoryEvent,
   type DisconnectReason,
   type PresencePayload,
   DEFAULT_PUBLISH_TEMPLATE,

@@ -21,6 +21,7 @@ import {
   parseDeviceCsv,
   type Device,
   type DevicePresence,
+  type PresenceHistoryEvent,
   type DeviceRegistry,
   type IssuedCertificate,
   type NewDevice,
@@ -33,7 +34,7 @@ export interface DevicesRoutesOptions {
   /** Largest import body, bytes (a fleet of 10 000 in JSON is ~0.5 MiB). Default 16 MiB. */
   readonly importBodyLimit?: number;
   /** The broker's presence tracker: `GET /api/devices/:id` then answers with `presence`. */
-  readonly presence?: { get(deviceId: string): DevicePresence | undefined } | undefined;
+  readonly presence?: PresenceSource | undefined;
   /**
    * What a device may do under the topic policy (the filters it may publish to and subscribe
    * to): listed and shown as `access`, so that `voltline devices export --mosquitto` writes
@@ -100,11 +101,16 @@ export interface DeviceAccess {
   readonly subscribe: string;
 }
 
-/** Presence as the list shows it: without the device's recent events (its own page has them). */
-function withoutEvents(presence: DevicePresence | undefined): Omit<DevicePresence, 'events'> | { online: false } {
-  if (presence === undefined) return { online: false };
-  const { events: _events, ...rest } = presence;
-  return rest;
+/** What device presence the routes read: the broker's PresenceTracker. */
+export interface PresenceSource {
+  get(deviceId: string): DevicePresence | undefined;
+  history(deviceId: string): PresenceHistoryEvent[] | undefined;
+}
+
+/** A device's presence with its recent connects and disconnects (`events`), as its own page shows it. */
+function presenceWithHistory(presence: PresenceSource, id: string) {
+  const now = presence.get(id);
+  return now === undefined ? { online: false } : { ...now, events: presence.history(id) ?? [] };
 }
 
 function deviceJson(device: Device) {
@@ -163,7 +169,7 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
         devices: page.devices.map((device) => ({
           ...deviceJson(device),
           ...(access === undefined ? {} : { access: access(device) }),
-          ...(presence === undefined ? {} : { presence: withoutEvents(presence.get(device.id)) }),
+          ...(presence === undefined ? {} : { presence: presence.get(device.id) ?? { online: false } }),
         })),
         ...(page.next === undefined ? {} : { next: page.next }),
       };
@@ -175,7 +181,7 @@ export function devicesRoutes(options: DevicesRoutesOptions): FastifyPluginAsync
         ...deviceJson(device),
         ...(options.access === undefined ? {} : { access: options.access(device) }),
         // Presence is kept in memory since the platform started: a device not seen since is offline.
-        ...(options.presence === undefined ? {} : { presence: options.presence.get(device.id) ?? { online: false } }),
+        ...(options.presence === undefined ? {} : { presence: presenceWithHistory(options.presence, device.id) }),
       };
     });
 

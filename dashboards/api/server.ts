@@ -16,7 +16,6 @@ import {
   type QuerySpec,
   type DeadLetter,
   type Device,
-  type DevicePresence,
   type DeviceRegistry,
   type HttpIngest,
 } from '../../ingest/index.ts';
@@ -32,7 +31,7 @@ import {
   type Scheduler,
 } from '../../functions-runtime/index.ts';
 import { fnRoutes } from './fn-routes.ts';
-import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions } from './devices-routes.ts';
+import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions, type PresenceSource } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
 import { simRoutes, type SimControl } from './sim-routes.ts';
 import { mayAccess, OPEN_ROUTE, operatorAuthHook, requestOperator, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
@@ -61,7 +60,7 @@ export interface ApiOptions {
   /** Serves `/api/devices` (devices-routes.ts) when given. */
   readonly devices?: DeviceRegistry;
   /** Device presence (the broker's PresenceTracker), shown by `GET /api/devices/:id` when given. */
-  readonly presence?: { get(deviceId: string): DevicePresence | undefined };
+  readonly presence?: PresenceSource;
   /** What each device may do under the topic policy, shown with it (`access`). */
   readonly deviceAccess?: (device: Device) => DeviceAccess;
   /** The fleet simulator the dashboard starts and stops (`/api/sim`); without it those routes are absent. */
@@ -336,7 +335,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     const fn = visibleFunction(request, body.function);
     if (fn === undefined) return notDeployed(reply, body.function);
     const replay = options.replayDeadLetters;
-    if (replay === undefined) return sendError(reply, 404, 'VL_BAD_REQUEST', 'This platform does not replay dead letters');
+    if (replay === undefined) return sendError(reply, 404, 'VL_NOT_FOUND', 'This platform does not replay dead letters');
     const letters = (await options.store.deadLetters({ function: fn.name, tenant: fn.tenant, limit: REPLAY_MAX })).filter(
       (letter) => body.offset === undefined || String(letter.offset) === body.offset,
     );

@@ -112,7 +112,7 @@ beforeAll(async () => {
     httpTriggers: new HttpTriggers({ registry: functions, scheduler, store, metrics, logger, recorder: router }),
     maxFnBodyBytes: 1024,
     devices,
-    presence: { get: () => undefined },
+    presence: { get: () => undefined, history: () => undefined },
     functionStats: (name) => router.stats(name),
     parseQuery,
     status: () => 'ok',

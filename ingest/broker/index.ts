@@ -25,6 +25,7 @@ export {
   PRESENCE_TOPIC_PREFIX,
   presenceTopic,
   type DevicePresence,
+  type PresenceHistoryEvent,
   type DisconnectReason,
   type PresenceOptions,
   type PresencePayload,

@@ -173,7 +173,7 @@ describe('PresenceTracker bounds', () => {
     tracker.connected('a', 'default', first, '10.0.0.1');
     now += 5;
     tracker.disconnected('a', first, 'keepalive');
-    expect(tracker.get('a')?.events).toEqual([
+    expect(tracker.history('a')).toEqual([
       { event: 'disconnected', at: 1_005, reason: 'keepalive' },
       { event: 'connected', at: 1_000, address: '10.0.0.1' },
     ]);
@@ -184,7 +184,7 @@ describe('PresenceTracker bounds', () => {
       now += 1;
       tracker.disconnected('a', session, 'clean');
     }
-    const events = tracker.get('a')?.events ?? [];
+    const events = tracker.history('a') ?? [];
     expect(events).toHaveLength(RECENT_PRESENCE_EVENTS);
     expect(events[0]).toEqual({ event: 'disconnected', at: now, reason: 'clean' });
     expect(events.map((e) => e.at)).toEqual([...events.map((e) => e.at)].sort((x, y) => y - x));

@@ -76,8 +76,6 @@ export interface DevicePresence {
   readonly connections: number;
   /** Publishes refused since the platform started (topic policy, size, limits, the log unavailable): none were acknowledged. */
   readonly refusals: number;
-  /** Its last RECENT_PRESENCE_EVENTS connects and disconnects, newest first. */
-  readonly events: ReadonlyArray<PresenceHistoryEvent>;
   /** The address the current (or last) connection came from (behind a balancer: the one its PROXY header named). */
   readonly address?: string;
 }
@@ -191,9 +189,14 @@ export class PresenceTracker {
       totalBytes: entry.totalBytes,
       connections: entry.connections,
       refusals: entry.refusals,
-      events: [...entry.history].reverse(),
       ...(entry.address === undefined ? {} : { address: entry.address }),
     };
+  }
+
+  /** A device's last RECENT_PRESENCE_EVENTS connects and disconnects, newest first; undefined like `get`. */
+  history(deviceId: string): PresenceHistoryEvent[] | undefined {
+    const entry = this.#online.get(deviceId) ?? this.#offline.get(deviceId);
+    return entry === undefined ? undefined : [...entry.history].reverse();
   }
 
   /**
