@@ -188,7 +188,7 @@ export class ApiError extends Error {
   }
 }
 
-/** The code of a 404 for a route the platform does not serve (yet): fastify's own answer. */
+/** The code of a 404 for a route the platform does not serve (the simulator's, on a platform without one): fastify's own answer. */
 export const ROUTE_MISSING = 'ROUTE_MISSING';
 
 /** Whether `err` says the platform does not serve that route. */

@@ -106,9 +106,9 @@ class LiveStream {
         signOutFor(error.message);
         return false;
       }
-      // Not served (404), or not to this token (403, a tenant's): asked again rarely.
+      // Refused to this token (a tenant's, the console does not open it for one) or not served: asked again rarely.
       if (response.status === 404 || response.status === 403) {
-        this.detail = response.status === 404 ? 'this platform does not serve GET /api/stream yet' : error.message;
+        this.detail = error.message;
         return true;
       }
       throw error;

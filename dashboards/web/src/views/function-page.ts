@@ -2,7 +2,7 @@
  * `#/functions/<name>`: one function's numbers, its live invocations and errors, recent
  * invocations with their logs, its dead letters (replay), and the Invoke panel.
  */
-import { api, canChange, isMissingRoute, type DeadLetter, type FunctionInfo, type InvokeResult, type Invocation, type LogLine } from '../api.ts';
+import { api, canChange, type DeadLetter, type FunctionInfo, type InvokeResult, type Invocation, type LogLine } from '../api.ts';
 import { Chart } from '../chart.ts';
 import { fill, h, type Child } from '../dom.ts';
 import type { ViewContext } from '../router.ts';
@@ -126,7 +126,6 @@ export function functionView(ctx: ViewContext): HTMLElement {
   const invocationsNotes = messages();
   const invocationsBody = h('div');
   const expanded = new Set<string>();
-  let invocationsMissing = false;
   const renderInvocations = (list: readonly Invocation[]) => {
     const rows = list.flatMap((inv) => {
       const logs = inv.logs ?? [];
@@ -237,7 +236,7 @@ export function functionView(ctx: ViewContext): HTMLElement {
     const [fns, letters, invocations] = await Promise.allSettled([
       api.functions(ctx.signal),
       api.deadLetters(name, ctx.signal),
-      invocationsMissing ? Promise.resolve(null) : api.invocations(name, ctx.signal),
+      api.invocations(name, ctx.signal),
     ]);
     if (fns.status === 'fulfilled') {
       const found = fns.value.functions.find((f) => f.name === name);
@@ -249,12 +248,8 @@ export function functionView(ctx: ViewContext): HTMLElement {
     } else notes.error(fns.reason);
     if (letters.status === 'fulfilled') renderDead(letters.value.deadLetters);
     else deadNotes.error(letters.reason);
-    if (invocations.status === 'fulfilled') {
-      if (invocations.value !== null) renderInvocations(invocations.value.invocations);
-    } else if (isMissingRoute(invocations.reason)) {
-      invocationsMissing = true;
-      invocationsNotes.info('Recent invocations need GET /api/functions/<name>/invocations, which this platform does not serve yet.', 'warn');
-    } else invocationsNotes.error(invocations.reason);
+    if (invocations.status === 'fulfilled') renderInvocations(invocations.value.invocations);
+    else invocationsNotes.error(invocations.reason);
     ready(root);
   };
 

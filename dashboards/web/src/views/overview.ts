@@ -3,7 +3,7 @@
  * live charts from hello's history and the ticks since. Ranges: 5 min, 15 min, 1 h (older
  * ticks from /api/stream/history).
  */
-import { api, isMissingRoute, type Tick } from '../api.ts';
+import { api, type Tick } from '../api.ts';
 import { Chart, type Marker } from '../chart.ts';
 import { h } from '../dom.ts';
 import type { ViewContext } from '../router.ts';
@@ -130,9 +130,7 @@ export function overviewView(ctx: ViewContext): HTMLElement {
     try {
       stream.backfill((await api.history(minutes, ctx.signal)).ticks);
     } catch (err) {
-      if (isMissingRoute(err))
-        notes.info('Older figures need GET /api/stream/history, which this platform does not serve yet: showing what this page has seen.', 'warn');
-      else notes.error(err);
+      notes.error(err);
     }
   };
 
