@@ -22,7 +22,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { startBenchPlatform, stationWorkload } from '../lib/platform.ts';
 import { LoadProcess } from '../lib/load-child.ts';
 import { sampleProcess } from '../lib/proc.ts';
-import { ROOT } from '../../test/support/platform-process.ts';
+import { postJson, ROOT } from '../../test/support/platform-process.ts';
 
 const { values } = parseArgs({
   options: {
@@ -67,12 +67,7 @@ try {
 
   // Time to first render with `stations` devices: register them, open the devices view.
   const ids = Array.from({ length: stations }, (_, i) => `bench-${String(i + 1).padStart(6, '0')}`);
-  const imported = await fetch(`${api}/api/devices/import`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' },
-    body: `id\n${ids.join('\n')}\n`,
-  });
-  if (!imported.ok) throw new Error(`importing ${stations} devices: ${imported.status} ${await imported.text()}`);
+  await postJson(`${api}/api/devices/import`, { devices: ids.map((id) => ({ id })) }, token);
   const firstRender: Record<string, number> = {};
   for (const [view, hash] of [
     ['overview', '/'],

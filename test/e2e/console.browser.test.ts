@@ -111,12 +111,7 @@ beforeAll(async () => {
   await deployFunctionFile(platform.apiUrl, 'test/fixtures/bounded.ts', platform.token);
   readToken = (await postJson<{ token: string }>(`${platform.apiUrl}/api/tokens`, { scope: 'read' }, platform.token)).token;
   const ids = Array.from({ length: STATIONS }, (_, i) => `fleet-${String(i + 1).padStart(5, '0')}`);
-  const imported = await fetch(`${platform.apiUrl}/api/devices/import`, {
-    method: 'POST',
-    headers: { ...bearer(platform.token), 'content-type': 'text/csv' },
-    body: `id\n${ids.join('\n')}\n`,
-  });
-  expect(imported.status).toBe(200);
+  await postJson(`${platform.apiUrl}/api/devices/import`, { devices: ids.map((id) => ({ id })) }, platform.token);
   device = await mqtt.connectAsync(platform.mqttUrl, { clientId: 'console-probe', reconnectPeriod: 0 });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   await mkdir(SHOTS, { recursive: true });
