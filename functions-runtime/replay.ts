@@ -16,7 +16,7 @@ import type { DeadLetter, StoreWriter } from '../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction } from './registry/registry.ts';
 import type { Scheduler } from './scheduler/scheduler.ts';
 import type { SandboxEvent } from './sandbox/sandbox.ts';
-import { verdictOf } from './verdict.ts';
+import { verdictOf, type FailedOutcome } from './verdict.ts';
 
 /** Events per scheduler batch (a replay of thousands runs as several batches, in order). */
 const REPLAY_BATCH = 200;
@@ -24,7 +24,7 @@ const REPLAY_BATCH = 200;
 export interface ReplayResult {
   readonly offset: bigint;
   /** `ok`: stored and resolved; otherwise the outcome of this run, kept as a dead letter. */
-  readonly outcome: 'ok' | 'invalid' | 'error' | 'timeout' | 'memory';
+  readonly outcome: 'ok' | FailedOutcome;
   readonly message?: string;
 }
 
@@ -55,7 +55,8 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
     );
     const okLetters: DeadLetter[] = [];
     const okPoints: Uint8Array[] = [];
-    const failed: DeadLetter[] = [];
+    /** What failed again, by offset: the letter to write back and this run's outcome. */
+    const failed = new Map<bigint, { letter: DeadLetter; outcome: FailedOutcome }>();
     outcome.results.forEach((result, i) => {
       const letter = chunk[i];
       if (letter === undefined) return;
@@ -64,7 +65,7 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
         okLetters.push(letter);
         okPoints.push(verdict.result.points);
       } else {
-        failed.push(againDeadLettered(letter, verdict.code, verdict.field, verdict.message));
+        failed.set(letter.offset, { letter: againDeadLettered(letter, verdict.code, verdict.field, verdict.message), outcome: verdict.outcome });
       }
     });
     // A tenant's points are written as that tenant's: the function's.
@@ -74,18 +75,17 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
     okLetters.forEach((letter, i) => {
       const message = refused.get(i);
       if (message === undefined) resolved.push(letter);
-      else failed.push(againDeadLettered(letter, 'bad_points', '', message));
+      else failed.set(letter.offset, { letter: againDeadLettered(letter, 'bad_points', '', message), outcome: 'error' });
     });
-    if (failed.length > 0) await store.writeDeadLetters(failed);
+    if (failed.size > 0) await store.writeDeadLetters([...failed.values()].map((f) => f.letter));
     if (resolved.length > 0) {
       await store.resolveDeadLetters(resolved.map((letter) => ({ offset: letter.offset, function: letter.function, ...tenantOf(letter) })));
     }
     stored += resolved.length;
-    const failedByOffset = new Map(failed.map((letter) => [letter.offset, letter]));
     for (const letter of chunk) {
-      const again = failedByOffset.get(letter.offset);
+      const again = failed.get(letter.offset);
       results.push(
-        again === undefined ? { offset: letter.offset, outcome: 'ok' } : { offset: letter.offset, outcome: outcomeOf(again), message: again.message },
+        again === undefined ? { offset: letter.offset, outcome: 'ok' } : { offset: letter.offset, outcome: again.outcome, message: again.letter.message },
       );
     }
   }
@@ -100,17 +100,4 @@ function tenantOf(letter: DeadLetter): { tenant?: string } {
 function againDeadLettered(letter: DeadLetter, code: DeadLetter['code'], field: string, message: string): DeadLetter {
   const { field: _old, ...rest } = letter;
   return { ...rest, code, ...(field === '' ? {} : { field }), message: `${message} (after a replay)`, attempts: (letter.attempts ?? 1) + 1 };
-}
-
-function outcomeOf(letter: DeadLetter): ReplayResult['outcome'] {
-  switch (letter.code) {
-    case 'timeout':
-    case 'memory':
-      return letter.code;
-    case 'error':
-    case 'bad_points':
-      return 'error';
-    default:
-      return 'invalid';
-  }
 }
