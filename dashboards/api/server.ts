@@ -10,15 +10,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { httpStatus, VoltlineError } from '../../lib/errors.ts';
-import {
-  TENANT_PATTERN,
-  type StoreReader,
-  type QuerySpec,
-  type DeadLetter,
-  type Device,
-  type DeviceRegistry,
-  type HttpIngest,
-} from '../../ingest/index.ts';
+import { TENANT_PATTERN, type StoreReader, type QuerySpec, type DeadLetter, type Device, type DeviceRegistry, type HttpIngest } from '../../ingest/index.ts';
 import {
   invokeOnce,
   publicFunction,
