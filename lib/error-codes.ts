@@ -150,6 +150,17 @@ export const ERRORS = {
   VL_STORE_CLOSED: { status: 503, retriable: false, means: 'The store was used after it closed (during shutdown).' },
   VL_STORE_UNAVAILABLE: { status: 503, retriable: true, means: "An HTTP invocation's outcome could not be stored; nothing was stored, try again." },
   VL_QUERY_BAD_PARAM: { status: 400, retriable: false, means: 'A query parameter is not valid; the message names it and what it must be.' },
+  VL_QUERY_TIMEOUT: {
+    status: 504,
+    retriable: false,
+    means: "A query ran past the store's time budget and was stopped; narrow its range, add tag filters or a coarser every.",
+  },
+  VL_QUERY_TOO_LARGE: {
+    status: 422,
+    retriable: false,
+    means: 'A query would answer more points than the row limit; narrow its range, add tag filters, a coarser every or a smaller limit.',
+  },
+  VL_STORE_CONFIG: { retriable: false, means: "The --store address or its token is not valid; the message names what is wrong." },
 
   // The simulator
   VL_SIM_BAD_FLAG: { retriable: false, means: 'A voltline sim flag is not valid; the message names the flag and the value.' },

@@ -12,7 +12,11 @@ export type {
   EncodedWriteResult,
   FieldValue,
   Point,
+  QueryAnswer,
+  QuerySource,
   QuerySpec,
+  ScanRange,
+  ScanRow,
   Series,
   StoreReader,
   StoreWriter,
@@ -22,3 +26,5 @@ export { TENANT_PATTERN } from './batch.ts';
 export { openEmbeddedStore, EmbeddedStore, DATABASE_FILE } from './embedded.ts';
 export type { EmbeddedStoreOptions, EmbeddedStoreStats } from './embedded.ts';
 export { parseQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_BUCKETS } from './query.ts';
+export { StoreSettingsSchema } from './options.ts';
+export type { StoreSettings } from './options.ts';

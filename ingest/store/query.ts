@@ -1,6 +1,8 @@
 /**
  * Parsing of the HTTP API's query parameters into a QuerySpec:
- * `GET /api/query?measurement=station&field=avg_battery&station=st-00042&from=-5m&to=now&every=10s&agg=mean&limit=N`
+ * `GET /api/query?measurement=station&field=avg_battery,docked&station=st-00042&from=-5m&to=now&every=10s&agg=mean&limit=N`
+ * plus `group_by=station,dock`, `top=N` / `bottom=N` and `format=json|csv` (the route
+ * reads `format`; it is checked here so that it is never taken for a tag filter).
  */
 import { z } from 'zod';
 import { parseDurationMs } from '../../lib/duration.ts';
@@ -17,8 +19,22 @@ export const MAX_LIMIT = 100_000;
 /** Most buckets per series a bucketed query may span. */
 export const MAX_BUCKETS = 100_000;
 
+/** A query's time budget by default, ms: past it the store answers VL_QUERY_TIMEOUT. */
+export const QUERY_TIMEOUT_MS = 10_000;
+/** Most points (values across all series) one answer may hold: past it the store answers VL_QUERY_TOO_LARGE. */
+export const MAX_QUERY_ROWS = 1_000_000;
+
+/** Most fields one query may read, and most tag keys it may group by. */
+export const MAX_QUERY_FIELDS = 32;
+/** Largest `top` / `bottom`. */
+export const MAX_RANK = 10_000;
+
+/** What `format` may be: the answer as JSON (default) or as CSV. */
+export const QUERY_FORMATS = ['json', 'csv'] as const;
+export type QueryFormat = (typeof QUERY_FORMATS)[number];
+
 /** Parameters with a meaning of their own; every other one is a tag filter. */
-const RESERVED = new Set(['tenant', 'measurement', 'field', 'from', 'to', 'every', 'agg', 'limit']);
+const RESERVED = new Set(['tenant', 'measurement', 'field', 'from', 'to', 'every', 'agg', 'limit', 'group_by', 'top', 'bottom', 'format']);
 
 const AGGREGATES = ['mean', 'min', 'max', 'last', 'count'] as const satisfies readonly Aggregate[];
 
@@ -48,10 +64,31 @@ function timeSchema(must: string) {
   });
 }
 
+/** A comma-separated list of distinct non-empty names (`allowEmpty`: '' is the empty list). */
+function nameListSchema(must: string, allowEmpty: boolean) {
+  return z.string({ error: must }).transform((text, ctx) => {
+    if (allowEmpty && text === '') return [];
+    const names = text.split(',');
+    if (names.length <= MAX_QUERY_FIELDS && names.every((name) => name !== '') && new Set(names).size === names.length) return names;
+    ctx.issues.push({ code: 'custom', message: must, input: text });
+    return z.NEVER;
+  });
+}
+
+function integerSchema(max: number) {
+  const must = `an integer from 1 to ${max}`;
+  return z
+    .string()
+    .regex(/^\d+$/, { error: must })
+    .transform(Number)
+    .pipe(z.number().int().min(1, { error: must }).max(max, { error: must }))
+    .optional();
+}
+
 const QUERY_SCHEMA = z.object({
   tenant: z.string().regex(TENANT_PATTERN, { error: "a tenant name (lower-case letters, digits and '-')" }).optional(),
   measurement: z.string({ error: 'a non-empty measurement name' }).min(1, { error: 'a non-empty measurement name' }),
-  field: z.string({ error: 'a non-empty field name' }).min(1, { error: 'a non-empty field name' }),
+  field: nameListSchema(`a field name, or up to ${MAX_QUERY_FIELDS} distinct ones separated by commas`, false),
   from: timeSchema("epoch milliseconds, 'now' or a relative duration like -5m").prefault(DEFAULT_FROM),
   to: timeSchema("epoch milliseconds, 'now' or a relative duration like -5m").prefault('now'),
   every: z
@@ -65,18 +102,11 @@ const QUERY_SCHEMA = z.object({
     })
     .optional(),
   agg: z.enum(AGGREGATES, { error: `one of ${AGGREGATES.join(', ')}` }).optional(),
-  limit: z
-    .string()
-    .regex(/^\d+$/, { error: `an integer from 1 to ${MAX_LIMIT}` })
-    .transform(Number)
-    .pipe(
-      z
-        .number()
-        .int()
-        .min(1, { error: `an integer from 1 to ${MAX_LIMIT}` })
-        .max(MAX_LIMIT, { error: `an integer from 1 to ${MAX_LIMIT}` }),
-    )
-    .optional(),
+  limit: integerSchema(MAX_LIMIT),
+  group_by: nameListSchema(`up to ${MAX_QUERY_FIELDS} distinct tag keys separated by commas (or empty: one group)`, true).optional(),
+  top: integerSchema(MAX_RANK),
+  bottom: integerSchema(MAX_RANK),
+  format: z.enum(QUERY_FORMATS, { error: `one of ${QUERY_FORMATS.join(', ')}` }).optional(),
 });
 
 function badParam(param: string, must: string, value: string | undefined): VoltlineError {
@@ -88,13 +118,17 @@ function badParam(param: string, must: string, value: string | undefined): Voltl
 
 /**
  * Validates query parameters (as strings, e.g. from a URL) into a QuerySpec.
- * `measurement` and `field` are required; `from` defaults to -1h and `to` to now
- * (both: epoch ms, 'now', or `-<duration>` relative to `nowMs`); `agg` defaults to
- * mean with `every` and last without; `limit` defaults to 10 000 (max 100 000).
- * `tenant` (default `default`) chooses whose data is read.
- * Every other parameter is a tag filter. Throws VL_QUERY_BAD_PARAM with
- * `context.param`.
+ * `measurement` and `field` (one name or a comma list) are required; `from` defaults to
+ * -1h and `to` to now (both: epoch ms, 'now', or `-<duration>` relative to `nowMs`).
+ * Without `agg` and `every` the answer is raw points; `every` buckets them (`agg`
+ * defaults to mean); `agg` alone aggregates the whole range, one value per series.
+ * `group_by` (with an aggregate) merges series by tag keys; `top`/`bottom` keep the k
+ * series with the highest/lowest whole-range value of one field. `limit` defaults to
+ * 10 000 (max 100 000). `tenant` (default `default`) chooses whose data is read;
+ * `format` is checked (json or csv) and left to the caller. Every other parameter is a
+ * tag filter. Throws VL_QUERY_BAD_PARAM with `context.param`.
  * @example parseQuery({ measurement: 'station', field: 'voltage', station: 'st-1', from: '-5m', every: '10s' }, Date.now())
+ * @example parseQuery({ measurement: 'station', field: 'avg_battery', agg: 'mean', bottom: '20', group_by: 'station' }, Date.now())
  */
 export function parseQuery(params: Record<string, string | undefined>, nowMs: number): QuerySpec {
   const known: Record<string, string> = {};
@@ -112,7 +146,7 @@ export function parseQuery(params: Record<string, string | undefined>, nowMs: nu
     const param = String(issue?.path[0] ?? 'query');
     throw badParam(param, issue?.message ?? 'valid', known[param]);
   }
-  const { tenant, measurement, field, from, to, every, agg, limit } = parsed.data;
+  const { tenant, measurement, field: fields, from, to, every, agg: aggParam, limit, group_by: groupBy, top, bottom } = parsed.data;
 
   if (from > to) {
     throw badParam('from', `at or before 'to' (${to})`, known['from'] ?? DEFAULT_FROM);
@@ -123,15 +157,39 @@ export function parseQuery(params: Record<string, string | undefined>, nowMs: nu
       throw badParam('every', `wide enough for at most ${MAX_BUCKETS} buckets from 'from' to 'to' (${buckets} here)`, known['every']);
     }
   }
+  const agg = aggParam ?? (every === undefined ? undefined : 'mean');
+  if (groupBy !== undefined && agg === undefined) {
+    throw badParam('group_by', "used with 'agg' or 'every' (raw points are not grouped)", known['group_by']);
+  }
+  const rank = rankOf(known, top, bottom, { agg, every, fields });
   return {
     tenant: tenant ?? DEFAULT_TENANT,
     measurement,
-    field,
+    fields,
     tags,
     fromMs: from,
     toMs: to,
     ...(every === undefined ? {} : { everyMs: every }),
-    agg: agg ?? (every === undefined ? 'last' : 'mean'),
+    ...(agg === undefined ? {} : { agg }),
+    ...(groupBy === undefined ? {} : { groupBy }),
+    ...(rank === undefined ? {} : { rank }),
     limit: limit ?? DEFAULT_LIMIT,
   };
+}
+
+/** `top` or `bottom` as a rank, checked against the rest of the query. */
+function rankOf(
+  known: Readonly<Record<string, string>>,
+  top: number | undefined,
+  bottom: number | undefined,
+  query: { agg: Aggregate | undefined; every: number | undefined; fields: readonly string[] },
+): QuerySpec['rank'] {
+  const rank = top !== undefined ? ({ order: 'top', k: top } as const) : bottom !== undefined ? ({ order: 'bottom', k: bottom } as const) : undefined;
+  if (rank === undefined) return undefined;
+  const param = rank.order;
+  if (top !== undefined && bottom !== undefined) throw badParam('bottom', "absent when 'top' is given (one ranking per query)", known['bottom']);
+  if (query.agg === undefined) throw badParam(param, "used with 'agg' (the value series are ranked by)", known[param]);
+  if (query.every !== undefined) throw badParam(param, "used without 'every' (series are ranked by one value over the whole range)", known[param]);
+  if (query.fields.length !== 1) throw badParam(param, `used with one field (the one series are ranked by): 'field' is '${known['field']}'`, known[param]);
+  return rank;
 }

@@ -105,27 +105,78 @@ export interface StoreWriter {
 
 export type Aggregate = 'mean' | 'min' | 'max' | 'last' | 'count';
 
-/** A validated query (see `parseQuery`). Times in epoch ms. */
+/**
+ * A validated query (see `parseQuery`). Times in epoch ms. Three shapes:
+ * - raw (no `everyMs`, no `agg`): the last `limit` points of each series;
+ * - buckets (`everyMs`, with `agg`): one value per bucket of `everyMs` starting at epoch
+ *   multiples, only non-empty buckets, the last `limit` of them;
+ * - whole range (`agg` without `everyMs`): one value per series over [fromMs, toMs], at
+ *   the time of that point for `last`, at `fromMs` for the others ("the fleet right now":
+ *   `agg: 'last'` with several fields).
+ */
 export interface QuerySpec {
   /** Whose data: only this tenant's series are read. Absent means `default`. */
   readonly tenant?: string;
   readonly measurement: string;
-  readonly field: string;
+  /** One or more distinct fields; the answer has one series per (tag set or group, field), in this order. */
+  readonly fields: readonly string[];
   /** Tag filters, e.g. { station: 'st-00042' }. */
   readonly tags: Readonly<Record<string, string>>;
   readonly fromMs: number;
   readonly toMs: number;
-  /** Bucket width; absent for raw points. */
+  /** Bucket width; absent for raw points and whole-range aggregates. */
   readonly everyMs?: number;
-  readonly agg: Aggregate;
+  /** Absent only for raw points. */
+  readonly agg?: Aggregate;
+  /**
+   * Group series by these tag keys (only with `agg`): the aggregate runs over the points of
+   * every series in a group, and a group's series carries only these tags (a series
+   * without one of the keys has '' there). An empty list merges everything into one group.
+   * Absent: one series per distinct tag set.
+   */
+  readonly groupBy?: readonly string[];
+  /**
+   * Only with `agg`, no `everyMs` and one field: keep the `k` series with the highest
+   * (`top`) or lowest (`bottom`) value, in that order (series without a value last).
+   */
+  readonly rank?: { readonly order: 'top' | 'bottom'; readonly k: number };
   /** At most this many points per series. */
   readonly limit: number;
 }
 
 export interface Series {
   readonly tags: Readonly<Record<string, string>>;
+  /** The field this series holds (one of the query's `fields`). */
+  readonly field: string;
   /** [epoch ms, value] pairs in time order. For buckets, the time is the bucket start. */
   readonly points: Array<[number, FieldValue | null]>;
+}
+
+/** Where a query's values came from: raw points, or the 1-minute or 1-hour rollups. */
+export type QuerySource = 'raw' | 'rollup_1m' | 'rollup_1h';
+
+export interface QueryAnswer {
+  /** Ordered by tags (sorted (key, value) pairs), then by the query's field order; ranked queries by value. */
+  readonly series: Series[];
+  readonly source: QuerySource;
+}
+
+/** A range of raw points to read in full (`voltline export`). Times in epoch ms, inclusive. */
+export interface ScanRange {
+  /** Absent means `default`. */
+  readonly tenant?: string;
+  /** Absent: every measurement. */
+  readonly measurement?: string;
+  readonly fromMs: number;
+  readonly toMs: number;
+}
+
+/** One point read back by a scan: a series' values at one time (fields it has no value for are absent). */
+export interface ScanRow {
+  readonly measurement: string;
+  readonly tags: Readonly<Record<string, string>>;
+  readonly time: number;
+  readonly fields: Readonly<Record<string, FieldValue>>;
 }
 
 export interface DeadLetterQuery {
@@ -138,6 +189,15 @@ export interface DeadLetterQuery {
 
 /** Reads what the store holds. */
 export interface StoreReader {
-  query(spec: QuerySpec): Promise<{ series: Series[] }>;
+  /**
+   * Answers a query within the store's time budget and row limit: past either it rejects
+   * with VL_QUERY_TIMEOUT or VL_QUERY_TOO_LARGE (non-retriable, saying how to narrow it).
+   */
+  query(spec: QuerySpec): Promise<QueryAnswer>;
+  /**
+   * Every raw point in the range, in chunks (ordered by measurement, series, time), for
+   * export; stops reading when the consumer stops iterating.
+   */
+  scan(range: ScanRange): AsyncIterable<readonly ScanRow[]>;
   deadLetters(query: DeadLetterQuery): Promise<DeadLetter[]>;
 }
