@@ -45,20 +45,33 @@ const AGGREGATES = ['mean', 'min', 'max', 'last', 'count'] as const satisfies re
  */
 let parsingAtMs = 0;
 
+/** What a time parameter (`from`, `to`) must be, for messages. */
+export const TIME_PARAM_MUST = "epoch milliseconds, 'now' or a relative duration like -5m";
+
+/**
+ * A time parameter as epoch ms: epoch milliseconds, 'now', or `-<duration>` before `nowMs`;
+ * undefined when the text is none of these. Shared by `/api/query` and `/api/export`.
+ * @example parseTimeParam('-5m', Date.now())
+ */
+export function parseTimeParam(text: string, nowMs: number): number | undefined {
+  const trimmed = text.trim();
+  if (trimmed === 'now') return nowMs;
+  if (/^-?\d+$/.test(trimmed)) {
+    const ms = Number(trimmed);
+    if (Number.isSafeInteger(ms)) return ms;
+  }
+  if (trimmed.startsWith('-')) {
+    const ago = parseDurationMs(trimmed.slice(1));
+    if (ago !== undefined) return nowMs - ago;
+  }
+  return undefined;
+}
+
 /** Each schema's error text is what the parameter "must be", for the message. */
 function timeSchema(must: string) {
   return z.string().transform((text, ctx) => {
-    const trimmed = text.trim();
-    const nowMs = parsingAtMs;
-    if (trimmed === 'now') return nowMs;
-    if (/^-?\d+$/.test(trimmed)) {
-      const ms = Number(trimmed);
-      if (Number.isSafeInteger(ms)) return ms;
-    }
-    if (trimmed.startsWith('-')) {
-      const ago = parseDurationMs(trimmed.slice(1));
-      if (ago !== undefined) return nowMs - ago;
-    }
+    const ms = parseTimeParam(text, parsingAtMs);
+    if (ms !== undefined) return ms;
     ctx.issues.push({ code: 'custom', message: must, input: text });
     return z.NEVER;
   });
