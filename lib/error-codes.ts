@@ -161,6 +161,11 @@ export const ERRORS = {
     means: 'A query would answer more points than the row limit; narrow its range, add tag filters, a coarser every or a smaller limit.',
   },
   VL_STORE_CONFIG: { retriable: false, means: "The --store address or its token is not valid; the message names what is wrong." },
+  VL_EXPORT_BUSY: {
+    status: 503,
+    retriable: true,
+    means: 'As many exports (scans of the store) are running as the store serves at once; try again when one has finished.',
+  },
 
   // The simulator
   VL_SIM_BAD_FLAG: { retriable: false, means: 'A voltline sim flag is not valid; the message names the flag and the value.' },
