@@ -17,6 +17,7 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import { Catalog } from './catalog.ts';
 import { queryDeadLetters, queryPoints, SeriesTags } from './embedded-query.ts';
+import { Scans } from './embedded-scan.ts';
 import { EmbeddedWriter } from './embedded-writer.ts';
 import type { TransactionReport, WriteItem } from './embedded-writer.ts';
 import { GroupCommitQueue } from './group-commit.ts';
@@ -79,6 +80,8 @@ const { instance, writer } = opened;
 const reads = new Set<Promise<unknown>>();
 /** Tags of the series queries have met (this thread's file only: a restarted thread starts afresh). */
 const seriesTags = new SeriesTags();
+/** Open scans (exports), each on a connection of its own: see embedded-scan.ts. */
+const scans = new Scans(instance, seriesTags);
 
 // Unbounded here: the facade bounds the bytes in flight (maxQueuedBytes).
 const queue = new GroupCommitQueue<Pending>(commit, Number.POSITIVE_INFINITY, {
@@ -148,6 +151,13 @@ function read(id: number, operation: string, run: (conn: DuckDBConnection) => Pr
   void reading.finally(() => reads.delete(reading));
 }
 
+/** A scan's next chunk, or its early close: tracked with the reads, so that close and fail wait for DuckDB's work in flight. */
+function scan(id: number, run: () => Promise<FromThread>): void {
+  const reading = run().then(post, (err: unknown) => post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_QUERY', 'scan')) }));
+  reads.add(reading);
+  void reading.finally(() => reads.delete(reading));
+}
+
 async function memoryOf(conn: DuckDBConnection): Promise<MemoryReport> {
   const rows = (await conn.runAndReadAll('SELECT tag, memory_usage_bytes FROM duckdb_memory()')).getRows();
   const report: MemoryReport = {};
@@ -174,7 +184,7 @@ function fail(err: unknown): void {
   closing = true;
   post({ type: 'failing', reason: failing });
   log('error', { err: failing }, 'embedded store thread failed; stopping it');
-  const settled = Promise.allSettled([queue.idle(), ...reads]);
+  const settled = Promise.allSettled([queue.idle(), ...reads, scans.closeAll()]);
   void Promise.race([settled, new Promise((resolve) => setTimeout(resolve, FAILING_EXIT_WAIT_MS).unref())]).then(() => {
     try {
       instance.closeSync();
@@ -190,6 +200,7 @@ async function close(id: number): Promise<void> {
   closing = true;
   await queue.idle();
   await Promise.allSettled(reads);
+  await scans.closeAll();
   try {
     await writer.close();
   } catch (err) {
@@ -226,6 +237,15 @@ port.on('message', (message: ToThread) => {
       return;
     case 'memory':
       read(message.id, 'read the memory of', async (conn) => ({ type: 'memory', id: message.id, memory: await memoryOf(conn) }));
+      return;
+    case 'scan':
+      scan(message.id, async () => ({ type: 'scanRows', id: message.id, ...(await scans.next(message.scan, message.range)) }));
+      return;
+    case 'scanClose':
+      scan(message.id, async () => {
+        await scans.close(message.scan);
+        return { type: 'scanClosed', id: message.id };
+      });
       return;
     case 'close':
       void close(message.id);

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { TENANT_PATTERN, validateDeadLetters, validatePoints } from './batch.ts';
+import { busy, MAX_OPEN_SCANS, SCAN_IDLE_MS } from './embedded-scan.ts';
 import { concatEvents, encodePoints, lettersWeight, MAX_ENCODED_BYTES } from './encode.ts';
 import type { EncodedEvents } from './encode.ts';
 import type { Request } from './thread-client.ts';
@@ -28,6 +29,8 @@ import type {
   EncodedWriteResult,
   Point,
   QuerySpec,
+  ScanRange,
+  ScanRow,
   Series,
   StoreReader,
   StoreWriter,
@@ -185,6 +188,9 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   readonly #supervisor: ThreadSupervisor;
   readonly #budget: WeightBudget;
   readonly #reads = new Set<Promise<unknown>>();
+  /** Open scans by id, with when each last asked for rows (performance.now(), ms): see `scan`. */
+  readonly #scans = new Map<number, number>();
+  #nextScan = 1;
   #closing: Promise<void> | undefined;
   readonly #stats = { transactions: 0, failedTransactions: 0, calls: 0, points: 0, deadLetters: 0 };
 
@@ -304,6 +310,52 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
     return { series: reply.series };
   }
 
+  /**
+   * Every raw point of `range` (inclusive), in chunks of up to 10 000 rows, ordered by
+   * measurement name, series (by id: the order they were first written in) and time, all
+   * from one snapshot. Bounded: one chunk is read at a time, only when asked for; at most
+   * MAX_OPEN_SCANS scans are open at once (one more rejects with a retriable
+   * VL_EXPORT_BUSY); breaking out of the loop (`return()`) closes the scan in the store
+   * thread, and one not read for SCAN_IDLE_MS is closed there (its next read rejects with
+   * a retriable VL_STORE_QUERY). A bad range rejects with a non-retriable VL_STORE_QUERY.
+   * @example for await (const rows of store.scan({ measurement: 'station', fromMs, toMs })) write(rows);
+   */
+  scan(range: ScanRange): AsyncIterable<readonly ScanRow[]> {
+    return { [Symbol.asyncIterator]: () => this.#scanRows(range) };
+  }
+
+  async *#scanRows(range: ScanRange): AsyncGenerator<readonly ScanRow[], void, undefined> {
+    checkScanRange(range);
+    if (this.#closing !== undefined) throw closedError('scan');
+    if (range.fromMs > range.toMs) return;
+    const now = performance.now();
+    // A scan whose consumer left without return() (its generator never resumed) stops
+    // holding a place once the thread has closed it for idleness.
+    for (const [id, lastMs] of this.#scans) if (now - lastMs > SCAN_IDLE_MS) this.#scans.delete(id);
+    if (this.#scans.size >= MAX_OPEN_SCANS) throw busy();
+    const id = this.#nextScan++;
+    this.#scans.set(id, now);
+    let open = false;
+    try {
+      let request: Request = { type: 'scan', scan: id, range };
+      for (;;) {
+        // A failed read leaves nothing open: the thread closes a scan whose read failed.
+        open = false;
+        const reply = await this.#read('scan', request);
+        if (reply.type !== 'scanRows') throw unexpected(reply);
+        open = !reply.done;
+        if (reply.rows.length > 0) yield reply.rows;
+        if (reply.done) return;
+        this.#scans.set(id, performance.now());
+        request = { type: 'scan', scan: id };
+      }
+    } finally {
+      this.#scans.delete(id);
+      // The consumer stopped early (or a read failed): free the scan's connection now.
+      if (open && this.#closing === undefined) await this.#read('close a scan of', { type: 'scanClose', scan: id }).catch(() => undefined);
+    }
+  }
+
   /** Newest first (by receivedAtMs, then offset), at most `query.limit`. */
   async deadLetters(query: DeadLetterQuery): Promise<DeadLetter[]> {
     const reply = await this.#read('read dead letters from', { type: 'deadLetters', query });
@@ -392,6 +444,20 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
       this.#reads.delete(reading);
     }
   }
+}
+
+/** Refuses a range that is not one (a caller's bug: parse user input first, as /api/export does). */
+function checkScanRange(range: ScanRange): void {
+  const bad = (param: string, must: string, value: unknown): VoltlineError =>
+    new VoltlineError('VL_STORE_QUERY', `Cannot scan the embedded store as '${param}' must be ${must}: current value is ${JSON.stringify(value)}`, {
+      retriable: false,
+      context: { param },
+    });
+  if (!Number.isSafeInteger(range.fromMs)) throw bad('fromMs', 'an integer (epoch ms)', range.fromMs);
+  if (!Number.isSafeInteger(range.toMs)) throw bad('toMs', 'an integer (epoch ms)', range.toMs);
+  if (range.tenant !== undefined && !TENANT_PATTERN.test(range.tenant)) throw bad('tenant', "a tenant name (lower-case letters, digits and '-')", range.tenant);
+  if (range.measurement !== undefined && (typeof range.measurement !== 'string' || range.measurement === ''))
+    throw bad('measurement', 'a non-empty measurement name', range.measurement);
 }
 
 function unexpected(reply: FromThread): VoltlineError {

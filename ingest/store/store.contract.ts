@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DeadLetter, FieldValue, Point, QuerySpec, StoreReader, StoreWriter } from './types.ts';
+import { scanContract } from './scan.contract.ts';
 
 export type ContractStore = StoreWriter & StoreReader;
 
@@ -460,5 +461,8 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       await expect(store.writeDeadLetters([letter({ offset: 1n })])).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
       await expect(store.writeEncodedPoints({ tenant: 'default', events: [] })).rejects.toMatchObject({ code: 'VL_STORE_CLOSED' });
     });
+
+    // StoreReader.scan (voltline export): scan.contract.ts.
+    scanContract(() => store);
   });
 }

@@ -6,7 +6,7 @@
  * everything else is structured-cloned (bigint offsets and Uint8Array payloads included).
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import type { DeadLetter, DeadLetterKey, DeadLetterQuery, QuerySpec, Series } from './types.ts';
+import type { DeadLetter, DeadLetterKey, DeadLetterQuery, QuerySpec, ScanRange, ScanRow, Series } from './types.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** What the thread is started with (workerData). */
@@ -41,6 +41,10 @@ export type ToThread =
   | { readonly type: 'query'; readonly id: number; readonly spec: QuerySpec }
   | { readonly type: 'deadLetters'; readonly id: number; readonly query: DeadLetterQuery }
   | { readonly type: 'memory'; readonly id: number }
+  /** The next chunk of scan `scan` (embedded-scan.ts), opened with `range` on its first request. */
+  | { readonly type: 'scan'; readonly id: number; readonly scan: number; readonly range?: ScanRange }
+  /** Closes scan `scan` before its end (its consumer stopped). */
+  | { readonly type: 'scanClose'; readonly id: number; readonly scan: number }
   | { readonly type: 'close'; readonly id: number }
   /** Test-only (tests of thread death): throws an uncaught exception in the thread. */
   | { readonly type: 'crashForTests' };
@@ -65,6 +69,9 @@ export type FromThread =
   | { readonly type: 'answer'; readonly id: number; readonly series: Series[] }
   | { readonly type: 'letters'; readonly id: number; readonly letters: DeadLetter[] }
   | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryReport }
+  /** A scan's next rows; `done`: the range is exhausted and the scan closed. */
+  | { readonly type: 'scanRows'; readonly id: number; readonly rows: ScanRow[]; readonly done: boolean }
+  | { readonly type: 'scanClosed'; readonly id: number }
   | { readonly type: 'failed'; readonly id: number; readonly error: WireError }
   | { readonly type: 'closed'; readonly id: number }
   /** The thread hit an uncaught error and is stopping (it exits once DuckDB's work in flight has settled). */
