@@ -24,11 +24,6 @@ export type {
 export { DEFAULT_TENANT } from './types.ts';
 export { TENANT_PATTERN } from './batch.ts';
 export { openEmbeddedStore, EmbeddedStore, DATABASE_FILE } from './embedded.ts';
-export { openStore } from './open.ts';
-export type { OpenedStore, OpenStoreOptions } from './open.ts';
-export { parseStoreAddress } from './influx-address.ts';
-export type { StoreAddress } from './influx-address.ts';
-export { openInfluxStore, InfluxStore } from './influx.ts';
 export type { EmbeddedStoreOptions, EmbeddedStoreStats } from './embedded.ts';
 export { parseQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_BUCKETS } from './query.ts';
 export { StoreSettingsSchema } from './options.ts';
