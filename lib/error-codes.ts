@@ -126,6 +126,13 @@ export const ERRORS = {
   VL_INGEST_RATE_LIMITED: { status: 429, retriable: true, means: 'The device is over its publish rate; retry after the Retry-After seconds.' },
   VL_INGEST_TOPIC_INVALID: { status: 400, retriable: false, means: 'An HTTP ingest topic is not a valid MQTT topic name.' },
   VL_INGEST_UNAVAILABLE: { status: 503, retriable: true, means: 'The device token could not be checked right now; retry.' },
+  VL_DATA_FOLDER_FULL: {
+    status: 507,
+    retriable: true,
+    means:
+      'The data folder is at its size limit (--data-max-size) or its disk at the free space kept (--data-min-free): new device messages are refused until there is room again (retention, a larger limit); nothing was stored, retry later.',
+  },
+  VL_DATA_FOLDER_OPTIONS: { retriable: false, means: "The data folder guard's options are not valid; the message names the option." },
   VL_TOPIC_DENIED: { status: 403, retriable: false, means: 'The device may not publish to that topic under the topic policy.' },
 
   // The trigger log
@@ -160,7 +167,7 @@ export const ERRORS = {
     retriable: false,
     means: 'A query would answer more points than the row limit; narrow its range, add tag filters, a coarser every or a smaller limit.',
   },
-  VL_STORE_CONFIG: { retriable: false, means: "The --store address or its token is not valid; the message names what is wrong." },
+  VL_STORE_CONFIG: { retriable: false, means: 'The --store address or its token is not valid; the message names what is wrong.' },
   VL_EXPORT_BUSY: {
     status: 503,
     retriable: true,

@@ -26,6 +26,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { TriggerLog } from '../trigger/types.ts';
 import type { DeviceDirectory } from '../devices/types.ts';
+import type { DataFolderGuard } from '../data-folder/index.ts';
 import { inputMetrics } from '../input-metrics.ts';
 import { AckCoalescer } from './ack-coalescer.ts';
 import { Authentication } from './authenticate.ts';
@@ -127,6 +128,11 @@ export interface BrokerOptions {
    * presence is neither tracked nor logged.
    */
   readonly presence?: PresenceTracker | undefined;
+  /**
+   * The data folder's watcher (ingest/data-folder/): near its limit publishes are held before
+   * their append, at it they are refused (publish-gate.ts). Without it, never.
+   */
+  readonly dataFolder?: DataFolderGuard | undefined;
 }
 
 export interface BrokerTlsOptions {
@@ -228,6 +234,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     receivedMqtt: received.labels({ source: 'mqtt' }),
     receivedBytes,
     refused,
+    dataFolder: options.dataFolder,
   });
   const persistence = options.persistence === undefined ? undefined : policyFilteredPersistence(options.persistence, authorization.mayStore);
 

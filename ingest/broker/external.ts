@@ -17,6 +17,11 @@
  * With several Voltline instances in one group, a device's messages may go to different
  * instances, so order across instances is not kept (MQTT 5 shared subscriptions say so).
  *
+ * Near the data folder's limit (ingest/data-folder/) each message is held before its append,
+ * so the external broker keeps the rest; at the limit a message waits for room up to
+ * `FULL_WAIT_MS`, then is left unacknowledged as a failed append is (counted with reason
+ * `data_folder_full`, the connection reset so that the broker sends it again).
+ *
  * Identity is the external broker's job (`voltline devices export --mosquitto` writes the
  * registry as its password and ACL files); the device id is read from the topic, at the
  * place of `{deviceId}` in the publish template, and the registry gives its tenant. A
@@ -24,6 +29,7 @@
  * disabled is acknowledged and dropped, counted and logged once: the broker let it in, and
  * sending it again would not change the verdict.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -31,6 +37,7 @@ import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { DeviceDirectory } from '../devices/types.ts';
 import { DEFAULT_TENANT } from '../store/index.ts';
 import type { TriggerLog } from '../trigger/types.ts';
+import type { DataFolderGuard } from '../data-folder/index.ts';
 import { inputMetrics } from '../input-metrics.ts';
 import { LogOnce } from './log-once.ts';
 import { deviceIdTopicProblem } from './topic-policy.ts';
@@ -67,7 +74,15 @@ export interface ExternalBrokerOptions {
   readonly metrics: Registry;
   /** Epoch ms, for the once-per-window log; injected by tests. */
   readonly now?: () => number;
+  /** The data folder's watcher: near its limit messages are held, at it left unacknowledged. Without it, never. */
+  readonly dataFolder?: DataFolderGuard | undefined;
 }
+
+/**
+ * How long a message waits for room at the data folder's limit before the connection is
+ * reset (well under MQTT.js's 60 s keepalive: no packet, PINGRESP included, is read meanwhile).
+ */
+const FULL_WAIT_MS = 10_000;
 
 export interface ExternalBroker {
   /** The broker's address, without credentials. */
@@ -152,7 +167,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
   const group = options.shareGroup ?? DEFAULT_SHARE_GROUP;
   const filters = topics.map((filter) => `$share/${group}/${filter}`);
   const log = options.logger.child({ stage: 'external-broker', broker: where });
-  const { received, refused, receivedBytes, authFailures } = inputMetrics(options.metrics);
+  const { received, refused, receivedBytes, authFailures, limitsHit } = inputMetrics(options.metrics);
   const registers = [options.metrics];
   const up = new Gauge({
     name: 'voltline_external_broker_connected',
@@ -197,6 +212,38 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
    */
   let broken = false;
   let closing = false;
+  /** Ends a wait for room in the data folder when closing. */
+  const closed = new AbortController();
+  /** Leaves a message unacknowledged and resets the connection: the broker sends it, and those after it, again. */
+  const reset = (callback: (error?: Error) => void, err: Error): void => {
+    broken = true;
+    callback(err);
+    client.stream.destroy();
+  };
+  /** Near the data folder's limit: true once the message may be appended, false when it must not (then it was answered). */
+  const roomFor = async (guard: DataFolderGuard, deviceId: string, callback: (error?: Error) => void): Promise<boolean> => {
+    if (!guard.full) {
+      limitsHit.inc({ limit: 'data_folder_slow' });
+      await sleep(guard.delayMs);
+    }
+    if (guard.full) {
+      const timeout = AbortSignal.timeout(FULL_WAIT_MS);
+      await guard.whenRoom(AbortSignal.any([closed.signal, timeout]));
+    }
+    if (broken || closing) {
+      callback(new Error('not accepted: the connection is being reset'));
+      return false;
+    }
+    if (!guard.full) return true;
+    dropOnce(
+      () => refused.inc({ reason: 'data_folder_full' }),
+      'data_folder_full',
+      { deviceId, waitedMs: FULL_WAIT_MS },
+      'message from the external broker not acknowledged: the data folder is full; reconnecting so that the broker keeps it and sends it again',
+    );
+    reset(callback, new VoltlineError('VL_DATA_FOLDER_FULL', 'Cannot accept the message as the data folder is full'));
+    return false;
+  };
   client.handleMessage = (packet: IPublishPacket, callback: (error?: Error) => void) => {
     if (broken || closing) return callback(new Error('not accepted: the connection is being reset'));
     const topic = packet.topic;
@@ -240,6 +287,14 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
       return callback();
     }
     const tenant = device?.tenant ?? DEFAULT_TENANT;
+    const guard = options.dataFolder;
+    if (guard !== undefined && guard.delayMs > 0) {
+      void roomFor(guard, deviceId, callback).then((go) => go && append(topic, deviceId, tenant, payload, callback));
+      return;
+    }
+    append(topic, deviceId, tenant, payload, callback);
+  };
+  const append = (topic: string, deviceId: string, tenant: string, payload: Buffer, callback: (error?: Error) => void): void => {
     options.log.append({ source: 'mqtt', topic, deviceId, ...(tenant === DEFAULT_TENANT ? {} : { tenant }), payload, receivedAtMs: Date.now() }).then(
       () => {
         received.inc({ source: 'mqtt' });
@@ -252,10 +307,8 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
           { deviceId, err: errorMessage(err) },
           'message from the external broker not acknowledged: the trigger log could not store it; reconnecting so that the broker sends it again',
         );
-        broken = true;
-        callback(err instanceof Error ? err : new Error(String(err)));
         // The broker resends unacknowledged messages when the session reconnects.
-        client.stream.destroy();
+        reset(callback, err instanceof Error ? err : new Error(String(err)));
       },
     );
   };
@@ -334,6 +387,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     },
     async close() {
       closing = true;
+      closed.abort();
       await end();
       up.set(0);
     },

@@ -15,7 +15,18 @@ export { DEFAULT_BROKER_LIMITS, type BrokerLimits } from './options.ts';
 
 /** What `voltline_limits_hit_total{limit}` counts. */
 export type LimitHit =
-  'publish_rate_delayed' | 'publish_rate_refused' | 'inflight' | 'connect_timeout' | 'connection_rate' | 'connections' | 'login_backoff' | 'packet_size';
+  | 'publish_rate_delayed'
+  | 'publish_rate_refused'
+  | 'inflight'
+  | 'connect_timeout'
+  | 'connection_rate'
+  | 'connections'
+  | 'login_backoff'
+  | 'packet_size'
+  // A publish held because the data folder is near its limit (ingest/data-folder/); one refused
+  // at the limit is counted in voltline_messages_refused_total{reason="data_folder_full"}.
+  | 'data_folder_slow'
+  | 'data_folder_full';
 
 /**
  * The defaults with `given` over them (an undefined one is its default), checked by

@@ -7,7 +7,10 @@
  * reads a client's next chunk only when the previous chunk's packets are handled, so a slow
  * disk slows each device down instead of filling memory: the pushback is per connection. A
  * device over its publish rate has its publishes (hence its PUBACKs and further reads)
- * delayed, not dropped.
+ * delayed, not dropped. Near the data folder's limit (ingest/data-folder/) a publish is held
+ * before its append, longer the nearer the limit, in the connection's order; at the limit it
+ * is held the longest delay and then, if there is still no room, refused as any refused
+ * publish is (no PUBACK, the connection closed), counted with reason `data_folder_full`.
  *
  * This is the hot path (every device message): no awaits, and no allocation beyond the
  * append's record and its callbacks.
@@ -18,6 +21,7 @@ import type { Counter } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { TriggerLog } from '../trigger/types.ts';
 import { DEFAULT_TENANT } from '../store/index.ts';
+import { OrderedHold, type DataFolderGuard } from '../data-folder/index.ts';
 import type { AckCoalescer } from './ack-coalescer.ts';
 import type { Identity } from './clients.ts';
 import type { BrokerLimits, PublishRateLimiter } from './limits.ts';
@@ -42,6 +46,8 @@ export interface PublishGateDeps {
   readonly receivedMqtt: Counter.Internal;
   readonly receivedBytes: Counter;
   readonly refused: Counter<'reason'>;
+  /** Near the data folder's limit, publishes are held, then refused at it; without it, never. */
+  readonly dataFolder?: DataFolderGuard | undefined;
 }
 
 export class PublishGate {
@@ -59,6 +65,9 @@ export class PublishGate {
   readonly #receivedMqtt: Counter.Internal;
   readonly #receivedBytes: Counter;
   readonly #refused: Counter<'reason'>;
+  readonly #dataFolder: DataFolderGuard | undefined;
+  /** Publishes held near the data folder's limit, by connection, released in order. */
+  readonly #holds = new OrderedHold<Client>();
   /** Publishes of each connection received and not yet answered (the callback not called). */
   readonly #inflight = new WeakMap<Client, number>();
 
@@ -76,6 +85,7 @@ export class PublishGate {
     this.#receivedMqtt = deps.receivedMqtt;
     this.#receivedBytes = deps.receivedBytes;
     this.#refused = deps.refused;
+    this.#dataFolder = deps.dataFolder;
   }
 
   /** aedes' `authorizePublish` (a property: aedes calls it unbound). */
@@ -172,7 +182,7 @@ export class PublishGate {
       callback(error ?? null);
     };
     const admission = this.#publishRate.admit(deviceId);
-    if (admission.kind === 'now') return append(answer);
+    if (admission.kind === 'now') return this.#room(client, deviceId, append, answer);
     if (admission.kind === 'refused') {
       this.#presence?.refused(deviceId);
       this.#refusals.limitHit(
@@ -199,7 +209,45 @@ export class PublishGate {
     void admission.ready.then(() => {
       // Gone while waiting: nothing was acknowledged, the device sends it again.
       if (client.closed) return answer(limitError('publish_rate_delayed', `The connection of '${deviceId}' closed while its publish waited for its rate`));
-      append(answer);
+      this.#room(client, deviceId, append, answer);
     });
   };
+
+  /**
+   * Appends now, or near the data folder's limit after a hold (in the connection's order),
+   * or refuses at the limit once the hold has not brought room.
+   */
+  #room(client: Client, deviceId: string, append: (answer: (error?: Error | null) => void) => void, answer: (error?: Error | null) => void): void {
+    const guard = this.#dataFolder;
+    // The common case: one field read, nothing held anywhere.
+    if (guard === undefined || (guard.delayMs === 0 && this.#holds.waiting === 0)) return append(answer);
+    const ms = guard.full ? guard.maxDelayMs : guard.delayMs;
+    if (ms > 0) {
+      this.#refusals.limitHit(
+        'data_folder_slow',
+        deviceId,
+        { deviceId, delayMs: ms, folderLevel: guard.level },
+        'publishes slowed: the data folder is near its limit (see the data-folder log line)',
+      );
+    }
+    const held = this.#holds.hold(client, ms);
+    if (held === undefined) return append(answer);
+    void held.then(() => {
+      // Gone while held: nothing was acknowledged, the device sends it again.
+      if (client.closed) return answer(limitError('data_folder_slow', `The connection of '${deviceId}' closed while its publish was held`));
+      if (!guard.full) return append(answer);
+      this.#refused.inc({ reason: 'data_folder_full' });
+      this.#presence?.refused(deviceId);
+      const permit = this.#refusals.take(`data_folder_full|${deviceId}`);
+      if (permit !== undefined) {
+        this.#logger.warn(
+          { deviceId, reason: 'data_folder_full', ...(permit.suppressed > 0 ? { suppressed: permit.suppressed } : {}) },
+          'publish refused: the data folder is full; the connection is closed (see the data-folder log line)',
+        );
+      }
+      // MQTT 3.1.1 has no negative PUBACK: as any refused publish, the connection is closed
+      // without acknowledging, and the device sends it again after reconnecting.
+      answer(limitError('data_folder_full', `Cannot accept a publish from '${deviceId}' as the data folder is full`));
+    });
+  }
 }

@@ -10,11 +10,17 @@
  * The API (dashboards/api/ingest-routes.ts) does the HTTP framing and calls, in order:
  * `admit` (the in-flight bound), `authorize` (credentials and topic, before the body is
  * read), `tooLarge` (a body over the limit), `accept` (the append), `answered` (counting).
+ *
+ * Near the data folder's limit (ingest/data-folder/) `accept` holds the message before its
+ * append, as the broker holds a publish (the request keeps its slot meanwhile); at the limit
+ * requests are answered 507 `VL_DATA_FOLDER_FULL`, counted with reason `data_folder_full`.
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TriggerLog } from '../trigger/types.ts';
+import type { DataFolderGuard } from '../data-folder/index.ts';
 import type { AuthFailure, DeviceDirectory } from '../devices/types.ts';
 import { DEFAULT_TENANT } from '../store/index.ts';
 import { LogOnce } from '../broker/log-once.ts';
@@ -37,6 +43,9 @@ const MAX_TOPIC_BYTES = 65_535;
 
 /** Devices whose publish rate is tracked at once; the least recently posting is forgotten first. */
 export const DEFAULT_MAX_RATE_BUCKETS = 100_000;
+
+/** What a 507 (the data folder full) asks a client to wait, s: room comes back with retention or an operator, not in a second. */
+const DATA_FOLDER_RETRY_AFTER_S = 30;
 
 /** Refusals of the same (reason, address or device) are logged once per this window. */
 const REFUSAL_LOG_WINDOW_MS = 60_000;
@@ -68,6 +77,8 @@ export interface HttpIngestOptions {
   readonly maxInFlight?: number | undefined;
   /** Epoch ms, for `receivedAtMs`, the refusal log's window and the rate buckets; injected by tests. */
   readonly now?: (() => number) | undefined;
+  /** The data folder's watcher: near its limit messages are held, at it refused with 507. Without it, never. */
+  readonly dataFolder?: DataFolderGuard | undefined;
 }
 
 /** Who posted, once authenticated, and where the message goes. */
@@ -199,6 +210,7 @@ export class HttpIngest {
       };
     }
     if (this.#o.log.overloaded) return { ok: false, answer: this.#logOverloaded() };
+    if (this.#o.dataFolder?.full === true) return { ok: false, answer: this.#dataFolderFull() };
     this.#inFlight++;
     this.#inFlightGauge.set(this.#inFlight);
     let released = false;
@@ -327,6 +339,15 @@ export class HttpIngest {
   async accept(grant: IngestGrant, body: Uint8Array): Promise<IngestAnswer> {
     if (body.byteLength > this.maxPayloadBytes) return this.tooLarge(grant.deviceId, body.byteLength);
     if (this.#o.log.overloaded) return this.#logOverloaded();
+    const guard = this.#o.dataFolder;
+    if (guard !== undefined && guard.delayMs > 0) {
+      // Near the limit: held, as a PUBACK is (a full folder is answered without the wait, below).
+      if (!guard.full) {
+        this.#shared.limitsHit.inc({ limit: 'data_folder_slow' });
+        await sleep(guard.delayMs);
+      }
+      if (guard.full) return this.#dataFolderFull();
+    }
     let offset: bigint;
     try {
       offset = await this.#o.log.append({
@@ -382,6 +403,18 @@ export class HttpIngest {
     return refusal(503, 'VL_INGEST_BUSY', 'Cannot accept the message now as the trigger log is behind; retry after a second', 'log_overloaded', {
       'retry-after': '1',
     });
+  }
+
+  #dataFolderFull(): IngestAnswer {
+    this.#shared.refused.inc({ reason: 'data_folder_full' });
+    this.#logRefusal('data_folder_full', 'all', {}, 'HTTP ingest request refused: the data folder is full (see the data-folder log line)');
+    return refusal(
+      507,
+      'VL_DATA_FOLDER_FULL',
+      'Cannot accept the message as the data folder is full (its size limit or the free space kept on its disk); nothing was stored, retry later',
+      'data_folder_full',
+      { 'retry-after': String(DATA_FOLDER_RETRY_AFTER_S) },
+    );
   }
 
   #authRefused(reason: AuthFailure, deviceId: string, address: string | undefined): IngestAnswer {
