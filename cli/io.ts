@@ -34,7 +34,8 @@ export const API_FLAGS_USAGE = `  --api URL       the platform's API (default $V
   --token T       the operator token (default $VOLTLINE_TOKEN, else <data-dir>/admin.token)
   --data-dir DIR  the platform's data folder, to find its admin.token (default ./data)`;
 
-const TOKEN_HELP =
+/** What to do when the API wants an operator token: said by every command that calls it. */
+export const TOKEN_HELP =
   "Give an operator token with --token or VOLTLINE_TOKEN, or --data-dir DIR to use DIR/admin.token (written by 'voltline up' at its first start; run beside ./data to use it without flags).";
 
 async function readTokenFile(file: string): Promise<string | undefined> {

@@ -242,6 +242,8 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       recentInvocations: (name) => router.recentInvocations(name),
       replayDeadLetters: (fn, letters) => replayDeadLetters(scheduler, store, fn, letters),
       parseQuery,
+      // GET /api/export builds Parquet files here (counted in the data folder's size), removes each once sent.
+      exportDir: path.join(dataDir, 'tmp', 'export'),
       upgrade: mqttWebSocket.handleUpgrade,
       status: () => status,
     });

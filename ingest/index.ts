@@ -3,6 +3,7 @@ export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './tri
 export { openLocalTriggerLog } from './trigger/index.ts';
 export type * from './store/types.ts';
 export { openEmbeddedStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN } from './store/index.ts';
+export { exportPoints, parseExportParams, EXPORT_FORMATS, type ExportFormat, type ExportSummary } from './store/index.ts';
 export {
   startBroker,
   type BrokerTlsOptions,

@@ -26,6 +26,7 @@ import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions, type PresenceSource } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
 import { simRoutes, type SimControl } from './sim-routes.ts';
+import { exportRoutes } from './export-routes.ts';
 import { mayAccess, OPEN_ROUTE, operatorAuthHook, requestOperator, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
 import { consoleRoutes, loadConsoleAssets } from './console-assets.ts';
 import { ConsoleFeed } from './console-feed.ts';
@@ -81,6 +82,8 @@ export interface ApiOptions {
   readonly consoleDir?: string;
   /** Open `/api/stream` connections at most; default 64. */
   readonly maxStreams?: number;
+  /** Where `GET /api/export` builds Parquet files, removed once sent (the platform: `<data-dir>/tmp/export`); default: the OS's temporary folder. */
+  readonly exportDir?: string;
 }
 
 export interface RunningApi {
@@ -383,6 +386,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   }
 
   if (options.sim !== undefined) await app.register(simRoutes(options.sim));
+  // GET /api/export: a range of raw points as CSV or Parquet (export-routes.ts).
+  await app.register(exportRoutes({ store: options.store, logger: options.logger, ...(options.exportDir === undefined ? {} : { dir: options.exportDir }) }));
   app.get('/api/workers', async () => ({ workers: options.scheduler.workers(), fleet: options.scheduler.fleet() }));
 
   if (options.devices !== undefined)

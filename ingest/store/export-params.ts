@@ -26,9 +26,16 @@ function badParam(param: string, must: string, value: string | undefined): Voltl
  * `default`. Throws VL_QUERY_BAD_PARAM naming the parameter (`context.param`).
  * @example parseExportParams({ from: '-24h', measurement: 'station', format: 'parquet' }, Date.now())
  */
-export function parseExportParams(params: Record<string, string | undefined>, nowMs: number): { range: ScanRange; format: ExportFormat } {
-  for (const [name, value] of Object.entries(params)) {
-    if (value !== undefined && !(PARAMS as readonly string[]).includes(name)) throw badParam(name, `absent (export takes ${PARAMS.join(', ')})`, value);
+export function parseExportParams(
+  given: Readonly<Record<string, string | readonly string[] | undefined>>,
+  nowMs: number,
+): { range: ScanRange; format: ExportFormat } {
+  const params: Record<string, string> = {};
+  for (const [name, value] of Object.entries(given)) {
+    if (value === undefined) continue;
+    if (typeof value !== 'string') throw badParam(name, 'given once', value.join(','));
+    if (!(PARAMS as readonly string[]).includes(name)) throw badParam(name, `absent (export takes ${PARAMS.join(', ')})`, value);
+    params[name] = value;
   }
   const time = (param: 'from' | 'to', fallback: string): number => {
     const text = params[param] ?? fallback;

@@ -208,6 +208,7 @@ describe('parseExportParams', () => {
       "Cannot export as 'measurement' must be a non-empty measurement name (or absent: every measurement): current value is ''",
     ],
     [{ tenant: 'Acme' }, 'tenant', "Cannot export as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is 'Acme'"],
+    [{ format: ['csv', 'parquet'] }, 'format', "Cannot export as 'format' must be given once: current value is 'csv,parquet'"],
     [{ station: 'st-1' }, 'station', "Cannot export as 'station' must be absent (export takes from, to, measurement, format, tenant): current value is 'st-1'"],
   ])('refuses %o naming %s', (params, param, message) => {
     expect(() => parseExportParams(params, NOW)).toThrow(
