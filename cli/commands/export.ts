@@ -44,9 +44,23 @@ function timeParam(flag: string, value: string): string {
   return String(ms);
 }
 
+/** `--from -24h` as `--from=-24h`: parseArgs takes a value starting with '-' for a flag otherwise, and relative times all do. */
+function joinTimeValues(argv: readonly string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    const next = argv[i + 1];
+    if ((arg === '--from' || arg === '--to') && next !== undefined) {
+      joined.push(`${arg}=${next}`);
+      i += 1;
+    } else joined.push(arg);
+  }
+  return joined;
+}
+
 export async function exportCommand(argv: string[], io: CommandIo): Promise<number> {
   const { values } = parseArgs({
-    args: argv,
+    args: joinTimeValues(argv),
     options: {
       from: { type: 'string' },
       to: { type: 'string' },
