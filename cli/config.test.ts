@@ -52,6 +52,14 @@ describe('resolveConfig', () => {
     );
     expect(() => resolveConfig({ autoscalerStableWindowMs: 1_000 })).toThrow("'autoscalerStableWindowMs' is invalid");
   });
+
+  it("keeps 1 GiB free on the data folder's disk and sets no size limit by default, and refuses a limit under 1 MiB", () => {
+    expect(resolveConfig({})).toMatchObject({ dataMaxBytes: 0, dataMinFreeBytes: 1024 ** 3 });
+    expect(() => resolveConfig({ dataMaxBytes: 1000 })).toThrow(
+      "Cannot start Voltline as 'dataMaxBytes' is invalid: at least 1 MiB (1048576), or 0 for no limit (current value: 1000)",
+    );
+    expect(() => resolveConfig({ dataMinFreeBytes: 0 })).toThrow("'dataMinFreeBytes' is invalid: at least 1 MiB (1048576) (current value: 0)");
+  });
 });
 
 describe('resolveConfig: MQTT access', () => {

@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { composeOptions, withRules } from '../lib/options.ts';
-import { BROKER_SETTING_RULES, BrokerSettingsSchema, TopicPolicy, trustedProxies } from '../ingest/index.ts';
+import { BROKER_SETTING_RULES, BrokerSettingsSchema, DataFolderSettingsSchema, TopicPolicy, trustedProxies } from '../ingest/index.ts';
 import {
   RegistrySettingsSchema,
   ROUTER_SETTING_RULES,
@@ -36,6 +36,7 @@ export const STAGE_SETTINGS = [
   SchedulerSettingsSchema,
   RegistrySettingsSchema,
   RouterSettingsSchema,
+  DataFolderSettingsSchema,
 ] as const;
 
 export const PlatformConfigSchema = withRules(composeOptions(STAGE_SETTINGS), [...BROKER_SETTING_RULES, ...SCHEDULER_SETTING_RULES, ...ROUTER_SETTING_RULES]);

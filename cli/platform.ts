@@ -13,6 +13,7 @@ import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import {
   BrokerPersistence,
   connectExternalBroker,
+  DataFolderGuard,
   DeviceRegistry,
   embeddedBrokerOptionsOf,
   externalBrokerOptionsOf,
@@ -102,6 +103,18 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
   };
 
   cleanups.push(unlock);
+  // The data folder's size limit and the free space kept on its disk: measured before
+  // anything writes, then every few seconds; the ways in (broker, HTTP ingest) push back on
+  // new device messages near them, nothing else is held (ingest/data-folder/).
+  const dataFolder = new DataFolderGuard({
+    dir: dataDir,
+    maxBytes: config.dataMaxBytes,
+    minFreeBytes: config.dataMinFreeBytes,
+    logger,
+    metrics,
+  });
+  await dataFolder.start();
+  cleanups.push(() => dataFolder.stop());
   let brokerReady: (broker: Pick<RunningBroker, 'publish'> | undefined) => void = () => undefined;
   const brokerStarted = new Promise<Pick<RunningBroker, 'publish'> | undefined>((resolve) => (brokerReady = resolve));
   try {
@@ -184,6 +197,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       allowAnonymous: config.allowAnonymous,
       metrics,
       logger,
+      dataFolder,
     });
     // MQTT over WebSocket at /mqtt on the API's port: upgrades are answered 503 until the
     // broker (started last) is attached, and again once it is detached while stopping.
@@ -246,6 +260,10 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       exportDir: path.join(dataDir, 'tmp', 'export'),
       upgrade: mqttWebSocket.handleUpgrade,
       status: () => status,
+      degraded: () => {
+        const folder = dataFolder.status();
+        return folder === undefined || folder.level === 'ok' ? [] : [{ reason: `data_folder_${folder.level}`, message: folder.message }];
+      },
     });
     cleanups.push(() => api.close());
     // Device traffic comes in last (everything behind it runs): from the embedded broker, or
@@ -256,7 +274,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     let mqttTlsUrl: string | undefined;
     if (config.broker !== undefined) {
       const password = config.brokerPasswordFile === undefined ? undefined : await readSecretFile(config.brokerPasswordFile);
-      const external = await connectExternalBroker({ ...externalBrokerOptionsOf(config), url: config.broker, password, log, devices, logger, metrics });
+      const external = await connectExternalBroker({ ...externalBrokerOptionsOf(config), url: config.broker, password, log, devices, logger, metrics, dataFolder });
       externalBroker = external;
       // Whether the device gets it is the external broker's business: it accepted it.
       sendCommand = async (_deviceId, topic, payload) => {
@@ -281,6 +299,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         metrics,
         devices,
         tls: brokerTls,
+        dataFolder,
       });
       broker = embedded;
       sendCommand = (deviceId, topic, payload) => embedded.sendCommand(deviceId, topic, payload);

@@ -1,6 +1,7 @@
 /** The ingest stage's public entry: other folders import only this file. */
 export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './trigger/types.ts';
 export { openLocalTriggerLog } from './trigger/index.ts';
+export { DataFolderGuard, DataFolderSettingsSchema, type DataFolderSettings, type DataFolderStatus, type DataFolderLevel } from './data-folder/index.ts';
 export type * from './store/types.ts';
 export { openEmbeddedStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN } from './store/index.ts';
 export { exportPoints, parseExportParams, EXPORT_FORMATS, type ExportFormat, type ExportSummary } from './store/index.ts';

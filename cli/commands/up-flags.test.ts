@@ -69,6 +69,7 @@ describe('settingsFromFlags', () => {
       ...['--no-api-auth', '--topic-policy', 'open', '--device-rate', '0.5', '--device-burst', '7', '--max-connections', '99'],
       ...['--connection-rate', '2.5', '--proxy-protocol', '--proxy-protocol-from', ' 10.0.0.0/8, ,192.0.2.7 ', '--workers', '3'],
       ...['--demo', '--demo-stations', '5', '--demo-interval', '2s', '--watch', 'fns', '--config', 'c.json'],
+      ...['--data-max-size', '50GiB', '--data-min-free', '512MiB'],
     ];
     expect(settingsOf(argv)).toStrictEqual({
       dataDir: 'd',
@@ -104,6 +105,8 @@ describe('settingsFromFlags', () => {
       mqttConnectionRatePerAddress: 2.5,
       proxyProtocol: true,
       proxyProtocolFrom: ['10.0.0.0/8', '192.0.2.7'],
+      dataMaxBytes: 50 * 1024 ** 3,
+      dataMinFreeBytes: 512 * 1024 ** 2,
     });
   });
 
@@ -120,6 +123,7 @@ describe('settingsFromFlags', () => {
     [['--connection-rate', 'NaN'], "Cannot start as --connection-rate must be a number: current value is 'NaN'"],
     [['--idle-timeout', 'x'], "Cannot start as --idle-timeout must be a duration like 500ms, 30s or 5m: current value is 'x'"],
     [['--topic-policy', 'x'], "Cannot start as --topic-policy must be device or open: current value is 'x'"],
+    [['--data-max-size', '50 parsecs'], "Cannot start as --data-max-size must be a size like 500MiB, 50GiB or 0: current value is '50 parsecs'"],
   ])('refuses %j as a usage error naming the flag', (argv, message) => {
     let error: unknown;
     try {

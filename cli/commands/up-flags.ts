@@ -16,6 +16,7 @@
 import type { ParseArgsOptionDescriptor } from 'node:util';
 import { z } from 'zod';
 import { parseDurationMs } from '../../lib/duration.ts';
+import { formatBytes, parseSizeBytes } from '../../lib/size.ts';
 import { PlatformConfigSchema, type PlatformConfigInput } from '../config.ts';
 import { CliError } from '../io.ts';
 
@@ -24,11 +25,12 @@ type SettingName = keyof PlatformConfigInput & string;
 
 /**
  * How a flag's text becomes a setting's value. `int`, `number`, `duration` (`500ms`, `30s`,
- * `5m` → ms) and `choice` (one of the setting's values) are refused here, naming the flag;
+ * `5m` → ms), `size` (`500MiB`, `50GiB`, `2GB` → bytes) and `choice` (one of the setting's
+ * values) are refused here, naming the flag;
  * the configuration then checks the value's bounds. `texts`: repeatable; `list`:
  * comma-separated; `switch`: given → true; `negated` (`--no-…`): given → false.
  */
-type FlagKind = 'int' | 'number' | 'duration' | 'text' | 'texts' | 'list' | 'choice' | 'switch' | 'negated';
+type FlagKind = 'int' | 'number' | 'duration' | 'size' | 'text' | 'texts' | 'list' | 'choice' | 'switch' | 'negated';
 
 interface FlagHelp {
   /** Without the leading `--`. */
@@ -175,6 +177,38 @@ export const UP_FLAGS: readonly UpFlag[] = [
     help: "Voltline's client id there (default {default}): its persistent session, so give each instance its own",
   },
   { setting: 'dataDir', flag: 'data-dir', kind: 'text', value: 'DIR', help: 'where data lives (default {default})' },
+  {
+    setting: 'dataMaxBytes',
+    flag: 'data-max-size',
+    kind: 'size',
+    value: 'SIZE',
+    help: 'the most the data folder may hold (500MiB, 50GiB; default {default}: no limit of its own, only --data-min-free): at 90 % a warning (log, /metrics, /healthz degraded), at 95 % device acknowledgements slowed down, at 100 % new device messages refused (MQTT: connection closed without PUBACK; HTTP ingest: 507) while queries and processing go on',
+  },
+  {
+    setting: 'dataMinFreeBytes',
+    flag: 'data-min-free',
+    kind: 'size',
+    value: 'SIZE',
+    help: "free space kept on the data folder's disk (default {default}): below it new device messages are refused as at --data-max-size (warned below twice it, slowed below 1.5 times), so the platform never fills the disk itself",
+  },
+  { setting: 'mqttPort', flag: 'mqtt-port', kind: 'int', value: 'N', help: 'MQTT port (default {default}; 0 picks a free one)' },
+  { setting: 'mqttHost', flag: 'mqtt-host', kind: 'text', value: 'HOST', help: 'MQTT interface (default {default})' },
+  {
+    setting: 'mqttTlsPort',
+    flag: 'mqtt-tls-port',
+    kind: 'int',
+    value: 'N',
+    help: "MQTT over TLS port (default {default}; 0 picks a free one), on the MQTT interface. Devices trust <data-dir>/ca/ca.crt, the platform CA made on first start; one with a certificate of that CA ('voltline devices add <id> --cert') connects without a token",
+  },
+  { setting: 'mqttTls', flag: 'no-mqtt-tls', kind: 'negated', help: 'run without the MQTT over TLS listener' },
+  {
+    setting: 'tlsCertFile',
+    flag: 'tls-cert',
+    kind: 'text',
+    value: 'FILE',
+    help: "the TLS listener's certificate (PEM, with its chain) instead of one issued by the platform CA at each start; with --tls-key",
+  },
+  { setting: 'tlsKeyFile', flag: 'tls-key', kind: 'text', value: 'FILE', help: 'its private key (PEM)' },
   { setting: 'mqttPort', flag: 'mqtt-port', kind: 'int', value: 'N', help: 'MQTT port (default {default}; 0 picks a free one)' },
   { setting: 'mqttHost', flag: 'mqtt-host', kind: 'text', value: 'HOST', help: 'MQTT interface (default {default})' },
   {
@@ -314,6 +348,13 @@ function durationFlag(name: string, value: string | undefined): number | undefin
   return ms;
 }
 
+function sizeFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const bytes = parseSizeBytes(value);
+  if (bytes === undefined) throw new CliError(`Cannot start as --${name} must be a size like 500MiB, 50GiB or 0: current value is '${value}'`, 2);
+  return bytes;
+}
+
 function choiceFlag(name: string, value: string | undefined, choices: readonly string[]): string | undefined {
   if (value === undefined || choices.includes(value)) return value;
   throw new CliError(`Cannot start as --${name} must be ${choices.join(' or ')}: current value is '${value}'`, 2);
@@ -348,6 +389,8 @@ export function settingsFromFlags(values: UpFlagValues): PlatformConfigInput {
           return numberFlag(row.flag, text);
         case 'duration':
           return durationFlag(row.flag, text);
+        case 'size':
+          return sizeFlag(row.flag, text);
         case 'choice':
           return choiceFlag(row.flag, text, choicesOf(row.setting));
         case 'text':
@@ -385,6 +428,7 @@ function durationText(ms: number): string {
 function valueText(value: unknown, kind: FlagKind | undefined): string {
   if (Array.isArray(value)) return value.map((v) => valueText(v, undefined)).join(' and ');
   if (kind === 'duration' && typeof value === 'number') return durationText(value);
+  if (kind === 'size' && typeof value === 'number') return value === 0 ? '0' : formatBytes(value).replace(' ', '');
   return String(value);
 }
 

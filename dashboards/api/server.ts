@@ -74,6 +74,11 @@ export interface ApiOptions {
   readonly operators: OperatorTokens | 'disabled';
   /** 'ok' once every stage is up; anything else is reported with 503. */
   readonly status: () => 'starting' | 'ok' | 'stopping';
+  /**
+   * What works only in part while the platform is up (the data folder near or at its limit):
+   * `/healthz` then answers 200 `{"status":"degraded","reasons":[…]}` (queries are still served).
+   */
+  readonly degraded?: () => readonly HealthReason[];
   /** A sample of a function's recent invocations with their logs (the router's). */
   readonly recentInvocations?: (name: string) => RecentInvocation[];
   /** Replays dead letters of a function through it as deployed now (functions-runtime/replay.ts). */
@@ -84,6 +89,12 @@ export interface ApiOptions {
   readonly maxStreams?: number;
   /** Where `GET /api/export` builds Parquet files, removed once sent (the platform: `<data-dir>/tmp/export`); default: the OS's temporary folder. */
   readonly exportDir?: string;
+}
+
+/** Why `/healthz` says degraded: a stable reason and one sentence for people. */
+export interface HealthReason {
+  readonly reason: string;
+  readonly message: string;
 }
 
 export interface RunningApi {
@@ -239,6 +250,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.get('/healthz', OPEN_ROUTE, async (_request, reply) => {
     const status = options.status();
+    const reasons = status === 'ok' ? (options.degraded?.() ?? []) : [];
+    if (reasons.length > 0) return reply.code(200).send({ status: 'degraded', reasons });
     return reply.code(status === 'ok' ? 200 : 503).send({ status });
   });
 
