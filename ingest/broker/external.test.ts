@@ -4,7 +4,7 @@
  * device clients publish to Mosquitto, Voltline reads through an MQTT 5 shared subscription
  * into a real trigger log in a temp folder.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -12,6 +12,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startMosquitto, type RunningMosquitto } from '../../test/support/mosquitto.ts';
+import { DataFolderGuard } from '../data-folder/index.ts';
 import { DeviceRegistry } from '../devices/index.ts';
 import { openLocalTriggerLog, type LocalTriggerLog } from '../trigger/index.ts';
 import type { LoggedEvent, TriggerEvent, TriggerLog } from '../trigger/types.ts';
@@ -191,6 +192,29 @@ describe('external broker (real Mosquitto)', () => {
     expect([...new Set(events.map((e) => Buffer.from(e.payload).toString()))].sort()).toEqual(['0', '1', '2', '3', '4']);
     expect(await countOf('voltline_messages_refused_total', { reason: 'log_unavailable' })).toBeGreaterThanOrEqual(1);
     expect(await countOf('voltline_external_broker_reconnects_total')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('holds messages while the data folder is full and logs them, in order, once there is room: the broker keeps them meanwhile', async () => {
+    const guardMetrics = new Registry();
+    const limit = 16 * 1024 * 1024;
+    const folder = new DataFolderGuard({ dir, maxBytes: limit, minFreeBytes: 1024 * 1024, logger: pino({ level: 'silent' }), metrics: guardMetrics });
+    await writeFile(join(dir, 'filler'), Buffer.alloc(limit, 1));
+    expect((await folder.check()).level).toBe('full');
+    await connectSource({ dataFolder: folder });
+    const one = await device('st-1');
+    // Mosquitto acknowledges the device (its PUBACK); Voltline does not acknowledge Mosquitto yet.
+    await one.publishAsync('stations/st-1/telemetry', 'first', { qos: 1 });
+    await one.publishAsync('stations/st-1/telemetry', 'second', { qos: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await readAll()).toEqual([]);
+    await rm(join(dir, 'filler'));
+    expect((await folder.check()).level).toBe('ok');
+    const events = await until('the held messages', async () => {
+      const read = await readAll();
+      return read.length >= 2 ? read : undefined;
+    });
+    expect(events.map((e) => Buffer.from(e.payload).toString())).toEqual(['first', 'second']);
+    expect(await countOf('voltline_messages_refused_total', { reason: 'data_folder_full' })).toBe(0);
   });
 
   it('sends downlinks through the broker to the device', async () => {
