@@ -42,6 +42,17 @@ const TAGS_TYPE = MAP(VARCHAR, VARCHAR);
 /** One call of a transaction: points (encoded), dead letters, or dead letters resolved by a replay. */
 export type WriteItem = { readonly points: PointsRequest } | { readonly letters: readonly DeadLetter[] } | { readonly resolved: readonly DeadLetterKey[] };
 
+/**
+ * Told what each transaction wrote (the rollups' dirty ranges: rollup-maintenance.ts):
+ * `written` inside the transaction, after the rows (it may run statements on `conn`), then
+ * `committed` or `rolledBack`.
+ */
+export interface WriteListener {
+  written(conn: DuckDBConnection, measurements: readonly MeasurementRows[]): Promise<void>;
+  committed(): void;
+  rolledBack(): void;
+}
+
 /** What one transaction did, for logs and the facade's counters. */
 export interface TransactionReport {
   readonly outcomes: Array<RequestOutcome | undefined>;
@@ -73,20 +84,22 @@ export class EmbeddedWriter {
   readonly #conn: DuckDBConnection;
   readonly #catalog: Catalog;
   readonly #prepared: Prepared;
+  readonly #listener: WriteListener | undefined;
   /** The slow path's DELETE per measurement id, prepared on first use; dropped when its table changes. */
   readonly #deletes = new Map<number, DuckDBPreparedStatement>();
 
-  private constructor(conn: DuckDBConnection, catalog: Catalog, prepared: Prepared) {
+  private constructor(conn: DuckDBConnection, catalog: Catalog, prepared: Prepared, listener: WriteListener | undefined) {
     this.#conn = conn;
     this.#catalog = catalog;
     this.#prepared = prepared;
+    this.#listener = listener;
   }
 
   /** Takes over `conn`, whose tables and staging tables exist. */
-  static async create(conn: DuckDBConnection, catalog: Catalog): Promise<EmbeddedWriter> {
+  static async create(conn: DuckDBConnection, catalog: Catalog, listener?: WriteListener): Promise<EmbeddedWriter> {
     const prepared: Partial<Prepared> = {};
     for (const [name, sql] of Object.entries(STATEMENTS) as Array<[keyof typeof STATEMENTS, string]>) prepared[name] = await conn.prepare(sql);
-    return new EmbeddedWriter(conn, catalog, prepared as Prepared);
+    return new EmbeddedWriter(conn, catalog, prepared as Prepared, listener);
   }
 
   get seriesCount(): number {
@@ -129,15 +142,18 @@ export class EmbeddedWriter {
       began = true;
       await this.#writeCatalog();
       await this.#writeRows(shaped.measurements);
+      await this.#listener?.written(conn, shaped.measurements);
       await this.#writeMarks();
       // Removals first: a letter written in the same transaction is the newer word on its key.
       if (resolved.length > 0) await this.#resolveDeadLetters(resolved);
       if (unique.length > 0) await this.#writeDeadLetters(unique);
       await this.#prepared.commit.run();
       catalog.commit();
+      this.#listener?.committed();
       return report;
     } catch (err) {
       catalog.rollback();
+      this.#listener?.rolledBack();
       // Also empties the staging tables; fails harmlessly when COMMIT already rolled back.
       if (began) await conn.run('ROLLBACK').catch(() => undefined);
       throw err;

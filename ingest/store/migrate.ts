@@ -12,6 +12,7 @@
  */
 import type { DuckDBConnection, DuckDBValue } from '@duckdb/node-api';
 import { VoltlineError } from '../../lib/errors.ts';
+import { CREATE_ROLLUP_STATE } from './rollup-schema.ts';
 import { columnName, CREATE_COMMON, CREATE_META, CREATE_V2, createPointsTableSql, isFieldKind, pointsTable, SCHEMA_VERSION } from './schema.ts';
 import type { FieldKind } from './schema.ts';
 
@@ -38,6 +39,9 @@ export async function prepareSchema(conn: DuckDBConnection, path: string): Promi
     );
   }
   for (const sql of CREATE_COMMON) await conn.run(sql);
+  // Rollups (issue 15): derived data, added to files of any version; a measurement without a
+  // row in it is rolled up from its first point (rollup-maintenance.ts).
+  await conn.run(CREATE_ROLLUP_STATE);
   if (found === 1) return migrateFromV1(conn);
   for (const sql of CREATE_V2) await conn.run(sql);
   if (found === undefined) {
