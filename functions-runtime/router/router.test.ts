@@ -140,6 +140,7 @@ async function openRig(workers: number): Promise<Rig> {
       close: () => embedded.close(),
       query: (spec) => embedded.query(spec),
       deadLetters: (query) => embedded.deadLetters(query),
+      scan: (range) => embedded.scan(range),
     },
   };
   cleanup.unshift(() => r.log.close());
