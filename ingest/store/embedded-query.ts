@@ -6,6 +6,7 @@
  */
 import { BIGINT, DuckDBBlobValue, DuckDBMapValue, VARCHAR } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
+import { VoltlineError } from '../../lib/errors.ts';
 import { isDeadLetterCode } from './batch.ts';
 import { columnIndexOf, columnName, isFieldKind, pointsTable } from './schema.ts';
 import type { FieldKind } from './schema.ts';
@@ -16,6 +17,7 @@ import {
   type DeadLetterCode,
   type DeadLetterQuery,
   type FieldValue,
+  type QueryAnswer,
   type QuerySpec,
   type Series,
 } from './types.ts';
@@ -32,22 +34,29 @@ interface FieldColumns {
   readonly present: string;
 }
 
-/** One aggregate over a bucket's rows as a {d, s, b} struct (double, string, boolean). */
-function aggregateSql(agg: Aggregate, f: FieldColumns): string {
+/**
+ * One aggregate of field `f` over a group's rows as a {d, s, b} struct (double, string,
+ * boolean). `tieBreak` orders rows of equal time (other series of a group), so that the
+ * same data always gives the same answer.
+ */
+function aggregateSql(agg: Aggregate, f: FieldColumns, tieBreak: string): string {
   switch (agg) {
     // Ordered so that the sum runs in time order whatever the parallelism: the same data
     // always gives the same last bit.
     case 'mean':
-      return `{'d': avg(${f.d} ORDER BY v.time_ms), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
+      return `{'d': avg(${f.d} ORDER BY v.time_ms${tieBreak}), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
     case 'min':
       return `{'d': min(${f.d}), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
     case 'max':
       return `{'d': max(${f.d}), 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
     case 'count':
-      return `{'d': count(*)::DOUBLE, 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
-    // (series, time) is unique in a points table, so the row at the max time is one row.
+      return `{'d': count(CASE WHEN ${f.present} THEN 1 END)::DOUBLE, 's': NULL::VARCHAR, 'b': NULL::BOOLEAN}`;
+    // (series, time) is unique in a points table, so the latest row holding the field is one
+    // row per series; in a group, the series id decides between rows of the same time.
     case 'last':
-      return `arg_max({'d': ${f.d}, 's': ${f.s}, 'b': ${f.b}}, v.time_ms)`;
+      return tieBreak === ''
+        ? `arg_max({'d': ${f.d}, 's': ${f.s}, 'b': ${f.b}}, v.time_ms) FILTER (WHERE ${f.present})`
+        : `arg_max({'d': ${f.d}, 's': ${f.s}, 'b': ${f.b}}, {'t': v.time_ms, 'id': v.series_id}) FILTER (WHERE ${f.present})`;
   }
 }
 
@@ -127,7 +136,7 @@ export class SeriesTags {
 }
 
 /** `s.measurement = $measurement AND s.tags[$tag_key_0] = $tag_value_0 AND …` */
-function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes): string {
+export function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes): string {
   params['measurement'] = spec.measurement;
   types['measurement'] = VARCHAR;
   params['tenant'] = spec.tenant ?? DEFAULT_TENANT;
@@ -144,81 +153,185 @@ function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes): strin
   return conditions.join(' AND ');
 }
 
-function valuesSql(spec: QuerySpec, filter: string, table: string, f: FieldColumns): string {
-  const where = `v.series_id IN (SELECT s.series_id FROM series s WHERE ${filter})
-      AND v.time_ms BETWEEN $from_ms AND $to_ms AND ${f.present}`;
-  if (spec.everyMs === undefined) {
-    return `SELECT v.series_id, v.time_ms AS t, ${f.d} AS d, ${f.s} AS s, ${f.b} AS b
-      FROM ${table} v
-      WHERE ${where}
-      QUALIFY row_number() OVER (PARTITION BY v.series_id ORDER BY v.time_ms DESC) <= $limit
-      ORDER BY v.series_id, v.time_ms`;
-  }
-  // Buckets start at epoch multiples of every; the modulo form floors negative times too.
-  return `WITH buckets AS (
-      SELECT v.series_id, v.time_ms - (((v.time_ms % $every_ms) + $every_ms) % $every_ms) AS bucket,
-        ${aggregateSql(spec.agg, f)} AS agg
-      FROM ${table} v
-      WHERE ${where}
-      GROUP BY v.series_id, bucket
-      QUALIFY row_number() OVER (PARTITION BY v.series_id ORDER BY bucket DESC) <= $limit)
-    SELECT series_id, bucket AS t, agg.d AS d, agg.s AS s, agg.b AS b
-    FROM buckets
-    ORDER BY series_id, bucket`;
+/** A field of the query the measurement has columns for: its place in `spec.fields`, its name and columns. */
+interface QueryField {
+  readonly index: number;
+  readonly name: string;
+  readonly columns: FieldColumns;
+}
+
+/** What the store allows one query, and how it learns that the query is out of time. */
+export interface QueryLimits {
+  /** Most points one answer may hold (VL_QUERY_TOO_LARGE past it). */
+  readonly maxRows: number;
+  /** Throws VL_QUERY_TIMEOUT once the query is past its time budget; called after each statement. */
+  readonly check: () => void;
 }
 
 /**
- * The measurement's table and the field's columns, read in the query's snapshot; undefined
- * when the measurement or the field was never written. Identifiers are generated from the
- * integer id and checked column names (`c<k>`), never from user strings.
+ * The rows of a raw or bucketed query: the key columns (`k0`, …: the series id, or one
+ * column per group_by key), then five columns per field: its time, its value as double,
+ * string and boolean, and whether the row holds a point of that field (`keep<i>`).
+ * Every row keeps at least one field, so rows ≤ points: `LIMIT $max_rows` (the row limit
+ * + 1) bounds what is read without cutting a legal answer short.
  */
-async function fieldColumns(conn: DuckDBConnection, spec: QuerySpec): Promise<{ table: string; columns: FieldColumns } | undefined> {
+function valuesSql(spec: QuerySpec, filter: string, table: string, fields: readonly QueryField[], params: Params, types: ParamTypes): string {
+  const grouped = spec.agg !== undefined && spec.groupBy !== undefined;
+  let source: string;
+  let keys: string[];
+  if (grouped) {
+    const groupColumns = (spec.groupBy ?? []).map((key, i) => {
+      params[`group_key_${i}`] = key;
+      types[`group_key_${i}`] = VARCHAR;
+      // A series without the key is in the group of ''.
+      return `, coalesce(s.tags[$group_key_${i}], '') AS g${i}`;
+    });
+    source = `${table} v JOIN (SELECT s.series_id${groupColumns.join('')} FROM series s WHERE ${filter}) s ON s.series_id = v.series_id`;
+    keys = groupColumns.map((_, i) => `s.g${i}`);
+  } else {
+    source = `${table} v`;
+    keys = ['v.series_id'];
+  }
+  const where = `${grouped ? 'TRUE' : `v.series_id IN (SELECT s.series_id FROM series s WHERE ${filter})`}
+      AND v.time_ms BETWEEN $from_ms AND $to_ms AND (${fields.map((f) => f.columns.present).join(' OR ')})`;
+  const keyColumns = keys.map((key, i) => `${key} AS k${i}`);
+  const keyNames = keys.map((_, i) => `k${i}`);
+  const partition = keyNames.length === 0 ? '' : `PARTITION BY ${keyNames.join(', ')}`;
+  const orderBy = (time: string) => {
+    const columns = [...keyNames, ...(time === '' ? [] : [time])];
+    return columns.length === 0 ? '' : `ORDER BY ${columns.join(', ')}`;
+  };
+  const outer = (perField: (i: number) => string, rowsOf: string, keep: (i: number) => string, time: string) =>
+    `SELECT ${[...keyNames, ...fields.map((_, i) => perField(i))].join(', ')}
+    FROM ${rowsOf}
+    WHERE ${fields.map((_, i) => keep(i)).join(' OR ')}
+    ${orderBy(time)}
+    LIMIT $max_rows`;
+
+  if (spec.agg === undefined) {
+    // The last `limit` points of each (series, field): a running count of the field's values, newest first.
+    const perField = fields
+      .map(({ columns: f }, i) => `, ${f.d} AS d${i}, ${f.s} AS s${i}, ${f.b} AS b${i}, CASE WHEN ${f.present} THEN count(CASE WHEN ${f.present} THEN 1 END) OVER w END AS r${i}`)
+      .join('');
+    return outer(
+      (i) => `t AS t${i}, d${i}, s${i}, b${i}, coalesce(r${i} <= $limit, false) AS keep${i}`,
+      `(SELECT ${keyColumns.join(', ')}, v.time_ms AS t${perField}
+        FROM ${source} WHERE ${where}
+        WINDOW w AS (PARTITION BY v.series_id ORDER BY v.time_ms DESC)) r`,
+      (i) => `r${i} <= $limit`,
+      't',
+    );
+  }
+  const tieBreak = grouped ? ', v.series_id' : '';
+  const aggregates = fields
+    .map(({ columns: f }, i) => `, ${aggregateSql(spec.agg ?? 'last', f, tieBreak)} AS a${i}, count(CASE WHEN ${f.present} THEN 1 END) AS n${i}`)
+    .join('');
+  if (spec.everyMs !== undefined) {
+    // Buckets start at epoch multiples of every (the modulo form floors negative times too);
+    // the last `limit` non-empty buckets of each (series, field).
+    const ranks = fields.map((_, i) => `, CASE WHEN n${i} > 0 THEN count(CASE WHEN n${i} > 0 THEN 1 END) OVER w END AS r${i}`).join('');
+    return outer(
+      (i) => `bucket AS t${i}, a${i}.d AS d${i}, a${i}.s AS s${i}, a${i}.b AS b${i}, coalesce(r${i} <= $limit, false) AS keep${i}`,
+      `(SELECT *${ranks} FROM (
+          SELECT ${[...keyColumns, 'v.time_ms - (((v.time_ms % $every_ms) + $every_ms) % $every_ms) AS bucket'].join(', ')}${aggregates}
+          FROM ${source} WHERE ${where}
+          GROUP BY ALL)
+        WINDOW w AS (${partition} ORDER BY bucket DESC)) r`,
+      (i) => `r${i} <= $limit`,
+      'bucket',
+    );
+  }
+  // The whole range: one value per (series or group, field), at the time of the point for last.
+  const lastTimes = fields.map(({ columns: f }, i) => `, max(v.time_ms) FILTER (WHERE ${f.present}) AS l${i}`).join('');
+  return outer(
+    (i) => `${spec.agg === 'last' ? `l${i}` : '$from_ms'} AS t${i}, a${i}.d AS d${i}, a${i}.s AS s${i}, a${i}.b AS b${i}, n${i} > 0 AS keep${i}`,
+    // `NULL AS _` leaves GROUP BY ALL a column when there is no key (group_by empty): no rows, no group.
+    `(SELECT ${[...keyColumns, 'NULL AS _'].join(', ')}${aggregates}${lastTimes}
+      FROM ${source} WHERE ${where}
+      GROUP BY ALL) r`,
+    (i) => `n${i} > 0`,
+    '',
+  );
+}
+
+/**
+ * The measurement's table and the columns of each of the query's fields it has, read in
+ * the query's snapshot; undefined when the measurement was never written. Identifiers are
+ * generated from the integer id and checked column names (`c<k>`), never from user strings.
+ */
+async function fieldColumns(conn: DuckDBConnection, spec: QuerySpec): Promise<{ table: string; fields: QueryField[] } | undefined> {
+  const params: Params = { measurement: spec.measurement };
+  const types: ParamTypes = { measurement: VARCHAR };
+  spec.fields.forEach((field, i) => {
+    params[`field_${i}`] = field;
+    types[`field_${i}`] = VARCHAR;
+  });
+  const list = spec.fields.map((_, i) => `$field_${i}`).join(', ');
   const rows = (
     await conn.runAndReadAll(
-      `SELECT m.measurement_id, f.kind, f.column_name FROM measurements m JOIN fields f USING (measurement_id)
-       WHERE m.name = $measurement AND f.field = $field`,
-      { measurement: spec.measurement, field: spec.field },
-      { measurement: VARCHAR, field: VARCHAR },
+      `SELECT m.measurement_id, f.field, f.kind, f.column_name FROM measurements m JOIN fields f USING (measurement_id)
+       WHERE m.name = $measurement AND f.field IN (${list})`,
+      params,
+      types,
     )
   ).getRows();
   const first = rows[0];
   if (first === undefined) return undefined;
-  const byKind: Partial<Record<FieldKind, string>> = {};
-  for (const [, kind, name] of rows) {
+  const byField = new Map<string, Partial<Record<FieldKind, string>>>();
+  for (const [, field, kind, name] of rows) {
+    const fieldName = toText(field ?? null);
     const kindText = toText(kind ?? null);
     const index = columnIndexOf(toText(name ?? null));
     if (!isFieldKind(kindText) || index === undefined) throw new TypeError(`unexpected column ${String(name)} of kind ${kindText} in the fields table`);
+    const byKind = byField.get(fieldName) ?? {};
     byKind[kindText] = `v.${columnName(index)}`;
+    byField.set(fieldName, byKind);
   }
-  const present = Object.values(byKind).map((column) => `${column} IS NOT NULL`);
-  return {
-    table: pointsTable(toNumber(first[0] ?? null)),
-    columns: {
-      d: byKind.double ?? 'NULL::DOUBLE',
-      s: byKind.string ?? 'NULL::VARCHAR',
-      b: byKind.bool ?? 'NULL::BOOLEAN',
-      present: `(${present.join(' OR ')})`,
-    },
-  };
+  const fields: QueryField[] = [];
+  spec.fields.forEach((name, index) => {
+    const byKind = byField.get(name);
+    if (byKind === undefined) return;
+    const present = Object.values(byKind).map((column) => `${column} IS NOT NULL`);
+    fields.push({
+      index,
+      name,
+      columns: {
+        d: byKind.double ?? 'NULL::DOUBLE',
+        s: byKind.string ?? 'NULL::VARCHAR',
+        b: byKind.bool ?? 'NULL::BOOLEAN',
+        present: `(${present.join(' OR ')})`,
+      },
+    });
+  });
+  return { table: pointsTable(toNumber(first[0] ?? null)), fields };
 }
 
-/**
- * Runs a query on `conn` (a connection of its own: it opens a read snapshot).
- * Raw: the last `limit` points per series in [fromMs, toMs], ascending. Bucketed: the
- * last `limit` non-empty buckets per series, ascending, each at its start time.
- * Series without a value in the range are left out; series are ordered by their tags.
- */
-export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec, known: SeriesTags = new SeriesTags()): Promise<{ series: Series[] }> {
-  const params: Params = {};
-  const types: ParamTypes = {};
-  const filter = seriesFilter(spec, params, types);
+function tooLarge(maxRows: number): VoltlineError {
+  return new VoltlineError(
+    'VL_QUERY_TOO_LARGE',
+    `Cannot query as the answer would hold more than ${maxRows} points (the store's row limit): narrow 'from' and 'to', filter by tags, use a coarser 'every' or a smaller 'limit'`,
+    { context: { maxRows } },
+  );
+}
 
+
+/**
+ * Runs a query on `conn` (a connection of its own: it opens a read snapshot), within
+ * `limits`. The three shapes of QuerySpec (raw, buckets, whole range), for several fields
+ * in one pass over the measurement's wide table; group_by merges series before the
+ * aggregate; rank keeps the top or bottom k. Series without a value in the range are
+ * left out; series are ordered by their tags, then by the query's field order (ranked
+ * ones by value). Rejects VL_QUERY_TOO_LARGE past `limits.maxRows` points.
+ */
+export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec, known: SeriesTags, limits: QueryLimits): Promise<QueryAnswer> {
+  // Rollups: a coarse bucketed query (spec.everyMs) may read them instead, from here.
   // One snapshot for every statement: a series created in between cannot slip in.
   await conn.run('BEGIN TRANSACTION');
   try {
-    const result = await readSeries(conn, known, spec, filter, params, types);
+    limits.check();
+    const answer: QueryAnswer = { series: await readRawSeries(conn, known, spec, limits), source: 'raw' };
     await conn.run('COMMIT');
-    return result;
+    return answer;
   } catch (err) {
     // The connection is dropped after the query anyway; the original error matters.
     await conn.run('ROLLBACK').catch(() => undefined);
@@ -226,48 +339,137 @@ export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec, known
   }
 }
 
-async function readSeries(
-  conn: DuckDBConnection,
-  known: SeriesTags,
-  spec: QuerySpec,
-  filter: string,
-  params: Params,
-  types: ParamTypes,
-): Promise<{ series: Series[] }> {
-  const field = await fieldColumns(conn, spec);
-  if (field === undefined) return { series: [] };
-
-  const valueParams: Params = {
-    ...params,
+async function readRawSeries(conn: DuckDBConnection, known: SeriesTags, spec: QuerySpec, limits: QueryLimits): Promise<Series[]> {
+  const measurement = await fieldColumns(conn, spec);
+  limits.check();
+  if (measurement === undefined || measurement.fields.length === 0) return [];
+  const params: Params = {};
+  const types: ParamTypes = {};
+  const filter = seriesFilter(spec, params, types);
+  const ranked = spec.rank !== undefined && spec.agg !== undefined && spec.everyMs === undefined;
+  Object.assign(params, {
     from_ms: BigInt(Math.floor(spec.fromMs)),
     to_ms: BigInt(Math.floor(spec.toMs)),
-    limit: BigInt(Math.max(0, Math.floor(spec.limit))),
-  };
-  const valueTypes: ParamTypes = { ...types, from_ms: BIGINT, to_ms: BIGINT, limit: BIGINT };
-  if (spec.everyMs !== undefined) {
-    valueParams['every_ms'] = BigInt(Math.max(1, Math.floor(spec.everyMs)));
-    valueTypes['every_ms'] = BIGINT;
+    // A ranked answer holds at most k points, whatever the number of series ranked.
+    max_rows: ranked ? BigInt(Number.MAX_SAFE_INTEGER) : BigInt(limits.maxRows + 1),
+  });
+  Object.assign(types, { from_ms: BIGINT, to_ms: BIGINT, max_rows: BIGINT });
+  // Only parameters the statement names: DuckDB refuses others. A whole-range answer has one point per series, no limit.
+  if (spec.agg === undefined || spec.everyMs !== undefined) {
+    params['limit'] = BigInt(Math.max(0, Math.floor(spec.limit)));
+    types['limit'] = BIGINT;
   }
-  const rows = (await conn.runAndReadAll(valuesSql(spec, filter, field.table, field.columns), valueParams, valueTypes)).getRows();
+  if (spec.everyMs !== undefined && spec.agg !== undefined) {
+    params['every_ms'] = BigInt(Math.max(1, Math.floor(spec.everyMs)));
+    types['every_ms'] = BIGINT;
+  }
+  const sql = valuesSql(spec, filter, measurement.table, measurement.fields, params, types);
+  const rows = (await conn.runAndReadAll(sql, params, types)).getRows();
+  limits.check();
+  if (!ranked && rows.length > limits.maxRows) throw tooLarge(limits.maxRows);
+  const grouped = spec.agg !== undefined && spec.groupBy !== undefined;
+  const found = grouped
+    ? groupSeries(rows, spec.groupBy ?? [], measurement.fields)
+    : await seriesById(conn, known, rows, measurement.fields);
+  limits.check();
+  const series = ranked && spec.rank !== undefined ? rank(found, spec.rank) : found;
+  const answer = series.map(({ series: s }) => s);
+  const points = answer.reduce((sum, s) => sum + s.points.length, 0);
+  if (points > limits.maxRows) throw tooLarge(limits.maxRows);
+  return answer;
+}
 
-  const byId = new Map<number, Array<[number, FieldValue | null]>>();
-  for (const [id, time, double, text, bool] of rows) {
-    const seriesId = toNumber(id ?? null);
-    let points = byId.get(seriesId);
-    if (points === undefined) {
-      points = [];
-      byId.set(seriesId, points);
+/** A series of the answer with its tags' sort key and its field's place in the query. */
+interface FoundSeries {
+  readonly key: readonly string[];
+  readonly fieldIndex: number;
+  readonly series: Series;
+}
+
+type Row = readonly DuckDBValue[];
+
+/** The points of each field in `row` (after `keyCount` key columns), appended to `perField`. */
+function collectPoints(row: Row, keyCount: number, fields: readonly QueryField[], perField: Array<Array<[number, FieldValue | null]> | undefined>): void {
+  fields.forEach((_, i) => {
+    const at = keyCount + i * 5;
+    if (row[at + 4] !== true) return;
+    const points = (perField[i] ??= []);
+    points.push([toNumber(row[at] ?? null), toFieldValue(row[at + 1] ?? null, row[at + 2] ?? null, row[at + 3] ?? null)]);
+  });
+}
+
+/** The answer's series, ordered by tags then field order. */
+function ordered(entries: ReadonlyArray<{ key: readonly string[]; tags: Readonly<Record<string, string>>; perField: ReadonlyArray<Array<[number, FieldValue | null]> | undefined> }>, fields: readonly QueryField[]): FoundSeries[] {
+  const found: FoundSeries[] = [];
+  for (const entry of [...entries].sort((a, b) => compareKeys(a.key, b.key))) {
+    fields.forEach((field, i) => {
+      const points = entry.perField[i];
+      if (points !== undefined) found.push({ key: entry.key, fieldIndex: field.index, series: { tags: entry.tags, field: field.name, points } });
+    });
+  }
+  return found;
+}
+
+/** Rows keyed by series id (one key column), with the tags of each series. */
+async function seriesById(conn: DuckDBConnection, known: SeriesTags, rows: readonly Row[], fields: readonly QueryField[]): Promise<FoundSeries[]> {
+  const byId = new Map<number, Array<Array<[number, FieldValue | null]> | undefined>>();
+  for (const row of rows) {
+    const id = toNumber(row[0] ?? null);
+    let perField = byId.get(id);
+    if (perField === undefined) {
+      perField = [];
+      byId.set(id, perField);
     }
-    points.push([toNumber(time ?? null), toFieldValue(double ?? null, text ?? null, bool ?? null)]);
+    collectPoints(row, 1, fields, perField);
   }
   await known.learn(conn, byId.keys());
-  const found: Array<{ key: readonly string[]; series: Series }> = [];
-  for (const [id, points] of byId) {
+  const entries = [...byId].map(([id, perField]) => {
     const series = known.get(id);
     if (series === undefined) throw new TypeError(`series ${id} has points but no row in the series table`);
-    found.push({ key: series.key, series: { tags: series.tags, points } });
+    return { key: series.key, tags: series.tags, perField };
+  });
+  return ordered(entries, fields);
+}
+
+/** Rows keyed by one column per group_by key; a group's tags are those keys. */
+function groupSeries(rows: readonly Row[], groupBy: readonly string[], fields: readonly QueryField[]): FoundSeries[] {
+  const byGroup = new Map<string, { key: readonly string[]; tags: Readonly<Record<string, string>>; perField: Array<Array<[number, FieldValue | null]> | undefined> }>();
+  for (const row of rows) {
+    const values = groupBy.map((_, i) => toText(row[i] ?? null));
+    const id = JSON.stringify(values);
+    let group = byGroup.get(id);
+    if (group === undefined) {
+      const tags = Object.freeze(Object.fromEntries(groupBy.map((key, i) => [key, values[i] ?? ''])));
+      group = { key: tagsKey(tags), tags, perField: [] };
+      byGroup.set(id, group);
+    }
+    collectPoints(row, groupBy.length, fields, group.perField);
   }
-  return { series: found.sort((a, b) => compareKeys(a.key, b.key)).map(({ series }) => series) };
+  return ordered([...byGroup.values()], fields);
+}
+
+/** Ascending order of values: numbers (booleans as 0 and 1), then strings. */
+function compareValues(a: FieldValue, b: FieldValue): number {
+  const x = typeof a === 'boolean' ? Number(a) : a;
+  const y = typeof b === 'boolean' ? Number(b) : b;
+  if (typeof x === 'number' && typeof y === 'number') return x - y;
+  if (typeof x === 'number') return -1;
+  if (typeof y === 'number') return 1;
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** The k series with the highest (top) or lowest (bottom) value, in that order; ties in tag order, series without a value last. */
+function rank(found: readonly FoundSeries[], by: NonNullable<QuerySpec['rank']>): FoundSeries[] {
+  const valueOf = (s: FoundSeries): FieldValue | null => s.series.points[0]?.[1] ?? null;
+  // `found` is in tag order and the sort is stable: ties stay in tag order.
+  return [...found]
+    .sort((a, b) => {
+      const x = valueOf(a);
+      const y = valueOf(b);
+      if (x === null || y === null) return x === null ? (y === null ? 0 : 1) : -1;
+      return by.order === 'top' ? compareValues(y, x) : compareValues(x, y);
+    })
+    .slice(0, by.k);
 }
 
 function toDeadLetterCode(value: DuckDBValue): DeadLetterCode {

@@ -17,6 +17,7 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import { Catalog } from './catalog.ts';
 import { queryDeadLetters, queryPoints, SeriesTags } from './embedded-query.ts';
+import { QuerySlots, queryTimeout, withTimeBudget } from './query-budget.ts';
 import { Scans } from './embedded-scan.ts';
 import { EmbeddedWriter } from './embedded-writer.ts';
 import type { TransactionReport, WriteItem } from './embedded-writer.ts';
@@ -26,6 +27,7 @@ import { CREATE_STAGING } from './schema.ts';
 import { asStoreError, RETRIABLE_ERROR } from './store-errors.ts';
 import { toWire } from './thread-protocol.ts';
 import type { FromThread, MemoryReport, ThreadData, ToThread } from './thread-protocol.ts';
+import type { QuerySpec } from './types.ts';
 
 if (parentPort === null) throw new Error('embedded-thread.ts runs as a worker thread (see embedded.ts)');
 const port = parentPort;
@@ -80,6 +82,8 @@ const { instance, writer } = opened;
 const reads = new Set<Promise<unknown>>();
 /** Tags of the series queries have met (this thread's file only: a restarted thread starts afresh). */
 const seriesTags = new SeriesTags();
+/** Queries of points running at once (query-budget.ts). */
+const querySlots = new QuerySlots();
 /** Open scans (exports), each on a connection of its own: see embedded-scan.ts. */
 const scans = new Scans(instance, seriesTags);
 
@@ -134,28 +138,58 @@ function write(id: number, item: WriteItem, weight: number): void {
   );
 }
 
-function read(id: number, operation: string, run: (conn: DuckDBConnection) => Promise<FromThread>): void {
-  const reading = (async () => {
-    // A connection per read: reads run beside the writer's open transaction, each on its
-    // own snapshot, and never see a batch half-written.
-    const conn = await instance.connect();
-    try {
-      post(await run(conn));
-    } catch (err) {
-      post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_QUERY', operation)) });
-    } finally {
-      conn.closeSync();
-    }
-  })();
+/** Runs a read on a connection of its own and posts its reply; the promise settles once it is posted. */
+function read(id: number, operation: string, run: (conn: DuckDBConnection) => Promise<FromThread>): Promise<void> {
+  return track(
+    (async () => {
+      // A connection per read: reads run beside the writer's open transaction, each on its
+      // own snapshot, and never see a batch half-written.
+      const conn = await instance.connect();
+      try {
+        post(await run(conn));
+      } catch (err) {
+        post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_QUERY', operation)) });
+      } finally {
+        conn.closeSync();
+      }
+    })(),
+  );
+}
+
+/** Keeps `reading` among the reads that closing (or failing) waits for, until it settles. */
+function track(reading: Promise<void>): Promise<void> {
   reads.add(reading);
   void reading.finally(() => reads.delete(reading));
+  return reading;
 }
 
 /** A scan's next chunk, or its early close: tracked with the reads, so that close and fail wait for DuckDB's work in flight. */
 function scan(id: number, run: () => Promise<FromThread>): void {
-  const reading = run().then(post, (err: unknown) => post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_QUERY', 'scan')) }));
-  reads.add(reading);
-  void reading.finally(() => reads.delete(reading));
+  void track(run().then(post, (err: unknown) => post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_QUERY', 'scan')) })));
+}
+
+/** A query of points: waits for a slot, then runs within what is left of its time budget. */
+function query(id: number, spec: QuerySpec): void {
+  const receivedAt = performance.now();
+  void track(
+    (async () => {
+      if (!(await querySlots.acquire(receivedAt + data.queryTimeoutMs))) {
+        post({ type: 'failed', id, error: toWire(queryTimeout(data.queryTimeoutMs)) });
+        return;
+      }
+      try {
+        await read(id, 'query', async (conn) => ({
+          type: 'answer',
+          id,
+          answer: await withTimeBudget(conn, data.queryTimeoutMs, receivedAt, (check) =>
+            queryPoints(conn, spec, seriesTags, { maxRows: data.maxQueryRows, check }),
+          ),
+        }));
+      } finally {
+        querySlots.release();
+      }
+    })(),
+  );
 }
 
 async function memoryOf(conn: DuckDBConnection): Promise<MemoryReport> {
@@ -230,13 +264,13 @@ port.on('message', (message: ToThread) => {
       write(message.id, { resolved: message.keys }, message.weight);
       return;
     case 'query':
-      read(message.id, 'query', async (conn) => ({ type: 'answer', id: message.id, series: (await queryPoints(conn, message.spec, seriesTags)).series }));
+      query(message.id, message.spec);
       return;
     case 'deadLetters':
-      read(message.id, 'read dead letters from', async (conn) => ({ type: 'letters', id: message.id, letters: await queryDeadLetters(conn, message.query) }));
+      void read(message.id, 'read dead letters from', async (conn) => ({ type: 'letters', id: message.id, letters: await queryDeadLetters(conn, message.query) }));
       return;
     case 'memory':
-      read(message.id, 'read the memory of', async (conn) => ({ type: 'memory', id: message.id, memory: await memoryOf(conn) }));
+      void read(message.id, 'read the memory of', async (conn) => ({ type: 'memory', id: message.id, memory: await memoryOf(conn) }));
       return;
     case 'scan':
       scan(message.id, async () => ({ type: 'scanRows', id: message.id, ...(await scans.next(message.scan, message.range)) }));

@@ -17,12 +17,13 @@ import { MARK_STEP_MS } from './schema.ts';
 import { storeContract } from './store.contract.ts';
 import type { Point, QuerySpec } from './types.ts';
 
-storeContract('embedded', (dir) => openEmbeddedStore({ dir, logger: silentLogger() }));
+storeContract('embedded', (dir, options) => openEmbeddedStore({ dir, logger: silentLogger(), ...options }));
 
 const T0 = 1_700_000_040_000;
 
-function spec(overrides: Partial<QuerySpec> & Pick<QuerySpec, 'measurement' | 'field'>): QuerySpec {
-  return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, agg: 'last', limit: 10_000, ...overrides };
+/** A raw query of one field over T0 ± 1 h unless `overrides` say otherwise. */
+function spec({ field, ...overrides }: Partial<QuerySpec> & Pick<QuerySpec, 'measurement'> & { field: string }): QuerySpec {
+  return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, limit: 10_000, fields: [field], ...overrides };
 }
 
 interface LogRecord {
@@ -136,6 +137,32 @@ describe('embedded store', () => {
     expect(series[0]?.points).toEqual([[T0 - (T0 % 3_600_000), expected]]);
   });
 
+  it('stops a query past its time budget with VL_QUERY_TIMEOUT, and keeps writing and answering', async () => {
+    await store.close();
+    store = await openEmbeddedStore({ dir, logger: silentLogger(), queryTimeoutMs: 1 });
+    // 100 000 points: no query of them (four statements, a time-ordered mean) ends within 1 ms.
+    for (let batch = 0; batch < 10; batch++) {
+      await store.writePoints(
+        Array.from({ length: 10_000 }, (_, i) => ({ measurement: 'm', tags: { station: `st-${i % 100}` }, fields: { v: i }, time: T0 + batch * 10_000 + i })),
+      );
+    }
+    const slow = spec({ measurement: 'm', field: 'v', everyMs: 1_000, agg: 'mean', fromMs: T0, toMs: T0 + 200_000 });
+    const refused = store.query(slow);
+    await expect(refused).rejects.toMatchObject({ code: 'VL_QUERY_TIMEOUT', retriable: false, context: { timeoutMs: 1 } });
+    await expect(refused).rejects.toThrow("Cannot query as it ran past the store's time budget of 1 ms and was stopped");
+    // Several at once (some wait for a slot and run out of budget there): all refused, none hangs.
+    const many = await Promise.allSettled(Array.from({ length: 6 }, () => store.query(slow)));
+    expect(many.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'answered'))).toEqual(Array(6).fill('VL_QUERY_TIMEOUT'));
+    // The thread is the same one, and it still writes.
+    await store.writePoints([{ measurement: 'm', tags: { station: 'st-x' }, fields: { v: -1 }, time: T0 - 1 }]);
+    expect(store.stats().threadStarts).toBe(1);
+    await store.close();
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    const count = await store.query(spec({ measurement: 'm', field: 'v', agg: 'count', groupBy: [], fromMs: T0 - 1, toMs: T0 + 200_000 }));
+    expect(count.series[0]?.points[0]?.[1]).toBe(100_001);
+    expect((await store.query(slow)).series).toHaveLength(100);
+  });
+
   it('answers queries while writes are in flight', async () => {
     const writes = Array.from({ length: 20 }, (_, i) => store.writePoints([{ measurement: 'm', tags: {}, fields: { v: i }, time: T0 + i }]));
     const read = store.query(spec({ measurement: 'm', field: 'v' }));
@@ -241,16 +268,16 @@ describe('embedded store', () => {
     conn.closeSync();
     instance.closeSync();
     store = await openEmbeddedStore({ dir, logger: silentLogger() });
-    const query = { measurement: 'm', field: 'v', tags: {}, fromMs: T0 - 1, toMs: T0 + 1, agg: 'last' as const, limit: 10 };
-    expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 1]] }]);
+    const query = { measurement: 'm', fields: ['v'], tags: {}, fromMs: T0 - 1, toMs: T0 + 1, limit: 10 };
+    expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[T0, 1]] }]);
     expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([]);
     // The old series keeps its key: a replay of its point overwrites it, a tenant's is another.
     await store.writePoints([
       { measurement: 'm', tags: { station: 'st-1' }, fields: { v: 2 }, time: T0 },
       { measurement: 'm', tags: { station: 'st-1' }, fields: { v: 3 }, time: T0, tenant: 'acme' },
     ]);
-    expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 2]] }]);
-    expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 3]] }]);
+    expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[T0, 2]] }]);
+    expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[T0, 3]] }]);
     expect((await store.deadLetters({ tenant: 'default', limit: 10 })).map((l) => l.message)).toEqual(['old']);
   });
 
@@ -292,6 +319,7 @@ describe('embedded store', () => {
     const expected = [
       {
         tags: { station: 'a' },
+        field: 'v',
         points: [
           [T0, 0],
           [T0 + 500, 50],
@@ -302,6 +330,7 @@ describe('embedded store', () => {
       },
       {
         tags: { station: 'b' },
+        field: 'v',
         points: [
           [T0, 10],
           [T0 + 1_000, 11],
@@ -421,7 +450,8 @@ describe('embedded store', () => {
     const version = (await conn.runAndReadAll(`SELECT value FROM voltline_meta WHERE key = 'schema_version'`)).getRows()[0]?.[0];
     conn.closeSync();
     instance.closeSync();
-    expect(tables).toEqual(['dead_letters', 'fields', 'measurements', 'points_1', 'points_2', 'series', 'voltline_meta']);
+    // rollup_state: the rollups' bookkeeping (rollup-schema.ts), added to files of any version.
+    expect(tables).toEqual(['dead_letters', 'fields', 'measurements', 'points_1', 'points_2', 'rollup_state', 'series', 'voltline_meta']);
     expect(version).toBe('2');
   });
 

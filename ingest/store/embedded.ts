@@ -19,6 +19,7 @@ import { concatEvents, encodePoints, lettersWeight, MAX_ENCODED_BYTES } from './
 import type { EncodedEvents } from './encode.ts';
 import type { Request } from './thread-client.ts';
 import type { FromThread, MemoryReport } from './thread-protocol.ts';
+import { MAX_QUERY_ROWS, QUERY_TIMEOUT_MS } from './query.ts';
 import { MAX_RESTART_DELAY_MS, ThreadSupervisor } from './thread-supervisor.ts';
 import { DEFAULT_TENANT } from './types.ts';
 import type {
@@ -28,10 +29,10 @@ import type {
   EncodedPoints,
   EncodedWriteResult,
   Point,
+  QueryAnswer,
   QuerySpec,
   ScanRange,
   ScanRow,
-  Series,
   StoreReader,
   StoreWriter,
 } from './types.ts';
@@ -90,6 +91,14 @@ export interface EmbeddedStoreOptions {
    * Default 1 MiB (~4 000 station points).
    */
   commitFlushBytes?: number;
+  /**
+   * A query's time budget, ms, from its arrival in the store thread (waiting for one of
+   * the MAX_RUNNING_QUERIES slots included): past it the query is interrupted and rejects
+   * with VL_QUERY_TIMEOUT. Default QUERY_TIMEOUT_MS (10 s).
+   */
+  queryTimeoutMs?: number;
+  /** Most points (values across all series) one query's answer may hold: past it VL_QUERY_TOO_LARGE. Default MAX_QUERY_ROWS (1 000 000). */
+  maxQueryRows?: number;
 }
 
 const OptionsSchema = z.object({
@@ -107,6 +116,8 @@ const OptionsSchema = z.object({
     .int()
     .min(1)
     .default(1024 * 1024),
+  queryTimeoutMs: z.number().int().min(1).max(3_600_000).default(QUERY_TIMEOUT_MS),
+  maxQueryRows: z.number().int().min(1).max(100_000_000).default(MAX_QUERY_ROWS),
 });
 
 type Config = Readonly<z.infer<typeof OptionsSchema>>;
@@ -207,6 +218,8 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
         memoryLimitMb: parts.config.memoryLimitMb,
         commitIntervalMs: parts.config.commitIntervalMs,
         commitFlushBytes: parts.config.commitFlushBytes,
+        queryTimeoutMs: parts.config.queryTimeoutMs,
+        maxQueryRows: parts.config.maxQueryRows,
       },
       logger: parts.logger,
       restartDelayMs: parts.config.restartDelayMs,
@@ -296,18 +309,22 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   }
 
   /**
-   * One series per distinct tag set matching `spec.tags` (exact values) that has a value
-   * of `spec.field` in [fromMs, toMs] (inclusive), ordered by tags (pairs sorted by key).
-   * Raw (no everyMs): the LAST `limit` points of each series, in ascending time; `agg`
-   * is ignored. Bucketed: buckets start at epoch multiples of everyMs, only non-empty
-   * ones, the last `limit` of them, ascending; mean/min/max read numbers (null for a
-   * bucket without any), count counts values of any type, last is the value at the
-   * latest time. The mean sums in time order, so it is reproducible to the last bit.
+   * One series per (distinct tag set, or group of `spec.groupBy`, matching `spec.tags`
+   * exactly) and field of `spec.fields` that has a value in [fromMs, toMs] (inclusive),
+   * ordered by tags (pairs sorted by key) then field order; ranked queries by value.
+   * Raw (no agg): the LAST `limit` points of each series, in ascending time. Bucketed:
+   * buckets start at epoch multiples of everyMs, only non-empty ones, the last `limit` of
+   * them, ascending. Whole range (agg, no everyMs): one value per series, at its time for
+   * last and at fromMs otherwise. mean/min/max read numbers (null where there are none),
+   * count counts values of any type, last is the value at the latest time (in a group,
+   * the latest point of any of its series). The mean sums in time order, so it is
+   * reproducible to the last bit. Within `queryTimeoutMs` and `maxQueryRows`
+   * (VL_QUERY_TIMEOUT, VL_QUERY_TOO_LARGE); `source` is 'raw'.
    */
-  async query(spec: QuerySpec): Promise<{ series: Series[] }> {
+  async query(spec: QuerySpec): Promise<QueryAnswer> {
     const reply = await this.#read('query', { type: 'query', spec });
     if (reply.type !== 'answer') throw unexpected(reply);
-    return { series: reply.series };
+    return reply.answer;
   }
 
   /**

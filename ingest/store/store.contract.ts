@@ -2,26 +2,38 @@
  * The contract every store implementation runs (embedded now; InfluxDB and
  * VictoriaMetrics writers later), after hono's shared router suite:
  *
- *   storeContract('embedded', (dir) => openEmbeddedStore({ dir, logger }));
+ *   storeContract('embedded', (dir, options) => openEmbeddedStore({ dir, logger, ...options }));
  *
- * `open(dir)` must give a store whose data lives at `dir` (or is keyed by it): opening
- * the same `dir` again after `close()` must show what was written before. Each test
- * gets a fresh temporary `dir`, removed afterwards.
+ * `open(dir, options)` must give a store whose data lives at `dir` (or is keyed by it):
+ * opening the same `dir` again after `close()` must show what was written before. Each
+ * test gets a fresh temporary `dir`, removed afterwards. `options` (ContractStoreOptions)
+ * are the query limits a store must honour; absent, its defaults.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { DeadLetter, FieldValue, Point, QuerySpec, StoreReader, StoreWriter } from './types.ts';
+import type { Aggregate, DeadLetter, FieldValue, Point, QuerySpec, StoreReader, StoreWriter } from './types.ts';
+import { queryContract } from './query.contract.ts';
 import { scanContract } from './scan.contract.ts';
 
 export type ContractStore = StoreWriter & StoreReader;
 
+/** Query limits the contract sets on a store it opens (VL_QUERY_TOO_LARGE, VL_QUERY_TIMEOUT). */
+export interface ContractStoreOptions {
+  readonly maxQueryRows?: number;
+  readonly queryTimeoutMs?: number;
+}
+
+/** Opens the store whose data is at (or keyed by) `dir`; see the top of this file. */
+export type OpenContractStore = (dir: string, options?: ContractStoreOptions) => Promise<ContractStore>;
+
 /** An epoch multiple of 10 s and of 1 min, so buckets start exactly at T0. */
 const T0 = 1_700_000_040_000;
 
-function spec(overrides: Partial<QuerySpec> & Pick<QuerySpec, 'measurement' | 'field'>): QuerySpec {
-  return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, agg: 'last', limit: 10_000, ...overrides };
+/** A raw query of one field over T0 ± 1 h unless `overrides` say otherwise. */
+function spec({ field, ...overrides }: Partial<QuerySpec> & Pick<QuerySpec, 'measurement'> & { field: string }): QuerySpec {
+  return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, limit: 10_000, fields: [field], ...overrides };
 }
 
 function letter(overrides: Partial<DeadLetter> & Pick<DeadLetter, 'offset'>): DeadLetter {
@@ -55,7 +67,7 @@ function byOffsetDesc(a: { offset: bigint }, b: { offset: bigint }): number {
   return a.offset > b.offset ? -1 : a.offset < b.offset ? 1 : 0;
 }
 
-export function storeContract(name: string, open: (dir: string) => Promise<ContractStore>): void {
+export function storeContract(name: string, open: OpenContractStore): void {
   describe(`store contract: ${name}`, () => {
     let dir: string;
     let store: ContractStore;
@@ -87,7 +99,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       await store.writePoints([{ measurement: 'station', tags: { station: 'st-1' }, fields, time: T0 }]);
       for (const [field, value] of Object.entries(fields)) {
         const { series } = await store.query(spec({ measurement: 'station', field }));
-        expect(series, field).toEqual([{ tags: { station: 'st-1' }, points: [[T0, value]] }]);
+        expect(series, field).toEqual([{ tags: { station: 'st-1' }, field, points: [[T0, value]] }]);
         // toEqual already uses Object.is on numbers; say it once more for the reader.
         expect(Object.is(series[0]?.points[0]?.[1], value), field).toBe(true);
       }
@@ -98,9 +110,9 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       const tags = { "we.ird'key": 'a "b"', $1: 'x' };
       await store.writePoints([{ measurement, tags, fields: { "f'ield": 1, 'f.ield': 2 }, time: T0 }]);
       const one = await store.query(spec({ measurement, field: "f'ield", tags: { "we.ird'key": 'a "b"' } }));
-      expect(one.series).toEqual([{ tags, points: [[T0, 1]] }]);
+      expect(one.series).toEqual([{ tags, field: "f'ield", points: [[T0, 1]] }]);
       const two = await store.query(spec({ measurement, field: 'f.ield', tags: { $1: 'x' } }));
-      expect(two.series).toEqual([{ tags, points: [[T0, 2]] }]);
+      expect(two.series).toEqual([{ tags, field: 'f.ield', points: [[T0, 2]] }]);
     });
 
     it('writes the same key twice as one point holding the later values', async () => {
@@ -116,6 +128,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(voltage.series).toEqual([
         {
           tags: { station: 'st-1' },
+          field: 'voltage',
           points: [
             [T0, 231],
             [T0 + 1_000, 2],
@@ -138,7 +151,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
         [T0 + 19_000, 10],
       ];
       await store.writePoints(values.map(([time, v]) => ({ measurement: 'station', tags: { station: 'st-1' }, fields: { v }, time })));
-      const expected: Record<QuerySpec['agg'], [number, number]> = {
+      const expected: Record<Aggregate, [number, number]> = {
         mean: [2, 15],
         min: [1, 10],
         max: [3, 20],
@@ -146,10 +159,11 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
         count: [3, 2],
       };
       for (const [agg, [first, second]] of Object.entries(expected)) {
-        const { series } = await store.query(spec({ measurement: 'station', field: 'v', everyMs: 10_000, agg: agg as QuerySpec['agg'] }));
+        const { series } = await store.query(spec({ measurement: 'station', field: 'v', everyMs: 10_000, agg: agg as Aggregate }));
         expect(series, agg).toEqual([
           {
             tags: { station: 'st-1' },
+            field: 'v',
             points: [
               [T0, first],
               [T0 + 10_000, second],
@@ -200,6 +214,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(one.series).toEqual([
         {
           tags: { station: 'st-2', region: 'south' },
+          field: 'docked',
           points: [
             [T0, 0],
             [T0 + 1_000, 1],
@@ -328,15 +343,15 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
         { measurement: 'm', tags, fields: { v: 2 }, time: T0, tenant: 'acme' },
         { measurement: 'm', tags, fields: { v: 3 }, time: T0, tenant: 'globex' },
       ]);
-      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
-      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'default' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
-      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, points: [[T0, 2]] }]);
-      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'globex' }))).series).toEqual([{ tags, points: [[T0, 3]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'default' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 2]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'globex' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 3]] }]);
       expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'initech' }))).series).toEqual([]);
       // A replay overwrites within its tenant only.
       await store.writePoints([{ measurement: 'm', tags, fields: { v: 20 }, time: T0, tenant: 'acme' }]);
-      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, points: [[T0, 20]] }]);
-      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 20]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 1]] }]);
 
       await store.writeDeadLetters([letter({ offset: 1n }), letter({ offset: 2n, function: 'acme-fn', tenant: 'acme' })]);
       expect((await store.deadLetters({ tenant: 'acme', limit: 10 })).map((l) => [l.offset, l.tenant])).toEqual([[2n, 'acme']]);
@@ -353,7 +368,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       await store.close();
       store = await open(dir);
       const { series } = await store.query(spec({ measurement: 'm', field: 'v' }));
-      expect(series).toEqual([{ tags: { station: 'st-1' }, points: [[T0, 0.1 + 0.2]] }]);
+      expect(series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[T0, 0.1 + 0.2]] }]);
       expect((await store.deadLetters({ limit: 10 })).map(plain)).toEqual([plain(letter({ offset: 1n }))]);
       // And it still writes after reopening.
       await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: T0 + 1 }]);
@@ -377,12 +392,13 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(series).toEqual([
         {
           tags: { station: 'st-1' },
+          field: 'voltage',
           points: [
             [T0, 230.5],
             [T0 + 1_000, 231],
           ],
         },
-        { tags: { station: 'st-2' }, points: [[T0, 229.25]] },
+        { tags: { station: 'st-2' }, field: 'voltage', points: [[T0, 229.25]] },
       ]);
       expect((await store.query(spec({ measurement: 'station', field: 'state' }))).series[0]?.points).toEqual([[T0, 'idle']]);
       expect((await store.query(spec({ measurement: 'station', field: 'ok' }))).series[0]?.points).toEqual([[T0, true]]);
@@ -412,6 +428,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
       expect(series).toEqual([
         {
           tags: { station: 'st-1' },
+          field: 'v',
           points: [
             [T0, 0],
             [T0 + 3, 3],
@@ -447,7 +464,7 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
     it("writes encoded points as the batch's tenant, whatever the points say", async () => {
       const tags = { station: 'st-1' };
       await store.writeEncodedPoints({ tenant: 'acme', events: [event({ measurement: 'm', tags, fields: { v: 1 }, time: T0, tenant: 'globex' })] });
-      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, points: [[T0, 1]] }]);
+      expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'acme' }))).series).toEqual([{ tags, field: 'v', points: [[T0, 1]] }]);
       expect((await store.query(spec({ measurement: 'm', field: 'v', tenant: 'globex' }))).series).toEqual([]);
       expect((await store.query(spec({ measurement: 'm', field: 'v' }))).series).toEqual([]);
       await expect(store.writeEncodedPoints({ tenant: 'Not A Tenant', events: [] })).rejects.toMatchObject({ code: 'VL_STORE_WRITE', retriable: false });
@@ -464,5 +481,8 @@ export function storeContract(name: string, open: (dir: string) => Promise<Contr
 
     // StoreReader.scan (voltline export): scan.contract.ts.
     scanContract(() => store);
+
+    // The query shapes of QuerySpec v2 and the row limit: query.contract.ts.
+    queryContract(() => store, open);
   });
 }

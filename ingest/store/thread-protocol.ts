@@ -6,7 +6,7 @@
  * everything else is structured-cloned (bigint offsets and Uint8Array payloads included).
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import type { DeadLetter, DeadLetterKey, DeadLetterQuery, QuerySpec, ScanRange, ScanRow, Series } from './types.ts';
+import type { DeadLetter, DeadLetterKey, DeadLetterQuery, QueryAnswer, QuerySpec, ScanRange, ScanRow } from './types.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
 /** What the thread is started with (workerData). */
@@ -21,6 +21,10 @@ export interface ThreadData {
   readonly commitIntervalMs: number;
   /** Bytes queued that start a transaction without waiting out commitIntervalMs. */
   readonly commitFlushBytes: number;
+  /** A query's time budget, ms, from its arrival in the thread (VL_QUERY_TIMEOUT past it). */
+  readonly queryTimeoutMs: number;
+  /** Most points one query's answer may hold (VL_QUERY_TOO_LARGE past it). */
+  readonly maxQueryRows: number;
 }
 
 export type ToThread =
@@ -66,7 +70,7 @@ export type FromThread =
       readonly threadCpuUs: number;
     }
   | { readonly type: 'written'; readonly id: number; readonly points: number; readonly rejected: Array<{ index: number; message: string }> }
-  | { readonly type: 'answer'; readonly id: number; readonly series: Series[] }
+  | { readonly type: 'answer'; readonly id: number; readonly answer: QueryAnswer }
   | { readonly type: 'letters'; readonly id: number; readonly letters: DeadLetter[] }
   | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryReport }
   /** A scan's next rows; `done`: the range is exhausted and the scan closed. */
