@@ -21,15 +21,15 @@ times are TIMESTAMP (ms, UTC) and its columns are typed. No row limit: a large r
 as long as it takes; Ctrl-C stops it and leaves no file.
 
 Flags:
-  --from T         start of the range, inclusive: epoch ms, an ISO 8601 time (2025-01-31 or
-                   2025-01-31T12:00:00Z; UTC without a zone), 'now' or -<duration> (-24h)
-  --to T           end of the range, inclusive, in the same forms (default now)
-  --measurement M  only this measurement (default every one, with the columns of all)
-  --format F       csv (default) or parquet
-  --out FILE       write to FILE (default stdout for csv; required for parquet, which is binary)
-  --tenant T       the tenant whose points to export (default 'default'; a tenant token: its own)
+  --from T        start of the range, inclusive: epoch ms, an ISO 8601 time (2025-01-31 or
+                  2025-01-31T12:00:00Z; UTC without a zone), 'now' or -<duration> (-24h)
+  --to T          end of the range, inclusive, in the same forms (default now)
+  --measurement M only this measurement (default every one, with the columns of all)
+  --format F      csv (default) or parquet
+  --out FILE      write to FILE (default stdout for csv; required for parquet, which is binary)
+  --tenant T      the tenant whose points to export (default 'default'; a tenant token: its own)
 ${API_FLAGS_USAGE}
-  -h, --help       show this help`;
+  -h, --help      show this help`;
 
 const FORMATS = ['csv', 'parquet'] as const;
 
