@@ -96,7 +96,7 @@ export async function storeBench(argv: readonly string[] = process.argv.slice(2)
       const q0 = performance.now();
       const answer = await store.query({
         measurement: 'station',
-        field: 'voltage',
+        fields: ['voltage'],
         tags: {},
         fromMs: T0,
         toMs: T0 + minutes * 60_000,

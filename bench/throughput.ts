@@ -257,7 +257,7 @@ export async function verifyStored(
   const deadline = Date.now() + waitMs;
   let counts = new Map<string, number>();
   for (;;) {
-    const answer = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number | null]> }> }>(
+    const answer = await getJson<{ series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number | null]> }> }>(
       `${api}/api/query?measurement=station&field=seq&agg=count&every=1000d&from=0&to=now&limit=10`,
       token,
     );

@@ -120,7 +120,7 @@ export class AckLedger {
 }
 
 interface QueryAnswer {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 /** Per-series points the query API gives at most in one answer. */

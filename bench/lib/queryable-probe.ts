@@ -151,7 +151,7 @@ export class QueryableProbe {
         this.lastError = `${response.status} ${(await response.text()).slice(0, 200)}`;
         return;
       }
-      const answer = (await response.json()) as { series: Array<{ tags: Record<string, string>; points: Array<[number, number | null]> }> };
+      const answer = (await response.json()) as { series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number | null]> }> };
       const now = Date.now();
       this.#windows.at(-1)?.queries.record(performance.now() - sentAt);
       for (const series of answer.series) {

@@ -25,6 +25,7 @@ import {
 import { fnRoutes } from './fn-routes.ts';
 import { devicesRoutes, type DeviceAccess, type DevicesRoutesOptions, type PresenceSource } from './devices-routes.ts';
 import { ingestRoutes } from './ingest-routes.ts';
+import { queryRoutes } from './query-routes.ts';
 import { simRoutes, type SimControl } from './sim-routes.ts';
 import { exportRoutes } from './export-routes.ts';
 import { mayAccess, OPEN_ROUTE, operatorAuthHook, requestOperator, tenantFilter, tenantOf, TENANT_ROUTE } from './operator-auth.ts';
@@ -267,12 +268,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const notDeployed = (reply: FastifyReply, name: string) =>
     sendError(reply, 404, 'VL_FUNCTION_NOT_FOUND', `No function named '${name}' is deployed ('voltline functions' lists those that are)`);
 
-  app.get('/api/query', TENANT_ROUTE, async (request) => {
-    const params = request.query as Record<string, string | undefined>;
-    const tenant = tenantFilter(request, params['tenant']);
-    const spec = options.parseQuery({ ...params, ...(tenant === undefined ? {} : { tenant }) }, Date.now());
-    return options.store.query(spec);
-  });
+  await app.register(queryRoutes({ store: options.store, parseQuery: options.parseQuery }));
 
   app.get('/api/dead-letters', TENANT_ROUTE, async (request) => {
     const params = DeadLetterParams.parse(request.query);

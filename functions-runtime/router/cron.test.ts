@@ -84,11 +84,10 @@ afterEach(async () => {
 async function ticks(): Promise<Point[]> {
   const { series } = await store.query({
     measurement: 'tick',
-    field: 'missed',
+    fields: ['missed'],
     tags: {},
     fromMs: at('2026-03-28T00:00:00Z'),
     toMs: at('2026-03-29T00:00:00Z'),
-    agg: 'last',
     limit: 1_000,
   });
   return series.flatMap((s) => s.points.map(([time, missed]) => ({ measurement: 'tick', tags: s.tags, fields: { missed: missed as number }, time })));
@@ -137,9 +136,7 @@ describe('cron triggers', () => {
     await drained();
     expect(await metrics.getSingleMetricAsString('voltline_messages_unrouted_total')).toContain('voltline_messages_unrouted_total 2');
     expect(await ticks()).toEqual([]);
-    expect(
-      (await store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: 0, toMs: at('2027-01-01T00:00:00Z'), agg: 'last', limit: 10 })).series,
-    ).toEqual([]);
+    expect((await store.query({ measurement: 'busy', fields: ['seq'], tags: {}, fromMs: 0, toMs: at('2027-01-01T00:00:00Z'), limit: 10 })).series).toEqual([]);
     // …while a real firing still runs it.
     await clock.advanceTo(at('2026-03-28T10:01:30Z'), () => timers.settled());
     await eventually(async () => ((await ticks()).length === 1 ? true : undefined), 10_000, 'one tick point');

@@ -93,11 +93,10 @@ describe('presence routing', () => {
     const { series } = await store.query({
       tenant: 'acme',
       measurement: 'presence_seen',
-      field: 'n',
+      fields: ['n'],
       tags: {},
       fromMs: AT - 1,
       toMs: AT + 10,
-      agg: 'last',
       limit: 100,
     });
     expect(series.map((s) => [s.tags, s.points.map(([time]) => time)])).toEqual([[{ device: 'acme-1', source: 'presence', reason: 'clean' }, [AT + 3]]]);

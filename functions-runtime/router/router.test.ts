@@ -212,11 +212,10 @@ function seqOrderByDevice(points: readonly Point[]): Map<string, number[]> {
 async function storedSeqs(): Promise<Map<string, number[]>> {
   const { series } = await rig.store.query({
     measurement: 'busy',
-    field: 'seq',
+    fields: ['seq'],
     tags: {},
     fromMs: BASE_TS - 1,
     toMs: BASE_TS + 10_000,
-    agg: 'last',
     limit: 10_000,
   });
   return new Map(series.map((s) => [s.tags['device'] ?? '?', s.points.map(([, v]) => v as number)]));
@@ -274,7 +273,7 @@ describe('store failures', () => {
     startRouter({ maxBatchEvents: 1, lanesPerFunction: 1 });
     await eventually(() => (rig.log.committedOffset() === 2n ? true : undefined), 10_000, 'both events committed');
     expect(rig.pointWrites).toBeGreaterThanOrEqual(3);
-    const { series } = await rig.store.query({ measurement: 'busy', field: 'seq', tags: {}, fromMs: BASE_TS - 1, toMs: BASE_TS + 1, agg: 'last', limit: 10 });
+    const { series } = await rig.store.query({ measurement: 'busy', fields: ['seq'], tags: {}, fromMs: BASE_TS - 1, toMs: BASE_TS + 1, limit: 10 });
     expect(series.map((x) => x.points)).toEqual([[[BASE_TS, 1]]]);
   });
 });

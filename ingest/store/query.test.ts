@@ -112,11 +112,19 @@ describe('parseQuery', () => {
   it.each([
     [{ field: 'f' }, 'measurement', "Cannot query as 'measurement' must be a non-empty measurement name: current value is missing"],
     [{ measurement: 'm' }, 'field', "Cannot query as 'field' must be a field name, or up to 32 distinct ones separated by commas: current value is missing"],
-    [{ measurement: 'm', field: '' }, 'field', "Cannot query as 'field' must be a field name, or up to 32 distinct ones separated by commas: current value is ''"],
+    [
+      { measurement: 'm', field: '' },
+      'field',
+      "Cannot query as 'field' must be a field name, or up to 32 distinct ones separated by commas: current value is ''",
+    ],
     [{ measurement: 'm', field: 'a,,b' }, 'field', "current value is 'a,,b'"],
     [{ measurement: 'm', field: 'a,b,a' }, 'field', "current value is 'a,b,a'"],
     [{ measurement: 'm', field: Array.from({ length: 33 }, (_, i) => `f${i}`).join(',') }, 'field', 'up to 32 distinct ones'],
-    [{ measurement: 'm', field: 'f', group_by: 'station' }, 'group_by', "'group_by' must be used with 'agg' or 'every' (raw points are not grouped): current value is 'station'"],
+    [
+      { measurement: 'm', field: 'f', group_by: 'station' },
+      'group_by',
+      "'group_by' must be used with 'agg' or 'every' (raw points are not grouped): current value is 'station'",
+    ],
     [{ measurement: 'm', field: 'f', agg: 'mean', group_by: 'a,a' }, 'group_by', "current value is 'a,a'"],
     [{ measurement: 'm', field: 'f', agg: 'mean', group_by: 'a,' }, 'group_by', "current value is 'a,'"],
     [{ measurement: 'm', field: 'f', agg: 'mean', top: '0' }, 'top', "'top' must be an integer from 1 to 10000: current value is '0'"],

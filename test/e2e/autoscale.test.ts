@@ -33,7 +33,7 @@ interface WorkersResponse {
 }
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 let platform: PlatformProcess | undefined;

@@ -126,7 +126,7 @@ describe('voltline sim against the platform', () => {
     let lastSeen = '';
     const stored = await eventually(
       async () => {
-        const result = await getJson<{ series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }> }>(
+        const result = await getJson<{ series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }> }>(
           `${platform.apiUrl}/api/query?measurement=station&field=seq&from=-10m&every=1h&agg=count`,
         );
         const count = result.series.filter((s) => s.tags['station']?.startsWith('sim-')).reduce((sum, s) => sum + s.points.reduce((n, [, v]) => n + v, 0), 0);

@@ -13,7 +13,7 @@ const PER_STATION = 300;
 const BASE_TS = 1_763_800_000_000;
 
 interface CountResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 let platform: PlatformProcess | undefined;

@@ -10,7 +10,7 @@ import { readTimerState } from '../../ingest/timer/state-file.ts';
 import { deployFunctionFile, eventually, getJson, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 let platform: PlatformProcess | undefined;

@@ -42,7 +42,7 @@ async function samples(name: string): Promise<Record<string, number>> {
 }
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 async function count(measurement: string, field: string, tags: Record<string, string>, tenant = 'default'): Promise<number> {

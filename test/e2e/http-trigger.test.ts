@@ -40,7 +40,7 @@ function alarm(extra: Record<string, unknown> = {}): { body: string; time: numbe
 }
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, unknown]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, unknown]> }>;
 }
 
 const stored = (field: string, time: number) =>
@@ -136,7 +136,7 @@ describe('HTTP triggers', () => {
     expect(ok.json).toEqual({ invocationId: expect.stringMatching(/^http-hook:http-\d+$/), outcome: 'ok' });
     expect(ok.headers.get('x-invocation-id')).toBe(ok.json?.['invocationId']);
     // Right after the answer, without waiting: a 2xx means stored.
-    expect((await stored('level', time)).series).toEqual([{ tags: { station: 'st-7' }, points: [[time, 4]] }]);
+    expect((await stored('level', time)).series).toEqual([{ tags: { station: 'st-7' }, field: 'level', points: [[time, 4]] }]);
     expect((await stored('device', time)).series[0]?.points).toEqual([[time, 'st-7']]);
     expect((await stored('topic', time)).series[0]?.points).toEqual([[time, '$http/POST/hooks/station-alarm']]);
     const http = JSON.parse(String((await stored('http', time)).series[0]?.points[0]?.[1])) as Record<string, unknown>;

@@ -66,7 +66,7 @@ async function metric(name: string): Promise<number> {
 }
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 async function stored(measurement: string, station: string, tenant = 'default'): Promise<number> {

@@ -35,7 +35,7 @@ async function samples(name: string): Promise<Record<string, number>> {
 }
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 async function stationPoints(station: string): Promise<number> {

@@ -16,7 +16,7 @@ let data: { dir: string; remove: () => Promise<void> };
 let token = '';
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 interface DeviceAnswer {

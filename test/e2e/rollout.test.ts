@@ -18,7 +18,7 @@ import { bundleFunction } from '../../functions-runtime/index.ts';
 import { eventually, getJson, postJson, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, number | string | boolean | null]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number | string | boolean | null]> }>;
 }
 
 const DEVICES = 6;

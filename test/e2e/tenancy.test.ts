@@ -34,7 +34,7 @@ async function call(route: string): Promise<{ status: number; json: Record<strin
 }
 
 interface QueryResult {
-  series: Array<{ tags: Record<string, string>; points: Array<[number, unknown]> }>;
+  series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, unknown]> }>;
 }
 
 function read(field: string, tenant: string | undefined, time = TIME): Promise<QueryResult> {

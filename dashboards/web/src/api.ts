@@ -145,9 +145,17 @@ export interface Device {
 }
 
 export type FieldValue = number | boolean | string | null;
+/** One series of a `/api/query` answer: a tag set (or group) and one of the query's fields. */
 export interface Series {
   readonly tags: Readonly<Record<string, string>>;
+  readonly field: string;
   readonly points: readonly (readonly [number, FieldValue])[];
+}
+
+/** A `/api/query` answer; `source` says whether raw points or rollups answered it. */
+export interface QueryAnswer {
+  readonly series: Series[];
+  readonly source: 'raw' | 'rollup_1m' | 'rollup_1h';
 }
 
 export interface Tick {
@@ -322,7 +330,7 @@ export const api = {
   device: (id: string, signal?: AbortSignal) => get<Device>(`/api/devices/${enc(id)}`, signal),
   command: (id: string, body: { command?: string; payload?: unknown }) =>
     request<{ id: string; topic: string; status: string }>('POST', `/api/devices/${enc(id)}/commands`, { body }),
-  query: (params: Readonly<Record<string, string>>, signal?: AbortSignal) => get<{ series: Series[] }>(`/api/query?${new URLSearchParams(params)}`, signal),
+  query: (params: Readonly<Record<string, string>>, signal?: AbortSignal) => get<QueryAnswer>(`/api/query?${new URLSearchParams(params)}`, signal),
   history: (minutes: number, signal?: AbortSignal) => get<{ intervalMs: number; ticks: Tick[] }>(`/api/stream/history?minutes=${minutes}`, signal),
   sim: (signal?: AbortSignal) => get<SimStatus>('/api/sim', signal),
   scenarios: (signal?: AbortSignal) => get<{ scenarios: Scenario[] }>('/api/sim/scenarios', signal),

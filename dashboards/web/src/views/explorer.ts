@@ -1,7 +1,8 @@
 /**
  * `#/explorer?measurement=..&field=..&station=..&from=..&agg=..&every=..`: a query of the
  * time series store as a chart (up to 20 series) and a table, and as a CSV built here from
- * the same answer. The form's state lives in the hash, so a query can be shared.
+ * the same answer. The form's state lives in the hash, so a query can be shared. "Other…"
+ * takes one field or several separated by commas (one series per tag set and field).
  */
 import { api, type Series } from '../api.ts';
 import { align, Chart } from '../chart.ts';
@@ -39,9 +40,11 @@ function formOf(query: URLSearchParams): Form {
   };
 }
 
-function seriesName(series: Series): string {
+/** The series' tags, and its field when the answer holds several. */
+function seriesName(series: Series, withField: boolean): string {
   const tags = Object.entries(series.tags);
-  return tags.length === 0 ? '(no tags)' : tags.map(([k, v]) => `${k}=${v}`).join(',');
+  const name = tags.length === 0 ? '(no tags)' : tags.map(([k, v]) => `${k}=${v}`).join(',');
+  return withField ? `${name} ${series.field}` : name;
 }
 
 function csvCell(value: unknown): string {
@@ -49,11 +52,22 @@ function csvCell(value: unknown): string {
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-export function toCsv(series: readonly Series[], field: string): string {
+/** One row per (tag set, time), the fields' values side by side, as the API's format=csv has them. */
+export function toCsv(series: readonly Series[], fields: readonly string[]): string {
   const tagKeys = [...new Set(series.flatMap((s) => Object.keys(s.tags)))].sort();
-  const lines = [['time', 'epoch_ms', ...tagKeys, field].map(csvCell).join(',')];
+  const rows = new Map<string, { t: number; tags: Series['tags']; values: unknown[] }>();
   for (const s of series) {
-    for (const [t, value] of s.points) lines.push([new Date(t).toISOString(), t, ...tagKeys.map((k) => s.tags[k]), value].map(csvCell).join(','));
+    const at = fields.indexOf(s.field);
+    for (const [t, value] of s.points) {
+      const key = JSON.stringify([tagKeys.map((k) => s.tags[k] ?? null), t]);
+      const row = rows.get(key) ?? { t, tags: s.tags, values: [] };
+      row.values[at] = value;
+      rows.set(key, row);
+    }
+  }
+  const lines = [['time', 'epoch_ms', ...tagKeys, ...fields].map(csvCell).join(',')];
+  for (const row of rows.values()) {
+    lines.push([new Date(row.t).toISOString(), row.t, ...tagKeys.map((k) => row.tags[k]), ...fields.map((_, i) => row.values[i])].map(csvCell).join(','));
   }
   return `${lines.join('\n')}\n`;
 }
@@ -67,7 +81,13 @@ export function explorerView(ctx: ViewContext): HTMLElement {
   const measurement = h('input', { name: 'measurement', value: state.measurement, required: true });
   const known = FIELDS.includes(state.field);
   const field = select('field', [...FIELDS, 'other…'], known ? state.field : 'other…');
-  const otherField = h('input', { name: 'otherField', value: known ? '' : state.field, placeholder: 'field name', 'aria-label': 'Other field', hidden: known });
+  const otherField = h('input', {
+    name: 'otherField',
+    value: known ? '' : state.field,
+    placeholder: 'field, or a,b,c',
+    'aria-label': 'Other field',
+    hidden: known,
+  });
   field.addEventListener('change', () => {
     otherField.hidden = field.value !== 'other…';
     if (!otherField.hidden) otherField.focus();
@@ -82,7 +102,7 @@ export function explorerView(ctx: ViewContext): HTMLElement {
   let current = new Chart({ key: 'explorer', title: 'Result', series: [], height: 260, zero: false });
   const chartSlot = h('div', { class: 'charts single' }, current.el);
   const tableSlot = h('div');
-  let result: { series: Series[]; field: string; measurement: string } | null = null;
+  let result: { series: Series[]; fields: string[]; measurement: string } | null = null;
 
   const read = (): Form => ({
     measurement: measurement.value.trim(),
@@ -95,11 +115,12 @@ export function explorerView(ctx: ViewContext): HTMLElement {
 
   const render = (series: readonly Series[], form: Form) => {
     const plotted = series.slice(0, MAX_SERIES);
+    const withField = new Set(series.map((s) => s.field)).size > 1;
     current.destroy();
     current = new Chart({
       key: 'explorer',
       title: `${form.measurement}.${form.field}${series.length > MAX_SERIES ? ` (first ${MAX_SERIES} of ${series.length} series)` : ''}`,
-      series: plotted.map((s) => ({ label: seriesName(s) })),
+      series: plotted.map((s) => ({ label: seriesName(s, withField) })),
       height: 260,
       zero: false,
     });
@@ -107,7 +128,7 @@ export function explorerView(ctx: ViewContext): HTMLElement {
     current.setData(xs, ys);
     chartSlot.replaceChildren(current.el);
 
-    const rows = series.flatMap((s) => s.points.map(([t, value]) => ({ t, name: seriesName(s), value })));
+    const rows = series.flatMap((s) => s.points.map(([t, value]) => ({ t, name: seriesName(s, withField), value })));
     rows.sort((a, b) => b.t - a.t);
     tableSlot.replaceChildren(
       h(
@@ -150,7 +171,7 @@ export function explorerView(ctx: ViewContext): HTMLElement {
     notes.info('Running…');
     try {
       const answer = await api.query(params, ctx.signal);
-      result = { series: answer.series, field: form.field, measurement: form.measurement };
+      result = { series: answer.series, fields: form.field.split(','), measurement: form.measurement };
       render(answer.series, form);
       download.disabled = false;
       notes.clear();
@@ -164,8 +185,8 @@ export function explorerView(ctx: ViewContext): HTMLElement {
 
   download.addEventListener('click', () => {
     if (result === null) return;
-    const url = URL.createObjectURL(new Blob([toCsv(result.series, result.field)], { type: 'text/csv' }));
-    const a = h('a', { href: url, download: `${result.measurement}-${result.field}.csv` });
+    const url = URL.createObjectURL(new Blob([toCsv(result.series, result.fields)], { type: 'text/csv' }));
+    const a = h('a', { href: url, download: `${result.measurement}-${result.fields.join('-')}.csv` });
     document.body.append(a);
     a.click();
     a.remove();
