@@ -211,7 +211,10 @@ function valuesSql(spec: QuerySpec, filter: string, table: string, fields: reado
   if (spec.agg === undefined) {
     // The last `limit` points of each (series, field): a running count of the field's values, newest first.
     const perField = fields
-      .map(({ columns: f }, i) => `, ${f.d} AS d${i}, ${f.s} AS s${i}, ${f.b} AS b${i}, CASE WHEN ${f.present} THEN count(CASE WHEN ${f.present} THEN 1 END) OVER w END AS r${i}`)
+      .map(
+        ({ columns: f }, i) =>
+          `, ${f.d} AS d${i}, ${f.s} AS s${i}, ${f.b} AS b${i}, CASE WHEN ${f.present} THEN count(CASE WHEN ${f.present} THEN 1 END) OVER w END AS r${i}`,
+      )
       .join('');
     return outer(
       (i) => `t AS t${i}, d${i}, s${i}, b${i}, coalesce(r${i} <= $limit, false) AS keep${i}`,
@@ -314,7 +317,6 @@ function tooLarge(maxRows: number): VoltlineError {
   );
 }
 
-
 /**
  * Runs a query on `conn` (a connection of its own: it opens a read snapshot), within
  * `limits`. The three shapes of QuerySpec (raw, buckets, whole range), for several fields
@@ -368,9 +370,7 @@ async function readRawSeries(conn: DuckDBConnection, known: SeriesTags, spec: Qu
   limits.check();
   if (!ranked && rows.length > limits.maxRows) throw tooLarge(limits.maxRows);
   const grouped = spec.agg !== undefined && spec.groupBy !== undefined;
-  const found = grouped
-    ? groupSeries(rows, spec.groupBy ?? [], measurement.fields)
-    : await seriesById(conn, known, rows, measurement.fields);
+  const found = grouped ? groupSeries(rows, spec.groupBy ?? [], measurement.fields) : await seriesById(conn, known, rows, measurement.fields);
   limits.check();
   const series = ranked && spec.rank !== undefined ? rank(found, spec.rank) : found;
   const answer = series.map(({ series: s }) => s);
@@ -399,7 +399,14 @@ function collectPoints(row: Row, keyCount: number, fields: readonly QueryField[]
 }
 
 /** The answer's series, ordered by tags then field order. */
-function ordered(entries: ReadonlyArray<{ key: readonly string[]; tags: Readonly<Record<string, string>>; perField: ReadonlyArray<Array<[number, FieldValue | null]> | undefined> }>, fields: readonly QueryField[]): FoundSeries[] {
+function ordered(
+  entries: ReadonlyArray<{
+    key: readonly string[];
+    tags: Readonly<Record<string, string>>;
+    perField: ReadonlyArray<Array<[number, FieldValue | null]> | undefined>;
+  }>,
+  fields: readonly QueryField[],
+): FoundSeries[] {
   const found: FoundSeries[] = [];
   for (const entry of [...entries].sort((a, b) => compareKeys(a.key, b.key))) {
     fields.forEach((field, i) => {
@@ -433,7 +440,10 @@ async function seriesById(conn: DuckDBConnection, known: SeriesTags, rows: reado
 
 /** Rows keyed by one column per group_by key; a group's tags are those keys. */
 function groupSeries(rows: readonly Row[], groupBy: readonly string[], fields: readonly QueryField[]): FoundSeries[] {
-  const byGroup = new Map<string, { key: readonly string[]; tags: Readonly<Record<string, string>>; perField: Array<Array<[number, FieldValue | null]> | undefined> }>();
+  const byGroup = new Map<
+    string,
+    { key: readonly string[]; tags: Readonly<Record<string, string>>; perField: Array<Array<[number, FieldValue | null]> | undefined> }
+  >();
   for (const row of rows) {
     const values = groupBy.map((_, i) => toText(row[i] ?? null));
     const id = JSON.stringify(values);

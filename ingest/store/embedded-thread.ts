@@ -267,7 +267,11 @@ port.on('message', (message: ToThread) => {
       query(message.id, message.spec);
       return;
     case 'deadLetters':
-      void read(message.id, 'read dead letters from', async (conn) => ({ type: 'letters', id: message.id, letters: await queryDeadLetters(conn, message.query) }));
+      void read(message.id, 'read dead letters from', async (conn) => ({
+        type: 'letters',
+        id: message.id,
+        letters: await queryDeadLetters(conn, message.query),
+      }));
       return;
     case 'memory':
       void read(message.id, 'read the memory of', async (conn) => ({ type: 'memory', id: message.id, memory: await memoryOf(conn) }));

@@ -26,14 +26,6 @@ function names(series: readonly Series[]): string[] {
   return series.map((s) => `${Object.values(s.tags).join(',')}|${s.field}`);
 }
 
-/** The value of one whole-range series found by its tags and field. */
-function valueOf(series: readonly Series[], tags: Record<string, string>, field: string): unknown {
-  const found = series.filter((s) => s.field === field && JSON.stringify(s.tags) === JSON.stringify(tags));
-  expect(found, `${JSON.stringify(tags)} ${field}`).toHaveLength(1);
-  expect(found[0]?.points, `${JSON.stringify(tags)} ${field}`).toHaveLength(1);
-  return found[0]?.points[0]?.[1];
-}
-
 /**
  * Stations st-1 and st-2 at T0, T0 + 10 s, T0 + 20 s; `avg_battery` at every point,
  * `docked` at all but st-2's last, `charging` only at the first of each.
@@ -108,7 +100,9 @@ export function queryContract(current: () => ContractStore, open: OpenContractSt
   it('buckets several fields at once, each field keeping only its non-empty buckets and its own last `limit`', async () => {
     const store = current();
     await store.writePoints(fleet());
-    const { series } = await store.query(spec({ measurement: 'station', fields: ['docked', 'charging'], tags: { station: 'st-2' }, everyMs: 10_000, agg: 'max' }));
+    const { series } = await store.query(
+      spec({ measurement: 'station', fields: ['docked', 'charging'], tags: { station: 'st-2' }, everyMs: 10_000, agg: 'max' }),
+    );
     expect(series).toEqual([
       {
         tags: { station: 'st-2' },
@@ -120,7 +114,9 @@ export function queryContract(current: () => ContractStore, open: OpenContractSt
       },
       { tags: { station: 'st-2' }, field: 'charging', points: [[T0, 1]] },
     ]);
-    const limited = await store.query(spec({ measurement: 'station', fields: ['avg_battery', 'charging'], tags: { station: 'st-1' }, everyMs: 10_000, agg: 'count', limit: 2 }));
+    const limited = await store.query(
+      spec({ measurement: 'station', fields: ['avg_battery', 'charging'], tags: { station: 'st-1' }, everyMs: 10_000, agg: 'count', limit: 2 }),
+    );
     expect(limited.series.map((s) => [s.field, s.points])).toEqual([
       [
         'avg_battery',
@@ -202,7 +198,9 @@ export function queryContract(current: () => ContractStore, open: OpenContractSt
   it('groups bucketed queries too: one value per group and bucket', async () => {
     const store = current();
     await store.writePoints(docks());
-    const { series } = await store.query(spec({ measurement: 'dock', fields: ['battery'], everyMs: 10_000, agg: 'mean', groupBy: ['station'], tags: { dock: '1' } }));
+    const { series } = await store.query(
+      spec({ measurement: 'dock', fields: ['battery'], everyMs: 10_000, agg: 'mean', groupBy: ['station'], tags: { dock: '1' } }),
+    );
     expect(series).toEqual([
       {
         tags: { station: 'st-1' },
