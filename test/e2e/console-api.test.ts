@@ -177,6 +177,51 @@ describe('the console API', () => {
     expect((await call('GET', '/api/functions/nope/invocations', platform.token)).status).toBe(404);
   });
 
+  it('queries several fields, whole ranges, groups and the bottom k, as JSON or CSV; names the parameter it refuses', async () => {
+    const T1 = T0 + 10_000;
+    await publish('bounded/q-a/in', { n: 1, ts: T1 });
+    await publish('bounded/q-a/in', { n: 3, ts: T1 + 1 });
+    await publish('bounded/q-b/in', { n: 7, ts: T1 });
+    await publish('bounded/q-c/in', { n: 2, ts: T1 + 2 });
+    const range = `measurement=bounded&from=${T1}&to=${T1 + 1_000}`;
+    type Answer = { series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>; source: string };
+    const means = await eventually(
+      async () => {
+        const answer = await getJson<Answer>(`${platform.apiUrl}/api/query?${range}&field=n,nope&agg=mean&group_by=device`, readToken);
+        return answer.series.length === 3 ? answer : undefined;
+      },
+      10_000,
+      'the four readings stored',
+    );
+    expect(means).toEqual({
+      series: [
+        { tags: { device: 'q-a' }, field: 'n', points: [[T1, 2]] },
+        { tags: { device: 'q-b' }, field: 'n', points: [[T1, 7]] },
+        { tags: { device: 'q-c' }, field: 'n', points: [[T1, 2]] },
+      ],
+      source: 'raw',
+    });
+    const lowest = await getJson<Answer>(`${platform.apiUrl}/api/query?${range}&field=n&agg=mean&bottom=2&group_by=device`, platform.token);
+    expect(lowest.series.map((s) => s.tags['device'])).toEqual(['q-a', 'q-c']);
+
+    const csv = await fetch(`${platform.apiUrl}/api/query?${range}&field=n&agg=last&format=csv`, { headers: bearer(readToken) });
+    expect(csv.status).toBe(200);
+    expect(csv.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+    expect(await csv.text()).toBe(`time,device,n\n${T1 + 1},q-a,3\n${T1},q-b,7\n${T1 + 2},q-c,2\n`);
+
+    for (const [query, param] of [
+      ['field=n&top=5', 'top'],
+      ['field=n&group_by=device', 'group_by'],
+      ['field=n&format=xml', 'format'],
+      ['field=n,n&agg=last', 'field'],
+    ] as const) {
+      const refused = await call('GET', `/api/query?${range}&${query}`, platform.token);
+      expect(refused.status, query).toBe(400);
+      expect(refused.json, query).toMatchObject({ error: { code: 'VL_QUERY_BAD_PARAM', param } });
+      expect(String((refused.json?.['error'] as { message?: unknown } | undefined)?.message), query).toContain(`'${param}'`);
+    }
+  });
+
   it('replays dead letters after a fix: stored once, dead letter gone; a read token cannot', async () => {
     await publish('bounded/dev-3/in', { n: 50, ts: T0 + 200 });
     await publish('bounded/dev-3/in', { n: 60, ts: T0 + 201 });
