@@ -60,6 +60,17 @@ describe('resolveConfig', () => {
     );
     expect(() => resolveConfig({ dataMinFreeBytes: 0 })).toThrow("'dataMinFreeBytes' is invalid: at least 1 MiB (1048576) (current value: 0)");
   });
+
+  it('keeps raw points forever and rollups a year by default; refuses a retention under 1 h, or rollups kept shorter than raw points', () => {
+    expect(resolveConfig({})).toMatchObject({ retentionMs: 0, rollupRetentionMs: 365 * 86_400_000 });
+    expect(resolveConfig({ retentionMs: 30 * 86_400_000, rollupRetentionMs: 0 })).toMatchObject({ retentionMs: 30 * 86_400_000, rollupRetentionMs: 0 });
+    expect(() => resolveConfig({ retentionMs: 60_000 })).toThrow(
+      "'retentionMs' is invalid: 0 (keep forever) or a duration from 1h to 36500d (current value: 60000)",
+    );
+    expect(() => resolveConfig({ retentionMs: 30 * 86_400_000, rollupRetentionMs: 7 * 86_400_000 })).toThrow(
+      "Cannot start Voltline as 'rollupRetentionMs' is invalid: rollupRetentionMs must be 0 (forever) or at least retentionMs",
+    );
+  });
 });
 
 describe('resolveConfig: MQTT access', () => {

@@ -317,6 +317,9 @@ function tooLarge(maxRows: number): VoltlineError {
   );
 }
 
+/** Answers a query from the rollups, or resolves undefined when it must read raw points (embedded-rollup.ts). */
+export type RollupReader = (conn: DuckDBConnection, spec: QuerySpec, known: SeriesTags, limits: QueryLimits) => Promise<QueryAnswer | undefined>;
+
 /**
  * Runs a query on `conn` (a connection of its own: it opens a read snapshot), within
  * `limits`. The three shapes of QuerySpec (raw, buckets, whole range), for several fields
@@ -325,8 +328,16 @@ function tooLarge(maxRows: number): VoltlineError {
  * left out; series are ordered by their tags, then by the query's field order (ranked
  * ones by value). Rejects VL_QUERY_TOO_LARGE past `limits.maxRows` points.
  */
-export async function queryPoints(conn: DuckDBConnection, spec: QuerySpec, known: SeriesTags, limits: QueryLimits): Promise<QueryAnswer> {
-  // Rollups: a coarse bucketed query (spec.everyMs) may read them instead, from here.
+export async function queryPoints(
+  conn: DuckDBConnection,
+  spec: QuerySpec,
+  known: SeriesTags,
+  limits: QueryLimits,
+  rollups?: RollupReader,
+): Promise<QueryAnswer> {
+  // A coarse bucketed query reads the rollups instead, when they can answer it (embedded-rollup.ts).
+  const fromRollups = await rollups?.(conn, spec, known, limits);
+  if (fromRollups !== undefined) return fromRollups;
   // One snapshot for every statement: a series created in between cannot slip in.
   await conn.run('BEGIN TRANSACTION');
   try {

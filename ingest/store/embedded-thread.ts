@@ -19,10 +19,12 @@ import { Catalog } from './catalog.ts';
 import { queryDeadLetters, queryPoints, SeriesTags } from './embedded-query.ts';
 import { QuerySlots, queryTimeout, withTimeBudget } from './query-budget.ts';
 import { Scans } from './embedded-scan.ts';
+import { queryRollups } from './embedded-rollup.ts';
 import { EmbeddedWriter } from './embedded-writer.ts';
 import type { TransactionReport, WriteItem } from './embedded-writer.ts';
 import { GroupCommitQueue } from './group-commit.ts';
 import { prepareSchema } from './migrate.ts';
+import { RollupMaintainer } from './rollup-maintenance.ts';
 import { CREATE_STAGING } from './schema.ts';
 import { asStoreError, RETRIABLE_ERROR } from './store-errors.ts';
 import { toWire } from './thread-protocol.ts';
@@ -48,15 +50,24 @@ interface Pending {
   outcome?: TransactionReport['outcomes'][number];
 }
 
-async function open(): Promise<{ instance: DuckDBInstance; writer: EmbeddedWriter; series: number; migratedFrom: number | undefined; migratedRows: number }> {
+async function open(): Promise<{
+  instance: DuckDBInstance;
+  writer: EmbeddedWriter;
+  rollups: RollupMaintainer;
+  series: number;
+  migratedFrom: number | undefined;
+  migratedRows: number;
+}> {
   const instance = await DuckDBInstance.create(data.path, { memory_limit: `${data.memoryLimitMb}MiB`, threads: '1' });
   try {
     const conn = await instance.connect();
     const schema = await prepareSchema(conn, data.path);
     for (const sql of CREATE_STAGING) await conn.run(sql);
     const catalog = await Catalog.load(conn);
-    const writer = await EmbeddedWriter.create(conn, catalog);
-    return { instance, writer, series: writer.seriesCount, migratedFrom: schema.from === 1 ? 1 : undefined, migratedRows: schema.migratedRows };
+    // Rollups and retention work on the writer's connection, taking turns with its transactions.
+    const rollups = await RollupMaintainer.load(conn, catalog, { retentionMs: data.retentionMs, rollupRetentionMs: data.rollupRetentionMs });
+    const writer = await EmbeddedWriter.create(conn, catalog, rollups);
+    return { instance, writer, rollups, series: writer.seriesCount, migratedFrom: schema.from === 1 ? 1 : undefined, migratedRows: schema.migratedRows };
   } catch (err) {
     instance.closeSync();
     throw err;
@@ -78,7 +89,7 @@ try {
   port.close();
   process.exit(0);
 }
-const { instance, writer } = opened;
+const { instance, writer, rollups } = opened;
 const reads = new Set<Promise<unknown>>();
 /** Tags of the series queries have met (this thread's file only: a restarted thread starts afresh). */
 const seriesTags = new SeriesTags();
@@ -104,7 +115,7 @@ async function commit(batch: Pending[]): Promise<void> {
   const started = performance.now();
   let report: TransactionReport;
   try {
-    report = await writer.write(batch.map((pending) => pending.item));
+    report = await rollups.lock.run(() => writer.write(batch.map((pending) => pending.item)));
   } catch (err) {
     const message = errorMessage(err);
     log('error', { err: message, calls: batch.length }, 'store write failed');
@@ -182,13 +193,23 @@ function query(id: number, spec: QuerySpec): void {
           type: 'answer',
           id,
           answer: await withTimeBudget(conn, data.queryTimeoutMs, receivedAt, (check) =>
-            queryPoints(conn, spec, seriesTags, { maxRows: data.maxQueryRows, check }),
+            queryPoints(conn, spec, seriesTags, { maxRows: data.maxQueryRows, check }, (...args) => queryRollups(...args, rollups)),
           ),
         }));
       } finally {
         querySlots.release();
       }
     })(),
+  );
+}
+
+/** Rollup refresh and, with `sweep`, retention at `nowMs` (the facade's clock): on the writer's connection, between its transactions. */
+function maintain(id: number, nowMs: number, sweep: boolean): void {
+  void track(
+    rollups.maintain(nowMs, sweep).then(
+      (report) => post({ type: 'maintained', id, report }),
+      (err: unknown) => post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_WRITE', 'maintain rollups and retention of')) }),
+    ),
   );
 }
 
@@ -216,6 +237,7 @@ function fail(err: unknown): void {
   if (failing !== undefined) return;
   failing = errorMessage(err);
   closing = true;
+  rollups.stop();
   post({ type: 'failing', reason: failing });
   log('error', { err: failing }, 'embedded store thread failed; stopping it');
   const settled = Promise.allSettled([queue.idle(), ...reads, scans.closeAll()]);
@@ -232,6 +254,7 @@ process.on('unhandledRejection', fail);
 
 async function close(id: number): Promise<void> {
   closing = true;
+  rollups.stop();
   await queue.idle();
   await Promise.allSettled(reads);
   await scans.closeAll();
@@ -272,6 +295,9 @@ port.on('message', (message: ToThread) => {
         id: message.id,
         letters: await queryDeadLetters(conn, message.query),
       }));
+      return;
+    case 'maintain':
+      maintain(message.id, message.nowMs, message.sweep);
       return;
     case 'memory':
       void read(message.id, 'read the memory of', async (conn) => ({ type: 'memory', id: message.id, memory: await memoryOf(conn) }));

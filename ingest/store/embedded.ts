@@ -12,11 +12,16 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
+import { systemClock } from '../../lib/clock.ts';
+import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { TENANT_PATTERN, validateDeadLetters, validatePoints } from './batch.ts';
 import { busy, MAX_OPEN_SCANS, SCAN_IDLE_MS } from './embedded-scan.ts';
 import { concatEvents, encodePoints, lettersWeight, MAX_ENCODED_BYTES } from './encode.ts';
 import type { EncodedEvents } from './encode.ts';
+import { MaintenanceTimer } from './maintenance-timer.ts';
+import { StoreSettingsSchema } from './options.ts';
+import type { MaintenanceReport } from './rollup-maintenance.ts';
 import type { Request } from './thread-client.ts';
 import type { FromThread, MemoryReport } from './thread-protocol.ts';
 import { MAX_QUERY_ROWS, QUERY_TIMEOUT_MS } from './query.ts';
@@ -99,6 +104,12 @@ export interface EmbeddedStoreOptions {
   queryTimeoutMs?: number;
   /** Most points (values across all series) one query's answer may hold: past it VL_QUERY_TOO_LARGE. Default MAX_QUERY_ROWS (1 000 000). */
   maxQueryRows?: number;
+  /** Raw points older than this are deleted (once a minute), ms; 0 keeps them forever. Default and bounds: `retentionMs` in options.ts. */
+  retentionMs?: number;
+  /** Rollup buckets that ended longer ago than this are deleted, ms; 0 keeps them forever. Default and bounds: `rollupRetentionMs` in options.ts. */
+  rollupRetentionMs?: number;
+  /** The time of rollup refreshes and retention sweeps (maintenance-timer.ts). Default: the system clock; tests pass a ManualClock. */
+  clock?: Clock;
 }
 
 const OptionsSchema = z.object({
@@ -118,6 +129,8 @@ const OptionsSchema = z.object({
     .default(1024 * 1024),
   queryTimeoutMs: z.number().int().min(1).max(3_600_000).default(QUERY_TIMEOUT_MS),
   maxQueryRows: z.number().int().min(1).max(100_000_000).default(MAX_QUERY_ROWS),
+  retentionMs: StoreSettingsSchema.shape.retentionMs,
+  rollupRetentionMs: StoreSettingsSchema.shape.rollupRetentionMs,
 });
 
 type Config = Readonly<z.infer<typeof OptionsSchema>>;
@@ -141,6 +154,10 @@ export interface EmbeddedStoreStats {
   threadStarts: number;
   /** CPU time of the store threads (user + system), as of their last transaction, µs. */
   threadCpuUs: number;
+  /** Raw rows deleted by retention since open. */
+  retentionDeletedRaw: number;
+  /** Rollup rows (1-minute and 1-hour) deleted by retention since open. */
+  retentionDeletedRollup: number;
 }
 
 function closedError(operation: string): VoltlineError {
@@ -159,7 +176,7 @@ function invalidWrite(message: string, context: Record<string, unknown>): Voltli
  * @example const store = await openEmbeddedStore({ dir: './data/store', logger });
  */
 export async function openEmbeddedStore(options: EmbeddedStoreOptions): Promise<EmbeddedStore> {
-  const { logger: _logger, ...rest } = options;
+  const { logger: _logger, clock = systemClock, ...rest } = options;
   const parsed = OptionsSchema.safeParse(rest);
   if (!parsed.success) {
     throw new VoltlineError('VL_STORE_OPEN', `Cannot open the embedded store: ${z.prettifyError(parsed.error)}`, {
@@ -177,7 +194,7 @@ export async function openEmbeddedStore(options: EmbeddedStoreOptions): Promise<
   openPaths.add(path);
   try {
     await mkdir(config.dir, { recursive: true });
-    const store = new EmbeddedStore({ config, logger, path });
+    const store = new EmbeddedStore({ config, logger, path, clock });
     await store.start();
     return store;
   } catch (err) {
@@ -204,9 +221,10 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   #nextScan = 1;
   #closing: Promise<void> | undefined;
   readonly #stats = { transactions: 0, failedTransactions: 0, calls: 0, points: 0, deadLetters: 0 };
+  readonly #maintenance: MaintenanceTimer;
 
   /** @internal use `openEmbeddedStore`. */
-  constructor(parts: { config: Config; logger: Logger; path: string }) {
+  constructor(parts: { config: Config; logger: Logger; path: string; clock: Clock }) {
     this.path = parts.path;
     this.#config = parts.config;
     this.#logger = parts.logger;
@@ -220,6 +238,8 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
         commitFlushBytes: parts.config.commitFlushBytes,
         queryTimeoutMs: parts.config.queryTimeoutMs,
         maxQueryRows: parts.config.maxQueryRows,
+        retentionMs: parts.config.retentionMs,
+        rollupRetentionMs: parts.config.rollupRetentionMs,
       },
       logger: parts.logger,
       restartDelayMs: parts.config.restartDelayMs,
@@ -228,6 +248,7 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
         else this.#stats.failedTransactions += 1;
       },
     });
+    this.#maintenance = new MaintenanceTimer({ clock: parts.clock, logger: parts.logger, run: (nowMs, sweep) => this.#maintain(nowMs, sweep) });
   }
 
   /** @internal starts the first thread (opening or migrating the file); throws VL_STORE_OPEN. */
@@ -237,6 +258,31 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
       this.#logger.info({ path: this.path, from: ready.migratedFrom, rows: ready.migratedRows }, 'embedded store migrated to schema version 2');
     }
     this.#logger.info({ path: this.path, maxQueuedBytes: this.#config.maxQueuedBytes, series: ready.series }, 'embedded store open');
+    this.#maintenance.start();
+  }
+
+  /**
+   * Refreshes every rollup and applies retention now, at the clock's time (the store does
+   * this by itself every minute, and refreshes closed minutes every few seconds); resolves
+   * with what it did. For tests and tools.
+   */
+  async maintain(): Promise<MaintenanceReport> {
+    if (this.#closing !== undefined) throw closedError('maintain');
+    return this.#maintenance.run(true);
+  }
+
+  /** Resolves once no rollup refresh or retention sweep is running: for tests that move a ManualClock (`advanceTo`'s settle). */
+  maintenanceIdle(): Promise<void> {
+    return this.#maintenance.idle();
+  }
+
+  /** Not among #reads: a sweep can be long, and closing stops it between chunks instead of waiting. */
+  async #maintain(nowMs: number, sweep: boolean): Promise<MaintenanceReport> {
+    const operation = 'maintain rollups and retention of';
+    const thread = await this.#supervisor.thread('read', operation);
+    const reply = await thread.request({ type: 'maintain', nowMs, sweep }, 'write', operation);
+    if (reply.type !== 'maintained') throw unexpected(reply);
+    return reply.report;
   }
 
   /**
@@ -395,6 +441,8 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
       waitingCalls: this.#budget.waiting,
       threadStarts: this.#supervisor.starts,
       threadCpuUs: this.#supervisor.cpuUs,
+      retentionDeletedRaw: this.#maintenance.totals.deletedRaw,
+      retentionDeletedRollup: this.#maintenance.totals.deletedRollup,
     };
   }
 
@@ -413,6 +461,7 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   }
 
   async #close(): Promise<void> {
+    this.#maintenance.stop();
     await this.#budget.idle();
     await Promise.allSettled(this.#reads);
     try {

@@ -8,6 +8,7 @@
 import { VoltlineError } from '../../lib/errors.ts';
 import type { DeadLetter, DeadLetterKey, DeadLetterQuery, QueryAnswer, QuerySpec, ScanRange, ScanRow } from './types.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
+import type { MaintenanceReport } from './rollup-maintenance.ts';
 
 /** What the thread is started with (workerData). */
 export interface ThreadData {
@@ -25,6 +26,10 @@ export interface ThreadData {
   readonly queryTimeoutMs: number;
   /** Most points one query's answer may hold (VL_QUERY_TOO_LARGE past it). */
   readonly maxQueryRows: number;
+  /** Raw points older than this are deleted by the retention sweep, ms; 0 keeps them forever. */
+  readonly retentionMs: number;
+  /** Rollup buckets ending longer ago than this are deleted, ms; 0 keeps them forever. */
+  readonly rollupRetentionMs: number;
 }
 
 export type ToThread =
@@ -45,6 +50,8 @@ export type ToThread =
   | { readonly type: 'query'; readonly id: number; readonly spec: QuerySpec }
   | { readonly type: 'deadLetters'; readonly id: number; readonly query: DeadLetterQuery }
   | { readonly type: 'memory'; readonly id: number }
+  /** Refresh the rollups (of closed minutes only, unless `sweep`); with `sweep`, apply retention at `nowMs`. */
+  | { readonly type: 'maintain'; readonly id: number; readonly nowMs: number; readonly sweep: boolean }
   /** The next chunk of scan `scan` (embedded-scan.ts), opened with `range` on its first request. */
   | { readonly type: 'scan'; readonly id: number; readonly scan: number; readonly range?: ScanRange }
   /** Closes scan `scan` before its end (its consumer stopped). */
@@ -73,6 +80,7 @@ export type FromThread =
   | { readonly type: 'answer'; readonly id: number; readonly answer: QueryAnswer }
   | { readonly type: 'letters'; readonly id: number; readonly letters: DeadLetter[] }
   | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryReport }
+  | { readonly type: 'maintained'; readonly id: number; readonly report: MaintenanceReport }
   /** A scan's next rows; `done`: the range is exhausted and the scan closed. */
   | { readonly type: 'scanRows'; readonly id: number; readonly rows: ScanRow[]; readonly done: boolean }
   | { readonly type: 'scanClosed'; readonly id: number }
