@@ -9,7 +9,9 @@
 #
 # Needed now: Mosquitto 2 (the external-broker tests start their own instances on free
 # loopback ports; the packaged service is not started) and Chromium (the web console's
-# tests drive it headless with playwright-core, from /usr/bin/chromium).
+# tests drive it headless with playwright-core, from /usr/bin/chromium) and VictoriaMetrics
+# (the external store's tests start their own through infra/victoria-metrics.sh; the
+# packaged service is not started).
 set -euo pipefail
 
 check_only=0
@@ -19,6 +21,7 @@ check_only=0
 declare -A PROBES=(
   [mosquitto]="/usr/sbin/mosquitto"
   [chromium]="/usr/bin/chromium"
+  [victoria-metrics]="/usr/bin/victoria-metrics"
 )
 
 missing=()

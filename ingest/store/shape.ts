@@ -14,7 +14,8 @@
  */
 import { isAscii } from 'node:buffer';
 import type { Catalog, MeasurementEntry } from './catalog.ts';
-import { PointChecker, PointError } from './point-rules.ts';
+import { eventPoints } from './event-points.ts';
+import { PointChecker } from './point-rules.ts';
 import { MAX_COLUMNS_PER_MEASUREMENT } from './schema.ts';
 import type { FieldKind } from './schema.ts';
 import { DEFAULT_TENANT, type FieldValue, type Point } from './types.ts';
@@ -124,12 +125,6 @@ function kindOf(value: FieldValue): FieldKind {
   return typeof value === 'number' ? 'double' : typeof value === 'string' ? 'string' : 'bool';
 }
 
-function describe(value: unknown): string {
-  if (Array.isArray(value)) return 'an array';
-  if (value === null) return 'null';
-  return typeof value === 'object' ? 'an object' : JSON.stringify(value);
-}
-
 /**
  * Shapes the requests of one transaction (in call order) into rows, changing the
  * catalog's draft (new measurements, columns, series, marks). The caller commits or
@@ -167,34 +162,8 @@ const MIN_FIELD_BYTES = 5;
 
 /** The event's points, or why they are refused (one sentence). Changes nothing. */
 function checkEvent(catalog: Catalog, request: PointsRequest, textOf: (index: number) => string, index: number): Point[] | string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(textOf(index));
-  } catch (err) {
-    return `Cannot write the event's points as they must be UTF-8 JSON: ${err instanceof Error ? err.message : String(err)}`;
-  }
-  if (!Array.isArray(parsed)) return `Cannot write the event's points as they must be a JSON array of points: current value is ${describe(parsed)}`;
-  let points: Point[];
-  if (request.trusted) {
-    // Validated by the facade (validatePoints) before it encoded them.
-    points = parsed as Point[];
-  } else {
-    points = [];
-    for (let i = 0; i < parsed.length; i++) {
-      const candidate: unknown = parsed[i];
-      let point: Point;
-      try {
-        point = checker.check(candidate);
-      } catch (err) {
-        if (err instanceof PointError) return err.message;
-        throw err;
-      }
-      if (!Number.isSafeInteger(point.time)) {
-        return `Cannot write point ${i} '${point.measurement}' as 'time' must be a safe integer of epoch milliseconds: current value is ${point.time}`;
-      }
-      points.push(point);
-    }
-  }
+  const points = eventPoints(textOf(index), request.trusted, checker);
+  if (typeof points === 'string') return points;
   const bytes = (request.offsets[index + 1] ?? 0) - (request.offsets[index] ?? 0);
   if (catalog.widest + Math.floor(bytes / MIN_FIELD_BYTES) <= MAX_COLUMNS_PER_MEASUREMENT) return points;
   return checkColumns(catalog, points) ?? points;

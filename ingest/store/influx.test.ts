@@ -1,0 +1,145 @@
+/**
+ * The external store against a real VictoriaMetrics (Debian's package, started by
+ * infra/victoria-metrics.sh for each test, with its data under the test's folder): the
+ * store contract, and what only this store does (the address, a server that is down, a
+ * string field VictoriaMetrics cannot keep).
+ *
+ * VictoriaMetrics makes a point queryable about a second after it took it (its in-memory
+ * buffers are flushed once a second), so the contract's store waits that long after its
+ * last write before it reads: the contract checks what is read, not how soon.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VoltlineError } from '../../lib/errors.ts';
+import { silentLogger } from '../../lib/logger.ts';
+import { startVictoriaMetrics, type RunningVictoriaMetrics } from '../../test/support/victoria-metrics.ts';
+import { openEmbeddedStore } from './embedded.ts';
+import { parseStoreAddress, storeToken } from './influx-address.ts';
+import { openInfluxStore, type InfluxStore } from './influx.ts';
+import { storeContract, type ContractStore, type ContractStoreOptions } from './store.contract.ts';
+import type { ScanRange, ScanRow } from './types.ts';
+
+/**
+ * How long after a write VictoriaMetrics may still not show it, ms: measured 0.8-1.0 s for
+ * a series it knows, ~1.5 s for a new one (when nothing asked for it before).
+ */
+const VISIBLE_AFTER_MS = 2_500;
+
+const servers = new Map<string, RunningVictoriaMetrics>();
+
+async function openOn(dir: string, options: ContractStoreOptions = {}): Promise<{ store: InfluxStore; vm: RunningVictoriaMetrics }> {
+  let vm = servers.get(dir);
+  if (vm === undefined) {
+    vm = await startVictoriaMetrics(path.join(dir, 'victoria-metrics'));
+    servers.set(dir, vm);
+  } else {
+    await vm.start();
+  }
+  const deadLetters = await openEmbeddedStore({ dir: path.join(dir, 'embedded'), logger: silentLogger() });
+  const address = parseStoreAddress(vm.storeAddress);
+  if (address.kind !== 'influx') throw new Error('expected an influx address');
+  const store = openInfluxStore({ address, logger: silentLogger(), deadLetters, ...options });
+  return { store, vm };
+}
+
+/** The store, reading only once its writes are visible, and stopping its server when closed (a reopen starts it again on the same data). */
+async function contractStore(dir: string, options?: ContractStoreOptions): Promise<ContractStore> {
+  const { store, vm } = await openOn(dir, options);
+  let lastWrite = 0;
+  const settle = async (): Promise<void> => {
+    const wait = lastWrite + VISIBLE_AFTER_MS - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  };
+  const wrote = <T>(work: Promise<T>): Promise<T> => work.finally(() => (lastWrite = Date.now()));
+  return {
+    writePoints: (points) => wrote(store.writePoints(points)),
+    writeEncodedPoints: (batch) => wrote(store.writeEncodedPoints(batch)),
+    writeDeadLetters: (letters) => store.writeDeadLetters(letters),
+    resolveDeadLetters: (keys) => store.resolveDeadLetters(keys),
+    deadLetters: (query) => store.deadLetters(query),
+    query: async (spec) => {
+      await settle();
+      return store.query(spec);
+    },
+    scan: (range: ScanRange): AsyncIterable<readonly ScanRow[]> => ({
+      async *[Symbol.asyncIterator]() {
+        await settle();
+        yield* store.scan(range);
+      },
+    }),
+    close: async () => {
+      await store.close();
+      await vm.stop();
+    },
+  };
+}
+
+storeContract('VictoriaMetrics (InfluxDB write API)', contractStore, { strings: false, booleans: false, exactFloats: false, scanBySeries: false });
+
+describe('the external store', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'voltline-influx-'));
+  });
+  afterEach(async () => {
+    for (const [key, vm] of servers) if (key.startsWith(dir)) await vm.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reads its address and token, refusing what is wrong by name', () => {
+    expect(parseStoreAddress('embedded')).toEqual({ kind: 'embedded' });
+    expect(parseStoreAddress('influxs://db.example:8086?org=acme&bucket=telemetry')).toMatchObject({
+      kind: 'influx',
+      url: 'https://db.example:8086',
+      org: 'acme',
+      bucket: 'telemetry',
+    });
+    for (const [text, says] of [
+      ['http://db:8086?bucket=b', 'scheme'],
+      ['influx://db:8086', 'bucket'],
+      ['influx://user:pw@db:8086?bucket=b', 'credentials'],
+      ['influx://db:8086/path?bucket=b', 'path'],
+      ['influx://db:8086?bucket=b&precision=s', "'precision'"],
+      ['nonsense', 'embedded'],
+    ] as const) {
+      expect(() => parseStoreAddress(text), text).toThrow(says);
+    }
+    expect(storeToken({ VOLTLINE_STORE_TOKEN: 'env-token' }, undefined)).toBe('env-token');
+    expect(storeToken({}, undefined)).toBeUndefined();
+    expect(() => storeToken({}, path.join(dir, 'missing'))).toThrow(/Cannot read the store token file/);
+  });
+
+  it('fails a write retriably with the reason while the server is down, and writes it once it is back', async () => {
+    const { store, vm } = await openOn(dir);
+    const points = [{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: 1_700_000_000_000 }];
+    await vm.stop();
+    const failure = await store.writePoints(points).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failure).toBeInstanceOf(VoltlineError);
+    expect(failure).toMatchObject({ code: 'VL_STORE_WRITE', retriable: true, context: { reason: 'unreachable' } });
+    expect(store.stats().failingSinceMs).toBeTypeOf('number');
+    await vm.start();
+    await store.writePoints(points);
+    expect(store.stats().failingSinceMs).toBeUndefined();
+    await new Promise((resolve) => setTimeout(resolve, VISIBLE_AFTER_MS));
+    const { series } = await store.query({ measurement: 'm', fields: ['v'], tags: {}, fromMs: 1_699_999_000_000, toMs: 1_700_001_000_000, limit: 10 });
+    expect(series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[1_700_000_000_000, 1]] }]);
+    await store.close();
+  });
+
+  it('refuses an event with a string field, which VictoriaMetrics would keep as 0, and writes the others', async () => {
+    const { store } = await openOn(dir);
+    const encode = (fields: Record<string, unknown>) =>
+      new TextEncoder().encode(JSON.stringify([{ measurement: 'door', tags: { station: 'st-1' }, fields, time: 1_700_000_000_000 }]));
+    const result = await store.writeEncodedPoints({ tenant: 'default', events: [encode({ open: 1 }), encode({ state: 'open' })] });
+    expect(result.points).toBe(1);
+    expect(result.rejected).toEqual([
+      { index: 1, message: expect.stringMatching(/field 'state' of point 'door' as VictoriaMetrics keeps numbers only/) as unknown },
+    ]);
+    await store.close();
+  });
+});

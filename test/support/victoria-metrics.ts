@@ -1,0 +1,48 @@
+/**
+ * A real VictoriaMetrics for tests of the external store: Debian's `victoria-metrics`
+ * package, started through the project's own `infra/victoria-metrics.sh` on a free loopback
+ * port with its data in a temp folder, stopped (and started again, for outages) by the test.
+ * `npm test` and `.ci/run` install the package through infra/ensure.sh; without it a test
+ * fails and says so.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { freePort } from './mosquitto.ts';
+
+const run = promisify(execFile);
+const SCRIPT = path.resolve(import.meta.dirname, '../../infra/victoria-metrics.sh');
+
+export interface RunningVictoriaMetrics {
+  /** http://127.0.0.1:port */
+  readonly url: string;
+  readonly port: number;
+  /** The `--store` address for `voltline up`. */
+  readonly storeAddress: string;
+  /** Starts it again on the same port and data (after stop()). */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function script(args: readonly string[]): Promise<void> {
+  try {
+    await run('bash', [SCRIPT, ...args], { timeout: 30_000 });
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr ?? '';
+    throw new Error(`infra/victoria-metrics.sh ${args.join(' ')} failed: ${stderr.trim() || String(err)}`, { cause: err });
+  }
+}
+
+/** Starts VictoriaMetrics with its data in `dir` and waits until it answers. */
+export async function startVictoriaMetrics(dir: string): Promise<RunningVictoriaMetrics> {
+  const port = await freePort();
+  const args = ['--dir', dir, '--port', String(port)];
+  await script(['start', ...args]);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    storeAddress: `influx://127.0.0.1:${port}?org=voltline&bucket=telemetry`,
+    start: () => script(['start', ...args]),
+    stop: () => script(['stop', '--dir', dir]),
+  };
+}
