@@ -201,6 +201,8 @@ describe('embedded store rollups and retention', () => {
     const points = stationPoints(rand, 5, NOW - 3 * HOUR, NOW);
     await writeInBatches(s, points);
     model.add(points);
+    // Another tenant's point under the same tags: in no answer of the default tenant.
+    await s.writePoints([{ measurement: 'station', tenant: 'acme', tags: { station: 'st-1', region: 'south' }, fields: { battery: 1e6 }, time: NOW - HOUR }]);
     for (const groupBy of [['region'], [], ['nope']]) {
       const spec: QuerySpec = {
         measurement: 'station',
@@ -230,6 +232,11 @@ describe('embedded store rollups and retention', () => {
     const answer = await s.query(filtered);
     expect(answer.series.map((series) => series.tags['station'])).toEqual(['st-1', 'st-3']);
     expectAgree(seriesOf(answer, 'battery'), model.expected(filtered, 'battery'), 'max', 'tag filter and limit');
+    const acme = await s.query({ ...filtered, tenant: 'acme' });
+    expect(acme).toEqual({
+      series: [{ tags: { region: 'south', station: 'st-1' }, field: 'battery', points: [[NOW - HOUR - ((NOW - HOUR) % HOUR), 1e6]] }],
+      source: 'rollup_1h',
+    });
   });
 
   it('says where an answer came from, and reads raw points for what rollups cannot answer', async () => {
