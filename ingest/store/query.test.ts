@@ -154,6 +154,15 @@ describe('parseQuery', () => {
     expect(err.message).toContain(message);
   });
 
+  it('refuses a parameter given twice (a query string may repeat one), naming it', () => {
+    // As Fastify parses `?field=a&field=b&station=x&station=y`.
+    const repeated = { measurement: 'm', field: 'f', station: ['x', 'y'] } as unknown as Record<string, string>;
+    expect(errorOf(repeated)).toMatchObject({ code: 'VL_QUERY_BAD_PARAM', context: { param: 'station' } });
+    expect(errorOf(repeated).message).toBe("Cannot query as 'station' must be given once: current value is 'x,y'");
+    const fields = { measurement: 'm', field: ['a', 'b'] } as unknown as Record<string, string>;
+    expect(errorOf(fields).context['param']).toBe('field');
+  });
+
   it('accepts exactly 100 000 buckets', () => {
     expect(parseQuery({ measurement: 'm', field: 'f', from: '0', to: '99999', every: '1ms' }, NOW).everyMs).toBe(1);
     expect(errorOf({ measurement: 'm', field: 'f', from: '0', to: '100000', every: '1ms' }).context['param']).toBe('every');

@@ -148,6 +148,8 @@ export function parseQuery(params: Record<string, string | undefined>, nowMs: nu
   const tags: Record<string, string> = {};
   for (const [name, value] of Object.entries(params)) {
     if (value === undefined) continue;
+    // A query string may repeat a parameter (`?station=a&station=b`): one value each, or a comma list where it takes one.
+    if (typeof value !== 'string') throw badParam(name, 'given once', String(value));
     if (RESERVED.has(name)) known[name] = value;
     else tags[name] = value;
   }
