@@ -21,4 +21,15 @@ describe('CommitTracker', () => {
     const t = new CommitTracker(0n);
     expect(() => t.add(1n, 1)).toThrow(/in order/);
   });
+
+  it('knows when the oldest unfinished event came in, through a growth of its ring', () => {
+    const t = new CommitTracker(0n);
+    expect(t.oldestUnfinishedAtMs).toBeUndefined();
+    for (let i = 0; i < 3000; i++) t.add(BigInt(i), 1, 1_000 + i);
+    expect(t.oldestUnfinishedAtMs).toBe(1_000);
+    for (let i = 0; i < 2500; i++) t.done(BigInt(i));
+    expect(t.oldestUnfinishedAtMs).toBe(3_500);
+    for (let i = 2500; i < 3000; i++) t.done(BigInt(i));
+    expect(t.oldestUnfinishedAtMs).toBeUndefined();
+  });
 });

@@ -10,6 +10,8 @@ export class CommitTracker {
   #low: bigint;
   /** Per offset from `#low`: the invocations it still waits for. */
   #counts = new Int32Array(1024);
+  /** Per offset from `#low`, the same ring: when its event was received (epoch ms). */
+  #received = new Float64Array(1024);
   /** Where `#low`'s count is in the ring. */
   #head = 0;
   /** Offsets from `#low` up to one past the highest added. */
@@ -19,12 +21,14 @@ export class CommitTracker {
     this.#low = start;
   }
 
-  /** Registers the next offset, waiting for `parts` completions (0: finished now). */
-  add(offset: bigint, parts: number): void {
+  /** Registers the next offset, waiting for `parts` completions (0: finished now); `receivedAtMs`: when its event came in. */
+  add(offset: bigint, parts: number, receivedAtMs = 0): void {
     const expected = this.#low + BigInt(this.#size);
     if (offset !== expected) throw new Error(`offsets must be added in order: expected ${expected}, got ${offset}`);
     if (this.#size === this.#counts.length) this.#grow();
-    this.#counts[(this.#head + this.#size) % this.#counts.length] = parts;
+    const slot = (this.#head + this.#size) % this.#counts.length;
+    this.#counts[slot] = parts;
+    this.#received[slot] = receivedAtMs;
     this.#size += 1;
     this.#advance();
   }
@@ -52,9 +56,20 @@ export class CommitTracker {
 
   #grow(): void {
     const next = new Int32Array(this.#counts.length * 2);
-    for (let i = 0; i < this.#size; i++) next[i] = this.#counts[(this.#head + i) % this.#counts.length] ?? 0;
+    const received = new Float64Array(this.#counts.length * 2);
+    for (let i = 0; i < this.#size; i++) {
+      const slot = (this.#head + i) % this.#counts.length;
+      next[i] = this.#counts[slot] ?? 0;
+      received[i] = this.#received[slot] ?? 0;
+    }
     this.#counts = next;
+    this.#received = received;
     this.#head = 0;
+  }
+
+  /** When the oldest unfinished event was received (epoch ms), or undefined when every event read is finished. */
+  get oldestUnfinishedAtMs(): number | undefined {
+    return this.#size > 0 ? this.#received[this.#head] : undefined;
   }
 
   /** The position safe to commit. */

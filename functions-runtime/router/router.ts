@@ -232,6 +232,15 @@ export class Router implements InvocationRecorder {
         this.set(Number(log.endOffset() - log.committedOffset()));
       },
     });
+    new Gauge({
+      name: 'voltline_store_lag_seconds',
+      help: 'How far the store is behind: the age of the oldest event read from the trigger log whose results are not stored yet (0 when none); grows while the store is down, drains after',
+      registers,
+      collect() {
+        const oldest = tracker().oldestUnfinishedAtMs;
+        this.set(oldest === undefined ? 0 : Math.max(0, Date.now() - oldest) / 1000);
+      },
+    });
     this.#refreshRoutes();
     options.registry.onChange(() => this.#refreshRoutes());
   }
@@ -278,7 +287,7 @@ export class Router implements InvocationRecorder {
   #route(event: LoggedEvent): void {
     this.#readPos = event.offset + 1n;
     const matched = event.source === 'timer' ? this.#timerTarget(event) : this.#deviceTargets(event);
-    this.#tracker.add(event.offset, matched.length);
+    this.#tracker.add(event.offset, matched.length, event.receivedAtMs);
     if (matched.length === 0) {
       this.#unrouted.inc();
       return;
