@@ -15,9 +15,10 @@
  * has the same min, max and count as the raw one, bit for bit, and the same mean up to
  * the rounding of summing in another order (sum of sums / sum of counts).
  *
- * Fresh: before reading, the measurement's dirty rollups are refreshed, and the query's
- * snapshot starts under the writer's lock right after the last refresh, so it sees exactly
- * the points whose rollups it reads.
+ * Fresh: before reading, the dirty minutes it reads from rollups are refreshed (a range
+ * ending now reads its unfinished minute from raw points, so polling the newest data costs
+ * no refresh), and the query's snapshot starts under the writer's lock right after the last
+ * refresh, so it sees exactly the points whose rollups it reads.
  */
 import { BIGINT, VARCHAR } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
@@ -93,11 +94,13 @@ export async function queryRollups(
   if (level === undefined) return undefined;
   const measurementId = maintainer.measurement(spec.measurement)?.id;
   if (measurementId === undefined) return undefined;
-  // Most of the refresh a chunk at a time (writes go in between), the rest under the lock.
-  await maintainer.refresh({ measurementId });
+  // Only the minutes the rollups are read for need to be fresh: a range ending now reads its
+  // newest minute from raw points, so polling the latest data costs no refresh. Most of it a
+  // chunk at a time (writes go in between), the rest under the lock.
+  await maintainer.refresh({ measurementId, until: rollupEnd(spec, level, maintainer.floors.rawFloorMs) });
   limits.check();
   const plan = await maintainer.lock.run(async () => {
-    await maintainer.refreshLocked(measurementId);
+    await maintainer.refreshLocked(measurementId, rollupEnd(spec, level, maintainer.floors.rawFloorMs));
     const entry = maintainer.measurement(spec.measurement);
     const planned = entry === undefined ? undefined : planOf(spec, level, entry, maintainer.floors);
     if (entry === undefined || planned === undefined) return undefined;
@@ -129,11 +132,10 @@ const ceilTo = (t: number, width: number): number => -floorTo(-t, width);
  * ends from each finer one, raw points for what no whole minute covers. An end older than
  * the raw floor has no raw points left: it is read to the whole minute instead.
  */
-function piecesOf(spec: QuerySpec, plan: Plan): Array<{ readonly source: RollupLevel | 'raw'; readonly pieces: Pieces }> {
+function piecesOf(spec: QuerySpec, level: RollupLevel, rawFloorMs: number): Array<{ readonly source: RollupLevel | 'raw'; readonly pieces: Pieces }> {
   const minute = ROLLUP_WIDTHS_MS['1m'];
-  const from = Math.floor(spec.fromMs) < plan.rawFloorMs ? floorTo(Math.floor(spec.fromMs), minute) : Math.floor(spec.fromMs);
-  const end = Math.floor(spec.toMs) + 1 <= plan.rawFloorMs ? ceilTo(Math.floor(spec.toMs) + 1, minute) : Math.floor(spec.toMs) + 1;
-  const level = plan.level;
+  const from = Math.floor(spec.fromMs) < rawFloorMs ? floorTo(Math.floor(spec.fromMs), minute) : Math.floor(spec.fromMs);
+  const end = Math.floor(spec.toMs) + 1 <= rawFloorMs ? ceilTo(Math.floor(spec.toMs) + 1, minute) : Math.floor(spec.toMs) + 1;
   const levels: RollupLevel[] = level === '1h' ? ['1h', '1m'] : ['1m'];
   const result: Array<{ source: RollupLevel | 'raw'; pieces: Pieces }> = [];
   let inner: readonly [number, number] | undefined;
@@ -153,6 +155,13 @@ function piecesOf(spec: QuerySpec, plan: Plan): Array<{ readonly source: RollupL
   }
   result.push({ source: 'raw', pieces: around([from, end]) });
   return result.filter((part) => part.pieces.length > 0);
+}
+
+/** The end of what the query reads from rollups (exclusive, epoch ms); nothing when it reads raw points only. */
+function rollupEnd(spec: QuerySpec, level: RollupLevel, rawFloorMs: number): number {
+  let end = Number.NEGATIVE_INFINITY;
+  for (const { source, pieces } of piecesOf(spec, level, rawFloorMs)) if (source !== 'raw') for (const [, to] of pieces) end = Math.max(end, to);
+  return end;
 }
 
 /** `(t >= $p0_from AND t < $p0_to) OR …`, binding the pieces. */
@@ -192,7 +201,7 @@ function rowsSql(spec: QuerySpec, plan: Plan, params: Params, types: ParamTypes)
     return `, coalesce(s.tags[$group_key_${i}], '') AS g${i}`;
   });
   const keys = grouped ? groupColumns.map((_, i) => `g${i}`) : ['series_id'];
-  const parts = piecesOf(spec, plan).map(({ source, pieces }, p) => {
+  const parts = piecesOf(spec, plan.level, plan.rawFloorMs).map(({ source, pieces }, p) => {
     const time = source === 'raw' ? 'time_ms' : 'bucket_ms';
     const values = plan.fields.map(({ column }, i) => {
       if (source === 'raw') {

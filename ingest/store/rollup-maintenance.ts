@@ -81,6 +81,13 @@ export class SerialLock {
   }
 }
 
+/**
+ * How far a refresh goes: `all`; `closed`, every minute but each measurement's newest one
+ * (under live traffic it is still filling, and recomputing it every few seconds aggregated
+ * each point several times); or an epoch ms, the minutes before it (what a query reads).
+ */
+export type RefreshBound = 'all' | 'closed' | number;
+
 /** A measurement's dirty span, epoch ms, inclusive. */
 interface Dirty {
   lo: number;
@@ -228,26 +235,24 @@ export class RollupMaintainer implements WriteListener {
 
   /**
    * Refreshes the dirty rollups of every measurement (or only `measurementId`), a chunk per
-   * turn of the lock. `closedOnly` leaves each measurement's newest written minute dirty:
-   * under live traffic it is still filling, and recomputing it every few seconds would
-   * aggregate each point several times. Resolves with the chunks committed.
+   * turn of the lock, up to `until` (see RefreshBound). Resolves with the chunks committed.
    */
-  async refresh(options: { readonly closedOnly?: boolean; readonly measurementId?: number } = {}): Promise<number> {
+  async refresh(options: { readonly until?: RefreshBound; readonly measurementId?: number } = {}): Promise<number> {
     let chunks = 0;
     const ids = options.measurementId === undefined ? [...this.#dirty.keys()] : [options.measurementId];
     for (const id of ids) {
-      while (!this.#stopping && (await this.lock.run(() => this.#refreshChunk(id, options.closedOnly ?? false)))) chunks += 1;
+      while (!this.#stopping && (await this.lock.run(() => this.#refreshChunk(id, options.until ?? 'all')))) chunks += 1;
     }
     return chunks;
   }
 
-  /** Inside the lock: refreshes what is left of one measurement's dirty range, all of it. */
-  async refreshLocked(measurementId: number): Promise<void> {
-    while (await this.#refreshChunk(measurementId, false));
+  /** Inside the lock: refreshes what is left of one measurement's dirty range up to `until`. */
+  async refreshLocked(measurementId: number, until: RefreshBound): Promise<void> {
+    while (await this.#refreshChunk(measurementId, until));
   }
 
-  /** One chunk of a measurement's dirty range (under the lock); false when there was nothing to do. */
-  async #refreshChunk(id: number, closedOnly: boolean): Promise<boolean> {
+  /** One chunk of a measurement's dirty range (under the lock); false when there was nothing (more) to do. */
+  async #refreshChunk(id: number, until: RefreshBound): Promise<boolean> {
     const dirty = this.#dirty.get(id);
     const entry = this.#entry(id);
     if (dirty === undefined || entry === undefined) return false;
@@ -266,8 +271,7 @@ export class RollupMaintainer implements WriteListener {
       }
       return false;
     }
-    // closedOnly: the newest minute stays dirty.
-    const end = closedOnly ? endAll - MINUTE_MS : endAll;
+    const end = until === 'all' ? endAll : until === 'closed' ? endAll - MINUTE_MS : Math.min(endAll, ceilTo(until, MINUTE_MS));
     if (from >= end) return false;
     const span = this.#span.get(id) ?? HOUR_MS;
     const to = Math.min(from + span, end);
@@ -337,7 +341,7 @@ export class RollupMaintainer implements WriteListener {
    * Nothing is deleted for a retention of 0.
    */
   async maintain(nowMs: number, sweep: boolean): Promise<MaintenanceReport> {
-    let refreshChunks = await this.refresh({ closedOnly: !sweep });
+    let refreshChunks = await this.refresh({ until: sweep ? 'all' : 'closed' });
     if (!sweep) return { refreshChunks, deletedRaw: 0, deletedRollup: 0 };
     const { retentionMs, rollupRetentionMs } = this.#settings;
     const rawCutoff = retentionMs > 0 ? nowMs - retentionMs : undefined;
@@ -348,7 +352,7 @@ export class RollupMaintainer implements WriteListener {
     await this.lock.run(async () => {
       for (const entry of this.#catalog.measurements.values()) if (entry.committed && doubleColumns(entry).length > 0) await this.ensureTables(entry);
       for (const id of [...this.#dirty.keys()]) {
-        while (await this.#refreshChunk(id, false)) refreshChunks += 1;
+        while (await this.#refreshChunk(id, 'all')) refreshChunks += 1;
       }
       if (rawCutoff !== undefined && rawCutoff > this.#rawFloorMs) {
         this.#rawFloorMs = rawCutoff;
