@@ -17,6 +17,7 @@ export const STAGE_SETTING_FILES = [
   'functions-runtime/scheduler/options.ts',
   'functions-runtime/registry/options.ts',
   'functions-runtime/router/options.ts',
+  'ingest/store/options.ts',
   'ingest/data-folder/options.ts',
 ] as const;
 

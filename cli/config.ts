@@ -10,7 +10,15 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { composeOptions, withRules } from '../lib/options.ts';
-import { BROKER_SETTING_RULES, BrokerSettingsSchema, DataFolderSettingsSchema, TopicPolicy, trustedProxies } from '../ingest/index.ts';
+import {
+  BROKER_SETTING_RULES,
+  BrokerSettingsSchema,
+  DataFolderSettingsSchema,
+  STORE_SETTING_RULES,
+  StoreSettingsSchema,
+  TopicPolicy,
+  trustedProxies,
+} from '../ingest/index.ts';
 import {
   RegistrySettingsSchema,
   ROUTER_SETTING_RULES,
@@ -36,10 +44,16 @@ export const STAGE_SETTINGS = [
   SchedulerSettingsSchema,
   RegistrySettingsSchema,
   RouterSettingsSchema,
+  StoreSettingsSchema,
   DataFolderSettingsSchema,
 ] as const;
 
-export const PlatformConfigSchema = withRules(composeOptions(STAGE_SETTINGS), [...BROKER_SETTING_RULES, ...SCHEDULER_SETTING_RULES, ...ROUTER_SETTING_RULES]);
+export const PlatformConfigSchema = withRules(composeOptions(STAGE_SETTINGS), [
+  ...BROKER_SETTING_RULES,
+  ...SCHEDULER_SETTING_RULES,
+  ...ROUTER_SETTING_RULES,
+  ...STORE_SETTING_RULES,
+]);
 
 export type PlatformConfig = Readonly<z.output<typeof PlatformConfigSchema>>;
 /**

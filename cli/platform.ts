@@ -9,7 +9,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import {
   BrokerPersistence,
   connectExternalBroker,
@@ -22,7 +22,7 @@ import {
   HttpIngest,
   MQTT_WEBSOCKET_PATH,
   MqttWebSocketGateway,
-  openEmbeddedStore,
+  openStore,
   PresenceTracker,
   openLocalTriggerLog,
   parseQuery,
@@ -118,7 +118,18 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
   let brokerReady: (broker: Pick<RunningBroker, 'publish'> | undefined) => void = () => undefined;
   const brokerStarted = new Promise<Pick<RunningBroker, 'publish'> | undefined>((resolve) => (brokerReady = resolve));
   try {
-    const store = await openEmbeddedStore({ dir: path.join(dataDir, 'store'), logger });
+    // Points go to the embedded store, or to the external one `--store` names (dead letters
+    // stay in the embedded store either way).
+    const opened = await openStore({
+      settings: config,
+      dir: path.join(dataDir, 'store'),
+      logger,
+      metrics,
+      env: process.env,
+      embedded: { retentionMs: config.retentionMs, rollupRetentionMs: config.rollupRetentionMs },
+    });
+    const store = opened.store;
+    const embeddedStore = opened.embedded;
     cleanups.push(() => store.close());
     const storeMemory: Gauge = new Gauge({
       name: 'voltline_store_memory_bytes',
@@ -126,9 +137,21 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       labelNames: ['tag'],
       registers: [metrics],
       async collect() {
-        const report = await store.memory().catch(() => undefined);
+        const report = await embeddedStore.memory().catch(() => undefined);
         storeMemory.reset();
         for (const [tag, bytes] of Object.entries(report ?? {})) if (bytes > 0) storeMemory.set({ tag: tag.toLowerCase() }, bytes);
+      },
+    });
+    const retentionDeleted: Counter = new Counter({
+      name: 'voltline_store_retention_deleted_total',
+      help: 'Rows the embedded store deleted by retention: raw points older than --retention (kind="raw"), rollup buckets older than --rollup-retention (kind="rollup")',
+      labelNames: ['kind'],
+      registers: [metrics],
+      collect() {
+        const stats = embeddedStore.stats();
+        retentionDeleted.reset();
+        retentionDeleted.inc({ kind: 'raw' }, stats.retentionDeletedRaw);
+        retentionDeleted.inc({ kind: 'rollup' }, stats.retentionDeletedRollup);
       },
     });
     const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
@@ -261,8 +284,18 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       upgrade: mqttWebSocket.handleUpgrade,
       status: () => status,
       degraded: () => {
+        const reasons: Array<{ reason: string; message: string }> = [];
         const folder = dataFolder.status();
-        return folder === undefined || folder.level === 'ok' ? [] : [{ reason: `data_folder_${folder.level}`, message: folder.message }];
+        if (folder !== undefined && folder.level !== 'ok') reasons.push({ reason: `data_folder_${folder.level}`, message: folder.message });
+        const external = opened.external?.stats();
+        if (external?.failingSinceMs !== undefined) {
+          const seconds = Math.round((Date.now() - external.failingSinceMs) / 1000);
+          reasons.push({
+            reason: 'store_behind',
+            message: `The store at ${opened.address.kind === 'influx' ? opened.address.display : 'embedded'} has taken no write for ${seconds} s (${external.lastError ?? 'failing'}): events wait in the trigger log and are retried`,
+          });
+        }
+        return reasons;
       },
     });
     cleanups.push(() => api.close());
@@ -274,7 +307,16 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     let mqttTlsUrl: string | undefined;
     if (config.broker !== undefined) {
       const password = config.brokerPasswordFile === undefined ? undefined : await readSecretFile(config.brokerPasswordFile);
-      const external = await connectExternalBroker({ ...externalBrokerOptionsOf(config), url: config.broker, password, log, devices, logger, metrics, dataFolder });
+      const external = await connectExternalBroker({
+        ...externalBrokerOptionsOf(config),
+        url: config.broker,
+        password,
+        log,
+        devices,
+        logger,
+        metrics,
+        dataFolder,
+      });
       externalBroker = external;
       // Whether the device gets it is the external broker's business: it accepted it.
       sendCommand = async (_deviceId, topic, payload) => {

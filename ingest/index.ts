@@ -3,7 +3,8 @@ export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './tri
 export { openLocalTriggerLog } from './trigger/index.ts';
 export { DataFolderGuard, DataFolderSettingsSchema, type DataFolderSettings, type DataFolderStatus, type DataFolderLevel } from './data-folder/index.ts';
 export type * from './store/types.ts';
-export { openEmbeddedStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN } from './store/index.ts';
+export { openEmbeddedStore, openStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN, StoreSettingsSchema, STORE_SETTING_RULES } from './store/index.ts';
+export type { StoreSettings } from './store/index.ts';
 export { exportPoints, parseExportParams, EXPORT_FORMATS, type ExportFormat, type ExportSummary } from './store/index.ts';
 export {
   startBroker,

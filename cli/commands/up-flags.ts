@@ -209,24 +209,28 @@ export const UP_FLAGS: readonly UpFlag[] = [
     help: "the TLS listener's certificate (PEM, with its chain) instead of one issued by the platform CA at each start; with --tls-key",
   },
   { setting: 'tlsKeyFile', flag: 'tls-key', kind: 'text', value: 'FILE', help: 'its private key (PEM)' },
-  { setting: 'mqttPort', flag: 'mqtt-port', kind: 'int', value: 'N', help: 'MQTT port (default {default}; 0 picks a free one)' },
-  { setting: 'mqttHost', flag: 'mqtt-host', kind: 'text', value: 'HOST', help: 'MQTT interface (default {default})' },
   {
-    setting: 'mqttTlsPort',
-    flag: 'mqtt-tls-port',
-    kind: 'int',
-    value: 'N',
-    help: "MQTT over TLS port (default {default}; 0 picks a free one), on the MQTT interface. Devices trust <data-dir>/ca/ca.crt, the platform CA made on first start; one with a certificate of that CA ('voltline devices add <id> --cert') connects without a token",
-  },
-  { setting: 'mqttTls', flag: 'no-mqtt-tls', kind: 'negated', help: 'run without the MQTT over TLS listener' },
-  {
-    setting: 'tlsCertFile',
-    flag: 'tls-cert',
+    setting: 'store',
+    flag: 'store',
     kind: 'text',
-    value: 'FILE',
-    help: "the TLS listener's certificate (PEM, with its chain) instead of one issued by the platform CA at each start; with --tls-key",
+    value: 'URL',
+    help: "where points go: 'embedded' (default) or influx://host:port?org=O&bucket=B (influxs:// for TLS; token from VOLTLINE_STORE_TOKEN or --store-token-file)",
   },
-  { setting: 'tlsKeyFile', flag: 'tls-key', kind: 'text', value: 'FILE', help: 'its private key (PEM)' },
+  { setting: 'storeTokenFile', flag: 'store-token-file', kind: 'text', value: 'FILE', help: "a file holding the external store's token" },
+  {
+    setting: 'retentionMs',
+    flag: 'retention',
+    kind: 'duration',
+    value: 'D',
+    help: 'embedded store: raw points older than this are deleted, once a minute (like 30d; default {default}: kept forever); coarse queries over older ranges read the rollups',
+  },
+  {
+    setting: 'rollupRetentionMs',
+    flag: 'rollup-retention',
+    kind: 'duration',
+    value: 'D',
+    help: 'embedded store: how long the 1-minute and 1-hour rollups (mean/min/max/count) are kept (default {default}; 0: forever); at least --retention',
+  },
   { setting: 'httpPort', flag: 'http-port', kind: 'int', value: 'N', help: 'HTTP API port (default {default}; 0 picks a free one)' },
   { setting: 'httpHost', flag: 'http-host', kind: 'text', value: 'HOST', help: 'HTTP interface (default {default})' },
   {
@@ -418,8 +422,10 @@ export function settingsFromFlags(values: UpFlagValues): PlatformConfigInput {
 /** Every setting's default, as the configuration's schema gives it (also for docs/configuration.md). */
 export const SETTING_DEFAULTS: Readonly<Record<string, unknown>> = PlatformConfigSchema.parse({});
 
-/** A duration in ms as the flags take it: 30000 → 30s, 500 → 500ms. */
+/** A duration in ms as the flags take it: 30000 → 30s, 500 → 500ms, 365 days → 365d. */
 function durationText(ms: number): string {
+  if (ms === 0) return '0';
+  if (ms % 86_400_000 === 0) return `${ms / 86_400_000}d`;
   if (ms % 1_000 !== 0) return `${ms}ms`;
   const s = ms / 1_000;
   return s >= 60 && s % 60 === 0 ? `${s / 60}m` : `${s}s`;

@@ -71,6 +71,11 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       ? `  web console  ${platform.apiUrl}/   (sign in with an operator token: the admin token below)\n`
       : `  web console  not built: run 'npm run build:console', then restart\n`,
   );
+  io.stdout.write(
+    config.store === 'embedded'
+      ? `  store        embedded (${path.resolve(config.dataDir, 'store')})\n`
+      : `  store        ${config.store}   (points; dead letters stay in ${path.resolve(config.dataDir, 'store')})\n`,
+  );
   // The path, never the token: the file is the key (mode 0600).
   io.stdout.write(`  admin token  ${platform.adminToken.file}${platform.adminToken.created ? '   (new; keep it secret: it opens the API)' : ''}\n`);
   if (!config.apiAuth)

@@ -24,9 +24,14 @@ export type {
 export { DEFAULT_TENANT } from './types.ts';
 export { TENANT_PATTERN } from './batch.ts';
 export { openEmbeddedStore, EmbeddedStore, DATABASE_FILE } from './embedded.ts';
+export { openStore } from './open.ts';
+export type { OpenedStore, OpenStoreOptions } from './open.ts';
+export { parseStoreAddress } from './influx-address.ts';
+export type { StoreAddress } from './influx-address.ts';
+export { openInfluxStore, InfluxStore } from './influx.ts';
 export type { EmbeddedStoreOptions, EmbeddedStoreStats } from './embedded.ts';
 export { parseQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_BUCKETS } from './query.ts';
-export { StoreSettingsSchema } from './options.ts';
+export { StoreSettingsSchema, STORE_SETTING_RULES } from './options.ts';
 export type { StoreSettings } from './options.ts';
 export { exportPoints, EXPORT_FORMATS, MAX_EXPORT_COLUMNS } from './export.ts';
 export type { ExportFormat, ExportOptions, ExportSummary } from './export.ts';

@@ -57,6 +57,9 @@ type Window =
   | { readonly kind: 'instant'; readonly time: number; readonly windowMs: number; readonly bucket: number }
   | { readonly kind: 'range'; readonly start: number; readonly end: number; readonly every: number };
 
+/** Where an aggregate's window starts at the earliest (see #aggregate). */
+const EARLIEST_WINDOW_MS = 3_600_000;
+
 /** Chunk of rows a scan yields at most. */
 const SCAN_CHUNK = 10_000;
 /** A scan's first time slice; each next one doubles while a slice holds fewer samples than SCAN_SLICE_SAMPLES, halves past it. */
@@ -269,7 +272,11 @@ export class PromReader {
   }
 
   async #aggregate(spec: QuerySpec, agg: Aggregate, signal: AbortSignal): Promise<Series[]> {
-    const windows = spec.everyMs === undefined ? [wholeRange(spec.fromMs, spec.toMs)] : bucketWindows(spec.fromMs, spec.toMs, spec.everyMs);
+    // A window reaching back to within minutes of the epoch answers nothing in
+    // VictoriaMetrics 1.79 (from=0 did; from=900 000 ms did not): start it an hour after the
+    // epoch, which loses no point a telemetry query could mean.
+    const fromMs = Math.max(spec.fromMs, EARLIEST_WINDOW_MS);
+    const windows = spec.everyMs === undefined ? [wholeRange(fromMs, spec.toMs)] : bucketWindows(fromMs, spec.toMs, spec.everyMs);
     const grouped = spec.groupBy !== undefined;
     const rollups: Rollup[] =
       agg === 'mean'
