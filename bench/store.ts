@@ -7,15 +7,24 @@
  *     main thread alone: what the platform's event loop pays);
  *   - bytes per point in the file after the close's checkpoint;
  *   - a 24 h bucketed mean over 1 000 stations (one point a minute each: 1.44 M points),
- *     `every=1h`, all stations: the query the dashboards' long ranges make.
+ *     `every=1h`, all stations: the query the dashboards' long ranges make;
+ *   - the fleet-now table: the last avg_battery, docked and charging of every station.
  *
- *   npx node bench/store.ts [--stations 1000] [--minutes 1440] [--smoke] [--json]
+ * `--store victoria-metrics`: the same against the external store (ingest/store/influx.ts)
+ * and a VictoriaMetrics started by infra/victoria-metrics.sh (Debian's package), whose own
+ * CPU is read from /proc and whose bytes per point are its data folder's after it stops.
+ *
+ *   npx node bench/store.ts [--store embedded|victoria-metrics] [--stations 1000] [--minutes 1440] [--smoke] [--json]
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DATABASE_FILE, openEmbeddedStore } from '../ingest/store/index.ts';
+import { DATABASE_FILE, openEmbeddedStore, openInfluxStore, parseStoreAddress } from '../ingest/store/index.ts';
+import type { StoreReader, StoreWriter } from '../ingest/store/index.ts';
 import { silentLogger } from '../lib/logger.ts';
+import { startVictoriaMetrics, type RunningVictoriaMetrics } from '../test/support/victoria-metrics.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 
 const T0 = Date.UTC(2026, 10, 1);
@@ -51,17 +60,41 @@ function stationPoint(station: number, minute: number): Uint8Array {
   return Buffer.from(JSON.stringify([point]));
 }
 
+/** CPU time of a process from /proc (user + system), µs. */
+function processCpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+}
+
+/** Bytes a folder takes on disk (du). */
+function folderBytes(dir: string): number {
+  return Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]);
+}
+
 export async function storeBench(argv: readonly string[] = process.argv.slice(2)): Promise<BenchReport> {
   const args = parseBenchArgs(argv);
   const stations = Number(args.value('stations') ?? (args.smoke ? 100 : 1_000));
   const minutes = Number(args.value('minutes') ?? (args.smoke ? 144 : 1_440));
+  const kind = args.value('store') ?? 'embedded';
+  if (kind !== 'embedded' && kind !== 'victoria-metrics') throw new Error(`--store must be embedded or victoria-metrics: current value is '${kind}'`);
   const perCall = 500;
   const inFlight = 8;
   const dir = await mkdtemp(path.join(tmpdir(), 'voltline-bench-store-'));
+  let vm: RunningVictoriaMetrics | undefined;
   try {
-    const store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    const embedded = await openEmbeddedStore({ dir, logger: silentLogger() });
+    let store: StoreWriter & StoreReader = embedded;
+    let vmPid: number | undefined;
+    if (kind === 'victoria-metrics') {
+      vm = await startVictoriaMetrics(path.join(dir, 'vm'));
+      const address = parseStoreAddress(vm.storeAddress);
+      if (address.kind !== 'influx') throw new Error('expected an influx address');
+      store = openInfluxStore({ address, logger: silentLogger(), deadLetters: embedded });
+      vmPid = Number(readFileSync(path.join(dir, 'vm', 'victoria-metrics.pid'), 'utf8'));
+    }
+    const vmCpu0 = vmPid === undefined ? 0 : processCpuUs(vmPid);
     const total = stations * minutes;
-    log(`store: ${fmt(total)} station points (${stations} stations × ${minutes} minutes), ${perCall} events a call, ${inFlight} calls in flight`);
+    log(`store (${kind}): ${fmt(total)} station points (${stations} stations × ${minutes} minutes), ${perCall} events a call, ${inFlight} calls in flight`);
     // Time order, stations interleaved: as a fleet reports.
     let next = 0;
     const call = (): Uint8Array[] => {
@@ -88,7 +121,12 @@ export async function storeBench(argv: readonly string[] = process.argv.slice(2)
     const processUs = (cpuUs() - cpu0 - making) / total;
     const mainUs = (threadCpuUs() - main0 - making) / total;
     const pointsPerSecond = total / seconds;
-    log(`  wrote ${fmt(pointsPerSecond)} points/s; CPU ${fmt(processUs, 1)} µs/point in all, ${fmt(mainUs, 2)} on the main thread`);
+    const serverUs = vmPid === undefined ? undefined : (processCpuUs(vmPid) - vmCpu0) / total;
+    log(
+      `  wrote ${fmt(pointsPerSecond)} points/s; CPU ${fmt(processUs, 1)} µs/point in all, ${fmt(mainUs, 2)} on the main thread${serverUs === undefined ? '' : `; VictoriaMetrics ${fmt(serverUs, 1)} µs/point`}`,
+    );
+    // VictoriaMetrics shows points about a second after it took them.
+    if (vm !== undefined) await new Promise((resolve) => setTimeout(resolve, 3_000));
     // The 24 h mean, hourly, over every station: three times, the median.
     const timings: number[] = [];
     let series = 0;
@@ -108,25 +146,74 @@ export async function storeBench(argv: readonly string[] = process.argv.slice(2)
       series = answer.series.length;
     }
     const queryMs = timings.sort((a, b) => a - b)[1] ?? Number.NaN;
+    // The fleet right now: the last of three fields of every station, three times, the median.
+    const fleetTimings: number[] = [];
+    let fleetSeries = 0;
+    for (let i = 0; i < 3; i++) {
+      const q0 = performance.now();
+      const answer = await store.query({
+        measurement: 'station',
+        fields: ['avg_battery', 'docked', 'charging'],
+        tags: {},
+        fromMs: T0,
+        toMs: T0 + minutes * 60_000,
+        agg: 'last',
+        groupBy: ['station'],
+        limit: 1,
+      });
+      fleetTimings.push(performance.now() - q0);
+      fleetSeries = answer.series.length;
+    }
+    const fleetMs = fleetTimings.sort((a, b) => a - b)[1] ?? Number.NaN;
     await store.close();
-    const bytes = (await stat(path.join(dir, DATABASE_FILE))).size;
+    let bytes: number;
+    if (vm !== undefined) {
+      await vm.stop();
+      bytes = folderBytes(path.join(dir, 'vm', 'data'));
+    } else {
+      bytes = (await stat(path.join(dir, DATABASE_FILE))).size;
+    }
     const bytesPerPoint = bytes / total;
     log(
-      `  file ${fmt(bytes / 2 ** 20, 1)} MiB: ${fmt(bytesPerPoint, 1)} bytes/point; ${minutes / 60} h hourly mean over ${series} stations: ${fmt(queryMs)} ms`,
+      `  ${kind === 'embedded' ? 'file' : 'data folder'} ${fmt(bytes / 2 ** 20, 1)} MiB: ${fmt(bytesPerPoint, 1)} bytes/point; ${minutes / 60} h hourly mean over ${series} stations: ${fmt(queryMs)} ms; fleet now (${fleetSeries / 3} stations × 3 fields): ${fmt(fleetMs)} ms`,
     );
     return {
-      bench: 'store',
-      title: 'store (embedded, station points as the router writes them)',
-      ok: series === stations,
+      bench: kind === 'embedded' ? 'store' : 'store-victoria-metrics',
+      title:
+        kind === 'embedded'
+          ? 'store (embedded, station points as the router writes them)'
+          : 'store (VictoriaMetrics through the InfluxDB write API, station points as the router writes them)',
+      ok: series === stations && fleetSeries === 3 * stations,
       rows: [
         ['points written', `${fmt(pointsPerSecond)} points/s (${fmt(total)} points, 8 fields each)`],
-        ['CPU per point', `${fmt(processUs, 1)} µs in all, ${fmt(mainUs, 2)} µs on the caller's thread`],
-        ['bytes per point', `${fmt(bytesPerPoint, 1)} (file after checkpoint: ${fmt(bytes / 2 ** 20, 1)} MiB)`],
+        [
+          'CPU per point',
+          `${fmt(processUs, 1)} µs in all, ${fmt(mainUs, 2)} µs on the caller's thread${serverUs === undefined ? '' : `; VictoriaMetrics ${fmt(serverUs, 1)} µs`}`,
+        ],
+        [
+          'bytes per point',
+          `${fmt(bytesPerPoint, 1)} (${kind === 'embedded' ? 'file after checkpoint' : 'data folder after stop'}: ${fmt(bytes / 2 ** 20, 1)} MiB)`,
+        ],
         [`${minutes / 60} h hourly mean, ${series} stations`, `${fmt(queryMs)} ms (median of 3)`],
+        [`fleet now, ${fleetSeries / 3} stations × 3 fields`, `${fmt(fleetMs)} ms (median of 3)`],
       ],
-      figures: { stations, minutes, points: total, pointsPerSecond, cpuUsPerPoint: processUs, mainThreadUsPerPoint: mainUs, bytes, bytesPerPoint, queryMs },
+      figures: {
+        store: kind,
+        stations,
+        minutes,
+        points: total,
+        pointsPerSecond,
+        cpuUsPerPoint: processUs,
+        mainThreadUsPerPoint: mainUs,
+        ...(serverUs === undefined ? {} : { serverCpuUsPerPoint: serverUs }),
+        bytes,
+        bytesPerPoint,
+        queryMs,
+        fleetMs,
+      },
     };
   } finally {
+    await vm?.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -18,7 +18,7 @@
  * log, no function deployed), each stepped up the same way.
  *
  *   npx node --no-node-snapshot bench/throughput.ts [--rates 5000,10000,…] [--step-seconds 60]
- *     [--ceiling-rates …] [--no-ceiling] [--stage-rate N] [--no-stages] [--profile DIR] [--smoke] [--json]
+ *     [--ceiling-rates …] [--no-ceiling] [--stage-rate N] [--no-stages] [--profile DIR] [--keep-going] [--smoke] [--json]
  *
  * Then CPU per message by stage (broker, log, router, channel, sandbox, store, …): one more
  * step at the throughput figure (or --stage-rate) under the profiler (bench/lib/stages.ts).
@@ -381,6 +381,8 @@ export async function throughputBench(argv: readonly string[] = process.argv.sli
     warmupSeconds: Number(args.value('warmup-seconds') ?? (args.smoke ? 1 : 5)),
     stations: Number(args.value('stations') ?? (args.smoke ? 200 : 2_000)),
     connections: Number(args.value('connections') ?? (args.smoke ? 10 : 50)),
+    // --keep-going: every rate, even after a failing step (e.g. a store whose points show late).
+    keepGoing: args.has('keep-going'),
   };
   const voltlineRates = rates(args.value('rates'), args.smoke ? [500, 1_000] : [5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000]);
   const ceilingRates = rates(args.value('ceiling-rates'), args.smoke ? [1_000, 2_000] : [10_000, 20_000, 30_000, 40_000, 50_000, 60_000]);
