@@ -4,7 +4,7 @@
  * event's points are refused. Shared by every store, so that an event is refused for the
  * same reasons whichever store writes it.
  */
-import type { PointChecker} from './point-rules.ts';
+import type { PointChecker } from './point-rules.ts';
 import { PointError } from './point-rules.ts';
 import type { Point } from './types.ts';
 
