@@ -17,7 +17,8 @@ import { silentLogger } from '../../lib/logger.ts';
 import { startVictoriaMetrics, type RunningVictoriaMetrics } from '../../test/support/victoria-metrics.ts';
 import { openEmbeddedStore } from './embedded.ts';
 import { parseStoreAddress, storeToken } from './influx-address.ts';
-import { openInfluxStore, type InfluxStore } from './influx.ts';
+import { Point as LinePoint } from '@influxdata/influxdb-client';
+import { lineOf, openInfluxStore, TENANT_TAG, type InfluxStore } from './influx.ts';
 import { storeContract, type ContractStore, type ContractStoreOptions } from './store.contract.ts';
 import type { ScanRange, ScanRow } from './types.ts';
 
@@ -111,6 +112,28 @@ describe('the external store', () => {
     expect(() => storeToken({}, path.join(dir, 'missing'))).toThrow(/Cannot read the store token file/);
   });
 
+  it("writes the very line the client library's Point makes, escapes and all", () => {
+    const point = {
+      measurement: 'st ation,x',
+      tags: { 'b key': 'v=1,2 3', a: 'plain', 'z\\': 'back\\slash' },
+      fields: { 'f,1': 1.5, big: 1e21, tiny: 5e-324, neg: -0.1, yes: true, no: false, text: 'he said "hi"\\' },
+      time: 1_700_000_000_123,
+    };
+    const library = (tenant?: string): string => {
+      const line = new LinePoint(point.measurement);
+      for (const [key, value] of Object.entries(point.tags)) line.tag(key, value);
+      if (tenant !== undefined) line.tag(TENANT_TAG, tenant);
+      for (const [key, value] of Object.entries(point.fields)) {
+        if (typeof value === 'number') line.floatField(key, value);
+        else if (typeof value === 'boolean') line.booleanField(key, value);
+        else line.stringField(key, value);
+      }
+      return line.timestamp(point.time).toLineProtocol({ convertTime: (time) => String(time) }) ?? '';
+    };
+    expect(lineOf(point)).toBe(library());
+    expect(lineOf(point, 'acme')).toBe(library('acme'));
+  });
+
   it('fails a write retriably with the reason while the server is down, and writes it once it is back', async () => {
     const { store, vm } = await openOn(dir);
     const points = [{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: 1_700_000_000_000 }];
@@ -128,6 +151,22 @@ describe('the external store', () => {
     await new Promise((resolve) => setTimeout(resolve, VISIBLE_AFTER_MS));
     const { series } = await store.query({ measurement: 'm', fields: ['v'], tags: {}, fromMs: 1_699_999_000_000, toMs: 1_700_001_000_000, limit: 10 });
     expect(series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[1_700_000_000_000, 1]] }]);
+    await store.close();
+  });
+
+  it("refuses alone an event the server refuses as bad data, with the server's words, and writes the events around it", async () => {
+    const { store } = await openOn(dir);
+    // VictoriaMetrics refuses a line of more than 256 KiB with a 400; the request is split until that event is alone.
+    const encode = (station: string, v: number) =>
+      new TextEncoder().encode(JSON.stringify([{ measurement: 'm', tags: { station }, fields: { v }, time: 1_700_000_000_000 }]));
+    const events = [encode('st-1', 1), encode('st-2', 2), encode('x'.repeat(300_000), 3), encode('st-4', 4), encode('st-5', 5)];
+    const result = await store.writeEncodedPoints({ tenant: 'default', events });
+    expect(result.rejected).toEqual([{ index: 2, message: expect.stringMatching(/store refused them: 400: .*too long line/) as unknown }]);
+    expect(result.points).toBe(4);
+    await new Promise((resolve) => setTimeout(resolve, VISIBLE_AFTER_MS));
+    const { series } = await store.query({ measurement: 'm', fields: ['v'], tags: {}, fromMs: 1_699_999_000_000, toMs: 1_700_001_000_000, limit: 10 });
+    expect(series.map((s) => s.tags['station'])).toEqual(['st-1', 'st-2', 'st-4', 'st-5']);
+    expect(store.stats().failingSinceMs).toBeUndefined();
     await store.close();
   });
 

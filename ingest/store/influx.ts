@@ -24,7 +24,7 @@
  */
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { HttpError, InfluxDB, Point as LinePoint, RequestTimedOutError } from '@influxdata/influxdb-client';
+import { escape, HttpError, InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-client';
 import type { WriteApi } from '@influxdata/influxdb-client';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -355,23 +355,13 @@ export class InfluxStore implements StoreWriter, StoreReader {
     const lines: string[] = [];
     const keys: string[] = [];
     for (const point of points) {
-      const line = new LinePoint(point.measurement);
-      for (const [key, value] of Object.entries(point.tags)) line.tag(key, value);
       // Encoded points are the batch's tenant's, whatever they say (the sandbox wrote them).
       const owner = ownTenants ? (point.tenant ?? tenant) : tenant;
-      if (owner !== DEFAULT_TENANT) line.tag(TENANT_TAG, owner);
-      for (const [key, value] of Object.entries(point.fields)) {
-        if (typeof value === 'number') line.floatField(key, value);
-        else if (typeof value === 'boolean') line.booleanField(key, value);
-        else if (flavor === 'victoriametrics') {
-          return `Cannot write field '${key}' of point '${point.measurement}' as VictoriaMetrics keeps numbers only: current value is the string ${JSON.stringify(value.slice(0, 64))}`;
-        } else line.stringField(key, value);
-      }
-      line.timestamp(point.time);
-      const text = line.toLineProtocol({ convertTime: (time) => String(time) });
-      if (text === undefined) continue;
-      lines.push(text);
-      keys.push(JSON.stringify([owner, point.measurement, Object.entries(point.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)), point.time]));
+      const fields = lineFields(point, flavor);
+      if (fields.startsWith('!')) return fields.slice(1);
+      const series = seriesPart(point, owner);
+      lines.push(`${series} ${fields} ${point.time}`);
+      keys.push(`${series} ${point.time}`);
     }
     return { lines, keys, points: points.length };
   }
@@ -483,4 +473,44 @@ export class InfluxStore implements StoreWriter, StoreReader {
       );
     }
   }
+}
+
+/** One point as a line of line protocol for an InfluxDB (strings kept); for tests, against the library's `Point`. */
+export function lineOf(point: Point, tenant: string = DEFAULT_TENANT): string {
+  return `${seriesPart(point, tenant)} ${lineFields(point, 'influxdb')} ${point.time}`;
+}
+
+function byKey(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * A point's measurement and tags in line protocol, tags sorted by key (the tenant's tag
+ * added when it is not `default`), escaped with the client library's own escapers: the
+ * line the library's `Point` makes (influx.test.ts compares them), without building one
+ * per point (that cost ~6 µs a point, most of the write's CPU).
+ */
+function seriesPart(point: Point, tenant: string): string {
+  const tags = Object.keys(point.tags);
+  if (tenant !== DEFAULT_TENANT) tags.push(TENANT_TAG);
+  tags.sort(byKey);
+  let text = escape.measurement(point.measurement);
+  for (const key of tags) text += `,${escape.tag(key)}=${escape.tag(key === TENANT_TAG ? tenant : (point.tags[key] ?? ''))}`;
+  return text;
+}
+
+/** A point's fields in line protocol, sorted by key; '!' and a sentence when the server cannot keep one. */
+function lineFields(point: Point, flavor: ServerFlavor): string {
+  let text = '';
+  for (const key of Object.keys(point.fields).sort(byKey)) {
+    const value = point.fields[key];
+    let literal: string;
+    if (typeof value === 'number') literal = String(value);
+    else if (typeof value === 'boolean') literal = value ? 'T' : 'F';
+    else if (flavor === 'victoriametrics' || value === undefined) {
+      return `!Cannot write field '${key}' of point '${point.measurement}' as VictoriaMetrics keeps numbers only: current value is the string ${JSON.stringify(String(value).slice(0, 64))}`;
+    } else literal = escape.quoted(value);
+    text += `${text === '' ? '' : ','}${escape.tag(key)}=${literal}`;
+  }
+  return text;
 }
