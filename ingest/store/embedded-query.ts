@@ -21,6 +21,7 @@ import {
   type QuerySpec,
   type Series,
 } from './types.ts';
+import { compareKeys, tagsKey } from './series-order.ts';
 
 type Params = Record<string, DuckDBValue>;
 type ParamTypes = Record<string, DuckDBType>;
@@ -83,23 +84,6 @@ function toTags(value: DuckDBValue): Record<string, string> {
   const tags: Record<string, string> = {};
   for (const { key, value: tagValue } of value.entries) tags[toText(key)] = toText(tagValue);
   return tags;
-}
-
-/** A series' tags as its sort key: the (key, value) list sorted by key, flattened. */
-function tagsKey(tags: Readonly<Record<string, string>>): string[] {
-  return Object.entries(tags)
-    .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
-    .flat();
-}
-
-/** Orders series by their tags, compared as sorted (key, value) lists (see tagsKey). */
-function compareKeys(left: readonly string[], right: readonly string[]): number {
-  for (let i = 0; i < Math.min(left.length, right.length); i++) {
-    const x = left[i] ?? '';
-    const y = right[i] ?? '';
-    if (x !== y) return x < y ? -1 : 1;
-  }
-  return left.length - right.length;
 }
 
 interface KnownSeries {

@@ -31,6 +31,7 @@ import { bucketSql, rollupColumns, rollupTable, ROLLUP_WIDTHS_MS } from './rollu
 import type { RollupLevel } from './rollup-schema.ts';
 import { columnName, pointsTable } from './schema.ts';
 import type { FieldValue, QueryAnswer, QuerySpec, Series } from './types.ts';
+import { compareKeys, tagsKey } from './series-order.ts';
 
 type Params = Record<string, DuckDBValue>;
 type ParamTypes = Record<string, DuckDBType>;
@@ -238,22 +239,6 @@ function toNumber(value: DuckDBValue | undefined): number {
   if (typeof value === 'number') return value;
   if (typeof value === 'bigint') return Number(value);
   throw new TypeError(`expected a number from DuckDB, got ${typeof value}`);
-}
-
-/** Tags as a sort key: (key, value) pairs sorted by key, flattened (as raw answers are ordered). */
-function tagsKey(tags: Readonly<Record<string, string>>): string[] {
-  return Object.entries(tags)
-    .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
-    .flat();
-}
-
-function compareKeys(left: readonly string[], right: readonly string[]): number {
-  for (let i = 0; i < Math.min(left.length, right.length); i++) {
-    const x = left[i] ?? '';
-    const y = right[i] ?? '';
-    if (x !== y) return x < y ? -1 : 1;
-  }
-  return left.length - right.length;
 }
 
 function tooLarge(maxRows: number): VoltlineError {

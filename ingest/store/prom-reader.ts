@@ -16,6 +16,7 @@
  */
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import type { ServerFlavor } from './influx.ts';
+import { compareTagSets } from './series-order.ts';
 import { DEFAULT_TENANT } from './types.ts';
 import type { Aggregate, FieldValue, QueryAnswer, QuerySpec, ScanRange, ScanRow, Series } from './types.ts';
 
@@ -86,20 +87,8 @@ function sortedEntries(tags: Readonly<Tags>): Array<[string, string]> {
 }
 
 /** A tag set's identity: its sorted pairs as JSON. */
-function tagsKey(tags: Readonly<Tags>): string {
+function identityOf(tags: Readonly<Tags>): string {
   return JSON.stringify(sortedEntries(tags));
-}
-
-/** Orders tag sets as sorted (key, value) lists, as the embedded store does. */
-export function compareTagSets(left: Readonly<Tags>, right: Readonly<Tags>): number {
-  const a = sortedEntries(left).flat();
-  const b = sortedEntries(right).flat();
-  for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const x = a[i] ?? '';
-    const y = b[i] ?? '';
-    if (x !== y) return x < y ? -1 : 1;
-  }
-  return a.length - b.length;
 }
 
 function timeoutError(ms: number): VoltlineError {
@@ -149,7 +138,7 @@ export class PromReader {
         await this.#export(selector, from, to, AbortSignal.timeout(this.#o.timeoutMs * 6), (line) => {
           const { tags, name } = this.#split(line.metric);
           const field = name.slice(measurement.length + 1);
-          const key = tagsKey(tags);
+          const key = identityOf(tags);
           line.timestamps.forEach((time, i) => {
             const rowKey = `${key}\u0000${time}`;
             let row = byRow.get(rowKey);
@@ -237,7 +226,7 @@ export class PromReader {
         const bySeries = new Map<string, { tags: Tags; times: number[]; values: number[] }>();
         await this.#export(this.#selector(spec, field), spec.fromMs, spec.toMs, signal, (line) => {
           const { tags } = this.#split(line.metric);
-          const key = tagsKey(tags);
+          const key = identityOf(tags);
           let entry = bySeries.get(key);
           if (entry === undefined) {
             entry = { tags, times: [], values: [] };
@@ -300,7 +289,7 @@ export class PromReader {
       const groups = new Map<string, { tags: Tags; members: string[] }>();
       for (const [key, tags] of tagsBy) {
         const groupTags: Tags = grouped ? Object.fromEntries((spec.groupBy ?? []).map((k) => [k, tags[k] ?? ''])) : tags;
-        const groupKey = grouped ? tagsKey(groupTags) : key;
+        const groupKey = grouped ? identityOf(groupTags) : key;
         const group = groups.get(groupKey) ?? { tags: groupTags, members: [] };
         group.members.push(key);
         groups.set(groupKey, group);
@@ -377,7 +366,7 @@ export class PromReader {
       const value = Number(text);
       if (Number.isNaN(value)) return;
       const { tags } = this.#split(metric);
-      const key = tagsKey(tags);
+      const key = identityOf(tags);
       let entry = out.get(key);
       if (entry === undefined) {
         entry = { tags, values: new Map() };

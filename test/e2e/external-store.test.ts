@@ -62,31 +62,25 @@ async function countsPerStation(apiUrl: string): Promise<Record<string, number>>
   return Object.fromEntries(answer.series.map((s) => [s.tags['station'] ?? '', s.points[0]?.[1] ?? 0]));
 }
 
+/** `voltline sim … --verify` against the platform: exit 0, every acknowledged message stored exactly once. */
+async function simVerified(target: PlatformProcess, stations: number, rate: number, duration: string): Promise<Verdict> {
+  const run = await runVoltline([
+    ...['sim', '--url', target.mqttUrl, '--stations', String(stations), '--rate', String(rate), '--duration', duration],
+    ...['--verify', '--api', target.apiUrl, '--verify-timeout', '60s'],
+  ]);
+  expect(run.code, run.stdout + run.stderr).toBe(0);
+  const report = lastJsonLine<Verdict>(run.stdout);
+  expect(report.verify).toMatchObject({ acked: report.acked, stored: report.acked, missing: 0, duplicates: 0 });
+  return report;
+}
+
 describe('voltline up --store influx:// (VictoriaMetrics)', () => {
   it('stores a simulated fleet there, every acknowledged message once, and answers the fleet-now table from it', async () => {
     data = await tempDir('store-vm');
     vm = await startVictoriaMetrics(path.join(data.dir, 'vm'));
     platform = await startPlatformProcess(path.join(data.dir, 'data'), [...ARGS, '--store', vm.storeAddress]);
     await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
-    const run = await runVoltline([
-      'sim',
-      '--url',
-      platform.mqttUrl,
-      '--stations',
-      '5',
-      '--rate',
-      '100',
-      '--duration',
-      '3s',
-      '--verify',
-      '--api',
-      platform.apiUrl,
-      '--verify-timeout',
-      '60s',
-    ]);
-    expect(run.code, run.stdout + run.stderr).toBe(0);
-    const report = lastJsonLine<Verdict>(run.stdout);
-    expect(report.verify).toMatchObject({ acked: report.acked, stored: report.acked, missing: 0, duplicates: 0 });
+    await simVerified(platform, 5, 100, '3s');
     const fleet = await getJson<Answer>(`${platform.apiUrl}/api/query?measurement=station&field=voltage,docked&agg=last&from=-10m`);
     expect(fleet.series).toHaveLength(10);
     expect(new Set(fleet.series.map((s) => s.field))).toEqual(new Set(['voltage', 'docked']));
@@ -175,25 +169,9 @@ describe('a replay of the whole trigger log', () => {
       const args = [...ARGS, '--http-port', String(await freePort()), ...(vm === undefined ? [] : ['--store', vm.storeAddress])];
       platform = await startPlatformProcess(dataDir, args);
       await deployFunctionFile(platform.apiUrl, 'functions/station-telemetry.ts');
-      const run = await runVoltline([
-        'sim',
-        '--url',
-        platform.mqttUrl,
-        '--stations',
-        '8',
-        '--rate',
-        '80',
-        '--duration',
-        '3s',
-        '--verify',
-        '--api',
-        platform.apiUrl,
-        '--verify-timeout',
-        '60s',
-      ]);
-      expect(run.code, run.stdout + run.stderr).toBe(0);
+      const report = await simVerified(platform, 8, 80, '3s');
       const before = await countsPerStation(platform.apiUrl);
-      expect(Object.values(before).reduce((a, b) => a + b, 0)).toBe(lastJsonLine<Verdict>(run.stdout).acked);
+      expect(Object.values(before).reduce((a, b) => a + b, 0)).toBe(report.acked);
       expect(await platform.stop()).toBe(0);
 
       // Forget the committed position: the next start reads the whole log again (as after a
