@@ -31,17 +31,20 @@ const VISIBLE_AFTER_MS = 2_500;
 const servers = new Map<string, RunningVictoriaMetrics>();
 
 async function openOn(dir: string, options: ContractStoreOptions = {}): Promise<{ store: InfluxStore; vm: RunningVictoriaMetrics }> {
+  // VictoriaMetrics' retention is its own flag, in days: it never keeps a point past it.
+  const { retentionMs, ...limits } = options;
+  const retention = retentionMs === undefined ? {} : { retention: `${Math.round(retentionMs / 86_400_000)}d` };
   let vm = servers.get(dir);
   if (vm === undefined) {
-    vm = await startVictoriaMetrics(path.join(dir, 'victoria-metrics'));
+    vm = await startVictoriaMetrics(path.join(dir, 'victoria-metrics'), retention);
     servers.set(dir, vm);
   } else {
-    await vm.start();
+    await vm.start(retention);
   }
   const deadLetters = await openEmbeddedStore({ dir: path.join(dir, 'embedded'), logger: silentLogger() });
   const address = parseStoreAddress(vm.storeAddress);
   if (address.kind !== 'influx') throw new Error('expected an influx address');
-  const store = openInfluxStore({ address, logger: silentLogger(), deadLetters, ...options });
+  const store = openInfluxStore({ address, logger: silentLogger(), deadLetters, ...limits });
   return { store, vm };
 }
 

@@ -1,13 +1,14 @@
 /**
- * The contract every store implementation runs (embedded now; InfluxDB and
- * VictoriaMetrics writers later), after hono's shared router suite:
+ * The contract every store implementation runs (the embedded store in embedded.test.ts,
+ * the external one against a real VictoriaMetrics in influx.test.ts), after hono's shared
+ * router suite:
  *
  *   storeContract('embedded', (dir, options) => openEmbeddedStore({ dir, logger, ...options }));
  *
  * `open(dir, options)` must give a store whose data lives at `dir` (or is keyed by it):
  * opening the same `dir` again after `close()` must show what was written before. Each
  * test gets a fresh temporary `dir`, removed afterwards. `options` (ContractStoreOptions)
- * are the query limits a store must honour; absent, its defaults.
+ * are the query limits and the retention a store must honour; absent, its defaults.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,12 +18,18 @@ import type { Aggregate, DeadLetter, FieldValue, Point, QuerySpec, StoreReader, 
 import { queryContract } from './query.contract.ts';
 import { scanContract } from './scan.contract.ts';
 
-export type ContractStore = StoreWriter & StoreReader;
+export type ContractStore = StoreWriter &
+  StoreReader & {
+    /** A store that applies its retention in a sweep (the embedded store) runs one now; one that applies it as points arrive has none. */
+    readonly maintain?: () => Promise<unknown>;
+  };
 
-/** Query limits the contract sets on a store it opens (VL_QUERY_TOO_LARGE, VL_QUERY_TIMEOUT). */
+/** Query limits (VL_QUERY_TOO_LARGE, VL_QUERY_TIMEOUT) and a retention the contract sets on a store it opens. */
 export interface ContractStoreOptions {
   readonly maxQueryRows?: number;
   readonly queryTimeoutMs?: number;
+  /** Raw points older than now − retentionMs are deleted, or never kept (whole days). */
+  readonly retentionMs?: number;
 }
 
 /**
@@ -526,6 +533,27 @@ export function storeContract(name: string, open: OpenContractStore, caps: Store
     });
 
     // StoreReader.scan (voltline export): scan.contract.ts.
+    it('keeps raw points within its retention and nothing past it', async () => {
+      const DAY = 86_400_000;
+      await store.close();
+      store = await open(dir, { retentionMs: DAY });
+      const now = Date.now();
+      const times = [now - 3 * DAY, now - 1.5 * DAY, now - 12 * 3_600_000, now - 60_000];
+      await store.writePoints(times.map((time, i) => ({ measurement: 'm', tags: { station: 'st-1' }, fields: { v: i }, time })));
+      await store.maintain?.();
+      const { series } = await store.query(spec({ measurement: 'm', field: 'v', fromMs: now - 4 * DAY, toMs: now }));
+      expect(series).toEqual([
+        {
+          tags: { station: 'st-1' },
+          field: 'v',
+          points: [
+            [now - 12 * 3_600_000, 2],
+            [now - 60_000, 3],
+          ],
+        },
+      ]);
+    });
+
     scanContract(() => store, caps);
 
     // The query shapes of QuerySpec v2 and the row limit: query.contract.ts.

@@ -19,8 +19,8 @@ export interface RunningVictoriaMetrics {
   readonly port: number;
   /** The `--store` address for `voltline up`. */
   readonly storeAddress: string;
-  /** Starts it again on the same port and data (after stop()). */
-  start(): Promise<void>;
+  /** Starts it again on the same port and data (after stop()), with another retention if given (`1d`, `30d`). */
+  start(options?: { readonly retention?: string }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -33,16 +33,17 @@ async function script(args: readonly string[]): Promise<void> {
   }
 }
 
-/** Starts VictoriaMetrics with its data in `dir` and waits until it answers. */
-export async function startVictoriaMetrics(dir: string): Promise<RunningVictoriaMetrics> {
+/** Starts VictoriaMetrics with its data in `dir` (and its own retention, default 100y) and waits until it answers. */
+export async function startVictoriaMetrics(dir: string, options: { readonly retention?: string } = {}): Promise<RunningVictoriaMetrics> {
   const port = await freePort();
   const args = ['--dir', dir, '--port', String(port)];
-  await script(['start', ...args]);
+  const retention = (given: string | undefined): string[] => (given === undefined ? [] : ['--retention', given]);
+  await script(['start', ...args, ...retention(options.retention)]);
   return {
     url: `http://127.0.0.1:${port}`,
     port,
     storeAddress: `influx://127.0.0.1:${port}?org=voltline&bucket=telemetry`,
-    start: () => script(['start', ...args]),
+    start: (again = {}) => script(['start', ...args, ...retention(again.retention)]),
     stop: () => script(['stop', '--dir', dir]),
   };
 }
