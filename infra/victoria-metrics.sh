@@ -11,7 +11,7 @@
 #
 # Two flags matter to Voltline, and a VictoriaMetrics you run yourself needs them too:
 #   -dedup.minScrapeInterval=1ms  a point written twice (a replay after a crash) is kept once
-#   -search.latencyOffset=0s      points are queryable at once (the default hides the last 30 s)
+#   -search.latencyOffset=0s      points are queryable at once (the default, 1m in 1.79, hides the last minute)
 set -euo pipefail
 
 cmd="${1:-}"
