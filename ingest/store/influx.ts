@@ -33,6 +33,7 @@ import { eventPoints } from './event-points.ts';
 import type { StoreAddress } from './influx-address.ts';
 import { PointChecker } from './point-rules.ts';
 import { PromReader } from './prom-reader.ts';
+import type { ServerFlavor } from './prom-reader.ts';
 import { MAX_QUERY_ROWS, QUERY_TIMEOUT_MS } from './query.ts';
 import { DEFAULT_TENANT } from './types.ts';
 import type {
@@ -56,9 +57,6 @@ export const TENANT_TAG = '_tenant';
 
 /** Why a write failed, as `voltline_store_errors_total{reason}` counts it. */
 export type StoreErrorReason = 'unreachable' | 'timeout' | 'server_error' | 'throttled' | 'auth' | 'rejected';
-
-/** What the server behind the address is: it decides how queries are read and what a field may hold. */
-export type ServerFlavor = 'victoriametrics' | 'influxdb';
 
 export interface InfluxStoreOptions {
   readonly address: Extract<StoreAddress, { kind: 'influx' }>;

@@ -15,10 +15,12 @@
  * and the last value by its time (`tlast_over_time`).
  */
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
-import type { ServerFlavor } from './influx.ts';
 import { compareTagSets } from './series-order.ts';
 import { DEFAULT_TENANT } from './types.ts';
 import type { Aggregate, FieldValue, QueryAnswer, QuerySpec, ScanRange, ScanRow, Series } from './types.ts';
+
+/** What the server behind the address is (influx.ts finds out): it decides how queries are read and what a field may hold. */
+export type ServerFlavor = 'victoriametrics' | 'influxdb';
 
 export interface PromReaderOptions {
   readonly url: string;

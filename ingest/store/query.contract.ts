@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { keepable, readBack, type ContractStore, type OpenContractStore, type StoreCapabilities } from './store.contract.ts';
+import { keepable, readBack, type ContractStore, type OpenContractStore, type StoreCapabilities } from './contract-kit.ts';
 import type { Aggregate, Point, QuerySpec, Series } from './types.ts';
 
 /** An epoch multiple of 10 s and of 1 min, so buckets start exactly at T0. */

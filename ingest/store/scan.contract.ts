@@ -5,7 +5,7 @@
  * series within a measurement (only that each series' rows are together, in time order).
  */
 import { expect, it } from 'vitest';
-import { keepable, readBack, type StoreCapabilities } from './store.contract.ts';
+import { keepable, readBack, type StoreCapabilities } from './contract-kit.ts';
 import type { FieldValue, Point, ScanRange, ScanRow, StoreReader, StoreWriter } from './types.ts';
 
 type ScanStore = StoreWriter & StoreReader;

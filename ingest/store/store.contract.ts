@@ -14,54 +14,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Aggregate, DeadLetter, FieldValue, Point, QuerySpec, StoreReader, StoreWriter } from './types.ts';
+import type { Aggregate, DeadLetter, FieldValue, Point, QuerySpec } from './types.ts';
+import { FULL_CAPABILITIES, keepable, readBack, type OpenContractStore, type StoreCapabilities, type ContractStore } from './contract-kit.ts';
 import { queryContract } from './query.contract.ts';
 import { scanContract } from './scan.contract.ts';
 
-export type ContractStore = StoreWriter &
-  StoreReader & {
-    /** A store that applies its retention in a sweep (the embedded store) runs one now; one that applies it as points arrive has none. */
-    readonly maintain?: () => Promise<unknown>;
-  };
-
-/** Query limits (VL_QUERY_TOO_LARGE, VL_QUERY_TIMEOUT) and a retention the contract sets on a store it opens. */
-export interface ContractStoreOptions {
-  readonly maxQueryRows?: number;
-  readonly queryTimeoutMs?: number;
-  /** Raw points older than now − retentionMs are deleted, or never kept (whole days). */
-  readonly retentionMs?: number;
-}
-
-/**
- * What a store keeps of a point, where stores differ. The embedded store keeps everything;
- * VictoriaMetrics keeps numbers only (a string field is refused, a boolean reads back as
- * 1/0) keeps about 15 significant digits of a float, and reads in time slices.
- */
-export interface StoreCapabilities {
-  readonly strings: boolean;
-  readonly booleans: boolean;
-  /** Floats read back bit for bit (VictoriaMetrics keeps about 15 significant digits). */
-  readonly exactFloats: boolean;
-  /** A scan gives each series' rows together (scan.contract.ts). */
-  readonly scanBySeries: boolean;
-}
-
-export const FULL_CAPABILITIES: StoreCapabilities = { strings: true, booleans: true, exactFloats: true, scanBySeries: true };
-
-/** The fields as this store can keep them: without strings where it has none. */
-export function keepable(caps: StoreCapabilities, fields: Readonly<Record<string, FieldValue>>): Record<string, FieldValue> {
-  return Object.fromEntries(Object.entries(fields).filter(([, value]) => caps.strings || typeof value !== 'string'));
-}
-
-/** A value as this store reads it back: booleans as 1/0 where it has none, floats to 15 digits where it keeps no more. */
-export function readBack(caps: StoreCapabilities, value: FieldValue): FieldValue {
-  if (typeof value === 'boolean' && !caps.booleans) return value ? 1 : 0;
-  if (typeof value === 'number' && !caps.exactFloats) return Number(value.toPrecision(15));
-  return value;
-}
-
-/** Opens the store whose data is at (or keyed by) `dir`; see the top of this file. */
-export type OpenContractStore = (dir: string, options?: ContractStoreOptions) => Promise<ContractStore>;
+export type { ContractStore, ContractStoreOptions, OpenContractStore, StoreCapabilities } from './contract-kit.ts';
 
 /** An epoch multiple of 10 s and of 1 min, so buckets start exactly at T0. */
 const T0 = 1_700_000_040_000;
