@@ -18,7 +18,8 @@ import { startVictoriaMetrics, type RunningVictoriaMetrics } from '../../test/su
 import { openEmbeddedStore } from './embedded.ts';
 import { parseStoreAddress, storeToken } from './influx-address.ts';
 import { Point as LinePoint } from '@influxdata/influxdb-client';
-import { lineOf, openInfluxStore, TENANT_TAG, type InfluxStore } from './influx.ts';
+import { openInfluxStore, type InfluxStore } from './influx.ts';
+import { lineOf, TENANT_TAG } from './line-protocol.ts';
 import { storeContract, type ContractStore, type ContractStoreOptions } from './store.contract.ts';
 import type { ScanRange, ScanRow } from './types.ts';
 

@@ -24,14 +24,14 @@
  */
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { escape, HttpError, InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-client';
+import { HttpError, InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-client';
 import type { WriteApi } from '@influxdata/influxdb-client';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { TENANT_PATTERN, validatePoints } from './batch.ts';
-import { eventPoints } from './event-points.ts';
+import { LineEncoder } from './line-encoder.ts';
+import { eventLines, TENANT_TAG, type EventLines } from './line-protocol.ts';
 import type { StoreAddress } from './influx-address.ts';
-import { PointChecker } from './point-rules.ts';
 import { PromReader } from './prom-reader.ts';
 import type { ServerFlavor } from './prom-reader.ts';
 import { MAX_QUERY_ROWS, QUERY_TIMEOUT_MS } from './query.ts';
@@ -51,9 +51,6 @@ import type {
   StoreWriter,
 } from './types.ts';
 import { WeightBudget } from './weight-budget.ts';
-
-/** The tag that carries a tenant other than `default`. */
-export const TENANT_TAG = '_tenant';
 
 /** Why a write failed, as `voltline_store_errors_total{reason}` counts it. */
 export type StoreErrorReason = 'unreachable' | 'timeout' | 'server_error' | 'throttled' | 'auth' | 'rejected';
@@ -93,11 +90,6 @@ export interface InfluxStoreStats {
   /** The last failure's message, while failing. */
   lastError: string | undefined;
 }
-
-const decoder = new TextDecoder('utf-8', { fatal: true });
-
-/** An event's lines, each with its point's key (tenant, measurement, tags, time), or why it is refused. */
-type EventLines = { readonly lines: string[]; readonly keys: string[]; readonly points: number } | string;
 
 function writeError(reason: StoreErrorReason, message: string, cause: unknown, retriable = true): VoltlineError {
   return new VoltlineError('VL_STORE_WRITE', message, { retriable, context: { reason }, cause });
@@ -152,7 +144,7 @@ export class InfluxStore implements StoreWriter, StoreReader {
   readonly #agent: HttpAgent;
   readonly #reader: PromReader;
   readonly #budget: WeightBudget;
-  readonly #checker = new PointChecker();
+  readonly #encoder = new LineEncoder();
   readonly #writes = new Set<Promise<unknown>>();
   readonly #stats: InfluxStoreStats = { requests: 0, failedRequests: 0, points: 0, queuedBytes: 0, failingSinceMs: undefined, lastError: undefined };
   #flavor: Promise<ServerFlavor> | undefined;
@@ -232,18 +224,21 @@ export class InfluxStore implements StoreWriter, StoreReader {
       );
     }
     if (batch.events.length === 0) return { points: 0, rejected: [] };
-    const flavor = await this.#flavorForWrite();
-    const events: EventLines[] = batch.events.map((bytes, index) => {
-      if (!(bytes instanceof Uint8Array)) return `Cannot write encoded points as event ${index} must be a Uint8Array of JSON: current value is ${typeof bytes}`;
-      let text: string;
-      try {
-        text = decoder.decode(bytes);
-      } catch {
-        return "Cannot write the event's points as they must be UTF-8 JSON: the bytes are not UTF-8";
+    let total = 0;
+    for (const [index, bytes] of batch.events.entries()) {
+      if (!(bytes instanceof Uint8Array)) {
+        throw writeError(
+          'rejected',
+          `Cannot write encoded points as event ${index} must be a Uint8Array of JSON: current value is ${typeof bytes}`,
+          undefined,
+          false,
+        );
       }
-      const points = eventPoints(text, false, this.#checker);
-      return typeof points === 'string' ? points : this.#linesOf(points, batch.tenant, flavor, false);
-    });
+      total += bytes.byteLength;
+    }
+    const flavor = await this.#flavorForWrite();
+    // Parsed, checked and turned into lines on the encoder's thread (line-encoder.ts).
+    const events = await this.#encoder.encode(batch.tenant, flavor, batch.events, total);
     return this.#track(this.#writeEvents(events));
   }
 
@@ -275,6 +270,7 @@ export class InfluxStore implements StoreWriter, StoreReader {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled(this.#writes);
+      await this.#encoder.close();
       this.#agent.destroy();
       await this.#o.deadLetters.close();
       this.#log.info('external store closed');
@@ -350,18 +346,7 @@ export class InfluxStore implements StoreWriter, StoreReader {
 
   /** One event's points as lines (`ownTenants`: a point naming its tenant is that tenant's; else all are `tenant`'s), or why the server could not keep them. */
   #linesOf(points: readonly Point[], tenant: string, flavor: ServerFlavor, ownTenants: boolean): EventLines {
-    const lines: string[] = [];
-    const keys: string[] = [];
-    for (const point of points) {
-      // Encoded points are the batch's tenant's, whatever they say (the sandbox wrote them).
-      const owner = ownTenants ? (point.tenant ?? tenant) : tenant;
-      const fields = lineFields(point, flavor);
-      if (fields.startsWith('!')) return fields.slice(1);
-      const series = seriesPart(point, owner);
-      lines.push(`${series} ${fields} ${point.time}`);
-      keys.push(`${series} ${point.time}`);
-    }
-    return { lines, keys, points: points.length };
+    return eventLines(points, tenant, flavor, ownTenants);
   }
 
   /** Writes the events' lines (refused ones are listed, not sent); splits a refused request to find the events at fault. */
@@ -471,44 +456,4 @@ export class InfluxStore implements StoreWriter, StoreReader {
       );
     }
   }
-}
-
-/** One point as a line of line protocol for an InfluxDB (strings kept); for tests, against the library's `Point`. */
-export function lineOf(point: Point, tenant: string = DEFAULT_TENANT): string {
-  return `${seriesPart(point, tenant)} ${lineFields(point, 'influxdb')} ${point.time}`;
-}
-
-function byKey(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/**
- * A point's measurement and tags in line protocol, tags sorted by key (the tenant's tag
- * added when it is not `default`), escaped with the client library's own escapers: the
- * line the library's `Point` makes (influx.test.ts compares them), without building one
- * per point (that cost ~6 µs a point, most of the write's CPU).
- */
-function seriesPart(point: Point, tenant: string): string {
-  const tags = Object.keys(point.tags);
-  if (tenant !== DEFAULT_TENANT) tags.push(TENANT_TAG);
-  tags.sort(byKey);
-  let text = escape.measurement(point.measurement);
-  for (const key of tags) text += `,${escape.tag(key)}=${escape.tag(key === TENANT_TAG ? tenant : (point.tags[key] ?? ''))}`;
-  return text;
-}
-
-/** A point's fields in line protocol, sorted by key; '!' and a sentence when the server cannot keep one. */
-function lineFields(point: Point, flavor: ServerFlavor): string {
-  let text = '';
-  for (const key of Object.keys(point.fields).sort(byKey)) {
-    const value = point.fields[key];
-    let literal: string;
-    if (typeof value === 'number') literal = String(value);
-    else if (typeof value === 'boolean') literal = value ? 'T' : 'F';
-    else if (flavor === 'victoriametrics' || value === undefined) {
-      return `!Cannot write field '${key}' of point '${point.measurement}' as VictoriaMetrics keeps numbers only: current value is the string ${JSON.stringify(String(value).slice(0, 64))}`;
-    } else literal = escape.quoted(value);
-    text += `${text === '' ? '' : ','}${escape.tag(key)}=${literal}`;
-  }
-  return text;
 }
