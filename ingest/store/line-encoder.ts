@@ -25,6 +25,12 @@ export interface EncodeReply {
   readonly events: EventLines[];
 }
 
+/**
+ * Test-only: `encoder[STOP_THREAD_FOR_TESTS]()` ends the thread as a crash would, failing
+ * what it held. Not exported by the store's index.
+ */
+export const STOP_THREAD_FOR_TESTS: unique symbol = Symbol('voltline.store.stopEncoderForTests');
+
 interface Pending {
   readonly resolve: (events: EventLines[]) => void;
   readonly reject: (err: unknown) => void;
@@ -47,6 +53,11 @@ export class LineEncoder {
       const request: EncodeRequest = { id, tenant, flavor, bytes, offsets };
       worker.postMessage(request, [bytes, offsets.buffer]);
     });
+  }
+
+  /** Test-only: see STOP_THREAD_FOR_TESTS. */
+  async [STOP_THREAD_FOR_TESTS](): Promise<void> {
+    await this.#worker?.terminate();
   }
 
   /** Ends the thread; requests still held fail. */
