@@ -3,7 +3,7 @@
  * run/phase-stations.ts carry them out): bad messages for `malformed`, the share of
  * stations a phase picks, and the per-phase counts of the report.
  */
-import type { Prng } from './prng.ts';
+import type { Prng } from '../lib/prng.ts';
 import type { MalformedKind, Phase } from './scenario.ts';
 import type { Telemetry } from './station.ts';
 

@@ -12,7 +12,7 @@ import { FleetGrowth, GrowingPlan, type TargetPlan } from './growth.ts';
 import { LatencyHistogram } from './histogram.ts';
 import { resolveSimOptions, stationId, type SimOptions } from './options.ts';
 import { newPhaseReport } from './phases.ts';
-import { createPrng, deriveSeed } from './prng.ts';
+import { createPrng, deriveSeed } from '../lib/prng.ts';
 import { addCount, connectRefusal, type SimProgress, type SimReport } from './report.ts';
 import { drainAndDisconnect } from './run/drain.ts';
 import { finalReport } from './run/final-report.ts';

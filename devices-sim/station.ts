@@ -1,5 +1,5 @@
 import { VoltlineError } from '../lib/errors.ts';
-import { createPrng, deriveSeed, type Prng } from './prng.ts';
+import { createPrng, deriveSeed, type Prng } from '../lib/prng.ts';
 
 /** One dock in a telemetry message. `battery` is null exactly when no scooter is docked. */
 export interface DockTelemetry {

@@ -5,7 +5,7 @@
  */
 import type { OutboxMessage } from '../outbox.ts';
 import { malformedMessage, type SimPhaseReport } from '../phases.ts';
-import type { Prng } from '../prng.ts';
+import type { Prng } from '../../lib/prng.ts';
 import { addCount } from '../report.ts';
 import { MALFORMED_KINDS, type MalformedKind, type Phase } from '../scenario.ts';
 import type { Telemetry } from '../station.ts';

@@ -16,20 +16,14 @@ import { silentLogger } from '../../lib/logger.ts';
 import { DeviceRegistry } from '../devices/index.ts';
 import { openLocalTriggerLog, type LocalTriggerLog } from '../trigger/index.ts';
 import { startBroker, type RunningBroker } from './broker.ts';
+import { createPrng } from '../../lib/prng.ts';
 
 const CASES = 200;
 const SEED = process.env['VOLTLINE_FUZZ_SEED'] === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(process.env['VOLTLINE_FUZZ_SEED']);
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
+/** Reproducible randomness in [0, 1) (lib/prng.ts). */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
+  return createPrng(seed).next;
 }
 
 let dir = '';

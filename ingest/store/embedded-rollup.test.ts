@@ -14,6 +14,7 @@ import { silentLogger } from '../../lib/logger.ts';
 import { DATABASE_FILE, openEmbeddedStore } from './embedded.ts';
 import type { EmbeddedStore, EmbeddedStoreOptions } from './embedded.ts';
 import type { Aggregate, Point, QueryAnswer, QuerySpec } from './types.ts';
+import { createPrng } from '../../lib/prng.ts';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -21,16 +22,9 @@ const DAY = 24 * HOUR;
 /** A Tuesday, 10:17:23.456 UTC: nothing is aligned on purpose. */
 const NOW = Date.UTC(2026, 2, 3, 10, 17, 23, 456);
 
-/** Reproducible randomness (mulberry32). */
+/** Reproducible randomness in [0, 1) (lib/prng.ts). */
 function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
+  return createPrng(seed).next;
 }
 
 /** Tags as a key, whatever their order. */

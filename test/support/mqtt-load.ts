@@ -19,6 +19,7 @@
 import net from 'node:net';
 import { LatencyHistogram, type HistogramSnapshot } from '../../devices-sim/histogram.ts';
 import { MqttFrameReader, PacketType, frame, remainingLengthSize, writeRemainingLength } from './mqtt-frames.ts';
+import { createPrng } from '../../lib/prng.ts';
 
 export interface LoadOptions {
   readonly host: string;
@@ -134,15 +135,9 @@ function dockJson(slot: number, rnd: () => number, invalid: boolean): string {
     : `{"slot":${slot},"scooterId":null,"battery":null,"charging":false,"powerW":0}`;
 }
 
+/** Reproducible randomness in [0, 1) (lib/prng.ts). */
 function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return createPrng(seed).next;
 }
 
 const VARIANTS = 8;

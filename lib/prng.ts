@@ -1,7 +1,7 @@
 /**
  * A small seeded pseudo-random generator (mulberry32): 32 bits of state, fast, and good
- * enough for a simulator. The same seed always gives the same sequence, on every
- * platform, which is what makes simulated fleets reproducible.
+ * enough for a simulator and for tests' generated data. The same seed always gives the
+ * same sequence, on every platform, which is what makes simulated fleets reproducible.
  */
 export interface Prng {
   /** A float in [0, 1). */
