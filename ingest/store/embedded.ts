@@ -17,7 +17,7 @@ import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { TENANT_PATTERN, validateDeadLetters, validatePoints } from './batch.ts';
 import { busy, MAX_OPEN_SCANS, SCAN_IDLE_MS } from './embedded-scan.ts';
-import { concatEvents, encodePoints, lettersWeight, MAX_ENCODED_BYTES } from './encode.ts';
+import { concatEvents, encodedBatchBytes, encodePoints, lettersWeight } from './encode.ts';
 import type { EncodedEvents } from './encode.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
 import { StoreSettingsSchema } from './options.ts';
@@ -310,23 +310,8 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
    */
   async writeEncodedPoints(batch: EncodedPoints): Promise<EncodedWriteResult> {
     if (this.#closing !== undefined) throw closedError('write points');
-    if (typeof batch.tenant !== 'string' || !TENANT_PATTERN.test(batch.tenant)) {
-      throw invalidWrite(
-        `Cannot write encoded points as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(batch.tenant)}`,
-        {},
-      );
-    }
-    let total = 0;
-    for (const [index, event] of batch.events.entries()) {
-      if (!(event instanceof Uint8Array)) {
-        throw invalidWrite(`Cannot write encoded points as event ${index} must be a Uint8Array of JSON: current value is ${typeof event}`, { index });
-      }
-      total += event.byteLength;
-    }
+    const total = encodedBatchBytes(batch);
     if (batch.events.length === 0) return { points: 0, rejected: [] };
-    if (total > MAX_ENCODED_BYTES) {
-      throw invalidWrite(`Cannot write encoded points as a batch may hold at most ${MAX_ENCODED_BYTES} bytes: current value is ${total}`, { bytes: total });
-    }
     const reply = await this.#writeEvents(concatEvents(batch.events, total), batch.tenant, false);
     return { points: reply.points, rejected: reply.rejected };
   }

@@ -4,7 +4,9 @@
  * again) with an offsets array; `writePoints`' objects become one event of JSON.
  * The weight of a write is its bytes: the facade bounds the bytes in flight.
  */
-import type { DeadLetter, Point } from './types.ts';
+import { VoltlineError } from '../../lib/errors.ts';
+import { TENANT_PATTERN } from './batch.ts';
+import type { DeadLetter, EncodedPoints, Point } from './types.ts';
 
 export interface EncodedEvents {
   readonly bytes: ArrayBuffer;
@@ -17,7 +19,36 @@ export interface EncodedEvents {
 /** Largest batch of events, bytes: offsets are 32-bit. */
 export const MAX_ENCODED_BYTES = 2 ** 32 - 1;
 
-/** Concatenates the events (one copy each). The caller checks the total against MAX_ENCODED_BYTES. */
+function refused(message: string, context: Record<string, unknown>): VoltlineError {
+  return new VoltlineError('VL_STORE_WRITE', message, { retriable: false, context: { reason: 'rejected', ...context } });
+}
+
+/**
+ * Checks what `writeEncodedPoints` was given, as every store does before it looks at a
+ * point: a tenant name, Uint8Array events, at most MAX_ENCODED_BYTES in all. Returns the
+ * events' bytes; throws a non-retriable VL_STORE_WRITE naming what is wrong.
+ */
+export function encodedBatchBytes(batch: EncodedPoints): number {
+  if (typeof batch.tenant !== 'string' || !TENANT_PATTERN.test(batch.tenant)) {
+    throw refused(
+      `Cannot write encoded points as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(batch.tenant)}`,
+      {},
+    );
+  }
+  let total = 0;
+  for (const [index, event] of batch.events.entries()) {
+    if (!(event instanceof Uint8Array)) {
+      throw refused(`Cannot write encoded points as event ${index} must be a Uint8Array of JSON: current value is ${typeof event}`, { index });
+    }
+    total += event.byteLength;
+  }
+  if (total > MAX_ENCODED_BYTES) {
+    throw refused(`Cannot write encoded points as a batch may hold at most ${MAX_ENCODED_BYTES} bytes: current value is ${total}`, { bytes: total });
+  }
+  return total;
+}
+
+/** Concatenates the events (one copy each). The caller checks the total against MAX_ENCODED_BYTES (encodedBatchBytes). */
 export function concatEvents(events: readonly Uint8Array[], totalBytes: number): EncodedEvents {
   const bytes = new Uint8Array(totalBytes);
   const offsets = new Uint32Array(events.length + 1);

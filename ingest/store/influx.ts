@@ -28,7 +28,8 @@ import { HttpError, InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-
 import type { WriteApi } from '@influxdata/influxdb-client';
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { TENANT_PATTERN, validatePoints } from './batch.ts';
+import { validatePoints } from './batch.ts';
+import { encodedBatchBytes } from './encode.ts';
 import { LineEncoder } from './line-encoder.ts';
 import { eventLines, TENANT_TAG, type EventLines } from './line-protocol.ts';
 import type { StoreAddress } from './influx-address.ts';
@@ -205,7 +206,7 @@ export class InfluxStore implements StoreWriter, StoreReader {
     validatePoints(points);
     if (points.length === 0) return;
     const flavor = await this.#flavorForWrite();
-    const event = this.#linesOf(points, DEFAULT_TENANT, flavor, true);
+    const event = eventLines(points, DEFAULT_TENANT, flavor, true);
     if (typeof event === 'string') throw writeError('rejected', event, undefined, false);
     const result = await this.#track(this.#writeEvents([event]));
     const refused = result.rejected[0];
@@ -215,27 +216,8 @@ export class InfluxStore implements StoreWriter, StoreReader {
   /** See StoreWriter: each event's points all or nothing; refused events listed with why. */
   async writeEncodedPoints(batch: EncodedPoints): Promise<EncodedWriteResult> {
     this.#open('write points');
-    if (typeof batch.tenant !== 'string' || !TENANT_PATTERN.test(batch.tenant)) {
-      throw writeError(
-        'rejected',
-        `Cannot write encoded points as 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${JSON.stringify(batch.tenant)}`,
-        undefined,
-        false,
-      );
-    }
+    const total = encodedBatchBytes(batch);
     if (batch.events.length === 0) return { points: 0, rejected: [] };
-    let total = 0;
-    for (const [index, bytes] of batch.events.entries()) {
-      if (!(bytes instanceof Uint8Array)) {
-        throw writeError(
-          'rejected',
-          `Cannot write encoded points as event ${index} must be a Uint8Array of JSON: current value is ${typeof bytes}`,
-          undefined,
-          false,
-        );
-      }
-      total += bytes.byteLength;
-    }
     const flavor = await this.#flavorForWrite();
     // Parsed, checked and turned into lines on the encoder's thread (line-encoder.ts).
     const events = await this.#encoder.encode(batch.tenant, flavor, batch.events, total);
@@ -342,11 +324,6 @@ export class InfluxStore implements StoreWriter, StoreReader {
         'the VictoriaMetrics store hides points younger than -search.latencyOffset from bucketed queries; start it with -search.latencyOffset=0s to see them at once',
       );
     }
-  }
-
-  /** One event's points as lines (`ownTenants`: a point naming its tenant is that tenant's; else all are `tenant`'s), or why the server could not keep them. */
-  #linesOf(points: readonly Point[], tenant: string, flavor: ServerFlavor, ownTenants: boolean): EventLines {
-    return eventLines(points, tenant, flavor, ownTenants);
   }
 
   /** Writes the events' lines (refused ones are listed, not sent); splits a refused request to find the events at fault. */

@@ -15,7 +15,7 @@
  * and the last value by its time (`tlast_over_time`).
  */
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
-import { compareTagSets } from './series-order.ts';
+import { compareTagSets, tagsKey } from './series-order.ts';
 import { DEFAULT_TENANT } from './types.ts';
 import type { Aggregate, FieldValue, QueryAnswer, QuerySpec, ScanRange, ScanRow, Series } from './types.ts';
 
@@ -84,13 +84,9 @@ function literalRegex(text: string): string {
   return text.replace(/[\\^$.|?*+()[\]{}]/g, (c) => `\\${c}`);
 }
 
-function sortedEntries(tags: Readonly<Tags>): Array<[string, string]> {
-  return Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/** A tag set's identity: its sorted pairs as JSON. */
+/** A tag set's identity: its sort key (series-order.ts) as JSON. */
 function identityOf(tags: Readonly<Tags>): string {
-  return JSON.stringify(sortedEntries(tags));
+  return JSON.stringify(tagsKey(tags));
 }
 
 function timeoutError(ms: number): VoltlineError {
