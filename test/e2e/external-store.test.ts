@@ -5,7 +5,6 @@
  * visible in /metrics and /healthz while it lasts, the lag drained after); and a replay of
  * the whole trigger log, on either store, leaving every count as it was.
  */
-import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,7 +15,6 @@ import {
   getJson,
   lastJsonLine,
   metricSum,
-  ROOT,
   runVoltline,
   startPlatformProcess,
   tempDir,
@@ -96,33 +94,22 @@ describe('voltline up --store influx:// (VictoriaMetrics)', () => {
     const apiUrl = platform.apiUrl;
     await deployFunctionFile(apiUrl, 'functions/station-telemetry.ts');
     // 50 stations at 100 msg/s for 45 s; the store goes down at 5 s and comes back at 35 s.
-    const sim = spawn(
-      process.execPath,
-      [
-        '--no-node-snapshot',
-        '--disable-warning=ExperimentalWarning',
-        path.join(ROOT, 'cli', 'voltline.ts'),
-        'sim',
-        '--url',
-        platform.mqttUrl,
-        '--stations',
-        '50',
-        '--rate',
-        '100',
-        '--duration',
-        '45s',
-        '--verify',
-        '--api',
-        apiUrl,
-        '--verify-timeout',
-        '90s',
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    sim.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    sim.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => sim.once('exit', resolve));
+    const running = runVoltline([
+      'sim',
+      '--url',
+      platform.mqttUrl,
+      '--stations',
+      '50',
+      '--rate',
+      '100',
+      '--duration',
+      '45s',
+      '--verify',
+      '--api',
+      apiUrl,
+      '--verify-timeout',
+      '90s',
+    ]);
 
     await new Promise((resolve) => setTimeout(resolve, 5_000));
     await vm.stop();
@@ -150,8 +137,9 @@ describe('voltline up --store influx:// (VictoriaMetrics)', () => {
     await eventually(async () => ((await metric(apiUrl, 'voltline_store_lag_seconds')) < 2 ? true : undefined), 60_000, 'the lag drained');
     const drainedMs = Date.now() - upAt;
     await eventually(async () => ((await health(apiUrl)).status === 'ok' ? true : undefined), 10_000, '/healthz ok again');
-    expect(await exited, out).toBe(0);
-    const report = lastJsonLine<Verdict>(out);
+    const run = await running;
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    const report = lastJsonLine<Verdict>(run.stdout);
     expect(report.verify).toMatchObject({ acked: report.acked, stored: report.acked, missing: 0, duplicates: 0 });
     expect(report.acked).toBeGreaterThan(3_000);
     expect(lagDuring).toBeGreaterThanOrEqual(10);

@@ -7,19 +7,9 @@
  */
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../support/mosquitto.ts';
-import {
-  deployFunctionFile,
-  eventually,
-  lastJsonLine,
-  ROOT,
-  runVoltline,
-  startPlatformProcess,
-  tempDir,
-  type PlatformProcess,
-} from '../support/platform-process.ts';
+import { deployFunctionFile, eventually, lastJsonLine, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 let platform: PlatformProcess | undefined;
 let data: { dir: string; remove: () => Promise<void> } | undefined;
@@ -80,38 +70,31 @@ describe('voltline sim --verify', () => {
     // Slow on purpose: most acknowledged messages are still in the trigger log at the kill.
     await deployFunctionFile(platform.apiUrl, 'test/fixtures/slow-station.ts');
     const apiUrl = platform.apiUrl;
-    const sim = spawn(
-      process.execPath,
-      [
-        path.join(ROOT, 'bin/voltline.js'),
-        'sim',
-        '--url',
-        platform.mqttUrl,
-        '--stations',
-        '4',
-        '--rate',
-        '200',
-        '--duration',
-        '1s',
-        '--verify',
-        '--api',
-        apiUrl,
-        '--verify-timeout',
-        '15s',
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    sim.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    sim.stderr.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => sim.once('exit', (code) => resolve(code)));
+    // Runs while the platform is killed and restarted; its verdict is read at the end.
+    const running = runVoltline([
+      'sim',
+      '--url',
+      platform.mqttUrl,
+      '--stations',
+      '4',
+      '--rate',
+      '200',
+      '--duration',
+      '1s',
+      '--verify',
+      '--api',
+      apiUrl,
+      '--verify-timeout',
+      '15s',
+    ]);
     // Every message the simulator will send is acknowledged (in the log): pull the plug and lose the log.
     await eventually(async () => ((await received(apiUrl)) >= 150 ? true : undefined), 30_000, 'the messages to be acknowledged');
     await platform.kill();
     await rm(path.join(dataDir, 'trigger-log'), { recursive: true, force: true });
     platform = await startPlatformProcess(dataDir, args);
-    const code = await exited;
-    expect(code, stdout).toBe(1);
+    const run = await running;
+    const stdout = run.stdout;
+    expect(run.code, stdout + run.stderr).toBe(1);
     const report = lastJsonLine<Verdict>(stdout);
     expect(report.verify.missing).toBeGreaterThan(0);
     expect(report.verify.stored + report.verify.missing).toBe(report.acked);
