@@ -194,7 +194,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
     scheduler.setBacklogProbe(() => router.oldestWaitingSince());
     // Cron triggers append to the log like devices do; deploys and removals re-arm them.
-    const timers = await TimerSource.open({ log, dir: path.join(dataDir, 'timers'), logger, metrics });
+    const timers = await TimerSource.open({ log, tail: log, dir: path.join(dataDir, 'timers'), logger, metrics });
     await timers.setSchedules(cronSchedules(registry.list()));
     registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
     timers.start();

@@ -1,5 +1,5 @@
 /** The ingest stage's public entry: other folders import only this file. */
-export type { TriggerEvent, LoggedEvent, TriggerLog, TriggerSource } from './trigger/types.ts';
+export type { TriggerEvent, LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerLog, TriggerPartition, TriggerSource } from './trigger/types.ts';
 export { openLocalTriggerLog } from './trigger/index.ts';
 export { DataFolderGuard, DataFolderSettingsSchema, type DataFolderSettings, type DataFolderStatus, type DataFolderLevel } from './data-folder/index.ts';
 export type * from './store/types.ts';

@@ -7,7 +7,15 @@ import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../lib/clock.ts';
 import { silentLogger } from '../../lib/logger.ts';
-import { openEmbeddedStore, openLocalTriggerLog, TimerSource, type Point, type StoreReader, type StoreWriter, type TriggerLog } from '../../ingest/index.ts';
+import {
+  openEmbeddedStore,
+  openLocalTriggerLog,
+  TimerSource,
+  type Point,
+  type StoreReader,
+  type StoreWriter,
+  type SinglePartitionTriggerLog,
+} from '../../ingest/index.ts';
 import { cronSchedules, FunctionRegistry } from '../registry/registry.ts';
 import { processDriver } from '../scheduler/driver.ts';
 import { Scheduler } from '../scheduler/scheduler.ts';
@@ -19,7 +27,7 @@ const encoder = new TextEncoder();
 const at = (iso: string) => Date.parse(iso);
 
 let cleanup: Array<() => Promise<void>>;
-let log: TriggerLog;
+let log: SinglePartitionTriggerLog;
 let store: StoreWriter & StoreReader;
 let registry: FunctionRegistry;
 let router: Router;
@@ -70,7 +78,7 @@ beforeEach(async () => {
   cleanup.unshift(() => router.stop(2_000));
   // Wired as cli/platform.ts wires it.
   clock = new ManualClock(at('2026-03-28T10:00:30Z'));
-  timers = await TimerSource.open({ log, dir: `${temp.dir}/timers`, logger, clock });
+  timers = await TimerSource.open({ log, tail: log, dir: `${temp.dir}/timers`, logger, clock });
   await timers.setSchedules(cronSchedules(registry.list()));
   registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
   timers.start();

@@ -7,7 +7,14 @@
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lib/logger.ts';
-import { openEmbeddedStore, openLocalTriggerLog, type StoreReader, type StoreWriter, type TriggerEvent, type TriggerLog } from '../../ingest/index.ts';
+import {
+  openEmbeddedStore,
+  openLocalTriggerLog,
+  type StoreReader,
+  type StoreWriter,
+  type TriggerEvent,
+  type SinglePartitionTriggerLog,
+} from '../../ingest/index.ts';
 import { FunctionRegistry } from '../registry/registry.ts';
 import { processDriver } from '../scheduler/driver.ts';
 import { Scheduler } from '../scheduler/scheduler.ts';
@@ -19,7 +26,7 @@ const encoder = new TextEncoder();
 const AT = Date.parse('2026-03-28T10:00:00Z');
 
 let cleanup: Array<() => Promise<void>>;
-let log: TriggerLog;
+let log: SinglePartitionTriggerLog;
 let store: StoreWriter & StoreReader;
 let router: Router;
 let metrics: Registry;

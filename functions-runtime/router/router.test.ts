@@ -16,7 +16,7 @@ import {
   type Point,
   type StoreReader,
   type StoreWriter,
-  type TriggerLog,
+  type SinglePartitionTriggerLog,
 } from '../../ingest/index.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { ManualClock } from '../../lib/clock.ts';
@@ -32,7 +32,7 @@ const BASE_TS = 1_763_800_000_000;
 
 interface Rig {
   readonly dir: string;
-  log: TriggerLog;
+  log: SinglePartitionTriggerLog;
   readonly store: StoreWriter & StoreReader;
   /** Points in the order their writes resolved (each write is one batch's points). */
   readonly written: Point[];

@@ -12,6 +12,14 @@
  * Bounded: at most `maxInFlightEvents` events are read but unfinished; past that the
  * router stops reading and the log (then the broker) pushes back.
  *
+ * Partitions: the router reads every partition the log gives it (the embedded log: one;
+ * Kafka: this node's share of the topic, which changes on rebalances), each from its
+ * committed position with its own `CommitTracker`, so a partition's commit is the
+ * contiguous low watermark of its own finished events. A device's events are all in one
+ * partition and one lane per function, so per-device order holds. A partition taken away
+ * stops being read; its queued events are dropped (the new owner reads them from the last
+ * commit) and its running batches finish (writes are idempotent).
+ *
  * Batching per function (`defineFunction({ batch })`): a batch holds at most the function's
  * `batch.maxEvents` (itself at most `maxBatchEvents`); with `batch.lingerMs`, a lane with
  * fewer waiting holds them up to that long from the oldest, for a fuller batch, except
@@ -33,6 +41,7 @@ import {
   type LoggedEvent,
   type StoreWriter,
   type TriggerLog,
+  type TriggerPartition,
 } from '../../ingest/index.ts';
 import { loadFunctionOf, type DeployedFunction, type FunctionRegistry } from '../registry/registry.ts';
 import type { SandboxEvent, SandboxResult } from '../sandbox/sandbox.ts';
@@ -70,6 +79,19 @@ export interface RouterOptions extends RouterSettings {
   readonly downlinkAttempts?: number;
   /** Time for lanes' linger (`batch.lingerMs`); the system clock unless a test simulates it. */
   readonly clock?: Clock;
+}
+
+/** One partition this router reads. */
+interface PartitionRead {
+  readonly part: TriggerPartition;
+  readonly tracker: CommitTracker;
+  /** The next offset to read. */
+  readPos: bigint;
+  /** The last position committed. */
+  committed: bigint;
+  /** Aborted when the partition is taken away or the router stops. */
+  readonly abort: AbortController;
+  loop: Promise<void> | undefined;
 }
 
 /** An event whose attempt failed in a way another attempt might not (not invalid input). */
@@ -158,13 +180,13 @@ export class Router implements InvocationRecorder {
    * restart. Until then a stopping router keeps retrying (the scheduler is still up).
    */
   #halted = false;
-  readonly #tracker: CommitTracker;
-  #readPos: bigint;
-  #committed: bigint;
+  /** The partitions this router reads now, by number. */
+  readonly #parts = new Map<number, PartitionRead>();
+  /** The partition each routed event came from (its tracker is told when it finishes). */
+  readonly #partOf = new WeakMap<LoggedEvent, PartitionRead>();
   #routes: DeployedFunction[] = [];
-  #loop: Promise<void> | undefined;
   #commitTimer: NodeJS.Timeout | undefined;
-  #slotWaiter: (() => void) | undefined;
+  #slotWaiters: Array<() => void> = [];
   #idleWaiters: Array<() => void> = [];
   readonly #meter: FunctionMeter;
   readonly #deadLetters: Counter<'reason'>;
@@ -179,9 +201,6 @@ export class Router implements InvocationRecorder {
     this.#o = { ...ROUTER_TUNING_DEFAULTS, ...options };
     this.#log = options.logger.child({ stage: 'router' });
     this.#clock = options.clock ?? systemClock;
-    this.#readPos = options.log.committedOffset();
-    this.#committed = this.#readPos;
-    this.#tracker = new CommitTracker(this.#readPos);
     const registers = [options.metrics];
     this.#meter = new FunctionMeter(options.metrics);
     this.#downlinks = new DownlinkSender({
@@ -214,22 +233,50 @@ export class Router implements InvocationRecorder {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
-    const tracker = () => this.#tracker;
+    const parts = () => this.#parts.values();
+    const inFlight = () => this.#inFlight();
     new Gauge({
       name: 'voltline_events_in_flight',
       help: 'Events read from the trigger log and not yet finished',
       registers,
       collect() {
-        this.set(tracker().inFlight);
+        this.set(inFlight());
       },
     });
-    const log = options.log;
+    const lagOf = (p: PartitionRead) => Number(p.part.endOffset() - p.part.committedOffset());
+    const ageOf = (p: PartitionRead, now: number) => {
+      const oldest = p.tracker.oldestUnfinishedAtMs;
+      return oldest === undefined ? 0 : Math.max(0, now - oldest) / 1000;
+    };
     new Gauge({
       name: 'voltline_trigger_log_lag_events',
-      help: 'Events in the trigger log past its committed position: appended, not yet stored or dead-lettered',
+      help: "Events in the trigger log past its committed position: appended, not yet stored or dead-lettered (this node's partitions)",
       registers,
       collect() {
-        this.set(Number(log.endOffset() - log.committedOffset()));
+        let lag = 0;
+        for (const p of parts()) lag += lagOf(p);
+        this.set(lag);
+      },
+    });
+    new Gauge({
+      name: 'voltline_trigger_lag_events',
+      help: 'Per partition this node reads: events past its committed position (a scaling signal, e.g. for KEDA)',
+      labelNames: ['partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of parts()) this.set({ partition: String(p.part.partition) }, lagOf(p));
+      },
+    });
+    new Gauge({
+      name: 'voltline_trigger_lag_seconds',
+      help: 'Per partition this node reads: the age of its oldest event read and not yet finished (0 when none; a scaling signal, e.g. for KEDA)',
+      labelNames: ['partition'],
+      registers,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const p of parts()) this.set({ partition: String(p.part.partition) }, ageOf(p, now));
       },
     });
     new Gauge({
@@ -237,8 +284,10 @@ export class Router implements InvocationRecorder {
       help: 'How far the store is behind: the age of the oldest event read from the trigger log whose results are not stored yet (0 when none); grows while the store is down, drains after',
       registers,
       collect() {
-        const oldest = tracker().oldestUnfinishedAtMs;
-        this.set(oldest === undefined ? 0 : Math.max(0, Date.now() - oldest) / 1000);
+        let age = 0;
+        const now = Date.now();
+        for (const p of parts()) age = Math.max(age, ageOf(p, now));
+        this.set(age);
       },
     });
     this.#refreshRoutes();
@@ -255,43 +304,97 @@ export class Router implements InvocationRecorder {
     for (const lanes of this.#lanes.values()) for (const lane of lanes) if (lane !== undefined) yield lane;
   }
 
-  /** Starts reading from the committed position (replaying anything not committed). */
+  /**
+   * Starts reading every partition the log gives this router, each from its committed
+   * position (replaying anything not committed).
+   */
   start(): void {
-    this.#log.info({ from: String(this.#readPos) }, 'router reading the trigger log');
-    this.#loop = this.#readLoop().catch((err: unknown) => {
-      if (!this.#abort.signal.aborted) this.#log.fatal({ err }, 'router read loop failed');
-    });
+    this.#o.log.consume({ assigned: (part) => this.#assigned(part), revoked: (partition) => this.#revoked(partition) });
     this.#commitTimer = setInterval(() => void this.#commit(), this.#o.commitIntervalMs);
     this.#commitTimer.unref();
   }
 
-  async #readLoop(): Promise<void> {
-    const signal = this.#abort.signal;
+  #assigned(part: TriggerPartition): void {
+    if (this.#abort.signal.aborted) return;
+    this.#revoked(part.partition);
+    const from = part.committedOffset();
+    const p: PartitionRead = { part, tracker: new CommitTracker(from), readPos: from, committed: from, abort: new AbortController(), loop: undefined };
+    this.#parts.set(part.partition, p);
+    this.#log.info({ partition: part.partition, from: String(from) }, 'router reading a partition of the trigger log');
+    p.loop = this.#readLoop(p).catch((err: unknown) => {
+      if (!p.abort.signal.aborted) this.#log.fatal({ err, partition: part.partition }, 'router read loop failed');
+    });
+  }
+
+  /**
+   * The partition is another node's now: stop reading it and drop its events that wait in
+   * lanes (the new owner reads them from the last commit). Batches already running finish.
+   */
+  #revoked(partition: number): void {
+    const p = this.#parts.get(partition);
+    if (p === undefined) return;
+    this.#parts.delete(partition);
+    p.abort.abort();
+    let dropped = 0;
+    for (const lane of this.#allLanes()) {
+      for (let i = lane.queue.length - 1; i >= 0; i--) {
+        const event = lane.queue[i];
+        if (event !== undefined && this.#partOf.get(event) === p) {
+          lane.queue.splice(i, 1);
+          lane.queuedAt.splice(i, 1);
+          dropped += 1;
+        }
+      }
+    }
+    this.#log.info(
+      { partition, dropped, committed: String(p.committed) },
+      'a partition of the trigger log was taken away; its other events are left to its new owner',
+    );
+    this.#wakeReaders();
+  }
+
+  /** Events read and not yet finished, over every partition read. */
+  #inFlight(): number {
+    let n = 0;
+    for (const p of this.#parts.values()) n += p.tracker.inFlight;
+    return n;
+  }
+
+  #wakeReaders(): void {
+    for (const waiter of this.#slotWaiters.splice(0)) waiter();
+  }
+
+  async #readLoop(p: PartitionRead): Promise<void> {
+    const signal = p.abort.signal;
     while (!signal.aborted) {
-      const room = this.#o.maxInFlightEvents - this.#tracker.inFlight;
+      const room = this.#o.maxInFlightEvents - this.#inFlight();
       if (room <= 0) {
         // No more events will come until some finish: lingering lanes start now.
         for (const lane of this.#allLanes()) if (lane.linger !== undefined) this.#pump(lane);
-        await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
+        await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
         continue;
       }
-      const events = await this.#o.log.read(this.#readPos, Math.min(room, 1_000));
+      const events = await p.part.read(p.readPos, Math.min(room, 1_000));
       if (events.length === 0) {
-        await this.#o.log.waitFor(this.#readPos, signal).catch(() => undefined);
+        await p.part.waitFor(p.readPos, signal).catch(() => undefined);
         continue;
       }
-      for (const event of events) this.#route(event);
+      for (const event of events) {
+        if (signal.aborted) break;
+        this.#route(p, event);
+      }
     }
   }
 
-  #route(event: LoggedEvent): void {
-    this.#readPos = event.offset + 1n;
+  #route(p: PartitionRead, event: LoggedEvent): void {
+    p.readPos = event.offset + 1n;
     const matched = event.source === 'timer' ? this.#timerTarget(event) : this.#deviceTargets(event);
-    this.#tracker.add(event.offset, matched.length, event.receivedAtMs);
+    p.tracker.add(event.offset, matched.length, event.receivedAtMs);
     if (matched.length === 0) {
       this.#unrouted.inc();
       return;
     }
+    this.#partOf.set(event, p);
     const index = laneIndex(event.deviceId, this.#o.lanesPerFunction);
     const now = this.#clock.now();
     for (const fn of matched) {
@@ -356,7 +459,7 @@ export class Router implements InvocationRecorder {
     const lingerMs = fn?.batch.lingerMs ?? 0;
     // Linger for a fuller batch, but never while stopping, nor at the in-flight bound
     // (the reader is waiting for room: no more events would come to fill it).
-    if (lingerMs > 0 && lane.queue.length < maxEvents && !this.#abort.signal.aborted && this.#tracker.inFlight < this.#o.maxInFlightEvents) {
+    if (lingerMs > 0 && lane.queue.length < maxEvents && !this.#abort.signal.aborted && this.#inFlight() < this.#o.maxInFlightEvents) {
       const waitMs = (lane.queuedAt[0] ?? this.#clock.now()) + lingerMs - this.#clock.now();
       if (waitMs > 0) {
         lane.linger ??= this.#clock.setTimeout(() => {
@@ -391,11 +494,10 @@ export class Router implements InvocationRecorder {
       lane.finished = finished.then(
         (retried) => {
           lane.storing -= 1;
-          for (const event of batch) this.#tracker.done(event.offset);
-          this.#slotWaiter?.();
-          this.#slotWaiter = undefined;
+          for (const event of batch) this.#partOf.get(event)?.tracker.done(event.offset);
+          this.#wakeReaders();
           this.#pump(lane);
-          if (this.#tracker.inFlight === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
+          if (this.#inFlight() === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
           return retried;
         },
         (err: unknown) => {
@@ -644,13 +746,17 @@ export class Router implements InvocationRecorder {
   }
 
   async #commit(): Promise<void> {
-    const position = this.#tracker.committable;
-    if (position <= this.#committed) return;
+    await Promise.all([...this.#parts.values()].map((p) => this.#commitPartition(p)));
+  }
+
+  async #commitPartition(p: PartitionRead): Promise<void> {
+    const position = p.tracker.committable;
+    if (position <= p.committed) return;
     try {
-      await this.#o.log.commit(position);
-      this.#committed = position;
+      await p.part.commit(position);
+      p.committed = position;
     } catch (err) {
-      this.#log.error({ err }, 'could not commit the trigger log position; will try again');
+      this.#log.error({ err, partition: p.part.partition }, 'could not commit the trigger log position; will try again');
     }
   }
 
@@ -704,13 +810,18 @@ export class Router implements InvocationRecorder {
 
   /** Resolves when every event read so far is finished (for tests and shutdown). */
   idle(): Promise<void> {
-    if (this.#tracker.inFlight === 0) return Promise.resolve();
+    if (this.#inFlight() === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** The next offset the router will read. */
+  /** The next offset the router will read in partition 0 (the embedded log's one partition); 0 before it is given. */
   get position(): bigint {
-    return this.#readPos;
+    return this.#parts.get(0)?.readPos ?? 0n;
+  }
+
+  /** The next offset the router will read, per partition it reads now. */
+  positions(): Map<number, bigint> {
+    return new Map([...this.#parts].map(([partition, p]) => [partition, p.readPos]));
   }
 
   /**
@@ -720,11 +831,12 @@ export class Router implements InvocationRecorder {
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.#abort.abort();
-    this.#slotWaiter?.();
+    for (const p of this.#parts.values()) p.abort.abort();
+    this.#wakeReaders();
     // Lingering lanes start their batches now: stopping never waits out a linger.
     for (const lane of this.#allLanes()) this.#pump(lane);
     if (this.#commitTimer !== undefined) clearInterval(this.#commitTimer);
-    await this.#loop;
+    await Promise.all([...this.#parts.values()].map((p) => p.loop));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);

@@ -32,7 +32,7 @@ afterEach(async () => {
 });
 
 async function openSource(clock: ManualClock, schedules: readonly TimerSchedule[], metrics?: Registry): Promise<TimerSource> {
-  const source = await TimerSource.open({ log, dir: path.join(dir, 'timers'), logger, clock, ...(metrics === undefined ? {} : { metrics }) });
+  const source = await TimerSource.open({ log, tail: log, dir: path.join(dir, 'timers'), logger, clock, ...(metrics === undefined ? {} : { metrics }) });
   sources.push(source);
   await source.setSchedules(schedules);
   source.start();

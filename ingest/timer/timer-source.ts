@@ -8,8 +8,11 @@
  *
  * No missed or doubled runs across a restart: per cron trigger, the last scheduled instant
  * appended is persisted (`state-file.ts`) right after its append is durable. On open, the
- * uncommitted tail of the log is scanned for timer events too, so a crash between the
- * append and the state write does not append that firing again. On start, a trigger whose
+ * uncommitted tail of the log is scanned for timer events too (`tail`: the embedded log,
+ * which is its own one partition), so a crash between the append and the state write does
+ * not append that firing again. Over Kafka there is no tail to scan from here (the firing's
+ * partition may be another node's): such a crash fires that instant once more (at least
+ * once, like every event). On start, a trigger whose
  * instants passed while the platform was down fires once, for the latest of them, with
  * `missed` counting the ones skipped (catch-up is bounded to one firing per trigger). The
  * same holds when the process wakes late (a suspended VM): one firing, the latest due.
@@ -17,7 +20,7 @@
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import { systemClock, type Clock } from '../../lib/clock.ts';
-import type { TriggerLog } from '../trigger/types.ts';
+import type { TriggerLog, TriggerPartition } from '../trigger/types.ts';
 import { CronSchedule } from './cron.ts';
 import { markKey, readTimerState, writeTimerState, type TimerMark } from './state-file.ts';
 
@@ -58,6 +61,8 @@ export interface TimerSchedule {
 
 export interface TimerSourceOptions {
   readonly log: TriggerLog;
+  /** The log's partition to scan for firings appended but not yet in the state file (the embedded log itself); none: no scan. */
+  readonly tail?: TriggerPartition;
   /** Where the state lives: `<data>/timers`. */
   readonly dir: string;
   readonly logger: Logger;
@@ -121,7 +126,8 @@ export class TimerSource {
   }
 
   async #scanLogTail(): Promise<void> {
-    const log = this.#o.log;
+    const log = this.#o.tail;
+    if (log === undefined) return;
     for (let at = log.committedOffset(); at < log.endOffset();) {
       const events = await log.read(at, 1_000);
       if (events.length === 0) break;

@@ -2,5 +2,5 @@
  * The trigger stage: the data model of accepted messages and the durable log they go
  * through. `openLocalTriggerLog` is the embedded implementation.
  */
-export type { LoggedEvent, TriggerEvent, TriggerLog, TriggerSource } from './types.ts';
+export type { LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerEvent, TriggerLog, TriggerPartition, TriggerSource } from './types.ts';
 export { openLocalTriggerLog, type LocalTriggerLog, type LocalTriggerLogOptions, type TriggerLogStats } from './local-log.ts';

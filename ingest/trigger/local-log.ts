@@ -28,7 +28,7 @@ import { TailCache } from './tail-cache.ts';
 import { recoverSegments } from './recovery.ts';
 import { openAppendable, Segment, segmentFileName, writeAll } from './segments.ts';
 import { syncDir } from '../../lib/durable-file.ts';
-import type { LoggedEvent, TriggerEvent, TriggerLog } from './types.ts';
+import type { LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerEvent } from './types.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export type { LocalTriggerLogOptions } from './local-log-options.ts';
@@ -47,8 +47,8 @@ export interface TriggerLogStats {
   readonly pendingBytes: number;
 }
 
-/** The local trigger log: a `TriggerLog` with counters. */
-export interface LocalTriggerLog extends TriggerLog {
+/** The local trigger log: one partition, always this node's, with counters. */
+export interface LocalTriggerLog extends SinglePartitionTriggerLog {
   stats(): TriggerLogStats;
 }
 
@@ -172,6 +172,13 @@ class LocalLog implements LocalTriggerLog {
 
   get overloaded(): boolean {
     return this.#overloaded;
+  }
+
+  /** The embedded log has one partition, 0, and it is always this node's. */
+  readonly partition = 0;
+
+  consume(listener: PartitionListener): void {
+    listener.assigned(this);
   }
 
   endOffset(): bigint {

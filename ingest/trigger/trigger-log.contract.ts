@@ -1,13 +1,15 @@
 /**
- * The contract every `TriggerLog` implementation runs (see types.ts). `open(dir)` opens
- * the log kept in `dir` (an implementation without files maps it to its own namespace,
- * e.g. a Kafka topic); opening the same `dir` again must reopen the same log.
+ * The contract every `TriggerLog` implementation runs (see types.ts), on one partition:
+ * `open(dir)` opens the log kept in `dir` as a `SinglePartitionTriggerLog` (an
+ * implementation without files maps it to its own namespace, e.g. a Kafka topic of one
+ * partition, read by a consumer group of one); opening the same `dir` again must reopen
+ * the same log.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { LoggedEvent, TriggerEvent, TriggerLog, TriggerSource } from './types.ts';
+import type { LoggedEvent, SinglePartitionTriggerLog, TriggerEvent, TriggerPartition, TriggerSource } from './types.ts';
 
 /** A test event whose payload encodes `n`, with a few extra bytes of every value. */
 export function contractEvent(n: number, overrides: Partial<TriggerEvent> = {}): TriggerEvent {
@@ -41,7 +43,7 @@ export function expectSameEvent(actual: LoggedEvent | undefined, expected: Trigg
 }
 
 /** Reads everything from `from` to the end offset, in pages. */
-export async function readAll(log: TriggerLog, from: bigint, pageSize = 100): Promise<LoggedEvent[]> {
+export async function readAll(log: TriggerPartition, from: bigint, pageSize = 100): Promise<LoggedEvent[]> {
   const events: LoggedEvent[] = [];
   for (let next = from; next < log.endOffset();) {
     const page = await log.read(next, pageSize);
@@ -52,11 +54,11 @@ export async function readAll(log: TriggerLog, from: bigint, pageSize = 100): Pr
   return events;
 }
 
-export function triggerLogContract(name: string, open: (dir: string) => Promise<TriggerLog>): void {
+export function triggerLogContract(name: string, open: (dir: string) => Promise<SinglePartitionTriggerLog>): void {
   describe(`TriggerLog contract: ${name}`, () => {
     let dir = '';
-    const opened: TriggerLog[] = [];
-    const openLog = async (): Promise<TriggerLog> => {
+    const opened: SinglePartitionTriggerLog[] = [];
+    const openLog = async (): Promise<SinglePartitionTriggerLog> => {
       const log = await open(dir);
       opened.push(log);
       return log;
@@ -77,6 +79,15 @@ export function triggerLogContract(name: string, open: (dir: string) => Promise<
       expect(log.committedOffset()).toBe(0n);
       expect(log.overloaded).toBe(false);
       expect(await log.read(0n, 10)).toEqual([]);
+    });
+
+    it('is its own partition 0, given to its reader at once', async () => {
+      const log = await openLog();
+      expect(log.partition).toBe(0);
+      const assigned: number[] = [];
+      log.consume({ assigned: (partition) => assigned.push(partition.partition), revoked: () => undefined });
+      for (let i = 0; i < 50 && assigned.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(assigned).toEqual([0]);
     });
 
     it('reads back exactly what was appended, with its offset', async () => {

@@ -33,37 +33,73 @@ export interface TriggerEvent {
 
 /** A trigger event with its position in the log. */
 export interface LoggedEvent extends TriggerEvent {
-  /** Position in the log: 0, 1, 2, … in append order, never reused. */
+  /** Position in its partition: 0, 1, 2, … in append order, never reused. */
   readonly offset: bigint;
+  /** Its partition (Kafka's); absent for the embedded log's one partition, 0. */
+  readonly partition?: number;
 }
 
 /**
- * The durable, ordered log every accepted message goes through.
+ * The reading side of one partition of the trigger log: a contiguous sequence of offsets
+ * (0, 1, 2, …, never reused) with a committed position.
  *
  * Contract (every implementation runs `trigger-log.contract.ts`):
- * - `append` resolves only once the event is durable (fsync'd locally, or acknowledged
- *   by Kafka with acks=all); only then may the device be acknowledged.
  * - `read` returns durable events in append order from a position, at most `max`.
- * - `commit(offset)` records that every event below `offset` has its results stored;
- *   after a restart, reading resumes at the committed position. Commit is monotonic.
- * - Appends push back: when more than the configured bytes are waiting for the disk,
- *   `append` still accepts (nothing offered is dropped) but `overloaded` is true until
- *   the backlog drains, and callers should stop reading from their sources.
+ * - `commit(offset)` records that every event of this partition below `offset` has its
+ *   results stored; after a restart (or on the node the partition moves to), reading
+ *   resumes at the committed position. Commit is monotonic.
  */
-export interface TriggerLog {
-  append(event: TriggerEvent): Promise<bigint>;
+export interface TriggerPartition {
+  /** The partition's number: 0 for the embedded log, Kafka's partition otherwise. */
+  readonly partition: number;
   /** Durable events at or after `fromOffset`, at most `max`; empty when none yet. */
   read(fromOffset: bigint, max: number): Promise<LoggedEvent[]>;
   /** Resolves when an event at or after `fromOffset` is readable, or `signal` aborts. */
   waitFor(fromOffset: bigint, signal: AbortSignal): Promise<void>;
   commit(offset: bigint): Promise<void>;
-  /** The position reading resumes from after a restart. */
+  /** The position reading resumes from (after a restart, or when this node was given the partition). */
   committedOffset(): bigint;
   /** One past the last durable event. */
   endOffset(): bigint;
+}
+
+/** Told which partitions this node reads, as that changes (the router). */
+export interface PartitionListener {
+  /** `partition` is now this node's: read it from its `committedOffset()`. */
+  assigned(partition: TriggerPartition): void;
+  /**
+   * Partition `partition` is no longer this node's (a rebalance gave it to another node):
+   * stop reading it. Events already read may finish (writes are idempotent), but its
+   * `commit` no longer moves anything: the new owner resumes from the last commit.
+   */
+  revoked(partition: number): void;
+}
+
+/**
+ * The durable, partitioned log every accepted message goes through: the embedded log
+ * (one partition, always this node's) or Kafka (a topic keyed by device id: a device's
+ * events stay in one partition, in order; the nodes' routers share the partitions as
+ * one consumer group).
+ *
+ * Contract:
+ * - `append` resolves only once the event is durable (fsync'd locally, or acknowledged
+ *   by Kafka with acks=all); only then may the device be acknowledged. It resolves to the
+ *   event's offset within its partition.
+ * - Appends push back: when more than the configured bytes are waiting to be made
+ *   durable, `append` still accepts (nothing offered is dropped) but `overloaded` is true
+ *   until the backlog drains, and callers should stop reading from their sources.
+ * - `consume(listener)` (called once) tells the listener of every partition this node is
+ *   given and of every one taken away.
+ */
+export interface TriggerLog {
+  append(event: TriggerEvent): Promise<bigint>;
   /** True while the append backlog is above its high-water mark. */
   readonly overloaded: boolean;
   /** Calls `listener` once the backlog is back under the low-water mark. */
   onDrain(listener: () => void): void;
+  consume(listener: PartitionListener): void;
   close(): Promise<void>;
 }
+
+/** A log of one partition that is always this node's (the embedded log): it is its own partition 0. */
+export interface SinglePartitionTriggerLog extends TriggerLog, TriggerPartition {}
