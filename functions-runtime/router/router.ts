@@ -686,6 +686,7 @@ export class Router implements InvocationRecorder {
     }
     return {
       offset: event.offset,
+      ...(event.partition === undefined ? {} : { partition: event.partition }),
       function: fnName,
       topic: event.topic,
       deviceId: event.deviceId,

@@ -31,8 +31,10 @@ export type DeadLetterCode = 'payload_not_json' | 'payload_not_object' | 'schema
 
 /** An event that ended in the dead-letter store instead of the time-series store. */
 export interface DeadLetter {
-  /** Trigger log offset of the event (idempotency key together with `function`). */
+  /** Trigger log offset of the event in its partition (idempotency key together with `partition` and `function`). */
   readonly offset: bigint;
+  /** The trigger log partition of the event (Kafka's); absent for the embedded log's one partition, 0. */
+  readonly partition?: number;
   readonly function: string;
   readonly topic: string;
   readonly deviceId: string;
@@ -49,9 +51,10 @@ export interface DeadLetter {
   readonly tenant?: string;
 }
 
-/** What names one dead letter: its event's offset and the function, within a tenant (absent: `default`). */
+/** What names one dead letter: its event's partition (absent: 0) and offset and the function, within a tenant (absent: `default`). */
 export interface DeadLetterKey {
   readonly offset: bigint;
+  readonly partition?: number;
   readonly function: string;
   readonly tenant?: string;
 }
