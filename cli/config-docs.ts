@@ -19,6 +19,7 @@ export const STAGE_SETTING_FILES = [
   'functions-runtime/router/options.ts',
   'ingest/store/options.ts',
   'ingest/data-folder/options.ts',
+  'ingest/trigger/cluster-settings.ts',
 ] as const;
 
 /** The file that declares `setting`. */

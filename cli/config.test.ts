@@ -74,6 +74,21 @@ describe('resolveConfig', () => {
 });
 
 describe('resolveConfig: MQTT access', () => {
+  it('runs on the embedded log unless --kafka names brokers; a cluster node needs Kafka and an external store, a zone needs a node id', () => {
+    const alone = resolveConfig({});
+    expect([alone.kafka, alone.kafkaTopic, alone.kafkaPartitions, alone.nodeId]).toEqual([undefined, 'voltline.events', 12, undefined]);
+    expect(() => resolveConfig({ kafka: '127.0.0.1:9092,broker-2' })).toThrow("'kafka' is invalid: a comma-separated list of host:port");
+    expect(() => resolveConfig({ nodeId: 'a' })).toThrow("'nodeId' is invalid: nodeId needs kafka");
+    expect(() => resolveConfig({ nodeId: 'a', kafka: '127.0.0.1:9092' })).toThrow("'nodeId' is invalid: nodeId needs an external store");
+    expect(() => resolveConfig({ zone: 'z1', kafka: '127.0.0.1:9092' })).toThrow("'zone' is invalid: zone needs nodeId");
+    expect(() => resolveConfig({ kafka: '127.0.0.1:9092', kafkaSasl: 'plain' })).toThrow("'kafkaUsername' is invalid");
+    expect(() => resolveConfig({ nodeId: 'Node_A', kafka: '127.0.0.1:9092', store: 'influx://127.0.0.1:8428?org=o&bucket=b' })).toThrow(
+      "'nodeId' is invalid: lower-case letters",
+    );
+    const node = resolveConfig({ nodeId: 'a', zone: 'z1', kafka: '127.0.0.1:9092,127.0.0.1:9093', store: 'influx://127.0.0.1:8428?org=o&bucket=b' });
+    expect([node.nodeId, node.zone, node.kafka]).toEqual(['a', 'z1', '127.0.0.1:9092,127.0.0.1:9093']);
+  });
+
   it('authenticates devices under the default topic templates unless told otherwise', () => {
     expect(resolveConfig({})).toMatchObject({
       allowAnonymous: false,

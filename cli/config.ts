@@ -13,6 +13,8 @@ import { composeOptions, withRules } from '../lib/options.ts';
 import {
   BROKER_SETTING_RULES,
   BrokerSettingsSchema,
+  CLUSTER_SETTING_RULES,
+  ClusterSettingsSchema,
   DataFolderSettingsSchema,
   STORE_SETTING_RULES,
   StoreSettingsSchema,
@@ -46,6 +48,7 @@ export const STAGE_SETTINGS = [
   RouterSettingsSchema,
   StoreSettingsSchema,
   DataFolderSettingsSchema,
+  ClusterSettingsSchema,
 ] as const;
 
 export const PlatformConfigSchema = withRules(composeOptions(STAGE_SETTINGS), [
@@ -53,6 +56,13 @@ export const PlatformConfigSchema = withRules(composeOptions(STAGE_SETTINGS), [
   ...SCHEDULER_SETTING_RULES,
   ...ROUTER_SETTING_RULES,
   ...STORE_SETTING_RULES,
+  ...CLUSTER_SETTING_RULES,
+  {
+    path: 'nodeId',
+    message:
+      'nodeId needs an external store (--store influx://…) that every node writes to: with the embedded store each node would keep only its own share of the points, and the query API and the console of one node would not show the cluster',
+    holds: (s) => s.nodeId === undefined || s.store !== 'embedded',
+  },
 ]);
 
 export type PlatformConfig = Readonly<z.output<typeof PlatformConfigSchema>>;

@@ -1,6 +1,13 @@
 /** The ingest stage's public entry: other folders import only this file. */
 export type { TriggerEvent, LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerLog, TriggerPartition, TriggerSource } from './trigger/types.ts';
-export { openLocalTriggerLog } from './trigger/index.ts';
+export {
+  openLocalTriggerLog,
+  ClusterSettingsSchema,
+  CLUSTER_SETTING_RULES,
+  kafkaConnectionOf,
+  type ClusterSettings,
+  type KafkaConnection,
+} from './trigger/index.ts';
 export { DataFolderGuard, DataFolderSettingsSchema, type DataFolderSettings, type DataFolderStatus, type DataFolderLevel } from './data-folder/index.ts';
 export type * from './store/types.ts';
 export { openEmbeddedStore, openStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN, StoreSettingsSchema, STORE_SETTING_RULES } from './store/index.ts';
