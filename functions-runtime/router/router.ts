@@ -83,6 +83,10 @@ export interface RouterOptions extends RouterSettings {
 
 /** One partition this router reads. */
 interface PartitionRead {
+  /** Which log it is a partition of: the trigger log (''), or a function's own topic (see `attach`). */
+  readonly source: string;
+  /** For a function's own topic: the one function its events go to. */
+  readonly only: string | undefined;
   readonly part: TriggerPartition;
   readonly tracker: CommitTracker;
   /** The next offset to read. */
@@ -156,6 +160,10 @@ const MAX_STORING_PER_LANE = 2;
 /** Topics whose targets are remembered at most (the cache is emptied when it is full or the functions change). */
 const TARGET_CACHE_SIZE = 100_000;
 
+function partKey(source: string, partition: number): string {
+  return `${source}\u0000${partition}`;
+}
+
 function laneIndex(deviceId: string, lanes: number): number {
   // FNV-1a: cheap, stable, spreads short ids well.
   let hash = 0x811c9dc5;
@@ -180,8 +188,8 @@ export class Router implements InvocationRecorder {
    * restart. Until then a stopping router keeps retrying (the scheduler is still up).
    */
   #halted = false;
-  /** The partitions this router reads now, by number. */
-  readonly #parts = new Map<number, PartitionRead>();
+  /** The partitions this router reads now, by `partKey` (source and number). */
+  readonly #parts = new Map<string, PartitionRead>();
   /** The partition each routed event came from (its tracker is told when it finishes). */
   readonly #partOf = new WeakMap<LoggedEvent, PartitionRead>();
   #routes: DeployedFunction[] = [];
@@ -254,7 +262,7 @@ export class Router implements InvocationRecorder {
       registers,
       collect() {
         let lag = 0;
-        for (const p of parts()) lag += lagOf(p);
+        for (const p of parts()) if (p.source === '') lag += lagOf(p);
         this.set(lag);
       },
     });
@@ -265,7 +273,7 @@ export class Router implements InvocationRecorder {
       registers,
       collect() {
         this.reset();
-        for (const p of parts()) this.set({ partition: String(p.part.partition) }, lagOf(p));
+        for (const p of parts()) if (p.source === '') this.set({ partition: String(p.part.partition) }, lagOf(p));
       },
     });
     new Gauge({
@@ -276,7 +284,7 @@ export class Router implements InvocationRecorder {
       collect() {
         this.reset();
         const now = Date.now();
-        for (const p of parts()) this.set({ partition: String(p.part.partition) }, ageOf(p, now));
+        for (const p of parts()) if (p.source === '') this.set({ partition: String(p.part.partition) }, ageOf(p, now));
       },
     });
     new Gauge({
@@ -309,18 +317,45 @@ export class Router implements InvocationRecorder {
    * position (replaying anything not committed).
    */
   start(): void {
-    this.#o.log.consume({ assigned: (part) => this.#assigned(part), revoked: (partition) => this.#revoked(partition) });
+    this.#o.log.consume({ assigned: (part) => this.#assigned('', undefined, part), revoked: (partition) => this.#revoked('', partition) });
     this.#commitTimer = setInterval(() => void this.#commit(), this.#o.commitIntervalMs);
     this.#commitTimer.unref();
   }
 
-  #assigned(part: TriggerPartition): void {
+  /**
+   * Reads another log's partitions too, each event going to function `fnName` only, with the
+   * same lanes, retries, dead letters, metering and commit rules as the trigger log's: a
+   * function's own Kafka topic (`triggers: [{ kafka: 'orders' }]`), read in its own consumer
+   * group. `source` names the log (unique; not ''); `detach(source)` stops reading it.
+   */
+  attach(source: string, log: TriggerLog, fnName: string): void {
+    if (source === '') throw new Error("'' is the trigger log's source name");
+    log.consume({ assigned: (part) => this.#assigned(source, fnName, part), revoked: (partition) => this.#revoked(source, partition) });
+  }
+
+  /** Stops reading every partition of `source` (its events in lanes are dropped; running batches finish). Commits what finished first. */
+  async detach(source: string): Promise<void> {
+    const parts = [...this.#parts.values()].filter((p) => p.source === source);
+    await Promise.all(parts.map((p) => this.#commitPartition(p)));
+    for (const p of parts) this.#revoked(source, p.part.partition);
+  }
+
+  #assigned(source: string, only: string | undefined, part: TriggerPartition): void {
     if (this.#abort.signal.aborted) return;
-    this.#revoked(part.partition);
+    this.#revoked(source, part.partition);
     const from = part.committedOffset();
-    const p: PartitionRead = { part, tracker: new CommitTracker(from), readPos: from, committed: from, abort: new AbortController(), loop: undefined };
-    this.#parts.set(part.partition, p);
-    this.#log.info({ partition: part.partition, from: String(from) }, 'router reading a partition of the trigger log');
+    const p: PartitionRead = {
+      source,
+      only,
+      part,
+      tracker: new CommitTracker(from),
+      readPos: from,
+      committed: from,
+      abort: new AbortController(),
+      loop: undefined,
+    };
+    this.#parts.set(partKey(source, part.partition), p);
+    this.#log.info({ source: source === '' ? 'trigger log' : source, partition: part.partition, from: String(from) }, 'router reading a partition');
     p.loop = this.#readLoop(p).catch((err: unknown) => {
       if (!p.abort.signal.aborted) this.#log.fatal({ err, partition: part.partition }, 'router read loop failed');
     });
@@ -330,10 +365,10 @@ export class Router implements InvocationRecorder {
    * The partition is another node's now: stop reading it and drop its events that wait in
    * lanes (the new owner reads them from the last commit). Batches already running finish.
    */
-  #revoked(partition: number): void {
-    const p = this.#parts.get(partition);
+  #revoked(source: string, partition: number): void {
+    const p = this.#parts.get(partKey(source, partition));
     if (p === undefined) return;
-    this.#parts.delete(partition);
+    this.#parts.delete(partKey(source, partition));
     p.abort.abort();
     let dropped = 0;
     for (const lane of this.#allLanes()) {
@@ -347,8 +382,8 @@ export class Router implements InvocationRecorder {
       }
     }
     this.#log.info(
-      { partition, dropped, committed: String(p.committed) },
-      'a partition of the trigger log was taken away; its other events are left to its new owner',
+      { source: source === '' ? 'trigger log' : source, partition, dropped, committed: String(p.committed) },
+      'a partition was taken away; its other events are left to its new owner',
     );
     this.#wakeReaders();
   }
@@ -388,7 +423,7 @@ export class Router implements InvocationRecorder {
 
   #route(p: PartitionRead, event: LoggedEvent): void {
     p.readPos = event.offset + 1n;
-    const matched = event.source === 'timer' ? this.#timerTarget(event) : this.#deviceTargets(event);
+    const matched = p.only !== undefined ? this.#onlyTarget(p.only) : event.source === 'timer' ? this.#timerTarget(event) : this.#deviceTargets(event);
     p.tracker.add(event.offset, matched.length, event.receivedAtMs);
     if (matched.length === 0) {
       this.#unrouted.inc();
@@ -440,6 +475,11 @@ export class Router implements InvocationRecorder {
     if (byTopic.size >= TARGET_CACHE_SIZE) byTopic.clear();
     byTopic.set(event.topic, targets);
     return targets;
+  }
+
+  /** An event of a function's own topic goes to that function while it still has a Kafka trigger. */
+  #onlyTarget(fnName: string): DeployedFunction[] {
+    return this.#routes.filter((fn) => fn.name === fnName && fn.triggers.some((trigger) => 'kafka' in trigger));
   }
 
   /**
@@ -817,12 +857,12 @@ export class Router implements InvocationRecorder {
 
   /** The next offset the router will read in partition 0 (the embedded log's one partition); 0 before it is given. */
   get position(): bigint {
-    return this.#parts.get(0)?.readPos ?? 0n;
+    return this.#parts.get(partKey('', 0))?.readPos ?? 0n;
   }
 
-  /** The next offset the router will read, per partition it reads now. */
+  /** The next offset the router will read, per partition of the trigger log it reads now. */
   positions(): Map<number, bigint> {
-    return new Map([...this.#parts].map(([partition, p]) => [partition, p.readPos]));
+    return new Map([...this.#parts.values()].filter((p) => p.source === '').map((p) => [p.part.partition, p.readPos]));
   }
 
   /**
