@@ -80,20 +80,16 @@ export const CLUSTER_SETTING_RULES: ReadonlyArray<OptionRule<ClusterSettings>> =
 /** How to reach Kafka, resolved from the settings and the environment (the password). */
 export interface KafkaConnection {
   readonly brokers: string[];
-  readonly ssl?: { readonly ca?: string } | undefined;
+  /** TLS: `true` (the system's CAs) or the CA file to trust (read by the client at connect). */
+  readonly ssl?: true | { readonly caFile: string } | undefined;
   readonly sasl?: { readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; readonly username: string; readonly password: string } | undefined;
 }
 
-/** The connection the settings name (undefined without `kafka`); reads the CA and password files. */
+/** The connection the settings name (undefined without `kafka`); reads the password file. */
 export function kafkaConnectionOf(settings: ClusterSettings, env: Readonly<Record<string, string | undefined>>): KafkaConnection | undefined {
   if (settings.kafka === undefined) return undefined;
   const brokers = settings.kafka.split(',');
-  const ssl =
-    settings.kafkaTls || settings.kafkaCaFile !== undefined
-      ? settings.kafkaCaFile === undefined
-        ? {}
-        : { ca: readSettingFile(settings.kafkaCaFile, 'kafkaCaFile', false) }
-      : undefined;
+  const ssl = settings.kafkaCaFile !== undefined ? { caFile: settings.kafkaCaFile } : settings.kafkaTls ? true : undefined;
   let sasl: KafkaConnection['sasl'];
   if (settings.kafkaSasl !== undefined && settings.kafkaUsername !== undefined) {
     const fromEnv = env['VOLTLINE_KAFKA_PASSWORD'];
@@ -102,7 +98,7 @@ export function kafkaConnectionOf(settings: ClusterSettings, env: Readonly<Recor
         ? fromEnv
         : settings.kafkaPasswordFile === undefined
           ? undefined
-          : readSettingFile(settings.kafkaPasswordFile, 'kafkaPasswordFile', true);
+          : readSettingFile(settings.kafkaPasswordFile, 'kafkaPasswordFile');
     if (password === undefined) {
       throw new VoltlineError(
         'VL_CONFIG_INVALID',
@@ -117,15 +113,15 @@ export function kafkaConnectionOf(settings: ClusterSettings, env: Readonly<Recor
   return { brokers, ...(ssl === undefined ? {} : { ssl }), ...(sasl === undefined ? {} : { sasl }) };
 }
 
-function readSettingFile(file: string, field: string, firstLine: boolean): string {
+function readSettingFile(file: string, field: string): string {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new VoltlineError('VL_CONFIG_INVALID', `Cannot read the file '${file}' that '${field}' names: ${errorMessage(err)}`, { context: { field, file } });
   }
-  const value = firstLine ? (text.split(/\r?\n/, 1)[0]?.trim() ?? '') : text;
-  if (value.trim() === '')
+  const value = text.split(/\r?\n/, 1)[0]?.trim() ?? '';
+  if (value === '')
     throw new VoltlineError('VL_CONFIG_INVALID', `Cannot use the file '${file}' that '${field}' names as it is empty`, { context: { field, file } });
   return value;
 }
