@@ -11,7 +11,9 @@
 # loopback ports; the packaged service is not started) and Chromium (the web console's
 # tests drive it headless with playwright-core, from /usr/bin/chromium) and VictoriaMetrics
 # (the external store's tests start their own through infra/victoria-metrics.sh; the
-# packaged service is not started).
+# packaged service is not started) and Java 17 with Maven for Apache Kafka (the cluster
+# mode's tests start their own through infra/kafka/kafka.sh, whose jars come from Maven
+# Central: fetched here, once, into ~/.cache/voltline, so no test waits for them).
 set -euo pipefail
 
 check_only=0
@@ -22,14 +24,24 @@ declare -A PROBES=(
   [mosquitto]="/usr/sbin/mosquitto"
   [chromium]="/usr/bin/chromium"
   [victoria-metrics]="/usr/bin/victoria-metrics"
+  [openjdk-17-jre-headless]="/usr/bin/java"
+  [maven]="/usr/bin/mvn"
 )
+
+# The Kafka jars, once java and mvn are there (--check: only say whether they are cached).
+kafka_jars() {
+  if [ "$check_only" = 1 ]; then bash "$(dirname "$0")/kafka/kafka.sh" cached; else bash "$(dirname "$0")/kafka/kafka.sh" fetch >/dev/null; fi
+}
 
 missing=()
 for pkg in "${!PROBES[@]}"; do
   probe="${PROBES[$pkg]}"
   if [ ! -x "$probe" ] && ! command -v "$(basename "$probe")" >/dev/null 2>&1; then missing+=("$pkg"); fi
 done
-[ "${#missing[@]}" -eq 0 ] && exit 0
+if [ "${#missing[@]}" -eq 0 ]; then
+  kafka_jars
+  exit 0
+fi
 
 install_cmd="apt-get install -y --no-install-recommends ${missing[*]}"
 say_missing() {
@@ -59,3 +71,4 @@ for pkg in "${missing[@]}"; do
   fi
 done
 echo "infra/ensure.sh: installed ${missing[*]}" >&2
+kafka_jars
