@@ -1,5 +1,14 @@
 /** The ingest stage's public entry: other folders import only this file. */
-export type { TriggerEvent, LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerLog, TriggerPartition, TriggerSource } from './trigger/types.ts';
+export type {
+  TriggerEvent,
+  LoggedEvent,
+  KafkaRecordMeta,
+  PartitionListener,
+  SinglePartitionTriggerLog,
+  TriggerLog,
+  TriggerPartition,
+  TriggerSource,
+} from './trigger/types.ts';
 export {
   openLocalTriggerLog,
   ClusterSettingsSchema,

@@ -12,7 +12,8 @@
  *
  * ```
  * invoke: u8 1 | u32 id | u16+name | u16+version | u32 count
- *         | u32+meta JSON: per event [topic, deviceId, receivedAt, source, invocationId, attempt, http?]
+ *         | u32+meta JSON: per event [topic, deviceId, receivedAt, source, invocationId, attempt, http?, kafka?, raw?]
+ *           (http and kafka null when absent and a later element follows; raw is 1 or absent)
  *         | u32 payload end offsets × count | payload bytes
  * result: u8 2 | u32 id | u8 coldStart | f64 wallMs, cpuMs, memoryBytes | u32 count
  *         | f64 wallMs, cpuMs × count
@@ -22,7 +23,7 @@
  * A plain ok (points, no logs, response or publishes) is implied by its absence from meta.
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import type { HttpRequestInfo } from '../sdk/define.ts';
+import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
 import type { InvocationMetering, OkResult, SandboxEvent, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
 
 export const INVOKE_FRAME = 0x01;
@@ -49,7 +50,7 @@ export interface ResultMessage {
   readonly coldStart: boolean;
 }
 
-type MetaEvent = readonly [string, string, number, string, string, number, HttpRequestInfo?];
+type MetaEvent = readonly [string, string, number, string, string, number, (HttpRequestInfo | null)?, (KafkaRecordInfo | null)?, 1?];
 
 class Writer {
   readonly buffer: Buffer;
@@ -144,11 +145,12 @@ function payloadBytes(payload: string | Uint8Array): number {
 /** The body of an invoke frame (without the length prefix). */
 export function encodeInvoke(message: InvokeMessage): Buffer {
   const meta = JSON.stringify(
-    message.events.map((e): MetaEvent =>
-      e.http === undefined
-        ? [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1]
-        : [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1, e.http],
-    ),
+    message.events.map((e): MetaEvent => {
+      const head = [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1] as const;
+      if (e.raw === true) return [...head, e.http ?? null, e.kafka ?? null, 1];
+      if (e.kafka !== undefined) return [...head, e.http ?? null, e.kafka];
+      return e.http === undefined ? head : [...head, e.http];
+    }),
   );
   let payloads = 0;
   for (const e of message.events) payloads += payloadBytes(e.payload);
@@ -185,7 +187,9 @@ export function decodeInvoke(body: Buffer): InvokeMessage {
   const payloads = r.regions(count);
   const events = meta.map((m, i): SandboxEvent => {
     const base = { payload: payloads[i] ?? Buffer.alloc(0), topic: m[0], deviceId: m[1], receivedAt: m[2], source: m[3], invocationId: m[4], attempt: m[5] };
-    return m[6] === undefined ? base : { ...base, http: m[6] };
+    if (m.length <= 6) return base;
+    const [http, kafka, raw] = [m[6] ?? undefined, m[7] ?? undefined, m[8] === 1];
+    return { ...base, ...(http === undefined ? {} : { http }), ...(kafka === undefined ? {} : { kafka }), ...(raw ? { raw } : {}) };
   });
   return { t: 'invoke', id, name, version, events };
 }

@@ -542,6 +542,60 @@ describe('HTTP triggers and function keys', () => {
   });
 });
 
+describe('Kafka triggers', () => {
+  const raw = (name: string, triggers: unknown[]) => `globalThis.__voltline_describe = () => JSON.stringify(${JSON.stringify({ name, triggers })});`;
+
+  it('stores Kafka triggers with their format, several per function, reads them back after a reopen, and shows them in triggersText', async () => {
+    const registry = await open();
+    const fn = await registry.deploy((await bundleFixture('kafka-probe')).code, 'kafka-probe.ts');
+    expect(fn.triggers).toEqual([{ kafka: 'kt-orders' }, { kafka: 'kt-frames', format: 'raw' }]);
+    expect((await open()).get('kafka-probe')?.triggers).toEqual(fn.triggers);
+    expect(triggersText(fn.triggers)).toBe('kafka kt-orders, kafka kt-frames (raw)');
+    expect(publicFunction(fn).triggers).toEqual(fn.triggers);
+  });
+
+  const badTopics: Array<[string, string, string]> = [
+    ['an empty name', '', 'a Kafka topic name is 1 to 249 characters'],
+    ['a name of 250 characters', 'a'.repeat(250), 'a Kafka topic name is 1 to 249 characters'],
+    ['a slash', 'orders/eu', "a Kafka topic name holds only letters, digits, '.', '_' and '-'"],
+    ['a space', 'my orders', "a Kafka topic name holds only letters, digits, '.', '_' and '-'"],
+    ["'..'", '..', "a Kafka topic cannot be named '.' or '..'"],
+    ["Kafka's own topic", '__consumer_offsets', "topics starting with '__' are Kafka's own"],
+    ["the platform's own topic", 'voltline.events', "topics starting with 'voltline.' are the platform's own"],
+  ];
+  for (const [what, topic, why] of badTopics) {
+    it(`refuses a Kafka trigger with ${what}, naming the field and the value`, async () => {
+      const registry = await open();
+      const err = await deployError(registry, raw('consumer', [{ mqtt: 'a/+' }, { kafka: topic }]), 'consumer.ts');
+      expect(err.message).toBe(`Cannot deploy function 'consumer' (consumer.ts) as triggers[1].kafka '${topic}' is invalid: ${why}`);
+      expect(err.context).toMatchObject({ field: 'triggers[1].kafka' });
+      expect(registry.get('consumer')).toBeUndefined();
+    });
+  }
+
+  it('refuses one function reading a topic twice, and a format other than json or raw', async () => {
+    const registry = await open();
+    const twice = await deployError(registry, raw('consumer', [{ kafka: 'orders' }, { kafka: 'orders', format: 'raw' }]), 'consumer.ts');
+    expect(twice.message).toBe("Cannot deploy function 'consumer' (consumer.ts) as triggers[1].kafka 'orders' repeats triggers[0].kafka");
+    const format = await deployError(registry, raw('consumer', [{ kafka: 'orders', format: 'avro' }]), 'consumer.ts');
+    expect(format.message).toContain('Cannot deploy consumer.ts');
+    const batch = await deployError(registry, raw('consumer', [{ kafka: 'orders', batch: { maxEvents: 5 } }]), 'consumer.ts');
+    expect(batch.message).toContain('Cannot deploy consumer.ts');
+  });
+
+  it('lets two functions read the same topic (each in its own consumer group)', async () => {
+    const registry = await open();
+    await registry.deploy(raw('first', [{ kafka: 'orders' }]), 'first.ts');
+    await registry.deploy(raw('second', [{ kafka: 'orders' }]), 'second.ts');
+    expect(
+      registry
+        .list()
+        .map((fn) => fn.name)
+        .sort(),
+    ).toEqual(['first', 'second']);
+  });
+});
+
 describe("changes kept to one tenant (the API passes a tenant token's tenant)", () => {
   it("configures, rotates the key of and removes a function only when it is that tenant's; any tenant's without one", async () => {
     const registry = await open();

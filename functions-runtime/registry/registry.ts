@@ -28,10 +28,17 @@ import { CONTEXT_PREAMBLE } from '../sandbox/sandbox.ts';
 import type { FunctionDescription } from '../sandbox/guest-protocol.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
 import { httpRouteProblem, newFunctionKey, parseHttpRoute } from './http-route.ts';
+import { kafkaTopicProblem } from './kafka-topic.ts';
 
-/** A deployed trigger: an MQTT topic filter, a cron schedule or an HTTP route (validated at deploy). */
+/**
+ * A deployed trigger: an MQTT topic filter, a cron schedule, an HTTP route or a Kafka topic
+ * with its format (`json` when absent) (validated at deploy).
+ */
 export type DeployedTrigger =
-  { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean };
+  | { readonly mqtt: string }
+  | { readonly cron: string; readonly timezone?: string }
+  | { readonly http: string; readonly public?: boolean }
+  | { readonly kafka: string; readonly format?: 'json' | 'raw' };
 
 export interface DeployedFunction {
   readonly name: string;
@@ -106,6 +113,7 @@ const TriggerShape = z.union([
   z.strictObject({ mqtt: z.string() }),
   z.strictObject({ cron: z.string(), timezone: z.string().optional() }),
   z.strictObject({ http: z.string(), public: z.boolean().optional() }),
+  z.strictObject({ kafka: z.string(), format: z.enum(['json', 'raw']).optional() }),
 ]);
 
 const Stored = z.object({
@@ -236,9 +244,14 @@ export class FunctionRegistry {
     }
     const name = description.name;
     const routes = new Map<string, number>();
+    const kafkaTopics = new Map<string, number>();
     for (const [i, trigger] of description.triggers.entries()) {
       if ('http' in trigger) {
         this.#checkHttpTrigger(name, source, i, trigger.http, routes);
+        continue;
+      }
+      if ('kafka' in trigger) {
+        checkKafkaTrigger(name, source, i, trigger.kafka, kafkaTopics);
         continue;
       }
       if ('cron' in trigger) {
@@ -500,7 +513,7 @@ export function cronSchedules(functions: readonly DeployedFunction[]): TimerSche
 
 /**
  * Triggers as one line for people: `stations/+/telemetry, cron '0 6 * * *' Europe/Paris,
- * http POST /fn/hooks/alarm (key)`; 'manual only' when none.
+ * http POST /fn/hooks/alarm (key), kafka orders, kafka frames (raw)`; 'manual only' when none.
  */
 export function triggersText(triggers: readonly DeployedTrigger[]): string {
   const parts = triggers.map((t) => {
@@ -509,9 +522,31 @@ export function triggersText(triggers: readonly DeployedTrigger[]): string {
       const space = t.http.indexOf(' ');
       return `http ${t.http.slice(0, space)} /fn${t.http.slice(space + 1)} (${t.public === true ? 'public' : 'key'})`;
     }
+    if ('kafka' in t) return `kafka ${t.kafka}${t.format === 'raw' ? ' (raw)' : ''}`;
     return t.mqtt;
   });
   return parts.join(', ') || 'manual only';
+}
+
+/**
+ * Refuses a Kafka trigger whose topic breaks the naming rules (kafka-topic.ts) or repeats one
+ * of the same function (one function reads a topic once: a record runs it once).
+ */
+function checkKafkaTrigger(name: string, source: string, i: number, topic: string, seen: Map<string, number>): void {
+  const field = `triggers[${i}].kafka`;
+  const problem = kafkaTopicProblem(topic);
+  if (problem !== undefined) {
+    throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${topic}' is invalid: ${problem}`, {
+      context: { source, field },
+    });
+  }
+  const earlier = seen.get(topic);
+  if (earlier !== undefined) {
+    throw new VoltlineError('VL_DEPLOY_INVALID', `Cannot deploy function '${name}' (${source}) as ${field} '${topic}' repeats triggers[${earlier}].kafka`, {
+      context: { source, field },
+    });
+  }
+  seen.set(topic, i);
 }
 
 function settingsError(name: string, key: string, message: string): VoltlineError {

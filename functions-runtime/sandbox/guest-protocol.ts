@@ -1,5 +1,5 @@
 /** What crosses the isolate boundary, as JSON strings, between the host and the guest runtime. */
-import type { HttpRequestInfo } from '../sdk/define.ts';
+import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
 import type { Publish } from '../sdk/downlink.ts';
 
 /** One event as the guest receives it. */
@@ -17,6 +17,14 @@ export interface GuestEvent {
   readonly deadline: number;
   /** The HTTP request, for an event of an HTTP trigger (the handler's `event.http`). */
   readonly http?: HttpRequestInfo | undefined;
+  /** The Kafka record, for an event of a Kafka trigger (the handler's `event.kafka`). */
+  readonly kafka?: KafkaRecordInfo | undefined;
+  /**
+   * The payload is bytes for the handler (a Kafka trigger with `format: 'raw'`): it is not
+   * parsed, and `payload` holds one character per byte (Latin-1), which the guest turns
+   * into a `Uint8Array`. Absent: it is UTF-8 text, parsed as JSON.
+   */
+  readonly raw?: boolean | undefined;
   /**
    * The function's settings (config and secrets merged). Added by the sandbox from what the
    * function was loaded with: they cross the worker protocol once per load, not per event.
@@ -64,7 +72,9 @@ export type GuestResult =
 /**
  * One event of a batch call: topic, device id, receivedAt (epoch ms), source, invocation id,
  * attempt (1-based), the length of its payload in the call's payload string (UTF-16 code
- * units), and the HTTP request for an HTTP trigger's event.
+ * units), the HTTP request for an HTTP trigger's event (null when a later element follows),
+ * the Kafka record for a Kafka trigger's (null likewise), and 1 when the payload is raw bytes
+ * (see `GuestEvent.raw`).
  */
 export type GuestBatchEvent = readonly [
   topic: string,
@@ -74,7 +84,9 @@ export type GuestBatchEvent = readonly [
   invocationId: string,
   attempt: number,
   payloadLength: number,
-  http?: HttpRequestInfo,
+  http?: HttpRequestInfo | null,
+  kafka?: KafkaRecordInfo | null,
+  raw?: 1,
 ];
 
 /**
@@ -113,7 +125,10 @@ export interface GuestBatchHeader {
 export interface FunctionDescription {
   readonly name: string;
   readonly triggers: ReadonlyArray<
-    { readonly mqtt: string } | { readonly cron: string; readonly timezone?: string } | { readonly http: string; readonly public?: boolean }
+    | { readonly mqtt: string }
+    | { readonly cron: string; readonly timezone?: string }
+    | { readonly http: string; readonly public?: boolean }
+    | { readonly kafka: string; readonly format?: 'json' | 'raw' }
   >;
   readonly timeoutMs?: number;
   readonly memoryMb?: number;

@@ -24,7 +24,9 @@ function describe(definition: DefinedFunction): FunctionDescription {
         ? { cron: trigger.cron, ...(trigger.timezone === undefined ? {} : { timezone: trigger.timezone }) }
         : 'http' in trigger
           ? { http: trigger.http, ...(trigger.public === undefined ? {} : { public: trigger.public }) }
-          : { mqtt: trigger.mqtt },
+          : 'kafka' in trigger
+            ? { kafka: trigger.kafka, ...(trigger.format === undefined ? {} : { format: trigger.format }) }
+            : { mqtt: trigger.mqtt },
     ),
     ...(definition.timeoutMs === undefined ? {} : { timeoutMs: definition.timeoutMs }),
     ...(definition.memoryMb === undefined ? {} : { memoryMb: definition.memoryMb }),
@@ -195,7 +197,15 @@ function schemaFailure(
 function eventFor(event: GuestEvent, payload: unknown) {
   const meta = { payload, topic: event.topic, deviceId: event.deviceId, receivedAt: event.receivedAt, source: event.source, attempt: event.attempt ?? 1 };
   if (event.http !== undefined) (meta as typeof meta & { http?: GuestEvent['http'] }).http = event.http;
+  if (event.kafka !== undefined) (meta as typeof meta & { kafka?: GuestEvent['kafka'] }).kafka = event.kafka;
   return meta;
+}
+
+/** A raw payload's bytes: the host sends one character per byte (Latin-1). */
+function rawBytes(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
 }
 
 /**
@@ -275,20 +285,25 @@ async function runAsync(definition: DefinedFunction, event: GuestEvent, ctx: Eve
  */
 function runEvent(definition: DefinedFunction, event: GuestEvent, payloadText: string): string | Promise<string> {
   let payload: unknown;
-  try {
-    payload = JSON.parse(payloadText);
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    return resultLine({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs: [] });
-  }
-  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-    const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : typeof payload;
-    return resultLine({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs: [] });
+  if (event.raw === true) {
+    // Bytes for the handler (a raw Kafka trigger): not parsed, and no schema (it validates JSON payloads).
+    payload = rawBytes(payloadText);
+  } else {
+    try {
+      payload = JSON.parse(payloadText);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      return resultLine({ outcome: 'invalid', code: 'payload_not_json', field: '', message: `payload is not JSON: ${reason}`, logs: [] });
+    }
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+      const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : typeof payload;
+      return resultLine({ outcome: 'invalid', code: 'payload_not_object', field: '', message: `payload must be a JSON object: it is ${kind}`, logs: [] });
+    }
   }
   const ctx = new EventContext(definition, event);
   try {
     let value: unknown = payload;
-    if (definition.schema !== undefined) {
+    if (definition.schema !== undefined && event.raw !== true) {
       const result = definition.schema['~standard'].validate(payload);
       if (result instanceof Promise) return runAsync(definition, event, ctx, result);
       if (result.issues !== undefined) return resultLine(schemaFailure(result.issues, ctx.logs));
@@ -365,7 +380,9 @@ function runBatch(definition: DefinedFunction, meta: GuestBatchMeta, payloads: s
         attempt: e[5],
         deadline: eventStarted + meta.limitMs,
         config,
-        http: e[7],
+        http: e[7] ?? undefined,
+        kafka: e[8] ?? undefined,
+        raw: e[9] === 1,
       };
       const line = runEvent(definition, event, text);
       if (typeof line !== 'string') {

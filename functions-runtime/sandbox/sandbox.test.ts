@@ -566,3 +566,50 @@ describe('metering per invocation', () => {
     expect(run2.perEvent[0]?.cpuMs).toBeLessThanOrEqual(run2.perEvent[0]?.wallMs ?? 0);
   });
 });
+
+describe('events of Kafka triggers', () => {
+  const record = { key: 'order-7', headers: { 'trace-id': 'abc', 'content-type': 'application/json' }, partition: 3, offset: '9007199254740993' };
+
+  it('hands the handler the record (key, headers, partition, offset) beside a JSON payload, one batch with other events', async () => {
+    const sandbox = sandboxFor((await bundleFixture('kafka-probe')).code);
+    const { results } = await sandbox.runBatch([
+      eventOf({ seq: 4, ts: 1_000 }, { source: 'kafka', topic: 'kt-orders', deviceId: 'order-7', kafka: record }),
+      eventOf({ seq: 5, ts: 1_001 }, { source: 'kafka', topic: 'kt-orders', deviceId: '', kafka: { ...record, key: null, headers: {} } }),
+    ]);
+    expect(fieldsOf(decoded(results[0]!))).toMatchObject({
+      source: 'kafka',
+      device: 'order-7',
+      partition: 3,
+      offset: '9007199254740993',
+      headers: JSON.stringify(record.headers),
+      seq: 4,
+      bytes: '',
+    });
+    const second = decoded(results[1]!);
+    expect(second.outcome === 'ok' && second.points[0]).toMatchObject({ tags: { key: '(none)', topic: 'kt-orders' }, fields: { seq: 5, headers: '{}' } });
+  });
+
+  it('hands a raw trigger the bytes as a Uint8Array, whatever they are, without parsing them', async () => {
+    const sandbox = sandboxFor((await bundleFixture('kafka-probe')).code);
+    const bytes = new Uint8Array([0x00, 0xff, 0x80, 0x7b, 0x0a, 0xc3]); // not UTF-8, not JSON
+    const { results } = await sandbox.runBatch([
+      eventOf(bytes, { source: 'kafka', topic: 'kt-frames', kafka: record, raw: true }),
+      eventOf(new Uint8Array(0), { source: 'kafka', topic: 'kt-frames', kafka: record, raw: true }),
+      // The same bytes without `raw`: not UTF-8, so never JSON.
+      eventOf(bytes, { source: 'kafka', topic: 'kt-orders', kafka: record }),
+    ]);
+    expect(fieldsOf(decoded(results[0]!))).toMatchObject({ bytes: '00ff807b0ac3', seq: -1 });
+    expect(fieldsOf(decoded(results[1]!))).toMatchObject({ bytes: '' });
+    expect(results[2]).toMatchObject({ outcome: 'invalid', code: 'payload_not_json' });
+  });
+
+  it('dead-letters a JSON trigger record that is not a JSON object as for MQTT, and runs the handler for the others', async () => {
+    const sandbox = sandboxFor((await bundleFixture('kafka-probe')).code);
+    const { results } = await sandbox.runBatch([
+      eventOf('not json', { source: 'kafka', topic: 'kt-orders', kafka: record }),
+      eventOf('[1]', { source: 'kafka', topic: 'kt-orders', kafka: record }),
+      eventOf({ seq: 1, ts: 5 }, { source: 'kafka', topic: 'kt-orders', kafka: record }),
+    ]);
+    expect(results.map((r) => (r.outcome === 'invalid' ? r.code : r.outcome))).toEqual(['payload_not_json', 'payload_not_object', 'ok']);
+  });
+});

@@ -31,7 +31,8 @@ export interface SandboxOptions {
 /**
  * An event as the host hands it to a sandbox: the sandbox adds the deadline and the config.
  * The payload as bytes (UTF-8, checked here: other bytes are `payload_not_json` without
- * running the handler) or as text.
+ * running the handler) or as text. With `raw` (a Kafka trigger's `format: 'raw'`) the bytes
+ * are any bytes: the handler gets them as a `Uint8Array` (text is taken as its UTF-8 bytes).
  */
 export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config' | 'payload'> & { readonly payload: string | Uint8Array };
 
@@ -114,8 +115,16 @@ const NOT_UTF8: SandboxResult = {
   logs: [],
 };
 
-/** The payload as text, or undefined when its bytes are not UTF-8. */
-function payloadText(payload: string | Uint8Array): string | undefined {
+/**
+ * The payload as text, or undefined when its bytes are not UTF-8. A raw payload is any bytes,
+ * one character per byte (Latin-1: a one-byte string, the cheapest to copy into the isolate),
+ * which the guest turns back into bytes.
+ */
+function payloadText(payload: string | Uint8Array, raw: boolean | undefined): string | undefined {
+  if (raw === true) {
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    return bytes.toString('latin1');
+  }
   if (typeof payload === 'string') return payload;
   const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   // ASCII (the common case) decodes as Latin-1 into a one-byte string: the cheapest to copy into the isolate.
@@ -251,7 +260,7 @@ export class FunctionSandbox {
     const started = performance.now();
     const results: Array<SandboxResult | undefined> = new Array<SandboxResult | undefined>(events.length);
     const perEvent: InvocationMetering[] = new Array<InvocationMetering>(events.length);
-    const texts: Array<string | undefined> = events.map((event) => payloadText(event.payload));
+    const texts: Array<string | undefined> = events.map((event) => payloadText(event.payload, event.raw));
     const batch = { events, texts, results, perEvent, cpuNs: 0n, memoryBytes: 0 };
     // Payloads that are not UTF-8 never reach the handler.
     const runnable: number[] = [];
@@ -415,6 +424,12 @@ export class FunctionSandbox {
       if (event === undefined) continue;
       payloads.push(text);
       const attempt = event.attempt ?? 1;
+      if (event.kafka !== undefined || event.raw === true) {
+        const [http, kafka] = [event.http ?? null, event.kafka ?? null];
+        const head = [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length] as const;
+        metaEvents.push(event.raw === true ? [...head, http, kafka, 1] : [...head, http, kafka]);
+        continue;
+      }
       metaEvents.push(
         event.http === undefined
           ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length]

@@ -73,8 +73,49 @@ export interface HttpTrigger {
   readonly public?: boolean;
 }
 
+/**
+ * Consumes a Kafka topic (any producer's) in the function's own consumer group,
+ * `voltline.fn.<name>`: each record is one event, with `source: 'kafka'`, `topic` = the Kafka
+ * topic, `deviceId` = the record's key as text (`''` without one: such records share one
+ * lane) and `event.kafka` = its key, headers, partition and offset. Records of one key run
+ * in order; retries, dead letters, batching (the function's `batch`) and metering are those
+ * of device messages. A Kafka trigger is served only by a platform started with `--kafka`.
+ *
+ * `kafka` is the topic's name: 1 to 249 letters, digits, '.', '_' or '-', not `.` or `..`,
+ * not starting with `__` (Kafka's own topics) or `voltline.` (the platform's). `format`:
+ * `'json'` (default) parses the value as a JSON object like an MQTT payload (else the event
+ * is a `payload_not_json` or `payload_not_object` dead letter) and validates it with the
+ * function's schema; `'raw'` hands the value over as bytes, `event.payload` being a
+ * `Uint8Array` (no schema: a function with a raw trigger has none).
+ * @example { kafka: 'orders' }                    // JSON values
+ * @example { kafka: 'meter-frames', format: 'raw' } // event.payload is a Uint8Array
+ */
+export interface KafkaTrigger {
+  readonly kafka: string;
+  /** How the record's value becomes `event.payload`: `'json'` (default) or `'raw'` (a `Uint8Array`). */
+  readonly format?: KafkaFormat;
+}
+
+/** How a Kafka trigger hands a record's value to the handler (see `KafkaTrigger`). */
+export type KafkaFormat = 'json' | 'raw';
+
 /** What fires a function. Manual invocation (`voltline invoke`) always works. */
-export type Trigger = MqttTrigger | CronTrigger | HttpTrigger;
+export type Trigger = MqttTrigger | CronTrigger | HttpTrigger | KafkaTrigger;
+
+/**
+ * The Kafka record behind an event of a `KafkaTrigger` (`event.source === 'kafka'`),
+ * besides its value (the payload).
+ */
+export interface KafkaRecordInfo {
+  /** The record's key as UTF-8 text (bytes that are not UTF-8 read as U+FFFD); null when it has none. */
+  readonly key: string | null;
+  /** Its headers as UTF-8 text; a name sent more than once keeps its first value. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The partition of the topic it was read from. */
+  readonly partition: number;
+  /** Its offset in that partition, as a decimal string (Kafka offsets are 64-bit). */
+  readonly offset: string;
+}
 
 /** The HTTP request behind an event of an `HttpTrigger` (`event.source === 'http'`). */
 export interface HttpRequestInfo {
@@ -106,7 +147,8 @@ export interface EventMeta {
    * `/api/ingest/:deviceId`), `presence` (a device connected or disconnected: topic
    * `$devices/{deviceId}/connected` or `/disconnected`, payload
    * `{event: 'device.connected' | 'device.disconnected', deviceId, at, reason?, connectedForMs?, messages?, bytes?}`),
-   * `timer` (a cron firing), `http` (an HTTP trigger), `manual`.
+   * `timer` (a cron firing), `http` (an HTTP trigger), `kafka` (a record of a Kafka
+   * trigger's topic: see `event.kafka`), `manual`.
    */
   readonly source: string;
   /**
@@ -116,9 +158,17 @@ export interface EventMeta {
   readonly attempt: number;
   /** The HTTP request, for an event of an `HttpTrigger`; absent for other sources. */
   readonly http?: HttpRequestInfo;
+  /**
+   * The Kafka record (key, headers, partition, offset), for an event of a `KafkaTrigger`;
+   * absent for other sources.
+   */
+  readonly kafka?: KafkaRecordInfo;
 }
 
-/** What a handler receives: the validated payload and where it came from. */
+/**
+ * What a handler receives: the validated payload and where it came from. For an event of a
+ * Kafka trigger with `format: 'raw'`, `payload` is the record's value as a `Uint8Array`.
+ */
 export interface FunctionEvent<T> extends EventMeta {
   readonly payload: T;
 }
@@ -265,16 +315,19 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
   }
   for (const [i, trigger] of (d.triggers as unknown[]).entries()) {
     // The expression and zone are checked at deploy (the SDK carries no cron library).
-    // So is an HTTP route.
-    const t = (trigger ?? {}) as { mqtt?: unknown; cron?: unknown; timezone?: unknown; http?: unknown; public?: unknown };
-    const isMqtt = typeof t.mqtt === 'string' && t.cron === undefined && t.http === undefined;
-    const isCron = typeof t.cron === 'string' && t.mqtt === undefined && t.http === undefined && (t.timezone === undefined || typeof t.timezone === 'string');
-    const isHttp = typeof t.http === 'string' && t.mqtt === undefined && t.cron === undefined && (t.public === undefined || typeof t.public === 'boolean');
-    if (!isMqtt && !isCron && !isHttp) {
+    // So are an HTTP route and a Kafka topic's name.
+    const t = (trigger ?? {}) as { mqtt?: unknown; cron?: unknown; timezone?: unknown; http?: unknown; public?: unknown; kafka?: unknown };
+    const kinds = [t.mqtt, t.cron, t.http, t.kafka].filter((kind) => kind !== undefined).length;
+    const isMqtt = typeof t.mqtt === 'string' && kinds === 1;
+    const isCron = typeof t.cron === 'string' && kinds === 1 && (t.timezone === undefined || typeof t.timezone === 'string');
+    const isHttp = typeof t.http === 'string' && kinds === 1 && (t.public === undefined || typeof t.public === 'boolean');
+    const isKafka = typeof t.kafka === 'string' && kinds === 1;
+    if (!isMqtt && !isCron && !isHttp && !isKafka) {
       throw new DefinitionError(
-        `Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }, { cron: '<expression>', timezone?: '<IANA zone>' } or { http: '<METHOD> <path>', public?: boolean }: current value is ${JSON.stringify(trigger)}`,
+        `Cannot define function '${d.name}' as 'triggers[${i}]' must be { mqtt: '<topic filter>' }, { cron: '<expression>', timezone?: '<IANA zone>' }, { http: '<METHOD> <path>', public?: boolean } or { kafka: '<topic>', format?: 'json' | 'raw' }: current value is ${JSON.stringify(trigger)}`,
       );
     }
+    if (isKafka) checkKafkaTrigger(d.name, i, trigger as Record<string, unknown>, d.schema !== undefined);
   }
   // `?.` on the schema too: `schema: null` must be this sentence, not a TypeError.
   if (d.schema !== undefined && typeof (d.schema as Partial<PayloadSchema<T>> | null)?.['~standard']?.validate !== 'function') {
@@ -321,6 +374,40 @@ export function defineFunction<T>(definition: FunctionDefinition<T>): DefinedFun
     throw new DefinitionError(`Cannot define function '${d.name}' as 'handler' must be a function`);
   }
   return Object.freeze({ ...definition, __voltline: 1 as const });
+}
+
+/** The keys a Kafka trigger may have. */
+const KAFKA_TRIGGER_KEYS: ReadonlySet<string> = new Set(['kafka', 'format']);
+
+/**
+ * A Kafka trigger's own rules (its topic's name is checked at deploy): its format, no keys
+ * it does not know (a per-trigger `batch` is the function's `batch`), and no schema beside
+ * raw bytes.
+ */
+function checkKafkaTrigger(name: string, i: number, trigger: Readonly<Record<string, unknown>>, hasSchema: boolean): void {
+  const format = trigger['format'];
+  if (format !== undefined && format !== 'json' && format !== 'raw') {
+    throw new DefinitionError(
+      `Cannot define function '${name}' as 'triggers[${i}].format' must be 'json' or 'raw': current value is ${JSON.stringify(format)}`,
+    );
+  }
+  if ('batch' in trigger) {
+    throw new DefinitionError(
+      `Cannot define function '${name}' as 'triggers[${i}].batch' is not a trigger option: batching is the function's, for all its triggers (defineFunction({ batch: { maxEvents, lingerMs } }))`,
+    );
+  }
+  for (const key of Object.keys(trigger)) {
+    if (!KAFKA_TRIGGER_KEYS.has(key)) {
+      throw new DefinitionError(
+        `Cannot define function '${name}' as 'triggers[${i}]' has '${key}', which a Kafka trigger does not take (only 'kafka' and 'format')`,
+      );
+    }
+  }
+  if (format === 'raw' && hasSchema) {
+    throw new DefinitionError(
+      `Cannot define function '${name}' as 'triggers[${i}].format' 'raw' hands the handler bytes (a Uint8Array) and 'schema' validates JSON payloads: drop the schema, or use format 'json'`,
+    );
+  }
 }
 
 /** Thrown by a handler (through `invalid`) to dead-letter an event it cannot accept. */

@@ -131,13 +131,13 @@ describe('defineFunction', () => {
     ['a name starting with a digit', { ...base, name: '1station' }, 'name', /starting with a letter/],
     ['a 64-character name', { ...base, name: `a${'b'.repeat(63)}` }, 'name', /1 to 63/],
     ['triggers that are not an array', { ...base, triggers: { mqtt: 'a' } }, 'triggers', /must be an array/],
-    ['a trigger without mqtt', { ...base, triggers: [{ mqtt: 'a/b' }, { kafka: 'x' }] }, 'triggers[1]', /current value is \{"kafka":"x"\}/],
+    ['a trigger of no known kind', { ...base, triggers: [{ mqtt: 'a/b' }, { amqp: 'x' }] }, 'triggers[1]', /current value is \{"amqp":"x"\}/],
     ['a null trigger', { ...base, triggers: [null] }, 'triggers[0]', /current value is null/],
     [
       'a cron that is not a string',
       { ...base, triggers: [{ cron: 5 }] },
       'triggers[0]',
-      /\{ cron: '<expression>', timezone\?: '<IANA zone>' \} or \{ http: '<METHOD> <path>', public\?: boolean \}: current value is \{"cron":5\}/,
+      /\{ cron: '<expression>', timezone\?: '<IANA zone>' \}, \{ http: '<METHOD> <path>', public\?: boolean \} or \{ kafka: '<topic>', format\?: 'json' \| 'raw' \}: current value is \{"cron":5\}/,
     ],
     [
       'a cron with a numeric timezone',
@@ -163,6 +163,32 @@ describe('defineFunction', () => {
     ['a fractional batch.maxEvents', { ...base, batch: { maxEvents: 1.5 } }, 'batch.maxEvents', /current value is 1.5/],
     ['a batch.lingerMs above 1000', { ...base, batch: { lingerMs: 1001 } }, 'batch.lingerMs', /from 0 to 1000: current value is 1001/],
     ['a string batch.lingerMs', { ...base, batch: { lingerMs: '20' } }, 'batch.lingerMs', /current value is "20"/],
+    ['a kafka topic that is not a string', { ...base, triggers: [{ kafka: 5 }] }, 'triggers[0]', /current value is \{"kafka":5\}/],
+    ['a trigger with both kafka and mqtt', { ...base, triggers: [{ kafka: 'orders', mqtt: 'a/b' }] }, 'triggers[0]', /current value is/],
+    [
+      'an unknown kafka format',
+      { ...base, triggers: [{ kafka: 'orders', format: 'avro' }] },
+      'triggers[0].format',
+      /must be 'json' or 'raw': current value is "avro"/,
+    ],
+    [
+      'a batch on a kafka trigger',
+      { ...base, triggers: [{ kafka: 'orders', batch: { maxEvents: 5 } }] },
+      'triggers[0].batch',
+      /batching is the function's, for all its triggers \(defineFunction\(\{ batch/,
+    ],
+    [
+      'an unknown key on a kafka trigger',
+      { ...base, triggers: [{ kafka: 'orders', group: 'g' }] },
+      'triggers[0]',
+      /has 'group', which a Kafka trigger does not take/,
+    ],
+    [
+      'a schema beside a raw kafka trigger',
+      { ...base, triggers: [{ kafka: 'frames', format: 'raw' }], schema: z.object({ v: z.number() }) },
+      'triggers[0].format',
+      /'raw' hands the handler bytes \(a Uint8Array\) and 'schema' validates JSON payloads/,
+    ],
     ['a missing handler', { ...base, handler: undefined }, 'handler', /must be a function/],
     ['a handler that is not a function', { ...base, handler: 'run' }, 'handler', /must be a function/],
   ];
@@ -177,6 +203,11 @@ describe('defineFunction', () => {
 
   it('accepts cron triggers, with and without a time zone, next to MQTT ones', () => {
     const triggers = [{ mqtt: 'a/+' }, { cron: '0 6 * * *', timezone: 'Europe/Paris' }, { cron: '*/5 * * * * *' }];
+    expect(defineFunction({ ...base, triggers }).triggers).toEqual(triggers);
+  });
+
+  it('accepts kafka triggers, JSON by default or raw, several of them next to MQTT ones', () => {
+    const triggers = [{ mqtt: 'a/+' }, { kafka: 'orders' }, { kafka: 'meter.frames', format: 'raw' as const }, { kafka: 'refunds', format: 'json' as const }];
     expect(defineFunction({ ...base, triggers }).triggers).toEqual(triggers);
   });
 

@@ -2,7 +2,16 @@
  * The trigger stage: the data model of accepted messages and the durable log they go
  * through. `openLocalTriggerLog` is the embedded implementation.
  */
-export type { LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerEvent, TriggerLog, TriggerPartition, TriggerSource } from './types.ts';
+export type {
+  KafkaRecordMeta,
+  LoggedEvent,
+  PartitionListener,
+  SinglePartitionTriggerLog,
+  TriggerEvent,
+  TriggerLog,
+  TriggerPartition,
+  TriggerSource,
+} from './types.ts';
 export { openLocalTriggerLog, type LocalTriggerLog, type LocalTriggerLogOptions, type TriggerLogStats } from './local-log.ts';
 export {
   ClusterSettingsSchema,

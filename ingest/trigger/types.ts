@@ -29,6 +29,20 @@ export interface TriggerEvent {
   readonly payload: Uint8Array;
   /** When the platform received it, epoch milliseconds. */
   readonly receivedAtMs: number;
+  /**
+   * What a record of a Kafka topic carried besides its value, for an event with source
+   * `kafka` (a record another producer wrote, read by a function's Kafka trigger); absent
+   * for every other event. Its partition and offset are the LoggedEvent's.
+   */
+  readonly kafka?: KafkaRecordMeta;
+}
+
+/** A foreign Kafka record's key and headers (see `TriggerEvent.kafka`). */
+export interface KafkaRecordMeta {
+  /** The record's key as UTF-8 text; null when it has none. */
+  readonly key: string | null;
+  /** Its headers as UTF-8 text; a name sent more than once keeps its first value. */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 /** A trigger event with its position in the log. */

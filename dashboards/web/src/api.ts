@@ -17,7 +17,7 @@ export interface Percentiles {
   readonly p50: number;
   readonly p99: number;
 }
-export type Trigger = { mqtt: string } | { cron: string; timezone?: string } | { http: string; public?: boolean };
+export type Trigger = { mqtt: string } | { cron: string; timezone?: string } | { http: string; public?: boolean } | { kafka: string; format?: 'json' | 'raw' };
 export interface FunctionInfo {
   readonly name: string;
   readonly tenant: string;

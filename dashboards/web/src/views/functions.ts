@@ -8,6 +8,7 @@ import { fmtInt, fmtNum, messages, ready, table, viewRoot } from '../ui.ts';
 export function triggerText(trigger: Trigger): string {
   if ('mqtt' in trigger) return `mqtt ${trigger.mqtt}`;
   if ('cron' in trigger) return `cron ${trigger.cron}${trigger.timezone === undefined ? '' : ` (${trigger.timezone})`}`;
+  if ('kafka' in trigger) return `kafka ${trigger.kafka}${trigger.format === 'raw' ? ' (raw)' : ''}`;
   return `http /fn${trigger.http}${trigger.public === true ? ' (public)' : ''}`;
 }
 

@@ -1,0 +1,28 @@
+/**
+ * The rules for a Kafka trigger's topic (`triggers: [{ kafka: 'orders' }]`), checked at
+ * deploy: Kafka's own rules for a topic's name (org.apache.kafka.common.internals.Topic:
+ * 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`), and two of Voltline's: not Kafka's internal
+ * topics (`__consumer_offsets`, `__transaction_state`: `__…`) nor the platform's own
+ * (`voltline.events`, `voltline.dlq`, the cluster's state: `voltline.…`), whose records are
+ * not a function's to consume.
+ */
+
+/** Longest Kafka topic name (Kafka's own bound). */
+export const MAX_KAFKA_TOPIC_CHARS = 249;
+
+const LEGAL = /^[a-zA-Z0-9._-]+$/;
+
+/** Why `topic` cannot be a Kafka trigger's topic, or undefined when it can. */
+export function kafkaTopicProblem(topic: string): string | undefined {
+  if (topic.length === 0 || topic.length > MAX_KAFKA_TOPIC_CHARS) return `a Kafka topic name is 1 to ${MAX_KAFKA_TOPIC_CHARS} characters`;
+  if (!LEGAL.test(topic)) return "a Kafka topic name holds only letters, digits, '.', '_' and '-'";
+  if (topic === '.' || topic === '..') return "a Kafka topic cannot be named '.' or '..'";
+  if (topic.startsWith('__')) return "topics starting with '__' are Kafka's own";
+  if (topic.startsWith('voltline.')) return "topics starting with 'voltline.' are the platform's own";
+  return undefined;
+}
+
+/** The consumer group a function's Kafka triggers read in: its own, so it sees every record of its topics. */
+export function kafkaGroupOf(fnName: string): string {
+  return `voltline.fn.${fnName}`;
+}
