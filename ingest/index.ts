@@ -97,3 +97,4 @@ export {
   type NewDevice,
   type ScryptParams,
 } from './devices/index.ts';
+export { CLUSTER_STATE_FILE, DEFAULT_STATE_TOPIC, KafkaState, type KafkaStateOptions } from './cluster/index.ts';

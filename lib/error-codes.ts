@@ -145,6 +145,28 @@ export const ERRORS = {
   VL_TRIGGER_LOG_COMMIT: { retriable: true, means: "Writing the log's committed position failed (disk full, I/O error)." },
   VL_TRIGGER_LOG_CORRUPT: { retriable: false, means: 'A log segment is damaged before its last record: the log refuses to open rather than skip data.' },
   VL_TRIGGER_LOG_CLOSED: { status: 503, retriable: false, means: 'The log was used after it closed (during shutdown).' },
+  VL_TRIGGER_LOG_KAFKA: {
+    status: 503,
+    retriable: true,
+    means: 'The Kafka trigger log could not reach Kafka when it opened (brokers down, wrong address, topic not ready); the message names the brokers.',
+  },
+  VL_TRIGGER_LOG_KAFKA_REFUSED: {
+    status: 503,
+    retriable: false,
+    means: "Kafka refused the trigger log's credentials, permissions or a request the topic's settings forbid; fix the Kafka settings (sasl, ssl, ACLs).",
+  },
+
+  // Cluster state (the registries replicated through Kafka)
+  VL_CLUSTER_STATE_OPTIONS: { retriable: false, means: "The cluster state's settings (brokers, topic, node id) are not valid; the message names the option." },
+  VL_CLUSTER_STATE_UNAVAILABLE: {
+    status: 503,
+    retriable: true,
+    means: "The cluster's state topic in Kafka cannot be written or read back now: the change was not made on this node; try again once Kafka answers.",
+  },
+  VL_CLUSTER_STATE_TOPIC: {
+    retriable: false,
+    means: "The cluster's state topic exists but is not one Voltline can use (more than one partition, or not compacted); the message says what to change.",
+  },
 
   // The store and queries
   VL_STORE_OPEN: { retriable: false, means: 'The embedded store cannot be opened (another process holds it, a newer file, a damaged file).' },
