@@ -2,12 +2,14 @@
 export { bundleFunction, versionOf, type Bundle } from './bundler/bundle.ts';
 export {
   FunctionRegistry,
+  FUNCTION_STATE_KIND,
   cronSchedules,
   triggersText,
   loadFunctionOf,
   publicFunction,
   type DeployedFunction,
   type DeployedTrigger,
+  type FunctionRegistryOptions,
   type RegistryLimits,
   type SettingsChange,
   type DeployedBatch,

@@ -12,6 +12,12 @@
  * written in plain to `<dataDir>/admin.token` (0600), so that the local `voltline` command
  * finds it. That file is the key to the platform; deleting it and restarting issues a new
  * one (the old one stops working).
+ *
+ * In a cluster (`replicated`, lib/replicated-state.ts) the tokens are also entries of the
+ * cluster's state, kind `operator`, keyed by id, valued by the file's entry (its hash): a
+ * token created on one node works on every node, a revoke applies on every node. The
+ * bootstrap `admin` token is not replicated: each node keeps its own in its own
+ * `admin.token`, and it works on that node only.
  */
 import { randomBytes } from 'node:crypto';
 import { dummySecretHash, hashSecret, parseSecretHash, SCRYPT_DEFAULTS, verifySecret, type ParsedSecretHash } from '../../lib/secret-hash.ts';
@@ -20,6 +26,7 @@ import { writeFileDurably } from '../../lib/durable-file.ts';
 import path from 'node:path';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
+import type { AppliedChange, ReplicatedState } from '../../lib/replicated-state.ts';
 import { TENANT_PATTERN } from '../../ingest/index.ts';
 
 export const OPERATORS_FILE = 'operators.json';
@@ -28,6 +35,14 @@ export const ADMIN_TOKEN_FILE = 'admin.token';
 export const BOOTSTRAP_ID = 'admin';
 /** Tokens kept at most (every one is a file entry and a hash to keep). */
 export const MAX_OPERATOR_TOKENS = 1_000;
+
+/** The kind of the operator tokens' entries in the cluster's replicated state. */
+export const OPERATOR_STATE_KIND = 'operator';
+
+export interface OperatorTokensOptions {
+  /** The cluster's shared state (ingest/cluster): tokens (all but `admin`) are replicated through it, kind `operator`. */
+  readonly replicated?: ReplicatedState | undefined;
+}
 
 export type OperatorScope = 'admin' | 'read';
 
@@ -73,12 +88,14 @@ export class OperatorTokens {
   readonly #adminFile: string;
   readonly #entries = new Map<string, Entry>();
   readonly #dummy = dummySecretHash();
+  readonly #replicated: ReplicatedState | undefined;
   /** Changes to the file, one at a time. */
   #writing: Promise<void> = Promise.resolve();
 
-  private constructor(dataDir: string) {
+  private constructor(dataDir: string, replicated: ReplicatedState | undefined) {
     this.#file = path.join(dataDir, OPERATORS_FILE);
     this.#adminFile = path.join(dataDir, ADMIN_TOKEN_FILE);
+    this.#replicated = replicated;
   }
 
   /** Where the bootstrap admin token is kept in plain. */
@@ -86,8 +103,8 @@ export class OperatorTokens {
     return this.#adminFile;
   }
 
-  static async open(dataDir: string): Promise<OperatorTokens> {
-    const tokens = new OperatorTokens(dataDir);
+  static async open(dataDir: string, options: OperatorTokensOptions = {}): Promise<OperatorTokens> {
+    const tokens = new OperatorTokens(dataDir, options.replicated);
     let text: string | undefined;
     try {
       text = await readFile(tokens.#file, 'utf8');
@@ -107,6 +124,15 @@ export class OperatorTokens {
       }
       for (const entry of parsed.tokens) tokens.#entries.set(entry.id, entry);
     }
+    options.replicated?.register(OPERATOR_STATE_KIND, {
+      local: () => [...tokens.#entries.values()].filter((e) => e.id !== BOOTSTRAP_ID).map((e) => ({ key: e.id, value: e })),
+      replace: async (entries) => {
+        const changes: AppliedChange[] = [...entries].map(([key, value]) => ({ key, value, local: false }));
+        for (const id of tokens.#entries.keys()) if (!entries.has(id)) changes.push({ key: id, value: null, local: false });
+        await tokens.#applyReplicated(changes);
+      },
+      apply: (changes) => tokens.#applyReplicated(changes),
+    });
     return tokens;
   }
 
@@ -151,6 +177,11 @@ export class OperatorTokens {
 
   async revoke(id: string): Promise<boolean> {
     if (!this.#entries.has(id)) return false;
+    if (this.#replicated !== undefined && id !== BOOTSTRAP_ID) {
+      // Removed here, and on every node, when the cluster's state hands it back.
+      await this.#replicated.publish(OPERATOR_STATE_KIND, [{ key: id, value: null }]);
+      return true;
+    }
     this.#entries.delete(id);
     await this.#save();
     return true;
@@ -178,10 +209,37 @@ export class OperatorTokens {
     }
     const secret = randomBytes(32).toString('base64url');
     const entry: Entry = { id, scope, ...(tenant === undefined ? {} : { tenant }), hash: await hashSecret(secret), createdAt: new Date().toISOString() };
+    if (this.#replicated !== undefined && id !== BOOTSTRAP_ID) {
+      // Kept here, and on every node, when the cluster's state hands it back.
+      await this.#replicated.publish(OPERATOR_STATE_KIND, [{ key: id, value: entry }]);
+      return { token: `vlo_${id}_${secret}`, info: { id, scope, ...(tenant === undefined ? {} : { tenant }), createdAt: entry.createdAt } };
+    }
     this.#entries.set(id, entry);
     await this.#save();
     const info = this.list().find((t) => t.id === id) as OperatorTokenInfo;
     return { token: `vlo_${id}_${secret}`, info };
+  }
+
+  /**
+   * Tokens from the cluster's state, in its order (this node's own among them), the
+   * node-local `admin` excepted; the file is written once for all of them.
+   */
+  async #applyReplicated(changes: readonly AppliedChange[]): Promise<void> {
+    let changed = false;
+    for (const change of changes) {
+      if (change.key === BOOTSTRAP_ID) continue;
+      if (change.value === null) {
+        changed = this.#entries.delete(change.key) || changed;
+        continue;
+      }
+      const parsed = Entry.safeParse(change.value);
+      if (!parsed.success || parsed.data.id !== change.key) continue;
+      const before = this.#entries.get(change.key);
+      if (before !== undefined && JSON.stringify(Entry.parse(before)) === JSON.stringify(parsed.data)) continue;
+      this.#entries.set(change.key, parsed.data);
+      changed = true;
+    }
+    if (changed) await this.#save();
   }
 
   #save(): Promise<void> {

@@ -3,6 +3,13 @@
  * triggers and limits, and with which settings (config and secrets, changed apart from the
  * code). Deployed bundles are kept in `<dataDir>/functions/<name>.json` (mode 0600, secrets
  * and the function key unencrypted) so they survive restarts.
+ *
+ * In a cluster (`replicated`, lib/replicated-state.ts) the functions are also entries of the
+ * cluster's state, kind `function`, keyed by name, valued by that same file's record (code,
+ * settings, secrets and key: they travel as the file holds them). A deploy, configure, key
+ * rotation or removal is then published instead of written, and written (file, memory,
+ * listeners) when the state hands it back, on every node in the same order: a function
+ * deployed on one node is routed on all of them.
  */
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -11,6 +18,7 @@ import ivm from 'isolated-vm';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
+import type { AppliedChange, ReplicatedState } from '../../lib/replicated-state.ts';
 import { cronProblem, DEFAULT_TENANT, TENANT_PATTERN, type TimerSchedule } from '../../ingest/index.ts';
 import { versionOf } from '../bundler/bundle.ts';
 import { topicFilterProblem } from '../router/topic-filter.ts';
@@ -97,6 +105,15 @@ export const SETTING_KEY_PATTERN = /^[A-Z_][A-Z0-9_]{0,63}$/;
 export const MAX_SETTING_BYTES = 4_096;
 export const MAX_SETTINGS = 64;
 
+/** The kind of the functions' entries in the cluster's replicated state. */
+export const FUNCTION_STATE_KIND = 'function';
+
+/** What the registry may be opened with besides its limits. */
+export interface FunctionRegistryOptions {
+  /** The cluster's shared state (ingest/cluster): functions are replicated through it, kind `function`. */
+  readonly replicated?: ReplicatedState | undefined;
+}
+
 export interface RegistryLimits {
   /** The longest time limit a function may ask for, ms. */
   readonly maxTimeoutMs: number;
@@ -182,6 +199,7 @@ export class FunctionRegistry {
   readonly #dir: string;
   readonly #limits: RegistryLimits;
   readonly #log: Logger;
+  readonly #replicated: ReplicatedState | undefined;
   readonly #functions = new Map<string, DeployedFunction>();
   readonly #listeners: Array<() => void> = [];
   /**
@@ -192,17 +210,18 @@ export class FunctionRegistry {
    */
   #changes: Promise<unknown> = Promise.resolve();
 
-  private constructor(dir: string, limits: RegistryLimits, log: Logger) {
+  private constructor(dir: string, limits: RegistryLimits, log: Logger, replicated: ReplicatedState | undefined) {
     this.#dir = dir;
     this.#limits = limits;
     this.#log = log;
+    this.#replicated = replicated;
   }
 
   /** Opens the registry in `<dataDir>/functions`, loading what was deployed before. */
-  static async open(dataDir: string, limits: RegistryLimits, logger: Logger): Promise<FunctionRegistry> {
+  static async open(dataDir: string, limits: RegistryLimits, logger: Logger, options: FunctionRegistryOptions = {}): Promise<FunctionRegistry> {
     const dir = path.join(dataDir, 'functions');
     await mkdir(dir, { recursive: true });
-    const registry = new FunctionRegistry(dir, limits, logger.child({ stage: 'registry' }));
+    const registry = new FunctionRegistry(dir, limits, logger.child({ stage: 'registry' }), options.replicated);
     for (const file of await readdir(dir)) {
       if (!file.endsWith('.json')) continue;
       try {
@@ -213,6 +232,15 @@ export class FunctionRegistry {
         registry.#log.error({ err, file }, 'skipping an unreadable deployed function');
       }
     }
+    options.replicated?.register(FUNCTION_STATE_KIND, {
+      local: () => registry.list().map((fn) => ({ key: fn.name, value: fn })),
+      replace: async (entries) => {
+        const changes: AppliedChange[] = [...entries].map(([key, value]) => ({ key, value, local: false }));
+        for (const name of registry.#functions.keys()) if (!entries.has(name)) changes.push({ key: name, value: null, local: false });
+        await registry.#applyReplicated(changes, true);
+      },
+      apply: (changes) => registry.#applyReplicated(changes, false),
+    });
     return registry;
   }
 
@@ -340,9 +368,7 @@ export class FunctionRegistry {
       ...(key === undefined ? {} : { key }),
       ...(description.schema === undefined ? {} : { schema: description.schema }),
     };
-    await this.#store(fn);
-    this.#log.info({ function: name, tenant, version, triggers: fn.triggers }, 'function deployed');
-    this.#emit();
+    await this.#commit(name, fn, () => this.#log.info({ function: name, tenant, version, triggers: fn.triggers }, 'function deployed'));
     return fn;
   }
 
@@ -423,10 +449,8 @@ export class FunctionRegistry {
       const existing = this.#owned(name, tenant);
       if (existing === undefined) return undefined;
       const key = newFunctionKey();
-      await this.#store({ ...existing, key });
       // The key itself is never logged.
-      this.#log.info({ function: name }, 'function key rotated');
-      this.#emit();
+      await this.#commit(name, { ...existing, key }, () => this.#log.info({ function: name }, 'function key rotated'));
       return key;
     });
   }
@@ -444,11 +468,74 @@ export class FunctionRegistry {
       const settings = applySettings(name, existing, change);
       if (settings === undefined) return existing;
       const fn: DeployedFunction = { ...existing, ...settings };
-      await this.#store(fn);
-      this.#log.info({ function: name, config: Object.keys(fn.config), secrets: Object.keys(fn.secrets) }, 'function settings changed');
-      this.#emit();
+      await this.#commit(name, fn, () =>
+        this.#log.info({ function: name, config: Object.keys(fn.config), secrets: Object.keys(fn.secrets) }, 'function settings changed'),
+      );
       return fn;
     });
+  }
+
+  /**
+   * Makes a change (`null`: the function removed): written, kept, logged and told to the
+   * listeners here; in a cluster, published, and written when the state hands it back.
+   */
+  async #commit(name: string, fn: DeployedFunction | null, logged: () => void): Promise<void> {
+    if (this.#replicated !== undefined) {
+      await this.#replicated.publish(FUNCTION_STATE_KIND, [{ key: name, value: fn }]);
+      logged();
+      return;
+    }
+    if (fn === null) {
+      this.#functions.delete(name);
+      await rm(path.join(this.#dir, `${name}.json`), { force: true });
+    } else {
+      await this.#store(fn);
+    }
+    logged();
+    this.#emit();
+  }
+
+  /**
+   * Changes from the cluster's state, in its order (this node's own among them): each
+   * function's file written or removed, then memory, then the listeners once.
+   */
+  async #applyReplicated(changes: readonly AppliedChange[], atStart: boolean): Promise<void> {
+    let changed = 0;
+    for (const change of changes) {
+      const name = change.key;
+      if (!FUNCTION_NAME_PATTERN.test(name)) {
+        this.#log.error({ function: name }, 'skipping a function of the cluster state whose name is not a function name');
+        continue;
+      }
+      const before = this.#functions.get(name);
+      if (change.value === null) {
+        if (before === undefined) continue;
+        this.#functions.delete(name);
+        await rm(path.join(this.#dir, `${name}.json`), { force: true });
+      } else {
+        let fn: DeployedFunction;
+        try {
+          fn = Stored.parse(change.value) as DeployedFunction;
+        } catch (err) {
+          this.#log.error({ err, function: name }, 'skipping a function of the cluster state that is not a deployed function');
+          continue;
+        }
+        if (fn.name !== name) {
+          this.#log.error({ function: name, recordName: fn.name }, 'skipping a function of the cluster state filed under another name');
+          continue;
+        }
+        if (before !== undefined && JSON.stringify(Stored.parse(before)) === JSON.stringify(fn)) continue;
+        await this.#store(fn);
+      }
+      changed += 1;
+      if (!change.local && !atStart) {
+        const now = this.#functions.get(name);
+        this.#log.info({ function: name, ...(now === undefined ? { removed: true } : { version: now.version }) }, 'function changed on another node');
+      }
+    }
+    if (changed === 0) return;
+    if (atStart) this.#log.info({ changed, functions: this.#functions.size }, "functions made to match the cluster's state");
+    this.#emit();
   }
 
   async #store(fn: DeployedFunction): Promise<void> {
@@ -472,10 +559,8 @@ export class FunctionRegistry {
   }
 
   async #remove(name: string, tenant: string | undefined): Promise<boolean> {
-    if (this.#owned(name, tenant) === undefined || !this.#functions.delete(name)) return false;
-    await rm(path.join(this.#dir, `${name}.json`), { force: true });
-    this.#log.info({ function: name }, 'function removed');
-    this.#emit();
+    if (this.#owned(name, tenant) === undefined) return false;
+    await this.#commit(name, null, () => this.#log.info({ function: name }, 'function removed'));
     return true;
   }
 

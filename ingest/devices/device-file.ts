@@ -71,6 +71,16 @@ function deviceLine(d: StoredDevice): string {
   return JSON.stringify({ id: d.id, tenant: d.tenant, enabled: d.enabled, createdAt: d.createdAt, tokenSetAt: d.tokenSetAt, secret: d.secret, ...cert });
 }
 
+/** A device record from elsewhere (the cluster state's topic), checked as the files' are. @throws ZodError */
+export function parseStoredDevice(value: unknown): StoredDevice {
+  return StoredDeviceSchema.parse(value);
+}
+
+/** Whether two records of a device are the same (as the files would write them). */
+export function sameStoredDevice(a: StoredDevice | undefined, b: StoredDevice | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && deviceLine(a) === deviceLine(b));
+}
+
 /** One commit as one journal line, in pieces (so a large import is not one string). */
 function* commitLine(writes: readonly DeviceWrite[]): Generator<string> {
   for (const [i, w] of writes.entries()) yield `${i === 0 ? '[' : ','}${'put' in w ? `{"put":${deviceLine(w.put)}}` : JSON.stringify({ del: w.del })}`;

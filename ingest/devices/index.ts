@@ -14,6 +14,7 @@ export {
 export {
   DeviceRegistry,
   DEVICE_ID_PATTERN,
+  DEVICE_STATE_KIND,
   DEVICES_FILE,
   DEVICES_FOLDER,
   JOURNAL_FILE,

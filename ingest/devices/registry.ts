@@ -8,6 +8,12 @@
  * `rotate` and never stored or logged: the file keeps a salted scrypt hash in PHC form
  * (`$scrypt$ln=10,r=1,p=1$<salt>$<hash>`), so its parameters can change later without
  * invalidating stored hashes. See SCRYPT_DEFAULTS for why the cost is low.
+ *
+ * In a cluster (`replicated`, lib/replicated-state.ts) the devices are also entries of the
+ * cluster's state, kind `device`, keyed by id, valued by the stored record (token hash
+ * included: a token verifies on any node). A change is then published instead of written,
+ * and written (files, memory, listeners) when the state hands it back, on every node in the
+ * same order; `#applyReplicated` is the one writer then.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -23,7 +29,8 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VoltlineError } from '../../lib/errors.ts';
 import { DEFAULT_TENANT, TENANT_PATTERN } from '../store/index.ts';
-import { DEVICE_ID_PATTERN, DeviceFiles, type DeviceWrite, type StoredDevice } from './device-file.ts';
+import type { AppliedChange, ReplicatedState } from '../../lib/replicated-state.ts';
+import { DEVICE_ID_PATTERN, DeviceFiles, parseStoredDevice, sameStoredDevice, type DeviceWrite, type StoredDevice } from './device-file.ts';
 import type { DeviceCertificateIssuer, IssuedCertificate } from './ca.ts';
 import type { AuthVerdict, Device, DeviceCertificate, DeviceDirectory } from './types.ts';
 
@@ -72,7 +79,15 @@ export interface DeviceRegistryOptions {
    * `cert: true`; without it those refuse with VL_DEVICE_CERT_UNAVAILABLE.
    */
   readonly ca?: DeviceCertificateIssuer | undefined;
+  /**
+   * The cluster's shared state (ingest/cluster): the devices are replicated through it, kind
+   * `device`. Without it the registry is this data folder's alone.
+   */
+  readonly replicated?: ReplicatedState | undefined;
 }
+
+/** The kind of the devices' entries in the cluster's replicated state. */
+export const DEVICE_STATE_KIND = 'device';
 
 export interface NewDevice {
   readonly id: string;
@@ -198,6 +213,8 @@ export class DeviceRegistry implements DeviceDirectory {
   readonly #refused: Counter<'code'> | undefined;
   readonly #authSeconds: Histogram | undefined;
   readonly #ca: DeviceCertificateIssuer | undefined;
+  readonly #replicated: ReplicatedState | undefined;
+  #closed = false;
 
   private constructor(files: DeviceFiles, devices: Map<string, StoredDevice>, options: DeviceRegistryOptions, logger: Logger) {
     this.#files = files;
@@ -211,6 +228,7 @@ export class DeviceRegistry implements DeviceDirectory {
     this.#changeSlots = new Slots(1, options.maxQueuedChanges ?? 1_000, 'device registry changes');
     this.#dummy = dummySecretHash(this.#params);
     this.#ca = options.ca;
+    this.#replicated = options.replicated;
     const registers = options.metrics === undefined ? undefined : [options.metrics];
     if (registers !== undefined) {
       this.#refused = new Counter({
@@ -259,6 +277,11 @@ export class DeviceRegistry implements DeviceDirectory {
     const { files, devices } = await DeviceFiles.open(dataDir, options.compactAtBytes);
     const registry = new DeviceRegistry(files, devices, options, logger.child({ stage: 'devices' }));
     registry.#logger.info({ devices: devices.size }, 'device registry opened');
+    options.replicated?.register(DEVICE_STATE_KIND, {
+      local: () => [...registry.#devices.values()].map((d) => ({ key: d.id, value: d })),
+      replace: (entries) => registry.#replaceReplicated(entries),
+      apply: (changes) => registry.#applyReplicated(changes),
+    });
     return registry;
   }
 
@@ -414,7 +437,60 @@ export class DeviceRegistry implements DeviceDirectory {
 
   /** Waits for changes in progress and closes the journal; later changes fail. */
   async close(): Promise<void> {
-    await this.#changeSlots.run(() => this.#files.close());
+    await this.#changeSlots.run(async () => {
+      this.#closed = true;
+      await this.#files.close();
+    });
+  }
+
+  /** The cluster's devices, once at start: memory and files made to match them. */
+  async #replaceReplicated(entries: ReadonlyMap<string, unknown>): Promise<void> {
+    const changes: AppliedChange[] = [...entries].map(([key, value]) => ({ key, value, local: false }));
+    for (const id of this.#devices.keys()) if (!entries.has(id)) changes.push({ key: id, value: null, local: false });
+    await this.#applyReplicated(changes, true);
+  }
+
+  /**
+   * Changes from the cluster's state, in its order (this node's own among them): one journal
+   * line for all of them, then memory, then the listeners, as a local change would.
+   */
+  async #applyReplicated(changes: readonly AppliedChange[], atStart = false): Promise<void> {
+    if (this.#closed) return;
+    const next = new Map<string, StoredDevice | undefined>();
+    const writes: DeviceWrite[] = [];
+    const events: DeviceChange[] = [];
+    for (const change of changes) {
+      let device: StoredDevice | undefined;
+      if (change.value !== null) {
+        try {
+          device = parseStoredDevice(change.value);
+        } catch (err) {
+          this.#logger.error({ err, deviceId: change.key }, 'skipping a device of the cluster state that is not a device record');
+          continue;
+        }
+        if (device.id !== change.key) {
+          this.#logger.error({ deviceId: change.key, recordId: device.id }, 'skipping a device of the cluster state filed under another id');
+          continue;
+        }
+      }
+      const id = change.key;
+      const before = next.has(id) ? next.get(id) : this.#devices.get(id);
+      if (sameStoredDevice(before, device)) continue;
+      writes.push(device === undefined ? { del: id } : { put: device });
+      next.set(id, device);
+      events.push(...changesBetween(id, before, device));
+      if (!change.local && !atStart)
+        this.#logger.info({ deviceId: id, changes: changesBetween(id, before, device).map((e) => e.kind) }, 'device changed on another node');
+    }
+    if (writes.length === 0) return;
+    await this.#commit(writes);
+    for (const [id, device] of next) {
+      if (device === undefined) this.#devices.delete(id);
+      else this.#devices.set(id, device);
+    }
+    this.#sorted = undefined;
+    if (atStart) this.#logger.info({ changed: next.size, devices: this.#devices.size }, "devices made to match the cluster's state");
+    for (const event of events) this.#emit(event);
   }
 
   async #issueCertificate(id: string): Promise<IssuedCertificate> {
@@ -462,16 +538,24 @@ export class DeviceRegistry implements DeviceDirectory {
         secret: secrets[i] as string,
         ...cert,
       }));
-      await this.#commit(added.map((d) => ({ put: d })));
-      for (const d of added) this.#devices.set(d.id, d);
-      this.#sorted = undefined;
+      if (this.#replicated !== undefined) {
+        // Written, kept and told to the listeners when the cluster's state hands it back.
+        await this.#replicated.publish(
+          DEVICE_STATE_KIND,
+          added.map((d) => ({ key: d.id, value: d })),
+        );
+      } else {
+        await this.#commit(added.map((d) => ({ put: d })));
+        for (const d of added) this.#devices.set(d.id, d);
+        this.#sorted = undefined;
+      }
       if (what === 'add')
         this.#logger.info(
           { deviceId: added[0]?.id, tenant: added[0]?.tenant, ...(certificate === undefined ? {} : { certFingerprint: certificate.fingerprint }) },
           'device added',
         );
       else this.#logger.info({ devices: added.length, hashMs: Math.round(hashedMs), totalMs: Math.round(performance.now() - started) }, 'devices imported');
-      for (const d of added) this.#emit({ kind: 'added', id: d.id });
+      if (this.#replicated === undefined) for (const d of added) this.#emit({ kind: 'added', id: d.id });
       return added.map((d, i) => ({ device: publicDevice(d), token: tokens[i] as string, ...(certificate === undefined ? {} : { certificate }) }));
     });
   }
@@ -533,6 +617,11 @@ export class DeviceRegistry implements DeviceDirectory {
         );
       const updated = update(old);
       if (updated === old) return publicDevice(old);
+      if (this.#replicated !== undefined) {
+        await this.#replicated.publish(DEVICE_STATE_KIND, [{ key: id, value: updated ?? null }]);
+        if (kind !== 'rotated') this.#logger.info({ deviceId: id }, `device ${kind}`);
+        return publicDevice(updated ?? old);
+      }
       await this.#commit([updated === undefined ? { del: id } : { put: updated }]);
       if (updated === undefined) {
         this.#devices.delete(id);
@@ -574,6 +663,17 @@ export class DeviceRegistry implements DeviceDirectory {
     this.#refused?.inc({ code: err.code });
     return err;
   }
+}
+
+/** What changed for the listeners between two records of a device (a re-key, a removal, …). */
+function changesBetween(id: string, before: StoredDevice | undefined, after: StoredDevice | undefined): DeviceChange[] {
+  if (before === undefined) return after === undefined ? [] : [{ kind: 'added', id }];
+  if (after === undefined) return [{ kind: 'removed', id }];
+  const out: DeviceChange[] = [];
+  if (before.secret !== after.secret || before.cert?.fingerprint !== after.cert?.fingerprint || before.tenant !== after.tenant)
+    out.push({ kind: 'rotated', id });
+  if (before.enabled !== after.enabled) out.push({ kind: after.enabled ? 'enabled' : 'disabled', id });
+  return out;
 }
 
 function newToken(): string {
