@@ -4,7 +4,7 @@
  * the identity of a series.
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import { DEFAULT_TENANT, type DeadLetter, type DeadLetterCode, type Point } from './types.ts';
+import { DEFAULT_TENANT, type DeadLetter, type DeadLetterCode, type DeadLetterKey, type Point } from './types.ts';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -85,6 +85,34 @@ export function validatePoints(points: readonly Point[]): void {
   }
 }
 
+/** Kafka's partition ids are 32-bit signed integers. */
+const MAX_PARTITION = 2 ** 31 - 1;
+
+function isPartition(value: unknown): boolean {
+  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= MAX_PARTITION;
+}
+
+/** Throws a non-retriable VL_STORE_WRITE naming the first bad key of a resolve. */
+export function validateDeadLetterKeys(keys: readonly DeadLetterKey[]): void {
+  for (const [index, key] of keys.entries()) {
+    if (typeof key.offset !== 'bigint' || key.offset < INT64_MIN || key.offset > INT64_MAX || typeof key.function !== 'string' || key.function === '') {
+      throw invalid(`Cannot resolve dead letters as key ${index} must have a 64-bit bigint offset and a function name`, { index });
+    }
+    if (key.partition !== undefined && !isPartition(key.partition)) {
+      throw invalid(
+        `Cannot resolve dead letters as key ${index}'s 'partition' must be a whole number from 0 to ${MAX_PARTITION} when given: current value is ${describe(key.partition)}`,
+        { index },
+      );
+    }
+    if (key.tenant !== undefined && (typeof key.tenant !== 'string' || !TENANT_PATTERN.test(key.tenant))) {
+      throw invalid(
+        `Cannot resolve dead letters as key ${index}'s 'tenant' must be a tenant name (lower-case letters, digits and '-'): current value is ${describe(key.tenant)}`,
+        { index },
+      );
+    }
+  }
+}
+
 /** Throws a non-retriable VL_STORE_WRITE naming the first bad dead letter. */
 export function validateDeadLetters(letters: readonly DeadLetter[]): void {
   for (const [index, letter] of letters.entries()) {
@@ -95,6 +123,12 @@ export function validateDeadLetters(letters: readonly DeadLetter[]): void {
     if (!Number.isSafeInteger(letter.receivedAtMs)) {
       throw invalid(
         `Cannot write dead letter ${index} as 'receivedAtMs' must be an integer of epoch milliseconds: current value is ${describe(letter.receivedAtMs)}`,
+        at,
+      );
+    }
+    if (letter.partition !== undefined && !isPartition(letter.partition)) {
+      throw invalid(
+        `Cannot write dead letter ${index} as 'partition' must be a whole number from 0 to ${MAX_PARTITION} when given: current value is ${describe(letter.partition)}`,
         at,
       );
     }

@@ -30,6 +30,8 @@ export interface StoreCapabilities {
   readonly exactFloats: boolean;
   /** A scan gives each series' rows together (scan.contract.ts). */
   readonly scanBySeries: boolean;
+  /** Dead letters of any trigger-log partition (Kafka's dead-letter topic); absent: partition 0 only (dead-letters.contract.ts). */
+  readonly deadLetterPartitions?: boolean;
 }
 
 export const FULL_CAPABILITIES: StoreCapabilities = { strings: true, booleans: true, exactFloats: true, scanBySeries: true };

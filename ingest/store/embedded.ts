@@ -15,7 +15,7 @@ import { VoltlineError, errorMessage } from '../../lib/errors.ts';
 import { systemClock } from '../../lib/clock.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { TENANT_PATTERN, validateDeadLetters, validatePoints } from './batch.ts';
+import { TENANT_PATTERN, validateDeadLetterKeys, validateDeadLetters, validatePoints } from './batch.ts';
 import { busy, MAX_OPEN_SCANS, SCAN_IDLE_MS } from './embedded-scan.ts';
 import { concatEvents, encodedBatchBytes, encodePoints, lettersWeight } from './encode.ts';
 import type { EncodedEvents } from './encode.ts';
@@ -316,24 +316,35 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
     return { points: reply.points, rejected: reply.rejected };
   }
 
-  /** Resolves once every dead letter is committed; same errors as `writePoints`. */
+  /**
+   * Resolves once every dead letter is committed; same errors as `writePoints`. Holds the
+   * dead letters of a one-partition log (the embedded one): a letter of another partition
+   * than 0 is refused (Kafka mode keeps its dead letters in Kafka: kafka-dead-letters.ts).
+   */
   async writeDeadLetters(letters: readonly DeadLetter[]): Promise<void> {
     if (this.#closing !== undefined) throw closedError('write dead letters');
     validateDeadLetters(letters);
+    const other = letters.findIndex((letter) => (letter.partition ?? 0) !== 0);
+    if (other !== -1) {
+      throw invalidWrite(
+        `Cannot write dead letter ${other} as 'partition' must be 0 or absent in the embedded store (it holds the dead letters of a one-partition log; Kafka mode keeps them in Kafka): current value is ${letters[other]?.partition}`,
+        { index: other },
+      );
+    }
     if (letters.length === 0) return;
     const weight = lettersWeight(letters);
     await this.#write({ type: 'letters', letters, weight }, weight, []);
     this.#stats.deadLetters += letters.length;
   }
 
-  /** Removes the dead letters of `keys` (their events were stored after a replay); in the next transaction. */
+  /**
+   * Removes the dead letters of `keys` (their events were stored after a replay); in the
+   * next transaction. A key of another partition than 0 names none here, and is ignored.
+   */
   async resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void> {
     if (this.#closing !== undefined) throw closedError('resolve dead letters in');
-    for (const [index, key] of keys.entries()) {
-      if (typeof key.offset !== 'bigint' || typeof key.function !== 'string' || key.function === '') {
-        throw invalidWrite(`Cannot resolve dead letters as key ${index} must have a bigint offset and a function name`, { index });
-      }
-    }
+    validateDeadLetterKeys(keys);
+    keys = keys.filter((key) => (key.partition ?? 0) === 0);
     if (keys.length === 0) return;
     const weight = keys.reduce((sum, key) => sum + 64 + key.function.length, 0);
     await this.#write({ type: 'resolve', keys, weight }, weight, []);

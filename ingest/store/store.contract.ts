@@ -14,10 +14,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Aggregate, DeadLetter, FieldValue, Point, QuerySpec } from './types.ts';
+import type { Aggregate, FieldValue, Point, QuerySpec } from './types.ts';
 import { FULL_CAPABILITIES, keepable, readBack, type OpenContractStore, type StoreCapabilities, type ContractStore } from './contract-kit.ts';
 import { queryContract } from './query.contract.ts';
 import { scanContract } from './scan.contract.ts';
+import { deadLetterContract, letter, plain } from './dead-letters.contract.ts';
 
 export type { ContractStore, ContractStoreOptions, OpenContractStore, StoreCapabilities } from './contract-kit.ts';
 
@@ -29,35 +30,11 @@ function spec({ field, ...overrides }: Partial<QuerySpec> & Pick<QuerySpec, 'mea
   return { tags: {}, fromMs: T0 - 3_600_000, toMs: T0 + 3_600_000, limit: 10_000, fields: [field], ...overrides };
 }
 
-function letter(overrides: Partial<DeadLetter> & Pick<DeadLetter, 'offset'>): DeadLetter {
-  return {
-    function: 'station-telemetry',
-    topic: 'stations/st-1/telemetry',
-    deviceId: 'st-1',
-    payload: new Uint8Array([0x7b, 0x00, 0xff, 0x7d]),
-    receivedAtMs: T0,
-    code: 'schema',
-    field: 'voltage',
-    message: "'voltage' must be a number from 0 to 400: current value is 'high'",
-    ...overrides,
-  };
-}
-
-/** A dead letter with its payload as a number array: Buffer and Uint8Array compare equal. */
-/** A letter as it reads back: payload as numbers, and the `default` tenant when written without one. */
-function plain(letter: DeadLetter): Omit<DeadLetter, 'payload'> & { payload: number[] } {
-  return { ...letter, tenant: letter.tenant ?? 'default', payload: Array.from(letter.payload) };
-}
-
 const encoder = new TextEncoder();
 
 /** One event's points as a sandbox returns them: the UTF-8 JSON of an array. */
 function event(...points: ReadonlyArray<Record<string, unknown>>): Uint8Array {
   return encoder.encode(JSON.stringify(points));
-}
-
-function byOffsetDesc(a: { offset: bigint }, b: { offset: bigint }): number {
-  return a.offset > b.offset ? -1 : a.offset < b.offset ? 1 : 0;
 }
 
 export function storeContract(name: string, open: OpenContractStore, caps: StoreCapabilities = FULL_CAPABILITIES): void {
@@ -281,71 +258,8 @@ export function storeContract(name: string, open: OpenContractStore, caps: Store
       ]);
     });
 
-    it('round-trips dead letters, newest first, filtered by function and device', async () => {
-      const letters = [
-        letter({ offset: 1n, receivedAtMs: T0 }),
-        letter({ offset: 2n, receivedAtMs: T0 + 1, deviceId: 'st-2', topic: 'stations/st-2/telemetry' }),
-        letter({ offset: 3n, receivedAtMs: T0 + 2, function: 'other', code: 'timeout', message: 'ran past 500 ms', attempts: 3 }),
-      ];
-      const { field, ...withoutField } = letter({ offset: 4n, receivedAtMs: T0 + 3, code: 'payload_not_json' });
-      expect(field).toBe('voltage');
-      await store.writeDeadLetters([...letters, withoutField]);
-
-      const all = await store.deadLetters({ limit: 10 });
-      expect(all.map((l) => l.offset)).toEqual([4n, 3n, 2n, 1n]);
-      expect(all.map(plain)).toEqual([...letters, withoutField].map(plain).sort(byOffsetDesc));
-      expect(all[0] !== undefined && 'field' in all[0]).toBe(false);
-      // attempts round-trips when given (a retried event) and stays absent otherwise.
-      expect(all[1]?.attempts).toBe(3);
-      expect(all[0] !== undefined && 'attempts' in all[0]).toBe(false);
-      expect(all[3]?.payload).toBeInstanceOf(Uint8Array);
-      expect(Array.from(all[3]?.payload ?? [])).toEqual([0x7b, 0x00, 0xff, 0x7d]);
-
-      expect((await store.deadLetters({ function: 'other', limit: 10 })).map((l) => l.offset)).toEqual([3n]);
-      expect((await store.deadLetters({ deviceId: 'st-2', limit: 10 })).map((l) => l.offset)).toEqual([2n]);
-      const both = await store.deadLetters({ function: 'station-telemetry', deviceId: 'st-1', limit: 10 });
-      expect(both.map((l) => l.offset)).toEqual([4n, 1n]);
-      expect((await store.deadLetters({ limit: 2 })).map((l) => l.offset)).toEqual([4n, 3n]);
-    });
-
-    it('writes the same dead letter key twice as one letter holding the later values', async () => {
-      await store.writeDeadLetters([letter({ offset: 7n, message: 'first' })]);
-      await store.writeDeadLetters([letter({ offset: 7n, message: 'second' }), letter({ offset: 7n, function: 'other' })]);
-      const all = await store.deadLetters({ limit: 10 });
-      expect(all.map((l) => [l.offset, l.function, l.message]).sort()).toEqual(
-        [
-          [7n, 'other', letter({ offset: 7n }).message],
-          [7n, 'station-telemetry', 'second'],
-        ].sort(),
-      );
-    });
-
-    it('resolves dead letters by key, within their tenant, and ignores keys that name none', async () => {
-      await store.writeDeadLetters([
-        letter({ offset: 1n }),
-        letter({ offset: 2n }),
-        letter({ offset: 2n, function: 'other' }),
-        letter({ offset: 3n, function: 'acme-fn', tenant: 'acme' }),
-      ]);
-      await store.resolveDeadLetters([
-        { offset: 2n, function: 'station-telemetry' },
-        { offset: 3n, function: 'acme-fn' }, // the default tenant's: not acme's letter
-        { offset: 99n, function: 'station-telemetry' },
-      ]);
-      const left = (await store.deadLetters({ limit: 10 })).map((l) => [l.offset, l.function]).sort();
-      expect(left).toEqual(
-        [
-          [1n, 'station-telemetry'],
-          [2n, 'other'],
-          [3n, 'acme-fn'],
-        ].sort(),
-      );
-      await store.resolveDeadLetters([{ offset: 3n, function: 'acme-fn', tenant: 'acme' }]);
-      expect(await store.deadLetters({ tenant: 'acme', limit: 10 })).toEqual([]);
-      // A letter written again after it was resolved is there again (a replay that failed anew).
-      await store.writeDeadLetters([letter({ offset: 2n, message: 'failed again' })]);
-      expect((await store.deadLetters({ function: 'station-telemetry', limit: 10 })).map((l) => [l.offset, l.message])).toContainEqual([2n, 'failed again']);
-    });
+    // Dead letters alone (write, list, resolve): dead-letters.contract.ts.
+    deadLetterContract(() => store, caps.deadLetterPartitions ?? false);
 
     it("keeps tenants apart: same measurement, tags and time are two points, each read only by its tenant's query", async () => {
       const tags = { station: 'st-1' };
