@@ -1,0 +1,182 @@
+/**
+ * Options of the Kafka trigger log: typed input → defaults → zod validation → frozen config
+ * (the style of local-log-options.ts). Contradictions (a low-water mark at or above the
+ * high-water mark) fail at open with the option and its value named.
+ */
+import { z } from 'zod';
+import { VoltlineError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/logger.ts';
+import { withRules } from '../../lib/options.ts';
+
+const MIB = 1024 * 1024;
+
+/** SASL credentials (SASL_PLAINTEXT, or SASL_SSL with `ssl`). */
+export interface KafkaSaslOptions {
+  readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512';
+  readonly username: string;
+  readonly password: string;
+}
+
+export interface KafkaTriggerLogOptions {
+  /** Bootstrap brokers, `host:port`, at least one. @example ['kafka-1:9092', 'kafka-2:9092'] */
+  readonly brokers: readonly string[];
+  readonly logger: Logger;
+  /** The topic events are appended to and read from. Default `voltline.events`. */
+  readonly topic?: string;
+  /**
+   * Partitions of the topic when the log creates it (an existing topic keeps its own count,
+   * which the log reads and logs). Default 12: up to 12 nodes share the reading.
+   */
+  readonly partitions?: number;
+  /**
+   * Replication factor when the log creates the topic. Default: the number of brokers in the
+   * cluster, at most 3 (with acks=all an append is durable on every in-sync replica).
+   */
+  readonly replicationFactor?: number;
+  /** The consumer group every node's router joins. Default `voltline.router`. */
+  readonly groupId?: string;
+  /** The client id Kafka's logs and quotas see. Default `voltline`. */
+  readonly clientId?: string;
+  /** TLS to the brokers: `true` (the system's CAs), or `{ caFile }`: a PEM file of the CA(s) to trust. Default off. */
+  readonly ssl?: boolean | { readonly caFile: string };
+  /** SASL authentication. Default none. */
+  readonly sasl?: KafkaSaslOptions;
+  /**
+   * High-water mark of appended bytes not yet acknowledged by Kafka: above it `overloaded`
+   * is true until the backlog is under `pendingLowWaterBytes`. Default 8 MiB.
+   */
+  readonly maxPendingBytes?: number;
+  /** Low-water mark of the append backlog (see maxPendingBytes). Default half of maxPendingBytes. */
+  readonly pendingLowWaterBytes?: number;
+  /**
+   * Bytes of fetched, not yet read records kept per assigned partition: above it the
+   * partition's fetching pauses until its reader has taken half of them. Default 4 MiB
+   * (a fetch can add up to 1 MiB more).
+   */
+  readonly consumerBufferBytes?: number;
+  /**
+   * How long a member may go silent before the group gives its partitions to the others,
+   * ms (a node killed with -9 loses its partitions after this). Kafka's broker allows
+   * 6 000 to 1 800 000 by default. Default 10 000.
+   */
+  readonly sessionTimeoutMs?: number;
+  /** How long `close()` waits for Kafka to acknowledge the appends still pending, ms. Default 30 000. */
+  readonly closeTimeoutMs?: number;
+}
+
+export interface KafkaTriggerLogConfig {
+  readonly brokers: readonly string[];
+  readonly logger: Logger;
+  readonly topic: string;
+  readonly partitions: number;
+  /** undefined: min(3, brokers in the cluster), decided at open. */
+  readonly replicationFactor: number | undefined;
+  readonly groupId: string;
+  readonly clientId: string;
+  readonly ssl: boolean | { readonly caFile: string };
+  readonly sasl: KafkaSaslOptions | undefined;
+  readonly maxPendingBytes: number;
+  readonly pendingLowWaterBytes: number;
+  readonly consumerBufferBytes: number;
+  readonly sessionTimeoutMs: number;
+  /** A third of the session timeout, at most 3 000 (kafkajs' default). */
+  readonly heartbeatIntervalMs: number;
+  readonly closeTimeoutMs: number;
+}
+
+// Kafka's legal topic names (org.apache.kafka.common.internals.Topic).
+const topicName = z
+  .string()
+  .min(1)
+  .max(249)
+  .regex(/^[a-zA-Z0-9._-]+$/, 'expected letters, digits, ".", "_" or "-"');
+
+const schema = withRules(
+  z
+    .object({
+      brokers: z.array(z.string().regex(/^[^\s:/]+:\d{1,5}$/, "expected 'host:port'")).min(1),
+      logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', {
+        message: 'expected a pino Logger',
+      }),
+      topic: topicName.default('voltline.events'),
+      partitions: z.number().int().min(1).max(10_000).default(12),
+      replicationFactor: z.number().int().min(1).max(32).optional(),
+      groupId: z.string().min(1).max(255).default('voltline.router'),
+      clientId: z.string().min(1).max(255).default('voltline'),
+      ssl: z.union([z.boolean(), z.object({ caFile: z.string().min(1) }).strict()]).default(false),
+      sasl: z
+        .object({ mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']), username: z.string().min(1), password: z.string() })
+        .strict()
+        .optional(),
+      maxPendingBytes: z
+        .number()
+        .int()
+        .min(2)
+        .max(4096 * MIB)
+        .default(8 * MIB),
+      pendingLowWaterBytes: z.number().int().min(1).optional(),
+      consumerBufferBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(1024 * MIB)
+        .default(4 * MIB),
+      sessionTimeoutMs: z.number().int().min(1_000).max(1_800_000).default(10_000),
+      closeTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
+    })
+    .strict(),
+  [
+    {
+      path: 'pendingLowWaterBytes',
+      message: "must be below 'maxPendingBytes'",
+      holds: (o) => o.pendingLowWaterBytes === undefined || o.pendingLowWaterBytes < o.maxPendingBytes,
+    },
+  ],
+);
+
+/** Applies defaults and validates; throws VoltlineError `VL_TRIGGER_LOG_OPTIONS` naming the option and its value. */
+export function resolveKafkaTriggerLogOptions(options: KafkaTriggerLogOptions): KafkaTriggerLogConfig {
+  const parsed = schema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const path = issue?.path.join('.') ?? '';
+    const reason = issue?.message ?? 'invalid';
+    const top = issue?.path[0];
+    // A password is never echoed back.
+    const value: unknown = top === 'sasl' ? '(hidden)' : top === undefined ? undefined : (options as unknown as Readonly<Record<string, unknown>>)[String(top)];
+    throw new VoltlineError(
+      'VL_TRIGGER_LOG_OPTIONS',
+      `Cannot open the Kafka trigger log as option '${path}' is invalid (${reason}): current value is ${shown(value)}`,
+      { context: { option: path, issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) } },
+    );
+  }
+  const c = parsed.data;
+  const sessionTimeoutMs = c.sessionTimeoutMs;
+  return Object.freeze({
+    brokers: Object.freeze([...c.brokers]),
+    logger: c.logger,
+    topic: c.topic,
+    partitions: c.partitions,
+    replicationFactor: c.replicationFactor,
+    groupId: c.groupId,
+    clientId: c.clientId,
+    ssl: c.ssl,
+    sasl: c.sasl,
+    maxPendingBytes: c.maxPendingBytes,
+    pendingLowWaterBytes: c.pendingLowWaterBytes ?? Math.floor(c.maxPendingBytes / 2),
+    consumerBufferBytes: c.consumerBufferBytes,
+    sessionTimeoutMs,
+    heartbeatIntervalMs: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
+    closeTimeoutMs: c.closeTimeoutMs,
+  });
+}
+
+function shown(value: unknown): string {
+  if (typeof value !== 'object' || value === null) return String(value);
+  try {
+    const text = JSON.stringify(value);
+    return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
