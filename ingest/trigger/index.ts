@@ -1,6 +1,7 @@
 /**
  * The trigger stage: the data model of accepted messages and the durable log they go
- * through. `openLocalTriggerLog` is the embedded implementation.
+ * through. `openLocalTriggerLog` is the embedded implementation (one partition);
+ * `openKafkaTriggerLog` keeps it in a Kafka topic, shared by the nodes of a cluster.
  */
 export type {
   KafkaRecordMeta,
@@ -13,6 +14,7 @@ export type {
   TriggerSource,
 } from './types.ts';
 export { openLocalTriggerLog, type LocalTriggerLog, type LocalTriggerLogOptions, type TriggerLogStats } from './local-log.ts';
+export { openKafkaTriggerLog, type KafkaTriggerLog, type KafkaTriggerLogOptions, type PartitionLag } from './kafka-log.ts';
 export {
   ClusterSettingsSchema,
   CLUSTER_SETTING_RULES,
