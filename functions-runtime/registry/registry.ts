@@ -510,8 +510,9 @@ export class FunctionRegistry {
       const before = this.#functions.get(name);
       if (change.value === null) {
         if (before === undefined) continue;
-        this.#functions.delete(name);
+        // The file first: memory shows nothing the files would not show after a crash.
         await rm(path.join(this.#dir, `${name}.json`), { force: true });
+        this.#functions.delete(name);
       } else {
         let fn: DeployedFunction;
         try {

@@ -121,7 +121,7 @@ export class KafkaState implements ReplicatedState {
     const state = new KafkaState(config, await kafkaClient(config));
     try {
       await state.#admin.connect();
-      await state.#ensureTopic();
+      await retryRetriable(() => state.#ensureTopic());
       await state.#producer.connect();
     } catch (err) {
       await state.close();
@@ -153,7 +153,7 @@ export class KafkaState implements ReplicatedState {
     const { topic, startTimeoutMs } = this.#config;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const [offsets] = await this.#admin.fetchTopicOffsets(topic);
+      const [offsets] = await retryRetriable(() => this.#admin.fetchTopicOffsets(topic));
       const low = Number(offsets?.low ?? 0);
       this.#startEnd = Number(offsets?.high ?? 0);
       const joined = await this.#joined();
@@ -351,7 +351,8 @@ export class KafkaState implements ReplicatedState {
     const existing = await this.#admin.listTopics();
     if (!existing.includes(topic)) {
       const replicationFactor = this.#config.replicationFactor ?? Math.min(3, cluster.brokers.length);
-      await this.#admin.createTopics({
+      // False when another node made it first (two first starts at once): then checked below.
+      const created = await this.#admin.createTopics({
         waitForLeaders: true,
         topics: [
           {
@@ -366,8 +367,10 @@ export class KafkaState implements ReplicatedState {
           },
         ],
       });
-      this.#log.info({ replicationFactor }, 'cluster state topic created');
-      return;
+      if (created) {
+        this.#log.info({ replicationFactor }, 'cluster state topic created');
+        return;
+      }
     }
     const metadata = await this.#admin.fetchTopicMetadata({ topics: [topic] });
     const partitions = metadata.topics[0]?.partitions.length ?? 0;
@@ -418,6 +421,21 @@ function* chunks(changes: readonly ReplicatedChange[]): Generator<ReplicatedChan
     bytes += size;
   }
   if (chunk.length > 0) yield chunk;
+}
+
+/**
+ * Runs `step` again while it fails with an error Kafka calls retriable (a topic just made
+ * that a broker does not host yet, a leader moving), up to 8 times over ~6 s.
+ */
+async function retryRetriable<T>(step: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await step();
+    } catch (err) {
+      if (attempt >= 8 || (err as { retriable?: unknown }).retriable !== true || err instanceof VoltlineError) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 100 * 2 ** attempt)));
+    }
+  }
 }
 
 function describe(kind: string, changes: readonly ReplicatedChange[]): string {
