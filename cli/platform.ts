@@ -25,6 +25,9 @@ import {
   openStore,
   PresenceTracker,
   openLocalTriggerLog,
+  openKafkaTriggerLog,
+  kafkaConnectionOf,
+  type TriggerLog,
   parseQuery,
   startBroker,
   TimerSource,
@@ -154,7 +157,20 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         retentionDeleted.inc({ kind: 'rollup' }, stats.retentionDeletedRollup);
       },
     });
-    const log = await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger });
+    // The trigger log: the embedded one in the data folder, or Kafka (--kafka), whose topic's
+    // partitions the routers of every node reading it share as one consumer group.
+    const kafka = kafkaConnectionOf(config, process.env);
+    const clientId = `voltline-${config.nodeId ?? 'node'}`;
+    const localLog = kafka === undefined ? await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger }) : undefined;
+    const log: TriggerLog =
+      localLog ??
+      (await openKafkaTriggerLog({
+        ...(kafka ?? { brokers: [] }),
+        topic: config.kafkaTopic,
+        partitions: config.kafkaPartitions,
+        clientId,
+        logger,
+      }));
     cleanups.push(() => log.close());
     const registry = await FunctionRegistry.open(dataDir, registryLimitsOf(config), logger);
     // The platform CA (<data>/ca/, made on first start): device certificates and the TLS
@@ -179,8 +195,39 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         await broker.publish(topic, payload);
       },
     };
+    // Over Kafka, cron triggers fire on one node: the one that holds partition 0 of the trigger
+    // log (they move with it). The embedded log is always this node's.
+    let timers: TimerSource | undefined;
+    let firesCron = localLog !== undefined;
+    const routerLog: TriggerLog =
+      localLog ??
+      ({
+        append: (event) => log.append(event),
+        get overloaded() {
+          return log.overloaded;
+        },
+        onDrain: (listener) => log.onDrain(listener),
+        close: () => log.close(),
+        consume: (listener) =>
+          log.consume({
+            assigned: (part) => {
+              if (part.partition === 0) {
+                firesCron = true;
+                timers?.start();
+              }
+              listener.assigned(part);
+            },
+            revoked: (partition) => {
+              if (partition === 0) {
+                firesCron = false;
+                void timers?.stop();
+              }
+              listener.revoked(partition);
+            },
+          }),
+      } satisfies TriggerLog);
     const router = new Router({
-      log,
+      log: routerLog,
       registry,
       scheduler,
       store,
@@ -194,11 +241,18 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
     scheduler.setBacklogProbe(() => router.oldestWaitingSince());
     // Cron triggers append to the log like devices do; deploys and removals re-arm them.
-    const timers = await TimerSource.open({ log, tail: log, dir: path.join(dataDir, 'timers'), logger, metrics });
-    await timers.setSchedules(cronSchedules(registry.list()));
-    registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
-    timers.start();
-    cleanups.push(() => timers.stop());
+    const timerSource = await TimerSource.open({
+      log,
+      ...(localLog === undefined ? {} : { tail: localLog }),
+      dir: path.join(dataDir, 'timers'),
+      logger,
+      metrics,
+    });
+    timers = timerSource;
+    await timerSource.setSchedules(cronSchedules(registry.list()));
+    registry.onChange(() => void timerSource.setSchedules(cronSchedules(registry.list())));
+    if (firesCron) timerSource.start();
+    cleanups.push(() => timerSource.stop());
     // HTTP triggers run beside the router on the same scheduler and store, and count in its stats.
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
     // Devices without MQTT post to /api/ingest/:deviceId: the broker's checks (registry, topic

@@ -72,6 +72,11 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
       : `  web console  not built: run 'npm run build:console', then restart\n`,
   );
   io.stdout.write(
+    config.kafka === undefined
+      ? `  trigger log  embedded (${path.resolve(config.dataDir, 'trigger-log')})\n`
+      : `  trigger log  kafka ${config.kafka}, topic ${config.kafkaTopic}${config.nodeId === undefined ? '' : `   (cluster node ${config.nodeId}${config.zone === undefined ? '' : `, zone ${config.zone}`})`}\n`,
+  );
+  io.stdout.write(
     config.store === 'embedded'
       ? `  store        embedded (${path.resolve(config.dataDir, 'store')})\n`
       : `  store        ${config.store}   (points; dead letters stay in ${path.resolve(config.dataDir, 'store')})\n`,

@@ -189,9 +189,14 @@ export class TimerSource {
     });
   }
 
-  /** Starts firing; triggers whose instants passed while stopped fire once now (catch-up). */
+  /**
+   * Starts firing (again, after `stop()`: a cluster node fires cron triggers only while it
+   * holds the trigger log's partition 0); triggers whose instants passed while stopped fire
+   * once now (catch-up).
+   */
   start(): void {
     this.#started = true;
+    this.#stopped = false;
     void this.#enqueue(() => this.#tick());
   }
 

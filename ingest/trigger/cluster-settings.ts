@@ -81,8 +81,8 @@ export const CLUSTER_SETTING_RULES: ReadonlyArray<OptionRule<ClusterSettings>> =
 export interface KafkaConnection {
   readonly brokers: string[];
   /** TLS: `true` (the system's CAs) or the CA file to trust (read by the client at connect). */
-  readonly ssl?: true | { readonly caFile: string } | undefined;
-  readonly sasl?: { readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; readonly username: string; readonly password: string } | undefined;
+  readonly ssl?: true | { readonly caFile: string };
+  readonly sasl?: { readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; readonly username: string; readonly password: string };
 }
 
 /** The connection the settings name (undefined without `kafka`); reads the password file. */
