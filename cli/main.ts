@@ -6,6 +6,7 @@ import { simCommand } from '../devices-sim/index.ts';
 import { VoltlineError } from '../lib/errors.ts';
 import { configCommand, deployCommand, functionsCommand, invokeCommand, keysCommand, rmCommand } from './commands/functions.ts';
 import { devicesCommand } from './commands/devices.ts';
+import { dlqCommand } from './commands/dlq.ts';
 import { exportCommand } from './commands/export.ts';
 import { upCommand } from './commands/up.ts';
 import { workersCommand } from './commands/workers.ts';
@@ -25,6 +26,7 @@ Commands:
   workers     list the worker processes and the fleet's last scaling decision
   devices     add, import, list, rotate, disable, enable or remove devices
   tokens      create, list or revoke operator tokens of the HTTP API
+  dlq         list dead letters, or replay them after a fix
   export      write a time range of stored telemetry as CSV or Parquet
   rm          remove a deployed function
 
@@ -41,6 +43,7 @@ const commands: Record<string, (argv: string[], io: CommandIo) => Promise<number
   workers: workersCommand,
   devices: devicesCommand,
   tokens: tokensCommand,
+  dlq: dlqCommand,
   export: exportCommand,
   rm: rmCommand,
 };

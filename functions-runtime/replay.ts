@@ -23,6 +23,8 @@ const REPLAY_BATCH = 200;
 
 export interface ReplayResult {
   readonly offset: bigint;
+  /** The letter's trigger-log partition, when it names one (Kafka mode). */
+  readonly partition?: number;
   /** `ok`: stored and resolved; otherwise the outcome of this run, kept as a dead letter. */
   readonly outcome: 'ok' | FailedOutcome;
   readonly message?: string;
@@ -49,14 +51,14 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
         deviceId: letter.deviceId,
         receivedAt: letter.receivedAtMs,
         source: 'manual',
-        invocationId: `${fn.name}:${String(letter.offset)}:replay`,
+        invocationId: `${fn.name}:${letterId(letter)}:replay`,
         attempt: (letter.attempts ?? 1) + 1,
       })),
     );
     const okLetters: DeadLetter[] = [];
     const okPoints: Uint8Array[] = [];
-    /** What failed again, by offset: the letter to write back and this run's outcome. */
-    const failed = new Map<bigint, { letter: DeadLetter; outcome: FailedOutcome }>();
+    /** What failed again, by (partition, offset): the letter to write back and this run's outcome. */
+    const failed = new Map<string, { letter: DeadLetter; outcome: FailedOutcome }>();
     outcome.results.forEach((result, i) => {
       const letter = chunk[i];
       if (letter === undefined) return;
@@ -65,7 +67,7 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
         okLetters.push(letter);
         okPoints.push(verdict.result.points);
       } else {
-        failed.set(letter.offset, { letter: againDeadLettered(letter, verdict.code, verdict.field, verdict.message), outcome: verdict.outcome });
+        failed.set(letterId(letter), { letter: againDeadLettered(letter, verdict.code, verdict.field, verdict.message), outcome: verdict.outcome });
       }
     });
     // A tenant's points are written as that tenant's: the function's.
@@ -75,21 +77,31 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
     okLetters.forEach((letter, i) => {
       const message = refused.get(i);
       if (message === undefined) resolved.push(letter);
-      else failed.set(letter.offset, { letter: againDeadLettered(letter, 'bad_points', '', message), outcome: 'error' });
+      else failed.set(letterId(letter), { letter: againDeadLettered(letter, 'bad_points', '', message), outcome: 'error' });
     });
     if (failed.size > 0) await store.writeDeadLetters([...failed.values()].map((f) => f.letter));
     if (resolved.length > 0) {
-      await store.resolveDeadLetters(resolved.map((letter) => ({ offset: letter.offset, function: letter.function, ...tenantOf(letter) })));
+      await store.resolveDeadLetters(
+        resolved.map((letter) => ({ offset: letter.offset, ...partitionOf(letter), function: letter.function, ...tenantOf(letter) })),
+      );
     }
     stored += resolved.length;
     for (const letter of chunk) {
-      const again = failed.get(letter.offset);
-      results.push(
-        again === undefined ? { offset: letter.offset, outcome: 'ok' } : { offset: letter.offset, outcome: again.outcome, message: again.letter.message },
-      );
+      const again = failed.get(letterId(letter));
+      const at = { offset: letter.offset, ...partitionOf(letter) };
+      results.push(again === undefined ? { ...at, outcome: 'ok' } : { ...at, outcome: again.outcome, message: again.letter.message });
     }
   }
   return { replayed: letters.length, stored, deadLettered: letters.length - stored, results };
+}
+
+/** A letter's place in the trigger log: `offset`, or `partition/offset` when it names a partition (offsets repeat across Kafka's partitions). */
+function letterId(letter: DeadLetter): string {
+  return letter.partition === undefined ? String(letter.offset) : `${letter.partition}/${letter.offset}`;
+}
+
+function partitionOf(letter: DeadLetter): { partition?: number } {
+  return letter.partition === undefined ? {} : { partition: letter.partition };
 }
 
 function tenantOf(letter: DeadLetter): { tenant?: string } {

@@ -148,6 +148,29 @@ const ReplayBody = z.object({
     .string()
     .regex(/^-?\d+$/, { error: 'an offset as the dead-letter list shows it (digits)' })
     .optional(),
+  /**
+   * With `offset`: the letter's trigger-log partition, as the list shows it (Kafka mode,
+   * where offsets repeat across partitions). Absent: the letter at `offset` in whichever
+   * partition, refused when several partitions have one.
+   */
+  partition: z
+    .union(
+      [
+        z
+          .number()
+          .int()
+          .min(0)
+          .max(2 ** 31 - 1),
+        z
+          .string()
+          .regex(/^\d{1,10}$/)
+          .transform(Number),
+      ],
+      {
+        error: 'a partition as the dead-letter list shows it (a whole number from 0)',
+      },
+    )
+    .optional(),
 });
 
 /** Dead letters one replay request takes at most (the caller waits for all of them). */
@@ -169,6 +192,7 @@ function sendError(reply: FastifyReply, status: number, code: ErrorCode, message
 function deadLetterJson(letter: DeadLetter) {
   return {
     offset: String(letter.offset),
+    ...(letter.partition === undefined ? {} : { partition: letter.partition }),
     tenant: letter.tenant ?? 'default',
     function: letter.function,
     topic: letter.topic,
@@ -340,22 +364,39 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     if (fn === undefined) return notDeployed(reply, body.function);
     const replay = options.replayDeadLetters;
     if (replay === undefined) return sendError(reply, 404, 'VL_NOT_FOUND', 'This platform does not replay dead letters');
-    const letters = (await options.store.deadLetters({ function: fn.name, tenant: fn.tenant, limit: REPLAY_MAX })).filter(
-      (letter) => body.offset === undefined || String(letter.offset) === body.offset,
-    );
-    if (body.offset !== undefined && letters.length === 0) {
+    if (body.partition !== undefined && body.offset === undefined) {
       return sendError(
         reply,
-        404,
-        'VL_DEAD_LETTER_NOT_FOUND',
-        `No dead letter of '${fn.name}' has the offset ${body.offset} ('GET /api/dead-letters' lists them)`,
+        400,
+        'VL_BAD_REQUEST',
+        "Cannot replay as 'partition' names a dead letter only with 'offset': give both, or neither to replay them all",
         {
-          field: 'offset',
+          field: 'partition',
         },
       );
     }
-    // Oldest first: a device's events are replayed in the order they came.
-    letters.sort((a, b) => (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
+    const letters = (await options.store.deadLetters({ function: fn.name, tenant: fn.tenant, limit: REPLAY_MAX })).filter(
+      (letter) =>
+        body.offset === undefined || (String(letter.offset) === body.offset && (body.partition === undefined || (letter.partition ?? 0) === body.partition)),
+    );
+    if (body.offset !== undefined && letters.length === 0) {
+      const where = body.partition === undefined ? `the offset ${body.offset}` : `the offset ${body.offset} in partition ${body.partition}`;
+      return sendError(reply, 404, 'VL_DEAD_LETTER_NOT_FOUND', `No dead letter of '${fn.name}' has ${where} ('GET /api/dead-letters' lists them)`, {
+        field: 'offset',
+      });
+    }
+    if (body.offset !== undefined && letters.length > 1) {
+      const partitions = letters.map((letter) => letter.partition ?? 0).sort((a, b) => a - b);
+      return sendError(
+        reply,
+        400,
+        'VL_BAD_REQUEST',
+        `Cannot replay as 'partition' must be given: dead letters of '${fn.name}' have the offset ${body.offset} in partitions ${partitions.join(', ')}`,
+        { field: 'partition' },
+      );
+    }
+    // Oldest first: a device's events are replayed in the order they came (a device's events share a partition).
+    letters.sort((a, b) => (a.partition ?? 0) - (b.partition ?? 0) || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
     const report = await replay(fn, letters);
     return { ...report, results: report.results.map((r) => ({ ...r, offset: String(r.offset) })) };
   });
