@@ -21,6 +21,8 @@ export { DataFolderGuard, DataFolderSettingsSchema, type DataFolderSettings, typ
 export type * from './store/types.ts';
 export { openEmbeddedStore, openStore, parseQuery, DEFAULT_TENANT, TENANT_PATTERN, StoreSettingsSchema, STORE_SETTING_RULES } from './store/index.ts';
 export type { StoreSettings } from './store/index.ts';
+export { withDeadLetters, openKafkaDeadLetterStore, KafkaDeadLetterStore } from './store/index.ts';
+export type { DeadLetterStore, PointStore, KafkaDeadLetterStats, KafkaDeadLetterStoreOptions } from './store/index.ts';
 export { exportPoints, parseExportParams, EXPORT_FORMATS, type ExportFormat, type ExportSummary } from './store/index.ts';
 export {
   startBroker,

@@ -169,7 +169,11 @@ export const ERRORS = {
   },
 
   // The store and queries
-  VL_STORE_OPEN: { retriable: false, means: 'The embedded store cannot be opened (another process holds it, a newer file, a damaged file).' },
+  VL_STORE_OPEN: {
+    retriable: false,
+    means:
+      "A store cannot be opened: the embedded store's file (another process holds it, a newer file, a damaged file), or Kafka's dead-letter topic (Kafka not answering, retriable; the topic refused, e.g. by ACLs).",
+  },
   VL_STORE_WRITE: {
     status: 503,
     retriable: true,
