@@ -76,6 +76,8 @@ export interface Invocation {
 }
 export interface DeadLetter {
   readonly offset: string;
+  /** The trigger-log partition (Kafka mode); absent: the embedded log's one partition. */
+  readonly partition?: number;
   readonly function: string;
   readonly topic: string;
   readonly deviceId: string;
@@ -90,7 +92,7 @@ export interface ReplayResult {
   readonly replayed: number;
   readonly stored: number;
   readonly deadLettered: number;
-  readonly results: readonly { readonly offset: string; readonly outcome: string; readonly message?: string }[];
+  readonly results: readonly { readonly offset: string; readonly partition?: number; readonly outcome: string; readonly message?: string }[];
 }
 
 export interface Worker {
@@ -322,8 +324,11 @@ export const api = {
     request<InvokeResult>('POST', `/api/functions/${enc(name)}/invoke`, { body }),
   invocations: (name: string, signal?: AbortSignal) => get<{ invocations: Invocation[] }>(`/api/functions/${enc(name)}/invocations`, signal),
   deadLetters: (name: string, signal?: AbortSignal) => get<{ deadLetters: DeadLetter[] }>(`/api/dead-letters?function=${enc(name)}&limit=100`, signal),
-  replay: (name: string, offset?: string) =>
-    request<ReplayResult>('POST', '/api/dead-letters/replay', { body: offset === undefined ? { function: name } : { function: name, offset } }),
+  /** Every dead letter of `name`, or the one at `offset` (in `partition`, when the letter names one: offsets repeat across Kafka's partitions). */
+  replay: (name: string, offset?: string, partition?: number) =>
+    request<ReplayResult>('POST', '/api/dead-letters/replay', {
+      body: { function: name, ...(offset === undefined ? {} : { offset }), ...(partition === undefined ? {} : { partition }) },
+    }),
   workers: (signal?: AbortSignal) => get<{ workers: Worker[]; fleet: Fleet }>('/api/workers', signal),
   devices: (after: string | undefined, signal?: AbortSignal) =>
     get<{ devices: Device[]; next?: string }>(`/api/devices?limit=1000&presence=1${after === undefined ? '' : `&after=${enc(after)}`}`, signal),

@@ -52,6 +52,11 @@ function exampleTopic(fn: FunctionInfo): string {
   return '';
 }
 
+/** A dead letter's place in the trigger log: its offset, or `partition/offset` when it names a partition (Kafka mode). */
+function placeOf(letter: Pick<DeadLetter, 'offset' | 'partition'>): string {
+  return letter.partition === undefined ? letter.offset : `${letter.partition}/${letter.offset}`;
+}
+
 function logList(logs: readonly LogLine[]): HTMLElement {
   return h(
     'ol',
@@ -181,11 +186,11 @@ export function functionView(ctx: ViewContext): HTMLElement {
     const rows = letters.map((letter) => {
       const details = h(
         'details',
-        { open: openPayloads.has(letter.offset) },
+        { open: openPayloads.has(placeOf(letter)) },
         h('summary', { class: 'mono' }, letter.payload.length > 48 ? `${letter.payload.slice(0, 48)}…` : letter.payload),
         json(letter.payload),
       );
-      details.addEventListener('toggle', () => (details.open ? openPayloads.add(letter.offset) : openPayloads.delete(letter.offset)));
+      details.addEventListener('toggle', () => (details.open ? openPayloads.add(placeOf(letter)) : openPayloads.delete(placeOf(letter))));
       return h(
         'tr',
         { 'data-offset': letter.offset },
@@ -199,7 +204,7 @@ export function functionView(ctx: ViewContext): HTMLElement {
           ? h(
               'td',
               null,
-              actionButton('replay-one', 'Replay', () => void replay(letter.offset), { class: 'button small' }),
+              actionButton('replay-one', 'Replay', () => void replay(letter.offset, letter.partition), { class: 'button small' }),
             )
           : null,
       );
@@ -208,10 +213,12 @@ export function functionView(ctx: ViewContext): HTMLElement {
     deadBody.replaceChildren(table('dead-letters', head, rows, 'No dead letters.'));
   };
 
-  const replay = async (offset: string | undefined) => {
-    deadNotes.info(offset === undefined ? 'Replaying every dead letter…' : `Replaying ${offset}…`);
+  const replay = async (offset: string | undefined, partition?: number) => {
+    deadNotes.info(
+      offset === undefined ? 'Replaying every dead letter…' : `Replaying ${placeOf({ offset, ...(partition === undefined ? {} : { partition }) })}…`,
+    );
     try {
-      const result = await api.replay(name, offset);
+      const result = await api.replay(name, offset, partition);
       const failed = result.results.filter((r) => r.outcome !== 'ok');
       deadNotes.el.replaceChildren(
         notice(
@@ -222,7 +229,7 @@ export function functionView(ctx: ViewContext): HTMLElement {
             : h(
                 'ul',
                 null,
-                failed.slice(0, 20).map((r) => h('li', null, `${r.offset}: ${r.outcome}${r.message === undefined ? '' : ` (${r.message})`}`)),
+                failed.slice(0, 20).map((r) => h('li', null, `${placeOf(r)}: ${r.outcome}${r.message === undefined ? '' : ` (${r.message})`}`)),
               ),
         ),
       );
