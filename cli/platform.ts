@@ -27,6 +27,7 @@ import {
   openLocalTriggerLog,
   openKafkaTriggerLog,
   kafkaConnectionOf,
+  KafkaState,
   type TriggerLog,
   parseQuery,
   startBroker,
@@ -172,15 +173,29 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         logger,
       }));
     cleanups.push(() => log.close());
-    const registry = await FunctionRegistry.open(dataDir, registryLimitsOf(config), logger);
+    // A cluster node (--node-id) shares functions, devices and operator tokens with the other
+    // nodes through one compacted topic (ingest/cluster/): the registries publish their changes
+    // there and apply them when the topic hands them back, on every node in the same order.
+    const clusterState =
+      config.nodeId === undefined || kafka === undefined ? undefined : await KafkaState.open({ connection: kafka, dataDir, nodeId: config.nodeId, logger });
+    const replicated = clusterState === undefined ? {} : { replicated: clusterState };
+    const registry = await FunctionRegistry.open(dataDir, registryLimitsOf(config), logger, replicated);
     // The platform CA (<data>/ca/, made on first start): device certificates and the TLS
     // listener's. The operator's certificate files, if given, are read now: a bad one stops
     // the start before anything runs.
     const ca = await PlatformCa.open(dataDir, {}, logger);
     const brokerTls = config.mqttTls && config.broker === undefined ? await brokerTlsOptions(config, ca) : undefined;
     // Device identities: the API manages them, the broker authenticates against them.
-    const devices = await DeviceRegistry.open(dataDir, { metrics, ca }, logger);
+    const devices = await DeviceRegistry.open(dataDir, { metrics, ca, ...replicated }, logger);
     cleanups.push(() => devices.close());
+    // Operator tokens (<data>/operators.json); the first start issues <data>/admin.token (a
+    // node's own, never shared).
+    const operators = await OperatorTokens.open(dataDir, replicated);
+    if (clusterState !== undefined) {
+      // The cluster's state is read whole before anything serves or runs.
+      await clusterState.start();
+      cleanups.push(() => clusterState.close());
+    }
     const scheduler = new Scheduler({ ...schedulerOptionsOf(config), driver: processDriver(), logger, registry: metrics });
     cleanups.push(() => scheduler.stop());
     await scheduler.start();
@@ -195,10 +210,20 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         await broker.publish(topic, payload);
       },
     };
+    // Cron triggers append to the log like devices do; deploys and removals re-arm them.
+    const timers = await TimerSource.open({
+      log,
+      ...(localLog === undefined ? {} : { tail: localLog }),
+      dir: path.join(dataDir, 'timers'),
+      logger,
+      metrics,
+    });
+    await timers.setSchedules(cronSchedules(registry.list()));
+    registry.onChange(() => void timers.setSchedules(cronSchedules(registry.list())));
     // Over Kafka, cron triggers fire on one node: the one that holds partition 0 of the trigger
     // log (they move with it). The embedded log is always this node's.
-    let timers: TimerSource | undefined;
     let firesCron = localLog !== undefined;
+    let routing = false;
     const routerLog: TriggerLog =
       localLog ??
       ({
@@ -213,14 +238,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
             assigned: (part) => {
               if (part.partition === 0) {
                 firesCron = true;
-                timers?.start();
+                if (routing) timers.start();
               }
               listener.assigned(part);
             },
             revoked: (partition) => {
               if (partition === 0) {
                 firesCron = false;
-                void timers?.stop();
+                void timers.stop();
               }
               listener.revoked(partition);
             },
@@ -240,19 +265,9 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     cleanups.push(() => router.stop());
     // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
     scheduler.setBacklogProbe(() => router.oldestWaitingSince());
-    // Cron triggers append to the log like devices do; deploys and removals re-arm them.
-    const timerSource = await TimerSource.open({
-      log,
-      ...(localLog === undefined ? {} : { tail: localLog }),
-      dir: path.join(dataDir, 'timers'),
-      logger,
-      metrics,
-    });
-    timers = timerSource;
-    await timerSource.setSchedules(cronSchedules(registry.list()));
-    registry.onChange(() => void timerSource.setSchedules(cronSchedules(registry.list())));
-    if (firesCron) timerSource.start();
-    cleanups.push(() => timerSource.stop());
+    routing = true;
+    if (firesCron) timers.start();
+    cleanups.push(() => timers.stop());
     // HTTP triggers run beside the router on the same scheduler and store, and count in its stats.
     const httpTriggers = new HttpTriggers({ registry, scheduler, store, metrics, logger, recorder: router });
     // Devices without MQTT post to /api/ingest/:deviceId: the broker's checks (registry, topic
@@ -282,8 +297,6 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // Device presence: the broker updates it and logs connects/disconnects as trigger events
     // (source 'presence'); the API shows it. In memory only (presence.ts says why).
     const presence = new PresenceTracker({ log, logger, metrics });
-    // Operator tokens (<data>/operators.json); the first start issues <data>/admin.token.
-    const operators = await OperatorTokens.open(dataDir);
     const adminToken = await operators.bootstrap();
     let simController: SimController | undefined;
     const simControl = (): SimController => {

@@ -41,6 +41,7 @@ import {
   type SASLOptions,
 } from 'kafkajs';
 import { writeFileDurably } from '../../lib/durable-file.ts';
+import { fixKafkajsRequestQueue } from '../trigger/kafka-client.ts';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { AppliedChange, ReplicatedChange, ReplicatedKind, ReplicatedState } from '../../lib/replicated-state.ts';
@@ -478,6 +479,7 @@ async function kafkaClient(config: KafkaStateConfig): Promise<Kafka> {
     }
   }
   const log = config.logger.child({ component: 'kafkajs', stage: 'cluster-state' });
+  fixKafkajsRequestQueue(log);
   const kafkaConfig: KafkaConfig = {
     clientId: config.clientId,
     brokers: [...config.brokers],
