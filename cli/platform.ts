@@ -28,6 +28,8 @@ import {
   openKafkaTriggerLog,
   kafkaConnectionOf,
   KafkaState,
+  openKafkaDeadLetterStore,
+  withDeadLetters,
   type TriggerLog,
   parseQuery,
   startBroker,
@@ -122,8 +124,11 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
   let brokerReady: (broker: Pick<RunningBroker, 'publish'> | undefined) => void = () => undefined;
   const brokerStarted = new Promise<Pick<RunningBroker, 'publish'> | undefined>((resolve) => (brokerReady = resolve));
   try {
-    // Points go to the embedded store, or to the external one `--store` names (dead letters
-    // stay in the embedded store either way).
+    // Points go to the embedded store, or to the external one `--store` names. Dead letters
+    // stay in the embedded store, except over Kafka (--kafka): there they go to the compacted
+    // topic voltline.dlq, which every node lists and replays (their offsets are per partition).
+    const kafka = kafkaConnectionOf(config, process.env);
+    const clientId = `voltline-${config.nodeId ?? 'node'}`;
     const opened = await openStore({
       settings: config,
       dir: path.join(dataDir, 'store'),
@@ -132,7 +137,10 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       env: process.env,
       embedded: { retentionMs: config.retentionMs, rollupRetentionMs: config.rollupRetentionMs },
     });
-    const store = opened.store;
+    const store =
+      kafka === undefined
+        ? opened.store
+        : withDeadLetters(opened.store, await openKafkaDeadLetterStore({ ...kafka, clientId, logger, sourceTopic: config.kafkaTopic }));
     const embeddedStore = opened.embedded;
     cleanups.push(() => store.close());
     const storeMemory: Gauge = new Gauge({
@@ -160,8 +168,6 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     });
     // The trigger log: the embedded one in the data folder, or Kafka (--kafka), whose topic's
     // partitions the routers of every node reading it share as one consumer group.
-    const kafka = kafkaConnectionOf(config, process.env);
-    const clientId = `voltline-${config.nodeId ?? 'node'}`;
     const localLog = kafka === undefined ? await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger }) : undefined;
     const log: TriggerLog =
       localLog ??

@@ -78,8 +78,8 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
   );
   io.stdout.write(
     config.store === 'embedded'
-      ? `  store        embedded (${path.resolve(config.dataDir, 'store')})\n`
-      : `  store        ${config.store}   (points; dead letters stay in ${path.resolve(config.dataDir, 'store')})\n`,
+      ? `  store        embedded (${path.resolve(config.dataDir, 'store')})${config.kafka === undefined ? '' : '   (points; dead letters in the Kafka topic voltline.dlq)'}\n`
+      : `  store        ${config.store}   (points; dead letters ${config.kafka === undefined ? `stay in ${path.resolve(config.dataDir, 'store')}` : 'in the Kafka topic voltline.dlq'})\n`,
   );
   // The path, never the token: the file is the key (mode 0600).
   io.stdout.write(`  admin token  ${platform.adminToken.file}${platform.adminToken.created ? '   (new; keep it secret: it opens the API)' : ''}\n`);

@@ -95,6 +95,52 @@ describe('one node on Kafka', () => {
   }, 300_000);
 });
 
+describe('a function that fails for one station only, on Kafka', () => {
+  it("sends that station's events to the dead-letter topic after the retries, and stores every other station's", async () => {
+    data = await tempDir('kafka-dlq');
+    kafka = await startKafka();
+    const node = await startPlatformProcess(path.join(data.dir, 'node'), [...ARGS, ...kafkaArgs(kafka, 'dlq.events')], 60_000);
+    nodes.push(node);
+    expect(node.output()).toContain('dead letters in the Kafka topic voltline.dlq');
+    await deployFunctionFile(node.apiUrl, 'test/fixtures/breaks-on-one.ts');
+    const run = await runVoltline(['sim', '--url', node.mqttUrl, '--stations', '6', '--rate', '60', '--duration', '5s', '--json']);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    const { acked } = lastJsonLine<{ acked: number }>(run.stdout);
+    interface Letter {
+      deviceId: string;
+      attempts: number | null;
+      code: string;
+      partition?: number;
+    }
+    const letters = await eventually(
+      async () => {
+        const answer = await getJson<{ deadLetters: Letter[] }>(`${node.apiUrl}/api/dead-letters?function=breaks-on-one&limit=1000`);
+        const stored = await getJson<Answer>(`${node.apiUrl}/api/query?measurement=station&field=seq&agg=count&group_by=station&from=-1h&to=now`);
+        const storedCount = stored.series.reduce((n, s) => n + (s.points[0]?.[1] ?? 0), 0);
+        return answer.deadLetters.length + storedCount === acked ? { letters: answer.deadLetters, stored } : undefined;
+      },
+      60_000,
+      'every acknowledged message stored or dead-lettered',
+    );
+    expect(letters.letters.length).toBeGreaterThan(0);
+    expect(new Set(letters.letters.map((l) => l.deviceId))).toEqual(new Set(['st-00003']));
+    expect(letters.letters.every((l) => l.code === 'error' && l.attempts === 3 && typeof l.partition === 'number')).toBe(true);
+    expect(letters.stored.series.map((s) => s.tags['station']).sort()).toEqual(['st-00001', 'st-00002', 'st-00004', 'st-00005', 'st-00006']);
+    // The dead letters are records of the compacted topic, with the headers the issue names.
+    const dlq = await runVoltline(['dlq', 'list', '--function', 'breaks-on-one', '--json'], { apiUrl: node.apiUrl });
+    expect(dlq.code, dlq.stdout + dlq.stderr).toBe(0);
+    expect((JSON.parse(dlq.stdout) as Letter[]).length).toBe(letters.letters.length);
+    // After the fix, `voltline dlq replay` stores them and empties the topic's view.
+    await deployFunctionFile(node.apiUrl, 'test/fixtures/breaks-on-one-fixed.ts');
+    const replay = await runVoltline(['dlq', 'replay', '--function', 'breaks-on-one', '--json'], { apiUrl: node.apiUrl });
+    expect(replay.code, replay.stdout + replay.stderr).toBe(0);
+    expect(JSON.parse(replay.stdout)).toMatchObject({ replayed: letters.letters.length, stored: letters.letters.length, deadLettered: 0 });
+    expect((await getJson<{ deadLetters: Letter[] }>(`${node.apiUrl}/api/dead-letters?function=breaks-on-one`)).deadLetters).toEqual([]);
+    const after = await getJson<Answer>(`${node.apiUrl}/api/query?measurement=station&field=seq&agg=count&group_by=station&from=-1h&to=now`);
+    expect(after.series.reduce((n, s) => n + (s.points[0]?.[1] ?? 0), 0)).toBe(acked);
+  }, 240_000);
+});
+
 describe('two nodes on Kafka', () => {
   it('survives one killed with -9 under load: the other takes its partitions, nothing acknowledged is lost or stored twice, seq stays in order', async () => {
     data = await tempDir('kafka-cluster');
