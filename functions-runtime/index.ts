@@ -15,6 +15,8 @@ export {
   type DeployedBatch,
 } from './registry/registry.ts';
 export { Router, type RouterOptions } from './router/router.ts';
+export { TopicTriggers, topicSourceOf, type OpenTopicLog, type TopicTriggersOptions } from './topic-triggers.ts';
+export { kafkaGroupOf, kafkaTopicProblem } from './registry/kafka-topic.ts';
 export { type Downlink } from './router/downlink.ts';
 export { type FunctionStats, type InvocationOutcome, type RecentInvocation } from './router/function-stats.ts';
 export { replayDeadLetters, type ReplayReport, type ReplayResult } from './replay.ts';

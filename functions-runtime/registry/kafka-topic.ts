@@ -7,6 +7,8 @@
  * not a function's to consume.
  */
 
+import { createHash } from 'node:crypto';
+
 /** Longest Kafka topic name (Kafka's own bound). */
 export const MAX_KAFKA_TOPIC_CHARS = 249;
 
@@ -22,7 +24,22 @@ export function kafkaTopicProblem(topic: string): string | undefined {
   return undefined;
 }
 
-/** The consumer group a function's Kafka triggers read in: its own, so it sees every record of its topics. */
-export function kafkaGroupOf(fnName: string): string {
-  return `voltline.fn.${fnName}`;
+/** Longest consumer group id the Kafka trigger log takes. */
+const MAX_GROUP_CHARS = 255;
+
+/**
+ * The consumer group a function's Kafka trigger on `topic` reads in:
+ * `voltline.fn.<function>.<topic>`, its own, so it sees every record of the topic whatever
+ * other functions and groups read. One group per (function, topic), not per function: a
+ * group's members share the partitions of every topic any of them subscribes to (kafkajs'
+ * assigners hand a member partitions of topics it does not read), so the logs of one
+ * function's two topics must not share a group. A name over 255 characters keeps the
+ * topic's first characters and a hash of the whole.
+ * @example kafkaGroupOf('order-totals', 'orders') // 'voltline.fn.order-totals.orders'
+ */
+export function kafkaGroupOf(fnName: string, topic: string): string {
+  const group = `voltline.fn.${fnName}.${topic}`;
+  if (group.length <= MAX_GROUP_CHARS) return group;
+  const hash = createHash('sha256').update(topic).digest('hex').slice(0, 16);
+  return `${group.slice(0, MAX_GROUP_CHARS - hash.length - 1)}.${hash}`;
 }

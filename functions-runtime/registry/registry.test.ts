@@ -6,6 +6,7 @@ import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { bundleFunction } from '../bundler/bundle.ts';
 import { bundleFixture, captureLogger, tempDir } from '../testing/helpers.ts';
+import { kafkaGroupOf } from './kafka-topic.ts';
 import { cronSchedules, FunctionRegistry, loadFunctionOf, publicFunction, triggersText, type RegistryLimits, type SettingsChange } from './registry.ts';
 
 const limits: RegistryLimits = { maxTimeoutMs: 30_000, maxMemoryMb: 256 };
@@ -581,6 +582,16 @@ describe('Kafka triggers', () => {
     expect(format.message).toContain('Cannot deploy consumer.ts');
     const batch = await deployError(registry, raw('consumer', [{ kafka: 'orders', batch: { maxEvents: 5 } }]), 'consumer.ts');
     expect(batch.message).toContain('Cannot deploy consumer.ts');
+  });
+
+  it('names a consumer group per function and topic, at most 255 characters, distinct for long topics', () => {
+    expect(kafkaGroupOf('order-totals', 'orders')).toBe('voltline.fn.order-totals.orders');
+    const fn = `f${'n'.repeat(62)}`;
+    const [a, b] = [kafkaGroupOf(fn, `${'t'.repeat(248)}a`), kafkaGroupOf(fn, `${'t'.repeat(248)}b`)];
+    expect(a).toHaveLength(255);
+    expect(b).toHaveLength(255);
+    expect(a).not.toBe(b);
+    expect(a.startsWith(`voltline.fn.${fn}.ttt`)).toBe(true);
   });
 
   it('lets two functions read the same topic (each in its own consumer group)', async () => {

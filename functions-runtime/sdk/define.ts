@@ -74,8 +74,8 @@ export interface HttpTrigger {
 }
 
 /**
- * Consumes a Kafka topic (any producer's) in the function's own consumer group,
- * `voltline.fn.<name>`: each record is one event, with `source: 'kafka'`, `topic` = the Kafka
+ * Consumes a Kafka topic (any producer's) in the trigger's own consumer group,
+ * `voltline.fn.<name>.<topic>`: each record is one event, with `source: 'kafka'`, `topic` = the Kafka
  * topic, `deviceId` = the record's key as text (`''` without one: such records share one
  * lane) and `event.kafka` = its key, headers, partition and offset. Records of one key run
  * in order; retries, dead letters, batching (the function's `batch`) and metering are those
