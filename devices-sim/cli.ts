@@ -30,7 +30,14 @@ over: 60s}}): the report then has "growth" (joined, failed, a timeline); --provi
 --token-file cover the grown fleet's ids.
 
 Flags:
-  --url <url>              broker URL (default mqtt://127.0.0.1:1883)
+  --url <url>[,<url>…]     broker URL (default mqtt://127.0.0.1:1883), or several separated by
+                           commas (the nodes of a cluster, up to 16): station number k
+                           connects to URL (k-1) mod n first (the next if that fails); with
+                           --reconnect-delay a station whose connection is lost reconnects to
+                           the next URL (after a failed attempt, the one after), so a dead
+                           node's stations move to the others. The report's "brokers" says,
+                           per URL, how many stations started there, ended there, were lost
+                           and failed over
   --stations <n>           number of stations, one connection each (default 50)
   --rate <msgs/s>          total messages per second across the fleet (default: one per station)
   --duration <d>           how long to publish, e.g. 500ms, 30s, 5m (default 30s)
@@ -74,7 +81,9 @@ Flags:
   --start <time>           the simulated time to start at, ISO 8601 such as
                            2026-03-02T06:00:00Z (default: now); with --seed, a replayable day
   --reconnect-delay <d>    a station whose connection is lost keeps its messages and
-                           reconnects after <d> (default: it does not, and is lost)
+                           reconnects after <d> (default: it does not, and is lost); what
+                           was in flight without a PUBACK is sent again first (QoS 1, at
+                           least once: "resent" in the report's "offline")
   --offline-buffer <n>     messages a station keeps while disconnected; the oldest are
                            dropped beyond (default 1000)
   --verify                 afterwards, ask the platform's query API (--api, default
@@ -438,7 +447,8 @@ export async function simCommand(
   let report: SimReport;
   // With --verify, every acknowledged message is kept (bounded) to look for in the store.
   const ledger = verify === undefined ? undefined : new AckLedger();
-  const onAcked = ledger === undefined ? undefined : (station: string, seq: number, ts: number, at: number) => ledger.record(station, seq, ts, at);
+  const onAcked =
+    ledger === undefined ? undefined : (station: string, seq: number, ts: number, at: number, resent: boolean) => ledger.record(station, seq, ts, at, resent);
   // --verify polls the platform while the run goes on (the publish → queryable latency is then real).
   let verdictPromise: Promise<VerifyReport> | undefined;
   let runEnded: () => void = () => undefined;
@@ -506,7 +516,8 @@ export async function simCommand(
 export function formatVerdict(verdict: VerifyReport, overflowed: boolean): string {
   const ms = (v: number | null): string => (v === null ? '-' : `${v} ms`);
   const lines = [
-    `verify: ${verdict.stored} of ${verdict.acked} acknowledged messages stored, missing ${verdict.missing}, duplicates ${verdict.duplicates} (waited ${(verdict.waitedMs / 1000).toFixed(1)} s)`,
+    `verify: ${verdict.stored} of ${verdict.acked} acknowledged messages stored, missing ${verdict.missing}, duplicates ${verdict.duplicates}` +
+      `${verdict.resent > 0 ? ` (resent after a lost connection ${verdict.resent}: a resend writes the same point, not a duplicate)` : ''} (waited ${(verdict.waitedMs / 1000).toFixed(1)} s)`,
     `publish → queryable: p50 ${ms(verdict.queryableLatencyMs.p50)}, p99 ${ms(verdict.queryableLatencyMs.p99)}, max ${ms(verdict.queryableLatencyMs.max)}`,
   ];
   if (verdict.missing > 0)
@@ -521,7 +532,7 @@ export function formatSummary(report: SimReport, url: string): string {
   // HTTP ingest (an http(s) target): stations post, and a 200 is the ack.
   const overHttp = /^https?:/.test(url);
   const lines = [
-    `voltline sim: ${report.connected}/${report.stations} stations ${overHttp ? 'posting to HTTP ingest at' : 'connected to'} ${redactUrl(url)} ` +
+    `voltline sim: ${report.connected}/${report.stations} stations ${overHttp ? 'posting to HTTP ingest at' : 'connected to'} ${redactUrl(url).replaceAll(',', ', ')} ` +
       `(qos ${report.qos}, seed ${report.seed}${report.threads === undefined ? '' : `, ${report.threads} threads`})${report.aborted ? ', stopped early' : ''}`,
     `sent ${report.sent}, acked ${report.acked}, errors ${report.errors}, backpressured ${report.backpressured} (waited in the outbox, longest ${report.maxLagMs} ms)`,
     `rate: target ${report.ratePerSec.target}/s, achieved ${report.ratePerSec.achieved}/s over ${(report.durationMs / 1000).toFixed(2)} s` +
@@ -533,11 +544,21 @@ export function formatSummary(report: SimReport, url: string): string {
     `simulated: ${new Date(report.simulated.startMs).toISOString()} → ${new Date(report.simulated.endMs).toISOString()} (speed ${report.simulated.speed}); ` +
       `events sent ${report.events.sent}, acked ${report.events.acked}; commands ${report.commands.received}`,
   ];
-  if (report.reconnects.ok + report.reconnects.failed + report.offline.dropped + report.offline.unsent > 0) {
+  if (report.reconnects.ok + report.reconnects.failed + report.offline.dropped + report.offline.unsent + report.offline.resent > 0) {
     lines.push(
       `offline: reconnects ${report.reconnects.ok} (failed attempts ${report.reconnects.failed}), flushed ${report.offline.flushed}, ` +
-        `dropped ${report.offline.dropped}, unsent ${report.offline.unsent}`,
+        `dropped ${report.offline.dropped}, unsent ${report.offline.unsent}, resent ${report.offline.resent}`,
     );
+  }
+  // Several brokers (a cluster's nodes): where the stations started, where they ended, who failed over.
+  if ((report.brokers?.length ?? 0) > 1) {
+    lines.push('brokers:');
+    for (const b of report.brokers ?? []) {
+      lines.push(
+        `  ${b.url}: started ${b.stations}, connected at the end ${b.connectedAtEnd}, lost ${b.lost}, ` +
+          `failed over to others ${b.failedOverOut}, from others ${b.failedOverIn}, failed attempts ${b.failedAttempts}`,
+      );
+    }
   }
   const counts = (c: Record<string, number>): string =>
     Object.entries(c)

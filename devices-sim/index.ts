@@ -21,7 +21,7 @@ export {
 } from './station.ts';
 export { Outbox, type OutboxMessage } from './outbox.ts';
 export { resolveSimOptions, stationId, MAX_SPEED, type SimOptions, type SimConfig } from './options.ts';
-export type { SimReport, SimProgress, SimErrorsByKind, SimRefusals, SimGrowthReport } from './report.ts';
+export type { SimReport, SimProgress, SimErrorsByKind, SimRefusals, SimGrowthReport, SimBrokerReport } from './report.ts';
 export { FleetGrowth, GrowingPlan, runStationIds, type Joiner, type TargetPlan } from './growth.ts';
 export {
   parseScenario,

@@ -8,17 +8,23 @@ export const MAX_SPEED = 3_600;
 /** Station numbers are zero-padded to 5 digits, so the largest is 99999. */
 export const MAX_STATION_NUMBER = 99_999;
 
+/** Broker URLs a run may spread its stations over (`url` as a comma-separated list). */
+export const MAX_BROKER_URLS = 16;
+
 /** Phase kinds that act on MQTT connections only: refused with transport 'http' (named, not faked). */
 export const HTTP_REFUSED_PHASES: readonly string[] = ['reconnect-storm', 'flapping'];
 
 const schema = z
   .object({
     /**
-     * Broker URL (mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://); with transport 'http',
-     * the platform's API URL (http:// or https://) stations post to.
+     * Broker URL (mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://), or several separated
+     * by commas (the nodes of a cluster, at most {@link MAX_BROKER_URLS}: see
+     * {@link brokerUrls}); with transport 'http', the platform's API URL (http:// or
+     * https://) stations post to, one only.
      */
-    url: z.string().refine((u) => isBrokerUrl(u) || isHttpUrl(u), {
-      message: 'must be a broker URL such as mqtt://127.0.0.1:1883 (or, with HTTP ingest, http://127.0.0.1:8080)',
+    url: z.string().superRefine((u, ctx) => {
+      const problem = urlProblem(u);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
     }),
     /**
      * 'mqtt': one MQTT connection per station. 'http': each station posts to the platform's
@@ -131,7 +137,7 @@ const schema = z
     message: "must be the phases' total duration when there are phases",
     path: ['durationMs'],
   })
-  .refine((o) => o.transport === 'http' || isBrokerUrl(o.url), {
+  .refine((o) => o.transport === 'http' || brokerUrls(o.url).every(isBrokerUrl), {
     message: "must be a broker URL such as mqtt://127.0.0.1:1883 (an http:// API URL is for transport 'http')",
     path: ['url'],
   })
@@ -217,8 +223,20 @@ export function stationId(prefix: string, n: number): string {
   return prefix + String(n).padStart(5, '0');
 }
 
-/** The URL without its password, for messages and summaries. */
+/**
+ * The broker URLs of `url`: one, or the comma-separated list's entries, trimmed, in order.
+ * Station number k connects first to entry (k − 1) mod n; a station that loses its
+ * connection, or fails to get one, tries the next entry (run/link.ts).
+ *
+ * @example brokerUrls('mqtt://a:1883, mqtt://b:1883') // ['mqtt://a:1883', 'mqtt://b:1883']
+ */
+export function brokerUrls(url: string): string[] {
+  return url.split(',').map((u) => u.trim());
+}
+
+/** The URL (or each URL of a comma-separated list) without its password, for messages and summaries. */
 export function redactUrl(url: string): string {
+  if (url.includes(',')) return brokerUrls(url).map(redactUrl).join(',');
   try {
     const parsed = new URL(url);
     if (parsed.password !== '') parsed.password = '***';
@@ -226,6 +244,28 @@ export function redactUrl(url: string): string {
   } catch {
     return url;
   }
+}
+
+/** What is wrong with `url` as a broker URL, a comma-separated list of them, or an API URL; undefined when nothing. */
+function urlProblem(url: string): string | undefined {
+  if (!url.includes(',')) {
+    return isBrokerUrl(url) || isHttpUrl(url) ? undefined : 'must be a broker URL such as mqtt://127.0.0.1:1883 (or, with HTTP ingest, http://127.0.0.1:8080)';
+  }
+  const list = 'must be broker URLs separated by commas, such as mqtt://127.0.0.1:1883,mqtt://127.0.0.1:1884';
+  const urls = brokerUrls(url);
+  if (urls.every(isHttpUrl)) return "must be one API URL with transport 'http', such as http://127.0.0.1:8080 (a comma-separated list is for MQTT brokers)";
+  if (urls.length > MAX_BROKER_URLS) return `${list}, at most ${MAX_BROKER_URLS} (there are ${urls.length})`;
+  for (const [i, u] of urls.entries()) {
+    if (u === '') return `${list} (entry ${i + 1} is empty)`;
+    if (!isBrokerUrl(u)) return `${list} (entry ${i + 1}, '${redactUrl(u)}', is not a broker URL)`;
+  }
+  const seen = new Set<string>();
+  for (const u of urls) {
+    const key = new URL(u).href;
+    if (seen.has(key)) return `${list}, each named once ('${redactUrl(u)}' is there twice)`;
+    seen.add(key);
+  }
+  return undefined;
 }
 
 function isBrokerUrl(text: string): boolean {

@@ -15,6 +15,12 @@ export interface OutboxMessage {
   dueAt?: number;
   /** It waited in the buffer while its station was disconnected: its latency is timed from its send. */
   heldOffline?: boolean;
+  /**
+   * It was in flight (sent, no PUBACK) when its connection was lost or a phase closed it,
+   * and goes again after the reconnect (QoS 1, at least once): the platform may have
+   * stored the first copy, and writes the same point again.
+   */
+  resent?: boolean;
 }
 
 /** Default bound of a station's offline buffer, in messages. */

@@ -99,17 +99,50 @@ export interface SimReport {
   commands: { received: number; subscribeRefused: number };
   /**
    * The offline buffers: messages held while disconnected and sent after a reconnect
-   * (`flushed`), dropped because a buffer was full (`dropped`), still held at the end.
+   * (`flushed`), dropped because a buffer was full (`dropped`), still held at the end
+   * (`unsent`), and messages in flight (published, no PUBACK yet) when a connection was
+   * lost or a phase closed it, sent again after the reconnect (`resent`: QoS 1 is at least
+   * once, so the platform may have stored the first copy too; it writes the same point
+   * again). A resent message is in `sent` once.
    */
-  offline: { flushed: number; dropped: number; unsent: number };
+  offline: { flushed: number; dropped: number; unsent: number; resent: number };
   /** Successful reconnects, and failed attempts (retried; not counted as errors). */
   reconnects: { ok: number; failed: number };
+  /**
+   * MQTT: each broker URL of `url`, in its order (one unless it lists several: the nodes
+   * of a cluster), and the stations that used it.
+   */
+  brokers?: SimBrokerReport[];
   /** Worker threads the fleet ran on (`--threads` above 1; absent: this thread). */
   threads?: number;
   /** With a scenario: what each phase did, in order. */
   phases?: SimPhaseReport[];
   /** With fleet growth: the stations that joined while it published. */
   growth?: SimGrowthReport;
+}
+
+/**
+ * One broker URL of a run and what its stations did there. Station number k connects
+ * first to URL (k − 1) mod n (the next when that fails); a station whose connection is
+ * lost reconnects (with `reconnectDelayMs`) to the next URL, and after each failed
+ * attempt to the one after: so the stations of a node that died move to the others.
+ * Mergeable: sum them, URL by URL.
+ */
+export interface SimBrokerReport {
+  /** The URL, without its password. */
+  url: string;
+  /** Stations whose first connection was to this URL. */
+  stations: number;
+  /** Stations connected to it when the run ended (after the drain, before disconnecting). */
+  connectedAtEnd: number;
+  /** Its connections that were lost (closed by anything other than the simulator). */
+  lost: number;
+  /** Stations that were connected here and reconnected to another URL. */
+  failedOverOut: number;
+  /** Stations that reconnected here after being connected to another URL. */
+  failedOverIn: number;
+  /** Connection attempts to it that failed (a first connection then tries the next URL; a reconnect retries later at the next). */
+  failedAttempts: number;
 }
 
 /**

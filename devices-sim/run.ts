@@ -10,7 +10,7 @@ import { systemClock, type Clock } from '../lib/clock.ts';
 import { forEachBounded } from './connect.ts';
 import { FleetGrowth, GrowingPlan, type TargetPlan } from './growth.ts';
 import { LatencyHistogram } from './histogram.ts';
-import { resolveSimOptions, stationId, type SimOptions } from './options.ts';
+import { brokerUrls, resolveSimOptions, stationId, type SimOptions } from './options.ts';
 import { newPhaseReport } from './phases.ts';
 import { createPrng, deriveSeed } from '../lib/prng.ts';
 import { addCount, connectRefusal, type SimProgress, type SimReport } from './report.ts';
@@ -37,10 +37,11 @@ export interface SimHooks {
   onProgress?: (progress: SimProgress) => void;
   /**
    * Called for each acknowledged telemetry message (QoS 1: its PUBACK came): the station,
-   * the message's `seq` and `ts`, and the wall time it was published (epoch ms). `--verify`
-   * keeps them to ask the platform what was stored.
+   * the message's `seq` and `ts`, the wall time it was published (epoch ms), and whether
+   * it was sent more than once (`resent`: in flight when a connection was lost, sent again
+   * after the reconnect). `--verify` keeps them to ask the platform what was stored.
    */
-  onAcked?: (stationId: string, seq: number, ts: number, publishedAtMs: number) => void;
+  onAcked?: (stationId: string, seq: number, ts: number, publishedAtMs: number, resent: boolean) => void;
   /**
    * The wall clock simulated time is derived from: simulated now = `startMs` +
    * (clock.now() − its value at the start) × `speed`. Default: the system clock.
@@ -77,7 +78,10 @@ export interface SimHooks {
  * cause and a `command_ack`), waits up to `drainTimeoutMs` for outstanding acks,
  * disconnects, and reports. Stations live on simulated time, `speed` × wall time from
  * `startMs`. With `reconnectDelayMs`, a station whose connection is lost keeps its
- * messages in its offline buffer and reconnects, then sends them in order. With `phases`
+ * messages in its offline buffer and reconnects, then sends again what was in flight
+ * (QoS 1: at least once) and its buffer, in order. `url` may list several brokers (the
+ * nodes of a cluster): station number k connects to URL (k − 1) mod n first, and a lost
+ * or failed connection moves it to the next (the report's `brokers` counts them). With `phases`
  * (a scenario, scenario.ts), the target rate is the phases' rate plan over time and the
  * phases act on stations and messages (outages, malformed, late, skewed), each counted
  * in the report's `phases`.
@@ -115,18 +119,29 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
   const simNow = (): number => simStart + (clock.now() - wallStart) * config.speed;
 
   // The run's parts, each holding its own state; the links report to the pump and the reconnector.
-  const tally = new Tally(config.transport === 'http');
+  const tally = new Tally(config.transport === 'http', brokerUrls(config.url));
   const fleet = new Fleet();
   const links = new StationLinks(config, tally, {
     lost: (conn, client) => reconnector.lost(conn, client),
     command: (conn, topic, payload) => pump.command(conn, topic, payload),
   });
   const phases = new PhaseMessages(config.phases, phaseReports, createPrng(deriveSeed(config.seed, 'scenario')), fleet, links, config.prefix);
-  const pump = new Pump({ config, tally, timing, steady, phases, simNow, onAcked: hooks.onAcked });
+  const pump = new Pump({
+    config,
+    tally,
+    timing,
+    steady,
+    phases,
+    simNow,
+    onAcked: hooks.onAcked,
+    resendsAfter: (client): boolean => reconnector.resendsAfter(client),
+  });
   const reconnector = new Reconnector(config, fleet, tally, links, pump, phases);
   const phaseStations = new PhaseStations(phases, fleet, reconnector, (i) => plan.startOf(i), growth !== undefined);
-  const enlist = (id: string, client: Client): Conn => {
-    const conn = newConn(id, config.seed, config.offlineBuffer);
+  const enlist = (id: string, client: Client, urlIndex: number): Conn => {
+    const conn = newConn(id, config.seed, config.offlineBuffer, urlIndex);
+    const broker = tally.brokers[urlIndex];
+    if (broker !== undefined) broker.stations++;
     links.attach(conn, client);
     fleet.add(conn);
     return conn;
@@ -149,9 +164,9 @@ export async function runSimulation(options: SimOptions, hooks: SimHooks = {}): 
     async (index) => {
       const id = stationId(config.prefix, config.first + index);
       try {
-        const { client, refused } = await links.open(id);
+        const { client, refused, urlIndex } = await links.open(id);
         if (refused) tally.commands.subscribeRefused++;
-        enlist(id, client);
+        enlist(id, client, urlIndex);
       } catch (err) {
         tally.errorsByKind.connect++;
         addCount(tally.refused.connect, connectRefusal(err));

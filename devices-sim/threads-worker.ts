@@ -46,18 +46,32 @@ function newBatch(): {
   seq: Float64Array<ArrayBuffer>;
   ts: Float64Array<ArrayBuffer>;
   at: Float64Array<ArrayBuffer>;
+  resent: Uint8Array<ArrayBuffer>;
   size: number;
 } {
-  return { station: new Uint32Array(ACK_BATCH), seq: new Float64Array(ACK_BATCH), ts: new Float64Array(ACK_BATCH), at: new Float64Array(ACK_BATCH), size: 0 };
+  return {
+    station: new Uint32Array(ACK_BATCH),
+    seq: new Float64Array(ACK_BATCH),
+    ts: new Float64Array(ACK_BATCH),
+    at: new Float64Array(ACK_BATCH),
+    resent: new Uint8Array(ACK_BATCH),
+    size: 0,
+  };
 }
 function flushAcks(): void {
   if (batch.size === 0) return;
   const b = batch;
   batch = newBatch();
   const n = b.size;
-  post({ type: 'acked', count: n, station: b.station, seq: b.seq, ts: b.ts, at: b.at }, [b.station.buffer, b.seq.buffer, b.ts.buffer, b.at.buffer]);
+  post({ type: 'acked', count: n, station: b.station, seq: b.seq, ts: b.ts, at: b.at, resent: b.resent }, [
+    b.station.buffer,
+    b.seq.buffer,
+    b.ts.buffer,
+    b.at.buffer,
+    b.resent.buffer,
+  ]);
 }
-const onAcked = (station: string, seq: number, ts: number, at: number): void => {
+const onAcked = (station: string, seq: number, ts: number, at: number, resent: boolean): void => {
   const index = indexOf.get(station);
   if (index === undefined) return;
   if (forwarded >= data.maxAcks) {
@@ -70,6 +84,7 @@ const onAcked = (station: string, seq: number, ts: number, at: number): void => 
   batch.seq[i] = seq;
   batch.ts[i] = ts;
   batch.at[i] = at;
+  batch.resent[i] = resent ? 1 : 0;
   if (batch.size === ACK_BATCH) flushAcks();
 };
 const ackTimer = data.forwardAcks ? setInterval(flushAcks, ACK_FLUSH_MS) : undefined;

@@ -18,6 +18,7 @@ import { resolveSimOptions, stationId, type SimConfig, type SimOptions } from '.
 import type { SimPhaseReport } from './phases.ts';
 import type { SimGrowthReport, SimProgress, SimReport } from './report.ts';
 import { runSimulation, type SimHooks } from './run.ts';
+import { newBrokerReport } from './run/tally.ts';
 import type { Phase } from './scenario.ts';
 import { AckLedger } from './verify.ts';
 
@@ -44,7 +45,7 @@ export type MainToWorker = { type: 'go' } | { type: 'abort' };
 export type WorkerToMain =
   | { type: 'connected' }
   | { type: 'progress'; progress: SimProgress; histogram: HistogramSnapshot }
-  | { type: 'acked'; count: number; station: Uint32Array; seq: Float64Array; ts: Float64Array; at: Float64Array }
+  | { type: 'acked'; count: number; station: Uint32Array; seq: Float64Array; ts: Float64Array; at: Float64Array; resent: Uint8Array }
   | { type: 'done'; report: SimReport; acksNotForwarded: number }
   | { type: 'failed'; error: string };
 
@@ -245,7 +246,13 @@ export async function runThreaded(options: SimOptions, threads: number, hooks: T
             break;
           case 'acked':
             for (let i = 0; i < message.count; i++) {
-              hooks.onAcked?.(s.ids[message.station[i] as number] as string, message.seq[i] as number, message.ts[i] as number, message.at[i] as number);
+              hooks.onAcked?.(
+                s.ids[message.station[i] as number] as string,
+                message.seq[i] as number,
+                message.ts[i] as number,
+                message.at[i] as number,
+                message.resent[i] === 1,
+              );
             }
             break;
           case 'done':
@@ -408,7 +415,7 @@ export function mergeReports(config: SimConfig, outcomes: readonly SliceOutcome[
     simulated: { speed: config.speed, startMs: Number.POSITIVE_INFINITY, endMs: 0 },
     events: { sent: 0, acked: 0, dropped: 0 },
     commands: { received: 0, subscribeRefused: 0 },
-    offline: { flushed: 0, dropped: 0, unsent: 0 },
+    offline: { flushed: 0, dropped: 0, unsent: 0, resent: 0 },
     reconnects: { ok: 0, failed: 0 },
     threads: outcomes.length,
   };
@@ -459,6 +466,14 @@ export function mergeReports(config: SimConfig, outcomes: readonly SliceOutcome[
     addCounts(r.commands, o.commands);
     addCounts(r.offline, o.offline);
     addCounts(r.reconnects, o.reconnects);
+    // The same URLs in the same order in every slice: summed URL by URL.
+    if (o.brokers !== undefined) {
+      const brokers = (r.brokers ??= o.brokers.map((b) => newBrokerReport(b.url)));
+      o.brokers.forEach((b, i) => {
+        const into = brokers[i];
+        if (into !== undefined) addCounts(into, b);
+      });
+    }
     for (const sample of o.errorSamples) if (r.errorSamples.length < 5) r.errorSamples.push(sample);
     if (o.phases !== undefined) phases = phases === undefined ? o.phases.map(copyPhase) : mergePhases(phases, o.phases);
     if (o.growth !== undefined)

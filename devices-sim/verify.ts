@@ -10,6 +10,11 @@
  *   - missing: acknowledged and not stored once the wait is over (must be 0),
  *   - duplicates: a (station, seq) stored at more than one time (a message stored twice
  *     under different keys; a resend of the same message overwrites its own point),
+ *   - resent: acknowledged messages the station published more than once (in flight when
+ *     its connection was lost, e.g. a cluster node killed, and sent again after the
+ *     reconnect: QoS 1 is at least once). The platform may have stored the first copy
+ *     too; the same payload makes the same point, so the store keeps one and a resend is
+ *     never a duplicate: a resent message stored twice would show under `duplicates`,
  *   - publish → queryable latency: from the publish to the first poll that found it (the
  *     poll interval bounds its resolution).
  */
@@ -40,6 +45,8 @@ export interface VerifyReport {
   /** Acknowledged and never stored within the wait (must be 0). */
   readonly missing: number;
   readonly duplicates: number;
+  /** Acknowledged messages that were published more than once (sent again after a lost connection); stored once each, like the others. */
+  readonly resent: number;
   /** Up to 10 missing messages, as `<station>#<seq>`. */
   readonly missingSamples: string[];
   /** publish → first seen by a query, ms. */
@@ -69,6 +76,7 @@ export class AckLedger {
   readonly #stations = new Map<string, StationAcks>();
   readonly maxMessages: number;
   #count = 0;
+  #resent = 0;
   #maxTs = Number.NEGATIVE_INFINITY;
   #overflow = false;
 
@@ -76,8 +84,8 @@ export class AckLedger {
     this.maxMessages = maxMessages;
   }
 
-  /** Records one acknowledged message (its station, seq, message time and publish time). */
-  record(station: string, seq: number, ts: number, publishedAtMs: number): void {
+  /** Records one acknowledged message (its station, seq, message time and publish time; `resent`: published more than once). */
+  record(station: string, seq: number, ts: number, publishedAtMs: number, resent = false): void {
     if (this.#count >= this.maxMessages) {
       this.#overflow = true;
       return;
@@ -91,11 +99,17 @@ export class AckLedger {
     entry.ts.push(ts);
     entry.publishedAt.push(publishedAtMs);
     this.#count++;
+    if (resent) this.#resent++;
     if (ts > this.#maxTs) this.#maxTs = ts;
   }
 
   get size(): number {
     return this.#count;
+  }
+
+  /** Recorded messages that were published more than once. */
+  get resent(): number {
+    return this.#resent;
   }
 
   /** True when messages were acknowledged past `maxMessages` and not recorded. */
@@ -242,6 +256,7 @@ export async function verifyDelivery(
     stored,
     missing: ledger.size - stored,
     duplicates,
+    resent: ledger.resent,
     missingSamples,
     queryableLatencyMs: histogram.summary(),
     waitedMs: endedAt === undefined ? 0 : Date.now() - endedAt,

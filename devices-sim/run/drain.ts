@@ -55,6 +55,11 @@ export async function drainAndDisconnect(parts: DrainParts, simEndedMs: number):
   const drainMs = performance.now() - drainStart;
   countUnacknowledged(fleet, tally, phases);
   await Promise.allSettled([...phases.badLogins]);
+  // Where the fleet ended up (a node that died left its stations on the others).
+  for (const conn of fleet.conns) {
+    const broker = conn.client === undefined ? undefined : tally.brokers[conn.urlIndex];
+    if (broker !== undefined) broker.connectedAtEnd++;
+  }
 
   await Promise.all(fleet.conns.map(disconnect));
   for (const conn of fleet.conns) {
@@ -74,16 +79,12 @@ function countUnacknowledged(fleet: Fleet, tally: Tally, phases: PhaseMessages):
       tally.inflight -= conn.inflight;
       conn.abandoned = true;
     }
-    // Sent before a phase closed its connection, and not sent again since.
+    // In flight when a phase closed its connection (or it was lost), and not sent again since.
     if (conn.retry.length > 0) {
       tally.errorsByKind.timeout += conn.retry.length;
       const last = phases.reports?.at(-1);
       if (last !== undefined) last.errors += conn.retry.length;
-      tally.noteError(
-        'timeout',
-        conn.station.id,
-        new Error(`${conn.retry.length} message(s) in flight when a phase closed the connection were not sent again`),
-      );
+      tally.noteError('timeout', conn.station.id, new Error(`${conn.retry.length} message(s) in flight when the connection closed were not sent again`));
       conn.retry = [];
     }
   }

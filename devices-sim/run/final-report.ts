@@ -88,6 +88,7 @@ export function finalReport(parts: ReportParts, times: RunTimes): SimReport {
     commands: tally.commands,
     offline: tally.offline,
     reconnects: tally.reconnects,
+    ...(config.transport === 'http' ? {} : { brokers: tally.brokers }),
     ...(phaseReports === undefined ? {} : { phases: phaseReports }),
     ...(parts.growth === undefined ? {} : { growth: parts.growth }),
   };

@@ -39,10 +39,14 @@ export interface Conn {
   droppedBy: SimPhaseReport | undefined;
   /** The last error its client reported: the cause of a lost connection, when known. */
   lastError: unknown;
+  /** The broker URL (index in the run's URLs) of its current, else its last, connection. */
+  urlIndex: number;
+  /** The URL its next reconnect attempt goes to: the next one after a lost connection or a failed attempt, the same after a phase's drop. */
+  nextUrl: number;
 }
 
-/** A station's state before its first connection is attached (seeded by `seed` + id; its outbox holds `offlineBuffer`). */
-export function newConn(id: string, seed: number, offlineBuffer: number): Conn {
+/** A station's state before its first connection (to URL `urlIndex`) is attached (seeded by `seed` + id; its outbox holds `offlineBuffer`). */
+export function newConn(id: string, seed: number, offlineBuffer: number, urlIndex = 0): Conn {
   return {
     station: new Station({ id, seed }),
     telemetryTopic: `stations/${id}/telemetry`,
@@ -58,6 +62,8 @@ export function newConn(id: string, seed: number, offlineBuffer: number): Conn {
     retry: [],
     droppedBy: undefined,
     lastError: undefined,
+    urlIndex,
+    nextUrl: urlIndex,
   };
 }
 

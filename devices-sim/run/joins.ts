@@ -21,7 +21,7 @@ export interface JoinParts {
   readonly links: StationLinks;
   readonly phases: PhaseMessages;
   /** Makes a connected station part of the fleet (its Conn, attached, in the rotation). */
-  readonly enlist: (id: string, client: Client) => Conn;
+  readonly enlist: (id: string, client: Client, urlIndex: number) => Conn;
   readonly simNow: () => number;
   /** SimHooks.onJoin. */
   readonly onJoin: ((stationId: string, simulatedMs: number) => void) | undefined;
@@ -86,7 +86,7 @@ export class FleetJoins {
     const report = this.report;
     const attempt: Promise<void> = links
       .open(joiner.id)
-      .then(({ client, refused }) => {
+      .then(({ client, refused, urlIndex }) => {
         if (refused) tally.commands.subscribeRefused++;
         if (fleet.stage !== 'publishing') {
           // Publishing ended while it connected: it never joined.
@@ -94,7 +94,7 @@ export class FleetJoins {
           client.end(true);
           return;
         }
-        const conn = enlist(joiner.id, client);
+        const conn = enlist(joiner.id, client, urlIndex);
         conn.station.advanceTo(simNow());
         report.joined++;
         const during = phases.running;

@@ -1,11 +1,14 @@
 /**
  * A station's link to the platform: opening it (an MQTT connection subscribed to the
  * station's commands, or an HTTP ingest poster), listening to it, a deliberate bad login,
- * and closing it at the end.
+ * and closing it at the end. With several broker URLs (`url` as a comma-separated list:
+ * the nodes of a cluster), station number k connects first to URL (k − 1) mod n, the next
+ * one when that fails, as an MQTT client given several servers does; the reconnector
+ * moves a station to the next URL after a lost connection (reconnect.ts).
  */
 import { connectStation } from '../connect.ts';
 import { HttpStation, IngestGate, postIngest } from '../http-ingest.ts';
-import type { SimConfig } from '../options.ts';
+import { brokerUrls, type SimConfig } from '../options.ts';
 import { addCount } from '../report.ts';
 import type { Client, Conn } from './fleet.ts';
 import type { Tally } from './tally.ts';
@@ -27,6 +30,8 @@ export class StationLinks {
   /** HTTP ingest: the API base without a trailing slash, and the fleet's requests in flight, bounded. */
   readonly #ingestBase: string;
   readonly #gate: IngestGate;
+  /** The broker URLs (one unless `url` lists several; HTTP ingest: the API URL). */
+  readonly urls: readonly string[];
 
   constructor(config: SimConfig, tally: Tally, events: LinkEvents) {
     this.#config = config;
@@ -34,10 +39,38 @@ export class StationLinks {
     this.#events = events;
     this.#ingestBase = config.url.replace(/\/+$/, '');
     this.#gate = new IngestGate(config.httpConcurrency);
+    this.urls = config.transport === 'http' ? [config.url] : brokerUrls(config.url);
   }
 
-  /** Opens the station's connection and subscribes it to its commands (HTTP ingest: nothing to open, no commands). */
-  async open(id: string): Promise<{ client: Client; refused: boolean }> {
+  /** The URL (its index in `urls`) station `id` connects to first: station number k → (k − 1) mod n. */
+  firstUrl(id: string): number {
+    const n = this.urls.length;
+    const number = Number(id.slice(-5));
+    return Number.isInteger(number) ? (((number - 1) % n) + n) % n : 0;
+  }
+
+  /**
+   * Opens the station's connection and subscribes it to its commands (HTTP ingest: nothing
+   * to open, no commands): at URL `from` (default: the station's first, {@link firstUrl}),
+   * and when that fails at the next ones, `tries` URLs in all (default: each once). A
+   * failed attempt is counted against its URL (`failedAttempts`); the last failure is
+   * thrown. Resolves the URL it connected to (`urlIndex`).
+   */
+  async open(id: string, from = this.firstUrl(id), tries = this.urls.length): Promise<{ client: Client; refused: boolean; urlIndex: number }> {
+    const n = this.urls.length;
+    for (let attempt = 1; ; attempt++) {
+      const urlIndex = (from + attempt - 1) % n;
+      try {
+        return { ...(await this.#openAt(id, urlIndex)), urlIndex };
+      } catch (err) {
+        const broker = this.#tally.brokers[urlIndex];
+        if (broker !== undefined) broker.failedAttempts++;
+        if (attempt >= tries) throw err;
+      }
+    }
+  }
+
+  async #openAt(id: string, urlIndex: number): Promise<{ client: Client; refused: boolean }> {
     const config = this.#config;
     if (config.transport === 'http') {
       const httpRefused = this.#tally.httpRefused;
@@ -51,7 +84,7 @@ export class StationLinks {
       return { client, refused: false };
     }
     const client = await connectStation({
-      url: config.url,
+      url: this.urls[urlIndex] ?? config.url,
       clientId: id,
       ...credentialsOf(config, id),
       connectTimeoutMs: config.connectTimeoutMs,
@@ -99,7 +132,13 @@ export class StationLinks {
           () => 'closed or timed out',
         );
     }
-    return connectStation({ url: config.url, clientId: `${id}.bad`, username: id, password, connectTimeoutMs: config.connectTimeoutMs }).then(
+    return connectStation({
+      url: this.urls[this.firstUrl(id)] ?? config.url,
+      clientId: `${id}.bad`,
+      username: id,
+      password,
+      connectTimeoutMs: config.connectTimeoutMs,
+    }).then(
       (client) => {
         client.end(true);
         return undefined;

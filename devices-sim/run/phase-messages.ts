@@ -20,8 +20,6 @@ export interface MsgInfo {
   /** Index of the phase it was first sent in (or made in, for a malformed one). */
   phase: number;
   malformed?: MalformedKind;
-  /** It was in flight when a phase closed its connection: sent again, not counted again. */
-  resend?: boolean;
 }
 
 /** A malformed kind's counts in a phase's report. */
@@ -36,7 +34,7 @@ export class PhaseMessages {
   current = -1;
   /** The scenario's seeded stream: the stations and messages a phase affects. */
   readonly rng: Prng;
-  /** Messages of a scenario run: their phase, malformed kind, resend. */
+  /** Messages of a scenario run: their phase, malformed kind. */
   readonly infoOf = new WeakMap<OutboxMessage, MsgInfo>();
   /** Connections a phase closed: their failed publishes are resent, not errors. */
   readonly droppedClients = new WeakSet<Client>();

@@ -25,7 +25,13 @@ export interface PumpParts {
   /** Simulated now (epoch ms). */
   readonly simNow: () => number;
   /** SimHooks.onAcked. */
-  readonly onAcked: ((stationId: string, seq: number, ts: number, publishedAtMs: number) => void) | undefined;
+  readonly onAcked: ((stationId: string, seq: number, ts: number, publishedAtMs: number, resent: boolean) => void) | undefined;
+  /**
+   * Whether a publish that failed on `client` goes again after the station's reconnect
+   * (a phase closed the connection, or it was lost and the station reconnects: QoS 1 is
+   * at least once) instead of counting as an error.
+   */
+  readonly resendsAfter: (client: Client) => boolean;
 }
 
 export class Pump {
@@ -38,6 +44,7 @@ export class Pump {
   readonly #phases: PhaseMessages;
   readonly #simNow: () => number;
   readonly #onAcked: PumpParts['onAcked'];
+  readonly #resendsAfter: PumpParts['resendsAfter'];
   /** The client's publish options, one object for every message (mqtt.js copies them). */
   readonly #publishOptions: { qos: 0 | 1 };
 
@@ -49,6 +56,7 @@ export class Pump {
     this.#phases = parts.phases;
     this.#simNow = parts.simNow;
     this.#onAcked = parts.onAcked;
+    this.#resendsAfter = parts.resendsAfter;
     this.#publishOptions = { qos: parts.config.qos };
   }
 
@@ -116,7 +124,8 @@ export class Pump {
     conn.inflight++;
     tally.inflight++;
     const startedAt = performance.now();
-    if (info?.resend === true) {
+    if (msg.resent === true) {
+      tally.offline.resent++;
       if (during !== undefined) during.resent++;
     } else if (info?.malformed !== undefined) phases.malformedOf(during, info.malformed).sent++;
     else if (telemetry) {
@@ -138,13 +147,17 @@ export class Pump {
     tally.inflight--;
     const info = phases.reports === undefined ? undefined : phases.infoOf.get(msg);
     const during = info === undefined ? undefined : phases.reports?.[info.phase];
-    if (err && phases.droppedClients.has(client) && !conn.closing) {
-      // A phase closed the connection under it: it goes again after the reconnect.
-      if (info !== undefined) info.resend = true;
+    if (err && !conn.closing && this.#resendsAfter(client)) {
+      // A phase closed the connection under it, or it was lost: it goes again after the
+      // reconnect (not now: the reconnect pumps; this client may be dying still).
+      msg.resent = true;
       // It waited out the outage: timed from its resend.
       msg.heldOffline = true;
       conn.retry.push(msg);
-    } else if (info?.malformed !== undefined) {
+      if (tally.inflight === 0) this.onIdle?.();
+      return;
+    }
+    if (info?.malformed !== undefined) {
       const counts = phases.malformedOf(during, info.malformed);
       if (err) counts.failed++;
       else counts.acked++;
@@ -164,7 +177,7 @@ export class Pump {
       tally.acked++;
       if (during !== undefined) during.acked++;
       if (this.#config.qos === 1) this.#timing.acked(msg.heldOffline === true ? undefined : msg.dueAt, startedAt, performance.now());
-      if (msg.seq !== undefined) this.#onAcked?.(conn.station.id, msg.seq, msg.ts, Date.now() - (performance.now() - startedAt));
+      if (msg.seq !== undefined) this.#onAcked?.(conn.station.id, msg.seq, msg.ts, Date.now() - (performance.now() - startedAt), msg.resent === true);
     } else {
       tally.events.acked++;
     }

@@ -1,8 +1,10 @@
 /**
  * Losing and getting back a station's connection: a lost one (with `reconnectDelayMs`)
- * stays in the rotation, its outbox held, and reconnects on a timer, retried until it is
- * back; one a phase drops reconnects after the phase's down time, its in-flight messages
- * sent again first. Once back, its outbox is flushed in order.
+ * stays in the rotation, its outbox held, and reconnects on a timer to the next broker
+ * URL (several: the nodes of a cluster, so the stations of a node that died move to the
+ * others), retried at the URL after that until it is back; one a phase drops reconnects
+ * to the same URL after the phase's down time. Either way its in-flight messages (no
+ * PUBACK yet) are sent again first (QoS 1: at least once), then its outbox in order.
  */
 import { forEachBounded } from '../connect.ts';
 import { HttpStation } from '../http-ingest.ts';
@@ -35,11 +37,25 @@ export class Reconnector {
     this.#phases = phases;
   }
 
-  /** The station's connection closed, not by us: counted; it reconnects later or leaves the rotation. */
+  /**
+   * Whether publishes that failed on `client` go again after the reconnect: a phase closed
+   * it, or (QoS 1, with `reconnectDelayMs`, while publishing) it was lost and the station
+   * will reconnect. The pump asks as their callbacks fail.
+   */
+  resendsAfter(client: Client): boolean {
+    if (this.#phases.droppedClients.has(client)) return true;
+    const config = this.#config;
+    return !(client instanceof HttpStation) && config.qos === 1 && config.reconnectDelayMs > 0 && this.#fleet.stage === 'publishing';
+  }
+
+  /** The station's connection closed, not by us: counted; it reconnects later (to the next URL) or leaves the rotation. */
   lost(conn: Conn, client: Client): void {
     if (conn.closing || !conn.live) return;
     const tally = this.#tally;
     tally.errorsByKind.connectionLost++;
+    const broker = tally.brokers[conn.urlIndex];
+    if (broker !== undefined) broker.lost++;
+    conn.nextUrl = (conn.urlIndex + 1) % this.#links.urls.length;
     addCount(tally.disconnectsByCause, disconnectCause(conn.lastError));
     conn.lastError = undefined;
     const during = this.#phases.running;
@@ -48,7 +64,8 @@ export class Reconnector {
     conn.client = undefined;
     conn.outbox.disconnected();
     // Fail its unacked publishes now (reconnectPeriod 0 + clean session makes a forced
-    // end call their callbacks with an error).
+    // end call their callbacks with an error): with a reconnect to come they go to
+    // conn.retry (the pump asks resendsAfter), else they are errors.
     client.end(true);
     if (this.#config.reconnectDelayMs > 0 && this.#fleet.stage === 'publishing') {
       // It stays in the rotation: its turns fill its offline buffer until it is back.
@@ -69,6 +86,8 @@ export class Reconnector {
     this.#phases.droppedClients.add(client);
     conn.client = undefined;
     conn.droppedBy = report;
+    // The station dropped its own connection: it comes back to the same broker.
+    conn.nextUrl = conn.urlIndex;
     conn.outbox.disconnected();
     // Its in-flight publishes fail now and go to conn.retry (the pump). An HTTP station
     // stops posting; its posts in flight finish (a failed one goes to conn.retry).
@@ -83,14 +102,23 @@ export class Reconnector {
     conn.reconnectTimer = undefined;
     if (!this.#mayReconnect(conn)) return;
     const tally = this.#tally;
+    const urlIndex = conn.nextUrl;
     try {
-      const { client, refused } = await this.#links.open(conn.station.id);
+      // One attempt, at the URL it is due at; a failure moves it to the next (below).
+      const { client, refused } = await this.#links.open(conn.station.id, urlIndex, 1);
       if (refused) tally.commands.subscribeRefused++;
       if (!this.#mayReconnect(conn)) {
         client.end(true);
         return;
       }
       tally.reconnects.ok++;
+      if (urlIndex !== conn.urlIndex) {
+        const from = tally.brokers[conn.urlIndex];
+        const to = tally.brokers[urlIndex];
+        if (from !== undefined) from.failedOverOut++;
+        if (to !== undefined) to.failedOverIn++;
+        conn.urlIndex = urlIndex;
+      }
       const report = conn.droppedBy ?? this.#phases.running;
       conn.droppedBy = undefined;
       if (report !== undefined) {
@@ -106,6 +134,7 @@ export class Reconnector {
       tally.reconnects.failed++;
       addCount(tally.refused.reconnect, connectRefusal(err));
       tally.noteError('connect', conn.station.id, err);
+      conn.nextUrl = (urlIndex + 1) % this.#links.urls.length;
       if (this.#mayReconnect(conn)) {
         conn.reconnectTimer = setTimeout(() => void this.reconnect(conn, after), this.#config.reconnectDelayMs || RETRY_DELAY_MS);
       }

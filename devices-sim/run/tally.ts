@@ -3,7 +3,8 @@
  * samples. Plain mutable fields: the publish pump bumps them for every message.
  */
 import { VoltlineError, errorMessage } from '../../lib/errors.ts';
-import { addCount, type SimErrorsByKind, type SimRefusals } from '../report.ts';
+import { redactUrl } from '../options.ts';
+import { addCount, type SimBrokerReport, type SimErrorsByKind, type SimRefusals } from '../report.ts';
 
 const MAX_ERROR_SAMPLES = 5;
 
@@ -17,19 +18,22 @@ export class Tally {
   inflight = 0;
   readonly events = { sent: 0, acked: 0, dropped: 0 };
   readonly commands = { received: 0, subscribeRefused: 0 };
-  readonly offline = { flushed: 0, dropped: 0, unsent: 0 };
+  readonly offline = { flushed: 0, dropped: 0, unsent: 0, resent: 0 };
   readonly reconnects = { ok: 0, failed: 0 };
   readonly errorsByKind: SimErrorsByKind;
   readonly refused: SimRefusals;
   /** HTTP ingest: answers other than 200 by status (the report's `refused.http`). */
   readonly httpRefused: Record<string, number> = {};
   readonly disconnectsByCause: Record<string, number> = {};
+  /** MQTT: per broker URL, in `url`'s order, the stations that used it (none with HTTP ingest). */
+  readonly brokers: SimBrokerReport[];
   readonly #http: boolean;
   readonly #samples = new Map<string, string>();
 
-  /** `http`: transport 'http' (the report then has `refused.http` and `errorsByKind.refused`). */
-  constructor(http: boolean) {
+  /** `http`: transport 'http' (the report then has `refused.http` and `errorsByKind.refused`); `urls`: the broker URLs. */
+  constructor(http: boolean, urls: readonly string[] = []) {
     this.#http = http;
+    this.brokers = http ? [] : urls.map((url) => newBrokerReport(redactUrl(url)));
     this.refused = { connect: {}, reconnect: {}, badLogins: {}, ...(http ? { http: this.httpRefused } : {}) };
     this.errorsByKind = { connect: 0, publish: 0, timeout: 0, connectionLost: 0, ...(http ? { refused: 0 } : {}) };
   }
@@ -57,4 +61,9 @@ export class Tally {
     const status = err instanceof VoltlineError ? err.context['status'] : undefined;
     if (this.#http && typeof status === 'number') addCount(this.httpRefused, String(status));
   }
+}
+
+/** A broker URL's counts before anything happened. */
+export function newBrokerReport(url: string): SimBrokerReport {
+  return { url, stations: 0, connectedAtEnd: 0, lost: 0, failedOverOut: 0, failedOverIn: 0, failedAttempts: 0 };
 }
