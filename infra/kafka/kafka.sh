@@ -34,8 +34,9 @@
 # Cache: ${VOLTLINE_KAFKA_HOME:-~/.cache/voltline/kafka-4.4.0}/libs (the `fetched` marker beside
 # it is written last, so a half-finished fetch is done again); Maven keeps its copy in ~/.m2.
 # The readiness check (infra/kafka/ready.ts) runs on the project's Node (npm ci first).
-# --owner-pid PID (start, start-node): the cluster is killed when that process ends; tests
-# pass their own PID so no Kafka outlives them.
+# --owner-pid PID [--temp] (start, start-node): the cluster is killed when that process ends
+# (and with --temp, D is removed then too); tests pass their own PID and a temp D, so no Kafka
+# and no folder outlives them, however the test process ends.
 set -euo pipefail
 
 KAFKA_VERSION=4.4.0
@@ -54,6 +55,7 @@ port=""
 nodes=""
 node=""
 owner=""
+temp=""
 needs_value() { [ "$#" -ge 2 ] || { echo "$me: '$1' needs a value (see the comment at the top of this file)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -62,6 +64,7 @@ while [ $# -gt 0 ]; do
     --nodes) needs_value "$@"; nodes="$2"; shift 2 ;;
     --node) needs_value "$@"; node="$2"; shift 2 ;;
     --owner-pid) needs_value "$@"; owner="$2"; shift 2 ;;
+    --temp) temp="--temp"; shift ;;
     *) echo "$me: unknown argument '$1' (see the comment at the top of this file)" >&2; exit 2 ;;
   esac
 done
@@ -211,6 +214,22 @@ format_nodes() {
 cmdline() {
   if [ -r "/proc/$1/cmdline" ]; then tr '\0' ' ' <"/proc/$1/cmdline"; else ps -o args= -p "$1" 2>/dev/null || true; fi
 }
+# Whether a process has not finished exiting. Its command line is not enough: a killed JVM
+# loses it (its memory goes first) while its listening sockets still take connections for a
+# moment; they are closed once every thread is a zombie or gone.
+alive() {
+  local task stat
+  if [ -d "/proc/$1/task" ]; then
+    for task in /proc/"$1"/task/*/stat; do
+      read -r stat 2>/dev/null <"$task" || continue
+      stat="${stat##*) }"
+      case "${stat:0:1}" in Z | X) ;; *) return 0 ;; esac
+    done
+    return 1
+  fi
+  stat="$(ps -o stat= -p "$1" 2>/dev/null || true)"
+  case "${stat:0:1}" in "" | Z | X) return 1 ;; *) return 0 ;; esac
+}
 # A node's JVM PID when it runs (its PID file alone could name an exited or reused PID).
 pid_of() {
   local file="$dir/node-$1/kafka.pid" pid line
@@ -286,11 +305,15 @@ stop_nodes() {
   done
   for _ in $(seq 1 200); do
     left=0
-    for pid in ${pids[@]+"${pids[@]}"}; do [ -n "$(cmdline "$pid")" ] && left=1; done
+    for pid in ${pids[@]+"${pids[@]}"}; do if alive "$pid"; then left=1; fi; done
     [ "$left" = 0 ] && break
     sleep 0.1
   done
-  for pid in ${pids[@]+"${pids[@]}"}; do [ -n "$(cmdline "$pid")" ] && kill -KILL "$pid" 2>/dev/null; done
+  for pid in ${pids[@]+"${pids[@]}"}; do if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi; done
+  # After SIGKILL too, wait until the ports are closed: the caller may connect right away.
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    for _ in $(seq 1 50); do if alive "$pid"; then sleep 0.1; else break; fi; done
+  done
   for n in "$@"; do rm -f "$dir/node-$n/kafka.pid"; done
 }
 
@@ -301,7 +324,8 @@ start_watcher() {
   local pid
   pid="$(cat "$dir/watcher.pid" 2>/dev/null || true)"
   if [ -n "$pid" ] && [[ "$(cmdline "$pid")" == *"kafka.sh watch --dir $dir --owner-pid $owner "* ]]; then return 0; fi
-  nohup bash "$here/kafka.sh" watch --dir "$dir" --owner-pid "$owner" </dev/null >/dev/null 2>&1 &
+  # shellcheck disable=SC2086 # $temp is empty or one word
+  nohup bash "$here/kafka.sh" watch --dir "$dir" --owner-pid "$owner" $temp </dev/null >/dev/null 2>&1 &
   echo $! >"$dir/watcher.pid"
 }
 
@@ -391,12 +415,14 @@ case "$cmd" in
     exec java "${jvm_opts[@]}" -cp "$libs/*" kafka.Kafka "$dir/node-1/server.properties"
     ;;
   watch)
-    # Internal (start --owner-pid): waits for the owner to end, then kills the cluster.
+    # Internal (start --owner-pid): waits for the owner to end, then kills the cluster (and
+    # with --temp removes D, which holds a cluster.env: the script's own folder).
     while [ -f "$dir/cluster.env" ] && kill -0 "$owner" 2>/dev/null; do sleep 1; done
     [ -f "$dir/cluster.env" ] || exit 0
     load_cluster existing
     mapfile -t targets < <(all_nodes)
     stop_nodes KILL "${targets[@]}"
+    if [ -n "$temp" ]; then rm -rf -- "$dir"; fi
     ;;
   *)
     echo "usage: $me fetch | cached | start|run [--dir D] [--port P] [--nodes 1|3] | stop|kill [--dir D] [--node N] | start-node [--dir D] --node N" >&2

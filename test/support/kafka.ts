@@ -5,12 +5,13 @@
  * `npm test` and `.ci/run` bring Java 17, Maven and the Kafka jars through infra/ensure.sh;
  * without them a test fails with the script's message naming what to install.
  *
- * No Kafka outlives the test process: the script's `--owner-pid` watcher kills a cluster when
- * this process ends however it ends, and a normal exit kills what is left at once and removes
- * the temp folders. Tests still call `stop()` in afterAll.
+ * No Kafka and no temp folder outlive the test process: the script's `--owner-pid … --temp`
+ * watcher kills a cluster and removes its folder within a second of this process ending,
+ * however it ends (vitest ends its workers with a signal: no 'exit' handler would run).
+ * Tests still call `stop()` in afterAll.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,23 +55,6 @@ async function script(args: readonly string[], timeoutMs: number): Promise<strin
   }
 }
 
-// The folders of this process's clusters: killed and removed at exit.
-const clusters = new Set<string>();
-process.on('exit', () => {
-  for (const dir of clusters) {
-    for (const entry of ['node-1', 'node-2', 'node-3']) {
-      const pidFile = path.join(dir, entry, 'kafka.pid');
-      if (!existsSync(pidFile)) continue;
-      try {
-        process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = net.createServer();
@@ -106,8 +90,7 @@ function checkNode(node: number, nodes: number): string {
 export async function startKafka(options: KafkaOptions = {}): Promise<KafkaCluster> {
   const nodes = options.nodes ?? 1;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'voltline-kafka-'));
-  clusters.add(dir);
-  const owner = ['--owner-pid', String(process.pid)];
+  const owner = ['--owner-pid', String(process.pid), '--temp'];
   // Another program may take a port between the check and Kafka's bind: then once more on other ports.
   for (let attempt = 1; ; attempt++) {
     const port = await freePortBlock(2 * nodes);
@@ -116,8 +99,10 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaClust
       break;
     } catch (err) {
       const portTaken = /taken by another program|Address already in use/.test(String(err));
-      if (!portTaken || attempt === 3) throw err;
+      // The script stops what it started when a start fails; this is for a start cut off by the timeout.
+      await script(['kill', '--dir', dir], STOP_TIMEOUT_MS).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
+      if (!portTaken || attempt === 3) throw err;
       mkdirSync(dir);
     }
   }
