@@ -17,6 +17,7 @@ import { loadFunctionOf, type DeployedFunction } from './registry/registry.ts';
 import type { Scheduler } from './scheduler/scheduler.ts';
 import type { SandboxEvent } from './sandbox/sandbox.ts';
 import { verdictOf, type FailedOutcome } from './verdict.ts';
+import { kafkaFormatOf } from './kafka-event.ts';
 
 /** Events per scheduler batch (a replay of thousands runs as several batches, in order). */
 const REPLAY_BATCH = 200;
@@ -53,6 +54,8 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
         source: 'manual',
         invocationId: `${fn.name}:${letterId(letter)}:replay`,
         attempt: (letter.attempts ?? 1) + 1,
+        // A raw Kafka trigger's letter: its bytes go to the handler as they are, not as JSON.
+        ...(kafkaFormatOf(fn, letter.topic) === 'raw' ? { raw: true } : {}),
       })),
     );
     const okLetters: DeadLetter[] = [];
