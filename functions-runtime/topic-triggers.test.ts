@@ -96,7 +96,9 @@ afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
 
-async function rig(): Promise<Rig> {
+/** A platform's parts; `kafka: false`: a platform without Kafka (no factory). */
+async function rig(options: { readonly kafka?: boolean } = {}): Promise<Rig> {
+  const open = options.kafka === false ? undefined : openTopicLog;
   const temp = await tempDir('topic-triggers');
   cleanup.push(() => temp.remove());
   const store = await openEmbeddedStore({ dir: `${temp.dir}/store`, logger });
@@ -135,7 +137,7 @@ async function rig(): Promise<Rig> {
       functionRetryMaxMs: 20,
     });
     router.start();
-    const triggers = new TopicTriggers({ registry, router, openTopicLog, logger: captured.logger, metrics, retryMinMs: 200, retryMaxMs: 1_000 });
+    const triggers = new TopicTriggers({ registry, router, openTopicLog: open, logger: captured.logger, metrics, retryMinMs: 200, retryMaxMs: 1_000 });
     triggers.start();
     return { router, triggers };
   };
@@ -427,6 +429,20 @@ describe('Kafka triggers', () => {
     // The restarted router's own count: only the new record ran; the 5 committed before the stop did not run again.
     expect(await invocations(r.metrics, n.fn, 'ok')).toBe(1);
   }, 180_000);
+
+  it('says once, across redeploys, that a Kafka trigger is not served on a platform without Kafka', async () => {
+    const r = await rig({ kafka: false });
+    const n = names();
+    await r.registry.deploy(await probeCode(n, `[{ mqtt: "${n.fn}/+" }, { kafka: "${n.orders}" }]`), 'kafka-probe.ts');
+    await r.registry.deploy(await probeCode(n, `[{ mqtt: "${n.fn}/#" }, { kafka: "${n.orders}" }]`), 'kafka-probe.ts');
+    const notServed = () => r.records.filter((rec) => rec.msg.startsWith("a function's Kafka trigger is not served"));
+    await waitFor(() => notServed().length > 0, { timeoutMs: 10_000, what: 'the warning' });
+    expect(notServed()).toHaveLength(1);
+    expect(notServed()[0]).toMatchObject({ level: 40, function: n.fn, topic: n.orders });
+    expect(r.triggers.reading()).toEqual([]);
+    const waiting = (await r.metrics.getSingleMetric('voltline_kafka_triggers')?.get())?.values ?? [];
+    expect(waiting.find((v) => v.labels['state'] === 'waiting')?.value).toBe(1);
+  }, 60_000);
 
   it('logs and counts a topic that does not exist, and reads it once it does', async () => {
     const n = names();

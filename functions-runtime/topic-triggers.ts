@@ -13,7 +13,8 @@
  * batch). A log that cannot be opened (the topic does not exist, Kafka is unreachable, the
  * credentials are refused) is logged and counted, and tried again with backoff
  * (`retryMinMs` doubling to `retryMaxMs`) while the trigger is deployed; it never stops the
- * platform or the function's other triggers.
+ * platform or the function's other triggers. On a platform without Kafka (no factory) a
+ * deployed Kafka trigger is logged once as not served.
  *
  * Per (function, topic) one step runs at a time (open, attach, detach, close), so a log is
  * never opened twice in one group by this node, and a trigger dropped while its log was
@@ -37,7 +38,11 @@ export type OpenTopicLog = (topic: string, groupId: string) => Promise<TriggerLo
 export interface TopicTriggersOptions {
   readonly registry: Pick<FunctionRegistry, 'list' | 'onChange'>;
   readonly router: Pick<Router, 'attach' | 'detach'>;
-  readonly openTopicLog: OpenTopicLog;
+  /**
+   * Opens a trigger's topic; absent on a platform without Kafka (no `--kafka`): a deployed
+   * Kafka trigger is then logged once as not served (and counted as waiting), never read.
+   */
+  readonly openTopicLog?: OpenTopicLog | undefined;
   readonly logger: Logger;
   readonly metrics: Registry;
   /** First wait before opening a log again after it failed, ms; it doubles on each failure. Default 2 000. */
@@ -68,6 +73,8 @@ interface TopicReader {
   failures: number;
   /** Cancels the wait before the next attempt to open; undefined when not waiting. */
   cancelRetry: (() => void) | undefined;
+  /** Logged as not served (a platform without Kafka). */
+  unserved: boolean;
 }
 
 export class TopicTriggers {
@@ -152,7 +159,17 @@ export class TopicTriggers {
         wanted.add(source);
         let r = this.#readers.get(source);
         if (r === undefined) {
-          r = { source, fnName: fn.name, topic: trigger.kafka, wanted: true, log: undefined, busy: undefined, failures: 0, cancelRetry: undefined };
+          r = {
+            source,
+            fnName: fn.name,
+            topic: trigger.kafka,
+            wanted: true,
+            log: undefined,
+            busy: undefined,
+            failures: 0,
+            cancelRetry: undefined,
+            unserved: false,
+          };
           this.#readers.set(source, r);
         }
         r.wanted = true;
@@ -169,7 +186,7 @@ export class TopicTriggers {
   /** Whether a step would change anything for `r` now. */
   #unsettled(r: TopicReader): boolean {
     const keep = r.wanted && !this.#stopped;
-    if (keep) return r.log === undefined && r.cancelRetry === undefined;
+    if (keep) return r.log === undefined && r.cancelRetry === undefined && !r.unserved;
     return r.log !== undefined || r.cancelRetry !== undefined || (!r.wanted && this.#readers.get(r.source) === r);
   }
 
@@ -202,9 +219,18 @@ export class TopicTriggers {
 
   async #open(r: TopicReader): Promise<void> {
     const group = kafkaGroupOf(r.fnName, r.topic);
+    const open = this.#o.openTopicLog;
+    if (open === undefined) {
+      r.unserved = true;
+      this.#log.warn(
+        { function: r.fnName, topic: r.topic },
+        "a function's Kafka trigger is not served: this platform has no Kafka (start it with --kafka); its other triggers work",
+      );
+      return;
+    }
     let log: TriggerLog;
     try {
-      log = await this.#o.openTopicLog(r.topic, group);
+      log = await open(r.topic, group);
     } catch (err) {
       r.failures += 1;
       this.#openFailures.inc({ function: r.fnName });
