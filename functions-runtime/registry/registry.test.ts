@@ -594,6 +594,22 @@ describe('Kafka triggers', () => {
     expect(a.startsWith(`voltline.fn.${fn}.ttt`)).toBe(true);
   });
 
+  it("keeps a tenant's functions to the tenant's own topics ('<tenant>.…'); the default tenant's read any", async () => {
+    const registry = await open();
+    const err = await registry.deploy(raw('acme-orders', [{ mqtt: 'a/+' }, { kafka: 'orders' }]), 'acme.ts', {}, 'acme').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(VoltlineError);
+    expect((err as VoltlineError).message).toBe(
+      "Cannot deploy function 'acme-orders' (acme.ts) for tenant 'acme' as triggers[1].kafka 'orders' is not the tenant's: a tenant's functions read only topics named 'acme.<name>'",
+    );
+    expect((err as VoltlineError).context).toMatchObject({ field: 'triggers[1].kafka' });
+    expect(registry.get('acme-orders')).toBeUndefined();
+    expect((await registry.deploy(raw('acme-orders', [{ kafka: 'acme.orders' }]), 'acme.ts', {}, 'acme')).triggers).toEqual([{ kafka: 'acme.orders' }]);
+    expect((await registry.deploy(raw('ops', [{ kafka: 'acme.orders' }]), 'ops.ts')).tenant).toBe('default');
+  });
+
   it('lets two functions read the same topic (each in its own consumer group)', async () => {
     const registry = await open();
     await registry.deploy(raw('first', [{ kafka: 'orders' }]), 'first.ts');

@@ -346,6 +346,7 @@ export class FunctionRegistry {
         { context: { source, field: 'name' } },
       );
     }
+    checkKafkaTenant(name, source, tenant, description.triggers);
     // New code keeps the settings it had; those given with the deploy are set on top.
     const settings = applySettings(name, existing ?? { config: {}, secrets: {} }, change);
     if (existing?.version === version && settings === undefined) return existing;
@@ -633,6 +634,22 @@ function checkKafkaTrigger(name: string, source: string, i: number, topic: strin
     });
   }
   seen.set(topic, i);
+}
+
+/**
+ * Tenants are kept apart on Kafka too: a function of a tenant other than the default one reads
+ * only topics named `<tenant>.…`, so it cannot consume another tenant's records.
+ */
+function checkKafkaTenant(name: string, source: string, tenant: string, triggers: FunctionDescription['triggers']): void {
+  if (tenant === DEFAULT_TENANT) return;
+  for (const [i, trigger] of triggers.entries()) {
+    if (!('kafka' in trigger) || trigger.kafka.startsWith(`${tenant}.`)) continue;
+    throw new VoltlineError(
+      'VL_DEPLOY_INVALID',
+      `Cannot deploy function '${name}' (${source}) for tenant '${tenant}' as triggers[${i}].kafka '${trigger.kafka}' is not the tenant's: a tenant's functions read only topics named '${tenant}.<name>'`,
+      { context: { source, field: `triggers[${i}].kafka` } },
+    );
+  }
 }
 
 function settingsError(name: string, key: string, message: string): VoltlineError {
