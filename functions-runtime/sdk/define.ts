@@ -82,7 +82,9 @@ export interface HttpTrigger {
  * of device messages. A Kafka trigger is served only by a platform started with `--kafka`.
  *
  * `kafka` is the topic's name: 1 to 249 letters, digits, '.', '_' or '-', not `.` or `..`,
- * not starting with `__` (Kafka's own topics) or `voltline.` (the platform's). `format`:
+ * not starting with `__` (Kafka's own topics) or `voltline.` (the platform's); a function
+ * of a tenant other than the default one reads only `<tenant>.…` topics. A new trigger starts
+ * at the oldest record the topic keeps; later it resumes at its group's commit. `format`:
  * `'json'` (default) parses the value as a JSON object like an MQTT payload (else the event
  * is a `payload_not_json` or `payload_not_object` dead letter) and validates it with the
  * function's schema; `'raw'` hands the value over as bytes, `event.payload` being a
