@@ -176,6 +176,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         topic: config.kafkaTopic,
         partitions: config.kafkaPartitions,
         clientId,
+        ...(config.zone === undefined ? {} : { zone: config.zone }),
         logger,
       }));
     cleanups.push(() => log.close());

@@ -51,6 +51,7 @@ import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { KafkaAppender, kafkaCauses, REFUSED_ERRORS, type AppenderStats } from './kafka-appender.ts';
 import { CLIENT_RETRY, createKafkaClient } from './kafka-client.ts';
+import { zoneAssigner } from './kafka-assigner.ts';
 import { resolveKafkaTriggerLogOptions, type KafkaTriggerLogConfig, type KafkaTriggerLogOptions } from './kafka-options.ts';
 import { closedError, KafkaPartition, type PartitionHost, type PartitionLag } from './kafka-partition.ts';
 import type { PartitionListener, TriggerEvent, TriggerLog } from './types.ts';
@@ -306,6 +307,10 @@ class KafkaLog implements KafkaTriggerLog, PartitionHost {
         maxBytes: 16 * 1024 * 1024,
         allowAutoTopicCreation: false,
         retry: { ...CLIENT_RETRY, restartOnFailure: () => this.#restartAfterCrash() },
+        // Zone-aware and sticky (kafka-assigner.ts): a node keeps what it holds up to its share.
+        partitionAssigners: [
+          zoneAssigner(this.#config.zone, () => ({ [this.topic]: [...this.#parts.values()].filter((part) => !part.revoked).map((part) => part.partition) })),
+        ],
       });
       this.#consumer = consumer;
       consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => this.#onGroupJoin(payload.memberAssignment[this.topic] ?? []));

@@ -62,6 +62,8 @@ export interface KafkaTriggerLogOptions {
   readonly sessionTimeoutMs?: number;
   /** How long `close()` waits for Kafka to acknowledge the appends still pending, ms. Default 30 000. */
   readonly closeTimeoutMs?: number;
+  /** This node's zone (`--zone`): partitions are shared out across zones (kafka-assigner.ts). Default none. */
+  readonly zone?: string;
 }
 
 export interface KafkaTriggerLogConfig {
@@ -82,6 +84,7 @@ export interface KafkaTriggerLogConfig {
   /** A third of the session timeout, at most 3 000 (kafkajs' default). */
   readonly heartbeatIntervalMs: number;
   readonly closeTimeoutMs: number;
+  readonly zone: string | undefined;
 }
 
 // Kafka's legal topic names (org.apache.kafka.common.internals.Topic).
@@ -123,6 +126,7 @@ const schema = withRules(
         .default(4 * MIB),
       sessionTimeoutMs: z.number().int().min(1_000).max(1_800_000).default(10_000),
       closeTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
+      zone: z.string().min(1).max(64).optional(),
     })
     .strict(),
   [
@@ -168,6 +172,7 @@ export function resolveKafkaTriggerLogOptions(options: KafkaTriggerLogOptions): 
     sessionTimeoutMs,
     heartbeatIntervalMs: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
     closeTimeoutMs: c.closeTimeoutMs,
+    zone: c.zone,
   });
 }
 
