@@ -430,6 +430,38 @@ describe('Kafka triggers', () => {
     expect(await invocations(r.metrics, n.fn, 'ok')).toBe(1);
   }, 180_000);
 
+  it("shares a topic's partitions between two nodes in the trigger's group: each record runs once, on one of them", async () => {
+    const n = names();
+    await createTopic(n.orders, 4);
+    await createTopic(n.frames, 1);
+    const [a, b] = [await rig(), await rig()];
+    // The function is deployed on both nodes (in a cluster the registry is shared).
+    for (const r of [a, b]) await r.registry.deploy(await probeCode(n), 'kafka-probe.ts');
+    await eventually(
+      async () => {
+        const { groups } = await admin.describeGroups([kafkaGroupOf(n.fn, n.orders)]);
+        return groups[0]?.state === 'Stable' && groups[0].members.length === 2 ? true : undefined;
+      },
+      60_000,
+      'both nodes in the group',
+    );
+    const messages = Array.from({ length: 40 }, (_, i) => ({ key: `k-${i % 8}`, partition: i % 4, value: json({ seq: i, ts: AT + i }) }));
+    await producer.send({ topic: n.orders, messages });
+    const [onA, onB] = await eventually(
+      async () => {
+        const both = [await probes(a.store), await probes(b.store)];
+        return (both[0]?.length ?? 0) + (both[1]?.length ?? 0) >= 40 ? both : undefined;
+      },
+      60_000,
+      '40 points over the two nodes',
+    );
+    const seqs = [...(onA ?? []), ...(onB ?? [])].map((p) => Number(p.fields['seq'])).sort((x, y) => x - y);
+    expect(seqs).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    // Each node read its share: two of the four partitions each.
+    expect(new Set(onA?.map((p) => p.fields['partition'])).size).toBe(2);
+    expect(new Set(onB?.map((p) => p.fields['partition'])).size).toBe(2);
+  }, 180_000);
+
   it('says once, across redeploys, that a Kafka trigger is not served on a platform without Kafka', async () => {
     const r = await rig({ kafka: false });
     const n = names();
