@@ -2,14 +2,16 @@
  * `npm run bench`: runs the benchmark programs of bench/ (each in a process of its own, so
  * that one's heap, threads and children never weigh on the next) and prints one table.
  *
- *   npm run bench                       # all of them (about 40 minutes)
+ *   npm run bench                       # all of them (about 70 minutes)
  *   npm run bench -- throughput         # one (or several: throughput latency)
  *   npm run bench -- --smoke            # each with tiny sizes, a few minutes in all (CI)
  *   npm run bench -- --json             # also write bench/results/<date>-<commit>.json
  *
  * Flags after the names go to every program (e.g. --step-seconds 20). The throughput
  * figure of this run is handed to the latency benchmark (25/50/75 % of it) and to the
- * memory one (half of it, for 10 minutes).
+ * memory one (half of it, for 10 minutes). `cluster` and `failover` (issue 16) start a real
+ * Kafka (infra/kafka/kafka.sh) and VictoriaMetrics; `throughput latency --kafka [--nodes 2]`
+ * runs those two on Kafka instead of the embedded log.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -21,9 +23,9 @@ import { formatRows, type BenchReport } from './lib/report.ts';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 /** In the order they run: latency and memory use throughput's figure. */
-export const BENCHMARKS = ['throughput', 'latency', 'memory', 'invocation', 'store', 'recovery', 'sim'] as const;
+export const BENCHMARKS = ['throughput', 'latency', 'memory', 'invocation', 'store', 'recovery', 'sim', 'cluster', 'failover'] as const;
 type BenchName = (typeof BENCHMARKS)[number];
-const BOOLEAN_FLAGS = new Set(['--smoke', '--json', '--no-ceiling', '--no-stages']);
+const BOOLEAN_FLAGS = new Set(['--smoke', '--json', '--no-ceiling', '--no-stages', '--kafka', '--no-half', '--keep-going']);
 
 function runOne(name: BenchName, flags: readonly string[]): Promise<BenchReport> {
   return new Promise((resolve, reject) => {

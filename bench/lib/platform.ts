@@ -45,17 +45,24 @@ export async function startBenchPlatform(options: {
 }
 
 /**
- * The station workload's generator against `host:port`: QoS 1 with at most 900 publishes in
+ * The station workload's generator against `host:port` (or several nodes' ports): QoS 1 with at most 900 publishes in
  * flight per connection (under the broker's 1 000), 1 % of the messages invalid.
  */
 export function stationWorkload(
   host: string,
   port: number,
-  shape: { readonly connections: number; readonly stations: number; readonly clientPrefix?: string },
+  shape: {
+    readonly connections: number;
+    readonly stations: number;
+    readonly clientPrefix?: string;
+    /** Several nodes: the connections spread over them in turn (`host:port` first). */
+    readonly targets?: ReadonlyArray<{ readonly host: string; readonly port: number }>;
+  },
 ): LoadOptions {
   return {
     host,
     port,
+    ...(shape.targets === undefined ? {} : { targets: shape.targets }),
     connections: shape.connections,
     stations: shape.stations,
     maxInflight: 900,

@@ -107,3 +107,18 @@ export function delta(before: TreeSample, after: TreeSample): CpuDelta {
   for (const [key, end] of after.threads) cpuByThread.set(key, end - (before.threads.get(key) ?? 0));
   return { seconds: (after.atMs - before.atMs) / 1000, cpuByPid, cpuByThread, rssByPid };
 }
+
+/**
+ * CPU seconds the whole machine has been busy (every core: user, nice, system, irq, softirq,
+ * steal) since boot, from /proc/stat: over a step, minus what the measured processes used,
+ * it is what everything else on the machine took (other people's work on a shared machine).
+ */
+export function machineBusySeconds(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
+    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / TICKS_PER_SECOND;
+  } catch {
+    return Number.NaN;
+  }
+}

@@ -24,6 +24,12 @@ import { createPrng } from '../../lib/prng.ts';
 export interface LoadOptions {
   readonly host: string;
   readonly port: number;
+  /**
+   * Several brokers (the nodes of a cluster): connection i goes to `targets[i mod n]`, so
+   * the stations (station k on connection k mod `connections`) are spread over them. When
+   * given, `host` and `port` are the first target's. Default: `host:port` alone.
+   */
+  readonly targets?: ReadonlyArray<{ readonly host: string; readonly port: number }>;
   readonly connections: number;
   readonly stations: number;
   /** Unacknowledged publishes per connection at most (below the broker's maxInflightPerConnection). */
@@ -197,7 +203,8 @@ export class MqttLoad {
         { length: o.connections },
         (_, i) =>
           new Promise<void>((resolve, reject) => {
-            const socket = net.connect({ host: o.host, port: o.port, noDelay: true });
+            const target = o.targets?.[i % o.targets.length] ?? { host: o.host, port: o.port };
+            const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
             // The first packet must be a CONNACK that accepts (return code 0); then PUBACKs.
             const onConnack = (header: number, bytes: Buffer, at: number, length: number): void => {
               if (header !== PacketType.CONNACK << 4 || length !== 2 || bytes[at + 1] !== 0) {
