@@ -26,6 +26,7 @@ import {
   PresenceTracker,
   openLocalTriggerLog,
   openKafkaTriggerLog,
+  type KafkaTriggerLog,
   kafkaConnectionOf,
   KafkaState,
   openKafkaDeadLetterStore,
@@ -47,6 +48,7 @@ import {
   registryLimitsOf,
   Router,
   RouterSettingsSchema,
+  TopicTriggers,
   Scheduler,
   schedulerOptionsOf,
   type Downlink,
@@ -169,17 +171,20 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     // The trigger log: the embedded one in the data folder, or Kafka (--kafka), whose topic's
     // partitions the routers of every node reading it share as one consumer group.
     const localLog = kafka === undefined ? await openLocalTriggerLog({ dir: path.join(dataDir, 'trigger-log'), logger }) : undefined;
-    const log: TriggerLog =
-      localLog ??
-      (await openKafkaTriggerLog({
-        ...(kafka ?? { brokers: [] }),
-        topic: config.kafkaTopic,
-        partitions: config.kafkaPartitions,
-        clientId,
-        ...(config.zone === undefined ? {} : { zone: config.zone }),
-        logger,
-      }));
+    const kafkaLog =
+      kafka === undefined
+        ? undefined
+        : await openKafkaTriggerLog({
+            ...kafka,
+            topic: config.kafkaTopic,
+            partitions: config.kafkaPartitions,
+            clientId,
+            ...(config.zone === undefined ? {} : { zone: config.zone }),
+            logger,
+          });
+    const log: TriggerLog = localLog ?? (kafkaLog as TriggerLog);
     cleanups.push(() => log.close());
+    kafkaMetrics(kafkaLog, metrics);
     // A cluster node (--node-id) shares functions, devices and operator tokens with the other
     // nodes through one compacted topic (ingest/cluster/): the registries publish their changes
     // there and apply them when the topic hands them back, on every node in the same order.
@@ -269,7 +274,24 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       downlink,
     });
     router.start();
+    // Functions' own Kafka topics (triggers: [{ kafka }]): one read-only log per (function,
+    // topic), in consumer group voltline.fn.<function>.<topic>, read by the router like the
+    // trigger log. Without --kafka a deployed Kafka trigger is logged once as not served.
+    const topicTriggers = new TopicTriggers({
+      registry,
+      router,
+      openTopicLog:
+        kafka === undefined
+          ? undefined
+          : (topic, groupId) =>
+              openKafkaTriggerLog({ ...kafka, topic, groupId, clientId, readOnly: true, ...(config.zone === undefined ? {} : { zone: config.zone }), logger }),
+      logger,
+      metrics,
+    });
+    // Stopped after the router (pushed before it): its last commit reaches the groups before the logs close.
+    cleanups.push(() => topicTriggers.stop());
     cleanups.push(() => router.stop());
+    topicTriggers.start();
     // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
     scheduler.setBacklogProbe(() => router.oldestWaitingSince());
     routing = true;
@@ -361,6 +383,14 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
         const reasons: Array<{ reason: string; message: string }> = [];
         const folder = dataFolder.status();
         if (folder !== undefined && folder.level !== 'ok') reasons.push({ reason: `data_folder_${folder.level}`, message: folder.message });
+        const appends = kafkaLog?.stats();
+        if (appends?.failingSinceMs !== undefined) {
+          const seconds = Math.round((Date.now() - appends.failingSinceMs) / 1000);
+          reasons.push({
+            reason: 'trigger_log_unreachable',
+            message: `Kafka (${config.kafka ?? ''}) has acknowledged no append for ${seconds} s (${appends.lastError ?? 'failing'}): device messages wait for their PUBACK and are sent again`,
+          });
+        }
         const external = opened.external?.stats();
         if (external?.failingSinceMs !== undefined) {
           const seconds = Math.round((Date.now() - external.failingSinceMs) / 1000);
@@ -515,4 +545,36 @@ async function brokerTlsOptions(config: PlatformConfig, ca: PlatformCa): Promise
     );
   }
   return { port: config.mqttTlsPort, cert, key, clientCa: ca.certificatePem };
+}
+
+/** The Kafka trigger log's producer in /metrics: appends, groups sent again, bytes waiting for Kafka (all 0 on the embedded log). */
+function kafkaMetrics(log: KafkaTriggerLog | undefined, metrics: Registry): void {
+  const none = { appends: 0, resends: 0, pendingBytes: 0 };
+  const stats = () => log?.stats() ?? none;
+  new Counter({
+    name: 'voltline_kafka_appends_total',
+    help: 'Over Kafka (--kafka): device messages (and other trigger events) Kafka acknowledged (acks=all)',
+    registers: [metrics],
+    collect() {
+      this.reset();
+      this.inc(stats().appends);
+    },
+  });
+  new Counter({
+    name: 'voltline_kafka_append_resends_total',
+    help: 'Over Kafka: groups of appends sent to Kafka again after a failure (Kafka down, a leader moving); their devices wait for the PUBACK meanwhile',
+    registers: [metrics],
+    collect() {
+      this.reset();
+      this.inc(stats().resends);
+    },
+  });
+  new Gauge({
+    name: 'voltline_kafka_pending_bytes',
+    help: 'Over Kafka: bytes appended and not yet acknowledged; above the high-water mark the broker stops reading devices',
+    registers: [metrics],
+    collect() {
+      this.set(stats().pendingBytes);
+    },
+  });
 }

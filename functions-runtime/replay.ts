@@ -26,6 +26,8 @@ export interface ReplayResult {
   readonly offset: bigint;
   /** The letter's trigger-log partition, when it names one (Kafka mode). */
   readonly partition?: number;
+  /** The function's own Kafka topic the letter's event came from, when it did. */
+  readonly sourceTopic?: string;
   /** `ok`: stored and resolved; otherwise the outcome of this run, kept as a dead letter. */
   readonly outcome: 'ok' | FailedOutcome;
   readonly message?: string;
@@ -98,13 +100,20 @@ export async function replayDeadLetters(scheduler: Scheduler, store: StoreWriter
   return { replayed: letters.length, stored, deadLettered: letters.length - stored, results };
 }
 
-/** A letter's place in the trigger log: `offset`, or `partition/offset` when it names a partition (offsets repeat across Kafka's partitions). */
+/**
+ * A letter's place: `offset`, or `partition/offset` when it names a partition (offsets repeat
+ * across Kafka's partitions), after `topic:` for a function's own Kafka topic.
+ */
 function letterId(letter: DeadLetter): string {
-  return letter.partition === undefined ? String(letter.offset) : `${letter.partition}/${letter.offset}`;
+  const at = letter.partition === undefined ? String(letter.offset) : `${letter.partition}/${letter.offset}`;
+  return letter.sourceTopic === undefined ? at : `${letter.sourceTopic}:${at}`;
 }
 
-function partitionOf(letter: DeadLetter): { partition?: number } {
-  return letter.partition === undefined ? {} : { partition: letter.partition };
+function partitionOf(letter: DeadLetter): { partition?: number; sourceTopic?: string } {
+  return {
+    ...(letter.partition === undefined ? {} : { partition: letter.partition }),
+    ...(letter.sourceTopic === undefined ? {} : { sourceTopic: letter.sourceTopic }),
+  };
 }
 
 function tenantOf(letter: DeadLetter): { tenant?: string } {

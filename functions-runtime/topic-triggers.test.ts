@@ -8,7 +8,17 @@ import { Kafka, logLevel, Partitioners, type Admin, type IHeaders, type Producer
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../lib/logger.ts';
-import { openEmbeddedStore, openKafkaTriggerLog, openLocalTriggerLog, type StoreReader, type StoreWriter, type TriggerLog } from '../ingest/index.ts';
+import path from 'node:path';
+import {
+  openEmbeddedStore,
+  openKafkaDeadLetterStore,
+  openKafkaTriggerLog,
+  openLocalTriggerLog,
+  withDeadLetters,
+  type StoreReader,
+  type StoreWriter,
+  type TriggerLog,
+} from '../ingest/index.ts';
 import { startKafka, type KafkaCluster } from '../test/support/kafka.ts';
 import { eventually, waitFor } from '../test/support/wait.ts';
 import { FunctionRegistry } from './registry/registry.ts';
@@ -101,7 +111,10 @@ async function rig(options: { readonly kafka?: boolean } = {}): Promise<Rig> {
   const open = options.kafka === false ? undefined : openTopicLog;
   const temp = await tempDir('topic-triggers');
   cleanup.push(() => temp.remove());
-  const store = await openEmbeddedStore({ dir: `${temp.dir}/store`, logger });
+  // As the platform composes it over Kafka: points in the embedded store, dead letters in a
+  // dead-letter topic (a function's own topics' letters are keyed by topic there).
+  const embedded = await openEmbeddedStore({ dir: `${temp.dir}/store`, logger });
+  const store = withDeadLetters(embedded, await openKafkaDeadLetterStore({ brokers: kafka?.brokers ?? [], topic: `dlq-${path.basename(temp.dir)}`, logger }));
   cleanup.push(() => store.close());
   const registry = await FunctionRegistry.open(temp.dir, { maxTimeoutMs: 30_000, maxMemoryMb: 256 }, logger);
   const scheduler = new Scheduler({

@@ -11,6 +11,10 @@ export type {
 } from './trigger/types.ts';
 export {
   openLocalTriggerLog,
+  openKafkaTriggerLog,
+  type KafkaTriggerLog,
+  type KafkaTriggerLogOptions,
+  type PartitionLag,
   ClusterSettingsSchema,
   CLUSTER_SETTING_RULES,
   kafkaConnectionOf,

@@ -14,10 +14,11 @@ time or memory limit, refused points), kept with why, to run again after a fix.
 Commands:
   list [--function F] [--device D] [--tenant T] [--limit N] [--json]
                          list dead letters, newest first (default --limit 100, at most 1000)
-  replay --function F [--offset O [--partition P]] [--json]
+  replay --function F [--offset O [--partition P] [--source-topic T]] [--json]
                          run the function's dead letters again, as it is deployed now
                          (oldest first, at most 1000 a call), or only the one at offset O
-                         (in partition P: in Kafka mode offsets repeat across partitions).
+                         (in partition P: in Kafka mode offsets repeat across partitions;
+                         of the function's own Kafka topic T, when it came from one).
                          Stored ones are removed; one that fails again stays, with the new
                          reason. Exits 1 when any failed again
 
@@ -29,6 +30,7 @@ ${API_FLAGS_USAGE}
 interface ApiDeadLetter {
   offset: string;
   partition?: number;
+  sourceTopic?: string;
   tenant: string;
   function: string;
   topic: string;
@@ -45,13 +47,13 @@ interface ApiReplayReport {
   replayed: number;
   stored: number;
   deadLettered: number;
-  results: Array<{ offset: string; partition?: number; outcome: string; message?: string }>;
+  results: Array<{ offset: string; partition?: number; sourceTopic?: string; outcome: string; message?: string }>;
 }
 
 /** The flags each subcommand takes (the API flags and --help go with all of them). */
 const SUBCOMMAND_FLAGS: Readonly<Record<string, readonly string[]>> = {
   list: ['function', 'device', 'tenant', 'limit', 'json'],
-  replay: ['function', 'offset', 'partition', 'json'],
+  replay: ['function', 'offset', 'partition', 'source-topic', 'json'],
 };
 
 function refuseForeignFlags(sub: string, given: ReadonlySet<string>): void {
@@ -77,9 +79,10 @@ function wholeNumber(flag: string, text: string | undefined, min: number, max: n
   return value;
 }
 
-/** A letter's place in the log: `offset`, or `partition/offset` when it names a partition. */
-function place(letter: { offset: string; partition?: number }): string {
-  return letter.partition === undefined ? letter.offset : `${letter.partition}/${letter.offset}`;
+/** A letter's place in the log: `offset`, or `partition/offset` when it names a partition, after `topic:` for a function's own Kafka topic. */
+function place(letter: { offset: string; partition?: number; sourceTopic?: string }): string {
+  const at = letter.partition === undefined ? letter.offset : `${letter.partition}/${letter.offset}`;
+  return letter.sourceTopic === undefined ? at : `${letter.sourceTopic}:${at}`;
 }
 
 function table(rows: readonly string[][]): string {
@@ -99,6 +102,7 @@ export async function dlqCommand(argv: string[], io: CommandIo): Promise<number>
       limit: { type: 'string' },
       offset: { type: 'string' },
       partition: { type: 'string' },
+      'source-topic': { type: 'string' },
       json: { type: 'boolean', default: false },
       ...API_FLAGS,
       help: { type: 'boolean', short: 'h' },
@@ -158,6 +162,7 @@ export async function dlqCommand(argv: string[], io: CommandIo): Promise<number>
     function: values.function,
     ...(values.offset === undefined ? {} : { offset: values.offset }),
     ...(partition === undefined ? {} : { partition }),
+    ...(values['source-topic'] === undefined ? {} : { sourceTopic: values['source-topic'] }),
   };
   const base = await apiTarget(values, io.env);
   const report = (await callApi(base, 'POST', '/api/dead-letters/replay', body)) as ApiReplayReport;

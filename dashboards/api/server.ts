@@ -171,6 +171,11 @@ const ReplayBody = z.object({
       },
     )
     .optional(),
+  /**
+   * With `offset`: the function's own Kafka topic the letter came from, as the list shows it
+   * (`sourceTopic`); absent: the trigger log's letter (or, without `partition`, any one that is alone at `offset`).
+   */
+  sourceTopic: z.string().min(1).max(249).optional(),
 });
 
 /** Dead letters one replay request takes at most (the caller waits for all of them). */
@@ -193,6 +198,7 @@ function deadLetterJson(letter: DeadLetter) {
   return {
     offset: String(letter.offset),
     ...(letter.partition === undefined ? {} : { partition: letter.partition }),
+    ...(letter.sourceTopic === undefined ? {} : { sourceTopic: letter.sourceTopic }),
     tenant: letter.tenant ?? 'default',
     function: letter.function,
     topic: letter.topic,
@@ -377,7 +383,10 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     }
     const letters = (await options.store.deadLetters({ function: fn.name, tenant: fn.tenant, limit: REPLAY_MAX })).filter(
       (letter) =>
-        body.offset === undefined || (String(letter.offset) === body.offset && (body.partition === undefined || (letter.partition ?? 0) === body.partition)),
+        body.offset === undefined ||
+        (String(letter.offset) === body.offset &&
+          (body.partition === undefined || (letter.partition ?? 0) === body.partition) &&
+          (body.sourceTopic === undefined || letter.sourceTopic === body.sourceTopic)),
     );
     if (body.offset !== undefined && letters.length === 0) {
       const where = body.partition === undefined ? `the offset ${body.offset}` : `the offset ${body.offset} in partition ${body.partition}`;
@@ -386,17 +395,23 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       });
     }
     if (body.offset !== undefined && letters.length > 1) {
-      const partitions = letters.map((letter) => letter.partition ?? 0).sort((a, b) => a - b);
+      const places = letters.map((letter) => `${letter.sourceTopic === undefined ? '' : `${letter.sourceTopic} `}partition ${letter.partition ?? 0}`).sort();
+      const field = new Set(letters.map((letter) => letter.partition ?? 0)).size > 1 ? 'partition' : 'sourceTopic';
       return sendError(
         reply,
         400,
         'VL_BAD_REQUEST',
-        `Cannot replay as 'partition' must be given: dead letters of '${fn.name}' have the offset ${body.offset} in partitions ${partitions.join(', ')}`,
-        { field: 'partition' },
+        `Cannot replay as '${field}' must be given: dead letters of '${fn.name}' have the offset ${body.offset} in ${places.join(', ')}`,
+        { field },
       );
     }
     // Oldest first: a device's events are replayed in the order they came (a device's events share a partition).
-    letters.sort((a, b) => (a.partition ?? 0) - (b.partition ?? 0) || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
+    letters.sort(
+      (a, b) =>
+        (a.sourceTopic ?? '').localeCompare(b.sourceTopic ?? '') ||
+        (a.partition ?? 0) - (b.partition ?? 0) ||
+        (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0),
+    );
     const report = await replay(fn, letters);
     return { ...report, results: report.results.map((r) => ({ ...r, offset: String(r.offset) })) };
   });

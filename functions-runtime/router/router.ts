@@ -48,6 +48,7 @@ import type { SandboxEvent, SandboxResult } from '../sandbox/sandbox.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
 import type { Publish } from '../sdk/downlink.ts';
 import { verdictOf } from '../verdict.ts';
+import { kafkaEventFields } from '../kafka-event.ts';
 import { DownlinkSender, type Downlink } from './downlink.ts';
 import { CommitTracker } from './commit-tracker.ts';
 import { FunctionMeter, type FunctionStats, type RecentInvocation } from './function-stats.ts';
@@ -633,6 +634,8 @@ export class Router implements InvocationRecorder {
             source: event.source,
             invocationId: `${fnName}:${String(event.offset)}`,
             attempt,
+            // A Kafka trigger's record: key, headers, partition, offset, and raw bytes for format 'raw'.
+            ...(event.kafka === undefined ? undefined : kafkaEventFields(fn, event)),
           })),
         );
         this.#meter.metered(fnName, outcome.metering, outcome.perEvent, outcome.coldStart);
@@ -727,6 +730,8 @@ export class Router implements InvocationRecorder {
     return {
       offset: event.offset,
       ...(event.partition === undefined ? {} : { partition: event.partition }),
+      // An event of the function's own Kafka topic: its letter is keyed in that topic.
+      ...(this.#partOf.get(event)?.source === '' || this.#partOf.get(event) === undefined ? {} : { sourceTopic: event.topic }),
       function: fnName,
       topic: event.topic,
       deviceId: event.deviceId,

@@ -85,6 +85,11 @@ export function validatePoints(points: readonly Point[]): void {
   }
 }
 
+/** A Kafka topic name (Kafka's rule): where a function's own trigger's letters came from. */
+function isTopicName(value: unknown): boolean {
+  return typeof value === 'string' && /^[a-zA-Z0-9._-]{1,249}$/.test(value) && value !== '.' && value !== '..';
+}
+
 /** Kafka's partition ids are 32-bit signed integers. */
 const MAX_PARTITION = 2 ** 31 - 1;
 
@@ -102,6 +107,14 @@ export function validateDeadLetterKeys(keys: readonly DeadLetterKey[]): void {
       throw invalid(
         `Cannot resolve dead letters as key ${index}'s 'partition' must be a whole number from 0 to ${MAX_PARTITION} when given: current value is ${describe(key.partition)}`,
         { index },
+      );
+    }
+    if (key.sourceTopic !== undefined && !isTopicName(key.sourceTopic)) {
+      throw invalid(
+        `Cannot resolve dead letters as key ${index}'s 'sourceTopic' must be a Kafka topic name when given: current value is ${describe(key.sourceTopic)}`,
+        {
+          index,
+        },
       );
     }
     if (key.tenant !== undefined && (typeof key.tenant !== 'string' || !TENANT_PATTERN.test(key.tenant))) {
@@ -129,6 +142,12 @@ export function validateDeadLetters(letters: readonly DeadLetter[]): void {
     if (letter.partition !== undefined && !isPartition(letter.partition)) {
       throw invalid(
         `Cannot write dead letter ${index} as 'partition' must be a whole number from 0 to ${MAX_PARTITION} when given: current value is ${describe(letter.partition)}`,
+        at,
+      );
+    }
+    if (letter.sourceTopic !== undefined && !isTopicName(letter.sourceTopic)) {
+      throw invalid(
+        `Cannot write dead letter ${index} as 'sourceTopic' must be a Kafka topic name when given: current value is ${describe(letter.sourceTopic)}`,
         at,
       );
     }

@@ -139,6 +139,29 @@ export function deadLetterContract(current: () => DeadLetterStore, partitions: b
     expect((await store.deadLetters({ limit: 10 })).map((l) => [l.partition, l.message])).toEqual([[3, 'p3']]);
   });
 
+  it("keys a letter of a function's own Kafka topic by that topic too: the trigger log's and each topic's offsets meet", async () => {
+    const store = current();
+    if (!partitions) {
+      await expect(store.writeDeadLetters([letter({ offset: 7n, sourceTopic: 'orders' })])).rejects.toMatchObject({ code: 'VL_STORE_WRITE', retriable: false });
+      await expect(store.writeDeadLetters([letter({ offset: 7n, sourceTopic: 'no spaces' })])).rejects.toThrow(/'sourceTopic' must be a Kafka topic name/);
+      expect(await store.deadLetters({ limit: 10 })).toEqual([]);
+      return;
+    }
+    await expect(store.writeDeadLetters([letter({ offset: 7n, sourceTopic: 'no spaces' })])).rejects.toThrow(/'sourceTopic' must be a Kafka topic name/);
+    await store.writeDeadLetters([
+      letter({ offset: 7n, partition: 1, message: 'log' }),
+      letter({ offset: 7n, partition: 1, sourceTopic: 'orders', message: 'orders', receivedAtMs: T0 + 1 }),
+      letter({ offset: 7n, partition: 1, sourceTopic: 'returns', message: 'returns', receivedAtMs: T0 + 2 }),
+    ]);
+    expect((await store.deadLetters({ limit: 10 })).map((l) => [l.sourceTopic, l.message])).toEqual([
+      ['returns', 'returns'],
+      ['orders', 'orders'],
+      [undefined, 'log'],
+    ]);
+    await store.resolveDeadLetters([{ offset: 7n, partition: 1, function: 'station-telemetry', sourceTopic: 'orders' }]);
+    expect((await store.deadLetters({ limit: 10 })).map((l) => l.message)).toEqual(['returns', 'log']);
+  });
+
   it('refuses a letter or a key with a partition that is not one, naming it', async () => {
     const store = current();
     await expect(store.writeDeadLetters([letter({ offset: 1n, partition: -1 })])).rejects.toThrow(/'partition' must be a whole number/);

@@ -324,7 +324,13 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   async writeDeadLetters(letters: readonly DeadLetter[]): Promise<void> {
     if (this.#closing !== undefined) throw closedError('write dead letters');
     validateDeadLetters(letters);
-    const other = letters.findIndex((letter) => (letter.partition ?? 0) !== 0);
+    const other = letters.findIndex((letter) => (letter.partition ?? 0) !== 0 || letter.sourceTopic !== undefined);
+    if (other !== -1 && letters[other]?.sourceTopic !== undefined) {
+      throw invalidWrite(
+        `Cannot write dead letter ${other} as 'sourceTopic' must be absent in the embedded store (it holds the dead letters of the trigger log; a function's own Kafka topics keep theirs in Kafka): current value is ${letters[other]?.sourceTopic}`,
+        { index: other },
+      );
+    }
     if (other !== -1) {
       throw invalidWrite(
         `Cannot write dead letter ${other} as 'partition' must be 0 or absent in the embedded store (it holds the dead letters of a one-partition log; Kafka mode keeps them in Kafka): current value is ${letters[other]?.partition}`,
@@ -344,7 +350,7 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
   async resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void> {
     if (this.#closing !== undefined) throw closedError('resolve dead letters in');
     validateDeadLetterKeys(keys);
-    keys = keys.filter((key) => (key.partition ?? 0) === 0);
+    keys = keys.filter((key) => (key.partition ?? 0) === 0 && key.sourceTopic === undefined);
     if (keys.length === 0) return;
     const weight = keys.reduce((sum, key) => sum + 64 + key.function.length, 0);
     await this.#write({ type: 'resolve', keys, weight }, weight, []);

@@ -6,7 +6,8 @@
  * print.headers=true) shows it.
  *
  * - key: `${tenant}\0${function}\0${partition}\0${offset}` (UTF-8; tenant `default` and
- *   partition 0 when the letter has none): the dead letter's identity, so the compacted
+ *   partition 0 when the letter has none), then `\0${sourceTopic}` for a letter of a
+ *   function's own Kafka topic: the dead letter's identity, so the compacted
  *   topic keeps the last record of a key and a tombstone (null value) removes it. NUL cannot
  *   occur in a tenant, a function name or a number, so the key is unambiguous.
  * - value: the payload bytes (an empty payload is an empty value, never null: null is the
@@ -15,8 +16,8 @@
  *   - `reason`: the DeadLetterCode (`schema`, `timeout`, …);
  *   - `function`, `tenant` (always; `default` for the default tenant), `device`;
  *   - `attempts`: runs before it was given up (absent when it never ran);
- *   - `source-topic`: the trigger log's Kafka topic (`voltline.events`), where the event's
- *     record is; `source-partition` (absent when the letter names none: partition 0 of a
+ *   - `source-topic`: the Kafka topic where the event's record is: the trigger log's
+ *     (`voltline.events`), or the function's own trigger's, then with `own-topic: 1`; `source-partition` (absent when the letter names none: partition 0 of a
  *     one-partition log) and `source-offset` locate it there;
  *   - `topic`: the event's own topic (the MQTT topic, or the source's route);
  *   - `received`: receivedAtMs, decimal; `message`; `field` (when known);
@@ -34,7 +35,8 @@ const RECORD_OVERHEAD_BYTES = 64;
 
 /** The record key of a dead letter (see the top of the file). */
 export function deadLetterKey(key: DeadLetterKey): string {
-  return `${key.tenant ?? DEFAULT_TENANT}\u0000${key.function}\u0000${key.partition ?? 0}\u0000${key.offset}`;
+  const base = `${key.tenant ?? DEFAULT_TENANT}\u0000${key.function}\u0000${key.partition ?? 0}\u0000${key.offset}`;
+  return key.sourceTopic === undefined ? base : `${base}\u0000${key.sourceTopic}`;
 }
 
 export interface EncodedLetter {
@@ -53,13 +55,14 @@ export function encodeDeadLetter(letter: DeadLetter, sourceTopic: string): Encod
     function: letter.function,
     tenant: letter.tenant ?? DEFAULT_TENANT,
     device: letter.deviceId,
-    'source-topic': sourceTopic,
+    'source-topic': letter.sourceTopic ?? sourceTopic,
     'source-offset': String(letter.offset),
     topic: letter.topic,
     received: String(letter.receivedAtMs),
     message: letter.message,
   };
   if (letter.partition !== undefined) headers['source-partition'] = String(letter.partition);
+  if (letter.sourceTopic !== undefined) headers['own-topic'] = '1';
   if (letter.attempts !== undefined) headers['attempts'] = String(letter.attempts);
   if (letter.field !== undefined) headers['field'] = letter.field;
   const value = Buffer.from(letter.payload.buffer, letter.payload.byteOffset, letter.payload.byteLength);
@@ -122,6 +125,7 @@ export function decodeDeadLetter(message: KafkaMessage): DecodedRecord {
   const letter: DeadLetter = {
     offset: BigInt(offsetText),
     ...(partitionText === undefined ? {} : { partition: Number(partitionText) }),
+    ...(header(h, 'own-topic') === '1' && header(h, 'source-topic') !== undefined ? { sourceTopic: header(h, 'source-topic') as string } : {}),
     function: fn,
     topic,
     deviceId,

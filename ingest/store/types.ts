@@ -35,6 +35,12 @@ export interface DeadLetter {
   readonly offset: bigint;
   /** The trigger log partition of the event (Kafka's); absent for the embedded log's one partition, 0. */
   readonly partition?: number;
+  /**
+   * The Kafka topic of the function's own trigger (`triggers: [{ kafka }]`) the event came
+   * from, with `partition` and `offset` in it; absent for the trigger log's events. Part of
+   * the key: a function's topics (and the trigger log) have offsets in common.
+   */
+  readonly sourceTopic?: string;
   readonly function: string;
   readonly topic: string;
   readonly deviceId: string;
@@ -55,6 +61,7 @@ export interface DeadLetter {
 export interface DeadLetterKey {
   readonly offset: bigint;
   readonly partition?: number;
+  readonly sourceTopic?: string;
   readonly function: string;
   readonly tenant?: string;
 }

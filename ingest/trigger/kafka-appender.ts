@@ -105,6 +105,9 @@ export interface AppenderSettings {
 }
 
 /** Counters since open. */
+/** A send Kafka has not answered for this long makes the log count as failing (health, logs), ms. */
+const UNANSWERED_MS = 3_000;
+
 export interface AppenderStats {
   /** Appends Kafka acknowledged. */
   readonly appends: number;
@@ -116,6 +119,10 @@ export interface AppenderStats {
   readonly producerResets: number;
   /** Bytes appended and not yet acknowledged. */
   readonly pendingBytes: number;
+  /** Since when (epoch ms) Kafka has not acknowledged a group it was sent, while that lasts; undefined when appends go through. */
+  readonly failingSinceMs: number | undefined;
+  /** The last send failure, while `failingSinceMs` is set. */
+  readonly lastError: string | undefined;
 }
 
 interface PendingAppend {
@@ -160,9 +167,14 @@ export class KafkaAppender {
   #appends = 0;
   #groups = 0;
   #resends = 0;
+  #failingSinceMs: number | undefined;
+  /** When the group being sent was first sent (epoch ms): kafkajs retries inside one send for ~10 s before it fails. */
+  #sendingSinceMs: number | undefined;
+  #lastError: string | undefined;
   #producerResets = 0;
 
-  constructor(settings: AppenderSettings, producer: Producer) {
+  /** `producer` undefined: connected at the first append (a read-only log never appends). */
+  constructor(settings: AppenderSettings, producer: Producer | undefined) {
     this.#s = settings;
     this.#producer = producer;
     this.#partitionOf = Partitioners.DefaultPartitioner();
@@ -196,6 +208,11 @@ export class KafkaAppender {
       resends: this.#resends,
       producerResets: this.#producerResets,
       pendingBytes: this.#pendingBytes,
+      // A send unanswered for this long counts as failing, before kafkajs gives it up.
+      failingSinceMs:
+        this.#failingSinceMs ?? (this.#sendingSinceMs !== undefined && Date.now() - this.#sendingSinceMs > UNANSWERED_MS ? this.#sendingSinceMs : undefined),
+      lastError:
+        this.#lastError ?? (this.#sendingSinceMs !== undefined && Date.now() - this.#sendingSinceMs > UNANSWERED_MS ? 'no answer from Kafka' : undefined),
     });
   }
 
@@ -317,6 +334,7 @@ export class KafkaAppender {
     let failures = 0;
     let failingSince: number | undefined;
     let loggedAt = Number.NEGATIVE_INFINITY;
+    this.#sendingSinceMs = Date.now();
     while (!this.#abandoned) {
       let producer = this.#producer;
       try {
@@ -330,6 +348,9 @@ export class KafkaAppender {
         }
         const answer = await producer.sendBatch({ topicMessages: [{ topic: this.#s.topic, messages }], acks: -1 });
         this.#acknowledged(group, answer);
+        this.#failingSinceMs = undefined;
+        this.#lastError = undefined;
+        this.#sendingSinceMs = undefined;
         if (failingSince !== undefined) {
           this.#s.log.info(
             { events: group.length, outageMs: Math.round(performance.now() - failingSince) },
@@ -345,12 +366,15 @@ export class KafkaAppender {
         if (refusal !== undefined) {
           this.#s.log.error({ err, events: group.length }, 'kafka trigger log: Kafka refused a group of appends; they are rejected');
           this.#fail(group, refusal);
+          this.#sendingSinceMs = undefined;
           await this.#replaceProducer(producer); // the refused request may have left its sequence numbers half used
           return;
         }
         failures += 1;
         this.#resends += 1;
         failingSince ??= performance.now();
+        this.#failingSinceMs ??= Date.now();
+        this.#lastError = errorMessage(err);
         if ([...types].some((type) => PRODUCER_STATE_ERRORS.has(type))) {
           this.#s.log.warn({ err }, 'kafka trigger log: Kafka lost or refused the producer state; a new producer sends the group again');
           await this.#replaceProducer(producer);

@@ -106,7 +106,8 @@ export async function openKafkaTriggerLog(options: KafkaTriggerLogOptions): Prom
   try {
     await admin.connect();
     const { partitionMetadata, maxMessageBytes } = await ensureTopic(admin, config, log);
-    const producer = await KafkaAppender.connectProducer(kafka);
+    // A read-only log (a function's Kafka trigger) never appends: no producer.
+    const producer = config.readOnly ? undefined : await KafkaAppender.connectProducer(kafka);
     const appender = new KafkaAppender(
       {
         kafka,
@@ -133,6 +134,16 @@ async function ensureTopic(
 ): Promise<{ partitionMetadata: PartitionMetadata[]; maxMessageBytes: number }> {
   const { topic } = config;
   let created = false;
+  if (config.readOnly && !(await admin.listTopics()).includes(topic)) {
+    throw new VoltlineError(
+      'VL_TRIGGER_LOG_KAFKA',
+      `Cannot read the Kafka topic ${topic} as it does not exist (a function's trigger does not create its topic)`,
+      {
+        retriable: true,
+        context: { topic },
+      },
+    );
+  }
   if (!(await admin.listTopics()).includes(topic)) {
     const { brokers } = await admin.describeCluster();
     const replicationFactor = config.replicationFactor ?? Math.min(3, brokers.length);
@@ -239,6 +250,13 @@ class KafkaLog implements KafkaTriggerLog, PartitionHost {
   }
 
   append(event: TriggerEvent): Promise<bigint> {
+    if (this.#config.readOnly)
+      return Promise.reject(
+        new VoltlineError(
+          'VL_TRIGGER_LOG_KAFKA_REFUSED',
+          `Cannot append to the Kafka topic ${this.topic} as it was opened read-only (a function's trigger reads it)`,
+        ),
+      );
     return this.#appender.append(event);
   }
 

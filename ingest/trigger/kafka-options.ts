@@ -64,6 +64,8 @@ export interface KafkaTriggerLogOptions {
   readonly closeTimeoutMs?: number;
   /** This node's zone (`--zone`): partitions are shared out across zones (kafka-assigner.ts). Default none. */
   readonly zone?: string;
+  /** Only read (a function's Kafka trigger): the topic must exist (it is not created), no producer is opened, appends are refused. Default false. */
+  readonly readOnly?: boolean;
 }
 
 export interface KafkaTriggerLogConfig {
@@ -85,6 +87,7 @@ export interface KafkaTriggerLogConfig {
   readonly heartbeatIntervalMs: number;
   readonly closeTimeoutMs: number;
   readonly zone: string | undefined;
+  readonly readOnly: boolean;
 }
 
 // Kafka's legal topic names (org.apache.kafka.common.internals.Topic).
@@ -127,6 +130,7 @@ const schema = withRules(
       sessionTimeoutMs: z.number().int().min(1_000).max(1_800_000).default(10_000),
       closeTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
       zone: z.string().min(1).max(64).optional(),
+      readOnly: z.boolean().default(false),
     })
     .strict(),
   [
@@ -173,6 +177,7 @@ export function resolveKafkaTriggerLogOptions(options: KafkaTriggerLogOptions): 
     heartbeatIntervalMs: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
     closeTimeoutMs: c.closeTimeoutMs,
     zone: c.zone,
+    readOnly: c.readOnly,
   });
 }
 

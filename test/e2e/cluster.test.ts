@@ -89,7 +89,18 @@ describe('one node on Kafka', () => {
     const cluster = kafka;
     await new Promise((resolve) => setTimeout(resolve, 5_000));
     await cluster.stop();
-    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    const stoppedAt = Date.now();
+    // While Kafka is away the platform says so: /healthz degraded, appends waiting for Kafka.
+    await eventually(
+      async () => {
+        const health = (await (await fetch(`${node.apiUrl}/healthz`)).json()) as { reasons?: Array<{ reason: string }> };
+        return health.reasons?.some((r) => r.reason === 'trigger_log_unreachable') === true ? true : undefined;
+      },
+      20_000,
+      '/healthz to say Kafka is unreachable',
+    );
+    expect(await metricSum(node, 'voltline_kafka_pending_bytes')).toBeGreaterThan(0);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 8_000 - (Date.now() - stoppedAt))));
     await cluster.start();
     const verdict = await running;
     expect(verdict.acked).toBeGreaterThan(1_000);
