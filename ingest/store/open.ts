@@ -85,7 +85,7 @@ export async function openStore(options: OpenStoreOptions): Promise<OpenedStore>
   });
   options.logger.info(
     { store: address.display, token: token === undefined ? 'none' : 'set' },
-    'points go to the external store; dead letters stay in the embedded one',
+    'points go to the external store (dead letters: the embedded one, or Kafka with --kafka)',
   );
   return { store: external, embedded, external, address };
 }
