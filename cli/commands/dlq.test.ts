@@ -48,9 +48,7 @@ describe('voltline dlq: flags refused before any call', () => {
     expect((await refusal(['replay'])).message).toMatch(/^Cannot replay dead letters as --function is missing/);
     expect((await refusal(['replay', '--function', 'f', '--partition', '2'])).message).toMatch(/^Cannot use --partition without --offset/);
     expect((await refusal(['replay', '--function', 'f', '--offset', 'x'])).message).toMatch(/^Cannot use --offset 'x'/);
-    expect((await refusal(['replay', '--function', 'f', '--offset', '1', '--partition=-1'])).message).toMatch(
-      /--partition '-1' as it must be a whole number/,
-    );
+    expect((await refusal(['replay', '--function', 'f', '--offset', '1', '--partition=-1'])).message).toMatch(/--partition '-1' as it must be a whole number/);
     expect((await refusal(['list', '--limit', '0'])).message).toBe("Cannot use --limit '0' as it must be a whole number from 1 to 1000");
   });
 
