@@ -6,9 +6,11 @@
  * Per-device order: a function's events are split into lanes by device id; a lane runs
  * one batch at a time, in log order, and a failed batch is retried before the lane moves.
  * An event whose invocation failed (error, timeout, memory: not invalid input) runs again
- * alone, up to the function's `retries`, with exponential backoff and jitter; its lane
- * waits for it, so per-device order holds across retries. Then it is dead-lettered with
- * its `attempts`.
+ * alone, up to the function's `retries`, with exponential backoff and jitter, then is
+ * dead-lettered with its `attempts`. Meanwhile only its own device waits (it is parked):
+ * the device's later events of the batch are held back with it and written after it, its
+ * queued events stay queued, and the lane goes on with the other devices' events. So one
+ * failing device never stalls the others, and per-device order holds across retries.
  * Bounded: at most `maxInFlightEvents` events are read but unfinished; past that the
  * router stops reading and the log (then the broker) pushes back.
  *
@@ -147,6 +149,8 @@ interface Lane {
   finished: Promise<boolean>;
   /** Cancels the lane's linger timer, while one is set. */
   linger: (() => void) | undefined;
+  /** Devices whose failed event is being retried: their queued events wait (see #park). */
+  readonly parked: Set<string>;
 }
 
 /**
@@ -160,6 +164,32 @@ const MAX_STORING_PER_LANE = 2;
 
 /** Topics whose targets are remembered at most (the cache is emptied when it is full or the functions change). */
 const TARGET_CACHE_SIZE = 100_000;
+
+/** Moves what `out` collected for `events` into a new Collected (their points, publishes and dead letters). */
+function moveOut(out: Collected, events: ReadonlySet<LoggedEvent>): Collected {
+  const moved: Collected = { points: new Map(), publishes: new Map(), letters: [] };
+  for (const event of events) {
+    const points = out.points.get(event);
+    if (points !== undefined) {
+      moved.points.set(event, points);
+      out.points.delete(event);
+    }
+    const publishes = out.publishes.get(event);
+    if (publishes !== undefined) {
+      moved.publishes.set(event, publishes);
+      out.publishes.delete(event);
+    }
+  }
+  const keys = new Set([...events].map((event) => `${event.partition ?? 0}:${event.offset}:${event.topic}`));
+  for (let i = out.letters.length - 1; i >= 0; i--) {
+    const letter = out.letters[i] as DeadLetter;
+    if (keys.has(`${letter.partition ?? 0}:${letter.offset}:${letter.topic}`)) {
+      moved.letters.unshift(letter);
+      out.letters.splice(i, 1);
+    }
+  }
+  return moved;
+}
 
 function partKey(source: string, partition: number): string {
   return `${source}\u0000${partition}`;
@@ -441,7 +471,17 @@ export class Router implements InvocationRecorder {
       }
       let lane = lanes[index];
       if (lane === undefined) {
-        lane = { fnName: fn.name, index, queue: [], queuedAt: [], running: false, storing: 0, finished: Promise.resolve(false), linger: undefined };
+        lane = {
+          fnName: fn.name,
+          index,
+          queue: [],
+          queuedAt: [],
+          running: false,
+          storing: 0,
+          finished: Promise.resolve(false),
+          linger: undefined,
+          parked: new Set(),
+        };
         lanes[index] = lane;
       }
       lane.queue.push(event);
@@ -510,11 +550,11 @@ export class Router implements InvocationRecorder {
         return;
       }
     }
+    const batch = this.#takeBatch(lane, maxEvents);
+    if (batch.length === 0) return; // every queued event is a parked device's
     lane.linger?.();
     lane.linger = undefined;
     lane.running = true;
-    const batch = lane.queue.splice(0, maxEvents);
-    lane.queuedAt.splice(0, batch.length);
     this.#meter.batched(lane.fnName, batch.length);
     const stopped = (err: unknown): void => {
       // Only a halted router gives a batch up. Its events are not finished: the commit
@@ -526,7 +566,7 @@ export class Router implements InvocationRecorder {
         'router stopped before this batch could finish; it will run again after a restart',
       );
     };
-    this.#runStage(lane.fnName, batch).then((run) => {
+    this.#runStage(lane, batch).then((run) => {
       lane.running = false;
       lane.storing += 1;
       // Written at once; finished after the lane's previous batch (#finish).
@@ -558,19 +598,97 @@ export class Router implements InvocationRecorder {
    * would run an earlier event of a device on a newer version than a later one of the same
    * batch), and the failed ones again. Returns what they produced, to be written.
    */
-  async #runStage(fnName: string, batch: LoggedEvent[]): Promise<BatchRun> {
+  async #runStage(lane: Lane, batch: LoggedEvent[]): Promise<BatchRun> {
+    const fnName = lane.fnName;
     // Points per event, so that the batch's points are written in log order even when
     // some events succeeded only on a retry.
     const out: Collected = { points: new Map(), publishes: new Map(), letters: [] };
     const fn = this.#o.registry.get(fnName);
-    // Removed while its events waited: nothing runs them now.
-    if (fn !== undefined) {
-      const failed: Failed[] = [];
-      await this.#invoke(fn, batch, out, failed, 1);
-      for (const { event } of failed) await this.#retry(fn, event, out);
-    }
     // The function's tenant owns what it wrote (a function removed meanwhile: the default's).
-    return { fnName, batch, out, tenant: fn?.tenant ?? DEFAULT_TENANT, badPointsCounted: new Set() };
+    const tenant = fn?.tenant ?? DEFAULT_TENANT;
+    // Removed while its events waited: nothing runs them now.
+    if (fn === undefined) return { fnName, batch, out, tenant, badPointsCounted: new Set() };
+    const failed: Failed[] = [];
+    await this.#invoke(fn, batch, out, failed, 1);
+    if (failed.length === 0) return { fnName, batch, out, tenant, badPointsCounted: new Set() };
+    // Each failing device is parked with its events from the first failed one on; the rest of
+    // the batch is written now.
+    const held = new Map<string, LoggedEvent[]>();
+    const firstFailed = new Set(failed.map(({ event }) => event));
+    for (const event of batch) {
+      const list = held.get(event.deviceId);
+      if (list !== undefined) list.push(event);
+      else if (firstFailed.has(event)) held.set(event.deviceId, [event]);
+    }
+    const heldEvents = new Set([...held.values()].flat());
+    const keep = (event: LoggedEvent) => !heldEvents.has(event);
+    const after = lane.finished;
+    for (const [deviceId, events] of held) {
+      lane.parked.add(deviceId);
+      const retrying = new Set(failed.map(({ event }) => event).filter((event) => event.deviceId === deviceId));
+      void this.#park(lane, fn, tenant, events, retrying, moveOut(out, new Set(events)), after);
+    }
+    return { fnName, batch: batch.filter(keep), out, tenant, badPointsCounted: new Set() };
+  }
+
+  /**
+   * A parked device: its failed events run again (in order, with backoff) while the lane goes
+   * on with other devices; then all its held events are written (after the lane's batches
+   * before them: a device's later event must win its key), their downlinks sent, their
+   * offsets finished, and the device's queued events may run again.
+   */
+  async #park(
+    lane: Lane,
+    fn: DeployedFunction,
+    tenant: string,
+    events: LoggedEvent[],
+    retrying: Set<LoggedEvent>,
+    out: Collected,
+    after: Promise<boolean>,
+  ): Promise<void> {
+    const deviceId = events[0]?.deviceId ?? '';
+    try {
+      for (const event of events) if (retrying.has(event)) await this.#retry(fn, event, out);
+      await after.catch(() => undefined);
+      const run: BatchRun = { fnName: fn.name, batch: events, out, tenant, badPointsCounted: new Set() };
+      await this.#finish(run, this.#halted ? undefined : this.#attemptWrite(run), false);
+      for (const event of events) this.#partOf.get(event)?.tracker.done(event.offset);
+      lane.parked.delete(deviceId);
+      this.#wakeReaders();
+      this.#pump(lane);
+      if (this.#inFlight() === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
+    } catch (err) {
+      // Only a halted router gives up: the device stays parked, its events unfinished and
+      // uncommitted; they run again from the log after a restart.
+      this.#log.warn(
+        { function: fn.name, deviceId, events: events.length, err: errorMessage(err) },
+        "router stopped before a parked device's events could finish; they will run again after a restart",
+      );
+    }
+  }
+
+  /** The next batch of the lane: up to `max` queued events, in order, skipping parked devices' (they keep their places). */
+  #takeBatch(lane: Lane, max: number): LoggedEvent[] {
+    if (lane.parked.size === 0) {
+      const batch = lane.queue.splice(0, max);
+      lane.queuedAt.splice(0, batch.length);
+      return batch;
+    }
+    const batch: LoggedEvent[] = [];
+    let write = 0;
+    for (let read = 0; read < lane.queue.length; read++) {
+      const event = lane.queue[read] as LoggedEvent;
+      if (batch.length < max && !lane.parked.has(event.deviceId)) {
+        batch.push(event);
+        continue;
+      }
+      lane.queue[write] = event;
+      lane.queuedAt[write] = lane.queuedAt[read] as number;
+      write += 1;
+    }
+    lane.queue.length = write;
+    lane.queuedAt.length = write;
+    return batch;
   }
 
   /**
