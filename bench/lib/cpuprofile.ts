@@ -28,7 +28,8 @@ export const STAGE_PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
     'broker',
     /\/ingest\/broker\/|\/node_modules\/(aedes|aedes-[a-z-]+|mqtt-packet|mqemitter|qlobber|bl|fastparallel|fastfall|fastseries|reusify|retimer|hyperid|uuid|end-of-stream|duplexify)\//,
   ],
-  ['log', /\/ingest\/trigger\//],
+  // In Kafka mode (issue 16) the log is also kafkajs: its encoding, the socket, the consumer.
+  ['log', /\/ingest\/trigger\/|\/node_modules\/kafkajs\//],
   ['store', /\/ingest\/store\/|\/node_modules\/@duckdb\//],
   ['router', /\/functions-runtime\/router\//],
   ['channel', /\/functions-runtime\/(scheduler|protocol|worker)\//],
