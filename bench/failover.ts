@@ -19,8 +19,7 @@
  *
  * Each run is on a fresh Kafka, VictoriaMetrics and pair of nodes (independent runs);
  * `--runs` of them, with the Kafka trigger log's default session timeout (10 s), and with
- * `--session-timeout-ms 6000,10000` one series per value (a value other than the default
- * through bench/lib/session-timeout.ts, a benchmark-only preload: no `voltline up` flag sets it).
+ * `--session-timeout-ms 6000,10000` one series per value (`voltline up --kafka-session-timeout`).
  *
  *   npx node --no-node-snapshot bench/failover.ts [--runs 3] [--stations 200] [--rate 2000]
  *     [--duration 60] [--kill-after 20] [--partitions 12] [--session-timeout-ms 6000,10000] [--smoke] [--json]
@@ -28,14 +27,11 @@
  * Bounded: a run lasts --duration plus the simulator's drain and verification (at most 120 s).
  */
 import { loadavg } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { lastJsonLine, metricSum, runVoltline, type PlatformProcess } from '../test/support/platform-process.ts';
 import { DEFAULT_PARTITIONS, partitionsOf, startBenchCluster, type BenchCluster } from './lib/cluster.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 
-const SESSION_PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lib', 'session-timeout.ts');
-/** kafka-options.ts' default. */
+/** `--kafka-session-timeout`'s default. */
 const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
 
 interface SimReport {
@@ -82,15 +78,11 @@ async function oneRun(
   index: number,
   options: { stations: number; rate: number; durationS: number; killAfterS: number; partitions: number; sessionTimeoutMs: number },
 ): Promise<FailoverRun> {
-  const env =
-    options.sessionTimeoutMs === DEFAULT_SESSION_TIMEOUT_MS
-      ? undefined
-      : { NODE_OPTIONS: `--import=${SESSION_PRELOAD}`, VOLTLINE_BENCH_SESSION_TIMEOUT_MS: String(options.sessionTimeoutMs) };
   let cluster: BenchCluster | undefined;
   try {
     cluster = await startBenchCluster(
       { kafka: true, nodes: 2, store: 'victoria-metrics', partitions: options.partitions },
-      { withFunction: true, topic: `failover-${index}.events`, ...(env === undefined ? {} : { env }) },
+      { withFunction: true, topic: `failover-${index}.events`, extraArgs: ['--kafka-session-timeout', `${options.sessionTimeoutMs}ms`] },
     );
     const [a, b] = cluster.nodes;
     if (a === undefined || b === undefined) throw new Error('two nodes expected');

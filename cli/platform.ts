@@ -178,6 +178,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
             ...kafka,
             topic: config.kafkaTopic,
             partitions: config.kafkaPartitions,
+            sessionTimeoutMs: config.kafkaSessionTimeoutMs,
             clientId,
             ...(config.zone === undefined ? {} : { zone: config.zone }),
             logger,

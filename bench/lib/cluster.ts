@@ -103,7 +103,9 @@ export function nodeId(index: number): { id: string; zone: string } {
  */
 export async function startBenchCluster(
   setup: Setup,
-  options: { readonly withFunction: boolean; readonly env?: Record<string, string>; readonly topic?: string } = { withFunction: true },
+  options: { readonly withFunction: boolean; readonly env?: Record<string, string>; readonly topic?: string; readonly extraArgs?: readonly string[] } = {
+    withFunction: true,
+  },
 ): Promise<BenchCluster> {
   checkSetup(setup);
   const data = await tempDir('bench-cluster');
@@ -120,7 +122,7 @@ export async function startBenchCluster(
     if (setup.kafka) kafka = await startKafka();
     if (setup.store === 'victoria-metrics') vm = await startVictoriaMetrics(path.join(data.dir, 'vm'));
     const nodeArgs = (index: number): string[] => {
-      const args: string[] = [];
+      const args: string[] = [...(options.extraArgs ?? [])];
       if (kafka !== undefined) {
         args.push('--kafka', kafka.brokers.join(','), '--kafka-topic', options.topic ?? 'bench.events');
         if (setup.partitions !== undefined) args.push('--kafka-partitions', String(setup.partitions));

@@ -246,6 +246,13 @@ export const UP_FLAGS: readonly UpFlag[] = [
     value: 'N',
     help: 'partitions of the trigger-log topic when Voltline makes it (default {default}): the most nodes that share the load',
   },
+  {
+    setting: 'kafkaSessionTimeoutMs',
+    flag: 'kafka-session-timeout',
+    kind: 'duration',
+    value: 'D',
+    help: 'how long a node may go silent before its trigger-log partitions move to the other nodes (default {default}; 6s to 5m): what bounds failover',
+  },
   { setting: 'kafkaTls', flag: 'kafka-tls', kind: 'switch', help: 'connect to Kafka over TLS' },
   {
     setting: 'kafkaCaFile',

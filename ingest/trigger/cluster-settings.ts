@@ -12,6 +12,10 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { OptionRule } from '../../lib/options.ts';
+import type { KafkaConnection, KafkaSaslOptions } from '../kafka/index.ts';
+
+/** How to reach Kafka: what `kafkaConnectionOf` resolves from the settings and the environment (the password). */
+export type { KafkaConnection } from '../kafka/index.ts';
 
 /** A node id and a zone: what a person types, and fits Kafka client ids and metric labels. */
 export const NODE_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -36,6 +40,14 @@ export const ClusterSettingsSchema = z.object({
    * that can share the load, and the unit a node's failure moves. An existing topic keeps its own.
    */
   kafkaPartitions: z.number().int().min(1).max(1_000).default(12),
+  /**
+   * How long a node may go silent before the consumer group gives its trigger-log partitions
+   * to the others, ms: what bounds failover after a node dies (measured: the survivor owns
+   * every partition ~2 s after it; docs/benchmarks.md). From 6 s (Kafka's
+   * `group.min.session.timeout.ms`) to 5 min; a shorter one moves partitions sooner, but a
+   * node whose event loop stalls that long (heartbeats run on it) loses them too.
+   */
+  kafkaSessionTimeoutMs: z.number().int().min(6_000).max(300_000).default(10_000),
   /** Connect to Kafka over TLS (the system's trust store, or `kafkaCaFile`'s). */
   kafkaTls: z.boolean().default(false),
   /** A PEM file of the CA(s) that signed the brokers' certificates; implies `kafkaTls`. */
@@ -77,20 +89,12 @@ export const CLUSTER_SETTING_RULES: ReadonlyArray<OptionRule<ClusterSettings>> =
   },
 ];
 
-/** How to reach Kafka, resolved from the settings and the environment (the password). */
-export interface KafkaConnection {
-  readonly brokers: string[];
-  /** TLS: `true` (the system's CAs) or the CA file to trust (read by the client at connect). */
-  readonly ssl?: true | { readonly caFile: string };
-  readonly sasl?: { readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; readonly username: string; readonly password: string };
-}
-
 /** The connection the settings name (undefined without `kafka`); reads the password file. */
 export function kafkaConnectionOf(settings: ClusterSettings, env: Readonly<Record<string, string | undefined>>): KafkaConnection | undefined {
   if (settings.kafka === undefined) return undefined;
   const brokers = settings.kafka.split(',');
   const ssl = settings.kafkaCaFile !== undefined ? { caFile: settings.kafkaCaFile } : settings.kafkaTls ? true : undefined;
-  let sasl: KafkaConnection['sasl'];
+  let sasl: KafkaSaslOptions | undefined;
   if (settings.kafkaSasl !== undefined && settings.kafkaUsername !== undefined) {
     const fromEnv = env['VOLTLINE_KAFKA_PASSWORD'];
     const password =
