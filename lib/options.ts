@@ -4,6 +4,15 @@
  * configuration (one object, the rules of every stage) and hands each stage its own.
  */
 import { z } from 'zod';
+import type { Logger } from './logger.ts';
+
+/** A stage's `logger` option: a pino Logger (anything with a `child` method). */
+export const loggerOption = z.custom<Logger>(
+  (value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function',
+  {
+    message: 'expected a pino Logger',
+  },
+);
 
 /** A rule between options: when `holds` is false, the option at `path` is refused with `message`. */
 export interface OptionRule<T> {

@@ -1,13 +1,15 @@
 /**
  * Options of the cluster state (kafka-state.ts): typed input → defaults → zod validation →
- * frozen config. The connection is the trigger layer's `KafkaConnection` (what
- * `kafkaConnectionOf` makes of `--kafka`, `--kafka-tls`, `--kafka-sasl`, …), so one set of
- * Kafka settings feeds the trigger log and the cluster state.
+ * frozen config. The connection is ingest/kafka's `KafkaConnection` (what
+ * `kafkaConnectionOf` makes of `--kafka`, `--kafka-tls`, `--kafka-sasl`, …), checked by the
+ * same zod fields as the trigger log's and the dead-letter topic's, so one set of Kafka
+ * settings feeds all three.
  */
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { KafkaConnection } from '../trigger/index.ts';
+import { loggerOption } from '../../lib/options.ts';
+import { kafkaClientId, kafkaConnectionFields, kafkaTopicName, optionIssue, type KafkaClientConfig, type KafkaConnection } from '../kafka/index.ts';
 
 const MIB = 1024 * 1024;
 
@@ -40,16 +42,12 @@ export interface KafkaStateOptions {
   readonly maxRecordBytes?: number;
 }
 
-export interface KafkaStateConfig {
-  readonly brokers: readonly string[];
+export interface KafkaStateConfig extends KafkaClientConfig {
   readonly dataDir: string;
   readonly nodeId: string;
   readonly logger: Logger;
   readonly topic: string;
   readonly replicationFactor: number | undefined;
-  readonly clientId: string;
-  readonly ssl: boolean | { readonly caFile: string };
-  readonly sasl: KafkaConnection['sasl'];
   readonly publishTimeoutMs: number;
   readonly startTimeoutMs: number;
   readonly maxRecordBytes: number;
@@ -57,26 +55,13 @@ export interface KafkaStateConfig {
 
 const schema = z
   .object({
-    brokers: z.array(z.string().regex(/^[^\s:/]+:\d{1,5}$/, "expected 'host:port'")).min(1),
+    ...kafkaConnectionFields,
     dataDir: z.string().min(1),
     nodeId: z.string().min(1).max(128),
-    logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', {
-      message: 'expected a pino Logger',
-    }),
-    // Kafka's legal topic names (org.apache.kafka.common.internals.Topic).
-    topic: z
-      .string()
-      .min(1)
-      .max(249)
-      .regex(/^[a-zA-Z0-9._-]+$/, 'expected letters, digits, ".", "_" or "-"')
-      .default(DEFAULT_STATE_TOPIC),
+    logger: loggerOption,
+    topic: kafkaTopicName.default(DEFAULT_STATE_TOPIC),
     replicationFactor: z.number().int().min(1).max(32).optional(),
-    clientId: z.string().min(1).max(255).optional(),
-    ssl: z.union([z.literal(true), z.object({ caFile: z.string().min(1) }).strict()]).optional(),
-    sasl: z
-      .object({ mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']), username: z.string().min(1), password: z.string() })
-      .strict()
-      .optional(),
+    clientId: kafkaClientId.optional(),
     publishTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
     startTimeoutMs: z.number().int().min(1_000).max(3_600_000).default(120_000),
     maxRecordBytes: z
@@ -95,17 +80,15 @@ export function resolveKafkaStateOptions(options: KafkaStateOptions): KafkaState
   const flat = { ...rest, brokers: connection?.brokers, ssl: connection?.ssl, sasl: connection?.sasl };
   const parsed = schema.safeParse(flat);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const top = issue?.path[0];
-    const inConnection = top === 'brokers' || top === 'ssl' || top === 'sasl';
-    const path = `${inConnection ? 'connection.' : ''}${issue?.path.join('.') ?? ''}`;
-    // A password is never echoed back.
-    const value: unknown = top === 'sasl' ? '(hidden)' : top === undefined ? undefined : (flat as Readonly<Record<string, unknown>>)[String(top)];
-    const shown = typeof value === 'object' && value !== null ? JSON.stringify(value).slice(0, 200) : String(value);
+    const issue = optionIssue(parsed.error, flat);
+    const inConnection = issue.option !== undefined && issue.option in kafkaConnectionFields;
+    const path = `${inConnection ? 'connection.' : ''}${issue.path}`;
     throw new VoltlineError(
       'VL_CLUSTER_STATE_OPTIONS',
-      `Cannot open the cluster state as option '${path}' is invalid (${issue?.message ?? 'invalid'}): current value is ${shown}`,
-      { context: { option: path } },
+      `Cannot open the cluster state as option '${path}' is invalid (${issue.reason}): current value is ${issue.shown}`,
+      {
+        context: { option: path },
+      },
     );
   }
   const c = parsed.data;
@@ -113,7 +96,6 @@ export function resolveKafkaStateOptions(options: KafkaStateOptions): KafkaState
     ...c,
     brokers: Object.freeze([...c.brokers]),
     clientId: c.clientId ?? `voltline-${c.nodeId}`,
-    ssl: c.ssl ?? false,
     replicationFactor: c.replicationFactor,
     sasl: c.sasl,
   });

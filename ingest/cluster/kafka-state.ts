@@ -27,24 +27,12 @@
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ConnectionOptions } from 'node:tls';
-import {
-  Kafka,
-  logLevel as KafkaLogLevel,
-  type Admin,
-  type Consumer,
-  type EachBatchPayload,
-  type KafkaConfig,
-  type KafkaMessage,
-  type LogEntry,
-  type Producer,
-  type SASLOptions,
-} from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { writeFileDurably } from '../../lib/durable-file.ts';
-import { fixKafkajsRequestQueue } from '../trigger/kafka-client.ts';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { AppliedChange, ReplicatedChange, ReplicatedKind, ReplicatedState } from '../../lib/replicated-state.ts';
+import { createCompactedTopicProducer, createKafkaClient, KAFKA_SHORT_RETRY, withDeadline } from '../kafka/index.ts';
 import { resolveKafkaStateOptions, type KafkaStateConfig, type KafkaStateOptions } from './kafka-state-options.ts';
 
 /** In the data folder: the Kafka cluster and topic whose state this folder has joined. */
@@ -95,13 +83,8 @@ export class KafkaState implements ReplicatedState {
     this.#log = config.logger.child({ stage: 'cluster-state', topic: config.topic });
     this.#kafka = kafka;
     this.#admin = kafka.admin();
-    this.#producer = kafka.producer({
-      allowAutoTopicCreation: false,
-      // One request at a time: a retried send cannot overtake a later one. Not idempotent: a
-      // duplicate of a whole-value record is applied as the same value again.
-      maxInFlightRequests: 1,
-      retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
-    });
+    // A duplicate of a whole-value record is applied as the same value again.
+    this.#producer = createCompactedTopicProducer(kafka);
     this.#consumer = kafka.consumer({
       groupId: `voltline.state.${config.nodeId}.${this.#writer.slice(0, 8)}`,
       // A function's file is one record: fetch one whole.
@@ -119,7 +102,13 @@ export class KafkaState implements ReplicatedState {
    */
   static async open(options: KafkaStateOptions): Promise<KafkaState> {
     const config = resolveKafkaStateOptions(options);
-    const state = new KafkaState(config, await kafkaClient(config));
+    const kafka = await createKafkaClient(config, config.logger.child({ stage: 'cluster-state' }), {
+      purpose: 'open the cluster state',
+      optionsErrorCode: 'VL_CLUSTER_STATE_OPTIONS',
+      retry: KAFKA_SHORT_RETRY,
+      requestTimeoutMs: 10_000,
+    });
+    const state = new KafkaState(config, kafka);
     try {
       await state.#admin.connect();
       await retryRetriable(() => state.#ensureTopic());
@@ -218,7 +207,7 @@ export class KafkaState implements ReplicatedState {
     }));
     let lastOffset: number;
     try {
-      const sent = await withTimeout(this.#producer.send({ topic, acks: -1, messages }), publishTimeoutMs);
+      const sent = await withDeadline(this.#producer.send({ topic, acks: -1, messages }), publishTimeoutMs);
       const meta = sent.find((m) => m.partition === 0) ?? sent[0];
       if (meta?.baseOffset === undefined) throw new Error('Kafka returned no offset for the write');
       lastOffset = Number(meta.baseOffset) + messages.length - 1;
@@ -231,7 +220,7 @@ export class KafkaState implements ReplicatedState {
     if (lastOffset < this.#next) return;
     const applied = new Promise<void>((resolve, reject) => this.#waiters.push({ lastOffset, resolve, reject }));
     try {
-      await withTimeout(applied, publishTimeoutMs);
+      await withDeadline(applied, publishTimeoutMs);
     } catch (err) {
       throw unavailable(
         `Cannot confirm the change to ${describe(kind, changes)}: it was written to topic '${topic}' (offset ${lastOffset}) but not read back on this node within ${publishTimeoutMs} ms; it applies once the node reads it, so check before trying again`,
@@ -447,69 +436,4 @@ function describe(kind: string, changes: readonly ReplicatedChange[]): string {
 function unavailable(message: string, cause: unknown): VoltlineError {
   if (cause instanceof VoltlineError && cause.code === 'VL_CLUSTER_STATE_TOPIC') return cause;
   return new VoltlineError('VL_CLUSTER_STATE_UNAVAILABLE', `${message}: ${errorMessage(cause)}`, { cause, retriable: true });
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The kafkajs client: TLS, SASL, and kafkajs' lines into the state's logger (its errors as warnings: it retries). */
-async function kafkaClient(config: KafkaStateConfig): Promise<Kafka> {
-  let ssl: boolean | ConnectionOptions = false;
-  if (typeof config.ssl === 'boolean') ssl = config.ssl;
-  else {
-    try {
-      ssl = { ca: [await readFile(config.ssl.caFile, 'utf8')] };
-    } catch (err) {
-      throw new VoltlineError(
-        'VL_CLUSTER_STATE_OPTIONS',
-        `Cannot open the cluster state as option 'ssl.caFile' cannot be read (${errorMessage(err)}): current value is ${config.ssl.caFile}`,
-        { cause: err, context: { option: 'ssl.caFile' } },
-      );
-    }
-  }
-  const log = config.logger.child({ component: 'kafkajs', stage: 'cluster-state' });
-  fixKafkajsRequestQueue(log);
-  const kafkaConfig: KafkaConfig = {
-    clientId: config.clientId,
-    brokers: [...config.brokers],
-    ssl,
-    connectionTimeout: 3_000,
-    requestTimeout: 10_000,
-    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2_000 },
-    logLevel: log.isLevelEnabled('debug') ? KafkaLogLevel.INFO : KafkaLogLevel.WARN,
-    logCreator:
-      () =>
-      ({ namespace, level, log: entry }: LogEntry) => {
-        const { message, timestamp: _timestamp, logger: _logger, ...fields } = entry;
-        if (level === KafkaLogLevel.ERROR || level === KafkaLogLevel.WARN) log.warn({ namespace, ...fields }, message);
-        else log.debug({ namespace, ...fields }, message);
-      },
-  };
-  const sasl = saslOf(config.sasl);
-  if (sasl !== undefined) kafkaConfig.sasl = sasl;
-  return new Kafka(kafkaConfig);
-}
-
-function saslOf(sasl: KafkaStateConfig['sasl']): SASLOptions | undefined {
-  if (sasl === undefined) return undefined;
-  const { username, password } = sasl;
-  switch (sasl.mechanism) {
-    case 'plain':
-      return { mechanism: 'plain', username, password };
-    case 'scram-sha-256':
-      return { mechanism: 'scram-sha-256', username, password };
-    case 'scram-sha-512':
-      return { mechanism: 'scram-sha-512', username, password };
-  }
 }

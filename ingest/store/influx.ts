@@ -52,6 +52,7 @@ import type {
   StoreWriter,
 } from './types.ts';
 import { WeightBudget } from './weight-budget.ts';
+import { WriteGate } from './write-gate.ts';
 
 /** Why a write failed, as `voltline_store_errors_total{reason}` counts it. */
 export type StoreErrorReason = 'unreachable' | 'timeout' | 'server_error' | 'throttled' | 'auth' | 'rejected';
@@ -146,7 +147,7 @@ export class InfluxStore implements StoreWriter, StoreReader {
   readonly #reader: PromReader;
   readonly #budget: WeightBudget;
   readonly #encoder = new LineEncoder();
-  readonly #writes = new Set<Promise<unknown>>();
+  readonly #gate = new WriteGate();
   readonly #stats: InfluxStoreStats = { requests: 0, failedRequests: 0, points: 0, queuedBytes: 0, failingSinceMs: undefined, lastError: undefined };
   #flavor: Promise<ServerFlavor> | undefined;
   #closing: Promise<void> | undefined;
@@ -202,35 +203,35 @@ export class InfluxStore implements StoreWriter, StoreReader {
    * (context.reason) when the server could not take it now.
    */
   async writePoints(points: readonly Point[]): Promise<void> {
-    this.#open('write points');
+    this.#gate.check('write points');
     validatePoints(points);
     if (points.length === 0) return;
     const flavor = await this.#flavorForWrite();
     const event = eventLines(points, DEFAULT_TENANT, flavor, true);
     if (typeof event === 'string') throw writeError('rejected', event, undefined, false);
-    const result = await this.#track(this.#writeEvents([event]));
+    const result = await this.#gate.track(this.#writeEvents([event]));
     const refused = result.rejected[0];
     if (refused !== undefined) throw writeError('rejected', refused.message, undefined, false);
   }
 
   /** See StoreWriter: each event's points all or nothing; refused events listed with why. */
   async writeEncodedPoints(batch: EncodedPoints): Promise<EncodedWriteResult> {
-    this.#open('write points');
+    this.#gate.check('write points');
     const total = encodedBatchBytes(batch);
     if (batch.events.length === 0) return { points: 0, rejected: [] };
     const flavor = await this.#flavorForWrite();
     // Parsed, checked and turned into lines on the encoder's thread (line-encoder.ts).
     const events = await this.#encoder.encode(batch.tenant, flavor, batch.events, total);
-    return this.#track(this.#writeEvents(events));
+    return this.#gate.track(this.#writeEvents(events));
   }
 
   async writeDeadLetters(letters: readonly DeadLetter[]): Promise<void> {
-    this.#open('write dead letters');
+    this.#gate.check('write dead letters');
     return this.#o.deadLetters.writeDeadLetters(letters);
   }
 
   async resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void> {
-    this.#open('resolve dead letters in');
+    this.#gate.check('resolve dead letters in');
     return this.#o.deadLetters.resolveDeadLetters(keys);
   }
 
@@ -239,40 +240,25 @@ export class InfluxStore implements StoreWriter, StoreReader {
   }
 
   async query(spec: QuerySpec): Promise<QueryAnswer> {
-    this.#open('query');
+    this.#gate.check('query');
     return this.#reader.query(spec);
   }
 
   scan(range: ScanRange): AsyncIterable<readonly ScanRow[]> {
-    this.#open('scan');
+    this.#gate.check('scan');
     return this.#reader.scan(range);
   }
 
   /** Refuses new calls, lets writes under way finish (or fail), closes the dead-letter store. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await Promise.allSettled(this.#writes);
+      await this.#gate.close();
       await this.#encoder.close();
       this.#agent.destroy();
       await this.#o.deadLetters.close();
       this.#log.info('external store closed');
     })();
     return this.#closing;
-  }
-
-  #open(operation: string): void {
-    if (this.#closing !== undefined) {
-      throw new VoltlineError('VL_STORE_CLOSED', `Cannot ${operation} as the store is closed`, { context: { operation } });
-    }
-  }
-
-  async #track<T>(work: Promise<T>): Promise<T> {
-    this.#writes.add(work);
-    try {
-      return await work;
-    } finally {
-      this.#writes.delete(work);
-    }
   }
 
   async #flavorForWrite(): Promise<ServerFlavor> {

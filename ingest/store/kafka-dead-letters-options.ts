@@ -1,19 +1,19 @@
 /**
  * Options of the dead-letter store over Kafka (kafka-dead-letters.ts): typed input →
- * defaults → zod validation → frozen config. How to reach Kafka (`brokers`, `clientId`,
- * `ssl`, `sasl`) has the names and shapes of the Kafka trigger log's options
- * (ingest/trigger/kafka-options.ts), so the platform hands both the same connection.
+ * defaults → zod validation → frozen config. How to reach Kafka (`brokers`, `ssl`, `sasl`)
+ * is ingest/kafka's `KafkaConnection`, checked by the same zod fields as the trigger log's
+ * options, so the platform hands both the same connection.
  */
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { KafkaSaslOptions, KafkaTriggerLogOptions } from '../trigger/kafka-options.ts';
+import { loggerOption } from '../../lib/options.ts';
+import { kafkaClientId, kafkaConnectionFields, kafkaTopicName, optionIssue, type KafkaClientConfig, type KafkaConnection } from '../kafka/index.ts';
 
 const MIB = 1024 * 1024;
 
-export interface KafkaDeadLetterStoreOptions {
-  /** Bootstrap brokers, `host:port`, at least one. @example ['kafka-1:9092', 'kafka-2:9092'] */
-  readonly brokers: readonly string[];
+/** How to reach Kafka (`brokers`, `ssl`, `sasl`: ingest/kafka/options.ts), and the store's own options. */
+export interface KafkaDeadLetterStoreOptions extends KafkaConnection {
   readonly logger: Logger;
   /** The dead-letter topic (compacted; made at open when missing). Default `voltline.dlq`. */
   readonly topic?: string;
@@ -25,10 +25,6 @@ export interface KafkaDeadLetterStoreOptions {
   readonly replicationFactor?: number;
   /** The client id Kafka's logs and quotas see. Default `voltline`. */
   readonly clientId?: string;
-  /** TLS to the brokers: `true` (the system's CAs), or `{ caFile }`. Default off. */
-  readonly ssl?: NonNullable<KafkaTriggerLogOptions['ssl']>;
-  /** SASL authentication. Default none. */
-  readonly sasl?: KafkaSaslOptions;
   /**
    * Most dead letters this node holds in memory to list them (each node reads the whole
    * topic). Past it, the letters written longest ago are no longer listed here (they stay
@@ -43,32 +39,21 @@ export interface KafkaDeadLetterStoreOptions {
   readonly writeTimeoutMs?: number;
 }
 
-export type KafkaDeadLetterStoreConfig = Readonly<Required<Omit<KafkaDeadLetterStoreOptions, 'replicationFactor' | 'sasl' | 'brokers'>>> & {
-  readonly brokers: readonly string[];
-  /** undefined: min(3, brokers in the cluster), decided at open. */
-  readonly replicationFactor: number | undefined;
-  readonly sasl: KafkaSaslOptions | undefined;
-};
-
-// Kafka's legal topic names (org.apache.kafka.common.internals.Topic).
-const topicName = z.string().regex(/^(?!\.{1,2}$)[a-zA-Z0-9._-]{1,249}$/, 'expected 1 to 249 letters, digits, ".", "_" or "-"');
+export type KafkaDeadLetterStoreConfig = Readonly<Required<Omit<KafkaDeadLetterStoreOptions, keyof KafkaClientConfig | 'replicationFactor'>>> &
+  KafkaClientConfig & {
+    /** undefined: min(3, brokers in the cluster), decided at open. */
+    readonly replicationFactor: number | undefined;
+  };
 
 const schema = z
   .object({
-    brokers: z.array(z.string().regex(/^[^\s:/]+:\d{1,5}$/, "expected 'host:port'")).min(1),
-    logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', {
-      message: 'expected a pino Logger',
-    }),
-    topic: topicName.default('voltline.dlq'),
-    sourceTopic: topicName.default('voltline.events'),
+    ...kafkaConnectionFields,
+    logger: loggerOption,
+    topic: kafkaTopicName.default('voltline.dlq'),
+    sourceTopic: kafkaTopicName.default('voltline.events'),
     partitions: z.number().int().min(1).max(1_000).default(3),
     replicationFactor: z.number().int().min(1).max(32).optional(),
-    clientId: z.string().min(1).max(255).default('voltline'),
-    ssl: z.union([z.boolean(), z.object({ caFile: z.string().min(1) }).strict()]).default(false),
-    sasl: z
-      .object({ mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']), username: z.string().min(1), password: z.string() })
-      .strict()
-      .optional(),
+    clientId: kafkaClientId.default('voltline'),
     maxLetters: z.number().int().min(1).max(10_000_000).default(100_000),
     maxViewBytes: z
       .number()
@@ -85,26 +70,11 @@ const schema = z
 export function resolveKafkaDeadLetterOptions(options: KafkaDeadLetterStoreOptions): KafkaDeadLetterStoreConfig {
   const parsed = schema.safeParse(options);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const path = issue?.path.join('.') ?? '';
-    const top = issue?.path[0];
-    const value: unknown = top === 'sasl' ? '(hidden)' : top === undefined ? undefined : (options as unknown as Readonly<Record<string, unknown>>)[String(top)];
-    throw new VoltlineError(
-      'VL_CONFIG_INVALID',
-      `Cannot open the dead-letter topic as option '${path}' is invalid (${issue?.message ?? 'invalid'}): current value is ${shown(value)}`,
-      { context: { option: path } },
-    );
+    const { path, reason, shown } = optionIssue(parsed.error, options);
+    throw new VoltlineError('VL_CONFIG_INVALID', `Cannot open the dead-letter topic as option '${path}' is invalid (${reason}): current value is ${shown}`, {
+      context: { option: path },
+    });
   }
   const c = parsed.data;
   return Object.freeze({ ...c, brokers: Object.freeze([...c.brokers]), replicationFactor: c.replicationFactor, sasl: c.sasl });
-}
-
-function shown(value: unknown): string {
-  if (typeof value !== 'object' || value === null) return String(value);
-  try {
-    const text = JSON.stringify(value);
-    return text.length > 200 ? `${text.slice(0, 200)}…` : text;
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
 }

@@ -31,19 +31,17 @@
  * topic, resolvable by key) and a warning says so.
  */
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import type { ConnectionOptions } from 'node:tls';
-import { Kafka, logLevel as KafkaLogLevel, Partitioners } from 'kafkajs';
-import type { Admin, Consumer, EachBatchPayload, KafkaConfig, LogEntry, Message, Producer, SASLOptions } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { fixKafkajsRequestQueue } from '../trigger/kafka-client.ts';
+import { createCompactedTopicProducer, createKafkaClient, KAFKA_SHORT_RETRY, withDeadline } from '../kafka/index.ts';
 import { validateDeadLetters, validateDeadLetterKeys } from './batch.ts';
 import { DeadLetterView } from './dead-letter-view.ts';
 import { decodeDeadLetter, encodeDeadLetter, tombstone, type EncodedLetter } from './kafka-dead-letter-record.ts';
 import { resolveKafkaDeadLetterOptions, type KafkaDeadLetterStoreConfig, type KafkaDeadLetterStoreOptions } from './kafka-dead-letters-options.ts';
 import type { DeadLetter, DeadLetterKey, DeadLetterQuery } from './types.ts';
 import type { DeadLetterStore } from './with-dead-letters.ts';
+import { WriteGate } from './write-gate.ts';
 
 export type { KafkaDeadLetterStoreOptions } from './kafka-dead-letters-options.ts';
 
@@ -89,8 +87,11 @@ function kafkaError(code: 'VL_STORE_WRITE' | 'VL_STORE_QUERY' | 'VL_STORE_OPEN',
 export async function openKafkaDeadLetterStore(options: KafkaDeadLetterStoreOptions): Promise<KafkaDeadLetterStore> {
   const config = resolveKafkaDeadLetterOptions(options);
   const log = config.logger.child({ stage: 'store', deadLetters: config.topic });
-  fixKafkajsRequestQueue(log);
-  const kafka = new Kafka(await clientConfig(config, log));
+  const kafka = await createKafkaClient(config, log, {
+    purpose: 'open the dead-letter topic',
+    optionsErrorCode: 'VL_CONFIG_INVALID',
+    retry: KAFKA_SHORT_RETRY,
+  });
   const store = new KafkaDeadLetterStore(config, log, kafka);
   try {
     await store.start();
@@ -110,7 +111,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
   readonly #producer: Producer;
   readonly #consumer: Consumer;
   readonly #view: DeadLetterView;
-  readonly #writes = new Set<Promise<unknown>>();
+  readonly #gate = new WriteGate();
   /** Reads waiting for the view to reach the end offsets they were given. */
   readonly #waiters = new Set<() => void>();
   #unreadable = 0;
@@ -124,12 +125,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
     this.#log = log;
     this.#view = new DeadLetterView({ maxLetters: config.maxLetters, maxBytes: config.maxViewBytes });
     this.#admin = kafka.admin();
-    this.#producer = kafka.producer({
-      createPartitioner: Partitioners.DefaultPartitioner,
-      allowAutoTopicCreation: false,
-      maxInFlightRequests: 1,
-      retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
-    });
+    this.#producer = createCompactedTopicProducer(kafka);
     // A group of its own (never committed, so every start reads the topic from the beginning):
     // kafkajs consumes only through a group, and this node must see every partition.
     // maxWaitTimeInMs: an idle fetch returns after 1 s (a record ends it at once), so close
@@ -153,7 +149,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
 
   /** Resolves once Kafka's in-sync replicas have every letter; same validation errors as the embedded store. */
   async writeDeadLetters(letters: readonly DeadLetter[]): Promise<void> {
-    this.#open('write dead letters');
+    this.#gate.check('write dead letters');
     validateDeadLetters(letters);
     if (letters.length === 0) return;
     // The later of two letters of one key wins, as in one transaction of the embedded store.
@@ -163,20 +159,20 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
       byKey.delete(record.key);
       byKey.set(record.key, record);
     }
-    await this.#track(this.#send([...byKey.values()], 'write dead letters to'));
+    await this.#gate.track(this.#send([...byKey.values()], 'write dead letters to'));
   }
 
   /** Writes a tombstone per key; resolves once Kafka has them. Keys that name no letter cost a tombstone and change nothing. */
   async resolveDeadLetters(keys: readonly DeadLetterKey[]): Promise<void> {
-    this.#open('resolve dead letters in');
+    this.#gate.check('resolve dead letters in');
     validateDeadLetterKeys(keys);
     if (keys.length === 0) return;
-    await this.#track(this.#send(keys.map(tombstone), 'resolve dead letters in'));
+    await this.#gate.track(this.#send(keys.map(tombstone), 'resolve dead letters in'));
   }
 
   /** Newest first, filtered, at most `query.limit`; every letter written or resolved (on any node) before the call is reflected. */
   async deadLetters(query: DeadLetterQuery): Promise<DeadLetter[]> {
-    this.#open('read dead letters from');
+    this.#gate.check('read dead letters from');
     await this.#caughtUp();
     return this.#view.list(query);
   }
@@ -184,27 +180,12 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
   /** Lets writes under way finish (or fail), then disconnects. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await Promise.allSettled(this.#writes);
+      await this.#gate.close();
       for (const wake of this.#waiters) wake();
       await Promise.allSettled([this.#consumer.disconnect(), this.#producer.disconnect(), this.#admin.disconnect()]);
       this.#log.info({ letters: this.#view.size }, 'dead-letter topic closed');
     })();
     return this.#closing;
-  }
-
-  #open(operation: string): void {
-    if (this.#closing !== undefined) {
-      throw new VoltlineError('VL_STORE_CLOSED', `Cannot ${operation} as the store is closed`, { context: { operation } });
-    }
-  }
-
-  async #track<T>(work: Promise<T>): Promise<T> {
-    this.#writes.add(work);
-    try {
-      return await work;
-    } finally {
-      this.#writes.delete(work);
-    }
   }
 
   /** Sends `records` in requests of at most MAX_REQUEST_BYTES, one after the other (a key's records keep their order). */
@@ -247,7 +228,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
         resolve();
       };
       const check = () => {
-        if (behind() === undefined || this.#closing !== undefined) done();
+        if (behind() === undefined || this.#gate.closed) done();
       };
       const timer = setTimeout(() => {
         this.#waiters.delete(check);
@@ -263,7 +244,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
       }, this.#c.readTimeoutMs);
       this.#waiters.add(check);
     });
-    this.#open('read dead letters from');
+    this.#gate.check('read dead letters from');
   }
 
   async #apply({ batch }: EachBatchPayload): Promise<void> {
@@ -338,58 +319,4 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
       );
     }
   }
-}
-
-/** `work`, or a rejection once `ms` have passed (kafkajs' own timeouts do not cover its retries' waits). */
-async function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Kafka did not answer within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function clientConfig(config: KafkaDeadLetterStoreConfig, log: Logger): Promise<KafkaConfig> {
-  let ssl: boolean | ConnectionOptions = false;
-  if (typeof config.ssl === 'object') {
-    try {
-      ssl = { ca: [await readFile(config.ssl.caFile, 'utf8')] };
-    } catch (err) {
-      throw new VoltlineError(
-        'VL_CONFIG_INVALID',
-        `Cannot open the dead-letter topic as option 'ssl.caFile' cannot be read (${errorMessage(err)}): current value is ${config.ssl.caFile}`,
-        {
-          context: { option: 'ssl.caFile' },
-          cause: err,
-        },
-      );
-    }
-  } else ssl = config.ssl;
-  const kafkaLog = log.child({ component: 'kafkajs' });
-  const result: KafkaConfig = {
-    clientId: config.clientId,
-    brokers: [...config.brokers],
-    ssl,
-    connectionTimeout: 3_000,
-    requestTimeout: 30_000,
-    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2_000 },
-    logLevel: log.isLevelEnabled('debug') ? KafkaLogLevel.INFO : KafkaLogLevel.WARN,
-    // kafkajs logs every failed attempt of a request as an error while it retries (and a
-    // topic another node made first); the store's callers get and log the outcome, so
-    // kafkajs' errors are debug lines here and only its warnings stay warnings.
-    logCreator:
-      () =>
-      ({ namespace, level, log: entry }: LogEntry) => {
-        const { message, timestamp: _t, logger: _l, ...fields } = entry;
-        if (level === KafkaLogLevel.WARN) kafkaLog.warn({ namespace, ...fields }, message);
-        else kafkaLog.debug({ namespace, ...fields }, message);
-      },
-  };
-  const sasl: SASLOptions | undefined = config.sasl === undefined ? undefined : { ...config.sasl };
-  if (sasl !== undefined) result.sasl = sasl;
-  return result;
 }

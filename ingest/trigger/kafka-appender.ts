@@ -18,7 +18,7 @@
  * one group at a time, append order per partition is the order of the `append` calls.
  *
  * Kafka away (unreachable, restarting, a leader moving): kafkajs retries a request with
- * backoff for about 10 s (kafka-client.ts CLIENT_RETRY), then `sendBatch` rejects; the
+ * backoff for about 10 s (ingest/kafka/client.ts KAFKA_CLIENT_RETRY), then `sendBatch` rejects; the
  * appender then sends the SAME group again, unchanged, with backoff, for as long as the log
  * is open. Nothing is rejected: the appends just wait (the broker's PUBACKs pause), and the
  * backlog is bounded through `overloaded`/`onDrain`. Sending the same group again is what
@@ -52,7 +52,7 @@ import { Partitioners, type Kafka, type Message, type PartitionMetadata, type Pr
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { CLIENT_RETRY } from './kafka-client.ts';
+import { KAFKA_CLIENT_RETRY } from '../kafka/index.ts';
 import { BATCH_OVERHEAD_BYTES, encodeEvent } from './kafka-record.ts';
 import { closedError } from './kafka-partition.ts';
 import type { TriggerEvent } from './types.ts';
@@ -187,7 +187,7 @@ export class KafkaAppender {
       idempotent: true,
       createPartitioner: Partitioners.DefaultPartitioner,
       allowAutoTopicCreation: false,
-      retry: CLIENT_RETRY,
+      retry: KAFKA_CLIENT_RETRY,
     });
     await producer.connect();
     return producer;

@@ -3,7 +3,7 @@
  * events stay in one partition, in order), appended to by an idempotent producer with
  * acks=all (kafka-appender.ts), read by one consumer group that every node's router joins
  * (each partition one node's at a time). See kafka-record.ts for the record format,
- * kafka-partition.ts for a partition's read buffer, kafka-client.ts for the kafkajs client.
+ * kafka-partition.ts for a partition's read buffer, ingest/kafka/ for the kafkajs client.
  *
  * What this relies on in kafkajs 2.2.4 (read in node_modules/kafkajs/src/consumer):
  * - eachBatch is awaited: a fetcher hands a fetch's batches to the workers
@@ -49,8 +49,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import kafkajs, { type Admin, type Consumer, type EachBatchPayload, type Kafka, type PartitionMetadata } from 'kafkajs';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
+import { createKafkaClient, KAFKA_CLIENT_RETRY } from '../kafka/index.ts';
 import { KafkaAppender, kafkaCauses, REFUSED_ERRORS, type AppenderStats } from './kafka-appender.ts';
-import { CLIENT_RETRY, createKafkaClient } from './kafka-client.ts';
 import { zoneAssigner } from './kafka-assigner.ts';
 import { resolveKafkaTriggerLogOptions, type KafkaTriggerLogConfig, type KafkaTriggerLogOptions } from './kafka-options.ts';
 import { closedError, KafkaPartition, type PartitionHost, type PartitionLag } from './kafka-partition.ts';
@@ -101,8 +101,8 @@ const COMMIT_ATTEMPTS = 12;
 export async function openKafkaTriggerLog(options: KafkaTriggerLogOptions): Promise<KafkaTriggerLog> {
   const config = resolveKafkaTriggerLogOptions(options);
   const log = config.logger.child({ component: 'trigger-log', topic: config.topic });
-  const kafka = await createKafkaClient(config, log);
-  const admin = kafka.admin({ retry: CLIENT_RETRY });
+  const kafka = await createKafkaClient(config, log, { purpose: 'open the Kafka trigger log', optionsErrorCode: 'VL_TRIGGER_LOG_OPTIONS' });
+  const admin = kafka.admin({ retry: KAFKA_CLIENT_RETRY });
   try {
     await admin.connect();
     const { partitionMetadata, maxMessageBytes } = await ensureTopic(admin, config, log);
@@ -324,7 +324,7 @@ class KafkaLog implements KafkaTriggerLog, PartitionHost {
         maxBytesPerPartition: 1024 * 1024,
         maxBytes: 16 * 1024 * 1024,
         allowAutoTopicCreation: false,
-        retry: { ...CLIENT_RETRY, restartOnFailure: () => this.#restartAfterCrash() },
+        retry: { ...KAFKA_CLIENT_RETRY, restartOnFailure: () => this.#restartAfterCrash() },
         // Zone-aware and sticky (kafka-assigner.ts): a node keeps what it holds up to its share.
         partitionAssigners: [
           zoneAssigner(this.#config.zone, () => ({ [this.topic]: [...this.#parts.values()].filter((part) => !part.revoked).map((part) => part.partition) })),

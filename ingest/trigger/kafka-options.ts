@@ -6,20 +6,13 @@
 import { z } from 'zod';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { withRules } from '../../lib/options.ts';
+import { loggerOption, withRules } from '../../lib/options.ts';
+import { kafkaClientId, kafkaConnectionFields, kafkaTopicName, optionIssue, type KafkaClientConfig, type KafkaConnection } from '../kafka/index.ts';
 
 const MIB = 1024 * 1024;
 
-/** SASL credentials (SASL_PLAINTEXT, or SASL_SSL with `ssl`). */
-export interface KafkaSaslOptions {
-  readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512';
-  readonly username: string;
-  readonly password: string;
-}
-
-export interface KafkaTriggerLogOptions {
-  /** Bootstrap brokers, `host:port`, at least one. @example ['kafka-1:9092', 'kafka-2:9092'] */
-  readonly brokers: readonly string[];
+/** How to reach Kafka (`brokers`, `ssl`, `sasl`: ingest/kafka/options.ts), and the log's own options. */
+export interface KafkaTriggerLogOptions extends KafkaConnection {
   readonly logger: Logger;
   /** The topic events are appended to and read from. Default `voltline.events`. */
   readonly topic?: string;
@@ -37,10 +30,6 @@ export interface KafkaTriggerLogOptions {
   readonly groupId?: string;
   /** The client id Kafka's logs and quotas see. Default `voltline`. */
   readonly clientId?: string;
-  /** TLS to the brokers: `true` (the system's CAs), or `{ caFile }`: a PEM file of the CA(s) to trust. Default off. */
-  readonly ssl?: boolean | { readonly caFile: string };
-  /** SASL authentication. Default none. */
-  readonly sasl?: KafkaSaslOptions;
   /**
    * High-water mark of appended bytes not yet acknowledged by Kafka: above it `overloaded`
    * is true until the backlog is under `pendingLowWaterBytes`. Default 8 MiB.
@@ -68,17 +57,13 @@ export interface KafkaTriggerLogOptions {
   readonly readOnly?: boolean;
 }
 
-export interface KafkaTriggerLogConfig {
-  readonly brokers: readonly string[];
+export interface KafkaTriggerLogConfig extends KafkaClientConfig {
   readonly logger: Logger;
   readonly topic: string;
   readonly partitions: number;
   /** undefined: min(3, brokers in the cluster), decided at open. */
   readonly replicationFactor: number | undefined;
   readonly groupId: string;
-  readonly clientId: string;
-  readonly ssl: boolean | { readonly caFile: string };
-  readonly sasl: KafkaSaslOptions | undefined;
   readonly maxPendingBytes: number;
   readonly pendingLowWaterBytes: number;
   readonly consumerBufferBytes: number;
@@ -90,30 +75,16 @@ export interface KafkaTriggerLogConfig {
   readonly readOnly: boolean;
 }
 
-// Kafka's legal topic names (org.apache.kafka.common.internals.Topic).
-const topicName = z
-  .string()
-  .min(1)
-  .max(249)
-  .regex(/^[a-zA-Z0-9._-]+$/, 'expected letters, digits, ".", "_" or "-"');
-
 const schema = withRules(
   z
     .object({
-      brokers: z.array(z.string().regex(/^[^\s:/]+:\d{1,5}$/, "expected 'host:port'")).min(1),
-      logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', {
-        message: 'expected a pino Logger',
-      }),
-      topic: topicName.default('voltline.events'),
+      ...kafkaConnectionFields,
+      logger: loggerOption,
+      topic: kafkaTopicName.default('voltline.events'),
       partitions: z.number().int().min(1).max(10_000).default(12),
       replicationFactor: z.number().int().min(1).max(32).optional(),
       groupId: z.string().min(1).max(255).default('voltline.router'),
-      clientId: z.string().min(1).max(255).default('voltline'),
-      ssl: z.union([z.boolean(), z.object({ caFile: z.string().min(1) }).strict()]).default(false),
-      sasl: z
-        .object({ mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']), username: z.string().min(1), password: z.string() })
-        .strict()
-        .optional(),
+      clientId: kafkaClientId.default('voltline'),
       maxPendingBytes: z
         .number()
         .int()
@@ -146,16 +117,13 @@ const schema = withRules(
 export function resolveKafkaTriggerLogOptions(options: KafkaTriggerLogOptions): KafkaTriggerLogConfig {
   const parsed = schema.safeParse(options);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const path = issue?.path.join('.') ?? '';
-    const reason = issue?.message ?? 'invalid';
-    const top = issue?.path[0];
-    // A password is never echoed back.
-    const value: unknown = top === 'sasl' ? '(hidden)' : top === undefined ? undefined : (options as unknown as Readonly<Record<string, unknown>>)[String(top)];
+    const { path, reason, shown, issues } = optionIssue(parsed.error, options);
     throw new VoltlineError(
       'VL_TRIGGER_LOG_OPTIONS',
-      `Cannot open the Kafka trigger log as option '${path}' is invalid (${reason}): current value is ${shown(value)}`,
-      { context: { option: path, issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) } },
+      `Cannot open the Kafka trigger log as option '${path}' is invalid (${reason}): current value is ${shown}`,
+      {
+        context: { option: path, issues },
+      },
     );
   }
   const c = parsed.data;
@@ -179,14 +147,4 @@ export function resolveKafkaTriggerLogOptions(options: KafkaTriggerLogOptions): 
     zone: c.zone,
     readOnly: c.readOnly,
   });
-}
-
-function shown(value: unknown): string {
-  if (typeof value !== 'object' || value === null) return String(value);
-  try {
-    const text = JSON.stringify(value);
-    return text.length > 200 ? `${text.slice(0, 200)}…` : text;
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
 }
