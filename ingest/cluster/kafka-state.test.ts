@@ -5,7 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
+import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
@@ -123,7 +123,7 @@ describe('KafkaState', () => {
     // Resolved: applied on the writer already.
     expect(kindA.entries.get('k1')).toEqual({ n: 1 });
     // Records a node cannot read: another kind, not JSON, no kind at all.
-    const producer = client.producer();
+    const producer = client.producer({ createPartitioner: Partitioners.DefaultPartitioner });
     await producer.connect();
     await producer.send({
       topic,

@@ -4,7 +4,7 @@
  * kill -9 and a restart, and with three nodes keeps taking acks=all writes with one node killed.
  */
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel, type Admin } from 'kafkajs';
+import { Kafka, logLevel, Partitioners, type Admin } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startKafka, type KafkaCluster } from './kafka.ts';
 import { eventually } from './wait.ts';
@@ -20,7 +20,7 @@ function client(brokers: string[]): Kafka {
 }
 
 async function produce(kafka: Kafka, topic: string, values: readonly string[]): Promise<void> {
-  const producer = kafka.producer({ idempotent: true });
+  const producer = kafka.producer({ idempotent: true, createPartitioner: Partitioners.DefaultPartitioner });
   await producer.connect();
   try {
     await producer.send({ topic, acks: -1, messages: values.map((value) => ({ key: 'device-1', value })) });
