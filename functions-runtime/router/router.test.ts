@@ -508,21 +508,21 @@ describe('function retries', () => {
   });
 
   it('parks only the failing device: the other devices of its lane go on while its retries wait, and its later events follow it', async () => {
-    // One lane: without parking, dev-1's events would wait for dev-0's three retries (≥ 4.5 s here).
+    // One lane: without parking, dev-1's events would wait for dev-0's three retries (≥ 7.5 s here).
     await appendFlaky([{ seq: 0, failTimes: 99 }, ...range(5).map((seq) => ({ seq, device: 'dev-1' })), { seq: 1 }]);
-    const router = startRouter({ lanesPerFunction: 1, functionRetryMinMs: 3_000, functionRetryMaxMs: 3_000 });
-    await eventually(() => ((seqOrderByDevice(rig.written).get('dev-1')?.length ?? 0) === 5 ? true : undefined), 4_000, "dev-1's events stored");
+    const router = startRouter({ lanesPerFunction: 1, functionRetryMinMs: 5_000, functionRetryMaxMs: 5_000 });
+    await eventually(() => ((seqOrderByDevice(rig.written).get('dev-1')?.length ?? 0) === 5 ? true : undefined), 7_000, "dev-1's events stored");
     // dev-0 is still parked: no dead letter yet, its later event not run.
     expect(await rig.store.deadLetters({ function: 'flaky', limit: 10 })).toEqual([]);
     expect(seqOrderByDevice(rig.written).get('dev-0')).toBeUndefined();
-    await eventually(() => (seqOrderByDevice(rig.written).get('dev-0') !== undefined ? true : undefined), 20_000, "dev-0's later event stored");
+    await eventually(() => (seqOrderByDevice(rig.written).get('dev-0') !== undefined ? true : undefined), 30_000, "dev-0's later event stored");
     await router.idle();
     expect(await rig.store.deadLetters({ function: 'flaky', limit: 10 })).toMatchObject([{ offset: 0n, deviceId: 'dev-0', attempts: 4 }]);
     expect(seqOrderByDevice(rig.written).get('dev-0')).toEqual([1]);
     expect(seqOrderByDevice(rig.written).get('dev-1')).toEqual(range(5));
     await router.stop();
     expect(rig.log.committedOffset()).toBe(7n);
-  });
+  }, 60_000);
 
   it('runs a retry on the version its batch ran on, so a device never goes back to an older version', async () => {
     // The lane takes seq 0 alone, then seq 1 and 2 as one batch: seq 1 fails once, seq 2
