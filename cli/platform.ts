@@ -294,7 +294,13 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
     cleanups.push(() => router.stop());
     topicTriggers.start();
     // Both on the system clock: a backlog in the router's lanes is the autoscaler's too.
-    scheduler.setBacklogProbe(() => router.oldestWaitingSince());
+    // Over Kafka, events also wait in the topic past the router's in-flight bound: the front
+    // of that lag (its oldest unfinished event's receipt) counts as backlog too.
+    scheduler.setBacklogProbe(() => {
+      const lanes = router.oldestWaitingSince();
+      const lag = router.lagSince();
+      return lanes === undefined ? lag : lag === undefined ? lanes : Math.min(lanes, lag);
+    });
     routing = true;
     if (firesCron) timers.start();
     cleanups.push(() => timers.stop());

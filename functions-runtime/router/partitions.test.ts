@@ -155,6 +155,25 @@ describe('a partitioned trigger log', () => {
     for (let partition = 0; partition < PARTITIONS; partition++) expect(lag).toContain(`voltline_trigger_lag_events{partition="${partition}"} 0`);
   });
 
+  it('says when its lag began while a partition has events it has not read (the autoscaler counts it as backlog)', async () => {
+    expect(router.lagSince()).toBeUndefined();
+    // 300 events wait in partition 0 while it is another node's; given back, the router reads
+    // them 100 at a time (its in-flight bound): until the last is read, the partition lags.
+    log.take(0);
+    for (let n = 0; n < 300; n++) await log.append(hello(3, n));
+    log.give(0);
+    let seen: number | undefined;
+    for (let i = 0; i < 3_000 && seen === undefined; i++) {
+      seen = router.lagSince();
+      if (seen === undefined) await new Promise((resolve) => setImmediate(resolve));
+    }
+    // The front of the lag: the oldest unfinished event's receipt (this test's events are at AT + n).
+    expect(seen).toBeGreaterThanOrEqual(AT);
+    expect(seen).toBeLessThan(AT + 300);
+    await eventually(() => (committed(0) === log.logs[0]?.endOffset() ? true : undefined), 20_000, 'partition 0 committed');
+    expect(router.lagSince()).toBeUndefined();
+  });
+
   it('stops reading a partition taken away, goes on with the others, and resumes it from its commit when given it again', async () => {
     await log.append(hello(1, 0));
     await eventually(() => (committed(1) === 1n ? true : undefined), 20_000, 'partition 1 committed');

@@ -946,6 +946,23 @@ export class Router implements InvocationRecorder {
   }
 
   /**
+   * The consumer lag's front: when (epoch ms, the event's receipt) the oldest event was
+   * received of the trigger-log partitions that have events this router has not read yet
+   * (appended past its read position: it is at its in-flight bound, or behind); undefined
+   * when every partition is read to its end. With `oldestWaitingSince`, what the autoscaler
+   * sees as backlog over Kafka, where events wait in the topic rather than in lanes.
+   */
+  lagSince(): number | undefined {
+    let oldest: number | undefined;
+    for (const p of this.#parts.values()) {
+      if (p.source !== '' || p.part.endOffset() <= p.readPos) continue;
+      const front = p.tracker.oldestUnfinishedAtMs;
+      if (front !== undefined && (oldest === undefined || front < oldest)) oldest = front;
+    }
+    return oldest;
+  }
+
+  /**
    * When the oldest event waiting in a lane was queued there (this router's clock, ms), or
    * undefined when no lane has one waiting. The scheduler's autoscaler reads it as backlog:
    * a function's batches wait here, in its lanes, not in the scheduler's queue.
