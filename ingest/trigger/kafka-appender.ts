@@ -53,6 +53,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { KAFKA_CLIENT_RETRY } from '../kafka/index.ts';
+import { AppendBacklog } from './append-backlog.ts';
 import { BATCH_OVERHEAD_BYTES, encodeEvent } from './kafka-record.ts';
 import { closedError } from './kafka-partition.ts';
 import type { TriggerEvent } from './types.ts';
@@ -152,9 +153,8 @@ export class KafkaAppender {
   #producer: Producer | undefined;
   #queue: PendingAppend[] = [];
   #head = 0;
-  #pendingBytes = 0;
-  #overloaded = false;
-  #drainListeners: (() => void)[] = [];
+  /** Bytes appended and not yet acknowledged, and the push-back on them. */
+  readonly #backlog: AppendBacklog;
   #run: Promise<void> | undefined;
   /** The group being sent (taken off the queue). */
   #inFlight: PendingAppend[] | undefined;
@@ -176,6 +176,12 @@ export class KafkaAppender {
   /** `producer` undefined: connected at the first append (a read-only log never appends). */
   constructor(settings: AppenderSettings, producer: Producer | undefined) {
     this.#s = settings;
+    this.#backlog = new AppendBacklog({
+      highWaterBytes: settings.maxPendingBytes,
+      lowWaterBytes: settings.pendingLowWaterBytes,
+      log: settings.log,
+      what: 'kafka trigger log',
+    });
     this.#producer = producer;
     this.#partitionOf = Partitioners.DefaultPartitioner();
     this.#acked = settings.partitionMetadata.map(() => 0n);
@@ -194,7 +200,7 @@ export class KafkaAppender {
   }
 
   get overloaded(): boolean {
-    return this.#overloaded;
+    return this.#backlog.overloaded;
   }
 
   ackedEnd(partition: number): bigint {
@@ -202,17 +208,16 @@ export class KafkaAppender {
   }
 
   stats(): AppenderStats {
+    // A send unanswered for this long counts as failing, before kafkajs gives it up.
+    const unanswered = this.#sendingSinceMs !== undefined && Date.now() - this.#sendingSinceMs > UNANSWERED_MS;
     return Object.freeze({
       appends: this.#appends,
       groups: this.#groups,
       resends: this.#resends,
       producerResets: this.#producerResets,
-      pendingBytes: this.#pendingBytes,
-      // A send unanswered for this long counts as failing, before kafkajs gives it up.
-      failingSinceMs:
-        this.#failingSinceMs ?? (this.#sendingSinceMs !== undefined && Date.now() - this.#sendingSinceMs > UNANSWERED_MS ? this.#sendingSinceMs : undefined),
-      lastError:
-        this.#lastError ?? (this.#sendingSinceMs !== undefined && Date.now() - this.#sendingSinceMs > UNANSWERED_MS ? 'no answer from Kafka' : undefined),
+      pendingBytes: this.#backlog.pendingBytes,
+      failingSinceMs: this.#failingSinceMs ?? (unanswered ? this.#sendingSinceMs : undefined),
+      lastError: this.#lastError ?? (unanswered ? 'no answer from Kafka' : undefined),
     });
   }
 
@@ -245,15 +250,13 @@ export class KafkaAppender {
     }
     const { promise, resolve, reject } = Promise.withResolvers<bigint>();
     this.#queue.push({ message, partition, bytes, resolve, reject, settled: false });
-    this.#pendingBytes += bytes;
-    if (this.#pendingBytes > this.#s.maxPendingBytes) this.#overloaded = true;
+    this.#backlog.added(bytes);
     this.#run ??= this.#runSender();
     return promise;
   }
 
   onDrain(listener: () => void): void {
-    if (this.#overloaded) this.#drainListeners.push(listener);
-    else queueMicrotask(() => this.#callListener(listener));
+    this.#backlog.onDrain(listener);
   }
 
   /**
@@ -386,7 +389,7 @@ export class KafkaAppender {
             {
               err: errorMessage(err),
               events: group.length,
-              pendingBytes: this.#pendingBytes,
+              pendingBytes: this.#backlog.pendingBytes,
               failingForMs: Math.round(now - failingSince),
               attempts: failures,
             },
@@ -424,18 +427,18 @@ export class KafkaAppender {
       pending.resolve(offset);
     }
     this.#groups += 1;
-    this.#pendingBytes -= bytes;
-    this.#checkDrain();
+    this.#backlog.settled(bytes);
   }
 
   #fail(group: readonly PendingAppend[], error: unknown): void {
+    let bytes = 0;
     for (const pending of group) {
       if (pending.settled) continue;
       pending.settled = true;
-      this.#pendingBytes -= pending.bytes;
+      bytes += pending.bytes;
       pending.reject(error);
     }
-    this.#checkDrain();
+    this.#backlog.settled(bytes);
   }
 
   async #replaceProducer(producer: Producer | undefined): Promise<void> {
@@ -443,22 +446,6 @@ export class KafkaAppender {
     this.#producer = undefined;
     this.#producerResets += 1;
     await producer.disconnect().catch((err: unknown) => this.#s.log.warn({ err }, 'kafka trigger log: disconnecting a replaced producer failed'));
-  }
-
-  #checkDrain(): void {
-    if (!this.#overloaded || this.#pendingBytes >= this.#s.pendingLowWaterBytes) return;
-    this.#overloaded = false;
-    const listeners = this.#drainListeners;
-    this.#drainListeners = [];
-    for (const listener of listeners) this.#callListener(listener);
-  }
-
-  #callListener(listener: () => void): void {
-    try {
-      listener();
-    } catch (err: unknown) {
-      this.#s.log.error({ err }, 'kafka trigger log: a drain listener threw');
-    }
   }
 }
 

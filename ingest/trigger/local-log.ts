@@ -25,6 +25,7 @@ import { resolveLocalTriggerLogOptions, type LocalTriggerLogConfig, type LocalTr
 import { LogReader } from './log-reader.ts';
 import { encodeRecord, sealRecord, type EncodedRecord } from './record.ts';
 import { TailCache } from './tail-cache.ts';
+import { AppendBacklog } from './append-backlog.ts';
 import { recoverSegments } from './recovery.ts';
 import { openAppendable, Segment, segmentFileName, writeAll } from './segments.ts';
 import { syncDir } from '../../lib/durable-file.ts';
@@ -121,6 +122,8 @@ interface Waiter {
 class LocalLog implements LocalTriggerLog {
   readonly #config: LocalTriggerLogConfig;
   readonly #log: Logger;
+  /** Bytes appended and not yet synced, and the push-back on them. */
+  readonly #backlog: AppendBacklog;
   /** Ascending by base; the last one is written to. */
   readonly #segments: Segment[];
   #active: Segment;
@@ -131,12 +134,9 @@ class LocalLog implements LocalTriggerLog {
   #needsTruncate = false;
 
   #queue: PendingAppend[] = [];
-  #pendingBytes = 0;
   #writerRun: Promise<void> | undefined;
   /** When the last group started (performance.now() ms): see `minGroupIntervalMs`. */
   #lastGroupAt = Number.NEGATIVE_INFINITY;
-  #overloaded = false;
-  #drainListeners: (() => void)[] = [];
   readonly #waiters = new Set<Waiter>();
   readonly #reader: LogReader;
   /** What the writer made durable last, for readers that keep up (tail-cache.ts). */
@@ -166,12 +166,13 @@ class LocalLog implements LocalTriggerLog {
     this.#end = active.end;
     this.#reader = new LogReader(segments, () => this.#end);
     this.#tail = new TailCache(config.tailCacheBytes);
+    this.#backlog = new AppendBacklog({ highWaterBytes: config.maxPendingBytes, lowWaterBytes: config.lowWaterBytes, log, what: 'trigger log' });
     this.#committed = committed;
     this.#commitWanted = committed.offset;
   }
 
   get overloaded(): boolean {
-    return this.#overloaded;
+    return this.#backlog.overloaded;
   }
 
   /** The embedded log has one partition, 0, and it is always this node's. */
@@ -195,7 +196,7 @@ class LocalLog implements LocalTriggerLog {
       failedGroups: this.#failedGroups,
       appends: this.#appends,
       syncedBytes: this.#syncedBytes,
-      pendingBytes: this.#pendingBytes,
+      pendingBytes: this.#backlog.pendingBytes,
     });
   }
 
@@ -209,15 +210,13 @@ class LocalLog implements LocalTriggerLog {
     }
     const { promise, resolve, reject } = Promise.withResolvers<bigint>();
     this.#queue.push({ event, record, resolve, reject });
-    this.#pendingBytes += record.bytes.length;
-    if (this.#pendingBytes > this.#config.maxPendingBytes) this.#overloaded = true;
+    this.#backlog.added(record.bytes.length);
     this.#writerRun ??= this.#runWriter();
     return promise;
   }
 
   onDrain(listener: () => void): void {
-    if (this.#overloaded) this.#drainListeners.push(listener);
-    else queueMicrotask(() => this.#callListener(listener));
+    this.#backlog.onDrain(listener);
   }
 
   read(fromOffset: bigint, max: number): Promise<LoggedEvent[]> {
@@ -340,7 +339,6 @@ class LocalLog implements LocalTriggerLog {
     this.#groups += 1;
     this.#appends += group.length;
     this.#syncedBytes += bytes;
-    this.#pendingBytes -= bytes;
     for (let i = 0; i < group.length; i += 1) {
       const pending = group[i];
       if (pending === undefined) continue;
@@ -349,13 +347,12 @@ class LocalLog implements LocalTriggerLog {
       pending.resolve(offset);
     }
     for (const waiter of this.#waiters) if (this.#end > waiter.fromOffset) waiter.done();
-    this.#checkDrain();
+    this.#backlog.settled(bytes);
   }
 
   #failGroup(group: PendingAppend[], bytes: number, position: number, cause: unknown): void {
     this.#failedGroups += 1;
     this.#tail.clear();
-    this.#pendingBytes -= bytes;
     const context = { segment: this.#active.path, position, events: group.length, bytes };
     this.#log.error({ err: cause, ...context }, 'trigger log: a group write failed; its appends are rejected');
     const error = new VoltlineError(
@@ -364,7 +361,7 @@ class LocalLog implements LocalTriggerLog {
       { retriable: true, cause, context },
     );
     for (const pending of group) pending.reject(error);
-    this.#checkDrain();
+    this.#backlog.settled(bytes);
   }
 
   /** Cuts the active segment back to its last durable byte, durably. */
@@ -392,22 +389,6 @@ class LocalLog implements LocalTriggerLog {
     this.#activeHandle = handle;
     previous.release();
     this.#log.debug({ segment: opened.path, previousBytes: previous.size }, 'trigger log: rolled to a new segment');
-  }
-
-  #checkDrain(): void {
-    if (!this.#overloaded || this.#pendingBytes >= this.#config.lowWaterBytes) return;
-    this.#overloaded = false;
-    const listeners = this.#drainListeners;
-    this.#drainListeners = [];
-    for (const listener of listeners) this.#callListener(listener);
-  }
-
-  #callListener(listener: () => void): void {
-    try {
-      listener();
-    } catch (err: unknown) {
-      this.#log.error({ err }, 'trigger log: a drain listener threw');
-    }
   }
 
   async #runCommits(): Promise<void> {
