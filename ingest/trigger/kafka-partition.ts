@@ -14,6 +14,7 @@ import type { Batch } from 'kafkajs';
 import { VoltlineError } from '../../lib/errors.ts';
 import { bufferedBytes, decodeRecord } from './kafka-record.ts';
 import type { LoggedEvent, TriggerPartition } from './types.ts';
+import { CommitWaiters, ReadWaiters } from './offset-waiters.ts';
 
 /** What a partition needs from its log. */
 export interface PartitionHost {
@@ -33,17 +34,6 @@ export interface PartitionHost {
 const READ_WAIT_MS = 2_000;
 /** Read pages remembered for the age of the oldest uncommitted event; older ones merge. */
 const MAX_PAGES = 256;
-
-interface Waiter {
-  readonly fromOffset: bigint;
-  readonly done: () => void;
-}
-
-interface CommitWaiter {
-  readonly offset: bigint;
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
-}
 
 /** A page handed to the reader and not yet wholly committed: its last offset and its oldest event. */
 interface Page {
@@ -81,19 +71,23 @@ export class KafkaPartition implements TriggerPartition {
   #revoked = false;
   /** Told to the listener (after its committed offset was fetched). */
   announced = false;
-  readonly #waiters = new Set<Waiter>();
+  readonly #waiters = new ReadWaiters();
   #pages: Page[] = [];
 
-  /** The highest offset asked for by `commit` and not yet committed. */
-  commitWanted: bigint;
-  #commitWaiters: CommitWaiter[] = [];
+  /** Commits waiting for Kafka, and the highest offset asked for. */
+  readonly #commits: CommitWaiters;
 
   constructor(partition: number, host: PartitionHost, committed: bigint) {
     this.partition = partition;
     this.#host = host;
     this.#committed = committed;
-    this.commitWanted = committed;
+    this.#commits = new CommitWaiters(committed);
     this.#end = committed;
+  }
+
+  /** The highest offset asked for by `commit` and not yet committed. */
+  get commitWanted(): bigint {
+    return this.#commits.wanted;
   }
 
   get revoked(): boolean {
@@ -108,7 +102,7 @@ export class KafkaPartition implements TriggerPartition {
   /** Sets what the group had committed and the high watermark, fetched when the partition was assigned. */
   assignedAt(committed: bigint, end: bigint): void {
     this.#committed = committed;
-    if (committed > this.commitWanted) this.commitWanted = committed;
+    if (committed > this.#commits.wanted) this.#commits.wanted = committed;
     if (end > this.#end) this.#end = end;
     if (this.#next === undefined) {
       this.#from = committed;
@@ -189,19 +183,7 @@ export class KafkaPartition implements TriggerPartition {
     if (signal.aborted || this.#host.closed || this.#revoked) return Promise.resolve();
     if (fromOffset < this.endOffset()) this.#position(fromOffset);
     if (this.#hasFrom(fromOffset)) return Promise.resolve();
-    return new Promise((resolve) => {
-      const onAbort = (): void => waiter.done();
-      const waiter: Waiter = {
-        fromOffset,
-        done: () => {
-          signal.removeEventListener('abort', onAbort);
-          this.#waiters.delete(waiter);
-          resolve();
-        },
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#waiters.add(waiter);
-    });
+    return this.#waiters.wait(fromOffset, signal);
   }
 
   commit(offset: bigint): Promise<void> {
@@ -212,23 +194,21 @@ export class KafkaPartition implements TriggerPartition {
     }
     // Taken away: the new owner resumes from the last commit; this one moves nothing.
     if (this.#revoked || offset <= this.#committed) return Promise.resolve();
-    if (offset > this.commitWanted) this.commitWanted = offset;
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#commitWaiters.push({ offset, resolve, reject });
+    const committed = this.#commits.add(offset);
     this.#host.requestCommit();
-    return promise;
+    return committed;
   }
 
   /** Kafka has `offset` as the group's committed offset for this partition. */
   committed(offset: bigint): void {
     if (offset > this.#committed) this.#committed = offset;
-    this.#settleCommits(this.#committed, undefined);
+    this.#commits.settle(this.#committed, this.#committed);
     while (this.#pages.length > 0 && (this.#pages[0]?.last ?? 0n) < this.#committed) this.#pages.shift();
   }
 
   /** Committing up to `offset` failed: its waiters (and the lower ones) are rejected, the higher ones wait for the next attempt. */
   commitFailed(offset: bigint, error: unknown): void {
-    this.#settleCommits(offset, error);
+    this.#commits.settle(offset, this.#committed, error);
   }
 
   /** The partition is no longer this node's: drop the buffer, wake the waiters, settle the commits (they move nothing now). */
@@ -242,16 +222,13 @@ export class KafkaPartition implements TriggerPartition {
       this.#paused = false;
       this.#host.setPaused(this.partition, false);
     }
-    for (const waiter of [...this.#waiters]) waiter.done();
-    const waiters = this.#commitWaiters;
-    this.#commitWaiters = [];
-    this.commitWanted = this.#committed;
-    for (const waiter of waiters) waiter.resolve();
+    this.#waiters.wakeAll();
+    this.#commits.resolveAll(this.#committed);
   }
 
   /** The log closed: wake every waiter (they check the log after). */
   wakeAll(): void {
-    for (const waiter of [...this.#waiters]) waiter.done();
+    this.#waiters.wakeAll();
     for (const delivered of this.#deliveryWaiters.splice(0)) delivered();
   }
 
@@ -353,18 +330,7 @@ export class KafkaPartition implements TriggerPartition {
 
   #wake(): void {
     for (const delivered of this.#deliveryWaiters.splice(0)) delivered();
-    for (const waiter of [...this.#waiters]) if (this.#hasFrom(waiter.fromOffset)) waiter.done();
-  }
-
-  #settleCommits(offset: bigint, error: unknown): void {
-    const settled = this.#commitWaiters.filter((waiter) => waiter.offset <= offset);
-    this.#commitWaiters = this.#commitWaiters.filter((waiter) => waiter.offset > offset);
-    this.commitWanted = this.#committed;
-    for (const waiter of this.#commitWaiters) if (waiter.offset > this.commitWanted) this.commitWanted = waiter.offset;
-    for (const waiter of settled) {
-      if (error === undefined) waiter.resolve();
-      else waiter.reject(error);
-    }
+    this.#waiters.wake((fromOffset) => this.#hasFrom(fromOffset));
   }
 }
 

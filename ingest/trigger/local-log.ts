@@ -26,6 +26,7 @@ import { LogReader } from './log-reader.ts';
 import { encodeRecord, sealRecord, type EncodedRecord } from './record.ts';
 import { TailCache } from './tail-cache.ts';
 import { AppendBacklog } from './append-backlog.ts';
+import { CommitWaiters, ReadWaiters } from './offset-waiters.ts';
 import { recoverSegments } from './recovery.ts';
 import { openAppendable, Segment, segmentFileName, writeAll } from './segments.ts';
 import { syncDir } from '../../lib/durable-file.ts';
@@ -108,17 +109,6 @@ interface PendingAppend {
   readonly reject: (err: unknown) => void;
 }
 
-interface PendingCommit {
-  readonly offset: bigint;
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
-}
-
-interface Waiter {
-  readonly fromOffset: bigint;
-  readonly done: () => void;
-}
-
 class LocalLog implements LocalTriggerLog {
   readonly #config: LocalTriggerLogConfig;
   readonly #log: Logger;
@@ -137,15 +127,15 @@ class LocalLog implements LocalTriggerLog {
   #writerRun: Promise<void> | undefined;
   /** When the last group started (performance.now() ms): see `minGroupIntervalMs`. */
   #lastGroupAt = Number.NEGATIVE_INFINITY;
-  readonly #waiters = new Set<Waiter>();
+  readonly #waiters = new ReadWaiters();
   readonly #reader: LogReader;
   /** What the writer made durable last, for readers that keep up (tail-cache.ts). */
   readonly #tail: TailCache;
   readonly #reads = new Set<Promise<unknown>>();
 
   readonly #committed: CommittedFile;
-  #commitWanted: bigint;
-  #commitWaiters: PendingCommit[] = [];
+  /** Commits waiting for the committed file's next write, and the position it should write. */
+  readonly #commits: CommitWaiters;
   #commitRun: Promise<void> | undefined;
 
   #closing: Promise<void> | undefined;
@@ -168,7 +158,7 @@ class LocalLog implements LocalTriggerLog {
     this.#tail = new TailCache(config.tailCacheBytes);
     this.#backlog = new AppendBacklog({ highWaterBytes: config.maxPendingBytes, lowWaterBytes: config.lowWaterBytes, log, what: 'trigger log' });
     this.#committed = committed;
-    this.#commitWanted = committed.offset;
+    this.#commits = new CommitWaiters(committed.offset);
   }
 
   get overloaded(): boolean {
@@ -241,19 +231,7 @@ class LocalLog implements LocalTriggerLog {
 
   waitFor(fromOffset: bigint, signal: AbortSignal): Promise<void> {
     if (this.#end > fromOffset || signal.aborted || this.#closing !== undefined) return Promise.resolve();
-    return new Promise((resolve) => {
-      const onAbort = (): void => waiter.done();
-      const waiter: Waiter = {
-        fromOffset,
-        done: () => {
-          signal.removeEventListener('abort', onAbort);
-          this.#waiters.delete(waiter);
-          resolve();
-        },
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#waiters.add(waiter);
-    });
+    return this.#waiters.wait(fromOffset, signal);
   }
 
   commit(offset: bigint): Promise<void> {
@@ -263,11 +241,9 @@ class LocalLog implements LocalTriggerLog {
     }
     // Monotonic: a commit at or below what is already durable changes nothing.
     if (offset <= this.#committed.offset) return Promise.resolve();
-    if (offset > this.#commitWanted) this.#commitWanted = offset;
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#commitWaiters.push({ offset, resolve, reject });
+    const committed = this.#commits.add(offset);
     this.#commitRun ??= this.#runCommits();
-    return promise;
+    return committed;
   }
 
   close(): Promise<void> {
@@ -346,7 +322,7 @@ class LocalLog implements LocalTriggerLog {
       this.#tail.add(loggedEvent(pending, offset), pending.record.bytes.length);
       pending.resolve(offset);
     }
-    for (const waiter of this.#waiters) if (this.#end > waiter.fromOffset) waiter.done();
+    this.#waiters.wake((fromOffset) => this.#end > fromOffset);
     this.#backlog.settled(bytes);
   }
 
@@ -393,8 +369,8 @@ class LocalLog implements LocalTriggerLog {
 
   async #runCommits(): Promise<void> {
     try {
-      while (this.#commitWanted > this.#committed.offset) {
-        const target = this.#commitWanted; // commits made meanwhile coalesce into the next write
+      while (this.#commits.wanted > this.#committed.offset) {
+        const target = this.#commits.wanted; // commits made meanwhile coalesce into the next write
         try {
           await this.#committed.write(target);
         } catch (err: unknown) {
@@ -404,26 +380,14 @@ class LocalLog implements LocalTriggerLog {
             `Cannot commit offset ${target} as writing the committed file failed: ${errorMessage(err)}; commit again`,
             { retriable: true, cause: err, context: { offset: target } },
           );
-          this.#settleCommits(target, error);
+          this.#commits.settle(target, this.#committed.offset, error);
           continue;
         }
         await this.applyRetention(); // first, so that a resolved commit has freed its segments
-        this.#settleCommits(this.#committed.offset, undefined);
+        this.#commits.settle(this.#committed.offset, this.#committed.offset);
       }
     } finally {
       this.#commitRun = undefined;
-    }
-  }
-
-  /** Resolves (or rejects with `error`) the commits up to `offset`; the others wait for the next write. */
-  #settleCommits(offset: bigint, error: VoltlineError | undefined): void {
-    const settled = this.#commitWaiters.filter((waiter) => waiter.offset <= offset);
-    this.#commitWaiters = this.#commitWaiters.filter((waiter) => waiter.offset > offset);
-    this.#commitWanted = this.#committed.offset;
-    for (const waiter of this.#commitWaiters) if (waiter.offset > this.#commitWanted) this.#commitWanted = waiter.offset;
-    for (const waiter of settled) {
-      if (error === undefined) waiter.resolve();
-      else waiter.reject(error);
     }
   }
 
@@ -431,7 +395,7 @@ class LocalLog implements LocalTriggerLog {
     while (this.#writerRun !== undefined) await this.#writerRun;
     while (this.#commitRun !== undefined) await this.#commitRun;
     await Promise.allSettled([...this.#reads]);
-    for (const waiter of this.#waiters) waiter.done();
+    this.#waiters.wakeAll();
     if (this.#needsTruncate) {
       await this.#truncateActive().catch((err: unknown) => this.#log.warn({ err }, 'trigger log: could not cut a failed group at close'));
     }
