@@ -7,7 +7,7 @@
  *
  * The suite drives real workers with the framed protocol, as the scheduler does.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import { bundleFixture, eventOf, decoded } from '../testing/helpers.ts';
@@ -66,14 +66,14 @@ function probe(handle: WorkerHandle): Probe {
 
 const send = (handle: WorkerHandle, message: ToWorker) => writeFrame(handle.output, message);
 
-export function workerDriverContract(name: string, makeDriver: () => WorkerDriver): void {
+export function workerDriverContract(name: string, makeDriver: () => WorkerDriver | Promise<WorkerDriver>): void {
   describe(`WorkerDriver contract: ${name}`, () => {
     let driver: WorkerDriver;
     let hello: LoadFunction;
     const started: WorkerHandle[] = [];
 
     beforeAll(async () => {
-      driver = makeDriver();
+      driver = await makeDriver();
       const bundle = await bundleFixture('hello');
       hello = { name: 'hello', version: bundle.version, code: bundle.code, timeoutMs: 500, memoryMb: 16 };
     });
@@ -83,6 +83,10 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
         handle.kill();
         await handle.exited;
       }
+    });
+
+    afterAll(async () => {
+      await driver.close?.();
     });
 
     function start(id: string): Probe {

@@ -32,8 +32,29 @@ export interface WorkerHandle {
 }
 
 export interface WorkerDriver {
+  /** 'process', 'sandbox', 'gvisor' or 'microvm': shown per worker in `voltline workers`. */
   readonly name: string;
+  /** One sentence on what the driver runs workers in, for the platform's start-up log. */
+  readonly description?: string;
   start(id: string): WorkerHandle;
+  /**
+   * Releases what the driver holds beyond its workers (a guest snapshot, a cgroup folder).
+   * Called by the scheduler after its last worker has exited.
+   */
+  close?(): Promise<void>;
+}
+
+/** What every driver's factory takes. Drivers ignore what does not apply to them. */
+export interface WorkerDriverOptions {
+  /** The agent's heartbeat interval, ms (default 1 000). */
+  readonly heartbeatMs?: number;
+  /**
+   * The hard memory limit of one worker, MiB, where the driver enforces one (a cgroup, a
+   * guest's RAM). The scheduler's `workerMemoryBudgetMb` replaces a worker gently below it.
+   */
+  readonly memoryMb?: number;
+  /** Tests only: the agent also answers the escape-attempt command (worker/escapes.ts). */
+  readonly testCommands?: boolean;
 }
 
 const AGENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../worker/agent.ts');
@@ -48,17 +69,30 @@ const AGENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../wor
  */
 const WORKER_NODE_FLAGS: readonly string[] = ['--no-node-snapshot', '--disable-warning=ExperimentalWarning'];
 
+/** The agent's settings, as the environment every driver gives it (a microVM: through its kernel command line). */
+export function agentEnv(id: string, options: WorkerDriverOptions): Record<string, string> {
+  return {
+    VOLTLINE_WORKER_ID: id,
+    VOLTLINE_WORKER_HEARTBEAT_MS: String(options.heartbeatMs ?? 1_000),
+    ...(options.testCommands === true ? { VOLTLINE_WORKER_TEST_COMMANDS: '1' } : {}),
+  };
+}
+
+/** Node's flags for the agent, on every driver. */
+export const AGENT_NODE_FLAGS = WORKER_NODE_FLAGS;
+
 /**
  * Runs each worker as a child process of the platform, in a process group of its own:
  * `node --no-node-snapshot agent.ts`, frames over its stdin/stdout, its stderr passed through.
  */
-export function processDriver(options: { heartbeatMs?: number } = {}): WorkerDriver {
+export function processDriver(options: WorkerDriverOptions = {}): WorkerDriver {
   return {
     name: 'process',
+    description: 'plain child processes of the platform (isolates are the only wall)',
     start(id) {
       const child = spawn(process.execPath, WORKER_NODE_FLAGS.concat(AGENT), {
         stdio: ['pipe', 'pipe', 'inherit'],
-        env: { ...process.env, VOLTLINE_WORKER_ID: id, VOLTLINE_WORKER_HEARTBEAT_MS: String(options.heartbeatMs ?? 1_000) },
+        env: { ...process.env, ...agentEnv(id, options) },
         // Its own process group: Ctrl-C in a terminal signals the foreground group, and a
         // worker still starting (before its agent ignores SIGINT) would die of it and be
         // replaced while the platform stops. The platform owns its life: a shutdown frame,
