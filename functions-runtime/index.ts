@@ -30,7 +30,7 @@ export {
   type AutoscalerTuning,
   type BatchOutcome,
 } from './scheduler/scheduler.ts';
-export { processDriver, type WorkerDriver, type WorkerHandle } from './scheduler/driver.ts';
+export { processDriver, type WorkerDriver, type WorkerDriverOptions, type WorkerHandle } from './scheduler/driver.ts';
 export {
   AUTOSCALER_DEFAULTS,
   SCHEDULER_DEFAULTS,

@@ -13,7 +13,10 @@
 # (the external store's tests start their own through infra/victoria-metrics.sh; the
 # packaged service is not started) and Java 17 with Maven for Apache Kafka (the cluster
 # mode's tests start their own through infra/kafka/kafka.sh, whose jars come from Maven
-# Central: fetched here, once, into ~/.cache/voltline, so no test waits for them).
+# Central: fetched here, once, into ~/.cache/voltline, so no test waits for them) and the
+# worker drivers' walls (issue 17): bubblewrap for `sandbox`, runsc for `gvisor`, QEMU and a
+# static busybox for `microvm`, whose guest image the driver builds from Debian's kernel
+# package and caches (functions-runtime/drivers/microvm).
 set -euo pipefail
 
 check_only=0
@@ -26,6 +29,10 @@ declare -A PROBES=(
   [victoria-metrics]="/usr/bin/victoria-metrics"
   [openjdk-17-jre-headless]="/usr/bin/java"
   [maven]="/usr/bin/mvn"
+  [bubblewrap]="/usr/bin/bwrap"
+  [runsc]="/usr/bin/runsc"
+  [qemu-system-x86]="/usr/bin/qemu-system-x86_64"
+  [busybox-static]="/bin/busybox"
 )
 
 # The Kafka jars, once java and mvn are there (--check: only say whether they are cached).

@@ -72,6 +72,10 @@ export const ERRORS = {
     means: 'A worker could not run a batch (not the function failing: the worker); the batch runs again.',
   },
   VL_SCHEDULER_OPTIONS: { retriable: false, means: "The worker fleet's settings are not valid (e.g. workersMin above workersMax)." },
+  VL_WORKER_DRIVER: {
+    retriable: false,
+    means: 'The worker driver asked for (`--worker-driver`) cannot run on this machine; the message names what is missing and how to install it.',
+  },
   VL_SCHEDULER_STOPPED: { status: 503, retriable: true, means: 'The scheduler is stopping and takes no more batches.' },
   VL_AUTOSCALER_OPTIONS: { retriable: false, means: "The autoscaler's settings are not valid." },
   VL_AUTOSCALER_METRICS: { retriable: false, means: 'The autoscaler was given a load figure that is not a number it can use (a bug).' },

@@ -324,6 +324,27 @@ export const UP_FLAGS: readonly UpFlag[] = [
     help: 'a worker whose resident memory exceeds this is replaced (default {default})',
   },
   { setting: 'workers', flag: 'workers', kind: 'int', value: 'N', help: 'a fixed fleet: shorthand for --workers-min N --workers-max N' },
+  {
+    setting: 'workerDriver',
+    flag: 'worker-driver',
+    kind: 'choice',
+    value: 'NAME',
+    help: 'what each worker runs in, the wall around the isolates: {choices} (default {default}); auto takes the strongest that works here and logs why',
+  },
+  {
+    setting: 'microvmAccel',
+    flag: 'microvm-accel',
+    kind: 'choice',
+    value: 'NAME',
+    help: 'how microvm guests run: {choices} (default {default}); tcg is software emulation, for machines whose /dev/kvm cannot boot a guest',
+  },
+  {
+    setting: 'tenantIsolation',
+    flag: 'tenant-isolation',
+    kind: 'choice',
+    value: 'MODE',
+    help: "{choices} (default {default}): strict gives each tenant its own workers, no two tenants' code in one process or VM",
+  },
   // A text, not a choice: the configuration's check names the setting and lists the levels.
   { setting: 'logLevel', flag: 'log-level', kind: 'text', value: 'LEVEL', help: '{choices} (default {default})' },
   { command: true, flag: 'help', short: 'h', kind: 'switch', help: 'show this help' },

@@ -90,6 +90,12 @@ export const SchedulerTuningSchema = z
     maxQueuedBatches: z.number({ error: WHOLE }).int({ error: WHOLE }).min(1, { error: WHOLE }),
     /** A worker silent for this long is killed and replaced, ms. */
     heartbeatTimeoutMs: z.number({ error: 'a positive number of ms' }).positive({ error: 'a positive number of ms' }).default(10_000),
+    /**
+     * `shared`: any worker runs any tenant's functions, each in its own isolate. `strict`: a
+     * worker runs one tenant's functions only (bound by its first batch); a tenant with
+     * nothing to run on gets a fresh worker, an idle one of another tenant making room.
+     */
+    tenantIsolation: z.enum(['shared', 'strict'], { error: "'shared' or 'strict'" }).default('shared'),
   })
   .superRefine((o, ctx) => {
     if (o.restartBackoffMinMs > o.restartBackoffMaxMs) {
@@ -129,6 +135,24 @@ export const SchedulerSettingsSchema = z.object({
   workerMemoryBudgetMb: z.number().int().min(MIN_WORKER_MEMORY_BUDGET_MB).default(SCHEDULER_DEFAULTS.workerMemoryBudgetMb),
   /** A worker silent this long is replaced. */
   workerHeartbeatTimeoutMs: z.number().int().min(500).default(SCHEDULER_DEFAULTS.heartbeatTimeoutMs),
+  /**
+   * `shared`: tenants' functions share workers, each function in its own V8 isolate. `strict`:
+   * no two tenants' code in one worker (process, sandbox or VM); a tenant's first batch
+   * binds a fresh worker, and an idle worker of another tenant is replaced to make room.
+   */
+  tenantIsolation: z.enum(['shared', 'strict']).default(SCHEDULER_DEFAULTS.tenantIsolation),
+  /**
+   * What a worker runs in, the wall around the isolates: `process` (a plain child process),
+   * `sandbox` (bubblewrap namespaces, no network, a read-only view, resource limits),
+   * `gvisor` (runsc: a user-space kernel), `microvm` (a QEMU guest), or `auto`: the strongest
+   * that works on this machine (drivers/select.ts).
+   */
+  workerDriver: z.enum(['process', 'sandbox', 'gvisor', 'microvm', 'auto']).default('process'),
+  /**
+   * How the microvm driver runs its guests: `kvm` (hardware virtualisation, the fast path) or
+   * `tcg` (QEMU's software emulation: slow boots, for machines whose /dev/kvm cannot boot a guest).
+   */
+  microvmAccel: z.enum(['kvm', 'tcg']).default('kvm'),
 });
 
 export type SchedulerSettings = Readonly<z.output<typeof SchedulerSettingsSchema>>;
@@ -151,5 +175,6 @@ export function schedulerOptionsOf(s: SchedulerSettings) {
     // Four batches waiting per worker slot of the largest fleet.
     maxQueuedBatches: s.workersMax * s.workerCapacity * 4,
     heartbeatTimeoutMs: s.workerHeartbeatTimeoutMs,
+    tenantIsolation: s.tenantIsolation,
   };
 }

@@ -713,3 +713,43 @@ describe('fairness and per-function limits', () => {
     );
   }, 20_000);
 });
+
+describe('strict tenant isolation', () => {
+  const acme = () => ({ ...hello, name: 'acme-hello', tenant: 'acme' });
+  const globex = () => ({ ...hello, name: 'globex-hello', tenant: 'globex' });
+
+  it('never runs two tenants on one worker, in shared mode they share one', async () => {
+    const shared = schedulerWith({ workersMin: 1, workersMax: 2, workerCapacity: 4 });
+    await shared.start();
+    const a = await shared.run(acme(), [eventOf({})]);
+    const b = await shared.run(globex(), [eventOf({})]);
+    expect(b.workerId).toBe(a.workerId);
+
+    const strict = schedulerWith({ workersMin: 1, workersMax: 2, workerCapacity: 4, tenantIsolation: 'strict' });
+    await strict.start();
+    const x = await strict.run(acme(), [eventOf({})]);
+    const y = await strict.run(globex(), [eventOf({})]);
+    expect(y.workerId).not.toBe(x.workerId);
+    // Each worker stays bound: acme's next batch goes back to its own worker.
+    expect((await strict.run(acme(), [eventOf({})])).workerId).toBe(x.workerId);
+    const byId = new Map(strict.workers().map((w) => [w.id, w]));
+    expect(byId.get(x.workerId)).toMatchObject({ tenant: 'acme', functions: [expect.stringMatching(/^acme-hello@/)] });
+    expect(byId.get(y.workerId)).toMatchObject({ tenant: 'globex', functions: [expect.stringMatching(/^globex-hello@/)] });
+  });
+
+  it('at the fleet maximum, replaces an idle worker of another tenant instead of sharing it', async () => {
+    const registry = new Registry();
+    const scheduler = schedulerWith({ workersMin: 1, workersMax: 1, workerCapacity: 4, tenantIsolation: 'strict', registry });
+    await scheduler.start();
+    const a = await scheduler.run(acme(), [eventOf({})]);
+    const b = await scheduler.run(globex(), [eventOf({})]);
+    expect(b.workerId).not.toBe(a.workerId);
+    const workers = scheduler.workers().filter((w) => w.state !== 'stopping');
+    expect(workers).toEqual([expect.objectContaining({ id: b.workerId, tenant: 'globex' })]);
+    expect(await registry.getSingleMetricAsString('voltline_worker_tenant_recycles_total')).toContain('voltline_worker_tenant_recycles_total 1');
+    // And back: acme gets a fresh worker too; nothing was lost on the way.
+    const c = await scheduler.run(acme(), [eventOf({})]);
+    expect(c.workerId).not.toBe(b.workerId);
+    expect(c.results).toHaveLength(1);
+  });
+});

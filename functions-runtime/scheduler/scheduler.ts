@@ -122,6 +122,8 @@ export interface WorkerInfo {
   /** When it was started (ISO 8601). */
   readonly startedAt: string;
   readonly uptimeMs: number;
+  /** With `tenantIsolation: 'strict'`: the one tenant whose functions it runs (absent until its first batch). */
+  readonly tenant?: string;
 }
 
 /** Why the fleet size changed: the autoscaler's reasons, or a batch arriving at an empty fleet. */
@@ -159,14 +161,16 @@ interface Pending {
   fnKey: string | undefined;
 }
 
-/** Why the scheduler ended a worker itself. */
-type Retirement = 'scale-down' | 'heartbeat' | 'memory';
+/** Why the scheduler ended a worker itself ('tenant': idle, recycled for another tenant under strict isolation). */
+type Retirement = 'scale-down' | 'heartbeat' | 'memory' | 'tenant';
 
 interface Worker {
   readonly handle: WorkerHandle;
   state: WorkerInfo['state'];
   retired: Retirement | undefined;
   readonly loaded: Set<string>;
+  /** Strict tenant isolation: the tenant bound by its first batch; it runs no other's. */
+  tenant: string | undefined;
   readonly inFlight: Map<number, Pending>;
   /** Batches it has answered (results or failures). */
   batches: number;
@@ -239,6 +243,7 @@ export class Scheduler {
   #lastCrashAt = Number.NEGATIVE_INFINITY;
   readonly #restartTimers = new Set<NodeJS.Timeout>();
   readonly #restarts: Counter<'backoff'>;
+  readonly #tenantRecycles: Counter;
   readonly #coldStarts: Counter<'kind'>;
   readonly #coldStartSeconds: Histogram<'kind'>;
   readonly #workerStartSeconds: Histogram;
@@ -258,6 +263,11 @@ export class Scheduler {
       name: 'voltline_worker_restarts_total',
       help: 'Replacement workers started, by whether a crash loop delayed them',
       labelNames: ['backoff'],
+      registers,
+    });
+    this.#tenantRecycles = new Counter({
+      name: 'voltline_worker_tenant_recycles_total',
+      help: 'Idle workers of one tenant replaced by a fresh worker for another (strict tenant isolation)',
       registers,
     });
     this.#coldStarts = new Counter({ name: 'voltline_cold_starts_total', help: 'Worker starts and function loads, by kind', labelNames: ['kind'], registers });
@@ -328,6 +338,7 @@ export class Scheduler {
       state: 'starting',
       retired: undefined,
       loaded: new Set(),
+      tenant: undefined,
       inFlight: new Map(),
       batches: 0,
       busy: new Map(),
@@ -386,7 +397,7 @@ export class Scheduler {
         this.#workers.delete(id);
         if (worker.state === 'starting') resolve();
         const retired = worker.retired;
-        const expected = this.#stopping || retired === 'scale-down';
+        const expected = this.#stopping || retired === 'scale-down' || retired === 'tenant';
         if (!expected && retired === undefined) {
           this.#workerLosses.inc({ reason: exit.signal === null ? 'exit' : 'signal' });
           log.warn({ code: exit.code, signal: exit.signal, batches: worker.inFlight.size }, 'worker lost; its batches will run again elsewhere');
@@ -640,9 +651,9 @@ export class Scheduler {
   }
 
   /** Marks an idle worker stopping (no batch is placed on it again) and asks it to shut down. */
-  #retire(worker: Worker): void {
+  #retire(worker: Worker, reason: 'scale-down' | 'tenant' = 'scale-down'): void {
     worker.state = 'stopping';
-    worker.retired = 'scale-down';
+    worker.retired = reason;
     writeFrame(worker.handle.output, { t: 'shutdown' } satisfies ToWorker);
     worker.handle.output.end();
     const timer = setTimeout(() => worker.handle.kill(), this.#tuning.stopGraceMs);
@@ -751,13 +762,14 @@ export class Scheduler {
    * 3. warm, with the fewest of this function's batches queued on its isolate.
    * Least-loaded wins within each class.
    */
-  #pick(fnKey: string): Worker | undefined {
+  #pick(fnKey: string, tenant: string): Worker | undefined {
     let idleWarm: Worker | undefined;
     let cold: Worker | undefined;
     let busyWarm: Worker | undefined;
     const lighter = (a: Worker | undefined, b: Worker) => a === undefined || b.inFlight.size < a.inFlight.size;
     for (const worker of this.#workers.values()) {
       if (worker.state !== 'ready' || worker.inFlight.size >= this.#tuning.workerCapacity) continue;
+      if (!this.#mayRun(worker, tenant)) continue;
       if (!worker.loaded.has(fnKey)) {
         if (lighter(cold, worker)) cold = worker;
       } else if ((worker.busy.get(fnKey) ?? 0) === 0) {
@@ -807,8 +819,11 @@ export class Scheduler {
       }
       const limit = job.fn.maxConcurrency;
       if (limit !== undefined && (this.#fnInFlight.get(name) ?? 0) >= limit) continue;
-      const worker = this.#pick(keyOf(job.fn));
-      if (worker === undefined) continue;
+      const worker = this.#pick(keyOf(job.fn), tenant);
+      if (worker === undefined) {
+        if (this.#tuning.tenantIsolation === 'strict') this.#makeRoomFor(tenant);
+        continue;
+      }
       queue.shift();
       this.#queued -= 1;
       rotate(this.#queues, name, queue);
@@ -819,8 +834,46 @@ export class Scheduler {
     return false;
   }
 
+  /** Strict isolation: a worker runs only the tenant it is bound to (any, before its first batch). */
+  #mayRun(worker: Worker, tenant: string): boolean {
+    return this.#tuning.tenantIsolation === 'shared' || worker.tenant === undefined || worker.tenant === tenant;
+  }
+
+  /**
+   * Strict isolation, a batch of `tenant` and no worker it may use has room: unless an
+   * unbound worker is on its way, an idle worker bound to another tenant is stopped and a
+   * fresh one started in its place (the fleet keeps its size). With every other worker
+   * busy, the next batch to finish frees one; tenants take turns, so none waits forever.
+   */
+  #makeRoomFor(tenant: string): void {
+    let idleOther: Worker | undefined;
+    for (const worker of this.#workers.values()) {
+      if (worker.retired !== undefined || worker.state === 'stopping') continue;
+      if (worker.tenant === undefined || worker.tenant === tenant) {
+        // Unbound (ready ones are full, or it is starting), or its own and full: room comes.
+        if (worker.tenant === undefined || worker.state === 'starting') return;
+        continue;
+      }
+      if (worker.state === 'ready' && worker.inFlight.size === 0 && (idleOther === undefined || worker.startedPerf < idleOther.startedPerf)) idleOther = worker;
+    }
+    if (this.#restartTimers.size > 0) return;
+    const { ready, starting } = this.#fleetCounts();
+    if (ready + starting < this.#autoscaler.config.max) {
+      // Room in the fleet's bounds: one more worker, for this tenant.
+      this.#desired = Math.max(this.#desired, ready + starting + 1);
+      this.#scaleUp(1, 'demand', undefined, this.#metrics(this.#clock.now()));
+      return;
+    }
+    if (idleOther === undefined) return;
+    this.#log.info({ workerId: idleOther.handle.id, from: idleOther.tenant, to: tenant }, 'strict tenant isolation: replacing an idle worker of another tenant');
+    this.#tenantRecycles.inc();
+    this.#retire(idleOther, 'tenant');
+    void this.#startWorker();
+  }
+
   #dispatch(worker: Worker, job: Job): void {
     const fnKey = keyOf(job.fn);
+    if (this.#tuning.tenantIsolation === 'strict') worker.tenant ??= job.fn.tenant ?? 'default';
     const send = (message: ToWorker) => writeFrame(worker.handle.output, message);
     const id = this.#nextJob++;
     let invoke: Buffer;
@@ -888,6 +941,7 @@ export class Scheduler {
       rssBytes: worker.rssBytes,
       startedAt: new Date(worker.startedAtMs).toISOString(),
       uptimeMs: Math.max(0, now - worker.startedAtMs),
+      ...(worker.tenant === undefined ? {} : { tenant: worker.tenant }),
     }));
   }
 
@@ -952,5 +1006,7 @@ export class Scheduler {
         clearTimeout(timer);
       }),
     );
+    // What the driver holds beyond its workers (a snapshot, cgroup folders) goes last.
+    await this.#options.driver.close?.();
   }
 }
