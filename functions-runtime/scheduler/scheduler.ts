@@ -865,7 +865,10 @@ export class Scheduler {
       return;
     }
     if (idleOther === undefined) return;
-    this.#log.info({ workerId: idleOther.handle.id, from: idleOther.tenant, to: tenant }, 'strict tenant isolation: replacing an idle worker of another tenant');
+    this.#log.info(
+      { workerId: idleOther.handle.id, from: idleOther.tenant, to: tenant },
+      'strict tenant isolation: replacing an idle worker of another tenant',
+    );
     this.#tenantRecycles.inc();
     this.#retire(idleOther, 'tenant');
     void this.#startWorker();
