@@ -4,9 +4,11 @@ import { API_FLAGS, API_FLAGS_USAGE, apiTarget, callApi, type CommandIo } from '
 
 export const WORKERS_USAGE = `Usage: voltline workers [--json] [--api URL] [--token T]
 
-Lists the worker processes of the running platform: id, driver, pid, state, uptime,
-in-flight batches, resident memory and the functions warm in it; then the fleet: its
-bounds, the size the autoscaler drives it to, and its last scaling decision with the reason.
+Lists the workers of the running platform: id, driver (process, sandbox, gvisor or
+microvm), pid (none for a worker in its own PID namespace or guest), state, uptime,
+in-flight batches, resident memory, its tenant (with --tenant-isolation strict) and the
+functions warm in it; then the fleet: its driver, its bounds, the size the autoscaler
+drives it to, and its last scaling decision with the reason.
 
 Flags:
   --json        print GET /api/workers as is ({workers, fleet})
@@ -23,8 +25,11 @@ interface WorkersResponse {
     inFlight: number;
     rssBytes: number;
     uptimeMs?: number;
+    tenant?: string;
   }>;
   fleet?: {
+    driver?: { name: string; description?: string | null };
+    tenantIsolation?: string;
     min: number;
     max: number;
     prewarm: number;
@@ -51,7 +56,8 @@ export async function workersCommand(argv: string[], io: CommandIo): Promise<num
     io.stdout.write(`${JSON.stringify(response)}\n`);
     return 0;
   }
-  const rows = [['ID', 'DRIVER', 'PID', 'STATE', 'UPTIME', 'IN FLIGHT', 'MEMORY', 'WARM FUNCTIONS']];
+  const strict = response.fleet?.tenantIsolation === 'strict';
+  const rows = [['ID', 'DRIVER', 'PID', 'STATE', 'UPTIME', 'IN FLIGHT', 'MEMORY', ...(strict ? ['TENANT'] : []), 'WARM FUNCTIONS']];
   for (const w of response.workers) {
     rows.push([
       w.id,
@@ -61,6 +67,7 @@ export async function workersCommand(argv: string[], io: CommandIo): Promise<num
       seconds(w.uptimeMs),
       String(w.inFlight),
       `${(w.rssBytes / 2 ** 20).toFixed(0)} MiB`,
+      ...(strict ? [w.tenant ?? '-'] : []),
       w.functions.join(', ') || '-',
     ]);
   }
@@ -72,6 +79,10 @@ export async function workersCommand(argv: string[], io: CommandIo): Promise<num
     io.stdout.write(
       `fleet: ${response.workers.length} workers, desired ${fleet.desired} (min ${fleet.min}, max ${fleet.max}, prewarm ${fleet.prewarm}); batches in flight ${fleet.inFlightBatches}, queued ${fleet.queuedBatches}\n`,
     );
+    if (fleet.driver !== undefined) {
+      const about = fleet.driver.description ?? '';
+      io.stdout.write(`driver: ${fleet.driver.name}${about === '' ? '' : ` (${about})`}; tenant isolation ${fleet.tenantIsolation ?? 'shared'}\n`);
+    }
     const last = fleet.lastScale;
     if (last !== undefined && last !== null) io.stdout.write(`last scaling: ${last.direction} ${last.from} → ${last.to} (${last.reason}) at ${last.at}\n`);
   }

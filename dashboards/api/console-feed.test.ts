@@ -15,6 +15,8 @@ function fleet(overrides: Partial<FleetInfo> = {}): FleetInfo {
     max: 4,
     prewarm: 0,
     workerCapacity: 4,
+    driver: { name: 'process', description: undefined },
+    tenantIsolation: 'shared',
     desired: 1,
     ready: 1,
     starting: 0,

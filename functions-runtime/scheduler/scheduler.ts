@@ -135,6 +135,10 @@ export interface FleetInfo {
   readonly max: number;
   readonly prewarm: number;
   readonly workerCapacity: number;
+  /** The worker driver (`process`, `sandbox`, `gvisor`, `microvm`) and its one-sentence description. */
+  readonly driver: { readonly name: string; readonly description: string | undefined };
+  /** `shared` or `strict` (each tenant its own workers). */
+  readonly tenantIsolation: 'shared' | 'strict';
   /** The size the fleet is driven to (ready + starting). */
   readonly desired: number;
   readonly ready: number;
@@ -959,6 +963,8 @@ export class Scheduler {
       max: c.max,
       prewarm: c.prewarm,
       workerCapacity: this.#tuning.workerCapacity,
+      driver: { name: this.#options.driver.name, description: this.#options.driver.description },
+      tenantIsolation: this.#tuning.tenantIsolation,
       desired: this.#desired,
       ready,
       starting,
