@@ -8,10 +8,13 @@
 import { encodeResultFrame, MAX_FRAME_BYTES, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
 import { FunctionSandbox } from '../sandbox/sandbox.ts';
+import { runEscape } from './escapes.ts';
 import { fitResults } from './fit-results.ts';
 import { collectExternalMemory } from '../../lib/native-memory.ts';
 
 const HEARTBEAT_MS = Number(process.env['VOLTLINE_WORKER_HEARTBEAT_MS'] ?? 1_000);
+/** The escape attempts answer only in workers started for tests (WorkerDriverOptions.testCommands). */
+const TEST_COMMANDS = process.env['VOLTLINE_WORKER_TEST_COMMANDS'] === '1';
 
 interface Loaded {
   readonly fn: LoadFunction;
@@ -98,6 +101,16 @@ function handle(message: ToWorker): void {
     }
     case 'shutdown':
       shutdown();
+      return;
+    case 'escape':
+      // Tests only (worker/escapes.ts): a production worker never runs these.
+      if (!TEST_COMMANDS) {
+        send({ t: 'failed', id: message.id, message: 'test commands are off on this worker (VOLTLINE_WORKER_TEST_COMMANDS is not 1)' });
+        return;
+      }
+      void runEscape(message.request, (value, note) => send({ t: 'escape-progress', id: message.id, value, note })).then((report) =>
+        send({ t: 'escape-result', id: message.id, report }),
+      );
       return;
   }
 }
