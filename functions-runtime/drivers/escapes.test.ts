@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFrames, writeFrame } from '../protocol/frames.ts';
 import type { EscapeReport, EscapeRequest, FromWorker, ToWorker } from '../protocol/messages.ts';
+import { DEFAULT_LIMITS } from './limits.ts';
 import { processDriver, type WorkerDriver, type WorkerDriverOptions, type WorkerExit, type WorkerHandle } from '../scheduler/driver.ts';
 
 const DRIVERS = ['process', 'sandbox', 'gvisor', 'microvm'] as const;
@@ -36,8 +37,12 @@ type Outcome = EscapeReport['outcome'];
 const WORKER_MEMORY_MB = 512;
 /** How far the memory attempt goes: four times the limit (a guest's RAM is below it too). */
 const MEMORY_ATTEMPT_MB = 4 * WORKER_MEMORY_MB;
-/** Children the fork attempt starts at most, each held 3 s (small enough for 2 cores). */
-const FORK_CHILDREN = 32;
+/**
+ * Children the fork attempt starts at most, each held 3 s: past the sandbox and gVisor
+ * drivers' default task limit (limits.ts), so that a bound there shows. Cheap where a
+ * shell is visible (~0.5 MiB each); where only Node is, each child is ~7 tasks and ~8 MiB.
+ */
+const FORK_CHILDREN = DEFAULT_LIMITS.pidsMax + 64;
 const FORK_HOLD_MS = 3_000;
 
 /** What the process driver lets through: everything (the isolates are its only wall). */
