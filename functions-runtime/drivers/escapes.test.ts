@@ -266,7 +266,7 @@ function requestFor(row: Row): EscapeRequest {
 }
 
 /** Settles a report the worker made against what the host can see (the rules in worker/escapes.ts). */
-async function settle(row: Row, request: EscapeRequest, answer: Answer, host: { signalsBefore: number; treeGrowth?: number }): Promise<Cell> {
+async function settle(request: EscapeRequest, answer: Answer, host: { signalsBefore: number; treeGrowth?: number }): Promise<Cell> {
   const reached = answer.progress === undefined ? '' : ` after ${answer.progress.value} ${answer.progress.note}`;
   if (answer.report === undefined) {
     if (answer.failed !== undefined) return { outcome: 'failed', detail: `the worker refused the command: ${answer.failed}` };
@@ -274,7 +274,10 @@ async function settle(row: Row, request: EscapeRequest, answer: Answer, host: { 
     const how = `code ${answer.exit?.code ?? 'none'}, signal ${answer.exit?.signal ?? 'none'}`;
     // A dead worker cannot report: for the attempts that exhaust resources, being ended
     // before the bound is what containment looks like. For the others it is a failure.
-    if (row === 'fork' || row === 'memory') return { outcome: 'contained', detail: `the worker was ended (${how})${reached}` };
+    if (request.attempt === 'fork' || request.attempt === 'memory') {
+      const bound = request.attempt === 'fork' ? `${request.children} children` : `${request.limitMb} MiB`;
+      return { outcome: 'contained', detail: `the worker was ended (${how})${reached}, short of the attempt's ${bound}` };
+    }
     return { outcome: 'failed', detail: `the worker ended during the attempt (${how})` };
   }
   const report = answer.report;
@@ -362,7 +365,7 @@ for (const name of DRIVERS) {
             const answer = await w.attempt(request, budget.attempt, (value, note) => {
               if (row === 'fork' && note === 'children running' && root !== undefined) host.treeGrowth = descendants(root) - before;
             });
-            cells?.set(row, await settle(row, request, answer, host));
+            cells?.set(row, await settle(request, answer, host));
           } catch (err) {
             cells?.set(row, { outcome: 'failed', detail: err instanceof Error ? err.message : String(err) });
           }
