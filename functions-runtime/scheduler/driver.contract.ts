@@ -7,10 +7,14 @@
  *
  * The suite drives real workers with the framed protocol, as the scheduler does.
  */
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
-import { bundleFixture, eventOf, decoded } from '../testing/helpers.ts';
+import { bundleFixture, eventOf, decoded, eventually } from '../testing/helpers.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
 
 /** A started worker and the frames it has sent so far. */
@@ -22,7 +26,7 @@ interface Probe {
   readonly streamError: () => unknown;
 }
 
-function probe(handle: WorkerHandle): Probe {
+function probe(handle: WorkerHandle, defaultFrameTimeoutMs: number): Probe {
   const frames: FromWorker[] = [];
   const waiters: Array<{ match: (frame: FromWorker) => boolean; resolve: (frame: FromWorker) => void }> = [];
   let streamError: unknown;
@@ -44,7 +48,7 @@ function probe(handle: WorkerHandle): Probe {
     handle,
     frames,
     streamError: () => streamError,
-    next(match, what, timeoutMs = 15_000) {
+    next(match, what, timeoutMs = defaultFrameTimeoutMs) {
       const seen = frames.find(match);
       if (seen !== undefined) return Promise.resolve(seen);
       return new Promise<FromWorker>((resolve, reject) => {
@@ -66,7 +70,67 @@ function probe(handle: WorkerHandle): Probe {
 
 const send = (handle: WorkerHandle, message: ToWorker) => writeFrame(handle.output, message);
 
-export function workerDriverContract(name: string, makeDriver: () => WorkerDriver | Promise<WorkerDriver>): void {
+const OWNER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../testing/driver-owner.ts');
+
+/** Every live process descended from `root` (from /proc; zombies count as gone). */
+function descendants(root: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid …: comm may hold spaces and parentheses, so read after the last ')'.
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (state !== 'Z') parents.set(Number(entry), Number(ppid));
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  const found: number[] = [];
+  const walk = (pid: number) => {
+    for (const [child, parent] of parents) {
+      if (parent === pid) {
+        found.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(root);
+  return found;
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** How the contract's "killed owner" test makes the same driver in a child process. */
+export interface ContractOwner {
+  /** The module that exports the driver's factory (an absolute path). */
+  readonly module: string;
+  /** The factory's export name, e.g. 'sandboxDriver'. */
+  readonly factory: string;
+  /** Its options, as JSON. */
+  readonly options?: Record<string, unknown>;
+}
+
+const PROCESS_OWNER: ContractOwner = { module: path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'driver.ts'), factory: 'processDriver' };
+
+export function workerDriverContract(
+  name: string,
+  makeDriver: () => WorkerDriver | Promise<WorkerDriver>,
+  settings: {
+    /** How to make the same driver in another process; the process driver's by default. */
+    readonly owner?: ContractOwner;
+    /** How long a worker may take to send a frame (a guest under TCG boots slowly), ms; 15 000 by default. */
+    readonly frameTimeoutMs?: number;
+  } = {},
+): void {
+  const owner = settings.owner ?? PROCESS_OWNER;
   describe(`WorkerDriver contract: ${name}`, () => {
     let driver: WorkerDriver;
     let hello: LoadFunction;
@@ -92,7 +156,7 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
     function start(id: string): Probe {
       const handle = driver.start(id);
       started.push(handle);
-      return probe(handle);
+      return probe(handle, settings.frameTimeoutMs ?? 15_000);
     }
 
     it('starts a worker that names itself and says ready first on its channel', async () => {
@@ -192,5 +256,39 @@ export function workerDriverContract(name: string, makeDriver: () => WorkerDrive
       send(b.handle, { t: 'invoke', id: 3, name: 'hello', version: hello.version, events: [eventOf({})] });
       expect(await b.next((f) => f.t === 'result' && f.id === 3, 'result after the other worker ended')).toMatchObject({ results: [{ outcome: 'ok' }] });
     });
+
+    it(
+      'leaves nothing running when the platform that started it is killed (SIGKILL)',
+      async () => {
+        const child = spawn(process.execPath, ['--no-node-snapshot', OWNER, `${owner.module}#${owner.factory}`, JSON.stringify(owner.options ?? {})], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let output = '';
+        child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+        try {
+          await eventually(
+            () => (output.includes('ready') ? true : undefined),
+            settings.frameTimeoutMs ?? 15_000,
+            `the owner's worker to be ready (output: ${output})`,
+          );
+          const started = descendants(child.pid ?? -1);
+          expect(started.length).toBeGreaterThan(0);
+          child.kill('SIGKILL');
+          const left = await eventually(
+            () => {
+              const still = started.filter(alive);
+              return still.length === 0 ? still : undefined;
+            },
+            10_000,
+            `every process the killed owner started (${started.join(', ')}) to end`,
+          );
+          expect(left).toEqual([]);
+        } finally {
+          child.kill('SIGKILL');
+        }
+      },
+      (settings.frameTimeoutMs ?? 15_000) + 20_000,
+    );
   });
 }
