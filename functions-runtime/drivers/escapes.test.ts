@@ -325,6 +325,7 @@ for (const name of DRIVERS) {
     let cannotRun: string | undefined;
     let worker: EscapeWorker | undefined;
     let started = 0;
+    let startFailure: string | undefined;
 
     beforeAll(async () => {
       try {
@@ -342,11 +343,19 @@ for (const name of DRIVERS) {
     /** The worker for the next attempt: the same one while it lives, a fresh one after it died. */
     async function liveWorker(): Promise<EscapeWorker> {
       if (driver === undefined) throw new Error(`the ${name} driver cannot run here: ${cannotRun ?? 'its factory gave nothing'}`);
+      // One worker that never got ready is enough to know: the rows after it say so
+      // rather than boot another (a TCG guest takes many seconds to fail).
+      if (startFailure !== undefined) throw new Error(`no ${name} worker could start: ${startFailure}`);
       if (worker?.alive !== true) {
         started += 1;
         worker = new EscapeWorker(driver, `escape-${name}-${started}`, budget.ready);
       }
-      await worker.ready;
+      try {
+        await worker.ready;
+      } catch (err) {
+        startFailure = err instanceof Error ? err.message : String(err);
+        throw err;
+      }
       return worker;
     }
 
