@@ -43,7 +43,7 @@ import {
   cronSchedules,
   FunctionRegistry,
   HttpTriggers,
-  processDriver,
+  selectWorkerDriver,
   replayDeadLetters,
   registryLimitsOf,
   Router,
@@ -209,7 +209,15 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       await clusterState.start();
       cleanups.push(() => clusterState.close());
     }
-    const scheduler = new Scheduler({ ...schedulerOptionsOf(config), driver: processDriver(), logger, registry: metrics });
+    // The wall around the isolates (--worker-driver): a named driver that cannot run here
+    // stops the start with what is missing; `auto` says which it took and why.
+    const { driver, reason: driverReason } = await selectWorkerDriver(config.workerDriver, {
+      microvmAccel: config.microvmAccel,
+      // The hard limit (a cgroup) sits above the budget, which replaces a worker gently first.
+      memoryMb: config.workerMemoryBudgetMb + 256,
+    });
+    logger.info({ driver: driver.name, description: driver.description }, driverReason);
+    const scheduler = new Scheduler({ ...schedulerOptionsOf(config), driver, logger, registry: metrics });
     cleanups.push(() => scheduler.stop());
     await scheduler.start();
     // ctx.publish goes out through the broker. The broker starts last (devices come in once

@@ -31,6 +31,7 @@ export {
   type BatchOutcome,
 } from './scheduler/scheduler.ts';
 export { processDriver, type WorkerDriver, type WorkerDriverOptions, type WorkerHandle } from './scheduler/driver.ts';
+export { selectWorkerDriver, probeDriver, WORKER_DRIVER_NAMES, type WorkerDriverName, type DriverChoice } from './drivers/select.ts';
 export {
   AUTOSCALER_DEFAULTS,
   SCHEDULER_DEFAULTS,
