@@ -21,6 +21,7 @@ import { agentBundle, voltlineCacheDir } from '../agent-bundle.ts';
 import { type CpioEntry, writeCpio } from './cpio.ts';
 import { GUEST_MODULES, initScript, launcherScript } from './guest.ts';
 import { DEFAULT_KERNEL_PACKAGE, guestKernel } from './kernel.ts';
+import { removeStalePartials } from './snapshot.ts';
 
 const run = promisify(execFile);
 
@@ -146,6 +147,7 @@ export async function guestImage(options: GuestImageOptions = {}): Promise<Guest
     return { ...result, built: false };
   }
   await mkdir(images, { recursive: true });
+  await removeStalePartials(images);
   const partial = await mkdtemp(path.join(images, `${key}.partial-`));
   try {
     const entries: CpioEntry[] = [

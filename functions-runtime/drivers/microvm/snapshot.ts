@@ -14,7 +14,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { WAITING_MARK } from './guest.ts';
 import type { GuestImage } from './image.ts';
@@ -42,6 +42,15 @@ export interface SnapshotOptions {
 
 const SNAPSHOTS_KEPT = 2;
 
+/** Folders left half-written by a process killed while it built them (older than 10 minutes). */
+export async function removeStalePartials(dir: string): Promise<void> {
+  for (const entry of await readdir(dir)) {
+    if (!entry.includes('.partial-')) continue;
+    const at = (await stat(path.join(dir, entry)).catch(() => undefined))?.mtimeMs ?? Date.now();
+    if (Date.now() - at > 10 * 60_000) await rm(path.join(dir, entry), { recursive: true, force: true });
+  }
+}
+
 function qemuVersion(qemu: string): string {
   return execFileSync(qemu, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
 }
@@ -57,6 +66,7 @@ export async function guestSnapshot(o: SnapshotOptions): Promise<GuestSnapshot> 
   const result = { dir, ram: path.join(dir, 'ram'), state: path.join(dir, 'state') };
   if (existsSync(result.state)) return { ...result, taken: false };
   await mkdir(root, { recursive: true });
+  await removeStalePartials(root);
   const partial = await mkdtemp(path.join(root, `${key}.partial-`));
   const qmpSocket = path.join(partial, 'qmp');
   const guest = spawnQemu(
