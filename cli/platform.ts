@@ -215,6 +215,7 @@ export async function startPlatform(config: PlatformConfig, logger: Logger): Pro
       microvmAccel: config.microvmAccel,
       // The hard limit (a cgroup) sits above the budget, which replaces a worker gently first.
       memoryMb: config.workerMemoryBudgetMb + 256,
+      onGuestFailure: (workerId, message, consoleTail) => logger.warn({ workerId, console: consoleTail }, `microvm worker ${workerId}: ${message}`),
     });
     logger.info({ driver: driver.name, description: driver.description }, driverReason);
     const scheduler = new Scheduler({ ...schedulerOptionsOf(config), driver, logger, registry: metrics });

@@ -40,6 +40,18 @@ kafka_jars() {
   if [ "$check_only" = 1 ]; then bash "$(dirname "$0")/kafka/kafka.sh" cached; else bash "$(dirname "$0")/kafka/kafka.sh" fetch >/dev/null; fi
 }
 
+# The microvm driver's guest image (the Debian kernel package, fetched once with apt-get
+# download, and an initramfs of busybox, Node and the agent), built ahead so no test waits
+# for it; the driver builds it itself when it is missing. --check: nothing to do.
+microvm_image() {
+  if [ "$check_only" = 1 ]; then return 0; fi
+  if ! out="$(bash "$(dirname "$0")/microvm/build-image.sh" --no-snapshot 2>&1)"; then
+    echo "infra/ensure.sh: the microvm guest image could not be built (it needs apt-get download of Debian's linux-image-cloud-amd64 once):" >&2
+    echo "$out" | tail -5 >&2
+    exit 1
+  fi
+}
+
 missing=()
 for pkg in "${!PROBES[@]}"; do
   probe="${PROBES[$pkg]}"
@@ -47,6 +59,7 @@ for pkg in "${!PROBES[@]}"; do
 done
 if [ "${#missing[@]}" -eq 0 ]; then
   kafka_jars
+  microvm_image
   exit 0
 fi
 
@@ -79,3 +92,4 @@ for pkg in "${missing[@]}"; do
 done
 echo "infra/ensure.sh: installed ${missing[*]}" >&2
 kafka_jars
+microvm_image

@@ -12,7 +12,7 @@
 import { VoltlineError } from '../../lib/errors.ts';
 import { processDriver, type WorkerDriver, type WorkerDriverOptions } from '../scheduler/driver.ts';
 import { gvisorDriver, probeGvisor } from './gvisor.ts';
-import { microVmDriver, probeMicroVm, type MicroVmAccel } from './microvm/index.ts';
+import { microVmDriver, probeMicroVm, type MicroVmAccel, type MicroVmDriverOptions } from './microvm/index.ts';
 import { probeSandbox, sandboxDriver } from './sandbox.ts';
 
 export const WORKER_DRIVER_NAMES = ['process', 'sandbox', 'gvisor', 'microvm'] as const;
@@ -21,6 +21,8 @@ export type WorkerDriverName = (typeof WORKER_DRIVER_NAMES)[number];
 export interface DriverSelectionOptions extends WorkerDriverOptions {
   /** How microvm guests run (default 'kvm'). */
   readonly microvmAccel?: MicroVmAccel;
+  /** Where a microvm guest that failed (with its last console lines) is reported; stderr by default. */
+  readonly onGuestFailure?: NonNullable<MicroVmDriverOptions['onGuestFailure']>;
 }
 
 /** A driver chosen, and why (for the platform's start-up log). */
