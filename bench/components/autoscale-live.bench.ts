@@ -20,6 +20,9 @@
  *
  * Usage: npx node bench/components/autoscale-live.bench.ts [--rate 30] [--busy-ms 5] [--devices 20]
  *        [--steady 20] [--step 40] [--after 20] [--drain 20] [--json]
+ *        [--driver process|sandbox|gvisor|microvm] [--microvm-accel kvm|tcg] [--prewarm N]
+ * With a driver whose workers start slowly (microvm), `--prewarm` sizes the warm pool: the
+ * step's receipt → stored p99 then says whether an event waited for a guest to boot.
  * Bounded: at most rate × (steady + after) + 10 × rate × step messages, at most 2,000
  * unacknowledged at once (past that the generator skips and counts them), then it stops.
  * Servers on loopback only (ports picked by the platform). Prints the figures and a JSON
@@ -40,6 +43,9 @@ const { values } = parseArgs({
     step: { type: 'string', default: '40' },
     after: { type: 'string', default: '20' },
     drain: { type: 'string', default: '20' },
+    driver: { type: 'string', default: 'process' },
+    'microvm-accel': { type: 'string', default: 'kvm' },
+    prewarm: { type: 'string', default: '0' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -52,6 +58,14 @@ const rate = num('rate', 1);
 const busyMs = num('busy-ms', 0);
 const devices = Math.floor(num('devices', 1));
 const drainS = num('drain', 0);
+const prewarm = Math.floor(num('prewarm', 0));
+const driverArgs = [
+  '--worker-driver',
+  values.driver,
+  ...(values.driver === 'microvm' ? ['--microvm-accel', values['microvm-accel']] : []),
+  '--prewarm',
+  String(prewarm),
+];
 const phases = [
   { name: 'steady', seconds: num('steady', 1), rate },
   { name: 'step', seconds: num('step', 1), rate: rate * 10 },
@@ -146,14 +160,11 @@ interface FleetResponse {
 // --- platform ------------------------------------------------------------------------------------
 const data = await tempDir('bench-autoscale');
 // The bench devices connect anonymously (bench-NNNN on stations/<id>/busy): load, not identity.
-const platform = await startPlatformProcess(data.dir, [
-  '--no-api-auth',
-  '--allow-anonymous',
-  '--workers-min',
-  String(WORKERS_MIN),
-  '--workers-max',
-  String(WORKERS_MAX),
-]);
+const platform = await startPlatformProcess(
+  data.dir,
+  ['--no-api-auth', '--allow-anonymous', '--workers-min', String(WORKERS_MIN), '--workers-max', String(WORKERS_MAX), ...driverArgs],
+  values.driver === 'microvm' ? 180_000 : 20_000,
+);
 const clients: MqttClient[] = [];
 try {
   // The busy fixture, its trigger moved under `stations/<device>/`: where a device may publish
@@ -314,6 +325,8 @@ try {
     config: {
       workersMin: WORKERS_MIN,
       workersMax: WORKERS_MAX,
+      driver: values.driver,
+      prewarm,
       rate,
       stepRate: rate * 10,
       busyMs,
@@ -348,7 +361,7 @@ try {
   if (!values.json) {
     const f = (n: number | null | undefined, unit: string) => (n === null || n === undefined ? '—' : `${n} ${unit}`);
     const lines = [
-      `autoscale live (voltline up, process workers min ${WORKERS_MIN} max ${WORKERS_MAX}, busy fixture ${busyMs} ms/event, ${devices} MQTT clients, QoS 1)`,
+      `autoscale live (voltline up, ${values.driver} workers min ${WORKERS_MIN} max ${WORKERS_MAX} prewarm ${prewarm}, busy fixture ${busyMs} ms/event, ${devices} MQTT clients, QoS 1)`,
       `  load: ${report.config.phases.join(', ')}; sent ${sent}, acked ${acked}, failed ${failed}, processed ${processed} (${report.totals.notProcessedAfterDrain} not processed after a ${report.totals.drainMs} ms drain)`,
       `  step ×10: fleet at step ready ${String(atStep?.ready)}/desired ${String(atStep?.desired)}; first scale decision +${f(report.step.msToFirstScaleDecision, 'ms')}, first added worker ready +${f(report.step.msToFirstAddedWorkerReady, 'ms')}, peak ${String(report.step.peakReady)} ready at +${f(report.step.msToPeak, 'ms')}`,
     ];

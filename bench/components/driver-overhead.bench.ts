@@ -4,10 +4,12 @@
  * its sandbox, gofer and ptrace stubs; QEMU), and the time per event of batches of 100
  * station events through the worker's channel (load once, then `--batches` invokes, median).
  *
- *   npx node bench/components/driver-overhead.bench.ts [--driver process,sandbox,gvisor] [--starts 5] [--batches 20] [--smoke] [--json]
+ *   npx node bench/components/driver-overhead.bench.ts [--driver process,sandbox,gvisor,microvm] [--microvm-accel tcg|kvm]
+ *        [--starts 5] [--batches 20] [--smoke] [--json]
  *
- * `--driver microvm` (or any name `voltline up --worker-driver` takes) goes through
- * drivers/select.ts. A program that prints figures, not a test.
+ * Every driver is made as `voltline up --worker-driver` makes it (drivers/select.ts); microvm
+ * under `--microvm-accel` (default tcg: these machines' /dev/kvm cannot boot a guest), its
+ * workers restored from the guest snapshot. A program that prints figures, not a test.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -16,14 +18,14 @@ import { fileURLToPath } from 'node:url';
 import { bundleFunction } from '../../functions-runtime/bundler/bundle.ts';
 import { readFrames, writeFrame } from '../../functions-runtime/protocol/frames.ts';
 import type { FromWorker, ToWorker } from '../../functions-runtime/protocol/messages.ts';
-import { processDriver, type WorkerDriver, type WorkerHandle } from '../../functions-runtime/scheduler/driver.ts';
-import { gvisorDriver } from '../../functions-runtime/drivers/gvisor.ts';
-import { sandboxDriver } from '../../functions-runtime/drivers/sandbox.ts';
+import type { WorkerDriver, WorkerHandle } from '../../functions-runtime/scheduler/driver.ts';
+import { selectWorkerDriver, WORKER_DRIVER_NAMES, type WorkerDriverName } from '../../functions-runtime/drivers/select.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
   options: {
-    driver: { type: 'string', default: 'process,sandbox,gvisor' },
+    driver: { type: 'string', default: 'process,sandbox,gvisor,microvm' },
+    'microvm-accel': { type: 'string', default: 'tcg' },
     starts: { type: 'string', default: '5' },
     batches: { type: 'string', default: '20' },
     smoke: { type: 'boolean', default: false },
@@ -58,11 +60,9 @@ const events = Array.from({ length: 100 }, (_, i) => ({
 }));
 
 async function makeDriver(name: string): Promise<WorkerDriver> {
-  if (name === 'process') return processDriver({ heartbeatMs: 1_000 });
-  if (name === 'sandbox') return sandboxDriver({ heartbeatMs: 1_000 });
-  if (name === 'gvisor') return gvisorDriver({ heartbeatMs: 1_000 });
-  const { selectWorkerDriver } = await import('../../functions-runtime/drivers/select.ts');
-  return (await selectWorkerDriver(name as 'microvm', { heartbeatMs: 1_000 })).driver;
+  if (!(WORKER_DRIVER_NAMES as readonly string[]).includes(name)) throw new Error(`--driver ${name}: not one of ${WORKER_DRIVER_NAMES.join(', ')}`);
+  const accel = values['microvm-accel'] === 'kvm' ? 'kvm' : 'tcg';
+  return (await selectWorkerDriver(name as WorkerDriverName, { heartbeatMs: 1_000, microvmAccel: accel })).driver;
 }
 
 interface Channel {
