@@ -42,9 +42,13 @@ kafka_jars() {
 
 # The microvm driver's guest image (the Debian kernel package, fetched once with apt-get
 # download, and an initramfs of busybox, Node and the agent), built ahead so no test waits
-# for it; the driver builds it itself when it is missing. --check: nothing to do.
+# for it; the driver builds it itself when it is missing. --check: nothing to do; before
+# `npm install`: nothing yet.
 microvm_image() {
   if [ "$check_only" = 1 ]; then return 0; fi
+  # It needs the project's Node 24 and node_modules: before `npm install` (CI's first call)
+  # there is nothing to build it with yet; `npm test` calls this again after.
+  if [ ! -x "$(dirname "$0")/../node_modules/node/bin/node" ]; then return 0; fi
   if ! out="$(bash "$(dirname "$0")/microvm/build-image.sh" --no-snapshot 2>&1)"; then
     echo "infra/ensure.sh: the microvm guest image could not be built (it needs apt-get download of Debian's linux-image-cloud-amd64 once):" >&2
     echo "$out" | tail -5 >&2

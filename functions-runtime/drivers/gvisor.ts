@@ -26,7 +26,7 @@ import { spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { agentEnv, type WorkerDriver, type WorkerDriverOptions, type WorkerExit, type WorkerHandle } from '../scheduler/driver.ts';
+import { agentEnv, childWorkerExit, type WorkerDriver, type WorkerDriverOptions, type WorkerHandle } from '../scheduler/driver.ts';
 import { WorkerLimiter, type LimiterOptions, type LimitPlan, type WorkerLimit } from './limits.ts';
 import { boundedRun, findBinary, WORKER_UID, workerView, type WorkerView } from './view.ts';
 
@@ -241,23 +241,16 @@ export async function gvisorDriver(options: GvisorDriverOptions = {}): Promise<G
       // later write of the platform to stderr fails with EPIPE.
       const child = spawn(file ?? '/bin/sh', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, detached: true });
       child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-      const exited = new Promise<WorkerExit>((resolve) => {
-        let done = false;
-        const finish = (exit: WorkerExit) => {
-          if (done) return;
-          done = true;
-          // runsc's sandbox and gofer may outlive `runsc run` by a moment: make sure, then release.
-          limit.killAll();
-          void limit.release().then(() => {
-            cleanup();
-            handles.delete(handle);
-            resolve(exit);
-          });
-        };
-        child.once('close', (code, signal) => finish({ code, signal }));
-        child.once('error', () => finish({ code: null, signal: null }));
+      const exited = childWorkerExit(child, async () => {
+        // runsc's sandbox and gofer may outlive `runsc run` by a moment: make sure, then release.
+        limit.killAll();
+        try {
+          await limit.release();
+        } finally {
+          cleanup();
+          handles.delete(handle);
+        }
       });
-      child.stdin.on('error', () => undefined);
       const handle: GvisorWorkerHandle = {
         id,
         driver: 'gvisor',

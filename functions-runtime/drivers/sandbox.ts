@@ -23,7 +23,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { agentEnv, type WorkerDriver, type WorkerDriverOptions, type WorkerExit, type WorkerHandle } from '../scheduler/driver.ts';
+import { agentEnv, childWorkerExit, type WorkerDriver, type WorkerDriverOptions, type WorkerHandle } from '../scheduler/driver.ts';
 import { WorkerLimiter, type LimiterOptions, type LimitPlan, type WorkerLimit } from './limits.ts';
 import { seccompFilter } from './seccomp.ts';
 import { boundedRun, findBinary, WORKER_UID, workerView, type WorkerView } from './view.ts';
@@ -166,21 +166,10 @@ export async function sandboxDriver(options: SandboxDriverOptions = {}): Promise
           // Its own process group, as the process driver's: Ctrl-C is the platform's to handle.
           detached: true,
         }) as ChildProcessByStdio<Writable, Readable, null>;
-        const exited = new Promise<WorkerExit>((resolve) => {
-          let done = false;
-          const finish = (exit: WorkerExit) => {
-            if (done) return;
-            done = true;
-            // The leaves go before `exited` resolves: whoever awaits it finds them removed.
-            void limit.release().then(() => {
-              handles.delete(handle);
-              resolve(exit);
-            });
-          };
-          child.once('close', (code, signal) => finish({ code, signal }));
-          child.once('error', () => finish({ code: null, signal: null }));
+        const exited = childWorkerExit(child, async () => {
+          await limit.release();
+          handles.delete(handle);
         });
-        child.stdin.on('error', () => undefined);
         const handle: SandboxWorkerHandle = {
           id,
           driver: 'sandbox',

@@ -4,7 +4,7 @@
  * exit notice. The process driver is the default; sandboxed-process and microVM drivers
  * implement the same interface.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -69,6 +69,31 @@ const AGENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../wor
  */
 const WORKER_NODE_FLAGS: readonly string[] = ['--no-node-snapshot', '--disable-warning=ExperimentalWarning'];
 
+/**
+ * A worker's `exited` from the child process the driver spawned for it: resolves once the
+ * child has ended and `release` (the driver's cleanup: cgroup leaves, state folders) has
+ * run, so whoever awaits it finds them gone. 'close', not 'exit': 'exit' can come before the
+ * last frames on stdout are read, and a batch whose result was sent would be reported lost.
+ * A worker that dies mid-write must not crash the platform with EPIPE: its stdin's errors
+ * are dropped here.
+ */
+export function childWorkerExit(child: ChildProcess, release: () => Promise<void> | void = () => undefined): Promise<WorkerExit> {
+  child.stdin?.on('error', () => undefined);
+  return new Promise<WorkerExit>((resolve) => {
+    let done = false;
+    const finish = (exit: WorkerExit) => {
+      if (done) return;
+      done = true;
+      // A failed cleanup still ends the worker: the scheduler must not wait forever.
+      void (async () => release())()
+        .catch(() => undefined)
+        .then(() => resolve(exit));
+    };
+    child.once('close', (code, signal) => finish({ code, signal }));
+    child.once('error', () => finish({ code: null, signal: null }));
+  });
+}
+
 /** The agent's settings, as the environment every driver gives it (a microVM: through its kernel command line). */
 export function agentEnv(id: string, options: WorkerDriverOptions): Record<string, string> {
   return {
@@ -99,14 +124,7 @@ export function processDriver(options: WorkerDriverOptions = {}): WorkerDriver {
         // stdin closed (also when the platform is killed), or SIGKILL.
         detached: true,
       });
-      const exited = new Promise<WorkerExit>((resolve) => {
-        // 'close', not 'exit': 'exit' can come before the last frames on stdout are read,
-        // and a batch whose result was sent would then be reported lost.
-        child.once('close', (code, signal) => resolve({ code, signal }));
-        child.once('error', () => resolve({ code: null, signal: null }));
-      });
-      // A worker that dies mid-write must not crash the platform with EPIPE.
-      child.stdin.on('error', () => undefined);
+      const exited = childWorkerExit(child);
       return {
         id,
         driver: 'process',
