@@ -56,12 +56,27 @@ function probe(handle: WorkerHandle, defaultFrameTimeoutMs: number): Probe {
           () => reject(new Error(`worker ${handle.id} sent no ${what} within ${timeoutMs} ms (frames so far: ${frames.map((f) => f.t).join(', ') || 'none'})`)),
           timeoutMs,
         );
-        waiters.push({
+        const waiter = {
           match,
-          resolve: (frame) => {
+          resolve: (frame: FromWorker) => {
             clearTimeout(timer);
             resolve(frame);
           },
+        };
+        waiters.push(waiter);
+        // A worker that ends first will never send it: say so now, with how it ended.
+        void handle.exited.then((exit) => {
+          // The stream's last frames are read before 'close': give them their turn.
+          setImmediate(() => {
+            if (!waiters.includes(waiter)) return;
+            waiters.splice(waiters.indexOf(waiter), 1);
+            clearTimeout(timer);
+            reject(
+              new Error(
+                `worker ${handle.id} ended (code ${String(exit.code)}, signal ${String(exit.signal)}) without sending its ${what} (frames so far: ${frames.map((f) => f.t).join(', ') || 'none'})`,
+              ),
+            );
+          });
         });
       });
     },

@@ -21,7 +21,6 @@ import { agentBundle, voltlineCacheDir } from '../agent-bundle.ts';
 import { type CpioEntry, writeCpio } from './cpio.ts';
 import { GUEST_MODULES, initScript, launcherScript } from './guest.ts';
 import { DEFAULT_KERNEL_PACKAGE, guestKernel } from './kernel.ts';
-import { removeStalePartials } from './snapshot.ts';
 
 const run = promisify(execFile);
 
@@ -185,4 +184,13 @@ export async function guestImage(options: GuestImageOptions = {}): Promise<Guest
   }
   await prune(images, key);
   return { ...result, built: true };
+}
+
+/** Folders left half-written by a process killed while it built them (older than 10 minutes). */
+export async function removeStalePartials(dir: string): Promise<void> {
+  for (const entry of await readdir(dir)) {
+    if (!entry.includes('.partial-')) continue;
+    const at = (await stat(path.join(dir, entry)).catch(() => undefined))?.mtimeMs ?? Date.now();
+    if (Date.now() - at > 10 * 60_000) await rm(path.join(dir, entry), { recursive: true, force: true });
+  }
 }

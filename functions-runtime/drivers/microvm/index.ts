@@ -24,7 +24,7 @@ import { guestImage, type GuestImage } from './image.ts';
 import { probeMicroVm, qemuVersion, which } from './probe.ts';
 import { type Guest, type MicroVmAccel, qemuArgs, spawnQemu } from './qemu.ts';
 import { connectQmp } from './qmp.ts';
-import { guestSnapshot, type GuestSnapshot } from './snapshot.ts';
+import { guestSnapshot, touchSnapshot, type GuestSnapshot } from './snapshot.ts';
 
 export type { MicroVmAccel } from './qemu.ts';
 export { probeMicroVm } from './probe.ts';
@@ -101,6 +101,8 @@ export async function microVmDriver(options: MicroVmDriverOptions = {}): Promise
   const base = { kernel: image.kernel, initrd: image.initrd, memoryMb, accel };
 
   function restore(id: string, snap: GuestSnapshot): Guest {
+    // In use: no other platform's pruning takes it (snapshot.ts).
+    void touchSnapshot(snap);
     const qmpSocket = path.join(os.tmpdir(), `voltline-mvm-${process.pid}-${++qmpCounter}.qmp`);
     const guest = spawnQemu(qemu, qemuArgs({ ...base, ramFile: { path: snap.ram, share: false }, qmpSocket, incoming: true }));
     void (async () => {

@@ -11,13 +11,13 @@
  * version, the accelerator and the guest's memory); written beside and renamed, and never
  * rewritten in place (restored guests map the RAM file).
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { WAITING_MARK } from './guest.ts';
-import type { GuestImage } from './image.ts';
+import { removeStalePartials, type GuestImage } from './image.ts';
+import { qemuVersion } from './probe.ts';
 import { connectQmp } from './qmp.ts';
 import { type MicroVmAccel, qemuArgs, spawnQemu } from './qemu.ts';
 
@@ -41,19 +41,8 @@ export interface SnapshotOptions {
 }
 
 const SNAPSHOTS_KEPT = 2;
-
-/** Folders left half-written by a process killed while it built them (older than 10 minutes). */
-export async function removeStalePartials(dir: string): Promise<void> {
-  for (const entry of await readdir(dir)) {
-    if (!entry.includes('.partial-')) continue;
-    const at = (await stat(path.join(dir, entry)).catch(() => undefined))?.mtimeMs ?? Date.now();
-    if (Date.now() - at > 10 * 60_000) await rm(path.join(dir, entry), { recursive: true, force: true });
-  }
-}
-
-function qemuVersion(qemu: string): string {
-  return execFileSync(qemu, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
-}
+/** A snapshot used within this long is never pruned (see pruneSnapshots). */
+const SNAPSHOT_IN_USE_MS = 24 * 3_600_000;
 
 /** Takes (or finds) the snapshot of a guest waiting for its wake line. */
 export async function guestSnapshot(o: SnapshotOptions): Promise<GuestSnapshot> {
@@ -64,7 +53,10 @@ export async function guestSnapshot(o: SnapshotOptions): Promise<GuestSnapshot> 
   const root = path.join(o.image.dir, 'snapshots');
   const dir = path.join(root, key);
   const result = { dir, ram: path.join(dir, 'ram'), state: path.join(dir, 'state') };
-  if (existsSync(result.state)) return { ...result, taken: false };
+  if (existsSync(result.state)) {
+    await touchSnapshot(result);
+    return { ...result, taken: false };
+  }
   await mkdir(root, { recursive: true });
   await removeStalePartials(root);
   const partial = await mkdtemp(path.join(root, `${key}.partial-`));
@@ -126,8 +118,35 @@ export async function guestSnapshot(o: SnapshotOptions): Promise<GuestSnapshot> 
     await exited;
     await rm(partial, { recursive: true, force: true });
   }
-  // Older snapshots of this image (another memory size, an older QEMU): keep a few.
-  const others = (await readdir(root)).filter((d) => /^[0-9a-f]{16}$/.test(d) && d !== key).sort();
-  for (const d of others.slice(0, Math.max(0, others.length - (SNAPSHOTS_KEPT - 1)))) await rm(path.join(root, d), { recursive: true, force: true });
+  await pruneSnapshots(root, key);
   return { ...result, taken: true };
+}
+
+/**
+ * Marks a snapshot used now (its state file's mtime): the driver does it when it opens the
+ * snapshot and at every restore, so pruning never takes one a running platform restores from.
+ */
+export async function touchSnapshot(snapshot: Pick<GuestSnapshot, 'state'>): Promise<void> {
+  const now = new Date();
+  await utimes(snapshot.state, now, now).catch(() => undefined);
+}
+
+/**
+ * Older snapshots of this image (another memory size, an older QEMU): the least recently
+ * used beyond SNAPSHOTS_KEPT go, but never one used within the last day. Another platform
+ * (or a test) may be restoring guests from it right now: its RAM file stays mapped, but a
+ * restore reads the state file, and one deleted under it fails.
+ */
+async function pruneSnapshots(root: string, keep: string): Promise<void> {
+  const others: Array<{ dir: string; usedMs: number }> = [];
+  for (const d of await readdir(root)) {
+    if (!/^[0-9a-f]{16}$/.test(d) || d === keep) continue;
+    const used = await stat(path.join(root, d, 'state')).catch(() => undefined);
+    others.push({ dir: path.join(root, d), usedMs: used?.mtimeMs ?? 0 });
+  }
+  others.sort((a, b) => a.usedMs - b.usedMs);
+  const excess = others.slice(0, Math.max(0, others.length - (SNAPSHOTS_KEPT - 1)));
+  for (const { dir, usedMs } of excess) {
+    if (Date.now() - usedMs > SNAPSHOT_IN_USE_MS) await rm(dir, { recursive: true, force: true });
+  }
 }
