@@ -36,6 +36,7 @@ import {
   type BatchOutcome,
   type DeployedFunction,
 } from '../../functions-runtime/index.ts';
+import { stationMessage } from '../lib/station-payload.ts';
 
 const { values } = parseArgs({
   options: {
@@ -71,20 +72,7 @@ const station = await bundleFunction(path.join(ROOT, 'functions/station-telemetr
 type BenchEvent = Parameters<Scheduler['run']>[1][number];
 const trivialEvent: BenchEvent = { payload: '{"n":1}', topic: 'hello/dev-1', deviceId: 'dev-1', receivedAt: Date.now(), source: 'mqtt', invocationId: 'bench' };
 const stationEvent: BenchEvent = {
-  payload: JSON.stringify({
-    stationId: 'st-00042',
-    ts: 1_700_000_000_000,
-    seq: 7,
-    voltage: 230.1,
-    cabinetTempC: 21.5,
-    docks: Array.from({ length: 8 }, (_, slot) => ({
-      slot,
-      scooterId: slot % 3 === 0 ? null : `sc-${slot}`,
-      charging: slot % 2 === 0,
-      powerW: 40,
-      battery: slot % 3 === 0 ? null : 0.1 * slot,
-    })),
-  }),
+  payload: JSON.stringify(stationMessage()),
   topic: 'stations/st-00042/telemetry',
   deviceId: 'st-00042',
   receivedAt: 1_700_000_000_000,

@@ -20,6 +20,7 @@ import { readFrames, writeFrame } from '../../functions-runtime/protocol/frames.
 import type { FromWorker, ToWorker } from '../../functions-runtime/protocol/messages.ts';
 import type { WorkerDriver, WorkerHandle } from '../../functions-runtime/scheduler/driver.ts';
 import { selectWorkerDriver, WORKER_DRIVER_NAMES, type WorkerDriverName } from '../../functions-runtime/drivers/select.ts';
+import { stationMessage } from '../lib/station-payload.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
@@ -36,20 +37,7 @@ const starts = values.smoke ? 1 : Number(values.starts);
 const batches = values.smoke ? 2 : Number(values.batches);
 
 const station = await bundleFunction(path.resolve(here, '../../functions/station-telemetry.ts'));
-const stationPayload = JSON.stringify({
-  stationId: 'st-00042',
-  ts: 1_700_000_000_000,
-  seq: 7,
-  voltage: 230.1,
-  cabinetTempC: 21.5,
-  docks: Array.from({ length: 8 }, (_, slot) => ({
-    slot,
-    scooterId: slot % 3 === 0 ? null : `sc-${slot}`,
-    charging: slot % 2 === 0,
-    powerW: 40,
-    battery: slot % 3 === 0 ? null : 0.1 * slot,
-  })),
-});
+const stationPayload = JSON.stringify(stationMessage());
 const events = Array.from({ length: 100 }, (_, i) => ({
   payload: stationPayload,
   topic: 'stations/st-00042/telemetry',

@@ -21,6 +21,7 @@ import ivm from 'isolated-vm';
 import { bundleFunction } from '../../functions-runtime/bundler/bundle.ts';
 import { FunctionSandbox } from '../../functions-runtime/sandbox/sandbox.ts';
 import type { GuestEvent } from '../../functions-runtime/sandbox/guest-protocol.ts';
+import { stationMessage } from '../lib/station-payload.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
@@ -62,23 +63,7 @@ const zodOnly =
   ).outputFiles[0]?.text ?? '';
 
 const trivialEvent = event({ n: 1 }, 'hello/dev-1');
-const stationEvent = event(
-  {
-    stationId: 'st-00042',
-    ts: 1_700_000_000_000,
-    seq: 7,
-    voltage: 230.1,
-    cabinetTempC: 21.5,
-    docks: Array.from({ length: 8 }, (_, slot) => ({
-      slot,
-      scooterId: slot % 3 === 0 ? null : `sc-${slot}`,
-      charging: slot % 2 === 0,
-      powerW: 40,
-      battery: slot % 3 === 0 ? null : 0.1 * slot,
-    })),
-  },
-  'stations/st-00042/telemetry',
-);
+const stationEvent = event(stationMessage(), 'stations/st-00042/telemetry');
 
 /** µs per event of FunctionSandbox.runBatch, in batches of `batchSize`. */
 async function perEventUs(code: string, ev: Omit<GuestEvent, 'deadline'>, batchSize: number): Promise<{ us: number; events: number; outcome: string }> {

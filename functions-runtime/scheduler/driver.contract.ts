@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
-import { bundleFixture, eventOf, decoded, eventually } from '../testing/helpers.ts';
+import { bundleFixture, eventOf, decoded, eventually, processRunning } from '../testing/helpers.ts';
 import type { WorkerDriver, WorkerHandle } from './driver.ts';
 
 /** A started worker and the frames it has sent so far. */
@@ -112,15 +112,6 @@ function descendants(root: number): number[] {
   };
   walk(root);
   return found;
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 /** How the contract's "killed owner" test makes the same driver in a child process. */
@@ -292,7 +283,7 @@ export function workerDriverContract(
           child.kill('SIGKILL');
           const left = await eventually(
             () => {
-              const still = started.filter(alive);
+              const still = started.filter(processRunning);
               return still.length === 0 ? still : undefined;
             },
             10_000,

@@ -3,6 +3,7 @@
  * capture and process checks. Everything here is real (no mocks): bundles are built by
  * esbuild, loggers are pino writing into an array.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -80,6 +81,20 @@ export function isAlive(pid: number): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
     throw err;
+  }
+}
+
+/**
+ * Whether `pid` is a live process, from /proc: a zombie counts as gone (it only waits to be
+ * reaped), unlike `isAlive`'s signal 0.
+ */
+export function processRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // pid (comm) state …: comm may hold spaces and parentheses, so read after the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
   }
 }
 

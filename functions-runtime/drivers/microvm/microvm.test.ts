@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { readFrames } from '../../protocol/frames.ts';
 import type { FromWorker } from '../../protocol/messages.ts';
 import { workerDriverContract } from '../../scheduler/driver.contract.ts';
+import { processRunning } from '../../testing/helpers.ts';
 import { voltlineCacheDir } from '../agent-bundle.ts';
 import { guestImage, microVmDriver, probeMicroVm, type MicroVmHandle } from './index.ts';
 
@@ -34,15 +35,6 @@ async function tracked(options: Parameters<typeof microVmDriver>[0]) {
       return handle;
     },
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 workerDriverContract('microvm (TCG, restored from a snapshot)', () => tracked({ accel: 'tcg' }), {
@@ -77,7 +69,7 @@ function frames(handle: MicroVmHandle) {
 describe('microvm driver', () => {
   afterAll(() => {
     // No QEMU outlives the suite: every guest any test started has ended.
-    expect(hostPids.filter(alive)).toEqual([]);
+    expect(hostPids.filter(processRunning)).toEqual([]);
   });
 
   it('restores guests from the snapshot, each taking its settings from its wake line (heartbeats every 200 ms)', async () => {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { readFrames } from '../../protocol/frames.ts';
 import type { FromWorker } from '../../protocol/messages.ts';
 import type { WorkerHandle } from '../../scheduler/driver.ts';
-import { eventually } from '../../testing/helpers.ts';
+import { eventually, processRunning } from '../../testing/helpers.ts';
 
 const OWNER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'sandboxed-owner.ts');
 
@@ -43,15 +43,8 @@ export function processesMatching(needle: string): number[] {
   return found;
 }
 
-/** Whether `pid` is a live process (a zombie counts as gone: it only waits to be reaped). */
-export function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+/** Whether `pid` is a live process (a zombie counts as gone). */
+export const running = processRunning;
 
 /** The pids in a cgroup leaf (none once it is removed). */
 export function cgroupProcs(dir: string): number[] {
