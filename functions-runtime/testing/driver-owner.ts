@@ -1,7 +1,8 @@
 /**
  * A stand-in platform for the driver contract's "killed owner" test: imports the driver
  * factory named by argv[2] (`<module path>#<export>`), calls it with the JSON options of
- * argv[3], starts one worker, and once the worker has said ready prints `ready` on stdout.
+ * argv[3], starts one worker, and once the worker has said ready prints `ready` and what the
+ * host sees of it as JSON (`hostPid`, `containerId`, `cgroupDirs`, where the driver has them).
  * Then it idles until it is killed (the test kills it with SIGKILL and checks that nothing
  * it started outlives it).
  */
@@ -19,7 +20,9 @@ const worker = driver.start('owned-1');
 readFrames(
   worker.input,
   (frame) => {
-    if ((frame as { t: string }).t === 'ready') process.stdout.write('ready\n');
+    if ((frame as { t: string }).t !== 'ready') return;
+    const seen = worker as Partial<Record<'hostPid' | 'containerId' | 'cgroupDirs', unknown>>;
+    process.stdout.write(`ready ${JSON.stringify({ hostPid: seen.hostPid, containerId: seen.containerId, cgroupDirs: seen.cgroupDirs })}\n`);
   },
   () => undefined,
 );

@@ -8,7 +8,13 @@ import type { FromWorker } from '../../protocol/messages.ts';
 import type { WorkerHandle } from '../../scheduler/driver.ts';
 import { eventually, processRunning } from '../../testing/helpers.ts';
 
-const OWNER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'sandboxed-owner.ts');
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** The stand-in platform of the driver contract's killed-owner case. */
+const OWNER = path.resolve(here, '../../testing/driver-owner.ts');
+const FACTORIES = {
+  sandbox: { module: path.resolve(here, '../sandbox.ts'), factory: 'sandboxDriver' },
+  gvisor: { module: path.resolve(here, '../gvisor.ts'), factory: 'gvisorDriver' },
+} as const;
 
 /** Resolves with the worker's ready frame. */
 export function readyOf(handle: WorkerHandle, timeoutMs = 30_000): Promise<FromWorker> {
@@ -60,16 +66,20 @@ export function cgroupProcs(dir: string): number[] {
  * worker is ready, and returns what it had started, for the caller to poll.
  */
 export async function killOwner(kind: 'sandbox' | 'gvisor'): Promise<{ hostPid: number; containerId: string; cgroupDir: string; procs: number[] }> {
-  const child = spawn(process.execPath, ['--no-node-snapshot', OWNER, kind], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { module, factory } = FACTORIES[kind];
+  const child = spawn(process.execPath, ['--no-node-snapshot', OWNER, `${module}#${factory}`, '{}'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   try {
-    const line = await eventually(() => /ready (\d+) (\S+) (\S+)/.exec(output) ?? undefined, 30_000, `the owner's worker to be ready (output: ${output})`);
-    const [, hostPid, containerId, cgroupDir] = line;
-    const procs = cgroupProcs(cgroupDir ?? '-');
+    const line = await eventually(() => /^ready (.*)$/m.exec(output)?.[1], 30_000, `the owner's worker to be ready (output: ${output})`);
+    const seen = JSON.parse(line) as { hostPid: number; containerId?: string; cgroupDirs: string[] };
+    const hostPid = seen.hostPid;
+    const containerId = seen.containerId ?? '-';
+    const cgroupDir = seen.cgroupDirs[0] ?? '-';
+    const procs = cgroupProcs(cgroupDir);
     child.kill('SIGKILL');
-    return { hostPid: Number(hostPid), containerId: containerId ?? '-', cgroupDir: cgroupDir ?? '-', procs };
+    return { hostPid, containerId, cgroupDir, procs };
   } finally {
     child.kill('SIGKILL');
   }
