@@ -117,7 +117,40 @@ async function prune(images: string, keep: string): Promise<void> {
   const dirs = (await readdir(images)).filter((d) => /^[0-9a-f]{16}$/.test(d) && d !== keep);
   const used = await Promise.all(dirs.map(async (d) => ({ d, at: (await stat(path.join(images, d))).mtimeMs })));
   used.sort((a, b) => b.at - a.at);
-  for (const { d } of used.slice(IMAGES_KEPT - 1)) await rm(path.join(images, d), { recursive: true, force: true });
+  for (const { d } of used.slice(IMAGES_KEPT - 1)) {
+    // One a running platform starts its guests from stays (holdImage).
+    if (!(await heldByLiveProcess(path.join(images, d)))) await rm(path.join(images, d), { recursive: true, force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Whether a live process holds the image (an `in-use/<pid>` marker of a process still running). */
+async function heldByLiveProcess(dir: string): Promise<boolean> {
+  const holders = await readdir(path.join(dir, 'in-use')).catch(() => [] as string[]);
+  return holders.some((pid) => pidAlive(Number(pid)));
+}
+
+/**
+ * Marks the image in use by this process until the returned release is called (the
+ * driver's close): no other platform's pruning removes it meanwhile. A marker left by a
+ * killed process names a pid that is gone, and does not count.
+ */
+export async function holdImage(image: Pick<GuestImage, 'dir'>): Promise<() => Promise<void>> {
+  const holders = path.join(image.dir, 'in-use');
+  await mkdir(holders, { recursive: true });
+  // Markers of killed platforms (their pid gone) go: one file per live holder at most.
+  for (const pid of await readdir(holders)) if (!pidAlive(Number(pid))) await rm(path.join(holders, pid), { force: true });
+  const marker = path.join(holders, String(process.pid));
+  await writeFile(marker, '');
+  return () => rm(marker, { force: true });
 }
 
 /** Builds the guest image, or finds it in the cache. */

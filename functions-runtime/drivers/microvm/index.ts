@@ -20,7 +20,7 @@ import { PassThrough } from 'node:stream';
 import { VoltlineError } from '../../../lib/errors.ts';
 import { agentEnv, type WorkerDriver, type WorkerDriverOptions, type WorkerExit, type WorkerHandle } from '../../scheduler/driver.ts';
 import { wakeLine } from './guest.ts';
-import { guestImage, type GuestImage } from './image.ts';
+import { guestImage, holdImage, type GuestImage } from './image.ts';
 import { probeMicroVm, qemuVersion, which } from './probe.ts';
 import { type Guest, type MicroVmAccel, qemuArgs, spawnQemu } from './qemu.ts';
 import { connectQmp } from './qmp.ts';
@@ -86,6 +86,8 @@ export async function microVmDriver(options: MicroVmDriverOptions = {}): Promise
       cause: err,
     });
   }
+  // Held until close(): another platform's build does not prune an image this one boots from.
+  const releaseImage = await holdImage(image);
   const onFailure = options.onGuestFailure ?? defaultFailure;
   let snapshot: GuestSnapshot | undefined;
   let snapshotProblem: string | undefined;
@@ -179,6 +181,6 @@ export async function microVmDriver(options: MicroVmDriverOptions = {}): Promise
       };
     },
     // The image and the snapshot stay cached for the next run; guests are gone by now.
-    close: () => Promise.resolve(),
+    close: releaseImage,
   };
 }
