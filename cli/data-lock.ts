@@ -5,17 +5,9 @@
  */
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { processAlive } from '../lib/process-alive.ts';
 
 const LOCK_FILE = 'voltline.lock';
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function ownerOf(file: string): Promise<number | undefined> {
   try {
@@ -39,7 +31,7 @@ export async function lockDataDir(dataDir: string): Promise<() => Promise<void>>
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const owner = await ownerOf(file);
-      if (owner !== undefined && owner !== process.pid && isAlive(owner)) {
+      if (owner !== undefined && owner !== process.pid && processAlive(owner)) {
         throw new Error(
           `Cannot start as the data folder ${dataDir} is in use by process ${owner} (another 'voltline up'): stop it, or pass another --data-dir`,
         );

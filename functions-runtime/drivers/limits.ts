@@ -26,6 +26,7 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { processAlive } from '../../lib/process-alive.ts';
 
 /** What one worker may use. */
 export interface LimitSettings {
@@ -118,15 +119,6 @@ function writable(file: string): boolean {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function procsOf(dir: string): number[] {
   try {
     return readFileSync(path.join(dir, 'cgroup.procs'), 'utf8')
@@ -169,7 +161,7 @@ function sweepStale(voltlineDirs: readonly string[]): void {
     }
     for (const entry of entries) {
       const owner = /^(\d+)-\d+$/.exec(entry)?.[1];
-      if (owner === undefined || pidAlive(Number(owner))) continue;
+      if (owner === undefined || processAlive(Number(owner))) continue;
       if (++swept > STALE_SWEEP_MAX) return;
       const folder = path.join(base, entry);
       for (const leaf of readdirSafe(folder)) {

@@ -21,6 +21,7 @@ import { agentBundle, voltlineCacheDir } from '../agent-bundle.ts';
 import { type CpioEntry, writeCpio } from './cpio.ts';
 import { GUEST_MODULES, initScript, launcherScript } from './guest.ts';
 import { DEFAULT_KERNEL_PACKAGE, guestKernel } from './kernel.ts';
+import { processAlive } from '../../../lib/process-alive.ts';
 
 const run = promisify(execFile);
 
@@ -123,19 +124,10 @@ async function prune(images: string, keep: string): Promise<void> {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Whether a live process holds the image (an `in-use/<pid>` marker of a process still running). */
 async function heldByLiveProcess(dir: string): Promise<boolean> {
   const holders = await readdir(path.join(dir, 'in-use')).catch(() => [] as string[]);
-  return holders.some((pid) => pidAlive(Number(pid)));
+  return holders.some((pid) => processAlive(Number(pid)));
 }
 
 /**
@@ -147,7 +139,7 @@ export async function holdImage(image: Pick<GuestImage, 'dir'>): Promise<() => P
   const holders = path.join(image.dir, 'in-use');
   await mkdir(holders, { recursive: true });
   // Markers of killed platforms (their pid gone) go: one file per live holder at most.
-  for (const pid of await readdir(holders)) if (!pidAlive(Number(pid))) await rm(path.join(holders, pid), { force: true });
+  for (const pid of await readdir(holders)) if (!processAlive(Number(pid))) await rm(path.join(holders, pid), { force: true });
   const marker = path.join(holders, String(process.pid));
   await writeFile(marker, '');
   return () => rm(marker, { force: true });
