@@ -512,9 +512,13 @@ describe('function retries', () => {
     await appendFlaky([{ seq: 0, failTimes: 99 }, ...range(5).map((seq) => ({ seq, device: 'dev-1' })), { seq: 1 }]);
     const router = startRouter({ lanesPerFunction: 1, functionRetryMinMs: 5_000, functionRetryMaxMs: 5_000 });
     await eventually(() => ((seqOrderByDevice(rig.written).get('dev-1')?.length ?? 0) === 5 ? true : undefined), 7_000, "dev-1's events stored");
-    // dev-0 is still parked: no dead letter yet, its later event not run.
+    // dev-0 is still parked: no dead letter yet, its later event not run, and the commit
+    // stays below its first event (a crash now must run it again), however far dev-1 got.
     expect(await rig.store.deadLetters({ function: 'flaky', limit: 10 })).toEqual([]);
     expect(seqOrderByDevice(rig.written).get('dev-0')).toBeUndefined();
+    // (Ten of the rig's 20 ms commit intervals: a commit past it would have been made.)
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(rig.log.committedOffset()).toBe(0n);
     await eventually(() => (seqOrderByDevice(rig.written).get('dev-0') !== undefined ? true : undefined), 30_000, "dev-0's later event stored");
     await router.idle();
     expect(await rig.store.deadLetters({ function: 'flaky', limit: 10 })).toMatchObject([{ offset: 0n, deviceId: 'dev-0', attempts: 4 }]);
@@ -669,6 +673,9 @@ describe('downlinks (ctx.publish)', () => {
     await eventually(() => (rig.log.committedOffset() === BigInt(events.length) ? true : undefined), 15_000, 'the commit to reach the end');
     await router.idle();
 
+    const letters = await rig.store.deadLetters({ function: 'publisher', limit: 10 });
+    // What went wrong, should an assertion below fail.
+    const said = `sent ${JSON.stringify(rig.sent.map((m) => m.payload))}; dead letters ${JSON.stringify(letters.map((l) => [l.deviceId, l.code, l.attempts, l.message]))}`;
     const byDevice = new Map<string, string[]>();
     for (const message of rig.sent) {
       const [device = '?', seq = '?'] = message.payload.split(':');
@@ -679,16 +686,19 @@ describe('downlinks (ctx.publish)', () => {
       expect(stored, `${message.payload} stored before it was sent`).toBe(true);
       expect(message.committed).toBeLessThanOrEqual(offsets.get(`${device}:${seq}`) ?? -1n);
     }
-    for (const device of ['dev-0', 'dev-1']) expect(byDevice.get(device)).toEqual(range(5).flatMap((seq) => [`${device}:${seq}:a`, `${device}:${seq}:b`]));
-    expect(byDevice.get('dev-2')).toBeUndefined();
-    expect(byDevice.get('dev-3')).toEqual(['dev-3:0:a', 'dev-3:0:b']);
-    expect(byDevice.get('dev-4')).toBeUndefined();
-    expect(rig.sent).toHaveLength(22);
+    for (const device of ['dev-0', 'dev-1'])
+      expect(byDevice.get(device), said).toEqual(range(5).flatMap((seq) => [`${device}:${seq}:a`, `${device}:${seq}:b`]));
+    expect(byDevice.get('dev-2'), said).toBeUndefined();
+    expect(byDevice.get('dev-3'), said).toEqual(['dev-3:0:a', 'dev-3:0:b']);
+    expect(byDevice.get('dev-4'), said).toBeUndefined();
+    expect(rig.sent, said).toHaveLength(22);
     const metric = await rig.metrics.getSingleMetricAsString('voltline_downlinks_total');
     expect(metric).toContain('voltline_downlinks_total{function="publisher",outcome="sent"} 22');
     expect(metric).not.toContain('outcome="failed"');
-    const letters = await rig.store.deadLetters({ function: 'publisher', limit: 10 });
-    expect(letters.map((l) => [l.deviceId, l.code, l.attempts])).toEqual(
+    expect(
+      letters.map((l) => [l.deviceId, l.code, l.attempts]),
+      said,
+    ).toEqual(
       expect.arrayContaining([
         ['dev-2', 'error', 3],
         ['dev-4', 'error', 3],

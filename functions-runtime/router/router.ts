@@ -575,7 +575,9 @@ export class Router implements InvocationRecorder {
       lane.finished = finished.then(
         (retried) => {
           lane.storing -= 1;
-          for (const event of batch) this.#partOf.get(event)?.tracker.done(event.offset);
+          // The events this run wrote: a parked device's events (not in run.batch) are
+          // finished by #park once their retries are done and they are stored.
+          for (const event of run.batch) this.#partOf.get(event)?.tracker.done(event.offset);
           this.#wakeReaders();
           this.#pump(lane);
           if (this.#inFlight() === 0) for (const waiter of this.#idleWaiters.splice(0)) waiter();
