@@ -33,10 +33,18 @@ async function command(
   return { status: response.status, body: (await response.json()) as { status?: string; topic?: string; error?: { code: string; message: string } } };
 }
 
+/**
+ * Listening before the CONNECT: a persistent session's queued messages come right after the
+ * CONNACK, often in the same read, before a listener added once `connectAsync` resolved.
+ */
 async function connectStation(received: Received[]): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(platform.mqttUrl, { clientId: 'st-1', username: 'st-1', password: deviceToken, clean: false, reconnectPeriod: 0 });
-  client.on('message', (topic, payload, packet) => received.push({ topic, payload: payload.toString('utf8'), qos: packet.qos }));
+  const client = mqtt.connect(platform.mqttUrl, { clientId: 'st-1', username: 'st-1', password: deviceToken, clean: false, reconnectPeriod: 0 });
   clients.push(client);
+  client.on('message', (topic, payload, packet) => received.push({ topic, payload: payload.toString('utf8'), qos: packet.qos }));
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
   return client;
 }
 
@@ -61,7 +69,7 @@ describe('commands to devices', () => {
 
     const delivered = await command('st-1', { command: 'unlock', payload: { dock: 3 } });
     expect(delivered).toEqual({ status: 202, body: { id: 'st-1', topic: 'stations/st-1/commands/unlock', status: 'delivered' } });
-    await eventually(async () => (received.length > 0 ? true : undefined), 5_000, 'the command to arrive');
+    await eventually(async () => (received.length > 0 ? true : undefined), 15_000, 'the command to arrive');
     expect(received).toEqual([{ topic: 'stations/st-1/commands/unlock', payload: '{"dock":3}', qos: 1 }]);
 
     // Offline with its persistent session: queued, and sent when it comes back.
@@ -70,11 +78,11 @@ describe('commands to devices', () => {
     expect(queued.body).toMatchObject({ topic: 'stations/st-1/commands/dock/4/unlock', status: 'queued' });
     const later: Received[] = [];
     const back = await connectStation(later);
-    await eventually(async () => (later.length > 0 ? true : undefined), 5_000, 'the queued command after the reconnect');
+    await eventually(async () => (later.length > 0 ? true : undefined), 15_000, 'the queued command after the reconnect');
     expect(later).toEqual([{ topic: 'stations/st-1/commands/dock/4/unlock', payload: 'now', qos: 1 }]);
     // Back with its restored session (no SUBSCRIBE on this connection): delivered.
     expect((await command('st-1', { command: 'ping' })).body).toMatchObject({ status: 'delivered' });
-    await eventually(async () => (later.length > 1 ? true : undefined), 5_000, 'the command to the restored session');
+    await eventually(async () => (later.length > 1 ? true : undefined), 15_000, 'the command to the restored session');
     await back.endAsync();
 
     // Never connected: nobody would get it.
