@@ -46,7 +46,7 @@ import { startPlainMosquitto } from './lib/ceiling.ts';
 import { LoadProcess, type StepResult, type Totals } from './lib/load-child.ts';
 import { EMBEDDED, checkSetup, setupName, startBenchCluster, type BenchCluster, type Setup } from './lib/cluster.ts';
 import { stationWorkload } from './lib/platform.ts';
-import { readHistogram, quantileBetween, type Buckets } from './lib/metrics.ts';
+import { readHistogram, readSumCount, quantileBetween, type Buckets } from './lib/metrics.ts';
 import { delta, machineBusySeconds, sampleTree, type CpuDelta, type TreeSample } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 import { profileStages, type StageFigures } from './lib/stages.ts';
@@ -103,6 +103,8 @@ export interface StepFigures {
   /** The server's threads (name → cores) over the step. */
   readonly serverThreads: Record<string, number>;
   readonly rssMb: { server: number; workers: number; total: number };
+  /** Events per function batch over the step, mean (`voltline_batch_events`); null without the platform's metrics. */
+  readonly batchEventsMean: number | null;
 }
 
 export interface Ladder {
@@ -226,12 +228,16 @@ export async function runLadder(
     // The step's figures begin once its warm-up is over.
     await new Promise((resolve) => setTimeout(resolve, warmupMs));
     const histogramBefore = platforms.length === 0 ? undefined : await readHistograms(platforms, 'voltline_ingest_latency_seconds');
+    const batchesBefore = platforms.length === 0 ? undefined : await readSumCount(platforms, 'voltline_batch_events');
     const before = sampleAll(serverPids, others);
     const busyBefore = machineBusySeconds();
     const result = await running;
     const d = delta(before, sampleAll(serverPids, others));
     const busy = machineBusySeconds() - busyBefore;
     const histogramAfter = platforms.length === 0 ? undefined : await readHistograms(platforms, 'voltline_ingest_latency_seconds');
+    const batchesAfter = platforms.length === 0 ? undefined : await readSumCount(platforms, 'voltline_batch_events');
+    const batches = batchesAfter === undefined || batchesBefore === undefined ? 0 : batchesAfter.count - batchesBefore.count;
+    const batchEventsMean = batches <= 0 ? null : Math.round(((batchesAfter?.sum ?? 0) - (batchesBefore?.sum ?? 0)) / batches);
     const storedMs = (q: number): number | null => {
       if (histogramBefore === undefined || histogramAfter === undefined) return null;
       const v = quantileBetween(histogramBefore, histogramAfter, q);
@@ -267,6 +273,7 @@ export async function runLadder(
       },
       serverThreads: threadCores(d),
       rssMb: { server: mb(s.rssServer), workers: mb(s.rssWorkers), total: mb(s.rssServer + s.rssWorkers) },
+      batchEventsMean,
     };
     steps.push(figures);
     log(
@@ -276,6 +283,7 @@ export async function runLadder(
           : `, stored in window ${figures.storedInWindowPct} %, queryable p50/p99 ${fmt(figures.queryableMs.p50)}/${fmt(figures.queryableMs.p99)} ms (probe query ${fmt(figures.probeQueryMs.p50)}/${fmt(figures.probeQueryMs.p99)})`) +
         (figures.receiptToStoredMs.p50 === null ? '' : ` (receipt → stored ${fmt(figures.receiptToStoredMs.p50)}/${fmt(figures.receiptToStoredMs.p99)} ms)`) +
         (figures.deliveredPct === null ? '' : `, delivered ${figures.deliveredPct} %`) +
+        (figures.batchEventsMean === null ? '' : `, ${fmt(figures.batchEventsMean)} events a batch`) +
         `, PUBACK p99 ${fmt(figures.pubackMs.p99, 1)} ms, CPU ${figures.cpuUsPerMessage.total} µs/msg (server ${figures.cpuUsPerMessage.server}, workers ${figures.cpuUsPerMessage.workers}; generator ${figures.cpuUsPerMessage.generator}${infraPids.length === 0 ? '' : `; Kafka/VictoriaMetrics ${figures.cpuUsPerMessage.infra}`}), RSS ${figures.rssMb.total} MiB; others on the machine ${figures.cores.others} cores` +
         (why.length > 0 ? `  (${why.join('; ')})` : ''),
     );

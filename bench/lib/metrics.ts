@@ -18,6 +18,27 @@ export async function readHistogram(apiUrl: string, token: string | undefined, n
   return buckets;
 }
 
+/** A histogram's `_sum` and `_count`, summed over its label sets. */
+export interface SumCount {
+  readonly sum: number;
+  readonly count: number;
+}
+
+/** Sums `name`'s `_sum` and `_count` over several nodes' `/metrics`. */
+export async function readSumCount(nodes: ReadonlyArray<{ readonly apiUrl: string; readonly token: string | undefined }>, name: string): Promise<SumCount> {
+  let sum = 0;
+  let count = 0;
+  for (const node of nodes) {
+    const response = await fetch(`${node.apiUrl}/metrics`, { headers: node.token === undefined ? {} : { authorization: `Bearer ${node.token}` } });
+    const text = await response.text();
+    for (const match of text.matchAll(new RegExp(`^${name}_(sum|count)(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) {
+      if (match[1] === 'sum') sum += Number(match[2]);
+      else count += Number(match[2]);
+    }
+  }
+  return { sum, count };
+}
+
 /**
  * The quantile `q` of what was observed between two readings, interpolated linearly within
  * its bucket (as Prometheus' histogram_quantile does), in ms; null when nothing was observed.
