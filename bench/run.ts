@@ -14,7 +14,7 @@
  * runs those two on Kafka instead of the embedded log.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,7 +106,10 @@ async function main(): Promise<void> {
   if (flags.includes('--json')) {
     const dir = path.join(HERE, 'results');
     mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, `${started.toISOString().slice(0, 10)}-${machine.commit}${machine.smoke ? '-smoke' : ''}.json`);
+    // A second run on the same day and commit (another benchmark, say) gets its own file.
+    const stem = path.join(dir, `${started.toISOString().slice(0, 10)}-${machine.commit}${machine.smoke ? '-smoke' : ''}`);
+    let file = `${stem}.json`;
+    for (let n = 2; existsSync(file); n++) file = `${stem}-${n}.json`;
     writeFileSync(file, `${JSON.stringify({ machine, reports }, null, 2)}\n`);
     process.stdout.write(`\nwrote ${path.relative(process.cwd(), file)}\n`);
   }
