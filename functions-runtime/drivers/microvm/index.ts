@@ -9,17 +9,20 @@
  * `start` restores the cached snapshot of a booted guest waiting for its wake line
  * (snapshot.ts) when there is one, and boots the image cold otherwise; either way it
  * writes the wake line (the worker's agentEnv and the host clock) first, and the agent
- * sends `ready` as the first frame. `handle.pid` is undefined (the agent's pid is the
- * guest's); QEMU's pid is `hostPid`.
+ * sends `ready` as the first frame. A cold guest gets its wake line only once its launcher
+ * says it is waiting: while init waits for the port it opens and closes it, and the guest's
+ * kernel drops what arrived on a port that closes (a wake line written at spawn was lost
+ * so in 2 cold boots of 4 here, and the guest waited forever). `handle.pid` is undefined
+ * (the agent's pid is the guest's); QEMU's pid is `hostPid`.
  */
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Writable } from 'node:stream';
 import { VoltlineError } from '../../../lib/errors.ts';
 import { agentEnv, type WorkerDriver, type WorkerDriverOptions, type WorkerExit, type WorkerHandle } from '../../scheduler/driver.ts';
-import { wakeLine } from './guest.ts';
+import { WAITING_MARK, wakeLine } from './guest.ts';
 import { guestImage, holdImage, type GuestImage } from './image.ts';
 import { probeMicroVm, qemuVersion, which } from './probe.ts';
 import { type Guest, type MicroVmAccel, qemuArgs, spawnQemu } from './qemu.ts';
@@ -141,7 +144,23 @@ export async function microVmDriver(options: MicroVmDriverOptions = {}): Promise
       const { child } = guest;
       // The wake line goes first; the frames the scheduler writes follow it in the pipe.
       // A random seed too: restored guests share the snapshot's kernel entropy pool.
-      child.stdin.write(wakeLine(agentEnv(id, options), Date.now(), randomBytes(32).toString('hex')));
+      const wake = (): void => void child.stdin.write(wakeLine(agentEnv(id, options), Date.now(), randomBytes(32).toString('hex')));
+      let output: Writable = child.stdin;
+      if (snap === undefined) {
+        // Booting: the port holds what it is sent only once the launcher waits on it, so
+        // the wake line, and the frames written meanwhile after it, wait for its mark.
+        const held = new PassThrough();
+        let woken = false;
+        guest.onConsoleLine((line) => {
+          if (woken || !line.includes(WAITING_MARK)) return;
+          woken = true;
+          wake();
+          held.pipe(child.stdin);
+        });
+        output = held;
+      } else {
+        wake();
+      }
       let spoke = false;
       const input = new PassThrough();
       child.stdout.once('data', () => (spoke = true));
@@ -172,7 +191,7 @@ export async function microVmDriver(options: MicroVmDriverOptions = {}): Promise
         hostPid: child.pid,
         startedBy: snap === undefined ? 'boot' : 'restore',
         input,
-        output: child.stdin,
+        output,
         exited,
         kill: () => {
           child.kill('SIGKILL');
