@@ -22,7 +22,9 @@ describe('WorkerLimiter', () => {
     const child = spawn(file ?? '', args, { stdio: 'ignore' });
     // The sleep itself is in every leaf: sh wrote its own pid, then exec'd.
     await eventually(() => (limit.cgroupDirs.every((d) => cgroupProcs(d).includes(child.pid ?? -1)) ? true : undefined), 5_000, 'the child in its leaves');
-    expect(readFileSync(`/proc/${String(child.pid)}/cmdline`, 'utf8')).toBe('/bin/sleep\u000030\u0000');
+    // Its pid is in the leaves before its exec ends (under load /proc showed an empty command line there).
+    const cmdline = (): string => readFileSync(`/proc/${String(child.pid)}/cmdline`, 'utf8');
+    await eventually(() => (cmdline() === '/bin/sleep\u000030\u0000' ? true : undefined), 5_000, "the sleep's exec (its /proc command line)");
     limit.killAll();
     await new Promise((resolve) => child.once('close', resolve));
     await limit.release();
