@@ -46,7 +46,7 @@ import { startPlainMosquitto } from './lib/ceiling.ts';
 import { LoadProcess, type StepResult, type Totals } from './lib/load-child.ts';
 import { EMBEDDED, checkSetup, setupName, startBenchCluster, type BenchCluster, type Setup } from './lib/cluster.ts';
 import { stationWorkload } from './lib/platform.ts';
-import { readHistogram, readSumCount, quantileBetween, type Buckets } from './lib/metrics.ts';
+import { histogramIn, quantileBetween, readMetrics, sumCountIn, type Buckets, type SumCount } from './lib/metrics.ts';
 import { delta, machineBusySeconds, sampleTree, type CpuDelta, type TreeSample } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 import { profileStages, type StageFigures } from './lib/stages.ts';
@@ -166,12 +166,26 @@ function sampleAll(roots: readonly number[], others: readonly number[]): TreeSam
   return { atMs: samples[0]?.atMs ?? Date.now(), processes, threads };
 }
 
-/** A histogram's buckets summed over several nodes' `/metrics`. */
-async function readHistograms(platforms: readonly PlatformMetrics[], name: string): Promise<Buckets> {
-  const sum: Buckets = new Map();
-  for (const buckets of await Promise.all(platforms.map((p) => readHistogram(p.apiUrl, p.token, name))))
-    for (const [bound, count] of buckets) sum.set(bound, (sum.get(bound) ?? 0) + count);
-  return sum;
+/** What a step reads of the platform's own figures, summed over its nodes. */
+interface PlatformReading {
+  /** receipt → stored (`voltline_ingest_latency_seconds`). */
+  readonly ingest: Buckets;
+  /** Events per function batch (`voltline_batch_events`). */
+  readonly batches: SumCount;
+}
+
+/** One scrape of each node's `/metrics`, both figures taken from it. */
+async function readPlatforms(platforms: readonly PlatformMetrics[]): Promise<PlatformReading> {
+  const ingest: Buckets = new Map();
+  let sum = 0;
+  let count = 0;
+  for (const text of await Promise.all(platforms.map((p) => readMetrics(p.apiUrl, p.token)))) {
+    for (const [bound, n] of histogramIn(text, 'voltline_ingest_latency_seconds')) ingest.set(bound, (ingest.get(bound) ?? 0) + n);
+    const batches = sumCountIn(text, 'voltline_batch_events');
+    sum += batches.sum;
+    count += batches.count;
+  }
+  return { ingest, batches: { sum, count } };
 }
 
 function threadCores(d: CpuDelta): Record<string, number> {
@@ -227,20 +241,18 @@ export async function runLadder(
     const running = load.step(rate, options.stepSeconds * 1_000, 10_000, 5_000, warmupMs);
     // The step's figures begin once its warm-up is over.
     await new Promise((resolve) => setTimeout(resolve, warmupMs));
-    const histogramBefore = platforms.length === 0 ? undefined : await readHistograms(platforms, 'voltline_ingest_latency_seconds');
-    const batchesBefore = platforms.length === 0 ? undefined : await readSumCount(platforms, 'voltline_batch_events');
+    const readingBefore = platforms.length === 0 ? undefined : await readPlatforms(platforms);
     const before = sampleAll(serverPids, others);
     const busyBefore = machineBusySeconds();
     const result = await running;
     const d = delta(before, sampleAll(serverPids, others));
     const busy = machineBusySeconds() - busyBefore;
-    const histogramAfter = platforms.length === 0 ? undefined : await readHistograms(platforms, 'voltline_ingest_latency_seconds');
-    const batchesAfter = platforms.length === 0 ? undefined : await readSumCount(platforms, 'voltline_batch_events');
-    const batches = batchesAfter === undefined || batchesBefore === undefined ? 0 : batchesAfter.count - batchesBefore.count;
-    const batchEventsMean = batches <= 0 ? null : Math.round(((batchesAfter?.sum ?? 0) - (batchesBefore?.sum ?? 0)) / batches);
+    const readingAfter = platforms.length === 0 ? undefined : await readPlatforms(platforms);
+    const batches = readingAfter === undefined || readingBefore === undefined ? 0 : readingAfter.batches.count - readingBefore.batches.count;
+    const batchEventsMean = batches <= 0 ? null : Math.round(((readingAfter?.batches.sum ?? 0) - (readingBefore?.batches.sum ?? 0)) / batches);
     const storedMs = (q: number): number | null => {
-      if (histogramBefore === undefined || histogramAfter === undefined) return null;
-      const v = quantileBetween(histogramBefore, histogramAfter, q);
+      if (readingBefore === undefined || readingAfter === undefined) return null;
+      const v = quantileBetween(readingBefore.ingest, readingAfter.ingest, q);
       return v === null ? null : Math.round(v);
     };
     const s = split(d, serverPids, load.pid, infraPids);

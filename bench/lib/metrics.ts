@@ -1,14 +1,26 @@
 /**
  * Reading the platform's own figures from `/metrics` (Prometheus text): a histogram's
- * buckets, so that a step's share of them can be told apart from what came before.
+ * buckets, sum and count, so that a step's share of them can be told apart from what came
+ * before.
  */
 
 /** Cumulative bucket counts by upper bound (s), with `+Inf`, of one histogram. */
 export type Buckets = Map<number, number>;
 
-export async function readHistogram(apiUrl: string, token: string | undefined, name: string): Promise<Buckets> {
+/** A histogram's `_sum` and `_count`, summed over its label sets. */
+export interface SumCount {
+  readonly sum: number;
+  readonly count: number;
+}
+
+/** One node's `/metrics` (Prometheus text): read once, then parsed for each figure a reading takes. */
+export async function readMetrics(apiUrl: string, token: string | undefined): Promise<string> {
   const response = await fetch(`${apiUrl}/metrics`, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
-  const text = await response.text();
+  return response.text();
+}
+
+/** `name`'s buckets in `text`, summed over its label sets. */
+export function histogramIn(text: string, name: string): Buckets {
   const buckets: Buckets = new Map();
   const pattern = new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, 'gm');
   for (const match of text.matchAll(pattern)) {
@@ -18,23 +30,13 @@ export async function readHistogram(apiUrl: string, token: string | undefined, n
   return buckets;
 }
 
-/** A histogram's `_sum` and `_count`, summed over its label sets. */
-export interface SumCount {
-  readonly sum: number;
-  readonly count: number;
-}
-
-/** Sums `name`'s `_sum` and `_count` over several nodes' `/metrics`. */
-export async function readSumCount(nodes: ReadonlyArray<{ readonly apiUrl: string; readonly token: string | undefined }>, name: string): Promise<SumCount> {
+/** `name`'s `_sum` and `_count` in `text`, summed over its label sets. */
+export function sumCountIn(text: string, name: string): SumCount {
   let sum = 0;
   let count = 0;
-  for (const node of nodes) {
-    const response = await fetch(`${node.apiUrl}/metrics`, { headers: node.token === undefined ? {} : { authorization: `Bearer ${node.token}` } });
-    const text = await response.text();
-    for (const match of text.matchAll(new RegExp(`^${name}_(sum|count)(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) {
-      if (match[1] === 'sum') sum += Number(match[2]);
-      else count += Number(match[2]);
-    }
+  for (const match of text.matchAll(new RegExp(`^${name}_(sum|count)(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) {
+    if (match[1] === 'sum') sum += Number(match[2]);
+    else count += Number(match[2]);
   }
   return { sum, count };
 }
