@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerDriverContract } from '../scheduler/driver.contract.ts';
-import { eventually } from '../testing/helpers.ts';
+import { eventually, processRunning } from '../testing/helpers.ts';
 import { gvisorDriver, type GvisorWorkerDriver, type GvisorWorkerHandle } from './gvisor.ts';
-import { cgroupProcs, killOwner, processesMatching, readyOf, running } from './testing/sandboxed.ts';
+import { cgroupProcs, killOwner, processesMatching, readyOf } from './testing/sandboxed.ts';
 
 workerDriverContract('gvisor', () => gvisorDriver({ heartbeatMs: 200 }), { frameTimeoutMs: 30_000 });
 
@@ -74,7 +74,7 @@ describe('gvisor driver', () => {
     await worker.exited;
     // Killed, each leaves its cgroup at the start of its exit; tearing down its memory may
     // still take a moment after `exited`: the kernel finishes it, nothing runs it.
-    await eventually(() => (procs.filter(running).length === 0 ? true : undefined), 5_000, `runsc's processes (${procs.join(', ')}) to end`);
+    await eventually(() => (procs.filter(processRunning).length === 0 ? true : undefined), 5_000, `runsc's processes (${procs.join(', ')}) to end`);
   });
 
   it('leaves no runsc, sandbox or gofer process behind a platform killed with SIGKILL', async () => {
@@ -82,7 +82,7 @@ describe('gvisor driver', () => {
     // runsc, its sandbox and gofer (and the ptrace stubs) were in the worker's cgroup.
     expect(owned.procs.length).toBeGreaterThanOrEqual(3);
     await eventually(
-      () => (processesMatching(owned.containerId).length === 0 && owned.procs.filter(running).length === 0 ? true : undefined),
+      () => (processesMatching(owned.containerId).length === 0 && owned.procs.filter(processRunning).length === 0 ? true : undefined),
       10_000,
       `the killed owner's runsc processes (${processesMatching(owned.containerId).join(', ')}) to end`,
     );

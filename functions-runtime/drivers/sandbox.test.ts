@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerDriverContract } from '../scheduler/driver.contract.ts';
-import { eventually } from '../testing/helpers.ts';
+import { eventually, processRunning } from '../testing/helpers.ts';
 import { seccompFilter } from './seccomp.ts';
 import { sandboxDriver, type SandboxWorkerDriver, type SandboxWorkerHandle } from './sandbox.ts';
-import { cgroupProcs, killOwner, readyOf, running } from './testing/sandboxed.ts';
+import { cgroupProcs, killOwner, readyOf } from './testing/sandboxed.ts';
 
 workerDriverContract('sandbox', () => sandboxDriver({ heartbeatMs: 200 }));
 
@@ -118,7 +118,7 @@ describe('sandbox driver', () => {
     await worker.exited;
     // Killed, each leaves its cgroup at the start of its exit; tearing down its memory may
     // still take a moment after `exited`: the kernel finishes it, nothing runs it.
-    await eventually(() => (procs.filter(running).length === 0 ? true : undefined), 5_000, `the worker's processes (${procs.join(', ')}) to end`);
+    await eventually(() => (procs.filter(processRunning).length === 0 ? true : undefined), 5_000, `the worker's processes (${procs.join(', ')}) to end`);
   });
 
   it('falls back to RLIMITs when asked, and says memory and cpu are then not limited', async () => {
@@ -141,7 +141,7 @@ describe('sandbox driver', () => {
     const owned = await killOwner('sandbox');
     expect(owned.procs).toContain(owned.hostPid);
     await eventually(
-      () => (owned.procs.filter(running).length === 0 ? true : undefined),
+      () => (owned.procs.filter(processRunning).length === 0 ? true : undefined),
       10_000,
       `the killed owner's worker processes (${owned.procs.join(', ')}) to end`,
     );

@@ -11,7 +11,8 @@ import { ManualClock } from '../../lib/clock.ts';
 import { VoltlineError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
-import { bundleFixture, captureLogger, decoded, eventOf, eventually, isAlive } from '../testing/helpers.ts';
+import { bundleFixture, captureLogger, decoded, eventOf, eventually } from '../testing/helpers.ts';
+import { processAlive } from '../../lib/process-alive.ts';
 import { processDriver, type WorkerDriver, type WorkerExit } from './driver.ts';
 import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 
@@ -204,7 +205,7 @@ describe('a lost worker', () => {
     const ids = after.map((w) => w.id);
     expect(ids).not.toContain(victim.id);
     expect(ids).toContain('w-3');
-    expect(isAlive(victimPid)).toBe(false);
+    expect(processAlive(victimPid)).toBe(false);
     expect(await registry.getSingleMetricAsString('voltline_worker_losses_total')).toContain('voltline_worker_losses_total{reason="signal"} 1');
 
     const later = await Promise.all([scheduler.run(busy, [busyEvent(0)]), scheduler.run(hello, [eventOf({})])]);
@@ -230,7 +231,7 @@ describe('a lost worker', () => {
     expect(err.retriable).toBe(true);
     // Not before the heartbeat timeout (no upper bound: a missed hang would never reject).
     expect(detectedMs).toBeGreaterThan(300);
-    expect(isAlive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
     expect(await registry.getSingleMetricAsString('voltline_worker_losses_total')).toContain('voltline_worker_losses_total{reason="heartbeat"} 1');
     const replacement = await eventually(() => scheduler.workers().find((w) => w.id !== worker?.id && w.state === 'ready'), 5_000, 'a replacement worker');
     expect(replacement.pid).not.toBe(pid);
@@ -280,9 +281,9 @@ describe('stop()', () => {
     await scheduler.run(hello, [eventOf({})]);
     const pids = scheduler.workers().map((w) => w.pid ?? -1);
     expect(pids).toHaveLength(3);
-    expect(pids.every(isAlive)).toBe(true);
+    expect(pids.every(processAlive)).toBe(true);
     await scheduler.stop();
-    expect(pids.filter(isAlive)).toEqual([]);
+    expect(pids.filter(processAlive)).toEqual([]);
     expect(scheduler.workers()).toEqual([]);
     expect((await rejection(scheduler.run(hello, [eventOf({})]))).code).toBe('VL_SCHEDULER_STOPPED');
   });
@@ -306,7 +307,7 @@ describe('stop()', () => {
     await inFlightOn(scheduler, 1);
     await scheduler.stop(200);
     // Killed after the 200 ms grace: a batch left to its ~5 s end would have resolved, not been lost.
-    expect(isAlive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
     expect((await rejection(batch)).code).toBe('VL_WORKER_LOST');
   });
 });
@@ -551,7 +552,7 @@ describe('a worker killed in the middle of a load', () => {
     );
     expect(after.map((w) => w.id)).not.toContain(victim.id);
     expect(after.map((w) => w.id).filter((id) => !before.includes(id))).toHaveLength(1);
-    expect(isAlive(victimPid)).toBe(false);
+    expect(processAlive(victimPid)).toBe(false);
     expect(counter(await registry.metrics(), 'reason="signal"')).toBe(1);
   }, 30_000);
 
@@ -618,7 +619,7 @@ describe('worker memory budget', () => {
     const err = await rejection(scheduler.run(hog, [eventOf({ mb: 400, holdMs: 8_000 })]));
     expect(err.code).toBe('VL_WORKER_LOST');
     expect(err.retriable).toBe(true);
-    expect(isAlive(worker?.pid ?? -1)).toBe(false);
+    expect(processAlive(worker?.pid ?? -1)).toBe(false);
     expect(counter(await registry.metrics(), 'reason="memory"')).toBe(1);
     const replacement = await eventually(() => scheduler.workers().find((w) => w.state === 'ready' && w.id !== worker?.id), 5_000, 'a replacement');
     expect(replacement.rssBytes).toBeLessThan(budgetMb * 2 ** 20);

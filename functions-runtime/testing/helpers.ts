@@ -73,20 +73,9 @@ export function captureLogger(): { logger: Logger; records: LogRecord[] } {
   return { logger: pino({ level: 'debug' }, sink), records };
 }
 
-/** Whether a process with this pid exists (signal 0 probes without signalling). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
-
 /**
  * Whether `pid` is a live process, from /proc: a zombie counts as gone (it only waits to be
- * reaped), unlike `isAlive`'s signal 0.
+ * reaped), unlike `processAlive`'s signal 0 (lib/process-alive.ts).
  */
 export function processRunning(pid: number): boolean {
   try {

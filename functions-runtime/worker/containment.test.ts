@@ -12,7 +12,8 @@ import { silentLogger } from '../../lib/logger.ts';
 import type { LoadFunction } from '../protocol/messages.ts';
 import { processDriver } from '../scheduler/driver.ts';
 import { Scheduler, type BatchOutcome } from '../scheduler/scheduler.ts';
-import { bundleFixture, decoded, eventOf, isAlive, type DecodedResult } from '../testing/helpers.ts';
+import { bundleFixture, decoded, eventOf, type DecodedResult } from '../testing/helpers.ts';
+import { processAlive } from '../../lib/process-alive.ts';
 
 let scheduler: Scheduler;
 let hello: LoadFunction;
@@ -67,7 +68,7 @@ afterAll(async () => {
 async function expectContained(workerId: string): Promise<void> {
   expect(scheduler.workers().map((w) => [w.id, w.pid])).toEqual([...pids]);
   const pid = pids.get(workerId);
-  expect(pid !== undefined && isAlive(pid)).toBe(true);
+  expect(pid !== undefined && processAlive(pid)).toBe(true);
   const outcomes = await helloOnEveryWorker();
   const same = outcomes.find((o) => o.workerId === workerId);
   const w = outcomes.indexOf(same as BatchOutcome);

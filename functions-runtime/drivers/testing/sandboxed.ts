@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { readFrames } from '../../protocol/frames.ts';
 import type { FromWorker } from '../../protocol/messages.ts';
 import type { WorkerHandle } from '../../scheduler/driver.ts';
-import { eventually, processRunning } from '../../testing/helpers.ts';
+import { eventually } from '../../testing/helpers.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The stand-in platform of the driver contract's killed-owner case. */
@@ -48,9 +48,6 @@ export function processesMatching(needle: string): number[] {
   }
   return found;
 }
-
-/** Whether `pid` is a live process (a zombie counts as gone). */
-export const running = processRunning;
 
 /** The pids in a cgroup leaf (none once it is removed). */
 export function cgroupProcs(dir: string): number[] {
