@@ -17,7 +17,7 @@ import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { TENANT_PATTERN, validateDeadLetterKeys, validateDeadLetters, validatePoints } from './batch.ts';
 import { busy, MAX_OPEN_SCANS, SCAN_IDLE_MS } from './embedded-scan.ts';
-import { concatEvents, encodedBatchBytes, encodePoints, lettersWeight } from './encode.ts';
+import { concatEvents, encodedBatchBytes, encodePoints, lettersWeight, ownPayload } from './encode.ts';
 import type { EncodedEvents } from './encode.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
 import { StoreSettingsSchema } from './options.ts';
@@ -339,7 +339,7 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
     }
     if (letters.length === 0) return;
     const weight = lettersWeight(letters);
-    await this.#write({ type: 'letters', letters, weight }, weight, []);
+    await this.#write({ type: 'letters', letters: letters.map(ownPayload), weight }, weight, []);
     this.#stats.deadLetters += letters.length;
   }
 

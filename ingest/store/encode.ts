@@ -81,3 +81,14 @@ export function lettersWeight(letters: readonly DeadLetter[]): number {
   }
   return bytes;
 }
+
+/**
+ * The letter with a payload that owns its bytes. A payload is often a view into a larger
+ * buffer (an MQTT packet's into its socket read, a logged event's into Node's 8 KiB pool),
+ * and posting a view to the store's thread copies the whole buffer under it.
+ */
+export function ownPayload(letter: DeadLetter): DeadLetter {
+  const { payload } = letter;
+  if (payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength) return letter;
+  return { ...letter, payload: new Uint8Array(payload) };
+}
