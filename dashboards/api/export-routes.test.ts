@@ -104,4 +104,19 @@ describe('GET /api/export (route)', () => {
     await eventually(async () => ((await readdir(dir)).length === 1 ? true : undefined), 10_000, 'the abandoned export removed');
     expect(await readdir(dir)).toEqual(['store']);
   });
+
+  it('without a folder given, builds in one of its own in the OS temporary folder, removed when its server closes', async () => {
+    const ours = async (): Promise<string[]> => (await readdir(tmpdir())).filter((name) => name.startsWith(`voltline-export-${process.pid}-`));
+    const before = await ours();
+    const servers = [Fastify(), Fastify()];
+    for (const server of servers) await server.register(exportRoutes({ store, logger: pino({ level: 'silent' }) }));
+    for (const server of servers) await server.ready();
+    const made = (await ours()).filter((name) => !before.includes(name));
+    expect(made).toHaveLength(2);
+    // Each server its own: closing one leaves the other's.
+    await servers[0]?.close();
+    expect((await ours()).filter((name) => made.includes(name))).toHaveLength(1);
+    await servers[1]?.close();
+    expect((await ours()).filter((name) => made.includes(name))).toEqual([]);
+  });
 });

@@ -10,7 +10,7 @@
  * body rather than a short file that looks whole. A client that disconnects stops the
  * export (the store's scan is closed).
  */
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,7 +22,10 @@ import { tenantFilter, TENANT_ROUTE } from './operator-auth.ts';
 
 export interface ExportRoutesOptions {
   readonly store: StoreReader;
-  /** Where Parquet files are built (the data folder's `tmp/export`); emptied at start. Default: a folder in the OS's temporary folder. */
+  /**
+   * Where Parquet files are built (the data folder's `tmp/export`); emptied at start.
+   * Default: a folder of the server's own in the OS's temporary folder, removed when it closes.
+   */
   readonly dir?: string;
   readonly logger: Logger;
 }
@@ -53,8 +56,11 @@ function sendError(res: ServerResponse, err: unknown): void {
 
 export function exportRoutes(options: ExportRoutesOptions): FastifyPluginAsync {
   return async (app) => {
-    const dir = options.dir ?? path.join(tmpdir(), `voltline-export-${process.pid}`);
+    // Without a folder given, one of this server's own in the OS's temporary folder, gone with
+    // the server (the platform gives its data folder's).
+    const dir = options.dir ?? (await mkdtemp(path.join(tmpdir(), `voltline-export-${process.pid}-`)));
     await mkdir(dir, { recursive: true });
+    if (options.dir === undefined) app.addHook('onClose', () => rm(dir, { recursive: true, force: true }));
     // Files left by a platform that stopped mid-export (a crash): nobody will send them.
     for (const name of await readdir(dir)) if (name.startsWith('voltline-export-')) await rm(path.join(dir, name), { force: true });
 

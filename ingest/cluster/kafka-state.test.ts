@@ -32,7 +32,10 @@ afterAll(async () => {
 });
 
 afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  // Every cleanup runs, even after one fails (a state's close, say): its folder is still removed.
+  const failures: unknown[] = [];
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((err: unknown) => failures.push(err));
+  if (failures.length > 0) throw failures[0];
 });
 
 /** A kind that keeps what it is handed, as a registry would, and records every call. */
@@ -63,6 +66,8 @@ class RecordingKind implements ReplicatedKind {
 
 async function open(topic: string, nodeId = 'a', dataDir?: string): Promise<KafkaState> {
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'voltline-kafka-state-')));
+  // Removed even when the open fails (a test that expects it to).
+  if (dataDir === undefined) cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const state = await KafkaState.open({
     connection: { brokers: kafka.brokers },
     dataDir: dir,
@@ -71,10 +76,7 @@ async function open(topic: string, nodeId = 'a', dataDir?: string): Promise<Kafk
     topic,
     publishTimeoutMs: 10_000,
   });
-  cleanups.push(async () => {
-    await state.close();
-    if (dataDir === undefined) await rm(dir, { recursive: true, force: true });
-  });
+  cleanups.push(() => state.close());
   return state;
 }
 
