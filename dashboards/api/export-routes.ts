@@ -56,13 +56,19 @@ function sendError(res: ServerResponse, err: unknown): void {
 
 export function exportRoutes(options: ExportRoutesOptions): FastifyPluginAsync {
   return async (app) => {
-    // Without a folder given, one of this server's own in the OS's temporary folder, gone with
-    // the server (the platform gives its data folder's).
-    const dir = options.dir ?? (await mkdtemp(path.join(tmpdir(), `voltline-export-${process.pid}-`)));
-    await mkdir(dir, { recursive: true });
-    if (options.dir === undefined) app.addHook('onClose', () => rm(dir, { recursive: true, force: true }));
-    // Files left by a platform that stopped mid-export (a crash): nobody will send them.
-    for (const name of await readdir(dir)) if (name.startsWith('voltline-export-')) await rm(path.join(dir, name), { force: true });
+    let dir: string;
+    if (options.dir === undefined) {
+      // One of this server's own in the OS's temporary folder, new and gone with the server.
+      const own = await mkdtemp(path.join(tmpdir(), `voltline-export-${process.pid}-`));
+      app.addHook('onClose', () => rm(own, { recursive: true, force: true }));
+      dir = own;
+    } else {
+      // The platform's (in its data folder): files left by a platform that stopped mid-export
+      // (a crash) are removed, as nobody will send them.
+      dir = options.dir;
+      await mkdir(dir, { recursive: true });
+      for (const name of await readdir(dir)) if (name.startsWith('voltline-export-')) await rm(path.join(dir, name), { force: true });
+    }
 
     app.get('/api/export', TENANT_ROUTE, async (request, reply) => {
       const params = request.query as Record<string, string | string[] | undefined>;
