@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VoltlineError } from '../../lib/errors.ts';
-import { fixture, tempDir } from '../testing/helpers.ts';
+import { decoded, eventOf, fixture, tempDir } from '../testing/helpers.ts';
+import { FunctionSandbox } from '../sandbox/sandbox.ts';
 import { bundleFunction, versionOf } from './bundle.ts';
 
 const run = promisify(execFile);
@@ -152,5 +153,56 @@ describe('a good bundle', () => {
     const v1 = await bundleFunction(fixture('hello'));
     const v2 = await bundleFunction(fixture('hello-v2'));
     expect(v2.version).not.toBe(v1.version);
+  });
+
+  it('gives the function its libraries: ES modules by name (unused names left out), CommonJS ones whole, namespaces too', async () => {
+    const dir = path.join(scratch.dir, 'with-libraries');
+    const modules = path.join(dir, 'node_modules');
+    await mkdir(path.join(modules, 'esm-lib'), { recursive: true });
+    await mkdir(path.join(modules, 'cjs-lib'), { recursive: true });
+    await writeFile(path.join(modules, 'esm-lib', 'package.json'), JSON.stringify({ name: 'esm-lib', type: 'module', main: 'index.js' }));
+    await writeFile(
+      path.join(modules, 'esm-lib', 'index.js'),
+      'export const triple = (x) => 3 * x;\nexport const unusedHelperName = () => 0;\nexport default function half(x) { return x / 2; }\n',
+    );
+    await writeFile(path.join(modules, 'cjs-lib', 'package.json'), JSON.stringify({ name: 'cjs-lib', main: 'index.js' }));
+    await writeFile(path.join(modules, 'cjs-lib', 'index.js'), 'exports.double = (x) => 2 * x;\n');
+    const entry = path.join(dir, 'uses-libraries.ts');
+    await writeFile(
+      entry,
+      [
+        "import half, { triple } from 'esm-lib';",
+        "import * as lib from 'esm-lib';",
+        "import { double } from 'cjs-lib';",
+        "import { defineFunction, point } from 'voltline';",
+        "export default defineFunction({ name: 'uses-libraries', triggers: [], handler: (event) => {",
+        '  const x = (event.payload as { x: number }).x;',
+        "  return point('m').field('double', double(x)).field('triple', triple(x)).field('half', half(x)).field('names', Object.keys(lib).length);",
+        '} });',
+      ].join('\n'),
+    );
+    const bundle = await bundleFunction(entry);
+    // Only the names the function's code reads are taken from the ES module (the namespace import reads them all).
+    const sandbox = new FunctionSandbox({ code: bundle.code, memoryMb: 32, timeoutMs: 1_000 });
+    try {
+      const { results } = await sandbox.runBatch([eventOf({ x: 4 }), eventOf({ x: 10 })]);
+      expect(results.map((result) => decoded(result))).toMatchObject([
+        { outcome: 'ok', points: [{ fields: { double: 8, triple: 12, half: 2, names: 3 } }] },
+        { outcome: 'ok', points: [{ fields: { double: 20, triple: 30, half: 5, names: 3 } }] },
+      ]);
+    } finally {
+      sandbox.dispose();
+    }
+    const withoutNamespace = path.join(dir, 'by-name.ts');
+    await writeFile(
+      withoutNamespace,
+      "import { triple } from 'esm-lib';\nimport { defineFunction, point } from 'voltline';\nexport default defineFunction({ name: 'by-name', triggers: [], handler: () => point('m').field('t', triple(1)) });\n",
+    );
+    const byName = await bundleFunction(withoutNamespace);
+    expect(byName.code).toContain('"triple"');
+    expect(byName.code).not.toContain('"unusedHelperName"');
+    // Nothing copies a library's exports when the function's module is evaluated (every batch).
+    expect(byName.code).not.toContain('__toESM(');
+    expect(bundle.code).toContain('__toESM(require_cjs_lib())');
   });
 });

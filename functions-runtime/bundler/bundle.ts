@@ -4,6 +4,7 @@
  * the sandbox has no file system, network or process.
  */
 import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,24 +72,101 @@ const SHARED = '__voltline_shared';
 const APP = '__voltline_app';
 
 /**
+ * The names a library exports, as esbuild reads them statically (no library code runs
+ * here), or undefined when they are not all known: a CommonJS library, an ES module that
+ * re-exports one (esbuild's `__reExport`, resolved only at run time), or one that does not
+ * build (the runtime part's build then says why, as for any library).
+ */
+async function probeExports(specifier: string, resolveDir: string): Promise<string[] | undefined> {
+  const probe = (contents: string) => build({ ...common, format: 'esm', stdin: { contents, resolveDir, loader: 'js' }, plugins: [noBuiltins], metafile: true });
+  const from = JSON.stringify(specifier);
+  const [all, hasDefault] = await Promise.all([
+    probe(`export * from ${from};`).catch(() => undefined),
+    // `export *` leaves the default export out; esbuild refuses this when there is none.
+    probe(`export { default } from ${from};`).then(
+      () => true,
+      () => false,
+    ),
+  ]);
+  const output = all === undefined ? undefined : Object.values(all.metafile.outputs)[0];
+  if (all === undefined || output === undefined || (all.outputFiles[0]?.text ?? '').includes('__reExport')) return undefined;
+  return hasDefault ? [...output.exports, 'default'] : output.exports;
+}
+
+/** Export names by the library's resolved entry file and its modification time: a probe costs ~80 ms for zod. */
+const exportsCache = new Map<string, Promise<string[] | undefined>>();
+const EXPORTS_CACHE_ENTRIES = 256;
+
+async function staticExports(specifier: string, resolveDir: string, entryFile: string | undefined): Promise<string[] | undefined> {
+  const modified =
+    entryFile === undefined
+      ? undefined
+      : await stat(entryFile).then(
+          (s) => s.mtimeMs,
+          () => undefined,
+        );
+  if (entryFile === undefined || modified === undefined) return probeExports(specifier, resolveDir);
+  const key = `${specifier}\0${entryFile}\0${modified}`;
+  let names = exportsCache.get(key);
+  if (names === undefined) {
+    names = probeExports(specifier, resolveDir);
+    exportsCache.set(key, names);
+    if (exportsCache.size > EXPORTS_CACHE_ENTRIES) exportsCache.delete(exportsCache.keys().next().value ?? key);
+  }
+  return names;
+}
+
+/**
+ * The module that stands for a shared library in the function's code. The function's
+ * code is evaluated afresh for every batch, and with it this module. A CommonJS shim
+ * (`module.exports = __voltline_shared(…)`) made esbuild copy every export of the library
+ * into a new object of getters at each evaluation (`__toESM`): 180 µs a batch for zod's 261
+ * exports, over a quarter of what loading the station function cost. An ES module of named
+ * bindings read from the library's (frozen) exports costs a call per name the function
+ * imports (the others are dropped as unused); the CommonJS shim stays for libraries whose names are not known.
+ */
+function shimOf(specifier: string, names: readonly string[] | undefined): string {
+  const library = `${SHARED}(${JSON.stringify(specifier)})`;
+  if (names === undefined || names.length === 0) return `module.exports = ${library};`;
+  // Pure calls, so that esbuild drops the names the function does not import.
+  const lines = [`const pick = (name) => ${library}[name];`];
+  names.forEach((name, i) => lines.push(`const v${i} = /* @__PURE__ */ pick(${JSON.stringify(name)});`, `export { v${i} as ${JSON.stringify(name)} };`));
+  return lines.join('\n');
+}
+
+/** Where an import of a shared library was found: its importer's folder and the library's entry file. */
+interface SharedFound {
+  readonly resolveDir: string;
+  readonly entryFile: string;
+}
+
+/**
  * Every bare import of the function's module (a package, or 'voltline') becomes a module
  * that asks the guest for the library, which the runtime part of the bundle loads once.
  * Resolving it first keeps "cannot be found" errors at the importing file and line.
  */
+
 function sharedLibraries(specifiers: Set<string>): Plugin {
   return {
     name: 'voltline-shared-libraries',
     setup(b) {
       b.onResolve({ filter: /^[^./]/ }, async (args) => {
         if (args.namespace === SHARED || args.pluginData === SHARED || path.isAbsolute(args.path)) return undefined;
+        let entryFile = SDK_ENTRY;
         if (args.path !== 'voltline') {
           const resolved = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: SHARED });
           if (resolved.errors.length > 0) return { errors: resolved.errors };
+          entryFile = resolved.path;
         }
         specifiers.add(args.path);
-        return { path: args.path, namespace: SHARED };
+        const found: SharedFound = { resolveDir: args.resolveDir, entryFile };
+        return { path: args.path, namespace: SHARED, pluginData: found };
       });
-      b.onLoad({ filter: /.*/, namespace: SHARED }, (args) => ({ contents: `module.exports = ${SHARED}(${JSON.stringify(args.path)});`, loader: 'js' }));
+      b.onLoad({ filter: /.*/, namespace: SHARED }, async (args) => {
+        const found = args.pluginData as SharedFound | undefined;
+        const names = await staticExports(args.path, found?.resolveDir ?? PROJECT_ROOT, found?.entryFile);
+        return { contents: shimOf(args.path, names), loader: 'js' };
+      });
     },
   };
 }
