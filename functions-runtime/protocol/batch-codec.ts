@@ -15,6 +15,8 @@
  *         | u32+meta JSON: per event [topic, deviceId, receivedAt, source, invocationId, attempt, http?, kafka?, raw?]
  *           (http and kafka null when absent and a later element follows; raw is 1 or absent)
  *         | u32 payload end offsets × count | payload bytes
+ *         (decoded as they are, a `PackedEvents`: the worker's sandbox passes the meta JSON to
+ *         the guest unparsed, sandbox/packed.ts)
  * result: u8 2 | u32 id | u8 coldStart | f64 wallMs, cpuMs, memoryBytes | u32 count
  *         | f64 wallMs, cpuMs × count
  *         | u32+meta JSON: {"<index>": result without points} for every result but a plain ok
@@ -23,19 +25,19 @@
  * A plain ok (points, no logs, response or publishes) is implied by its absence from meta.
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
-import type { InvocationMetering, OkResult, SandboxEvent, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import type { InvocationMetering, OkResult, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
+import { isPacked, metaJsonOf, type PackedEvents, type SandboxEvent } from '../sandbox/packed.ts';
 
 export const INVOKE_FRAME = 0x01;
 export const RESULT_FRAME = 0x02;
 
-/** A batch of events for a worker. */
+/** A batch of events for a worker: the scheduler's objects, or packed as a decoded frame holds them. */
 export interface InvokeMessage {
   readonly t: 'invoke';
   readonly id: number;
   readonly name: string;
   readonly version: string;
-  readonly events: ReadonlyArray<SandboxEvent>;
+  readonly events: ReadonlyArray<SandboxEvent> | PackedEvents;
 }
 
 /** A batch's results from a worker. */
@@ -49,8 +51,6 @@ export interface ResultMessage {
   readonly perEvent: InvocationMetering[];
   readonly coldStart: boolean;
 }
-
-type MetaEvent = readonly [string, string, number, string, string, number, (HttpRequestInfo | null)?, (KafkaRecordInfo | null)?, 1?];
 
 class Writer {
   readonly buffer: Buffer;
@@ -114,23 +114,32 @@ class Reader {
     this.at += bytes;
     return text;
   }
-  /** `count` u32 end offsets of a region that follows them, as views into the frame. */
-  regions(count: number): Buffer[] {
+  /** `count` u32 end offsets of a region that follows them, and the region, a view into the frame. */
+  region(count: number): { region: Buffer; ends: number[] } {
     this.#need(count * 4);
     const ends: number[] = [];
-    for (let i = 0; i < count; i++) ends.push(this.u32());
-    const base = this.at;
-    const total = ends[count - 1] ?? 0;
-    this.#need(total);
-    const out: Buffer[] = [];
     let start = 0;
-    for (const end of ends) {
-      if (end < start || end > total) throw badFrame(`region end ${end} is out of order`);
-      out.push(this.buffer.subarray(base + start, base + end));
+    for (let i = 0; i < count; i++) {
+      const end = this.u32();
+      if (end < start) throw badFrame(`region end ${end} is out of order`);
+      ends.push(end);
       start = end;
     }
-    this.at = base + total;
-    return out;
+    this.#need(start);
+    const region = this.buffer.subarray(this.at, this.at + start);
+    this.at += start;
+    return { region, ends };
+  }
+
+  /** `count` u32 end offsets of a region that follows them, as views into the frame. */
+  regions(count: number): Buffer[] {
+    const { region, ends } = this.region(count);
+    let start = 0;
+    return ends.map((end) => {
+      const view = region.subarray(start, end);
+      start = end;
+      return view;
+    });
   }
 }
 
@@ -144,17 +153,13 @@ function payloadBytes(payload: string | Uint8Array): number {
 
 /** The body of an invoke frame (without the length prefix). */
 export function encodeInvoke(message: InvokeMessage): Buffer {
-  const meta = JSON.stringify(
-    message.events.map((e): MetaEvent => {
-      const head = [e.topic, e.deviceId, e.receivedAt, e.source, e.invocationId, e.attempt ?? 1] as const;
-      if (e.raw === true) return [...head, e.http ?? null, e.kafka ?? null, 1];
-      if (e.kafka !== undefined) return [...head, e.http ?? null, e.kafka];
-      return e.http === undefined ? head : [...head, e.http];
-    }),
-  );
+  const events = message.events;
+  const packed = isPacked(events);
+  const meta = packed ? events.metaJson : metaJsonOf(events);
+  const count = packed ? events.count : events.length;
   let payloads = 0;
-  for (const e of message.events) payloads += payloadBytes(e.payload);
-  const count = message.events.length;
+  if (packed) payloads = events.region.byteLength;
+  else for (const e of events) payloads += payloadBytes(e.payload);
   const size = 1 + 4 + 2 + Buffer.byteLength(message.name) + 2 + Buffer.byteLength(message.version) + 4 + 4 + Buffer.byteLength(meta) + 4 * count + payloads;
   const w = new Writer(size);
   w.u8(INVOKE_FRAME);
@@ -163,35 +168,37 @@ export function encodeInvoke(message: InvokeMessage): Buffer {
   w.text(message.version, false);
   w.u32(count);
   w.text(meta, true);
+  if (packed) {
+    for (const end of events.ends) w.u32(end);
+    w.bytes(events.region);
+    return w.buffer;
+  }
   let end = 0;
-  for (const e of message.events) {
+  for (const e of events) {
     end += payloadBytes(e.payload);
     w.u32(end);
   }
-  for (const e of message.events) {
+  for (const e of events) {
     if (typeof e.payload === 'string') w.at += w.buffer.write(e.payload, w.at, 'utf8');
     else w.bytes(e.payload);
   }
   return w.buffer;
 }
 
-export function decodeInvoke(body: Buffer): InvokeMessage {
+/**
+ * An invoke frame's events stay packed: the metadata's JSON is not parsed here (the guest
+ * parses it, or `unpackEvents` where objects are needed), the payloads stay one region.
+ */
+export function decodeInvoke(body: Buffer): InvokeMessage & { readonly events: PackedEvents } {
   const r = new Reader(body);
   if (r.u8() !== INVOKE_FRAME) throw badFrame('it is not an invoke frame');
   const id = r.u32();
   const name = r.text(false);
   const version = r.text(false);
   const count = r.u32();
-  const meta = JSON.parse(r.text(true)) as MetaEvent[];
-  if (!Array.isArray(meta) || meta.length !== count) throw badFrame(`its events' metadata does not list ${count} events`);
-  const payloads = r.regions(count);
-  const events = meta.map((m, i): SandboxEvent => {
-    const base = { payload: payloads[i] ?? Buffer.alloc(0), topic: m[0], deviceId: m[1], receivedAt: m[2], source: m[3], invocationId: m[4], attempt: m[5] };
-    if (m.length <= 6) return base;
-    const [http, kafka, raw] = [m[6] ?? undefined, m[7] ?? undefined, m[8] === 1];
-    return { ...base, ...(http === undefined ? {} : { http }), ...(kafka === undefined ? {} : { kafka }), ...(raw ? { raw } : {}) };
-  });
-  return { t: 'invoke', id, name, version, events };
+  const metaJson = r.text(true);
+  const { region, ends } = r.region(count);
+  return { t: 'invoke', id, name, version, events: { count, metaJson, region, ends } };
 }
 
 function isPlainOk(result: OkResult): boolean {

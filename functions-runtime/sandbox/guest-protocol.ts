@@ -1,6 +1,7 @@
 /** What crosses the isolate boundary, as JSON strings, between the host and the guest runtime. */
 import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
 import type { Publish } from '../sdk/downlink.ts';
+import type { PackedMeta } from './packed.ts';
 
 /** One event as the guest receives it. */
 export interface GuestEvent {
@@ -70,7 +71,8 @@ export type GuestResult =
   | { readonly outcome: 'error'; readonly code: 'error' | 'bad_points'; readonly message: string; readonly logs: GuestLogLine[] };
 
 /**
- * One event of a batch call: topic, device id, receivedAt (epoch ms), source, invocation id,
+ * One event of a batch call before packed calls (bundles made before them run with it; the
+ * host builds it for them): topic, device id, receivedAt (epoch ms), source, invocation id,
  * attempt (1-based), the length of its payload in the call's payload string (UTF-16 code
  * units), the HTTP request for an HTTP trigger's event (null when a later element follows),
  * the Kafka record for a Kafka trigger's (null likewise), and 1 when the payload is raw bytes
@@ -89,11 +91,8 @@ export type GuestBatchEvent = readonly [
   raw?: 1,
 ];
 
-/**
- * The first argument of `__voltline_invoke_batch(metaJson, payloads)`, as JSON; the second is
- * every event's payload text, one after another.
- */
-export interface GuestBatchMeta {
+/** What a batch call's meta has whatever its form. */
+interface BatchCallMeta {
   /**
    * 1: the events continue the batch the previous call began (the host called again after
    * the guest stopped at `sliceMs`), run by the same module evaluation; 0: a new batch.
@@ -105,7 +104,29 @@ export interface GuestBatchMeta {
   readonly sliceMs: number;
   /** The function's settings (ctx.config); absent when it has none. */
   readonly config?: Readonly<Record<string, string>>;
+}
+
+/**
+ * The first argument of `__voltline_invoke_batch(metaJson, payloads)` (bundles made before
+ * packed calls), as JSON; the second is every event's payload text, one after another.
+ */
+export interface GuestBatchMeta extends BatchCallMeta {
   readonly events: readonly GuestBatchEvent[];
+}
+
+/**
+ * The first argument of `__voltline_invoke_packed(metaJson, payloads)`, as JSON: the batch's
+ * events as the invoke frame carries them (the worker splices the frame's metadata text in
+ * unparsed), and which of them this call runs; the second argument is the payload text of
+ * the events it runs, one after another.
+ */
+export interface GuestPackedMeta extends BatchCallMeta {
+  /** Every event of the batch (`sandbox/packed.ts`). */
+  readonly events: readonly PackedMeta[];
+  /** The indexes into `events` this call runs, in order; absent: all of them. */
+  readonly run?: readonly number[];
+  /** The payload length of each event run (UTF-16 code units of `payloads`), in run order. */
+  readonly lengths: readonly number[];
 }
 
 /**

@@ -8,7 +8,7 @@ import type { DefinedFunction, FunctionLogger, HandlerResult, StandardResult } f
 import { InvalidEventError, MAX_RESPONSE_BYTES } from '../sdk/define.ts';
 import { PointBuilder, validatePoint, type Point } from '../sdk/point.ts';
 import { addPublish, utf8Length, type Publish } from '../sdk/downlink.ts';
-import type { FunctionDescription, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestLogLine, GuestResponse, GuestResult } from './guest-protocol.ts';
+import type { FunctionDescription, GuestBatchHeader, GuestEvent, GuestLogLine, GuestPackedMeta, GuestResponse, GuestResult } from './guest-protocol.ts';
 import { lockdown, REALM_TAINTED, type Realm } from './realm.ts';
 
 const MAX_LOG_LINES = 100;
@@ -348,12 +348,14 @@ interface Progress {
  * stays within the host's time limit for it (`sliceMs` plus one event's limit); the host
  * calls again for the rest.
  */
-function runBatch(definition: DefinedFunction, meta: GuestBatchMeta, payloads: string, progress: Progress): string | Promise<string> {
+function runBatch(definition: DefinedFunction, meta: GuestPackedMeta, payloads: string, progress: Progress): string | Promise<string> {
   const started = Date.now();
   const lines: string[] = [];
   const elapsed: number[] = [];
   const config = meta.config === undefined ? EMPTY_CONFIG : Object.freeze({ ...meta.config });
-  const events = meta.events;
+  const { events, run, lengths } = meta;
+  const count = run === undefined ? events.length : run.length;
+  if (lengths.length !== count) throw new Error(`the call's metadata has ${lengths.length} payload lengths for ${count} events`);
   let offset = 0;
   const record = (line: string, eventStarted: number): void => {
     const ms = Date.now() - eventStarted;
@@ -362,12 +364,13 @@ function runBatch(definition: DefinedFunction, meta: GuestBatchMeta, payloads: s
     elapsed.push(ms);
   };
   const step = (from: number): string | Promise<string> => {
-    for (let i = from; i < events.length; i++) {
+    for (let i = from; i < count; i++) {
       if (i > 0 && Date.now() - started >= meta.sliceMs) break;
-      const e = events[i];
-      if (e === undefined) break;
-      const text = payloads.slice(offset, offset + e[6]);
-      offset += e[6];
+      const e = events[run === undefined ? i : (run[i] ?? -1)];
+      const length = lengths[i] ?? 0;
+      if (e === undefined) throw new Error(`the call's metadata has no event ${run?.[i] ?? i}`);
+      const text = payloads.slice(offset, offset + length);
+      offset += length;
       progress.set(i);
       const eventStarted = Date.now();
       const event: GuestEvent = {
@@ -380,9 +383,9 @@ function runBatch(definition: DefinedFunction, meta: GuestBatchMeta, payloads: s
         attempt: e[5],
         deadline: eventStarted + meta.limitMs,
         config,
-        http: e[7] ?? undefined,
-        kafka: e[8] ?? undefined,
-        raw: e[9] === 1,
+        http: e[6] ?? undefined,
+        kafka: e[7] ?? undefined,
+        raw: e[8] === 1,
       };
       const line = runEvent(definition, event, text);
       if (typeof line !== 'string') {
@@ -406,11 +409,11 @@ function timeoutResult(limitMs: number): { outcome: 'timeout'; message: string; 
 
 /**
  * Installs the entry points the host calls: `__voltline_describe` and
- * `__voltline_invoke_batch`, then freezes the realm (realm.ts). `shared` are the library
+ * `__voltline_invoke_packed`, then freezes the realm (realm.ts). `shared` are the library
  * modules, loaded once; `factory` evaluates the function's own module afresh for every
  * batch, so neither its module-level variables nor anything it writes to globals outlive
  * the batch (the unit of statelessness: docs/functions.md, "What a function may rely on").
- * `__voltline_invoke_batch` throws REALM_TAINTED when the realm cannot be put back.
+ * `__voltline_invoke_packed` throws REALM_TAINTED when the realm cannot be put back.
  *
  * The host may put a SharedArrayBuffer at `globalThis.__voltline_progress` before the
  * bundle runs: the index of the event running is written there, so that when a call is
@@ -441,8 +444,8 @@ export function installGuest(shared: Readonly<Record<string, unknown>>, factory:
     const fn = load();
     return JSON.stringify(isDefined(fn) ? describe(fn) : { error: NOT_DEFINED });
   };
-  host['__voltline_invoke_batch'] = (metaJson: string, payloads: string) => {
-    const meta = JSON.parse(metaJson) as GuestBatchMeta;
+  host['__voltline_invoke_packed'] = (metaJson: string, payloads: string) => {
+    const meta = JSON.parse(metaJson) as GuestPackedMeta;
     progress.set(-1);
     if (meta.c !== 1 || current === undefined) {
       current = undefined;
@@ -468,6 +471,7 @@ export function installGuest(shared: Readonly<Record<string, unknown>>, factory:
 }
 
 /** The same line for every event of the call (the module could not be loaded). */
-function everyEvent(meta: GuestBatchMeta, line: string): string {
-  return `${JSON.stringify({ n: meta.events.length, ms: meta.events.map(() => 0) } satisfies GuestBatchHeader)}\n${meta.events.map(() => line).join('\n')}`;
+function everyEvent(meta: GuestPackedMeta, line: string): string {
+  const ms = meta.lengths.map(() => 0);
+  return `${JSON.stringify({ n: ms.length, ms } satisfies GuestBatchHeader)}\n${ms.map(() => line).join('\n')}`;
 }

@@ -134,6 +134,27 @@ describe('verdicts', () => {
   });
 });
 
+describe('payload text', () => {
+  it('gives each handler its own payload whatever the batch mixes: ASCII, other UTF-8, bytes that are not UTF-8, an event stopped by its limit', async () => {
+    const sandbox = sandboxFor(misbehave, { timeoutMs: 200 });
+    const echo = (s: string) => ({ do: 'points', points: [{ measurement: 'echo', fields: { s }, time: 1 }] });
+    const { results } = await sandbox.runBatch([
+      eventOf(echo('plain')),
+      eventOf(echo('Zürich ⚡ 🛴')),
+      eventOf(new Uint8Array([0x7b, 0xff, 0x7d])),
+      eventOf({ do: 'loop' }),
+      eventOf(echo('after')),
+    ]);
+    const echoed = (i: number) => {
+      const result = results[i];
+      return result === undefined ? undefined : fieldsOf(decoded(result))['s'];
+    };
+    expect([echoed(0), echoed(1), echoed(4)]).toEqual(['plain', 'Zürich ⚡ 🛴', 'after']);
+    expect(results[2]).toMatchObject({ outcome: 'invalid', code: 'payload_not_json' });
+    expect(results[3]).toMatchObject({ outcome: 'timeout' });
+  });
+});
+
 describe('statelessness', () => {
   it('keeps what an invocation writes to globals for its batch at most: later events of the batch see it, the next batch does not', async () => {
     const sandbox = sandboxFor(misbehave);
@@ -227,6 +248,31 @@ describe('statelessness', () => {
     expect(fieldsOf(afterStuck)).toMatchObject({ global: 1, leftover: 'none' });
     expect(sandbox.contexts).toBe(3);
     expect(sandbox.builds).toBe(1);
+  });
+});
+
+describe('bundles deployed before packed calls', () => {
+  it("runs a bundle whose guest has the batch entry with the events' metadata built for it", async () => {
+    // What a bundle built before packed calls installs: __voltline_invoke_batch(metaJson, payloads),
+    // each event [topic, deviceId, receivedAt, source, invocationId, attempt, payloadLength, http?, kafka?, raw?].
+    const legacy = `globalThis.__voltline_invoke_batch = (metaJson, payloads) => {
+      const meta = JSON.parse(metaJson);
+      let at = 0;
+      const lines = meta.events.map((e) => {
+        const text = payloads.slice(at, at + e[6]);
+        at += e[6];
+        const fields = { text, device: e[1], attempt: e[5], http: e[7] ? e[7].path : 'none', limit: meta.limitMs };
+        return '0\\t' + JSON.stringify([{ measurement: 'legacy', fields, time: e[2] }]);
+      });
+      return JSON.stringify({ n: lines.length, ms: lines.map(() => 0) }) + '\\n' + lines.join('\\n');
+    };`;
+    const http = { method: 'POST', path: '/hooks/x', query: {}, headers: {} };
+    const sandbox = sandboxFor(legacy, { timeoutMs: 300 });
+    const { results } = await sandbox.runBatch([eventOf('{"a":"é"}', { attempt: 2 }), eventOf('{}', { http })]);
+    expect(results.map((result) => fieldsOf(decoded(result)))).toEqual([
+      { text: '{"a":"é"}', device: 'dev-1', attempt: 2, http: 'none', limit: 300 },
+      { text: '{}', device: 'dev-1', attempt: 1, http: '/hooks/x', limit: 300 },
+    ]);
   });
 });
 

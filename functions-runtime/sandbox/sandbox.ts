@@ -10,13 +10,17 @@
  * runs the others again in a new batch.
  *
  * Per-event cost (the station function in batches of 100, `npm run bench -- invocation`):
- * one call per batch instead of one per event, the payloads passed as one string, and the
- * points handed back as the JSON the guest made, unparsed.
+ * one call per batch instead of one per event, the batch passed as the invoke frame packed
+ * it (its metadata's JSON unparsed, its payloads one string: packed.ts), and the points
+ * handed back as the JSON the guest made, unparsed.
  */
 import { isAscii, isUtf8 } from 'node:buffer';
 import ivm from 'isolated-vm';
 import type { GuestBatchEvent, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestResult } from './guest-protocol.ts';
+import { isPacked, packEvents, unpackEvents, type PackedEvents, type SandboxEvent } from './packed.ts';
 import { REALM_TAINTED } from './realm.ts';
+
+export type { PackedEvents, SandboxEvent };
 
 export interface SandboxOptions {
   readonly code: string;
@@ -27,14 +31,6 @@ export interface SandboxOptions {
   /** The function's settings (ctx.config): config and secrets merged. */
   readonly config?: Readonly<Record<string, string>>;
 }
-
-/**
- * An event as the host hands it to a sandbox: the sandbox adds the deadline and the config.
- * The payload as bytes (UTF-8, checked here: other bytes are `payload_not_json` without
- * running the handler) or as text. With `raw` (a Kafka trigger's `format: 'raw'`) the bytes
- * are any bytes: the handler gets them as a `Uint8Array` (text is taken as its UTF-8 bytes).
- */
-export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config' | 'payload'> & { readonly payload: string | Uint8Array };
 
 /** An ok verdict: its points as the UTF-8 JSON array the guest made, parsed only where they are used. */
 export type OkResult = Omit<Extract<GuestResult, { outcome: 'ok' }>, 'points'> & { readonly points: Uint8Array };
@@ -213,9 +209,12 @@ export class FunctionSandbox {
       await this.#preamble.run(context, { timeout: this.#options.timeoutMs * 10 });
       await context.global.set('__voltline_progress', new ivm.ExternalCopy(this.#progress.buffer).copyInto());
       await script.run(context, { timeout: this.#options.timeoutMs * 10 });
-      const batch: unknown = await context.global.get('__voltline_invoke_batch', { reference: true });
+      const packed: unknown = await context.global.get('__voltline_invoke_packed', { reference: true });
+      const batch: unknown =
+        packed instanceof ivm.Reference && packed.typeof === 'function' ? undefined : await context.global.get('__voltline_invoke_batch', { reference: true });
       let entry: Entry;
-      if (batch instanceof ivm.Reference && batch.typeof === 'function') entry = { kind: 'batch', ref: batch };
+      if (packed instanceof ivm.Reference && packed.typeof === 'function') entry = { kind: 'packed', ref: packed };
+      else if (batch instanceof ivm.Reference && batch.typeof === 'function') entry = { kind: 'batch', ref: batch };
       else {
         // A bundle deployed before batch calls (its guest runtime is part of it): one call per event.
         const single: unknown = await context.global.get('__voltline_invoke', { reference: true });
@@ -256,21 +255,22 @@ export class FunctionSandbox {
    * makes the isolate hit a limit, only that event gets the verdict: the isolate is rebuilt
    * if it had to be, and the events after it run as a new batch.
    */
-  async runBatch(events: readonly SandboxEvent[]): Promise<BatchRun> {
+  async runBatch(events: readonly SandboxEvent[] | PackedEvents): Promise<BatchRun> {
     const started = performance.now();
-    const results: Array<SandboxResult | undefined> = new Array<SandboxResult | undefined>(events.length);
-    const perEvent: InvocationMetering[] = new Array<InvocationMetering>(events.length);
-    const texts: Array<string | undefined> = events.map((event) => payloadText(event.payload, event.raw));
-    const batch = { events, texts, results, perEvent, cpuNs: 0n, memoryBytes: 0 };
+    const packed = isPacked(events) ? events : packEvents(events);
+    const count = packed.count;
+    const results: Array<SandboxResult | undefined> = new Array<SandboxResult | undefined>(count);
+    const perEvent: InvocationMetering[] = new Array<InvocationMetering>(count);
+    const batch: BatchState = { packed, payloads: payloadsOf(packed), unpacked: undefined, results, perEvent, cpuNs: 0n, memoryBytes: 0 };
     // Payloads that are not UTF-8 never reach the handler.
     const runnable: number[] = [];
-    texts.forEach((text, i) => {
-      if (text !== undefined) runnable.push(i);
+    for (let i = 0; i < count; i++) {
+      if (batch.payloads.texts?.[i] !== undefined || batch.payloads.whole !== undefined) runnable.push(i);
       else {
         results[i] = NOT_UTF8;
         perEvent[i] = { wallMs: 0, cpuMs: 0 };
       }
-    });
+    }
     let pending = runnable;
     while (pending.length > 0) pending = await this.#runSegment(batch, pending);
     return {
@@ -307,6 +307,7 @@ export class FunctionSandbox {
       return [];
     }
     if (entry.kind === 'single') return this.#runSingles(batch, indexes, isolate, entry.ref, cpuBefore);
+    const callOf = entry.kind === 'packed' ? packedCall : legacyBatchCall;
     let rest = indexes;
     let continuing = false;
     let retriedTaint = false;
@@ -314,7 +315,7 @@ export class FunctionSandbox {
       const part = this.#callPart(batch, rest);
       const callStarted = performance.now();
       const callCpu = isolate.cpuTime;
-      const end = await this.#call(isolate, entry.ref, batch, part, continuing);
+      const end = await this.#call(isolate, entry.ref, callOf(batch, part, continuing, this.#options.timeoutMs), part.length);
       if (end.kind === 'done') {
         const ran = this.#readOutput(batch, part, end.output, performance.now() - callStarted, isolate.isDisposed ? 0n : isolate.cpuTime - callCpu);
         rest = rest.slice(ran);
@@ -327,7 +328,7 @@ export class FunctionSandbox {
         retriedTaint = true;
         this.#unload();
         entry = await this.#ensureLoaded(isolate, script);
-        if (entry.kind !== 'batch') throw new Error('a reloaded context lost its batch entry');
+        if (entry.kind === 'single') throw new Error('a reloaded context lost its batch entry');
         continuing = false;
         continue;
       }
@@ -371,7 +372,7 @@ export class FunctionSandbox {
     let chars = 0;
     let count = 0;
     for (const i of indexes) {
-      chars += batch.texts[i]?.length ?? 0;
+      chars += batch.payloads.lengths[i] ?? 0;
       if (count > 0 && chars > budget) break;
       count += 1;
     }
@@ -413,40 +414,19 @@ export class FunctionSandbox {
     batch.memoryBytes = Math.max(batch.memoryBytes, this.#memory.bytes);
   }
 
-  /** One batch call: the events of `indexes` from the first, as one string of payloads. */
-  async #call(isolate: ivm.Isolate, entry: ivm.Reference, batch: BatchState, indexes: readonly number[], continuing: boolean): Promise<CallEnd> {
+  /** One batch call (its meta and payload text, from `packedCall` or `legacyBatchCall`) of `events` events. */
+  async #call(isolate: ivm.Isolate, entry: ivm.Reference, args: CallArgs, events: number): Promise<CallEnd> {
     const limitMs = this.#options.timeoutMs;
-    const metaEvents: GuestBatchEvent[] = [];
-    const payloads: string[] = [];
-    for (const i of indexes) {
-      const event = batch.events[i];
-      const text = batch.texts[i] ?? '';
-      if (event === undefined) continue;
-      payloads.push(text);
-      const attempt = event.attempt ?? 1;
-      if (event.kafka !== undefined || event.raw === true) {
-        const [http, kafka] = [event.http ?? null, event.kafka ?? null];
-        const head = [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length] as const;
-        metaEvents.push(event.raw === true ? [...head, http, kafka, 1] : [...head, http, kafka]);
-        continue;
-      }
-      metaEvents.push(
-        event.http === undefined
-          ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length]
-          : [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length, event.http],
-      );
-    }
-    const meta = JSON.stringify({ c: continuing ? 1 : 0, limitMs, sliceMs: SLICE_MS, events: metaEvents } satisfies GuestBatchMeta);
-    const metaJson = this.#configJson === undefined ? meta : `${meta.slice(0, -1)},"config":${this.#configJson}}`;
+    const metaJson = this.#configJson === undefined ? args.meta : `${args.meta.slice(0, -1)},"config":${this.#configJson}}`;
     // One event alone has exactly its limit; several have the slice before the last one starts.
-    const callLimitMs = limitMs + (indexes.length > 1 ? SLICE_MS : 0);
+    const callLimitMs = limitMs + (events > 1 ? SLICE_MS : 0);
     Atomics.store(this.#progress, 0, -1);
     let timer: NodeJS.Timeout | undefined;
     const stoppedAt = (): number => Atomics.load(this.#progress, 0);
     try {
       // `timeout` stops synchronous code; a promise that never settles is caught by the
       // wall-clock race below, which disposes the isolate (it is rebuilt for the next call).
-      const call = entry.apply(undefined, [metaJson, payloads.join('')], { timeout: callLimitMs, result: { promise: true, copy: true } }) as Promise<string>;
+      const call = entry.apply(undefined, [metaJson, args.payloads], { timeout: callLimitMs, result: { promise: true, copy: true } }) as Promise<string>;
       const deadline = new Promise<'deadline'>((resolve) => {
         timer = setTimeout(() => resolve('deadline'), callLimitMs + ASYNC_GRACE_MS);
       });
@@ -513,11 +493,11 @@ export class FunctionSandbox {
   async #runSingles(batch: BatchState, indexes: readonly number[], isolate: ivm.Isolate, invoke: ivm.Reference, cpuBefore: bigint): Promise<number[]> {
     for (let k = 0; k < indexes.length; k++) {
       const i = indexes[k] ?? 0;
-      const event = batch.events[i];
+      const event = eventsOf(batch)[i];
       if (event === undefined) continue;
       const eventStarted = performance.now();
       const eventCpu = isolate.cpuTime;
-      const result = await this.#runOneLegacy(isolate, invoke, { ...event, payload: batch.texts[i] ?? '' });
+      const result = await this.#runOneLegacy(isolate, invoke, { ...event, payload: textOf(batch, i) });
       const wallMs = performance.now() - eventStarted;
       if (result === 'tainted') {
         this.#unload();
@@ -579,16 +559,107 @@ export class FunctionSandbox {
   }
 }
 
-/** The entry point a loaded context offers. */
-type Entry = { readonly kind: 'batch'; readonly ref: ivm.Reference } | { readonly kind: 'single'; readonly ref: ivm.Reference };
+/**
+ * The entry point a loaded context offers: packed calls; batch calls of bundles made before
+ * them (the host builds their older meta); one call per event for bundles older still.
+ */
+type Entry = { readonly kind: 'packed' | 'batch' | 'single'; readonly ref: ivm.Reference };
+
+/**
+ * A batch's payloads as text for the isolate. ASCII payloads (the usual JSON) are one Latin-1
+ * decode of the whole region, `whole`, and each one's length is its byte length; otherwise
+ * each payload is decoded alone (`payloadText`), undefined where it is not UTF-8.
+ */
+interface BatchPayloads {
+  readonly whole: string | undefined;
+  readonly texts: ReadonlyArray<string | undefined> | undefined;
+  /** Each event's text length, UTF-16 code units (0 for one that is not UTF-8). */
+  readonly lengths: readonly number[];
+}
 
 interface BatchState {
-  readonly events: readonly SandboxEvent[];
-  readonly texts: ReadonlyArray<string | undefined>;
+  readonly packed: PackedEvents;
+  readonly payloads: BatchPayloads;
+  /** The events as objects, unpacked on first need (`eventsOf`). */
+  unpacked: SandboxEvent[] | undefined;
   readonly results: Array<SandboxResult | undefined>;
   readonly perEvent: InvocationMetering[];
   cpuNs: bigint;
   memoryBytes: number;
+}
+
+function payloadsOf(packed: PackedEvents): BatchPayloads {
+  const { region, ends } = packed;
+  if (isAscii(region)) {
+    let start = 0;
+    const lengths = ends.map((end) => {
+      const length = end - start;
+      start = end;
+      return length;
+    });
+    return { whole: region.toString('latin1'), texts: undefined, lengths };
+  }
+  const texts = unpackEvents(packed).map((event) => payloadText(event.payload, event.raw));
+  return { whole: undefined, texts, lengths: texts.map((text) => text?.length ?? 0) };
+}
+
+function eventsOf(batch: BatchState): readonly SandboxEvent[] {
+  return (batch.unpacked ??= unpackEvents(batch.packed));
+}
+
+/** Event `i`'s payload text ('' for one that is not UTF-8: it never runs). */
+function textOf(batch: BatchState, i: number): string {
+  const { whole, texts } = batch.payloads;
+  if (whole === undefined) return texts?.[i] ?? '';
+  return whole.slice(i === 0 ? 0 : (batch.packed.ends[i - 1] ?? 0), batch.packed.ends[i] ?? 0);
+}
+
+/** A batch call's two arguments: its meta JSON (without the config) and its payload text. */
+interface CallArgs {
+  readonly meta: string;
+  readonly payloads: string;
+}
+
+/**
+ * A packed call (`GuestPackedMeta`): the frame's metadata spliced in as it came, unparsed.
+ * A call of every event of the batch passes the batch's payload text as it is.
+ */
+function packedCall(batch: BatchState, indexes: readonly number[], continuing: boolean, limitMs: number): CallArgs {
+  const head = `{"c":${continuing ? 1 : 0},"limitMs":${limitMs},"sliceMs":${SLICE_MS}`;
+  const { whole, lengths } = batch.payloads;
+  if (indexes.length === batch.packed.count && whole !== undefined) {
+    return { meta: `${head},"lengths":[${lengths.join(',')}],"events":${batch.packed.metaJson}}`, payloads: whole };
+  }
+  const partLengths = indexes.map((i) => lengths[i] ?? 0);
+  const payloads = indexes.map((i) => textOf(batch, i)).join('');
+  return { meta: `${head},"run":[${indexes.join(',')}],"lengths":[${partLengths.join(',')}],"events":${batch.packed.metaJson}}`, payloads };
+}
+
+/** A batch call of a bundle made before packed calls (`GuestBatchMeta`). */
+function legacyBatchCall(batch: BatchState, indexes: readonly number[], continuing: boolean, limitMs: number): CallArgs {
+  const events = eventsOf(batch);
+  const metaEvents: GuestBatchEvent[] = [];
+  const payloads: string[] = [];
+  for (const i of indexes) {
+    const event = events[i];
+    const text = textOf(batch, i);
+    if (event === undefined) continue;
+    payloads.push(text);
+    const attempt = event.attempt ?? 1;
+    if (event.kafka !== undefined || event.raw === true) {
+      const [http, kafka] = [event.http ?? null, event.kafka ?? null];
+      const head = [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length] as const;
+      metaEvents.push(event.raw === true ? [...head, http, kafka, 1] : [...head, http, kafka]);
+      continue;
+    }
+    metaEvents.push(
+      event.http === undefined
+        ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length]
+        : [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length, event.http],
+    );
+  }
+  const meta = JSON.stringify({ c: continuing ? 1 : 0, limitMs, sliceMs: SLICE_MS, events: metaEvents } satisfies GuestBatchMeta);
+  return { meta, payloads: payloads.join('') };
 }
 
 const decoder = new TextDecoder();
