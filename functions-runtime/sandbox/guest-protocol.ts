@@ -1,7 +1,7 @@
 /** What crosses the isolate boundary, as JSON strings, between the host and the guest runtime. */
 import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
 import type { Publish } from '../sdk/downlink.ts';
-import type { PackedMeta } from './packed.ts';
+import type { EventMetaHead, PackedMeta } from './packed.ts';
 
 /** One event as the guest receives it. */
 export interface GuestEvent {
@@ -78,18 +78,7 @@ export type GuestResult =
  * the Kafka record for a Kafka trigger's (null likewise), and 1 when the payload is raw bytes
  * (see `GuestEvent.raw`).
  */
-export type GuestBatchEvent = readonly [
-  topic: string,
-  deviceId: string,
-  receivedAt: number,
-  source: string,
-  invocationId: string,
-  attempt: number,
-  payloadLength: number,
-  http?: HttpRequestInfo | null,
-  kafka?: KafkaRecordInfo | null,
-  raw?: 1,
-];
+export type GuestBatchEvent = readonly [...EventMetaHead, payloadLength: number, http?: HttpRequestInfo | null, kafka?: KafkaRecordInfo | null, raw?: 1];
 
 /** What a batch call's meta has whatever its form. */
 interface BatchCallMeta {

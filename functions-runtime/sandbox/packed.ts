@@ -23,17 +23,10 @@ export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config' | 'payload'> &
  * source, invocation id, attempt (1-based), then the HTTP request, the Kafka record (each null
  * when absent and a later element follows) and 1 when the payload is raw bytes.
  */
-export type PackedMeta = readonly [
-  topic: string,
-  deviceId: string,
-  receivedAt: number,
-  source: string,
-  invocationId: string,
-  attempt: number,
-  http?: HttpRequestInfo | null,
-  kafka?: KafkaRecordInfo | null,
-  raw?: 1,
-];
+export type PackedMeta = readonly [...EventMetaHead, http?: HttpRequestInfo | null, kafka?: KafkaRecordInfo | null, raw?: 1];
+
+/** What every form of an event's metadata begins with (the guest's older batch meta too). */
+export type EventMetaHead = readonly [topic: string, deviceId: string, receivedAt: number, source: string, invocationId: string, attempt: number];
 
 export interface PackedEvents {
   readonly count: number;
