@@ -42,6 +42,25 @@ describe('local trigger log', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('reads back, byte for byte, records that cross its read chunks and one larger than a chunk, in one page and in small ones', async () => {
+    const first = await openLog({ tailCacheBytes: 0 });
+    const events = Array.from({ length: 900 }, (_, i) => {
+      // ~1 KiB each, so that records straddle the 256 KiB chunks; one of 300 KiB, larger than a chunk.
+      const payload = new Uint8Array(i === 450 ? 300 * 1024 : 1_000 + (i % 97));
+      new DataView(payload.buffer).setUint32(0, i);
+      for (let j = 4; j < payload.length; j += 1) payload[j] = (i * 31 + j) & 0xff;
+      return contractEvent(i, { payload });
+    });
+    for (const event of events) await first.append(event);
+    await first.close();
+    const log = await openLog({ tailCacheBytes: 0 });
+    for (const pageSize of [1_000, 7]) {
+      const read = await readAll(log, 0n, pageSize);
+      expect(read).toHaveLength(events.length);
+      events.forEach((event, i) => expectSameEvent(read[i], event, BigInt(i)));
+    }
+  });
+
   it('names segments by base offset and keeps the committed offset in its own file', async () => {
     const log = await openLog();
     await log.append(contractEvent(0));

@@ -165,6 +165,9 @@ export async function scanSegment(
   let offset = start.offset;
   let chunk: Buffer = Buffer.alloc(0);
   let chunkPosition = position;
+  // One buffer for the whole scan: a visit is over before the next read, and decoded events
+  // own copies of their bytes (record.ts).
+  let scratch: Buffer | undefined;
   while (position < limitBytes) {
     let at = position - chunkPosition;
     let parsed: ParsedRecord = parseRecord(chunk, at, verifyCrc);
@@ -173,7 +176,8 @@ export async function scanSegment(
         return { position, offset, problem: `torn record: ${limitBytes - position} bytes left, ${parsed.needBytes} needed` };
       }
       const length = Math.min(Math.max(READ_CHUNK_BYTES, parsed.needBytes), limitBytes - position);
-      chunk = await readFully(handle, position, length);
+      if (scratch === undefined || scratch.length < length) scratch = Buffer.allocUnsafe(length);
+      chunk = await readFully(handle, position, scratch.subarray(0, length));
       chunkPosition = position;
       at = 0;
       parsed = parseRecord(chunk, 0, verifyCrc);
@@ -189,8 +193,8 @@ export async function scanSegment(
   return { position, offset };
 }
 
-async function readFully(handle: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
+async function readFully(handle: FileHandle, position: number, buffer: Buffer): Promise<Buffer> {
+  const length = buffer.length;
   let filled = 0;
   while (filled < length) {
     const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);
