@@ -13,6 +13,7 @@
  * isolate, too costly per event): the last value and the peak since start.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { CountedHistogram, type HistogramSeries } from '../../lib/counted-histogram.ts';
 import type { InvocationMetering, SandboxMetering } from '../sandbox/sandbox.ts';
 
 /** Final outcomes of events, as `voltline_invocations_total` counts them. */
@@ -93,8 +94,8 @@ const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 
 /** A function's metric children, bound once: per-event observations must not hash label sets. */
 interface Bound {
-  readonly invocationWall: ReturnType<Histogram<'function'>['labels']>;
-  readonly invocationCpu: ReturnType<Histogram<'function'>['labels']>;
+  readonly invocationWall: HistogramSeries;
+  readonly invocationCpu: HistogramSeries;
   readonly outcomes: Readonly<Record<InvocationOutcome, ReturnType<Counter<'function' | 'outcome'>['labels']>>>;
 }
 
@@ -146,8 +147,9 @@ export class FunctionMeter {
   readonly #cpu: Histogram<'function'>;
   readonly #memory: Gauge<'function'>;
   readonly #memoryPeak: Gauge<'function'>;
-  readonly #invocationWall: Histogram<'function'>;
-  readonly #invocationCpu: Histogram<'function'>;
+  /** Per event: CountedHistogram, so that the events of a batch that share a value are observed once. */
+  readonly #invocationWall: CountedHistogram<'function'>;
+  readonly #invocationCpu: CountedHistogram<'function'>;
   readonly #batchEvents: Histogram<'function'>;
   readonly #invocations: Counter<'function' | 'outcome'>;
 
@@ -185,14 +187,14 @@ export class FunctionMeter {
       labelNames: ['function'],
       registers,
     });
-    this.#invocationWall = new Histogram({
+    this.#invocationWall = new CountedHistogram({
       name: 'voltline_invocation_wall_seconds',
       help: 'Wall time of one invocation (one run of one event) in its isolate',
       labelNames: ['function'],
       buckets: SECONDS_BUCKETS,
       registers,
     });
-    this.#invocationCpu = new Histogram({
+    this.#invocationCpu = new CountedHistogram({
       name: 'voltline_invocation_cpu_seconds',
       help: 'CPU time of one invocation (one run of one event) in its isolate',
       labelNames: ['function'],
@@ -244,13 +246,29 @@ export class FunctionMeter {
     tally.batches += 1;
     if (coldStart) tally.coldStarts += 1;
     tally.walls.push(metering.wallMs);
+    // The events of a batch mostly share its time evenly (the sandbox meters apart only those
+    // of 1 ms or more): a run of equal values is one observation with a count.
+    let run = 0;
+    let runWallMs = 0;
+    let runCpuMs = 0;
+    const observeRun = (): void => {
+      if (run === 0) return;
+      bound.invocationWall.observe(runWallMs / 1000, run);
+      bound.invocationCpu.observe(runCpuMs / 1000, run);
+    };
     for (const event of perEvent) {
-      bound.invocationWall.observe(event.wallMs / 1000);
-      bound.invocationCpu.observe(event.cpuMs / 1000);
+      if (run > 0 && (event.wallMs !== runWallMs || event.cpuMs !== runCpuMs)) {
+        observeRun();
+        run = 0;
+      }
+      runWallMs = event.wallMs;
+      runCpuMs = event.cpuMs;
+      run += 1;
       tally.runs += 1;
       tally.invocationWalls.push(event.wallMs);
       tally.cpuMsTotal += event.cpuMs;
     }
+    observeRun();
     tally.memoryBytes = metering.memoryBytes;
     tally.memoryPeakBytes = Math.max(tally.memoryPeakBytes ?? 0, metering.memoryBytes);
     this.#memory.set({ function: fn }, tally.memoryBytes);

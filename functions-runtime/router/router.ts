@@ -31,7 +31,8 @@
  * points are stored and before its position can be committed (downlink.ts).
  */
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { CountedHistogram, type HistogramSeries } from '../../lib/counted-histogram.ts';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
 import {
@@ -232,7 +233,8 @@ export class Router implements InvocationRecorder {
   readonly #pointsWritten: Counter;
   readonly #unrouted: Counter;
   readonly #retries: Counter<'stage'>;
-  readonly #latency: Histogram;
+  /** Observed per event: a CountedHistogram's series, which hashes no label set per call. */
+  readonly #latency: HistogramSeries;
   readonly #downlinks: DownlinkSender;
   readonly #clock: Clock;
 
@@ -266,12 +268,12 @@ export class Router implements InvocationRecorder {
       labelNames: ['stage'],
       registers,
     });
-    this.#latency = new Histogram({
+    this.#latency = new CountedHistogram({
       name: 'voltline_ingest_latency_seconds',
       help: 'From receipt by the platform to results stored',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
-    });
+    }).labels({});
     const parts = () => this.#parts.values();
     const inFlight = () => this.#inFlight();
     new Gauge({
