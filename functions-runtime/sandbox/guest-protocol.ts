@@ -1,7 +1,6 @@
 /** What crosses the isolate boundary, as JSON strings, between the host and the guest runtime. */
 import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
 import type { Publish } from '../sdk/downlink.ts';
-import type { EventMetaHead, PackedMeta } from './packed.ts';
 
 /** One event as the guest receives it. */
 export interface GuestEvent {
@@ -69,6 +68,16 @@ export type GuestResult =
       readonly response?: GuestResponse;
     }
   | { readonly outcome: 'error'; readonly code: 'error' | 'bad_points'; readonly message: string; readonly logs: GuestLogLine[] };
+
+/**
+ * One event's metadata in a packed batch (`PackedEvents.metaJson`, sandbox/packed.ts): topic, device id, receivedAt (epoch ms),
+ * source, invocation id, attempt (1-based), then the HTTP request, the Kafka record (each null
+ * when absent and a later element follows) and 1 when the payload is raw bytes.
+ */
+export type PackedMeta = readonly [...EventMetaHead, http?: HttpRequestInfo | null, kafka?: KafkaRecordInfo | null, raw?: 1];
+
+/** What every form of an event's metadata begins with (the guest's older batch meta too). */
+export type EventMetaHead = readonly [topic: string, deviceId: string, receivedAt: number, source: string, invocationId: string, attempt: number];
 
 /**
  * One event of a batch call before packed calls (bundles made before them run with it; the

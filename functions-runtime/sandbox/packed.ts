@@ -6,8 +6,7 @@
  * are) becomes the guest's payload string in one decode. Unpacking into event objects is
  * for the paths that need them: payloads that are not ASCII, bundles from before batch calls.
  */
-import type { HttpRequestInfo, KafkaRecordInfo } from '../sdk/define.ts';
-import type { GuestEvent } from './guest-protocol.ts';
+import type { GuestEvent, PackedMeta } from './guest-protocol.ts';
 
 /**
  * An event as the host hands it to a sandbox: the sandbox adds the deadline and the config.
@@ -18,19 +17,9 @@ import type { GuestEvent } from './guest-protocol.ts';
  */
 export type SandboxEvent = Omit<GuestEvent, 'deadline' | 'config' | 'payload'> & { readonly payload: string | Uint8Array };
 
-/**
- * One event's metadata in `PackedEvents.metaJson`: topic, device id, receivedAt (epoch ms),
- * source, invocation id, attempt (1-based), then the HTTP request, the Kafka record (each null
- * when absent and a later element follows) and 1 when the payload is raw bytes.
- */
-export type PackedMeta = readonly [...EventMetaHead, http?: HttpRequestInfo | null, kafka?: KafkaRecordInfo | null, raw?: 1];
-
-/** What every form of an event's metadata begins with (the guest's older batch meta too). */
-export type EventMetaHead = readonly [topic: string, deviceId: string, receivedAt: number, source: string, invocationId: string, attempt: number];
-
 export interface PackedEvents {
   readonly count: number;
-  /** A JSON array of `count` `PackedMeta`. */
+  /** A JSON array of `count` `PackedMeta` (guest-protocol.ts). */
   readonly metaJson: string;
   /** Every event's payload bytes, one after another. */
   readonly region: Buffer;
