@@ -16,7 +16,7 @@
  */
 import { isAscii, isUtf8 } from 'node:buffer';
 import ivm from 'isolated-vm';
-import type { GuestBatchEvent, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestResult } from './guest-protocol.ts';
+import type { GuestBatchEvent, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestResult, PackedMeta } from './guest-protocol.ts';
 import { isPacked, packEvents, unpackEvents, type PackedEvents, type SandboxEvent } from './packed.ts';
 import { REALM_TAINTED } from './realm.ts';
 
@@ -635,28 +635,21 @@ function packedCall(batch: BatchState, indexes: readonly number[], continuing: b
   return { meta: `${head},"run":[${indexes.join(',')}],"lengths":[${partLengths.join(',')}],"events":${batch.packed.metaJson}}`, payloads };
 }
 
-/** A batch call of a bundle made before packed calls (`GuestBatchMeta`). */
+/**
+ * A batch call of a bundle made before packed calls (`GuestBatchMeta`): each event's packed
+ * metadata with its payload's length put in after the attempt.
+ */
 function legacyBatchCall(batch: BatchState, indexes: readonly number[], continuing: boolean, limitMs: number): CallArgs {
-  const events = eventsOf(batch);
+  const packedMeta = JSON.parse(batch.packed.metaJson) as PackedMeta[];
   const metaEvents: GuestBatchEvent[] = [];
   const payloads: string[] = [];
   for (const i of indexes) {
-    const event = events[i];
+    const meta = packedMeta[i];
+    if (meta === undefined) continue;
     const text = textOf(batch, i);
-    if (event === undefined) continue;
     payloads.push(text);
-    const attempt = event.attempt ?? 1;
-    if (event.kafka !== undefined || event.raw === true) {
-      const [http, kafka] = [event.http ?? null, event.kafka ?? null];
-      const head = [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length] as const;
-      metaEvents.push(event.raw === true ? [...head, http, kafka, 1] : [...head, http, kafka]);
-      continue;
-    }
-    metaEvents.push(
-      event.http === undefined
-        ? [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length]
-        : [event.topic, event.deviceId, event.receivedAt, event.source, event.invocationId, attempt, text.length, event.http],
-    );
+    const [topic, deviceId, receivedAt, source, invocationId, attempt, ...optional] = meta;
+    metaEvents.push([topic, deviceId, receivedAt, source, invocationId, attempt, text.length, ...optional]);
   }
   const meta = JSON.stringify({ c: continuing ? 1 : 0, limitMs, sliceMs: SLICE_MS, events: metaEvents } satisfies GuestBatchMeta);
   return { meta, payloads: payloads.join('') };
