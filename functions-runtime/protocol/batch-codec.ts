@@ -26,7 +26,7 @@
  */
 import { VoltlineError } from '../../lib/errors.ts';
 import type { InvocationMetering, OkResult, SandboxMetering, SandboxResult } from '../sandbox/sandbox.ts';
-import { isPacked, metaJsonOf, type PackedEvents, type SandboxEvent } from '../sandbox/packed.ts';
+import { isPacked, metaJsonOf, splitRegion, type PackedEvents, type SandboxEvent } from '../sandbox/packed.ts';
 
 export const INVOKE_FRAME = 0x01;
 export const RESULT_FRAME = 0x02;
@@ -134,12 +134,7 @@ class Reader {
   /** `count` u32 end offsets of a region that follows them, as views into the frame. */
   regions(count: number): Buffer[] {
     const { region, ends } = this.region(count);
-    let start = 0;
-    return ends.map((end) => {
-      const view = region.subarray(start, end);
-      start = end;
-      return view;
-    });
+    return splitRegion(region, ends);
   }
 }
 

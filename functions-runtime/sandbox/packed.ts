@@ -61,16 +61,23 @@ export function packEvents(events: readonly SandboxEvent[]): PackedEvents {
   return { count: events.length, metaJson: metaJsonOf(events), region, ends };
 }
 
+/** `region` cut at its end offsets, as views into it (a packed batch's payloads, a result frame's points). */
+export function splitRegion(region: Buffer, ends: readonly number[]): Buffer[] {
+  let start = 0;
+  return ends.map((end) => {
+    const view = region.subarray(start, end);
+    start = end;
+    return view;
+  });
+}
+
 /** The events of a packed batch as objects, their payloads views into the region. */
 export function unpackEvents(packed: PackedEvents): SandboxEvent[] {
   const meta = JSON.parse(packed.metaJson) as PackedMeta[];
   if (!Array.isArray(meta) || meta.length !== packed.count) throw new TypeError(`the events' metadata does not list ${packed.count} events`);
-  let start = 0;
+  const payloads = splitRegion(packed.region, packed.ends);
   return meta.map((m, i): SandboxEvent => {
-    const end = packed.ends[i] ?? start;
-    const payload = packed.region.subarray(start, end);
-    start = end;
-    const base = { payload, topic: m[0], deviceId: m[1], receivedAt: m[2], source: m[3], invocationId: m[4], attempt: m[5] };
+    const base = { payload: payloads[i] ?? Buffer.alloc(0), topic: m[0], deviceId: m[1], receivedAt: m[2], source: m[3], invocationId: m[4], attempt: m[5] };
     if (m.length <= 6) return base;
     const [http, kafka, raw] = [m[6] ?? undefined, m[7] ?? undefined, m[8] === 1];
     return { ...base, ...(http === undefined ? {} : { http }), ...(kafka === undefined ? {} : { kafka }), ...(raw ? { raw } : {}) };
