@@ -93,19 +93,22 @@ async function probeExports(specifier: string, resolveDir: string): Promise<stri
   return hasDefault ? [...output.exports, 'default'] : output.exports;
 }
 
+/** Where an import of a shared library was found: its importer's folder and the library's entry file. */
+interface SharedFound {
+  readonly resolveDir: string;
+  readonly entryFile: string;
+}
+
 /** Export names by the library's resolved entry file and its modification time: a probe costs ~80 ms for zod. */
 const exportsCache = new Map<string, Promise<string[] | undefined>>();
 const EXPORTS_CACHE_ENTRIES = 256;
 
-async function staticExports(specifier: string, resolveDir: string, entryFile: string | undefined): Promise<string[] | undefined> {
-  const modified =
-    entryFile === undefined
-      ? undefined
-      : await stat(entryFile).then(
-          (s) => s.mtimeMs,
-          () => undefined,
-        );
-  if (entryFile === undefined || modified === undefined) return probeExports(specifier, resolveDir);
+async function staticExports(specifier: string, { resolveDir, entryFile }: SharedFound): Promise<string[] | undefined> {
+  const modified = await stat(entryFile).then(
+    (s) => s.mtimeMs,
+    () => undefined,
+  );
+  if (modified === undefined) return probeExports(specifier, resolveDir);
   const key = `${specifier}\0${entryFile}\0${modified}`;
   let names = exportsCache.get(key);
   if (names === undefined) {
@@ -123,7 +126,8 @@ async function staticExports(specifier: string, resolveDir: string, entryFile: s
  * into a new object of getters at each evaluation (`__toESM`): 180 µs a batch for zod's 261
  * exports, over a quarter of what loading the station function cost. An ES module of named
  * bindings read from the library's (frozen) exports costs a call per name the function
- * imports (the others are dropped as unused); the CommonJS shim stays for libraries whose names are not known.
+ * imports (the others are dropped as unused); the CommonJS shim stays for libraries whose
+ * names are not known.
  */
 function shimOf(specifier: string, names: readonly string[] | undefined): string {
   const library = `${SHARED}(${JSON.stringify(specifier)})`;
@@ -134,18 +138,11 @@ function shimOf(specifier: string, names: readonly string[] | undefined): string
   return lines.join('\n');
 }
 
-/** Where an import of a shared library was found: its importer's folder and the library's entry file. */
-interface SharedFound {
-  readonly resolveDir: string;
-  readonly entryFile: string;
-}
-
 /**
  * Every bare import of the function's module (a package, or 'voltline') becomes a module
  * that asks the guest for the library, which the runtime part of the bundle loads once.
  * Resolving it first keeps "cannot be found" errors at the importing file and line.
  */
-
 function sharedLibraries(specifiers: Set<string>): Plugin {
   return {
     name: 'voltline-shared-libraries',
@@ -163,9 +160,9 @@ function sharedLibraries(specifiers: Set<string>): Plugin {
         return { path: args.path, namespace: SHARED, pluginData: found };
       });
       b.onLoad({ filter: /.*/, namespace: SHARED }, async (args) => {
-        const found = args.pluginData as SharedFound | undefined;
-        const names = await staticExports(args.path, found?.resolveDir ?? PROJECT_ROOT, found?.entryFile);
-        return { contents: shimOf(args.path, names), loader: 'js' };
+        // Set by the onResolve above, the only way into this namespace.
+        const found = args.pluginData as SharedFound;
+        return { contents: shimOf(args.path, await staticExports(args.path, found)), loader: 'js' };
       });
     },
   };
