@@ -255,6 +255,69 @@ describe('embedded store', () => {
     ]);
   });
 
+  it('writes a dead letter again after a restart as one letter (a replay past the committed position), new ones beside it', async () => {
+    const letter = (fn: string, offset: bigint, message: string) => ({
+      offset,
+      function: fn,
+      topic: 't',
+      deviceId: 'd',
+      payload: new Uint8Array([0x78]),
+      receivedAtMs: T0 + Number(offset),
+      code: 'schema' as const,
+      message,
+    });
+    await store.writeDeadLetters([letter('f', 1n, 'one'), letter('f', 2n, 'two'), letter('f', 3n, 'three'), letter('g', 1n, 'g one')]);
+    await store.close();
+    // The letters' keys are known again from the table: the same key replaces, whichever the order in a batch.
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    await store.writeDeadLetters([letter('f', 4n, 'four'), letter('f', 2n, 'two again')]);
+    await store.writeDeadLetters([letter('g', 1n, 'g one again')]);
+    await store.writeDeadLetters([letter('h', 1n, 'h one'), letter('f', 5n, 'five')]);
+    await store.writeDeadLetters([letter('f', 3n, 'three again')]);
+    const all = await store.deadLetters({ limit: 10 });
+    expect(all.map((l) => [l.function, l.offset, l.message]).sort()).toEqual(
+      [
+        ['f', 1n, 'one'],
+        ['f', 2n, 'two again'],
+        ['f', 3n, 'three again'],
+        ['f', 4n, 'four'],
+        ['f', 5n, 'five'],
+        ['g', 1n, 'g one again'],
+        ['h', 1n, 'h one'],
+      ].sort(),
+    );
+  });
+
+  it('stores dead letters right in a table whose columns are in another order', async () => {
+    await store.close();
+    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
+    const conn = await instance.connect();
+    await conn.run('ALTER TABLE dead_letters DROP COLUMN field');
+    await conn.run('ALTER TABLE dead_letters ADD COLUMN field VARCHAR');
+    conn.closeSync();
+    instance.closeSync();
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    const letter = {
+      offset: 1n,
+      function: 'f',
+      topic: 't',
+      deviceId: 'd',
+      payload: new Uint8Array([0x78]),
+      receivedAtMs: T0,
+      code: 'schema' as const,
+      message: 'm',
+    };
+    await store.writeDeadLetters([
+      { ...letter, field: 'voltage' },
+      { ...letter, offset: 2n, field: 'docks[0].battery', attempts: 2 },
+    ]);
+    const letters = await store.deadLetters({ limit: 10 });
+    expect(letters.map((l) => [l.offset, l.field, l.code, l.message, l.attempts])).toEqual([
+      [2n, 'docks[0].battery', 'schema', 'm', 2],
+      [1n, 'voltage', 'schema', 'm', undefined],
+    ]);
+  });
+
   it("opens a store written before tenancy: its series and dead letters are the default tenant's", async () => {
     await store.writePoints([{ measurement: 'm', tags: { station: 'st-1' }, fields: { v: 1 }, time: T0 }]);
     await store.writeDeadLetters([

@@ -214,8 +214,28 @@ export const UPDATE_MARKS = `
 /** One dead letter resolved by a replay: (offset, function, tenant). */
 export const DELETE_DEAD_LETTER = `DELETE FROM dead_letters WHERE trigger_offset = $1 AND function_name = $2 AND coalesce(tenant, 'default') = $3`;
 
+/** The columns of `dead_letters` and of `staging_dead_letters`, in their order (the writer appends rows in it). */
+export const DEAD_LETTER_COLUMNS = [
+  'trigger_offset',
+  'function_name',
+  'topic',
+  'device_id',
+  'payload',
+  'received_at_ms',
+  'code',
+  'field',
+  'message',
+  'attempts',
+  'tenant',
+] as const;
+
 export const UPSERT_DEAD_LETTERS = `
-  INSERT OR REPLACE INTO dead_letters
-    (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant)
-  SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant
+  INSERT OR REPLACE INTO dead_letters (${DEAD_LETTER_COLUMNS.join(', ')})
+  SELECT ${DEAD_LETTER_COLUMNS.join(', ')}
   FROM staging_dead_letters`;
+
+/** Per function, the highest trigger offset it has a dead letter for (the writer's letter marks). */
+export const SELECT_LETTER_MARKS = `SELECT function_name, max(trigger_offset) FROM dead_letters GROUP BY function_name`;
+
+/** The columns of `dead_letters` in the table's order. */
+export const SELECT_DEAD_LETTER_COLUMNS = `SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'dead_letters' ORDER BY column_index`;
