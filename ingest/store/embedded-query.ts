@@ -137,6 +137,21 @@ export function seriesFilter(spec: QuerySpec, params: Params, types: ParamTypes)
   return conditions.join(' AND ');
 }
 
+/**
+ * Whether a bucketed query's range spans at most `limit` buckets: then the last `limit`
+ * non-empty buckets of each series are all of them, and the statement needs no window to
+ * rank them. A poll of the newest data (a dashboard, the benchmark's probe: the highest
+ * `seq` of 2 000 stations over the last second in 1 h buckets) is one: on an idle copy of
+ * a store its statement took 6.3-7.8 ms with the window, 5.2-6.6 without (medians of 100).
+ */
+export function keepsEveryBucket(spec: QuerySpec): boolean {
+  if (spec.everyMs === undefined) return false;
+  // The statement's buckets: epoch multiples of $every_ms, over whole milliseconds.
+  const every = Math.max(1, Math.floor(spec.everyMs));
+  const buckets = Math.floor(Math.floor(spec.toMs) / every) - Math.floor(Math.floor(spec.fromMs) / every) + 1;
+  return buckets <= Math.max(0, Math.floor(spec.limit));
+}
+
 /** A field of the query the measurement has columns for: its place in `spec.fields`, its name and columns. */
 interface QueryField {
   readonly index: number;
@@ -216,13 +231,21 @@ function valuesSql(spec: QuerySpec, filter: string, table: string, fields: reado
   if (spec.everyMs !== undefined) {
     // Buckets start at epoch multiples of every (the modulo form floors negative times too);
     // the last `limit` non-empty buckets of each (series, field).
+    const buckets = `SELECT ${[...keyColumns, 'v.time_ms - (((v.time_ms % $every_ms) + $every_ms) % $every_ms) AS bucket'].join(', ')}${aggregates}
+          FROM ${source} WHERE ${where}
+          GROUP BY ALL`;
+    if (keepsEveryBucket(spec)) {
+      return outer(
+        (i) => `bucket AS t${i}, a${i}.d AS d${i}, a${i}.s AS s${i}, a${i}.b AS b${i}, n${i} > 0 AS keep${i}`,
+        `(${buckets}) r`,
+        (i) => `n${i} > 0`,
+        'bucket',
+      );
+    }
     const ranks = fields.map((_, i) => `, CASE WHEN n${i} > 0 THEN count(CASE WHEN n${i} > 0 THEN 1 END) OVER w END AS r${i}`).join('');
     return outer(
       (i) => `bucket AS t${i}, a${i}.d AS d${i}, a${i}.s AS s${i}, a${i}.b AS b${i}, coalesce(r${i} <= $limit, false) AS keep${i}`,
-      `(SELECT *${ranks} FROM (
-          SELECT ${[...keyColumns, 'v.time_ms - (((v.time_ms % $every_ms) + $every_ms) % $every_ms) AS bucket'].join(', ')}${aggregates}
-          FROM ${source} WHERE ${where}
-          GROUP BY ALL)
+      `(SELECT *${ranks} FROM (${buckets})
         WINDOW w AS (${partition} ORDER BY bucket DESC)) r`,
       (i) => `r${i} <= $limit`,
       'bucket',
@@ -352,7 +375,7 @@ async function readRawSeries(conn: DuckDBConnection, known: SeriesTags, spec: Qu
   });
   Object.assign(types, { from_ms: BIGINT, to_ms: BIGINT, max_rows: BIGINT });
   // Only parameters the statement names: DuckDB refuses others. A whole-range answer has one point per series, no limit.
-  if (spec.agg === undefined || spec.everyMs !== undefined) {
+  if (spec.agg === undefined || (spec.everyMs !== undefined && !keepsEveryBucket(spec))) {
     params['limit'] = BigInt(Math.max(0, Math.floor(spec.limit)));
     types['limit'] = BIGINT;
   }

@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../lib/clock.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { DATABASE_FILE, openEmbeddedStore } from './embedded.ts';
+import { keepsEveryBucket } from './embedded-query.ts';
 import type { EmbeddedStore, EmbeddedStoreOptions } from './embedded.ts';
 import type { Aggregate, Point, QueryAnswer, QuerySpec } from './types.ts';
 import { createPrng } from '../../lib/prng.ts';
@@ -233,6 +234,43 @@ describe('embedded store rollups and retention', () => {
     });
   });
 
+  it('keeps every bucket of a range of `limit` buckets, and the last `limit` of a range one bucket longer', async () => {
+    const s = await open();
+    const model = new Model();
+    // A point every 30 s over the last 6 hours, every 5 s over the last 2 minutes: no empty bucket.
+    const points: Point[] = [];
+    for (let st = 0; st < 3; st++) {
+      for (let t = NOW - 6 * HOUR; t <= NOW; t += t < NOW - 2 * MINUTE ? 30_000 : 5_000) {
+        points.push({ measurement: 'station', tags: { station: `st-${st}` }, fields: { battery: (t / 1000 + st) % 97, state: 'ok' }, time: t });
+      }
+    }
+    await writeInBatches(s, points);
+    model.add(points);
+    const limit = 4;
+    for (const [everyMs, source] of [
+      [10_000, 'raw'],
+      [MINUTE, 'rollup_1m'],
+      [HOUR, 'rollup_1h'],
+    ] as const) {
+      const lastBucket = NOW - (NOW % everyMs);
+      for (const buckets of [limit, limit + 1]) {
+        // From inside the first bucket to now: `buckets` buckets, the first one partial.
+        const fromMs = lastBucket - (buckets - 1) * everyMs + 1;
+        const spec: QuerySpec = { measurement: 'station', fields: ['battery'], tags: {}, fromMs, toMs: NOW, everyMs, agg: 'max', limit };
+        expect(keepsEveryBucket(spec), `${buckets} buckets of ${everyMs} ms`).toBe(buckets <= limit);
+        const answer = await s.query(spec);
+        expect(answer.source).toBe(source);
+        const what = `max every ${everyMs} ms over ${buckets} buckets, limit ${limit}`;
+        expectAgree(seriesOf(answer, 'battery'), model.expected(spec, 'battery'), 'max', what);
+        for (const series of answer.series) expect(series.points, what).toHaveLength(limit);
+        // The raw path for the same buckets (a string field keeps it off the rollups).
+        const raw = await s.query({ ...spec, fields: ['battery', 'state'] });
+        expect(raw.source).toBe('raw');
+        expectAgree(seriesOf(raw, 'battery'), model.expected(spec, 'battery'), 'max', `${what} (raw)`);
+      }
+    }
+  });
+
   it('says where an answer came from, and reads raw points for what rollups cannot answer', async () => {
     const s = await open();
     await s.writePoints([
@@ -256,6 +294,12 @@ describe('embedded store rollups and retention', () => {
     // The newest points are in the rollups as soon as they are written.
     const answer = await s.query({ ...base, everyMs: HOUR, agg: 'mean' });
     expect(answer.series).toEqual([{ tags: { station: 'a' }, field: 'battery', points: [[NOW - (NOW % HOUR), 55]] }]);
+    // A range without a whole minute (a poll of the last seconds) has nothing in rollups: raw points.
+    const poll = await s.query({ ...base, fromMs: NOW - 30_000, everyMs: HOUR, agg: 'mean' });
+    expect(poll).toEqual({ series: [{ tags: { station: 'a' }, field: 'battery', points: [[NOW - (NOW % HOUR), 55]] }], source: 'raw' });
+    const minute = NOW - (NOW % MINUTE);
+    expect(await source({ fromMs: minute - MINUTE, toMs: minute - 1, everyMs: HOUR, agg: 'mean' })).toBe('rollup_1h');
+    expect(await source({ fromMs: minute - MINUTE + 1, toMs: minute, everyMs: HOUR, agg: 'mean' })).toBe('raw');
   });
 
   it('rolls up after a reopen what was written and not yet refreshed, and files written before rollups', async () => {

@@ -3,7 +3,8 @@
  *
  * Which queries: `mean`, `min`, `max` or `count` in buckets (`everyMs`) of a multiple of
  * 1 hour (rollup_1h) or of 1 minute (rollup_1m), over fields that hold only numbers in the
- * measurement (string and boolean values have no rollup); group_by too. `last`, whole-range
+ * measurement (string and boolean values have no rollup); group_by too; over a range that
+ * holds a whole minute at least (a shorter one is raw points only). `last`, whole-range
  * aggregates, top/bottom, raw points and every other width read raw points
  * (embedded-query.ts). A range older than the raw retention is answered from the rollups
  * only; a range older than the rollups' retention from raw points, when they are kept
@@ -24,7 +25,7 @@ import { BIGINT, VARCHAR } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { MeasurementEntry } from './catalog.ts';
-import { seriesFilter } from './embedded-query.ts';
+import { keepsEveryBucket, seriesFilter } from './embedded-query.ts';
 import type { QueryLimits, SeriesTags } from './embedded-query.ts';
 import type { RollupMaintainer } from './rollup-maintenance.ts';
 import { bucketSql, rollupColumns, rollupTable, ROLLUP_WIDTHS_MS } from './rollup-schema.ts';
@@ -95,6 +96,9 @@ export async function queryRollups(
   if (level === undefined) return undefined;
   const measurementId = maintainer.measurement(spec.measurement)?.id;
   if (measurementId === undefined) return undefined;
+  // A range without a whole rollup bucket (a poll of the last seconds) is raw points only:
+  // read as any raw query, without waiting for the writer's lock that a rollup read takes.
+  if (rollupEnd(spec, level, maintainer.floors.rawFloorMs) === Number.NEGATIVE_INFINITY) return undefined;
   // Only the minutes the rollups are read for need to be fresh: a range ending now reads its
   // newest minute from raw points, so polling the latest data costs no refresh. Most of it a
   // chunk at a time (writes go in between), the rest under the lock.
@@ -230,7 +234,7 @@ function rowsSql(spec: QuerySpec, plan: Plan, params: Params, types: ParamTypes)
       GROUP BY ALL),
     out AS (${outputs.join('\n      UNION ALL ')})
     SELECT ${order}, v FROM out
-    QUALIFY row_number() OVER (PARTITION BY ${[...keys, 'f'].join(', ')} ORDER BY bucket DESC) <= $limit
+    ${keepsEveryBucket(spec) ? '' : `QUALIFY row_number() OVER (PARTITION BY ${[...keys, 'f'].join(', ')} ORDER BY bucket DESC) <= $limit`}
     ORDER BY ${order}
     LIMIT $max_rows`;
 }
@@ -250,12 +254,13 @@ function tooLarge(maxRows: number): VoltlineError {
 }
 
 async function readSeries(conn: DuckDBConnection, spec: QuerySpec, plan: Plan, known: SeriesTags, limits: QueryLimits): Promise<Series[]> {
-  const params: Params = {
-    every_ms: BigInt(Math.floor(spec.everyMs ?? 1)),
-    limit: BigInt(Math.max(0, Math.floor(spec.limit))),
-    max_rows: BigInt(limits.maxRows + 1),
-  };
-  const types: ParamTypes = { every_ms: BIGINT, limit: BIGINT, max_rows: BIGINT };
+  const params: Params = { every_ms: BigInt(Math.floor(spec.everyMs ?? 1)), max_rows: BigInt(limits.maxRows + 1) };
+  const types: ParamTypes = { every_ms: BIGINT, max_rows: BIGINT };
+  // Only parameters the statement names (DuckDB refuses others): no window, no limit.
+  if (!keepsEveryBucket(spec)) {
+    params['limit'] = BigInt(Math.max(0, Math.floor(spec.limit)));
+    types['limit'] = BIGINT;
+  }
   const sql = rowsSql(spec, plan, params, types);
   const rows = (await conn.runAndReadAll(sql, params, types)).getRows();
   limits.check();
