@@ -36,6 +36,7 @@ describe('GET /api/export (route)', () => {
     // The real store, with its scans watched.
     const reader: StoreReader = {
       query: (spec) => store.query(spec),
+      queryJson: (spec) => store.queryJson(spec),
       deadLetters: (query) => store.deadLetters(query),
       scan: (range) => ({
         async *[Symbol.asyncIterator](): AsyncGenerator<readonly ScanRow[]> {

@@ -139,6 +139,7 @@ async function openRig(workers: number): Promise<Rig> {
       resolveDeadLetters: (keys) => embedded.resolveDeadLetters(keys),
       close: () => embedded.close(),
       query: (spec) => embedded.query(spec),
+      queryJson: (spec) => embedded.queryJson(spec),
       deadLetters: (query) => embedded.deadLetters(query),
       scan: (range) => embedded.scan(range),
     },

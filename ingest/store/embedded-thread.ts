@@ -179,8 +179,8 @@ function scan(id: number, run: () => Promise<FromThread>): void {
   void track(run().then(post, (err: unknown) => post({ type: 'failed', id, error: toWire(asStoreError(err, 'VL_STORE_QUERY', 'scan')) })));
 }
 
-/** A query of points: waits for a slot, then runs within what is left of its time budget. */
-function query(id: number, spec: QuerySpec): void {
+/** A query of points: waits for a slot, then runs within what is left of its time budget; answered as JSON text with `json`. */
+function query(id: number, spec: QuerySpec, json: boolean): void {
   const receivedAt = performance.now();
   void track(
     (async () => {
@@ -189,13 +189,12 @@ function query(id: number, spec: QuerySpec): void {
         return;
       }
       try {
-        await read(id, 'query', async (conn) => ({
-          type: 'answer',
-          id,
-          answer: await withTimeBudget(conn, data.queryTimeoutMs, receivedAt, (check) =>
+        await read(id, 'query', async (conn) => {
+          const answer = await withTimeBudget(conn, data.queryTimeoutMs, receivedAt, (check) =>
             queryPoints(conn, spec, seriesTags, { maxRows: data.maxQueryRows, check }, (...args) => queryRollups(...args, rollups)),
-          ),
-        }));
+          );
+          return json ? { type: 'answerJson', id, json: JSON.stringify(answer) } : { type: 'answer', id, answer };
+        });
       } finally {
         querySlots.release();
       }
@@ -287,7 +286,7 @@ port.on('message', (message: ToThread) => {
       write(message.id, { resolved: message.keys }, message.weight);
       return;
     case 'query':
-      query(message.id, message.spec);
+      query(message.id, message.spec, message.json === true);
       return;
     case 'deadLetters':
       void read(message.id, 'read dead letters from', async (conn) => ({

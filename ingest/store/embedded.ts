@@ -375,6 +375,13 @@ export class EmbeddedStore implements StoreWriter, StoreReader {
     return reply.answer;
   }
 
+  /** query()'s answer as JSON text, made in the store thread (StoreReader.queryJson). */
+  async queryJson(spec: QuerySpec): Promise<string> {
+    const reply = await this.#read('query', { type: 'query', spec, json: true });
+    if (reply.type !== 'answerJson') throw unexpected(reply);
+    return reply.json;
+  }
+
   /**
    * Every raw point of `range` (inclusive), in chunks of up to 10 000 rows, ordered by
    * measurement name, series (by id: the order they were first written in) and time, all

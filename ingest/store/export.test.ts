@@ -145,6 +145,7 @@ describe('exportPoints over the embedded store', () => {
     let scans = 0;
     const reader: StoreReader = {
       query: (spec) => store.query(spec),
+      queryJson: (spec) => store.queryJson(spec),
       deadLetters: (query) => store.deadLetters(query),
       scan: (range) => ({
         async *[Symbol.asyncIterator](): AsyncGenerator<readonly ScanRow[]> {

@@ -68,6 +68,10 @@ async function contractStore(dir: string, options?: ContractStoreOptions): Promi
       await settle();
       return store.query(spec);
     },
+    queryJson: async (spec) => {
+      await settle();
+      return store.queryJson(spec);
+    },
     scan: (range: ScanRange): AsyncIterable<readonly ScanRow[]> => ({
       async *[Symbol.asyncIterator]() {
         await settle();

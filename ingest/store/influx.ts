@@ -244,6 +244,11 @@ export class InfluxStore implements StoreWriter, StoreReader {
     return this.#reader.query(spec);
   }
 
+  /** The answer is built on this thread from the external store's reply anyway: stringified here. */
+  async queryJson(spec: QuerySpec): Promise<string> {
+    return JSON.stringify(await this.query(spec));
+  }
+
   scan(range: ScanRange): AsyncIterable<readonly ScanRow[]> {
     this.#gate.check('scan');
     return this.#reader.scan(range);

@@ -246,6 +246,32 @@ export function queryContract(current: () => ContractStore, open: OpenContractSt
     expect(lowestNow.series).toEqual([{ tags: { station: 'st-b' }, field: 'avg_battery', points: [[T0 + 1_000, 15]] }]);
   });
 
+  it('answers queryJson with the JSON text of the same answer, whatever its shape', async () => {
+    const store = current();
+    await store.writePoints([
+      ...fleet(),
+      {
+        measurement: 'station',
+        tags: { station: 'st-3', site: 'b "quoted" \\ é' },
+        fields: keepable(caps, { state: 'ok', ok: true, avg_battery: 0.1 }),
+        time: T0 + 5,
+      },
+    ]);
+    const shapes: QuerySpec[] = [
+      spec({ measurement: 'station', fields: ['docked', 'avg_battery', 'state', 'ok'] }),
+      spec({ measurement: 'station', fields: ['avg_battery', 'state'], everyMs: 10_000, agg: 'mean', limit: 2 }),
+      spec({ measurement: 'station', fields: ['docked', 'state'], agg: 'last' }),
+      spec({ measurement: 'station', fields: ['avg_battery'], agg: 'count', groupBy: ['site'] }),
+      spec({ measurement: 'station', fields: ['avg_battery'], agg: 'max', rank: { order: 'bottom', k: 2 } }),
+      spec({ measurement: 'nothing', fields: ['docked'] }),
+    ];
+    for (const shape of shapes) {
+      const json = await store.queryJson(shape);
+      expect(json, JSON.stringify(shape)).toBe(JSON.stringify(await store.query(shape)));
+      expect(JSON.parse(json)).toEqual(await store.query(shape));
+    }
+  });
+
   it('refuses an answer past the row limit with VL_QUERY_TOO_LARGE, counting points of every field, and keeps working', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'voltline-store-limit-'));
     const store = await open(dir, { maxQueryRows: 5 });
@@ -258,6 +284,7 @@ export function queryContract(current: () => ContractStore, open: OpenContractSt
       const refused = store.query(spec({ measurement: 'm', fields: ['a', 'b'] }));
       await expect(refused).rejects.toMatchObject({ code: 'VL_QUERY_TOO_LARGE', retriable: false });
       await expect(refused).rejects.toThrow(/more than 5 points/);
+      await expect(store.queryJson(spec({ measurement: 'm', fields: ['a', 'b'] }))).rejects.toMatchObject({ code: 'VL_QUERY_TOO_LARGE', retriable: false });
       // Buckets and whole-range answers count the same way.
       await expect(store.query(spec({ measurement: 'm', fields: ['a', 'b'], agg: 'count' }))).rejects.toMatchObject({ code: 'VL_QUERY_TOO_LARGE' });
       expect((await store.query(spec({ measurement: 'm', fields: ['a', 'b'], agg: 'count', groupBy: [] }))).series).toHaveLength(2);

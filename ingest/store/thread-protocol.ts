@@ -47,7 +47,7 @@ export type ToThread =
     }
   | { readonly type: 'letters'; readonly id: number; readonly letters: readonly DeadLetter[]; readonly weight: number }
   | { readonly type: 'resolve'; readonly id: number; readonly keys: readonly DeadLetterKey[]; readonly weight: number }
-  | { readonly type: 'query'; readonly id: number; readonly spec: QuerySpec }
+  | { readonly type: 'query'; readonly id: number; readonly spec: QuerySpec; readonly json?: boolean }
   | { readonly type: 'deadLetters'; readonly id: number; readonly query: DeadLetterQuery }
   | { readonly type: 'memory'; readonly id: number }
   /** Refresh the rollups (of closed minutes only, unless `sweep`); with `sweep`, apply retention at `nowMs`. */
@@ -78,6 +78,7 @@ export type FromThread =
     }
   | { readonly type: 'written'; readonly id: number; readonly points: number; readonly rejected: Array<{ index: number; message: string }> }
   | { readonly type: 'answer'; readonly id: number; readonly answer: QueryAnswer }
+  | { readonly type: 'answerJson'; readonly id: number; readonly json: string }
   | { readonly type: 'letters'; readonly id: number; readonly letters: DeadLetter[] }
   | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryReport }
   | { readonly type: 'maintained'; readonly id: number; readonly report: MaintenanceReport }

@@ -205,6 +205,13 @@ export interface StoreReader {
    */
   query(spec: QuerySpec): Promise<QueryAnswer>;
   /**
+   * The same answer as JSON text (`/api/query` sends it as it is). The embedded store makes
+   * the text in its thread: an answer crosses to the caller's thread, which also runs the
+   * MQTT broker, as one string instead of being rebuilt there object by object and then
+   * stringified (~2.4 ms of that thread for 2 000 one-point series, seconds for the largest).
+   */
+  queryJson(spec: QuerySpec): Promise<string>;
+  /**
    * Every raw point in the range, in chunks (ordered by measurement, series, time), for
    * export; stops reading when the consumer stops iterating.
    */

@@ -64,6 +64,11 @@ class ComposedStore implements StoreWriter, StoreReader {
     return this.#points.query(spec);
   }
 
+  async queryJson(spec: QuerySpec): Promise<string> {
+    this.#open('query');
+    return this.#points.queryJson(spec);
+  }
+
   /** Throws VL_STORE_CLOSED at once after close (a scan is an iterable, not a promise). */
   scan(range: ScanRange): AsyncIterable<readonly ScanRow[]> {
     this.#open('scan');
