@@ -60,6 +60,17 @@ describe('embedded store', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** Closes the store, runs `statements` on its file (as an older Voltline left it), and opens it again. */
+  async function reopenAfter(...statements: string[]): Promise<void> {
+    await store.close();
+    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
+    const conn = await instance.connect();
+    for (const sql of statements) await conn.run(sql);
+    conn.closeSync();
+    instance.closeSync();
+    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+  }
+
   it(`keeps its data in \${dir}/${DATABASE_FILE}`, () => {
     expect(existsSync(join(dir, DATABASE_FILE))).toBe(true);
     expect(store.path).toBe(join(dir, DATABASE_FILE));
@@ -224,17 +235,11 @@ describe('embedded store', () => {
   });
 
   it('opens a store written before dead letters had attempts, and stores them from then on', async () => {
-    await store.close();
-    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
-    const conn = await instance.connect();
-    await conn.run(
+    await reopenAfter(
       `INSERT INTO dead_letters (trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message) VALUES (1, 'f', 't', 'd', 'x'::BLOB, ${T0}, 'error', NULL, 'old')`,
+      'ALTER TABLE dead_letters DROP COLUMN attempts',
+      'ALTER TABLE dead_letters DROP COLUMN tenant',
     );
-    await conn.run('ALTER TABLE dead_letters DROP COLUMN attempts');
-    await conn.run('ALTER TABLE dead_letters DROP COLUMN tenant');
-    conn.closeSync();
-    instance.closeSync();
-    store = await openEmbeddedStore({ dir, logger: silentLogger() });
     await store.writeDeadLetters([
       {
         offset: 2n,
@@ -289,14 +294,7 @@ describe('embedded store', () => {
   });
 
   it('stores dead letters right in a table whose columns are in another order', async () => {
-    await store.close();
-    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
-    const conn = await instance.connect();
-    await conn.run('ALTER TABLE dead_letters DROP COLUMN field');
-    await conn.run('ALTER TABLE dead_letters ADD COLUMN field VARCHAR');
-    conn.closeSync();
-    instance.closeSync();
-    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    await reopenAfter('ALTER TABLE dead_letters DROP COLUMN field', 'ALTER TABLE dead_letters ADD COLUMN field VARCHAR');
     const letter = {
       offset: 1n,
       function: 'f',
@@ -323,14 +321,7 @@ describe('embedded store', () => {
     await store.writeDeadLetters([
       { offset: 1n, function: 'f', topic: 't', deviceId: 'd', payload: new Uint8Array([0x78]), receivedAtMs: T0, code: 'error', message: 'old' },
     ]);
-    await store.close();
-    const instance = await DuckDBInstance.create(join(dir, DATABASE_FILE));
-    const conn = await instance.connect();
-    await conn.run('ALTER TABLE series DROP COLUMN tenant');
-    await conn.run('ALTER TABLE dead_letters DROP COLUMN tenant');
-    conn.closeSync();
-    instance.closeSync();
-    store = await openEmbeddedStore({ dir, logger: silentLogger() });
+    await reopenAfter('ALTER TABLE series DROP COLUMN tenant', 'ALTER TABLE dead_letters DROP COLUMN tenant');
     const query = { measurement: 'm', fields: ['v'], tags: {}, fromMs: T0 - 1, toMs: T0 + 1, limit: 10 };
     expect((await store.query(query)).series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[T0, 1]] }]);
     expect((await store.query({ ...query, tenant: 'acme' })).series).toEqual([]);
