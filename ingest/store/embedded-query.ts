@@ -8,7 +8,7 @@ import { BIGINT, DuckDBBlobValue, DuckDBMapValue, VARCHAR } from '@duckdb/node-a
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
 import { VoltlineError } from '../../lib/errors.ts';
 import { isDeadLetterCode } from './batch.ts';
-import { columnIndexOf, columnName, isFieldKind, pointsTable } from './schema.ts';
+import { columnIndexOf, columnName, DEAD_LETTER_COLUMNS, isFieldKind, pointsTable } from './schema.ts';
 import type { FieldKind } from './schema.ts';
 import {
   DEFAULT_TENANT,
@@ -152,6 +152,13 @@ export function keepsEveryBucket(spec: QuerySpec): boolean {
   return buckets <= Math.max(0, Math.floor(spec.limit));
 }
 
+/** Binds `$limit` for a statement that names it (DuckDB refuses parameters a statement does not name). */
+export function limitParam(spec: QuerySpec, params: Params, types: ParamTypes): string {
+  params['limit'] = BigInt(Math.max(0, Math.floor(spec.limit)));
+  types['limit'] = BIGINT;
+  return '$limit';
+}
+
 /** A field of the query the measurement has columns for: its place in `spec.fields`, its name and columns. */
 interface QueryField {
   readonly index: number;
@@ -209,6 +216,7 @@ function valuesSql(spec: QuerySpec, filter: string, table: string, fields: reado
 
   if (spec.agg === undefined) {
     // The last `limit` points of each (series, field): a running count of the field's values, newest first.
+    const limit = limitParam(spec, params, types);
     const perField = fields
       .map(
         ({ columns: f }, i) =>
@@ -216,11 +224,11 @@ function valuesSql(spec: QuerySpec, filter: string, table: string, fields: reado
       )
       .join('');
     return outer(
-      (i) => `t AS t${i}, d${i}, s${i}, b${i}, coalesce(r${i} <= $limit, false) AS keep${i}`,
+      (i) => `t AS t${i}, d${i}, s${i}, b${i}, coalesce(r${i} <= ${limit}, false) AS keep${i}`,
       `(SELECT ${keyColumns.join(', ')}, v.time_ms AS t${perField}
         FROM ${source} WHERE ${where}
         WINDOW w AS (PARTITION BY v.series_id ORDER BY v.time_ms DESC)) r`,
-      (i) => `r${i} <= $limit`,
+      (i) => `r${i} <= ${limit}`,
       't',
     );
   }
@@ -242,12 +250,13 @@ function valuesSql(spec: QuerySpec, filter: string, table: string, fields: reado
         'bucket',
       );
     }
+    const limit = limitParam(spec, params, types);
     const ranks = fields.map((_, i) => `, CASE WHEN n${i} > 0 THEN count(CASE WHEN n${i} > 0 THEN 1 END) OVER w END AS r${i}`).join('');
     return outer(
-      (i) => `bucket AS t${i}, a${i}.d AS d${i}, a${i}.s AS s${i}, a${i}.b AS b${i}, coalesce(r${i} <= $limit, false) AS keep${i}`,
+      (i) => `bucket AS t${i}, a${i}.d AS d${i}, a${i}.s AS s${i}, a${i}.b AS b${i}, coalesce(r${i} <= ${limit}, false) AS keep${i}`,
       `(SELECT *${ranks} FROM (${buckets})
         WINDOW w AS (${partition} ORDER BY bucket DESC)) r`,
-      (i) => `r${i} <= $limit`,
+      (i) => `r${i} <= ${limit}`,
       'bucket',
     );
   }
@@ -374,11 +383,7 @@ async function readRawSeries(conn: DuckDBConnection, known: SeriesTags, spec: Qu
     max_rows: ranked ? BigInt(Number.MAX_SAFE_INTEGER) : BigInt(limits.maxRows + 1),
   });
   Object.assign(types, { from_ms: BIGINT, to_ms: BIGINT, max_rows: BIGINT });
-  // Only parameters the statement names: DuckDB refuses others. A whole-range answer has one point per series, no limit.
-  if (spec.agg === undefined || (spec.everyMs !== undefined && !keepsEveryBucket(spec))) {
-    params['limit'] = BigInt(Math.max(0, Math.floor(spec.limit)));
-    types['limit'] = BIGINT;
-  }
+  // Only parameters the statement names (DuckDB refuses others): `$limit` is bound where valuesSql names it.
   if (spec.everyMs !== undefined && spec.agg !== undefined) {
     params['every_ms'] = BigInt(Math.max(1, Math.floor(spec.everyMs)));
     types['every_ms'] = BIGINT;
@@ -528,7 +533,7 @@ export async function queryDeadLetters(conn: DuckDBConnection, query: DeadLetter
   }
   const rows = (
     await conn.runAndReadAll(
-      `SELECT trigger_offset, function_name, topic, device_id, payload, received_at_ms, code, field, message, attempts, tenant
+      `SELECT ${DEAD_LETTER_COLUMNS.join(', ')}
        FROM dead_letters WHERE ${conditions.join(' AND ')}
        ORDER BY received_at_ms DESC, trigger_offset DESC
        LIMIT $limit`,

@@ -25,7 +25,7 @@ import { BIGINT, VARCHAR } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBType, DuckDBValue } from '@duckdb/node-api';
 import { VoltlineError } from '../../lib/errors.ts';
 import type { MeasurementEntry } from './catalog.ts';
-import { keepsEveryBucket, seriesFilter } from './embedded-query.ts';
+import { keepsEveryBucket, limitParam, seriesFilter } from './embedded-query.ts';
 import type { QueryLimits, SeriesTags } from './embedded-query.ts';
 import type { RollupMaintainer } from './rollup-maintenance.ts';
 import { bucketSql, rollupColumns, rollupTable, ROLLUP_WIDTHS_MS } from './rollup-schema.ts';
@@ -234,7 +234,7 @@ function rowsSql(spec: QuerySpec, plan: Plan, params: Params, types: ParamTypes)
       GROUP BY ALL),
     out AS (${outputs.join('\n      UNION ALL ')})
     SELECT ${order}, v FROM out
-    ${keepsEveryBucket(spec) ? '' : `QUALIFY row_number() OVER (PARTITION BY ${[...keys, 'f'].join(', ')} ORDER BY bucket DESC) <= $limit`}
+    ${keepsEveryBucket(spec) ? '' : `QUALIFY row_number() OVER (PARTITION BY ${[...keys, 'f'].join(', ')} ORDER BY bucket DESC) <= ${limitParam(spec, params, types)}`}
     ORDER BY ${order}
     LIMIT $max_rows`;
 }
@@ -256,11 +256,6 @@ function tooLarge(maxRows: number): VoltlineError {
 async function readSeries(conn: DuckDBConnection, spec: QuerySpec, plan: Plan, known: SeriesTags, limits: QueryLimits): Promise<Series[]> {
   const params: Params = { every_ms: BigInt(Math.floor(spec.everyMs ?? 1)), max_rows: BigInt(limits.maxRows + 1) };
   const types: ParamTypes = { every_ms: BIGINT, max_rows: BIGINT };
-  // Only parameters the statement names (DuckDB refuses others): no window, no limit.
-  if (!keepsEveryBucket(spec)) {
-    params['limit'] = BigInt(Math.max(0, Math.floor(spec.limit)));
-    types['limit'] = BIGINT;
-  }
   const sql = rowsSql(spec, plan, params, types);
   const rows = (await conn.runAndReadAll(sql, params, types)).getRows();
   limits.check();

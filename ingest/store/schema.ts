@@ -214,7 +214,7 @@ export const UPDATE_MARKS = `
 /** One dead letter resolved by a replay: (offset, function, tenant). */
 export const DELETE_DEAD_LETTER = `DELETE FROM dead_letters WHERE trigger_offset = $1 AND function_name = $2 AND coalesce(tenant, 'default') = $3`;
 
-/** The columns of `dead_letters` and of `staging_dead_letters`, in their order (the writer appends rows in it). */
+/** The columns of `dead_letters` and of `staging_dead_letters`, in their order (the writer appends rows in it, the reader reads them in it). */
 export const DEAD_LETTER_COLUMNS = [
   'trigger_offset',
   'function_name',

@@ -208,7 +208,7 @@ export interface StoreReader {
    * The same answer as JSON text (`/api/query` sends it as it is). The embedded store makes
    * the text in its thread: an answer crosses to the caller's thread, which also runs the
    * MQTT broker, as one string instead of being rebuilt there object by object and then
-   * stringified (~2.4 ms of that thread for 2 000 one-point series, seconds for the largest).
+   * stringified (for 2 000 series of 60 points, 41-43 ms of that thread against 2.9-3.1).
    */
   queryJson(spec: QuerySpec): Promise<string>;
   /**
