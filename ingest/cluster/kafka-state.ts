@@ -32,7 +32,7 @@ import { writeFileDurably } from '../../lib/durable-file.ts';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { AppliedChange, ReplicatedChange, ReplicatedKind, ReplicatedState } from '../../lib/replicated-state.ts';
-import { createCompactedTopicProducer, createKafkaClient, KAFKA_SHORT_RETRY, withDeadline } from '../kafka/index.ts';
+import { createCompactedTopicProducer, createKafkaClient, KAFKA_SHORT_RETRY, PRIVATE_GROUP_SESSION, withDeadline } from '../kafka/index.ts';
 import { resolveKafkaStateOptions, type KafkaStateConfig, type KafkaStateOptions } from './kafka-state-options.ts';
 
 /** In the data folder: the Kafka cluster and topic whose state this folder has joined. */
@@ -92,6 +92,7 @@ export class KafkaState implements ReplicatedState {
       maxBytes: 2 * config.maxRecordBytes,
       maxWaitTimeInMs: 1_000,
       retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 3_000 },
+      ...PRIVATE_GROUP_SESSION,
     });
   }
 

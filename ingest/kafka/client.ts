@@ -29,6 +29,17 @@ export const KAFKA_CLIENT_RETRY: Readonly<RetryOptions> = Object.freeze({ retrie
  */
 export const KAFKA_SHORT_RETRY: Readonly<RetryOptions> = Object.freeze({ retries: 5, initialRetryTime: 200, maxRetryTime: 2_000 });
 
+/**
+ * The session of a consumer alone in a group of its own (the cluster state's and the
+ * dead-letter view's: kafkajs reads only through a group). After Kafka was down, the
+ * consumer restarts as a new member, and Kafka waits for the old one's session to end
+ * before it assigns the partitions: with kafkajs' default of 30 s, a node saw no change
+ * for ~30 s after Kafka was back (measured 27-30 s); with Kafka's least session (its
+ * `group.min.session.timeout.ms`, 6 s), ~6 s. Nothing is committed in such a group, so a
+ * session lost under load costs a read from the beginning, never a record.
+ */
+export const PRIVATE_GROUP_SESSION = Object.freeze({ sessionTimeout: 6_000, heartbeatInterval: 2_000 });
+
 export interface KafkaClientOptions {
   /** What the client is for, as an error message says it: "Cannot <purpose> as option 'ssl.caFile' cannot be read …". @example 'open the cluster state' */
   readonly purpose: string;

@@ -5,8 +5,9 @@
  * string field VictoriaMetrics cannot keep).
  *
  * VictoriaMetrics makes a point queryable about a second after it took it (its in-memory
- * buffers are flushed once a second), so the contract's store waits that long after its
- * last write before it reads: the contract checks what is read, not how soon.
+ * buffers are flushed once a second), so the contract's store has it flush them
+ * (`RunningVictoriaMetrics.flush`) after a write and before it reads: the contract checks
+ * what is read, not how soon.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,12 +23,6 @@ import { openInfluxStore, type InfluxStore } from './influx.ts';
 import { lineOf, TENANT_TAG } from './line-protocol.ts';
 import { storeContract, type ContractStore, type ContractStoreOptions } from './store.contract.ts';
 import type { ScanRange, ScanRow } from './types.ts';
-
-/**
- * How long after a write VictoriaMetrics may still not show it, ms: measured 0.8-1.0 s for
- * a series it knows, ~1.5 s for a new one (when nothing asked for it before).
- */
-const VISIBLE_AFTER_MS = 2_500;
 
 const servers = new Map<string, RunningVictoriaMetrics>();
 
@@ -52,12 +47,13 @@ async function openOn(dir: string, options: ContractStoreOptions = {}): Promise<
 /** The store, reading only once its writes are visible, and stopping its server when closed (a reopen starts it again on the same data). */
 async function contractStore(dir: string, options?: ContractStoreOptions): Promise<ContractStore> {
   const { store, vm } = await openOn(dir, options);
-  let lastWrite = 0;
+  let unflushed = false;
   const settle = async (): Promise<void> => {
-    const wait = lastWrite + VISIBLE_AFTER_MS - Date.now();
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (!unflushed) return;
+    await vm.flush();
+    unflushed = false;
   };
-  const wrote = <T>(work: Promise<T>): Promise<T> => work.finally(() => (lastWrite = Date.now()));
+  const wrote = <T>(work: Promise<T>): Promise<T> => work.finally(() => (unflushed = true));
   return {
     writePoints: (points) => wrote(store.writePoints(points)),
     writeEncodedPoints: (batch) => wrote(store.writeEncodedPoints(batch)),
@@ -156,14 +152,14 @@ describe('the external store', () => {
     await vm.start();
     await store.writePoints(points);
     expect(store.stats().failingSinceMs).toBeUndefined();
-    await new Promise((resolve) => setTimeout(resolve, VISIBLE_AFTER_MS));
+    await vm.flush();
     const { series } = await store.query({ measurement: 'm', fields: ['v'], tags: {}, fromMs: 1_699_999_000_000, toMs: 1_700_001_000_000, limit: 10 });
     expect(series).toEqual([{ tags: { station: 'st-1' }, field: 'v', points: [[1_700_000_000_000, 1]] }]);
     await store.close();
   });
 
   it("refuses alone an event the server refuses as bad data, with the server's words, and writes the events around it", async () => {
-    const { store } = await openOn(dir);
+    const { store, vm } = await openOn(dir);
     // VictoriaMetrics refuses a line of more than 256 KiB with a 400; the request is split until that event is alone.
     const encode = (station: string, v: number) =>
       new TextEncoder().encode(JSON.stringify([{ measurement: 'm', tags: { station }, fields: { v }, time: 1_700_000_000_000 }]));
@@ -171,7 +167,7 @@ describe('the external store', () => {
     const result = await store.writeEncodedPoints({ tenant: 'default', events });
     expect(result.rejected).toEqual([{ index: 2, message: expect.stringMatching(/store refused them: 400: .*too long line/) as unknown }]);
     expect(result.points).toBe(4);
-    await new Promise((resolve) => setTimeout(resolve, VISIBLE_AFTER_MS));
+    await vm.flush();
     const { series } = await store.query({ measurement: 'm', fields: ['v'], tags: {}, fromMs: 1_699_999_000_000, toMs: 1_700_001_000_000, limit: 10 });
     expect(series.map((s) => s.tags['station'])).toEqual(['st-1', 'st-2', 'st-4', 'st-5']);
     expect(store.stats().failingSinceMs).toBeUndefined();

@@ -34,7 +34,7 @@ import { randomUUID } from 'node:crypto';
 import type { Admin, Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
 import { errorMessage, VoltlineError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { createCompactedTopicProducer, createKafkaClient, KAFKA_SHORT_RETRY, withDeadline } from '../kafka/index.ts';
+import { createCompactedTopicProducer, createKafkaClient, KAFKA_SHORT_RETRY, PRIVATE_GROUP_SESSION, withDeadline } from '../kafka/index.ts';
 import { validateDeadLetters, validateDeadLetterKeys } from './batch.ts';
 import { DeadLetterView } from './dead-letter-view.ts';
 import { decodeDeadLetter, encodeDeadLetter, tombstone, type EncodedLetter } from './kafka-dead-letter-record.ts';
@@ -130,7 +130,12 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
     // kafkajs consumes only through a group, and this node must see every partition.
     // maxWaitTimeInMs: an idle fetch returns after 1 s (a record ends it at once), so close
     // waits at most that long for the fetch under way.
-    this.#consumer = kafka.consumer({ groupId: `${config.clientId}.dlq-view.${randomUUID()}`, allowAutoTopicCreation: false, maxWaitTimeInMs: 1_000 });
+    this.#consumer = kafka.consumer({
+      groupId: `${config.clientId}.dlq-view.${randomUUID()}`,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: 1_000,
+      ...PRIVATE_GROUP_SESSION,
+    });
   }
 
   /** @internal Makes the topic when missing, connects, starts the view. */
