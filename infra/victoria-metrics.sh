@@ -38,6 +38,14 @@ need_binary() {
 }
 
 pidfile="$dir/victoria-metrics.pid"
+# Whether it still runs: an exited process stays a zombie until its parent reaps it, and
+# once the start's shell is gone that parent is PID 1, which may take a second or two
+# (1.5-1.9 s for every stop here), so `kill -0` alone would wait that long.
+running() {
+  local stat
+  stat="$(ps -o stat= -p "$1" 2>/dev/null || true)"
+  case "${stat:0:1}" in "" | Z | X) return 1 ;; *) return 0 ;; esac
+}
 args() {
   echo "-storageDataPath=$dir/data" "-httpListenAddr=127.0.0.1:$port" "-retentionPeriod=$retention" \
     "-dedup.minScrapeInterval=1ms" "-search.latencyOffset=0s" "-loggerLevel=WARN"
@@ -47,7 +55,7 @@ case "$cmd" in
   start)
     need_binary
     mkdir -p "$dir"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [ -f "$pidfile" ] && running "$(cat "$pidfile")"; then
       echo "infra/victoria-metrics.sh: already running (PID $(cat "$pidfile")) from $dir" >&2
       exit 0
     fi
@@ -60,7 +68,7 @@ case "$cmd" in
         echo "  voltline up --store 'influx://127.0.0.1:$port?org=voltline&bucket=telemetry'"
         exit 0
       fi
-      if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      if ! running "$(cat "$pidfile")"; then
         echo "infra/victoria-metrics.sh: it exited at start; its log ($dir/victoria-metrics.log):" >&2
         tail -20 "$dir/victoria-metrics.log" >&2
         rm -f "$pidfile"
@@ -77,10 +85,10 @@ case "$cmd" in
       exit 0
     fi
     pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
       kill -TERM "$pid"
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+      for _ in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
+      if running "$pid"; then kill -KILL "$pid"; fi
     fi
     rm -f "$pidfile"
     echo "VictoriaMetrics stopped (data kept in $dir/data)"

@@ -170,7 +170,7 @@ describe('a replay of the whole trigger log', () => {
       const total = Object.values(before).reduce((a, b) => a + b, 0);
       await eventually(async () => ((await metric(apiUrl, 'voltline_points_written_total')) >= total ? true : undefined), 60_000, 'the log replayed');
       await eventually(async () => ((await metric(apiUrl, 'voltline_trigger_log_lag_events')) === 0 ? true : undefined), 30_000, 'the replay committed');
-      if (kind === 'victoria-metrics') await new Promise((resolve) => setTimeout(resolve, 2_500));
+      await vm?.flush();
       expect(await countsPerStation(apiUrl)).toEqual(before);
     }, 150_000);
   }

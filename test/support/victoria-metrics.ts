@@ -22,6 +22,13 @@ export interface RunningVictoriaMetrics {
   /** Starts it again on the same port and data (after stop()), with another retention if given (`1d`, `30d`). */
   start(options?: { readonly retention?: string }): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Makes every point it took so far visible to queries (`/internal/force_flush`, made for
+   * tests): on its own it shows them about a second later (its in-memory buffers are
+   * flushed once a second, a new series ~1.5 s), and a test that waited that long would
+   * check how soon, not what is read.
+   */
+  flush(): Promise<void>;
 }
 
 async function script(args: readonly string[]): Promise<void> {
@@ -45,5 +52,9 @@ export async function startVictoriaMetrics(dir: string, options: { readonly rete
     storeAddress: `influx://127.0.0.1:${port}?org=voltline&bucket=telemetry`,
     start: (again = {}) => script(['start', ...args, ...retention(again.retention)]),
     stop: () => script(['stop', '--dir', dir]),
+    flush: async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/internal/force_flush`);
+      if (!response.ok) throw new Error(`VictoriaMetrics /internal/force_flush answered ${response.status}: ${await response.text()}`);
+    },
   };
 }
