@@ -4,7 +4,14 @@
  * clients (client.ts: TLS, SASL, kafkajs' log lines, the kafkajs 2.2.4 request-queue fix),
  * the producer of the compacted topics, and a deadline on calls to Kafka (deadline.ts).
  */
-export { createCompactedTopicProducer, createKafkaClient, KAFKA_CLIENT_RETRY, KAFKA_SHORT_RETRY, PRIVATE_GROUP_SESSION, type KafkaClientOptions } from './client.ts';
+export {
+  createCompactedTopicProducer,
+  createKafkaClient,
+  KAFKA_CLIENT_RETRY,
+  KAFKA_SHORT_RETRY,
+  PRIVATE_GROUP_SESSION,
+  type KafkaClientOptions,
+} from './client.ts';
 export { withDeadline } from './deadline.ts';
 export {
   kafkaClientId,
