@@ -13,6 +13,7 @@
 import { metricSum, startPlatformProcess } from '../test/support/platform-process.ts';
 import { LoadProcess } from './lib/load-child.ts';
 import { startBenchPlatform, stationWorkload, WORKLOAD_FLAGS } from './lib/platform.ts';
+import { sampleThreadGroups, threadGroupsDelta } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 import { verifyStored } from './throughput.ts';
 
@@ -63,6 +64,11 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     const restarted = performance.now();
     second = await startPlatformProcess(first.dataDir, [...WORKLOAD_FLAGS, '--log-level', 'info'], 60_000);
     const readyMs = performance.now() - restarted;
+    // Where the replay's CPU goes, from ready (the router has been reading for a few hundred
+    // ms by then) to the end: /proc's CPU time per thread, read twice.
+    const pid = second.child.pid;
+    const cpuBefore = pid === undefined ? new Map<string, number>() : sampleThreadGroups(pid);
+    const cpuFrom = performance.now();
     const lines = logLines(second.output());
     const opened = lines.find((l) => l.msg === 'trigger log opened');
     const reading = lines.find((l) => l.msg === 'router reading a partition' && l.source === 'trigger log');
@@ -89,6 +95,16 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     }
     const replayMs = storedAt - readingAt;
     const eventsPerSecond = backlog / (replayMs / 1000);
+    const cpuSeconds = (performance.now() - cpuFrom) / 1000;
+    const cpuAfter = pid === undefined ? new Map<string, number>() : sampleThreadGroups(pid);
+    // The events replayed within that window, taking the rate as even over the replay.
+    const windowEvents = Math.min(backlog, eventsPerSecond * cpuSeconds);
+    const cpuByThread = threadGroupsDelta(cpuBefore, cpuAfter).map(([group, seconds]) => ({
+      group,
+      cores: seconds / cpuSeconds,
+      usPerEvent: windowEvents > 0 ? (seconds * 1e6) / windowEvents : Number.NaN,
+    }));
+    const cpuUsPerEvent = cpuByThread.reduce((sum, g) => sum + g.usPerEvent, 0);
     const verify = await verifyStored(second, totals, 60_000, false);
     log(
       `  backlog ${fmt(backlog)} events, all stored ${fmt(replayMs)} ms after the router started reading: ${fmt(eventsPerSecond)} events/s; start to ready ${fmt(readyMs)} ms`,
@@ -96,6 +112,10 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     const rows: Array<[string, string]> = [
       ['backlog at the restart', `${fmt(backlog)} events past the committed position`],
       ['replayed and stored in', `${fmt(replayMs)} ms: ${fmt(eventsPerSecond)} events/s`],
+      [
+        'CPU µs/event by thread (from ready)',
+        `${cpuByThread.map((g) => `${g.group} ${g.usPerEvent.toFixed(1)}`).join(', ')}; total ${cpuUsPerEvent.toFixed(1)} on ${cpuByThread.reduce((sum, g) => sum + g.cores, 0).toFixed(2)} cores`,
+      ],
       [
         'exactly once',
         verify.ok ? `yes: ${fmt(verify.ackedValid)} acknowledged valid stored, missing 0, extra 0` : `NO: missing ${verify.missing}, extra ${verify.extra}`,
@@ -106,7 +126,7 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
       title: 'recovery (kill -9 with a backlog, restart)',
       ok: verify.ok && Number.isFinite(replayMs),
       rows,
-      figures: { rate, seconds, sent: sent.load.sent, acked: sent.load.acked, backlog, readyMs, replayMs, eventsPerSecond, verify },
+      figures: { rate, seconds, sent: sent.load.sent, acked: sent.load.acked, backlog, readyMs, replayMs, eventsPerSecond, cpuByThread, cpuUsPerEvent, verify },
     };
   } finally {
     await load?.close();
