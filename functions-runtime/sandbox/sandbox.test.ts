@@ -668,3 +668,28 @@ describe('events of Kafka triggers', () => {
     expect(results.map((r) => (r.outcome === 'invalid' ? r.code : r.outcome))).toEqual(['payload_not_json', 'payload_not_object', 'ok']);
   });
 });
+
+describe('Math.random', () => {
+  it("is the sandbox's own seeded generator: doubles in [0, 1) spread over the range, a sequence per context, frozen with the realm", async () => {
+    const code = (await bundleFixture('random')).code;
+    const draws = async (sandbox: FunctionSandbox): Promise<number[]> =>
+      (await run(sandbox, ...Array.from({ length: 200 }, () => ({})))).flatMap((result) => {
+        const { a, b } = fieldsOf(result) as { a: number; b: number; replaced: number };
+        return [a, b];
+      });
+    const one = await draws(sandboxFor(code));
+    const two = await draws(sandboxFor(code));
+    for (const x of [...one, ...two]) {
+      expect(x).toBeGreaterThanOrEqual(0);
+      expect(x).toBeLessThan(1);
+    }
+    // 400 draws: every tenth of the range holds some (a stuck or narrow generator would not),
+    // all distinct, and two contexts do not draw alike.
+    for (let tenth = 0; tenth < 10; tenth++) expect(one.some((x) => Math.floor(x * 10) === tenth)).toBe(true);
+    expect(new Set(one).size).toBe(one.length);
+    expect(one).not.toEqual(two);
+    // A function cannot put its own in its place (the realm is frozen after the preamble).
+    const [replacing] = await run(sandboxFor(code), { replace: true });
+    expect(fieldsOf(replacing)['replaced']).toBe(0);
+  });
+});

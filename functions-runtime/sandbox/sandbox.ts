@@ -15,6 +15,7 @@
  * handed back as the JSON the guest made, unparsed.
  */
 import { isAscii, isUtf8 } from 'node:buffer';
+import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
 import type { GuestBatchEvent, GuestBatchHeader, GuestBatchMeta, GuestEvent, GuestResult, PackedMeta } from './guest-protocol.ts';
 import { isPacked, packEvents, unpackEvents, type PackedEvents, type SandboxEvent } from './packed.ts';
@@ -145,6 +146,23 @@ type CallEnd =
  */
 export const CONTEXT_PREAMBLE = `(() => {
   'use strict';
+  // Math.random from the seed the host set (contextSeed): xoshiro128**, two draws per
+  // double of 53 bits. V8's own generator is seeded from the process's OpenSSL state, which
+  // microVM guests restored from one snapshot share, so they drew the same numbers.
+  const seed = globalThis.__voltline_seed;
+  delete globalThis.__voltline_seed;
+  if (Array.isArray(seed) && seed.length === 4) {
+    let [a, b, c, d] = seed;
+    const next = () => {
+      const out = Math.imul(((Math.imul(b, 5) << 7) | (Math.imul(b, 5) >>> 25)), 9) >>> 0;
+      const t = b << 9;
+      c ^= a; d ^= b; b ^= c; a ^= d; c ^= t;
+      d = (d << 11) | (d >>> 21);
+      return out;
+    };
+    const random = { random() { return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992; } }.random;
+    Object.defineProperty(Math, 'random', { value: random, writable: true, enumerable: false, configurable: true });
+  }
   delete globalThis.WebAssembly;
   for (const name of ['ArrayBuffer', 'SharedArrayBuffer']) {
     const Original = globalThis[name];
@@ -165,6 +183,29 @@ export const CONTEXT_PREAMBLE = `(() => {
     Object.defineProperty(globalThis, name, { value: Tamed, writable: true, enumerable: false, configurable: true });
   }
 })();`;
+
+/** Bytes the worker was given to tell it from its siblings (`setSandboxEntropy`); none by default. */
+let workerEntropy: Buffer = Buffer.alloc(0);
+let seedsDrawn = 0;
+
+/**
+ * Mixes `entropy` into every context's Math.random seed from now on. A microVM guest is
+ * restored from a snapshot with the OpenSSL state every other guest of that snapshot has,
+ * so what it draws from `crypto` alone repeats theirs: its driver hands each guest fresh
+ * bytes (`VOLTLINE_WORKER_ENTROPY`), and the agent passes them here.
+ */
+export function setSandboxEntropy(entropy: Buffer): void {
+  workerEntropy = Buffer.from(entropy);
+}
+
+/** A context's Math.random seed: four 32-bit words, not all zero (CONTEXT_PREAMBLE). */
+function contextSeed(): number[] {
+  seedsDrawn += 1;
+  const digest = createHash('sha256').update(workerEntropy).update(String(seedsDrawn)).update(randomBytes(16)).digest();
+  const words = [digest.readUInt32LE(0), digest.readUInt32LE(4), digest.readUInt32LE(8), digest.readUInt32LE(12)];
+  if (!words.some((w) => w !== 0)) words[0] = 1;
+  return words;
+}
 
 export class FunctionSandbox {
   readonly #options: SandboxOptions;
@@ -206,6 +247,7 @@ export class FunctionSandbox {
     const context = await isolate.createContext();
     try {
       if (this.#preamble === undefined) throw new Error('the isolate has no preamble compiled');
+      await context.global.set('__voltline_seed', new ivm.ExternalCopy(contextSeed()).copyInto());
       await this.#preamble.run(context, { timeout: this.#options.timeoutMs * 10 });
       await context.global.set('__voltline_progress', new ivm.ExternalCopy(this.#progress.buffer).copyInto());
       await script.run(context, { timeout: this.#options.timeoutMs * 10 });

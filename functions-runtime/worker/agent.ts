@@ -7,7 +7,7 @@
  */
 import { encodeResultFrame, MAX_FRAME_BYTES, readFrames, writeFrame } from '../protocol/frames.ts';
 import type { FromWorker, LoadFunction, ToWorker } from '../protocol/messages.ts';
-import { FunctionSandbox } from '../sandbox/sandbox.ts';
+import { FunctionSandbox, setSandboxEntropy } from '../sandbox/sandbox.ts';
 import { runEscape } from './escapes.ts';
 import { fitResults } from './fit-results.ts';
 import { collectExternalMemory } from '../../lib/native-memory.ts';
@@ -15,6 +15,9 @@ import { collectExternalMemory } from '../../lib/native-memory.ts';
 const HEARTBEAT_MS = Number(process.env['VOLTLINE_WORKER_HEARTBEAT_MS'] ?? 1_000);
 /** The escape attempts answer only in workers started for tests (WorkerDriverOptions.testCommands). */
 const TEST_COMMANDS = process.env['VOLTLINE_WORKER_TEST_COMMANDS'] === '1';
+/** Fresh bytes from the driver that set it (a microVM restored from a snapshot): mixed into every function's Math.random seed. */
+const ENTROPY = process.env['VOLTLINE_WORKER_ENTROPY'];
+if (ENTROPY !== undefined) setSandboxEntropy(Buffer.from(ENTROPY, 'hex'));
 
 interface Loaded {
   readonly fn: LoadFunction;

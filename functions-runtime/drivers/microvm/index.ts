@@ -143,8 +143,13 @@ export async function microVmDriver(options: MicroVmDriverOptions = {}): Promise
       const guest = snap === undefined ? spawnQemu(qemu, qemuArgs(base)) : restore(id, snap);
       const { child } = guest;
       // The wake line goes first; the frames the scheduler writes follow it in the pipe.
-      // A random seed too: restored guests share the snapshot's kernel entropy pool.
-      const wake = (): void => void child.stdin.write(wakeLine(agentEnv(id, options), Date.now(), randomBytes(32).toString('hex')));
+      // A random seed too: restored guests share the snapshot's kernel entropy pool, and
+      // the agent's OpenSSL state, so the agent gets fresh bytes of its own for the seeds
+      // of its functions' Math.random (VOLTLINE_WORKER_ENTROPY, sandbox.ts).
+      const wake = (): void =>
+        void child.stdin.write(
+          wakeLine({ ...agentEnv(id, options), VOLTLINE_WORKER_ENTROPY: randomBytes(32).toString('hex') }, Date.now(), randomBytes(32).toString('hex')),
+        );
       let output: Writable = child.stdin;
       if (snap === undefined) {
         // Booting: the port holds what it is sent only once the launcher waits on it, so

@@ -10,10 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { readFrames } from '../../protocol/frames.ts';
+import { readFrames, writeFrame } from '../../protocol/frames.ts';
 import type { FromWorker } from '../../protocol/messages.ts';
 import { workerDriverContract } from '../../scheduler/driver.contract.ts';
-import { processRunning } from '../../testing/helpers.ts';
+import { bundleFixture, decoded, eventOf, processRunning } from '../../testing/helpers.ts';
 import { voltlineCacheDir } from '../agent-bundle.ts';
 import { guestImage, microVmDriver, probeMicroVm, type MicroVmHandle } from './index.ts';
 
@@ -85,6 +85,35 @@ describe('microvm driver', () => {
     await worker.until(() => worker.seen.filter((g) => g.t === 'heartbeat').length >= 3);
     handle.output.end();
     expect(await handle.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('gives each guest restored from one snapshot its own Math.random', async () => {
+    // The guests share the snapshot's OpenSSL state, from which V8 seeds Math.random: before
+    // the driver sent each its own entropy, two guests drew the same numbers.
+    const bundle = await bundleFixture('random');
+    const driver = await tracked({ accel: 'tcg' });
+    const draws: unknown[] = [];
+    for (const id of ['random-1', 'random-2']) {
+      const handle = driver.start(id);
+      expect(handle.startedBy).toBe('restore');
+      const worker = frames(handle);
+      await worker.until((f) => f.t === 'ready');
+      writeFrame(handle.output, { t: 'load', fn: { name: 'random', version: bundle.version, code: bundle.code, timeoutMs: 500, memoryMb: 16 } });
+      writeFrame(handle.output, { t: 'invoke', id: 1, name: 'random', version: bundle.version, events: [eventOf({})] });
+      const result = await worker.until((f) => (f.t === 'result' || f.t === 'failed') && f.id === 1);
+      if (result.t !== 'result') throw new Error(`the batch failed: ${JSON.stringify(result)}`);
+      const [first] = result.results.map(decoded);
+      expect(first).toMatchObject({ outcome: 'ok' });
+      draws.push(first?.outcome === 'ok' ? (first.points[0] as { fields: unknown }).fields : undefined);
+      handle.output.end();
+      expect(await handle.exited).toEqual({ code: 0, signal: null });
+    }
+    const [one, two] = draws as Array<{ a: number; b: number }>;
+    for (const draw of [one, two]) {
+      expect(draw?.a).toBeGreaterThanOrEqual(0);
+      expect(draw?.a).toBeLessThan(1);
+    }
+    expect(one).not.toEqual(two);
   });
 
   it("boots cold when asked, and reports the agent's own exit code (2 on a broken frame stream)", async () => {
