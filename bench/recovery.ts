@@ -13,8 +13,9 @@
 import { metricSum, startPlatformProcess } from '../test/support/platform-process.ts';
 import { LoadProcess } from './lib/load-child.ts';
 import { startBenchPlatform, stationWorkload, WORKLOAD_FLAGS } from './lib/platform.ts';
-import { sampleThreadGroups, threadGroupsDelta } from './lib/proc.ts';
+import { threadGroupsDelta } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
+import { sampleThreadStages } from './lib/stages.ts';
 import { verifyStored } from './throughput.ts';
 
 interface LogLine {
@@ -67,7 +68,7 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     // Where the replay's CPU goes, from ready (the router has been reading for a few hundred
     // ms by then) to the end: /proc's CPU time per thread, read twice.
     const pid = second.child.pid;
-    const cpuBefore = pid === undefined ? new Map<string, number>() : sampleThreadGroups(pid);
+    const cpuBefore = pid === undefined ? new Map<string, number>() : sampleThreadStages(pid);
     const cpuFrom = performance.now();
     const lines = logLines(second.output());
     const opened = lines.find((l) => l.msg === 'trigger log opened');
@@ -84,8 +85,9 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     // Done when the log's committed position has reached its end: the router moves it only
     // past events stored (or dead-lettered) durably. Read from /metrics, which costs the
     // platform little; the store's own count is checked once it says so (verifyStored
-    // below: every acknowledged valid message, once). A count query every 100 ms instead took 45-285 ms each during the replay,
-    // a rollup refresh under the writer's lock among them: the measurement slowed the replay.
+    // below: every acknowledged valid message, once). A count query every 100 ms instead
+    // took 45-285 ms each during the replay, a rollup refresh under the writer's lock among
+    // them: the measurement slowed the replay.
     while (Date.now() < deadline) {
       if ((await metricSum(second, 'voltline_trigger_log_lag_events')) === 0) {
         storedAt = Date.now();
@@ -96,7 +98,7 @@ export async function recoveryBench(argv: readonly string[] = process.argv.slice
     const replayMs = storedAt - readingAt;
     const eventsPerSecond = backlog / (replayMs / 1000);
     const cpuSeconds = (performance.now() - cpuFrom) / 1000;
-    const cpuAfter = pid === undefined ? new Map<string, number>() : sampleThreadGroups(pid);
+    const cpuAfter = pid === undefined ? new Map<string, number>() : sampleThreadStages(pid);
     // The events replayed within that window, taking the rate as even over the replay.
     const windowEvents = Math.min(backlog, eventsPerSecond * cpuSeconds);
     const cpuByThread = threadGroupsDelta(cpuBefore, cpuAfter).map(([group, seconds]) => ({

@@ -57,28 +57,7 @@ export function sampleThreads(pid: number): Map<string, number> {
   return out;
 }
 
-/**
- * CPU seconds of a platform (`root`) and its worker processes (its children), by kind of
- * thread: `<platform|workers> main` (each process's main thread), `workers isolates`
- * (isolated-vm's threads, which take the name of the worker's main thread), and otherwise
- * the thread's own name (`voltline-store`, `libuv-worker`, `V8Worker`: V8's helpers for
- * the collector and the compiler). Take two and subtract (`threadGroupsDelta`).
- */
-export function sampleThreadGroups(root: number): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const pid of [root, ...childrenOf(root)]) {
-    const role = pid === root ? 'platform' : 'workers';
-    for (const [key, seconds] of sampleThreads(pid)) {
-      const tid = Number(key.slice(0, key.indexOf(':')));
-      const name = key.slice(key.indexOf(':') + 1);
-      const group = tid === pid ? `${role} main` : role === 'workers' && name === 'MainThread' ? 'workers isolates' : `${role} ${name}`;
-      out.set(group, (out.get(group) ?? 0) + seconds);
-    }
-  }
-  return out;
-}
-
-/** CPU seconds by thread group between two `sampleThreadGroups`, largest first, groups under 10 ms left out. */
+/** CPU seconds by thread group between two samples (`sampleThreadStages` in stages.ts), largest first, groups under 10 ms left out. */
 export function threadGroupsDelta(before: Map<string, number>, after: Map<string, number>): Array<[string, number]> {
   return [...after]
     .map(([group, seconds]): [string, number] => [group, seconds - (before.get(group) ?? 0)])

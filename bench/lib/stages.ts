@@ -66,6 +66,24 @@ function threadStage(role: Role, pid: number, key: string): string | undefined {
   return 'other';
 }
 
+/**
+ * CPU seconds of a platform (`root`) and its worker processes (its children) by role and
+ * the stage a thread counts for (`threadStage`; `main` for each process's main thread),
+ * e.g. `worker sandbox` for the workers' isolates: what a run without the profiler can
+ * say. Take two and subtract (`threadGroupsDelta` in proc.ts).
+ */
+export function sampleThreadStages(root: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of [root, ...childrenOf(root)]) {
+    const role: Role = pid === root ? 'platform' : 'worker';
+    for (const [key, seconds] of sampleThreads(pid)) {
+      const group = `${role} ${threadStage(role, pid, key) ?? 'main'}`;
+      out.set(group, (out.get(group) ?? 0) + seconds);
+    }
+  }
+  return out;
+}
+
 /** A main-thread profile stage, renamed where the table says it differently. */
 function profileStage(stage: string): string {
   if (stage === 'program') return 'native';
