@@ -154,7 +154,8 @@ export const CONTEXT_PREAMBLE = `(() => {
   if (Array.isArray(seed) && seed.length === 4) {
     let [a, b, c, d] = seed;
     const next = () => {
-      const out = Math.imul(((Math.imul(b, 5) << 7) | (Math.imul(b, 5) >>> 25)), 9) >>> 0;
+      const b5 = Math.imul(b, 5);
+      const out = Math.imul((b5 << 7) | (b5 >>> 25), 9) >>> 0;
       const t = b << 9;
       c ^= a; d ^= b; b ^= c; a ^= d; c ^= t;
       d = (d << 11) | (d >>> 21);
