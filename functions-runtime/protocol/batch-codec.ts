@@ -52,11 +52,16 @@ export interface ResultMessage {
   readonly coldStart: boolean;
 }
 
+/**
+ * Writes a body after `headroom` bytes left for the caller (a frame's length prefix, so the
+ * frame is not copied again to put one in front: a batch's payloads are most of it).
+ */
 class Writer {
   readonly buffer: Buffer;
-  at = 0;
-  constructor(bytes: number) {
-    this.buffer = Buffer.allocUnsafe(bytes);
+  at: number;
+  constructor(bytes: number, headroom: number) {
+    this.buffer = Buffer.allocUnsafe(headroom + bytes);
+    this.at = headroom;
   }
   u8(v: number): void {
     this.at = this.buffer.writeUInt8(v, this.at);
@@ -146,8 +151,8 @@ function payloadBytes(payload: string | Uint8Array): number {
   return typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.byteLength;
 }
 
-/** The body of an invoke frame (without the length prefix). */
-export function encodeInvoke(message: InvokeMessage): Buffer {
+/** The body of an invoke frame, after `headroom` bytes left unwritten (frames.ts puts the length prefix there). */
+export function encodeInvoke(message: InvokeMessage, headroom = 0): Buffer {
   const events = message.events;
   const packed = isPacked(events);
   const meta = packed ? events.metaJson : metaJsonOf(events);
@@ -156,7 +161,7 @@ export function encodeInvoke(message: InvokeMessage): Buffer {
   if (packed) payloads = events.region.byteLength;
   else for (const e of events) payloads += payloadBytes(e.payload);
   const size = 1 + 4 + 2 + Buffer.byteLength(message.name) + 2 + Buffer.byteLength(message.version) + 4 + 4 + Buffer.byteLength(meta) + 4 * count + payloads;
-  const w = new Writer(size);
+  const w = new Writer(size, headroom);
   w.u8(INVOKE_FRAME);
   w.u32(message.id);
   w.text(message.name, false);
@@ -200,8 +205,8 @@ function isPlainOk(result: OkResult): boolean {
   return result.logs.length === 0 && result.response === undefined && (result.publishes === undefined || result.publishes.length === 0);
 }
 
-/** The body of a result frame (without the length prefix). */
-export function encodeResult(message: ResultMessage): Buffer {
+/** The body of a result frame, after `headroom` bytes left unwritten (frames.ts puts the length prefix there). */
+export function encodeResult(message: ResultMessage, headroom = 0): Buffer {
   const extra: Record<number, unknown> = {};
   let pointsBytes = 0;
   message.results.forEach((result, i) => {
@@ -216,7 +221,7 @@ export function encodeResult(message: ResultMessage): Buffer {
   const meta = JSON.stringify(extra);
   const count = message.results.length;
   const size = 1 + 4 + 1 + 24 + 4 + 16 * count + 4 + Buffer.byteLength(meta) + 4 * count + pointsBytes;
-  const w = new Writer(size);
+  const w = new Writer(size, headroom);
   w.u8(RESULT_FRAME);
   w.u32(message.id);
   w.u8(message.coldStart ? 1 : 0);

@@ -13,30 +13,37 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 const JSON_FRAME = 0x7b; // '{'
 
-function framed(body: Buffer): Buffer {
-  if (body.length > MAX_FRAME_BYTES) {
-    throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot send a frame of ${body.length} bytes as the limit is ${MAX_FRAME_BYTES}`, {
-      context: { bytes: body.length },
+/** The length prefix's bytes. */
+const PREFIX_BYTES = 4;
+
+/** Fills in the length prefix of `frame`, a body written after PREFIX_BYTES of headroom. */
+function prefixed(frame: Buffer): Buffer {
+  const bytes = frame.length - PREFIX_BYTES;
+  if (bytes > MAX_FRAME_BYTES) {
+    throw new VoltlineError('VL_FRAME_TOO_LARGE', `Cannot send a frame of ${bytes} bytes as the limit is ${MAX_FRAME_BYTES}`, {
+      context: { bytes },
     });
   }
-  const header = Buffer.allocUnsafe(4);
-  header.writeUInt32BE(body.length, 0);
-  return Buffer.concat([header, body]);
+  frame.writeUInt32BE(bytes, 0);
+  return frame;
 }
 
 /** A control message (a JSON object) as a frame. */
 export function encodeFrame(message: object): Buffer {
-  return framed(Buffer.from(JSON.stringify(message), 'utf8'));
+  const json = JSON.stringify(message);
+  const frame = Buffer.allocUnsafe(PREFIX_BYTES + Buffer.byteLength(json, 'utf8'));
+  frame.write(json, PREFIX_BYTES, 'utf8');
+  return prefixed(frame);
 }
 
 /** A batch of events as a binary frame. Throws VL_FRAME_TOO_LARGE when it does not fit. */
 export function encodeInvokeFrame(message: InvokeMessage): Buffer {
-  return framed(encodeInvoke(message));
+  return prefixed(encodeInvoke(message, PREFIX_BYTES));
 }
 
 /** A batch's results as a binary frame. Throws VL_FRAME_TOO_LARGE when they do not fit. */
 export function encodeResultFrame(message: ResultMessage): Buffer {
-  return framed(encodeResult(message));
+  return prefixed(encodeResult(message, PREFIX_BYTES));
 }
 
 function decodeBody(body: Buffer): unknown {
