@@ -7,15 +7,7 @@ import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../lib/clock.ts';
 import { silentLogger } from '../../lib/logger.ts';
-import {
-  openEmbeddedStore,
-  openLocalTriggerLog,
-  TimerSource,
-  type Point,
-  type StoreReader,
-  type StoreWriter,
-  type SinglePartitionTriggerLog,
-} from '../../ingest/index.ts';
+import { openEmbeddedStore, openLocalTriggerLog, TimerSource, type Point, type StoreReader, type StoreWriter } from '../../ingest/index.ts';
 import { cronSchedules, FunctionRegistry } from '../registry/registry.ts';
 import { processDriver } from '../scheduler/driver.ts';
 import { Scheduler } from '../scheduler/scheduler.ts';
@@ -27,7 +19,7 @@ const encoder = new TextEncoder();
 const at = (iso: string) => Date.parse(iso);
 
 let cleanup: Array<() => Promise<void>>;
-let log: SinglePartitionTriggerLog;
+let log: Awaited<ReturnType<typeof openLocalTriggerLog>>;
 let store: StoreWriter & StoreReader;
 let registry: FunctionRegistry;
 let router: Router;

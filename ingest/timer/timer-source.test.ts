@@ -160,7 +160,17 @@ describe('never twice, never lost', () => {
     await clock.advanceTo(at('2026-03-28T10:01:30Z'), () => source.settled());
     const state = path.join(dir, 'timers', STATE_FILE_NAME);
     await copyFile(state, `${state}.before`);
+    // Device messages around the 10:02 firing: the scan at open passes over them.
+    const device = (n: number) => ({
+      source: 'mqtt' as const,
+      topic: 'stations/st-1/telemetry',
+      deviceId: 'st-1',
+      receivedAtMs: n,
+      payload: new Uint8Array(500).fill(n),
+    });
+    for (let n = 0; n < 50; n += 1) await log.append(device(n));
     await clock.advanceTo(at('2026-03-28T10:02:30Z'), () => source.settled());
+    for (let n = 50; n < 100; n += 1) await log.append(device(n));
     await stopSource(source);
     // Put back the state from before the 10:02 firing, as if its write never happened.
     await copyFile(`${state}.before`, state);

@@ -10,6 +10,7 @@ import { silentLogger, type Logger } from '../../lib/logger.ts';
 import { numberedEvent, numberOf } from './fixtures/crash-events.ts';
 import { openLocalTriggerLog, type LocalTriggerLog, type LocalTriggerLogOptions } from './index.ts';
 import { segmentFileName } from './segments.ts';
+import type { LoggedEvent } from './types.ts';
 import { contractEvent, expectSameEvent, readAll, triggerLogContract } from './trigger-log.contract.ts';
 
 triggerLogContract('local', (dir) => openLocalTriggerLog({ dir, logger: silentLogger() }));
@@ -161,6 +162,38 @@ describe('local trigger log', () => {
       expect(page[0]?.offset).toBe(from);
       page.forEach((event) => expectSameEvent(event, big(Number(event.offset)), event.offset));
     }
+  });
+
+  it("scans one source's events past the committed offset, across segments, and reports a timer record whose CRC fails", async () => {
+    const first = await openLog({ segmentBytes: 64 * 1024, tailCacheBytes: 0 });
+    // Every 10th event a timer firing, the others device messages of 3000 bytes (several segments).
+    const eventOf = (n: number) =>
+      n % 10 === 3
+        ? contractEvent(n, { source: 'timer', topic: `$timer/fn-${n}`, deviceId: '$timer' })
+        : contractEvent(n, { payload: new Uint8Array(3000).fill(n & 0xff) });
+    for (let i = 0; i < 120; i += 1) await first.append(eventOf(i));
+    await first.commit(40n);
+    await first.close();
+    const log = await openLog({ segmentBytes: 64 * 1024, tailCacheBytes: 0 });
+    expect((await segmentFiles()).length).toBeGreaterThan(2);
+    const found: LoggedEvent[] = [];
+    await log.scanUncommitted('timer', (event) => found.push(event));
+    expect(found.map((event) => Number(event.offset))).toEqual([43, 53, 63, 73, 83, 93, 103, 113]);
+    found.forEach((event) => expectSameEvent(event, eventOf(Number(event.offset)), event.offset));
+    await log.close();
+
+    // Flip a byte of the firing at offset 63's payload: the scan checks the records it returns.
+    const files = await segmentFiles();
+    for (const name of files) {
+      const bytes = await readFile(join(dir, name));
+      const at = bytes.indexOf(Buffer.from('$timer/fn-63'));
+      if (at < 0) continue;
+      const handle = await open(join(dir, name), 'r+');
+      await handle.write(Buffer.from([bytes[at + 20]! ^ 0xff]), 0, 1, at + 20);
+      await handle.close();
+    }
+    const reopened = await openLog({ segmentBytes: 64 * 1024, tailCacheBytes: 0 });
+    await expect(reopened.scanUncommitted('timer', () => undefined)).rejects.toMatchObject({ code: 'VL_TRIGGER_LOG_CORRUPT' });
   });
 
   it('writes concurrent appends in fewer groups than appends', async () => {

@@ -30,7 +30,7 @@ import { CommitWaiters, ReadWaiters } from './offset-waiters.ts';
 import { recoverSegments } from './recovery.ts';
 import { openAppendable, Segment, segmentFileName, writeAll } from './segments.ts';
 import { syncDir } from '../../lib/durable-file.ts';
-import type { LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerEvent } from './types.ts';
+import type { LoggedEvent, PartitionListener, SinglePartitionTriggerLog, TriggerEvent, TriggerSource } from './types.ts';
 import type { ErrorCode } from '../../lib/error-codes.ts';
 
 export type { LocalTriggerLogOptions } from './local-log-options.ts';
@@ -52,6 +52,11 @@ export interface TriggerLogStats {
 /** The local trigger log: one partition, always this node's, with counters. */
 export interface LocalTriggerLog extends SinglePartitionTriggerLog {
   stats(): TriggerLogStats;
+  /**
+   * Calls `visit` with every durable event of `source` past the committed offset, in order
+   * (the timer source's catch-up marks at startup); the other records are not decoded.
+   */
+  scanUncommitted(source: TriggerSource, visit: (event: LoggedEvent) => void): Promise<void>;
 }
 
 /**
@@ -227,6 +232,17 @@ class LocalLog implements LocalTriggerLog {
       () => this.#reads.delete(reading),
     );
     return reading;
+  }
+
+  scanUncommitted(source: TriggerSource, visit: (event: LoggedEvent) => void): Promise<void> {
+    if (this.#closing !== undefined) return Promise.reject(closedError('read from'));
+    const scanning = this.#reader.scanSource(this.#committed.offset, source, visit);
+    this.#reads.add(scanning);
+    void scanning.then(
+      () => this.#reads.delete(scanning),
+      () => this.#reads.delete(scanning),
+    );
+    return scanning;
   }
 
   waitFor(fromOffset: bigint, signal: AbortSignal): Promise<void> {

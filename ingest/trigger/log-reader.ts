@@ -5,16 +5,20 @@
  * Only bytes below a segment's durable size are read, so unsynced records never show.
  */
 import { VoltlineError } from '../../lib/errors.ts';
-import { decodeRecord, parseRecord } from './record.ts';
-import { scanSegment, type Segment, type SegmentPosition } from './segments.ts';
-import type { LoggedEvent } from './types.ts';
+import { decodeRecord, parseRecord, recordSource } from './record.ts';
+import { scanSegment, type FileBytes, type Segment, type SegmentPosition } from './segments.ts';
+import type { LoggedEvent, TriggerSource } from './types.ts';
 
 export class LogReader {
   /** Ascending by base, shared with the writer: it grows on roll and shrinks on retention. */
   readonly #segments: readonly Segment[];
   readonly #endOffset: () => bigint;
-  /** Where the last read stopped, so that sequential reads do not rescan. */
-  #cursor: (SegmentPosition & { readonly segment: Segment }) | undefined;
+  /**
+   * Where the last read stopped, so that sequential reads do not rescan, and the bytes it
+   * read last: the next page starts in them (a page of 1 000 station messages ends inside a
+   * 256 KiB chunk, which was read again from the file for the next page).
+   */
+  #cursor: (SegmentPosition & { readonly segment: Segment; readonly chunk: FileBytes }) | undefined;
 
   constructor(segments: readonly Segment[], endOffset: () => bigint) {
     this.#segments = segments;
@@ -35,6 +39,42 @@ export class LogReader {
     return events;
   }
 
+  /**
+   * Calls `visit` with every durable event of `source` from `fromOffset` to the end, in
+   * order. The other records are framed but neither checked against their CRC nor decoded:
+   * finding a source's few events in a long tail costs a header read per record (the
+   * router's reads check every record it gets).
+   */
+  async scanSource(fromOffset: bigint, source: TriggerSource, visit: (event: LoggedEvent) => void): Promise<void> {
+    let next = fromOffset;
+    while (next < this.#endOffset()) {
+      const first = this.#segments[0];
+      if (first !== undefined && next < first.base) next = first.base;
+      const segment = this.#segmentFor(next);
+      if (segment === undefined) return;
+      segment.acquire();
+      try {
+        const limitBytes = segment.size;
+        const from = next;
+        const handle = await segment.handle();
+        const scan = await scanSegment(handle, segment.positionFor(from), limitBytes, false, (record) => {
+          segment.noteRecordPosition(record.offset, record.position);
+          if (record.offset < from || recordSource(record.buffer, record.at) !== source) return true;
+          if (parseRecord(record.buffer, record.at, true).kind !== 'ok') throw corruptError(segment, record.position, record.offset, 'CRC mismatch');
+          const event = decodeRecord(record.buffer, record.at, record.recordBytes, record.offset);
+          if (typeof event === 'string') throw corruptError(segment, record.position, record.offset, event);
+          visit(event);
+          return true;
+        });
+        if (scan.problem !== undefined) throw corruptError(segment, scan.position, scan.offset, scan.problem);
+        if (scan.offset <= from) throw corruptError(segment, scan.position, scan.offset, `the segment ends before offset ${segment.end}`);
+        next = scan.offset;
+      } finally {
+        segment.release();
+      }
+    }
+  }
+
   /** Reads from `segment` into `events`; returns the offset to continue from. */
   async #readSegment(segment: Segment, fromOffset: bigint, max: number, events: LoggedEvent[]): Promise<bigint> {
     segment.acquire(); // synchronously after #segmentFor: retention cannot close it under us
@@ -45,22 +85,30 @@ export class LogReader {
       const cursor = this.#cursor;
       if (cursor?.segment === segment && cursor.offset <= fromOffset && cursor.offset >= start.offset) start = cursor;
       const handle = await segment.handle();
-      const scan = await scanSegment(handle, start, limitBytes, false, (record) => {
-        segment.noteRecordPosition(record.offset, record.position);
-        if (record.offset < fromOffset) return true;
-        if (parseRecord(record.buffer, record.at, true).kind !== 'ok') {
-          throw corruptError(segment, record.position, record.offset, 'CRC mismatch');
-        }
-        const event = decodeRecord(record.buffer, record.at, record.recordBytes, record.offset);
-        if (typeof event === 'string') throw corruptError(segment, record.position, record.offset, event);
-        events.push(event);
-        return events.length < max;
-      });
+      const read = cursor?.segment === segment ? cursor.chunk : undefined;
+      const scan = await scanSegment(
+        handle,
+        start,
+        limitBytes,
+        false,
+        (record) => {
+          segment.noteRecordPosition(record.offset, record.position);
+          if (record.offset < fromOffset) return true;
+          if (parseRecord(record.buffer, record.at, true).kind !== 'ok') {
+            throw corruptError(segment, record.position, record.offset, 'CRC mismatch');
+          }
+          const event = decodeRecord(record.buffer, record.at, record.recordBytes, record.offset);
+          if (typeof event === 'string') throw corruptError(segment, record.position, record.offset, event);
+          events.push(event);
+          return events.length < max;
+        },
+        read,
+      );
       if (scan.problem !== undefined) throw corruptError(segment, scan.position, scan.offset, scan.problem);
       if (scan.offset <= fromOffset || (scan.position >= limitBytes && scan.offset < limitEnd)) {
         throw corruptError(segment, scan.position, scan.offset, `the segment ends before offset ${limitEnd}`);
       }
-      this.#cursor = { segment, offset: scan.offset, position: scan.position };
+      this.#cursor = { segment, offset: scan.offset, position: scan.position, chunk: scan.chunk };
       return scan.offset;
     } finally {
       segment.release();

@@ -149,6 +149,14 @@ export function parseRecord(buffer: Buffer, at: number, verifyCrc: boolean): Par
 }
 
 /**
+ * The source of the record at `at` that `parseRecord` framed, read from its body's second
+ * byte without checking the CRC or decoding the rest; undefined for an unknown code.
+ */
+export function recordSource(buffer: Buffer, at: number): TriggerSource | undefined {
+  return SOURCES[buffer.readUInt8(at + RECORD_HEADER_BYTES + 1)];
+}
+
+/**
  * Decodes the event of a record that `parseRecord` accepted. Returns a reason string when
  * the body is inconsistent. The payload is copied, so the buffer can be dropped; the copy
  * shares a slab of Node's pool with others (ingest/store/encode.ts `ownPayload` gives a dead

@@ -147,12 +147,23 @@ export interface ScanEnd {
   readonly offset: bigint;
   /** Why the scan stopped before `limitBytes`, if it did. */
   readonly problem?: string;
+  /** The bytes last read and where they start in the file: a scan that continues from here can begin with them. */
+  readonly chunk: FileBytes;
+}
+
+/** Bytes of a segment file as read (never bytes past its durable size at the time), and their position. */
+export interface FileBytes {
+  readonly bytes: Buffer;
+  readonly position: number;
 }
 
 /**
  * Scans records from `start` up to `limitBytes` of the file, calling `visit` on each
  * good one until it returns false. A record is good when its framing is sound, its
- * offset is the next expected one, and (with `verifyCrc`) its CRC matches.
+ * offset is the next expected one, and (with `verifyCrc`) its CRC matches. `read`, bytes
+ * an earlier scan returned as its `chunk`, are used for what they hold from `start` on
+ * instead of reading them again: a reader that takes a page at a time would otherwise read
+ * the chunk the previous page ended in twice.
  */
 export async function scanSegment(
   handle: FileHandle,
@@ -160,20 +171,29 @@ export async function scanSegment(
   limitBytes: number,
   verifyCrc: boolean,
   visit: (record: ScannedRecord) => boolean,
+  read?: FileBytes,
 ): Promise<ScanEnd> {
   let position = start.position;
   let offset = start.offset;
-  let chunk: Buffer = Buffer.alloc(0);
-  let chunkPosition = position;
-  // One buffer for the whole scan: a visit is over before the next read, and decoded events
-  // own copies of their bytes (record.ts).
+  const reuse =
+    read !== undefined && position >= read.position && position <= read.position + read.bytes.length && read.position + read.bytes.length <= limitBytes;
+  let chunk: Buffer = reuse ? read.bytes : Buffer.alloc(0);
+  let chunkPosition = reuse ? read.position : position;
+  // One buffer for the whole scan, its own: a visit is over before the next read, and
+  // decoded events own copies of their bytes (record.ts). The chunk a scan returns is not
+  // written again (a scan that starts from it reads into a buffer of its own).
   let scratch: Buffer | undefined;
   while (position < limitBytes) {
     let at = position - chunkPosition;
     let parsed: ParsedRecord = parseRecord(chunk, at, verifyCrc);
     if (parsed.kind === 'short') {
       if (position + parsed.needBytes > limitBytes) {
-        return { position, offset, problem: `torn record: ${limitBytes - position} bytes left, ${parsed.needBytes} needed` };
+        return {
+          position,
+          offset,
+          problem: `torn record: ${limitBytes - position} bytes left, ${parsed.needBytes} needed`,
+          chunk: { bytes: chunk, position: chunkPosition },
+        };
       }
       const length = Math.min(Math.max(READ_CHUNK_BYTES, parsed.needBytes), limitBytes - position);
       if (scratch === undefined || scratch.length < length) scratch = Buffer.allocUnsafe(length);
@@ -182,15 +202,16 @@ export async function scanSegment(
       at = 0;
       parsed = parseRecord(chunk, 0, verifyCrc);
     }
-    if (parsed.kind === 'short') return { position, offset, problem: 'file shorter than its size' };
-    if (parsed.kind === 'corrupt') return { position, offset, problem: parsed.reason };
-    if (parsed.offset !== offset) return { position, offset, problem: `offset ${parsed.offset} where ${offset} was expected` };
+    const here = { bytes: chunk, position: chunkPosition };
+    if (parsed.kind === 'short') return { position, offset, problem: 'file shorter than its size', chunk: here };
+    if (parsed.kind === 'corrupt') return { position, offset, problem: parsed.reason, chunk: here };
+    if (parsed.offset !== offset) return { position, offset, problem: `offset ${parsed.offset} where ${offset} was expected`, chunk: here };
     const keepGoing = visit({ buffer: chunk, at, offset, position, recordBytes: parsed.recordBytes });
     position += parsed.recordBytes;
     offset += 1n;
     if (!keepGoing) break;
   }
-  return { position, offset };
+  return { position, offset, chunk: { bytes: chunk, position: chunkPosition } };
 }
 
 async function readFully(handle: FileHandle, position: number, buffer: Buffer): Promise<Buffer> {
