@@ -7,7 +7,7 @@
 #
 #   infra/kafka/kafka.sh fetch                                             # the jars into the cache; quick when cached
 #   infra/kafka/kafka.sh cached                                            # exit 0 when the jars are cached (never fetches)
-#   infra/kafka/kafka.sh start      [--dir D] [--port P] [--nodes 1|3]    # background; waits until every broker is ready
+#   infra/kafka/kafka.sh start      [--dir D] [--port P] [--nodes 1|3] [--secure]  # background; waits until every broker is ready
 #   infra/kafka/kafka.sh stop       [--dir D] [--node N]                  # SIGTERM by PID file, SIGKILL after 20 s; all nodes or one
 #   infra/kafka/kafka.sh kill       [--dir D] [--node N]                  # kill -9 (tests of a crash); all nodes or one
 #   infra/kafka/kafka.sh start-node [--dir D]  --node N                   # starts one stopped node of D again; waits until ready
@@ -25,6 +25,12 @@
 # A killed node is fenced, and its partitions lead elsewhere, after 4 s (Kafka's default: 9 s).
 # The consumer-offsets topic has 5 partitions (default 50): the first consumer group of a new
 # cluster is then ready in about 0.5 s instead of 3.5 s, which tests feel.
+#
+# --secure (a new D): each node also listens for clients with TLS and SASL (SASL_SSL) on
+# P+2×nodes+(N-1): PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for user 'voltline' with a random
+# password, and a self-signed certificate for 127.0.0.1 made with Java's keytool. D/secure.env
+# says how to connect (brokers, ca_file, username, password); the plain listener stays for
+# the readiness check and between the nodes.
 #
 # D holds the cluster: cluster.env (its id, nodes, port), brokers (the bootstrap addresses, one
 # a line) and node-N/ (server.properties, data/, kafka.log, kafka.pid). Starting again on a D
@@ -56,6 +62,7 @@ nodes=""
 node=""
 owner=""
 temp=""
+secure=""
 needs_value() { [ "$#" -ge 2 ] || { echo "$me: '$1' needs a value (see the comment at the top of this file)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,6 +72,7 @@ while [ $# -gt 0 ]; do
     --node) needs_value "$@"; node="$2"; shift 2 ;;
     --owner-pid) needs_value "$@"; owner="$2"; shift 2 ;;
     --temp) temp="--temp"; shift ;;
+    --secure) secure=1; shift ;;
     *) echo "$me: unknown argument '$1' (see the comment at the top of this file)" >&2; exit 2 ;;
   esac
 done
@@ -123,6 +131,11 @@ load_cluster() {
   local create="$1" stored
   if have_cluster; then
     cluster_id="$(setting cluster_id)"
+    stored="$(setting secure)"
+    if [ -n "$secure" ] && [ "${stored:-0}" != 1 ]; then
+      fail "Cannot $cmd as '--secure' must match the cluster in $dir (made without it); delete $dir for a new cluster"
+    fi
+    secure="${stored:-0}"
     for key in nodes port; do
       stored="$(setting "$key")"
       if [ -n "${!key}" ] && [ "${!key}" != "$stored" ]; then
@@ -135,15 +148,17 @@ load_cluster() {
   [ "$create" = create ] || fail "Cannot $cmd as '--dir' must hold a cluster made by '$me start': current value is $dir (no cluster.env)"
   nodes="${nodes:-1}"
   port="${port:-9092}"
+  secure="${secure:-0}"
   case "$nodes" in 1 | 3) ;; *) fail "Cannot $cmd as '--nodes' must be 1 or 3: current value is $nodes" ;; esac
-  if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1024 ] || [ "$port" -gt $((65535 - 2 * nodes + 1)) ]; then
-    fail "Cannot $cmd as '--port' must be a port from 1024 to $((65535 - 2 * nodes + 1)) (the cluster takes $((2 * nodes)) ports from it): current value is $port"
+  local taken=$((2 * nodes + secure * nodes))
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1024 ] || [ "$port" -gt $((65535 - taken + 1)) ]; then
+    fail "Cannot $cmd as '--port' must be a port from 1024 to $((65535 - taken + 1)) (the cluster takes $taken ports from it): current value is $port"
   fi
   # A Kafka cluster id: 16 random bytes in URL-safe base64 without padding, not starting with
   # '-' (Kafka's own Uuid.randomUuid avoids those too: they read as command-line options).
   cluster_id="-"
   while [[ "$cluster_id" == -* ]]; do cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"; done
-  printf 'cluster_id=%s\nnodes=%s\nport=%s\n' "$cluster_id" "$nodes" "$port" >"$dir/cluster.env"
+  printf 'cluster_id=%s\nnodes=%s\nport=%s\nsecure=%s\n' "$cluster_id" "$nodes" "$port" "$secure" >"$dir/cluster.env"
 }
 check_node() {
   [ -n "$node" ] || fail "Cannot $cmd as '--node' must be given (1 to $nodes)"
@@ -154,27 +169,69 @@ check_node() {
 all_nodes() { seq 1 "$nodes"; }
 broker_port() { echo $((port + 2 * ($1 - 1))); }
 controller_port() { echo $((port + 2 * ($1 - 1) + 1)); }
+secure_port() { echo $((port + 2 * nodes + $1 - 1)); }
 bootstrap() {
   local n list=()
   for n in $(all_nodes); do list+=("127.0.0.1:$(broker_port "$n")"); done
   (IFS=,; echo "${list[*]}")
 }
 
+# --secure: the TLS key and certificate and the SASL password, once per D (D/tls, D/secure.env).
+make_secrets() {
+  [ "$secure" = 1 ] || return 0
+  [ -f "$dir/secure.env" ] && return 0
+  command -v keytool >/dev/null 2>&1 || fail "Cannot $cmd --secure as keytool (Java's) is not installed; $install_hint"
+  local tls="$dir/tls" store_pw password n list=()
+  rm -rf "$tls"
+  mkdir -p "$tls"
+  store_pw="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  password="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  keytool -genkeypair -alias kafka -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=127.0.0.1" \
+    -ext "SAN=ip:127.0.0.1,dns:localhost" -storetype PKCS12 -keystore "$tls/kafka.p12" \
+    -storepass "$store_pw" -keypass "$store_pw" >"$tls/keytool.log" 2>&1 || { cat "$tls/keytool.log" >&2; fail "keytool could not make the TLS certificate"; }
+  keytool -exportcert -rfc -alias kafka -keystore "$tls/kafka.p12" -storepass "$store_pw" -file "$tls/ca.pem" >>"$tls/keytool.log" 2>&1 ||
+    { cat "$tls/keytool.log" >&2; fail "keytool could not export the TLS certificate"; }
+  printf '%s\n' "$store_pw" >"$tls/store-password"
+  for n in $(all_nodes); do list+=("127.0.0.1:$(secure_port "$n")"); done
+  printf 'brokers=%s\nca_file=%s\nusername=voltline\npassword=%s\n' "$(IFS=,; echo "${list[*]}")" "$tls/ca.pem" "$password" >"$dir/secure.env.partial"
+  mv "$dir/secure.env.partial" "$dir/secure.env"
+}
+secure_setting() { sed -n "s/^$1=//p" "$dir/secure.env"; }
+# The SASL_SSL listener's lines of server.properties (none without --secure).
+secure_config() {
+  [ "$secure" = 1 ] || return 0
+  local password store_pw
+  password="$(secure_setting password)"
+  store_pw="$(cat "$dir/tls/store-password")"
+  printf '%s\n' \
+    "listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" \
+    "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_voltline=\"$password\";" \
+    "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;" \
+    "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;" \
+    "ssl.keystore.type=PKCS12" \
+    "ssl.keystore.location=$dir/tls/kafka.p12" \
+    "ssl.keystore.password=$store_pw" \
+    "ssl.key.password=$store_pw"
+}
+
 write_config() {
   local n="$1" nd="$dir/node-$1" voters=() v rf=1 min_isr=1
   for v in $(all_nodes); do voters+=("$v@127.0.0.1:$(controller_port "$v")"); done
   if [ "$nodes" = 3 ]; then rf=3; min_isr=2; fi
+  local secure_listener=""
+  if [ "$secure" = 1 ]; then secure_listener=",SASL_SSL://127.0.0.1:$(secure_port "$n")"; fi
   mkdir -p "$nd"
   cat >"$nd/server.properties" <<EOF
 # Written by infra/kafka/kafka.sh at every start (node $n of $nodes); edit the script, not this file.
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$(IFS=,; echo "${voters[*]}")
-listeners=PLAINTEXT://127.0.0.1:$(broker_port "$n"),CONTROLLER://127.0.0.1:$(controller_port "$n")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$n")
+listeners=PLAINTEXT://127.0.0.1:$(broker_port "$n"),CONTROLLER://127.0.0.1:$(controller_port "$n")$secure_listener
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$n")$secure_listener
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+$(secure_config)
 log.dirs=$nd/data
 offsets.topic.replication.factor=$rf
 transaction.state.log.replication.factor=$rf
@@ -195,10 +252,16 @@ EOF
 # StorageTool for every node not yet formatted, in parallel (a JVM start each).
 format_nodes() {
   local n jobs=() failed=0 job
+  local scram=()
+  if [ "$secure" = 1 ]; then
+    # SCRAM credentials live in the cluster's metadata: written when a node is formatted.
+    scram=(--add-scram "SCRAM-SHA-256=[name=voltline,password=$(secure_setting password)]"
+      --add-scram "SCRAM-SHA-512=[name=voltline,password=$(secure_setting password)]")
+  fi
   for n in "$@"; do
     [ -f "$dir/node-$n/data/meta.properties" ] && continue
     java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$libs/*" kafka.tools.StorageTool format \
-      -t "$cluster_id" -c "$dir/node-$n/server.properties" >"$dir/node-$n/format.log" 2>&1 &
+      -t "$cluster_id" -c "$dir/node-$n/server.properties" ${scram[@]+"${scram[@]}"} >"$dir/node-$n/format.log" 2>&1 &
     jobs+=("$!:$n")
   done
   for job in ${jobs[@]+"${jobs[@]}"}; do
@@ -252,7 +315,7 @@ jvm_opts=(
 check_ports() {
   local n p
   for n in "$@"; do
-    for p in "$(broker_port "$n")" "$(controller_port "$n")"; do
+    for p in "$(broker_port "$n")" "$(controller_port "$n")" $([ "$secure" = 1 ] && secure_port "$n"); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         fail "Cannot $cmd as port $p (node $n) on 127.0.0.1 is taken by another program; choose another --port (with a new --dir)"
       fi
@@ -334,6 +397,9 @@ say_running() {
   for n in $(all_nodes); do pids+=("$(pid_of "$n" || echo -)"); done
   echo "Kafka $KAFKA_VERSION (KRaft, $nodes node$([ "$nodes" = 1 ] || echo s)) on $(bootstrap) (data in $dir, PIDs ${pids[*]})"
   echo "  voltline up --kafka $(bootstrap)"
+  if [ "$secure" = 1 ]; then
+    echo "  with TLS and SASL: VOLTLINE_KAFKA_PASSWORD=\$(sed -n 's/^password=//p' $dir/secure.env) voltline up --kafka $(secure_setting brokers) --kafka-tls --kafka-ca $(secure_setting ca_file) --kafka-sasl scram-sha-256 --kafka-username voltline"
+  fi
 }
 
 # Everything a start needs before a JVM runs: the jars, the tools, D's cluster and configs.
@@ -344,6 +410,7 @@ prepare() {
   need_java
   absolute_dir
   load_cluster "$1"
+  make_secrets
   local n
   for n in $(all_nodes); do write_config "$n"; done
   tr ',' '\n' <<<"$(bootstrap)" >"$dir/brokers"
@@ -425,7 +492,7 @@ case "$cmd" in
     if [ -n "$temp" ]; then rm -rf -- "$dir"; fi
     ;;
   *)
-    echo "usage: $me fetch | cached | start|run [--dir D] [--port P] [--nodes 1|3] | stop|kill [--dir D] [--node N] | start-node [--dir D] --node N" >&2
+    echo "usage: $me fetch | cached | start|run [--dir D] [--port P] [--nodes 1|3] [--secure] | stop|kill [--dir D] [--node N] | start-node [--dir D] --node N" >&2
     exit 2
     ;;
 esac

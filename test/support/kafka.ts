@@ -35,11 +35,24 @@ export interface KafkaCluster {
   stopNode(node: number): Promise<void>;
   /** Starts node `node` again and waits until it is a broker of the cluster once more. */
   startNode(node: number): Promise<void>;
+  /** With `secure`: how to reach the nodes' TLS and SASL listeners (kafka.sh's D/secure.env). */
+  readonly secure?: SecureListeners;
+}
+
+/** The SASL_SSL listeners of a `secure` cluster: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for one user. */
+export interface SecureListeners {
+  readonly brokers: string[];
+  /** The PEM certificate the brokers present (self-signed, for 127.0.0.1). */
+  readonly caFile: string;
+  readonly username: string;
+  readonly password: string;
 }
 
 export interface KafkaOptions {
   /** 1 (default) or 3; three nodes replicate 3 times with min.insync.replicas 2. */
   readonly nodes?: 1 | 3;
+  /** Also a TLS and SASL listener per node (kafka.sh `--secure`); default false. */
+  readonly secure?: boolean;
 }
 
 const START_TIMEOUT_MS = 150_000; // a first fetch from Maven Central, then up to 60 s until ready
@@ -78,6 +91,22 @@ async function freePortBlock(count: number): Promise<number> {
   throw new Error(`Cannot start Kafka as no ${count} consecutive free loopback ports were found from 20000 to 31999`);
 }
 
+/** D/secure.env (`key=value` lines) of a cluster started with `--secure`. */
+function secureListeners(dir: string): SecureListeners {
+  const env = new Map(
+    readFileSync(path.join(dir, 'secure.env'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)] as const),
+  );
+  const value = (key: string): string => {
+    const v = env.get(key);
+    if (v === undefined || v === '') throw new Error(`Cannot use the secure Kafka in ${dir} as its secure.env has no '${key}'`);
+    return v;
+  };
+  return { brokers: value('brokers').split(','), caFile: value('ca_file'), username: value('username'), password: value('password') };
+}
+
 function checkNode(node: number, nodes: number): string {
   if (!Number.isInteger(node) || node < 1 || node > nodes) throw new Error(`Cannot use Kafka node ${node} as 'node' must be 1 to ${nodes}`);
   return String(node);
@@ -91,11 +120,12 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaClust
   const nodes = options.nodes ?? 1;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'voltline-kafka-'));
   const owner = ['--owner-pid', String(process.pid), '--temp'];
+  const secure = options.secure === true ? ['--secure'] : [];
   // Another program may take a port between the check and Kafka's bind: then once more on other ports.
   for (let attempt = 1; ; attempt++) {
-    const port = await freePortBlock(2 * nodes);
+    const port = await freePortBlock((secure.length > 0 ? 3 : 2) * nodes);
     try {
-      await script(['start', '--dir', dir, '--port', String(port), '--nodes', String(nodes), ...owner], START_TIMEOUT_MS);
+      await script(['start', '--dir', dir, '--port', String(port), '--nodes', String(nodes), ...secure, ...owner], START_TIMEOUT_MS);
       break;
     } catch (err) {
       const portTaken = /taken by another program|Address already in use/.test(String(err));
@@ -108,6 +138,7 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaClust
   }
   const brokers = readFileSync(path.join(dir, 'brokers'), 'utf8').trim().split('\n');
   return {
+    ...(secure.length > 0 ? { secure: secureListeners(dir) } : {}),
     get brokers() {
       return [...brokers];
     },
