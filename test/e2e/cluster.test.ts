@@ -19,9 +19,11 @@ import {
   lastJsonLine,
   metricSum,
   runVoltline,
+  simVerified,
   startPlatformProcess,
   tempDir,
   type PlatformProcess,
+  type SimVerdict,
 } from '../support/platform-process.ts';
 import { startVictoriaMetrics, type RunningVictoriaMetrics } from '../support/victoria-metrics.ts';
 
@@ -45,26 +47,12 @@ afterEach(async () => {
   data = undefined;
 });
 
-interface Verdict {
-  acked: number;
-  verify: { acked: number; stored: number; missing: number; duplicates: number };
-}
-
 interface Answer {
   series: Array<{ tags: Record<string, string>; field: string; points: Array<[number, number]> }>;
 }
 
 function kafkaArgs(cluster: KafkaCluster, topic: string): string[] {
   return ['--kafka', cluster.brokers.join(','), '--kafka-topic', topic, '--kafka-partitions', String(PARTITIONS)];
-}
-
-/** `voltline sim` against `target` with --verify: every acknowledged message stored exactly once. */
-async function simVerified(target: PlatformProcess, args: readonly string[], verifyApi = target.apiUrl): Promise<Verdict> {
-  const run = await runVoltline(['sim', '--url', target.mqttUrl, ...args, '--verify', '--api', verifyApi, '--verify-timeout', '120s', '--json']);
-  expect(run.code, run.stdout + run.stderr).toBe(0);
-  const report = lastJsonLine<Verdict>(run.stdout);
-  expect(report.verify).toMatchObject({ acked: report.acked, stored: report.acked, missing: 0, duplicates: 0 });
-  return report;
 }
 
 /** The partitions of the trigger log a node reads now (its per-partition lag gauge's labels). */
@@ -202,7 +190,7 @@ describe('two nodes on Kafka', () => {
     const movedMs = Date.now() - killedAt;
     process.stdout.write(`failover: node a owned all ${PARTITIONS} partitions ${movedMs} ms after node b was killed with -9\n`);
     const run = await running;
-    interface FailoverReport extends Verdict {
+    interface FailoverReport extends SimVerdict {
       brokers: Array<{ stations: number; connectedAtEnd: number; failedOverOut: number; failedOverIn: number }>;
       offline: { resent: number };
     }

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createKafkaClient } from '../../ingest/kafka/index.ts';
 import { silentLogger } from '../../lib/logger.ts';
 import { startKafka, type KafkaCluster, type SecureListeners } from '../support/kafka.ts';
-import { deployFunctionFile, lastJsonLine, runVoltline, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
+import { deployFunctionFile, runVoltline, simVerified, startPlatformProcess, tempDir, type PlatformProcess } from '../support/platform-process.ts';
 
 const ARGS = ['--no-api-auth', '--allow-anonymous', '--topic-policy', 'open', '--no-mqtt-tls', '--kafka-partitions', '3'];
 
@@ -65,27 +65,8 @@ describe('voltline up on Kafka over TLS with SASL', () => {
     });
     expect(node.output()).toContain(`trigger log  kafka ${secure.brokers.join(',')}, topic secure.events`);
     await deployFunctionFile(node.apiUrl, 'functions/station-telemetry.ts');
-    const run = await runVoltline([
-      'sim',
-      '--url',
-      node.mqttUrl,
-      '--stations',
-      '5',
-      '--rate',
-      '50',
-      '--duration',
-      '2s',
-      '--verify',
-      '--api',
-      node.apiUrl,
-      '--verify-timeout',
-      '60s',
-      '--json',
-    ]);
-    expect(run.code, run.stdout + run.stderr).toBe(0);
-    const report = lastJsonLine<{ acked: number; verify: { stored: number; missing: number; duplicates: number } }>(run.stdout);
+    const report = await simVerified(node, ['--stations', '5', '--rate', '50', '--duration', '2s'], node.apiUrl, '60s');
     expect(report.acked).toBeGreaterThan(50);
-    expect(report.verify).toMatchObject({ stored: report.acked, missing: 0, duplicates: 0 });
   }, 120_000);
 
   it('stops at start with the reason when the password is wrong, and when the broker certificate is not trusted', async () => {

@@ -155,6 +155,27 @@ export async function deployFunctionFile(apiUrl: string, file: string, token?: s
   await postJson(`${apiUrl}/api/functions`, { code: (await bundleFunction(source)).code, source }, token);
 }
 
+/** `voltline sim --verify --json`'s report: what was acknowledged, and what the platform stored of it. */
+export interface SimVerdict {
+  readonly acked: number;
+  readonly verify: { readonly acked: number; readonly stored: number; readonly missing: number; readonly duplicates: number };
+}
+
+/**
+ * `voltline sim --url <target's MQTT> …args --verify --api <verifyApi> --json`; throws, with
+ * the command's output, unless it exits 0 and every acknowledged message is stored exactly once.
+ */
+export async function simVerified(target: PlatformProcess, args: readonly string[], verifyApi = target.apiUrl, verifyTimeout = '120s'): Promise<SimVerdict> {
+  const run = await runVoltline(['sim', '--url', target.mqttUrl, ...args, '--verify', '--api', verifyApi, '--verify-timeout', verifyTimeout, '--json']);
+  if (run.code !== 0) throw new Error(`voltline sim exited with ${String(run.code)}:\n${run.stdout}${run.stderr}`);
+  const report = lastJsonLine<SimVerdict>(run.stdout);
+  const { verify } = report;
+  if (verify.acked !== report.acked || verify.stored !== report.acked || verify.missing !== 0 || verify.duplicates !== 0) {
+    throw new Error(`voltline sim --verify: not every acknowledged message stored exactly once: ${JSON.stringify(report)}`);
+  }
+  return report;
+}
+
 /** The JSON report a command prints as its last line (`voltline sim`). */
 export function lastJsonLine<T>(stdout: string): T {
   return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as T;
