@@ -1,5 +1,9 @@
 /** The program behind bin/voltline.js: runs `main` with the process's streams and signals. */
-import { main } from './main.ts';
+import { useCompileCache } from '../lib/compile-cache.ts';
+
+// Before anything else is loaded: the rest comes from the compile cache after the first start.
+useCompileCache();
+const { main } = await import('./main.ts');
 
 const controller = new AbortController();
 let signals = 0;

@@ -12,6 +12,7 @@ import { startPlatform } from '../platform.ts';
 import { CONSOLE_DIST } from '../../dashboards/index.ts';
 import { fleetTokens } from '../fleet-tokens.ts';
 import { FunctionWatcher } from '../watch.ts';
+import { saveCompileCache } from '../../lib/compile-cache.ts';
 import { CliError, type CommandIo } from '../io.ts';
 import { DEMO_INTERVAL, DEMO_STATIONS, flagGiven, flagText, flagTexts, intFlag, settingsFromFlags, UP_PARSE_OPTIONS, UP_USAGE } from './up-flags.ts';
 
@@ -52,6 +53,9 @@ export async function upCommand(argv: string[], io: CommandIo): Promise<number> 
 
   const logger = createLogger({ level: config.logLevel });
   const platform = await startPlatform(config, logger);
+  // Every module of the platform is loaded by now: into the compile cache before anything
+  // can kill the process (a crash is when the next start has a backlog waiting).
+  saveCompileCache();
   io.stdout.write(`Voltline is up (data in ${path.resolve(config.dataDir)})\n`);
   if (platform.externalBroker !== undefined) {
     io.stdout.write(

@@ -11,6 +11,7 @@ import { FunctionSandbox, setSandboxEntropy } from '../sandbox/sandbox.ts';
 import { runEscape } from './escapes.ts';
 import { fitResults } from './fit-results.ts';
 import { collectExternalMemory } from '../../lib/native-memory.ts';
+import { saveCompileCache } from '../../lib/compile-cache.ts';
 
 const HEARTBEAT_MS = Number(process.env['VOLTLINE_WORKER_HEARTBEAT_MS'] ?? 1_000);
 /** The escape attempts answer only in workers started for tests (WorkerDriverOptions.testCommands). */
@@ -165,4 +166,7 @@ heartbeat.unref();
 // the agent's young generation under load and keeps it (lib/native-memory.ts).
 collectExternalMemory({ growthBytes: 32 * 2 ** 20, intervalMs: 1_000, maxNewSpaceBytes: 16 * 2 ** 20, shrinkEveryMs: 60_000 });
 
+// The modules are loaded: into the compile cache before saying so (when the platform turned
+// it on through NODE_COMPILE_CACHE), since a worker is often killed rather than exiting.
+saveCompileCache();
 send({ t: 'ready', pid: process.pid });
