@@ -19,11 +19,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import { bundleFunction, FunctionRegistry, loadFunctionOf, processDriver, Scheduler, type DeployedFunction } from '../functions-runtime/index.ts';
+import { useCompileCache } from '../lib/compile-cache.ts';
 import { silentLogger } from '../lib/logger.ts';
 import { childrenOf, sampleProcess } from './lib/proc.ts';
 import { emit, fmt, log, parseBenchArgs, type BenchReport } from './lib/report.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+// Workers start as the platform starts them: with its compile cache (lib/compile-cache.ts).
+useCompileCache();
 
 type BenchEvent = Parameters<Scheduler['run']>[1][number];
 
