@@ -28,13 +28,11 @@ export class LogReader {
   /** Durable events from `fromOffset` (or the first kept one, when below), at most `max`. */
   async read(fromOffset: bigint, max: number): Promise<LoggedEvent[]> {
     const events: LoggedEvent[] = [];
-    let next = fromOffset;
-    while (events.length < max && next < this.#endOffset()) {
-      const first = this.#segments[0];
-      if (first !== undefined && next < first.base) next = first.base; // deleted by retention: start at what is kept
-      const segment = this.#segmentFor(next);
-      if (segment === undefined) break;
-      next = await this.#readSegment(segment, next, max, events);
+    if (max > 0) {
+      await this.#scan(fromOffset, undefined, (event) => {
+        events.push(event);
+        return events.length < max;
+      });
     }
     return events;
   }
@@ -46,37 +44,36 @@ export class LogReader {
    * router's reads check every record it gets).
    */
   async scanSource(fromOffset: bigint, source: TriggerSource, visit: (event: LoggedEvent) => void): Promise<void> {
+    await this.#scan(fromOffset, source, (event) => {
+      visit(event);
+      return true;
+    });
+  }
+
+  /**
+   * Hands `take` the durable events from `fromOffset` on (or the first kept one, when
+   * below), only those of `source` when it is given, until `take` returns false or the
+   * durable end is reached.
+   */
+  async #scan(fromOffset: bigint, source: TriggerSource | undefined, take: (event: LoggedEvent) => boolean): Promise<void> {
     let next = fromOffset;
-    while (next < this.#endOffset()) {
+    let more = true;
+    while (more && next < this.#endOffset()) {
       const first = this.#segments[0];
-      if (first !== undefined && next < first.base) next = first.base;
+      if (first !== undefined && next < first.base) next = first.base; // deleted by retention: start at what is kept
       const segment = this.#segmentFor(next);
-      if (segment === undefined) return;
-      segment.acquire();
-      try {
-        const limitBytes = segment.size;
-        const from = next;
-        const handle = await segment.handle();
-        const scan = await scanSegment(handle, segment.positionFor(from), limitBytes, false, (record) => {
-          segment.noteRecordPosition(record.offset, record.position);
-          if (record.offset < from || recordSource(record.buffer, record.at) !== source) return true;
-          if (parseRecord(record.buffer, record.at, true).kind !== 'ok') throw corruptError(segment, record.position, record.offset, 'CRC mismatch');
-          const event = decodeRecord(record.buffer, record.at, record.recordBytes, record.offset);
-          if (typeof event === 'string') throw corruptError(segment, record.position, record.offset, event);
-          visit(event);
-          return true;
-        });
-        if (scan.problem !== undefined) throw corruptError(segment, scan.position, scan.offset, scan.problem);
-        if (scan.offset <= from) throw corruptError(segment, scan.position, scan.offset, `the segment ends before offset ${segment.end}`);
-        next = scan.offset;
-      } finally {
-        segment.release();
-      }
+      if (segment === undefined) break;
+      ({ next, more } = await this.#scanIn(segment, next, source, take));
     }
   }
 
-  /** Reads from `segment` into `events`; returns the offset to continue from. */
-  async #readSegment(segment: Segment, fromOffset: bigint, max: number, events: LoggedEvent[]): Promise<bigint> {
+  /** `#scan` within `segment`: the offset to continue from, and whether `take` wants more. */
+  async #scanIn(
+    segment: Segment,
+    fromOffset: bigint,
+    source: TriggerSource | undefined,
+    take: (event: LoggedEvent) => boolean,
+  ): Promise<{ next: bigint; more: boolean }> {
     segment.acquire(); // synchronously after #segmentFor: retention cannot close it under us
     try {
       const limitBytes = segment.size; // one snapshot: the writer grows size and end together
@@ -86,6 +83,7 @@ export class LogReader {
       if (cursor?.segment === segment && cursor.offset <= fromOffset && cursor.offset >= start.offset) start = cursor;
       const handle = await segment.handle();
       const read = cursor?.segment === segment ? cursor.chunk : undefined;
+      let more = true;
       const scan = await scanSegment(
         handle,
         start,
@@ -94,13 +92,14 @@ export class LogReader {
         (record) => {
           segment.noteRecordPosition(record.offset, record.position);
           if (record.offset < fromOffset) return true;
+          if (source !== undefined && recordSource(record.buffer, record.at) !== source) return true;
           if (parseRecord(record.buffer, record.at, true).kind !== 'ok') {
             throw corruptError(segment, record.position, record.offset, 'CRC mismatch');
           }
           const event = decodeRecord(record.buffer, record.at, record.recordBytes, record.offset);
           if (typeof event === 'string') throw corruptError(segment, record.position, record.offset, event);
-          events.push(event);
-          return events.length < max;
+          more = take(event);
+          return more;
         },
         read,
       );
@@ -109,7 +108,7 @@ export class LogReader {
         throw corruptError(segment, scan.position, scan.offset, `the segment ends before offset ${limitEnd}`);
       }
       this.#cursor = { segment, offset: scan.offset, position: scan.position, chunk: scan.chunk };
-      return scan.offset;
+      return { next: scan.offset, more };
     } finally {
       segment.release();
     }
