@@ -5,9 +5,9 @@
  * backlog (log end − committed offset at the restart, from its own log lines), the time from
  * the router starting to read until every acknowledged valid message is queryable, and so
  * the events per second of the replay, and from the restart until then (what a user waits);
- * then the exactly-once check of the throughput
- * benchmark (nothing acknowledged missing, nothing stored twice; dead letters are not
- * counted: the counter starts over with the new process).
+ * then the exactly-once check of the throughput benchmark (nothing acknowledged missing,
+ * nothing stored twice; dead letters are not counted: the counter starts over with the new
+ * process).
  *
  *   npx node --no-node-snapshot bench/recovery.ts [--rate 40000] [--seconds 6] [--smoke] [--json]
  */
